@@ -1,0 +1,512 @@
+"""``from_signals`` and the :class:`Portfolio` it returns."""
+
+from __future__ import annotations
+
+import inspect
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from celeris.backtest import _inputs as I
+from celeris.backtest import kernel as K
+from celeris.backtest.engine import KernelInputs, KernelOutputs, simulate
+from celeris.errors import ConfigError, did_you_mean
+
+#: Columns of :meth:`Portfolio.stats`, in order, with their kernel slot and meaning.
+METRICS: dict[str, tuple[int, str]] = {
+    "end_value": (K.M_END_VALUE, "portfolio value at the last bar"),
+    "total_return": (K.M_TOTAL_RETURN, "end value / start value - 1"),
+    "cagr": (K.M_CAGR, "compound annual growth rate, (end/start)^(ann_factor/n_bars) - 1"),
+    "volatility": (K.M_VOLATILITY, "annualised std of bar returns (ddof=1)"),
+    "sharpe": (K.M_SHARPE, "mean / std of bar returns * sqrt(ann_factor), risk-free 0"),
+    "sortino": (K.M_SORTINO, "mean return * ann_factor / annualised downside deviation"),
+    "calmar": (K.M_CALMAR, "cagr / max_drawdown"),
+    "max_drawdown": (K.M_MAX_DD, "largest peak-to-valley fall of value, as a positive fraction"),
+    "max_drawdown_duration": (K.M_MAX_DD_DURATION, "longest drawdown, peak to recovery (or end)"),
+    "trades": (K.M_TRADES, "trades, including one still open at the end"),
+    "closed_trades": (K.M_CLOSED_TRADES, "closed trades"),
+    "win_rate": (K.M_WIN_RATE, "share of closed trades with pnl > 0"),
+    "profit_factor": (K.M_PROFIT_FACTOR, "gross profit / gross loss of closed trades"),
+    "expectancy": (K.M_EXPECTANCY, "expected pnl per closed trade (cash)"),
+    "best_trade": (K.M_BEST_TRADE, "best closed-trade return"),
+    "worst_trade": (K.M_WORST_TRADE, "worst closed-trade return"),
+    "avg_winning_trade": (K.M_AVG_WIN, "mean return of winning closed trades"),
+    "avg_losing_trade": (K.M_AVG_LOSS, "mean return of losing closed trades"),
+    "exposure": (K.M_EXPOSURE, "share of bars that end with an open position"),
+    "total_fees": (K.M_TOTAL_FEES, "fees paid (cash)"),
+    "orders": (K.M_ORDERS, "filled orders"),
+    "open_trade_pnl": (K.M_OPEN_PNL, "unrealised pnl of the open trade at the last close"),
+}
+_COUNT_METRICS = ("trades", "closed_trades", "orders")
+_HIGHER_IS_WORSE = ("max_drawdown", "max_drawdown_duration", "volatility", "total_fees")
+
+
+def from_signals(
+    close: Any,
+    entries: Any = None,
+    exits: Any = None,
+    short_entries: Any = None,
+    short_exits: Any = None,
+    *,
+    open: Any = None,  # noqa: A002 - the word quants use
+    high: Any = None,
+    low: Any = None,
+    price: Any = None,
+    execution: str = "close",
+    init_cash: Any = 100_000.0,
+    fees: Any = 0.0,
+    fixed_fees: Any = 0.0,
+    slippage: Any = 0.0,
+    size: Any = np.inf,
+    size_type: Any = "amount",
+    direction: Any = "longonly",
+    sl_stop: Any = None,
+    tp_stop: Any = None,
+    tsl_stop: Any = None,
+    accumulate: Any = False,
+    size_granularity: Any = None,
+    stop_exit_price: str = "stop",
+    freq: Any = None,
+    year_days: float = 365,
+    device: str = "auto",
+    **unknown: Any,
+) -> Portfolio:
+    """Simulate entry/exit signals, one column per strategy variant, and return a :class:`Portfolio`.
+
+    Semantics are those of vectorbt's ``Portfolio.from_signals`` for every option both have:
+    orders fill at the close of the signal bar (``price`` overrides), slippage moves the fill
+    price against the trader, ``fees`` are a fraction of traded value plus ``fixed_fees`` per
+    order, ``size=inf`` means all available cash, entries are ignored while in a position unless
+    ``accumulate``, and stops are checked against each later bar's open, high and low.
+
+    Parameters
+    ----------
+    close : Series, DataFrame or array, or a bar frame
+        Close prices, (n_bars,) or (n_bars, n_assets). A bar frame (with ``open, high, low,
+        close`` columns) supplies ``open``/``high``/``low`` too.
+    entries, exits : bool arrays
+        Signals, (n_bars,) or (n_bars, n_cols); broadcast against prices and parameters.
+    short_entries, short_exits : bool arrays, optional
+        Short signals. When given, ``entries``/``exits`` are the long signals and both sides trade.
+    open, high, low : prices, optional
+        Used by stops (a gap through the stop fills at the open) and by ``execution="next_open"``.
+        Without them, stops are checked against the close only.
+    price : prices, optional
+        Order price of each bar (default: the close).
+    execution : {"close", "next_open"}
+        ``"next_open"`` fills a signal at the *next* bar's open, as backtesting.py does. A signal on
+        the last bar then has no bar to fill in and is not executed. Stops of a position opened at
+        the open are measured from that open price (vectorbt's ``stop_entry_price="price"``).
+    init_cash, fees, fixed_fees, slippage, size, sl_stop, tp_stop, tsl_stop : float or sequence
+        Per-column parameters: a scalar for all columns or one value per column. Stops are
+        fractions (``sl_stop=0.05`` exits 5% below the entry's reference price); ``None``/NaN
+        disables. ``tsl_stop`` trails the highest high (lowest low for shorts) seen since entry.
+        Celeris also allows ``sl_stop`` and ``tsl_stop`` together (vectorbt has one stop-loss
+        slot): the tighter level fires.
+    size_type : {"amount", "value", "percent"}
+        Shares, cash value, or a fraction of available cash (0 < size <= 1). ``"percent"`` cannot
+        reverse a position, so it is refused with ``direction="both"`` or short signals.
+    direction : {"longonly", "shortonly", "both"}
+        With ``"both"`` and no short arrays, ``exits`` open shorts (vectorbt's convention).
+    accumulate : bool
+        Add to (and reduce) positions on repeated signals instead of ignoring them.
+    size_granularity : float, optional
+        Round order sizes down to a multiple (``1`` for whole shares).
+    stop_exit_price : {"stop", "stopmarket", "close"}
+        A triggered stop fills at the stop price without slippage (vectorbt's default
+        ``"stoplimit"``), at the stop price with slippage, or at the bar's close with slippage.
+    freq, year_days : annualisation
+        Bar spacing (inferred from a datetime index if omitted) and days per year (365 for
+        crypto, 252 for equities): ``ann_factor = year_days * 1 day / freq``.
+    device : {"auto", "cpu", "cuda"}
+        ``auto`` uses a CUDA GPU when present, else the CPU; results are identical.
+
+    Deliberate differences from vectorbt: a Sharpe or Sortino ratio of a flat equity curve (0/0) is
+    NaN, not infinity; ``max_drawdown`` is a positive fraction; prices must be finite and > 0
+    everywhere (no NaN bars); ``tsl_stop`` is a separate keyword (vectorbt: ``sl_trail=True``).
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> import celeris
+    >>> close = pd.Series([10.0, 11.0, 12.0, 11.0, 13.0],
+    ...                   index=pd.date_range("2024-01-01", periods=5, freq="D", tz="UTC"))
+    >>> pf = celeris.backtest.from_signals(close, close.index.day == 1, close.index.day == 3,
+    ...                                    init_cash=1000.0)
+    >>> round(float(pf.stats()["end_value"].iloc[0]), 2)
+    1200.0
+    """
+    if unknown:
+        name = next(iter(unknown))
+        raise ConfigError(
+            f"from_signals got an unknown parameter {name!r}{did_you_mean(name, _keywords())}"
+        )
+    I.check_choice("execution", execution, I.EXECUTIONS)
+    I.check_choice("stop_exit_price", stop_exit_price, I.STOP_EXIT_PRICES)
+
+    # ---- prices ----
+    if isinstance(close, pd.DataFrame) and "close" in close.columns and close.columns.nlevels == 1:
+        bars = close
+        close = bars["close"]
+        open = bars["open"] if open is None and "open" in bars else open
+        high = bars["high"] if high is None and "high" in bars else high
+        low = bars["low"] if low is None and "low" in bars else low
+    index = close.index if isinstance(close, pd.Series | pd.DataFrame) else None
+    if index is not None:
+        I.check_index(index)
+    close_arr = I.as_2d_float("close", close)
+    n_bars = close_arr.shape[0]
+    open_arr = close_arr if open is None else I.as_2d_float("open", open, n_bars)
+    high_arr = close_arr if high is None else I.as_2d_float("high", high, n_bars)
+    low_arr = close_arr if low is None else I.as_2d_float("low", low, n_bars)
+    if price is not None and execution == "next_open":
+        raise ConfigError("pass either price=... or execution='next_open', not both")
+    price_arr = close_arr if price is None else I.as_2d_float("price", price, n_bars)
+    if execution == "next_open":
+        if open is None:
+            raise ConfigError("execution='next_open' needs open prices (pass open=... or a bar frame)")
+        price_arr = open_arr
+
+    # ---- signals ----
+    def signal(name: str, data: Any) -> np.ndarray:
+        if data is None:
+            return np.zeros((1, 1), dtype=np.bool_)
+        arr = I.as_2d_bool(name, data, n_bars, index)
+        if execution == "next_open":
+            shifted = np.zeros_like(arr)
+            shifted[1:] = arr[:-1]
+            return shifted
+        return arr
+
+    if entries is None and short_entries is None:
+        raise ConfigError("no entries: pass entries=... (or short_entries=...)")
+    sig = {
+        "entries": signal("entries", entries),
+        "exits": signal("exits", exits),
+        "short_entries": signal("short_entries", short_entries),
+        "short_exits": signal("short_exits", short_exits),
+    }
+    ls_mode = short_entries is not None or short_exits is not None
+
+    # ---- parameters ----
+    raw: dict[str, np.ndarray] = {
+        "init_cash": I.param_values("init_cash", init_cash),
+        "fees": I.param_values("fees", fees),
+        "fixed_fees": I.param_values("fixed_fees", fixed_fees),
+        "slippage": I.param_values("slippage", slippage),
+        "size": I.param_values("size", size),
+        "sl_stop": I.param_values("sl_stop", sl_stop),
+        "tsl_stop": I.param_values("tsl_stop", tsl_stop),
+        "tp_stop": I.param_values("tp_stop", tp_stop),
+        "accumulate": I.param_values("accumulate", accumulate),
+        "size_granularity": I.param_values("size_granularity", size_granularity),
+    }
+    I.check_range("init_cash", raw["init_cash"], low=0, low_inclusive=False)
+    I.check_range("fees", raw["fees"], low=0, high=1)
+    I.check_range("fixed_fees", raw["fixed_fees"], low=0)
+    I.check_range("slippage", raw["slippage"], low=0, high=1)
+    I.check_range("size", raw["size"], low=0, low_inclusive=False, allow_inf=True)
+    I.check_range("sl_stop", raw["sl_stop"], low=0, high=1, low_inclusive=False, allow_nan=True)
+    I.check_range("tsl_stop", raw["tsl_stop"], low=0, high=1, low_inclusive=False, allow_nan=True)
+    I.check_range("tp_stop", raw["tp_stop"], low=0, low_inclusive=False, allow_nan=True, allow_inf=True)
+    I.check_range("size_granularity", raw["size_granularity"], low=0, low_inclusive=False, allow_nan=True)
+    size_type_codes = I.choice_codes("size_type", size_type, I.SIZE_TYPES)
+    direction_codes = I.choice_codes("direction", direction, I.DIRECTIONS)
+    if ls_mode:
+        if (direction_codes == K.SHORT_ONLY).any():
+            raise ConfigError("direction='shortonly' cannot be combined with short_entries/short_exits")
+        direction_codes = np.full_like(direction_codes, K.LONG_ONLY)  # entries/exits are long signals
+    if (size_type_codes == K.PERCENT).any():
+        if raw["size"][np.isfinite(raw["size"])].max(initial=0) > 1 or np.isinf(raw["size"]).any():
+            raise ConfigError("size_type='percent' needs 0 < size <= 1 (a fraction of available cash)")
+        if ls_mode or (direction_codes == K.BOTH).any():
+            raise ConfigError(
+                "size_type='percent' cannot reverse positions; use 'amount' or 'value' with direction='both' "
+                "or short signals"
+            )
+    raw["size_type"] = size_type_codes
+    raw["direction"] = direction_codes
+    if (raw["tsl_stop"] >= 1).any():
+        raise ConfigError("tsl_stop must be < 1")
+
+    width = I.broadcast_width(
+        {
+            "close": close_arr.shape[1],
+            "open": open_arr.shape[1],
+            "high": high_arr.shape[1],
+            "low": low_arr.shape[1],
+            "price": price_arr.shape[1],
+            **{k: v.shape[1] for k, v in sig.items()},
+            **{k: v.size for k, v in raw.items()},
+        }
+    )
+    params = np.empty((width, K.N_PARAMS), dtype=np.float64)
+    slots = {
+        "init_cash": K.P_INIT_CASH,
+        "fees": K.P_FEES,
+        "fixed_fees": K.P_FIXED_FEES,
+        "slippage": K.P_SLIPPAGE,
+        "size": K.P_SIZE,
+        "size_type": K.P_SIZE_TYPE,
+        "direction": K.P_DIRECTION,
+        "sl_stop": K.P_SL,
+        "tsl_stop": K.P_TSL,
+        "tp_stop": K.P_TP,
+        "accumulate": K.P_ACCUMULATE,
+        "size_granularity": K.P_GRANULARITY,
+    }
+    for key, slot in slots.items():
+        params[:, slot] = np.broadcast_to(raw[key], (width,))
+    params[:, K.P_STOP_EXIT] = I.STOP_EXIT_PRICES[stop_exit_price]
+    params[:, K.P_STOP_REF] = K.STOP_REF_PRICE if execution == "next_open" else K.STOP_REF_CLOSE
+
+    td = I.infer_freq(index if index is not None else pd.RangeIndex(n_bars), freq)
+    if year_days <= 0:
+        raise ConfigError(f"year_days must be > 0, got {year_days}")
+    ann_factor = float(year_days * pd.Timedelta(days=1) / td) if td is not None else float("nan")
+
+    param_axes = {
+        k: v
+        for k, v in {
+            "init_cash": init_cash,
+            "fees": fees,
+            "fixed_fees": fixed_fees,
+            "slippage": slippage,
+            "size": size,
+            "sl_stop": sl_stop,
+            "tsl_stop": tsl_stop,
+            "tp_stop": tp_stop,
+        }.items()
+        if not np.isscalar(v) and v is not None
+    }
+    columns = I.columns_from(
+        [entries, exits, short_entries, short_exits, close, price],
+        width,
+        {k: np.asarray(v) for k, v in param_axes.items()},
+    )
+    inputs = KernelInputs(
+        close=close_arr,
+        open=open_arr,
+        high=high_arr,
+        low=low_arr,
+        price=price_arr,
+        entries=sig["entries"],
+        exits=sig["exits"],
+        short_entries=sig["short_entries"],
+        short_exits=sig["short_exits"],
+        params=params,
+        ann_factor=ann_factor,
+    )
+    bar_index = index if index is not None else pd.RangeIndex(n_bars, name="bar")
+    return Portfolio(inputs, bar_index, columns, freq=td, year_days=year_days, device=device)
+
+
+def _keywords() -> list[str]:
+    return [p for p in inspect.signature(from_signals).parameters if p != "unknown"]
+
+
+class Portfolio:
+    """Result of a simulation: metrics for every column, curves and records on request.
+
+    Metrics are computed inside the kernel, so a large sweep costs only (n_cols x 22) floats.
+    ``equity``, ``returns``, ``drawdown``, ``orders`` and ``trades`` re-run the (fast) kernel for
+    the columns held and are cached; select columns first (``pf[label]`` or :meth:`best`) to keep
+    them small.
+    """
+
+    def __init__(
+        self,
+        inputs: KernelInputs,
+        index: pd.Index,
+        columns: pd.Index,
+        *,
+        freq: pd.Timedelta | None,
+        year_days: float,
+        device: str = "auto",
+        outputs: KernelOutputs | None = None,
+    ) -> None:
+        self._inputs = inputs
+        self.index = index
+        self.columns = columns
+        self.freq = freq
+        self.year_days = year_days
+        self.device = device
+        self._outputs = outputs if outputs is not None else simulate(inputs, device=device)
+
+    # ---- selection ----
+    def __len__(self) -> int:
+        return len(self.columns)
+
+    def __repr__(self) -> str:
+        return f"Portfolio({len(self.index)} bars x {len(self.columns)} columns)"
+
+    def __getitem__(self, key: Any) -> Portfolio:
+        """Select columns by label (a parameter tuple such as ``pf[(10, 50)]``) or label list."""
+        try:
+            loc = self.columns.get_indexer_for([key] if not isinstance(key, list) else key)
+        except (TypeError, ValueError):
+            loc = np.array([-1])
+        if (loc < 0).any():
+            raise KeyError(f"no column {key!r}; columns are named {list(self.columns.names)}")
+        return self.iloc(loc)
+
+    def iloc(self, positions: Any) -> Portfolio:
+        """Select columns by position."""
+        pos = np.atleast_1d(np.asarray(positions, dtype=np.int64))
+        out = KernelOutputs(self._outputs.metrics[pos], None, None, None)
+        return Portfolio(
+            self._inputs.select(pos),
+            self.index,
+            self.columns[pos],
+            freq=self.freq,
+            year_days=self.year_days,
+            device=self.device,
+            outputs=out,
+        )
+
+    # ---- metrics ----
+    @property
+    def ann_factor(self) -> float:
+        """Bars per year used to annualise (``year_days * 1 day / freq``)."""
+        return self._inputs.ann_factor
+
+    @property
+    def init_cash(self) -> pd.Series:
+        return pd.Series(self._inputs.params[:, K.P_INIT_CASH], index=self.columns, name="init_cash")
+
+    def stats(self) -> pd.DataFrame:
+        """Return one row per column with every metric (see :data:`METRICS` for definitions).
+
+        Returns are fractions (0.12 = 12%); ``max_drawdown_duration`` is a Timedelta when the bar
+        spacing is known, else a bar count.
+        """
+        m = self._outputs.metrics
+        data: dict[str, Any] = {
+            "start": self.index[0],
+            "end": self.index[-1],
+            "start_value": self._inputs.params[:, K.P_INIT_CASH],
+        }
+        for name, (slot, _) in METRICS.items():
+            col = m[:, slot]
+            if name in _COUNT_METRICS:
+                data[name] = col.astype(np.int64)
+            elif name == "max_drawdown_duration" and self.freq is not None:
+                data[name] = pd.to_timedelta(col * self.freq.value, unit="ns")
+            else:
+                data[name] = col
+        return pd.DataFrame(data, index=self.columns)
+
+    def best(self, metric: str = "sharpe", n: int = 10) -> pd.DataFrame:
+        """Return the ``n`` best columns by ``metric`` (lowest first for drawdown-like metrics)."""
+        if metric not in METRICS:
+            raise ConfigError(f"unknown metric {metric!r}{did_you_mean(metric, METRICS)}")
+        if n < 1:
+            raise ConfigError(f"n must be >= 1, got {n}")
+        stats = self.stats()
+        key = stats[metric]
+        if metric == "max_drawdown_duration" and self.freq is not None:
+            key = key.dt.total_seconds()
+        ascending = metric in _HIGHER_IS_WORSE
+        order = np.argsort(key.to_numpy(dtype=np.float64) * (1 if ascending else -1), kind="stable")
+        finite = order[np.isfinite(key.to_numpy(dtype=np.float64)[order])]
+        return stats.iloc[finite[:n]]
+
+    # ---- curves and records (re-run on demand) ----
+    @cached_property
+    def _full(self) -> KernelOutputs:
+        return simulate(self._inputs, device=self.device, keep_equity=True, keep_records=True)
+
+    @property
+    def equity(self) -> pd.DataFrame:
+        """Portfolio value (cash + position x close) at each bar's close."""
+        equity = self._full.equity
+        assert equity is not None
+        return pd.DataFrame(equity, index=self.index, columns=self.columns)
+
+    @property
+    def returns(self) -> pd.DataFrame:
+        """Bar returns of the equity curve; the first bar is measured against ``init_cash``."""
+        equity = self.equity
+        prev = equity.shift(1)
+        prev.iloc[0] = self._inputs.params[:, K.P_INIT_CASH]
+        return equity / prev - 1.0
+
+    @property
+    def drawdown(self) -> pd.DataFrame:
+        """Drawdown of the equity curve from its running peak (<= 0)."""
+        equity = self.equity
+        return equity / equity.cummax() - 1.0
+
+    @property
+    def orders(self) -> pd.DataFrame:
+        """Filled orders: column, time, side, size, fill price (after slippage), fees, stop flag."""
+        rec = self._full.orders
+        assert rec is not None
+        cols = rec[:, K.O_COL].astype(np.int64)
+        idx = rec[:, K.O_IDX].astype(np.int64)
+        return pd.DataFrame(
+            {
+                "column": self._labels(cols),
+                "time": self.index[idx],
+                "bar": idx,
+                "side": np.where(rec[:, K.O_SIDE] == K.BUY, "buy", "sell"),
+                "size": rec[:, K.O_SIZE],
+                "price": rec[:, K.O_PRICE],
+                "fees": rec[:, K.O_FEES],
+                "stop": rec[:, K.O_STOP] == 1.0,
+            }
+        )
+
+    @property
+    def trades(self) -> pd.DataFrame:
+        """Trades as vectorbt's exit trades: one per exit (an open trade is valued at the last close)."""
+        rec = self._full.trades
+        assert rec is not None
+        cols = rec[:, K.T_COL].astype(np.int64)
+        entry = rec[:, K.T_ENTRY_IDX].astype(np.int64)
+        exit_ = rec[:, K.T_EXIT_IDX].astype(np.int64)
+        return pd.DataFrame(
+            {
+                "column": self._labels(cols),
+                "direction": np.where(rec[:, K.T_DIRECTION] == K.TRADE_LONG, "long", "short"),
+                "status": np.where(rec[:, K.T_STATUS] == K.TRADE_CLOSED, "closed", "open"),
+                "size": rec[:, K.T_SIZE],
+                "entry_time": self.index[entry],
+                "entry_bar": entry,
+                "entry_price": rec[:, K.T_ENTRY_PRICE],
+                "entry_fees": rec[:, K.T_ENTRY_FEES],
+                "exit_time": self.index[exit_],
+                "exit_bar": exit_,
+                "exit_price": rec[:, K.T_EXIT_PRICE],
+                "exit_fees": rec[:, K.T_EXIT_FEES],
+                "pnl": rec[:, K.T_PNL],
+                "return": rec[:, K.T_RETURN],
+                "position_id": rec[:, K.T_POSITION_ID].astype(np.int64),
+            }
+        )
+
+    def _labels(self, positions: np.ndarray) -> list[Any]:
+        return list(self.columns[positions]) if len(positions) else []
+
+    @property
+    def close(self) -> pd.DataFrame:
+        """Close prices broadcast to the portfolio's columns."""
+        arr = np.broadcast_to(self._inputs.close, (len(self.index), len(self.columns)))
+        return pd.DataFrame(arr, index=self.index, columns=self.columns)
+
+    # ---- reports ----
+    def to_html(self, path: str | Path, *, column: Any = None, title: str | None = None) -> Path:
+        """Write an interactive HTML report (price with trades, equity, drawdown, stats; a heat-map
+        of the sweep when the columns have two parameter levels). Return the path."""
+        from celeris.backtest.report import write_html
+
+        return write_html(self, Path(path), column=column, title=title)
+
+    def plot_png(self, path: str | Path, *, column: Any = None, title: str | None = None) -> Path:
+        """Write a PNG of price with trades, equity and drawdown for one column. Return the path."""
+        from celeris.backtest.report import write_png
+
+        return write_png(self, Path(path), column=column, title=title)

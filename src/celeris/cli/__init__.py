@@ -1,0 +1,1 @@
+"""The ``celeris`` command line."""

@@ -1,0 +1,31 @@
+"""The ``celeris`` command: data, backtests, sweeps, walk-forward and the demo."""
+
+from __future__ import annotations
+
+import typer
+
+from celeris.cli.data_cmd import data_app
+
+app = typer.Typer(
+    name="celeris",
+    help=(
+        "Celeris: vectorized backtests of thousands of strategy variants on CPU or GPU, "
+        "market data tools and reports.\n\n"
+        "Start with [bold]celeris demo[/], or e.g. "
+        "[bold]celeris backtest --data sample:sp500 --strategy sma_cross --param fast=10 --param slow=50[/]."
+    ),
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(data_app, name="data")
+
+
+def run() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    run()
