@@ -1,0 +1,266 @@
+"""``celeris data``: list, inspect, generate and download market data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from celeris.cli._common import cli_errors, console, print_json
+from celeris.errors import ConfigError
+
+data_app = typer.Typer(
+    help=(
+        "Market data: inspect files and samples, make synthetic bars, download from exchanges "
+        "into the local store ($CELERIS_HOME/data, default ~/.celeris/data).\n\n"
+        "Examples:\n\n"
+        "  celeris data load sample:sp500 --head 5\n\n"
+        "  celeris data synthetic --bars 100000 --freq 1min --seed 0 --out btc.parquet\n\n"
+        "  celeris data download binance BTC/USDT --timeframe 1h --since 2024-01-01\n\n"
+        "  celeris data list"
+    ),
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+)
+
+
+def _fmt_ts(ts: Any) -> str:
+    """Format a UTC timestamp compactly (tables say the zone once, in the header)."""
+    if ts is None or ts != ts:
+        return ""
+    return str(ts.strftime("%Y-%m-%d %H:%M:%S" if ts.second else "%Y-%m-%d %H:%M"))
+
+
+def _freq_text(td: Any) -> str:
+    import pandas as pd
+
+    td = pd.Timedelta(td)
+    if td >= pd.Timedelta(days=1) and td % pd.Timedelta(days=1) == pd.Timedelta(0):
+        return f"{td.days}D"
+    offset = pd.tseries.frequencies.to_offset(td)
+    return f"{offset.n}{offset.name}"
+
+
+def _summary(bars: Any, source: str) -> dict[str, Any]:
+    import pandas as pd
+
+    idx = bars.index
+    spacing = pd.Series(idx).diff().dropna()
+    median = spacing.median() if len(spacing) else None
+    if median is None:
+        frequency = None
+    elif bool((spacing == median).all()):
+        frequency = f"{_freq_text(median)} (regular)"
+    else:
+        frequency = f"{_freq_text(median)} (median spacing; {int((spacing > median).sum()):,} longer)"
+    return {
+        "source": source,
+        "rows": len(bars),
+        "first": idx[0].isoformat(),
+        "last": idx[-1].isoformat(),
+        "frequency": frequency,
+        "price_min": float(bars["low"].min()),
+        "price_max": float(bars["high"].max()),
+        "last_close": float(bars["close"].iloc[-1]),
+        "total_volume": float(bars["volume"].sum()),
+        "columns": [str(c) for c in bars.columns],
+    }
+
+
+def _bars_table(bars: Any, title: str) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    table.add_column("time (UTC)", no_wrap=True)
+    for c in bars.columns:
+        table.add_column(str(c), justify="right")
+    for ts, row in bars.iterrows():
+        table.add_row(_fmt_ts(ts), *(f"{v:,.6g}" if isinstance(v, float) else str(v) for v in row))
+    return table
+
+
+def _print_summary(info: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(show_header=False, title=info["source"], title_justify="left")
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    for key in ("rows", "first", "last", "frequency", "price_min", "price_max", "last_close"):
+        value = info[key]
+        table.add_row(key, f"{value:,.6g}" if isinstance(value, float) else f"{value}")
+    console.print(table)
+
+
+@data_app.command("list")
+@cli_errors
+def list_cmd(
+    json_out: bool = typer.Option(False, "--json", help="Write JSON to stdout instead of a table."),
+) -> None:
+    """List the bars in the local store.
+
+    Example: [bold]celeris data list --json[/]
+    """
+    from rich.table import Table
+
+    from celeris.data import Store
+
+    store = Store()
+    listing = store.list()
+    if json_out:
+        print_json(listing.to_dict(orient="records"))
+        return
+    if listing.empty:
+        console.print(
+            f"nothing stored under {store.root}; try "
+            "[bold]celeris data download binance BTC/USDT --timeframe 1h --since 2024-01-01[/]"
+        )
+        return
+    table = Table(title=f"store: {store.root}", title_justify="left")
+    for c in ("exchange", "symbol", "timeframe", "rows", "first (UTC)", "last (UTC)", "missing"):
+        table.add_column(c, justify="right" if c in ("rows", "missing") else "left", no_wrap="UTC" in c)
+    for rec in listing.to_dict(orient="records"):
+        table.add_row(
+            rec["exchange"],
+            rec["symbol"],
+            rec["timeframe"],
+            f"{rec['rows']:,}",
+            _fmt_ts(rec["first"]),
+            _fmt_ts(rec["last"]),
+            "" if rec["missing"] is None or rec["missing"] != rec["missing"] else f"{rec['missing']:,}",
+        )
+    console.print(table)
+
+
+@data_app.command("load")
+@cli_errors
+def load_cmd(
+    source: str = typer.Argument(
+        ...,
+        help="A .csv/.csv.gz/.parquet file, sample:sp500, sample:nasdaq or "
+        "store:EXCHANGE/SYMBOL/TIMEFRAME.",
+    ),
+    head: int = typer.Option(5, "--head", "-n", min=0, help="Rows to show (0 for none)."),
+    json_out: bool = typer.Option(False, "--json", help="Write the summary as JSON to stdout."),
+    nan_policy: str = typer.Option("error", help="NaN handling: error, ffill or drop."),
+) -> None:
+    """Load and validate bars, then show a summary and the first rows.
+
+    Examples:
+
+      celeris data load sample:sp500 --head 3
+
+      celeris data load prices.csv.gz --json
+
+      celeris data load store:binance/BTC/USDT/1h
+    """
+    from celeris.data import load
+
+    bars = load(source, nan_policy=nan_policy)  # type: ignore[arg-type]
+    info = _summary(bars, source)
+    if json_out:
+        info["head"] = [
+            {"time": ts.isoformat(), **{k: float(v) for k, v in row.items()}}
+            for ts, row in bars.head(head).iterrows()
+        ]
+        print_json(info)
+        return
+    _print_summary(info)
+    if head:
+        console.print(_bars_table(bars.head(head), f"first {min(head, len(bars))} rows"))
+
+
+@data_app.command("synthetic")
+@cli_errors
+def synthetic_cmd(
+    bars: int = typer.Option(100_000, "--bars", min=1, help="Number of bars."),
+    freq: str = typer.Option("1min", "--freq", help="Bar length (pandas frequency)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed; same seed, same bars."),
+    start: str = typer.Option("2020-01-01", "--start", help="Time of the first bar (UTC)."),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Write to a .parquet, .csv or .csv.gz file."
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Write the summary as JSON to stdout."),
+) -> None:
+    """Generate crypto-like bars (GBM + GARCH(1,1) volatility clustering + jumps).
+
+    Example: [bold]celeris data synthetic --bars 1000000 --freq 1min --seed 0 --out btc.parquet[/]
+    """
+    from celeris.data import synthetic
+
+    name = out.name.lower() if out is not None else ""
+    if out is not None and not name.endswith((".parquet", ".pq", ".csv", ".csv.gz")):
+        raise ConfigError(f"--out {out}: use a .parquet, .pq, .csv or .csv.gz file name")
+    frame = synthetic(bars, freq=freq, seed=seed, start=start)
+    if out is not None:
+        if name.endswith((".parquet", ".pq")):
+            frame.to_parquet(out)
+        else:
+            frame.to_csv(out, index_label="time", date_format="%Y-%m-%dT%H:%M:%S%z")
+    info = _summary(frame, str(out) if out is not None else f"synthetic(seed={seed})")
+    if json_out:
+        print_json(info)
+        return
+    _print_summary(info)
+    if out is not None:
+        console.print(f"wrote {len(frame):,} bars to {out}")
+
+
+@data_app.command("download")
+@cli_errors
+def download_cmd(
+    exchange: str = typer.Argument(..., help="ccxt exchange id, e.g. binance, kraken, okx."),
+    symbol: str = typer.Argument(..., help="Unified symbol, e.g. BTC/USDT."),
+    timeframe: str = typer.Option("1h", "--timeframe", "-t", help="Bar length: 1m, 5m, 1h, 1d..."),
+    since: str = typer.Option(..., "--since", help="Start (UTC), e.g. 2024-01-01."),
+    until: str | None = typer.Option(None, "--until", help="End, exclusive (UTC); default now."),
+    store: bool = typer.Option(True, "--store/--no-store", help="Save to the local store."),
+    limit: int = typer.Option(1000, "--limit", min=1, help="Bars per request."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    json_out: bool = typer.Option(False, "--json", help="Write the summary as JSON to stdout."),
+) -> None:
+    """Download bars through ccxt into the local store, resuming where it stopped.
+
+    Gaps (bars the exchange does not have) are listed after the download.
+
+    Examples:
+
+      celeris data download binance BTC/USDT --timeframe 1h --since 2024-01-01
+
+      celeris data download kraken ETH/USD -t 1d --since 2020-01-01 --until 2024-01-01
+    """
+    from celeris.data import download
+    from celeris.data.exchange import make_exchange
+
+    bars = download(
+        make_exchange(exchange),
+        symbol,
+        timeframe,
+        since,
+        until,
+        store=store,
+        limit=limit,
+        progress=progress and not json_out,
+    )
+    gaps = bars.attrs.get("gaps", [])
+    info = _summary(bars, f"{exchange} {symbol} {timeframe}")
+    info["fetched"] = int(bars.attrs.get("fetched", 0))
+    info["gaps"] = [
+        {"start": g.start.isoformat(), "end": g.end.isoformat(), "missing": g.missing} for g in gaps
+    ]
+    if json_out:
+        print_json(info)
+        return
+    _print_summary(info)
+    console.print(f"fetched {info['fetched']:,} new bars")
+    if gaps:
+        from rich.table import Table
+
+        table = Table(title=f"{len(gaps)} gap(s)", title_justify="left")
+        for c in ("start", "end", "missing"):
+            table.add_column(c)
+        for g in gaps[:20]:
+            table.add_row(str(g.start), str(g.end), f"{g.missing:,}")
+        console.print(table)
+        if len(gaps) > 20:
+            console.print(f"... and {len(gaps) - 20} more")

@@ -1,0 +1,343 @@
+"""Download OHLCV bars from an exchange through ccxt: :func:`download`.
+
+ccxt is imported only when a download starts (``pip install 'celeris[exchange]'``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from celeris.data.schema import BAR_COLUMNS, validate
+from celeris.data.store import Store, to_utc
+from celeris.data.timeframes import Gap, find_gaps
+from celeris.errors import ConfigError, DataError, ExchangeError, did_you_mean
+
+logger = logging.getLogger("celeris.data")
+
+_sleep = time.sleep  # tests replace this to run backoffs instantly
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently to retry a request that failed on the network side.
+
+    Parameters
+    ----------
+    max_retries : int
+        Retries after the first attempt (so ``max_retries + 1`` attempts in all).
+    backoff : float
+        Seconds before the first retry; doubled after each failure.
+    max_backoff : float
+        Upper bound of one wait, in seconds.
+    """
+
+    max_retries: int = 5
+    backoff: float = 1.0
+    max_backoff: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.max_retries < 0 or self.backoff < 0 or self.max_backoff < 0:
+            raise ConfigError(f"RetryPolicy values must be >= 0, got {self}")
+
+    def delay(self, attempt: int) -> float:
+        """Return the wait in seconds before retry number ``attempt`` (0-based)."""
+        return float(min(self.backoff * 2.0**attempt, self.max_backoff))
+
+
+def make_exchange(exchange_id: str) -> Any:
+    """Create a ccxt exchange with its rate limiter on, or raise :class:`ConfigError`."""
+    try:
+        import ccxt
+    except ImportError as exc:  # pragma: no cover - ccxt is a declared extra
+        raise ConfigError(
+            "downloading needs ccxt: pip install 'celeris[exchange]'"
+        ) from exc
+    name = str(exchange_id).strip().lower()
+    if name not in ccxt.exchanges:
+        raise ConfigError(
+            f"unknown exchange {exchange_id!r}{did_you_mean(name, ccxt.exchanges)}; "
+            "use a ccxt exchange id such as 'binance', 'kraken', 'coinbase' or 'okx'"
+        )
+    return getattr(ccxt, name)({"enableRateLimit": True})
+
+
+def _call(ex: Any, retry: RetryPolicy, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    import ccxt
+
+    for attempt in range(retry.max_retries + 1):
+        try:
+            return fn(*args, **kwargs)
+        except ccxt.NetworkError as exc:  # includes RateLimitExceeded, DDoSProtection, timeouts
+            if attempt == retry.max_retries:
+                raise ExchangeError(
+                    f"{ex.id}: {what} failed {attempt + 1} times, last with "
+                    f"{type(exc).__name__}: {_short(exc)}"
+                ) from exc
+            wait = retry.delay(attempt)
+            logger.info(
+                "%s: %s failed (%s), retry %d/%d in %.2fs",
+                ex.id,
+                what,
+                type(exc).__name__,
+                attempt + 1,
+                retry.max_retries,
+                wait,
+            )
+            _sleep(wait)
+        except ccxt.BadSymbol as exc:
+            raise ConfigError(f"{ex.id}: {_short(exc)}") from exc
+        except ccxt.BaseError as exc:
+            raise ExchangeError(f"{ex.id}: {what} failed: {type(exc).__name__}: {_short(exc)}") from exc
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _short(exc: BaseException, n: int = 300) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def download(
+    exchange: str | Any,
+    symbol: str,
+    timeframe: str,
+    since: str | pd.Timestamp | int,
+    until: str | pd.Timestamp | int | None = None,
+    *,
+    store: bool | Store = True,
+    limit: int = 1000,
+    progress: bool = True,
+    retry: RetryPolicy | None = None,
+    checkpoint: int = 200_000,
+) -> pd.DataFrame:
+    """Download bars of ``[since, until)`` from an exchange, resuming from the local store.
+
+    Pages are requested with ``fetch_ohlcv(symbol, timeframe, since=cursor, limit=limit)``,
+    walking forward from the last bar received; ccxt's rate limiter is on
+    (``enableRateLimit=True``: requests are spaced by the exchange's ``rateLimit``). Network
+    failures and rate-limit answers (``ccxt.NetworkError``, ``ccxt.RateLimitExceeded``) are
+    retried with exponential backoff per ``retry``. With a store, only the bars missing before
+    the first or after the last stored bar are requested, and the fetched bars are saved every
+    ``checkpoint`` bars, so an interrupted download resumes where it stopped. The bar still
+    forming at the time of the call is never kept. A page with no bars moves the cursor
+    forward by ``limit`` bars (some exchanges answer windows, not "the next bars").
+
+    Parameters
+    ----------
+    exchange : str or ccxt.Exchange
+        A ccxt exchange id (``"binance"``) or a ready ccxt exchange object (for custom URLs,
+        credentials or a sandbox); its ``enableRateLimit`` is switched on.
+    symbol : str
+        Unified ccxt symbol, e.g. ``"BTC/USDT"``.
+    timeframe : str
+        Exchange timeframe, e.g. ``"1m"``, ``"1h"``, ``"1d"``.
+    since, until : str, pandas.Timestamp or int
+        Half-open range; naive times are UTC, ints are epoch milliseconds. ``until`` defaults
+        to now.
+    store : bool or Store
+        Save to (and resume from) the local store: ``True`` for ``Store()``, or a Store.
+    limit : int
+        Bars per request (the exchange may cap it; Binance allows 1000).
+    progress : bool
+        Show a rich progress bar on stderr.
+    retry : RetryPolicy, optional
+        Retry policy for network errors; default ``RetryPolicy()`` (5 retries from 1 s).
+    checkpoint : int
+        Save to the store every this many fetched bars.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Validated bars of ``[since, until)`` (stored and new ones when ``store`` is on).
+        ``df.attrs`` holds ``"gaps"`` (a list of :class:`Gap`: runs of missing bars between
+        the first and the last bar, also logged as a warning on the ``celeris.data`` logger)
+        and ``"fetched"`` (the number of bars downloaded by this call).
+
+    Raises
+    ------
+    ConfigError
+        Unknown exchange, symbol or timeframe, ``since >= until``, or a bad ``limit``.
+    ExchangeError
+        The exchange failed after the retries, answered garbage, or has no bars in the range.
+    """
+    retry = retry if retry is not None else RetryPolicy()
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ConfigError(f"limit must be a positive integer, got {limit!r}")
+    if checkpoint < 1:
+        raise ConfigError(f"checkpoint must be >= 1, got {checkpoint!r}")
+    ex = make_exchange(exchange) if isinstance(exchange, str) else exchange
+    ex.enableRateLimit = True
+    start = to_utc(since, "since")
+    stop = to_utc(until, "until") if until is not None else None
+    if stop is not None and start >= stop:
+        raise ConfigError(f"since ({start}) must be before until ({stop})")
+    timeframes = getattr(ex, "timeframes", None) or {}
+    if timeframes and timeframe not in timeframes:
+        raise ConfigError(
+            f"{ex.id} has no timeframe {timeframe!r}{did_you_mean(timeframe, timeframes)}; "
+            f"it offers {', '.join(timeframes)}"
+        )
+    db = Store() if store is True else (store or None)
+    if db is not None:
+        db.key(ex.id, symbol, timeframe)  # refuse a bad key before any request
+    tf_ms = int(ex.parse_timeframe(timeframe) * 1000)
+
+    now_ms = int(ex.milliseconds())
+    forming = (now_ms // tf_ms) * tf_ms  # start of the bar still forming: never kept
+    start_ms = int(start.value // 1_000_000)
+    stop_ms = min(int(stop.value // 1_000_000), forming) if stop is not None else forming
+    if start_ms >= stop_ms:
+        raise ConfigError(
+            f"since ({start}) must be before until ({stop or 'now'}) and before the bar still forming"
+        )
+
+    markets = _call(ex, retry, "load_markets", ex.load_markets)
+    if symbol not in markets:
+        raise ConfigError(
+            f"{ex.id} has no market {symbol!r}{did_you_mean(symbol, markets)}; "
+            "use a unified symbol such as 'BTC/USDT'"
+        )
+
+    segments = [(start_ms, stop_ms)]
+    if db is not None:
+        bounds = db.bounds(ex.id, symbol, timeframe)
+        if bounds is not None:
+            first_ms = int(bounds[0].value // 1_000_000)
+            last_ms = int(bounds[1].value // 1_000_000)
+            segments = []
+            if start_ms < first_ms:
+                segments.append((start_ms, min(first_ms, stop_ms)))
+            if last_ms + tf_ms < stop_ms:
+                segments.append((max(start_ms, last_ms + tf_ms), stop_ms))
+            segments = [(a, b) for a, b in segments if a < b]
+
+    fetched = 0
+    pending: list[list[Any]] = []
+
+    def flush() -> None:
+        nonlocal pending
+        if db is not None and pending:
+            db.save(_frame(pending, ex.id, symbol), ex.id, symbol, timeframe)
+            pending = []
+
+    with _progress(progress, f"{ex.id} {symbol} {timeframe}") as bar:
+        total = sum((b - a) // tf_ms + 1 for a, b in segments)
+        task = bar.add_task("download", total=total) if bar is not None else None
+        done_before = 0
+        for seg_start, seg_end in segments:
+            cursor = seg_start
+            while cursor < seg_end:
+                rows = _call(
+                    ex,
+                    retry,
+                    f"fetch_ohlcv({symbol!r}, {timeframe!r}, since={cursor})",
+                    ex.fetch_ohlcv,
+                    symbol,
+                    timeframe,
+                    since=cursor,
+                    limit=limit,
+                )
+                rows = [r for r in (rows or []) if r and r[0] is not None]
+                if not rows:
+                    advance = limit * tf_ms
+                    cursor += advance
+                    if bar is not None and task is not None:
+                        bar.advance(task, limit)
+                    continue
+                last = int(rows[-1][0])
+                if last < cursor:
+                    raise ExchangeError(
+                        f"{ex.id}: asked for bars from {pd.Timestamp(cursor, unit='ms', tz='UTC')} "
+                        f"and got bars ending at {pd.Timestamp(last, unit='ms', tz='UTC')}"
+                    )
+                keep = [r for r in rows if seg_start <= int(r[0]) < seg_end]
+                pending.extend(keep)
+                fetched += len(keep)
+                if bar is not None and task is not None:
+                    done = done_before + (min(last, seg_end) - seg_start) // tf_ms + 1
+                    bar.update(task, completed=min(total, done))
+                cursor = last + tf_ms
+                if db is not None and len(pending) >= checkpoint:
+                    flush()
+            done_before += (seg_end - seg_start) // tf_ms + 1
+        if bar is not None and task is not None:
+            bar.update(task, completed=total)
+    if db is not None:
+        flush()
+        bars = db.read(ex.id, symbol, timeframe, start, pd.Timestamp(stop_ms, unit="ms", tz="UTC"))
+    else:
+        bars = _frame(pending, ex.id, symbol) if pending else pd.DataFrame()
+    if len(bars) == 0:
+        raise ExchangeError(
+            f"{ex.id} has no {timeframe} bars for {symbol} between {start} and "
+            f"{pd.Timestamp(stop_ms, unit='ms', tz='UTC')}"
+        )
+    gaps = find_gaps(bars, pd.Timedelta(milliseconds=tf_ms))
+    if gaps:
+        logger.warning(
+            "%s %s %s: %d gap(s), %d missing bars, first at %s",
+            ex.id,
+            symbol,
+            timeframe,
+            len(gaps),
+            sum(g.missing for g in gaps),
+            gaps[0].start,
+        )
+    bars.attrs = {
+        "exchange": ex.id,
+        "symbol": symbol,
+        "timeframe": timeframe,
+        "gaps": gaps,
+        "fetched": fetched,
+    }
+    return bars
+
+
+def _frame(rows: list[list[Any]], exchange_id: str, symbol: str) -> pd.DataFrame:
+    """Turn ccxt OHLCV rows ``[ms, o, h, l, c, v]`` into a validated bar frame."""
+    frame = pd.DataFrame([r[:6] for r in rows], columns=["time", *BAR_COLUMNS])
+    frame = frame.drop_duplicates("time", keep="last").sort_values("time")
+    frame.index = pd.DatetimeIndex(
+        pd.to_datetime(frame.pop("time").astype("int64"), unit="ms", utc=True), name="time"
+    ).as_unit("ns")
+    try:
+        return validate(frame.astype("float64"))
+    except DataError as exc:
+        raise ExchangeError(f"{exchange_id} {symbol}: the exchange sent bad bars: {exc}") from exc
+
+
+class _NoProgress:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _progress(enabled: bool, description: str) -> Any:
+    if not enabled:
+        return _NoProgress()
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn(description),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=False,
+    )
+
+
+__all__ = ["Gap", "RetryPolicy", "download", "make_exchange"]

@@ -1,0 +1,367 @@
+"""The local market-data store: one Parquet file per exchange, symbol and timeframe.
+
+Layout: ``$CELERIS_HOME/data/<exchange>/<SYMBOL with / replaced by ->/<timeframe>.parquet``
+(``CELERIS_HOME`` defaults to ``~/.celeris``), e.g. ``~/.celeris/data/binance/BTC-USDT/1h.parquet``.
+Files are replaced atomically (a temporary file in the same folder, fsync, ``os.replace``) under
+an advisory lock, so a crash or a failed write leaves the previous file intact, and two
+processes saving the same key do not lose each other's bars. Reads go through DuckDB, which
+prunes by the Parquet row-group statistics of ``time``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from celeris.data.schema import BAR_COLUMNS, validate
+from celeris.data.timeframes import check_timeframe, timeframe_to_timedelta
+from celeris.errors import ConfigError, DataError, StoreError, did_you_mean
+
+_EXCHANGE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+_SYMBOL = re.compile(r"^[A-Z0-9][A-Z0-9._:/-]*$")
+_META_KEY = b"celeris"
+LIST_COLUMNS = ("exchange", "symbol", "timeframe", "rows", "first", "last", "missing", "path")
+
+TimeLike = str | datetime | pd.Timestamp | None
+
+
+def celeris_home() -> Path:
+    """Return ``$CELERIS_HOME`` (default ``~/.celeris``), read at call time."""
+    home = os.environ.get("CELERIS_HOME")
+    return Path(home).expanduser() if home else Path.home() / ".celeris"
+
+
+def to_utc(value: str | datetime | pd.Timestamp | int, what: str) -> pd.Timestamp:
+    """Parse a time bound (naive taken as UTC; int as epoch milliseconds) to a UTC Timestamp."""
+    try:
+        if isinstance(value, int | np.integer) and not isinstance(value, bool):
+            ts = pd.Timestamp(int(value), unit="ms")
+        else:
+            ts = pd.Timestamp(value)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(
+            f"cannot read {what} {value!r} as a time; use ISO 8601 such as 2024-01-31 or "
+            "2024-01-31T12:00:00Z"
+        ) from exc
+    if ts is pd.NaT:
+        raise ConfigError(f"{what} is NaT")
+    return (ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")).as_unit("ns")
+
+
+class Store:
+    """Parquet files of bars under ``root`` (default ``$CELERIS_HOME/data``).
+
+    Parameters
+    ----------
+    root : str or os.PathLike, optional
+        Folder holding ``<exchange>/<SYMBOL>/<timeframe>.parquet``. Read from ``CELERIS_HOME``
+        when the store is created if not given.
+
+    Notes
+    -----
+    Exchange ids are lower-cased and symbols upper-cased (``binance``, ``BTC/USDT``), so keys
+    are case-insensitive; ``BTC-USDT`` (the folder spelling) is read as ``BTC/USDT``.
+    """
+
+    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+        self.root = Path(root) if root is not None else celeris_home() / "data"
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.root)!r})"
+
+    # -- keys --------------------------------------------------------------------------------
+
+    @staticmethod
+    def key(exchange: str, symbol: str, timeframe: str) -> tuple[str, str, str]:
+        """Return the normalised ``(exchange, symbol, timeframe)`` or raise :class:`ConfigError`."""
+        ex, sym = str(exchange).strip().lower(), str(symbol).strip().upper()
+        if not _EXCHANGE.match(ex):
+            raise ConfigError(f"bad exchange id {exchange!r}; use a ccxt id such as 'binance'")
+        if "/" not in sym and sym.count("-") == 1:
+            sym = sym.replace("-", "/")  # the folder spelling, BTC-USDT, is accepted too
+        if not _SYMBOL.match(sym) or ".." in sym or "/" not in sym:
+            raise ConfigError(f"bad symbol {symbol!r}; use a ccxt symbol such as 'BTC/USDT'")
+        return ex, sym, check_timeframe(timeframe)
+
+    def path(self, exchange: str, symbol: str, timeframe: str) -> Path:
+        """Return the Parquet file of a key (it need not exist)."""
+        ex, sym, tf = self.key(exchange, symbol, timeframe)
+        return self.root / ex / sym.replace("/", "-") / f"{tf}.parquet"
+
+    def exists(self, exchange: str, symbol: str, timeframe: str) -> bool:
+        """Return whether bars are stored for the key."""
+        return self.path(exchange, symbol, timeframe).is_file()
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def save(self, df: pd.DataFrame, exchange: str, symbol: str, timeframe: str) -> Path:
+        """Merge bars into the stored file for the key, atomically.
+
+        The result is the union by timestamp of the stored bars and ``df``, sorted and unique.
+        Where both have a bar at the same time, the bar in ``df`` wins (a re-download replaces
+        a bar that was still forming, or a corrected one).
+
+        Parameters
+        ----------
+        df : pandas.DataFrame
+            A bar frame with only the bar columns; it is validated.
+        exchange, symbol, timeframe : str
+            The key, e.g. ``"binance", "BTC/USDT", "1h"``.
+
+        Returns
+        -------
+        pathlib.Path
+            The file written.
+
+        Raises
+        ------
+        DataError
+            ``df`` is not a valid bar frame or has extra columns.
+        StoreError
+            The file could not be read or written; the previous file is left intact.
+        """
+        ex, sym, tf = self.key(exchange, symbol, timeframe)
+        bars = validate(df)
+        extra = [c for c in bars.columns if c not in BAR_COLUMNS]
+        if extra:
+            raise DataError(
+                f"the store holds only {', '.join(BAR_COLUMNS)}; drop extra column(s) {extra}"
+            )
+        path = self.path(ex, sym, tf)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create {path.parent}: {exc}") from exc
+        with _locked(path):
+            if path.exists():
+                old = self._read_all(path)
+                merged = pd.concat([old, bars])
+                merged = merged[~merged.index.duplicated(keep="last")].sort_index()
+                bars = validate(merged)
+            meta = {"exchange": ex, "symbol": sym, "timeframe": tf, "version": 1}
+            _atomic_write(bars, path, meta)
+        return path
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def read(
+        self,
+        exchange: str,
+        symbol: str,
+        timeframe: str,
+        start: TimeLike = None,
+        end: TimeLike = None,
+    ) -> pd.DataFrame:
+        """Read stored bars with ``start <= time < end`` through DuckDB.
+
+        Parameters
+        ----------
+        exchange, symbol, timeframe : str
+            The key.
+        start, end : str, datetime or pandas.Timestamp, optional
+            Half-open time range (naive means UTC); open-ended when omitted.
+
+        Returns
+        -------
+        pandas.DataFrame
+            A bar frame; empty (with the bar columns) when no stored bar is in the range.
+
+        Raises
+        ------
+        StoreError
+            Nothing is stored for the key (the message lists what is), or the file is unreadable.
+        """
+        path = self.path(exchange, symbol, timeframe)
+        if not path.is_file():
+            stored = [f"{e} {s} {t}" for e, s, t in self._keys()]
+            wanted = " ".join(self.key(exchange, symbol, timeframe))
+            raise StoreError(
+                f"no bars stored for {wanted} (no file {path})"
+                f"{did_you_mean(wanted, stored)}; stored: {', '.join(stored) or 'nothing'}; "
+                f"fetch them with `celeris data download {exchange} {symbol} --timeframe "
+                f"{timeframe} --since ...`"
+            )
+        lo = to_utc(start, "start") if start is not None else None
+        hi = to_utc(end, "end") if end is not None else None
+        if lo is not None and hi is not None and lo >= hi:
+            raise ConfigError(f"start {lo} must be before end {hi}")
+        where, params = [], [str(path)]
+        for op, bound in ((">=", lo), ("<", hi)):
+            if bound is not None:
+                where.append(f"time {op} CAST(? AS TIMESTAMPTZ_NS)")
+                params.append(bound.isoformat())
+        sql = "SELECT time, open, high, low, close, volume FROM read_parquet(?)"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY time"
+        try:
+            out = _duckdb().execute(sql, params).df()
+        except Exception as exc:
+            raise StoreError(f"cannot read {path}: {exc}") from exc
+        index = pd.DatetimeIndex(out.pop("time"), name="time")
+        index = (index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")).as_unit(
+            "ns"
+        )
+        out.index = index
+        out = out.astype(np.float64)
+        return validate(out) if len(out) else out
+
+    def bounds(
+        self, exchange: str, symbol: str, timeframe: str
+    ) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+        """Return the first and last stored bar times of a key, or None if nothing is stored."""
+        path = self.path(exchange, symbol, timeframe)
+        if not path.is_file():
+            return None
+        row = _duckdb().execute("SELECT min(time), max(time) FROM read_parquet(?)", [str(path)])
+        first, last = row.fetchone() or (None, None)
+        if first is None:
+            return None
+        return to_utc(pd.Timestamp(first), "first"), to_utc(pd.Timestamp(last), "last")
+
+    def list(self) -> pd.DataFrame:
+        """Return one row per stored key.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``exchange, symbol, timeframe, rows, first, last, missing, path``;
+            ``missing`` counts the bars absent between ``first`` and ``last`` for fixed
+            timeframes (NA for months).
+        """
+        files = sorted(self.root.glob("*/*/*.parquet"))
+        if not files:
+            return pd.DataFrame({c: pd.Series(dtype=object) for c in LIST_COLUMNS})
+        try:
+            rows = (
+                _duckdb()
+                .execute(
+                    "SELECT filename, count(*), min(time), max(time) "
+                    "FROM read_parquet(?, filename=true) GROUP BY filename",
+                    [[str(f) for f in files]],
+                )
+                .fetchall()
+            )
+        except Exception as exc:
+            raise StoreError(f"cannot read the store at {self.root}: {exc}") from exc
+        stats = {str(r[0]): r[1:] for r in rows}
+        records: list[dict[str, Any]] = []
+        for f in files:
+            ex, sym, tf = _key_of(f)
+            count, first, last = stats.get(str(f), (0, None, None))
+            first_ts = pd.Timestamp(first).tz_convert("UTC") if first is not None else pd.NaT
+            last_ts = pd.Timestamp(last).tz_convert("UTC") if last is not None else pd.NaT
+            missing: Any = pd.NA
+            with contextlib.suppress(ConfigError):
+                step = timeframe_to_timedelta(tf)
+                if count:
+                    missing = int((last_ts - first_ts) // step) + 1 - int(count)
+            records.append(
+                {
+                    "exchange": ex,
+                    "symbol": sym,
+                    "timeframe": tf,
+                    "rows": int(count),
+                    "first": first_ts,
+                    "last": last_ts,
+                    "missing": missing,
+                    "path": str(f),
+                }
+            )
+        return pd.DataFrame.from_records(records, columns=list(LIST_COLUMNS))
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _keys(self) -> Iterator[tuple[str, str, str]]:
+        for f in sorted(self.root.glob("*/*/*.parquet")):
+            yield _key_of(f)
+
+    @staticmethod
+    def _read_all(path: Path) -> pd.DataFrame:
+        try:
+            frame = pd.read_parquet(path)
+        except Exception as exc:
+            raise StoreError(f"cannot read {path}: {exc}") from exc
+        return frame
+
+
+def _key_of(path: Path) -> tuple[str, str, str]:
+    """Return the key of a stored file from its metadata (falling back to its path)."""
+    try:
+        import pyarrow.parquet as pq
+
+        meta = pq.read_schema(path).metadata or {}
+        info = json.loads(meta[_META_KEY])
+        return info["exchange"], info["symbol"], info["timeframe"]
+    except Exception:
+        return path.parent.parent.name, path.parent.name.replace("-", "/", 1), path.stem
+
+
+def _duckdb() -> Any:
+    import duckdb
+
+    con = duckdb.connect(":memory:")
+    con.execute("SET TimeZone='UTC'")
+    return con
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on ``<path>.lock`` (no-op where fcntl is missing)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    lock_path = path.with_name(path.name + ".lock")
+    with open(lock_path, "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _write_parquet(bars: pd.DataFrame, target: str, meta: dict[str, Any]) -> None:
+    """Write ``bars`` as Parquet to ``target`` with Celeris metadata in the schema."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(bars, preserve_index=True)
+    schema_meta = dict(table.schema.metadata or {})
+    schema_meta[_META_KEY] = json.dumps(meta).encode()
+    table = table.replace_schema_metadata(schema_meta)
+    pq.write_table(table, target, compression="zstd", row_group_size=1_000_000)
+
+
+def _atomic_write(bars: pd.DataFrame, path: Path, meta: dict[str, Any]) -> None:
+    """Write to a temporary file in the same folder, fsync it, then ``os.replace`` it."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        _write_parquet(bars, tmp, meta)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, Exception) and not isinstance(exc, StoreError):
+            raise StoreError(f"cannot write {path}: {exc}; the previous file is unchanged") from exc
+        raise
+    with contextlib.suppress(OSError):  # make the rename durable (POSIX)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
