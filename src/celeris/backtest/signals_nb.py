@@ -1,0 +1,66 @@
+"""Numba kernels that turn indicator matrices into entry/exit signal matrices.
+
+Outputs are written column by column into Fortran-ordered bool arrays, so that each strategy
+variant's signals are contiguous for the simulation kernel.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def cross_signals_nb(a, a_idx, b, b_idx, entries, exits):
+    """Entries where ``a`` crosses above ``b``, exits where it crosses below, per column k.
+
+    Column k compares ``a[:, a_idx[k]]`` with ``b[:, b_idx[k]]``. A cross at bar t needs both
+    values finite at t and t-1: ``a[t] > b[t] and a[t-1] <= b[t-1]`` (above) and the mirror
+    (below); the first bar after a warm-up is never a cross. Same as
+    ``(a > b) & (a.shift() <= b.shift())`` with NaN comparisons false.
+    """
+    n = a.shape[0]
+    for k in prange(a_idx.shape[0]):
+        ia = a_idx[k]
+        ib = b_idx[k]
+        entries[0, k] = False
+        exits[0, k] = False
+        pa = a[0, ia]
+        pb = b[0, ib]
+        for t in range(1, n):
+            ca = a[t, ia]
+            cb = b[t, ib]
+            entries[t, k] = ca > cb and pa <= pb
+            exits[t, k] = ca < cb and pa >= pb
+            pa = ca
+            pb = cb
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def band_signals_nb(x, x_idx, lower, upper, entries, exits):
+    """Entries where ``x`` crosses below ``lower[k]``, exits where it crosses above ``upper[k]``.
+
+    Mean-reversion rule on an oscillator (e.g. RSI): ``x[t] < lower and x[t-1] >= lower`` enters,
+    ``x[t] > upper and x[t-1] <= upper`` exits; NaN never crosses.
+    """
+    n = x.shape[0]
+    for k in prange(x_idx.shape[0]):
+        ix = x_idx[k]
+        lo = lower[k]
+        hi = upper[k]
+        entries[0, k] = False
+        exits[0, k] = False
+        prev = x[0, ix]
+        for t in range(1, n):
+            cur = x[t, ix]
+            entries[t, k] = cur < lo and prev >= lo
+            exits[t, k] = cur > hi and prev <= hi
+            prev = cur
+
+
+def empty_signals(n_bars: int, n_cols: int) -> tuple[np.ndarray, np.ndarray]:
+    """Allocate Fortran-ordered entry and exit matrices."""
+    return (
+        np.empty((n_bars, n_cols), dtype=np.bool_, order="F"),
+        np.empty((n_bars, n_cols), dtype=np.bool_, order="F"),
+    )

@@ -1,0 +1,429 @@
+"""Built-in strategies: entries/exits over a parameter grid, and how to add your own.
+
+A :class:`Strategy` names its parameters (with defaults, bounds and a constraint such as
+``fast < slow``) and builds signals for many parameter combinations at once. Building happens
+in two steps so that large sweeps stay in bounded memory: :meth:`Strategy.prepare` computes each
+distinct indicator once for the whole grid, then :meth:`Prepared.signals` turns any slice of
+the combinations into Fortran-ordered entry/exit matrices, chunk by chunk.
+
+Adding a strategy::
+
+    from celeris.backtest.strategies import Param, Strategy, register
+
+    def my_prepare(bars, combos):
+        ...  # indicator matrices, computed once per distinct window
+        def signals(rows):   # rows: a slice of combos
+            ...  # return (entries, exits), bool arrays (n_bars, len(rows))
+        return signals
+
+    register(Strategy("my_rule", (Param("window", 20, 2, 500),), my_prepare))
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from celeris.backtest import signals_nb as S
+from celeris.errors import ConfigError, DataError, did_you_mean
+
+SignalFn = Callable[[slice], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class Param:
+    """A strategy parameter: name, default, inclusive bounds and whether it is an integer."""
+
+    name: str
+    default: float
+    low: float
+    high: float
+    integer: bool = True
+    help: str = ""
+
+    def check(self, value: Any) -> float:
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"parameter {self.name} must be a number, got {value!r}") from None
+        if not np.isfinite(v):
+            raise ConfigError(f"parameter {self.name} must be finite, got {value!r}")
+        if self.integer and v != int(v):
+            raise ConfigError(f"parameter {self.name} must be an integer, got {value!r}")
+        if not self.low <= v <= self.high:
+            raise ConfigError(f"parameter {self.name}={value!r} is outside [{self.low:g}, {self.high:g}]")
+        return v
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """A named rule over a parameter grid.
+
+    ``prepare(bars, combos)`` receives the validated bar frame and a frame of parameter
+    combinations (one row per variant) and returns a function ``signals(rows: slice)`` giving
+    ``(entries, exits)`` bool arrays of shape ``(n_bars, rows)`` for that slice of combinations.
+    ``constraint(combos)`` returns a boolean mask of admissible rows (e.g. ``fast < slow``).
+    """
+
+    name: str
+    params: tuple[Param, ...]
+    prepare: Callable[[pd.DataFrame, pd.DataFrame], SignalFn]
+    constraint: Callable[[pd.DataFrame], np.ndarray] | None = None
+    constraint_text: str = ""
+    description: str = ""
+    max_warmup: Callable[[pd.DataFrame], int] = field(default=lambda combos: 0)
+    needs: tuple[str, ...] = ("close",)
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.params)
+
+    def param(self, name: str) -> Param:
+        for p in self.params:
+            if p.name == name:
+                return p
+        raise ConfigError(
+            f"strategy {self.name!r} has no parameter {name!r}{did_you_mean(name, self.param_names)}; "
+            f"its parameters are {', '.join(self.param_names)}"
+        )
+
+    def grid(self, grid: Mapping[str, Any] | pd.DataFrame | None = None) -> pd.DataFrame:
+        """Return the admissible combinations of a grid (product of value lists) as a frame.
+
+        Missing parameters take their default; every value is checked against its bounds; the
+        strategy's constraint removes inadmissible rows. Raises ConfigError when none remain.
+        """
+        if isinstance(grid, pd.DataFrame):
+            combos = grid.copy()
+            for name in combos.columns:
+                self.param(name)
+        else:
+            grid = dict(grid or {})
+            for name in grid:
+                self.param(name)
+            axes = []
+            for p in self.params:
+                values = grid.get(p.name, [p.default])
+                values = [values] if np.isscalar(values) else list(values)
+                if not values:
+                    raise ConfigError(f"parameter {p.name} has an empty list of values")
+                axes.append([p.check(v) for v in values])
+            combos = pd.DataFrame(list(itertools.product(*axes)), columns=list(self.param_names))
+        for p in self.params:
+            if p.name not in combos:
+                combos[p.name] = p.default
+            combos[p.name] = [p.check(v) for v in combos[p.name]]
+            if p.integer:
+                combos[p.name] = combos[p.name].astype(np.int64)
+        combos = combos[list(self.param_names)].drop_duplicates(ignore_index=True)
+        if self.constraint is not None:
+            combos = combos[self.constraint(combos)].reset_index(drop=True)
+        if combos.empty:
+            raise ConfigError(
+                f"no admissible parameter combination for {self.name}"
+                + (f" (constraint: {self.constraint_text})" if self.constraint_text else "")
+            )
+        return combos
+
+    def signals(
+        self, bars: pd.DataFrame, params: Mapping[str, Any] | None = None
+    ) -> tuple[pd.Series, pd.Series]:
+        """Entries and exits of one parameter set, as boolean Series on the bars' index."""
+        combos = self.grid({k: [v] for k, v in (params or {}).items()})
+        if len(combos) != 1:  # pragma: no cover - grid of singletons has one row
+            raise ConfigError("signals() takes exactly one value per parameter")
+        entries, exits = self.prepare(bars, combos)(slice(0, 1))
+        return (
+            pd.Series(entries[:, 0], index=bars.index, name="entries"),
+            pd.Series(exits[:, 0], index=bars.index, name="exits"),
+        )
+
+
+def _close(bars: pd.DataFrame) -> np.ndarray:
+    return np.ascontiguousarray(bars["close"].to_numpy(dtype=np.float64))
+
+
+def _unique_index(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    uniq, inverse = np.unique(values, return_inverse=True)
+    return uniq.astype(np.int64), inverse.astype(np.int64)
+
+
+def _ma_cross(kind: str) -> Callable[[pd.DataFrame, pd.DataFrame], SignalFn]:
+    def prepare(bars: pd.DataFrame, combos: pd.DataFrame) -> SignalFn:
+        from celeris.indicators import nb as ind
+
+        ma_nb = ind.sma_nb if kind == "sma" else ind.ema_nb
+        close = _close(bars)
+        windows, inverse = _unique_index(np.concatenate([combos["fast"], combos["slow"]]))
+        ma = ma_nb(close, windows)
+        n = len(combos)
+        fast_idx, slow_idx = inverse[:n], inverse[n:]
+
+        def signals(rows: slice) -> tuple[np.ndarray, np.ndarray]:
+            fi, si = fast_idx[rows], slow_idx[rows]
+            entries, exits = S.empty_signals(close.shape[0], fi.shape[0])
+            S.cross_signals_nb(ma, fi, ma, si, entries, exits)
+            return entries, exits
+
+        return signals
+
+    return prepare
+
+
+def _rsi_reversion(bars: pd.DataFrame, combos: pd.DataFrame) -> SignalFn:
+    from celeris.indicators import nb as ind
+
+    close = _close(bars)
+    windows, inverse = _unique_index(combos["window"].to_numpy())
+    rsi = ind.rsi_nb(close, windows)
+    lower = combos["lower"].to_numpy(dtype=np.float64)
+    upper = combos["upper"].to_numpy(dtype=np.float64)
+
+    def signals(rows: slice) -> tuple[np.ndarray, np.ndarray]:
+        idx = inverse[rows]
+        entries, exits = S.empty_signals(close.shape[0], idx.shape[0])
+        S.band_signals_nb(rsi, idx, lower[rows], upper[rows], entries, exits)
+        return entries, exits
+
+    return signals
+
+
+def _bbands_breakout(bars: pd.DataFrame, combos: pd.DataFrame) -> SignalFn:
+    from celeris.indicators import nb as ind
+
+    close = _close(bars)
+    pairs = combos[["window", "nbdev"]].to_numpy(dtype=np.float64)
+    uniq, inverse = np.unique(pairs, axis=0, return_inverse=True)
+    inverse = inverse.ravel().astype(np.int64)
+    upper = np.empty((close.shape[0], len(uniq)), order="F")
+    middle = np.empty_like(upper)
+    for j, (w, k) in enumerate(uniq):
+        u, m, _ = ind.bbands_nb(close, np.array([int(w)], dtype=np.int64), k, k)
+        upper[:, j] = u[:, 0]
+        middle[:, j] = m[:, 0]
+    close_2d = close.reshape(-1, 1)
+
+    def signals(rows: slice) -> tuple[np.ndarray, np.ndarray]:
+        idx = inverse[rows]
+        zero = np.zeros(idx.shape[0], dtype=np.int64)
+        entries, _ = S.empty_signals(close.shape[0], idx.shape[0])
+        _, exits = S.empty_signals(close.shape[0], idx.shape[0])
+        scratch_e, scratch_x = S.empty_signals(close.shape[0], idx.shape[0])
+        S.cross_signals_nb(close_2d, zero, upper, idx, entries, scratch_x)  # close above upper band
+        S.cross_signals_nb(close_2d, zero, middle, idx, scratch_e, exits)  # close below the middle
+        return entries, exits
+
+    return signals
+
+
+def _donchian_breakout(bars: pd.DataFrame, combos: pd.DataFrame) -> SignalFn:
+    from celeris.indicators import nb as ind
+
+    close = _close(bars)
+    high = np.ascontiguousarray(bars["high"].to_numpy(dtype=np.float64))
+    low = np.ascontiguousarray(bars["low"].to_numpy(dtype=np.float64))
+    windows, inverse = _unique_index(np.concatenate([combos["window"], combos["exit_window"]]))
+    upper, _, lower = ind.donchian_nb(high, low, windows)
+    # The channel of the bars *before* t: a breakout is a close beyond the previous extreme.
+    upper = np.asfortranarray(np.vstack([np.full((1, upper.shape[1]), np.nan), upper[:-1]]))
+    lower = np.asfortranarray(np.vstack([np.full((1, lower.shape[1]), np.nan), lower[:-1]]))
+    n = len(combos)
+    entry_idx, exit_idx = inverse[:n], inverse[n:]
+    close_2d = close.reshape(-1, 1)
+
+    def signals(rows: slice) -> tuple[np.ndarray, np.ndarray]:
+        ei, xi = entry_idx[rows], exit_idx[rows]
+        zero = np.zeros(ei.shape[0], dtype=np.int64)
+        entries, scratch_x = S.empty_signals(close.shape[0], ei.shape[0])
+        scratch_e, exits = S.empty_signals(close.shape[0], ei.shape[0])
+        S.cross_signals_nb(close_2d, zero, upper, ei, entries, scratch_x)
+        S.cross_signals_nb(close_2d, zero, lower, xi, scratch_e, exits)
+        return entries, exits
+
+    return signals
+
+
+def _macd_cross(bars: pd.DataFrame, combos: pd.DataFrame) -> SignalFn:
+    from celeris.indicators import nb as ind
+
+    close = _close(bars)
+    fast = combos["fast"].to_numpy(dtype=np.int64)
+    slow = combos["slow"].to_numpy(dtype=np.int64)
+    signal = combos["signal"].to_numpy(dtype=np.int64)
+
+    def signals(rows: slice) -> tuple[np.ndarray, np.ndarray]:
+        macd, sig, _ = ind.macd_nb(close, fast[rows], slow[rows], signal[rows])
+        k = macd.shape[1]
+        idx = np.arange(k, dtype=np.int64)
+        entries, exits = S.empty_signals(close.shape[0], k)
+        S.cross_signals_nb(macd, idx, sig, idx, entries, exits)
+        return entries, exits
+
+    return signals
+
+
+def _fast_lt_slow(combos: pd.DataFrame) -> np.ndarray:
+    return (combos["fast"] < combos["slow"]).to_numpy()
+
+
+def _lower_lt_upper(combos: pd.DataFrame) -> np.ndarray:
+    return (combos["lower"] < combos["upper"]).to_numpy()
+
+
+STRATEGIES: dict[str, Strategy] = {}
+
+
+def register(strategy: Strategy) -> Strategy:
+    """Add a strategy to the registry used by sweeps, walk-forward and the CLI."""
+    STRATEGIES[strategy.name] = strategy
+    return strategy
+
+
+register(
+    Strategy(
+        "sma_cross",
+        (Param("fast", 10, 1, 10_000, help="fast SMA window"), Param("slow", 50, 2, 10_000, help="slow SMA window")),
+        _ma_cross("sma"),
+        _fast_lt_slow,
+        "fast < slow",
+        "long when the fast SMA crosses above the slow SMA, exit when it crosses below",
+        lambda c: int(c["slow"].max()),
+    )
+)
+register(
+    Strategy(
+        "ema_cross",
+        (Param("fast", 12, 1, 10_000, help="fast EMA span"), Param("slow", 26, 2, 10_000, help="slow EMA span")),
+        _ma_cross("ema"),
+        _fast_lt_slow,
+        "fast < slow",
+        "long when the fast EMA crosses above the slow EMA, exit when it crosses below",
+        lambda c: int(c["slow"].max()),
+    )
+)
+register(
+    Strategy(
+        "rsi_reversion",
+        (
+            Param("window", 14, 2, 1_000, help="RSI window (Wilder)"),
+            Param("lower", 30, 0, 100, integer=False, help="enter when RSI crosses below"),
+            Param("upper", 70, 0, 100, integer=False, help="exit when RSI crosses above"),
+        ),
+        _rsi_reversion,
+        _lower_lt_upper,
+        "lower < upper",
+        "long when RSI crosses below `lower` (oversold), exit when it crosses above `upper`",
+        lambda c: int(c["window"].max()) + 1,
+    )
+)
+register(
+    Strategy(
+        "bbands_breakout",
+        (
+            Param("window", 20, 2, 10_000, help="Bollinger window"),
+            Param("nbdev", 2.0, 0.1, 10, integer=False, help="band width in standard deviations"),
+        ),
+        _bbands_breakout,
+        None,
+        "",
+        "long when the close crosses above the upper band, exit when it crosses below the middle band",
+        lambda c: int(c["window"].max()),
+    )
+)
+register(
+    Strategy(
+        "donchian_breakout",
+        (
+            Param("window", 20, 2, 10_000, help="entry channel: highest high of the previous bars"),
+            Param("exit_window", 10, 2, 10_000, help="exit channel: lowest low of the previous bars"),
+        ),
+        _donchian_breakout,
+        None,
+        "",
+        "long when the close breaks the previous `window`-bar high, exit below the previous `exit_window`-bar low",
+        lambda c: int(max(c["window"].max(), c["exit_window"].max())) + 1,
+        needs=("high", "low", "close"),
+    )
+)
+register(
+    Strategy(
+        "macd_cross",
+        (
+            Param("fast", 12, 2, 1_000, help="fast EMA"),
+            Param("slow", 26, 3, 1_000, help="slow EMA"),
+            Param("signal", 9, 1, 1_000, help="signal-line EMA"),
+        ),
+        _macd_cross,
+        _fast_lt_slow,
+        "fast < slow",
+        "long when the MACD line crosses above its signal line, exit when it crosses below",
+        lambda c: int((c["slow"] + c["signal"]).max()),
+    )
+)
+
+
+def get_strategy(name: str | Strategy) -> Strategy:
+    """Look a strategy up by name (with a did-you-mean hint)."""
+    if isinstance(name, Strategy):
+        return name
+    if name not in STRATEGIES:
+        raise ConfigError(
+            f"unknown strategy {name!r}{did_you_mean(name, STRATEGIES)}; built-ins: {', '.join(STRATEGIES)}"
+        )
+    return STRATEGIES[name]
+
+
+def parse_values(spec: str, param: Param) -> list[float]:
+    """Parse a CLI grid value: ``10``, ``10,20,30`` or ``start:stop[:step]`` (stop inclusive)."""
+    spec = spec.strip()
+    try:
+        if ":" in spec:
+            parts = [float(x) for x in spec.split(":")]
+            if len(parts) not in (2, 3):
+                raise ValueError
+            start, stop = parts[0], parts[1]
+            step = parts[2] if len(parts) == 3 else 1.0
+            if step <= 0 or stop < start:
+                raise ConfigError(f"range {spec!r} for {param.name} needs start <= stop and step > 0")
+            count = int(np.floor((stop - start) / step + 1e-9)) + 1
+            values = [start + i * step for i in range(count)]
+        else:
+            values = [float(x) for x in spec.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(
+            f"cannot read {spec!r} for {param.name}: use a number, a list '10,20,30' or a range 'start:stop:step'"
+        ) from None
+    if not values:
+        raise ConfigError(f"no values for {param.name}")
+    return [param.check(round(v, 10)) for v in values]
+
+
+def parse_assignments(items: Iterable[str], strategy: Strategy) -> dict[str, list[float]]:
+    """Parse ``name=spec`` items (CLI ``--param``/``--grid``) into a grid mapping."""
+    grid: dict[str, list[float]] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"expected NAME=VALUE, got {item!r}")
+        name, spec = item.split("=", 1)
+        param = strategy.param(name.strip())
+        grid[param.name] = parse_values(spec, param)
+    return grid
+
+
+def check_bars(bars: Any, needs: Sequence[str] = ("close",)) -> pd.DataFrame:
+    """Accept a bar frame (or a close Series) for strategies; refuse anything else clearly."""
+    if isinstance(bars, pd.Series):
+        bars = bars.to_frame("close")
+    if not isinstance(bars, pd.DataFrame):
+        raise DataError(f"data must be a bar frame (DataFrame with OHLCV columns), got {type(bars).__name__}")
+    missing = [c for c in needs if c not in bars.columns]
+    if missing:
+        raise DataError(f"data lacks column(s) {', '.join(missing)} needed by this strategy")
+    if bars.empty:
+        raise DataError("data is empty")
+    return bars

@@ -1,0 +1,188 @@
+"""Parameter sweeps: thousands of strategy variants, chunked over columns, metrics only."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from celeris.backtest import kernel as K
+from celeris.backtest.portfolio import METRICS, Portfolio, from_signals
+from celeris.backtest.strategies import Strategy, check_bars, get_strategy
+from celeris.compute import resolve_device
+from celeris.errors import ConfigError, did_you_mean
+
+#: Bytes of one signal matrix per chunk (entries and exits each): bounds memory on any sweep size.
+CHUNK_BYTES = {"cpu": 64 * 2**20, "cuda": 1024 * 2**20}
+
+_PORTFOLIO_OPTIONS = (
+    "init_cash",
+    "fees",
+    "fixed_fees",
+    "slippage",
+    "size",
+    "size_type",
+    "direction",
+    "sl_stop",
+    "tp_stop",
+    "tsl_stop",
+    "accumulate",
+    "size_granularity",
+    "stop_exit_price",
+    "execution",
+    "freq",
+    "year_days",
+)
+
+
+def check_portfolio_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Refuse unknown ``from_signals`` options early, with a did-you-mean hint."""
+    for name in options:
+        if name not in _PORTFOLIO_OPTIONS:
+            raise ConfigError(f"unknown backtest option {name!r}{did_you_mean(name, _PORTFOLIO_OPTIONS)}")
+        value = options[name]
+        if not (value is None or isinstance(value, str | pd.Timedelta) or np.isscalar(value)):
+            raise ConfigError(
+                f"backtest option {name} must be a single value in a sweep (got {value!r}); "
+                "put values to explore in the strategy grid"
+            )
+    return dict(options)
+
+
+def _progress(enabled: bool, total: int, description: str) -> Any:
+    if not enabled:
+        return nullcontext(None)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        transient=True,
+    )
+
+
+@dataclass
+class SweepResult:
+    """Metrics of every parameter combination of a sweep (one row each)."""
+
+    strategy: Strategy
+    combos: pd.DataFrame
+    metrics: np.ndarray
+    bars: pd.DataFrame
+    options: dict[str, Any]
+    freq: pd.Timedelta | None
+    device: str
+
+    @property
+    def index(self) -> pd.Index:
+        if self.combos.shape[1] == 1:
+            return pd.Index(self.combos.iloc[:, 0], name=self.combos.columns[0])
+        return pd.MultiIndex.from_frame(self.combos)
+
+    def stats(self) -> pd.DataFrame:
+        """One row per combination with every metric of :data:`celeris.backtest.METRICS`."""
+        out: dict[str, Any] = {"start_value": float(self.options.get("init_cash", 100_000.0))}
+        for name, (slot, _) in METRICS.items():
+            col = self.metrics[:, slot]
+            if name in ("trades", "closed_trades", "orders"):
+                out[name] = col.astype(np.int64)
+            elif name == "max_drawdown_duration" and self.freq is not None:
+                out[name] = pd.to_timedelta(col * self.freq.value, unit="ns")
+            else:
+                out[name] = col
+        return pd.DataFrame(out, index=self.index)
+
+    def best(self, metric: str = "sharpe", n: int = 10) -> pd.DataFrame:
+        """The ``n`` best combinations by ``metric`` (NaN last, drawdowns ascending)."""
+        if metric not in METRICS:
+            raise ConfigError(f"unknown metric {metric!r}{did_you_mean(metric, METRICS)}")
+        key = self.metrics[:, METRICS[metric][0]]
+        ascending = metric in ("max_drawdown", "max_drawdown_duration", "volatility", "total_fees")
+        order = np.argsort(key if ascending else -key, kind="stable")
+        order = order[np.isfinite(key[order])]
+        return self.stats().iloc[order[:n]]
+
+    def best_params(self, metric: str = "sharpe") -> dict[str, Any]:
+        """Parameters of the best combination by ``metric``."""
+        top = self.best(metric, 1)
+        if top.empty:
+            raise ConfigError(f"no combination has a finite {metric}")
+        pos = self.index.get_loc(top.index[0])
+        return {k: v.item() if hasattr(v, "item") else v for k, v in self.combos.iloc[pos].items()}
+
+    def portfolio(self, params: Mapping[str, Any] | None = None, metric: str = "sharpe") -> Portfolio:
+        """Re-run one combination (default: the best by ``metric``) as a full :class:`Portfolio`."""
+        params = dict(params) if params is not None else self.best_params(metric)
+        entries, exits = self.strategy.signals(self.bars, params)
+        return from_signals(self.bars, entries, exits, device=self.device, **self.options)
+
+    def heatmap(self, metric: str = "sharpe", x: str | None = None, y: str | None = None) -> pd.DataFrame:
+        """Metric as a 2-D table over two parameters (others at their best value)."""
+        names = list(self.combos.columns)
+        if len(names) < 2:
+            raise ConfigError("a heat-map needs two parameters")
+        x = x or names[0]
+        y = y or names[1]
+        frame = self.combos.assign(_value=self.metrics[:, METRICS[metric][0]])
+        return frame.pivot_table(index=y, columns=x, values="_value", aggfunc="max")
+
+    def to_html(self, path: str | Path, metric: str = "sharpe") -> Path:
+        """Interactive report of the best combination plus the sweep heat-map."""
+        from celeris.backtest.report import write_html
+
+        pf = self.portfolio(metric=metric)
+        return write_html(pf, Path(path), sweep=self, metric=metric)
+
+
+def sweep(
+    data: Any,
+    strategy: str | Strategy,
+    grid: Mapping[str, Any] | pd.DataFrame | None = None,
+    *,
+    chunk_size: int | None = None,
+    progress: bool = True,
+    device: str = "auto",
+    **options: Any,
+) -> SweepResult:
+    """Backtest every admissible combination of ``grid`` and return their metrics.
+
+    ``grid`` maps parameter names to value lists (the product is taken, then the strategy's
+    constraint such as ``fast < slow`` is applied); ``options`` are :func:`from_signals` keywords
+    shared by all variants (``fees``, ``slippage``, ``sl_stop``, ``direction``...).
+
+    Indicators are computed once per distinct window; signals are generated and simulated in
+    column chunks of bounded size, and only metrics are kept, so memory does not grow with the
+    number of combinations (a 1M-bar x 2,000-variant sweep stays well under 2 GB).
+    """
+    strat = get_strategy(strategy)
+    bars = check_bars(data, strat.needs)
+    options = check_portfolio_options(options)
+    combos = strat.grid(grid)
+    engine = resolve_device(device)
+    n_bars, n_combos = len(bars), len(combos)
+    if chunk_size is None:
+        chunk_size = max(8, CHUNK_BYTES[engine] // max(n_bars, 1))
+    if chunk_size < 1:
+        raise ConfigError(f"chunk_size must be >= 1, got {chunk_size}")
+    signals = strat.prepare(bars, combos)
+    metrics = np.empty((n_combos, K.N_METRICS))
+    freq = None
+    starts = range(0, n_combos, chunk_size)
+    with _progress(progress, len(starts), strat.name) as bar:
+        task = bar.add_task(f"{strat.name}: {n_combos:,} variants x {n_bars:,} bars", total=n_combos) if bar else None
+        for start in starts:
+            rows = slice(start, min(start + chunk_size, n_combos))
+            entries, exits = signals(rows)
+            pf = from_signals(bars, entries, exits, device=engine, **options)
+            metrics[rows] = pf._outputs.metrics
+            freq = pf.freq
+            if bar is not None:
+                bar.update(task, advance=rows.stop - rows.start)
+    return SweepResult(strat, combos, metrics, bars, options, freq, engine)
