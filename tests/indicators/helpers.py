@@ -47,3 +47,21 @@ def random_bars(seed: int, n: int) -> pd.DataFrame:
         {"open": open_, "high": high, "low": low, "close": close, "volume": rng.uniform(1, 9, n)},
         index=index,
     )
+
+
+def exact_rolling_mean_std(x: np.ndarray, w: int, ddof: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Reference rolling mean and std by brute force: each window summed on its own (numpy's
+    pairwise sum) and a two-pass variance, so no running sum can drift. NaN warm-up."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    mean = np.full(x.shape[0], np.nan)
+    std = np.full(x.shape[0], np.nan)
+    windows = sliding_window_view(x, w)  # [n - w + 1, w], a view
+    chunk = max(1, 4_000_000 // w)
+    for a in range(0, windows.shape[0], chunk):
+        block = windows[a : a + chunk]
+        m = block.mean(axis=1)
+        v = ((block - m[:, None]) ** 2).sum(axis=1) / (w - ddof) if w > ddof else np.nan
+        mean[a + w - 1 : a + w - 1 + block.shape[0]] = m
+        std[a + w - 1 : a + w - 1 + block.shape[0]] = np.sqrt(v)
+    return mean, std

@@ -45,7 +45,9 @@ def _series_values(series: pd.Series, param: str) -> np.ndarray:
     dtype = series.dtype
     if pd.api.types.is_bool_dtype(dtype) or not pd.api.types.is_numeric_dtype(dtype):
         raise ConfigError(f"{param} must be numeric, got dtype {dtype}")
-    return series.to_numpy(dtype=np.float64, na_value=np.nan)
+    values = series.to_numpy(dtype=np.float64, na_value=np.nan)
+    # a read-only view (pandas copy-on-write) would make numba compile a second specialisation
+    return values if values.flags.writeable else values.copy()
 
 
 def _array_values(array: np.ndarray, param: str) -> np.ndarray:
@@ -53,7 +55,8 @@ def _array_values(array: np.ndarray, param: str) -> np.ndarray:
         raise ConfigError(f"{param} must be 1-D, got an array of shape {array.shape}")
     if array.dtype.kind not in "iuf":
         raise ConfigError(f"{param} must be numeric, got dtype {array.dtype}")
-    return np.ascontiguousarray(array, dtype=np.float64)
+    values = np.ascontiguousarray(array, dtype=np.float64)
+    return values if values.flags.writeable else values.copy()
 
 
 def _one_input(obj: Any, param: str, field: str) -> tuple[np.ndarray, pd.Index | None]:

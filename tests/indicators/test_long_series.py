@@ -1,0 +1,93 @@
+"""A 1,000,000-bar series: running sums must not drift.
+
+The walk spans 27 to 1e16 (log-volatility 2% a bar), so rounding picked up while prices are
+huge would dwarf the later small prices if a running sum carried it along. References are
+brute force (each window summed on its own), since TA-Lib's and pandas' running sums drift here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import talib
+from numba import njit
+
+from celeris.indicators import nb
+
+from .helpers import assert_same_values, exact_rolling_mean_std, random_walk
+
+WINDOWS = np.array([2, 10, 50, 300], dtype=np.int64)
+
+
+@pytest.fixture(scope="module")
+def long_close() -> np.ndarray:
+    return random_walk(5, 1_000_000, vol=0.02)
+
+
+@njit
+def _plain_running_mean(x, w):
+    out = np.full(x.shape[0], np.nan)
+    total = 0.0
+    for t in range(x.shape[0]):
+        total += x[t]
+        if t >= w:
+            total -= x[t - w]
+        if t >= w - 1:
+            out[t] = total / w
+    return out
+
+
+def _exact_wma(x: np.ndarray, w: int) -> np.ndarray:
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    weights = np.arange(1, w + 1, dtype=np.float64) / (w * (w + 1) / 2)
+    return np.r_[np.full(w - 1, np.nan), sliding_window_view(x, w) @ weights]
+
+
+def test_plain_running_sum_long_series_drifts_beyond_tolerance(long_close):
+    # The data is hard enough: a plain running sum fails the tolerance the kernels must meet.
+    mean, _ = exact_rolling_mean_std(long_close, 10)
+    with pytest.raises(AssertionError):
+        assert_same_values(_plain_running_mean(long_close, 10), mean)
+
+
+def test_sma_std_bbands_long_series_no_drift(long_close):
+    sma = nb.sma_nb(long_close, WINDOWS)
+    std = nb.rolling_std_nb(long_close, WINDOWS, 0)
+    upper, middle, lower = nb.bbands_nb(long_close, WINDOWS, 2.0, 1.0)
+    for j, w in enumerate(WINDOWS):
+        mean, sd = exact_rolling_mean_std(long_close, int(w))
+        assert_same_values(sma[:, j], mean)
+        assert_same_values(std[:, j], sd)
+        assert_same_values(middle[:, j], mean)
+        assert_same_values(upper[:, j], mean + 2.0 * sd)
+        assert_same_values(lower[:, j], mean - sd)
+
+
+def test_wma_long_series_no_drift(long_close):
+    wma = nb.wma_nb(long_close, WINDOWS)
+    for j, w in enumerate(WINDOWS):
+        assert_same_values(wma[:, j], _exact_wma(long_close, int(w)))
+
+
+def test_zscore_long_series_no_drift(long_close):
+    z = nb.zscore_nb(long_close, WINDOWS[1:])
+    for j, w in enumerate(WINDOWS[1:]):
+        mean, sd = exact_rolling_mean_std(long_close, int(w))
+        assert_same_values(z[:, j], (long_close - mean) / sd)
+
+
+def test_recursive_indicators_long_series_match_talib(long_close):
+    # EMA, RSI, ATR and MACD are recursions that forget errors, so TA-Lib is a fair reference.
+    high, low = long_close * 1.01, long_close * 0.985
+    ema = nb.ema_nb(long_close, WINDOWS)
+    rsi = nb.rsi_nb(long_close, WINDOWS)
+    atr = nb.atr_nb(high, low, long_close, WINDOWS)
+    for j, w in enumerate(WINDOWS):
+        assert_same_values(ema[:, j], talib.EMA(long_close, w))
+        assert_same_values(rsi[:, j], talib.RSI(long_close, w))
+        assert_same_values(atr[:, j], talib.ATR(high, low, long_close, w))
+    ones = np.ones(1, dtype=np.int64)
+    result = nb.macd_nb(long_close, 12 * ones, 26 * ones, 9 * ones)
+    for got, want in zip(result, talib.MACD(long_close, 12, 26, 9), strict=True):
+        assert_same_values(got[:, 0], want)
