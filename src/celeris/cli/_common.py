@@ -13,8 +13,9 @@ from rich.console import Console
 
 from celeris.errors import CelerisError
 
-console = Console()
-err_console = Console(stderr=True)
+# Piped output (CI logs, files) gets a wide fixed width instead of rich's 80-column default.
+console = Console(width=None if sys.stdout.isatty() else 140)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from celeris.cli import backtest_cmd, demo
 from celeris.cli.data_cmd import data_app
 
 app = typer.Typer(
@@ -11,8 +12,10 @@ app = typer.Typer(
     help=(
         "Celeris: vectorized backtests of thousands of strategy variants on CPU or GPU, "
         "market data tools and reports.\n\n"
-        "Start with [bold]celeris demo[/], or e.g. "
-        "[bold]celeris backtest --data sample:sp500 --strategy sma_cross --param fast=10 --param slow=50[/]."
+        "Start with [bold]celeris demo[/], then e.g.\n\n"
+        "  celeris backtest --data sample:sp500 --strategy sma_cross --param fast=10 --param slow=50\n\n"
+        "  celeris sweep --data sample:sp500 --strategy sma_cross --grid fast=10:100:2 --grid slow=50:500:10\n\n"
+        "Bad input prints one line and exits with code 2."
     ),
     no_args_is_help=True,
     rich_markup_mode="rich",
@@ -20,6 +23,8 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(data_app, name="data")
+backtest_cmd.register(app)
+demo.register(app)
 
 
 def run() -> None:

@@ -1,0 +1,310 @@
+"""``celeris backtest``, ``celeris sweep``, ``celeris walk-forward`` and ``celeris strategies``."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from celeris.cli._common import cli_errors, console, print_json
+from celeris.errors import ConfigError
+
+DataOpt = Annotated[
+    str,
+    typer.Option(
+        "--data",
+        "-d",
+        help="Market data: sample:sp500, sample:nasdaq, a CSV/Parquet path, or store:EXCHANGE/SYMBOL/TIMEFRAME.",
+    ),
+]
+StrategyOpt = Annotated[
+    str, typer.Option("--strategy", "-s", help="Strategy name (see `celeris strategies`).")
+]
+FeesOpt = Annotated[float, typer.Option(help="Fees as a fraction of traded value (0.001 = 10 bp).")]
+SlippageOpt = Annotated[float, typer.Option(help="Slippage as a fraction of price, against the trader.")]
+CashOpt = Annotated[float, typer.Option("--init-cash", help="Starting cash.")]
+DirectionOpt = Annotated[str, typer.Option(help="longonly | shortonly | both.")]
+StopOpt = Annotated[float | None, typer.Option(help="Stop as a fraction, e.g. 0.05 (off by default).")]
+ExecutionOpt = Annotated[
+    str, typer.Option(help="close (fill at the signal bar's close) | next_open (fill at the next open).")
+]
+YearDaysOpt = Annotated[float, typer.Option(help="Days per year for annualising: 365 crypto, 252 equities.")]
+FreqOpt = Annotated[str | None, typer.Option(help="Bar spacing, e.g. 1h, 1D (inferred from the data if omitted).")]
+DeviceOpt = Annotated[str, typer.Option(help="auto | cpu | cuda.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
+
+
+def _options(
+    fees: float,
+    slippage: float,
+    init_cash: float,
+    direction: str,
+    sl_stop: float | None,
+    tp_stop: float | None,
+    tsl_stop: float | None,
+    execution: str,
+    year_days: float,
+    freq: str | None,
+) -> dict[str, Any]:
+    return {
+        "fees": fees,
+        "slippage": slippage,
+        "init_cash": init_cash,
+        "direction": direction,
+        "sl_stop": sl_stop,
+        "tp_stop": tp_stop,
+        "tsl_stop": tsl_stop,
+        "execution": execution,
+        "year_days": year_days,
+        "freq": freq,
+    }
+
+
+def _load(source: str) -> Any:
+    from celeris.data import load
+
+    return load(source)
+
+
+def _strategy_and_grid(strategy: str, items: list[str]) -> tuple[Any, dict[str, list[float]]]:
+    from celeris.backtest.strategies import get_strategy, parse_assignments
+
+    strat = get_strategy(strategy)
+    return strat, parse_assignments(items, strat)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the backtest commands to the top-level app."""
+
+    @app.command("strategies")
+    @cli_errors
+    def strategies_cmd(json_out: JsonOpt = False) -> None:
+        """List the built-in strategies, their parameters, defaults, bounds and constraints."""
+        from rich.table import Table
+
+        from celeris.backtest import STRATEGIES
+
+        if json_out:
+            print_json(
+                {
+                    s.name: {
+                        "description": s.description,
+                        "constraint": s.constraint_text,
+                        "params": {p.name: {"default": p.default, "low": p.low, "high": p.high} for p in s.params},
+                    }
+                    for s in STRATEGIES.values()
+                }
+            )
+            return
+        table = Table(title="Built-in strategies", header_style="bold")
+        for col in ("strategy", "parameters (default, bounds)", "rule"):
+            table.add_column(col)
+        for s in STRATEGIES.values():
+            params = "\n".join(f"{p.name}={p.default:g}  [{p.low:g}, {p.high:g}]" for p in s.params)
+            rule = s.description + (f"\nconstraint: {s.constraint_text}" if s.constraint_text else "")
+            table.add_row(s.name, params, rule)
+        console.print(table)
+
+    @app.command("backtest")
+    @cli_errors
+    def backtest_cmd(
+        data: DataOpt = "sample:sp500",
+        strategy: StrategyOpt = "sma_cross",
+        param: Annotated[
+            list[str] | None, typer.Option("--param", "-p", help="Strategy parameter NAME=VALUE (repeatable).")
+        ] = None,
+        fees: FeesOpt = 0.0,
+        slippage: SlippageOpt = 0.0,
+        init_cash: CashOpt = 100_000.0,
+        direction: DirectionOpt = "longonly",
+        sl_stop: StopOpt = None,
+        tp_stop: StopOpt = None,
+        tsl_stop: StopOpt = None,
+        execution: ExecutionOpt = "close",
+        year_days: YearDaysOpt = 365,
+        freq: FreqOpt = None,
+        device: DeviceOpt = "auto",
+        html: Annotated[Path | None, typer.Option(help="Write an interactive HTML report here.")] = None,
+        png: Annotated[Path | None, typer.Option(help="Write a PNG chart here.")] = None,
+        trades: Annotated[int, typer.Option(help="How many of the last trades to list.")] = 10,
+        json_out: JsonOpt = False,
+    ) -> None:
+        """Backtest one strategy with one parameter set and print its metrics and trades.
+
+        Example: celeris backtest --data sample:sp500 --strategy sma_cross --param fast=10
+        --param slow=50 --fees 0.001 --year-days 252 --html report.html
+        """
+        from celeris.backtest import from_signals
+        from celeris.cli.format import fmt, frame_table, jsonable, stats_table
+
+        bars = _load(data)
+        strat, grid = _strategy_and_grid(strategy, param or [])
+        for name, values in grid.items():
+            if len(values) != 1:
+                raise ConfigError(f"--param {name} takes one value in a backtest; use `celeris sweep --grid` for many")
+        params = {k: v[0] for k, v in grid.items()}
+        entries, exits = strat.signals(bars, params)
+        opts = _options(fees, slippage, init_cash, direction, sl_stop, tp_stop, tsl_stop, execution, year_days, freq)
+        pf = from_signals(bars, entries, exits, device=device, **opts)
+        stats = pf.stats().iloc[0]
+        full = {p.name: p.default for p in strat.params} | params
+        if json_out:
+            print_json(
+                {
+                    "strategy": strat.name,
+                    "params": full,
+                    "stats": {k: jsonable(v) for k, v in stats.items()},
+                    "trades": [
+                        {k: jsonable(v) for k, v in row.items()} for row in pf.trades.to_dict("records")
+                    ],
+                }
+            )
+        else:
+            label = ", ".join(f"{k}={fmt('', v)}" for k, v in full.items())
+            console.print(stats_table(stats, f"{strat.name} ({label}) on {data}"))
+            tr = pf.trades
+            if len(tr) and trades > 0:
+                shown = tr.tail(trades).set_index("entry_time")[
+                    ["direction", "entry_price", "exit_time", "exit_price", "pnl", "return"]
+                ]
+                console.print(frame_table(shown, f"last {min(trades, len(tr))} of {len(tr)} trades"))
+        for path, writer in ((html, pf.to_html), (png, pf.plot_png)):
+            if path is not None:
+                written = writer(path)
+                (console.print if not json_out else _silent)(f"wrote {written}")
+
+    @app.command("sweep")
+    @cli_errors
+    def sweep_cmd(
+        data: DataOpt = "sample:sp500",
+        strategy: StrategyOpt = "sma_cross",
+        grid: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--grid",
+                "-g",
+                help="NAME=SPEC with SPEC a value, a list 5,10,20 or a range start:stop:step (stop included).",
+            ),
+        ] = None,
+        metric: Annotated[str, typer.Option(help="Rank by this metric (sharpe, total_return, calmar...).")] = "sharpe",
+        top: Annotated[int, typer.Option(help="How many best variants to show.")] = 10,
+        fees: FeesOpt = 0.0,
+        slippage: SlippageOpt = 0.0,
+        init_cash: CashOpt = 100_000.0,
+        direction: DirectionOpt = "longonly",
+        sl_stop: StopOpt = None,
+        tp_stop: StopOpt = None,
+        tsl_stop: StopOpt = None,
+        execution: ExecutionOpt = "close",
+        year_days: YearDaysOpt = 365,
+        freq: FreqOpt = None,
+        device: DeviceOpt = "auto",
+        html: Annotated[Path | None, typer.Option(help="HTML report of the best variant and the heat-map.")] = None,
+        csv: Annotated[Path | None, typer.Option(help="Write every variant's metrics to this CSV.")] = None,
+        json_out: JsonOpt = False,
+    ) -> None:
+        """Backtest every combination of a parameter grid and rank the variants.
+
+        Example: celeris sweep --data sample:sp500 --strategy sma_cross --grid fast=10:100:2
+        --grid slow=50:500:10 --fees 0.001 --top 10
+        """
+        from celeris.backtest import sweep
+        from celeris.cli.format import SUMMARY_COLUMNS, frame_table, jsonable
+
+        bars = _load(data)
+        strat, values = _strategy_and_grid(strategy, grid or [])
+        opts = _options(fees, slippage, init_cash, direction, sl_stop, tp_stop, tsl_stop, execution, year_days, freq)
+        started = time.perf_counter()
+        result = sweep(bars, strat, values, device=device, progress=not json_out, **opts)
+        elapsed = time.perf_counter() - started
+        best = result.best(metric, top)
+        if csv is not None:
+            result.stats().to_csv(csv)
+        if json_out:
+            print_json(
+                {
+                    "strategy": strat.name,
+                    "variants": len(result.combos),
+                    "bars": len(bars),
+                    "seconds": elapsed,
+                    "metric": metric,
+                    "top": [
+                        {**dict(zip(result.combos.columns, idx if isinstance(idx, tuple) else (idx,), strict=True)),
+                         **{k: jsonable(v) for k, v in row.items()}}
+                        for idx, row in best.iterrows()
+                    ],
+                }
+            )
+        else:
+            rate = len(result.combos) * len(bars) / max(elapsed, 1e-9)
+            console.print(
+                f"[bold]{len(result.combos):,}[/] variants x [bold]{len(bars):,}[/] bars in {elapsed:.2f} s "
+                f"({rate / 1e6:,.0f} M bar-variants/s, device {result.device})"
+            )
+            console.print(frame_table(best, f"top {len(best)} by {metric}", [metric, *[c for c in SUMMARY_COLUMNS if c != metric]]))
+        if html is not None:
+            written = result.to_html(html, metric=metric)
+            if not json_out:
+                console.print(f"wrote {written}")
+        if csv is not None and not json_out:
+            console.print(f"wrote {csv}")
+
+    @app.command("walk-forward")
+    @cli_errors
+    def walk_forward_cmd(
+        data: DataOpt = "sample:sp500",
+        strategy: StrategyOpt = "sma_cross",
+        grid: Annotated[list[str] | None, typer.Option("--grid", "-g", help="NAME=SPEC, as in `celeris sweep`.")] = None,
+        train: Annotated[str, typer.Option(help="Training window: bars (500) or a duration (730D).")] = "730D",
+        test: Annotated[str, typer.Option(help="Test window after each training window: bars or a duration.")] = "180D",
+        metric: Annotated[str, typer.Option(help="Metric that picks the in-sample best.")] = "sharpe",
+        anchored: Annotated[bool, typer.Option(help="Keep the training start fixed (expanding window).")] = False,
+        fees: FeesOpt = 0.0,
+        slippage: SlippageOpt = 0.0,
+        init_cash: CashOpt = 100_000.0,
+        direction: DirectionOpt = "longonly",
+        sl_stop: StopOpt = None,
+        tp_stop: StopOpt = None,
+        tsl_stop: StopOpt = None,
+        execution: ExecutionOpt = "close",
+        year_days: YearDaysOpt = 365,
+        freq: FreqOpt = None,
+        device: DeviceOpt = "auto",
+        json_out: JsonOpt = False,
+    ) -> None:
+        """Choose parameters on each training window, judge them on the next unseen window.
+
+        Example: celeris walk-forward --data sample:sp500 --strategy sma_cross --grid fast=5:50:5
+        --grid slow=20:200:20 --train 730D --test 180D --year-days 252
+        """
+        from celeris.backtest import walk_forward
+        from celeris.cli.format import fmt, frame_table, jsonable
+
+        bars = _load(data)
+        strat, values = _strategy_and_grid(strategy, grid or [])
+        opts = _options(fees, slippage, init_cash, direction, sl_stop, tp_stop, tsl_stop, execution, year_days, freq)
+        result = walk_forward(
+            bars, strat, values, train=_window(train), test=_window(test), metric=metric,
+            anchored=anchored, device=device, progress=not json_out, **opts,
+        )  # fmt: skip
+        if json_out:
+            print_json(
+                {
+                    "windows": [{k: jsonable(v) for k, v in row.items()} for row in result.windows.reset_index().to_dict("records")],
+                    "out_of_sample": {k: jsonable(v) for k, v in result.summary.items()},
+                }
+            )
+            return
+        console.print(frame_table(result.windows, f"walk-forward windows ({strat.name}, best by {metric} in sample)"))
+        summary = ", ".join(f"{k} {fmt(k, v)}" for k, v in result.summary.items())
+        console.print(f"[bold]out of sample[/] ({len(result.oos_returns):,} bars): {summary}")
+
+
+def _window(spec: str) -> int | str:
+    return int(spec) if spec.isdigit() else spec
+
+
+def _silent(*_: Any) -> None:
+    return None

@@ -1,0 +1,94 @@
+"""Readable formatting of backtest metrics for tables and JSON."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from rich.table import Table
+
+PERCENT = {
+    "total_return",
+    "cagr",
+    "volatility",
+    "max_drawdown",
+    "win_rate",
+    "best_trade",
+    "worst_trade",
+    "avg_winning_trade",
+    "avg_losing_trade",
+    "exposure",
+    "oos_total_return",
+    "return",
+}
+MONEY = {"start_value", "end_value", "expectancy", "total_fees", "open_trade_pnl", "entry_price", "exit_price", "pnl"}
+SUMMARY_COLUMNS = ["total_return", "cagr", "sharpe", "sortino", "max_drawdown", "win_rate", "trades", "exposure"]
+
+
+def fmt(name: str, value: Any) -> str:
+    """Format one metric value for people: percents, money, ratios, durations."""
+    if value is None:
+        return "-"
+    if isinstance(value, pd.Timedelta):
+        return "-" if pd.isna(value) else str(value).replace(" 00:00:00", "")
+    if isinstance(value, pd.Timestamp):
+        return value.strftime("%Y-%m-%d %H:%M") if (value.hour or value.minute) else value.strftime("%Y-%m-%d")
+    if isinstance(value, bool | np.bool_):
+        return "yes" if value else "no"
+    if isinstance(value, int | np.integer):
+        return f"{int(value):,}"
+    if isinstance(value, float | np.floating):
+        v = float(value)
+        if math.isnan(v):
+            return "-"
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        if name in PERCENT or name.endswith("_return"):
+            return f"{v:.2%}"
+        if name in MONEY:
+            return f"{v:,.2f}"
+        if float(v).is_integer() and abs(v) < 1e6:
+            return f"{int(v)}"
+        return f"{v:.3f}"
+    return str(value)
+
+
+def jsonable(value: Any) -> Any:
+    """Convert numpy/pandas scalars to JSON-friendly Python values (NaN -> None)."""
+    if isinstance(value, pd.Timedelta | pd.Timestamp):
+        return None if pd.isna(value) else str(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        v = float(value)
+        return None if math.isnan(v) else v
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+def stats_table(stats: pd.Series, title: str) -> Table:
+    """A two-column metric/value table of one portfolio column."""
+    table = Table(title=title, show_header=True, header_style="bold")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in stats.items():
+        table.add_row(str(name), fmt(str(name), value))
+    return table
+
+
+def frame_table(frame: pd.DataFrame, title: str, columns: list[str] | None = None) -> Table:
+    """A table of rows (index levels first) with formatted metric columns."""
+    columns = [c for c in (columns or list(frame.columns)) if c in frame.columns]
+    table = Table(title=title, header_style="bold")
+    names = [n if n is not None else "" for n in frame.index.names]
+    for n in names:
+        table.add_column(str(n), justify="right", style="cyan")
+    for c in columns:
+        table.add_column(c, justify="right")
+    for label, row in frame[columns].iterrows():
+        labels = label if isinstance(label, tuple) else (label,)
+        table.add_row(*(fmt("", v) for v in labels), *(fmt(c, row[c]) for c in columns))
+    return table
