@@ -9,7 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[2] / ".cache" / "numba"))
+os.environ.setdefault(
+    "NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[2] / ".cache" / "numba")
+)
 
 
 @pytest.fixture
@@ -20,7 +22,9 @@ def celeris_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
-def make_bars(n: int = 10, start: str = "2024-01-01", freq: str = "1min", seed: int = 0) -> pd.DataFrame:
+def make_bars(
+    n: int = 10, start: str = "2024-01-01", freq: str = "1min", seed: int = 0
+) -> pd.DataFrame:
     """Return ``n`` valid bars with a UTC index named time."""
     rng = np.random.default_rng(seed)
     close = 100.0 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))

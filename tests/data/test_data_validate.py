@@ -94,7 +94,13 @@ BAD_INPUTS = [
         "RangeIndex",
     ),
     ("empty", lambda df: df.iloc[:0], "frame is not empty", None, "no rows"),
-    ("missing_volume", lambda df: df.drop(columns="volume"), "bar columns exist", "volume", "found"),
+    (
+        "missing_volume",
+        lambda df: df.drop(columns="volume"),
+        "bar columns exist",
+        "volume",
+        "found",
+    ),
     (
         "capitalised_close",
         lambda df: df.rename(columns={"close": "Close"}),
@@ -107,7 +113,7 @@ BAD_INPUTS = [
         lambda df: df.rename(columns={"close": "adj_close"}),
         "bar columns exist",
         "close",
-        "adj_close",
+        "'adj_close' is an adjusted price, not the traded close",
     ),
     (
         "bool_volume",

@@ -53,7 +53,9 @@ def _summary(bars: Any, source: str) -> dict[str, Any]:
     elif bool((spacing == median).all()):
         frequency = f"{_freq_text(median)} (regular)"
     else:
-        frequency = f"{_freq_text(median)} (median spacing; {int((spacing > median).sum()):,} longer)"
+        frequency = (
+            f"{_freq_text(median)} (median spacing; {int((spacing > median).sum()):,} longer)"
+        )
     return {
         "source": source,
         "rows": len(bars),
@@ -116,9 +118,13 @@ def list_cmd(
             "[bold]celeris data download binance BTC/USDT --timeframe 1h --since 2024-01-01[/]"
         )
         return
-    table = Table(title=f"store: {store.root}", title_justify="left")
-    for c in ("exchange", "symbol", "timeframe", "rows", "first (UTC)", "last (UTC)", "missing"):
-        table.add_column(c, justify="right" if c in ("rows", "missing") else "left", no_wrap="UTC" in c)
+    from rich import box
+
+    table = Table(
+        title=f"store: {store.root}", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False
+    )
+    for c in ("exchange", "symbol", "tf", "rows", "first (UTC)", "last (UTC)", "missing"):
+        table.add_column(c, justify="right" if c in ("rows", "missing") else "left", no_wrap=True)
     for rec in listing.to_dict(orient="records"):
         table.add_row(
             rec["exchange"],
@@ -127,7 +133,9 @@ def list_cmd(
             f"{rec['rows']:,}",
             _fmt_ts(rec["first"]),
             _fmt_ts(rec["last"]),
-            "" if rec["missing"] is None or rec["missing"] != rec["missing"] else f"{rec['missing']:,}",
+            ""
+            if rec["missing"] is None or rec["missing"] != rec["missing"]
+            else f"{rec['missing']:,}",
         )
     console.print(table)
 
@@ -154,14 +162,19 @@ def load_cmd(
 
       celeris data load store:binance/BTC/USDT/1h
     """
+    import pandas as pd
+
     from celeris.data import load
 
     bars = load(source, nan_policy=nan_policy)  # type: ignore[arg-type]
     info = _summary(bars, source)
     if json_out:
+        head_rows = bars.head(head)
         info["head"] = [
             {"time": ts.isoformat(), **{k: float(v) for k, v in row.items()}}
-            for ts, row in bars.head(head).iterrows()
+            for ts, row in zip(
+                pd.DatetimeIndex(head_rows.index), head_rows.to_dict("records"), strict=True
+            )
         ]
         print_json(info)
         return

@@ -54,9 +54,7 @@ def make_exchange(exchange_id: str) -> Any:
     try:
         import ccxt
     except ImportError as exc:  # pragma: no cover - ccxt is a declared extra
-        raise ConfigError(
-            "downloading needs ccxt: pip install 'celeris[exchange]'"
-        ) from exc
+        raise ConfigError("downloading needs ccxt: pip install 'celeris[exchange]'") from exc
     name = str(exchange_id).strip().lower()
     if name not in ccxt.exchanges:
         raise ConfigError(
@@ -92,7 +90,9 @@ def _call(ex: Any, retry: RetryPolicy, what: str, fn: Any, *args: Any, **kwargs:
         except ccxt.BadSymbol as exc:
             raise ConfigError(f"{ex.id}: {_short(exc)}") from exc
         except ccxt.BaseError as exc:
-            raise ExchangeError(f"{ex.id}: {what} failed: {type(exc).__name__}: {_short(exc)}") from exc
+            raise ExchangeError(
+                f"{ex.id}: {what} failed: {type(exc).__name__}: {_short(exc)}"
+            ) from exc
     raise AssertionError("unreachable")  # pragma: no cover
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,7 +22,7 @@ _SIZE_NAMES = ("size", "amount", "qty", "quantity", "volume")
 _AGGS = ("first", "last", "max", "min", "sum", "mean", "median", "count")
 
 
-def _to_offset(rule: str | pd.DateOffset | pd.Timedelta) -> pd.DateOffset:
+def _to_offset(rule: str | pd.DateOffset | pd.Timedelta) -> Any:
     try:
         offset = pd.tseries.frequencies.to_offset(rule)
     except (ValueError, TypeError) as exc:
@@ -100,7 +101,7 @@ def resample(
             "(or 'last', 'mean', ...), or drop them first"
         )
     if isinstance(offset, pd.offsets.Tick) and len(bars) > 1:
-        spacing = pd.Timedelta(int(np.min(np.diff(bars.index.asi8))), unit="ns")
+        spacing = pd.Timedelta(int(np.min(np.diff(pd.DatetimeIndex(bars.index).asi8))), unit="ns")
         if pd.Timedelta(offset) < spacing:
             raise ConfigError(
                 f"resample rule {rule!r} is finer than the bar spacing ({spacing}); "
@@ -193,7 +194,11 @@ def bars_from_ticks(ticks: pd.DataFrame, rule: str | pd.Timedelta) -> pd.DataFra
     status, pos = nb.check_ticks_nb(t, price, size)
     if status != nb.TICKS_OK:
         rules = {
-            nb.TICKS_UNSORTED: ("ticks are in time order", "time", "comes before the previous tick"),
+            nb.TICKS_UNSORTED: (
+                "ticks are in time order",
+                "time",
+                "comes before the previous tick",
+            ),
             nb.TICKS_NAN_PRICE: ("ticks have no NaN", "price", "is NaN"),
             nb.TICKS_BAD_PRICE: ("prices are finite and > 0", "price", f"is {float(price[pos])!r}"),
             nb.TICKS_NAN_SIZE: ("ticks have no NaN", size_col, "is NaN"),

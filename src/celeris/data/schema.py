@@ -8,7 +8,8 @@ Extra columns are kept, untouched, after the five bar columns.
 from __future__ import annotations
 
 import datetime as _dt
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Any, Literal, NoReturn
 
 import numpy as np
 import pandas as pd
@@ -26,6 +27,10 @@ _UTC_NAMES = frozenset({"UTC", "Etc/UTC", "utc", "tzutc()", "UTC+00:00", "Z", "E
 
 def _fail(rule: str, detail: str) -> DataError:
     return DataError(f"bar rule '{rule}' broken: {detail}")
+
+
+def _rows(n: int) -> str:
+    return f"{n} row" if n == 1 else f"{n} rows"
 
 
 def _first_ts(index: pd.Index, mask: np.ndarray) -> Any:
@@ -152,13 +157,19 @@ def validate(df: pd.DataFrame, *, nan_policy: NanPolicy = "error") -> pd.DataFra
         raise _fail(
             "timestamps are unique",
             f"timestamp {_first_ts(index, dup)} appears more than once "
-            f"({int(dup.sum())} duplicate rows)",
+            f"({_rows(int(dup.sum()))} duplicated)",
         )
 
     columns = [str(c) for c in df.columns]
     missing = [c for c in BAR_COLUMNS if c not in columns]
     if missing:
-        hints = "".join(did_you_mean(m, columns) for m in missing)
+        adjusted = [c for c in columns if c.lower().replace(" ", "").replace("_", "") == "adjclose"]
+        hints = "".join(
+            f" ({adjusted[0]!r} is an adjusted price, not the traded close)"
+            if m == "close" and adjusted
+            else did_you_mean(m, columns)
+            for m in missing
+        )
         raise _fail(
             "bar columns exist",
             f"missing column(s) {', '.join(map(repr, missing))}{hints}; "
@@ -166,7 +177,7 @@ def validate(df: pd.DataFrame, *, nan_policy: NanPolicy = "error") -> pd.DataFra
         )
 
     # freq is cleared so that frames from every source compare equal; it is derivable anyway.
-    out = pd.DataFrame(index=pd.DatetimeIndex(index, name="time", freq=None))
+    data: dict[Any, np.ndarray] = {}
     for name in BAR_COLUMNS:
         col = df[name]
         if isinstance(col, pd.DataFrame):
@@ -184,90 +195,108 @@ def validate(df: pd.DataFrame, *, nan_policy: NanPolicy = "error") -> pd.DataFra
                 "bar columns are numeric",
                 f"column {name!r} has dtype {col.dtype}{where}; convert it with pd.to_numeric",
             )
-        out[name] = col.to_numpy(dtype=np.float64, na_value=np.nan)
-    extras = [c for c in df.columns if str(c) not in BAR_COLUMNS]
-    for c in extras:
-        out[c] = df[c].to_numpy()
+        data[name] = col.to_numpy(dtype=np.float64, na_value=np.nan)
+    for extra in df.columns:
+        if str(extra) not in BAR_COLUMNS:
+            data[extra] = df[extra].to_numpy()
+    # One constructor call: one copy, one float64 block (cheaper than column-wise setitem).
+    time_index = pd.DatetimeIndex(index, name="time", freq=None)  # type: ignore[arg-type]
+    out = pd.DataFrame(data, index=time_index, copy=True)
 
-    values = out[list(BAR_COLUMNS)].to_numpy()  # [T, 5]
-    nan = np.isnan(values)
-    if nan.any():
+    cols = {name: out[name].to_numpy() for name in BAR_COLUMNS}
+    if any(np.isnan(a).any() for a in cols.values()):
         if nan_policy == "error":
-            _raise_first(out.index, nan, "bars have no NaN", "is NaN", hint="; pass nan_policy='ffill' or 'drop'")
+            _raise_first(
+                out.index,
+                cols,
+                np.isnan,
+                "bars have no NaN",
+                "is NaN",
+                hint="; pass nan_policy='ffill' or 'drop'",
+            )
         elif nan_policy == "ffill":
             out[list(BAR_COLUMNS)] = out[list(BAR_COLUMNS)].ffill()
-            values = out[list(BAR_COLUMNS)].to_numpy()
-            nan = np.isnan(values)
-            if nan.any():
+            cols = {name: out[name].to_numpy() for name in BAR_COLUMNS}
+            if any(np.isnan(a).any() for a in cols.values()):
                 _raise_first(
                     out.index,
-                    nan,
+                    cols,
+                    np.isnan,
                     "bars have no NaN",
                     "is NaN with no earlier value to forward-fill",
                     hint="; drop the leading rows or use nan_policy='drop'",
                 )
         else:
-            keep = ~nan.any(axis=1)
+            keep = ~out[list(BAR_COLUMNS)].isna().any(axis=1).to_numpy()
             out = out.loc[keep]
             if len(out) == 0:
                 raise _fail("frame is not empty", "every row has a NaN (nan_policy='drop')")
-            values = out[list(BAR_COLUMNS)].to_numpy()
+            cols = {name: out[name].to_numpy() for name in BAR_COLUMNS}
 
     idx = out.index
-    inf = np.isinf(values)
-    if inf.any():
-        _raise_first(idx, inf, "values are finite", "is infinite")
-    prices = values[:, :4]
-    if (prices <= 0).any():
-        _raise_first(idx, prices <= 0, "prices are > 0", "is <= 0", values=prices)
-    vol = values[:, 4]
+    if any(np.isinf(a).any() for a in cols.values()):
+        _raise_first(idx, cols, np.isinf, "values are finite", "is infinite")
+    prices = {name: cols[name] for name in PRICE_COLUMNS}
+    if any((a <= 0).any() for a in prices.values()):
+        _raise_first(idx, prices, lambda a: a <= 0, "prices are > 0", "is <= 0", show=True)
+    vol = cols["volume"]
     if (vol < 0).any():
         mask = vol < 0
         raise _fail(
             "volume >= 0",
             f"column 'volume' is {float(vol[mask][0])!r} at {_first_ts(idx, mask)} "
-            f"({int(mask.sum())} rows)",
+            f"({_rows(int(mask.sum()))})",
         )
-    o, h, lo, c = values[:, 0], values[:, 1], values[:, 2], values[:, 3]
+    o, h, lo, c = cols["open"], cols["high"], cols["low"], cols["close"]
     _check_relation(idx, h < lo, "high >= low", "high", {"high": h, "low": lo})
     _check_relation(
-        idx, h < np.maximum(o, c), "high >= max(open, close)", "high", {"high": h, "open": o, "close": c}
+        idx,
+        h < np.maximum(o, c),
+        "high >= max(open, close)",
+        "high",
+        {"high": h, "open": o, "close": c},
     )
     _check_relation(
-        idx, lo > np.minimum(o, c), "low <= min(open, close)", "low", {"low": lo, "open": o, "close": c}
+        idx,
+        lo > np.minimum(o, c),
+        "low <= min(open, close)",
+        "low",
+        {"low": lo, "open": o, "close": c},
     )
     return out
 
 
 def _raise_first(
-    index: pd.DatetimeIndex,
-    mask: np.ndarray,
+    index: pd.Index,
+    cols: dict[str, np.ndarray],
+    predicate: Callable[[np.ndarray], np.ndarray],
     rule: str,
     what: str,
     *,
     hint: str = "",
-    values: np.ndarray | None = None,
-) -> None:
-    """Raise for the earliest row of a [T, C] mask over the bar columns."""
+    show: bool = False,
+) -> NoReturn:
+    """Raise for the earliest row where ``predicate`` holds in any of ``cols``."""
+    names = list(cols)
+    mask = np.column_stack([predicate(cols[n]) for n in names])  # [T, C], only on the error path
     rows = np.flatnonzero(mask.any(axis=1))
     row = int(rows[0])
     col = int(np.flatnonzero(mask[row])[0])
-    shown = "" if values is None else f" ({float(values[row, col])!r})"
+    shown = f" ({float(cols[names[col]][row])!r})" if show else ""
     raise _fail(
         rule,
-        f"column {BAR_COLUMNS[col]!r} {what}{shown} at {index[row]} "
-        f"({int(mask[:, col].sum())} rows in that column, "
-        f"{len(rows)} rows in all){hint}",
+        f"column {names[col]!r} {what}{shown} at {index[row]} "
+        f"({_rows(int(mask[:, col].sum()))} in that column, {_rows(len(rows))} in all){hint}",
     )
 
 
 def _check_relation(
-    index: pd.DatetimeIndex, mask: np.ndarray, rule: str, column: str, cols: dict[str, np.ndarray]
+    index: pd.Index, mask: np.ndarray, rule: str, column: str, cols: dict[str, np.ndarray]
 ) -> None:
     if mask.any():
         row = int(np.flatnonzero(mask)[0])
         shown = ", ".join(f"{k}={float(v[row])!r}" for k, v in cols.items())
         raise _fail(
             rule,
-            f"column {column!r} at {index[row]} ({shown}); {int(mask.sum())} rows break it",
+            f"column {column!r} at {index[row]} ({shown}); {_rows(int(mask.sum()))} break it",
         )

@@ -280,7 +280,9 @@ def _parse_epoch(s: pd.Series, what: str) -> pd.Series:
     # Magnitude thresholds: 1e11 s is the year 5138, 1e11 ms is 1973; so values above 1e11 are
     # not seconds, above 1e14 not ms, above 1e17 not us. Data before 1973 in ms is misread.
     biggest = float(np.abs(arr).max())
-    unit = "s" if biggest < 1e11 else "ms" if biggest < 1e14 else "us" if biggest < 1e17 else "ns"
+    unit: Any = (
+        "s" if biggest < 1e11 else "ms" if biggest < 1e14 else "us" if biggest < 1e17 else "ns"
+    )
     if unit == "ns" or (unit != "s" and pd.api.types.is_integer_dtype(s.dtype)):
         return pd.to_datetime(s.astype("int64"), unit=unit, utc=True)
     return pd.to_datetime(s, unit=unit, utc=True)
@@ -305,4 +307,3 @@ def _parse_text(s: pd.Series, what: str) -> pd.Series:
         "(e.g. 2024-01-31 13:00:00+00:00) or an epoch number; ambiguous formats such as "
         "01/02/2024 are refused"
     )
-

@@ -227,7 +227,7 @@ class Store:
         first, last = row.fetchone() or (None, None)
         if first is None:
             return None
-        return to_utc(pd.Timestamp(first), "first"), to_utc(pd.Timestamp(last), "last")
+        return to_utc(pd.Timestamp(first), "first"), to_utc(pd.Timestamp(last), "last")  # type: ignore[arg-type]
 
     def list(self) -> pd.DataFrame:
         """Return one row per stored key.
@@ -259,12 +259,14 @@ class Store:
         for f in files:
             ex, sym, tf = _key_of(f)
             count, first, last = stats.get(str(f), (0, None, None))
-            first_ts = pd.Timestamp(first).tz_convert("UTC") if first is not None else pd.NaT
-            last_ts = pd.Timestamp(last).tz_convert("UTC") if last is not None else pd.NaT
+            first_ts: Any = pd.NaT
+            last_ts: Any = pd.NaT
             missing: Any = pd.NA
-            with contextlib.suppress(ConfigError):
-                step = timeframe_to_timedelta(tf)
-                if count:
+            if count and first is not None and last is not None:
+                first_ts = pd.Timestamp(first).tz_convert("UTC")
+                last_ts = pd.Timestamp(last).tz_convert("UTC")
+                with contextlib.suppress(ConfigError):
+                    step = timeframe_to_timedelta(tf)
                     missing = int((last_ts - first_ts) // step) + 1 - int(count)
             records.append(
                 {

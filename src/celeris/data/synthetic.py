@@ -74,7 +74,7 @@ def synthetic(
     _check_params(n_bars, freq, s0, sigma, garch_alpha, garch_beta, jump_intensity, jump_scale)
     from celeris.data.nb import garch_variance_nb
 
-    step = pd.Timedelta(pd.tseries.frequencies.to_offset(freq))
+    step = pd.Timedelta(pd.tseries.frequencies.to_offset(freq))  # type: ignore[arg-type]
     dt_years = step / _YEAR
     sigma_bar = sigma * np.sqrt(dt_years)
     omega = sigma_bar**2 * (1.0 - garch_alpha - garch_beta)
@@ -141,7 +141,7 @@ def _check_params(
         raise ConfigError(f"n_bars must be a positive integer, got {n_bars!r}")
     try:
         offset = pd.tseries.frequencies.to_offset(freq)
-        step = pd.Timedelta(offset)
+        step = pd.Timedelta(offset)  # type: ignore[arg-type]
     except (ValueError, TypeError) as exc:
         raise ConfigError(
             f"bad freq {freq!r}: use a fixed pandas frequency such as '1min', '5min', '1h', '1D'"

@@ -81,7 +81,7 @@ def find_gaps(df: pd.DataFrame | pd.DatetimeIndex, timeframe: str | pd.Timedelta
     step_ns = int(step.value)
     diff = np.diff(t)
     where = np.flatnonzero(diff > step_ns)
-    tz = index.tz
+    tz = pd.DatetimeIndex(index).tz
     gaps = []
     for i in where:
         missing = int((diff[i] - 1) // step_ns)

@@ -1,0 +1,198 @@
+"""`celeris data ...` through typer's CliRunner and once through the installed console script."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+import celeris.data.exchange as exchange_mod
+from celeris.cli.main import app
+from celeris.data import Store, load, synthetic
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def celeris_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("CELERIS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("COLUMNS", "200")
+    return tmp_path / "home"
+
+
+def test_data_help_shows_examples():
+    result = runner.invoke(app, ["data", "--help"])
+    assert result.exit_code == 0
+    assert "celeris data load sample:sp500" in result.output
+    for command in ("list", "load", "synthetic", "download"):
+        assert command in result.output
+
+
+def test_data_load_sample_prints_summary_and_head():
+    result = runner.invoke(app, ["data", "load", "sample:sp500", "--head", "3"])
+    assert result.exit_code == 0, result.output
+    assert "5031" in result.output and "1999-01-04" in result.output
+    assert "1D (median spacing" in result.output
+    assert "1,229.23" in result.output
+
+
+def test_data_load_json_is_machine_readable():
+    result = runner.invoke(app, ["data", "load", "sample:nasdaq", "--json", "--head", "2"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["rows"] == 5031
+    assert info["first"] == "1999-01-04T00:00:00+00:00"
+    assert len(info["head"]) == 2 and info["head"][0]["open"] == pytest.approx(2207.540039)
+
+
+def test_data_load_unknown_sample_one_line_exit_2():
+    result = runner.invoke(app, ["data", "load", "sample:sp5000"])
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "did you mean 'sp500'" in lines[0]
+
+
+def test_data_load_missing_file_exit_2(tmp_path):
+    result = runner.invoke(app, ["data", "load", str(tmp_path / "nope.csv")])
+    assert result.exit_code == 2
+    assert "no such file" in result.output
+
+
+@pytest.mark.parametrize("name", ["bars.parquet", "bars.csv", "bars.csv.gz"])
+def test_data_synthetic_writes_file_that_loads_back(tmp_path, name):
+    out = tmp_path / name
+    result = runner.invoke(
+        app, ["data", "synthetic", "--bars", "500", "--seed", "4", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "wrote 500 bars" in result.output
+    pd.testing.assert_frame_equal(load(out), synthetic(500, seed=4), rtol=1e-12)
+
+
+def test_data_synthetic_bad_suffix_exit_2(tmp_path):
+    result = runner.invoke(
+        app, ["data", "synthetic", "--bars", "10", "--out", str(tmp_path / "x.xlsx")]
+    )
+    assert result.exit_code == 2
+    assert ".parquet" in result.output
+
+
+def test_data_list_empty_then_stored():
+    result = runner.invoke(app, ["data", "list"])
+    assert result.exit_code == 0 and "nothing stored" in result.output
+    Store().save(synthetic(100, seed=0), "binance", "BTC/USDT", "1m")
+    result = runner.invoke(app, ["data", "list"])
+    assert result.exit_code == 0, result.output
+    assert "BTC/USDT" in result.output and "100" in result.output
+    listing = json.loads(runner.invoke(app, ["data", "list", "--json"]).stdout)
+    assert listing[0]["rows"] == 100 and listing[0]["missing"] == 0
+
+
+class _FakeExchange:
+    """The ccxt surface download() uses, serving 1h bars with one gap."""
+
+    id = "binance"
+    rateLimit = 50
+    enableRateLimit = False
+
+    def __init__(self) -> None:
+        self.timeframes = {"1h": "1h", "1d": "1d"}
+        bars = synthetic(48, freq="1h", start="2024-01-01", seed=1).drop(
+            pd.Timestamp("2024-01-01 05:00", tz="UTC")
+        )
+        self.rows = [[int(t.value // 1_000_000), *map(float, row)] for t, row in bars.iterrows()]
+
+    def parse_timeframe(self, timeframe: str) -> int:
+        return {"1h": 3600, "1d": 86400}[timeframe]
+
+    def milliseconds(self) -> int:
+        return int(pd.Timestamp("2030-01-01", tz="UTC").value // 1_000_000)
+
+    def load_markets(self) -> dict[str, dict]:
+        return {"BTC/USDT": {}}
+
+    def fetch_ohlcv(self, symbol, timeframe, since=None, limit=None):
+        return [r for r in self.rows if r[0] >= since][:limit]
+
+
+def test_data_download_stores_and_lists_gaps(monkeypatch):
+    monkeypatch.setattr(exchange_mod, "make_exchange", lambda name: _FakeExchange())
+    args = [
+        "data",
+        "download",
+        "binance",
+        "BTC/USDT",
+        "--timeframe",
+        "1h",
+        "--since",
+        "2024-01-01",
+        "--until",
+        "2024-01-03",
+        "--limit",
+        "10",
+        "--no-progress",
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "fetched 47 new bars" in result.output
+    assert "1 gap(s)" in result.output and "2024-01-01 05:00" in result.output
+    assert len(Store().read("binance", "BTC/USDT", "1h")) == 47
+    info = json.loads(runner.invoke(app, [*args, "--json"]).stdout)
+    assert info["fetched"] == 0 and info["rows"] == 47 and info["gaps"][0]["missing"] == 1
+
+
+def test_data_download_bad_range_exit_2(monkeypatch):
+    monkeypatch.setattr(exchange_mod, "make_exchange", lambda name: _FakeExchange())
+    result = runner.invoke(
+        app,
+        [
+            "data",
+            "download",
+            "binance",
+            "BTC/USDT",
+            "--since",
+            "2024-02-01",
+            "--until",
+            "2024-01-01",
+        ],
+    )
+    assert result.exit_code == 2 and "must be before until" in result.output
+
+
+def test_data_download_unknown_exchange_exit_2():
+    result = runner.invoke(
+        app, ["data", "download", "binanse", "BTC/USDT", "--since", "2024-01-01"]
+    )
+    assert result.exit_code == 2 and "did you mean 'binance'" in result.output
+
+
+def test_data_console_script_loads_sample(tmp_path):
+    script = Path(sys.executable).with_name("celeris")
+    if not script.exists():
+        pytest.skip(f"console script not installed next to {sys.executable}")
+    env = {**os.environ, "CELERIS_HOME": str(tmp_path), "COLUMNS": "200"}
+    done = subprocess.run(
+        [str(script), "data", "load", "sample:sp500", "--json", "--head", "1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["rows"] == 5031
+    bad = subprocess.run(
+        [str(script), "data", "load", "sample:nope"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "unknown sample" in bad.stderr

@@ -1,0 +1,296 @@
+"""download(): ccxt against a real local HTTP server speaking Binance's public REST API."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+import ccxt
+import numpy as np
+import pandas as pd
+import pytest
+
+import celeris.data.exchange as exchange_mod
+from celeris.data import RetryPolicy, Store, download
+from celeris.errors import ConfigError, ExchangeError
+
+MINUTE = 60_000
+T0 = int(pd.Timestamp("2024-01-01", tz="UTC").value // 1_000_000)
+EXCHANGE_INFO = {
+    "timezone": "UTC",
+    "serverTime": T0,
+    "rateLimits": [],
+    "symbols": [
+        {
+            "symbol": "BTCUSDT",
+            "status": "TRADING",
+            "baseAsset": "BTC",
+            "quoteAsset": "USDT",
+            "baseAssetPrecision": 8,
+            "quotePrecision": 8,
+            "quoteAssetPrecision": 8,
+            "orderTypes": ["LIMIT", "MARKET"],
+            "isSpotTradingAllowed": True,
+            "isMarginTradingAllowed": False,
+            "permissions": ["SPOT"],
+            "permissionSets": [["SPOT"]],
+            "filters": [],
+        }
+    ],
+}
+
+
+class FakeBinance:
+    """Klines for BTCUSDT 1m from T0: ``n`` bars, minus the ``missing`` bar offsets."""
+
+    def __init__(self, n: int = 250, missing: tuple[int, ...] = ()) -> None:
+        self.times = np.array(
+            [T0 + i * MINUTE for i in range(n) if i not in missing], dtype=np.int64
+        )
+        self.requests: list[dict[str, str]] = []
+        self.fail_with_429 = 0
+
+    def klines(self, query: dict[str, str]) -> list[list[object]]:
+        start = int(query.get("startTime", T0))
+        end = int(query.get("endTime", 2**62))
+        limit = int(query.get("limit", 500))
+        chosen = self.times[(self.times >= start) & (self.times <= end)][:limit]
+        rows = []
+        for t in chosen:
+            price = 100.0 + (t - T0) / MINUTE
+            rows.append(
+                [
+                    int(t),
+                    f"{price:.2f}",
+                    f"{price + 1:.2f}",
+                    f"{price - 1:.2f}",
+                    f"{price + 0.5:.2f}",
+                    "10.5",
+                    int(t) + MINUTE - 1,
+                    "1000",
+                    7,
+                    "5",
+                    "500",
+                    "0",
+                ]
+            )
+        return rows
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[FakeBinance, str]]:
+    fake = FakeBinance()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:  # keep pytest output clean
+            pass
+
+        def _send(self, status: int, body: object) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            url = urlparse(self.path)
+            query = {k: v[0] for k, v in parse_qs(url.query).items()}
+            if url.path == "/api/v3/exchangeInfo":
+                self._send(200, EXCHANGE_INFO)
+            elif url.path == "/api/v3/klines":
+                fake.requests.append(query)
+                if fake.fail_with_429 > 0:
+                    fake.fail_with_429 -= 1
+                    self._send(429, {"code": -1003, "msg": "Too many requests"})
+                else:
+                    self._send(200, fake.klines(query))
+            else:
+                self._send(404, {"code": -1, "msg": f"no route {url.path}"})
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    try:
+        yield fake, f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.fixture
+def fake(server):
+    return server[0]
+
+
+@pytest.fixture
+def make_exchange(server):
+    def make() -> ccxt.binance:
+        ex = ccxt.binance({"options": {"fetchMarkets": {"types": ["spot"]}}, "timeout": 5_000})
+        for key, url in list(ex.urls["api"].items()):
+            ex.urls["api"][key] = url.replace("https://api.binance.com", server[1])
+        ex.rateLimit = 1  # the local server needs no spacing; the limiter itself stays on
+        return ex
+
+    return make
+
+
+@pytest.fixture(autouse=True)
+def instant_backoff(monkeypatch):
+    waits: list[float] = []
+    monkeypatch.setattr(exchange_mod, "_sleep", waits.append)
+    return waits
+
+
+def _until(n: int) -> pd.Timestamp:
+    return pd.Timestamp(T0 + n * MINUTE, unit="ms", tz="UTC")
+
+
+def test_download_paginates_over_several_pages(celeris_home, fake, make_exchange):
+    bars = download(
+        make_exchange(), "BTC/USDT", "1m", "2024-01-01", _until(250), limit=100, progress=False
+    )
+    assert len(bars) == 250
+    assert len(fake.requests) == 3
+    assert [int(r["startTime"]) for r in fake.requests] == [
+        T0,
+        T0 + 100 * MINUTE,
+        T0 + 200 * MINUTE,
+    ]
+    assert bars.index[0] == pd.Timestamp("2024-01-01", tz="UTC")
+    assert bars["open"].iloc[123] == pytest.approx(223.0)
+    assert bars.attrs["fetched"] == 250 and bars.attrs["gaps"] == []
+
+
+def test_download_stores_and_resumes_with_only_new_bars(celeris_home, fake, make_exchange):
+    download(
+        make_exchange(), "BTC/USDT", "1m", "2024-01-01", _until(150), limit=100, progress=False
+    )
+    assert len(Store().read("binance", "BTC/USDT", "1m")) == 150
+    fake.requests.clear()
+    bars = download(
+        make_exchange(), "BTC/USDT", "1m", "2024-01-01", _until(250), limit=100, progress=False
+    )
+    assert [int(r["startTime"]) for r in fake.requests] == [T0 + 150 * MINUTE]
+    assert bars.attrs["fetched"] == 100
+    assert len(bars) == 250 and bars.index.is_unique
+    fake.requests.clear()
+    again = download(make_exchange(), "BTC/USDT", "1m", "2024-01-01", _until(250), progress=False)
+    assert fake.requests == [] and again.attrs["fetched"] == 0
+    pd.testing.assert_frame_equal(again, bars)
+
+
+def test_download_reports_and_logs_gaps(celeris_home, fake, make_exchange, caplog):
+    fake.times = fake.times[(fake.times < T0 + 40 * MINUTE) | (fake.times >= T0 + 43 * MINUTE)]
+    with caplog.at_level(logging.WARNING, logger="celeris.data"):
+        bars = download(
+            make_exchange(), "BTC/USDT", "1m", "2024-01-01", _until(100), progress=False
+        )
+    assert len(bars) == 97
+    (gap,) = bars.attrs["gaps"]
+    assert gap.start == pd.Timestamp("2024-01-01 00:40", tz="UTC")
+    assert gap.end == pd.Timestamp("2024-01-01 00:42", tz="UTC")
+    assert gap.missing == 3
+    assert "1 gap(s), 3 missing bars" in caplog.text
+    assert Store().list()["missing"].tolist() == [3]
+
+
+def test_download_retries_after_429(celeris_home, fake, make_exchange, instant_backoff):
+    fake.fail_with_429 = 2
+    bars = download(
+        make_exchange(),
+        "BTC/USDT",
+        "1m",
+        "2024-01-01",
+        _until(50),
+        progress=False,
+        retry=RetryPolicy(max_retries=3, backoff=0.5),
+    )
+    assert len(bars) == 50
+    assert len(fake.requests) == 3
+    assert instant_backoff == [0.5, 1.0]
+
+
+def test_download_gives_up_after_bounded_retries(
+    celeris_home, fake, make_exchange, instant_backoff
+):
+    fake.fail_with_429 = 10
+    with pytest.raises(
+        ExchangeError, match=r"failed 3 times, last with (RateLimitExceeded|DDoSProtection)"
+    ):
+        download(
+            make_exchange(),
+            "BTC/USDT",
+            "1m",
+            "2024-01-01",
+            _until(50),
+            progress=False,
+            retry=RetryPolicy(max_retries=2, backoff=0.1),
+        )
+    assert len(fake.requests) == 3
+    assert not Store().exists("binance", "BTC/USDT", "1m")
+
+
+def test_download_without_store_returns_bars_and_writes_nothing(celeris_home, fake, make_exchange):
+    bars = download(
+        make_exchange(), "BTC/USDT", "1m", _until(10), _until(20), store=False, progress=False
+    )
+    assert len(bars) == 10 and bars.index[0] == _until(10)
+    assert not (celeris_home / "data").exists()
+
+
+def test_download_checkpoints_save_partial_progress(celeris_home, fake, make_exchange, monkeypatch):
+    calls = {"n": 0}
+    original = ccxt.binance.fetch_ohlcv
+
+    def flaky(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise ccxt.ExchangeError("boom")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ccxt.binance, "fetch_ohlcv", flaky)
+    with pytest.raises(ExchangeError, match="boom"):
+        download(
+            make_exchange(),
+            "BTC/USDT",
+            "1m",
+            "2024-01-01",
+            _until(250),
+            limit=50,
+            checkpoint=50,
+            progress=False,
+        )
+    assert len(Store().read("binance", "BTC/USDT", "1m")) == 100
+
+
+def test_download_with_progress_bar_runs(celeris_home, fake, make_exchange, capsys):
+    bars = download(make_exchange(), "BTC/USDT", "1m", "2024-01-01", _until(30), progress=True)
+    assert len(bars) == 30
+    assert "binance BTC/USDT 1m" in capsys.readouterr().err
+
+
+def test_download_since_not_before_until_raises(celeris_home, make_exchange):
+    with pytest.raises(ConfigError, match="must be before until"):
+        download(make_exchange(), "BTC/USDT", "1m", "2024-02-01", "2024-01-01", progress=False)
+
+
+def test_download_unknown_exchange_raises_with_hint():
+    with pytest.raises(ConfigError, match="did you mean 'binance'"):
+        download("binanse", "BTC/USDT", "1m", "2024-01-01", "2024-01-02", progress=False)
+
+
+def test_download_unknown_symbol_and_timeframe_raise(celeris_home, make_exchange):
+    with pytest.raises(ConfigError, match="no market 'ETH/USDT'"):
+        download(make_exchange(), "ETH/USDT", "1m", "2024-01-01", "2024-01-02", progress=False)
+    with pytest.raises(ConfigError, match="no timeframe '7m'"):
+        download(make_exchange(), "BTC/USDT", "7m", "2024-01-01", "2024-01-02", progress=False)
+
+
+def test_download_created_exchange_has_rate_limiter_on():
+    ex = exchange_mod.make_exchange("binance")
+    assert ex.enableRateLimit is True and ex.rateLimit > 0
