@@ -52,6 +52,8 @@ def _where(data: Any, row: int, col: int) -> str:
 
 def as_2d_bool(name: str, data: Any, n_bars: int, index: pd.Index | None) -> np.ndarray:
     """Return signals as a bool (n_bars, k) array; refuse NaN, non-0/1 values and misalignment."""
+    if isinstance(data, pd.Series | pd.DataFrame) and len(data) != n_bars:
+        raise DataError(f"{name} has {len(data)} bars but close has {n_bars}")
     if isinstance(data, pd.Series | pd.DataFrame) and index is not None and not data.index.equals(index):
         raise DataError(
             f"{name} index does not match close's index (first differing label: "

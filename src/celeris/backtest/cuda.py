@@ -15,14 +15,13 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
+from numba import cuda  # module global: the CUDA simulator swaps it inside kernels
 
 THREADS_PER_BLOCK = 64
 
 
 @functools.cache
 def _device_module() -> ModuleType:
-    from numba import cuda
-
     path = Path(__file__).with_name("kernel.py")
     spec = importlib.util.spec_from_file_location("celeris.backtest._kernel_cuda", path)
     assert spec is not None and spec.loader is not None
@@ -34,8 +33,6 @@ def _device_module() -> ModuleType:
 
 @functools.cache
 def _launcher() -> Any:
-    from numba import cuda
-
     simulate_column = _device_module().simulate_column
 
     @cuda.jit
@@ -90,8 +87,6 @@ def simulate_cuda(*arrays: Any) -> None:
     Inputs are copied to the device once; the output arrays (metrics, equity, orders, trades)
     are written on the device and copied back into the given numpy arrays.
     """
-    from numba import cuda
-
     (close, open_, high, low, price, entries, exits, s_entries, s_exits, params, ann_factor,
      metrics, equity, orders, order_offsets, trades, trade_offsets) = arrays  # fmt: skip
     n_cols = params.shape[0]
