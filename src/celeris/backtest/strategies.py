@@ -382,22 +382,23 @@ def parse_values(spec: str, param: Param) -> list[float]:
     """Parse a CLI grid value: ``10``, ``10,20,30`` or ``start:stop[:step]`` (stop inclusive)."""
     spec = spec.strip()
     try:
-        if ":" in spec:
-            parts = [float(x) for x in spec.split(":")]
-            if len(parts) not in (2, 3):
-                raise ValueError
-            start, stop = parts[0], parts[1]
-            step = parts[2] if len(parts) == 3 else 1.0
-            if step <= 0 or stop < start:
-                raise ConfigError(f"range {spec!r} for {param.name} needs start <= stop and step > 0")
-            count = int(np.floor((stop - start) / step + 1e-9)) + 1
-            values = [start + i * step for i in range(count)]
-        else:
-            values = [float(x) for x in spec.split(",") if x.strip()]
+        parts = [float(x) for x in spec.split(":")] if ":" in spec else []
+        listed = [] if ":" in spec else [float(x) for x in spec.split(",") if x.strip()]
     except ValueError:
         raise ConfigError(
             f"cannot read {spec!r} for {param.name}: use a number, a list '10,20,30' or a range 'start:stop:step'"
         ) from None
+    if ":" in spec:
+        if len(parts) not in (2, 3):
+            raise ConfigError(f"range {spec!r} for {param.name} must be start:stop or start:stop:step")
+        start, stop = parts[0], parts[1]
+        step = parts[2] if len(parts) == 3 else 1.0
+        if step <= 0 or stop < start:
+            raise ConfigError(f"range {spec!r} for {param.name} needs start <= stop and step > 0")
+        count = int(np.floor((stop - start) / step + 1e-9)) + 1
+        values = [start + i * step for i in range(count)]
+    else:
+        values = listed
     if not values:
         raise ConfigError(f"no values for {param.name}")
     return [param.check(round(v, 10)) for v in values]

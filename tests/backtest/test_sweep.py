@@ -1,0 +1,98 @@
+"""Sweeps and walk-forward: equal to single runs, chunk-invariant, no look-ahead."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from celeris import ConfigError
+from celeris.backtest import STRATEGIES, from_signals, sweep, walk_forward
+from tests.helpers import assert_values_close
+
+GRID = {"fast": [5, 10, 20, 40], "slow": [30, 50, 100, 200]}
+OPTS = dict(fees=0.001, slippage=0.0005, year_days=252)
+
+
+def test_sweep_metrics_equal_single_backtests(sp500):
+    result = sweep(sp500, "sma_cross", GRID, progress=False, **OPTS)
+    stats = result.stats()
+    assert len(stats) == 15  # 16 pairs minus (40, 30)
+    for fast, slow in [(5, 30), (10, 50), (40, 200)]:
+        e, x = STRATEGIES["sma_cross"].signals(sp500, {"fast": fast, "slow": slow})
+        single = from_signals(sp500, e, x, **OPTS).stats().iloc[0]
+        row = stats.loc[(fast, slow)]
+        for name in ("end_value", "sharpe", "max_drawdown", "trades", "win_rate", "expectancy"):
+            assert_values_close(row[name], single[name], rtol=0, label=name)
+
+
+def test_sweep_chunk_size_does_not_change_results(sp500):
+    a = sweep(sp500, "rsi_reversion", {"window": [7, 14], "lower": [20, 30], "upper": [60, 70, 80]}, progress=False)
+    b = sweep(
+        sp500, "rsi_reversion", {"window": [7, 14], "lower": [20, 30], "upper": [60, 70, 80]}, progress=False, chunk_size=5
+    )
+    assert np.array_equal(a.metrics, b.metrics, equal_nan=True)
+
+
+def test_sweep_best_orders_by_metric(sp500):
+    result = sweep(sp500, "sma_cross", GRID, progress=False, **OPTS)
+    best = result.best("sharpe", 3)
+    assert list(best["sharpe"]) == sorted(result.stats()["sharpe"].dropna(), reverse=True)[:3]
+    assert result.best("max_drawdown", 1)["max_drawdown"].iloc[0] == result.stats()["max_drawdown"].min()
+    params = result.best_params("sharpe")
+    assert (params["fast"], params["slow"]) == best.index[0]
+    pf = result.portfolio()
+    assert_values_close(pf.stats()["sharpe"].iloc[0], best["sharpe"].iloc[0], rtol=0)
+    heat = result.heatmap("sharpe")
+    assert heat.shape == (4, 4) and heat.index.name == "slow"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(fees=[0.001, 0.002]), "single value"),
+        (dict(fess=0.001), "did you mean 'fees'"),
+        (dict(chunk_size=0), "chunk_size"),
+    ],
+)
+def test_sweep_bad_options_raise(sp500, kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        sweep(sp500, "sma_cross", GRID, progress=False, **kwargs)
+
+
+def test_walk_forward_windows_follow_each_other_and_pick_insample_best(sp500):
+    grid = {"fast": [5, 10, 20], "slow": [50, 100]}
+    wf = walk_forward(sp500, "sma_cross", grid, train=750, test=250, progress=False, **OPTS)
+    w = wf.windows
+    assert len(w) == (len(sp500) - 750) // 250
+    idx = sp500.index
+    for k, row in w.iterrows():
+        start = k * 250
+        assert row["train_start"] == idx[start] and row["train_end"] == idx[start + 749]
+        assert row["test_start"] == idx[start + 750] and row["test_end"] == idx[start + 999]
+        insample = sweep(sp500.iloc[start : start + 750], "sma_cross", grid, progress=False, **OPTS)
+        assert insample.best_params("sharpe") == {"fast": row["fast"], "slow": row["slow"]}
+    assert len(wf.oos_returns) == 250 * len(w)
+    assert wf.oos_returns.index.is_monotonic_increasing and not wf.oos_returns.index.has_duplicates
+    assert_values_close(wf.summary["total_return"], wf.oos_equity.iloc[-1] / 100_000.0 - 1, rtol=1e-12)
+
+
+def test_walk_forward_window_ignores_data_after_its_test_end(sp500):
+    grid = {"fast": [5, 10, 20], "slow": [50, 100]}
+    bars = sp500.iloc[:2000]
+    base = walk_forward(bars, "sma_cross", grid, train=500, test=250, progress=False, **OPTS)
+    shocked = bars.copy()
+    shocked.iloc[1000:, :4] *= np.linspace(1.0, 2.0, 1000)[:, None]
+    moved = walk_forward(shocked, "sma_cross", grid, train=500, test=250, progress=False, **OPTS)
+    # Windows 0 and 1 end at bar 999: identical; later ones see the change.
+    pd.testing.assert_frame_equal(base.windows.iloc[:2], moved.windows.iloc[:2])
+    assert not base.windows.iloc[2:].equals(moved.windows.iloc[2:])
+
+
+def test_walk_forward_durations_and_errors(sp500):
+    wf = walk_forward(sp500, "sma_cross", {"fast": [10], "slow": [50]}, train="1095D", test="365D", progress=False)
+    assert 700 < (wf.windows.iloc[0]["test_start"] - wf.windows.iloc[0]["train_start"]).days < 1200
+    with pytest.raises(ConfigError, match="exceed the data"):
+        walk_forward(sp500.iloc[:100], "sma_cross", None, train=80, test=40, progress=False)
+    with pytest.raises(ConfigError, match="unknown metric"):
+        walk_forward(sp500, "sma_cross", None, train=500, test=100, metric="sharp", progress=False)
