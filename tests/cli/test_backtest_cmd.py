@@ -1,0 +1,109 @@
+"""The backtest, sweep, walk-forward and strategies commands, through Typer and the real script."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from celeris.backtest import STRATEGIES, from_signals
+from celeris.cli.main import app
+from celeris.data import load
+from tests.helpers import assert_values_close
+
+runner = CliRunner()
+CELERIS = Path(sys.executable).with_name("celeris")
+
+
+def invoke(*args: str):
+    result = runner.invoke(app, list(args))
+    return result
+
+
+def test_backtest_json_matches_api():
+    result = invoke(
+        "backtest", "--data", "sample:sp500", "--strategy", "sma_cross", "--param", "fast=10", "--param", "slow=50",
+        "--fees", "0.001", "--year-days", "252", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    bars = load("sample:sp500")
+    e, x = STRATEGIES["sma_cross"].signals(bars, {"fast": 10, "slow": 50})
+    stats = from_signals(bars, e, x, fees=0.001, year_days=252).stats().iloc[0]
+    assert_values_close(out["stats"]["sharpe"], stats["sharpe"], rtol=1e-12)
+    assert out["stats"]["trades"] == stats["trades"] == len(out["trades"])
+    assert out["params"] == {"fast": 10, "slow": 50}
+
+
+def test_backtest_table_output_and_reports(tmp_path: Path):
+    html, png = tmp_path / "r.html", tmp_path / "r.png"
+    result = invoke("backtest", "--param", "fast=20", "--param", "slow=100", "--html", str(html), "--png", str(png))
+    assert result.exit_code == 0, result.output
+    assert "sharpe" in result.stdout and "trades" in result.stdout
+    assert html.stat().st_size > 10_000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sweep_json_top_is_sorted_and_counts_variants():
+    result = invoke(
+        "sweep", "--data", "sample:sp500", "--grid", "fast=5:20:5", "--grid", "slow=30,60", "--top", "3",
+        "--metric", "total_return", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["variants"] == 8
+    returns = [row["total_return"] for row in out["top"]]
+    assert returns == sorted(returns, reverse=True) and len(returns) == 3
+    assert {"fast", "slow"} <= set(out["top"][0])
+
+
+def test_walk_forward_json_reports_windows_and_out_of_sample():
+    result = invoke(
+        "walk-forward", "--grid", "fast=5,10", "--grid", "slow=50,100", "--train", "750", "--test", "500", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert len(out["windows"]) == (5031 - 750) // 500
+    assert set(out["out_of_sample"]) >= {"total_return", "sharpe", "max_drawdown"}
+
+
+def test_strategies_lists_every_builtin():
+    result = invoke("strategies", "--json")
+    assert result.exit_code == 0
+    assert set(json.loads(result.stdout)) == set(STRATEGIES)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["backtest", "--strategy", "sma_cros"], "did you mean 'sma_cross'"),
+        (["backtest", "--param", "fats=10"], "did you mean 'fast'"),
+        (["backtest", "--param", "fast=10,20"], "one value"),
+        (["backtest", "--data", "/nonexistent/bars.csv"], "/nonexistent/bars.csv"),
+        (["backtest", "--fees", "-1"], "fees must be in"),
+        (["sweep", "--grid", "fast=50:10"], "start <= stop"),
+        (["sweep", "--metric", "sharp"], "did you mean 'sharpe'"),
+        (["backtest", "--device", "cuda"], "cuda"),
+    ],
+)
+def test_commands_bad_input_one_line_exit_2(args, message):
+    result = invoke(*args)
+    assert result.exit_code == 2, result.output
+    err = result.stderr.strip()
+    assert message in err and len(err.splitlines()) == 1 and "Traceback" not in result.output
+
+
+def test_real_entry_point_sweep_runs(tmp_path: Path):
+    env = dict(os.environ)
+    proc = subprocess.run(
+        [str(CELERIS), "sweep", "--grid", "fast=5,10", "--grid", "slow=50", "--json"],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["variants"] == 2
+    bad = subprocess.run([str(CELERIS), "sweep", "--strategy", "nope"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "unknown strategy" in bad.stderr
