@@ -43,7 +43,9 @@ def values(encoded: Any) -> np.ndarray:
 
 def trace(data: list[dict[str, Any]], name: str) -> dict[str, Any]:
     found = [t for t in data if t.get("name") == name]
-    assert len(found) == 1, f"expected one trace named {name!r}, got {[t.get('name') for t in data]}"
+    assert len(found) == 1, (
+        f"expected one trace named {name!r}, got {[t.get('name') for t in data]}"
+    )
     return found[0]
 
 
@@ -159,7 +161,9 @@ def test_write_html_both_directions_draws_short_entries_red_down(
 ) -> None:
     entries, exits = sma_signals(sp500, 10, 50)
     pf = bt.from_signals(sp500, entries, exits, direction="both")
-    data = plotly_data(pf.to_html(tmp_path / "both.html").read_text(encoding="utf-8"), "celeris-main")
+    data = plotly_data(
+        pf.to_html(tmp_path / "both.html").read_text(encoding="utf-8"), "celeris-main"
+    )
     trades = pf.trades
     short = trace(data, "Short entry")
     assert short["marker"]["symbol"] == "triangle-down"
@@ -170,7 +174,9 @@ def test_write_html_both_directions_draws_short_entries_red_down(
     assert len(values(trace(data, "Long entry")["y"])) == len(trades) - n_short
 
 
-def test_write_html_is_deterministic_and_leaves_no_temp_file(pf: bt.Portfolio, tmp_path: Path) -> None:
+def test_write_html_is_deterministic_and_leaves_no_temp_file(
+    pf: bt.Portfolio, tmp_path: Path
+) -> None:
     first = pf.to_html(tmp_path / "a" / "b" / "r.html").read_bytes()
     second = pf.to_html(tmp_path / "a" / "b" / "r.html").read_bytes()
     assert first == second
@@ -197,13 +203,17 @@ def test_write_html_grid_portfolio_defaults_to_best_with_top_table_and_heatmap(
 
 
 def test_write_html_column_label_draws_that_column(grid_pf: bt.Portfolio, tmp_path: Path) -> None:
-    html = report.write_html(grid_pf, tmp_path / "c.html", column=(5, 50)).read_text(encoding="utf-8")
+    html = report.write_html(grid_pf, tmp_path / "c.html", column=(5, 50)).read_text(
+        encoding="utf-8"
+    )
     stats = grid_pf[(5, 50)].stats().iloc[0]
     assert "Shown: <b>fast=5, slow=50</b></p>" in html
     assert f'<td class="k">Total return</td><td>{stats["total_return"]:.2%}</td>' in html
 
 
-def test_sweep_to_html_two_params_has_heatmap_and_top_table(sp500: pd.DataFrame, tmp_path: Path) -> None:
+def test_sweep_to_html_two_params_has_heatmap_and_top_table(
+    sp500: pd.DataFrame, tmp_path: Path
+) -> None:
     result = bt.sweep(sp500, "sma_cross", {"fast": [5, 10, 20], "slow": [50, 100]}, progress=False)
     path = result.to_html(tmp_path / "sweep" / "report.html")
     html = path.read_text(encoding="utf-8")
@@ -245,7 +255,9 @@ def test_write_html_long_series_downsamples_keeping_extrema_and_says_so(tmp_path
     assert path.stat().st_size < 5_000_000 + 2_000_000
 
 
-def test_write_html_unknown_column_raises_config_error(grid_pf: bt.Portfolio, tmp_path: Path) -> None:
+def test_write_html_unknown_column_raises_config_error(
+    grid_pf: bt.Portfolio, tmp_path: Path
+) -> None:
     with pytest.raises(ConfigError, match=r"no column \(7, 50\).*did you mean '\(5, 50\)'"):
         grid_pf.to_html(tmp_path / "x.html", column=(7, 50))
     with pytest.raises(ConfigError, match="no column 'fast'"):
@@ -267,18 +279,22 @@ def test_write_png_single_column_writes_readable_png(pf: bt.Portfolio, tmp_path:
     assert raw[:8] == PNG_MAGIC
     assert 30_000 < len(raw) < 2_000_000
     image = matplotlib.image.imread(path)
-    assert image.shape == (round(8.5 * 110), round(11 * 110), 4)  # 11 x 8.5 in at 110 dpi
+    assert image.shape == (round(8.5 * 110), 11 * 110, 4)  # 11 x 8.5 in at 110 dpi
     assert image[..., :3].std() > 0.05  # not a blank canvas
     assert [p.name for p in path.parent.iterdir()] == ["sma.png"]
 
 
-def test_write_png_unknown_column_raises_config_error(grid_pf: bt.Portfolio, tmp_path: Path) -> None:
+def test_write_png_unknown_column_raises_config_error(
+    grid_pf: bt.Portfolio, tmp_path: Path
+) -> None:
     with pytest.raises(ConfigError, match="no column"):
         grid_pf.plot_png(tmp_path / "x.png", column=(1, 2))
     assert not (tmp_path / "x.png").exists()
 
 
-def test_write_png_grid_column_label_titles_that_column(grid_pf: bt.Portfolio, tmp_path: Path) -> None:
+def test_write_png_grid_column_label_titles_that_column(
+    grid_pf: bt.Portfolio, tmp_path: Path
+) -> None:
     path = report.write_png(grid_pf, tmp_path / "c.png", column=(20, 100))
     assert path.read_bytes()[:8] == PNG_MAGIC
 
