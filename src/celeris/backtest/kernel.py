@@ -409,15 +409,11 @@ def stop_hit_price(position, ref_price, stop, open_, low, high, below):
 
 
 @_jit
-def flex2(a, i, col):
-    """Element (i, col) of a 2-D array broadcast along length-1 axes."""
-    r = i
-    if a.shape[0] == 1:
-        r = 0
-    c = col
+def col_of(a, col):
+    """Column of a 2-D input that serves ``col`` (inputs broadcast along a length-1 axis)."""
     if a.shape[1] == 1:
-        c = 0
-    return a[r, c]
+        return 0
+    return col
 
 
 @_jit
@@ -475,6 +471,20 @@ def simulate_column(
     keep_equity = equity.shape[0] == n and equity.shape[1] > col
     keep_orders = order_offsets.shape[0] > col + 1
     keep_trades = trade_offsets.shape[0] > col + 1
+    # Broadcasting resolved once per column: which input column, and whether a signal array exists.
+    c_close = col_of(close, col)
+    c_open = col_of(open_, col)
+    c_high = col_of(high, col)
+    c_low = col_of(low, col)
+    c_price = col_of(price, col)
+    c_entries = col_of(entries, col)
+    c_exits = col_of(exits, col)
+    c_sentries = col_of(short_entries, col)
+    c_sexits = col_of(short_exits, col)
+    has_entries = entries.shape[0] == n
+    has_exits = exits.shape[0] == n
+    has_sentries = short_entries.shape[0] == n
+    has_sexits = short_exits.shape[0] == n
     o_ptr = 0
     t_ptr = 0
     if keep_orders:
@@ -515,11 +525,13 @@ def simulate_column(
     n_orders = 0
     total_fees = 0.0
 
-    # Return statistics (Welford) and drawdown records (vectorbt's get_drawdowns_nb, online).
+    # Return statistics (plain sums: bar returns are small, so sum/sum-of-squares loses no
+    # precision that matters, and avoids a division in the loop-carried chain of Welford's
+    # update) and drawdown records (vectorbt's get_drawdowns_nb, online).
     prev_value = init_cash
     r_count = 0
-    r_mean = 0.0
-    r_m2 = 0.0
+    r_sum = 0.0
+    r_sumsq = 0.0
     down_sq = 0.0
     dd_started = False
     peak_val = math.nan
@@ -531,8 +543,8 @@ def simulate_column(
     value = init_cash
 
     for i in range(n):
-        bar_close = flex2(close, i, col)
-        order_price = flex2(price, i, col)
+        bar_close = close[i, c_close]
+        order_price = price[i, c_price]
         if not math.isnan(order_price):
             val_price = order_price
         order_slippage = slippage
@@ -544,9 +556,9 @@ def simulate_column(
         is_stop = False
 
         if use_stops and position != 0:
-            bar_open = flex2(open_, i, col)
-            bar_high = flex2(high, i, col)
-            bar_low = flex2(low, i, col)
+            bar_open = open_[i, c_open]
+            bar_high = high[i, c_high]
+            bar_low = low[i, c_low]
             if math.isnan(bar_open):
                 bar_open = bar_close
             if math.isnan(bar_low):
@@ -589,10 +601,10 @@ def simulate_column(
                     order_price = bar_close
 
         if not is_stop:
-            entry = flex2(entries, i, col)
-            exit_ = flex2(exits, i, col)
-            s_entry = flex2(short_entries, i, col)
-            s_exit = flex2(short_exits, i, col)
+            entry = has_entries and entries[i, c_entries]
+            exit_ = has_exits and exits[i, c_exits]
+            s_entry = has_sentries and short_entries[i, c_sentries]
+            s_exit = has_sexits and short_exits[i, c_sexits]
             if sig_direction == LONG_ONLY:
                 long_entry = entry
                 long_exit = exit_
@@ -618,9 +630,13 @@ def simulate_column(
                     long_entry = False
                     short_entry = False
 
-        order_size, order_size_type, order_dir = signals_to_size(
-            position, long_entry, long_exit, short_entry, short_exit, size, size_type, acc, val_price
-        )
+        order_size = 0.0
+        order_size_type = size_type
+        order_dir = BOTH
+        if long_entry or long_exit or short_entry or short_exit:
+            order_size, order_size_type, order_dir = signals_to_size(
+                position, long_entry, long_exit, short_entry, short_exit, size, size_type, acc, val_price
+            )
         if order_size != 0:
             prev_position = position
             status, cash, position, debt, free_cash, f_size, f_price, f_fees = execute_order(
@@ -782,11 +798,10 @@ def simulate_column(
                 r = -r
         prev_value = value
         r_count += 1
-        delta = r - r_mean
-        r_mean += delta / r_count
-        r_m2 += delta * (r - r_mean)
-        if r < 0:
-            down_sq += r * r
+        r_sum += r
+        r_sumsq += r * r
+        r_neg = min(r, 0.0)  # branch-free: the sign of a return is a coin flip for the predictor
+        down_sq += r_neg * r_neg
         # Drawdown records: a peak, a valley, a recovery (or still active at the end).
         if math.isnan(peak_val) or value >= peak_val:
             if not dd_started:
@@ -805,8 +820,8 @@ def simulate_column(
         elif not dd_started:
             dd_started = True
             valley_val = value
-        elif value < valley_val:
-            valley_val = value
+        else:
+            valley_val = min(valley_val, value)
 
     if dd_started:
         dur = n - 1 - peak_idx
@@ -821,7 +836,7 @@ def simulate_column(
     n_open = 0
     if in_trade and is_less(-entry_size_sum, 0.0):
         n_open = 1
-        last_close = flex2(close, n - 1, col)
+        last_close = close[n - 1, c_close]
         entry_price = entry_gross_sum / entry_size_sum
         entry_val = entry_size_sum * entry_price
         val_diff = add(entry_size_sum * last_close, -entry_val)
@@ -846,8 +861,9 @@ def simulate_column(
 
     # ---- final metrics ----
     std = math.nan
+    r_mean = r_sum / r_count
     if r_count > 1:
-        std = math.sqrt(r_m2 / (r_count - 1))
+        std = math.sqrt(max(r_sumsq - r_sum * r_mean, 0.0) / (r_count - 1))
     total_return = (value - init_cash) / init_cash
     cagr = math.nan
     growth = value / init_cash
