@@ -70,7 +70,12 @@ def worker_celeris(n_bars: int, repeat: int, out: Path) -> dict:
         times.append(time.perf_counter() - t0)
     stats = result.stats()
     np.save(out, stats[COMPARED].to_numpy(dtype=np.float64))
-    return {"import_s": t_import, "first_call_s": t_first, "warm_s": min(times), "variants": len(stats)}
+    return {
+        "import_s": t_import,
+        "first_call_s": t_first,
+        "warm_s": min(times),
+        "variants": len(stats),
+    }
 
 
 def worker_vectorbt(n_bars: int, n_variants: int, out: Path) -> dict:
@@ -83,7 +88,9 @@ def worker_vectorbt(n_bars: int, n_variants: int, out: Path) -> dict:
     all_pairs = pairs()
     pick = np.unique(np.linspace(0, len(all_pairs) - 1, n_variants).round().astype(int))
     chosen = [all_pairs[i] for i in pick]
-    chunk = max(8, int(3e9 // (n_bars * 137)))  # ~3 GB of vectorbt state per chunk (~137 B/bar-variant)
+    chunk = max(
+        8, int(3e9 // (n_bars * 137))
+    )  # ~3 GB of vectorbt state per chunk (~137 B/bar-variant)
 
     def run(sub):
         fast = vbt.MA.run(close, window=[p[0] for p in sub], short_name="fast")
@@ -110,20 +117,31 @@ def worker_vectorbt(n_bars: int, n_variants: int, out: Path) -> dict:
     elapsed = time.perf_counter() - t0
     np.save(out, np.vstack(rows))
     del pd
-    return {"import_s": t_import, "warm_s": elapsed, "variants": len(chosen), "picked": pick.tolist()}
+    return {
+        "import_s": t_import,
+        "warm_s": elapsed,
+        "variants": len(chosen),
+        "picked": pick.tolist(),
+    }
 
 
 def spawn(args: list[str]) -> dict:
-    proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, __file__, *args], capture_output=True, text=True, check=False
+    )
     if proc.returncode != 0:
         raise SystemExit(f"worker {args[:2]} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--bars", type=int, nargs="+", default=[100_000])
-    parser.add_argument("--vbt-variants", type=int, default=None, help="vectorbt subset size (default: all)")
+    parser.add_argument(
+        "--vbt-variants", type=int, default=None, help="vectorbt subset size (default: all)"
+    )
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--skip-vbt", action="store_true")
     parser.add_argument("--worker", choices=["celeris", "vectorbt"], help=argparse.SUPPRESS)
@@ -140,12 +158,25 @@ def main() -> None:
         print(json.dumps(info))
         return
 
-    print(f"machine: {os.cpu_count()} cores; numba threads {os.environ.get('NUMBA_NUM_THREADS', 'default')}")
+    print(
+        f"machine: {os.cpu_count()} cores; numba threads {os.environ.get('NUMBA_NUM_THREADS', 'default')}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.bars:
             total = len(pairs())
             c_out, v_out = Path(tmp, f"c{n}.npy"), Path(tmp, f"v{n}.npy")
-            cel = spawn(["--worker", "celeris", "--bars", str(n), "--repeat", str(args.repeat), "--out", str(c_out)])
+            cel = spawn(
+                [
+                    "--worker",
+                    "celeris",
+                    "--bars",
+                    str(n),
+                    "--repeat",
+                    str(args.repeat),
+                    "--out",
+                    str(c_out),
+                ]
+            )
             rate = n * total / cel["warm_s"]
             print(f"\n== {n:,} bars x {total:,} variants ==")
             print(f"celeris : import {cel['import_s']:.2f} s | first call (JIT/cache) {cel['first_call_s']:.2f} s | "
@@ -154,10 +185,25 @@ def main() -> None:
             if args.skip_vbt:
                 continue
             k = min(args.vbt_variants or total, total)
-            vb = spawn(["--worker", "vectorbt", "--bars", str(n), "--vbt-variants", str(k), "--out", str(v_out)])
+            vb = spawn(
+                [
+                    "--worker",
+                    "vectorbt",
+                    "--bars",
+                    str(n),
+                    "--vbt-variants",
+                    str(k),
+                    "--out",
+                    str(v_out),
+                ]
+            )
             scale = total / vb["variants"]
             est = vb["warm_s"] * scale
-            label = "warm" if scale == 1 else f"warm {vb['warm_s']:.1f} s on {vb['variants']} variants -> est."
+            label = (
+                "warm"
+                if scale == 1
+                else f"warm {vb['warm_s']:.1f} s on {vb['variants']} variants -> est."
+            )
             print(f"vectorbt: import {vb['import_s']:.2f} s | {label} {est:.1f} s "
                   f"({n * total / est / 1e6:.1f} M bar-variants/s) | peak RSS {vb['max_rss_mb']:.0f} MB")  # fmt: skip
             ours = np.load(c_out)[vb["picked"]]
@@ -171,7 +217,9 @@ def main() -> None:
                 print(f"AGREEMENT: {int(bad.sum())} of {bad.size} values differ; first {COMPARED[c]} "
                       f"variant {r}: {ours[r, c]!r} vs {theirs[r, c]!r}")  # fmt: skip
             else:
-                print(f"agreement: all {len(COMPARED)} metrics of {len(theirs)} variants match (rtol 1e-7)")
+                print(
+                    f"agreement: all {len(COMPARED)} metrics of {len(theirs)} variants match (rtol 1e-7)"
+                )
             print(f"speed-up (warm sweep): {est / cel['warm_s']:.1f}x")
 
 

@@ -23,7 +23,9 @@ def assert_values_close(
     nan_a, nan_b = np.isnan(a), np.isnan(b)
     if (nan_a != nan_b).any():
         pos = np.argwhere(nan_a != nan_b)[0]
-        raise AssertionError(f"{prefix}NaN mismatch at {tuple(pos)}: {a[tuple(pos)]} vs {b[tuple(pos)]}")
+        raise AssertionError(
+            f"{prefix}NaN mismatch at {tuple(pos)}: {a[tuple(pos)]} vs {b[tuple(pos)]}"
+        )
     inf_a, inf_b = np.isinf(a), np.isinf(b)
     if (inf_a != inf_b).any() or (a[inf_a] != b[inf_b]).any():
         raise AssertionError(f"{prefix}infinity mismatch")

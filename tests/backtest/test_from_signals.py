@@ -65,7 +65,9 @@ def test_from_signals_stop_loss_gap_fills_at_open():
     low = pd.Series([100.0, 99.0, 79.0, 79.0], index=IDX[:4])
     high = pd.Series([100.0, 101.0, 86.0, 81.0], index=IDX[:4])
     entries = pd.Series([True, False, False, False], index=IDX[:4])
-    pf = from_signals(close, entries, None, open=open_, high=high, low=low, sl_stop=0.1, init_cash=100.0)
+    pf = from_signals(
+        close, entries, None, open=open_, high=high, low=low, sl_stop=0.1, init_cash=100.0
+    )
     orders = pf.orders
     assert orders["stop"].tolist() == [False, True]
     assert orders["price"].iloc[1] == 85.0  # gapped through 90: filled at the open
@@ -84,7 +86,9 @@ def test_from_signals_sl_and_tsl_together_tighter_level_fires():
     close = pd.Series([100.0, 120.0, 111.0, 90.0], index=IDX[:4])
     low = pd.Series([100.0, 119.0, 100.0, 89.0], index=IDX[:4])
     entries = pd.Series([True, False, False, False], index=IDX[:4])
-    pf = from_signals(close, entries, None, open=close, high=close, low=low, sl_stop=0.2, tsl_stop=0.1)
+    pf = from_signals(
+        close, entries, None, open=close, high=close, low=low, sl_stop=0.2, tsl_stop=0.1
+    )
     # After the 120 peak the trailing level is 108 (tighter than the fixed 80): bar 2 exits at 108.
     assert pf.orders["bar"].tolist() == [0, 2]
     assert_values_close(pf.orders["price"].iloc[1], 108.0, rtol=1e-12)
@@ -120,7 +124,11 @@ BAD_INPUTS = [
     (dict(close=CLOSE.where(CLOSE != 12.0)), DataError, "NaN at 2024-01-03"),
     (dict(close=-CLOSE), DataError, "close must be finite and > 0"),
     (dict(close=CLOSE.iloc[[1, 0, 2, 3, 4, 5]]), DataError, "not sorted"),
-    (dict(close=pd.Series(CLOSE.to_numpy(), index=IDX[[0, 0, 1, 2, 3, 4]])), DataError, "duplicate"),
+    (
+        dict(close=pd.Series(CLOSE.to_numpy(), index=IDX[[0, 0, 1, 2, 3, 4]])),
+        DataError,
+        "duplicate",
+    ),
     (dict(close=CLOSE.iloc[:0], entries=ENTRIES.iloc[:0]), DataError, "empty"),
     (dict(entries=ENTRIES.iloc[:4]), DataError, "entries has 4 bars but close has 6"),
     (dict(entries=ENTRIES.astype(float).replace(1.0, 2.0)), DataError, "boolean"),
@@ -156,13 +164,17 @@ def test_from_signals_golden_values_sp500(sp500: pd.DataFrame):
     above = fast > slow
     entries = above & ~above.shift(1, fill_value=False)
     exits = ~above & above.shift(1, fill_value=False)
-    pf = from_signals(sp500, entries, exits, fees=0.001, slippage=0.0005, sl_stop=0.08, year_days=252)
+    pf = from_signals(
+        sp500, entries, exits, fees=0.001, slippage=0.0005, sl_stop=0.08, year_days=252
+    )
     s = pf.stats().iloc[0]
     golden = GOLDEN_SP500
     for name, value in golden.items():
         assert_values_close(s[name], value, rtol=1e-9, label=name)
     # Determinism: a second run is identical to the bit.
-    again = from_signals(sp500, entries, exits, fees=0.001, slippage=0.0005, sl_stop=0.08, year_days=252)
+    again = from_signals(
+        sp500, entries, exits, fees=0.001, slippage=0.0005, sl_stop=0.08, year_days=252
+    )
     assert np.array_equal(again.equity.to_numpy(), pf.equity.to_numpy())
 
 

@@ -141,7 +141,7 @@ OPTION_CASES = [
 def test_from_signals_random_signals_match_vectorbt(sp500: pd.DataFrame, case: int, execution: str):
     bars = sp500.iloc[-1500:]
     kw = dict(OPTION_CASES[case])
-    e, x, se, sx = _random_signals(bars.index, seed=case)
+    e, x, _se, _sx = _random_signals(bars.index, seed=case)
     pf = from_signals(bars, e, x, execution=execution, freq="1D", **kw)
     tsl = "tsl_stop" in kw
     vpf = _vbt_portfolio(bars, e, x, None, None, execution=execution, tsl=tsl, **kw)
@@ -173,7 +173,14 @@ def test_from_signals_sma_cross_grid_matches_vectorbt(sp500: pd.DataFrame):
     entries.columns = exits.columns = pd.MultiIndex.from_tuples(pairs, names=["fast", "slow"])
     pf = from_signals(close, entries, exits, fees=0.001, slippage=0.0005, freq="1D")
     vpf = vbt.Portfolio.from_signals(
-        close, entries, exits, fees=0.001, slippage=0.0005, freq="1D", engine="numba", init_cash=100_000.0
+        close,
+        entries,
+        exits,
+        fees=0.001,
+        slippage=0.0005,
+        freq="1D",
+        engine="numba",
+        init_cash=100_000.0,
     )
     _compare(pf, vpf)
     assert pf.stats().index.names == ["fast", "slow"]

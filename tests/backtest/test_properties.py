@@ -45,7 +45,9 @@ def options(draw):
 
 
 def _run(close, open_, high, low, entries, exits, opts):
-    return from_signals(close, entries, exits, open=open_, high=high, low=low, init_cash=10_000.0, **opts)
+    return from_signals(
+        close, entries, exits, open=open_, high=high, low=low, init_cash=10_000.0, **opts
+    )
 
 
 @SETTINGS

@@ -86,7 +86,10 @@ def test_grid_applies_constraint_and_defaults():
     combos = get_strategy("sma_cross").grid({"fast": [10, 50, 60], "slow": [50]})
     assert combos.to_dict("records") == [{"fast": 10, "slow": 50}]
     combos = get_strategy("macd_cross").grid({"signal": [5, 9]})
-    assert combos.to_dict("records") == [{"fast": 12, "slow": 26, "signal": 5}, {"fast": 12, "slow": 26, "signal": 9}]
+    assert combos.to_dict("records") == [
+        {"fast": 12, "slow": 26, "signal": 5},
+        {"fast": 12, "slow": 26, "signal": 9},
+    ]
 
 
 @pytest.mark.parametrize(
@@ -124,4 +127,6 @@ def test_parse_values_ranges_lists_and_errors():
     }
     with pytest.raises(ConfigError, match="NAME=VALUE"):
         parse_assignments(["fast"], get_strategy("sma_cross"))
-    assert np.isclose(parse_values("0.5:1.5:0.5", get_strategy("bbands_breakout").param("nbdev")), [0.5, 1.0, 1.5]).all()
+    assert np.isclose(
+        parse_values("0.5:1.5:0.5", get_strategy("bbands_breakout").param("nbdev")), [0.5, 1.0, 1.5]
+    ).all()

@@ -27,9 +27,18 @@ def test_sweep_metrics_equal_single_backtests(sp500):
 
 
 def test_sweep_chunk_size_does_not_change_results(sp500):
-    a = sweep(sp500, "rsi_reversion", {"window": [7, 14], "lower": [20, 30], "upper": [60, 70, 80]}, progress=False)
+    a = sweep(
+        sp500,
+        "rsi_reversion",
+        {"window": [7, 14], "lower": [20, 30], "upper": [60, 70, 80]},
+        progress=False,
+    )
     b = sweep(
-        sp500, "rsi_reversion", {"window": [7, 14], "lower": [20, 30], "upper": [60, 70, 80]}, progress=False, chunk_size=5
+        sp500,
+        "rsi_reversion",
+        {"window": [7, 14], "lower": [20, 30], "upper": [60, 70, 80]},
+        progress=False,
+        chunk_size=5,
     )
     assert np.array_equal(a.metrics, b.metrics, equal_nan=True)
 
@@ -38,7 +47,10 @@ def test_sweep_best_orders_by_metric(sp500):
     result = sweep(sp500, "sma_cross", GRID, progress=False, **OPTS)
     best = result.best("sharpe", 3)
     assert list(best["sharpe"]) == sorted(result.stats()["sharpe"].dropna(), reverse=True)[:3]
-    assert result.best("max_drawdown", 1)["max_drawdown"].iloc[0] == result.stats()["max_drawdown"].min()
+    assert (
+        result.best("max_drawdown", 1)["max_drawdown"].iloc[0]
+        == result.stats()["max_drawdown"].min()
+    )
     params = result.best_params("sharpe")
     assert (params["fast"], params["slow"]) == best.index[0]
     pf = result.portfolio()
@@ -74,7 +86,9 @@ def test_walk_forward_windows_follow_each_other_and_pick_insample_best(sp500):
         assert insample.best_params("sharpe") == {"fast": row["fast"], "slow": row["slow"]}
     assert len(wf.oos_returns) == 250 * len(w)
     assert wf.oos_returns.index.is_monotonic_increasing and not wf.oos_returns.index.has_duplicates
-    assert_values_close(wf.summary["total_return"], wf.oos_equity.iloc[-1] / 100_000.0 - 1, rtol=1e-12)
+    assert_values_close(
+        wf.summary["total_return"], wf.oos_equity.iloc[-1] / 100_000.0 - 1, rtol=1e-12
+    )
 
 
 def test_walk_forward_window_ignores_data_after_its_test_end(sp500):
@@ -90,7 +104,9 @@ def test_walk_forward_window_ignores_data_after_its_test_end(sp500):
 
 
 def test_walk_forward_durations_and_errors(sp500):
-    wf = walk_forward(sp500, "sma_cross", {"fast": [10], "slow": [50]}, train="1095D", test="365D", progress=False)
+    wf = walk_forward(
+        sp500, "sma_cross", {"fast": [10], "slow": [50]}, train="1095D", test="365D", progress=False
+    )
     assert 700 < (wf.windows.iloc[0]["test_start"] - wf.windows.iloc[0]["train_start"]).days < 1200
     with pytest.raises(ConfigError, match="exceed the data"):
         walk_forward(sp500.iloc[:100], "sma_cross", None, train=80, test=40, progress=False)

@@ -42,7 +42,17 @@ def test_backtest_json_matches_api():
 
 def test_backtest_table_output_and_reports(tmp_path: Path):
     html, png = tmp_path / "r.html", tmp_path / "r.png"
-    result = invoke("backtest", "--param", "fast=20", "--param", "slow=100", "--html", str(html), "--png", str(png))
+    result = invoke(
+        "backtest",
+        "--param",
+        "fast=20",
+        "--param",
+        "slow=100",
+        "--html",
+        str(html),
+        "--png",
+        str(png),
+    )
     assert result.exit_code == 0, result.output
     assert "sharpe" in result.stdout and "trades" in result.stdout
     assert html.stat().st_size > 10_000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -105,5 +115,7 @@ def test_real_entry_point_sweep_runs(tmp_path: Path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["variants"] == 2
-    bad = subprocess.run([str(CELERIS), "sweep", "--strategy", "nope"], capture_output=True, text=True, timeout=300)
+    bad = subprocess.run(
+        [str(CELERIS), "sweep", "--strategy", "nope"], capture_output=True, text=True, timeout=300
+    )
     assert bad.returncode == 2 and "unknown strategy" in bad.stderr

@@ -294,7 +294,7 @@ def test_flat_window_zscore_nan_and_std_zero():
     assert_same_values(ci.rolling_std(close, 3)[-4:], np.zeros(4))
     assert np.isnan(ci.zscore(close, 3)[-4:]).all()
     assert np.isfinite(ci.zscore(close, 3)[2:5]).all()
-    assert_same_values(ci.sma(close, 3)[-4:], np.full(4, 0.1), rtol=0, atol=0)
+    assert_same_values(ci.sma(close, 3)[-4:], np.full(4, 0.1))
 
 
 def test_rsi_no_movement_returns_zero_like_talib():

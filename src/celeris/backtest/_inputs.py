@@ -54,7 +54,11 @@ def as_2d_bool(name: str, data: Any, n_bars: int, index: pd.Index | None) -> np.
     """Return signals as a bool (n_bars, k) array; refuse NaN, non-0/1 values and misalignment."""
     if isinstance(data, pd.Series | pd.DataFrame) and len(data) != n_bars:
         raise DataError(f"{name} has {len(data)} bars but close has {n_bars}")
-    if isinstance(data, pd.Series | pd.DataFrame) and index is not None and not data.index.equals(index):
+    if (
+        isinstance(data, pd.Series | pd.DataFrame)
+        and index is not None
+        and not data.index.equals(index)
+    ):
         raise DataError(
             f"{name} index does not match close's index (first differing label: "
             f"{_first_difference(data.index, index)}); align them explicitly, nothing is aligned silently"
@@ -153,12 +157,18 @@ def infer_freq(index: pd.Index, freq: Any) -> pd.Timedelta | None:
     """Bar spacing: ``freq`` if given, else the median spacing of a datetime index."""
     if freq is not None:
         try:
-            td = pd.Timedelta(pd.tseries.frequencies.to_offset(freq)) if isinstance(freq, str) else pd.Timedelta(freq)
+            td = (
+                pd.Timedelta(pd.tseries.frequencies.to_offset(freq).nanos, unit="ns")
+                if isinstance(freq, str)
+                else pd.Timedelta(freq)
+            )
         except (ValueError, TypeError):
             try:
                 td = pd.Timedelta(freq)
             except (ValueError, TypeError):
-                raise ConfigError(f"freq {freq!r} is not a valid frequency (e.g. '1min', '1h', '1D')") from None
+                raise ConfigError(
+                    f"freq {freq!r} is not a valid frequency (e.g. '1min', '1h', '1D')"
+                ) from None
         if td <= pd.Timedelta(0):
             raise ConfigError(f"freq must be positive, got {freq!r}")
         return td
@@ -167,9 +177,7 @@ def infer_freq(index: pd.Index, freq: Any) -> pd.Timedelta | None:
     return None
 
 
-def columns_from(
-    candidates: list[Any], width: int, param_axes: dict[str, np.ndarray]
-) -> pd.Index:
+def columns_from(candidates: list[Any], width: int, param_axes: dict[str, np.ndarray]) -> pd.Index:
     """Column labels: those of a width-N frame input, else named parameter axes, else a range."""
     for obj in candidates:
         if isinstance(obj, pd.DataFrame) and obj.shape[1] == width and width > 1:
@@ -177,7 +185,7 @@ def columns_from(
     axes = {k: v for k, v in param_axes.items() if v.size == width and width > 1}
     if axes:
         if len(axes) == 1:
-            (name, vals), = axes.items()
+            ((name, vals),) = axes.items()
             return pd.Index(vals, name=name)
         return pd.MultiIndex.from_arrays(list(axes.values()), names=list(axes.keys()))
     for obj in candidates:

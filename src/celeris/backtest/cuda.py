@@ -102,7 +102,16 @@ def simulate_cuda(*arrays: Any) -> None:
     d_toff = to_dev(trade_offsets)
     blocks = (n_cols + THREADS_PER_BLOCK - 1) // THREADS_PER_BLOCK
     _launcher()[blocks, THREADS_PER_BLOCK](
-        *d_inputs, *d_signals, d_params, ann_factor, d_metrics, d_equity, d_orders, d_ooff, d_trades, d_toff
+        *d_inputs,
+        *d_signals,
+        d_params,
+        ann_factor,
+        d_metrics,
+        d_equity,
+        d_orders,
+        d_ooff,
+        d_trades,
+        d_toff,
     )
     cuda.synchronize()
     d_metrics.copy_to_host(metrics)

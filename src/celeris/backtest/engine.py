@@ -14,7 +14,6 @@ from celeris.backtest import kernel as K
 from celeris.compute import resolve_device
 
 
-
 def _dummy_f2() -> np.ndarray:
     # A fresh (1, 1) placeholder per call: a 1-bar, 1-column run may write into it harmlessly.
     return np.zeros((1, 1), dtype=np.float64)

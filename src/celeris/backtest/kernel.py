@@ -17,7 +17,8 @@ including its float tolerances (``rel_tol=1e-9``, ``abs_tol=1e-12``) and ``min_s
 that fills agree trade for trade.
 """
 
-# ruff: noqa: N806
+# Explicit branches read like the vectorbt code they mirror and compile alike for CPU and CUDA.
+# ruff: noqa: SIM108, SIM109
 from __future__ import annotations
 
 import math
@@ -181,7 +182,20 @@ def snap_zero(x):
 
 
 @_jit
-def buy(cash, position, debt, free_cash, size, price, direction, fees, fixed_fees, slippage, gran, percent):
+def buy(
+    cash,
+    position,
+    debt,
+    free_cash,
+    size,
+    price,
+    direction,
+    fees,
+    fixed_fees,
+    slippage,
+    gran,
+    percent,
+):
     """Buy and/or cover. Return ``(status, cash, position, debt, free_cash, size, price, fees)``."""
     adj_price = price * (1.0 + slippage)
     cash_limit = cash
@@ -244,7 +258,20 @@ def buy(cash, position, debt, free_cash, size, price, direction, fees, fixed_fee
 
 
 @_jit
-def sell(cash, position, debt, free_cash, size, price, direction, fees, fixed_fees, slippage, gran, percent):
+def sell(
+    cash,
+    position,
+    debt,
+    free_cash,
+    size,
+    price,
+    direction,
+    fees,
+    fixed_fees,
+    slippage,
+    gran,
+    percent,
+):
     """Sell and/or short. Return ``(status, cash, position, debt, free_cash, size, price, fees)``."""
     adj_price = price * (1.0 - slippage)
     if direction == LONG_ONLY:
@@ -299,7 +326,19 @@ def sell(cash, position, debt, free_cash, size, price, direction, fees, fixed_fe
 
 @_jit
 def execute_order(
-    cash, position, debt, free_cash, val_price, size, size_type, direction, price, fees, fixed_fees, slippage, gran
+    cash,
+    position,
+    debt,
+    free_cash,
+    val_price,
+    size,
+    size_type,
+    direction,
+    price,
+    fees,
+    fixed_fees,
+    slippage,
+    gran,
 ):
     """Execute one order (vectorbt's ``execute_order_nb`` for Amount/Value/Percent sizes)."""
     cash = snap_zero(cash)
@@ -323,12 +362,40 @@ def execute_order(
         percent = abs(order_size)
         order_size = sign(order_size) * math.inf
     if order_size > 0:
-        return buy(cash, position, debt, free_cash, order_size, price, direction, fees, fixed_fees, slippage, gran, percent)
-    return sell(cash, position, debt, free_cash, -order_size, price, direction, fees, fixed_fees, slippage, gran, percent)
+        return buy(
+            cash,
+            position,
+            debt,
+            free_cash,
+            order_size,
+            price,
+            direction,
+            fees,
+            fixed_fees,
+            slippage,
+            gran,
+            percent,
+        )
+    return sell(
+        cash,
+        position,
+        debt,
+        free_cash,
+        -order_size,
+        price,
+        direction,
+        fees,
+        fixed_fees,
+        slippage,
+        gran,
+        percent,
+    )
 
 
 @_jit
-def signals_to_size(position, long_entry, long_exit, short_entry, short_exit, size, size_type, accumulate, val_price):
+def signals_to_size(
+    position, long_entry, long_exit, short_entry, short_exit, size, size_type, accumulate, val_price
+):
     """Translate resolved signals into ``(order_size, size_type, direction)`` (0 size: no order)."""
     order_size = 0.0
     direction = BOTH
@@ -568,9 +635,13 @@ def simulate_column(
             stop_price = math.nan
             # Stop-loss side: the fixed and the trailing stop; the tighter level fires first.
             if not math.isnan(sl_cur):
-                stop_price = stop_hit_price(position, sl_ref, sl_cur, bar_open, bar_low, bar_high, True)
+                stop_price = stop_hit_price(
+                    position, sl_ref, sl_cur, bar_open, bar_low, bar_high, True
+                )
             if not math.isnan(tsl_cur):
-                tsl_price = stop_hit_price(position, tsl_ref, tsl_cur, bar_open, bar_low, bar_high, True)
+                tsl_price = stop_hit_price(
+                    position, tsl_ref, tsl_cur, bar_open, bar_low, bar_high, True
+                )
                 if not math.isnan(tsl_price):
                     if math.isnan(stop_price):
                         stop_price = tsl_price
@@ -579,7 +650,9 @@ def simulate_column(
                     else:
                         stop_price = min(stop_price, tsl_price)
             if math.isnan(stop_price) and not math.isnan(tp_cur):
-                stop_price = stop_hit_price(position, tp_ref, tp_cur, bar_open, bar_low, bar_high, False)
+                stop_price = stop_hit_price(
+                    position, tp_ref, tp_cur, bar_open, bar_low, bar_high, False
+                )
             if not math.isnan(tsl_cur):
                 if position > 0 and bar_high > tsl_ref:
                     tsl_ref = bar_high
@@ -635,7 +708,15 @@ def simulate_column(
         order_dir = BOTH
         if long_entry or long_exit or short_entry or short_exit:
             order_size, order_size_type, order_dir = signals_to_size(
-                position, long_entry, long_exit, short_entry, short_exit, size, size_type, acc, val_price
+                position,
+                long_entry,
+                long_exit,
+                short_entry,
+                short_exit,
+                size,
+                size_type,
+                acc,
+                val_price,
             )
         if order_size != 0:
             prev_position = position
@@ -679,7 +760,9 @@ def simulate_column(
                     entry_size_sum = 0.0
                     entry_gross_sum = 0.0
                     entry_fees_sum = 0.0
-                if (trade_dir == TRADE_LONG and side == BUY) or (trade_dir == TRADE_SHORT and side == SELL):
+                if (trade_dir == TRADE_LONG and side == BUY) or (
+                    trade_dir == TRADE_SHORT and side == SELL
+                ):
                     entry_size_sum += f_size
                     entry_gross_sum += f_size * f_price
                     entry_fees_sum += f_fees
@@ -919,7 +1002,6 @@ def simulate_column(
 if not CUDA_BUILD:
     import numpy as np
     from numba import njit, prange
-
     from numba import types as _t
 
     _RF2 = _t.Array(_t.float64, 2, "A", readonly=True)

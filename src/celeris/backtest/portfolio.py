@@ -51,7 +51,7 @@ def from_signals(
     short_entries: Any = None,
     short_exits: Any = None,
     *,
-    open: Any = None,  # noqa: A002 - the word quants use
+    open: Any = None,
     high: Any = None,
     low: Any = None,
     price: Any = None,
@@ -167,7 +167,9 @@ def from_signals(
     price_arr = close_arr if price is None else I.as_2d_float("price", price, n_bars)
     if execution == "next_open":
         if open is None:
-            raise ConfigError("execution='next_open' needs open prices (pass open=... or a bar frame)")
+            raise ConfigError(
+                "execution='next_open' needs open prices (pass open=... or a bar frame)"
+            )
         price_arr = open_arr
 
     # ---- signals ----
@@ -211,17 +213,27 @@ def from_signals(
     I.check_range("size", raw["size"], low=0, low_inclusive=False, allow_inf=True)
     I.check_range("sl_stop", raw["sl_stop"], low=0, high=1, low_inclusive=False, allow_nan=True)
     I.check_range("tsl_stop", raw["tsl_stop"], low=0, high=1, low_inclusive=False, allow_nan=True)
-    I.check_range("tp_stop", raw["tp_stop"], low=0, low_inclusive=False, allow_nan=True, allow_inf=True)
-    I.check_range("size_granularity", raw["size_granularity"], low=0, low_inclusive=False, allow_nan=True)
+    I.check_range(
+        "tp_stop", raw["tp_stop"], low=0, low_inclusive=False, allow_nan=True, allow_inf=True
+    )
+    I.check_range(
+        "size_granularity", raw["size_granularity"], low=0, low_inclusive=False, allow_nan=True
+    )
     size_type_codes = I.choice_codes("size_type", size_type, I.SIZE_TYPES)
     direction_codes = I.choice_codes("direction", direction, I.DIRECTIONS)
     if ls_mode:
         if (direction_codes == K.SHORT_ONLY).any():
-            raise ConfigError("direction='shortonly' cannot be combined with short_entries/short_exits")
-        direction_codes = np.full_like(direction_codes, K.LONG_ONLY)  # entries/exits are long signals
+            raise ConfigError(
+                "direction='shortonly' cannot be combined with short_entries/short_exits"
+            )
+        direction_codes = np.full_like(
+            direction_codes, K.LONG_ONLY
+        )  # entries/exits are long signals
     if (size_type_codes == K.PERCENT).any():
         if raw["size"][np.isfinite(raw["size"])].max(initial=0) > 1 or np.isinf(raw["size"]).any():
-            raise ConfigError("size_type='percent' needs 0 < size <= 1 (a fraction of available cash)")
+            raise ConfigError(
+                "size_type='percent' needs 0 < size <= 1 (a fraction of available cash)"
+            )
         if ls_mode or (direction_codes == K.BOTH).any():
             raise ConfigError(
                 "size_type='percent' cannot reverse positions; use 'amount' or 'value' with direction='both' "
@@ -346,7 +358,7 @@ class Portfolio:
     def __getitem__(self, key: Any) -> Portfolio:
         """Select columns by label (a parameter tuple such as ``pf[(10, 50)]``) or label list."""
         try:
-            loc = self.columns.get_indexer_for([key] if not isinstance(key, list) else key)
+            loc = self.columns.get_indexer_for([key] if not isinstance(key, list) else key)  # type: ignore[arg-type]
         except (TypeError, ValueError):
             loc = np.array([-1])
         if (loc < 0).any():
@@ -375,7 +387,9 @@ class Portfolio:
 
     @property
     def init_cash(self) -> pd.Series:
-        return pd.Series(self._inputs.params[:, K.P_INIT_CASH], index=self.columns, name="init_cash")
+        return pd.Series(
+            self._inputs.params[:, K.P_INIT_CASH], index=self.columns, name="init_cash"
+        )
 
     def stats(self) -> pd.DataFrame:
         """Return one row per column with every metric (see :data:`METRICS` for definitions).

@@ -13,7 +13,9 @@ def _ratio(num: float, den: float) -> float:
     return num / den
 
 
-def returns_metrics(returns: np.ndarray, ann_factor: float, init_value: float = 1.0) -> dict[str, float]:
+def returns_metrics(
+    returns: np.ndarray, ann_factor: float, init_value: float = 1.0
+) -> dict[str, float]:
     """Total return, CAGR, volatility, Sharpe, Sortino, max drawdown and Calmar of bar returns.
 
     Definitions match :data:`celeris.backtest.METRICS` (ddof=1 volatility, downside deviation

@@ -56,7 +56,9 @@ class Param:
         if self.integer and v != int(v):
             raise ConfigError(f"parameter {self.name} must be an integer, got {value!r}")
         if not self.low <= v <= self.high:
-            raise ConfigError(f"parameter {self.name}={value!r} is outside [{self.low:g}, {self.high:g}]")
+            raise ConfigError(
+                f"parameter {self.name}={value!r} is outside [{self.low:g}, {self.high:g}]"
+            )
         return v
 
 
@@ -287,7 +289,10 @@ def register(strategy: Strategy) -> Strategy:
 register(
     Strategy(
         "sma_cross",
-        (Param("fast", 10, 1, 10_000, help="fast SMA window"), Param("slow", 50, 2, 10_000, help="slow SMA window")),
+        (
+            Param("fast", 10, 1, 10_000, help="fast SMA window"),
+            Param("slow", 50, 2, 10_000, help="slow SMA window"),
+        ),
         _ma_cross("sma"),
         _fast_lt_slow,
         "fast < slow",
@@ -298,7 +303,10 @@ register(
 register(
     Strategy(
         "ema_cross",
-        (Param("fast", 12, 1, 10_000, help="fast EMA span"), Param("slow", 26, 2, 10_000, help="slow EMA span")),
+        (
+            Param("fast", 12, 1, 10_000, help="fast EMA span"),
+            Param("slow", 26, 2, 10_000, help="slow EMA span"),
+        ),
         _ma_cross("ema"),
         _fast_lt_slow,
         "fast < slow",
@@ -340,7 +348,9 @@ register(
         "donchian_breakout",
         (
             Param("window", 20, 2, 10_000, help="entry channel: highest high of the previous bars"),
-            Param("exit_window", 10, 2, 10_000, help="exit channel: lowest low of the previous bars"),
+            Param(
+                "exit_window", 10, 2, 10_000, help="exit channel: lowest low of the previous bars"
+            ),
         ),
         _donchian_breakout,
         None,
@@ -390,7 +400,9 @@ def parse_values(spec: str, param: Param) -> list[float]:
         ) from None
     if ":" in spec:
         if len(parts) not in (2, 3):
-            raise ConfigError(f"range {spec!r} for {param.name} must be start:stop or start:stop:step")
+            raise ConfigError(
+                f"range {spec!r} for {param.name} must be start:stop or start:stop:step"
+            )
         start, stop = parts[0], parts[1]
         step = parts[2] if len(parts) == 3 else 1.0
         if step <= 0 or stop < start:
@@ -421,7 +433,9 @@ def check_bars(bars: Any, needs: Sequence[str] = ("close",)) -> pd.DataFrame:
     if isinstance(bars, pd.Series):
         bars = bars.to_frame("close")
     if not isinstance(bars, pd.DataFrame):
-        raise DataError(f"data must be a bar frame (DataFrame with OHLCV columns), got {type(bars).__name__}")
+        raise DataError(
+            f"data must be a bar frame (DataFrame with OHLCV columns), got {type(bars).__name__}"
+        )
     missing = [c for c in needs if c not in bars.columns]
     if missing:
         raise DataError(f"data lacks column(s) {', '.join(missing)} needed by this strategy")

@@ -44,7 +44,9 @@ def check_portfolio_options(options: Mapping[str, Any]) -> dict[str, Any]:
     """Refuse unknown ``from_signals`` options early, with a did-you-mean hint."""
     for name in options:
         if name not in _PORTFOLIO_OPTIONS:
-            raise ConfigError(f"unknown backtest option {name!r}{did_you_mean(name, _PORTFOLIO_OPTIONS)}")
+            raise ConfigError(
+                f"unknown backtest option {name!r}{did_you_mean(name, _PORTFOLIO_OPTIONS)}"
+            )
         value = options[name]
         if not (value is None or isinstance(value, str | pd.Timedelta) or np.isscalar(value)):
             raise ConfigError(
@@ -57,7 +59,13 @@ def check_portfolio_options(options: Mapping[str, Any]) -> dict[str, Any]:
 def _progress(enabled: bool, total: int, description: str) -> Any:
     if not enabled:
         return nullcontext(None)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     return Progress(
         TextColumn("{task.description}"),
@@ -115,15 +123,21 @@ class SweepResult:
         if top.empty:
             raise ConfigError(f"no combination has a finite {metric}")
         pos = self.index.get_loc(top.index[0])
-        return {k: v.item() if hasattr(v, "item") else v for k, v in self.combos.iloc[pos].items()}
+        return {
+            str(k): v.item() if hasattr(v, "item") else v for k, v in self.combos.iloc[pos].items()
+        }
 
-    def portfolio(self, params: Mapping[str, Any] | None = None, metric: str = "sharpe") -> Portfolio:
+    def portfolio(
+        self, params: Mapping[str, Any] | None = None, metric: str = "sharpe"
+    ) -> Portfolio:
         """Re-run one combination (default: the best by ``metric``) as a full :class:`Portfolio`."""
         params = dict(params) if params is not None else self.best_params(metric)
         entries, exits = self.strategy.signals(self.bars, params)
         return from_signals(self.bars, entries, exits, device=self.device, **self.options)
 
-    def heatmap(self, metric: str = "sharpe", x: str | None = None, y: str | None = None) -> pd.DataFrame:
+    def heatmap(
+        self, metric: str = "sharpe", x: str | None = None, y: str | None = None
+    ) -> pd.DataFrame:
         """Metric as a 2-D table over two parameters (others at their best value)."""
         names = list(self.combos.columns)
         if len(names) < 2:
@@ -176,7 +190,11 @@ def sweep(
     freq = None
     starts = range(0, n_combos, chunk_size)
     with _progress(progress, len(starts), strat.name) as bar:
-        task = bar.add_task(f"{strat.name}: {n_combos:,} variants x {n_bars:,} bars", total=n_combos) if bar else None
+        task = (
+            bar.add_task(f"{strat.name}: {n_combos:,} variants x {n_bars:,} bars", total=n_combos)
+            if bar
+            else None
+        )
         for start in starts:
             rows = slice(start, min(start + chunk_size, n_combos))
             entries, exits = signals(rows)

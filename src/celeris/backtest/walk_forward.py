@@ -40,11 +40,15 @@ def _to_bars(spec: int | str, index: pd.Index, what: str) -> int:
         n = int(spec)
     else:
         if not isinstance(index, pd.DatetimeIndex):
-            raise ConfigError(f"{what}={spec!r} as a duration needs a datetime index; pass a bar count")
+            raise ConfigError(
+                f"{what}={spec!r} as a duration needs a datetime index; pass a bar count"
+            )
         try:
             span = pd.Timedelta(spec)
         except ValueError:
-            raise ConfigError(f"{what}={spec!r} is neither a bar count nor a duration like '365D'") from None
+            raise ConfigError(
+                f"{what}={spec!r} is neither a bar count nor a duration like '365D'"
+            ) from None
         # As many bars as the first `span` of the data holds (calendar time, not bar spacing).
         n = int(np.searchsorted(index.asi8, (index[0] + span).as_unit(index.unit).asm8.view("i8")))
     if n < 2:
@@ -96,13 +100,20 @@ def walk_forward(
     pieces: list[pd.Series] = []
     starts = list(range(0, len(bars) - n_train - n_test + 1, n_test))
     with _progress(progress, len(starts), "walk-forward") as bar:
-        task = bar.add_task(f"walk-forward: {len(starts)} windows", total=len(starts)) if bar else None
+        task = (
+            bar.add_task(f"walk-forward: {len(starts)} windows", total=len(starts)) if bar else None
+        )
         for k, start in enumerate(starts):
             train_start = 0 if anchored else start
             train_end = start + n_train
             test_end = train_end + n_test
             insample = sweep(
-                bars.iloc[train_start:train_end], strat, combos, progress=False, device=device, **options
+                bars.iloc[train_start:train_end],
+                strat,
+                combos,
+                progress=False,
+                device=device,
+                **options,
             )
             best = insample.best(metric, 1)
             if best.empty:
@@ -131,7 +142,9 @@ def walk_forward(
                     "test_end": bars.index[test_end - 1],
                     **params,
                     f"is_{metric}": float(best[metric].iloc[0]),
-                    f"oos_{metric}": float(stats[metric]) if metric != "max_drawdown_duration" else stats[metric],
+                    f"oos_{metric}": float(stats[metric])
+                    if metric != "max_drawdown_duration"
+                    else stats[metric],
                     "oos_total_return": float(stats["total_return"]),
                     "oos_trades": int(stats["trades"]),
                 }
@@ -141,5 +154,9 @@ def walk_forward(
     oos_returns = pd.concat(pieces).rename("oos_return")
     oos_equity = (init_cash * (1.0 + oos_returns).cumprod()).rename("oos_equity")
     ann_factor = pf.ann_factor
-    summary = pd.Series(returns_metrics(oos_returns.to_numpy(), ann_factor, init_cash), name="out_of_sample")
-    return WalkForwardResult(pd.DataFrame(rows).set_index("window"), oos_returns, oos_equity, summary, metric)
+    summary = pd.Series(
+        returns_metrics(oos_returns.to_numpy(), ann_factor, init_cash), name="out_of_sample"
+    )
+    return WalkForwardResult(
+        pd.DataFrame(rows).set_index("window"), oos_returns, oos_equity, summary, metric
+    )

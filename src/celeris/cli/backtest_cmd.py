@@ -23,17 +23,30 @@ StrategyOpt = Annotated[
     str, typer.Option("--strategy", "-s", help="Strategy name (see `celeris strategies`).")
 ]
 FeesOpt = Annotated[float, typer.Option(help="Fees as a fraction of traded value (0.001 = 10 bp).")]
-SlippageOpt = Annotated[float, typer.Option(help="Slippage as a fraction of price, against the trader.")]
+SlippageOpt = Annotated[
+    float, typer.Option(help="Slippage as a fraction of price, against the trader.")
+]
 CashOpt = Annotated[float, typer.Option("--init-cash", help="Starting cash.")]
 DirectionOpt = Annotated[str, typer.Option(help="longonly | shortonly | both.")]
-StopOpt = Annotated[float | None, typer.Option(help="Stop as a fraction, e.g. 0.05 (off by default).")]
-ExecutionOpt = Annotated[
-    str, typer.Option(help="close (fill at the signal bar's close) | next_open (fill at the next open).")
+StopOpt = Annotated[
+    float | None, typer.Option(help="Stop as a fraction, e.g. 0.05 (off by default).")
 ]
-YearDaysOpt = Annotated[float, typer.Option(help="Days per year for annualising: 365 crypto, 252 equities.")]
-FreqOpt = Annotated[str | None, typer.Option(help="Bar spacing, e.g. 1h, 1D (inferred from the data if omitted).")]
+ExecutionOpt = Annotated[
+    str,
+    typer.Option(
+        help="close (fill at the signal bar's close) | next_open (fill at the next open)."
+    ),
+]
+YearDaysOpt = Annotated[
+    float, typer.Option(help="Days per year for annualising: 365 crypto, 252 equities.")
+]
+FreqOpt = Annotated[
+    str | None, typer.Option(help="Bar spacing, e.g. 1h, 1D (inferred from the data if omitted).")
+]
 DeviceOpt = Annotated[str, typer.Option(help="auto | cpu | cuda.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")
+]
 
 
 def _options(
@@ -92,7 +105,10 @@ def register(app: typer.Typer) -> None:
                     s.name: {
                         "description": s.description,
                         "constraint": s.constraint_text,
-                        "params": {p.name: {"default": p.default, "low": p.low, "high": p.high} for p in s.params},
+                        "params": {
+                            p.name: {"default": p.default, "low": p.low, "high": p.high}
+                            for p in s.params
+                        },
                     }
                     for s in STRATEGIES.values()
                 }
@@ -103,7 +119,9 @@ def register(app: typer.Typer) -> None:
             table.add_column(col)
         for s in STRATEGIES.values():
             params = "\n".join(f"{p.name}={p.default:g}  [{p.low:g}, {p.high:g}]" for p in s.params)
-            rule = s.description + (f"\nconstraint: {s.constraint_text}" if s.constraint_text else "")
+            rule = s.description + (
+                f"\nconstraint: {s.constraint_text}" if s.constraint_text else ""
+            )
             table.add_row(s.name, params, rule)
         console.print(table)
 
@@ -113,7 +131,8 @@ def register(app: typer.Typer) -> None:
         data: DataOpt = "sample:sp500",
         strategy: StrategyOpt = "sma_cross",
         param: Annotated[
-            list[str] | None, typer.Option("--param", "-p", help="Strategy parameter NAME=VALUE (repeatable).")
+            list[str] | None,
+            typer.Option("--param", "-p", help="Strategy parameter NAME=VALUE (repeatable)."),
         ] = None,
         fees: FeesOpt = 0.0,
         slippage: SlippageOpt = 0.0,
@@ -126,7 +145,9 @@ def register(app: typer.Typer) -> None:
         year_days: YearDaysOpt = 365,
         freq: FreqOpt = None,
         device: DeviceOpt = "auto",
-        html: Annotated[Path | None, typer.Option(help="Write an interactive HTML report here.")] = None,
+        html: Annotated[
+            Path | None, typer.Option(help="Write an interactive HTML report here.")
+        ] = None,
         png: Annotated[Path | None, typer.Option(help="Write a PNG chart here.")] = None,
         trades: Annotated[int, typer.Option(help="How many of the last trades to list.")] = 10,
         json_out: JsonOpt = False,
@@ -143,10 +164,23 @@ def register(app: typer.Typer) -> None:
         strat, grid = _strategy_and_grid(strategy, param or [])
         for name, values in grid.items():
             if len(values) != 1:
-                raise ConfigError(f"--param {name} takes one value in a backtest; use `celeris sweep --grid` for many")
+                raise ConfigError(
+                    f"--param {name} takes one value in a backtest; use `celeris sweep --grid` for many"
+                )
         params = {k: v[0] for k, v in grid.items()}
         entries, exits = strat.signals(bars, params)
-        opts = _options(fees, slippage, init_cash, direction, sl_stop, tp_stop, tsl_stop, execution, year_days, freq)
+        opts = _options(
+            fees,
+            slippage,
+            init_cash,
+            direction,
+            sl_stop,
+            tp_stop,
+            tsl_stop,
+            execution,
+            year_days,
+            freq,
+        )
         pf = from_signals(bars, entries, exits, device=device, **opts)
         stats = pf.stats().iloc[0]
         full = {p.name: p.default for p in strat.params} | params
@@ -157,7 +191,8 @@ def register(app: typer.Typer) -> None:
                     "params": full,
                     "stats": {k: jsonable(v) for k, v in stats.items()},
                     "trades": [
-                        {k: jsonable(v) for k, v in row.items()} for row in pf.trades.to_dict("records")
+                        {k: jsonable(v) for k, v in row.items()}
+                        for row in pf.trades.to_dict("records")
                     ],
                 }
             )
@@ -169,7 +204,9 @@ def register(app: typer.Typer) -> None:
                 shown = tr.tail(trades).set_index("entry_time")[
                     ["direction", "entry_price", "exit_time", "exit_price", "pnl", "return"]
                 ]
-                console.print(frame_table(shown, f"last {min(trades, len(tr))} of {len(tr)} trades"))
+                console.print(
+                    frame_table(shown, f"last {min(trades, len(tr))} of {len(tr)} trades")
+                )
         for path, writer in ((html, pf.to_html), (png, pf.plot_png)):
             if path is not None:
                 written = writer(path)
@@ -188,7 +225,9 @@ def register(app: typer.Typer) -> None:
                 help="NAME=SPEC with SPEC a value, a list 5,10,20 or a range start:stop:step (stop included).",
             ),
         ] = None,
-        metric: Annotated[str, typer.Option(help="Rank by this metric (sharpe, total_return, calmar...).")] = "sharpe",
+        metric: Annotated[
+            str, typer.Option(help="Rank by this metric (sharpe, total_return, calmar...).")
+        ] = "sharpe",
         top: Annotated[int, typer.Option(help="How many best variants to show.")] = 10,
         fees: FeesOpt = 0.0,
         slippage: SlippageOpt = 0.0,
@@ -201,8 +240,12 @@ def register(app: typer.Typer) -> None:
         year_days: YearDaysOpt = 365,
         freq: FreqOpt = None,
         device: DeviceOpt = "auto",
-        html: Annotated[Path | None, typer.Option(help="HTML report of the best variant and the heat-map.")] = None,
-        csv: Annotated[Path | None, typer.Option(help="Write every variant's metrics to this CSV.")] = None,
+        html: Annotated[
+            Path | None, typer.Option(help="HTML report of the best variant and the heat-map.")
+        ] = None,
+        csv: Annotated[
+            Path | None, typer.Option(help="Write every variant's metrics to this CSV.")
+        ] = None,
         json_out: JsonOpt = False,
     ) -> None:
         """Backtest every combination of a parameter grid and rank the variants.
@@ -215,7 +258,18 @@ def register(app: typer.Typer) -> None:
 
         bars = _load(data)
         strat, values = _strategy_and_grid(strategy, grid or [])
-        opts = _options(fees, slippage, init_cash, direction, sl_stop, tp_stop, tsl_stop, execution, year_days, freq)
+        opts = _options(
+            fees,
+            slippage,
+            init_cash,
+            direction,
+            sl_stop,
+            tp_stop,
+            tsl_stop,
+            execution,
+            year_days,
+            freq,
+        )
         started = time.perf_counter()
         result = sweep(bars, strat, values, device=device, progress=not json_out, **opts)
         elapsed = time.perf_counter() - started
@@ -231,8 +285,16 @@ def register(app: typer.Typer) -> None:
                     "seconds": elapsed,
                     "metric": metric,
                     "top": [
-                        {**dict(zip(result.combos.columns, idx if isinstance(idx, tuple) else (idx,), strict=True)),
-                         **{k: jsonable(v) for k, v in row.items()}}
+                        {
+                            **dict(
+                                zip(
+                                    result.combos.columns,
+                                    idx if isinstance(idx, tuple) else (idx,),
+                                    strict=True,
+                                )
+                            ),
+                            **{k: jsonable(v) for k, v in row.items()},
+                        }
                         for idx, row in best.iterrows()
                     ],
                 }
@@ -243,7 +305,13 @@ def register(app: typer.Typer) -> None:
                 f"[bold]{len(result.combos):,}[/] variants x [bold]{len(bars):,}[/] bars in {elapsed:.2f} s "
                 f"({rate / 1e6:,.0f} M bar-variants/s, device {result.device})"
             )
-            console.print(frame_table(best, f"top {len(best)} by {metric}", [metric, *[c for c in SUMMARY_COLUMNS if c != metric]]))
+            console.print(
+                frame_table(
+                    best,
+                    f"top {len(best)} by {metric}",
+                    [metric, *[c for c in SUMMARY_COLUMNS if c != metric]],
+                )
+            )
         if html is not None:
             written = result.to_html(html, metric=metric)
             if not json_out:
@@ -256,11 +324,21 @@ def register(app: typer.Typer) -> None:
     def walk_forward_cmd(
         data: DataOpt = "sample:sp500",
         strategy: StrategyOpt = "sma_cross",
-        grid: Annotated[list[str] | None, typer.Option("--grid", "-g", help="NAME=SPEC, as in `celeris sweep`.")] = None,
-        train: Annotated[str, typer.Option(help="Training window: bars (500) or a duration (730D).")] = "730D",
-        test: Annotated[str, typer.Option(help="Test window after each training window: bars or a duration.")] = "180D",
-        metric: Annotated[str, typer.Option(help="Metric that picks the in-sample best.")] = "sharpe",
-        anchored: Annotated[bool, typer.Option(help="Keep the training start fixed (expanding window).")] = False,
+        grid: Annotated[
+            list[str] | None, typer.Option("--grid", "-g", help="NAME=SPEC, as in `celeris sweep`.")
+        ] = None,
+        train: Annotated[
+            str, typer.Option(help="Training window: bars (500) or a duration (730D).")
+        ] = "730D",
+        test: Annotated[
+            str, typer.Option(help="Test window after each training window: bars or a duration.")
+        ] = "180D",
+        metric: Annotated[
+            str, typer.Option(help="Metric that picks the in-sample best.")
+        ] = "sharpe",
+        anchored: Annotated[
+            bool, typer.Option(help="Keep the training start fixed (expanding window).")
+        ] = False,
         fees: FeesOpt = 0.0,
         slippage: SlippageOpt = 0.0,
         init_cash: CashOpt = 100_000.0,
@@ -284,7 +362,18 @@ def register(app: typer.Typer) -> None:
 
         bars = _load(data)
         strat, values = _strategy_and_grid(strategy, grid or [])
-        opts = _options(fees, slippage, init_cash, direction, sl_stop, tp_stop, tsl_stop, execution, year_days, freq)
+        opts = _options(
+            fees,
+            slippage,
+            init_cash,
+            direction,
+            sl_stop,
+            tp_stop,
+            tsl_stop,
+            execution,
+            year_days,
+            freq,
+        )
         result = walk_forward(
             bars, strat, values, train=_window(train), test=_window(test), metric=metric,
             anchored=anchored, device=device, progress=not json_out, **opts,
@@ -292,13 +381,20 @@ def register(app: typer.Typer) -> None:
         if json_out:
             print_json(
                 {
-                    "windows": [{k: jsonable(v) for k, v in row.items()} for row in result.windows.reset_index().to_dict("records")],
+                    "windows": [
+                        {k: jsonable(v) for k, v in row.items()}
+                        for row in result.windows.reset_index().to_dict("records")
+                    ],
                     "out_of_sample": {k: jsonable(v) for k, v in result.summary.items()},
                 }
             )
             return
-        console.print(frame_table(result.windows, f"walk-forward windows ({strat.name}, best by {metric} in sample)"))
-        summary = ", ".join(f"{k} {fmt(k, v)}" for k, v in result.summary.items())
+        console.print(
+            frame_table(
+                result.windows, f"walk-forward windows ({strat.name}, best by {metric} in sample)"
+            )
+        )
+        summary = ", ".join(f"{k} {fmt(str(k), v)}" for k, v in result.summary.items())
         console.print(f"[bold]out of sample[/] ({len(result.oos_returns):,} bars): {summary}")
 
 

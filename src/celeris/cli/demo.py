@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -19,7 +19,9 @@ def register(app: typer.Typer) -> None:
     @app.command("demo")
     @cli_errors
     def demo_cmd(
-        out: Annotated[Path, typer.Option(help="Folder for the HTML report and the PNG.")] = Path("reports"),
+        out: Annotated[Path, typer.Option(help="Folder for the HTML report and the PNG.")] = Path(
+            "reports"
+        ),
         data: Annotated[str, typer.Option(help="Data to run on.")] = "sample:sp500",
     ) -> None:
         """Run the showcase: 2,000-variant sweep, walk-forward, reports (real S&P 500 data).
@@ -40,7 +42,7 @@ def register(app: typer.Typer) -> None:
             f"data: [bold]{data}[/] {about} - {len(bars):,} daily bars, "
             f"{bars.index[0]:%Y-%m-%d} to {bars.index[-1]:%Y-%m-%d}"
         )
-        opts = {"fees": 0.001, "slippage": 0.0005, "year_days": 252}
+        opts: dict[str, Any] = {"fees": 0.001, "slippage": 0.0005, "year_days": 252}
         t0 = time.perf_counter()
         result = sweep(bars, "sma_cross", DEMO_GRID, **opts)
         t_sweep = time.perf_counter() - t0
@@ -48,7 +50,13 @@ def register(app: typer.Typer) -> None:
             f"\n[bold]1. sweep[/]: SMA crossover, {len(result.combos):,} (fast, slow) variants, "
             f"fees 10 bp, slippage 5 bp: {t_sweep:.2f} s"
         )
-        console.print(frame_table(result.best("sharpe", 10), "best 10 in sample (whole period) by Sharpe", SUMMARY_COLUMNS[:7]))
+        console.print(
+            frame_table(
+                result.best("sharpe", 10),
+                "best 10 in sample (whole period) by Sharpe",
+                SUMMARY_COLUMNS[:7],
+            )
+        )
 
         t0 = time.perf_counter()
         wf = walk_forward(bars, "sma_cross", WF_GRID, train="1095D", test="365D", **opts)
@@ -57,12 +65,23 @@ def register(app: typer.Typer) -> None:
             f"\n[bold]2. walk-forward[/]: {len(wf.windows)} windows, 3 years in sample -> next year out of sample "
             f"({t_wf:.2f} s)"
         )
-        cols = ["test_start", "test_end", "fast", "slow", "is_sharpe", "oos_sharpe", "oos_total_return", "oos_trades"]
-        console.print(frame_table(wf.windows, "parameters chosen in sample, judged out of sample", cols))
+        cols = [
+            "test_start",
+            "test_end",
+            "fast",
+            "slow",
+            "is_sharpe",
+            "oos_sharpe",
+            "oos_total_return",
+            "oos_trades",
+        ]
+        console.print(
+            frame_table(wf.windows, "parameters chosen in sample, judged out of sample", cols)
+        )
         summary = wf.summary
         console.print(
             "out of sample, stitched: "
-            + ", ".join(f"{k} [bold]{fmt(k, v)}[/]" for k, v in summary.items())
+            + ", ".join(f"{k} [bold]{fmt(str(k), v)}[/]" for k, v in summary.items())
         )
         best = result.best_params("sharpe")
         console.print(

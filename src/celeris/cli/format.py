@@ -23,8 +23,26 @@ PERCENT = {
     "oos_total_return",
     "return",
 }
-MONEY = {"start_value", "end_value", "expectancy", "total_fees", "open_trade_pnl", "entry_price", "exit_price", "pnl"}
-SUMMARY_COLUMNS = ["total_return", "cagr", "sharpe", "sortino", "max_drawdown", "win_rate", "trades", "exposure"]
+MONEY = {
+    "start_value",
+    "end_value",
+    "expectancy",
+    "total_fees",
+    "open_trade_pnl",
+    "entry_price",
+    "exit_price",
+    "pnl",
+}
+SUMMARY_COLUMNS = [
+    "total_return",
+    "cagr",
+    "sharpe",
+    "sortino",
+    "max_drawdown",
+    "win_rate",
+    "trades",
+    "exposure",
+]
 
 
 def fmt(name: str, value: Any) -> str:
@@ -34,7 +52,11 @@ def fmt(name: str, value: Any) -> str:
     if isinstance(value, pd.Timedelta):
         return "-" if pd.isna(value) else str(value).replace(" 00:00:00", "")
     if isinstance(value, pd.Timestamp):
-        return value.strftime("%Y-%m-%d %H:%M") if (value.hour or value.minute) else value.strftime("%Y-%m-%d")
+        return (
+            value.strftime("%Y-%m-%d %H:%M")
+            if (value.hour or value.minute)
+            else value.strftime("%Y-%m-%d")
+        )
     if isinstance(value, bool | np.bool_):
         return "yes" if value else "no"
     if isinstance(value, int | np.integer):

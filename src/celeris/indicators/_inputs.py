@@ -185,6 +185,12 @@ def real(value: Any, param: str, minimum: float = 0.0) -> float:
     return out
 
 
+def empty_columns(n_bars: int, n_columns: int) -> np.ndarray:
+    """Return an uninitialised ``(n_bars, n_columns)`` float64 array with contiguous columns,
+    the ``out`` the kernels fill (numpy's allocation gets huge pages where numba's does not)."""
+    return np.empty((n_columns, n_bars)).T
+
+
 def shape_output(
     matrix: np.ndarray, columns: pd.Index, scalar: bool, name: str, index: Any
 ) -> Output:

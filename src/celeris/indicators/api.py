@@ -100,7 +100,8 @@ def _single(
     data = _inputs.bars([(close, "close", "close")])
     _inputs.warn_on_gap(data, ["close"], stacklevel=4)
     ws, scalar = _inputs.windows(window, "window", data.values[0].shape[0], minimum)
-    matrix = getattr(_nb(), kernel_name)(data.values[0], ws, *extra)
+    out = _inputs.empty_columns(data.values[0].shape[0], ws.shape[0])
+    matrix = getattr(_nb(), kernel_name)(data.values[0], ws, *extra, out)
     return _inputs.shape_output(matrix, _window_index(ws), scalar, f"{prefix}_{ws[0]}", data.index)
 
 
@@ -193,7 +194,8 @@ def bbands(close: Any, window: Any = 20, nbdev_up: float = 2.0, nbdev_dn: float 
     data = _inputs.bars([(close, "close", "close")])
     _inputs.warn_on_gap(data, ["close"])
     ws, scalar = _inputs.windows(window, "window", data.values[0].shape[0])
-    mats = _nb().bbands_nb(data.values[0], ws, up, dn)
+    outs = tuple(_inputs.empty_columns(data.values[0].shape[0], ws.shape[0]) for _ in range(3))
+    mats = _nb().bbands_nb(data.values[0], ws, up, dn, outs)
     cols = _window_index(ws)
     return BBands(
         *(
@@ -228,11 +230,13 @@ def macd(close: Any, fast: Any = 12, slow: Any = 26, signal: Any = 9) -> MACD:
     gs, g_scalar = _inputs.windows(signal, "signal", n)
     combos = np.array(list(itertools.product(fs, ss, gs)), dtype=np.int64)  # [k, 3]
     scalar = f_scalar and s_scalar and g_scalar
+    outs = tuple(_inputs.empty_columns(n, combos.shape[0]) for _ in range(3))
     mats = _nb().macd_nb(
         data.values[0],
         np.ascontiguousarray(combos[:, 0]),
         np.ascontiguousarray(combos[:, 1]),
         np.ascontiguousarray(combos[:, 2]),
+        outs,
     )
     cols = pd.MultiIndex.from_arrays(
         [combos[:, 0], combos[:, 1], combos[:, 2]], names=["fast", "slow", "signal"]
@@ -272,7 +276,8 @@ def atr(high: Any, low: Any = None, close: Any = None, window: Any = 14) -> Outp
     data = _hlc(high, low, close, window, "atr", ("high", "low", "close"))
     _inputs.warn_on_gap(data, ["high", "low", "close"])
     ws, scalar = _inputs.windows(window, "window", data.values[0].shape[0])
-    matrix = _nb().atr_nb(*data.values, ws)
+    out = _inputs.empty_columns(data.values[0].shape[0], ws.shape[0])
+    matrix = _nb().atr_nb(*data.values, ws, out)
     return _inputs.shape_output(matrix, _window_index(ws), scalar, f"atr_{ws[0]}", data.index)
 
 
@@ -284,7 +289,8 @@ def donchian(high: Any, low: Any = None, window: Any = 20) -> Donchian:
     data = _hlc(high, low, None, window, "donchian", ("high", "low"))
     _inputs.warn_on_gap(data, ["high", "low"])
     ws, scalar = _inputs.windows(window, "window", data.values[0].shape[0])
-    mats = _nb().donchian_nb(*data.values, ws)
+    outs = tuple(_inputs.empty_columns(data.values[0].shape[0], ws.shape[0]) for _ in range(3))
+    mats = _nb().donchian_nb(*data.values, ws, outs)
     cols = _window_index(ws)
     return Donchian(
         *(

@@ -16,6 +16,11 @@ NaN rules, shared by every kernel:
 * Inputs are otherwise finite (the wrappers reject ``inf``); a window ``< 1`` gives an all-NaN
   column (the wrappers reject it).
 
+Every kernel takes an optional ``out`` (a 3-tuple for the three-output kernels): preallocated
+float64 arrays of shape ``(n_bars, n_windows)``, best Fortran-ordered (``np.empty((k, n)).T``),
+that are filled and returned. Allocating large outputs with numpy is markedly faster than
+numba's allocator where transparent huge pages are opt-in (``madvise``): numpy asks for them.
+
 Running sums (SMA, WMA, rolling variance) are kept around a shift ``K`` and recomputed from
 scratch every ``window`` bars, so rounding cannot accumulate over a long series (no drift)
 and variance does not lose digits to ``E[x^2] - E[x]^2`` cancellation. The cost of the
@@ -58,37 +63,104 @@ def valid_span_nb(x):
 
 
 @njit(cache=True, nogil=True)
-def _mean_m2_col_nb(x, start, stop, w, mean_out, m2_out, want_m2):
-    # Rolling mean and, if want_m2, M2 = sum of squared deviations from the mean, over the
-    # window ending at each bar of [start + w - 1, stop). mean_out/m2_out arrive NaN-filled.
-    if w < 1 or start + w - 1 >= stop:
-        return
+def _nan_outside(col, a, b):
+    # NaN on every bar outside [a, b); all of col when a >= b. Columns fill their own NaN so
+    # outputs come from np.empty and each page is first touched by the thread that computes it.
+    n = col.shape[0]
+    if a >= b:
+        a = n
+        b = n
+    for i in range(a):
+        col[i] = np.nan
+    for i in range(b, n):
+        col[i] = np.nan
+
+
+@njit(cache=True, nogil=True)
+def _sma_col_nb(x, start, stop, w, out):
     first = start + w - 1
-    exact_each_bar = want_m2 and w <= _EXACT_VARIANCE_MAX_WINDOW
+    if w < 1 or first >= stop:
+        _nan_outside(out, 0, 0)
+        return
+    _nan_outside(out, first, stop)
+    inv_w = 1.0 / w
+    t = first
+    while t < stop:
+        # Recompute the window sum around its own mean, then slide it for at most w bars.
+        total = 0.0
+        for i in range(t - w + 1, t + 1):
+            total += x[i]
+        k = total * inv_w
+        s1 = 0.0  # sum of (x - k) over the window
+        for i in range(t - w + 1, t + 1):
+            s1 += x[i] - k
+        out[t] = k + s1 * inv_w
+        end = min(t + w, stop)
+        for u in range(t + 1, end):
+            s1 += x[u] - x[u - w]
+            out[u] = k + s1 * inv_w
+        t = end
+
+
+# What _moments_col_nb writes: the std, the z-score, or the three Bollinger bands.
+_STD = 1
+_ZSCORE = 2
+_BANDS = 3
+
+
+@njit(cache=True, nogil=True)
+def _emit_moments(mode, t, xt, mean, m2, w, a, b, o1, o2, o3):
+    # a: ddof for _STD, nbdev_up for _BANDS; b: nbdev_dn for _BANDS
+    if mode == _STD:
+        o1[t] = np.sqrt(m2 / (w - a))
+    elif mode == _ZSCORE:
+        o1[t] = (xt - mean) / np.sqrt(m2 / w) if m2 > 0.0 else np.nan
+    else:
+        std = np.sqrt(m2 / w)
+        o1[t] = mean + a * std
+        o2[t] = mean
+        o3[t] = mean - b * std
+
+
+@njit(cache=True, nogil=True)
+def _moments_col_nb(x, start, stop, w, mode, a, b, o1, o2, o3):
+    # Rolling mean and M2 (sum of squared deviations from the mean) over the window ending at
+    # each bar of [start + w - 1, stop), turned into the output `mode` asks for.
+    first = start + w - 1
+    if w < 1 or first >= stop:
+        first = stop = 0
+    _nan_outside(o1, first, stop)
+    if mode == _BANDS:
+        _nan_outside(o2, first, stop)
+        _nan_outside(o3, first, stop)
+    if first >= stop:
+        return
+    inv_w = 1.0 / w
+    exact_each_bar = w <= _EXACT_VARIANCE_MAX_WINDOW
     k = 0.0  # shift: the window mean at the last recomputation
     s1 = 0.0  # sum of (x - k) over the window
     s2 = 0.0  # sum of (x - k)^2 over the window
     since = w  # incremental updates since the last recomputation; w forces one
-    run = 0  # length of the run of equal values ending at t
-    for t in range(start, stop):
+    run = 1  # length of the run of equal values ending at t - 1
+    i = first - 1
+    while i > start and x[i] == x[i - 1]:
+        run += 1
+        i -= 1
+    for t in range(first, stop):
         if t > start and x[t] == x[t - 1]:
             run += 1
         else:
             run = 1
-        if t < first:
-            continue
         if run >= w:
-            # A flat window: exact values, and the sums are rebuilt on the next moving bar.
-            mean_out[t] = x[t]
-            if want_m2:
-                m2_out[t] = 0.0
+            # A flat window: exact values; the sums are rebuilt on the next moving bar.
+            _emit_moments(mode, t, x[t], x[t], 0.0, w, a, b, o1, o2, o3)
             since = w
             continue
         if since >= w or exact_each_bar:
             total = 0.0
             for i in range(t - w + 1, t + 1):
                 total += x[i]
-            k = total / w
+            k = total * inv_w
             s1 = 0.0
             s2 = 0.0
             for i in range(t - w + 1, t + 1):
@@ -100,13 +172,10 @@ def _mean_m2_col_nb(x, start, stop, w, mean_out, m2_out, want_m2):
             dn = x[t] - k
             do = x[t - w] - k
             s1 += dn - do
-            if want_m2:
-                s2 += dn * dn - do * do
+            s2 += (dn - do) * (dn + do)
             since += 1
-        mean_out[t] = k + s1 / w
-        if want_m2:
-            m2 = s2 - s1 * s1 / w
-            m2_out[t] = m2 if m2 > 0.0 else 0.0
+        m2 = s2 - s1 * s1 * inv_w
+        _emit_moments(mode, t, x[t], k + s1 * inv_w, m2 if m2 > 0.0 else 0.0, w, a, b, o1, o2, o3)
 
 
 @njit(cache=True, nogil=True)
@@ -125,9 +194,15 @@ def _ema_seeded_nb(x, seed_end, period, stop, out):
 
 
 @njit(cache=True, nogil=True)
-def _nan_matrix_nb(n, k):
+def _empty_matrix_nb(n, k):
     # [window, bar]; kernels return its transpose, [bar, window] with contiguous columns
-    return np.full((k, n), np.nan)
+    return np.empty((k, n))
+
+
+@njit(cache=True, nogil=True)
+def _check_out(out, n, k):
+    if out.shape[0] != n or out.shape[1] != k:
+        raise ValueError("out must have shape (n_bars, n_windows)")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -135,75 +210,88 @@ def _nan_matrix_nb(n, k):
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def sma_nb(close, windows):
+def sma_nb(close, windows, out=None):
     """Simple moving average; same as ``talib.SMA(close, w)`` and ``close.rolling(w).mean()``.
 
     Lookback ``w - 1``.
     """
-    n = close.shape[0]
     start, stop = valid_span_nb(close)
-    out = _nan_matrix_nb(n, windows.shape[0])
+    if out is None:
+        buf = _empty_matrix_nb(close.shape[0], windows.shape[0])
+    else:
+        _check_out(out, close.shape[0], windows.shape[0])
+        buf = out.T  # [window, bar]
     for j in prange(windows.shape[0]):
-        _mean_m2_col_nb(close, start, stop, windows[j], out[j], out[j], False)
-    return out.T
+        _sma_col_nb(close, start, stop, windows[j], buf[j])
+    return buf.T
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def ema_nb(close, windows):
+def ema_nb(close, windows, out=None):
     """Exponential moving average with ``k = 2 / (w + 1)``, seeded with the SMA of the first
     ``w`` bars; same as ``talib.EMA(close, w)``. Lookback ``w - 1``.
 
     (pandas' ``close.ewm(span=w, adjust=False).mean()`` seeds with the first bar instead.)
     """
-    n = close.shape[0]
     start, stop = valid_span_nb(close)
-    out = _nan_matrix_nb(n, windows.shape[0])
+    if out is None:
+        buf = _empty_matrix_nb(close.shape[0], windows.shape[0])
+    else:
+        _check_out(out, close.shape[0], windows.shape[0])
+        buf = out.T  # [window, bar]
     for j in prange(windows.shape[0]):
         w = windows[j]
-        if w >= 1 and start + w - 1 < stop:
-            _ema_seeded_nb(close, start + w - 1, w, stop, out[j])
-    return out.T
+        first = start + w - 1
+        if w < 1 or first >= stop:
+            _nan_outside(buf[j], 0, 0)
+            continue
+        _nan_outside(buf[j], first, stop)
+        _ema_seeded_nb(close, first, w, stop, buf[j])
+    return buf.T
 
 
 @njit(cache=True, nogil=True)
 def _wma_col_nb(x, start, stop, w, out):
-    if w < 1 or start + w - 1 >= stop:
+    first = start + w - 1
+    if w < 1 or first >= stop:
+        _nan_outside(out, 0, 0)
         return
-    divider = w * (w + 1) / 2.0
-    k = 0.0  # shift; WMA(x) = k + WMA(x - k) because the weights sum to `divider`
-    num = 0.0  # sum of (w - j) * (x[t - j] - k), j = 0 .. w - 1
-    s = 0.0  # sum of (x[t - j] - k)
-    since = w
-    for t in range(start + w - 1, stop):
-        if since >= w:
-            k = x[t]
-            num = 0.0
-            s = 0.0
-            for j in range(w):
-                y = x[t - j] - k
-                num += (w - j) * y
-                s += y
-            since = 1
-        else:
-            y = x[t] - k
-            num += w * y - s  # every older bar loses one unit of weight
-            s += y - (x[t - w] - k)
-            since += 1
-        out[t] = k + num / divider
+    _nan_outside(out, first, stop)
+    inv_divider = 1.0 / (w * (w + 1) / 2.0)
+    t = first
+    while t < stop:
+        # WMA(x) = k + WMA(x - k) because the weights sum to the divider; recompute the sums
+        # around k = x[t], then slide them for at most w bars.
+        k = x[t]
+        num = 0.0  # sum of (w - j) * (x[t - j] - k), j = 0 .. w - 1
+        s = 0.0  # sum of (x[t - j] - k)
+        for j in range(w):
+            y = x[t - j] - k
+            num += (w - j) * y
+            s += y
+        out[t] = k + num * inv_divider
+        end = min(t + w, stop)
+        for u in range(t + 1, end):
+            num += w * (x[u] - k) - s  # every older bar loses one unit of weight
+            s += x[u] - x[u - w]
+            out[u] = k + num * inv_divider
+        t = end
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def wma_nb(close, windows):
+def wma_nb(close, windows, out=None):
     """Linearly weighted moving average (weights ``1 .. w``, newest heaviest); same as
-    ``talib.WMA(close, w)`` and ``close.rolling(w).apply(lambda v: v @ arange(1, w + 1)) / (w (w + 1) / 2)``.
-    Lookback ``w - 1``.
+    ``talib.WMA(close, w)``. Lookback ``w - 1``.
     """
-    n = close.shape[0]
     start, stop = valid_span_nb(close)
-    out = _nan_matrix_nb(n, windows.shape[0])
+    if out is None:
+        buf = _empty_matrix_nb(close.shape[0], windows.shape[0])
+    else:
+        _check_out(out, close.shape[0], windows.shape[0])
+        buf = out.T  # [window, bar]
     for j in prange(windows.shape[0]):
-        _wma_col_nb(close, start, stop, windows[j], out[j])
-    return out.T
+        _wma_col_nb(close, start, stop, windows[j], buf[j])
+    return buf.T
 
 
 # ----------------------------------------------------------------------------------------------
@@ -211,7 +299,7 @@ def wma_nb(close, windows):
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def rolling_std_nb(close, windows, ddof):
+def rolling_std_nb(close, windows, ddof, out=None):
     """Rolling standard deviation with ``ddof`` delta degrees of freedom; same as
     ``close.rolling(w).std(ddof=ddof)`` and, for ``ddof=0``, ``talib.STDDEV(close, w, 1)``.
 
@@ -219,72 +307,72 @@ def rolling_std_nb(close, windows, ddof):
     ``1e-8`` is not rounded to 0 (only an exactly flat window gives exactly 0), so the result
     scales with the prices.
     """
-    n = close.shape[0]
     start, stop = valid_span_nb(close)
-    k = windows.shape[0]
-    out = _nan_matrix_nb(n, k)
-    for j in prange(k):
+    if out is None:
+        buf = _empty_matrix_nb(close.shape[0], windows.shape[0])
+    else:
+        _check_out(out, close.shape[0], windows.shape[0])
+        buf = out.T  # [window, bar]
+    for j in prange(windows.shape[0]):
         w = windows[j]
-        if w - ddof < 1:
-            continue
-        mean = np.full(n, np.nan)
-        _mean_m2_col_nb(close, start, stop, w, mean, out[j], True)
-        col = out[j]
-        for t in range(start + w - 1, stop):
-            col[t] = np.sqrt(col[t] / (w - ddof))
-    return out.T
+        if w <= ddof:
+            w = 0  # all NaN
+        _moments_col_nb(close, start, stop, w, _STD, float(ddof), 0.0, buf[j], buf[j], buf[j])
+    return buf.T
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def zscore_nb(close, windows):
+def zscore_nb(close, windows, out=None):
     """Rolling z-score ``(close - mean) / std`` over the window ending at each bar, population
     std (``ddof=0``); same as ``(close - close.rolling(w).mean()) / close.rolling(w).std(ddof=0)``.
 
     Lookback ``w - 1``. NaN where the window is flat (std 0: the z-score is undefined), which
     includes every bar when ``w == 1``.
     """
-    n = close.shape[0]
     start, stop = valid_span_nb(close)
-    k = windows.shape[0]
-    out = _nan_matrix_nb(n, k)
-    for j in prange(k):
-        w = windows[j]
-        if w < 1:
-            continue
-        mean = np.full(n, np.nan)
-        m2 = np.full(n, np.nan)
-        _mean_m2_col_nb(close, start, stop, w, mean, m2, True)
-        col = out[j]
-        for t in range(start + w - 1, stop):
-            if m2[t] > 0.0:
-                col[t] = (close[t] - mean[t]) / np.sqrt(m2[t] / w)
-    return out.T
+    if out is None:
+        buf = _empty_matrix_nb(close.shape[0], windows.shape[0])
+    else:
+        _check_out(out, close.shape[0], windows.shape[0])
+        buf = out.T  # [window, bar]
+    for j in prange(windows.shape[0]):
+        _moments_col_nb(close, start, stop, windows[j], _ZSCORE, 0.0, 0.0, buf[j], buf[j], buf[j])
+    return buf.T
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def bbands_nb(close, windows, nbdev_up, nbdev_dn):
+def bbands_nb(close, windows, nbdev_up, nbdev_dn, out=None):
     """Bollinger Bands ``(upper, middle, lower)``: the SMA plus ``nbdev_up`` and minus
     ``nbdev_dn`` population standard deviations; same as
     ``talib.BBANDS(close, w, nbdev_up, nbdev_dn, matype=0)``. Lookback ``w - 1``.
     """
-    n = close.shape[0]
     start, stop = valid_span_nb(close)
+    n = close.shape[0]
     k = windows.shape[0]
-    upper = _nan_matrix_nb(n, k)
-    middle = _nan_matrix_nb(n, k)
-    lower = _nan_matrix_nb(n, k)
+    if out is None:
+        upper = _empty_matrix_nb(n, k)
+        middle = _empty_matrix_nb(n, k)
+        lower = _empty_matrix_nb(n, k)
+    else:
+        _check_out(out[0], n, k)
+        _check_out(out[1], n, k)
+        _check_out(out[2], n, k)
+        upper = out[0].T
+        middle = out[1].T
+        lower = out[2].T
     for j in prange(k):
-        w = windows[j]
-        if w < 1:
-            continue
-        up = upper[j]
-        mid = middle[j]
-        lo = lower[j]
-        _mean_m2_col_nb(close, start, stop, w, mid, lo, True)
-        for t in range(start + w - 1, stop):
-            std = np.sqrt(lo[t] / w)
-            up[t] = mid[t] + nbdev_up * std
-            lo[t] = mid[t] - nbdev_dn * std
+        _moments_col_nb(
+            close,
+            start,
+            stop,
+            windows[j],
+            _BANDS,
+            nbdev_up,
+            nbdev_dn,
+            upper[j],
+            middle[j],
+            lower[j],
+        )
     return upper.T, middle.T, lower.T
 
 
@@ -294,13 +382,16 @@ def bbands_nb(close, windows, nbdev_up, nbdev_dn):
 
 @njit(cache=True, nogil=True)
 def _rsi_col_nb(x, start, stop, w, out):
-    if w < 1 or start + w >= stop:
+    first = start + w
+    if w < 1 or first >= stop:
+        _nan_outside(out, 0, 0)
         return
+    _nan_outside(out, first, stop)
     # Wilder's RSI exactly as TA-Lib computes it: the first average gain/loss is the plain mean
     # of the first w changes, then avg = (avg * (w - 1) + change) / w.
     gain = 0.0
     loss = 0.0
-    for t in range(start + 1, start + w + 1):
+    for t in range(start + 1, first + 1):
         d = x[t] - x[t - 1]
         if d < 0.0:
             loss -= d
@@ -311,8 +402,8 @@ def _rsi_col_nb(x, start, stop, w, out):
     total = gain + loss
     # No movement at all: TA-Lib's value, 0 (TA-Lib tests |total| < 1e-8; we test == 0 so the
     # RSI does not depend on the price scale).
-    out[start + w] = 100.0 * (gain / total) if total != 0.0 else 0.0
-    for t in range(start + w + 1, stop):
+    out[first] = 100.0 * (gain / total) if total != 0.0 else 0.0
+    for t in range(first + 1, stop):
         d = x[t] - x[t - 1]
         loss *= w - 1
         gain *= w - 1
@@ -327,21 +418,57 @@ def _rsi_col_nb(x, start, stop, w, out):
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def rsi_nb(close, windows):
+def rsi_nb(close, windows, out=None):
     """Wilder's relative strength index; same as ``talib.RSI(close, w)``. Lookback ``w``.
 
     0 where there was no price change over the whole smoothing memory (TA-Lib's value).
     """
-    n = close.shape[0]
     start, stop = valid_span_nb(close)
-    out = _nan_matrix_nb(n, windows.shape[0])
+    if out is None:
+        buf = _empty_matrix_nb(close.shape[0], windows.shape[0])
+    else:
+        _check_out(out, close.shape[0], windows.shape[0])
+        buf = out.T  # [window, bar]
     for j in prange(windows.shape[0]):
-        _rsi_col_nb(close, start, stop, windows[j], out[j])
-    return out.T
+        _rsi_col_nb(close, start, stop, windows[j], buf[j])
+    return buf.T
+
+
+@njit(cache=True, nogil=True)
+def _macd_col_nb(x, start, stop, f, s, p, line, sig, hist):
+    a = start + max(f, s) - 1  # first bar of the MACD line
+    first = a + p - 1  # first bar of every output
+    if f < 1 or s < 1 or p < 1 or first >= stop:
+        first = stop = 0
+    _nan_outside(line, first, stop)
+    _nan_outside(sig, first, stop)
+    _nan_outside(hist, first, stop)
+    if first >= stop:
+        return
+    total_f = 0.0
+    for i in range(a - f + 1, a + 1):
+        total_f += x[i]
+    total_s = 0.0
+    for i in range(a - s + 1, a + 1):
+        total_s += x[i]
+    ef = total_f / f
+    es = total_s / s
+    kf = 2.0 / (f + 1)
+    ks = 2.0 / (s + 1)
+    line[a] = ef - es
+    for t in range(a + 1, stop):
+        ef = (x[t] - ef) * kf + ef
+        es = (x[t] - es) * ks + es
+        line[t] = ef - es
+    _ema_seeded_nb(line, first, p, stop, sig)
+    for t in range(a, first):
+        line[t] = np.nan  # TA-Lib emits the line only once the signal exists
+    for t in range(first, stop):
+        hist[t] = line[t] - sig[t]
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def macd_nb(close, fast, slow, signal):
+def macd_nb(close, fast, slow, signal, out=None):
     """MACD ``(macd, signal, hist)`` for each combination ``(fast[j], slow[j], signal[j])``;
     same as ``talib.MACD(close, fast, slow, signal)`` when ``fast <= slow``.
 
@@ -351,45 +478,23 @@ def macd_nb(close, fast, slow, signal):
     bars later. All three outputs start at lookback ``L - 1 + signal - 1``. When
     ``fast > slow`` the literal ``EMA(fast) - EMA(slow)`` is returned (TA-Lib swaps them).
     """
-    n = close.shape[0]
     start, stop = valid_span_nb(close)
+    n = close.shape[0]
     k = fast.shape[0]
-    macd = _nan_matrix_nb(n, k)
-    sig = _nan_matrix_nb(n, k)
-    hist = _nan_matrix_nb(n, k)
+    if out is None:
+        line = _empty_matrix_nb(n, k)
+        sig = _empty_matrix_nb(n, k)
+        hist = _empty_matrix_nb(n, k)
+    else:
+        _check_out(out[0], n, k)
+        _check_out(out[1], n, k)
+        _check_out(out[2], n, k)
+        line = out[0].T
+        sig = out[1].T
+        hist = out[2].T
     for j in prange(k):
-        f = fast[j]
-        s = slow[j]
-        p = signal[j]
-        if f < 1 or s < 1 or p < 1:
-            continue
-        a = start + max(f, s) - 1  # first bar of the MACD line
-        if a + p - 1 >= stop:
-            continue
-        line = macd[j]
-        total_f = 0.0
-        for i in range(a - f + 1, a + 1):
-            total_f += close[i]
-        total_s = 0.0
-        for i in range(a - s + 1, a + 1):
-            total_s += close[i]
-        ef = total_f / f
-        es = total_s / s
-        kf = 2.0 / (f + 1)
-        ks = 2.0 / (s + 1)
-        line[a] = ef - es
-        for t in range(a + 1, stop):
-            ef = (close[t] - ef) * kf + ef
-            es = (close[t] - es) * ks + es
-            line[t] = ef - es
-        _ema_seeded_nb(line, a + p - 1, p, stop, sig[j])
-        for t in range(a, a + p - 1):
-            line[t] = np.nan  # TA-Lib emits the line only once the signal exists
-        h = hist[j]
-        sg = sig[j]
-        for t in range(a + p - 1, stop):
-            h[t] = line[t] - sg[t]
-    return macd.T, sig.T, hist.T
+        _macd_col_nb(close, start, stop, fast[j], slow[j], signal[j], line[j], sig[j], hist[j])
+    return line.T, sig.T, hist.T
 
 
 # ----------------------------------------------------------------------------------------------
@@ -402,7 +507,9 @@ def true_range_nb(high, low, close):
     ``talib.TRANGE(high, low, close)``. NaN on bar 0 (no previous close).
     """
     n = close.shape[0]
-    out = np.full(n, np.nan)
+    out = np.empty(n)
+    if n > 0:
+        out[0] = np.nan
     for t in range(1, n):
         greatest = high[t] - low[t]
         v = abs(close[t - 1] - high[t])
@@ -415,81 +522,110 @@ def true_range_nb(high, low, close):
     return out
 
 
+@njit(cache=True, nogil=True)
+def _atr_col_nb(tr, start, stop, w, out):
+    first = start + w
+    if w < 1 or first >= stop:
+        _nan_outside(out, 0, 0)
+        return
+    _nan_outside(out, first, stop)
+    total = 0.0
+    for t in range(start + 1, first + 1):
+        total += tr[t]
+    prev = total / w
+    out[first] = prev
+    for t in range(first + 1, stop):
+        prev *= w - 1
+        prev += tr[t]
+        prev /= w
+        out[t] = prev
+
+
 @njit(cache=True, nogil=True, parallel=True)
-def atr_nb(high, low, close, windows):
+def atr_nb(high, low, close, windows, out=None):
     """Wilder's average true range; same as ``talib.ATR(high, low, close, w)``. Lookback ``w``.
 
     The first true range needs a previous close, so the first ATR (bar ``start + w``) is the
     plain mean of the true ranges of bars ``start + 1 .. start + w``; after that
     ``atr = (atr * (w - 1) + tr) / w``. ``w == 1`` gives the true range itself.
     """
-    n = close.shape[0]
     start, stop = valid_span_nb(high + low + close)
     tr = true_range_nb(high, low, close)
-    out = _nan_matrix_nb(n, windows.shape[0])
+    if out is None:
+        buf = _empty_matrix_nb(close.shape[0], windows.shape[0])
+    else:
+        _check_out(out, close.shape[0], windows.shape[0])
+        buf = out.T  # [window, bar]
     for j in prange(windows.shape[0]):
-        w = windows[j]
-        if w < 1 or start + w >= stop:
-            continue
-        col = out[j]
-        total = 0.0
-        for t in range(start + 1, start + w + 1):
-            total += tr[t]
-        prev = total / w
-        col[start + w] = prev
-        for t in range(start + w + 1, stop):
-            prev *= w - 1
-            prev += tr[t]
-            prev /= w
-            col[t] = prev
-    return out.T
+        _atr_col_nb(tr, start, stop, windows[j], buf[j])
+    return buf.T
+
+
+@njit(cache=True, nogil=True)
+def _donchian_col_nb(high, low, start, stop, w, up, mid, lo):
+    first = start + w - 1
+    if w < 1 or first >= stop:
+        first = stop = 0
+    _nan_outside(up, first, stop)
+    _nan_outside(mid, first, stop)
+    _nan_outside(lo, first, stop)
+    if first >= stop:
+        return
+    # Monotonic deques of bar indices (values falling from the head in maxq, rising in minq),
+    # in ring buffers of a power-of-two size > w: each bar enters and leaves once, so O(n).
+    size = 1
+    while size <= w:
+        size *= 2
+    mask = size - 1
+    maxq = np.empty(size, np.int64)
+    minq = np.empty(size, np.int64)
+    max_head = 0
+    max_tail = 0
+    min_head = 0
+    min_tail = 0
+    for t in range(start, stop):
+        while max_tail > max_head and high[maxq[(max_tail - 1) & mask]] <= high[t]:
+            max_tail -= 1
+        maxq[max_tail & mask] = t
+        max_tail += 1
+        if maxq[max_head & mask] <= t - w:
+            max_head += 1
+        while min_tail > min_head and low[minq[(min_tail - 1) & mask]] >= low[t]:
+            min_tail -= 1
+        minq[min_tail & mask] = t
+        min_tail += 1
+        if minq[min_head & mask] <= t - w:
+            min_head += 1
+        if t >= first:
+            hi = high[maxq[max_head & mask]]
+            lw = low[minq[min_head & mask]]
+            up[t] = hi
+            lo[t] = lw
+            mid[t] = (hi + lw) / 2.0
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def donchian_nb(high, low, windows):
+def donchian_nb(high, low, windows, out=None):
     """Donchian channel ``(upper, middle, lower)``: highest high and lowest low over the window
     and their midpoint; same as ``high.rolling(w).max()``, ``(upper + lower) / 2``,
     ``low.rolling(w).min()`` (and ``talib.MAX``, ``talib.MIDPRICE``, ``talib.MIN``).
 
     Lookback ``w - 1``. O(n) per window with monotonic deques.
     """
-    n = high.shape[0]
     start, stop = valid_span_nb(high + low)
+    n = high.shape[0]
     k = windows.shape[0]
-    upper = _nan_matrix_nb(n, k)
-    middle = _nan_matrix_nb(n, k)
-    lower = _nan_matrix_nb(n, k)
+    if out is None:
+        upper = _empty_matrix_nb(n, k)
+        middle = _empty_matrix_nb(n, k)
+        lower = _empty_matrix_nb(n, k)
+    else:
+        _check_out(out[0], n, k)
+        _check_out(out[1], n, k)
+        _check_out(out[2], n, k)
+        upper = out[0].T
+        middle = out[1].T
+        lower = out[2].T
     for j in prange(k):
-        w = windows[j]
-        if w < 1 or start + w - 1 >= stop:
-            continue
-        up = upper[j]
-        mid = middle[j]
-        lo = lower[j]
-        # deques of bar indices, values decreasing (maxq) / increasing (minq) from the head
-        maxq = np.empty(stop - start, np.int64)
-        minq = np.empty(stop - start, np.int64)
-        max_head = 0
-        max_tail = 0
-        min_head = 0
-        min_tail = 0
-        for t in range(start, stop):
-            while max_tail > max_head and high[maxq[max_tail - 1]] <= high[t]:
-                max_tail -= 1
-            maxq[max_tail] = t
-            max_tail += 1
-            if maxq[max_head] <= t - w:
-                max_head += 1
-            while min_tail > min_head and low[minq[min_tail - 1]] >= low[t]:
-                min_tail -= 1
-            minq[min_tail] = t
-            min_tail += 1
-            if minq[min_head] <= t - w:
-                min_head += 1
-            if t >= start + w - 1:
-                hi = high[maxq[max_head]]
-                lw = low[minq[min_head]]
-                up[t] = hi
-                lo[t] = lw
-                mid[t] = (hi + lw) / 2.0
+        _donchian_col_nb(high, low, start, stop, windows[j], upper[j], middle[j], lower[j])
     return upper.T, middle.T, lower.T
