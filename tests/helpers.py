@@ -29,7 +29,9 @@ def assert_values_close(
     inf_a, inf_b = np.isinf(a), np.isinf(b)
     if (inf_a != inf_b).any() or (a[inf_a] != b[inf_b]).any():
         raise AssertionError(f"{prefix}infinity mismatch")
-    ok = nan_a | inf_a | (np.abs(a - b) <= atol + rtol * np.abs(b))
+    special = nan_a | inf_a
+    diff = np.abs(np.where(special, 0.0, a) - np.where(special, 0.0, b))
+    ok = special | (diff <= atol + rtol * np.abs(np.where(special, 0.0, b)))
     if not ok.all():
         pos = tuple(np.argwhere(~ok)[0])
         raise AssertionError(

@@ -119,3 +119,11 @@ def test_real_entry_point_sweep_runs(tmp_path: Path):
         [str(CELERIS), "sweep", "--strategy", "nope"], capture_output=True, text=True, timeout=300
     )
     assert bad.returncode == 2 and "unknown strategy" in bad.stderr
+
+
+def test_demo_runs_end_to_end_and_writes_reports(tmp_path: Path):
+    result = invoke("demo", "--out", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert "2,000" in result.stdout and "out of sample" in result.stdout
+    assert (tmp_path / "demo_report.html").stat().st_size > 100_000
+    assert (tmp_path / "demo_best.png").read_bytes()[:4] == b"\x89PNG"
