@@ -102,7 +102,11 @@ def main() -> None:
         ),
         "Donchian (3 out)": (
             lambda pre: nb.donchian_nb(high, low, windows, three() if pre else None)[0],
-            lambda j: talib.MAX(high, wl[j]),
+            lambda j: (
+                talib.MAX(high, wl[j]),
+                talib.MIN(low, wl[j]),
+                talib.MIDPRICE(high, low, wl[j]),
+            )[0],
         ),
     }
 

@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
+# Under pytest-xdist two workers share the cores; OpenMP's default spin-waiting threads then
+# starve each other and the parallel kernels run ~4x slower. Must be set before numba loads
+# its OpenMP pool; harmless elsewhere. (Better placed in the root conftest or Makefile.)
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import pandas as pd
 import pytest
 

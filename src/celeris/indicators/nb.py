@@ -22,9 +22,10 @@ that are filled and returned. Allocating large outputs with numpy is markedly fa
 numba's allocator where transparent huge pages are opt-in (``madvise``): numpy asks for them.
 
 Running sums (SMA, WMA, rolling variance) are kept around a shift ``K`` and recomputed from
-scratch every ``window`` bars, so rounding cannot accumulate over a long series (no drift)
-and variance does not lose digits to ``E[x^2] - E[x]^2`` cancellation. The cost of the
-recomputation is O(window) once per window, i.e. O(1) per bar.
+scratch every ``window`` bars (every ``max(window, 512)`` for SMA and WMA), so rounding cannot
+accumulate over a long series (no drift) and variance does not lose digits to
+``E[x^2] - E[x]^2`` cancellation; windows up to 16 bars get an exact two-pass variance on every
+bar. The recomputation costs O(window) once per block, i.e. O(1) per bar.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ from numba import njit, prange
 # Windows up to this size get an exact two-pass variance on every bar: the shifted running sums
 # lose relative accuracy when a short window is flat compared with the bars just before it.
 _EXACT_VARIANCE_MAX_WINDOW = 16
+# SMA and WMA sums are recomputed every max(window, this) bars: short windows would otherwise
+# spend more time recomputing than sliding. Rounding still cannot accumulate past one block.
+_MIN_RECOMPUTE_BLOCK = 512
 
 
 # ----------------------------------------------------------------------------------------------
@@ -86,7 +90,7 @@ def _sma_col_nb(x, start, stop, w, out):
     inv_w = 1.0 / w
     t = first
     while t < stop:
-        # Recompute the window sum around its own mean, then slide it for at most w bars.
+        # Recompute the window sum around its own mean, then slide it for one block.
         total = 0.0
         for i in range(t - w + 1, t + 1):
             total += x[i]
@@ -95,7 +99,7 @@ def _sma_col_nb(x, start, stop, w, out):
         for i in range(t - w + 1, t + 1):
             s1 += x[i] - k
         out[t] = k + s1 * inv_w
-        end = min(t + w, stop)
+        end = min(t + max(w, _MIN_RECOMPUTE_BLOCK), stop)
         for u in range(t + 1, end):
             s1 += x[u] - x[u - w]
             out[u] = k + s1 * inv_w
@@ -261,7 +265,7 @@ def _wma_col_nb(x, start, stop, w, out):
     t = first
     while t < stop:
         # WMA(x) = k + WMA(x - k) because the weights sum to the divider; recompute the sums
-        # around k = x[t], then slide them for at most w bars.
+        # around k = x[t], then slide them for one block.
         k = x[t]
         num = 0.0  # sum of (w - j) * (x[t - j] - k), j = 0 .. w - 1
         s = 0.0  # sum of (x[t - j] - k)
@@ -270,7 +274,7 @@ def _wma_col_nb(x, start, stop, w, out):
             num += (w - j) * y
             s += y
         out[t] = k + num * inv_divider
-        end = min(t + w, stop)
+        end = min(t + max(w, _MIN_RECOMPUTE_BLOCK), stop)
         for u in range(t + 1, end):
             num += w * (x[u] - k) - s  # every older bar loses one unit of weight
             s += x[u] - x[u - w]
@@ -562,46 +566,59 @@ def atr_nb(high, low, close, windows, out=None):
 
 
 @njit(cache=True, nogil=True)
+def _block_suffix_nb(x, start, stop, w, is_max, scratch):
+    # scratch[i] = max (or min) of x[i .. end of i's block], blocks of w bars from `start`
+    b0 = start
+    while b0 < stop:
+        b1 = min(b0 + w, stop)
+        acc = x[b1 - 1]
+        scratch[b1 - 1] = acc
+        for i in range(b1 - 2, b0 - 1, -1):
+            v = x[i]
+            if (v > acc) if is_max else (v < acc):
+                acc = v
+            scratch[i] = acc
+        b0 = b1
+
+
+@njit(cache=True, nogil=True)
+def _block_extreme_nb(x, start, stop, w, first, is_max, scratch, out):
+    # van Herk / Gil-Werman: the extreme of the window [t - w + 1, t] is the extreme of the
+    # suffix of its first block (scratch) and the prefix of its last block: O(n), branch-light.
+    _block_suffix_nb(x, start, stop, w, is_max, scratch)
+    acc = 0.0
+    pos = 0  # position of t in its block
+    for t in range(start, stop):
+        if pos == 0:
+            acc = x[t]
+        else:
+            v = x[t]
+            if (v > acc) if is_max else (v < acc):
+                acc = v
+        pos += 1
+        if pos == w:
+            pos = 0
+        if t >= first:
+            s = scratch[t - w + 1]
+            out[t] = s if ((s > acc) if is_max else (s < acc)) else acc
+
+
+@njit(cache=True, nogil=True)
 def _donchian_col_nb(high, low, start, stop, w, up, mid, lo):
     first = start + w - 1
     if w < 1 or first >= stop:
         first = stop = 0
     _nan_outside(up, first, stop)
-    _nan_outside(mid, first, stop)
     _nan_outside(lo, first, stop)
     if first >= stop:
+        _nan_outside(mid, 0, 0)
         return
-    # Monotonic deques of bar indices (values falling from the head in maxq, rising in minq),
-    # in ring buffers of a power-of-two size > w: each bar enters and leaves once, so O(n).
-    size = 1
-    while size <= w:
-        size *= 2
-    mask = size - 1
-    maxq = np.empty(size, np.int64)
-    minq = np.empty(size, np.int64)
-    max_head = 0
-    max_tail = 0
-    min_head = 0
-    min_tail = 0
-    for t in range(start, stop):
-        while max_tail > max_head and high[maxq[(max_tail - 1) & mask]] <= high[t]:
-            max_tail -= 1
-        maxq[max_tail & mask] = t
-        max_tail += 1
-        if maxq[max_head & mask] <= t - w:
-            max_head += 1
-        while min_tail > min_head and low[minq[(min_tail - 1) & mask]] >= low[t]:
-            min_tail -= 1
-        minq[min_tail & mask] = t
-        min_tail += 1
-        if minq[min_head & mask] <= t - w:
-            min_head += 1
-        if t >= first:
-            hi = high[maxq[max_head & mask]]
-            lw = low[minq[min_head & mask]]
-            up[t] = hi
-            lo[t] = lw
-            mid[t] = (hi + lw) / 2.0
+    # `mid` serves as scratch for the block suffixes before it receives the midpoints.
+    _block_extreme_nb(high, start, stop, w, first, True, mid, up)
+    _block_extreme_nb(low, start, stop, w, first, False, mid, lo)
+    _nan_outside(mid, first, stop)
+    for t in range(first, stop):
+        mid[t] = (up[t] + lo[t]) / 2.0
 
 
 @njit(cache=True, nogil=True, parallel=True)
@@ -610,7 +627,7 @@ def donchian_nb(high, low, windows, out=None):
     and their midpoint; same as ``high.rolling(w).max()``, ``(upper + lower) / 2``,
     ``low.rolling(w).min()`` (and ``talib.MAX``, ``talib.MIDPRICE``, ``talib.MIN``).
 
-    Lookback ``w - 1``. O(n) per window with monotonic deques.
+    Lookback ``w - 1``. O(n) per window (van Herk / Gil-Werman block extremes).
     """
     start, stop = valid_span_nb(high + low)
     n = high.shape[0]
