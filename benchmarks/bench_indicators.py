@@ -45,7 +45,7 @@ def _agreement(ours: np.ndarray, theirs: list[np.ndarray]) -> tuple[float, bool]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bars", type=int, default=1_000_000)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args()
 
     rng = np.random.default_rng(42)
