@@ -127,3 +127,17 @@ def test_demo_runs_end_to_end_and_writes_reports(tmp_path: Path):
     assert "2,000" in result.stdout and "out of sample" in result.stdout
     assert (tmp_path / "demo_report.html").stat().st_size > 100_000
     assert (tmp_path / "demo_best.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_second_sweep_invocation_compiles_nothing(tmp_path: Path):
+    """Numba kernels are cached on disk: a second process only loads them."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba"), NUMBA_DEBUG_CACHE="1")
+    cmd = [str(CELERIS), "sweep", "--grid", "fast=5,10", "--grid", "slow=50", "--json"]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert first.returncode == 0, first.stderr
+    assert "data saved to" in first.stdout + first.stderr  # the cold run compiled and cached
+    second = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert second.returncode == 0, second.stderr
+    log = second.stdout + second.stderr
+    assert "data loaded from" in log
+    assert "data saved to" not in log, [line for line in log.splitlines() if "saved" in line][:5]

@@ -494,6 +494,59 @@ def safe_ratio(num, den):
 
 
 @_jit
+def mark_bar(
+    i,
+    value,
+    prev_value,
+    r_sum,
+    r_sumsq,
+    down_sq,
+    dd_started,
+    peak_val,
+    valley_val,
+    peak_idx,
+    max_dd,
+    max_dd_dur,
+):
+    """Account one bar's closing value: return sums and drawdown records (vectorbt's
+    ``returns_nb`` and ``get_drawdowns_nb``, online). Return the updated state."""
+    if prev_value == 0:
+        if value == 0:
+            r = 0.0
+        else:
+            r = math.inf * sign(value)
+    else:
+        r = (value - prev_value) / prev_value
+        if prev_value < 0:
+            r = -r
+    r_sum += r
+    r_sumsq += r * r
+    r_neg = min(r, 0.0)  # branch-free: the sign of a return is a coin flip for the predictor
+    down_sq += r_neg * r_neg
+    # Drawdown records: a peak, a valley, a recovery (or still active at the end).
+    if math.isnan(peak_val) or value >= peak_val:
+        if not dd_started:
+            peak_val = value
+            peak_idx = i
+        else:
+            dd_started = False
+            dur = i - peak_idx - 1
+            if dur > max_dd_dur:
+                max_dd_dur = dur
+            dd = (valley_val - peak_val) / peak_val
+            if dd < max_dd:
+                max_dd = dd
+            peak_val = value
+            peak_idx = i
+    elif not dd_started:
+        dd_started = True
+        valley_val = value
+    else:
+        valley_val = min(valley_val, value)
+    return r_sum, r_sumsq, down_sq, dd_started, peak_val, valley_val, peak_idx, max_dd, max_dd_dur
+
+
+@_jit
 def simulate_column(
     col,
     close,
@@ -548,10 +601,11 @@ def simulate_column(
     c_exits = col_of(exits, col)
     c_sentries = col_of(short_entries, col)
     c_sexits = col_of(short_exits, col)
-    has_entries = entries.shape[0] == n
-    has_exits = exits.shape[0] == n
-    has_sentries = short_entries.shape[0] == n
-    has_sexits = short_exits.shape[0] == n
+    # Row multipliers: an absent signal array is a (1, 1) False placeholder read at row 0.
+    r_entries = 1 if entries.shape[0] == n else 0
+    r_exits = 1 if exits.shape[0] == n else 0
+    r_sentries = 1 if short_entries.shape[0] == n else 0
+    r_sexits = 1 if short_exits.shape[0] == n else 0
     o_ptr = 0
     t_ptr = 0
     if keep_orders:
@@ -609,7 +663,9 @@ def simulate_column(
     exposure_bars = 0
     value = init_cash
 
-    for i in range(n):
+    i = -1
+    while i + 1 < n:
+        i += 1
         bar_close = close[i, c_close]
         order_price = price[i, c_price]
         if not math.isnan(order_price):
@@ -674,10 +730,10 @@ def simulate_column(
                     order_price = bar_close
 
         if not is_stop:
-            entry = has_entries and entries[i, c_entries]
-            exit_ = has_exits and exits[i, c_exits]
-            s_entry = has_sentries and short_entries[i, c_sentries]
-            s_exit = has_sexits and short_exits[i, c_sexits]
+            entry = entries[i * r_entries, c_entries]
+            exit_ = exits[i * r_exits, c_exits]
+            s_entry = short_entries[i * r_sentries, c_sentries]
+            s_exit = short_exits[i * r_sexits, c_sexits]
             if sig_direction == LONG_ONLY:
                 long_entry = entry
                 long_exit = exit_
@@ -870,41 +926,63 @@ def simulate_column(
             value = cash
         if keep_equity:
             equity[i, col] = value
-        if prev_value == 0:
-            if value == 0:
-                r = 0.0
-            else:
-                r = math.inf * sign(value)
-        else:
-            r = (value - prev_value) / prev_value
-            if prev_value < 0:
-                r = -r
-        prev_value = value
         r_count += 1
-        r_sum += r
-        r_sumsq += r * r
-        r_neg = min(r, 0.0)  # branch-free: the sign of a return is a coin flip for the predictor
-        down_sq += r_neg * r_neg
-        # Drawdown records: a peak, a valley, a recovery (or still active at the end).
-        if math.isnan(peak_val) or value >= peak_val:
-            if not dd_started:
-                peak_val = value
-                peak_idx = i
+        r_sum, r_sumsq, down_sq, dd_started, peak_val, valley_val, peak_idx, max_dd, max_dd_dur = (
+            mark_bar(
+                i,
+                value,
+                prev_value,
+                r_sum,
+                r_sumsq,
+                down_sq,
+                dd_started,
+                peak_val,
+                valley_val,
+                peak_idx,
+                max_dd,
+                max_dd_dur,
+            )
+        )
+        prev_value = value
+
+        # ---- quiet stretch: bars with no signal and no active stop change nothing but prices ----
+        # Tight loops with few live variables (the full bar above is several times slower).
+        if not (use_stops and position != 0):
+            j = i + 1
+            if position == 0:
+                # Flat: value stays the cash, every bar return is exactly 0, a drawdown neither
+                # deepens nor recovers; only the peak index of a non-drawdown moves on.
+                while j < n and not (
+                    entries[j * r_entries, c_entries]
+                    | exits[j * r_exits, c_exits]
+                    | short_entries[j * r_sentries, c_sentries]
+                    | short_exits[j * r_sexits, c_sexits]
+                ):
+                    if keep_equity:
+                        equity[j, col] = value
+                    j += 1
+                r_count += j - i - 1
+                if not dd_started and j - 1 > i:
+                    peak_idx = j - 1
             else:
-                dd_started = False
-                dur = i - peak_idx - 1
-                if dur > max_dd_dur:
-                    max_dd_dur = dur
-                dd = (valley_val - peak_val) / peak_val
-                if dd < max_dd:
-                    max_dd = dd
-                peak_val = value
-                peak_idx = i
-        elif not dd_started:
-            dd_started = True
-            valley_val = value
-        else:
-            valley_val = min(valley_val, value)
+                while j < n and not (
+                    entries[j * r_entries, c_entries]
+                    | exits[j * r_exits, c_exits]
+                    | short_entries[j * r_sentries, c_sentries]
+                    | short_exits[j * r_sexits, c_sexits]
+                ):
+                    value = cash + position * close[j, c_close]
+                    if keep_equity:
+                        equity[j, col] = value
+                    r_sum, r_sumsq, down_sq, dd_started, peak_val, valley_val, peak_idx, max_dd, max_dd_dur = (
+                        mark_bar(j, value, prev_value, r_sum, r_sumsq, down_sq, dd_started, peak_val,
+                                 valley_val, peak_idx, max_dd, max_dd_dur)
+                    )  # fmt: skip
+                    prev_value = value
+                    j += 1
+                exposure_bars += j - i - 1
+                r_count += j - i - 1
+            i = j - 1
 
     if dd_started:
         dur = n - 1 - peak_idx

@@ -40,6 +40,22 @@ METRICS: dict[str, tuple[int, str]] = {
     "orders": (K.M_ORDERS, "filled orders"),
     "open_trade_pnl": (K.M_OPEN_PNL, "unrealised pnl of the open trade at the last close"),
 }
+#: Metrics that are fractions (shown as percents) and cash amounts, for reports and tables.
+PERCENT_METRICS = frozenset(
+    {
+        "total_return",
+        "cagr",
+        "volatility",
+        "max_drawdown",
+        "win_rate",
+        "best_trade",
+        "worst_trade",
+        "avg_winning_trade",
+        "avg_losing_trade",
+        "exposure",
+    }
+)
+CASH_METRICS = frozenset({"start_value", "end_value", "expectancy", "total_fees", "open_trade_pnl"})
 _COUNT_METRICS = ("trades", "closed_trades", "orders")
 _HIGHER_IS_WORSE = ("max_drawdown", "max_drawdown_duration", "volatility", "total_fees")
 
@@ -316,6 +332,27 @@ def from_signals(
     return Portfolio(inputs, bar_index, columns, freq=td, year_days=year_days, device=device)
 
 
+def metrics_frame(metrics: np.ndarray, index: pd.Index, freq: pd.Timedelta | None) -> pd.DataFrame:
+    """Kernel metric rows as a frame of :data:`METRICS` (counts as ints, durations as Timedelta)."""
+    data: dict[str, Any] = {}
+    for name, (slot, _) in METRICS.items():
+        col = metrics[:, slot]
+        if name in _COUNT_METRICS:
+            data[name] = col.astype(np.int64)
+        elif name == "max_drawdown_duration" and freq is not None:
+            data[name] = pd.to_timedelta(col * freq.value, unit="ns")
+        else:
+            data[name] = col
+    return pd.DataFrame(data, index=index)
+
+
+def rank_order(values: np.ndarray, metric: str) -> np.ndarray:
+    """Positions of finite ``values`` from best to worst (ascending for drawdown-like metrics)."""
+    key = np.asarray(values, dtype=np.float64)
+    order = np.argsort(key if metric in _HIGHER_IS_WORSE else -key, kind="stable")
+    return order[np.isfinite(key[order])]
+
+
 def _keywords() -> list[str]:
     return [p for p in inspect.signature(from_signals).parameters if p != "unknown"]
 
@@ -397,21 +434,11 @@ class Portfolio:
         Returns are fractions (0.12 = 12%); ``max_drawdown_duration`` is a Timedelta when the bar
         spacing is known, else a bar count.
         """
-        m = self._outputs.metrics
-        data: dict[str, Any] = {
-            "start": self.index[0],
-            "end": self.index[-1],
-            "start_value": self._inputs.params[:, K.P_INIT_CASH],
-        }
-        for name, (slot, _) in METRICS.items():
-            col = m[:, slot]
-            if name in _COUNT_METRICS:
-                data[name] = col.astype(np.int64)
-            elif name == "max_drawdown_duration" and self.freq is not None:
-                data[name] = pd.to_timedelta(col * self.freq.value, unit="ns")
-            else:
-                data[name] = col
-        return pd.DataFrame(data, index=self.columns)
+        frame = metrics_frame(self._outputs.metrics, self.columns, self.freq)
+        frame.insert(0, "start_value", self._inputs.params[:, K.P_INIT_CASH])
+        frame.insert(0, "end", self.index[-1])
+        frame.insert(0, "start", self.index[0])
+        return frame
 
     def best(self, metric: str = "sharpe", n: int = 10) -> pd.DataFrame:
         """Return the ``n`` best columns by ``metric`` (lowest first for drawdown-like metrics)."""
@@ -419,14 +446,9 @@ class Portfolio:
             raise ConfigError(f"unknown metric {metric!r}{did_you_mean(metric, METRICS)}")
         if n < 1:
             raise ConfigError(f"n must be >= 1, got {n}")
-        stats = self.stats()
-        key = stats[metric]
-        if metric == "max_drawdown_duration" and self.freq is not None:
-            key = key.dt.total_seconds()
-        ascending = metric in _HIGHER_IS_WORSE
-        order = np.argsort(key.to_numpy(dtype=np.float64) * (1 if ascending else -1), kind="stable")
-        finite = order[np.isfinite(key.to_numpy(dtype=np.float64)[order])]
-        return stats.iloc[finite[:n]]
+        return self.stats().iloc[
+            rank_order(self._outputs.metrics[:, METRICS[metric][0]], metric)[:n]
+        ]
 
     # ---- curves and records (re-run on demand) ----
     @cached_property

@@ -21,7 +21,13 @@ from typing import IO, TYPE_CHECKING, Any, Literal
 import numpy as np
 import pandas as pd
 
-from celeris.backtest.portfolio import _HIGHER_IS_WORSE, METRICS, Portfolio
+from celeris.backtest.portfolio import (
+    _HIGHER_IS_WORSE,
+    CASH_METRICS,
+    METRICS,
+    PERCENT_METRICS,
+    Portfolio,
+)
 from celeris.errors import ConfigError, did_you_mean
 
 if TYPE_CHECKING:
@@ -32,22 +38,9 @@ MAX_PLOT_BARS = 20_000
 #: Rows of the top-columns tables.
 _TOP_N = 10
 
-_PERCENT = frozenset(
-    {
-        "total_return",
-        "cagr",
-        "volatility",
-        "max_drawdown",
-        "win_rate",
-        "best_trade",
-        "worst_trade",
-        "avg_winning_trade",
-        "avg_losing_trade",
-        "exposure",
-    }
-)
+_PERCENT = PERCENT_METRICS
 _RATIO = frozenset({"sharpe", "sortino", "calmar", "profit_factor"})
-_CASH = frozenset({"start_value", "end_value", "expectancy", "total_fees", "open_trade_pnl"})
+_CASH = CASH_METRICS
 _COUNT = frozenset({"trades", "closed_trades", "orders"})
 _LABELS = {
     "start": "Start",

@@ -12,7 +12,14 @@ import numpy as np
 import pandas as pd
 
 from celeris.backtest import kernel as K
-from celeris.backtest.portfolio import METRICS, Portfolio, from_signals
+from celeris.backtest.portfolio import (
+    _HIGHER_IS_WORSE,
+    METRICS,
+    Portfolio,
+    from_signals,
+    metrics_frame,
+    rank_order,
+)
 from celeris.backtest.strategies import Strategy, check_bars, get_strategy
 from celeris.compute import resolve_device
 from celeris.errors import ConfigError, did_you_mean
@@ -96,26 +103,15 @@ class SweepResult:
 
     def stats(self) -> pd.DataFrame:
         """One row per combination with every metric of :data:`celeris.backtest.METRICS`."""
-        out: dict[str, Any] = {"start_value": float(self.options.get("init_cash", 100_000.0))}
-        for name, (slot, _) in METRICS.items():
-            col = self.metrics[:, slot]
-            if name in ("trades", "closed_trades", "orders"):
-                out[name] = col.astype(np.int64)
-            elif name == "max_drawdown_duration" and self.freq is not None:
-                out[name] = pd.to_timedelta(col * self.freq.value, unit="ns")
-            else:
-                out[name] = col
-        return pd.DataFrame(out, index=self.index)
+        frame = metrics_frame(self.metrics, self.index, self.freq)
+        frame.insert(0, "start_value", float(self.options.get("init_cash", 100_000.0)))
+        return frame
 
     def best(self, metric: str = "sharpe", n: int = 10) -> pd.DataFrame:
         """The ``n`` best combinations by ``metric`` (NaN last, drawdowns ascending)."""
         if metric not in METRICS:
             raise ConfigError(f"unknown metric {metric!r}{did_you_mean(metric, METRICS)}")
-        key = self.metrics[:, METRICS[metric][0]]
-        ascending = metric in ("max_drawdown", "max_drawdown_duration", "volatility", "total_fees")
-        order = np.argsort(key if ascending else -key, kind="stable")
-        order = order[np.isfinite(key[order])]
-        return self.stats().iloc[order[:n]]
+        return self.stats().iloc[rank_order(self.metrics[:, METRICS[metric][0]], metric)[:n]]
 
     def best_params(self, metric: str = "sharpe") -> dict[str, Any]:
         """Parameters of the best combination by ``metric``."""
@@ -144,7 +140,12 @@ class SweepResult:
             raise ConfigError("a heat-map needs two parameters")
         x = x or names[0]
         y = y or names[1]
+        if metric not in METRICS:
+            raise ConfigError(f"unknown metric {metric!r}{did_you_mean(metric, METRICS)}")
         frame = self.combos.assign(_value=self.metrics[:, METRICS[metric][0]])
+        # With more than two parameters a cell shows its best value (lowest for drawdown-like metrics).
+        if metric in _HIGHER_IS_WORSE:
+            return frame.pivot_table(index=y, columns=x, values="_value", aggfunc="min")
         return frame.pivot_table(index=y, columns=x, values="_value", aggfunc="max")
 
     def to_html(self, path: str | Path, metric: str = "sharpe") -> Path:

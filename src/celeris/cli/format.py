@@ -9,30 +9,10 @@ import numpy as np
 import pandas as pd
 from rich.table import Table
 
-PERCENT = {
-    "total_return",
-    "cagr",
-    "volatility",
-    "max_drawdown",
-    "win_rate",
-    "best_trade",
-    "worst_trade",
-    "avg_winning_trade",
-    "avg_losing_trade",
-    "exposure",
-    "oos_total_return",
-    "return",
-}
-MONEY = {
-    "start_value",
-    "end_value",
-    "expectancy",
-    "total_fees",
-    "open_trade_pnl",
-    "entry_price",
-    "exit_price",
-    "pnl",
-}
+from celeris.backtest.portfolio import CASH_METRICS, PERCENT_METRICS
+
+PERCENT = PERCENT_METRICS | {"oos_total_return", "return"}
+MONEY = CASH_METRICS | {"entry_price", "exit_price", "pnl"}
 SUMMARY_COLUMNS = [
     "total_return",
     "cagr",
