@@ -25,4 +25,4 @@ def test_docs_python_example_runs(doc, k, code, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("CELERIS_HOME", str(tmp_path / "home"))
     namespace: dict = {"__name__": f"doc_{doc}_{k}"}
-    exec(compile(code, f"{doc}[{k}]", "exec"), namespace)  # noqa: S102 - the docs are ours
+    exec(compile(code, f"{doc}[{k}]", "exec"), namespace)
