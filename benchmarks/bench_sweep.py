@@ -51,7 +51,7 @@ def load_close(n_bars: int):
     return cd.synthetic(n_bars, freq="1min", seed=0)
 
 
-def worker_celeris(n_bars: int, repeat: int, out: Path) -> dict:
+def worker_celeris(n_bars: int, repeat: int, out: Path, device: str = "auto") -> dict:
     t0 = time.perf_counter()
     import celeris.backtest as bt
 
@@ -60,13 +60,15 @@ def worker_celeris(n_bars: int, repeat: int, out: Path) -> dict:
     grid = {"fast": FAST, "slow": SLOW}
     t0 = time.perf_counter()
     tiny = bt.sweep(bars.iloc[:2000], "sma_cross", {"fast": [10], "slow": [50]}, progress=False,
-                    fees=FEES, slippage=SLIPPAGE)  # fmt: skip
+                    fees=FEES, slippage=SLIPPAGE, device=device)  # fmt: skip
     t_first = time.perf_counter() - t0
     del tiny
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
-        result = bt.sweep(bars, "sma_cross", grid, progress=False, fees=FEES, slippage=SLIPPAGE)
+        result = bt.sweep(
+            bars, "sma_cross", grid, progress=False, fees=FEES, slippage=SLIPPAGE, device=device
+        )
         times.append(time.perf_counter() - t0)
     stats = result.stats()
     np.save(out, stats[COMPARED].to_numpy(dtype=np.float64))
@@ -144,6 +146,7 @@ def main() -> None:
     )
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--skip-vbt", action="store_true")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--worker", choices=["celeris", "vectorbt"], help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -151,7 +154,7 @@ def main() -> None:
     if args.worker:
         n = args.bars[0]
         if args.worker == "celeris":
-            info = worker_celeris(n, args.repeat, Path(args.out))
+            info = worker_celeris(n, args.repeat, Path(args.out), args.device)
         else:
             info = worker_vectorbt(n, args.vbt_variants or len(pairs()), Path(args.out))
         info["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -181,7 +184,7 @@ def main() -> None:
             print(f"\n== {n:,} bars x {total:,} variants ==")
             print(f"celeris : import {cel['import_s']:.2f} s | first call (JIT/cache) {cel['first_call_s']:.2f} s | "
                   f"warm {cel['warm_s']:.2f} s ({rate / 1e6:.0f} M bar-variants/s) | "
-                  f"peak RSS {cel['max_rss_mb']:.0f} MB")  # fmt: skip
+                  f"peak RSS {cel['max_rss_mb']:.0f} MB | device {cel['device']}")  # fmt: skip
             if args.skip_vbt:
                 continue
             k = min(args.vbt_variants or total, total)
