@@ -77,6 +77,7 @@ def worker_celeris(n_bars: int, repeat: int, out: Path, device: str = "auto") ->
         "first_call_s": t_first,
         "warm_s": min(times),
         "variants": len(stats),
+        "device": result.device,
     }
 
 

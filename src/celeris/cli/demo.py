@@ -39,8 +39,11 @@ def register(app: typer.Typer) -> None:
         about = SAMPLES.get(name, "") if data.startswith("sample:") else ""
         console.rule("[bold]Celeris demo")
         console.print(
-            f"data: [bold]{data}[/] {about} - {len(bars):,} daily bars, "
-            f"{bars.index[0]:%Y-%m-%d} to {bars.index[-1]:%Y-%m-%d}"
+            f"data: [bold]{data}[/]: "
+            + (
+                about
+                or f"{len(bars):,} bars, {bars.index[0]:%Y-%m-%d} to {bars.index[-1]:%Y-%m-%d}"
+            )
         )
         opts: dict[str, Any] = {"fees": 0.001, "slippage": 0.0005, "year_days": 252}
         t0 = time.perf_counter()
