@@ -58,9 +58,23 @@ def band_signals_nb(x, x_idx, lower, upper, entries, exits):
             prev = cur
 
 
-def empty_signals(n_bars: int, n_cols: int) -> tuple[np.ndarray, np.ndarray]:
-    """Allocate Fortran-ordered entry and exit matrices."""
-    return (
-        np.empty((n_bars, n_cols), dtype=np.bool_, order="F"),
-        np.empty((n_bars, n_cols), dtype=np.bool_, order="F"),
-    )
+class SignalBuffers:
+    """Reusable Fortran-ordered bool matrices for signal chunks.
+
+    A sweep asks for the same chunk width again and again; fresh 64 MB arrays per chunk cost a
+    page fault per 4 KB on first touch (several seconds over a 1M-bar sweep), so the buffers are
+    allocated once, at the widest chunk seen, and handed out as column-prefix views. A view is
+    valid until the next :meth:`take`.
+    """
+
+    def __init__(self, n_bars: int) -> None:
+        self.n_bars = n_bars
+        self._pool: list[np.ndarray] = []
+
+    def take(self, n_cols: int, count: int = 2) -> list[np.ndarray]:
+        if len(self._pool) < count or self._pool[0].shape[1] < n_cols:
+            width = max(n_cols, self._pool[0].shape[1] if self._pool else 0)
+            self._pool = [
+                np.empty((self.n_bars, width), dtype=np.bool_, order="F") for _ in range(count)
+            ]
+        return [buf[:, :n_cols] for buf in self._pool[:count]]

@@ -141,8 +141,8 @@ class Strategy:
             raise ConfigError("signals() takes exactly one value per parameter")
         entries, exits = self.prepare(bars, combos)(slice(0, 1))
         return (
-            pd.Series(entries[:, 0], index=bars.index, name="entries"),
-            pd.Series(exits[:, 0], index=bars.index, name="exits"),
+            pd.Series(entries[:, 0].copy(), index=bars.index, name="entries"),
+            pd.Series(exits[:, 0].copy(), index=bars.index, name="exits"),
         )
 
 
@@ -165,10 +165,11 @@ def _ma_cross(kind: str) -> Callable[[pd.DataFrame, pd.DataFrame], SignalFn]:
         ma = ma_nb(close, windows)
         n = len(combos)
         fast_idx, slow_idx = inverse[:n], inverse[n:]
+        buffers = S.SignalBuffers(close.shape[0])
 
         def signals(rows: slice) -> tuple[np.ndarray, np.ndarray]:
             fi, si = fast_idx[rows], slow_idx[rows]
-            entries, exits = S.empty_signals(close.shape[0], fi.shape[0])
+            entries, exits = buffers.take(fi.shape[0])
             S.cross_signals_nb(ma, fi, ma, si, entries, exits)
             return entries, exits
 
@@ -185,10 +186,11 @@ def _rsi_reversion(bars: pd.DataFrame, combos: pd.DataFrame) -> SignalFn:
     rsi = ind.rsi_nb(close, windows)
     lower = combos["lower"].to_numpy(dtype=np.float64)
     upper = combos["upper"].to_numpy(dtype=np.float64)
+    buffers = S.SignalBuffers(close.shape[0])
 
     def signals(rows: slice) -> tuple[np.ndarray, np.ndarray]:
         idx = inverse[rows]
-        entries, exits = S.empty_signals(close.shape[0], idx.shape[0])
+        entries, exits = buffers.take(idx.shape[0])
         S.band_signals_nb(rsi, idx, lower[rows], upper[rows], entries, exits)
         return entries, exits
 
@@ -209,13 +211,12 @@ def _bbands_breakout(bars: pd.DataFrame, combos: pd.DataFrame) -> SignalFn:
         upper[:, j] = u[:, 0]
         middle[:, j] = m[:, 0]
     close_2d = close.reshape(-1, 1)
+    buffers = S.SignalBuffers(close.shape[0])
 
     def signals(rows: slice) -> tuple[np.ndarray, np.ndarray]:
         idx = inverse[rows]
         zero = np.zeros(idx.shape[0], dtype=np.int64)
-        entries, _ = S.empty_signals(close.shape[0], idx.shape[0])
-        _, exits = S.empty_signals(close.shape[0], idx.shape[0])
-        scratch_e, scratch_x = S.empty_signals(close.shape[0], idx.shape[0])
+        entries, exits, scratch_e, scratch_x = buffers.take(idx.shape[0], 4)
         S.cross_signals_nb(close_2d, zero, upper, idx, entries, scratch_x)  # close above upper band
         S.cross_signals_nb(close_2d, zero, middle, idx, scratch_e, exits)  # close below the middle
         return entries, exits
@@ -237,12 +238,12 @@ def _donchian_breakout(bars: pd.DataFrame, combos: pd.DataFrame) -> SignalFn:
     n = len(combos)
     entry_idx, exit_idx = inverse[:n], inverse[n:]
     close_2d = close.reshape(-1, 1)
+    buffers = S.SignalBuffers(close.shape[0])
 
     def signals(rows: slice) -> tuple[np.ndarray, np.ndarray]:
         ei, xi = entry_idx[rows], exit_idx[rows]
         zero = np.zeros(ei.shape[0], dtype=np.int64)
-        entries, scratch_x = S.empty_signals(close.shape[0], ei.shape[0])
-        scratch_e, exits = S.empty_signals(close.shape[0], ei.shape[0])
+        entries, exits, scratch_e, scratch_x = buffers.take(ei.shape[0], 4)
         S.cross_signals_nb(close_2d, zero, upper, ei, entries, scratch_x)
         S.cross_signals_nb(close_2d, zero, lower, xi, scratch_e, exits)
         return entries, exits
@@ -257,12 +258,13 @@ def _macd_cross(bars: pd.DataFrame, combos: pd.DataFrame) -> SignalFn:
     fast = combos["fast"].to_numpy(dtype=np.int64)
     slow = combos["slow"].to_numpy(dtype=np.int64)
     signal = combos["signal"].to_numpy(dtype=np.int64)
+    buffers = S.SignalBuffers(close.shape[0])
 
     def signals(rows: slice) -> tuple[np.ndarray, np.ndarray]:
         macd, sig, _ = ind.macd_nb(close, fast[rows], slow[rows], signal[rows])
         k = macd.shape[1]
         idx = np.arange(k, dtype=np.int64)
-        entries, exits = S.empty_signals(close.shape[0], k)
+        entries, exits = buffers.take(k)
         S.cross_signals_nb(macd, idx, sig, idx, entries, exits)
         return entries, exits
 
