@@ -196,3 +196,23 @@ GOLDEN_SP500: dict[str, float] = {
     "trades": 68.0,
     "total_fees": 11592.168707805882,
 }
+
+
+def test_from_signals_multi_asset_columns_equal_single_asset_runs(sp500: pd.DataFrame):
+    from arch.data import nasdaq
+
+    raw = nasdaq.load()
+    nq = pd.Series(raw["Close"].to_numpy(dtype=float), index=sp500.index)
+    close = pd.DataFrame({"SPX": sp500["close"], "NDX": nq})
+    fast, slow = close.rolling(10).mean(), close.rolling(40).mean()
+    above = fast > slow
+    entries = above & ~above.shift(1, fill_value=False)
+    exits = ~above & above.shift(1, fill_value=False)
+    pf = from_signals(close, entries, exits, fees=0.001, sl_stop=0.1, year_days=252)
+    assert list(pf.columns) == ["SPX", "NDX"]
+    for asset in close.columns:
+        alone = from_signals(
+            close[asset], entries[asset], exits[asset], fees=0.001, sl_stop=0.1, year_days=252
+        )
+        assert np.array_equal(pf[asset].equity.to_numpy(), alone.equity.to_numpy())
+        assert pf[asset].trades.drop(columns="column").equals(alone.trades.drop(columns="column"))
