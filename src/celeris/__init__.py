@@ -11,6 +11,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from celeris.errors import (
+    CelerisWarning,
     CelerisError,
     CelerisTypeError,
     ConfigError,
@@ -41,6 +42,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "CelerisError",
+    "CelerisWarning",
     "CelerisTypeError",
     "ConfigError",
     "DataError",

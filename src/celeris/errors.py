@@ -39,6 +39,10 @@ class StoreError(CelerisError, RuntimeError):
     """The local market-data store could not be read or written."""
 
 
+class CelerisWarning(UserWarning):
+    """A recoverable oddity the user should know about (results are still produced)."""
+
+
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """Return a ``" (did you mean 'x'?)"`` hint for an unknown ``name``, or ``""``."""
     close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)

@@ -216,3 +216,17 @@ def test_from_signals_multi_asset_columns_equal_single_asset_runs(sp500: pd.Data
         )
         assert np.array_equal(pf[asset].equity.to_numpy(), alone.equity.to_numpy())
         assert pf[asset].trades.drop(columns="column").equals(alone.trades.drop(columns="column"))
+
+
+def test_stats_without_bar_spacing_warns_and_gives_nan_annualised_metrics():
+    from celeris.errors import CelerisWarning
+
+    pf = from_signals(CLOSE.to_numpy(), ENTRIES.to_numpy(), EXITS.to_numpy())
+    with pytest.warns(CelerisWarning, match="freq="):
+        stats = pf.stats()
+    assert np.isnan(stats["sharpe"].iloc[0]) and np.isfinite(stats["total_return"].iloc[0])
+    assert np.isfinite(
+        from_signals(CLOSE.to_numpy(), ENTRIES.to_numpy(), EXITS.to_numpy(), freq="1D")
+        .stats()["sharpe"]
+        .iloc[0]
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import warnings
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import pandas as pd
 from celeris.backtest import _inputs as I
 from celeris.backtest import kernel as K
 from celeris.backtest.engine import KernelInputs, KernelOutputs, simulate
-from celeris.errors import ConfigError, did_you_mean
+from celeris.errors import CelerisWarning, ConfigError, did_you_mean
 
 #: Columns of :meth:`Portfolio.stats`, in order, with their kernel slot and meaning.
 METRICS: dict[str, tuple[int, str]] = {
@@ -432,8 +433,17 @@ class Portfolio:
         """Return one row per column with every metric (see :data:`METRICS` for definitions).
 
         Returns are fractions (0.12 = 12%); ``max_drawdown_duration`` is a Timedelta when the bar
-        spacing is known, else a bar count.
+        spacing is known, else a bar count. Without a datetime index or ``freq=`` the bar spacing
+        is unknown and the annualised metrics (cagr, volatility, sharpe, sortino, calmar) are NaN,
+        with a :class:`~celeris.errors.CelerisWarning`.
         """
+        if np.isnan(self.ann_factor):
+            warnings.warn(
+                "bar spacing unknown (no datetime index and no freq=...): annualised metrics are NaN; "
+                "pass freq='1h' (or the data's spacing) to from_signals",
+                CelerisWarning,
+                stacklevel=2,
+            )
         frame = metrics_frame(self._outputs.metrics, self.columns, self.freq)
         frame.insert(0, "start_value", self._inputs.params[:, K.P_INIT_CASH])
         frame.insert(0, "end", self.index[-1])
