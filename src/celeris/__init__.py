@@ -11,9 +11,9 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from celeris.errors import (
-    CelerisWarning,
     CelerisError,
     CelerisTypeError,
+    CelerisWarning,
     ConfigError,
     DataError,
     DeviceError,
@@ -42,8 +42,8 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "CelerisError",
-    "CelerisWarning",
     "CelerisTypeError",
+    "CelerisWarning",
     "ConfigError",
     "DataError",
     "DeviceError",
