@@ -18,16 +18,6 @@ from celeris.models.registry import build_model, get_model
 from tests.helpers import assert_values_close
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # On 2 shared, busy cores torch's spinning OpenMP threads slow small matmuls ~100x; one
-    # thread is faster for these tiny models (a conftest is the better home).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _small(**overrides) -> CNNLSTM:
     args = {
         "n_features": 5,

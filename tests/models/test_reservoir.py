@@ -17,16 +17,6 @@ from celeris.models.reservoir import EchoStateNetwork
 from tests.helpers import assert_values_close
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # On 2 shared, busy cores torch's spinning OpenMP threads made the small time-loop matmuls
-    # ~100x slower than one thread (4.8 s vs 0.03 s for 300 steps); a conftest is the better home.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _sine_windows(
     n: int, input_size: int, horizon: int, seed: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
