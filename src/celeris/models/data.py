@@ -452,8 +452,9 @@ class WindowScaler:
             loc = t.mean(dim=1, keepdim=True)  # [B, L, C] -> [B, 1, C]
             spread = t.std(dim=1, keepdim=True, correction=0)
         else:
-            loc = t.median(dim=1, keepdim=True).values  # [B, L, C] -> [B, 1, C]
-            spread = (t - loc).abs().median(dim=1, keepdim=True).values
+            # quantile, not torch.median (which returns the lower middle value of an even count)
+            loc = t.quantile(0.5, dim=1, keepdim=True)  # [B, L, C] -> [B, 1, C]
+            spread = (t - loc).abs().quantile(0.5, dim=1, keepdim=True)
             spread = torch.where(
                 spread > self.eps, spread, t.std(dim=1, keepdim=True, correction=0)
             )
