@@ -205,7 +205,7 @@ def test_training_bars_are_distinct_input_bars_in_order():
 def test_scaler_fitted_on_train_slice_only(cls):
     values = _panel(300)
     values[200:] += 50.0  # a regime the training split must not see
-    train, _, test = split_by_time(make_windows(values, 10, 5), val=0.1, test=0.2)
+    train, _, _ = split_by_time(make_windows(values, 10, 5), val=0.1, test=0.2)
     scaler = cls().fit(training_bars(train))
     part = values[: train.end.max() + 1].astype(np.float32).astype(np.float64)
     if cls is StandardScaler:
