@@ -17,6 +17,7 @@ from celeris.models.data import (
     StandardScaler,
     WindowScaler,
     feature_frame,
+    make_panel_windows,
     make_scaler,
     make_windows,
     split_by_time,
@@ -144,6 +145,44 @@ def test_make_windows_nan_in_frame_names_timestamp_and_column():
 def test_make_windows_unknown_target_column_suggests_name():
     with pytest.raises(ConfigError, match="did you mean 'close'"):
         make_windows(make_bars(12), 3, 1, target="clse")
+
+
+def test_make_panel_windows_interleaves_assets_by_time():
+    a, b = _panel(30, c=2, seed=1), _panel(30, c=2, seed=2)
+    w = make_panel_windows({"BTC": a, "ETH": b}, input_size=5, horizon=2, step=3)
+    single = make_windows(b, 5, 2, step=3)
+    assert w.assets == ("BTC", "ETH")
+    assert len(w) == 2 * len(single)
+    assert np.array_equal(w.end, np.repeat(single.end, 2))
+    assert np.array_equal(w.series, np.tile([0, 1], len(single)))
+    assert np.array_equal(w.x[1::2], single.x) and np.array_equal(w.y[1::2], single.y)
+
+
+def test_make_panel_windows_multiindex_frame_and_errors():
+    bars = make_bars(40)
+    frame = pd.concat({"A": bars, "B": bars * 2}, axis=1)
+    w = make_panel_windows(frame, 4, 1, target="close")
+    assert w.assets == ("A", "B") and w.columns == tuple(bars.columns)
+    assert_values_close(w.y[1::2], 2 * w.y[::2], rtol=1e-6)
+    with pytest.raises(DataError, match="asset 'B': too short"):
+        make_panel_windows({"A": np.ones(20), "B": np.ones(4)}, 3, 2)
+    with pytest.raises(DataError, match="differ in length"):
+        make_panel_windows({"A": np.ones(20), "B": np.ones(21)}, 3, 2)
+    with pytest.raises(DataError, match="asset 'B': NaN at row 3"):
+        make_panel_windows({"A": np.ones(20), "B": np.r_[np.ones(3), np.nan, np.ones(16)]}, 3, 2)
+
+
+def test_split_by_time_panel_splits_every_asset_at_the_same_bar():
+    panel = {name: _panel(200, c=1, seed=k) for k, name in enumerate("ABC")}
+    w = make_panel_windows(panel, 8, 3)
+    train, val, test = split_by_time(w, val=0.1, test=0.2)
+    for part in (train, val, test):
+        counts = np.unique(part.end, return_counts=True)[1]
+        assert (counts == 3).all()  # never part of a bar's assets in one set, part in another
+    assert train.end.max() + 3 < val.end.min() - 8 + 1
+    assert val.end.max() + 3 < test.end.min() - 8 + 1
+    bars = training_bars(train)
+    assert bars.shape == (3 * (train.end.max() + 1), 1)
 
 
 # ------------------------------------------------------------------------------ splits

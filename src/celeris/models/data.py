@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -39,6 +39,7 @@ __all__ = [
     "WindowScaler",
     "Windows",
     "feature_frame",
+    "make_panel_windows",
     "make_scaler",
     "make_windows",
     "split_by_time",
@@ -48,14 +49,15 @@ __all__ = [
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Windows:
-    """Input/target windows cut from one series of bars.
+    """Input/target windows cut from one series of bars (or a panel of aligned series).
 
     Attributes
     ----------
     x : np.ndarray
         ``[N, L, C]`` float32 inputs (``L = input_size``, ``C`` features). A read-only strided
         view over one float32 copy of the data (memory ``O(T * C)``, not ``O(N * L * C)``);
-        indexing a batch (``x[idx]``) makes a contiguous copy.
+        indexing a batch (``x[idx]``) makes a contiguous, writable copy. Pass that (or
+        ``np.array(w.x)``) to ``torch.from_numpy``, which warns on read-only arrays.
     y : np.ndarray
         ``[N, H]`` float32 targets: the next ``H`` values of the target channel.
     end : np.ndarray
@@ -66,6 +68,10 @@ class Windows:
         Names of the channels when the input had them.
     time : pd.Index or None
         Timestamp of each window's ``end`` bar when the input had an index.
+    series : np.ndarray or None
+        ``[N]`` int64 position in ``assets`` of each window's series (panels only).
+    assets : tuple of str or None
+        Names of the panel's series (panels only).
     """
 
     x: np.ndarray
@@ -74,6 +80,8 @@ class Windows:
     target: int = 0
     columns: tuple[str, ...] | None = None
     time: pd.Index | None = None
+    series: np.ndarray | None = None
+    assets: tuple[str, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.end)
@@ -98,6 +106,7 @@ class Windows:
             y=self.y[index],
             end=self.end[index],
             time=None if self.time is None else self.time[index],
+            series=None if self.series is None else self.series[index],
         )
 
 
@@ -216,6 +225,65 @@ def make_windows(
     return Windows(x=x, y=y, end=end, target=target, columns=columns, time=time)
 
 
+def make_panel_windows(
+    panel: Mapping[str, Any] | pd.DataFrame,
+    input_size: int,
+    horizon: int,
+    step: int = 1,
+    target: int | str = 0,
+) -> Windows:
+    """Cut every series of a multi-asset panel into windows, ordered by time then asset.
+
+    ``panel`` is a mapping ``{asset: values}`` of equally long series on one time axis (frames
+    must share their index), or a frame with MultiIndex columns ``(asset, field)``. Each series
+    is windowed as by :func:`make_windows` (same alignment, same errors, naming the asset);
+    ``series`` tells which asset a window comes from and ``end`` is the shared bar row, so
+    :func:`split_by_time` splits every asset at the same time.
+    """
+    if isinstance(panel, pd.DataFrame):
+        if not isinstance(panel.columns, pd.MultiIndex) or panel.columns.nlevels != 2:
+            raise DataError("a panel frame needs MultiIndex columns (asset, field)")
+        panel = {str(a): panel[a] for a in panel.columns.get_level_values(0).unique()}
+    if not isinstance(panel, Mapping) or not panel:
+        raise DataError(
+            "panel must be a non-empty mapping {asset: values} or a (asset, field) frame"
+        )
+    parts: list[Windows] = []
+    lengths: dict[str, int] = {}
+    first_index: pd.Index | None = None
+    for asset, values in panel.items():
+        try:
+            w = make_windows(values, input_size, horizon, step=step, target=target)
+        except (DataError, ConfigError) as exc:
+            raise type(exc)(f"asset {asset!r}: {exc}") from None
+        lengths[str(asset)] = int(w.end[-1]) + horizon + 1
+        index = getattr(values, "index", None)
+        if first_index is None:
+            first_index = index
+        elif index is not None and not index.equals(first_index):
+            raise DataError(
+                f"asset {asset!r}: its index differs from the first asset's; align them"
+            )
+        parts.append(w)
+    if len(set(lengths.values())) > 1:
+        raise DataError(f"panel series differ in length: {lengths}; align them on one time axis")
+    n_assets, n_windows = len(parts), len(parts[0])
+    order = np.arange(n_windows * n_assets)  # window-major -> time then asset
+    x = np.stack([w.x for w in parts], axis=1)  # A x [N, L, C] -> [N, A, L, C]
+    y = np.stack([w.y for w in parts], axis=1)  # A x [N, H] -> [N, A, H]
+    base = parts[0]
+    return Windows(
+        x=x.reshape(n_windows * n_assets, *x.shape[2:]),  # [N, A, L, C] -> [N * A, L, C]
+        y=y.reshape(n_windows * n_assets, -1),  # [N, A, H] -> [N * A, H]
+        end=np.repeat(base.end, n_assets),
+        target=base.target,
+        columns=base.columns,
+        time=None if base.time is None else base.time.repeat(n_assets),
+        series=(order % n_assets).astype(np.int64),
+        assets=tuple(lengths),
+    )
+
+
 def split_by_time(
     windows: Windows, val: float = 0.1, test: float = 0.2
 ) -> tuple[Windows, Windows, Windows]:
@@ -241,8 +309,8 @@ def split_by_time(
             raise ConfigError(f"{name} must be a fraction in [0, 1), got {frac!r}")
     if val + test >= 1.0:
         raise ConfigError(f"val + test must be < 1, got {val} + {test}")
-    if len(windows.end) > 1 and np.any(np.diff(windows.end) <= 0):
-        raise DataError("windows are not in increasing time order (end must increase)")
+    if len(windows.end) > 1 and np.any(np.diff(windows.end) < 0):
+        raise DataError("windows are not in time order (end must not decrease)")
     n = len(windows)
     n_test = round(test * n)
     n_val = round(val * n)
@@ -250,8 +318,13 @@ def split_by_time(
         raise DataError(f"{n} window(s) are too few for val={val}, test={test}")
     gap = windows.input_size + windows.horizon
     end = windows.end
-    test_start = n - n_test
-    val_start = test_start - n_val
+    # Panels hold several windows per end bar: move each boundary to the start of its bar.
+    test_start = int(np.searchsorted(end, end[n - n_test], side="left")) if n_test else n
+    val_start = (
+        int(np.searchsorted(end, end[max(test_start - n_val, 0)], side="left"))
+        if n_val
+        else test_start
+    )
 
     def purged(stop: int, next_start: int) -> int:
         # Keep windows [.., stop) whose end <= end[next_start] - L - H (none to purge if the
@@ -281,13 +354,16 @@ def training_bars(windows: Windows) -> np.ndarray:
     """Return the distinct bars ``[M, C]`` seen by the inputs of ``windows``, oldest first.
 
     Fit a global scaler on these (``scaler.fit(training_bars(train))``): every bar counts once
-    however many windows it appears in, and no target-only bar is used.
+    however many windows it appears in, and no target-only bar is used. For panel windows the
+    bars of every asset are pooled (one scaler for the panel).
     """
     n_windows, length, n_channels = windows.x.shape
     if n_windows == 0:
         raise DataError("no windows to take training bars from")
     # Bar row of every input position: [N, 1] + [1, L] -> [N, L]
     rows = windows.end[:, None] - (length - 1) + np.arange(length)[None, :]
+    if windows.series is not None:  # one key per (bar, asset): [N, L] * A + [N, 1]
+        rows = rows * (int(windows.series.max()) + 1) + windows.series[:, None]
     _, first = np.unique(rows.reshape(-1), return_index=True)
     # [N, L, C] -> [N * L, C] -> [M, C]
     return np.asarray(windows.x).reshape(n_windows * length, n_channels)[first]

@@ -56,7 +56,9 @@ class ForecastModel(torch.nn.Module, abc.ABC):
     task : str
         ``"regression"`` (forecast values) or ``"classification"`` (direction logits).
     trainable : bool
-        False for models fitted in closed form (no parameter takes a gradient step).
+        False for models fitted in closed form (no parameter takes a gradient step); such a
+        model provides ``fit(x, y) -> self`` on windows ``x`` ``[S, L, C]`` and targets
+        ``y`` ``[S, H]``, and has no parameter that requires a gradient.
     supports_exog : bool
         False for series-only models that accept ``C = 1`` only.
     """
