@@ -45,6 +45,11 @@ def main(n_bars: int = 160, n_cols: int = 8) -> int:
         status = "ok" if all(checks.values()) and n_orders > 0 else "MISMATCH"
         failures += status != "ok"
         print(f"{status} {case} orders={n_orders} {checks}")
+    # A 1-bar, 1-column run: its equity must come back from the device too.
+    one = from_signals(np.array([50.0]), [True], [False], init_cash=1234.0, device="cuda")
+    ok = float(one.equity.iloc[0, 0]) == 1234.0
+    failures += not ok
+    print(("ok " if ok else "MISMATCH ") + "1-bar equity copied back")
     return 1 if failures else 0
 
 

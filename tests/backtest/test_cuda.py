@@ -25,7 +25,7 @@ def test_cuda_kernel_under_simulator_matches_cpu_exactly():
         timeout=600,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout.count("ok ") == 5, proc.stdout
+    assert proc.stdout.count("ok ") == 6, proc.stdout
 
 
 @pytest.mark.skipif(cuda_available(), reason="a GPU is present")

@@ -230,3 +230,63 @@ def test_stats_without_bar_spacing_warns_and_gives_nan_annualised_metrics():
         .stats()["sharpe"]
         .iloc[0]
     )
+
+
+def test_from_signals_open_without_high_low_uses_open_close_range_for_stops():
+    """Reviewer's case: close falls through the stop on bar 2; vectorbt sells there at 98."""
+    idx = IDX[:4]
+    close = pd.Series([100.0, 100.0, 97.5, 97.0], index=idx)
+    open_ = pd.Series([100.0, 99.0, 99.0, 97.0], index=idx)
+    entries = pd.Series([False, True, False, False], index=idx)
+    pf = from_signals(close, entries, None, open=open_, sl_stop=0.02)
+    assert pf.orders["bar"].tolist() == [1, 2]
+    assert_values_close(pf.orders["price"].iloc[1], 98.0, rtol=1e-12)
+
+
+def test_from_signals_later_changes_to_caller_arrays_do_not_change_results():
+    close = CLOSE.to_numpy().copy()
+    entries = ENTRIES.to_numpy().copy()
+    exits = EXITS.to_numpy().copy()
+    pf = from_signals(close, entries, exits, freq="1D")
+    end_value = pf.stats()["end_value"].iloc[0]
+    entries[:] = False
+    close[:] = 10.0
+    assert pf.equity.iloc[-1, 0] == end_value and len(pf.orders) == 3
+
+
+def test_portfolio_iloc_boolean_mask_and_bounds():
+    pf = from_signals(CLOSE, ENTRIES, EXITS, init_cash=[1000.0, 2000.0, 3000.0])
+    assert list(pf.iloc([True, False, True]).init_cash) == [1000.0, 3000.0]
+    assert list(pf.iloc(-1).init_cash) == [3000.0]
+    with pytest.raises(ConfigError, match="out of range"):
+        pf.iloc(3)
+    with pytest.raises(ConfigError, match="one entry per column"):
+        pf.iloc([True, False])
+
+
+MORE_BAD_INPUTS = [
+    (dict(direction=None), CelerisTypeError, "direction must be one of"),
+    (dict(size_type=5), CelerisTypeError, "size_type must be one of"),
+    (dict(year_days="252"), CelerisTypeError, "year_days must be a number"),
+    (dict(year_days=float("nan")), ConfigError, "year_days must be finite"),
+    (dict(fees=[[0.1, 0.2]]), ConfigError, "1-D"),
+    (dict(accumulate=2), ConfigError, "accumulate must be True or False"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "error", "message"), MORE_BAD_INPUTS)
+def test_from_signals_more_bad_input_raises_celeris_errors(overrides, error, message):
+    with pytest.raises(error, match=message):
+        from_signals(CLOSE, ENTRIES, EXITS, **overrides)
+
+
+def test_from_signals_percent_check_is_per_column_and_labels_include_choices():
+    pf = from_signals(CLOSE, ENTRIES, EXITS, size_type=["amount", "percent"], size=[np.inf, 0.5])
+    assert list(pf.columns.get_level_values("size_type")) == ["amount", "percent"]
+    assert pf.orders.groupby("column").size().tolist() == [3, 3]
+
+
+@pytest.mark.parametrize(("freq", "days"), [("B", 1.0), ("W", 7.0), ("1h", 1 / 24)])
+def test_from_signals_calendar_frequencies_annualise(freq, days):
+    pf = from_signals(CLOSE, ENTRIES, EXITS, freq=freq, year_days=252)
+    assert_values_close(pf.ann_factor, 252 / days, rtol=1e-12)

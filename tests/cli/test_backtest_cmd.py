@@ -141,3 +141,12 @@ def test_second_sweep_invocation_compiles_nothing(tmp_path: Path):
     log = second.stdout + second.stderr
     assert "data loaded from" in log
     assert "data saved to" not in log, [line for line in log.splitlines() if "saved" in line][:5]
+
+
+def test_year_days_default_follows_the_data():
+    from celeris.cli.backtest_cmd import year_days_for
+    from celeris.data import synthetic
+
+    assert year_days_for(load("sample:sp500"), None) == 252.0  # no weekend bars: equities
+    assert year_days_for(synthetic(5_000, freq="1h", seed=1), None) == 365.0  # 24/7
+    assert year_days_for(load("sample:sp500"), 365.0) == 365.0

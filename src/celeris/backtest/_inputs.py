@@ -17,12 +17,22 @@ STOP_EXIT_PRICES = {"stop": K.STOP_LIMIT, "stopmarket": K.STOP_MARKET, "close": 
 EXECUTIONS = ("close", "next_open")
 
 
-def as_2d_float(name: str, data: Any, n_bars: int | None = None) -> np.ndarray:
-    """Return ``data`` as a float64 (n_bars, k) array; check it is finite and > 0."""
+def as_2d_float(
+    name: str, data: Any, n_bars: int | None = None, *, copy: bool = True
+) -> np.ndarray:
+    """Return ``data`` as a float64 (n_bars, k) array; check it is finite and > 0.
+
+    With ``copy`` the result never shares memory with the caller's object, so that changing it
+    later cannot change a portfolio's curves and records (which are recomputed on demand).
+    """
     arr = np.asarray(data.to_numpy() if isinstance(data, pd.Series | pd.DataFrame) else data)
     if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
         raise CelerisTypeError(f"{name} must be numeric, got dtype {arr.dtype}")
     arr = arr.astype(np.float64, copy=False)
+    if copy and np.shares_memory(
+        arr, data.to_numpy() if isinstance(data, pd.Series | pd.DataFrame) else data
+    ):
+        arr = arr.copy()
     if arr.ndim == 1:
         arr = arr.reshape(-1, 1)
     if arr.ndim != 2:
@@ -50,7 +60,9 @@ def _where(data: Any, row: int, col: int) -> str:
     return f"row {row}" + (f", column {col}" if np.ndim(data) == 2 else "")
 
 
-def as_2d_bool(name: str, data: Any, n_bars: int, index: pd.Index | None) -> np.ndarray:
+def as_2d_bool(
+    name: str, data: Any, n_bars: int, index: pd.Index | None, *, copy: bool = True
+) -> np.ndarray:
     """Return signals as a bool (n_bars, k) array; refuse NaN, non-0/1 values and misalignment."""
     if isinstance(data, pd.Series | pd.DataFrame) and len(data) != n_bars:
         raise DataError(f"{name} has {len(data)} bars but close has {n_bars}")
@@ -80,6 +92,8 @@ def as_2d_bool(name: str, data: Any, n_bars: int, index: pd.Index | None) -> np.
                 f"{name} must be boolean (or 0/1): {arr[row, col]!r} at {_where(data, row, col)}"
             )
         arr = arr.astype(np.bool_)
+    elif copy:
+        arr = arr.copy(order="K")
     return arr
 
 
@@ -114,6 +128,10 @@ def param_values(name: str, value: Any) -> np.ndarray:
         raise CelerisTypeError(f"{name} must be numeric, got {value!r}") from None
     if arr.size == 0:
         raise ConfigError(f"{name} is an empty sequence")
+    if np.ndim(value) > 1:
+        raise ConfigError(
+            f"{name} must be a scalar or a 1-D sequence (one value per column), got {np.ndim(value)}-D"
+        )
     return arr
 
 
@@ -140,7 +158,16 @@ def check_range(
 
 
 def choice_codes(name: str, value: Any, mapping: dict[str, int]) -> np.ndarray:
-    values = [value] if isinstance(value, str) else list(value)
+    if isinstance(value, str):
+        values = [value]
+    elif isinstance(value, list | tuple | np.ndarray | pd.Index):
+        values = list(value)
+        if not values:
+            raise ConfigError(f"{name} is an empty sequence")
+    else:
+        raise CelerisTypeError(
+            f"{name} must be one of {', '.join(map(repr, mapping))} (or a list), got {value!r}"
+        )
     return np.array([mapping[check_choice(name, v, mapping)] for v in values], dtype=np.float64)
 
 
@@ -153,15 +180,34 @@ def broadcast_width(named: dict[str, int]) -> int:
     return widths.pop() if widths else 1
 
 
+# Average length of calendar offsets that have no fixed duration (for annualising only).
+_CALENDAR_DAYS = {
+    "B": 1.0,
+    "C": 1.0,
+    "W": 7.0,
+    "M": 365.2425 / 12,
+    "Q": 365.2425 / 4,
+    "Y": 365.2425,
+    "A": 365.2425,
+}
+
+
+def _offset_span(freq: str) -> pd.Timedelta:
+    offset = pd.tseries.frequencies.to_offset(freq)
+    try:
+        return pd.Timedelta(offset.nanos, unit="ns")
+    except ValueError:
+        code = offset.name.lstrip("0123456789")[:1].upper()
+        if code not in _CALENDAR_DAYS:
+            raise
+        return pd.Timedelta(days=_CALENDAR_DAYS[code] * offset.n)
+
+
 def infer_freq(index: pd.Index, freq: Any) -> pd.Timedelta | None:
     """Bar spacing: ``freq`` if given, else the median spacing of a datetime index."""
     if freq is not None:
         try:
-            td = (
-                pd.Timedelta(pd.tseries.frequencies.to_offset(freq).nanos, unit="ns")
-                if isinstance(freq, str)
-                else pd.Timedelta(freq)
-            )
+            td = _offset_span(freq) if isinstance(freq, str) else pd.Timedelta(freq)
         except (ValueError, TypeError):
             try:
                 td = pd.Timedelta(freq)

@@ -14,7 +14,7 @@ import pandas as pd
 from celeris.backtest import _inputs as I
 from celeris.backtest import kernel as K
 from celeris.backtest.engine import KernelInputs, KernelOutputs, simulate
-from celeris.errors import CelerisWarning, ConfigError, did_you_mean
+from celeris.errors import CelerisTypeError, CelerisWarning, ConfigError, did_you_mean
 
 #: Columns of :meth:`Portfolio.stats`, in order, with their kernel slot and meaning.
 METRICS: dict[str, tuple[int, str]] = {
@@ -89,6 +89,7 @@ def from_signals(
     freq: Any = None,
     year_days: float = 365,
     device: str = "auto",
+    _copy: bool = True,
     **unknown: Any,
 ) -> Portfolio:
     """Simulate entry/exit signals, one column per strategy variant, and return a :class:`Portfolio`.
@@ -141,6 +142,10 @@ def from_signals(
     device : {"auto", "cpu", "cuda"}
         ``auto`` uses a CUDA GPU when present, else the CPU; results are identical.
 
+    Inputs are copied (unless they are already private copies), so changing the caller's arrays
+    later does not change the portfolio. ``_copy=False`` is for Celeris's own sweeps, which hand
+    over buffers they do not touch while the portfolio is in use.
+
     Deliberate differences from vectorbt: a Sharpe or Sortino ratio of a flat equity curve (0/0) is
     NaN, not infinity; ``max_drawdown`` is a positive fraction; prices must be finite and > 0
     everywhere (no NaN bars); ``tsl_stop`` is a separate keyword (vectorbt: ``sl_trail=True``).
@@ -174,14 +179,21 @@ def from_signals(
     index = close.index if isinstance(close, pd.Series | pd.DataFrame) else None
     if index is not None:
         I.check_index(index)
-    close_arr = I.as_2d_float("close", close)
+    close_arr = I.as_2d_float("close", close, copy=_copy)
     n_bars = close_arr.shape[0]
-    open_arr = close_arr if open is None else I.as_2d_float("open", open, n_bars)
-    high_arr = close_arr if high is None else I.as_2d_float("high", high, n_bars)
-    low_arr = close_arr if low is None else I.as_2d_float("low", low, n_bars)
+    open_arr = close_arr if open is None else I.as_2d_float("open", open, n_bars, copy=_copy)
+    # Without high/low, a bar's range is its open and close (vectorbt does the same).
+    if high is None:
+        high_arr = close_arr if open is None else np.maximum(open_arr, close_arr)
+    else:
+        high_arr = I.as_2d_float("high", high, n_bars, copy=_copy)
+    if low is None:
+        low_arr = close_arr if open is None else np.minimum(open_arr, close_arr)
+    else:
+        low_arr = I.as_2d_float("low", low, n_bars, copy=_copy)
     if price is not None and execution == "next_open":
         raise ConfigError("pass either price=... or execution='next_open', not both")
-    price_arr = close_arr if price is None else I.as_2d_float("price", price, n_bars)
+    price_arr = close_arr if price is None else I.as_2d_float("price", price, n_bars, copy=_copy)
     if execution == "next_open":
         if open is None:
             raise ConfigError(
@@ -193,7 +205,7 @@ def from_signals(
     def signal(name: str, data: Any) -> np.ndarray:
         if data is None:
             return np.zeros((1, 1), dtype=np.bool_)
-        arr = I.as_2d_bool(name, data, n_bars, index)
+        arr = I.as_2d_bool(name, data, n_bars, index, copy=_copy and execution != "next_open")
         if execution == "next_open":
             shifted = np.zeros_like(arr)
             shifted[1:] = arr[:-1]
@@ -236,6 +248,8 @@ def from_signals(
     I.check_range(
         "size_granularity", raw["size_granularity"], low=0, low_inclusive=False, allow_nan=True
     )
+    if not np.isin(raw["accumulate"], (0.0, 1.0)).all():
+        raise ConfigError(f"accumulate must be True or False, got {accumulate!r}")
     size_type_codes = I.choice_codes("size_type", size_type, I.SIZE_TYPES)
     direction_codes = I.choice_codes("direction", direction, I.DIRECTIONS)
     if ls_mode:
@@ -246,16 +260,6 @@ def from_signals(
         direction_codes = np.full_like(
             direction_codes, K.LONG_ONLY
         )  # entries/exits are long signals
-    if (size_type_codes == K.PERCENT).any():
-        if raw["size"][np.isfinite(raw["size"])].max(initial=0) > 1 or np.isinf(raw["size"]).any():
-            raise ConfigError(
-                "size_type='percent' needs 0 < size <= 1 (a fraction of available cash)"
-            )
-        if ls_mode or (direction_codes == K.BOTH).any():
-            raise ConfigError(
-                "size_type='percent' cannot reverse positions; use 'amount' or 'value' with direction='both' "
-                "or short signals"
-            )
     raw["size_type"] = size_type_codes
     raw["direction"] = direction_codes
     if (raw["tsl_stop"] >= 1).any():
@@ -289,12 +293,28 @@ def from_signals(
     }
     for key, slot in slots.items():
         params[:, slot] = np.broadcast_to(raw[key], (width,))
+    percent = params[:, K.P_SIZE_TYPE] == K.PERCENT
+    if percent.any():
+        sizes = params[percent, K.P_SIZE]
+        if (~np.isfinite(sizes) | (sizes > 1)).any():
+            raise ConfigError(
+                "size_type='percent' needs 0 < size <= 1 (a fraction of available cash)"
+            )
+        if ls_mode or (params[percent, K.P_DIRECTION] == K.BOTH).any():
+            raise ConfigError(
+                "size_type='percent' cannot reverse positions; use 'amount' or 'value' with direction='both' "
+                "or short signals"
+            )
     params[:, K.P_STOP_EXIT] = I.STOP_EXIT_PRICES[stop_exit_price]
     params[:, K.P_STOP_REF] = K.STOP_REF_PRICE if execution == "next_open" else K.STOP_REF_CLOSE
 
     td = I.infer_freq(index if index is not None else pd.RangeIndex(n_bars), freq)
-    if year_days <= 0:
-        raise ConfigError(f"year_days must be > 0, got {year_days}")
+    if isinstance(year_days, bool) or not isinstance(
+        year_days, int | float | np.integer | np.floating
+    ):
+        raise CelerisTypeError(f"year_days must be a number, got {year_days!r}")
+    if not np.isfinite(year_days) or year_days <= 0:
+        raise ConfigError(f"year_days must be finite and > 0, got {year_days}")
     ann_factor = float(year_days * pd.Timedelta(days=1) / td) if td is not None else float("nan")
 
     param_axes = {
@@ -308,6 +328,9 @@ def from_signals(
             "sl_stop": sl_stop,
             "tsl_stop": tsl_stop,
             "tp_stop": tp_stop,
+            "size_type": size_type,
+            "direction": direction,
+            "accumulate": accumulate,
         }.items()
         if not np.isscalar(v) and v is not None
     }
@@ -405,7 +428,24 @@ class Portfolio:
 
     def iloc(self, positions: Any) -> Portfolio:
         """Select columns by position."""
-        pos = np.atleast_1d(np.asarray(positions, dtype=np.int64))
+        arr = np.atleast_1d(np.asarray(positions))
+        if arr.dtype == np.bool_:
+            if arr.shape != (len(self.columns),):
+                raise ConfigError(
+                    f"a boolean mask must have one entry per column ({len(self.columns)})"
+                )
+            arr = np.flatnonzero(arr)
+        if arr.size and not np.issubdtype(arr.dtype, np.integer):
+            raise CelerisTypeError(
+                f"iloc takes integer positions or a boolean mask, got dtype {arr.dtype}"
+            )
+        n = len(self.columns)
+        pos = arr.astype(np.int64)
+        if ((pos < -n) | (pos >= n)).any():
+            raise ConfigError(
+                f"column position out of range for {n} columns: {pos[(pos < -n) | (pos >= n)][0]}"
+            )
+        pos = pos % n
         out = KernelOutputs(self._outputs.metrics[pos], None, None, None)
         return Portfolio(
             self._inputs.select(pos),

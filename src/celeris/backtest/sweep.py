@@ -111,6 +111,8 @@ class SweepResult:
         """The ``n`` best combinations by ``metric`` (NaN last, drawdowns ascending)."""
         if metric not in METRICS:
             raise ConfigError(f"unknown metric {metric!r}{did_you_mean(metric, METRICS)}")
+        if n < 1:
+            raise ConfigError(f"n must be >= 1, got {n}")
         return self.stats().iloc[rank_order(self.metrics[:, METRICS[metric][0]], metric)[:n]]
 
     def best_params(self, metric: str = "sharpe") -> dict[str, Any]:
@@ -199,7 +201,8 @@ def sweep(
         for start in starts:
             rows = slice(start, min(start + chunk_size, n_combos))
             entries, exits = signals(rows)
-            pf = from_signals(bars, entries, exits, device=engine, **options)
+            # Buffers are reused for the next chunk only after this portfolio's metrics are taken.
+            pf = from_signals(bars, entries, exits, device=engine, _copy=False, **options)
             metrics[rows] = pf._outputs.metrics
             freq = pf.freq
             if bar is not None:

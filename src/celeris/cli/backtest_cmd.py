@@ -81,6 +81,16 @@ def _load(source: str) -> Any:
     return load(source)
 
 
+def year_days_for(bars: Any, given: float | None) -> float:
+    """``given``, or 252 for data that never trades at weekends (equities), else 365."""
+    if given is not None:
+        return given
+    index = bars.index
+    if len(index) > 1 and (index.dayofweek >= 5).sum() == 0:
+        return 252.0
+    return 365.0
+
+
 def _strategy_and_grid(strategy: str, items: list[str]) -> tuple[Any, dict[str, list[float]]]:
     from celeris.backtest.strategies import get_strategy, parse_assignments
 
@@ -178,7 +188,7 @@ def register(app: typer.Typer) -> None:
             tp_stop,
             tsl_stop,
             execution,
-            year_days,
+            year_days_for(bars, year_days),
             freq,
         )
         pf = from_signals(bars, entries, exits, device=device, **opts)
@@ -253,9 +263,14 @@ def register(app: typer.Typer) -> None:
         Example: celeris sweep --data sample:sp500 --strategy sma_cross --grid fast=10:100:2
         --grid slow=50:500:10 --fees 0.001 --top 10
         """
-        from celeris.backtest import sweep
+        from celeris.backtest import METRICS, sweep
         from celeris.cli.format import SUMMARY_COLUMNS, frame_table, jsonable
+        from celeris.errors import did_you_mean
 
+        if metric not in METRICS:
+            raise ConfigError(f"unknown metric {metric!r}{did_you_mean(metric, METRICS)}")
+        if top < 1:
+            raise ConfigError(f"--top must be >= 1, got {top}")
         bars = _load(data)
         strat, values = _strategy_and_grid(strategy, grid or [])
         opts = _options(
@@ -267,7 +282,7 @@ def register(app: typer.Typer) -> None:
             tp_stop,
             tsl_stop,
             execution,
-            year_days,
+            year_days_for(bars, year_days),
             freq,
         )
         started = time.perf_counter()
@@ -371,7 +386,7 @@ def register(app: typer.Typer) -> None:
             tp_stop,
             tsl_stop,
             execution,
-            year_days,
+            year_days_for(bars, year_days),
             freq,
         )
         result = walk_forward(
