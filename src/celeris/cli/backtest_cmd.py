@@ -160,6 +160,19 @@ def register(app: typer.Typer) -> None:
         ] = None,
         png: Annotated[Path | None, typer.Option(help="Write a PNG chart here.")] = None,
         trades: Annotated[int, typer.Option(help="How many of the last trades to list.")] = 10,
+        threshold: Annotated[
+            float,
+            typer.Option(
+                help="model:PATH strategies: trade when the expected return exceeds this."
+            ),
+        ] = 0.0,
+        step: Annotated[
+            int, typer.Option(help="model:PATH strategies: forecast step to trade on.")
+        ] = 1,
+        in_sample: Annotated[
+            bool,
+            typer.Option(help="model:PATH strategies: also trade the bars the model trained on."),
+        ] = False,
         json_out: JsonOpt = False,
     ) -> None:
         """Backtest one strategy with one parameter set and print its metrics and trades.
@@ -171,14 +184,6 @@ def register(app: typer.Typer) -> None:
         from celeris.cli.format import fmt, frame_table, jsonable, stats_table
 
         bars = _load(data)
-        strat, grid = _strategy_and_grid(strategy, param or [])
-        for name, values in grid.items():
-            if len(values) != 1:
-                raise ConfigError(
-                    f"--param {name} takes one value in a backtest; use `celeris sweep --grid` for many"
-                )
-        params = {k: v[0] for k, v in grid.items()}
-        entries, exits = strat.signals(bars, params)
         opts = _options(
             fees,
             slippage,
@@ -191,13 +196,49 @@ def register(app: typer.Typer) -> None:
             year_days_for(bars, year_days),
             freq,
         )
-        pf = from_signals(bars, entries, exits, device=device, **opts)
+        if strategy.startswith("model:"):
+            import pandas as pd
+
+            from celeris.models.pipeline import expected_step_returns
+            from celeris.models.predictor import Predictor
+            from celeris.models.signals import signals_from_forecast
+
+            if param:
+                raise ConfigError(
+                    "--param does not apply to model:PATH strategies (see --threshold, --step)"
+                )
+            predictor = Predictor.load(strategy.split(":", 1)[1])
+            expected = expected_step_returns(predictor, bars, step)
+            test_start = predictor.meta.get("test_start")
+            if predictor.meta.get("source") == data and test_start and not in_sample:
+                # The model trained on the earlier bars: judge it only where it had not seen the data.
+                keep = bars.index >= pd.Timestamp(test_start)
+                bars, expected = bars[keep], expected[keep]
+                if not json_out:
+                    console.print(
+                        f"out of sample only: bars from {test_start} (the model trained before them)"
+                    )
+            # With direction="both", an exit signal opens a short (from_signals' convention).
+            signals = signals_from_forecast(expected, threshold=threshold)
+            pf = from_signals(bars, signals["entries"], signals["exits"], device=device, **opts)
+            name, full = strategy, {"threshold": threshold, "step": step}
+            params: dict[str, Any] = {}
+        else:
+            strat, grid = _strategy_and_grid(strategy, param or [])
+            for pname, values in grid.items():
+                if len(values) != 1:
+                    raise ConfigError(
+                        f"--param {pname} takes one value in a backtest; use `celeris sweep --grid` for many"
+                    )
+            params = {k: v[0] for k, v in grid.items()}
+            entries, exits = strat.signals(bars, params)
+            pf = from_signals(bars, entries, exits, device=device, **opts)
+            name, full = strat.name, {p.name: p.default for p in strat.params} | params
         stats = pf.stats().iloc[0]
-        full = {p.name: p.default for p in strat.params} | params
         if json_out:
             print_json(
                 {
-                    "strategy": strat.name,
+                    "strategy": name,
                     "params": full,
                     "stats": {k: jsonable(v) for k, v in stats.items()},
                     "trades": [
@@ -208,7 +249,7 @@ def register(app: typer.Typer) -> None:
             )
         else:
             label = ", ".join(f"{k}={fmt('', v)}" for k, v in full.items())
-            console.print(stats_table(stats, f"{strat.name} ({label}) on {data}"))
+            console.print(stats_table(stats, f"{name} ({label}) on {data}"))
             tr = pf.trades
             if len(tr) and trades > 0:
                 shown = tr.tail(trades).set_index("entry_time")[

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from celeris.cli import backtest_cmd, demo
+from celeris.cli import backtest_cmd, demo, models_cmd
 from celeris.cli.data_cmd import data_app
 
 app = typer.Typer(
@@ -25,6 +25,7 @@ app = typer.Typer(
 app.add_typer(data_app, name="data")
 backtest_cmd.register(app)
 demo.register(app)
+models_cmd.register(app)
 
 
 def run() -> None:

@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from celeris.errors import CelerisTypeError, ConfigError, DataError, did_you_mean
+from celeris.errors import CelerisError, CelerisTypeError, ConfigError, DataError, did_you_mean
 
 __all__ = [
     "FEATURES",
@@ -714,7 +714,10 @@ def feature_frame(
     frame = bars.rename(columns={cols[c]: c for c in needed})
     out = pd.DataFrame(index=bars.index)
     for spec, (base, window) in zip(features, parsed, strict=True):
-        out[spec] = np.asarray(FEATURES[base][1](frame, window), dtype=np.float64)
+        try:
+            out[spec] = np.asarray(FEATURES[base][1](frame, window), dtype=np.float64)
+        except CelerisError as exc:  # name the feature the indicator error came from
+            raise type(exc)(f"feature {spec!r}: {exc}") from None
     if drop_warmup:
         valid = np.isfinite(out.to_numpy()).all(axis=1)
         first = int(np.argmax(valid)) if valid.any() else len(out)

@@ -80,9 +80,15 @@ def quantize_int8(src: Path, dst: Path) -> Path:
     """Dynamic int8 quantisation of an ONNX model's weights (activations stay float)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # onnxruntime's quantiser logs a pre-processing hint at WARNING
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
     return dst
 
 

@@ -1,0 +1,245 @@
+"""``celeris train``, ``celeris evaluate``, ``celeris forecast`` and ``celeris export``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from celeris.cli._common import cli_errors, console, print_json
+from celeris.errors import ConfigError, DataError
+
+
+def _features(spec: str | None) -> tuple[str, ...] | None:
+    return tuple(f.strip() for f in spec.split(",") if f.strip()) if spec else None
+
+
+def _table(frame: Any, title: str) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title, header_style="bold")
+    table.add_column("")
+    for col in frame.columns:
+        table.add_column(str(col), justify="right")
+    for name, row in frame.iterrows():
+        table.add_row(str(name), *(_cell(str(c), v) for c, v in row.items()))
+    return table
+
+
+def _cell(col: str, value: Any) -> str:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if v != v:
+        return "-"
+    if "accuracy" in col or col in ("mape", "skill"):
+        return f"{v:.2%}"
+    return f"{v:.4g}"
+
+
+def register(app: typer.Typer) -> None:
+    """Add the model commands to the top-level app."""
+
+    @app.command("train")
+    @cli_errors
+    def train_cmd(
+        model: Annotated[str, typer.Argument(help="nhits | cnn_lstm | reservoir")],
+        data: Annotated[
+            str,
+            typer.Option("--data", "-d", help="Bars: sample:sp500, a CSV/Parquet path, store:..."),
+        ] = "sample:sp500",
+        out: Annotated[Path, typer.Option(help="Checkpoint directory to write.")] = Path(
+            "models/run"
+        ),
+        horizon: Annotated[int, typer.Option(help="Bars to forecast.")] = 24,
+        input_size: Annotated[int, typer.Option(help="Bars of history per forecast.")] = 96,
+        features: Annotated[
+            str | None,
+            typer.Option(
+                help="Comma-separated inputs, the target first (e.g. close or log_return,rsi_14,zscore_20)."
+            ),
+        ] = None,
+        scaler: Annotated[
+            str, typer.Option(help="standard | robust | identity (fitted on training bars only).")
+        ] = "standard",
+        steps: Annotated[int, typer.Option(help="Maximum optimizer steps.")] = 500,
+        batch_size: Annotated[int, typer.Option(help="Windows per step.")] = 256,
+        lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = 1e-3,
+        loss: Annotated[str, typer.Option(help="auto | mae | mse | huber | sharpe.")] = "auto",
+        val: Annotated[float, typer.Option(help="Validation fraction (by time).")] = 0.1,
+        test: Annotated[float, typer.Option(help="Held-out test fraction (by time, last).")] = 0.2,
+        precision: Annotated[str, typer.Option(help="auto | fp32 | bf16 | fp16.")] = "auto",
+        seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+        json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    ) -> None:
+        """Train a forecaster on market data and judge it against naive baselines out of sample.
+
+        Example: celeris train nhits --data sample:sp500 --horizon 5 --input-size 60 --steps 300
+        --out models/spx_nhits
+        """
+        from celeris.data import load
+        from celeris.models.pipeline import train_on_bars
+
+        bars = load(data)
+        trained = train_on_bars(
+            model, bars, out, input_size=input_size, horizon=horizon, features=_features(features),
+            scaler=scaler, val=val, test=test, source=data, max_steps=steps, batch_size=batch_size,
+            lr=lr, loss=loss, precision=precision, seed=seed, progress=not json_out,
+        )  # fmt: skip
+        table = trained.report.table()
+        if json_out:
+            print_json({"checkpoint": str(trained.directory), "meta": trained.meta})
+            return
+        r = trained.result
+        console.print(
+            f"trained [bold]{model}[/] for {trained.meta['trained_steps']} steps in {r.seconds:.1f} s "
+            f"({r.steps_per_second:.1f} steps/s, {r.precision}, best step {r.best_step}"
+            f"{', stopped early' if r.stopped_early else ''})"
+        )
+        console.print(
+            _table(
+                table, f"held-out test windows ({trained.meta['test_windows']}) vs naive baselines"
+            )
+        )
+        skill = table.loc["model", "skill"] if "skill" in table.columns else float("nan")
+        if skill == skill and skill <= 0:
+            console.print(
+                "[yellow]the model does not beat the naive last value on held-out data[/]"
+            )
+        console.print(f"checkpoint: {trained.directory}")
+
+    @app.command("evaluate")
+    @cli_errors
+    def evaluate_cmd(
+        checkpoint: Annotated[
+            Path, typer.Argument(help="Checkpoint directory from `celeris train`.")
+        ],
+        data: Annotated[
+            str, typer.Option("--data", "-d", help="Bars to evaluate on.")
+        ] = "sample:sp500",
+        last: Annotated[
+            float, typer.Option(help="Fraction of the data's windows to evaluate (the latest).")
+        ] = 0.2,
+        json_out: Annotated[bool, typer.Option("--json")] = False,
+    ) -> None:
+        """Rolling-origin evaluation of a checkpoint on the latest windows of the data."""
+        from celeris.data import load
+        from celeris.models.checkpoint import load_checkpoint
+        from celeris.models.data import make_windows
+        from celeris.models.evaluate import evaluate
+        from celeris.models.pipeline import model_inputs
+
+        if not 0 < last <= 1:
+            raise ConfigError(f"--last must be in (0, 1], got {last}")
+        ckpt = load_checkpoint(checkpoint)
+        values = model_inputs(load(data), ckpt.meta["features"])
+        windows = make_windows(values, int(ckpt.meta["input_size"]), int(ckpt.meta["horizon"]))
+        start = int(len(windows) * (1 - last))
+        report = evaluate(ckpt.model, windows.subset(slice(start, None)), ckpt.scaler)
+        table = report.table()
+        if json_out:
+            print_json(
+                {str(k): {c: _num(v) for c, v in row.items()} for k, row in table.iterrows()}
+            )
+            return
+        console.print(_table(table, f"{len(windows) - start} windows of {data}"))
+
+    @app.command("forecast")
+    @cli_errors
+    def forecast_cmd(
+        checkpoint: Annotated[Path, typer.Argument(help="Checkpoint directory.")],
+        data: Annotated[
+            str, typer.Option("--data", "-d", help="Bars whose latest window is forecast.")
+        ] = "sample:sp500",
+        backend: Annotated[str, typer.Option(help="torch | onnx | onnx-int8.")] = "torch",
+        json_out: Annotated[bool, typer.Option("--json")] = False,
+    ) -> None:
+        """Forecast the next bars from the latest window of the data."""
+        import pandas as pd
+
+        from celeris.data import load
+        from celeris.models.pipeline import model_inputs
+        from celeris.models.predictor import Predictor
+
+        pred = Predictor.load(checkpoint, backend=backend)
+        values = model_inputs(load(data), pred.meta["features"])
+        if len(values) < pred.input_size:
+            raise DataError(
+                f"{data} has {len(values)} usable bars, the model needs {pred.input_size}"
+            )
+        forecast = pred.predict(values.to_numpy()[-pred.input_size :][None])[0]
+        last = values.index[-1]
+        spacing = pd.Timedelta(pred.meta["bar_spacing"]) if pred.meta.get("bar_spacing") else None
+        times = [
+            str(last + spacing * (k + 1)) if spacing is not None else f"t+{k + 1}"
+            for k in range(len(forecast))
+        ]
+        target = pred.meta["features"][0]
+        if json_out:
+            print_json(
+                {
+                    "as_of": str(last),
+                    "target": target,
+                    "forecast": dict(zip(times, map(float, forecast), strict=True)),
+                }
+            )
+            return
+        from rich.table import Table
+
+        table = Table(title=f"{target} forecast as of {last} ({pred.backend})", header_style="bold")
+        table.add_column("bar")
+        table.add_column(target, justify="right")
+        for t, v in zip(times, forecast, strict=True):
+            table.add_row(t, f"{v:.6g}")
+        console.print(table)
+
+    @app.command("export")
+    @cli_errors
+    def export_cmd(
+        checkpoint: Annotated[Path, typer.Argument(help="Checkpoint directory.")],
+        format: Annotated[str, typer.Option("--format", help="onnx | torchscript.")] = "onnx",
+        int8: Annotated[bool, typer.Option("--int8", help="Also write dynamic-int8 ONNX.")] = False,
+        json_out: Annotated[bool, typer.Option("--json")] = False,
+    ) -> None:
+        """Export a checkpoint, verify it against the eager model and time its predictions."""
+        from celeris.models.export import export_checkpoint
+        from celeris.models.predictor import Predictor
+
+        result = export_checkpoint(checkpoint, format, int8=int8)
+        backend = {"onnx": "onnx", "onnx-int8": "onnx-int8"}.get(result.format)
+        timing = {}
+        if backend is not None:
+            pred = Predictor.load(checkpoint, backend=backend, threads=1)
+            timing = {
+                "batch_1": pred.latency(1),
+                "batch_1000": pred.latency(1000, repeats=20, warmup=3),
+            }
+        info = {
+            "path": str(result.path),
+            "format": result.format,
+            "max_abs_diff": result.max_abs_diff,
+            "relative_diff": result.rel_diff,
+            "tolerance": result.tolerance,
+            "latency_ms": timing,
+        }
+        if json_out:
+            print_json(info)
+            return
+        console.print(
+            f"wrote {result.path} ({result.format}); vs eager: max |diff| {result.max_abs_diff:.3g} "
+            f"= {result.rel_diff:.3%} of the output scale (tolerance {result.tolerance:.2%})"
+        )
+        for name, t in timing.items():
+            console.print(
+                f"predict {name.replace('_', ' ')}: p50 {t['p50_ms']:.3f} ms, p95 {t['p95_ms']:.3f} ms"
+            )
+
+
+def _num(v: Any) -> Any:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    return None if f != f else f
