@@ -50,8 +50,17 @@ def test_train_sine_linear_model_beats_naive_baseline() -> None:
 
 def test_train_best_weights_restored_val_loss_matches_best() -> None:
     tr, va, _ = _sine_splits()
-    cfg = TrainConfig(max_steps=120, batch_size=64, lr=5e-2, val_check_every=20, **FAST)
+    cfg = TrainConfig(
+        max_steps=120,
+        batch_size=64,
+        lr=5e-2,
+        scheduler="none",
+        patience=None,
+        val_check_every=10,
+        **FAST,
+    )
     result = train(Linear(40, 10), tr, va, cfg)
+    assert result.best_step < result.history[-1]["step"]  # the last weights are not the best
     best = min(h["val_loss"] for h in result.history)
     assert result.best_val_loss == best
     assert result.best_step == next(h["step"] for h in result.history if h["val_loss"] == best)
@@ -132,6 +141,13 @@ def test_train_config_bad_value_raises_config_error() -> None:
         TrainConfig(scheduler="linear")
     with pytest.raises(ConfigError, match="batch_size"):
         TrainConfig(batch_size=0)
+
+
+def test_train_config_misspelt_loss_raises_with_hint() -> None:
+    with pytest.raises(ConfigError, match=r"unknown loss 'sharp' \(did you mean 'sharpe'\?\)"):
+        TrainConfig(loss="sharp")
+    with pytest.raises(ConfigError, match="no parameter 'delt'"):
+        TrainConfig(loss="huber", loss_params={"delt": 0.5})
 
 
 def test_train_config_is_frozen() -> None:
