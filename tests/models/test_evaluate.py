@@ -157,3 +157,28 @@ def test_evaluate_restores_training_mode() -> None:
     model = LastPlus(2).train()
     evaluate(model, make_windows(_random_walk(50), 5, 2))
     assert model.training
+
+
+def test_evaluate_return_kind_uses_zero_and_mean_baselines_and_sign_direction():
+    import numpy as np
+    import torch
+
+    from celeris.models.data import make_windows
+    from celeris.models.evaluate import evaluate
+
+    rng = np.random.default_rng(5)
+    r = rng.standard_normal(400) * 0.01
+    w = make_windows(r, 20, 2)
+
+    class Zero(torch.nn.Module):
+        def forward(self, x):
+            return torch.full((x.shape[0], 2), 1e-4)
+
+    table = evaluate(Zero(), w, kind="return").table()
+    y = np.asarray(w.y)
+    assert np.isclose(table.loc["naive", "mae"], np.abs(y).mean())
+    assert np.isclose(table.loc["model", "directional_accuracy"], (y > 0).mean())
+    from celeris.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="kind"):
+        evaluate(Zero(), w, kind="price")

@@ -62,8 +62,12 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
         scaler: Annotated[
-            str, typer.Option(help="standard | robust | identity (fitted on training bars only).")
-        ] = "standard",
+            str,
+            typer.Option(
+                help="auto | standard | robust | identity (global, fitted on training bars) | "
+                "window-standard | window-robust (per window). auto: window-robust for prices, standard otherwise."
+            ),
+        ] = "auto",
         steps: Annotated[int, typer.Option(help="Maximum optimizer steps.")] = 500,
         batch_size: Annotated[int, typer.Option(help="Windows per step.")] = 256,
         lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = 1e-3,
@@ -137,7 +141,8 @@ def register(app: typer.Typer) -> None:
         values = model_inputs(load(data), ckpt.meta["features"])
         windows = make_windows(values, int(ckpt.meta["input_size"]), int(ckpt.meta["horizon"]))
         start = int(len(windows) * (1 - last))
-        report = evaluate(ckpt.model, windows.subset(slice(start, None)), ckpt.scaler)
+        kind = ckpt.meta.get("target_kind", "level")
+        report = evaluate(ckpt.model, windows.subset(slice(start, None)), ckpt.scaler, kind=kind)
         table = report.table()
         if json_out:
             print_json(

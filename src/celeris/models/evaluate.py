@@ -198,8 +198,15 @@ def evaluate(
     *,
     origins: Any = None,
     batch_size: int = 4096,
+    kind: str = "level",
 ) -> EvalReport:
     """Score ``model`` and the naive and drift baselines on the same held-out windows.
+
+    ``kind="level"`` (prices): naive repeats the last value, drift extends the window's slope,
+    and a direction is the sign of the change from the last value. ``kind="return"``
+    (stationary targets such as log returns): naive forecasts 0 (no move), drift the window's
+    mean, and a direction is the sign of the value itself; repeating the last return would be a
+    straw man, and "change from the last return" rewards mere mean reversion.
 
     Parameters
     ----------
@@ -230,6 +237,8 @@ def evaluate(
     """
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    if kind not in ("level", "return"):
+        raise ConfigError(f"kind must be 'level' or 'return', got {kind!r}")
     chosen = _select(windows, origins)
     if len(chosen) == 0:
         raise DataError("no windows to evaluate")
@@ -248,11 +257,20 @@ def evaluate(
     series = np.asarray(chosen.x[:, :, chosen.target], dtype=np.float64)  # [N, L, C] -> [N, L]
     last, first = series[:, -1], series[:, 0]
     steps = np.arange(1, chosen.horizon + 1, dtype=np.float64)[None, :]  # [1, H]
-    slope = (last - first) / max(chosen.input_size - 1, 1)
-    baselines = {
-        "naive": np.repeat(last[:, None], chosen.horizon, axis=1),  # [N] -> [N, H]
-        "drift": last[:, None] + slope[:, None] * steps,
-    }
+    if kind == "return":
+        baselines = {
+            "naive": np.zeros_like(y),
+            "drift": np.repeat(
+                series.mean(axis=1)[:, None], chosen.horizon, axis=1
+            ),  # [N] -> [N, H]
+        }
+        last = np.zeros_like(last)  # directions are signs of the values themselves
+    else:
+        slope = (last - first) / max(chosen.input_size - 1, 1)
+        baselines = {
+            "naive": np.repeat(last[:, None], chosen.horizon, axis=1),  # [N] -> [N, H]
+            "drift": last[:, None] + slope[:, None] * steps,
+        }
 
     rows: dict[str, dict[str, Any]] = {}
     per_step: dict[str, dict[str, Any]] = {}

@@ -20,6 +20,21 @@ DEFAULT_FEATURES: dict[str, tuple[str, ...]] = {
 }
 
 
+#: Targets that are price-like levels; every other feature is treated as stationary (returns).
+LEVEL_TARGETS = frozenset({"close", "log_close"})
+
+
+def target_kind(target: str) -> str:
+    """``"level"`` for price-like targets, ``"return"`` for stationary ones (log returns...)."""
+    return "level" if target in LEVEL_TARGETS else "return"
+
+
+def default_scaler(target: str) -> str:
+    """Per-window robust scaling for levels (prices leave the training range), a global
+    standard scaler for stationary targets."""
+    return "window-robust" if target_kind(target) == "level" else "standard"
+
+
 def model_inputs(bars: pd.DataFrame, features: tuple[str, ...] | list[str]) -> pd.DataFrame:
     """The model's input frame ``[T, C]`` from bars (past-only features, warm-up dropped)."""
     from celeris.models.data import feature_frame
@@ -54,7 +69,7 @@ def train_on_bars(
     input_size: int,
     horizon: int,
     features: tuple[str, ...] | None = None,
-    scaler: str = "standard",
+    scaler: str = "auto",
     val: float = 0.1,
     test: float = 0.2,
     model_options: dict[str, Any] | None = None,
@@ -73,7 +88,7 @@ def train_on_bars(
     values = model_inputs(bars, feats)
     windows = make_windows(values, input_size, horizon)
     tr, va, te = split_by_time(windows, val=val, test=test)
-    sc = make_scaler(scaler)
+    sc = make_scaler(default_scaler(feats[0]) if scaler == "auto" else scaler)
     if isinstance(
         sc, Scaler
     ):  # global scalers learn from training bars; window scalers need nothing
@@ -83,7 +98,7 @@ def train_on_bars(
     )
     config = TrainConfig(**train_options)
     result = train(model, tr, va if len(va) else None, config, scaler=sc)
-    report = evaluate(result.model, te, sc)
+    report = evaluate(result.model, te, sc, kind=target_kind(feats[0]))
     table = report.table()
     spacing = (
         pd.Series(values.index).diff().median()
@@ -96,6 +111,7 @@ def train_on_bars(
         "n_features": len(feats),
         "features": list(feats),
         "target": feats[0],
+        "target_kind": target_kind(feats[0]),
         "source": source,
         "bar_spacing": str(spacing) if spacing is not None else None,
         "train_windows": len(tr),

@@ -123,7 +123,8 @@ class Predictor:
             buf = self._buf[: chunk.shape[0]]
             dest = out[start : start + chunk.shape[0]]
             if self._window_scaler is not None:
-                scaled, loc, scale = self._window_scaler.transform(chunk)
+                np.copyto(buf, chunk)  # a writable copy (histories may be read-only views)
+                scaled, loc, scale = self._window_scaler.transform(buf)
                 np.copyto(buf, scaled)
                 dest[:] = self._window_scaler.inverse_transform(self._run(buf), loc, scale)
             elif self._center is not None and self._scale is not None:
