@@ -107,3 +107,12 @@ def test_model_commands_bad_input_one_line_exit_2(args, message):
     result = runner.invoke(app, args)
     assert result.exit_code == 2, result.output
     assert message in result.stderr and "Traceback" not in result.output
+
+
+def test_backtest_model_strategy_fills_at_next_open_by_default(trained: Path):
+    base = ["backtest", "--strategy", f"model:{trained}", "--data", "sample:sp500", "--json"]
+    default = json.loads(runner.invoke(app, base).stdout)["stats"]
+    next_open = json.loads(runner.invoke(app, [*base, "--execution", "next_open"]).stdout)["stats"]
+    at_close = json.loads(runner.invoke(app, [*base, "--execution", "close"]).stdout)["stats"]
+    assert default == next_open and default["orders"] > 0
+    assert at_close["end_value"] != default["end_value"]

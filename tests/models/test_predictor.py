@@ -149,3 +149,14 @@ def test_signals_from_forecast_threshold_and_topk():
         signals_from_forecast(panel, rule="topk", k=4)
     with pytest.raises(ConfigError, match="step 2"):
         expected_returns(fc, close, step=2)
+
+
+def test_profiles_scale_gpu_batches_with_gpu_memory():
+    from celeris.models.profiles import profiles
+
+    big = profiles(16, "NVIDIA H100", 80.0)["high_throughput"]
+    small = profiles(16, "NVIDIA T4", 16.0)["high_throughput"]
+    cpu = profiles(2)["high_throughput"]
+    assert (big.device, big.backend, big.max_batch) == ("cuda", "torch", 8192)
+    assert small.max_batch == 2048
+    assert (cpu.device, cpu.backend) == ("cpu", "onnx")

@@ -32,9 +32,11 @@ StopOpt = Annotated[
     float | None, typer.Option(help="Stop as a fraction, e.g. 0.05 (off by default).")
 ]
 ExecutionOpt = Annotated[
-    str,
+    str | None,
     typer.Option(
-        help="close (fill at the signal bar's close) | next_open (fill at the next open)."
+        help="close (fill at the signal bar's close) | next_open (fill at the next open). "
+        "Default: close for rule strategies, next_open for model:PATH (a forecast made at a close "
+        "trades at the next bar)."
     ),
 ]
 YearDaysOpt = Annotated[
@@ -151,7 +153,7 @@ def register(app: typer.Typer) -> None:
         sl_stop: StopOpt = None,
         tp_stop: StopOpt = None,
         tsl_stop: StopOpt = None,
-        execution: ExecutionOpt = "close",
+        execution: ExecutionOpt = None,
         year_days: YearDaysOpt = 365,
         freq: FreqOpt = None,
         device: DeviceOpt = "auto",
@@ -183,6 +185,8 @@ def register(app: typer.Typer) -> None:
         from celeris.backtest import from_signals
         from celeris.cli.format import fmt, frame_table, jsonable, stats_table
 
+        if execution is None:
+            execution = "next_open" if strategy.startswith("model:") else "close"
         bars = _load(data)
         opts = _options(
             fees,
@@ -287,7 +291,7 @@ def register(app: typer.Typer) -> None:
         sl_stop: StopOpt = None,
         tp_stop: StopOpt = None,
         tsl_stop: StopOpt = None,
-        execution: ExecutionOpt = "close",
+        execution: ExecutionOpt = None,
         year_days: YearDaysOpt = 365,
         freq: FreqOpt = None,
         device: DeviceOpt = "auto",
@@ -312,6 +316,7 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"unknown metric {metric!r}{did_you_mean(metric, METRICS)}")
         if top < 1:
             raise ConfigError(f"--top must be >= 1, got {top}")
+        execution = execution or "close"
         bars = _load(data)
         strat, values = _strategy_and_grid(strategy, grid or [])
         opts = _options(
@@ -402,7 +407,7 @@ def register(app: typer.Typer) -> None:
         sl_stop: StopOpt = None,
         tp_stop: StopOpt = None,
         tsl_stop: StopOpt = None,
-        execution: ExecutionOpt = "close",
+        execution: ExecutionOpt = None,
         year_days: YearDaysOpt = 365,
         freq: FreqOpt = None,
         device: DeviceOpt = "auto",
@@ -416,6 +421,7 @@ def register(app: typer.Typer) -> None:
         from celeris.backtest import walk_forward
         from celeris.cli.format import fmt, frame_table, jsonable
 
+        execution = execution or "close"
         bars = _load(data)
         strat, values = _strategy_and_grid(strategy, grid or [])
         opts = _options(

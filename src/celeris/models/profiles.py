@@ -33,10 +33,14 @@ def _cores() -> int:
     )
 
 
-def profiles(cores: int | None = None, gpu: str | None = None) -> dict[str, Profile]:
-    """The five profiles for a machine with ``cores`` CPU cores and an optional GPU."""
+def profiles(
+    cores: int | None = None, gpu: str | None = None, gpu_memory_gb: float | None = None
+) -> dict[str, Profile]:
+    """The five profiles for a machine with ``cores`` CPU cores and an optional GPU (whose
+    memory sets the high-throughput batch: 8,192 windows from 40 GB, 2,048 below)."""
     cores = cores or _cores()
     dev = "cuda" if gpu else "cpu"
+    gpu_batch = 8192 if (gpu_memory_gb or 0) >= 40 else 2048
     return {
         "ultra_low_latency": Profile(
             "ultra_low_latency",
@@ -60,7 +64,7 @@ def profiles(cores: int | None = None, gpu: str | None = None) -> dict[str, Prof
             "high_throughput",
             "torch" if gpu else "onnx",
             cores,
-            8192 if gpu else 4096,
+            gpu_batch if gpu else 4096,
             device=dev,
             description="large batches for many assets at once",
         ),
@@ -96,7 +100,7 @@ def auto_profile(name: str | None = None, **overrides: Any) -> Profile:
     more -> ``balanced``.
     """
     info = detect()
-    table = profiles(info["cores"], info["gpu"])
+    table = profiles(info["cores"], info["gpu"], info["gpu_memory_gb"])
     if name is None:
         name = (
             "high_throughput"
