@@ -159,4 +159,12 @@ def test_profiles_scale_gpu_batches_with_gpu_memory():
     cpu = profiles(2)["high_throughput"]
     assert (big.device, big.backend, big.max_batch) == ("cuda", "torch", 8192)
     assert small.max_batch == 2048
-    assert (cpu.device, cpu.backend) == ("cpu", "onnx")
+    assert (cpu.device, cpu.backend) == ("cpu", "onnx-int8")
+
+
+def test_predictor_torch_compile_matches_eager(checkpoint):
+    """torch.compile (inductor, ~25 s to compile on 2 cores) gives the eager model's forecasts."""
+    x = _histories(8)
+    compiled = Predictor.load(checkpoint, compile=True).predict(x)
+    eager = Predictor.load(checkpoint).predict(x)
+    assert np.abs(compiled - eager).max() <= 1e-5 * np.abs(eager).max()
