@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -40,7 +42,11 @@ ExecutionOpt = Annotated[
     ),
 ]
 YearDaysOpt = Annotated[
-    float, typer.Option(help="Days per year for annualising: 365 crypto, 252 equities.")
+    float | None,
+    typer.Option(
+        help="Days per year for annualising: 365 for 24/7 crypto, 252 for equities "
+        "(default: 252 when the data has no weekend bars, else 365)."
+    ),
 ]
 FreqOpt = Annotated[
     str | None, typer.Option(help="Bar spacing, e.g. 1h, 1D (inferred from the data if omitted).")
@@ -51,30 +57,59 @@ JsonOpt = Annotated[
 ]
 
 
-def _options(
-    fees: float,
-    slippage: float,
-    init_cash: float,
-    direction: str,
-    sl_stop: float | None,
-    tp_stop: float | None,
-    tsl_stop: float | None,
-    execution: str,
-    year_days: float,
-    freq: str | None,
-) -> dict[str, Any]:
-    return {
-        "fees": fees,
-        "slippage": slippage,
-        "init_cash": init_cash,
-        "direction": direction,
-        "sl_stop": sl_stop,
-        "tp_stop": tp_stop,
-        "tsl_stop": tsl_stop,
-        "execution": execution,
-        "year_days": year_days,
-        "freq": freq,
-    }
+# Backtest options shared by `backtest`, `sweep` and `walk-forward`: declared once, added to each
+# command's signature by `portfolio_options`, and handed to the command as one `opts` dict.
+_SHARED: tuple[tuple[str, Any, Any], ...] = (
+    ("fees", FeesOpt, 0.0),
+    ("slippage", SlippageOpt, 0.0),
+    ("init_cash", CashOpt, 100_000.0),
+    ("direction", DirectionOpt, "longonly"),
+    ("sl_stop", StopOpt, None),
+    ("tp_stop", StopOpt, None),
+    ("tsl_stop", StopOpt, None),
+    ("execution", ExecutionOpt, None),
+    ("year_days", YearDaysOpt, None),
+    ("freq", FreqOpt, None),
+    ("device", DeviceOpt, "auto"),
+)
+
+
+def portfolio_options(func: Any) -> Any:
+    """Give a command the shared backtest options; it receives them as ``opts`` (a dict)."""
+    sig = inspect.signature(func, eval_str=True)
+    own = [p for p in sig.parameters.values() if p.name != "opts"]
+    shared = [
+        inspect.Parameter(
+            name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation
+        )
+        for name, annotation, default in _SHARED
+    ]
+    own_kw = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        opts = {name: kwargs.pop(name) for name, _, _ in _SHARED if name in kwargs}
+        return func(*args, opts=opts, **kwargs)
+
+    wrapper.__signature__ = sig.replace(parameters=[*own_kw[:-1], *shared, own_kw[-1]])  # type: ignore[attr-defined]
+    del wrapper.__wrapped__  # typer must read the new signature, not the wrapped one
+    wrapper.__annotations__ = {
+        p.name: p.annotation for p in wrapper.__signature__.parameters.values()
+    }  # type: ignore[attr-defined]
+    return wrapper
+
+
+def backtest_options(
+    opts: dict[str, Any], bars: Any, *, model: bool = False
+) -> tuple[dict[str, Any], str]:
+    """``from_signals`` keywords from the shared options (defaults resolved for ``bars``), and
+    the device."""
+    out = dict(opts)
+    device = out.pop("device")
+    out["year_days"] = year_days_for(bars, out["year_days"])
+    if out["execution"] is None:
+        out["execution"] = "next_open" if model else "close"
+    return out, device
 
 
 def _load(source: str) -> Any:
@@ -139,6 +174,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("backtest")
     @cli_errors
+    @portfolio_options
     def backtest_cmd(
         data: DataOpt = "sample:sp500",
         strategy: StrategyOpt = "sma_cross",
@@ -146,17 +182,6 @@ def register(app: typer.Typer) -> None:
             list[str] | None,
             typer.Option("--param", "-p", help="Strategy parameter NAME=VALUE (repeatable)."),
         ] = None,
-        fees: FeesOpt = 0.0,
-        slippage: SlippageOpt = 0.0,
-        init_cash: CashOpt = 100_000.0,
-        direction: DirectionOpt = "longonly",
-        sl_stop: StopOpt = None,
-        tp_stop: StopOpt = None,
-        tsl_stop: StopOpt = None,
-        execution: ExecutionOpt = None,
-        year_days: YearDaysOpt = 365,
-        freq: FreqOpt = None,
-        device: DeviceOpt = "auto",
         html: Annotated[
             Path | None, typer.Option(help="Write an interactive HTML report here.")
         ] = None,
@@ -176,6 +201,7 @@ def register(app: typer.Typer) -> None:
             typer.Option(help="model:PATH strategies: also trade the bars the model trained on."),
         ] = False,
         json_out: JsonOpt = False,
+        opts: dict[str, Any] | None = None,
     ) -> None:
         """Backtest one strategy with one parameter set and print its metrics and trades.
 
@@ -185,21 +211,8 @@ def register(app: typer.Typer) -> None:
         from celeris.backtest import from_signals
         from celeris.cli.format import fmt, frame_table, jsonable, stats_table
 
-        if execution is None:
-            execution = "next_open" if strategy.startswith("model:") else "close"
         bars = _load(data)
-        opts = _options(
-            fees,
-            slippage,
-            init_cash,
-            direction,
-            sl_stop,
-            tp_stop,
-            tsl_stop,
-            execution,
-            year_days_for(bars, year_days),
-            freq,
-        )
+        opts, device = backtest_options(opts or {}, bars, model=strategy.startswith("model:"))
         if strategy.startswith("model:"):
             import pandas as pd
 
@@ -269,6 +282,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("sweep")
     @cli_errors
+    @portfolio_options
     def sweep_cmd(
         data: DataOpt = "sample:sp500",
         strategy: StrategyOpt = "sma_cross",
@@ -284,17 +298,6 @@ def register(app: typer.Typer) -> None:
             str, typer.Option(help="Rank by this metric (sharpe, total_return, calmar...).")
         ] = "sharpe",
         top: Annotated[int, typer.Option(help="How many best variants to show.")] = 10,
-        fees: FeesOpt = 0.0,
-        slippage: SlippageOpt = 0.0,
-        init_cash: CashOpt = 100_000.0,
-        direction: DirectionOpt = "longonly",
-        sl_stop: StopOpt = None,
-        tp_stop: StopOpt = None,
-        tsl_stop: StopOpt = None,
-        execution: ExecutionOpt = None,
-        year_days: YearDaysOpt = 365,
-        freq: FreqOpt = None,
-        device: DeviceOpt = "auto",
         html: Annotated[
             Path | None, typer.Option(help="HTML report of the best variant and the heat-map.")
         ] = None,
@@ -302,6 +305,7 @@ def register(app: typer.Typer) -> None:
             Path | None, typer.Option(help="Write every variant's metrics to this CSV.")
         ] = None,
         json_out: JsonOpt = False,
+        opts: dict[str, Any] | None = None,
     ) -> None:
         """Backtest every combination of a parameter grid and rank the variants.
 
@@ -316,21 +320,9 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"unknown metric {metric!r}{did_you_mean(metric, METRICS)}")
         if top < 1:
             raise ConfigError(f"--top must be >= 1, got {top}")
-        execution = execution or "close"
         bars = _load(data)
         strat, values = _strategy_and_grid(strategy, grid or [])
-        opts = _options(
-            fees,
-            slippage,
-            init_cash,
-            direction,
-            sl_stop,
-            tp_stop,
-            tsl_stop,
-            execution,
-            year_days_for(bars, year_days),
-            freq,
-        )
+        opts, device = backtest_options(opts or {}, bars)
         started = time.perf_counter()
         result = sweep(bars, strat, values, device=device, progress=not json_out, **opts)
         elapsed = time.perf_counter() - started
@@ -382,6 +374,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("walk-forward")
     @cli_errors
+    @portfolio_options
     def walk_forward_cmd(
         data: DataOpt = "sample:sp500",
         strategy: StrategyOpt = "sma_cross",
@@ -400,18 +393,8 @@ def register(app: typer.Typer) -> None:
         anchored: Annotated[
             bool, typer.Option(help="Keep the training start fixed (expanding window).")
         ] = False,
-        fees: FeesOpt = 0.0,
-        slippage: SlippageOpt = 0.0,
-        init_cash: CashOpt = 100_000.0,
-        direction: DirectionOpt = "longonly",
-        sl_stop: StopOpt = None,
-        tp_stop: StopOpt = None,
-        tsl_stop: StopOpt = None,
-        execution: ExecutionOpt = None,
-        year_days: YearDaysOpt = 365,
-        freq: FreqOpt = None,
-        device: DeviceOpt = "auto",
         json_out: JsonOpt = False,
+        opts: dict[str, Any] | None = None,
     ) -> None:
         """Choose parameters on each training window, judge them on the next unseen window.
 
@@ -421,21 +404,9 @@ def register(app: typer.Typer) -> None:
         from celeris.backtest import walk_forward
         from celeris.cli.format import fmt, frame_table, jsonable
 
-        execution = execution or "close"
         bars = _load(data)
         strat, values = _strategy_and_grid(strategy, grid or [])
-        opts = _options(
-            fees,
-            slippage,
-            init_cash,
-            direction,
-            sl_stop,
-            tp_stop,
-            tsl_stop,
-            execution,
-            year_days_for(bars, year_days),
-            freq,
-        )
+        opts, device = backtest_options(opts or {}, bars)
         result = walk_forward(
             bars, strat, values, train=_window(train), test=_window(test), metric=metric,
             anchored=anchored, device=device, progress=not json_out, **opts,
