@@ -209,6 +209,17 @@ def _check_out(out, n, k):
         raise ValueError("out must have shape (n_bars, n_windows)")
 
 
+@njit(cache=True, nogil=True)
+def _three_outputs_nb(out, n, k):
+    """Working [window, bar] matrices of a three-output kernel: fresh, or views of ``out``."""
+    if out is None:
+        return _empty_matrix_nb(n, k), _empty_matrix_nb(n, k), _empty_matrix_nb(n, k)
+    _check_out(out[0], n, k)
+    _check_out(out[1], n, k)
+    _check_out(out[2], n, k)
+    return out[0].T, out[1].T, out[2].T
+
+
 # ----------------------------------------------------------------------------------------------
 # moving averages
 
@@ -353,17 +364,7 @@ def bbands_nb(close, windows, nbdev_up, nbdev_dn, out=None):
     start, stop = valid_span_nb(close)
     n = close.shape[0]
     k = windows.shape[0]
-    if out is None:
-        upper = _empty_matrix_nb(n, k)
-        middle = _empty_matrix_nb(n, k)
-        lower = _empty_matrix_nb(n, k)
-    else:
-        _check_out(out[0], n, k)
-        _check_out(out[1], n, k)
-        _check_out(out[2], n, k)
-        upper = out[0].T
-        middle = out[1].T
-        lower = out[2].T
+    upper, middle, lower = _three_outputs_nb(out, n, k)
     for j in prange(k):
         _moments_col_nb(
             close,
@@ -485,17 +486,7 @@ def macd_nb(close, fast, slow, signal, out=None):
     start, stop = valid_span_nb(close)
     n = close.shape[0]
     k = fast.shape[0]
-    if out is None:
-        line = _empty_matrix_nb(n, k)
-        sig = _empty_matrix_nb(n, k)
-        hist = _empty_matrix_nb(n, k)
-    else:
-        _check_out(out[0], n, k)
-        _check_out(out[1], n, k)
-        _check_out(out[2], n, k)
-        line = out[0].T
-        sig = out[1].T
-        hist = out[2].T
+    line, sig, hist = _three_outputs_nb(out, n, k)
     for j in prange(k):
         _macd_col_nb(close, start, stop, fast[j], slow[j], signal[j], line[j], sig[j], hist[j])
     return line.T, sig.T, hist.T
@@ -632,17 +623,7 @@ def donchian_nb(high, low, windows, out=None):
     start, stop = valid_span_nb(high + low)
     n = high.shape[0]
     k = windows.shape[0]
-    if out is None:
-        upper = _empty_matrix_nb(n, k)
-        middle = _empty_matrix_nb(n, k)
-        lower = _empty_matrix_nb(n, k)
-    else:
-        _check_out(out[0], n, k)
-        _check_out(out[1], n, k)
-        _check_out(out[2], n, k)
-        upper = out[0].T
-        middle = out[1].T
-        lower = out[2].T
+    upper, middle, lower = _three_outputs_nb(out, n, k)
     for j in prange(k):
         _donchian_col_nb(high, low, start, stop, windows[j], upper[j], middle[j], lower[j])
     return upper.T, middle.T, lower.T
