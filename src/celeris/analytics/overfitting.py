@@ -153,7 +153,7 @@ def expected_max_sharpe(n_trials: int, sr_variance: float) -> float:
     if n == 1:
         return 0.0
     gamma = float(np.euler_gamma)
-    # 1 - 1/N and 1 - 1/(N e) in the lower tail form keep precision for large N.
+    # norm.isf(p) == Phi^-1(1 - p), without rounding 1 - p to 1.0 when N is huge.
     z_n = float(norm.isf(1.0 / n))
     z_ne = float(norm.isf(1.0 / (n * math.e)))
     return math.sqrt(variance) * ((1.0 - gamma) * z_n + gamma * z_ne)
