@@ -28,10 +28,10 @@ __version__ = "0.1.0"
 # two), which measured 15-25% slower on 2 cores. A value the user set is kept.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-_SUBMODULES = ("backtest", "compute", "data", "indicators", "cli")
+_SUBMODULES = ("analytics", "backtest", "compute", "data", "indicators", "models", "cli")
 
 if TYPE_CHECKING:  # pragma: no cover
-    from celeris import backtest, compute, data, indicators
+    from celeris import analytics, backtest, compute, data, indicators, models
 
 
 def __getattr__(name: str) -> Any:
@@ -50,8 +50,10 @@ __all__ = [
     "ExchangeError",
     "StoreError",
     "__version__",
+    "analytics",
     "backtest",
     "compute",
     "data",
     "indicators",
+    "models",
 ]

@@ -91,11 +91,10 @@ def portfolio_options(func: Any) -> Any:
         opts = {name: kwargs.pop(name) for name, _, _ in _SHARED if name in kwargs}
         return func(*args, opts=opts, **kwargs)
 
-    wrapper.__signature__ = sig.replace(parameters=[*own_kw[:-1], *shared, own_kw[-1]])  # type: ignore[attr-defined]
+    new_sig = sig.replace(parameters=[*own_kw[:-1], *shared, own_kw[-1]])
+    setattr(wrapper, "__signature__", new_sig)  # noqa: B010 - typer reads it
     del wrapper.__wrapped__  # typer must read the new signature, not the wrapped one
-    wrapper.__annotations__ = {
-        p.name: p.annotation for p in wrapper.__signature__.parameters.values()
-    }  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in new_sig.parameters.values()}
     return wrapper
 
 
