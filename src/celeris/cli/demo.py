@@ -94,6 +94,7 @@ def register(app: typer.Typer) -> None:
 
         out.mkdir(parents=True, exist_ok=True)
         html = result.to_html(out / "demo_report.html", metric="sharpe")
-        png = result.portfolio(best).plot_png(out / "demo_best.png")
+        title = f"SMA crossover fast={best['fast']} slow={best['slow']} on {data}"
+        png = result.portfolio(best).plot_png(out / "demo_best.png", title=title)
         console.print(f"\n[bold]3. reports[/]: {html.resolve()}\n             {png.resolve()}")
         console.print(f"\ndone in {time.perf_counter() - started:.1f} s")
