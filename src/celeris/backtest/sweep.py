@@ -115,12 +115,18 @@ class SweepResult:
             raise ConfigError(f"n must be >= 1, got {n}")
         return self.stats().iloc[rank_order(self.metrics[:, METRICS[metric][0]], metric)[:n]]
 
+    def best_position(self, metric: str = "sharpe") -> int:
+        """Row (in ``combos``/``metrics``) of the best combination by ``metric``."""
+        if metric not in METRICS:
+            raise ConfigError(f"unknown metric {metric!r}{did_you_mean(metric, METRICS)}")
+        order = rank_order(self.metrics[:, METRICS[metric][0]], metric)
+        if not order.size:
+            raise ConfigError(f"no combination has a finite {metric} (too few trades?)")
+        return int(order[0])
+
     def best_params(self, metric: str = "sharpe") -> dict[str, Any]:
         """Parameters of the best combination by ``metric``."""
-        top = self.best(metric, 1)
-        if top.empty:
-            raise ConfigError(f"no combination has a finite {metric}")
-        pos = self.index.get_loc(top.index[0])
+        pos = self.best_position(metric)
         return {
             str(k): v.item() if hasattr(v, "item") else v for k, v in self.combos.iloc[pos].items()
         }

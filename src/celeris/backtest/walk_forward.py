@@ -115,12 +115,12 @@ def walk_forward(
                 device=device,
                 **options,
             )
-            best = insample.best(metric, 1)
-            if best.empty:
-                raise ConfigError(
-                    f"window {k}: no combination has a finite in-sample {metric} (too few trades?)"
-                )
+            try:
+                pos = insample.best_position(metric)
+            except ConfigError as exc:
+                raise ConfigError(f"window {k}: {exc}") from None
             params = insample.best_params(metric)
+            in_sample_value = float(insample.metrics[pos, METRICS[metric][0]])
             # Signals from history that includes the warm-up before the test window (past only).
             ctx_start = max(0, train_end - warmup)
             context = bars.iloc[ctx_start:test_end]
@@ -141,7 +141,7 @@ def walk_forward(
                     "test_start": bars.index[train_end],
                     "test_end": bars.index[test_end - 1],
                     **params,
-                    f"is_{metric}": float(best[metric].iloc[0]),
+                    f"is_{metric}": in_sample_value,
                     f"oos_{metric}": float(stats[metric])
                     if metric != "max_drawdown_duration"
                     else stats[metric],

@@ -277,7 +277,8 @@ def register(app: typer.Typer) -> None:
         for path, writer in ((html, pf.to_html), (png, pf.plot_png)):
             if path is not None:
                 written = writer(path)
-                (console.print if not json_out else _silent)(f"wrote {written}")
+                if not json_out:
+                    console.print(f"wrote {written}")
 
     @app.command("sweep")
     @cli_errors
@@ -432,7 +433,3 @@ def register(app: typer.Typer) -> None:
 
 def _window(spec: str) -> int | str:
     return int(spec) if spec.isdigit() else spec
-
-
-def _silent(*_: Any) -> None:
-    return None
