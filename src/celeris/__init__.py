@@ -18,6 +18,7 @@ from celeris.errors import (
     DataError,
     DeviceError,
     ExchangeError,
+    LLMError,
     StoreError,
 )
 
@@ -28,10 +29,10 @@ __version__ = "0.1.0"
 # two), which measured 15-25% slower on 2 cores. A value the user set is kept.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-_SUBMODULES = ("analytics", "backtest", "compute", "data", "indicators", "models", "cli")
+_SUBMODULES = ("analytics", "backtest", "compute", "data", "indicators", "llm", "models", "cli")
 
 if TYPE_CHECKING:  # pragma: no cover
-    from celeris import analytics, backtest, compute, data, indicators, models
+    from celeris import analytics, backtest, compute, data, indicators, llm, models
 
 
 def __getattr__(name: str) -> Any:
@@ -48,6 +49,7 @@ __all__ = [
     "DataError",
     "DeviceError",
     "ExchangeError",
+    "LLMError",
     "StoreError",
     "__version__",
     "analytics",
@@ -55,5 +57,6 @@ __all__ = [
     "compute",
     "data",
     "indicators",
+    "llm",
     "models",
 ]

@@ -39,6 +39,14 @@ class StoreError(CelerisError, RuntimeError):
     """The local market-data store could not be read or written."""
 
 
+class LLMError(CelerisError, RuntimeError):
+    """A language-model server could not be reached, refused a request or answered unusably."""
+
+
+class LLMNotConfigured(LLMError):
+    """No language-model server is configured (``CELERIS_LLM_BASE_URL`` is unset)."""
+
+
 class CelerisWarning(UserWarning):
     """A recoverable oddity the user should know about (results are still produced)."""
 

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from celeris.backtest.portfolio import METRICS, from_signals
+from celeris.backtest.portfolio import METRICS, Portfolio, from_signals
 from celeris.backtest.returns import returns_metrics
 from celeris.backtest.strategies import Strategy, check_bars, get_strategy
 from celeris.backtest.sweep import _progress, check_portfolio_options, sweep
@@ -54,6 +54,35 @@ def _to_bars(spec: int | str, index: pd.Index, what: str) -> int:
     if n < 2:
         raise ConfigError(f"{what} must cover at least 2 bars, got {spec!r}")
     return n
+
+
+def backtest_window(
+    bars: pd.DataFrame,
+    strategy: Strategy,
+    params: Mapping[str, Any],
+    start: int,
+    end: int,
+    *,
+    warmup: int,
+    device: str = "auto",
+    **options: Any,
+) -> Portfolio:
+    """Backtest ``params`` on ``bars[start:end]`` alone, as an unseen test window.
+
+    Indicators are warmed up on the ``warmup`` bars before ``start`` (past data only), but
+    orders start with fresh cash at ``start``: the window's result depends on nothing after
+    ``end`` and on no position taken before ``start``.
+    """
+    ctx_start = max(0, start - warmup)
+    entries, exits = strategy.signals(bars.iloc[ctx_start:end], params)
+    offset = start - ctx_start
+    return from_signals(
+        bars.iloc[start:end],
+        entries.iloc[offset:],
+        exits.iloc[offset:],
+        device=device,
+        **options,
+    )
 
 
 def walk_forward(
@@ -121,14 +150,8 @@ def walk_forward(
                 raise ConfigError(f"window {k}: {exc}") from None
             params = insample.best_params(metric)
             in_sample_value = float(insample.metrics[pos, METRICS[metric][0]])
-            # Signals from history that includes the warm-up before the test window (past only).
-            ctx_start = max(0, train_end - warmup)
-            context = bars.iloc[ctx_start:test_end]
-            entries, exits = strat.signals(context, params)
-            offset = train_end - ctx_start
-            test_bars = bars.iloc[train_end:test_end]
-            pf = from_signals(
-                test_bars, entries.iloc[offset:], exits.iloc[offset:], device=device, **options
+            pf = backtest_window(
+                bars, strat, params, train_end, test_end, warmup=warmup, device=device, **options
             )
             stats = pf.stats().iloc[0]
             rets = pf.returns.iloc[:, 0]

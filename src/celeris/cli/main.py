@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from celeris.cli import backtest_cmd, demo, models_cmd
+from celeris.cli import backtest_cmd, demo, llm_cmd, models_cmd
 from celeris.cli.data_cmd import data_app
 
 app = typer.Typer(
@@ -15,6 +15,7 @@ app = typer.Typer(
         "Start with [bold]celeris demo[/], then e.g.\n\n"
         "  celeris backtest --data sample:sp500 --strategy sma_cross --param fast=10 --param slow=50\n\n"
         "  celeris sweep --data sample:sp500 --strategy sma_cross --grid fast=10:100:2 --grid slow=50:500:10\n\n"
+        "  celeris optimize --data sample:sp500 --strategy sma_cross --bound fast=5:100 --bound slow=20:400\n\n"
         "Bad input prints one line and exits with code 2."
     ),
     no_args_is_help=True,
@@ -26,6 +27,7 @@ app.add_typer(data_app, name="data")
 backtest_cmd.register(app)
 demo.register(app)
 models_cmd.register(app)
+llm_cmd.register(app)
 
 
 def run() -> None:

@@ -1,0 +1,320 @@
+"""``celeris optimize`` and ``celeris llm check|prompts|serve|export-dataset|finetune``."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from celeris.cli._common import cli_errors, console, print_json
+from celeris.cli.backtest_cmd import (
+    DataOpt,
+    JsonOpt,
+    StrategyOpt,
+    _load,
+    backtest_options,
+    portfolio_options,
+)
+from celeris.errors import ConfigError
+
+llm_app = typer.Typer(
+    help=(
+        "Talk to the LLM analyst's model server, serve a local model, and turn audited "
+        "optimisation runs into fine-tuning data.\n\n"
+        "The server is any OpenAI-compatible API (vLLM, llama.cpp, Ollama): set "
+        "CELERIS_LLM_BASE_URL and CELERIS_LLM_MODEL, or [llm] in ~/.config/celeris/config.toml."
+    ),
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+)
+
+UrlOpt = Annotated[
+    str | None,
+    typer.Option("--llm-url", help="OpenAI-compatible base URL (default: CELERIS_LLM_BASE_URL)."),
+]
+ModelOpt = Annotated[
+    str | None, typer.Option("--llm-model", help="Model name (default: CELERIS_LLM_MODEL).")
+]
+FormatOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--response-format",
+        help="json_schema (vLLM, OpenAI) | json_object (llama.cpp, Ollama) | prompt.",
+    ),
+]
+
+
+def make_client(url: str | None, model: str | None, response_format: str | None) -> Any:
+    """An :class:`LLMClient` from CLI options over the environment and config file."""
+    from celeris.llm.client import LLMClient
+    from celeris.llm.settings import load_llm_settings
+
+    return LLMClient(load_llm_settings(base_url=url, model=model, response_format=response_format))
+
+
+def _single_values(items: list[str], strat: Any) -> dict[str, float]:
+    from celeris.backtest.strategies import parse_assignments
+
+    out = {}
+    for name, values in parse_assignments(items, strat).items():
+        if len(values) != 1:
+            raise ConfigError(f"--param {name} takes one value, got {len(values)}")
+        out[name] = values[0]
+    return out
+
+
+def _bounds(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        name, sep, spec = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--bound expects NAME=LOW:HIGH, got {item!r}")
+        out[name.strip()] = spec.strip()
+    return out
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``optimize`` and the ``llm`` group to the ``celeris`` app."""
+    app.add_typer(llm_app, name="llm")
+
+    @app.command("optimize")
+    @cli_errors
+    @portfolio_options
+    def optimize_cmd(
+        data: DataOpt = "sample:sp500",
+        strategy: StrategyOpt = "sma_cross",
+        bound: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--bound",
+                "-b",
+                help="NAME=LOW:HIGH search range (repeat). Default: every parameter's declared range.",
+            ),
+        ] = None,
+        param: Annotated[
+            list[str] | None,
+            typer.Option("--param", "-p", help="Baseline NAME=VALUE (default: the strategy's)."),
+        ] = None,
+        llm: Annotated[
+            bool, typer.Option("--llm", help="Ask the LLM analyst for proposals (else Optuna).")
+        ] = False,
+        rounds: Annotated[int, typer.Option(help="Proposal rounds.")] = 10,
+        per_round: Annotated[int, typer.Option(help="Candidates asked per round.")] = 4,
+        objective: Annotated[
+            str, typer.Option(help="sharpe | sortino | calmar | cagr | total_return.")
+        ] = "sharpe",
+        holdout: Annotated[
+            float, typer.Option(help="Share of the latest bars kept out of sample.")
+        ] = 0.3,
+        windows: Annotated[
+            int, typer.Option(help="Walk-forward test windows the holdout is cut into.")
+        ] = 3,
+        dsr: Annotated[
+            float, typer.Option(help="Minimum deflated Sharpe ratio for acceptance.")
+        ] = 0.95,
+        min_trades: Annotated[
+            int, typer.Option(help="In-sample trades below which a candidate is not judged.")
+        ] = 5,
+        audit: Annotated[
+            Path | None,
+            typer.Option(
+                help="Audit log (JSONL, appended). Default: celeris-runs/optimize-<time>.jsonl."
+            ),
+        ] = None,
+        replay: Annotated[
+            Path | None,
+            typer.Option(help="Re-run a recorded run from its audit log (no LLM, no Optuna)."),
+        ] = None,
+        seed: Annotated[int, typer.Option(help="Sampler / LLM seed.")] = 0,
+        llm_url: UrlOpt = None,
+        llm_model: ModelOpt = None,
+        response_format: FormatOpt = None,
+        json_out: JsonOpt = False,
+        opts: dict[str, Any] | None = None,
+    ) -> None:
+        """Search parameters in sample; accept only what beats the baseline out of sample.
+
+        Every candidate (from Optuna's TPE sampler, or from the LLM analyst with --llm) is
+        backtested on the first 70% of the data; one that beats the incumbent there is
+        backtested on walk-forward windows of the remaining 30% and accepted only if it beats
+        the incumbent there too and its deflated Sharpe ratio, corrected for every trial so
+        far, is at least --dsr. Every prompt, answer, backtest and decision goes to the audit log.
+
+        Example: celeris optimize --data sample:sp500 --strategy sma_cross --bound fast=5:100
+        --bound slow=20:400 --rounds 10
+        """
+        from celeris.backtest.strategies import get_strategy
+        from celeris.llm.optimize import optimize
+        from celeris.llm.optimize import replay as replay_run
+        from celeris.llm.verify import Guard
+
+        bars = _load(data)
+        strat = get_strategy(strategy)
+        opts, device = backtest_options(opts or {}, bars)
+        if replay is not None:
+            result, diffs = replay_run(replay, bars, device=device, progress=not json_out)
+            if json_out:
+                print_json({**result.to_dict(), "differences": diffs})
+                return
+            console.print(result.summary(), highlight=False, markup=False)
+            console.print(
+                "replay reproduces every recorded decision"
+                if not diffs
+                else "replay differs from the recording:\n  " + "\n  ".join(diffs),
+                highlight=False,
+                markup=False,
+            )
+            if diffs:
+                raise typer.Exit(1)
+            return
+        client = make_client(llm_url, llm_model, response_format) if llm else None
+        guard = Guard(holdout=holdout, windows=windows, dsr_threshold=dsr, min_trades=min_trades)
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+        path = audit or Path("celeris-runs") / f"optimize-{strat.name}-{stamp}.jsonl"
+        result = optimize(
+            bars, strat, _bounds(bound or []), method="llm" if llm else "optuna", rounds=rounds,
+            per_round=per_round, objective=objective, params=_single_values(param or [], strat),
+            guard=guard, client=client, audit=path, seed=seed, progress=not json_out,
+            device=device, **opts,
+        )  # fmt: skip
+        if json_out:
+            print_json(result.to_dict())
+        else:
+            console.print(result.summary(), highlight=False, markup=False)
+
+    @llm_app.command("check")
+    @cli_errors
+    def check_cmd(
+        llm_url: UrlOpt = None,
+        llm_model: ModelOpt = None,
+        response_format: FormatOpt = None,
+    ) -> None:
+        """Reach the configured server, ask one small structured question, report the latency."""
+        from celeris.llm.schemas import MarketRegime
+
+        client = make_client(llm_url, llm_model, response_format)
+        answer = client.ask(
+            MarketRegime,
+            [
+                {
+                    "role": "user",
+                    "content": "Prices rose 12% in 20 days with falling volatility. Regime?",
+                }
+            ],
+        )
+        console.print(
+            f"{client.base_url} model {answer.model}: valid answer in {answer.seconds:.2f} s "
+            f"({len(answer.attempts)} attempt(s), {answer.usage['completion_tokens']} tokens): "
+            f"{answer.value.label} (confidence {answer.value.confidence:.2f})",
+            highlight=False,
+            markup=False,
+        )
+
+    @llm_app.command("prompts")
+    @cli_errors
+    def prompts_cmd(json_out: JsonOpt = False) -> None:
+        """List the prompt templates and their versions ($CELERIS_PROMPTS_DIR first)."""
+        from celeris.llm.prompts import available_prompts, load_prompt
+
+        found = available_prompts()
+        rows = []
+        for name, versions in found.items():
+            t = load_prompt(name)
+            rows.append(
+                {
+                    "name": name,
+                    "versions": versions,
+                    "placeholders": sorted(t.placeholders),
+                    "description": t.description,
+                    "path": str(t.path),
+                }
+            )
+        if json_out:
+            print_json(rows)
+            return
+        for r in rows:
+            console.print(
+                f"{r['name']} v{', v'.join(map(str, r['versions']))}: {r['description']}",
+                highlight=False,
+                markup=False,
+            )
+
+    @llm_app.command("serve")
+    @cli_errors
+    def serve_cmd(
+        model: Annotated[
+            Path | None,
+            typer.Option(help="A local Hugging Face causal-LM directory (config + tokenizer)."),
+        ] = None,
+        tiny: Annotated[
+            Path | None,
+            typer.Option(help="Build a tiny random test model into this directory and serve it."),
+        ] = None,
+        host: Annotated[str, typer.Option(help="Interface to bind (loopback by default).")] = (
+            "127.0.0.1"
+        ),
+        port: Annotated[int, typer.Option(help="Port.")] = 8080,
+        threads: Annotated[int, typer.Option(help="Torch threads for generation.")] = 1,
+    ) -> None:
+        """Serve a local model over the OpenAI-compatible API, JSON-schema answers constrained.
+
+        For tests and offline work; production models belong on vLLM or llama.cpp.
+        Example: celeris llm serve --tiny /tmp/tiny-llm --port 8080
+        """
+        from celeris.llm.local import LocalChatModel, build_tiny_model
+        from celeris.llm.server import serve_forever
+
+        if (model is None) == (tiny is None):
+            raise ConfigError("give exactly one of --model DIR and --tiny DIR")
+        path = build_tiny_model(tiny) if tiny is not None else model
+        assert path is not None
+        console.print(f"serving {path} at http://{host}:{port}/v1 (Ctrl-C stops)", highlight=False)
+        serve_forever(LocalChatModel(path, threads=threads), host=host, port=port)
+
+    @llm_app.command("export-dataset")
+    @cli_errors
+    def export_cmd(
+        audit: Annotated[
+            list[Path], typer.Option("--audit", "-a", help="Audit log(s) of optimize runs.")
+        ],
+        out: Annotated[Path, typer.Option(help="Output JSONL (chat messages + meta).")],
+        include_rejected: Annotated[
+            bool,
+            typer.Option(help="Also write rounds where nothing was accepted (meta.accepted=0)."),
+        ] = False,
+    ) -> None:
+        """Write instruction-tuning JSONL: each LLM round's prompt and its verified outcome."""
+        from celeris.llm.dataset import export_dataset
+
+        n = export_dataset(audit, out, include_rejected=include_rejected)
+        console.print(f"wrote {n} examples to {out}", highlight=False)
+
+    @llm_app.command("finetune")
+    @cli_errors
+    def finetune_cmd(
+        model: Annotated[Path, typer.Option(help="Local base model directory.")],
+        dataset: Annotated[Path, typer.Option(help="JSONL from `celeris llm export-dataset`.")],
+        out: Annotated[Path, typer.Option(help="Where the LoRA adapter is written.")],
+        epochs: Annotated[int, typer.Option(help="Passes over the data.")] = 1,
+        lr: Annotated[float, typer.Option(help="Learning rate.")] = 2e-4,
+        rank: Annotated[int, typer.Option(help="LoRA rank.")] = 8,
+        alpha: Annotated[int, typer.Option(help="LoRA alpha.")] = 16,
+        max_length: Annotated[int, typer.Option(help="Tokens per example (longer are cut).")] = (
+            2048
+        ),
+    ) -> None:
+        """LoRA fine-tuning (peft) of a local model on exported examples; meant for a GPU."""
+        from celeris.llm.finetune import finetune_lora
+
+        res = finetune_lora(
+            model, dataset, out, epochs=epochs, lr=lr, rank=rank, alpha=alpha,
+            max_length=max_length,
+        )  # fmt: skip
+        console.print(
+            f"adapter written to {res.out_dir}: {res.steps} steps, loss {res.first_loss:.4f} -> "
+            f"{res.last_loss:.4f}, {res.trainable_params:,} of {res.total_params:,} parameters "
+            "trained",
+            highlight=False,
+        )

@@ -1,0 +1,299 @@
+"""One client for every OpenAI-compatible server, returning validated pydantic answers.
+
+vLLM, SGLang, llama.cpp's ``llama-server``/``llama_cpp.server`` and Ollama all speak the OpenAI
+chat-completions API, so Celeris talks to them through the ``openai`` SDK. A structured answer
+is asked with the server's JSON-schema ``response_format`` where it has one; whatever the server
+enforces, the answer is extracted and validated by the task's pydantic schema here, and an
+invalid answer is re-asked with the validation error a bounded number of times.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from celeris.errors import LLMError, LLMNotConfigured
+from celeris.llm.settings import LLMSettings, load_llm_settings
+
+T = TypeVar("T", bound=BaseModel)
+Message = Mapping[str, str]
+
+NOT_CONFIGURED = (
+    "no LLM configured: set CELERIS_LLM_BASE_URL (and CELERIS_LLM_MODEL) to an "
+    "OpenAI-compatible server such as vLLM, llama.cpp or Ollama, or [llm] base_url in "
+    "~/.config/celeris/config.toml; without one, `celeris optimize` (no --llm) runs the same "
+    "verified loop with Optuna"
+)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One request/answer exchange of a structured ask."""
+
+    raw: str
+    error: str | None
+    seconds: float
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass(frozen=True)
+class Answer(Generic[T]):
+    """A validated answer and how it was obtained."""
+
+    value: T
+    raw: str
+    model: str
+    attempts: tuple[Attempt, ...]
+    messages: tuple[dict[str, str], ...] = field(repr=False)
+
+    @property
+    def seconds(self) -> float:
+        return sum(a.seconds for a in self.attempts)
+
+    @property
+    def usage(self) -> dict[str, int]:
+        return {
+            "prompt_tokens": sum(a.prompt_tokens for a in self.attempts),
+            "completion_tokens": sum(a.completion_tokens for a in self.attempts),
+        }
+
+
+class InvalidAnswer(LLMError):
+    """The model gave no schema-valid answer within the allowed re-asks."""
+
+    def __init__(self, message: str, raw: str, attempts: tuple[Attempt, ...]) -> None:
+        super().__init__(message)
+        self.raw = raw
+        self.attempts = attempts
+
+
+class LLMClient:
+    """Ask an OpenAI-compatible server for answers that validate against a pydantic schema.
+
+    Parameters
+    ----------
+    settings
+        Where and how to ask; by default :func:`~celeris.llm.settings.load_llm_settings`
+        (``CELERIS_LLM_*`` variables, then the config file).
+
+    Raises
+    ------
+    LLMNotConfigured
+        No ``base_url`` is configured; the message says how to configure one and points to
+        the Optuna path that needs none.
+    """
+
+    def __init__(self, settings: LLMSettings | None = None) -> None:
+        self.settings = settings if settings is not None else load_llm_settings()
+        if not self.settings.configured:
+            raise LLMNotConfigured(NOT_CONFIGURED)
+        import openai
+
+        self._openai = openai
+        self._sdk = openai.OpenAI(
+            base_url=self.settings.base_url,
+            api_key=self.settings.api_key.get_secret_value() or "not-needed",
+            timeout=self.settings.timeout,
+            max_retries=self.settings.max_retries,
+        )
+        self._model = self.settings.model
+
+    @property
+    def base_url(self) -> str:
+        return str(self.settings.base_url)
+
+    @property
+    def model(self) -> str:
+        """The model name; asked from the server when it serves exactly one and none is set."""
+        if self._model is None:
+            ids = [m.id for m in self._call(self._sdk.models.list).data]
+            if len(ids) != 1:
+                raise LLMError(
+                    f"the server at {self.base_url} serves {len(ids)} models "
+                    f"({', '.join(ids[:10]) or 'none'}); set CELERIS_LLM_MODEL to one of them"
+                )
+            self._model = ids[0]
+        return self._model
+
+    def ask(
+        self,
+        schema: type[T],
+        messages: Sequence[Message],
+        *,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        seed: int | None = None,
+    ) -> Answer[T]:
+        """Ask for one answer that validates against ``schema``.
+
+        The schema is described in the system message and, depending on
+        ``settings.response_format``, also sent as the server's constrained-decoding format.
+        An answer that is not JSON or breaks the schema is re-asked with the validation error,
+        at most ``settings.validation_retries`` times.
+
+        Raises
+        ------
+        InvalidAnswer
+            No valid answer after the re-asks; the message and ``.raw`` hold the last answer.
+        LLMError
+            The server cannot be reached, times out, or refuses the request.
+        """
+        if not messages:
+            raise LLMError("ask() needs at least one message")
+        js = schema.model_json_schema()
+        convo = [dict(m) for m in messages]
+        convo = _with_schema_instruction(convo, js)
+        extra: dict[str, Any] = {}
+        fmt = self.settings.response_format
+        if fmt == "json_schema":
+            extra["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": schema.__name__, "schema": js, "strict": True},
+            }
+        elif fmt == "json_object":
+            extra["response_format"] = {"type": "json_object", "schema": js}
+        seed = seed if seed is not None else self.settings.seed
+        if seed is not None:
+            extra["seed"] = seed
+        attempts: list[Attempt] = []
+        raw = ""
+        for _ in range(self.settings.validation_retries + 1):
+            t0 = time.perf_counter()
+            response = self._call(
+                self._sdk.chat.completions.create,
+                model=self.model,
+                messages=convo,
+                temperature=self.settings.temperature if temperature is None else temperature,
+                max_tokens=max_tokens or self.settings.max_tokens,
+                **extra,
+            )
+            seconds = time.perf_counter() - t0
+            choice = response.choices[0]
+            raw = choice.message.content or ""
+            usage = response.usage
+            try:
+                value = schema.model_validate(extract_json(raw))
+                error = None
+            except (ValueError, ValidationError) as exc:
+                error = describe_error(exc)
+                if choice.finish_reason == "length":
+                    error += " (the answer was cut off at max_tokens)"
+            attempts.append(
+                Attempt(
+                    raw=raw,
+                    error=error,
+                    seconds=seconds,
+                    prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+                    completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+                )
+            )
+            if error is None:
+                return Answer(value, raw, self.model, tuple(attempts), tuple(convo))
+            convo = [
+                *convo,
+                {"role": "assistant", "content": raw},
+                {
+                    "role": "user",
+                    "content": (
+                        f"That answer is invalid: {error}. Answer again with only one JSON "
+                        "object that satisfies the schema, every value inside its bounds."
+                    ),
+                },
+            ]
+        raise InvalidAnswer(
+            f"{self.model} at {self.base_url} gave no valid {schema.__name__} in "
+            f"{len(attempts)} attempts; last error: {attempts[-1].error}; last answer: "
+            f"{_clip(raw)!r}",
+            raw,
+            tuple(attempts),
+        )
+
+    def _call(self, fn: Any, **kwargs: Any) -> Any:
+        oa = self._openai
+        try:
+            return fn(**kwargs)
+        except oa.APITimeoutError:
+            raise LLMError(
+                f"the LLM server at {self.base_url} did not answer within "
+                f"{self.settings.timeout:g} s (CELERIS_LLM_TIMEOUT) after "
+                f"{self.settings.max_retries} retries"
+            ) from None
+        except oa.APIConnectionError as exc:
+            raise LLMError(
+                f"cannot reach the LLM server at {self.base_url} after "
+                f"{self.settings.max_retries} retries: {exc.__cause__ or exc}"
+            ) from None
+        except oa.APIStatusError as exc:
+            hint = ""
+            if exc.status_code in (400, 422) and "response_format" in str(exc.message):
+                hint = (
+                    "; this server may not support response_format="
+                    f"{self.settings.response_format!r}: set CELERIS_LLM_RESPONSE_FORMAT to "
+                    "json_object (llama.cpp, Ollama) or prompt"
+                )
+            raise LLMError(
+                f"the LLM server at {self.base_url} refused the request "
+                f"(HTTP {exc.status_code}): {exc.message}{hint}"
+            ) from None
+
+
+def _with_schema_instruction(
+    messages: list[dict[str, str]], schema: dict[str, Any]
+) -> list[dict[str, str]]:
+    """Put the answer's JSON schema into the system message (all servers read instructions)."""
+    note = (
+        "Answer with exactly one JSON object and nothing else. It must validate against this "
+        "JSON schema (respect every minimum, maximum, enum and length):\n"
+        + json.dumps(schema, separators=(",", ":"), sort_keys=True)
+    )
+    if messages[0].get("role") == "system":
+        head = dict(messages[0])
+        head["content"] = f"{head['content']}\n\n{note}"
+        return [head, *messages[1:]]
+    return [{"role": "system", "content": note}, *messages]
+
+
+def extract_json(text: str) -> Any:
+    """Return the first JSON object in ``text`` (code fences and prose around it are ignored).
+
+    Raises
+    ------
+    ValueError
+        ``text`` holds no JSON object.
+    """
+    decoder = json.JSONDecoder()
+    start = text.find("{")
+    while start != -1:
+        try:
+            value, _ = decoder.raw_decode(text, start)
+        except json.JSONDecodeError:
+            start = text.find("{", start + 1)
+            continue
+        if isinstance(value, dict):
+            return value
+        start = text.find("{", start + 1)
+    raise ValueError(f"no JSON object in the answer ({len(text)} characters)")
+
+
+def describe_error(exc: Exception) -> str:
+    """Return a short, model-readable description of a parse or validation error."""
+    if not isinstance(exc, ValidationError):
+        return str(exc)
+    parts = []
+    for err in exc.errors()[:8]:
+        where = ".".join(str(p) for p in err["loc"]) or "(root)"
+        got = err.get("input")
+        shown = "" if isinstance(got, dict | list) else f" (got {_clip(repr(got), 60)})"
+        parts.append(f"{where}: {err['msg']}{shown}")
+    more = exc.error_count() - len(parts)
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
+
+
+def _clip(text: str, n: int = 2000) -> str:
+    return text if len(text) <= n else text[:n] + f"... [{len(text) - n} more characters]"
