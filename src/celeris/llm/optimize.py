@@ -148,7 +148,7 @@ class OptimizeResult:
         head = (
             f"{self.strategy}: {self.method}"
             + (f" ({self.model})" if self.model else "")
-            + f", {self.rounds} rounds, {self.incumbent.n_trials or len(self.trials)} trials, "
+            + f", {self.rounds} rounds, {len(self.trials) - 1} trials, "
             f"objective {obj}\n"
             f"in sample {_day(split['in_sample'][0])} .. {_day(split['in_sample'][1])} "
             f"({split['in_sample_bars']} bars); out of sample {len(split['out_of_sample'])} "

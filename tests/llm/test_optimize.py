@@ -1,0 +1,234 @@
+"""Verified optimisation with Optuna: the guard, the audit log, replay, and pure noise."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from celeris.backtest.strategies import Param, Strategy
+from celeris.data import load
+from celeris.errors import ConfigError, DataError
+from celeris.llm.audit import AuditLog, read_audit
+from celeris.llm.optimize import optimize, replay
+from celeris.llm.verify import Guard, Verifier, deflated_sharpe
+
+
+@pytest.fixture(scope="module")
+def sp500() -> pd.DataFrame:
+    return load("sample:sp500")
+
+
+def _coin_prepare(bars: pd.DataFrame, combos: pd.DataFrame):  # type: ignore[no-untyped-def]
+    n = len(bars)
+    seeds = combos["seed"].to_numpy()
+
+    def signals(rows: slice) -> tuple[np.ndarray, np.ndarray]:
+        chosen = seeds[rows]
+        entries = np.empty((n, len(chosen)), dtype=bool, order="F")
+        exits = np.empty_like(entries)
+        for j, seed in enumerate(chosen):
+            rng = np.random.default_rng([int(seed), n])
+            entries[:, j] = rng.random(n) < 0.05
+            exits[:, j] = rng.random(n) < 0.05
+        return entries, exits
+
+    return signals
+
+
+# A family of pure-noise strategies: each seed enters and exits at random (5% of bars each).
+COIN = Strategy("coin_flip", (Param("seed", 0, 0, 1_000_000),), _coin_prepare)
+
+
+@pytest.fixture(scope="module")
+def run(sp500: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    path = tmp_path_factory.mktemp("audit") / "run.jsonl"
+    result = optimize(
+        sp500, "sma_cross", {"fast": "5:100", "slow": "20:400"}, rounds=6, per_round=4,
+        audit=path, progress=False, year_days=252,
+    )  # fmt: skip
+    return result, path
+
+
+def test_optimize_every_candidate_is_judged_and_counted(run) -> None:  # type: ignore[no-untyped-def]
+    result, _ = run
+    proposals = [t for t in result.trials if t.source == "optuna"]
+    assert len(proposals) == 24 and result.baseline.source == "baseline"
+    assert all(t.decision for t in result.trials)
+    numbers = [t.number for t in result.trials]
+    assert numbers == list(range(len(numbers)))
+    frame = result.trials_frame()
+    assert {"fast", "slow", "is_sharpe", "oos_sharpe", "dsr", "decision"} <= set(frame.columns)
+
+
+def test_optimize_accepted_trials_satisfy_every_rule(run) -> None:  # type: ignore[no-untyped-def]
+    result, _ = run
+    guard = result.guard
+    incumbent = result.baseline
+    for t in result.trials[1:]:
+        if t.accepted:
+            assert t.in_sample["trades"] >= guard.min_trades
+            assert t.in_sample["sharpe"] > incumbent.in_sample["sharpe"]
+            assert t.oos is not None and incumbent.oos is not None
+            assert t.oos.value > incumbent.oos.value
+            assert t.dsr >= guard.dsr_threshold
+            incumbent = t
+    assert incumbent is result.incumbent
+
+
+def test_optimize_rejections_give_their_reason(run) -> None:  # type: ignore[no-untyped-def]
+    result, _ = run
+    reasons = {t.decision.split(" ")[0] for t in result.rejected}
+    assert reasons <= {"only", "in-sample", "out-of-sample", "deflated", "duplicate", "DSR"}
+    text = result.summary()
+    assert "baseline" in text and "rejected proposals" in text and "audit log" in text
+
+
+def test_optimize_out_of_sample_is_the_latest_bars_in_windows(run, sp500: pd.DataFrame) -> None:  # type: ignore[no-untyped-def]
+    result, _ = run
+    split = result.split
+    assert split["in_sample_bars"] + split["out_of_sample_bars"] == len(sp500)
+    assert split["in_sample"][1] < split["out_of_sample"][0][0]
+    assert len(split["out_of_sample"]) == 3
+    assert split["out_of_sample"][-1][1] == sp500.index[-1]
+
+
+def test_optimize_baseline_oos_equals_chained_window_backtests(run, sp500: pd.DataFrame) -> None:  # type: ignore[no-untyped-def]
+    from celeris.backtest import from_signals
+    from celeris.backtest.returns import returns_metrics
+    from celeris.backtest.strategies import get_strategy
+
+    result, _ = run
+    strat = get_strategy("sma_cross")
+    v = Verifier(sp500, strat, "sharpe", Guard(), options={"year_days": 252})
+    pieces = []
+    for start, end in v.windows:
+        # Independent reconstruction: signals on all history up to the window end, sliced.
+        entries, exits = strat.signals(sp500.iloc[:end], result.baseline.params)
+        pf = from_signals(
+            sp500.iloc[start:end], entries.iloc[start:], exits.iloc[start:], year_days=252
+        )
+        pieces.append(pf.returns.iloc[:, 0].to_numpy())
+    expected = returns_metrics(np.concatenate(pieces), pf.ann_factor, 100_000.0)["sharpe"]
+    assert result.baseline.oos is not None
+    assert result.baseline.oos.value == pytest.approx(expected, rel=1e-12)
+
+
+def test_audit_log_records_every_event_in_order(run) -> None:  # type: ignore[no-untyped-def]
+    result, path = run
+    events = read_audit(path)
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "run" and kinds[-1] == "result"
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert kinds.count("proposal") == 25 and kinds.count("decision") == 25
+    assert kinds.count("backtest") == len(result.trials)
+    start = events[0]
+    assert start["data"]["bars"] == 5031 and len(start["data"]["sha256"]) == 64
+    final = events[-1]
+    assert final["improved"] == result.improved
+    assert len(final["rejected"]) == len(result.rejected)
+
+
+def test_replay_reproduces_every_decision(run, sp500: pd.DataFrame) -> None:  # type: ignore[no-untyped-def]
+    result, path = run
+    again, diffs = replay(path, sp500)
+    assert diffs == []
+    assert [t.decision for t in again.trials] == [t.decision for t in result.trials]
+
+
+def test_replay_refuses_different_data(run, sp500: pd.DataFrame) -> None:  # type: ignore[no-untyped-def]
+    _, path = run
+    with pytest.raises(DataError, match="replay needs the same bars"):
+        replay(path, sp500.iloc[:-1])
+
+
+def test_audit_log_truncated_last_line_warns_and_keeps_the_rest(tmp_path: Path) -> None:
+    path = tmp_path / "a.jsonl"
+    with AuditLog(path) as log:
+        log.write("proposal", round=1, params={"fast": 10}, value=float("nan"))
+    with path.open("a") as fh:
+        fh.write('{"run_id": "x", "seq": 2, "ev')
+    with pytest.warns(UserWarning, match="truncated"):
+        events = read_audit(path)
+    assert len(events) == 1 and events[0]["value"] is None
+    path.write_text('{"bad"\n{"event": "run"}\n')
+    with pytest.raises(DataError, match="line 1: not JSON"):
+        read_audit(path)
+
+
+def test_noise_sweep_best_is_not_accepted_by_the_dsr(sp500: pd.DataFrame) -> None:
+    # 200 pure-noise strategies: the best in-sample Sharpe looks good, the DSR sees through it.
+    v = Verifier(sp500, COIN, "sharpe", Guard(), options={"year_days": 252})
+    results = v.in_sample([{"seed": s} for s in range(1, 201)])
+    sharpes = [r.sharpe_per_period for r in results]
+    best = results[int(np.nanargmax(sharpes))]
+    assert best.metrics["sharpe"] > 0.4  # annualised: it would pass a naive look
+    dsr, note = deflated_sharpe(best.returns, sharpes)
+    assert note == "" and dsr < 0.95
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_optimize_pure_noise_strategies_never_accepted(sp500: pd.DataFrame, seed: int) -> None:
+    result = optimize(sp500, COIN, rounds=8, per_round=4, seed=seed, progress=False, year_days=252)
+    assert not result.improved and result.incumbent is result.baseline
+    assert len(result.rejected) == 32
+
+
+def test_optimize_noise_market_trend_rule_never_accepted() -> None:
+    from celeris.data import synthetic
+
+    bars = synthetic(2500, freq="1D", seed=3, mu=0.0, sigma=0.5, jump_intensity=0.0)
+    result = optimize(
+        bars, "sma_cross", {"fast": "2:50", "slow": "10:200"}, rounds=6, progress=False
+    )
+    assert not result.improved
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"method": "grid"}, ConfigError, "unknown method 'grid'"),
+        ({"objective": "win_rate"}, ConfigError, "cannot be judged"),
+        ({"rounds": 0}, ConfigError, "rounds and per_round"),
+        ({"params": {"fast": 500, "slow": 50}}, ConfigError, "no admissible"),
+        ({"params": {"fst": 5}}, ConfigError, "did you mean 'fast'"),
+        ({"method": "llm"}, ConfigError, "needs client"),
+    ],
+)
+def test_optimize_bad_arguments_raise(
+    sp500: pd.DataFrame, kwargs: dict[str, object], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        optimize(sp500, "sma_cross", progress=False, **kwargs)  # type: ignore[arg-type]
+
+
+def test_optimize_too_few_bars_to_split_raises(sp500: pd.DataFrame) -> None:
+    with pytest.raises(DataError, match="too few to split"):
+        optimize(sp500.iloc[:40], "sma_cross", progress=False)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("holdout", 0.0),
+        ("holdout", 0.95),
+        ("windows", 0),
+        ("dsr_threshold", 1.0),
+        ("min_trades", -1),
+    ],
+)
+def test_guard_bad_values_raise(field: str, value: float) -> None:
+    with pytest.raises(ConfigError, match=field):
+        Guard(**{field: value})  # type: ignore[arg-type]
+
+
+def test_result_to_dict_is_json(run) -> None:  # type: ignore[no-untyped-def]
+    result, _ = run
+    doc = json.loads(json.dumps(result.to_dict()))
+    assert doc["strategy"] == "sma_cross" and doc["method"] == "optuna"
+    assert doc["baseline"]["params"] == {"fast": 10, "slow": 50}
+    assert math.isfinite(doc["baseline"]["out_of_sample"])
