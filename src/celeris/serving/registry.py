@@ -1,0 +1,867 @@
+"""The model registry: versioned, staged, hash-verified model artifacts.
+
+A registered model version is
+
+* an **artifact**: a copy of a checkpoint directory (``config.json``, ``model.safetensors`` and
+  any exported ``model.onnx`` / ``model.int8.onnx``) under ``root/artifacts/<name>/<version>/``,
+  written once and never modified;
+* a **row** in the ``models`` table: name, version (1, 2, ... per name), stage (``staging``,
+  ``production`` or ``archived``), the sha256 of the artifact tree, metrics (JSON), creation time
+  (ISO 8601 UTC) and the artifact path relative to ``root``.
+
+Every stage change is appended to ``stage_changes``; :meth:`ModelRegistry.rollback` replays that
+history to find the version that was production before the current one.
+
+Storage is SQLite in WAL mode at ``root/registry.db`` by default (readers never block the
+writer; concurrent writers wait up to ``busy_timeout_s``). A ``postgresql://`` URL stores the
+same two tables in PostgreSQL through psycopg 3; the SQL is the same text for both, and the
+dialect differences (parameter marker, how the writer lock is taken, error classes) live in
+:class:`_SQLite` and :class:`_Postgres` only. Artifacts stay files under ``root`` either way
+(point ``root`` at shared storage when several hosts share a PostgreSQL registry).
+
+Versions are allocated inside a write transaction (SQLite ``BEGIN IMMEDIATE``; PostgreSQL
+``LOCK TABLE ... SHARE ROW EXCLUSIVE``), so two processes registering at once get distinct
+versions. An artifact is copied to a temporary directory, fsynced, and renamed into place inside
+that transaction: a crash leaves either no version or a complete one, never half of one.
+
+The artifact hash (:func:`tree_sha256`) covers the whole tree, not only the weights: a changed
+config, scaler or ONNX file is tampering too. :meth:`ModelRegistry.load` copies the artifact to a
+private directory, hashes that copy and loads from it, so the bytes that were verified are the
+bytes that run.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import os
+import re
+import shutil
+import sqlite3
+import tempfile
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from celeris.errors import CelerisError, ConfigError, DataError, check_choice, did_you_mean
+
+if TYPE_CHECKING:
+    from celeris.models.predictor import Predictor
+
+__all__ = [
+    "SELECTORS",
+    "STAGES",
+    "ArtifactTampered",
+    "ModelNotFound",
+    "ModelRecord",
+    "ModelRegistry",
+    "RegistryError",
+    "StageChange",
+    "parse_ref",
+    "tree_sha256",
+]
+
+STAGES = ("staging", "production", "archived")
+"""The stages a model version can be in; at most one version per name is ``production``."""
+
+SELECTORS = ("production", "staging", "latest")
+"""Words allowed after ``@`` in a reference besides a version number."""
+
+# Names become directory names and appear in refs and URLs: no '@', '/', whitespace or dot-dirs.
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_EXPORT_FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
+
+# The schema, identical text for SQLite and PostgreSQL. stage_changes is keyed by (name, seq)
+# with seq allocated under the writer lock, so no AUTOINCREMENT / SERIAL dialect is needed.
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS models (
+        name TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        stage TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        metrics_json TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        path TEXT NOT NULL,
+        PRIMARY KEY (name, version)
+    )""",
+    "CREATE INDEX IF NOT EXISTS models_name_stage ON models (name, stage)",
+    """CREATE TABLE IF NOT EXISTS stage_changes (
+        name TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        version INTEGER NOT NULL,
+        from_stage TEXT,
+        to_stage TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        changed_at TEXT NOT NULL,
+        PRIMARY KEY (name, seq)
+    )""",
+)
+_COLUMNS = "name, version, stage, sha256, metrics_json, created_at, path"
+
+
+class RegistryError(CelerisError, RuntimeError):
+    """The registry cannot do what was asked in its current state (or its database failed)."""
+
+
+class ModelNotFound(RegistryError, LookupError):
+    """No model, version or stage matches a reference."""
+
+
+class ArtifactTampered(RegistryError):
+    """An artifact's files no longer hash to the sha256 recorded when it was registered."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelRecord:
+    """One registered model version (a row of the registry)."""
+
+    name: str
+    version: int
+    stage: str
+    sha256: str
+    metrics: dict[str, Any]
+    created_at: str
+    path: Path
+
+    @property
+    def ref(self) -> str:
+        """Return the exact reference ``"name@version"``."""
+        return f"{self.name}@{self.version}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-serialisable dict (``path`` as a string, ``ref`` included)."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "ref": self.ref,
+            "stage": self.stage,
+            "sha256": self.sha256,
+            "metrics": dict(self.metrics),
+            "created_at": self.created_at,
+            "path": str(self.path),
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class StageChange:
+    """One entry of a model's stage history (``from_stage`` is None at registration)."""
+
+    name: str
+    seq: int
+    version: int
+    from_stage: str | None
+    to_stage: str
+    reason: str
+    changed_at: str
+
+
+def parse_ref(ref: str) -> tuple[str, int | str]:
+    """Split ``"name@7"`` / ``"name@production"`` / ``"name"`` into ``(name, selector)``.
+
+    The selector is a version number (int) or one of :data:`SELECTORS`; a bare name means
+    ``"production"``.
+
+    Raises
+    ------
+    ConfigError
+        An empty or malformed reference, or an unknown selector.
+    """
+    if not isinstance(ref, str) or not ref.strip():
+        raise ConfigError(
+            f"model reference must be 'name', 'name@VERSION' or 'name@STAGE', got {ref!r}"
+        )
+    name, sep, selector = ref.strip().partition("@")
+    _check_name(name)
+    if not sep:
+        return name, "production"
+    if selector.isdigit():
+        version = int(selector)
+        if version < 1:
+            raise ConfigError(f"{ref!r}: versions start at 1")
+        return name, version
+    if selector not in SELECTORS:
+        raise ConfigError(
+            f"{ref!r}: unknown selector {selector!r}{did_you_mean(selector, SELECTORS)}; "
+            f"use a version number or one of {', '.join(SELECTORS)}"
+        )
+    return name, selector
+
+
+def _check_name(name: str) -> str:
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+        raise ConfigError(
+            f"invalid model name {name!r}: use 1-128 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def tree_sha256(directory: str | os.PathLike[str]) -> str:
+    """Return the sha256 of a directory tree: its files' relative paths and bytes.
+
+    Files are taken in sorted order of their POSIX relative path; each contributes
+    ``path + NUL + size (8 bytes little-endian) + bytes``, so renaming, adding, removing or
+    changing any file changes the digest. A symbolic link contributes its target instead of
+    being followed (artifacts are stored without links; one appearing later is tampering).
+    Empty directories do not count.
+    """
+    root = Path(directory)
+    h = hashlib.sha256()
+    for rel, path in _tree_files(root):
+        h.update(rel.encode("utf-8") + b"\0")
+        if path.is_symlink():
+            target = os.readlink(path).encode("utf-8", "surrogateescape")
+            h.update(b"\xff" * 8 + target)  # no real size is 2**64-1: links cannot collide
+            continue
+        h.update(path.stat().st_size.to_bytes(8, "little"))
+        with path.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def _tree_files(root: Path) -> list[tuple[str, Path]]:
+    files: list[tuple[str, Path]] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        base = Path(dirpath)
+        # links to directories are listed in dirnames by os.walk; hash them as links
+        names = filenames + [d for d in dirnames if (base / d).is_symlink()]
+        for fname in names:
+            path = base / fname
+            files.append((path.relative_to(root).as_posix(), path))
+    files.sort(key=lambda item: item[0])
+    return files
+
+
+def _copy_tree(src: Path, dst: Path) -> None:
+    """Copy ``src`` to the new directory ``dst`` (links followed) and fsync every file."""
+    shutil.copytree(src, dst, symlinks=False)
+    for _, path in _tree_files(dst):
+        _fsync(path)
+    for dirpath, _, _ in os.walk(dst):
+        _fsync(Path(dirpath))
+
+
+def _fsync(path: Path) -> None:
+    # a rename is only as durable as the data it points at: flush before publishing
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _check_checkpoint(directory: Path) -> None:
+    """Refuse a directory that is not a checkpoint, without importing torch."""
+    from celeris.models.checkpoint import CONFIG_FILE, WEIGHTS_FILE
+
+    if not directory.is_dir():
+        raise DataError(f"cannot register {directory}: not a directory")
+    for fname in (CONFIG_FILE, WEIGHTS_FILE):
+        if not (directory / fname).is_file():
+            raise DataError(f"cannot register {directory}: not a checkpoint ({fname} is missing)")
+    try:
+        document = json.loads((directory / CONFIG_FILE).read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"cannot register {directory}: corrupt {CONFIG_FILE}: {exc}") from None
+    if not isinstance(document, dict) or not isinstance(document.get("model"), str):
+        raise DataError(f"cannot register {directory}: {CONFIG_FILE} names no model")
+    expected = document.get("weights_sha256")
+    if expected is not None:
+        h = hashlib.sha256((directory / WEIGHTS_FILE).read_bytes()).hexdigest()
+        if h != expected:
+            raise DataError(
+                f"cannot register {directory}: {WEIGHTS_FILE} does not match the checksum in "
+                f"{CONFIG_FILE} (corrupt or replaced)"
+            )
+
+
+def _metrics_json(metrics: Mapping[str, Any] | None) -> str:
+    if metrics is None:
+        return "{}"
+    if not isinstance(metrics, Mapping) or not all(isinstance(k, str) for k in metrics):
+        raise ConfigError("metrics must be a mapping with string keys")
+    try:
+        return json.dumps(dict(metrics), sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"metrics must be JSON-serialisable and finite: {exc}") from None
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+
+
+# ---------------------------------------------------------------------------------------------
+# Database dialects: the only places SQLite and PostgreSQL differ.
+
+
+class _SQLite:
+    """SQLite in WAL mode; the writer lock is ``BEGIN IMMEDIATE``."""
+
+    errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
+
+    def __init__(self, path: Path, busy_timeout_s: float) -> None:
+        self.path = path
+        self.busy_timeout_s = busy_timeout_s
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.closing(self.connect()) as conn:
+            # persistent in the file; readers then never block the single writer
+            conn.execute("PRAGMA journal_mode=WAL")
+
+    def connect(self) -> Any:
+        # isolation_level=None: no implicit transactions; we issue BEGIN ourselves
+        conn = sqlite3.connect(
+            self.path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False
+        )
+        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
+        conn.execute("PRAGMA synchronous = NORMAL")  # durable across app crashes in WAL mode
+        return conn
+
+    def begin(self, conn: Any, write: bool) -> None:
+        # IMMEDIATE takes the write lock up front, so "read max(version), insert" cannot race
+        conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    def sql(self, query: str) -> str:
+        return query
+
+    def describe(self) -> str:
+        return f"sqlite:///{self.path}"
+
+
+class _Postgres:
+    """PostgreSQL through psycopg 3; the writer lock is a self-conflicting table lock."""
+
+    def __init__(self, url: str, busy_timeout_s: float) -> None:
+        try:
+            import psycopg
+        except ImportError:
+            raise ConfigError(
+                "a postgresql:// registry URL needs psycopg 3: pip install 'psycopg[binary]'"
+            ) from None
+        self._psycopg = psycopg
+        self.errors = (psycopg.Error,)
+        self.url = url
+        self.busy_timeout_s = busy_timeout_s
+
+    def connect(self) -> Any:
+        conn = self._psycopg.connect(self.url, autocommit=True)
+        conn.execute(f"SET lock_timeout = {int(self.busy_timeout_s * 1000)}")
+        return conn
+
+    def begin(self, conn: Any, write: bool) -> None:
+        conn.execute("BEGIN")
+        if write:
+            # SHARE ROW EXCLUSIVE conflicts with itself (one writer at a time, like SQLite's
+            # BEGIN IMMEDIATE) but not with the ACCESS SHARE lock of plain SELECTs
+            conn.execute("LOCK TABLE models, stage_changes IN SHARE ROW EXCLUSIVE MODE")
+
+    def sql(self, query: str) -> str:
+        return query.replace("?", "%s")  # our SQL has no literal '?'
+
+    def describe(self) -> str:
+        return re.sub(r"//([^:@/]*):[^@/]*@", r"//\1:***@", self.url)  # hide a password
+
+
+class _Tx:
+    """A transaction handle: ``execute`` with ``?`` parameters on either dialect."""
+
+    def __init__(self, conn: Any, dialect: _SQLite | _Postgres) -> None:
+        self._conn = conn
+        self._dialect = dialect
+
+    def execute(self, query: str, params: Sequence[Any] = ()) -> Any:
+        return self._conn.execute(self._dialect.sql(query), tuple(params))
+
+    def all(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return list(self.execute(query, params).fetchall())
+
+    def one(self, query: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        row = self.execute(query, params).fetchone()
+        return None if row is None else tuple(row)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+class ModelRegistry:
+    """Versioned model artifacts with stages, metrics and sha256 verification.
+
+    Parameters
+    ----------
+    root : str or Path
+        Directory holding ``artifacts/`` (and ``registry.db`` unless ``url`` is given).
+    url : str, optional
+        ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db`` or
+        ``postgresql://user:pass@host/db`` (needs psycopg 3). Default: SQLite at
+        ``root/registry.db``.
+    busy_timeout_s : float
+        How long a writer waits for another writer's transaction before failing.
+
+    Examples
+    --------
+    >>> reg = ModelRegistry("~/.celeris/registry")                     # doctest: +SKIP
+    >>> rec = reg.register("btc-nhits", "runs/nhits", metrics={"mae": 0.8})  # doctest: +SKIP
+    >>> reg.promote("btc-nhits", rec.version)                         # doctest: +SKIP
+    >>> record, predictor = reg.load("btc-nhits@production")          # doctest: +SKIP
+    """
+
+    def __init__(
+        self, root: str | os.PathLike[str], url: str | None = None, *, busy_timeout_s: float = 30.0
+    ) -> None:
+        if not busy_timeout_s > 0:
+            raise ConfigError(f"busy_timeout_s must be > 0, got {busy_timeout_s}")
+        self.root = Path(root).expanduser().resolve()
+        self.artifacts = self.root / "artifacts"
+        self.artifacts.mkdir(parents=True, exist_ok=True)
+        self._db: _SQLite | _Postgres
+        if url is None:
+            self._db = _SQLite(self.root / "registry.db", busy_timeout_s)
+        elif url.startswith("sqlite:///"):
+            path = Path(url[len("sqlite:///") :]).expanduser()
+            if not str(path) or str(path) == ":memory:":
+                raise ConfigError(f"registry URL {url!r} names no database file")
+            self._db = _SQLite(path.resolve(), busy_timeout_s)
+        elif url.startswith(("postgresql://", "postgres://")):
+            self._db = _Postgres(url, busy_timeout_s)
+        else:
+            raise ConfigError(
+                f"unsupported registry URL {url!r}: use sqlite:///PATH or postgresql://..."
+            )
+        with self._transaction(write=True) as tx:
+            for statement in _SCHEMA:
+                tx.execute(statement)
+
+    def __repr__(self) -> str:
+        return f"ModelRegistry({str(self.root)!r}, url={self._db.describe()!r})"
+
+    # -- transactions ------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _transaction(self, *, write: bool) -> Iterator[_Tx]:
+        try:
+            conn = self._db.connect()
+        except self._db.errors as exc:
+            raise RegistryError(
+                f"cannot open the registry database {self._db.describe()}: {exc}"
+            ) from exc
+        try:
+            self._db.begin(conn, write)
+            try:
+                yield _Tx(conn, self._db)
+            except BaseException:
+                with contextlib.suppress(*self._db.errors):
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except self._db.errors as exc:
+            raise RegistryError(f"registry database {self._db.describe()} failed: {exc}") from exc
+        finally:
+            conn.close()
+
+    def _record(self, row: tuple[Any, ...]) -> ModelRecord:
+        name, version, stage, sha, metrics_json, created_at, path = row
+        return ModelRecord(
+            name=name,
+            version=int(version),
+            stage=stage,
+            sha256=sha,
+            metrics=json.loads(metrics_json),
+            created_at=created_at,
+            path=self.root / path,
+        )
+
+    def _rows(self, tx: _Tx, name: str) -> list[ModelRecord]:
+        rows = tx.all(f"SELECT {_COLUMNS} FROM models WHERE name = ? ORDER BY version", (name,))
+        return [self._record(r) for r in rows]
+
+    def _known(self, tx: _Tx, name: str) -> list[ModelRecord]:
+        """Return ``name``'s versions, or raise ModelNotFound with a did-you-mean hint."""
+        records = self._rows(tx, name)
+        if not records:
+            names = [r[0] for r in tx.all("SELECT DISTINCT name FROM models ORDER BY name")]
+            known = f"; registered: {', '.join(names)}" if names else "; the registry is empty"
+            raise ModelNotFound(f"no model named {name!r}{did_you_mean(name, names)}{known}")
+        return records
+
+    def _log_change(
+        self, tx: _Tx, name: str, version: int, from_stage: str | None, to_stage: str, reason: str
+    ) -> None:
+        row = tx.one("SELECT MAX(seq) FROM stage_changes WHERE name = ?", (name,))
+        seq = 1 if row is None or row[0] is None else int(row[0]) + 1
+        tx.execute(
+            "INSERT INTO stage_changes (name, seq, version, from_stage, to_stage, reason, "
+            "changed_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (name, seq, version, from_stage, to_stage, reason, _now()),
+        )
+
+    def _set_stage(self, tx: _Tx, record: ModelRecord, stage: str, reason: str) -> None:
+        tx.execute(
+            "UPDATE models SET stage = ? WHERE name = ? AND version = ?",
+            (stage, record.name, record.version),
+        )
+        self._log_change(tx, record.name, record.version, record.stage, stage, reason)
+
+    def _make_production(self, tx: _Tx, record: ModelRecord, reason: str) -> None:
+        """Move ``record`` to production and the current production version to archived."""
+        for other in self._rows(tx, record.name):
+            if other.stage == "production" and other.version != record.version:
+                self._set_stage(tx, other, "archived", "superseded")
+        self._set_stage(tx, record, "production", reason)
+
+    # -- public API --------------------------------------------------------------------------
+
+    def register(
+        self,
+        name: str,
+        checkpoint_dir: str | os.PathLike[str],
+        *,
+        metrics: Mapping[str, Any] | None = None,
+        stage: str = "staging",
+        exports: Iterable[str] = (),
+    ) -> ModelRecord:
+        """Copy a checkpoint into the registry as the next version of ``name``; return its record.
+
+        Parameters
+        ----------
+        name : str
+            Model name (letters, digits, ``_ . -``; becomes a directory name).
+        checkpoint_dir : path
+            A checkpoint written by :func:`celeris.models.checkpoint.save_checkpoint`. Its whole
+            tree is copied (and any ``model.onnx`` already exported in it).
+        metrics : mapping, optional
+            JSON-serialisable, finite evaluation metrics stored with the version.
+        stage : str
+            Initial stage; ``"production"`` archives the current production version.
+        exports : iterable of str
+            ONNX variants (``"onnx"``, ``"onnx-int8"``) to export into the artifact before it
+            is hashed, so that loading with those backends needs no export at serve time.
+
+        Raises
+        ------
+        DataError
+            ``checkpoint_dir`` is not a checkpoint (or its weights fail their own checksum).
+        ConfigError
+            A bad name, stage, metrics or export.
+        """
+        _check_name(name)
+        check_choice("stage", stage, STAGES)
+        metrics_json = _metrics_json(metrics)
+        wanted = [check_choice("export", e, tuple(_EXPORT_FILES)) for e in exports]
+        source = Path(checkpoint_dir).expanduser()
+        _check_checkpoint(source)
+
+        parent = self.artifacts / name
+        parent.mkdir(parents=True, exist_ok=True)
+        staged = parent / f".tmp-{uuid.uuid4().hex}"
+        try:
+            # the slow part (copy, export, hash) happens before the writer lock is taken
+            _copy_tree(source, staged)
+            for export in wanted:
+                if not (staged / _EXPORT_FILES[export]).exists():
+                    from celeris.models.export import export_checkpoint
+
+                    export_checkpoint(staged, "onnx", int8=export == "onnx-int8")
+            sha = tree_sha256(staged)
+            with self._transaction(write=True) as tx:
+                row = tx.one("SELECT MAX(version) FROM models WHERE name = ?", (name,))
+                version = 1 if row is None or row[0] is None else int(row[0]) + 1
+                final = parent / str(version)
+                if final.exists():
+                    # left by a process that died after its rename but before its commit:
+                    # no row references it and we hold the writer lock, so it is garbage
+                    shutil.rmtree(final)
+                os.replace(staged, final)
+                try:
+                    _fsync(parent)
+                    record = ModelRecord(
+                        name=name,
+                        version=version,
+                        stage="staging",
+                        sha256=sha,
+                        metrics=json.loads(metrics_json),
+                        created_at=_now(),
+                        path=final,
+                    )
+                    tx.execute(
+                        f"INSERT INTO models ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            name,
+                            version,
+                            "staging",
+                            sha,
+                            metrics_json,
+                            record.created_at,
+                            final.relative_to(self.root).as_posix(),
+                        ),
+                    )
+                    self._log_change(tx, name, version, None, "staging", "register")
+                    if stage == "production":
+                        self._make_production(tx, record, "register")
+                    elif stage != "staging":
+                        self._set_stage(tx, record, stage, "register")
+                except BaseException:
+                    # still under the writer lock: nobody else can have claimed this version
+                    shutil.rmtree(final, ignore_errors=True)
+                    raise
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)  # gone already after a successful rename
+        return dataclasses.replace(record, stage=stage)
+
+    def get(self, ref: str) -> ModelRecord:
+        """Return the record ``ref`` names: ``name@7``, ``name@production``, ``name@staging``
+        (the newest staging version), ``name@latest`` (the newest version) or ``name``
+        (= production).
+
+        Raises
+        ------
+        ModelNotFound
+            An unknown name (with a did-you-mean hint), version or empty stage; the message
+            lists the versions and their stages.
+        ConfigError
+            A malformed reference.
+        """
+        name, selector = parse_ref(ref)
+        with self._transaction(write=False) as tx:
+            records = self._known(tx, name)
+        return _select(ref, name, selector, records)
+
+    def list(self, name: str | None = None) -> builtins.list[ModelRecord]:
+        """Return all versions (of ``name``, or of every model), ordered by name and version."""
+        with self._transaction(write=False) as tx:
+            if name is not None:
+                return self._known(tx, _check_name(name))
+            rows = tx.all(f"SELECT {_COLUMNS} FROM models ORDER BY name, version")
+        return [self._record(r) for r in rows]
+
+    def history(self, name: str) -> builtins.list[StageChange]:
+        """Return ``name``'s stage changes, oldest first."""
+        with self._transaction(write=False) as tx:
+            self._known(tx, _check_name(name))
+            rows = tx.all(
+                "SELECT name, seq, version, from_stage, to_stage, reason, changed_at "
+                "FROM stage_changes WHERE name = ? ORDER BY seq",
+                (name,),
+            )
+        return [
+            StageChange(
+                name=r[0],
+                seq=int(r[1]),
+                version=int(r[2]),
+                from_stage=r[3],
+                to_stage=r[4],
+                reason=r[5],
+                changed_at=r[6],
+            )
+            for r in rows
+        ]
+
+    def promote(self, name: str, version: int | str, stage: str = "production") -> ModelRecord:
+        """Move ``name@version`` to ``stage``; return the updated record.
+
+        Promoting to production archives the current production version (at most one per name)
+        and first verifies the artifact's hash. Moving a version to the stage it already has
+        changes nothing.
+
+        Raises
+        ------
+        ModelNotFound
+            Unknown name or version.
+        ArtifactTampered
+            Promotion to production of an artifact that fails verification.
+        """
+        _check_name(name)
+        check_choice("stage", stage, STAGES)
+        wanted = _version_number(version)
+        target = _select(f"{name}@{wanted}", name, wanted, self.list(name))
+        if stage == "production":
+            self.verify(target)  # hash outside the writer lock: it reads every byte
+        with self._transaction(write=True) as tx:
+            record = _select(f"{name}@{wanted}", name, wanted, self._known(tx, name))
+            if record.sha256 != target.sha256:
+                raise RegistryError(f"{record.ref} changed while being promoted; try again")
+            if record.stage == stage:
+                return record
+            if stage == "production":
+                self._make_production(tx, record, "promote")
+            else:
+                self._set_stage(tx, record, stage, "promote")
+        return dataclasses.replace(record, stage=stage)
+
+    def rollback(self, name: str) -> ModelRecord:
+        """Return production to the version that was production before the current one.
+
+        The current production version is archived. Rollbacks stack: rolling back twice after
+        promoting versions 1, 2 and 3 serves version 1.
+
+        Raises
+        ------
+        RegistryError
+            ``name`` has no production version, or no earlier production version.
+        """
+        _check_name(name)
+        with self._transaction(write=False) as tx:
+            target = self._rollback_target(tx, name)
+        self.verify(target)
+        with self._transaction(write=True) as tx:
+            again = self._rollback_target(tx, name)
+            if again.version != target.version:
+                raise RegistryError(f"{name}'s production changed during the rollback; try again")
+            current = next(r for r in self._rows(tx, name) if r.stage == "production")
+            self._set_stage(tx, current, "archived", "rolled back")
+            self._set_stage(tx, again, "production", "rollback")
+        return dataclasses.replace(again, stage="production")
+
+    def _rollback_target(self, tx: _Tx, name: str) -> ModelRecord:
+        records = self._known(tx, name)
+        current = [r for r in records if r.stage == "production"]
+        if not current:
+            raise RegistryError(
+                f"{name} has no production version to roll back from ({_versions(records)})"
+            )
+        stack = _production_stack(
+            tx.all(
+                "SELECT version, to_stage, reason FROM stage_changes WHERE name = ? ORDER BY seq",
+                (name,),
+            )
+        )
+        now = current[0].version
+        if not stack or stack[-1] != now:
+            stack.append(now)
+        while stack and stack[-1] == now:
+            stack.pop()
+        if not stack:
+            raise RegistryError(
+                f"{name}@{now} is the first production version of {name}: there is no earlier "
+                f"one to roll back to ({_versions(records)})"
+            )
+        by_version = {r.version: r for r in records}
+        return by_version[stack[-1]]
+
+    def verify(self, record: ModelRecord) -> None:
+        """Recompute the artifact tree's sha256; raise :class:`ArtifactTampered` on a mismatch.
+
+        A missing artifact directory, or a file changed, added or removed since registration,
+        is a mismatch.
+        """
+        _verify_tree(record, record.path)
+
+    def load(
+        self,
+        ref: str,
+        *,
+        backend: str = "torch",
+        threads: int | None = None,
+        device: str = "cpu",
+        max_batch: int = 4096,
+        compile: bool = False,
+    ) -> tuple[ModelRecord, Predictor]:
+        """Verify and load a registered model; return ``(record, predictor)``.
+
+        The artifact is copied to a private temporary directory, that copy is hashed and
+        compared with the registry, and the predictor is built from it (the weights are in
+        memory afterwards and the copy is deleted), so what was verified is what runs. An ONNX
+        backend whose file is not in the artifact is exported into the private copy (slower;
+        register with ``exports=("onnx",)`` to avoid it); the artifact itself is never
+        written.
+
+        Raises
+        ------
+        ModelNotFound
+            ``ref`` names nothing.
+        ArtifactTampered
+            The artifact's hash does not match the registry.
+        """
+        from celeris.models.predictor import BACKENDS, Predictor
+
+        check_choice("backend", backend, BACKENDS)
+        record = self.get(ref)
+        if not record.path.is_dir():
+            _verify_tree(record, record.path)  # raises, naming the missing tree
+        with tempfile.TemporaryDirectory(prefix=f"celeris-load-{record.name}-") as tmp:
+            private = Path(tmp) / "artifact"
+            shutil.copytree(record.path, private, symlinks=True)
+            _verify_tree(record, private, shown=record.path)
+            predictor = Predictor.load(
+                private,
+                backend=backend,
+                threads=threads,
+                device=device,
+                max_batch=max_batch,
+                compile=compile,
+            )
+        return record, predictor
+
+
+def _verify_tree(record: ModelRecord, tree: Path, *, shown: Path | None = None) -> None:
+    where = shown or tree
+    if not tree.is_dir():
+        raise ArtifactTampered(
+            f"artifact of {record.ref} is missing: {where} is not a directory "
+            f"(registered sha256 {record.sha256}); refusing it"
+        )
+    actual = tree_sha256(tree)
+    if actual != record.sha256:
+        files = ", ".join(rel for rel, _ in _tree_files(tree)) or "no files"
+        raise ArtifactTampered(
+            f"artifact of {record.ref} at {where} does not match the registry: registered "
+            f"sha256 {record.sha256}, found {actual} (files now: {files}); a file was changed, "
+            "added or removed after registration; refusing it"
+        )
+
+
+def _version_number(version: int | str) -> int:
+    if isinstance(version, bool) or not isinstance(version, int | str):
+        raise ConfigError(f"version must be a positive integer, got {version!r}")
+    text = str(version).strip()
+    if not text.isdigit() or int(text) < 1:
+        raise ConfigError(f"version must be a positive integer, got {version!r}")
+    return int(text)
+
+
+def _versions(records: Sequence[ModelRecord]) -> str:
+    return "versions: " + ", ".join(f"{r.version} ({r.stage})" for r in records)
+
+
+def _select(
+    ref: str, name: str, selector: int | str, records: Sequence[ModelRecord]
+) -> ModelRecord:
+    if isinstance(selector, int):
+        for r in records:
+            if r.version == selector:
+                return r
+        raise ModelNotFound(f"{ref}: {name} has no version {selector}; {_versions(records)}")
+    if selector == "latest":
+        return records[-1]
+    matching = [r for r in records if r.stage == selector]
+    if not matching:
+        hint = f"load one as {name}@VERSION or promote one"
+        raise ModelNotFound(
+            f"{ref}: {name} has no {selector} version; {_versions(records)}; {hint}"
+        )
+    return matching[-1]  # several staging versions: the newest
+
+
+def _production_stack(changes: Iterable[tuple[Any, ...]]) -> list[int]:
+    """Replay stage changes into the stack of production versions (top = current).
+
+    A version becoming production is pushed; a rollback to version v pops down to v, so a
+    second rollback goes further back rather than toggling between two versions.
+    """
+    stack: list[int] = []
+    for version, to_stage, reason in changes:
+        if to_stage != "production":
+            continue
+        v = int(version)
+        if reason == "rollback":
+            while stack and stack[-1] != v:
+                stack.pop()
+            if not stack:
+                stack.append(v)
+        elif not stack or stack[-1] != v:
+            stack.append(v)
+    return stack
