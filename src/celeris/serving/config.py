@@ -1,0 +1,191 @@
+"""Settings of ``celeris serve``: ``CELERIS_SERVE_*`` variables, CLI options, or arguments.
+
+Precedence, highest first: keyword arguments to :func:`load_serve_settings` (the CLI passes its
+options here), environment variables, defaults. Every setting has a variable named after it,
+``CELERIS_SERVE_<NAME>`` (``CELERIS_SERVE_PORT=9000``, ``CELERIS_SERVE_MODELS=a@production,b@3``,
+``CELERIS_SERVE_MAX_WAIT_MS=1,2,5,20``), except the admin token, which is read from
+``CELERIS_ADMIN_TOKEN``. Without an admin token the admin API is disabled (403), never open.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from celeris.errors import ConfigError, did_you_mean
+
+if TYPE_CHECKING:  # pragma: no cover
+    from celeris.serving.batcher import BatcherConfig
+
+Backend = Literal["onnx", "torch", "onnx-int8"]
+
+
+def default_registry() -> Path:
+    """Return the default registry directory, ``$CELERIS_HOME/registry`` (``~/.celeris``)."""
+    home = os.environ.get("CELERIS_HOME")
+    return (Path(home).expanduser() if home else Path.home() / ".celeris") / "registry"
+
+
+def _split(value: Any) -> Any:
+    # "a,b" from an environment variable or a CLI option; lists pass through.
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+class ServeSettings(BaseSettings):
+    """Everything a serving process needs: models, registry, network, batching, caches, limits.
+
+    Batching: ``max_wait_ms`` holds the longest a request of each priority (critical, high,
+    normal, low) may wait for batch-mates; an idle batcher does not wait at all. Limits:
+    ``max_body_bytes`` and ``max_items`` bound one request (413 beyond), ``max_timeout_ms``
+    bounds the deadline a client may ask for. Shadow validation (before a promotion or an A/B
+    test) runs the candidate on ``shadow_rows`` recent inputs of the model and requires finite
+    outputs, a p95 latency under ``shadow_max_latency_ms`` and, when ``shadow_max_rel_diff`` is
+    set, agreement with the serving version.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="CELERIS_SERVE_", frozen=True, extra="forbid", populate_by_name=True
+    )
+
+    models: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="models to serve, NAME@production / NAME@VERSION / NAME"
+    )
+    registry: Path = Field(default_factory=default_registry, description="registry directory")
+    registry_url: str | None = Field(
+        None, description="registry database URL (sqlite:///..., postgresql://...)"
+    )
+    host: str = Field("127.0.0.1", description="interface to listen on")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port (0: any free port)")
+    redis: str | None = Field(None, description="Redis URL of the shared cache tier")
+    socket: Path | None = Field(None, description="Unix socket path of the signal feed")
+    symbols: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="symbols in signal-id order (id = position); others get the next ids"
+    )
+    backend: Backend = Field("onnx", description="onnx | torch | onnx-int8")
+    threads: int = Field(1, ge=1, le=256, description="intra-op threads per loaded model")
+    max_batch_size: int = Field(64, ge=1, le=65_536, description="rows per batch")
+    max_wait_ms: Annotated[tuple[float, float, float, float], NoDecode] = Field(
+        (1.0, 2.0, 5.0, 20.0), description="longest wait for batch-mates: critical,high,normal,low"
+    )
+    max_queue: int = Field(2048, ge=1, description="queued rows per model before 429")
+    ageing_ms: float = Field(10.0, gt=0, description="waiting this long lifts a request a level")
+    default_timeout_ms: float = Field(1000.0, gt=0, description="deadline when none is given")
+    max_timeout_ms: float = Field(60_000.0, gt=0, description="largest deadline accepted")
+    cache_items: int = Field(100_000, ge=0, description="in-process cache entries (0: off)")
+    cache_ttl_s: float = Field(60.0, gt=0, description="cache entry lifetime, both tiers")
+    max_body_bytes: int = Field(16 << 20, ge=1024, description="largest request body")
+    max_items: int = Field(4096, ge=1, description="most histories in one request")
+    shadow_rows: int = Field(64, ge=1, le=65_536, description="validation rows for shadowing")
+    shadow_max_latency_ms: float = Field(50.0, gt=0, description="p95 latency a candidate needs")
+    shadow_max_rel_diff: float | None = Field(
+        None, gt=0, description="largest relative difference from the serving version"
+    )
+    registry_poll_s: float = Field(
+        5.0, ge=0, description="seconds between registry checks for a new production (0: off)"
+    )
+    signal_threshold: float = Field(
+        0.0, ge=0, description="expected move below which the published signal is flat"
+    )
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    admin_token: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("CELERIS_ADMIN_TOKEN", "admin_token"),
+        description="bearer token of the admin API (unset: admin API disabled)",
+    )
+
+    @field_validator("models", "symbols", mode="before")
+    @classmethod
+    def _split_names(cls, value: Any) -> Any:
+        return _split(value)
+
+    @field_validator("max_wait_ms", mode="before")
+    @classmethod
+    def _split_waits(cls, value: Any) -> Any:
+        parts = _split(value)
+        if isinstance(parts, tuple) and len(parts) != 4:
+            raise ValueError(
+                f"give 4 waits in ms (critical,high,normal,low), got {len(parts)}: {value!r}"
+            )
+        return parts
+
+    @field_validator("models")
+    @classmethod
+    def _check_refs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for ref in value:
+            name, _, version = ref.partition("@")
+            if not name or (version and not (version.isdigit() or version.isidentifier())):
+                raise ValueError(f"model reference {ref!r} is not NAME, NAME@VERSION or NAME@STAGE")
+        return value
+
+    @field_validator("max_wait_ms")
+    @classmethod
+    def _check_waits(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not 0 < w <= 10_000 for w in value):
+            raise ValueError(f"waits must be in (0, 10000] ms, got {value}")
+        return value
+
+    @field_validator("admin_token")
+    @classmethod
+    def _check_token(cls, value: SecretStr | None) -> SecretStr | None:
+        # An empty variable means "not configured", not "the empty string is the password".
+        if value is not None and not value.get_secret_value().strip():
+            return None
+        return value
+
+    @property
+    def admin_enabled(self) -> bool:
+        """Whether admin endpoints are enabled (a token is configured)."""
+        return self.admin_token is not None
+
+    def batcher_config(self) -> BatcherConfig:
+        """Return the batching engine's configuration built from these settings."""
+        from celeris.serving.batcher import BatcherConfig
+
+        return BatcherConfig(
+            max_batch_size=self.max_batch_size,
+            max_wait_ms=self.max_wait_ms,
+            max_queue=self.max_queue,
+            ageing_ms=self.ageing_ms,
+            default_timeout_ms=self.default_timeout_ms,
+        )
+
+
+def load_serve_settings(**overrides: Any) -> ServeSettings:
+    """Return serving settings from arguments and ``CELERIS_SERVE_*`` variables.
+
+    Arguments that are ``None`` are ignored, so CLI options left unset fall through to the
+    environment and the defaults.
+
+    Raises
+    ------
+    ConfigError
+        An unknown setting or a value out of range, naming the environment variable.
+    """
+    given = {k: v for k, v in overrides.items() if v is not None}
+    for key in given:
+        if key not in ServeSettings.model_fields:
+            raise ConfigError(
+                f"unknown serving setting {key!r}{did_you_mean(key, ServeSettings.model_fields)}"
+            )
+    try:
+        return ServeSettings(**given)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "settings"
+        field = str(first["loc"][0]) if first["loc"] else where
+        env = (
+            "CELERIS_ADMIN_TOKEN"
+            if field in ("admin_token", "CELERIS_ADMIN_TOKEN")
+            else f"CELERIS_SERVE_{field.upper()}"
+        )
+        msg = str(first["msg"]).removeprefix("Value error, ")
+        raise ConfigError(
+            f"serving setting {where}: {msg} (got {first.get('input')!r}; environment "
+            f"variable {env})"
+        ) from None
