@@ -65,6 +65,7 @@ __all__ = [
     "risk_summary",
     "volatility_summary",
     "volume_profile_summary",
+    "year_days",
 ]
 
 #: The shortest level of every summary; higher ``detail`` values give the same text.
@@ -229,8 +230,12 @@ def _check_bars(
     return bars
 
 
-def _year_days(index: pd.Index) -> int:
-    # The rule of `celeris backtest --year-days`: no weekend bar means an exchange calendar.
+def year_days(index: pd.Index) -> int:
+    """Return the days per year to annualise with: 252 if no bar falls on a weekend, else 365.
+
+    The rule of ``celeris backtest --year-days``: data without weekend bars follows an exchange
+    calendar (equities); 24/7 crypto data has weekend bars.
+    """
     return 252 if (cast(pd.DatetimeIndex, index).day_of_week >= 5).sum() == 0 else 365
 
 
@@ -254,8 +259,7 @@ def bars_per_year(index: pd.Index) -> float:
     index = _check_index(index, "bars_per_year")
     if len(index) < 2:
         raise DataError("bars_per_year needs at least 2 timestamps to measure the bar spacing")
-    year_days = float(_year_days(index))
-    return year_days * pd.Timedelta(days=1) / _spacing(index)
+    return year_days(index) * pd.Timedelta(days=1) / _spacing(index)
 
 
 def _simple_returns(close: np.ndarray) -> np.ndarray:
@@ -499,10 +503,10 @@ def volatility_summary(bars: pd.DataFrame, detail: int = 0) -> str:
     ann = bars_per_year(bars.index)
     rets = pd.Series(_simple_returns(close), index=bars.index[1:])
     root = math.sqrt(ann)
-    year_days = _year_days(bars.index)
+    days = year_days(bars.index)
     lines = [
-        f"Annualisation: {ann:,.0f} bars per year ({year_days} days per year"
-        f"{', no weekend bars' if year_days == 252 else ''}); volatility = std of bar returns x sqrt(bars per year)."
+        f"Annualisation: {ann:,.0f} bars per year ({days} days per year"
+        f"{', no weekend bars' if days == 252 else ''}); volatility = std of bar returns x sqrt(bars per year)."
     ]
     parts = []
     for h in (WINDOW, 60, LOOKBACK):
