@@ -75,6 +75,10 @@ SELECTORS = ("production", "staging", "latest")
 # Names become directory names and appear in refs and URLs: no '@', '/', whitespace or dot-dirs.
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _EXPORT_FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
+# celeris.models.checkpoint's file names, repeated because importing that module loads torch,
+# which registering, listing and promoting do not need (tests check the two agree)
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
 
 # The schema, identical text for SQLite and PostgreSQL. stage_changes is keyed by (name, seq)
 # with seq allocated under the writer lock, so no AUTOINCREMENT / SERIAL dialect is needed.
@@ -258,8 +262,6 @@ def _fsync(path: Path) -> None:
 
 def _check_checkpoint(directory: Path) -> None:
     """Refuse a directory that is not a checkpoint, without importing torch."""
-    from celeris.models.checkpoint import CONFIG_FILE, WEIGHTS_FILE
-
     if not directory.is_dir():
         raise DataError(f"cannot register {directory}: not a directory")
     for fname in (CONFIG_FILE, WEIGHTS_FILE):

@@ -1,0 +1,471 @@
+"""Model registry: versions, refs, stages and rollback, hash verification, atomicity, concurrency."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from celeris.errors import ConfigError, DataError
+from celeris.serving.registry import (
+    ArtifactTampered,
+    ModelNotFound,
+    ModelRegistry,
+    RegistryError,
+    parse_ref,
+    tree_sha256,
+)
+
+torch = pytest.importorskip("torch")
+
+from celeris.models.checkpoint import save_checkpoint  # noqa: E402
+from celeris.models.data import StandardScaler  # noqa: E402
+from celeris.models.predictor import Predictor  # noqa: E402
+from celeris.models.registry import build_model, get_model  # noqa: E402
+
+L, H = 24, 4
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _save_tiny_nhits(directory: Path, seed: int) -> Path:
+    torch.manual_seed(seed)
+    model = build_model("nhits", **get_model("nhits").tiny_config(L, H, 1)).eval()
+    rng = np.random.default_rng(seed)
+    scaler = StandardScaler().fit(100 + rng.standard_normal(300).cumsum())
+    return save_checkpoint(
+        model, directory, scaler=scaler, meta={"input_size": L, "horizon": H, "n_features": 1}
+    )
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory) -> tuple[Path, Path]:
+    """Two tiny NHITS checkpoints with different weights."""
+    torch.set_num_threads(1)
+    base = tmp_path_factory.mktemp("ckpts")
+    return _save_tiny_nhits(base / "a", seed=0), _save_tiny_nhits(base / "b", seed=1)
+
+
+@pytest.fixture
+def reg(tmp_path) -> ModelRegistry:
+    return ModelRegistry(tmp_path / "registry")
+
+
+def _histories(n: int) -> np.ndarray:
+    rng = np.random.default_rng(7)
+    return (100 + rng.standard_normal((n, L, 1)).cumsum(axis=1)).astype(np.float32)
+
+
+# -- hashing ---------------------------------------------------------------------------------
+
+
+def test_tree_sha256_small_tree_matches_hand_computed_digest(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "empty").mkdir()  # empty directories do not count
+    (tmp_path / "b.txt").write_bytes(b"bee")
+    (tmp_path / "sub" / "a.bin").write_bytes(b"\x00\x01")
+    h = hashlib.sha256()
+    for rel, data in (("b.txt", b"bee"), ("sub/a.bin", b"\x00\x01")):  # sorted relative paths
+        h.update(rel.encode() + b"\0" + len(data).to_bytes(8, "little") + data)
+    assert tree_sha256(tmp_path) == h.hexdigest()
+
+
+def test_tree_sha256_rename_or_boundary_shift_changes_digest(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    (a / "x").write_bytes(b"12")
+    (a / "y").write_bytes(b"3")
+    (b / "x").write_bytes(b"1")  # same concatenated bytes, different file boundary
+    (b / "y").write_bytes(b"23")
+    assert tree_sha256(a) != tree_sha256(b)
+    before = tree_sha256(a)
+    os.replace(a / "y", a / "z")
+    assert tree_sha256(a) != before
+
+
+# -- register ---------------------------------------------------------------------------------
+
+
+def test_register_first_version_copies_artifact_and_records_hash(reg, ckpts):
+    rec = reg.register("btc-nhits", ckpts[0], metrics={"mae": 0.5, "n": 3})
+    assert (rec.name, rec.version, rec.stage, rec.ref) == ("btc-nhits", 1, "staging", "btc-nhits@1")
+    assert rec.path == reg.root / "artifacts" / "btc-nhits" / "1"
+    assert rec.sha256 == tree_sha256(rec.path) == tree_sha256(ckpts[0])
+    assert rec.metrics == {"mae": 0.5, "n": 3}
+    created = dt.datetime.fromisoformat(rec.created_at)
+    assert created.utcoffset() == dt.timedelta(0)
+    assert abs((dt.datetime.now(dt.UTC) - created).total_seconds()) < 60
+    for f in ckpts[0].iterdir():
+        assert (rec.path / f.name).read_bytes() == f.read_bytes()
+    # the registry stores the path relative to root (movable root), and the DB is in WAL mode
+    with sqlite3.connect(reg.root / "registry.db") as conn:
+        assert conn.execute("SELECT path FROM models").fetchone()[0] == "artifacts/btc-nhits/1"
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert reg.get("btc-nhits@1") == rec
+
+
+def test_register_versions_increment_per_name_and_survive_reopening(reg, ckpts):
+    assert [reg.register("m", ckpts[i % 2]).version for i in range(3)] == [1, 2, 3]
+    assert reg.register("other", ckpts[0]).version == 1
+    again = ModelRegistry(reg.root)
+    assert [(r.name, r.version) for r in again.list()] == [
+        ("m", 1),
+        ("m", 2),
+        ("m", 3),
+        ("other", 1),
+    ]
+    assert [r.version for r in again.list("m")] == [1, 2, 3]
+
+
+def test_register_bad_input_raises_clear_errors(reg, ckpts, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError, match=r"not a checkpoint \(config.json is missing\)"):
+        reg.register("m", empty)
+    with pytest.raises(DataError, match="not a directory"):
+        reg.register("m", tmp_path / "nope")
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    for f in ckpts[0].iterdir():
+        (corrupt / f.name).write_bytes(f.read_bytes())
+    weights = bytearray((corrupt / "model.safetensors").read_bytes())
+    weights[-1] ^= 0xFF
+    (corrupt / "model.safetensors").write_bytes(bytes(weights))
+    with pytest.raises(DataError, match="does not match the checksum"):
+        reg.register("m", corrupt)
+    for bad in ("a@b", "../x", "", "a/b", ".hidden"):
+        with pytest.raises(ConfigError, match="invalid model name"):
+            reg.register(bad, ckpts[0])
+    with pytest.raises(ConfigError, match="did you mean 'production'"):
+        reg.register("m", ckpts[0], stage="prodution")
+    with pytest.raises(ConfigError, match="finite"):
+        reg.register("m", ckpts[0], metrics={"mae": float("nan")})
+    with pytest.raises(ConfigError, match="export"):
+        reg.register("m", ckpts[0], exports=("tensorrt",))
+    assert reg.list() == []
+    assert list((reg.root / "artifacts").iterdir()) == []
+
+
+def test_register_failure_inside_transaction_leaves_no_visible_version(reg, ckpts, monkeypatch):
+    def boom(*args, **kwargs):
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(ModelRegistry, "_log_change", boom)
+    with pytest.raises(OSError, match="simulated"):
+        reg.register("m", ckpts[0])
+    monkeypatch.undo()
+    assert reg.list() == []
+    assert list((reg.root / "artifacts" / "m").iterdir()) == []  # no version dir, no temp dir
+    assert reg.register("m", ckpts[0]).version == 1
+
+
+def test_register_orphan_directory_from_crash_is_replaced(reg, ckpts):
+    # a process that died between its rename and its commit leaves an unreferenced directory
+    orphan = reg.root / "artifacts" / "m" / "1"
+    orphan.mkdir(parents=True)
+    (orphan / "half-written").write_bytes(b"xx")
+    rec = reg.register("m", ckpts[0])
+    assert rec.version == 1
+    assert not (rec.path / "half-written").exists()
+    reg.verify(rec)
+
+
+def test_register_concurrent_threads_get_distinct_versions(reg, ckpts):
+    versions: list[int] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def work() -> None:
+        try:
+            start.wait()
+            for _ in range(3):
+                versions.append(reg.register("m", ckpts[0]).version)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sorted(versions) == list(range(1, 13))
+    assert sorted(p.name for p in (reg.root / "artifacts" / "m").iterdir()) == sorted(
+        str(v) for v in range(1, 13)
+    )
+
+
+def test_register_concurrent_processes_get_distinct_versions(reg, ckpts, tmp_path):
+    go = tmp_path / "go"
+    script = textwrap.dedent(
+        f"""
+        import json, os, sys, time
+        from celeris.serving.registry import ModelRegistry
+        reg = ModelRegistry({str(reg.root)!r})
+        while not os.path.exists({str(go)!r}):
+            time.sleep(0.001)
+        print(json.dumps([reg.register("m", {str(ckpts[0])!r}).version for _ in range(4)]))
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+        )
+        for _ in range(3)
+    ]
+    go.touch()
+    results = []
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err.decode()
+        results.extend(json.loads(out))
+    assert sorted(results) == list(range(1, 13))
+    for rec in reg.list("m"):
+        reg.verify(rec)
+    assert not [p for p in (reg.root / "artifacts" / "m").iterdir() if p.name.startswith(".")]
+
+
+# -- refs --------------------------------------------------------------------------------------
+
+
+def test_registry_file_names_match_checkpoint_module_and_import_no_torch():
+    from celeris.models import checkpoint
+    from celeris.serving import registry
+
+    assert (registry.CONFIG_FILE, registry.WEIGHTS_FILE) == (
+        checkpoint.CONFIG_FILE,
+        checkpoint.WEIGHTS_FILE,
+    )
+    code = "import sys, celeris.serving.registry; print('torch' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
+    )
+    assert out.stdout.strip() == "False"
+
+
+def test_parse_ref_forms_and_errors():
+    assert parse_ref("m@7") == ("m", 7)
+    assert parse_ref("m@production") == ("m", "production")
+    assert parse_ref(" m ") == ("m", "production")
+    assert parse_ref("m@latest") == ("m", "latest")
+    with pytest.raises(ConfigError, match="did you mean 'production'"):
+        parse_ref("m@prodution")
+    with pytest.raises(ConfigError, match="versions start at 1"):
+        parse_ref("m@0")
+    with pytest.raises(ConfigError, match="unknown selector"):
+        parse_ref("m@")
+
+
+def test_get_resolves_versions_stages_and_latest(reg, ckpts):
+    reg.register("m", ckpts[0])
+    reg.register("m", ckpts[1])
+    reg.register("m", ckpts[0])
+    reg.promote("m", 2)
+    assert reg.get("m@1").version == 1
+    assert reg.get("m@production").version == 2
+    assert reg.get("m").version == 2
+    assert reg.get("m@staging").version == 3  # the newest of the staging versions
+    assert reg.get("m@latest").version == 3
+
+
+def test_get_without_production_lists_versions_and_stages(reg, ckpts):
+    reg.register("m", ckpts[0])
+    reg.register("m", ckpts[1], stage="archived")
+    with pytest.raises(
+        ModelNotFound, match=r"m has no production version; versions: 1 \(staging\), 2 \(archived\)"
+    ):
+        reg.get("m")
+    with pytest.raises(
+        ModelNotFound, match=r"no version 9; versions: 1 \(staging\), 2 \(archived\)"
+    ):
+        reg.get("m@9")
+
+
+def test_get_unknown_name_suggests_close_match(reg, ckpts):
+    with pytest.raises(ModelNotFound, match="registry is empty"):
+        reg.get("anything")
+    reg.register("btc-nhits", ckpts[0])
+    with pytest.raises(
+        ModelNotFound, match=r"no model named 'btc-nhit' \(did you mean 'btc-nhits'\?\)"
+    ):
+        reg.get("btc-nhit@1")
+    with pytest.raises(ModelNotFound, match="did you mean 'btc-nhits'"):
+        reg.list("btc_nhits")
+
+
+# -- stages and rollback -----------------------------------------------------------------------
+
+
+def test_promote_archives_previous_production(reg, ckpts):
+    for _ in range(3):
+        reg.register("m", ckpts[0])
+    assert reg.promote("m", 1).stage == "production"
+    assert reg.promote("m", "2").stage == "production"
+    stages = {r.version: r.stage for r in reg.list("m")}
+    assert stages == {1: "archived", 2: "production", 3: "staging"}
+    assert reg.promote("m", 2) == reg.get("m@2")  # already production: nothing changes
+    reg.promote("m", 3, stage="archived")
+    assert [(c.version, c.from_stage, c.to_stage, c.reason) for c in reg.history("m")] == [
+        (1, None, "staging", "register"),
+        (2, None, "staging", "register"),
+        (3, None, "staging", "register"),
+        (1, "staging", "production", "promote"),
+        (1, "production", "archived", "superseded"),
+        (2, "staging", "production", "promote"),
+        (3, "staging", "archived", "promote"),
+    ]
+    with pytest.raises(ModelNotFound, match="no version 4"):
+        reg.promote("m", 4)
+    with pytest.raises(ConfigError, match="positive integer"):
+        reg.promote("m", "two")
+
+
+def test_register_as_production_replaces_current_production(reg, ckpts):
+    reg.register("m", ckpts[0], stage="production")
+    rec = reg.register("m", ckpts[1], stage="production")
+    assert rec.stage == "production"
+    assert {r.version: r.stage for r in reg.list("m")} == {1: "archived", 2: "production"}
+
+
+def test_rollback_restores_previous_production_and_stacks(reg, ckpts):
+    for v in (1, 2, 3):
+        reg.register("m", ckpts[v % 2])
+        reg.promote("m", v)
+    reg.register("m", ckpts[0])  # a staging version is never a rollback target
+    assert reg.rollback("m").version == 2
+    assert {r.version: r.stage for r in reg.list("m")} == {
+        1: "archived",
+        2: "production",
+        3: "archived",
+        4: "staging",
+    }
+    assert reg.rollback("m").version == 1  # a second rollback goes further back, no toggling
+    assert reg.get("m").version == 1
+    with pytest.raises(RegistryError, match="m@1 is the first production version"):
+        reg.rollback("m")
+    assert reg.get("m").version == 1  # a refused rollback changes nothing
+
+
+def test_rollback_after_repromotion_skips_the_current_version(reg, ckpts):
+    for v in (1, 2):
+        reg.register("m", ckpts[0])
+        reg.promote("m", v)
+    reg.promote("m", 2, stage="staging")
+    reg.promote("m", 2)  # history of production: 1, 2, 2
+    assert reg.rollback("m").version == 1
+
+
+def test_rollback_without_production_raises(reg, ckpts):
+    reg.register("m", ckpts[0])
+    with pytest.raises(
+        RegistryError, match=r"no production version to roll back from \(versions: 1 \(staging\)\)"
+    ):
+        reg.rollback("m")
+    with pytest.raises(ModelNotFound):
+        reg.rollback("nope")
+
+
+# -- tampering ---------------------------------------------------------------------------------
+
+
+def test_verify_modified_byte_raises_naming_tree_and_both_hashes(reg, ckpts):
+    rec = reg.register("m", ckpts[0])
+    reg.verify(rec)
+    weights = rec.path / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    weights.write_bytes(bytes(data))
+    actual = tree_sha256(rec.path)
+    with pytest.raises(ArtifactTampered) as info:
+        reg.verify(rec)
+    message = str(info.value)
+    assert str(rec.path) in message and rec.sha256 in message and actual in message
+    assert "m@1" in message
+    with pytest.raises(ArtifactTampered, match=actual):
+        reg.load("m@1")
+
+
+def test_verify_missing_or_added_file_or_directory_raises(reg, ckpts):
+    rec = reg.register("m", ckpts[0])
+    (rec.path / "config.json").unlink()
+    with pytest.raises(ArtifactTampered, match=r"files now: model.safetensors\)"):
+        reg.verify(rec)
+    rec2 = reg.register("m", ckpts[0])
+    (rec2.path / "extra.py").write_text("import os\n")
+    with pytest.raises(ArtifactTampered, match="does not match the registry"):
+        reg.load(rec2.ref)
+    rec3 = reg.register("m", ckpts[0])
+    import shutil
+
+    shutil.rmtree(rec3.path)
+    with pytest.raises(ArtifactTampered, match="is missing"):
+        reg.load(rec3.ref)
+
+
+def test_promote_tampered_artifact_to_production_is_refused(reg, ckpts):
+    rec = reg.register("m", ckpts[0])
+    (rec.path / "config.json").write_text((rec.path / "config.json").read_text() + " ")
+    with pytest.raises(ArtifactTampered):
+        reg.promote("m", 1)
+    assert reg.get("m@1").stage == "staging"
+
+
+# -- load -------------------------------------------------------------------------------------
+
+
+def test_load_returns_predictor_matching_the_checkpoint(reg, ckpts):
+    reg.register("m", ckpts[1], stage="production")
+    rec, pred = reg.load("m", threads=1)
+    assert rec.ref == "m@1" and pred.horizon == H and pred.input_size == L
+    x = _histories(5)
+    expected = Predictor.load(ckpts[1], threads=1).predict(x)
+    np.testing.assert_array_equal(pred.predict(x), expected)
+
+
+def test_load_onnx_never_writes_into_the_artifact(reg, ckpts):
+    plain = reg.register("m", ckpts[0])
+    _, pred = reg.load(plain.ref, backend="onnx", threads=1)  # exported into a private copy
+    assert sorted(p.name for p in plain.path.iterdir()) == ["config.json", "model.safetensors"]
+    reg.verify(plain)
+    exported = reg.register("m", ckpts[0], exports=("onnx",))
+    assert (exported.path / "model.onnx").is_file()
+    assert exported.sha256 == tree_sha256(exported.path) != plain.sha256
+    _, pred2 = reg.load(exported.ref, backend="onnx", threads=1)
+    x = _histories(3)
+    torch_out = Predictor.load(ckpts[0], threads=1).predict(x)
+    scale = float(np.abs(torch_out).max())
+    for p in (pred, pred2):
+        assert p.backend == "onnx"
+        assert float(np.abs(p.predict(x) - torch_out).max()) <= 1e-4 * scale
+
+
+# -- storage URLs -----------------------------------------------------------------------------
+
+
+def test_sqlite_url_places_database_where_told(tmp_path, ckpts):
+    db = tmp_path / "elsewhere" / "models.db"
+    reg = ModelRegistry(tmp_path / "root", url=f"sqlite:///{db}")
+    reg.register("m", ckpts[0])
+    assert db.is_file() and not (tmp_path / "root" / "registry.db").exists()
+    assert ModelRegistry(tmp_path / "root", url=f"sqlite:///{db}").get("m@1").version == 1
+
+
+def test_registry_url_unknown_scheme_or_missing_driver_raises(tmp_path):
+    with pytest.raises(ConfigError, match="unsupported registry URL"):
+        ModelRegistry(tmp_path, url="mysql://host/db")
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        with pytest.raises(ConfigError, match=r"pip install 'psycopg\[binary\]'"):
+            ModelRegistry(tmp_path, url="postgresql://user:secret@localhost/celeris")
