@@ -111,7 +111,7 @@ def test_price_action_summary_detail_levels_shrink_window_table(sp500, detail, r
     assert len(table) == rows
 
 
-def test_price_action_summary_each_level_no_longer_than_the_previous(sp500):
+def test_price_action_summary_higher_detail_levels_shorter_until_max(sp500):
     lengths = [len(m.price_action_summary(sp500, detail=d)) for d in range(m.MAX_DETAIL + 2)]
     assert lengths[0] > lengths[1] > lengths[2] > lengths[3], lengths
     assert lengths[m.MAX_DETAIL] == lengths[m.MAX_DETAIL + 1]
