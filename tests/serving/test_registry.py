@@ -461,6 +461,64 @@ def test_sqlite_url_places_database_where_told(tmp_path, ckpts):
     assert ModelRegistry(tmp_path / "root", url=f"sqlite:///{db}").get("m@1").version == 1
 
 
+class _FakePsycopg:
+    """Stands in for psycopg 3: records the SQL it is sent and runs it on SQLite.
+
+    No PostgreSQL server is available to the tests; this checks the dialect plumbing (``%s``
+    parameters, the advisory writer lock, the lock timeout, password hiding) end to end.
+    """
+
+    Error = sqlite3.Error
+
+    def __init__(self, db: Path) -> None:
+        self.db = db
+        self.statements: list[str] = []
+        self.urls: list[str] = []
+
+    def connect(self, url: str, autocommit: bool = False):
+        assert autocommit, "the registry issues BEGIN/COMMIT itself"
+        self.urls.append(url)
+        conn = sqlite3.connect(self.db, isolation_level=None)
+        fake = self
+
+        class Conn:
+            def execute(self, query: str, params: tuple = ()):
+                fake.statements.append(query)
+                if query.startswith(("SET lock_timeout", "SELECT pg_advisory_xact_lock")):
+                    return conn.execute("SELECT 1")
+                assert "?" not in query, query
+                return conn.execute(query.replace("%s", "?"), params)
+
+            def close(self) -> None:
+                conn.close()
+
+        return Conn()
+
+
+def test_postgres_dialect_sends_percent_params_and_takes_writer_lock(tmp_path, ckpts, monkeypatch):
+    fake = _FakePsycopg(tmp_path / "pg.db")
+    monkeypatch.setitem(sys.modules, "psycopg", fake)
+    url = "postgresql://celeris:s3cret@db.internal:5432/models"
+    reg = ModelRegistry(tmp_path / "root", url=url)
+    assert "s3cret" not in repr(reg) and "celeris:***@db.internal" in repr(reg)
+    for v in (1, 2):
+        reg.register("m", ckpts[0])
+        reg.promote("m", v)
+    assert reg.rollback("m").version == 1
+    assert reg.get("m").version == 1 and fake.urls == [url] * len(fake.urls)
+    assert fake.statements[:3] == [
+        "SET lock_timeout = 30000",
+        "BEGIN",
+        "SELECT pg_advisory_xact_lock(7162249965369651969)",
+    ]
+    allocations = [i for i, q in enumerate(fake.statements) if "MAX(version)" in q]
+    assert len(allocations) == 2
+    for i in allocations:  # versions are allocated under the writer lock
+        assert fake.statements[i - 1].startswith("SELECT pg_advisory_xact_lock")
+    assert any("WHERE name = %s AND version = %s" in q for q in fake.statements)
+    assert not (tmp_path / "root" / "registry.db").exists()
+
+
 def test_registry_url_unknown_scheme_or_missing_driver_raises(tmp_path):
     with pytest.raises(ConfigError, match="unsupported registry URL"):
         ModelRegistry(tmp_path, url="mysql://host/db")

@@ -20,7 +20,7 @@ dialect differences (parameter marker, how the writer lock is taken, error class
 (point ``root`` at shared storage when several hosts share a PostgreSQL registry).
 
 Versions are allocated inside a write transaction (SQLite ``BEGIN IMMEDIATE``; PostgreSQL
-``LOCK TABLE ... SHARE ROW EXCLUSIVE``), so two processes registering at once get distinct
+``pg_advisory_xact_lock``), so two processes registering at once get distinct
 versions. An artifact is copied to a temporary directory, fsynced, and renamed into place inside
 that transaction: a crash leaves either no version or a complete one, never half of one.
 
@@ -43,6 +43,7 @@ import re
 import shutil
 import sqlite3
 import tempfile
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -79,6 +80,8 @@ _EXPORT_FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
 # which registering, listing and promoting do not need (tests check the two agree)
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+_PG_WRITER_LOCK = 0x63656C6572697301  # "celeris" + 1: the registry's advisory-lock key
+_STALE_TEMP_S = 24 * 3600.0  # a staging directory this old belongs to a dead process
 
 # The schema, identical text for SQLite and PostgreSQL. stage_changes is keyed by (name, seq)
 # with seq allocated under the writer lock, so no AUTOINCREMENT / SERIAL dialect is needed.
@@ -251,6 +254,15 @@ def _copy_tree(src: Path, dst: Path) -> None:
         _fsync(Path(dirpath))
 
 
+def _sweep_stale(parent: Path) -> None:
+    """Remove staging directories left by processes that died before renaming them."""
+    now = time.time()
+    for tmp in parent.glob(".tmp-*"):
+        with contextlib.suppress(OSError):
+            if now - tmp.stat().st_mtime > _STALE_TEMP_S:
+                shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _fsync(path: Path) -> None:
     # a rename is only as durable as the data it points at: flush before publishing
     fd = os.open(path, os.O_RDONLY)
@@ -336,7 +348,7 @@ class _SQLite:
 
 
 class _Postgres:
-    """PostgreSQL through psycopg 3; the writer lock is a self-conflicting table lock."""
+    """PostgreSQL through psycopg 3; the writer lock is a transaction-scoped advisory lock."""
 
     def __init__(self, url: str, busy_timeout_s: float) -> None:
         try:
@@ -358,9 +370,10 @@ class _Postgres:
     def begin(self, conn: Any, write: bool) -> None:
         conn.execute("BEGIN")
         if write:
-            # SHARE ROW EXCLUSIVE conflicts with itself (one writer at a time, like SQLite's
-            # BEGIN IMMEDIATE) but not with the ACCESS SHARE lock of plain SELECTs
-            conn.execute("LOCK TABLE models, stage_changes IN SHARE ROW EXCLUSIVE MODE")
+            # one writer at a time, like SQLite's BEGIN IMMEDIATE; plain SELECTs are not blocked.
+            # An advisory lock (not LOCK TABLE) also works before the tables exist, so two
+            # processes creating the schema at once do not race either. Released at COMMIT.
+            conn.execute(f"SELECT pg_advisory_xact_lock({_PG_WRITER_LOCK})")
 
     def sql(self, query: str) -> str:
         return query.replace("?", "%s")  # our SQL has no literal '?'
@@ -559,6 +572,7 @@ class ModelRegistry:
 
         parent = self.artifacts / name
         parent.mkdir(parents=True, exist_ok=True)
+        _sweep_stale(parent)
         staged = parent / f".tmp-{uuid.uuid4().hex}"
         try:
             # the slow part (copy, export, hash) happens before the writer lock is taken
