@@ -323,9 +323,12 @@ class _SQLite:
         self.path = path
         self.busy_timeout_s = busy_timeout_s
         path.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.closing(self.connect()) as conn:
-            # persistent in the file; readers then never block the single writer
-            conn.execute("PRAGMA journal_mode=WAL")
+        try:
+            with contextlib.closing(self.connect()) as conn:
+                # persistent in the file; readers then never block the single writer
+                conn.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.Error as exc:
+            raise RegistryError(f"cannot open the registry database {path}: {exc}") from exc
 
     def connect(self) -> Any:
         # isolation_level=None: no implicit transactions; we issue BEGIN ourselves
@@ -499,7 +502,10 @@ class ModelRegistry:
         records = self._rows(tx, name)
         if not records:
             names = [r[0] for r in tx.all("SELECT DISTINCT name FROM models ORDER BY name")]
-            known = f"; registered: {', '.join(names)}" if names else "; the registry is empty"
+            shown = ", ".join(names[:20]) + (
+                f" and {len(names) - 20} more" if len(names) > 20 else ""
+            )
+            known = f"; registered: {shown}" if names else "; the registry is empty"
             raise ModelNotFound(f"no model named {name!r}{did_you_mean(name, names)}{known}")
         return records
 
