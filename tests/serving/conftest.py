@@ -1,0 +1,264 @@
+"""Shared fixtures of the serving tests: tiny saved checkpoints, a real Redis, a metrics recorder.
+
+Fixtures (all documented where they are defined):
+
+- ``tiny_checkpoint_factory`` (session): ``make(kind="cnn_lstm", seed=0, input_size=16,
+  horizon=4, n_features=3) -> Path``, a tiny saved checkpoint with a fitted scaler, built once
+  per argument set (~0.1 s). Different seeds give different weights, so two "versions" of a
+  model answer differently.
+- ``tiny_checkpoint`` (session): the default CNN+LSTM checkpoint of the factory.
+- ``make_histories``: ``make(n, input_size=16, n_features=3, seed=0) -> [n, L, C] float32``
+  random-walk price histories around 100.
+- ``redis_server``: a real ``redis-server`` on a free loopback port, without persistence
+  (``--save '' --appendonly no``), killed after the test; ``.kill()`` and ``.start()`` take it
+  down and bring it back on the same port mid-test. Skips when ``redis-server`` is missing
+  (``make system-deps`` installs it).
+- ``recording_metrics``: a :class:`~celeris.serving.batcher.MetricsSink` that keeps every call
+  in lists, for asserting batch sizes, outcomes and cache events.
+
+Torch runs on one thread in every serving test (small shared machines).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+REDIS_START_TIMEOUT_S = 10.0
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> None:
+    """Run torch on one thread (set per test: numba's OpenMP layer can reset it)."""
+    if importlib.util.find_spec("torch") is not None:
+        import torch
+
+        torch.set_num_threads(1)
+
+
+# ---------------------------------------------------------------------------- checkpoints
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint_factory(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Callable[..., Path]:
+    """Return ``make(kind="cnn_lstm", *, seed=0, input_size=16, horizon=4, n_features=3)``.
+
+    ``make`` saves (once per argument set) a tiny untrained model of the registry's ``kind``
+    (``"cnn_lstm"`` or ``"nhits"``) built from its ``tiny_config``, with a
+    :class:`~celeris.models.data.StandardScaler` fitted on random walks around 100, and
+    returns the checkpoint directory. Load it with
+    ``Predictor.load(path, backend="torch", threads=1)``.
+    """
+    pytest.importorskip("torch")
+    pytest.importorskip("safetensors")
+    built: dict[tuple[Any, ...], Path] = {}
+    root = tmp_path_factory.mktemp("serving-checkpoints")
+
+    def make(
+        kind: str = "cnn_lstm",
+        *,
+        seed: int = 0,
+        input_size: int = 16,
+        horizon: int = 4,
+        n_features: int = 3,
+    ) -> Path:
+        args = (kind, seed, input_size, horizon, n_features)
+        if args in built:
+            return built[args]
+        import torch
+
+        from celeris.models.checkpoint import save_checkpoint
+        from celeris.models.data import StandardScaler
+        from celeris.models.registry import build_model, get_model
+
+        torch.manual_seed(seed)
+        config = get_model(kind).tiny_config(input_size, horizon, n_features)
+        model = build_model(kind, **config).eval()
+        rng = np.random.default_rng(seed)
+        scaler = StandardScaler().fit(100 + rng.standard_normal((500, n_features)).cumsum(axis=0))
+        directory = root / f"{kind}-s{seed}-L{input_size}-H{horizon}-C{n_features}"
+        save_checkpoint(
+            model,
+            directory,
+            scaler=scaler,
+            meta={"input_size": input_size, "horizon": horizon, "n_features": n_features},
+        )
+        built[args] = directory
+        return directory
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_checkpoint_factory: Callable[..., Path]) -> Path:
+    """The factory's default: a tiny CNN+LSTM, ``input_size=16, horizon=4, n_features=3``."""
+    return tiny_checkpoint_factory("cnn_lstm")
+
+
+@pytest.fixture
+def make_histories() -> Callable[..., np.ndarray]:
+    """Return ``make(n, input_size=16, n_features=3, seed=0) -> [n, L, C]`` float32 histories."""
+
+    def make(n: int, input_size: int = 16, n_features: int = 3, seed: int = 0) -> np.ndarray:
+        rng = np.random.default_rng(seed)
+        steps = rng.standard_normal((n, input_size, n_features))
+        return (100 + steps.cumsum(axis=1)).astype(np.float32)
+
+    return make
+
+
+# ---------------------------------------------------------------------------- redis
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclasses.dataclass
+class RedisServer:
+    """A ``redis-server`` process on 127.0.0.1:``port`` that a test can kill and restart."""
+
+    executable: str
+    port: int
+    workdir: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """Return ``redis://127.0.0.1:PORT/0``."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        """Start the server (again) on the same port; return once it answers PING."""
+        if self.process is not None and self.process.poll() is None:
+            return
+        self.process = subprocess.Popen(
+            [
+                self.executable,
+                "--port", str(self.port),
+                "--bind", "127.0.0.1",
+                "--save", "",
+                "--appendonly", "no",
+                "--dir", str(self.workdir),
+                "--daemonize", "no",
+                "--loglevel", "warning",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )  # fmt: skip
+        deadline = time.monotonic() + REDIS_START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                err = self.process.stderr.read().decode() if self.process.stderr else ""
+                raise RuntimeError(f"redis-server exited with {self.process.returncode}: {err}")
+            if self.ping():
+                return
+            time.sleep(0.01)
+        self.kill()
+        raise RuntimeError(f"redis-server did not answer on port {self.port} in time")
+
+    def ping(self) -> bool:
+        """Return whether the server answers ``PING``."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        """Kill the server (SIGKILL, no shutdown) and wait for it to exit."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        if self.process is not None and self.process.stderr is not None:
+            self.process.stderr.close()
+        self.process = None
+
+    def client(self) -> Any:
+        """Return a redis-py client of this server."""
+        import redis
+
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1.0)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server for one test (fresh, empty, killed afterwards)."""
+    pytest.importorskip("redis")
+    executable = shutil.which("redis-server")
+    if executable is None:
+        pytest.skip("redis-server is not installed (make system-deps)")
+    server = RedisServer(executable, free_port(), tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+# ---------------------------------------------------------------------------- metrics
+
+
+@dataclasses.dataclass
+class RecordingMetrics:
+    """A ``MetricsSink`` that keeps every call, for assertions."""
+
+    requests: list[tuple[str, str, str, float, str]] = dataclasses.field(default_factory=list)
+    batches: list[tuple[str, str, int, float]] = dataclasses.field(default_factory=list)
+    queue: list[tuple[str, str, int]] = dataclasses.field(default_factory=list)
+    cache_events: list[tuple[str, bool]] = dataclasses.field(default_factory=list)
+    cache_errors: list[str] = dataclasses.field(default_factory=list)
+    errors: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+
+    def observe_request(
+        self, model: str, version: str, priority: str, seconds: float, outcome: str
+    ) -> None:
+        self.requests.append((model, version, priority, seconds, outcome))
+
+    def observe_batch(self, model: str, version: str, size: int, seconds: float) -> None:
+        self.batches.append((model, version, size, seconds))
+
+    def set_queue(self, model: str, version: str, items: int) -> None:
+        self.queue.append((model, version, items))
+
+    def cache_event(self, tier: str, hit: bool) -> None:
+        self.cache_events.append((tier, hit))
+
+    def cache_error(self, tier: str) -> None:
+        self.cache_errors.append(tier)
+
+    def error(self, model: str, kind: str) -> None:
+        self.errors.append((model, kind))
+
+    def outcomes(self) -> dict[str, int]:
+        """Return the number of requests per outcome."""
+        counts: dict[str, int] = {}
+        for *_, outcome in self.requests:
+            counts[outcome] = counts.get(outcome, 0) + 1
+        return counts
+
+    def batch_sizes(self) -> list[int]:
+        """Return the size of every batch, in order."""
+        return [size for _, _, size, _ in self.batches]
+
+
+@pytest.fixture
+def recording_metrics() -> RecordingMetrics:
+    """A fresh :class:`RecordingMetrics`."""
+    return RecordingMetrics()
