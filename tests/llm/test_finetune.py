@@ -26,12 +26,6 @@ from celeris.llm.finetune import (  # noqa: E402
     read_chat_dataset,
 )
 
-pytestmark = [
-    # peft 0.21 reads PreTrainedModel.is_gradient_checkpointing, which transformers 5 deprecates
-    # with a FutureWarning in favour of is_activation_checkpointing; nothing here can change it.
-    pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning"),
-]
-
 SYSTEM = "You are a quant analyst. Answer in JSON."
 
 
@@ -76,12 +70,16 @@ def test_finetune_lora_writes_adapter_and_settings(trained: FinetuneResult, data
     settings = json.loads((trained.out_dir / "celeris_finetune.json").read_text())
     assert settings["dataset"] == str(dataset) and settings["conversations"] == 6
     assert settings["rank"] == 8 and settings["alpha"] == 16 and settings["lr"] == 1e-2
+    assert settings["truncated"] == 0
     assert settings["target_modules"] == ["q_proj", "v_proj"]
     assert len(settings["losses"]) == settings["steps"] == trained.steps
     assert settings["first_loss"] == trained.first_loss
     assert settings["last_loss"] == trained.last_loss
 
 
+# peft 0.21 reads PreTrainedModel.is_gradient_checkpointing, which transformers 5 deprecates with
+# a FutureWarning (finetune_lora hides it; PeftModel.from_pretrained here does not).
+@pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
 def test_finetune_adapter_loads_with_peft_and_changes_logits(
     trained: FinetuneResult, tiny_model_dir: Path, dataset: Path
 ) -> None:
@@ -136,17 +134,27 @@ def test_encode_labels_only_assistant_content_and_end_of_turn(tiny_model_dir: Pa
     assert tokenizer.decode(learned) == expected
 
 
-def test_encode_cuts_conversations_at_max_length(tiny_model_dir: Path) -> None:
+def test_encode_long_conversation_keeps_its_end(tiny_model_dir: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    example = _encode(tokenizer, _conversation(0)["messages"], max_length=10)
-    assert len(example.input_ids) == len(example.labels) == 10
+    messages = _conversation(0)["messages"]
+    whole = _encode(tokenizer, messages, max_length=512)
+    cut = _encode(tokenizer, messages, max_length=10)
+    assert not whole.truncated and cut.truncated
+    assert cut.input_ids == whole.input_ids[-10:] and cut.labels == whole.labels[-10:]
+    assert tokenizer.decode(cut.input_ids).endswith("<|im_end|>\n")
+    assert IGNORE_INDEX not in cut.labels  # the last 10 tokens are all answer
 
 
 def test_finetune_no_assistant_tokens_within_max_length_raises(
-    tiny_model_dir: Path, dataset: Path, tmp_path: Path
+    tiny_model_dir: Path, tmp_path: Path
 ) -> None:
+    # The answer is followed by a long user turn, so the last 8 tokens hold no answer token.
+    record = _conversation(0)
+    record["messages"].append({"role": "user", "content": "and now? " * 20})
+    path = tmp_path / "train.jsonl"
+    path.write_text(json.dumps(record) + "\n")
     with pytest.raises(DataError, match="max_length=8"):
-        finetune_lora(tiny_model_dir, dataset, tmp_path / "out", max_length=8, progress=False)
+        finetune_lora(tiny_model_dir, path, tmp_path / "out", max_length=8, progress=False)
 
 
 @pytest.mark.parametrize(

@@ -116,8 +116,9 @@ def finetune_lora(
 
     Meant for a GPU (it trains in bf16 autocast where the GPU supports it); it runs on the CPU
     for tiny models. The loss is the cross-entropy of the assistant turns only: system and user
-    turns and the assistant-turn headers are masked out. Conversations longer than
-    ``max_length`` tokens are cut at the end.
+    turns and the assistant-turn headers are masked out. A conversation longer than
+    ``max_length`` tokens keeps its last ``max_length`` (the answer survives, the start of a long
+    prompt is lost); ``celeris_finetune.json`` counts them as ``truncated``.
 
     Parameters
     ----------
@@ -135,7 +136,7 @@ def finetune_lora(
     rank, alpha
         LoRA rank and scaling numerator (the update is scaled by ``alpha / rank``).
     max_length
-        Longest training sequence in tokens.
+        Longest training sequence in tokens; longer conversations lose their first tokens.
     seed
         Seed of the adapter initialisation and the shuffling; the caller's RNG state is kept.
     target_modules
@@ -192,7 +193,13 @@ def finetune_lora(
             task_type="CAUSAL_LM",
         )
         try:
-            model = get_peft_model(base, lora)
+            with warnings.catch_warnings():
+                # peft reads PreTrainedModel.is_gradient_checkpointing, which transformers 5
+                # deprecates; the caller can do nothing about it, so it is not passed on.
+                warnings.filterwarnings(
+                    "ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning
+                )
+                model = get_peft_model(base, lora)
         except ValueError as exc:  # peft: no default modules for this architecture, or no match
             raise ConfigError(f"LoRA cannot adapt this model: {exc}") from exc
         model.to(torch_device)
@@ -240,6 +247,7 @@ def finetune_lora(
         "rank": rank,
         "alpha": alpha,
         "max_length": max_length,
+        "truncated": sum(e.truncated for e in examples),
         "batch_size": batch_size,
         "seed": seed,
         "target_modules": adapted if isinstance(adapted, str) else sorted(adapted or ()),
@@ -273,6 +281,7 @@ def _check_settings(*, epochs: int, lr: float, rank: int, alpha: int, max_length
 class _Example:
     input_ids: list[int]
     labels: list[int]  # the token itself on assistant tokens, IGNORE_INDEX elsewhere
+    truncated: bool = False
 
 
 def _render(tokenizer: Any, messages: list[dict[str, str]], *, generation_prompt: bool) -> str:
@@ -315,7 +324,9 @@ def _encode(tokenizer: Any, messages: list[dict[str, str]], max_length: int) -> 
         else:
             add(turn, learn=False)
         rendered = upto
-    return _Example(input_ids[:max_length], labels[:max_length])
+    # Cut from the start: the analyst's prompts are long and the answer, the thing to learn,
+    # comes last.
+    return _Example(input_ids[-max_length:], labels[-max_length:], len(input_ids) > max_length)
 
 
 def _encode_all(

@@ -128,6 +128,23 @@ def _train_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
     return tokenizer
 
 
+# Logit offsets of the tiny model's prior. Sampled at temperature 0.7 the end of turn comes after
+# about 10 tokens of free text and a string closes after a few tokens; greedy decoding prefers, in
+# this order, ending the turn, closing a string, closing an object or array, a comma.
+_PRIOR_END_OF_TURN = 3.5
+_PRIOR_CLOSE_STRING = 3.0
+_PRIOR_CLOSE = 2.0
+_PRIOR_COMMA = 1.5
+# Llama's default init (std 0.02) leaves a tiny model's layers almost silent, so its answer would
+# hardly depend on the prompt. At 0.2 attention and MLP outputs are as large as the embeddings:
+# a changed prompt (a re-ask quoting a validation error) changes the sampled answer.
+_WEIGHT_STD = 0.2
+_BIAS_CHANNEL_VALUE = 2.0
+# Spread of the random part of the logits: below the prior, so greedy decoding follows it, but
+# enough to make sampled text vary.
+_RANDOM_LOGIT_STD = 0.7
+
+
 def build_tiny_model(
     path: str | Path,
     *,
@@ -191,6 +208,7 @@ def build_tiny_model(
         num_attention_heads=num_heads,
         num_key_value_heads=num_heads,
         max_position_embeddings=max_positions,
+        initializer_range=_WEIGHT_STD,
         # Untied: the output embedding carries the token prior, the input embedding does not.
         tie_word_embeddings=False,
         bos_token_id=None,
@@ -208,27 +226,16 @@ def build_tiny_model(
     return out
 
 
-# Logit offsets of the tiny model's prior. Sampled at temperature 0.7 the end of turn comes after
-# about 15 tokens of free text and a string closes after a few tokens; greedy decoding prefers, in
-# this order, ending the turn, closing a string, closing an object or array, a comma.
-_PRIOR_END_OF_TURN = 3.5
-_PRIOR_CLOSE_STRING = 3.0
-_PRIOR_CLOSE = 2.0
-_PRIOR_COMMA = 1.5
-# Spread of the random part of the logits (about 0.55 with a 64-wide model): below the prior, so
-# greedy decoding follows it, but enough to make sampled text vary.
-_OUTPUT_WEIGHT_STD = 0.2
-
-
 def _write_token_prior(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast) -> None:
     """Give the random model a per-token logit offset without adding a parameter to Llama.
 
     Llama's output layer has no bias, so hidden channel 0 plays one: every input embedding holds
-    a 1 there, far above the other channels (std 0.02), which keeps channel 0 of the final
-    normalised state near ``sqrt(hidden_size)`` whatever the context. Column 0 of the output
-    embedding, divided by that, is then the offset of each token's logit.
+    the same value there and no layer writes to it (row 0 of each ``o_proj`` and ``down_proj`` is
+    zero), so channel 0 of the final normalised state is positive and nearly constant (within
+    about 15%). Column 0 of the output embedding, divided by its mean on the corpus, is then the
+    offset of each token's logit. The tokens of the prior get no random part, so their order
+    (which greedy decoding follows) holds in every context.
     """
-    hidden = model.config.hidden_size
     prior = torch.zeros(model.config.vocab_size)  # [V]
     for token_id in range(len(tokenizer)):
         piece = tokenizer.decode([token_id])
@@ -237,13 +244,23 @@ def _write_token_prior(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFa
         elif piece == ",":
             prior[token_id] = _PRIOR_COMMA
     prior[tokenizer.eos_token_id] = _PRIOR_END_OF_TURN
+    corpus = " ".join(_training_corpus())
+    sample = tokenizer(corpus, add_special_tokens=False)["input_ids"][:512]
     with torch.no_grad():
-        model.model.embed_tokens.weight[:, 0] = 1.0  # [V, H]
+        embedding = model.model.embed_tokens.weight  # [V, H]
+        embedding.normal_(0.0, 1.0)
+        embedding[:, 0] = _BIAS_CHANNEL_VALUE
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight[0] = 0.0  # [H, H]: nothing writes channel 0
+            layer.mlp.down_proj.weight[0] = 0.0  # [H, I]
         output = model.lm_head.weight  # [V, H]
-        output.normal_(0.0, _OUTPUT_WEIGHT_STD)
-        # Tokens of the prior get no random part, so their logits are the offsets themselves.
+        output.normal_(0.0, 1.0)
         output[prior != 0] = 0.0
-        output[:, 0] = prior / hidden**0.5
+        output[:, 0] = 0.0
+        hidden = model.model(input_ids=torch.tensor([sample])).last_hidden_state[0]  # [T, H]
+        random_logits = hidden @ output.T  # [T, H] @ [H, V] -> [T, V]
+        output *= _RANDOM_LOGIT_STD / random_logits[:, prior == 0].std()
+        output[:, 0] = prior / hidden[:, 0].mean()
 
 
 @dataclasses.dataclass(frozen=True)
