@@ -202,6 +202,10 @@ class PrometheusMetrics:
         """Return every series in the Prometheus text format (``CONTENT_TYPE``)."""
         return generate_latest(self.registry)
 
+    def watch_cache(self, cache: Any) -> None:
+        """Export ``cache.stats()`` (a ``TieredCache``) as hit-ratio and availability gauges."""
+        self.registry.register(CacheCollector(cache))
+
     def forget_version(self, model: str, version: str) -> None:
         """Drop a retired version's queue gauge so it does not linger at its last value."""
         with self._lock:
@@ -263,6 +267,44 @@ class SystemCollector(Collector):
         for period, value in zip(("1m", "5m", "15m"), os.getloadavg(), strict=True):
             load.add_metric([period], value)
         yield load
+
+
+class CacheCollector(Collector):
+    """Hit ratios, sizes and Redis availability of a ``TieredCache``, read at scrape time."""
+
+    def __init__(self, cache: Any) -> None:
+        self._cache = cache
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._cache.stats()
+        ratio = GaugeMetricFamily(
+            "celeris_cache_hit_ratio", "Hits per look-up since start, by tier.", labels=["tier"]
+        )
+        up = GaugeMetricFamily(
+            "celeris_cache_available",
+            "1 while a cache tier answers, 0 during an outage.",
+            labels=["tier"],
+        )
+        ratio.add_metric(["all"], float(stats.get("hit_rate", 0.0)))
+        memory = stats.get("memory") or {}
+        if "hit_rate" in memory:
+            ratio.add_metric(["memory"], float(memory["hit_rate"]))
+        up.add_metric(["memory"], 1.0)
+        redis = stats.get("redis")
+        if redis:
+            ratio.add_metric(["redis"], float(redis.get("hit_rate", 0.0)))
+            up.add_metric(["redis"], 1.0 if redis.get("available") else 0.0)
+            yield _gauge(
+                "celeris_cache_redis_outages",
+                "Redis outages since start (each logged once at WARNING).",
+                redis.get("outages", 0),
+            )
+        yield ratio
+        yield up
+        if "items" in memory:
+            yield _gauge(
+                "celeris_cache_memory_items", "Entries in the memory tier.", memory["items"]
+            )
 
 
 class GPUCollector(Collector):

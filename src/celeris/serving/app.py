@@ -1,0 +1,718 @@
+"""Assembly of a serving process: registry, caches, engine, metrics, signal feed, HTTP app.
+
+:func:`build` turns :class:`~celeris.serving.config.ServeSettings` into a :class:`Server`; the
+application's lifespan loads the configured models (``NAME@production`` ...) in the background
+once uvicorn is listening, so ``/healthz`` answers at once and ``/readyz`` turns 200 when every
+model is loaded, verified against the registry's sha256 and warm. :func:`serve` runs it under
+uvicorn (uvloop, httptools) on one process.
+
+:class:`ModelManager` owns which version of each model serves: loading (in a thread, never on
+the event loop), warming, shadow validation before a promotion or an A/B test, atomic hot swaps
+through the engine, rollbacks, and following the registry: a process serving ``NAME@production``
+checks the registry every ``registry_poll_s`` seconds and hot-swaps when another process (for
+example ``celeris models promote``) changed the production version. Changes of the served
+version are serialised by one lock, so an admin promotion and the poller never interleave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import socket
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from celeris.errors import CelerisError, ConfigError, did_you_mean
+from celeris.serving.config import ServeSettings
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fastapi import FastAPI
+
+    from celeris.serving.metrics import PrometheusMetrics
+    from celeris.serving.registry import ModelRecord, ModelRegistry
+    from celeris.serving.rollout import ShadowReport
+
+log = logging.getLogger("celeris.serving")
+
+_SYMBOL_ID_MAX = 2**32 - 1
+
+
+class NotServing(CelerisError, LookupError):
+    """The model is not served by this process (HTTP 404)."""
+
+
+class ShadowValidationFailed(CelerisError):
+    """A candidate failed shadow validation; ``report`` holds every check (HTTP 409)."""
+
+    def __init__(self, message: str, report: ShadowReport) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class Conflict(CelerisError):
+    """The request contradicts the current state (an A/B test already running...; HTTP 409)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """What requests for a served model must look like, and what it answers."""
+
+    name: str
+    version: int
+    input_size: int
+    n_features: int
+    horizon: int
+    target_kind: str = "level"
+    features: tuple[str, ...] = ()
+    backend: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-serialisable dict."""
+        return {**dataclasses.asdict(self), "features": list(self.features)}
+
+
+class SymbolTable:
+    """Ids of symbols on the signal feed: configured symbols first (id = position), then new
+    symbols in order of first sight. ``GET /v1/symbols`` publishes the mapping."""
+
+    def __init__(self, symbols: Sequence[str] = ()) -> None:
+        self._ids: dict[str, int] = {}
+        for s in symbols:
+            self._ids.setdefault(s, len(self._ids))
+
+    def id(self, symbol: str) -> int:
+        """Return the id of ``symbol``, assigning the next one on first sight."""
+        found = self._ids.get(symbol)
+        if found is None:
+            if len(self._ids) > _SYMBOL_ID_MAX:
+                raise ConfigError("more than 2**32 symbols: symbol ids exhausted")
+            found = self._ids[symbol] = len(self._ids)
+        return found
+
+    def mapping(self) -> dict[str, int]:
+        """Return ``{symbol: id}``."""
+        return dict(self._ids)
+
+
+def _spec(name: str, version: int | str, predictor: Any) -> ModelSpec:
+    meta = getattr(predictor, "meta", {}) or {}
+    return ModelSpec(
+        name=name,
+        version=int(version) if str(version).isdigit() else 0,
+        input_size=int(predictor.input_size),
+        n_features=int(predictor.n_features),
+        horizon=int(predictor.horizon),
+        target_kind=str(meta.get("target_kind", "level")),
+        features=tuple(str(f) for f in meta.get("features", ()) or ()),
+        backend=str(getattr(predictor, "backend", "")),
+    )
+
+
+def synthetic_histories(predictor: Any, n: int, seed: int = 0) -> np.ndarray:
+    """Return ``n`` plausible histories ``[n, L, C]`` for warming or validating ``predictor``.
+
+    Around the scaler's centre and scale when the checkpoint has a global scaler, else random
+    walks around 100 (per-window scalers normalise whatever level they see).
+    """
+    rng = np.random.default_rng(seed)
+    shape = (n, int(predictor.input_size), int(predictor.n_features))
+    center = getattr(predictor, "_center", None)
+    scale = getattr(predictor, "_scale", None)
+    if center is not None and scale is not None:
+        x = rng.standard_normal(shape) * np.asarray(scale) + np.asarray(center)
+    else:
+        x = 100.0 + rng.standard_normal(shape).cumsum(axis=1) * 0.5
+    return x.astype(np.float32)
+
+
+class ModelManager:
+    """Which version of each model serves, and every change of it (see the module docstring).
+
+    Parameters
+    ----------
+    engine
+        The batching engine the versions are added to and swapped in.
+    registry
+        Where versions are loaded from (sha256-verified) and stages are changed.
+    settings
+        Backend, threads, batch size (for warming), shadow-validation thresholds, polling.
+    metrics
+        Receives ``error(model, kind)`` for failed loads and refused candidates.
+    """
+
+    def __init__(
+        self,
+        engine: Any,
+        registry: ModelRegistry,
+        settings: ServeSettings,
+        *,
+        metrics: PrometheusMetrics | None = None,
+    ) -> None:
+        self.engine = engine
+        self.registry = registry
+        self.settings = settings
+        self.metrics = metrics
+        self.symbols = SymbolTable(settings.symbols)
+        self.specs: dict[str, ModelSpec] = {}
+        self.serving: dict[str, ModelRecord] = {}
+        self._follow: set[str] = set()  # names served as NAME@production: follow the registry
+        self._recent: dict[str, deque[np.ndarray]] = {}
+        self._ab: dict[str, dict[str, Any]] = {}
+        self._previous: dict[str, int] = {}  # the version that served before, kept loaded
+        self._lock: asyncio.Lock | None = None
+        self._failed_reloads: set[tuple[str, int]] = set()
+        self.status = "starting"
+        self.error: str | None = None
+        self.ready_after_s: float | None = None
+        self.expected: tuple[str, ...] = ()
+
+    # -- lookups used on every request (no awaits, no locks) ---------------------------------
+
+    def spec(self, name: str) -> ModelSpec:
+        """Return the served model ``name``'s spec; :class:`Problem` 404/503 when unknown."""
+        spec = self.specs.get(name)
+        if spec is not None:
+            return spec
+        from celeris.serving.http import Problem
+
+        if self.status in ("starting", "loading") and any(
+            r.partition("@")[0] == name for r in self.expected
+        ):
+            raise Problem(503, "unavailable", f"model {name} is still loading; retry shortly")
+        served = sorted(self.specs)
+        listing = f"; served: {', '.join(served)}" if served else "; no model is served yet"
+        raise Problem(
+            404, "not_found", f"unknown model {name!r}{did_you_mean(name, served)}{listing}"
+        )
+
+    def serves(self, name: str) -> bool:
+        """Return whether ``name`` is served."""
+        return name in self.specs
+
+    def record_input(self, name: str, x: np.ndarray) -> None:
+        """Keep the newest rows of served traffic: the validation batch of shadow validation."""
+        rows = self.settings.shadow_rows
+        recent = self._recent.get(name)
+        if recent is None:
+            recent = self._recent[name] = deque(maxlen=rows)
+        recent.append(x[-rows:].copy())
+
+    def validation_batch(self, name: str, candidate: Any) -> tuple[np.ndarray, str]:
+        """Return up to ``shadow_rows`` recent inputs of ``name`` fitting ``candidate`` (or
+        synthetic histories when there is no traffic yet or the shapes differ), and a label
+        saying which."""
+        rows = self.settings.shadow_rows
+        want = (int(candidate.input_size), int(candidate.n_features))
+        parts: list[np.ndarray] = []
+        have = 0
+        for x in reversed(self._recent.get(name, ())):
+            if x.shape[1:] != want:
+                break
+            parts.append(x)
+            have += len(x)
+            if have >= rows:
+                break
+        if parts:
+            return np.concatenate(parts[::-1])[-rows:], f"{min(have, rows)} recent requests' rows"
+        return synthetic_histories(candidate, rows), f"{rows} synthetic histories (no traffic yet)"
+
+    def readiness(self) -> dict[str, Any]:
+        """Return ``{"ready", "status", "models", "error", "ready_after_s"}`` for ``/readyz``."""
+        return {
+            "ready": self.status == "ready",
+            "status": self.status,
+            "models": {n: r.version for n, r in self.serving.items()},
+            "expected": list(self.expected),
+            "error": self.error,
+            "ready_after_s": self.ready_after_s,
+        }
+
+    def adopt(self) -> None:
+        """Serve the models the engine already holds (``create_app`` around a ready engine).
+
+        Adopted models answer predictions; admin changes need registry records, so they are
+        refused for them (404) until a version is loaded through the registry.
+        """
+        for m in self.engine.models():
+            if m["serving"] is not None and m["name"] not in self.specs:
+                predictor = self.engine.predictor(m["name"])
+                self.specs[m["name"]] = _spec(m["name"], m["serving"], predictor)
+        if self.specs:
+            self.status = "ready"
+
+    # -- loading ---------------------------------------------------------------------------
+
+    @property
+    def lock(self) -> asyncio.Lock:
+        """The lock serialising changes of served versions (created on the running loop)."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
+
+    def _load_sync(self, ref: str) -> tuple[ModelRecord, Any]:
+        """Load ``ref`` from the registry (hash-verified) and warm it; runs in a thread."""
+        s = self.settings
+        record, predictor = self.registry.load(
+            ref,
+            backend=s.backend,
+            threads=s.threads,
+            max_batch=max(s.max_batch_size, s.shadow_rows),
+        )
+        # First calls allocate (ONNX Runtime arenas, torch kernels): pay that before traffic.
+        x = synthetic_histories(predictor, s.max_batch_size, seed=1)
+        for _ in range(3):
+            predictor.predict(x[:1])
+        predictor.predict(x)
+        return record, predictor
+
+    async def start(self, refs: Sequence[str], *, started_at: float | None = None) -> None:
+        """Load and serve ``refs`` (``NAME@production``, ``NAME@3``...), then report ready.
+
+        ``started_at`` (a :func:`time.time`) is when the process started, for ``ready_after_s``.
+        """
+        self.expected = tuple(refs)
+        self.status = "loading"
+        try:
+            names = [r.partition("@")[0] for r in refs]
+            if len(set(names)) != len(names):
+                raise ConfigError(f"each model can be served once; got {', '.join(refs)}")
+            async with self.lock:
+                for ref in refs:
+                    record = await self._add(ref, serve=True)
+                    name, _, selector = ref.partition("@")
+                    if selector in ("", "production"):
+                        self._follow.add(name)
+                    log.info("serving %s (%s, sha256 %s)", record.ref, ref, record.sha256[:12])
+        except BaseException as exc:
+            self.status = "failed"
+            self.error = (
+                str(exc) if isinstance(exc, CelerisError) else f"{type(exc).__name__}: {exc}"
+            )
+            raise
+        self.status = "ready"
+        if started_at is not None:
+            self.ready_after_s = round(time.time() - started_at, 3)
+
+    async def _add(self, ref: str, *, serve: bool) -> ModelRecord:
+        record, predictor = await asyncio.to_thread(self._load_sync, ref)
+        return await self._install(record, predictor, serve=serve)
+
+    def _loaded(self, name: str) -> set[str]:
+        for m in self.engine.models():
+            if m["name"] == name:
+                return {str(v) for v in m["versions"]}
+        return set()
+
+    async def _install(self, record: ModelRecord, predictor: Any, *, serve: bool) -> ModelRecord:
+        """Add a freshly loaded version to the engine (replacing an idle copy of it)."""
+        version = str(record.version)
+        if version in self._loaded(record.name):
+            await self.engine.unload(record.name, version)  # idle: neither serving nor in A/B
+        await self.engine.add_version(record.name, version, predictor, serve=serve)
+        if serve:
+            self._served(record, predictor)
+        return record
+
+    def _served(self, record: ModelRecord, predictor: Any) -> None:
+        previous = self.serving.get(record.name)
+        if previous is not None and previous.version != record.version:
+            self._previous[record.name] = previous.version
+        self.serving[record.name] = record
+        self.specs[record.name] = _spec(record.name, record.version, predictor)
+
+    async def _swap_to(self, record: ModelRecord, predictor: Any | None = None) -> None:
+        """Hot-swap ``record`` in: the given predictor, the copy still loaded, or a fresh load."""
+        name, version = record.name, str(record.version)
+        if predictor is None and version in self._loaded(name):
+            predictor = self.engine.predictor(name, version)  # kept since it last served
+            await self.engine.swap(name, version)
+        else:
+            if predictor is None:
+                record, predictor = await asyncio.to_thread(self._load_sync, record.ref)
+            await self._install(record, predictor, serve=False)
+            await self.engine.swap(name, version)
+        self._served(record, predictor)
+        await self._prune(name)
+
+    async def _prune(self, name: str) -> None:
+        """Unload versions that neither serve, nor are the previous one (kept for an instant
+        rollback), nor run in an A/B test."""
+        keep = {str(self.serving[name].version)}
+        if name in self._previous:
+            keep.add(str(self._previous[name]))
+        if name in self._ab:
+            keep.add(str(self._ab[name]["challenger"]))
+        for version in self._loaded(name) - keep:
+            with contextlib.suppress(CelerisError):
+                await self.engine.unload(name, version)
+
+    # -- changes of the served version --------------------------------------------------------
+
+    def _require(self, name: str) -> ModelRecord:
+        record = self.serving.get(name)
+        if record is None:
+            served = sorted(self.serving)
+            raise NotServing(
+                f"model {name!r} is not served by this process{did_you_mean(name, served)}"
+                + (f"; served: {', '.join(served)}" if served else "")
+            )
+        return record
+
+    async def _candidate(
+        self, name: str, version: int | None
+    ) -> tuple[ModelRecord, Any, ShadowReport, str]:
+        """Load ``name@version`` and shadow-validate it against the serving version."""
+        from celeris.serving.rollout import Check, ShadowReport, shadow_validate
+
+        current = self._require(name)
+        ref = f"{name}@{version}" if version is not None else f"{name}@staging"
+        record = await asyncio.to_thread(self.registry.get, ref)
+        if record.version == current.version:
+            raise Conflict(f"{record.ref} is already the serving version")
+        record, candidate = await asyncio.to_thread(self._load_sync, record.ref)
+        batch, source = self.validation_batch(name, candidate)
+        spec = self.specs[name]
+        same_io = (candidate.input_size, candidate.n_features) == (spec.input_size, spec.n_features)
+        serving_out = None
+        if self.settings.shadow_max_rel_diff is not None and same_io:
+            result = await self.engine.predict(name, batch, priority="low", use_cache=False)
+            serving_out = np.asarray(result.values)
+        s = self.settings
+        report = await asyncio.to_thread(
+            shadow_validate,
+            candidate,
+            batch,
+            serving=serving_out,
+            max_latency_ms=s.shadow_max_latency_ms,
+            max_rel_diff=s.shadow_max_rel_diff,
+        )
+        # Clients send the serving version's shape: a candidate expecting another would break them.
+        io = Check(
+            "input_shape",
+            same_io,
+            f"candidate takes [n, {candidate.input_size}, {candidate.n_features}], clients send "
+            f"[n, {spec.input_size}, {spec.n_features}]",
+        )
+        report = ShadowReport(passed=report.passed and same_io, checks=[*report.checks, io])
+        if not report.passed:
+            if self.metrics is not None:
+                self.metrics.error(name, "shadow_failed")
+            failed = ", ".join(report.failed)
+            raise ShadowValidationFailed(
+                f"{record.ref} failed shadow validation on {source} ({failed}); still serving "
+                f"{current.ref}",
+                report,
+            )
+        return record, candidate, report, source
+
+    async def promote(self, name: str, version: int | None = None) -> dict[str, Any]:
+        """Shadow-validate ``name@version`` (default: newest staging), hot-swap it in, and make
+        it production in the registry; return what happened."""
+        async with self.lock:
+            previous = self._require(name)
+            record, candidate, report, source = await self._candidate(name, version)
+            await self._swap_to(record, candidate)
+            try:
+                promoted = await asyncio.to_thread(self.registry.promote, name, record.version)
+            except BaseException:
+                # Keep the registry and the process consistent: serve the old version again.
+                await self._swap_to(previous)
+                raise
+            self.serving[name] = promoted
+            log.info("promoted %s (was %s)", promoted.ref, previous.ref)
+            previous = await asyncio.to_thread(self.registry.get, previous.ref)
+            return {
+                "serving": promoted.to_dict(),
+                "previous": previous.to_dict(),
+                "shadow": {**report.to_dict(), "validated_on": source},
+            }
+
+    async def rollback(self, name: str) -> dict[str, Any]:
+        """Return production to the previous version (registry) and hot-swap it in."""
+        async with self.lock:
+            previous = self._require(name)
+            record = await asyncio.to_thread(self.registry.rollback, name)
+            await self._swap_to(record)
+            log.info("rolled back %s to %s", previous.ref, record.ref)
+            previous = await asyncio.to_thread(self.registry.get, previous.ref)
+            return {"serving": record.to_dict(), "previous": previous.to_dict()}
+
+    async def start_ab(
+        self, name: str, version: int, split: float, salt: str = ""
+    ) -> dict[str, Any]:
+        """Shadow-validate ``name@version`` and route ``split`` of request keys to it."""
+        async with self.lock:
+            if name in self._ab:
+                raise Conflict(
+                    f"an A/B test of {name} is running (challenger version "
+                    f"{self._ab[name]['challenger']}); stop it first"
+                )
+            current = self._require(name)
+            record, candidate, report, source = await self._candidate(name, version)
+            await self._install(record, candidate, serve=False)
+            self.engine.start_ab(name, str(record.version), split, salt)
+            self._ab[name] = {
+                "champion": current.version,
+                "challenger": record.version,
+                "split": split,
+                "salt": salt,
+                "started_at": time.time(),
+            }
+            return {"ab": self._ab[name], "shadow": {**report.to_dict(), "validated_on": source}}
+
+    def ab_status(self, name: str) -> dict[str, Any]:
+        """Return the running A/B test of ``name`` and its per-arm statistics."""
+        self._require(name)
+        if name not in self._ab:
+            raise Conflict(f"no A/B test of {name} is running")
+        stats = self.engine.ab_stats(name)
+        return {"ab": self._ab[name], "arms": stats.summary() if stats is not None else None}
+
+    async def stop_ab(self, name: str, metric: str = "latency") -> dict[str, Any]:
+        """Stop the A/B test of ``name``; return its Welch t-test evaluation on ``metric``."""
+        from celeris.serving.rollout import evaluate_ab
+
+        async with self.lock:
+            self._require(name)
+            if name not in self._ab:
+                raise Conflict(f"no A/B test of {name} is running")
+            stats = self.engine.stop_ab(name)
+            state = self._ab.pop(name)
+            await self._prune(name)
+        report = evaluate_ab(stats, metric=metric)
+        return {"ab": state, "arms": stats.summary(), "report": report.to_dict()}
+
+    async def register(
+        self, name: str, checkpoint: str, *, metrics: dict[str, Any] | None = None
+    ) -> ModelRecord:
+        """Register a checkpoint directory as a new staging version (with its ONNX export)."""
+        exports = ("onnx",) if self.settings.backend == "onnx" else ()
+        if self.settings.backend == "onnx-int8":
+            exports = ("onnx-int8",)
+        return await asyncio.to_thread(
+            self.registry.register, name, checkpoint, metrics=metrics, exports=exports
+        )
+
+    # -- following the registry --------------------------------------------------------------
+
+    async def poll_once(self) -> list[str]:
+        """Hot-swap every followed model whose production version changed; return the refs."""
+        swapped = []
+        for name in sorted(self._follow):
+            try:
+                record = await asyncio.to_thread(self.registry.get, f"{name}@production")
+            except CelerisError as exc:
+                log.warning("registry check of %s failed: %s", name, exc)
+                continue
+            if record.version == self.serving[name].version:
+                continue
+            async with self.lock:
+                record = await asyncio.to_thread(self.registry.get, f"{name}@production")
+                if record.version == self.serving[name].version:
+                    continue
+                key = (name, record.version)
+                try:
+                    await self._swap_to(record)
+                except CelerisError as exc:
+                    if self.metrics is not None:
+                        self.metrics.error(name, "reload")
+                    if key not in self._failed_reloads:  # once per version, not every poll
+                        self._failed_reloads.add(key)
+                        log.error("not swapping to %s: %s", record.ref, exc)
+                    continue
+                log.info("registry: %s is production now; swapped it in", record.ref)
+                swapped.append(record.ref)
+        return swapped
+
+    async def poll_forever(self, interval_s: float) -> None:
+        """Call :meth:`poll_once` every ``interval_s`` seconds until cancelled."""
+        while True:
+            await asyncio.sleep(interval_s)
+            if self.status == "ready":
+                await self.poll_once()
+
+    async def describe(self) -> list[dict[str, Any]]:
+        """Return each served model: spec, serving record, registry versions, engine state."""
+        engine_view = {m.get("name"): m for m in self.engine.models()}
+        out = []
+        for name, record in sorted(self.serving.items()):
+            versions = await asyncio.to_thread(self.registry.list, name)
+            out.append(
+                {
+                    **self.specs[name].to_dict(),
+                    "serving": record.to_dict(),
+                    "follows_production": name in self._follow,
+                    "ab": self._ab.get(name),
+                    "engine": engine_view.get(name),
+                    "versions": [
+                        {"version": r.version, "stage": r.stage, "created_at": r.created_at}
+                        for r in versions
+                    ],
+                }
+            )
+        return out
+
+
+# -- the process -------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Server:
+    """Everything a serving process holds; ``app`` is what uvicorn runs."""
+
+    settings: ServeSettings
+    registry: ModelRegistry
+    engine: Any
+    cache: Any
+    metrics: PrometheusMetrics
+    publisher: Any
+    manager: ModelManager
+    app: FastAPI
+    started_at: float
+
+
+def process_start_time() -> float:
+    """Return when this process started (:func:`time.time` seconds)."""
+    try:
+        import psutil
+
+        return float(psutil.Process(os.getpid()).create_time())
+    except Exception:  # psutil missing or /proc unreadable: now is the best we know
+        return time.time()
+
+
+def build(
+    settings: ServeSettings,
+    *,
+    on_failure: Callable[[BaseException], None] | None = None,
+    on_ready: Callable[[ModelManager], None] | None = None,
+    started_at: float | None = None,
+) -> Server:
+    """Assemble a serving process from ``settings`` (nothing is loaded until the app starts).
+
+    Parameters
+    ----------
+    settings
+        The serving settings (:func:`~celeris.serving.config.load_serve_settings`).
+    on_failure
+        Called with the exception when loading the configured models fails (the CLI stops the
+        server and exits with the message).
+    on_ready
+        Called with the manager once every model is loaded and warm.
+    started_at
+        Process start (:func:`time.time`), for ``ready_after_s`` (default: from psutil).
+    """
+    from celeris.serving.cache import MemoryCache, RedisCache, TieredCache
+    from celeris.serving.engine import Engine
+    from celeris.serving.http import create_app
+    from celeris.serving.metrics import PrometheusMetrics
+    from celeris.serving.registry import ModelRegistry
+
+    if not settings.models:
+        raise ConfigError(
+            "no model to serve: pass --model NAME@production (or CELERIS_SERVE_MODELS)"
+        )
+    if settings.redis and settings.cache_items == 0:
+        raise ConfigError("the Redis cache tier needs the memory tier: set cache_items >= 1")
+    started = process_start_time() if started_at is None else started_at
+    metrics = PrometheusMetrics()
+    registry = ModelRegistry(settings.registry, settings.registry_url)
+    cache = None
+    if settings.cache_items:
+        redis = RedisCache(settings.redis, ttl_s=settings.cache_ttl_s) if settings.redis else None
+        cache = TieredCache(
+            MemoryCache(settings.cache_items, settings.cache_ttl_s), redis, metrics=metrics
+        )
+        metrics.watch_cache(cache)
+    engine = Engine(cache=cache, config=settings.batcher_config(), metrics=metrics)
+    publisher = None
+    if settings.socket is not None:
+        from celeris.serving.feed import SignalPublisher
+
+        publisher = SignalPublisher(settings.socket)
+    manager = ModelManager(engine, registry, settings, metrics=metrics)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loading = asyncio.create_task(manager.start(settings.models, started_at=started))
+
+        def loaded(task: asyncio.Task[None]) -> None:
+            if task.cancelled():
+                return
+            exc = task.exception()
+            if exc is not None:
+                log.error("loading the models failed: %s", exc)
+                if on_failure is not None:
+                    on_failure(exc)
+            else:
+                log.info("ready after %.2f s", manager.ready_after_s or 0.0)
+                if on_ready is not None:
+                    on_ready(manager)
+
+        loading.add_done_callback(loaded)
+        polling = (
+            asyncio.create_task(manager.poll_forever(settings.registry_poll_s))
+            if settings.registry_poll_s > 0
+            else None
+        )
+        try:
+            yield
+        finally:
+            manager.status = "stopping"
+            for task in (loading, polling):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+            await engine.close()
+            if cache is not None:
+                cache.close()
+            if publisher is not None:
+                publisher.close()
+
+    app = create_app(
+        engine,
+        registry,
+        settings,
+        metrics=metrics,
+        publisher=publisher,
+        manager=manager,
+        lifespan=lifespan,
+    )
+    return Server(settings, registry, engine, cache, metrics, publisher, manager, app, started)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """Return a listening-ready TCP socket bound to ``host:port`` (port 0: a free port)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
+def uvicorn_server(server: Server, *, access_log: bool = False) -> Any:
+    """Return a ``uvicorn.Server`` for ``server.app`` (uvloop, httptools, no access log)."""
+    import uvicorn
+
+    config = uvicorn.Config(
+        server.app,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        log_level=server.settings.log_level,
+        access_log=access_log,
+        timeout_graceful_shutdown=10,
+    )
+    return uvicorn.Server(config)

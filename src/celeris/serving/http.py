@@ -1,0 +1,879 @@
+"""The HTTP API of a serving process: FastAPI on uvicorn (uvloop, httptools).
+
+Routes
+    ``POST /v1/models/{name}/predict``  one history or a batch → forecasts
+    ``POST /v1/forecast``               many symbols' histories in one request → forecasts and
+                                        signals (published on the signal feed when one runs)
+    ``GET  /v1/models``                 served models, versions, shapes, A/B state, registry rows
+    ``GET  /v1/symbols``                the signal feed's symbol ids
+    ``GET  /healthz``                   the process is up (200 while it runs)
+    ``GET  /readyz``                    every model loaded and warm (200), else 503
+    ``GET  /metrics``                   Prometheus text format
+    admin (``Authorization: Bearer $CELERIS_ADMIN_TOKEN``)
+    ``POST   /v1/admin/models``                   register a checkpoint directory on the server
+    ``POST   /v1/admin/models/{name}/promote``    shadow-validate, then hot-swap (409 on failure)
+    ``POST   /v1/admin/models/{name}/ab``         shadow-validate, then start an A/B test
+    ``GET    /v1/admin/models/{name}/ab``         the running test's per-arm statistics
+    ``DELETE /v1/admin/models/{name}/ab``         stop it; Welch t-test report
+    ``POST   /v1/admin/models/{name}/rollback``   the previous production version, hot-swapped
+
+Without ``CELERIS_ADMIN_TOKEN`` the admin routes answer 403 ("admin API disabled"): disabled,
+never open. A missing or wrong token is 401.
+
+Bodies are JSON (``Content-Type: application/json``, parsed with orjson) or msgpack
+(``application/msgpack``); the reply uses the request's format unless ``Accept`` names the other.
+In msgpack, ``inputs`` (or a symbol's history) may also be a binary array
+``{"shape": [n, L, C], "dtype": "<f4", "data": <bytes>}``, which skips number parsing entirely.
+
+Shapes follow :class:`celeris.models.predictor.Predictor`: ``[n, L, C]`` histories of ``L >=
+input_size`` bars of ``C = n_features`` features (the last ``input_size`` bars are used); for
+one-feature models ``[n, L]`` and ``[L]`` also work, and ``[L, C]`` is one multi-feature history.
+
+Status codes: 400 malformed body, 401/403 admin auth, 404 unknown model (with a did-you-mean
+hint), 409 shadow validation failed, 413 body or item count over the limits, 415 unsupported
+content type, 422 invalid values (shape, NaN naming the item and bar, priority, timeout),
+429 overloaded (``Retry-After`` in whole seconds, ``retry_after_ms`` in the body), 503 not ready,
+504 deadline passed before the request was computed. Errors are ``{"error": KIND, "detail":
+MESSAGE, ...}``. One request's failure never affects another's.
+
+The two hot routes are plain Starlette routes rather than FastAPI path operations: FastAPI's
+per-request dependency solving measured ~100 us on this machine, and they parse their bodies
+themselves anyway.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import math
+import time
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+import numpy as np
+import orjson
+from fastapi import FastAPI, Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from celeris.errors import CelerisError, ConfigError, DataError
+from celeris.serving.config import ServeSettings
+
+if TYPE_CHECKING:  # pragma: no cover
+    from celeris.serving.app import ModelManager, ModelSpec
+    from celeris.serving.metrics import PrometheusMetrics
+
+log = logging.getLogger(__name__)
+
+JSON = "application/json"
+MSGPACK = "application/msgpack"
+_MSGPACK_TYPES = frozenset({MSGPACK, "application/x-msgpack", "application/vnd.msgpack"})
+_JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+_PRIORITIES = ("critical", "high", "normal", "low")
+_MAX_KEY = 512
+
+
+class Problem(Exception):
+    """An HTTP error answer: status, a short kind, a message and optional extra fields."""
+
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        detail: str,
+        *,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.error = error
+        self.detail = detail
+        self.headers = headers
+        self.extra = extra
+
+
+# -- bodies ---------------------------------------------------------------------------------
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """Return the request body, refusing one over ``limit`` bytes (413) before reading it all."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise Problem(400, "bad_request", f"invalid Content-Length {declared!r}") from None
+        if size > limit:
+            raise _too_large(size, limit)
+        return await request.body()
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():  # chunked upload: count as it arrives
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(size, limit, at_least=True)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(size: int, limit: int, at_least: bool = False) -> Problem:
+    more = "more than " if at_least else ""
+    return Problem(
+        413,
+        "too_large",
+        f"request body of {more}{size:,} bytes exceeds the limit of {limit:,} bytes "
+        "(CELERIS_SERVE_MAX_BODY_BYTES); split the request",
+    )
+
+
+def decode_body(body: bytes, content_type: str | None) -> dict[str, Any]:
+    """Parse a JSON or msgpack body into a dict (400 when malformed, 415 for other types)."""
+    kind = (content_type or JSON).split(";", 1)[0].strip().lower()
+    if not body:
+        raise Problem(400, "bad_request", "empty request body; send a JSON or msgpack object")
+    if kind in _MSGPACK_TYPES:
+        try:
+            doc = msgpack.unpackb(body, raw=False, strict_map_key=False)
+        except Exception as exc:  # msgpack raises several unrelated types
+            raise Problem(400, "bad_request", f"malformed msgpack body: {exc}") from None
+    elif kind == JSON or kind.endswith("+json") or kind in ("", "text/plain"):
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise Problem(400, "bad_request", f"malformed JSON body: {exc}") from None
+    else:
+        raise Problem(
+            415,
+            "unsupported_media_type",
+            f"unsupported Content-Type {kind!r}; send {JSON} or {MSGPACK}",
+        )
+    if not isinstance(doc, dict):
+        raise Problem(400, "bad_request", f"the body must be an object, got {type(doc).__name__}")
+    return doc
+
+
+def reply_format(request: Request) -> str:
+    """Return ``"msgpack"`` or ``"json"``: what ``Accept`` asks for, else the request's format."""
+    accept = request.headers.get("accept")
+    if accept:
+        if "msgpack" in accept:
+            return "msgpack"
+        if "json" in accept:
+            return "json"
+    ctype = request.headers.get("content-type", "")
+    return "msgpack" if "msgpack" in ctype else "json"
+
+
+def encode(
+    obj: Any, fmt: str, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    """Return ``obj`` as a JSON or msgpack response (numpy arrays included)."""
+    if fmt == "msgpack":
+        content = msgpack.packb(obj, default=_msgpack_default)
+        return Response(content, status_code=status, media_type=MSGPACK, headers=headers)
+    content = orjson.dumps(obj, option=_JSON_OPTIONS, default=_json_default)
+    return Response(content, status_code=status, media_type=JSON, headers=headers)
+
+
+def _msgpack_default(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return _json_default(obj)
+
+
+def _json_default(obj: Any) -> Any:
+    to_dict = getattr(obj, "to_dict", None)
+    if callable(to_dict):
+        return to_dict()
+    if isinstance(obj, set | frozenset | tuple):
+        return list(obj)
+    return str(obj)  # paths, datetimes
+
+
+def problem_response(problem: Problem, fmt: str) -> Response:
+    """Return the error answer of ``problem``."""
+    body = {"error": problem.error, "detail": problem.detail, **problem.extra}
+    return encode(body, fmt, problem.status, problem.headers)
+
+
+# -- validation -----------------------------------------------------------------------------
+
+
+def _array(value: Any, what: str) -> np.ndarray:
+    """A float32 array from nested lists (or a msgpack binary array)."""
+    if isinstance(value, dict):
+        return _binary_array(value, what)
+    if not isinstance(value, list):
+        raise Problem(
+            422,
+            "invalid",
+            f"{what} must be an array of numbers (one history or a batch), got "
+            f"{type(value).__name__}",
+        )
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):  # inf/NaN are reported below
+            return np.asarray(value, dtype=np.float32)
+    except (ValueError, TypeError) as exc:
+        reason = str(exc).split(". The detected", 1)[0]
+        raise Problem(
+            422,
+            "invalid",
+            f"{what} must be a rectangular array of numbers (every history the same length, "
+            f"every bar the same number of features): {reason}",
+        ) from None
+
+
+def _binary_array(value: dict[str, Any], what: str) -> np.ndarray:
+    try:
+        shape = tuple(int(s) for s in value["shape"])
+        dtype = np.dtype(value.get("dtype", "<f4"))
+        data = value["data"]
+        if dtype.kind != "f" or not isinstance(data, bytes | bytearray):
+            raise ValueError("dtype must be a float type and data bytes")
+        arr = np.frombuffer(data, dtype=dtype).reshape(shape)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise Problem(
+            422,
+            "invalid",
+            f"{what} as a binary array needs shape, dtype (a float type) and data bytes of "
+            f"matching size: {exc}",
+        ) from None
+    return arr.astype(np.float32, copy=False)
+
+
+def _expect(spec: ModelSpec) -> str:
+    one = f"; one-feature models also take [n, {spec.input_size}] or [{spec.input_size}]"
+    return (
+        f"model {spec.name} expects [n, {spec.input_size}, {spec.n_features}] (n histories of "
+        f"at least {spec.input_size} bars of {spec.n_features} feature(s))"
+        + (one if spec.n_features == 1 else f", or [{spec.input_size}, {spec.n_features}] for one")
+    )
+
+
+def histories(value: Any, spec: ModelSpec, *, what: str = "inputs") -> np.ndarray:
+    """Validate ``value`` as histories for ``spec``; return ``[n, input_size, n_features]``.
+
+    The last ``input_size`` bars of each history are kept (like ``Predictor``). Shape errors name
+    the expected shape; a non-finite value names the history and bar.
+    """
+    return batch_of(_array(value, what), spec, what)
+
+
+def batch_of(
+    arr: np.ndarray, spec: ModelSpec, what: str, names: list[str] | None = None
+) -> np.ndarray:
+    """Shape a float32 array as ``[n, input_size, n_features]`` (see :func:`histories`).
+
+    ``names`` label the histories in error messages (``histories['BTC-USD']``) instead of
+    ``what[i]``.
+    """
+    length, feats = spec.input_size, spec.n_features
+    if arr.ndim == 1 and feats == 1:
+        arr = arr.reshape(1, -1, 1)  # [L] -> [1, L, 1]
+    elif arr.ndim == 2:
+        if feats == 1:
+            # [n, L] -> [n, L, 1]; an [L, 1] column is one history
+            arr = arr.reshape(1, -1, 1) if arr.shape[1] == 1 and length > 1 else arr[:, :, None]
+        elif arr.shape[1] == feats:
+            arr = arr[None]  # [L, C] -> [1, L, C]
+        else:
+            raise Problem(422, "invalid", f"{what} has shape {list(arr.shape)}; {_expect(spec)}")
+    elif arr.ndim != 3:
+        raise Problem(422, "invalid", f"{what} has shape {list(arr.shape)}; {_expect(spec)}")
+    n, got_length, got_feats = arr.shape
+    if n == 0:
+        raise Problem(422, "invalid", f"{what} holds no histories; {_expect(spec)}")
+    if got_feats != feats or got_length < length:
+        short = f" (too short: {got_length} bars)" if got_length < length else ""
+        raise Problem(422, "invalid", f"{what} has shape {list(arr.shape)}{short}; {_expect(spec)}")
+    x = np.ascontiguousarray(arr[:, got_length - length :, :])  # [n, L, C]
+    if not np.isfinite(x).all():
+        i, t, k = (int(v) for v in np.argwhere(~np.isfinite(x))[0])
+        item = f"histories[{names[i]!r}]" if names is not None else f"{what}[{i}]"
+        raise Problem(
+            422,
+            "invalid",
+            f"{item} has a non-finite value ({x[i, t, k]}: null, NaN, inf or an overflow) at "
+            f"bar {t + got_length - length} (feature {k}); send finite numbers",
+        )
+    return x
+
+
+def symbol_histories(value: Any, spec: ModelSpec, limit: int) -> tuple[list[str], np.ndarray]:
+    """Validate ``{"SYM": history, ...}``; return the symbols and ``[n, input_size, C]``."""
+    if not isinstance(value, dict) or not value:
+        raise Problem(
+            422,
+            "invalid",
+            'histories must be a non-empty object {"SYMBOL": history, ...} with each history '
+            f"[L] or [L, C]; {_expect(spec)}",
+        )
+    if len(value) > limit:
+        raise Problem(
+            413,
+            "too_large",
+            f"{len(value)} symbols exceed the limit of {limit} per request "
+            "(CELERIS_SERVE_MAX_ITEMS); split the request",
+        )
+    symbols = [str(s) for s in value]
+    if not all(symbols):
+        raise Problem(422, "invalid", "symbol names must be non-empty")
+    rows = list(value.values())
+    # Fast path: equal-length histories parse as one array in a single call.
+    if not any(isinstance(r, dict) for r in rows):
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):
+                stacked = np.asarray(rows, dtype=np.float32)
+        except (ValueError, TypeError):
+            stacked = None  # ragged: different lengths, checked one by one below
+        if stacked is not None and stacked.ndim == 2 and spec.n_features == 1:
+            stacked = stacked[:, :, None]  # [n, L] -> [n, L, 1]
+        if stacked is not None and stacked.ndim == 3:
+            return symbols, batch_of(stacked, spec, "histories", symbols)
+    out = np.empty((len(rows), spec.input_size, spec.n_features), dtype=np.float32)
+    for i, (symbol, row) in enumerate(zip(symbols, rows, strict=True)):
+        what = f"histories[{symbol!r}]"
+        arr = _array(row, what)
+        if arr.ndim > 2 or (arr.ndim == 2 and spec.n_features == 1 and arr.shape[1] != 1):
+            raise Problem(
+                422,
+                "invalid",
+                f"{what} must be one history [L] or [L, C], got shape {list(arr.shape)}; "
+                f"{_expect(spec)}",
+            )
+        if arr.ndim == 1 and spec.n_features > 1:
+            raise Problem(422, "invalid", f"{what} has shape {list(arr.shape)}; {_expect(spec)}")
+        one = arr.reshape(1, -1, 1) if arr.ndim == 1 else arr[None]  # -> [1, L, C]
+        out[i] = batch_of(one, spec, what, [symbol])[0]
+    return symbols, out
+
+
+def parse_options(
+    doc: dict[str, Any], settings: ServeSettings
+) -> tuple[str, float | None, str | None]:
+    """Return ``(priority, timeout_ms, key)`` from a request body, validated (422)."""
+    priority = doc.get("priority", "normal")
+    if isinstance(priority, str):
+        label = priority.strip().lower()
+        if label not in _PRIORITIES:
+            from celeris.errors import did_you_mean
+
+            raise Problem(
+                422,
+                "invalid",
+                f"unknown priority {priority!r}{did_you_mean(label, _PRIORITIES)}; choose one "
+                f"of {', '.join(_PRIORITIES)}",
+            )
+    elif isinstance(priority, int) and not isinstance(priority, bool) and 0 <= priority <= 3:
+        label = _PRIORITIES[priority]
+    else:
+        raise Problem(422, "invalid", f"priority must be one of {', '.join(_PRIORITIES)}")
+    timeout = doc.get("timeout_ms")
+    if timeout is not None:
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not 0 < timeout <= settings.max_timeout_ms
+        ):
+            raise Problem(
+                422,
+                "invalid",
+                f"timeout_ms must be a number in (0, {settings.max_timeout_ms:g}], got {timeout!r}",
+            )
+        timeout = float(timeout)
+    key = doc.get("key")
+    if key is not None and (not isinstance(key, str) or len(key) > _MAX_KEY):
+        raise Problem(422, "invalid", f"key must be a string of at most {_MAX_KEY} characters")
+    return label, timeout, key
+
+
+# -- signals --------------------------------------------------------------------------------
+
+
+def forecast_signals(
+    x: np.ndarray, forecasts: np.ndarray, *, kind: str = "level", threshold: float = 0.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return ``(signal, confidence, expected)`` per history from its forecast.
+
+    The rule, per history (``x [n, L, C]`` with the target as feature 0, ``forecasts [n, H]``):
+
+    * ``expected``: the forecast move to the end of the horizon. For a price-like target
+      (``kind="level"``) ``f[H-1] / last - 1`` with ``last`` the history's final value; for a
+      stationary target (``kind="return"``: the model forecasts returns) ``sum(f)``.
+    * ``signal``: ``+1`` when ``expected > threshold``, ``-1`` when ``expected < -threshold``,
+      else ``0``.
+    * ``confidence``: ``erf(|z| / sqrt(2))`` with ``z = expected / (sigma * sqrt(H))`` and
+      ``sigma`` the standard deviation of the history's one-bar moves (simple returns of a
+      level, the values of a return series): the two-sided probability that noise of the
+      recent volatility would move less than the forecast does. 0 for no move, near 1 for a
+      move many sigmas large; 1 when the history is flat and the forecast is not.
+    """
+    target = x[:, :, 0].astype(np.float64)  # [n, L]
+    f = forecasts.astype(np.float64)  # [n, H]
+    horizon = f.shape[1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if kind == "return":
+            expected = f.sum(axis=1)
+            sigma = target.std(axis=1, ddof=1) if target.shape[1] > 1 else np.zeros(len(f))
+        else:
+            last = target[:, -1]
+            scale = np.where(last != 0, np.abs(last), 1.0)
+            expected = (f[:, -1] - last) / scale
+            prev = target[:, :-1]
+            moves = np.diff(target, axis=1) / np.where(prev != 0, np.abs(prev), 1.0)
+            sigma = moves.std(axis=1, ddof=1) if moves.shape[1] > 1 else np.zeros(len(f))
+        z = np.abs(expected) / (sigma * math.sqrt(horizon))
+    z = np.where(sigma > 0, z, np.where(expected != 0, np.inf, 0.0))
+    confidence = np.array([math.erf(v / math.sqrt(2.0)) for v in z.tolist()], dtype=np.float64)
+    signal = np.where(expected > threshold, 1, np.where(expected < -threshold, -1, 0))
+    return signal.astype(np.int8), confidence, expected
+
+
+# -- the application ------------------------------------------------------------------------
+
+
+def create_app(
+    engine: Any,
+    registry: Any,
+    settings: ServeSettings,
+    *,
+    metrics: PrometheusMetrics | None = None,
+    publisher: Any = None,
+    manager: ModelManager | None = None,
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
+) -> FastAPI:
+    """Return the FastAPI application serving ``engine`` (see the module docstring).
+
+    Parameters
+    ----------
+    engine
+        The batching engine (:class:`celeris.serving.engine.Engine`) with the models loaded.
+    registry
+        The :class:`~celeris.serving.registry.ModelRegistry` the admin routes act on.
+    settings
+        Limits, admin token, shadow-validation thresholds, signal threshold.
+    metrics
+        Where request outcomes go; ``/metrics`` renders it (404 without one).
+    publisher
+        A :class:`~celeris.serving.feed.SignalPublisher`; ``/v1/forecast`` publishes each
+        symbol's signal on it when given.
+    manager
+        The :class:`~celeris.serving.app.ModelManager` (model loading, swaps, readiness); when
+        not given, one is made that serves the models ``engine`` holds (call its ``adopt()``
+        again after adding models to the engine later, e.g. in ``lifespan``).
+    lifespan
+        Startup/shutdown context of the application (see :func:`celeris.serving.app.build`).
+    """
+    if manager is None:
+        from celeris.serving.app import ModelManager
+
+        manager = ModelManager(engine, registry, settings, metrics=metrics)
+        manager.adopt()
+    api = _API(engine, registry, settings, metrics, publisher, manager)
+    app = FastAPI(
+        title="Celeris serving",
+        summary="Batched forecasts, signals and model rollouts",
+        lifespan=lifespan,
+    )
+    app.state.celeris = api
+    # Hot routes first: Starlette matches in order.
+    app.router.routes.insert(
+        0, Route("/v1/models/{name}/predict", api.predict, methods=["POST"], name="predict")
+    )
+    app.router.routes.insert(
+        1, Route("/v1/forecast", api.forecast, methods=["POST"], name="forecast")
+    )
+
+    @app.get("/healthz", include_in_schema=True)
+    async def healthz() -> Response:
+        """Answer 200 while the process runs."""
+        return encode({"status": "ok"}, "json")
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        """Answer 200 when every configured model is loaded and warm, else 503."""
+        state = manager.readiness()
+        return encode(state, "json", 200 if state["ready"] else 503)
+
+    @app.get("/metrics")
+    async def metrics_route() -> Response:
+        """Return the Prometheus metrics (text exposition format)."""
+        if metrics is None:
+            return encode({"error": "not_found", "detail": "metrics are disabled"}, "json", 404)
+        from celeris.serving.metrics import CONTENT_TYPE
+
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    @app.get("/v1/models")
+    async def list_models(request: Request) -> Response:
+        """List the served models: versions, shapes, A/B state and registry records."""
+        return encode({"models": await manager.describe()}, reply_format(request))
+
+    @app.get("/v1/symbols")
+    async def list_symbols(request: Request) -> Response:
+        """Return the signal feed's symbol ids ({symbol: id})."""
+        return encode({"symbols": manager.symbols.mapping()}, reply_format(request))
+
+    @app.post("/v1/admin/models", status_code=201)
+    async def admin_register(request: Request) -> Response:
+        """Register a checkpoint directory (a path on the server) as a new staging version.
+
+        Body: ``{"name": NAME, "checkpoint": PATH, "metrics": {...}}``.
+        """
+        return await api.admin(request, api.register)
+
+    @app.post("/v1/admin/models/{name}/promote")
+    async def admin_promote(name: str, request: Request) -> Response:
+        """Shadow-validate a version, then make it production and hot-swap it in.
+
+        Body (optional): ``{"version": N}`` (default: the newest staging version). 409 with the
+        report when validation fails.
+        """
+        return await api.admin(request, api.promote, name)
+
+    @app.post("/v1/admin/models/{name}/ab")
+    async def admin_ab_start(name: str, request: Request) -> Response:
+        """Start an A/B test: ``{"version": N, "split": 0.1, "salt": ""}`` (shadow-validated)."""
+        return await api.admin(request, api.ab_start, name)
+
+    @app.get("/v1/admin/models/{name}/ab")
+    async def admin_ab_status(name: str, request: Request) -> Response:
+        """Return the running A/B test's per-arm statistics."""
+        return await api.admin(request, api.ab_status, name)
+
+    @app.delete("/v1/admin/models/{name}/ab")
+    async def admin_ab_stop(name: str, request: Request) -> Response:
+        """Stop the A/B test; return the evaluation (``?metric=latency|value``)."""
+        return await api.admin(request, api.ab_stop, name)
+
+    @app.post("/v1/admin/models/{name}/rollback")
+    async def admin_rollback(name: str, request: Request) -> Response:
+        """Return production to the previous version and hot-swap it in."""
+        return await api.admin(request, api.rollback, name)
+
+    return app
+
+
+class _API:
+    """The route handlers, sharing the engine, manager, settings and metrics."""
+
+    def __init__(
+        self,
+        engine: Any,
+        registry: Any,
+        settings: ServeSettings,
+        metrics: PrometheusMetrics | None,
+        publisher: Any,
+        manager: ModelManager,
+    ) -> None:
+        self.engine = engine
+        self.registry = registry
+        self.settings = settings
+        self.metrics = metrics
+        self.publisher = publisher
+        self.manager = manager
+        self.max_items = min(settings.max_items, settings.max_queue)
+        self._token = (
+            settings.admin_token.get_secret_value().encode() if settings.admin_token else None
+        )
+
+    # -- hot routes ---------------------------------------------------------------------------
+
+    async def predict(self, request: Request) -> Response:
+        """``POST /v1/models/{name}/predict``."""
+        name = request.path_params["name"]
+        fmt = reply_format(request)
+        t0 = time.perf_counter()
+        label = "normal"
+        try:
+            spec = self.manager.spec(name)
+            doc = decode_body(
+                await read_body(request, self.settings.max_body_bytes),
+                request.headers.get("content-type"),
+            )
+            if "inputs" not in doc:
+                raise Problem(422, "invalid", f'the body needs "inputs"; {_expect(spec)}')
+            label, timeout, key = parse_options(doc, self.settings)
+            x = histories(doc["inputs"], spec)
+            self._check_items(len(x))
+            result = await self._run(name, x, label, timeout, key)
+        except Problem as problem:
+            self._count_problem(name, label, problem, t0)
+            return problem_response(problem, fmt)
+        self.manager.record_input(name, x)
+        return encode(
+            {
+                "model": result.model,
+                "version": _v(result.version),
+                "arm": result.arm,
+                "outputs": result.values,
+                "cached": result.cached,
+            },
+            fmt,
+        )
+
+    async def forecast(self, request: Request) -> Response:
+        """``POST /v1/forecast``: many symbols in one request, batched with everyone else's."""
+        fmt = reply_format(request)
+        t0 = time.perf_counter()
+        name = ""
+        label = "normal"
+        try:
+            doc = decode_body(
+                await read_body(request, self.settings.max_body_bytes),
+                request.headers.get("content-type"),
+            )
+            given = doc.get("model")
+            if not isinstance(given, str) or not given:
+                raise Problem(422, "invalid", 'the body needs "model": the name of a served model')
+            name = given
+            spec = self.manager.spec(name)
+            label, timeout, key = parse_options(doc, self.settings)
+            symbols, x = symbol_histories(doc.get("histories"), spec, self.max_items)
+            result = await self._run(name, x, label, timeout, key)
+        except Problem as problem:
+            self._count_problem(name, label, problem, t0)
+            return problem_response(problem, fmt)
+        self.manager.record_input(name, x)
+        signal, confidence, expected = forecast_signals(
+            x, result.values, kind=spec.target_kind, threshold=self.settings.signal_threshold
+        )
+        ids = [self.manager.symbols.id(s) for s in symbols]
+        seqs = self._publish(ids, signal, confidence, result.values, result.version)
+        cached = np.asarray(result.cached, dtype=bool).tolist()
+        values = result.values
+        out: dict[str, Any] = {}
+        for i, symbol in enumerate(symbols):
+            entry: dict[str, Any] = {
+                "forecast": values[i],
+                "signal": int(signal[i]),
+                "confidence": float(confidence[i]),
+                "expected_return": float(expected[i]),
+                "symbol_id": ids[i],
+                "cached": cached[i],
+            }
+            if seqs is not None:
+                entry["seq"] = seqs[i]
+            out[symbol] = entry
+        return encode(
+            {
+                "model": result.model,
+                "version": _v(result.version),
+                "arm": result.arm,
+                "horizon": int(values.shape[1]),
+                "forecasts": out,
+            },
+            fmt,
+        )
+
+    def _check_items(self, n: int) -> None:
+        if n > self.max_items:
+            raise Problem(
+                413,
+                "too_large",
+                f"{n} histories exceed the limit of {self.max_items} per request "
+                "(CELERIS_SERVE_MAX_ITEMS, at most CELERIS_SERVE_MAX_QUEUE); split the request",
+            )
+
+    async def _run(
+        self, name: str, x: np.ndarray, priority: str, timeout: float | None, key: str | None
+    ) -> Any:
+        """Run the engine; map its errors to HTTP problems."""
+        from celeris.serving.batcher import DeadlineExceeded, Overloaded, RequestFailed
+
+        try:
+            return await self.engine.predict(
+                name, x, priority=priority, timeout_ms=timeout, key=key
+            )
+        except Overloaded as exc:
+            retry = max(exc.retry_after_s, 0.001)
+            raise Problem(
+                429,
+                "overloaded",
+                str(exc),
+                headers={"Retry-After": str(max(1, math.ceil(retry)))},
+                retry_after_ms=round(retry * 1e3, 3),
+            ) from None
+        except DeadlineExceeded as exc:
+            raise Problem(504, "timeout", str(exc)) from None
+        except RequestFailed as exc:
+            cause = exc.cause
+            if isinstance(cause, DataError | ConfigError):
+                raise Problem(422, "invalid", str(cause)) from None
+            log.error("model %s failed on a request: %s", name, exc)
+            raise Problem(500, "model_failed", str(exc)) from None
+        except CelerisError as exc:
+            status, kind = _status_of(exc)
+            raise Problem(status, kind, str(exc)) from None
+
+    def _publish(
+        self,
+        ids: list[int],
+        signal: np.ndarray,
+        confidence: np.ndarray,
+        values: np.ndarray,
+        version: str,
+    ) -> list[int] | None:
+        """Publish one record per symbol; return their sequence numbers (None without a feed).
+
+        The wire format carries at most 16 horizon steps (``feed.MAX_HORIZON``): longer
+        forecasts are sent truncated there (the HTTP answer has them all).
+        """
+        if self.publisher is None:
+            return None
+        from celeris.serving.feed import MAX_HORIZON
+
+        ts = time.time_ns()
+        model_version = int(version) if version.isdigit() else 0
+        head = values[:, :MAX_HORIZON]
+        publish = self.publisher.publish
+        try:
+            return [
+                publish(
+                    ids[i],
+                    int(signal[i]),
+                    float(confidence[i]),
+                    head[i],
+                    ts_ns=ts,
+                    model_version=model_version,
+                )
+                for i in range(len(ids))
+            ]
+        except Exception as exc:  # the feed must never fail a forecast that succeeded
+            log.warning("signal feed: publishing failed: %s", exc)
+            if self.metrics is not None:
+                self.metrics.error("", "publish")
+            return None
+
+    def _count_problem(self, name: str, priority: str, problem: Problem, t0: float) -> None:
+        # Requests the engine never saw (it counts the ones it did: overloaded, timeout, ...).
+        if self.metrics is None or problem.status in (429, 504) or problem.error == "model_failed":
+            return
+        if problem.status == 404:
+            self.metrics.error("", "not_found")  # no per-name series: names are client input
+            return
+        model = name if isinstance(name, str) and self.manager.serves(name) else ""
+        self.metrics.error(model, problem.error)
+        self.metrics.observe_request(model, "", priority, time.perf_counter() - t0, problem.error)
+
+    # -- admin --------------------------------------------------------------------------------
+
+    async def admin(self, request: Request, handler: Callable[..., Any], *args: Any) -> Response:
+        """Authorise, parse the body, run ``handler``; map errors to answers."""
+        fmt = reply_format(request)
+        try:
+            self._authorise(request)
+            doc: dict[str, Any] = {}
+            if request.method in ("POST", "PUT"):
+                body = await read_body(request, self.settings.max_body_bytes)
+                if body:
+                    doc = decode_body(body, request.headers.get("content-type"))
+            status, out = await handler(*args, doc, request)
+        except Problem as problem:
+            return problem_response(problem, fmt)
+        except CelerisError as exc:
+            status, kind = _status_of(exc)
+            return problem_response(Problem(status, kind, str(exc), **_extra(exc)), fmt)
+        return encode(out, fmt, status)
+
+    def _authorise(self, request: Request) -> None:
+        if self._token is None:
+            raise Problem(403, "forbidden", "admin API disabled: set CELERIS_ADMIN_TOKEN")
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode(), self._token
+        ):
+            raise Problem(
+                401,
+                "unauthorized",
+                "missing or wrong admin token: send Authorization: Bearer $CELERIS_ADMIN_TOKEN",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    async def register(self, doc: dict[str, Any], request: Request) -> tuple[int, Any]:
+        name = doc.get("name")
+        checkpoint = doc.get("checkpoint")
+        metrics = doc.get("metrics")
+        if not isinstance(name, str) or not isinstance(checkpoint, str):
+            raise Problem(
+                422,
+                "invalid",
+                'the body needs "name" and "checkpoint" (a checkpoint directory on the server)',
+            )
+        if metrics is not None and not isinstance(metrics, dict):
+            raise Problem(422, "invalid", '"metrics" must be an object')
+        record = await self.manager.register(name, checkpoint, metrics=metrics)
+        return 201, {
+            "record": record.to_dict(),
+            "next": f'POST /v1/admin/models/{name}/promote with {{"version": {record.version}}}',
+        }
+
+    async def promote(self, name: str, doc: dict[str, Any], request: Request) -> tuple[int, Any]:
+        version = _version(doc.get("version"))
+        return 200, await self.manager.promote(name, version)
+
+    async def ab_start(self, name: str, doc: dict[str, Any], request: Request) -> tuple[int, Any]:
+        version = _version(doc.get("version"))
+        if version is None:
+            raise Problem(422, "invalid", 'the body needs "version": the challenger version')
+        split = doc.get("split", 0.1)
+        salt = doc.get("salt", "")
+        if isinstance(split, bool) or not isinstance(split, int | float) or not 0 < split < 1:
+            raise Problem(422, "invalid", f"split must be a number in (0, 1), got {split!r}")
+        if not isinstance(salt, str):
+            raise Problem(422, "invalid", "salt must be a string")
+        return 200, await self.manager.start_ab(name, version, float(split), salt)
+
+    async def ab_status(self, name: str, doc: dict[str, Any], request: Request) -> tuple[int, Any]:
+        return 200, self.manager.ab_status(name)
+
+    async def ab_stop(self, name: str, doc: dict[str, Any], request: Request) -> tuple[int, Any]:
+        metric = request.query_params.get("metric", "latency")
+        if metric not in ("latency", "value"):
+            raise Problem(422, "invalid", f"metric must be latency or value, got {metric!r}")
+        return 200, await self.manager.stop_ab(name, metric)
+
+    async def rollback(self, name: str, doc: dict[str, Any], request: Request) -> tuple[int, Any]:
+        return 200, await self.manager.rollback(name)
+
+
+def _v(version: str) -> int | str:
+    # Registry versions are integers; the engine labels them as strings.
+    return int(version) if version.isdigit() else version
+
+
+def _version(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).isdigit():
+        raise Problem(422, "invalid", f"version must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _status_of(exc: CelerisError) -> tuple[int, str]:
+    """HTTP status and error kind of a Celeris error raised while serving a request."""
+    kind = type(exc).__name__
+    if kind in ("ModelNotFound", "UnknownModel", "NotServing"):
+        return 404, "not_found"
+    if kind == "ShadowValidationFailed":
+        return 409, "shadow_validation_failed"
+    if kind == "ArtifactTampered":
+        return 409, "artifact_tampered"
+    if kind in ("RegistryError", "ABNotRunning", "Conflict"):
+        return 409, "conflict"
+    if kind == "BatcherClosed":
+        return 503, "unavailable"
+    if isinstance(exc, DataError | ConfigError | ValueError):
+        return 422, "invalid"
+    return 500, "internal"
+
+
+def _extra(exc: CelerisError) -> dict[str, Any]:
+    report = getattr(exc, "report", None)
+    return {"report": report.to_dict()} if report is not None else {}
