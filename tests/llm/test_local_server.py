@@ -171,6 +171,23 @@ def test_complete_greedy_schema_gives_shortest_valid_answer(local_model: LocalCh
     Proposal.model_validate_json(first.text)
 
 
+def test_complete_same_seed_other_prompt_changes_the_answer(local_model: LocalChatModel) -> None:
+    # A re-ask (the answer plus the validation error) must be able to change a seeded sample;
+    # a model whose output ignored the prompt would repeat the same invalid answer forever.
+    fmt = _json_schema_format(Proposal)
+    reask = [
+        *USER,
+        {"role": "assistant", "content": "{}"},
+        {"role": "user", "content": "That answer is invalid: legs needs 1 item. Try again."},
+    ]
+    changed = [
+        local_model.complete(USER, response_format=fmt, seed=s).text
+        != local_model.complete(reask, response_format=fmt, seed=s).text
+        for s in range(5)
+    ]
+    assert sum(changed) >= 4
+
+
 def test_complete_streaming_callback_pieces_join_to_text(local_model: LocalChatModel) -> None:
     pieces: list[str] = []
     done = local_model.complete(

@@ -264,6 +264,9 @@ class OpenAICompatibleServer:
         stream = body.get("stream", False)
         if not isinstance(stream, bool):
             raise _bad("'stream' must be a boolean", "stream")
+        stream_options = body.get("stream_options")
+        if stream_options is not None and not isinstance(stream_options, dict):
+            raise _bad("'stream_options' must be an object", "stream_options")
         return {
             "messages": _parse_messages(body.get("messages")),
             "response_format": _parse_response_format(body.get("response_format")),
@@ -507,6 +510,11 @@ class _Handler(BaseHTTPRequestHandler):
 
         try:
             completion = self.app.run_model(request, on_text=on_text)
+        except (BrokenPipeError, ConnectionResetError):
+            # The client hung up mid-stream: nobody is left to tell.
+            logger.info("the client closed the stream of %s", stream_id)
+            self.close_connection = True
+            return
         except Exception as exc:
             if not started:
                 raise  # nothing sent yet: answered as a plain JSON error
