@@ -202,10 +202,10 @@ class OpenAICompatibleServer:
     # ----------------------------------------------------------------------------------------
     # Request handling, called from the handler threads
 
-    def models_body(self) -> dict[str, Any]:
+    def _models_body(self) -> dict[str, Any]:
         return {"object": "list", "data": [self._model_card()]}
 
-    def model_body(self, model_id: str) -> dict[str, Any]:
+    def _model_body(self, model_id: str) -> dict[str, Any]:
         if model_id != self.model.name:
             raise self._unknown_model(model_id)
         return self._model_card()
@@ -226,7 +226,7 @@ class OpenAICompatibleServer:
             code="model_not_found",
         )
 
-    def check_auth(self, header: str | None) -> None:
+    def _check_auth(self, header: str | None) -> None:
         if self.api_key is None:
             return
         token = header[len("Bearer ") :] if header and header.startswith("Bearer ") else ""
@@ -238,7 +238,7 @@ class OpenAICompatibleServer:
                 code="invalid_api_key",
             )
 
-    def parse_chat_request(self, body: Any) -> dict[str, Any]:
+    def _parse_chat_request(self, body: Any) -> dict[str, Any]:
         """Validate a chat-completions body and return the model's keyword arguments."""
         if not isinstance(body, dict):
             raise _bad("The request body must be a JSON object")
@@ -275,7 +275,7 @@ class OpenAICompatibleServer:
             "seed": seed,
         }
 
-    def run_model(
+    def _run_model(
         self, request: dict[str, Any], on_text: Callable[[str], None] | None = None
     ) -> Any:
         try:
@@ -285,7 +285,7 @@ class OpenAICompatibleServer:
             status = _STATUS_BY_CODE.get(code or "", HTTPStatus.BAD_REQUEST)
             raise _RequestError(status, str(exc), code=code) from exc
 
-    def completion_body(self, completion: Any) -> dict[str, Any]:
+    def _completion_body(self, completion: Any) -> dict[str, Any]:
         return {
             "id": _completion_id(),
             "object": "chat.completion",
@@ -416,7 +416,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0].rstrip("/")
         try:
             if path.startswith("/v1/"):
-                self.app.check_auth(self.headers.get("Authorization"))
+                self.app._check_auth(self.headers.get("Authorization"))
             route(path)
         except _RequestError as exc:
             self._send_json(exc.status, exc.body())
@@ -433,9 +433,9 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/health":
             self._send_json(HTTPStatus.OK, {"status": "ok", "model": self.app.model.name})
         elif path == "/v1/models":
-            self._send_json(HTTPStatus.OK, self.app.models_body())
+            self._send_json(HTTPStatus.OK, self.app._models_body())
         elif path.startswith("/v1/models/"):
-            self._send_json(HTTPStatus.OK, self.app.model_body(path[len("/v1/models/") :]))
+            self._send_json(HTTPStatus.OK, self.app._model_body(path[len("/v1/models/") :]))
         else:
             raise self._not_found(path)
 
@@ -443,13 +443,13 @@ class _Handler(BaseHTTPRequestHandler):
         if path != "/v1/chat/completions":
             raise self._not_found(path)
         body = self._read_body()
-        request = self.app.parse_chat_request(body)
+        request = self.app._parse_chat_request(body)
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             self._stream(request, include_usage)
         else:
-            completion = self.app.run_model(request)
-            self._send_json(HTTPStatus.OK, self.app.completion_body(completion))
+            completion = self.app._run_model(request)
+            self._send_json(HTTPStatus.OK, self.app._completion_body(completion))
 
     def _read_body(self) -> Any:
         try:
@@ -509,7 +509,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_event(chunk({"content": piece}, None))
 
         try:
-            completion = self.app.run_model(request, on_text=on_text)
+            completion = self.app._run_model(request, on_text=on_text)
         except (BrokenPipeError, ConnectionResetError):
             # The client hung up mid-stream: nobody is left to tell.
             logger.info("the client closed the stream of %s", stream_id)
