@@ -886,6 +886,26 @@ def test_subscriber_leaving_is_forgotten_by_publisher(
     assert publisher.stats()["connected_total"] == 1
 
 
+def test_subscriber_leaving_costs_the_others_nothing(
+    publisher_factory: Callable[..., SignalPublisher], sock_path: str
+) -> None:
+    publisher = publisher_factory()
+    leaving = [SignalSubscriber(sock_path) for _ in range(3)]
+    staying = SignalSubscriber(sock_path, timeout_s=10.0)
+    try:
+        # Holding the publisher's lock keeps its I/O thread from noticing the departures, so
+        # the failed sends to the closed peers happen inside publish(), mid-iteration.
+        with publisher._lock:
+            for subscriber in leaving:
+                subscriber.close()
+        for k in range(200):
+            publisher.publish(k, 0, 0.5)
+        assert [next(staying).sequence for _ in range(200)] == list(range(1, 201))
+        assert staying.gaps == 0
+    finally:
+        staying.close()
+
+
 def test_close_lets_subscriber_drain_its_ring_then_ends_iteration(
     publisher_factory: Callable[..., SignalPublisher], sock_path: str
 ) -> None:

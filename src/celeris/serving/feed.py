@@ -523,7 +523,8 @@ class SignalPublisher:
         self.max_buffer_records = max_buffer_records
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
-        self._subs: list[_Subscriber] = []
+        # Copy-on-write: publish() iterates it while a failed send may remove a subscriber.
+        self._subs: tuple[_Subscriber, ...] = ()
         self._dead: list[_Subscriber] = []
         self._next_seq = 1
         self._next_id = 1
@@ -674,7 +675,7 @@ class SignalPublisher:
         sub.dead = True
         sub.queue.clear()
         sub.partial = None
-        self._subs.remove(sub)
+        self._subs = tuple(s for s in self._subs if s is not sub)
         self._dead.append(sub)
         self._dropped_closed += sub.dropped
         self._changed.notify_all()
@@ -729,7 +730,7 @@ class SignalPublisher:
                 if self._closed:
                     return
                 dead, self._dead = self._dead, []
-                live = list(self._subs)
+                live = self._subs
             for sub in dead:
                 with contextlib.suppress(KeyError, ValueError):
                     selector.unregister(sub.sock)
@@ -767,7 +768,7 @@ class SignalPublisher:
                 if n < len(hello):
                     sub.partial = memoryview(hello)[n:]
                     sub.blocked = True
-                self._subs.append(sub)
+                self._subs = (*self._subs, sub)
                 self._changed.notify_all()
             events = selectors.EVENT_READ | (selectors.EVENT_WRITE if sub.blocked else 0)
             sub.write_registered = sub.blocked
@@ -853,8 +854,8 @@ class SignalPublisher:
             self._wake()
         self._thread.join(timeout=5.0)
         with self._lock:
-            subs, self._subs = self._subs, []
-            subs += self._dead
+            subs = [*self._subs, *self._dead]
+            self._subs = ()
             self._dead = []
         for sub in subs:
             sub.sock.close()
