@@ -7,7 +7,7 @@ STAMP_BASE := $(VENV)/.installed-base
 STAMP_DEV  := $(VENV)/.installed-dev
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.cache/numba
 
-.PHONY: demo test lint typecheck unit bench clean venv
+.PHONY: demo test test-llm lint typecheck unit bench clean venv system-deps
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,23 @@ $(STAMP_DEV): pyproject.toml constraints.txt | $(PY)
 
 venv: $(STAMP_DEV)
 
+# Real servers the tests start themselves: redis-server (Debian package) for the serving caches.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+system-deps:
+	@command -v redis-server >/dev/null || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server >/dev/null; }
+
+STAMP_LLAMA := $(VENV)/.installed-llamacpp
+# llama-cpp-python is source-only on PyPI: the first install compiles llama.cpp (~10 min on
+# 2 cores); pip caches the wheel, so later installs take seconds.
+$(STAMP_LLAMA): $(STAMP_DEV)
+	$(PIP) install -q -c constraints.txt -e ".[dev,llm-llamacpp]"
+	touch $@
+
+## make test-llm: the LLM analyst tests against llama.cpp's server with SmolLM2-135M (real model)
+test-llm: $(STAMP_LLAMA)
+	CELERIS_TEST_LLM_BACKEND=llamacpp $(PY) -m pytest -q -p no:xdist tests/llm tests/cli/test_analyze_cmd.py
+
 ## make demo: install Celeris and run the end-to-end showcase on real data (< 60 s warm)
 demo: $(STAMP_BASE)
 	$(VENV)/bin/celeris demo
@@ -34,7 +51,7 @@ lint: $(STAMP_DEV)
 typecheck: $(STAMP_DEV)
 	$(VENV)/bin/mypy src
 
-unit: $(STAMP_DEV)
+unit: $(STAMP_DEV) system-deps
 	$(PY) -m pytest -n 2 -q
 
 ## make test: install with dev extras, lint, type-check and run the whole suite

@@ -49,7 +49,7 @@ def llm_env(llm_server, request, monkeypatch, tmp_path):  # noqa: F811
 
 
 def test_analyze_cmd_text_output_has_every_section(llm_env):
-    result = runner.invoke(make_app(), [*BASE, *PARAMS, "--budget", "2000", "--fees", "0.001"])
+    result = runner.invoke(make_app(), [*BASE, *PARAMS, "--budget", "3200", "--fees", "0.001"])
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert out.startswith(
@@ -57,7 +57,7 @@ def test_analyze_cmd_text_output_has_every_section(llm_env):
         "1999-01-04 to 2018-12-31)\n"
     )
     assert (
-        f"Model: {llm_env.model}; prompts (tokens of the 2,000 budget): strategy_analysis@v1" in out
+        f"Model: {llm_env.model}; prompts (tokens of the 3,200 budget): strategy_analysis@v1" in out
     )
     for heading in ("Backtest", "Strategy analysis", "Market regime", "Risk assessment"):
         assert f"\n{heading}\n" in out
@@ -75,7 +75,7 @@ def test_analyze_cmd_json_only_regime_and_risk_with_inputs(llm_env, tmp_path):
         make_app(),
         [
             *BASE, *PARAMS, "--only", "risk", "--only", "regime", "--funding", str(funding),
-            "--orderbook", str(book), "--with", "nasdaq=sample:nasdaq", "--budget", "2400",
+            "--orderbook", str(book), "--with", "nasdaq=sample:nasdaq", "--budget", "3400",
             "--json",
         ],
     )  # fmt: skip
@@ -88,7 +88,7 @@ def test_analyze_cmd_json_only_regime_and_risk_with_inputs(llm_env, tmp_path):
     assert data["analyses"]["risk"]["answer"]["exposure"] in {"low", "moderate", "high", "extreme"}
     for name in ("regime", "risk"):
         prompt = data["analyses"][name]["prompt"]
-        assert prompt["budget"] == 2400 and 0 < prompt["tokens"] <= 2400
+        assert prompt["budget"] == 3400 and 0 < prompt["tokens"] <= 3400
     assert data["analyses"]["risk"]["prompt"]["template"] == "risk_assessment@v1"
     bars = load("sample:sp500")
     entries, exits = STRATEGIES["bbands_breakout"].signals(bars, {"window": 20, "nbdev": 2.0})
@@ -101,7 +101,7 @@ def test_analyze_cmd_json_only_regime_and_risk_with_inputs(llm_env, tmp_path):
 def test_analyze_cmd_json_prompts_flag_includes_rendered_messages(llm_env):
     result = runner.invoke(
         make_app(),
-        [*BASE, *PARAMS, "--only", "regime", "--budget", "2000", "--json", "--prompts"],
+        [*BASE, *PARAMS, "--only", "regime", "--budget", "3200", "--json", "--prompts"],
     )
     assert result.exit_code == 0, result.output
     messages = json.loads(result.stdout)["analyses"]["regime"]["prompt"]["messages"]

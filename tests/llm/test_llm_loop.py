@@ -125,9 +125,12 @@ def test_client_model_discovered_when_server_has_one(llm_server) -> None:  # typ
 
 
 @pytest.fixture(scope="module")
-def llm_run(llm_server, sp500: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def llm_run(llm_server, tiny_model_dir, sp500: pd.DataFrame, tmp_path_factory):  # type: ignore[no-untyped-def]
     path = tmp_path_factory.mktemp("llm") / "run.jsonl"
-    client = _client(llm_server, validation_retries=3, context_tokens=6000)
+    # Both servers have a 4,096-token context: the prompt gets 3,000, the answer 400.
+    # The local model's tokenizer counts exactly; llama.cpp's is estimated conservatively.
+    tokenizer = str(tiny_model_dir) if llm_server.backend == "local" else None
+    client = _client(llm_server, validation_retries=3, context_tokens=3000, tokenizer=tokenizer)
     result = optimize(
         sp500, "sma_cross", {"fast": "5:100", "slow": "20:400"}, method="llm", rounds=2,
         per_round=2, client=client, audit=path, progress=False, year_days=252,

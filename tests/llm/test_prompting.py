@@ -13,7 +13,7 @@ from celeris.errors import ConfigError, LLMNotConfigured
 from celeris.llm.client import LLMClient, describe_error, extract_json
 from celeris.llm.context import OMITTED, ContextBuilder, estimate_tokens, token_counter
 from celeris.llm.prompts import available_prompts, load_prompt, parse_template
-from celeris.llm.schemas import MarketRegime, proposal_schema, search_space
+from celeris.llm.schemas import MarketRegime, proposal_schema, schema_instruction, search_space
 from celeris.llm.settings import load_llm_settings
 
 
@@ -181,14 +181,24 @@ def _builder(budget: int) -> ContextBuilder:
 def test_context_builder_fits_budget_shrinking_lowest_priority_first() -> None:
     full = _builder(100_000).build()
     assert full.dropped == () and set(full.levels.values()) == {0}
-    ctx = _builder(full.tokens - 700).build()
+    # market_summary (priority 0, 800 tokens) shrinks first: to 300 tokens saves enough.
+    ctx = _builder(full.tokens - 300).build()
     assert ctx.tokens <= ctx.budget
-    # market_summary (priority 0) shrinks before history (1) and sensitivity (2) are touched.
-    assert ctx.levels["market_summary"] >= 1
-    assert ctx.levels["history"] == 0 and ctx.levels["sensitivity"] == 0
-    tight = _builder(full.tokens - 2500).build()
-    assert tight.tokens <= tight.budget and "market_summary" in tight.dropped
+    assert ctx.levels == {**full.levels, "market_summary": 1}
+    # Market summary at its shortest and then dropped saves ~790; history (priority 1) is next.
+    tight = _builder(full.tokens - 1400).build()
+    assert tight.tokens <= tight.budget and tight.dropped == ("market_summary",)
+    assert tight.levels["history"] == 1 and tight.levels["sensitivity"] == 0
     assert OMITTED in tight.messages[1]["content"]
+
+
+def test_context_builder_counts_the_schema_instruction() -> None:
+    plain = _builder(100_000).build()
+    with_schema = _builder(100_000)
+    with_schema.schema = MarketRegime
+    built = with_schema.build()
+    assert built.tokens > plain.tokens + 100
+    assert built.messages[0]["content"].endswith(schema_instruction(MarketRegime))
 
 
 def test_context_builder_raises_when_required_part_cannot_fit() -> None:

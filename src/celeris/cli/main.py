@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from celeris.cli import backtest_cmd, demo, llm_cmd, models_cmd
+from celeris.cli import analyze_cmd, backtest_cmd, demo, llm_cmd, models_cmd
 from celeris.cli.data_cmd import data_app
 
 app = typer.Typer(
@@ -28,6 +28,7 @@ backtest_cmd.register(app)
 demo.register(app)
 models_cmd.register(app)
 llm_cmd.register(app)
+analyze_cmd.register(app)
 
 
 def run() -> None:

@@ -730,6 +730,7 @@ def analyze(
         template = load_prompt(TEMPLATES[name])
         builder = ContextBuilder(template, budget, count)
         schema = _BUILDERS[name](builder, inputs)
+        builder.schema = schema  # the schema instruction is part of the prompt's budget
         prepared.append((name, template, schema, builder.build()))
 
     log, own_log = _audit(audit)

@@ -18,6 +18,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from celeris.errors import LLMError, LLMNotConfigured
+from celeris.llm.schemas import with_schema_instruction
 from celeris.llm.settings import LLMSettings, load_llm_settings
 
 T = TypeVar("T", bound=BaseModel)
@@ -148,7 +149,7 @@ class LLMClient:
             raise LLMError("ask() needs at least one message")
         js = schema.model_json_schema()
         convo = [dict(m) for m in messages]
-        convo = _with_schema_instruction(convo, js)
+        convo = with_schema_instruction(convo, schema)
         extra: dict[str, Any] = {}
         fmt = self.settings.response_format
         if fmt == "json_schema":
@@ -241,22 +242,6 @@ class LLMClient:
                 f"the LLM server at {self.base_url} refused the request "
                 f"(HTTP {exc.status_code}): {exc.message}{hint}"
             ) from None
-
-
-def _with_schema_instruction(
-    messages: list[dict[str, str]], schema: dict[str, Any]
-) -> list[dict[str, str]]:
-    """Put the answer's JSON schema into the system message (all servers read instructions)."""
-    note = (
-        "Answer with exactly one JSON object and nothing else. It must validate against this "
-        "JSON schema (respect every minimum, maximum, enum and length):\n"
-        + json.dumps(schema, separators=(",", ":"), sort_keys=True)
-    )
-    if messages[0].get("role") == "system":
-        head = dict(messages[0])
-        head["content"] = f"{head['content']}\n\n{note}"
-        return [head, *messages[1:]]
-    return [{"role": "system", "content": note}, *messages]
 
 
 def extract_json(text: str) -> Any:

@@ -19,8 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from celeris.errors import ConfigError
 from celeris.llm.prompts import PromptTemplate
+from celeris.llm.schemas import with_schema_instruction
 
 TokenCounter = Callable[[str], int]
 CHARS_PER_TOKEN = 3.0
@@ -96,16 +99,24 @@ class ContextBuilder:
         Token budget of all rendered messages together.
     counter
         Token counter (default :func:`estimate_tokens`).
+    schema
+        The answer schema; its instruction (appended to the system message by the client) is
+        part of the prompt, so it is rendered and counted here too. May be set after creation.
     """
 
     def __init__(
-        self, template: PromptTemplate, budget: int, counter: TokenCounter | None = None
+        self,
+        template: PromptTemplate,
+        budget: int,
+        counter: TokenCounter | None = None,
+        schema: type[BaseModel] | None = None,
     ) -> None:
         if budget < 1:
             raise ConfigError(f"token budget must be >= 1, got {budget}")
         self.template = template
         self.budget = budget
         self.counter = counter or estimate_tokens
+        self.schema = schema
         self._sections: dict[str, Section] = {}
 
     def add(
@@ -152,6 +163,8 @@ class ContextBuilder:
 
         while True:
             messages = self.template.render(**{n: text(n) for n in self._sections})
+            if self.schema is not None:
+                messages = with_schema_instruction(messages, self.schema)
             tokens = self.count(messages)
             if tokens <= self.budget:
                 return Context(messages, tokens, self.budget, dict(levels), tuple(sorted(dropped)))

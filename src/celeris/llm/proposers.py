@@ -187,7 +187,7 @@ class LLMProposer:
         schema = proposal_schema(strat, state.space, state.fixed, max_proposals=state.per_round)
         sensitivity = self._sensitivity(state)
         bars = state.verifier.in_sample_bars
-        builder = ContextBuilder(self.template, self.budget, self.counter)
+        builder = ContextBuilder(self.template, self.budget, self.counter, schema)
         builder.add("strategy", strat.name, required=True)
         builder.add("description", strat.description or strat.name, required=True)
         builder.add("market", _market_line(bars), required=True)

@@ -12,6 +12,7 @@ strategy's own constraint (e.g. ``fast < slow``) is checked too.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -161,6 +162,33 @@ def proposal_schema(
         ),
         proposals=(list[proposal], Field(min_length=1, max_length=max_proposals)),  # type: ignore[valid-type]
     )
+
+
+def schema_instruction(schema: type[BaseModel]) -> str:
+    """Return the instruction that tells any model which JSON object to answer with."""
+    return (
+        "Answer with exactly one JSON object and nothing else. It must validate against this "
+        "JSON schema (respect every minimum, maximum, enum and length):\n"
+        + json.dumps(schema.model_json_schema(), separators=(",", ":"), sort_keys=True)
+    )
+
+
+def with_schema_instruction(
+    messages: list[dict[str, str]], schema: type[BaseModel]
+) -> list[dict[str, str]]:
+    """Append the schema instruction to the system message (once: the call is idempotent).
+
+    Every server reads instructions, whatever it enforces; the token budget of a prompt counts
+    this text too (see :class:`celeris.llm.context.ContextBuilder`).
+    """
+    note = schema_instruction(schema)
+    if messages and messages[0].get("role") == "system":
+        head = dict(messages[0])
+        if head["content"].endswith(note):
+            return [dict(m) for m in messages]
+        head["content"] = f"{head['content']}\n\n{note}"
+        return [head, *(dict(m) for m in messages[1:])]
+    return [{"role": "system", "content": note}, *(dict(m) for m in messages)]
 
 
 def _camel(name: str) -> str:
