@@ -66,6 +66,7 @@ __all__ = [
     "Overloaded",
     "Priority",
     "RequestFailed",
+    "guarded",
 ]
 
 log = logging.getLogger(__name__)
@@ -188,6 +189,70 @@ class NullMetrics:
 
     def error(self, model: str, kind: str) -> None:
         pass
+
+
+class _GuardedMetrics:
+    """A :class:`MetricsSink` wrapper that logs (once per method) instead of raising.
+
+    Metrics must never fail or stall a request: a sink that raises would otherwise abort the
+    delivery of a batch's results half-way.
+    """
+
+    def __init__(self, inner: MetricsSink) -> None:
+        self.inner = inner
+        self._warned: set[str] = set()
+
+    def _failed(self, method: str) -> None:
+        if method not in self._warned:
+            self._warned.add(method)
+            log.exception("metrics sink %s.%s raised; ignored", type(self.inner).__name__, method)
+
+    def observe_request(
+        self, model: str, version: str, priority: str, seconds: float, outcome: str
+    ) -> None:
+        try:
+            self.inner.observe_request(model, version, priority, seconds, outcome)
+        except Exception:
+            self._failed("observe_request")
+
+    def observe_batch(self, model: str, version: str, size: int, seconds: float) -> None:
+        try:
+            self.inner.observe_batch(model, version, size, seconds)
+        except Exception:
+            self._failed("observe_batch")
+
+    def set_queue(self, model: str, version: str, items: int) -> None:
+        try:
+            self.inner.set_queue(model, version, items)
+        except Exception:
+            self._failed("set_queue")
+
+    def cache_event(self, tier: str, hit: bool) -> None:
+        try:
+            self.inner.cache_event(tier, hit)
+        except Exception:
+            self._failed("cache_event")
+
+    def cache_error(self, tier: str) -> None:
+        try:
+            self.inner.cache_error(tier)
+        except Exception:
+            self._failed("cache_error")
+
+    def error(self, model: str, kind: str) -> None:
+        try:
+            self.inner.error(model, kind)
+        except Exception:
+            self._failed("error")
+
+
+def guarded(metrics: MetricsSink | None) -> MetricsSink:
+    """Return ``metrics`` made safe to call on the hot path (a no-op sink for ``None``)."""
+    if metrics is None:
+        return NullMetrics()
+    if isinstance(metrics, NullMetrics | _GuardedMetrics):
+        return metrics
+    return _GuardedMetrics(metrics)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -378,7 +443,7 @@ class DynamicBatcher:
         self.config = config
         self.name = name
         self.version = version
-        self.metrics: MetricsSink = metrics if metrics is not None else NullMetrics()
+        self.metrics: MetricsSink = guarded(metrics)
         self._label = f"{name}@{version}" if version else (name or "batcher")
         self._max_batch = config.max_batch_size
         self._max_queue = config.max_queue
@@ -594,13 +659,20 @@ class DynamicBatcher:
         assert loop is not None
         while True:
             now = time.monotonic()
-            self._expire(now)
-            if self._queued_rows and self._inflight < 2:
-                ready = now if self._inflight == 0 else self._ready_at(now)
-                if ready <= now:
-                    self._dispatch(now)
-                    continue
-            else:
+            try:
+                self._expire(now)
+                if self._queued_rows and self._inflight < 2:
+                    ready = now if self._inflight == 0 else self._ready_at(now)
+                    if ready <= now:
+                        self._dispatch(now)
+                        continue
+                else:
+                    ready = math.inf
+            except Exception as exc:  # a bug (or a raising metrics sink): never hang callers
+                log.exception(
+                    "batcher %s: collector error; failing the queued requests", self._label
+                )
+                self._abandon_queue(exc)
                 ready = math.inf
             if self._closed and self._queued_rows == 0 and self._inflight == 0:
                 return
@@ -728,18 +800,48 @@ class DynamicBatcher:
         req.result = None
         req.batch = None
         fut, req.future = req.future, None
+        if fut is not None and not fut.done():  # answer first: metrics must not hold it up
+            fut.set_exception(exc)
         self._counts[outcome] += 1
         self.metrics.error(self.name, outcome)
         self.metrics.observe_request(
             self.name, self.version, _LABELS[req.priority], time.monotonic() - req.t0, outcome
         )
+
+    def _abandon_queue(self, exc: BaseException) -> None:
+        """Fail every queued request with ``exc`` (collector errors only)."""
+        err = self._request_failed(exc)
+        for q in self._queues:
+            while q:
+                req = q.popleft()
+                if req.state == _PENDING:
+                    self._answer_error(req, err)
+        self._queued_rows = 0
+
+    @staticmethod
+    def _answer_error(req: _Request, err: BaseException) -> None:
+        req.state = _DONE
+        req.items = req.result = req.batch = None
+        fut, req.future = req.future, None
         if fut is not None and not fut.done():
-            fut.set_exception(exc)
+            fut.set_exception(err)
 
     def _on_batch(self, batch: _Batch, outcomes: list[_Outcome], seconds: float) -> None:
         """Deliver a finished batch's outcomes to its requests (event loop thread)."""
-        segments = batch.segments
         self._inflight -= 1
+        try:
+            self._deliver(batch, outcomes, seconds)
+        except Exception as exc:  # a bug (or a raising metrics sink): never hang callers
+            log.exception("batcher %s: error delivering a batch", self._label)
+            err = self._request_failed(exc)
+            for req, *_ in batch.segments:
+                if req.state != _DONE:
+                    self._answer_error(req, err)
+        if self._queued_rows or self._closed:
+            self._wake()
+
+    def _deliver(self, batch: _Batch, outcomes: list[_Outcome], seconds: float) -> None:
+        segments = batch.segments
         rows = sum(b - a for _, a, b, _ in segments)
         c = self._counts
         c["batches"] += 1
@@ -788,14 +890,12 @@ class DynamicBatcher:
             fut, req.future = req.future, None
             # The caller may have been cancelled after its rows went to the worker.
             outcome = "ok" if fut is not None and not fut.done() else "cancelled"
+            if fut is not None and outcome == "ok":
+                fut.set_result(value)
             c[outcome] += 1
             self.metrics.observe_request(
                 self.name, self.version, _LABELS[req.priority], now - req.t0, outcome
             )
-            if fut is not None and outcome == "ok":
-                fut.set_result(value)
-        if self._queued_rows or self._closed:
-            self._wake()
 
     def _request_failed(self, exc: BaseException) -> RequestFailed:
         if isinstance(exc, RequestFailed):

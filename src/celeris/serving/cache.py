@@ -450,11 +450,11 @@ class TieredCache:
         redis: RedisCache | None = None,
         metrics: MetricsSink | None = None,
     ) -> None:
-        from celeris.serving.batcher import NullMetrics
+        from celeris.serving.batcher import guarded
 
         self.memory = memory if memory is not None else MemoryCache()
         self.redis = redis
-        self.metrics: MetricsSink = metrics if metrics is not None else NullMetrics()
+        self.metrics: MetricsSink = guarded(metrics)
 
     def get(self, key: bytes) -> np.ndarray | None:
         """Return the cached value for ``key`` from the first tier that has it, or ``None``."""

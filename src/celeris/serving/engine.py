@@ -43,8 +43,8 @@ from celeris.serving.batcher import (
     BatcherConfig,
     DynamicBatcher,
     MetricsSink,
-    NullMetrics,
     Priority,
+    guarded,
 )
 from celeris.serving.cache import TieredCache, cache_key
 
@@ -176,7 +176,7 @@ class Engine:
             raise ConfigError(f"cache must be a TieredCache, got {type(cache).__name__}")
         self.cache = cache
         self.config = config
-        self.metrics: MetricsSink = metrics if metrics is not None else NullMetrics()
+        self.metrics: MetricsSink = guarded(metrics)
         self._models: dict[str, _Model] = {}
         self._default_timeout_s = config.default_timeout_ms / 1e3
         self._background: set[asyncio.Task[None]] = set()
