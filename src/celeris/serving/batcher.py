@@ -24,9 +24,10 @@ Priorities and ageing
     with CRITICAL and, being older, goes before newer ones: low priority cannot starve.
 
 Deadlines, back-pressure, isolation
-    Every request has a deadline (``default_timeout_ms`` unless given). A request still queued
-    at its deadline is answered with :class:`DeadlineExceeded` and never computed (a request
-    already handed to the worker is computed and answered). When ``max_queue`` rows are
+    Every request has a deadline (``default_timeout_ms`` unless given). A request whose
+    deadline passes before the worker starts its batch is answered with
+    :class:`DeadlineExceeded` as soon as the deadline passes, and never computed; one whose
+    batch has started is computed and answered. When ``max_queue`` rows are
     waiting, ``submit`` raises :class:`Overloaded` at once with a ``retry_after_s`` estimated
     from the recent batch throughput. If ``fn`` raises on a batch, the batch is bisected by
     request and retried, so only the bad request fails (:class:`RequestFailed`); on

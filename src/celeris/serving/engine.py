@@ -21,8 +21,9 @@ Hot swap
 A/B tests
     :meth:`Engine.start_ab` routes a request with a ``key`` to the challenger with
     probability ``split`` (:func:`celeris.serving.rollout.arm_for`, deterministic by key) and
-    records each arm's latency and outcome in an :class:`~celeris.serving.rollout.ABStats`.
-    Requests without a key go to the champion and are not counted.
+    records each arm's latency, success and outcome value (the request's mean forecast) in an
+    :class:`~celeris.serving.rollout.ABStats`. Requests without a key go to the champion and
+    are not counted.
 """
 
 from __future__ import annotations
@@ -145,6 +146,12 @@ def _windows(histories: Any, predictor: Any) -> np.ndarray:
         i, t, k = np.argwhere(~np.isfinite(arr))[0]
         raise DataError(f"history {i} has a non-finite value at bar {t - input_size} (feature {k})")
     return arr
+
+
+def _outcome_value(values: np.ndarray) -> float | None:
+    """Return the A/B outcome value of a request: its mean forecast (None if not finite)."""
+    value = float(values.mean())
+    return value if math.isfinite(value) else None
 
 
 class Engine:
@@ -389,7 +396,7 @@ class Engine:
                 seconds = time.monotonic() - t0
                 self.metrics.observe_request(name, version, priority.label, seconds, "cached")
                 if stats is not None and arm is not None:
-                    stats.record(arm, seconds, True, float(values.mean()))
+                    stats.record(arm, seconds, True, _outcome_value(values))
                 return PredictResult(values, name, version, arm, cached)
             batcher = v.batcher
             if batcher is None or not batcher.running:
@@ -418,7 +425,7 @@ class Engine:
             if cache is not None:
                 cache.put_many([keys[i] for i in missing], list(out))
             if stats is not None and arm is not None:
-                stats.record(arm, time.monotonic() - t0, True, float(values.mean()))
+                stats.record(arm, time.monotonic() - t0, True, _outcome_value(values))
             return PredictResult(values, name, version, arm, cached)
         raise BatcherClosed(f"model {name!r}: no running batcher to serve the request")
 
