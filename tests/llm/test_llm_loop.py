@@ -19,7 +19,7 @@ from celeris.errors import LLMError
 from celeris.llm.audit import read_audit
 from celeris.llm.client import InvalidAnswer, LLMClient
 from celeris.llm.dataset import examples_from_events, export_dataset
-from celeris.llm.optimize import optimize, replay
+from celeris.llm.optimizer import optimize, replay
 from celeris.llm.schemas import MarketRegime, RiskAssessment, proposal_schema, search_space
 from celeris.llm.settings import LLMSettings
 

@@ -14,7 +14,7 @@ from celeris.backtest.strategies import Param, Strategy
 from celeris.data import load
 from celeris.errors import ConfigError, DataError
 from celeris.llm.audit import AuditLog, read_audit
-from celeris.llm.optimize import optimize, replay
+from celeris.llm.optimizer import optimize, replay
 from celeris.llm.verify import Guard, Verifier, deflated_sharpe
 
 

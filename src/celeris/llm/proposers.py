@@ -21,7 +21,7 @@ from celeris.llm.schemas import Bound, proposal_schema
 if TYPE_CHECKING:  # pragma: no cover
     from celeris.backtest.strategies import Strategy
     from celeris.llm.client import LLMClient
-    from celeris.llm.optimize import Trial
+    from celeris.llm.optimizer import Trial
     from celeris.llm.verify import Verifier
 
 
@@ -273,7 +273,7 @@ class LLMProposer:
 
 
 class ReplayProposer:
-    """The proposals of a recorded run, round by round (for :func:`celeris.llm.optimize.replay`)."""
+    """The proposals of a recorded run, round by round (for :func:`celeris.llm.optimizer.replay`)."""
 
     name = "replay"
     model = None
