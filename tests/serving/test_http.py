@@ -636,18 +636,28 @@ def test_admin_register_then_ab_test_then_stop_reports(registry_root, tiny_check
         )
 
 
-def test_registry_promotion_elsewhere_is_hot_swapped_by_the_poller(registry_root):
+def test_registry_promotion_elsewhere_is_validated_and_hot_swapped_by_the_poller(registry_root):
     from celeris.serving.registry import ModelRegistry
 
     x = _histories(1, seed=13).tolist()
+    reg = ModelRegistry(registry_root)
     with running(registry_root, registry_poll_s=0.1) as st, httpx.Client(base_url=st.url) as c:
         assert c.post("/v1/models/btc/predict", json={"inputs": x}).json()["version"] == 1
-        ModelRegistry(registry_root).promote("btc", 2)  # what `celeris models promote` does
+        reg.promote("btc", 2)  # what `celeris models promote` does
         deadline = time.monotonic() + 10
         while c.post("/v1/models/btc/predict", json={"inputs": x}).json()["version"] != 2:
             assert time.monotonic() < deadline, "the server did not follow the registry"
             time.sleep(0.05)
         assert c.get("/readyz").json()["models"] == {"btc": 2}
+        reg.promote("btc", 3)  # the NaN model, promoted without validation elsewhere
+        deadline = time.monotonic() + 10
+        metric = 'celeris_errors_total{kind="shadow_failed",model="btc"} 1.0'
+        while metric not in c.get("/metrics").text:
+            assert time.monotonic() < deadline, "the poller did not validate btc@3"
+            time.sleep(0.05)
+        time.sleep(0.3)  # more polls: refused once, not retried or swapped
+        assert c.post("/v1/models/btc/predict", json={"inputs": x}).json()["version"] == 2
+        assert metric in c.get("/metrics").text
 
 
 # -- redis tier -------------------------------------------------------------------------------

@@ -9,9 +9,11 @@ uvicorn (uvloop, httptools) on one process.
 :class:`ModelManager` owns which version of each model serves: loading (in a thread, never on
 the event loop), warming, shadow validation before a promotion or an A/B test, atomic hot swaps
 through the engine, rollbacks, and following the registry: a process serving ``NAME@production``
-checks the registry every ``registry_poll_s`` seconds and hot-swaps when another process (for
-example ``celeris models promote``) changed the production version. Changes of the served
-version are serialised by one lock, so an admin promotion and the poller never interleave.
+checks the registry every ``registry_poll_s`` seconds and, when another process (for example
+``celeris models promote``) changed the production version, shadow-validates it here too and
+hot-swaps it in; a version that fails is logged once and not served (the process keeps the
+version it has). Changes of the served version are serialised by one lock, so an admin
+promotion and the poller never interleave.
 """
 
 from __future__ import annotations
@@ -416,13 +418,22 @@ class ModelManager:
         self, name: str, version: int | None
     ) -> tuple[ModelRecord, Any, ShadowReport, str]:
         """Load ``name@version`` and shadow-validate it against the serving version."""
-        from celeris.serving.rollout import Check, ShadowReport, shadow_validate
-
         current = self._require(name)
         ref = f"{name}@{version}" if version is not None else f"{name}@staging"
         record = await asyncio.to_thread(self.registry.get, ref)
         if record.version == current.version:
             raise Conflict(f"{record.ref} is already the serving version")
+        return await self._validated(record)
+
+    async def _validated(self, record: ModelRecord) -> tuple[ModelRecord, Any, ShadowReport, str]:
+        """Load ``record`` and shadow-validate it against the version serving its name.
+
+        Raises :class:`ShadowValidationFailed` (with the report) when a check fails.
+        """
+        from celeris.serving.rollout import Check, ShadowReport, shadow_validate
+
+        name = record.name
+        current = self._require(name)
         record, candidate = await asyncio.to_thread(self._load_sync, record.ref)
         batch, source = self.validation_batch(name, candidate)
         spec = self.specs[name]
@@ -565,14 +576,17 @@ class ModelManager:
                 if record.version == self.serving[name].version:
                     continue
                 key = (name, record.version)
+                if key in self._failed_reloads:
+                    continue  # refused once already: wait for another production version
                 try:
-                    await self._swap_to(record)
+                    # Promoted elsewhere (maybe with --skip-validation): validate here too.
+                    record, candidate, _, _ = await self._validated(record)
+                    await self._swap_to(record, candidate)
                 except CelerisError as exc:
                     if self.metrics is not None:
                         self.metrics.error(name, "reload")
-                    if key not in self._failed_reloads:  # once per version, not every poll
-                        self._failed_reloads.add(key)
-                        log.error("not swapping to %s: %s", record.ref, exc)
+                    self._failed_reloads.add(key)  # logged once per version, not every poll
+                    log.error("registry: not swapping to %s: %s", record.ref, exc)
                     continue
                 log.info("registry: %s is production now; swapped it in", record.ref)
                 swapped.append(record.ref)
