@@ -146,8 +146,8 @@ def register(app: typer.Typer) -> None:
         --bound slow=20:400 --rounds 10
         """
         from celeris.backtest.strategies import get_strategy
-        from celeris.llm.optimize import optimize
-        from celeris.llm.optimize import replay as replay_run
+        from celeris.llm.optimizer import optimize
+        from celeris.llm.optimizer import replay as replay_run
         from celeris.llm.verify import Guard
 
         bars = _load(data)
@@ -264,14 +264,17 @@ def register(app: typer.Typer) -> None:
         Example: celeris llm serve --tiny /tmp/tiny-llm --port 8080
         """
         from celeris.llm.local import LocalChatModel, build_tiny_model
-        from celeris.llm.server import serve_forever
+        from celeris.llm.server import OpenAICompatibleServer
 
         if (model is None) == (tiny is None):
             raise ConfigError("give exactly one of --model DIR and --tiny DIR")
         path = build_tiny_model(tiny) if tiny is not None else model
         assert path is not None
         console.print(f"serving {path} at http://{host}:{port}/v1 (Ctrl-C stops)", highlight=False)
-        serve_forever(LocalChatModel(path, threads=threads), host=host, port=port)
+        server = OpenAICompatibleServer(
+            LocalChatModel(path, threads=threads), host=host, port=port, record_requests=False
+        )
+        server.serve_forever()
 
     @llm_app.command("export-dataset")
     @cli_errors
