@@ -710,6 +710,11 @@ class _API:
         except CelerisError as exc:
             status, kind = _status_of(exc)
             raise Problem(status, kind, str(exc)) from None
+        except Exception as exc:  # a bug must answer this request, not break the connection
+            log.exception("predict %s failed unexpectedly", name)
+            if self.metrics is not None:
+                self.metrics.error(name, "internal")
+            raise Problem(500, "internal", f"{type(exc).__name__}: {exc}") from None
 
     def _publish(
         self,
@@ -752,7 +757,7 @@ class _API:
 
     def _count_problem(self, name: str, priority: str, problem: Problem, t0: float) -> None:
         # Requests the engine never saw (it counts the ones it did: overloaded, timeout, ...).
-        if self.metrics is None or problem.status in (429, 504) or problem.error == "model_failed":
+        if self.metrics is None or problem.status in (429, 504) or problem.status >= 500:
             return
         if problem.status == 404:
             self.metrics.error("", "not_found")  # no per-name series: names are client input
@@ -779,6 +784,9 @@ class _API:
         except CelerisError as exc:
             status, kind = _status_of(exc)
             return problem_response(Problem(status, kind, str(exc), **_extra(exc)), fmt)
+        except Exception as exc:  # e.g. an OSError copying an artifact
+            log.exception("admin %s %s failed", request.method, request.url.path)
+            return problem_response(Problem(500, "internal", f"{type(exc).__name__}: {exc}"), fmt)
         return encode(out, fmt, status)
 
     def _authorise(self, request: Request) -> None:
@@ -858,16 +866,19 @@ def _version(value: Any) -> int | None:
 
 def _status_of(exc: CelerisError) -> tuple[int, str]:
     """HTTP status and error kind of a Celeris error raised while serving a request."""
-    kind = type(exc).__name__
-    if kind in ("ModelNotFound", "UnknownModel", "NotServing"):
+    from celeris.serving import engine, registry
+    from celeris.serving.app import Conflict, NotServing, ShadowValidationFailed
+    from celeris.serving.batcher import BatcherClosed
+
+    if isinstance(exc, engine.ModelNotFound | registry.ModelNotFound | NotServing):
         return 404, "not_found"
-    if kind == "ShadowValidationFailed":
+    if isinstance(exc, ShadowValidationFailed):
         return 409, "shadow_validation_failed"
-    if kind == "ArtifactTampered":
+    if isinstance(exc, registry.ArtifactTampered):
         return 409, "artifact_tampered"
-    if kind in ("RegistryError", "ABNotRunning", "Conflict"):
+    if isinstance(exc, registry.RegistryError | engine.ABNotRunning | Conflict):
         return 409, "conflict"
-    if kind == "BatcherClosed":
+    if isinstance(exc, BatcherClosed):
         return 503, "unavailable"
     if isinstance(exc, DataError | ConfigError | ValueError):
         return 422, "invalid"
