@@ -181,10 +181,10 @@ def register(app: typer.Typer) -> None:
         registry: RegistryOpt = None,
         registry_url: RegistryUrlOpt = None,
         host: Annotated[
-            str | None, typer.Option(help="Interface to listen on [default: 127.0.0.1].")
+            str | None, typer.Option(help="Interface to listen on \\[default: 127.0.0.1].")
         ] = None,
         port: Annotated[
-            int | None, typer.Option(help="TCP port, 0 for any free one [default: 8000].")
+            int | None, typer.Option(help="TCP port, 0 for any free one \\[default: 8000].")
         ] = None,
         redis: Annotated[
             str | None,
@@ -195,32 +195,32 @@ def register(app: typer.Typer) -> None:
             typer.Option(help="Unix socket path of the binary signal feed (docs/wire-format.md)."),
         ] = None,
         backend: Annotated[
-            str | None, typer.Option(help="onnx | torch | onnx-int8 [default: onnx].")
+            str | None, typer.Option(help="onnx | torch | onnx-int8 \\[default: onnx].")
         ] = None,
         threads: Annotated[
-            int | None, typer.Option(help="Intra-op threads per model [default: 1].")
+            int | None, typer.Option(help="Intra-op threads per model \\[default: 1].")
         ] = None,
         max_batch_size: Annotated[
-            int | None, typer.Option(help="Most rows per model call [default: 64].")
+            int | None, typer.Option(help="Most rows per model call \\[default: 64].")
         ] = None,
         max_wait_ms: Annotated[
             str | None,
             typer.Option(
                 help="Longest wait for batch-mates per priority critical,high,normal,low "
-                "[default: 1,2,5,20]."
+                "\\[default: 1,2,5,20]."
             ),
         ] = None,
         max_queue: Annotated[
-            int | None, typer.Option(help="Queued rows per model before 429 [default: 2048].")
+            int | None, typer.Option(help="Queued rows per model before 429 \\[default: 2048].")
         ] = None,
         cache_items: Annotated[
-            int | None, typer.Option(help="In-process cache entries, 0 = off [default: 100000].")
+            int | None, typer.Option(help="In-process cache entries, 0 = off \\[default: 100000].")
         ] = None,
         poll: Annotated[
             float | None,
             typer.Option(
                 help="Seconds between registry checks for a new production version, 0 = off "
-                "[default: 5]."
+                "\\[default: 5]."
             ),
         ] = None,
         symbols: Annotated[
