@@ -452,15 +452,16 @@ async def _burst(url: str, bodies: list[dict[str, Any]]) -> list[httpx.Response]
 
 
 def test_burst_over_queue_gets_429_with_retry_after_and_admitted_succeed(tmp_path):
+    # 20 rows/s of capacity and 2 queued rows: most of a burst of 40 must be turned away.
     app, metrics = _slow_app(
-        tmp_path, 0.02, max_batch_size=2, max_queue=4, max_wait_ms=(1, 1, 1, 1)
+        tmp_path, 0.05, max_batch_size=1, max_queue=2, max_wait_ms=(1, 1, 1, 1)
     )
     with ServerThread(app) as st:
         st.wait_ready()
         rows = [{"inputs": [float(i)] * 8} for i in range(40)]
         answers = asyncio.run(_burst(st.url, rows))
         codes = [r.status_code for r in answers]
-        assert set(codes) <= {200, 429} and codes.count(429) >= 10 and codes.count(200) >= 4
+        assert set(codes) <= {200, 429} and codes.count(429) >= 10 and codes.count(200) >= 3
         for r in answers:
             if r.status_code == 429:
                 assert int(r.headers["Retry-After"]) >= 1
