@@ -247,23 +247,27 @@ class LLMClient:
 def extract_json(text: str) -> Any:
     """Return the first JSON object in ``text`` (code fences and prose around it are ignored).
 
+    Control characters inside strings (a raw newline, which small models emit) are accepted.
+
     Raises
     ------
     ValueError
-        ``text`` holds no JSON object.
+        ``text`` holds no JSON object; the message gives the first parse error, if any.
     """
-    decoder = json.JSONDecoder()
+    decoder = json.JSONDecoder(strict=False)
+    first_error = ""
     start = text.find("{")
     while start != -1:
         try:
             value, _ = decoder.raw_decode(text, start)
-        except json.JSONDecodeError:
+        except json.JSONDecodeError as exc:
+            first_error = first_error or f": {exc.msg} at character {exc.pos}"
             start = text.find("{", start + 1)
             continue
         if isinstance(value, dict):
             return value
         start = text.find("{", start + 1)
-    raise ValueError(f"no JSON object in the answer ({len(text)} characters)")
+    raise ValueError(f"no valid JSON object in the answer ({len(text)} characters){first_error}")
 
 
 def describe_error(exc: Exception) -> str:

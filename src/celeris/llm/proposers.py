@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from celeris.errors import ConfigError, DataError
+from celeris.errors import ConfigError
 from celeris.llm.audit import AuditLog
 from celeris.llm.context import ContextBuilder, TokenCounter, token_counter
 from celeris.llm.prompts import PromptTemplate, load_prompt
@@ -285,8 +285,6 @@ class ReplayProposer:
                 self.rounds.setdefault(int(e["round"]), []).append(
                     Candidate(e["params"], e.get("reason", ""), e["source"])
                 )
-        if not self.rounds:
-            raise DataError("the recorded run has no proposals to replay")
 
     def propose(self, state: SearchState, log: AuditLog | None) -> list[Candidate]:
         return self.rounds.get(state.round, [])
