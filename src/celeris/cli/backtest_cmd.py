@@ -309,7 +309,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Backtest every combination of a parameter grid and rank the variants.
 
-        Example: celeris sweep --data sample:sp500 --strategy sma_cross --grid fast=10:100:2
+        Example: celeris sweep --data sample:sp500 --strategy sma_cross --grid fast=10:80:2
         --grid slow=50:500:10 --fees 0.001 --top 10
         """
         from celeris.backtest import METRICS, sweep

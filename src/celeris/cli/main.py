@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import typer
 
-from celeris.cli import analyze_cmd, backtest_cmd, demo, llm_cmd, models_cmd
+from celeris.cli import analyze_cmd, backtest_cmd, demo, llm_cmd, models_cmd, serve_cmd
 from celeris.cli.data_cmd import data_app
 
 app = typer.Typer(
     name="celeris",
     help=(
         "Celeris: vectorized backtests of thousands of strategy variants on CPU or GPU, "
-        "market data tools and reports.\n\n"
+        "forecasting models, a verified LLM analyst, and a low-latency forecast server.\n\n"
         "Start with [bold]celeris demo[/], then e.g.\n\n"
         "  celeris backtest --data sample:sp500 --strategy sma_cross --param fast=10 --param slow=50\n\n"
-        "  celeris sweep --data sample:sp500 --strategy sma_cross --grid fast=10:100:2 --grid slow=50:500:10\n\n"
+        "  celeris sweep --data sample:sp500 --strategy sma_cross --grid fast=10:80:2 --grid slow=50:500:10\n\n"
         "  celeris optimize --data sample:sp500 --strategy sma_cross --bound fast=5:100 --bound slow=20:400\n\n"
         "Bad input prints one line and exits with code 2."
     ),
@@ -29,6 +29,7 @@ demo.register(app)
 models_cmd.register(app)
 llm_cmd.register(app)
 analyze_cmd.register(app)
+serve_cmd.register(app)
 
 
 def run() -> None:
