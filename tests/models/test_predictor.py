@@ -168,3 +168,25 @@ def test_predictor_torch_compile_matches_eager(checkpoint):
     compiled = Predictor.load(checkpoint, compile=True).predict(x)
     eager = Predictor.load(checkpoint).predict(x)
     assert np.abs(compiled - eager).max() <= 1e-5 * np.abs(eager).max()
+
+
+def test_predictor_onnx_load_needs_no_torch_and_matches(checkpoint, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    export_checkpoint(checkpoint, "onnx")
+    x = _histories(5)
+    np.save(tmp_path / "x.npy", x)
+    expected = Predictor.load(checkpoint, backend="onnx").predict(x)
+    code = (
+        "import sys, json, numpy as np\n"
+        "from celeris.models.predictor import Predictor\n"
+        f"p = Predictor.load({str(checkpoint)!r}, backend='onnx', threads=1)\n"
+        f"y = p.predict(np.load({str(tmp_path / 'x.npy')!r}))\n"
+        "print(json.dumps({'torch': 'torch' in sys.modules, 'y': y.tolist()}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout)
+    assert result["torch"] is False
+    assert_values_close(np.asarray(result["y"], dtype=np.float32), expected, rtol=0)

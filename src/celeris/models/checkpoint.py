@@ -39,9 +39,7 @@ __all__ = [
     "save_checkpoint",
 ]
 
-FORMAT = 1
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
+from celeris.models.checkpoint_file import CONFIG_FILE, FORMAT, WEIGHTS_FILE, read_config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,25 +158,10 @@ def load_checkpoint(
         A model name the registry does not know, or a config the model rejects.
     """
     path = Path(directory)
-    config_path, weights_path = path / CONFIG_FILE, path / WEIGHTS_FILE
-    if not path.is_dir():
-        raise DataError(f"no checkpoint at {path}: not a directory")
-    for file in (config_path, weights_path):
-        if not file.is_file():
-            raise DataError(f"{path} is not a complete checkpoint: {file.name} is missing")
-    try:
-        document = json.loads(config_path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"corrupt {config_path}: {exc}") from None
-    if not isinstance(document, dict):
-        raise DataError(f"corrupt {config_path}: expected a JSON object")
-    if document.get("format") != FORMAT:
-        raise DataError(
-            f"{config_path}: unsupported checkpoint format {document.get('format')!r} (expected {FORMAT})"
-        )
-    for key, kind in (("model", str), ("config", dict), ("meta", dict)):
-        if not isinstance(document.get(key), kind):
-            raise DataError(f"corrupt {config_path}: {key!r} missing or not a {kind.__name__}")
+    weights_path = path / WEIGHTS_FILE
+    document = read_config(path)
+    if not weights_path.is_file():
+        raise DataError(f"{path} is not a complete checkpoint: {weights_path.name} is missing")
     expected = document.get("weights_sha256")
     if expected is not None and _sha256(weights_path) != expected:
         raise DataError(

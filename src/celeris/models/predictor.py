@@ -23,6 +23,7 @@ import numpy as np
 from celeris.errors import ConfigError, DataError, check_choice
 
 BACKENDS = ("torch", "onnx", "onnx-int8")
+ONNX_FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
 
 
 class Predictor:
@@ -71,12 +72,28 @@ class Predictor:
     ) -> Predictor:
         """Load the checkpoint in ``directory`` for prediction with ``backend``."""
         check_choice("backend", backend, BACKENDS)
-        from celeris.models.checkpoint import load_checkpoint
-
         directory = Path(directory)
-        ckpt = load_checkpoint(directory)
         if threads is not None and threads < 1:
             raise ConfigError(f"threads must be >= 1, got {threads}")
+        onnx_file = directory / ONNX_FILES.get(backend, "")
+        if backend != "torch" and onnx_file.is_file() and device == "cpu":
+            # Serving an exported model needs neither torch nor the weights: importing torch is
+            # most of a cold start (1.7 s of ~2.5 s on a 2-core machine).
+            from celeris.models.checkpoint_file import read_config
+            from celeris.models.data import scaler_from_state
+
+            document = read_config(directory)
+            state = document.get("scaler")
+            return cls(
+                _onnx_runner(directory, int8=backend == "onnx-int8", threads=threads),
+                scaler=None if state is None else scaler_from_state(state),
+                meta=dict(document["meta"]),
+                backend=backend,
+                max_batch=max_batch,
+            )
+        from celeris.models.checkpoint import load_checkpoint
+
+        ckpt = load_checkpoint(directory)
         if backend == "torch":
             run = _torch_runner(ckpt.model, compile=compile, threads=threads, device=device)
         else:
@@ -197,7 +214,7 @@ def _onnx_runner(
 
     from celeris.models.export import export_checkpoint
 
-    path = directory / ("model.int8.onnx" if int8 else "model.onnx")
+    path = directory / ONNX_FILES["onnx-int8" if int8 else "onnx"]
     if not path.exists():
         export_checkpoint(directory, "onnx", int8=int8)
     options = ort.SessionOptions()

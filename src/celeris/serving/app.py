@@ -134,50 +134,17 @@ def synthetic_histories(predictor: Any, n: int, seed: int = 0) -> np.ndarray:
     return x.astype(np.float32)
 
 
-_ONNX_FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
-
-
 def load_verified(
     registry: ModelRegistry, ref: str, *, backend: str, threads: int | None, max_batch: int
 ) -> tuple[ModelRecord, Any]:
-    """Load ``ref`` like :meth:`ModelRegistry.load`, without importing torch when possible.
+    """Load ``ref`` from ``registry``: the artifact is verified, copied to a private directory,
+    the copy verified again and loaded (the bytes that run are bytes that were verified).
 
-    For an ONNX backend whose file is in the artifact (``celeris models register`` stores
-    it), the predictor is built from ``config.json`` (scaler, metadata) and the ONNX file
-    alone: ``Predictor.load`` rebuilds the torch model first, and importing torch is most of
-    a cold start (1.7 s of ~2.5 s on an idle 2-core machine, more under load). As in
-    ``ModelRegistry.load``, the artifact is verified, copied to a private directory, the copy
-    verified again and loaded, so the bytes that run are bytes that were verified. Anything
-    else goes through ``ModelRegistry.load``.
+    An ONNX backend whose file is in the artifact (``celeris models register`` stores it) loads
+    without importing torch (:meth:`celeris.models.predictor.Predictor.load`), which is most of
+    a cold start.
     """
-    import json
-    import shutil
-    import tempfile
-    from pathlib import Path
-
-    record = registry.get(ref)
-    onnx_file = _ONNX_FILES.get(backend)
-    if onnx_file is None or not (record.path / onnx_file).is_file():
-        return registry.load(ref, backend=backend, threads=threads, max_batch=max_batch)
-    from celeris.models.data import scaler_from_state
-    from celeris.models.predictor import Predictor, _onnx_runner
-
-    registry.verify(record)  # names the artifact's own path when it was tampered with
-    with tempfile.TemporaryDirectory(prefix=f"celeris-load-{record.name}-") as tmp:
-        private = Path(tmp) / "artifact"
-        shutil.copytree(record.path, private, symlinks=True)
-        registry.verify(dataclasses.replace(record, path=private))
-        document = json.loads((private / "config.json").read_text())
-        state = document.get("scaler")
-        run = _onnx_runner(private, int8=backend == "onnx-int8", threads=threads)
-        predictor = Predictor(
-            run,
-            scaler=None if state is None else scaler_from_state(state),
-            meta=dict(document["meta"]),
-            backend=backend,
-            max_batch=max_batch,
-        )
-    return record, predictor
+    return registry.load(ref, backend=backend, threads=threads, max_batch=max_batch)
 
 
 class ModelManager:
