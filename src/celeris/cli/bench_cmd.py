@@ -1,0 +1,512 @@
+"""``celeris bench latency|load|stress|compare``: bounded load tests of a loopback server."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from celeris.cli._common import cli_errors, console, err_console
+from celeris.errors import ConfigError
+
+BENCH_HELP = """Load-test a server on this machine: latency percentiles, throughput, errors, SLA.
+
+Targets must be loopback (127.0.0.0/8, ::1, localhost). Every run is bounded by --requests and --duration. Bodies are random-walk histories for a served model (--model; its shape is read from GET /v1/models) or a file (--body-file); with neither, plain GETs. Exit code 0 when the SLA holds, 1 when it does not, 2 on bad input.
+
+[bold]Examples[/]
+
+  celeris serve --model btc@production --cache-items 0 &
+
+  celeris bench latency --url http://127.0.0.1:8000 --model btc
+
+  celeris bench load --url http://127.0.0.1:8000 --model btc --concurrency 32 --duration 10 --server-pid $(pgrep -f 'celeris serve')
+
+  celeris bench stress --url http://127.0.0.1:8000 --model btc --sla-p99 50
+
+  celeris bench compare --url http://127.0.0.1:8000 --url http://127.0.0.1:8001 --model btc --concurrency 32
+
+  celeris bench load --url http://127.0.0.1:8000/v1/models/btc/predict --body-file req.json --json --png latency.png
+
+SLA defaults: p50 <= 50 ms, p95 <= 80 ms, p99 <= 100 ms, >= 200 req/s, <= 1% errors (0 turns a target off). Start the server with --cache-items 0 to measure the model rather than the cache.
+"""
+
+UrlOpt = Annotated[
+    str,
+    typer.Option(
+        "--url",
+        help="Server (http://127.0.0.1:8000) or full URL (.../v1/models/btc/predict); loopback "
+        "only.",
+        show_default=False,
+    ),
+]
+RequestsOpt = Annotated[int, typer.Option("--requests", "-n", help="Measured requests at most.")]
+DurationOpt = Annotated[float, typer.Option("--duration", "-d", help="Seconds of sending at most.")]
+ConcurrencyOpt = Annotated[
+    int, typer.Option("--concurrency", "-c", help="Connections, one request in flight each.")
+]
+BodyFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--body-file",
+        help="Send this file as the body (.msgpack: application/msgpack, else JSON).",
+        show_default=False,
+    ),
+]
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model", "-m", help="Served model: POST /v1/models/NAME/predict.", show_default=False
+    ),
+]
+InputSizeOpt = Annotated[
+    int | None,
+    typer.Option(help="Bars per history (default: asked from GET /v1/models).", show_default=False),
+]
+FeaturesOpt = Annotated[
+    int | None,
+    typer.Option(help="Features per bar (default: asked from GET /v1/models).", show_default=False),
+]
+RowsOpt = Annotated[int, typer.Option(help="Histories per request (assets in one call).")]
+DistinctOpt = Annotated[
+    int, typer.Option(help="Different bodies to cycle through (defeats a response cache).")
+]
+FormatOpt = Annotated[
+    str, typer.Option("--format", help="Body format: json | msgpack (binary float32 array).")
+]
+PriorityOpt = Annotated[
+    str | None,
+    typer.Option(help="Request priority: critical | high | normal | low.", show_default=False),
+]
+WarmupOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="Unmeasured requests first (default: one per connection).", show_default=False
+    ),
+]
+TimeoutOpt = Annotated[float, typer.Option(help="Seconds to wait for one answer.")]
+PidOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--server-pid",
+        help="Server process id: report requests per server CPU-second (its whole process tree).",
+        show_default=False,
+    ),
+]
+P50Opt = Annotated[float, typer.Option("--sla-p50", help="SLA: p50 latency at most (ms).")]
+P95Opt = Annotated[float, typer.Option("--sla-p95", help="SLA: p95 latency at most (ms).")]
+P99Opt = Annotated[float, typer.Option("--sla-p99", help="SLA: p99 latency at most (ms).")]
+RpsOpt = Annotated[float, typer.Option("--sla-rps", help="SLA: successful requests/s at least.")]
+ErrOpt = Annotated[float, typer.Option("--sla-errors", help="SLA: error rate at most (0.01 = 1%).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON report instead of tables.")]
+PngOpt = Annotated[
+    Path | None,
+    typer.Option("--png", help="Write a latency histogram + CDF plot here.", show_default=False),
+]
+LatenciesOpt = Annotated[
+    bool, typer.Option("--latencies", help="Include every latency sample in --json output.")
+]
+
+
+def _sla(p50: float, p95: float, p99: float, rps: float, errors: float) -> Any:
+    from celeris.serving.loadgen import SLA
+
+    def off(v: float) -> float | None:
+        if v < 0:
+            raise ConfigError(f"SLA targets must be >= 0 (0 turns one off), got {v:g}")
+        return None if v == 0 else v
+
+    return SLA(off(p50), off(p95), off(p99), off(rps), errors if errors < 1 else 1.0)
+
+
+def _target(
+    url: str,
+    *,
+    body_file: Path | None,
+    model: str | None,
+    input_size: int | None,
+    n_features: int | None,
+    rows: int,
+    distinct: int,
+    fmt: str,
+    priority: str | None,
+    label: str = "",
+    seed: int = 0,
+) -> Any:
+    """Build the request target of the options (loopback check included)."""
+    import urllib.parse
+
+    from celeris.serving.loadgen import Target, check_loopback, model_shape, predict_bodies
+
+    check_loopback(url)
+    if body_file is not None:
+        if model is not None:
+            raise ConfigError("give --body-file or --model, not both")
+        try:
+            body = body_file.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"cannot read --body-file {body_file}: {exc.strerror}") from None
+        if not body:
+            raise ConfigError(f"--body-file {body_file} is empty")
+        is_msgpack = body_file.suffix.lower() in (".msgpack", ".mpk", ".msgp")
+        ctype = "application/msgpack" if is_msgpack else "application/json"
+        return Target(url, (body,), ctype, label)
+    if model is None:
+        return Target(url, (), label=label)
+    if (input_size is None) != (n_features is None):
+        raise ConfigError(
+            "give both --input-size and --n-features, or neither (asked from the server)"
+        )
+    if input_size is None or n_features is None:
+        input_size, n_features = model_shape(url, model)
+    parts = urllib.parse.urlsplit(url)
+    if parts.path in ("", "/"):
+        url = urllib.parse.urlunsplit(
+            (parts.scheme, parts.netloc, f"/v1/models/{model}/predict", "", "")
+        )
+    bodies, ctype = predict_bodies(
+        input_size,
+        n_features,
+        rows=rows,
+        distinct=distinct,
+        fmt=fmt,
+        priority=priority,
+        seed=seed,
+    )
+    return Target(url, bodies, ctype, label or model)
+
+
+def _emit(
+    result: Any, sla: Any, *, json_out: bool, png: Path | None, latencies: bool = False
+) -> None:
+    """Write the JSON report or the tables, and the PNG."""
+    from celeris.serving.loadgen import (
+        CompareResult,
+        RunResult,
+        StressResult,
+        plot_latency,
+        render_compare,
+        render_stress,
+        render_table,
+        report_dict,
+    )
+
+    if json_out:
+        doc = report_dict(result, sla=sla, latencies=latencies)
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+    elif isinstance(result, RunResult):
+        console.print(render_table([result], sla=sla, title=f"{result.mode}: {result.url}"))
+        verdict = sla.check(result)
+        if verdict.passed:
+            console.print("[green]SLA met[/]", highlight=False)
+        else:
+            console.print(f"[bold red]SLA missed:[/] {'; '.join(verdict.reasons)}", highlight=False)
+    elif isinstance(result, StressResult):
+        console.print(render_stress(result))
+    elif isinstance(result, CompareResult):
+        console.print(render_compare(result, sla=sla))
+        console.print(
+            "ratios are a / b: above 1 means a is higher (better for req/s and req/server "
+            "CPU-s, worse for latencies)",
+            highlight=False,
+        )
+    if png is not None:
+        if isinstance(result, RunResult):
+            runs = [result]
+        elif isinstance(result, StressResult):
+            runs = [r for r, _ in result.steps]
+        else:
+            runs = [result.a, result.b]
+        path = plot_latency(runs, png)
+        err_console.print(f"wrote {path}", highlight=False)
+
+
+def _exit_for(passed: bool) -> None:
+    if not passed:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``celeris bench`` group to the top-level app."""
+    bench_app = typer.Typer(
+        help=BENCH_HELP, no_args_is_help=True, rich_markup_mode="rich", add_completion=False
+    )
+    app.add_typer(bench_app, name="bench")
+
+    @bench_app.command("latency")
+    @cli_errors
+    def latency_cmd(
+        url: UrlOpt,
+        requests: RequestsOpt = 1000,
+        duration: DurationOpt = 10.0,
+        body_file: BodyFileOpt = None,
+        model: ModelOpt = None,
+        input_size: InputSizeOpt = None,
+        n_features: FeaturesOpt = None,
+        rows: RowsOpt = 1,
+        distinct: DistinctOpt = 64,
+        fmt: FormatOpt = "json",
+        priority: PriorityOpt = None,
+        warmup: WarmupOpt = 20,
+        timeout: TimeoutOpt = 10.0,
+        server_pid: PidOpt = None,
+        sla_p50: P50Opt = 50.0,
+        sla_p95: P95Opt = 80.0,
+        sla_p99: P99Opt = 100.0,
+        sla_rps: RpsOpt = 200.0,
+        sla_errors: ErrOpt = 0.01,
+        json_out: JsonOpt = False,
+        png: PngOpt = None,
+        latencies: LatenciesOpt = False,
+    ) -> None:
+        """One request at a time on one connection: what a single client waits.
+
+        Example: celeris bench latency --url http://127.0.0.1:8000 --model btc --requests 2000
+        """
+        from celeris.serving import loadgen
+
+        sla = _sla(sla_p50, sla_p95, sla_p99, sla_rps, sla_errors)
+        target = _target(
+            url, body_file=body_file, model=model, input_size=input_size,
+            n_features=n_features, rows=rows, distinct=distinct, fmt=fmt, priority=priority,
+        )  # fmt: skip
+        result = loadgen.latency(
+            target,
+            max_requests=requests,
+            duration_s=duration,
+            warmup_requests=warmup,
+            timeout_s=timeout,
+            server_pid=server_pid,
+        )
+        _emit(result, sla, json_out=json_out, png=png, latencies=latencies)
+        _exit_for(sla.check(result).passed)
+
+    @bench_app.command("load")
+    @cli_errors
+    def load_cmd(
+        url: UrlOpt,
+        concurrency: ConcurrencyOpt = 32,
+        requests: RequestsOpt = 100_000,
+        duration: DurationOpt = 10.0,
+        body_file: BodyFileOpt = None,
+        model: ModelOpt = None,
+        input_size: InputSizeOpt = None,
+        n_features: FeaturesOpt = None,
+        rows: RowsOpt = 1,
+        distinct: DistinctOpt = 64,
+        fmt: FormatOpt = "json",
+        priority: PriorityOpt = None,
+        warmup: WarmupOpt = None,
+        timeout: TimeoutOpt = 10.0,
+        server_pid: PidOpt = None,
+        sla_p50: P50Opt = 50.0,
+        sla_p95: P95Opt = 80.0,
+        sla_p99: P99Opt = 100.0,
+        sla_rps: RpsOpt = 200.0,
+        sla_errors: ErrOpt = 0.01,
+        json_out: JsonOpt = False,
+        png: PngOpt = None,
+        latencies: LatenciesOpt = False,
+    ) -> None:
+        """A fixed number of connections, each sending again as soon as it is answered.
+
+        Example: celeris bench load --url http://127.0.0.1:8000 --model btc -c 32 -d 10
+        """
+        from celeris.serving import loadgen
+
+        sla = _sla(sla_p50, sla_p95, sla_p99, sla_rps, sla_errors)
+        target = _target(
+            url, body_file=body_file, model=model, input_size=input_size,
+            n_features=n_features, rows=rows, distinct=distinct, fmt=fmt, priority=priority,
+        )  # fmt: skip
+        result = loadgen.load(
+            target,
+            concurrency=concurrency,
+            max_requests=requests,
+            duration_s=duration,
+            warmup_requests=warmup,
+            timeout_s=timeout,
+            server_pid=server_pid,
+        )
+        _emit(result, sla, json_out=json_out, png=png, latencies=latencies)
+        _exit_for(sla.check(result).passed)
+
+    @bench_app.command("stress")
+    @cli_errors
+    def stress_cmd(
+        url: UrlOpt,
+        steps: Annotated[
+            str, typer.Option(help="Concurrency steps, increasing, comma-separated.")
+        ] = "1,2,4,8,16,32,64,128,256",
+        requests: Annotated[
+            int, typer.Option("--requests", "-n", help="Measured requests per step at most.")
+        ] = 100_000,
+        duration: Annotated[
+            float, typer.Option("--duration", "-d", help="Seconds per step at most.")
+        ] = 5.0,
+        body_file: BodyFileOpt = None,
+        model: ModelOpt = None,
+        input_size: InputSizeOpt = None,
+        n_features: FeaturesOpt = None,
+        rows: RowsOpt = 1,
+        distinct: DistinctOpt = 64,
+        fmt: FormatOpt = "json",
+        priority: PriorityOpt = None,
+        timeout: TimeoutOpt = 10.0,
+        server_pid: PidOpt = None,
+        sla_p50: P50Opt = 50.0,
+        sla_p95: P95Opt = 80.0,
+        sla_p99: P99Opt = 100.0,
+        sla_rps: RpsOpt = 200.0,
+        sla_errors: ErrOpt = 0.01,
+        json_out: JsonOpt = False,
+        png: PngOpt = None,
+        latencies: LatenciesOpt = False,
+    ) -> None:
+        """Raise the concurrency step by step until the SLA breaks; report the last good step.
+
+        Exit code 1 when no step met the SLA.
+
+        Example: celeris bench stress --url http://127.0.0.1:8000 --model btc --steps 1,8,32,128
+        """
+        from celeris.serving import loadgen
+
+        try:
+            parsed = tuple(int(s) for s in steps.split(",") if s.strip())
+        except ValueError:
+            raise ConfigError(f"--steps must be integers like 1,2,4,8, got {steps!r}") from None
+        sla = _sla(sla_p50, sla_p95, sla_p99, sla_rps, sla_errors)
+        target = _target(
+            url, body_file=body_file, model=model, input_size=input_size,
+            n_features=n_features, rows=rows, distinct=distinct, fmt=fmt, priority=priority,
+        )  # fmt: skip
+
+        def progress(result: Any, verdict: Any) -> None:
+            if json_out:
+                return
+            mark = "[green]pass[/]" if verdict.passed else "[bold red]FAIL[/]"
+            p = result.percentiles_ms()
+            err_console.print(
+                f"  concurrency {result.concurrency:>4}: {result.throughput:,.0f} req/s, p99 "
+                f"{p['p99']:.2f} ms, {result.failed} errors - {mark}",
+                highlight=False,
+            )
+
+        result = loadgen.stress(
+            target,
+            steps=parsed,
+            sla=sla,
+            max_requests=requests,
+            duration_s=duration,
+            timeout_s=timeout,
+            server_pid=server_pid,
+            on_step=progress,
+        )
+        _emit(result, sla, json_out=json_out, png=png, latencies=latencies)
+        _exit_for(result.last_passing is not None)
+
+    @bench_app.command("compare")
+    @cli_errors
+    def compare_cmd(
+        url: Annotated[
+            list[str],
+            typer.Option(
+                "--url",
+                help="Two servers (give --url twice), or one server with --model twice; "
+                "loopback only.",
+                show_default=False,
+            ),
+        ],
+        model: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--model",
+                "-m",
+                help="Model for both servers, or two models on one server.",
+                show_default=False,
+            ),
+        ] = None,
+        label: Annotated[
+            list[str] | None,
+            typer.Option("--label", help="Names of a and b in the report.", show_default=False),
+        ] = None,
+        server_pid: Annotated[
+            list[int] | None,
+            typer.Option(
+                "--server-pid",
+                help="Process id of a's server, then b's: requests per server CPU-second.",
+                show_default=False,
+            ),
+        ] = None,
+        concurrency: ConcurrencyOpt = 32,
+        requests: RequestsOpt = 100_000,
+        duration: DurationOpt = 10.0,
+        body_file: BodyFileOpt = None,
+        input_size: InputSizeOpt = None,
+        n_features: FeaturesOpt = None,
+        rows: RowsOpt = 1,
+        distinct: DistinctOpt = 64,
+        fmt: FormatOpt = "json",
+        priority: PriorityOpt = None,
+        warmup: WarmupOpt = None,
+        timeout: TimeoutOpt = 10.0,
+        sla_p50: P50Opt = 50.0,
+        sla_p95: P95Opt = 80.0,
+        sla_p99: P99Opt = 100.0,
+        sla_rps: RpsOpt = 200.0,
+        sla_errors: ErrOpt = 0.01,
+        json_out: JsonOpt = False,
+        png: PngOpt = None,
+        latencies: LatenciesOpt = False,
+    ) -> None:
+        """The same load against a and b, one after the other; ratios a / b.
+
+        Two model versions: serve each (e.g. `celeris serve --model btc@3 --port 8001` and
+        `--model btc@4 --port 8002`) and give both URLs. Exit code 1 when either misses the SLA.
+
+        Example: celeris bench compare --url http://127.0.0.1:8001 --url http://127.0.0.1:8002 --model btc
+        """
+        from celeris.serving import loadgen
+
+        models = list(model or [])
+        if len(url) == 2 and len(models) <= 1:
+            pairs = [(u, models[0] if models else None) for u in url]
+        elif len(url) == 1 and len(models) == 2:
+            pairs = [(url[0], m) for m in models]
+        else:
+            raise ConfigError(
+                "compare needs two targets: --url twice (with at most one --model), or one "
+                f"--url and --model twice; got {len(url)} URL(s) and {len(models)} model(s)"
+            )
+        labels = list(label or [])
+        if labels and len(labels) != 2:
+            raise ConfigError(f"give --label twice (a, then b), got {len(labels)}")
+        pids = list(server_pid or [])
+        if len(pids) not in (0, 1, 2):
+            raise ConfigError(f"give --server-pid at most twice (a, then b), got {len(pids)}")
+        pid_pair: tuple[int | None, int | None] = (
+            pids[0] if pids else None,
+            pids[1] if len(pids) == 2 else (pids[0] if len(pids) == 1 and len(url) == 1 else None),
+        )
+        sla = _sla(sla_p50, sla_p95, sla_p99, sla_rps, sla_errors)
+        targets = [
+            _target(
+                u,
+                body_file=body_file,
+                model=m,
+                input_size=input_size,
+                n_features=n_features,
+                rows=rows,
+                distinct=distinct,
+                fmt=fmt,
+                priority=priority,
+                label=labels[i] if labels else (u if len(url) == 2 else ""),
+            )
+            for i, (u, m) in enumerate(pairs)
+        ]
+        config = loadgen.LoadConfig(concurrency, requests, duration, warmup, timeout)
+        result = loadgen.compare(targets[0], targets[1], config, server_pids=pid_pair)
+        _emit(result, sla, json_out=json_out, png=png, latencies=latencies)
+        _exit_for(sla.check(result.a).passed and sla.check(result.b).passed)
