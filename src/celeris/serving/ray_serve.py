@@ -80,12 +80,11 @@ _PREDICT = re.compile(r"/v1/models/([^/]+)/predict/?$")
 
 def _load(registry: str | Path, ref: str, backend: str, threads: int, max_batch: int) -> Any:
     """Load ``ref`` hash-verified (as ``celeris serve`` does) and warm it; return the predictor."""
-    from celeris.serving.app import load_verified, synthetic_histories
+    from celeris.serving.app import synthetic_histories
     from celeris.serving.registry import ModelRegistry
 
-    reg = ModelRegistry(registry)
-    _, predictor = load_verified(
-        reg, ref, backend=backend, threads=threads, max_batch=max(max_batch, 64)
+    _, predictor = ModelRegistry(registry).load(
+        ref, backend=backend, threads=threads, max_batch=max(max_batch, 64)
     )
     x = synthetic_histories(predictor, max_batch, seed=1)
     for _ in range(3):
@@ -391,16 +390,17 @@ class RayServeApp:
     model: str
     host: str
     port: int
+    route_prefix: str
     ready_s: float
 
     @property
     def url(self) -> str:
-        """``http://HOST:PORT``."""
+        """``http://HOST:PORT`` followed by the route prefix (none for ``/``)."""
         shown = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{shown}:{self.port}"
+        return f"http://{shown}:{self.port}{self.route_prefix.rstrip('/')}"
 
     def predict_url(self, model: str | None = None) -> str:
-        """``http://HOST:PORT/v1/models/NAME/predict`` (default: the deployed model)."""
+        """``http://HOST:PORT[/prefix]/v1/models/NAME/predict`` (default: the deployed model)."""
         return f"{self.url}/v1/models/{model or self.model}/predict"
 
 
@@ -421,6 +421,7 @@ def deploy(
     num_cpus: int | None = None,
     replica_cpus: float = 1.0,
     app_name: str = "celeris",
+    route_prefix: str = "/",
 ) -> RayServeApp:
     """Run a Celeris model on Ray Serve; return once it answers over HTTP.
 
@@ -450,8 +451,9 @@ def deploy(
         CPUs of a local Ray started here (default: all).
     replica_cpus
         CPUs reserved per replica (Ray's scheduling, not a limit).
-    app_name
-        Ray Serve application name.
+    app_name, route_prefix
+        Ray Serve application name and the path it answers under (several applications on
+        one Serve instance need different prefixes).
     """
     if deployment not in DEPLOYMENTS:
         from celeris.errors import check_choice
@@ -462,6 +464,8 @@ def deploy(
     name, _, _ = model.partition("@")
     if not name:
         raise ConfigError(f"model must be NAME@VERSION or NAME@STAGE, got {model!r}")
+    if not isinstance(route_prefix, str) or not route_prefix.startswith("/"):
+        raise ConfigError(f"route_prefix must start with '/', got {route_prefix!r}")
     t0 = time.perf_counter()
     start_local_ray(num_cpus)
     serve.start(http_options={"host": host, "port": port})
@@ -484,8 +488,8 @@ def deploy(
         app = EngineDeployment.options(**options).bind(  # type: ignore[attr-defined]
             str(registry), [model], backend=backend, threads=threads, **(engine_options or {})
         )
-    serve.run(app, name=app_name, route_prefix="/")
-    served = RayServeApp(app_name, deployment, name, host, port, 0.0)
+    serve.run(app, name=app_name, route_prefix=route_prefix)
+    served = RayServeApp(app_name, deployment, name, host, port, route_prefix, 0.0)
     _wait_http(f"{served.url}/healthz", timeout_s=60.0)
     return dataclasses.replace(served, ready_s=time.perf_counter() - t0)
 
