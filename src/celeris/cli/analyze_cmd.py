@@ -7,16 +7,17 @@ from typing import Annotated, Any
 
 import typer
 
-from celeris.cli._common import cli_errors, console, print_json
+from celeris.cli._common import FILLED, Options, cli_errors, console, print_json
 from celeris.cli.backtest_cmd import (
     DataOpt,
     JsonOpt,
+    ParamOpt,
     StrategyOpt,
     _load,
     backtest_options,
     portfolio_options,
 )
-from celeris.cli.llm_cmd import FormatOpt, ModelOpt, UrlOpt, make_client
+from celeris.cli.llm_cmd import _single_values, llm_options, make_client
 from celeris.errors import ConfigError
 
 
@@ -41,13 +42,11 @@ def register(app: typer.Typer) -> None:
     @app.command("analyze")
     @cli_errors
     @portfolio_options
+    @llm_options
     def analyze_cmd(
         data: DataOpt = "sample:sp500",
         strategy: StrategyOpt = "sma_cross",
-        param: Annotated[
-            list[str] | None,
-            typer.Option("--param", "-p", help="Strategy parameter NAME=VALUE (repeatable)."),
-        ] = None,
+        param: ParamOpt = None,
         only: Annotated[
             list[str] | None,
             typer.Option(
@@ -85,11 +84,9 @@ def register(app: typer.Typer) -> None:
         prompts: Annotated[
             bool, typer.Option("--prompts", help="With --json, include the rendered prompts.")
         ] = False,
-        llm_url: UrlOpt = None,
-        llm_model: ModelOpt = None,
-        response_format: FormatOpt = None,
+        llm_opts: Options = FILLED,
+        opts: Options = FILLED,
         json_out: JsonOpt = False,
-        opts: dict[str, Any] | None = None,
     ) -> None:
         """Ask the LLM analyst for a strategy analysis, the market regime and a risk assessment.
 
@@ -100,19 +97,15 @@ def register(app: typer.Typer) -> None:
         Example: celeris analyze --data sample:sp500 --strategy sma_cross --param fast=10
         --param slow=50 --with nasdaq=sample:nasdaq
         """
-        from celeris.backtest.strategies import get_strategy, parse_assignments
+        from celeris.backtest.strategies import get_strategy
         from celeris.llm.analyst import ANALYSES, analyze
 
         # The client first: without a configured LLM this fails at once, before any work.
-        client = make_client(llm_url, llm_model, response_format)
+        client = make_client(llm_opts)
         strat = get_strategy(strategy)
-        params: dict[str, float] = {}
-        for name, values in parse_assignments(param or [], strat).items():
-            if len(values) != 1:
-                raise ConfigError(f"--param {name} takes one value, got {len(values)}")
-            params[name] = values[0]
+        params = _single_values(param or [], strat)
         bars = _load(data)
-        options, device = backtest_options(opts or {}, bars)
+        options, device = backtest_options(opts, bars)
         report = analyze(
             bars, strat, params, client=client, analyses=tuple(only or ANALYSES),
             funding=funding, orderbook=orderbook, other_assets=_other_assets(with_ or []),

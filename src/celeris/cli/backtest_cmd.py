@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import functools
-import inspect
 import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from celeris.cli._common import cli_errors, console, print_json
+from celeris.cli._common import FILLED, Options, cli_errors, console, print_json, shared_options
 from celeris.errors import ConfigError
 
 DataOpt = Annotated[
@@ -23,6 +21,10 @@ DataOpt = Annotated[
 ]
 StrategyOpt = Annotated[
     str, typer.Option("--strategy", "-s", help="Strategy name (see `celeris strategies`).")
+]
+ParamOpt = Annotated[
+    list[str] | None,
+    typer.Option("--param", "-p", help="Strategy parameter NAME=VALUE (repeatable)."),
 ]
 FeesOpt = Annotated[float, typer.Option(help="Fees as a fraction of traded value (0.001 = 10 bp).")]
 SlippageOpt = Annotated[
@@ -74,32 +76,12 @@ _SHARED: tuple[tuple[str, Any, Any], ...] = (
 )
 
 
-def portfolio_options(func: Any) -> Any:
-    """Give a command the shared backtest options; it receives them as ``opts`` (a dict)."""
-    sig = inspect.signature(func, eval_str=True)
-    own = [p for p in sig.parameters.values() if p.name != "opts"]
-    shared = [
-        inspect.Parameter(
-            name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation
-        )
-        for name, annotation, default in _SHARED
-    ]
-    own_kw = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        opts = {name: kwargs.pop(name) for name, _, _ in _SHARED if name in kwargs}
-        return func(*args, opts=opts, **kwargs)
-
-    new_sig = sig.replace(parameters=[*own_kw[:-1], *shared, own_kw[-1]])
-    setattr(wrapper, "__signature__", new_sig)  # noqa: B010 - typer reads it
-    del wrapper.__wrapped__  # typer must read the new signature, not the wrapped one
-    wrapper.__annotations__ = {p.name: p.annotation for p in new_sig.parameters.values()}
-    return wrapper
+#: Gives a command the shared backtest options; it receives them as ``opts``.
+portfolio_options = shared_options(_SHARED, into="opts")
 
 
 def backtest_options(
-    opts: dict[str, Any], bars: Any, *, model: bool = False
+    opts: Options, bars: Any, *, model: bool = False
 ) -> tuple[dict[str, Any], str]:
     """``from_signals`` keywords from the shared options (defaults resolved for ``bars``), and
     the device."""
@@ -177,10 +159,7 @@ def register(app: typer.Typer) -> None:
     def backtest_cmd(
         data: DataOpt = "sample:sp500",
         strategy: StrategyOpt = "sma_cross",
-        param: Annotated[
-            list[str] | None,
-            typer.Option("--param", "-p", help="Strategy parameter NAME=VALUE (repeatable)."),
-        ] = None,
+        param: ParamOpt = None,
         html: Annotated[
             Path | None, typer.Option(help="Write an interactive HTML report here.")
         ] = None,
@@ -199,8 +178,8 @@ def register(app: typer.Typer) -> None:
             bool,
             typer.Option(help="model:PATH strategies: also trade the bars the model trained on."),
         ] = False,
+        opts: Options = FILLED,
         json_out: JsonOpt = False,
-        opts: dict[str, Any] | None = None,
     ) -> None:
         """Backtest one strategy with one parameter set and print its metrics and trades.
 
@@ -211,7 +190,7 @@ def register(app: typer.Typer) -> None:
         from celeris.cli.format import fmt, frame_table, jsonable, stats_table
 
         bars = _load(data)
-        opts, device = backtest_options(opts or {}, bars, model=strategy.startswith("model:"))
+        opts, device = backtest_options(opts, bars, model=strategy.startswith("model:"))
         if strategy.startswith("model:"):
             import pandas as pd
 
@@ -304,8 +283,8 @@ def register(app: typer.Typer) -> None:
         csv: Annotated[
             Path | None, typer.Option(help="Write every variant's metrics to this CSV.")
         ] = None,
+        opts: Options = FILLED,
         json_out: JsonOpt = False,
-        opts: dict[str, Any] | None = None,
     ) -> None:
         """Backtest every combination of a parameter grid and rank the variants.
 
@@ -322,7 +301,7 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"--top must be >= 1, got {top}")
         bars = _load(data)
         strat, values = _strategy_and_grid(strategy, grid or [])
-        opts, device = backtest_options(opts or {}, bars)
+        opts, device = backtest_options(opts, bars)
         started = time.perf_counter()
         result = sweep(bars, strat, values, device=device, progress=not json_out, **opts)
         elapsed = time.perf_counter() - started
@@ -393,8 +372,8 @@ def register(app: typer.Typer) -> None:
         anchored: Annotated[
             bool, typer.Option(help="Keep the training start fixed (expanding window).")
         ] = False,
+        opts: Options = FILLED,
         json_out: JsonOpt = False,
-        opts: dict[str, Any] | None = None,
     ) -> None:
         """Choose parameters on each training window, judge them on the next unseen window.
 
@@ -406,7 +385,7 @@ def register(app: typer.Typer) -> None:
 
         bars = _load(data)
         strat, values = _strategy_and_grid(strategy, grid or [])
-        opts, device = backtest_options(opts or {}, bars)
+        opts, device = backtest_options(opts, bars)
         result = walk_forward(
             bars, strat, values, train=_window(train), test=_window(test), metric=metric,
             anchored=anchored, device=device, progress=not json_out, **opts,

@@ -9,7 +9,16 @@ from typing import Annotated, Any
 
 import typer
 
-from celeris.cli._common import cli_errors, console, err_console
+from celeris.cli._common import (
+    FILLED,
+    Options,
+    OptionSpec,
+    cli_errors,
+    command_group,
+    console,
+    err_console,
+    shared_options,
+)
 from celeris.errors import ConfigError
 
 BENCH_HELP = """Load-test a server on this machine: latency percentiles, throughput, errors, SLA.
@@ -109,8 +118,38 @@ LatenciesOpt = Annotated[
     bool, typer.Option("--latencies", help="Include every latency sample in --json output.")
 ]
 
+# Options shared by the bench commands: declared once, added to each command's signature by
+# `shared_options`, and handed to the command as one dict per group. What to send: the keywords
+# of `_target`.
+_BODY: OptionSpec = (
+    ("body_file", BodyFileOpt, None),
+    ("model", ModelOpt, None),
+    ("input_size", InputSizeOpt, None),
+    ("n_features", FeaturesOpt, None),
+    ("rows", RowsOpt, 1),
+    ("distinct", DistinctOpt, 64),
+    ("fmt", FormatOpt, "json"),
+    ("priority", PriorityOpt, None),
+)
+# How the run is judged and reported: read by `_sla` and `_emit`.
+_REPORT: OptionSpec = (
+    ("sla_p50", P50Opt, 50.0),
+    ("sla_p95", P95Opt, 80.0),
+    ("sla_p99", P99Opt, 100.0),
+    ("sla_rps", RpsOpt, 200.0),
+    ("sla_errors", ErrOpt, 0.01),
+    ("json_out", JsonOpt, False),
+    ("png", PngOpt, None),
+    ("latencies", LatenciesOpt, False),
+)
+body_options = shared_options(_BODY, into="body")
+# `compare` takes --model twice (one per target), so it declares its own.
+body_options_but_model = shared_options([o for o in _BODY if o[0] != "model"], into="body")
+report_options = shared_options(_REPORT, into="report")
 
-def _sla(p50: float, p95: float, p99: float, rps: float, errors: float) -> Any:
+
+def _sla(report: Options) -> Any:
+    """The SLA of the ``--sla-*`` options (0 turns a target off)."""
     from celeris.serving.loadgen import SLA
 
     def off(v: float) -> float | None:
@@ -118,7 +157,9 @@ def _sla(p50: float, p95: float, p99: float, rps: float, errors: float) -> Any:
             raise ConfigError(f"SLA targets must be >= 0 (0 turns one off), got {v:g}")
         return None if v == 0 else v
 
-    return SLA(off(p50), off(p95), off(p99), off(rps), errors if errors < 1 else 1.0)
+    p50, p95, p99, rps = (off(report[f"sla_{k}"]) for k in ("p50", "p95", "p99", "rps"))
+    errors = report["sla_errors"]
+    return SLA(p50, p95, p99, rps, errors if errors < 1 else 1.0)
 
 
 def _target(
@@ -178,10 +219,8 @@ def _target(
     return Target(url, bodies, ctype, label or model)
 
 
-def _emit(
-    result: Any, sla: Any, *, json_out: bool, png: Path | None, latencies: bool = False
-) -> None:
-    """Write the JSON report or the tables, and the PNG."""
+def _emit(result: Any, sla: Any, report: Options) -> None:
+    """Write the JSON report or the tables, and the PNG (as the report options ask)."""
     from celeris.serving.loadgen import (
         CompareResult,
         RunResult,
@@ -193,8 +232,8 @@ def _emit(
         report_dict,
     )
 
-    if json_out:
-        doc = report_dict(result, sla=sla, latencies=latencies)
+    if report["json_out"]:
+        doc = report_dict(result, sla=sla, latencies=report["latencies"])
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
     elif isinstance(result, RunResult):
         console.print(render_table([result], sla=sla, title=f"{result.mode}: {result.url}"))
@@ -212,15 +251,24 @@ def _emit(
             "CPU-s, worse for latencies)",
             highlight=False,
         )
-    if png is not None:
+    if report["png"] is not None:
         if isinstance(result, RunResult):
             runs = [result]
         elif isinstance(result, StressResult):
             runs = [r for r, _ in result.steps]
         else:
             runs = [result.a, result.b]
-        path = plot_latency(runs, png)
+        path = plot_latency(runs, report["png"])
         err_console.print(f"wrote {path}", highlight=False)
+
+
+def _run(run: Any, url: str, body: Options, report: Options, **limits: Any) -> None:
+    """Run one load test (``loadgen.latency`` or ``loadgen.load``), report it, exit 1 on a
+    missed SLA."""
+    sla = _sla(report)
+    result = run(_target(url, **body), **limits)
+    _emit(result, sla, report)
+    _exit_for(sla.check(result).passed)
 
 
 def _exit_for(passed: bool) -> None:
@@ -230,36 +278,21 @@ def _exit_for(passed: bool) -> None:
 
 def register(app: typer.Typer) -> None:
     """Add the ``celeris bench`` group to the top-level app."""
-    bench_app = typer.Typer(
-        help=BENCH_HELP, no_args_is_help=True, rich_markup_mode="rich", add_completion=False
-    )
-    app.add_typer(bench_app, name="bench")
+    bench_app = command_group(app, "bench", BENCH_HELP)
 
     @bench_app.command("latency")
     @cli_errors
+    @body_options
+    @report_options
     def latency_cmd(
         url: UrlOpt,
         requests: RequestsOpt = 1000,
         duration: DurationOpt = 10.0,
-        body_file: BodyFileOpt = None,
-        model: ModelOpt = None,
-        input_size: InputSizeOpt = None,
-        n_features: FeaturesOpt = None,
-        rows: RowsOpt = 1,
-        distinct: DistinctOpt = 64,
-        fmt: FormatOpt = "json",
-        priority: PriorityOpt = None,
+        body: Options = FILLED,
         warmup: WarmupOpt = 20,
         timeout: TimeoutOpt = 10.0,
         server_pid: PidOpt = None,
-        sla_p50: P50Opt = 50.0,
-        sla_p95: P95Opt = 80.0,
-        sla_p99: P99Opt = 100.0,
-        sla_rps: RpsOpt = 200.0,
-        sla_errors: ErrOpt = 0.01,
-        json_out: JsonOpt = False,
-        png: PngOpt = None,
-        latencies: LatenciesOpt = False,
+        report: Options = FILLED,
     ) -> None:
         """One request at a time on one connection: what a single client waits.
 
@@ -267,48 +300,25 @@ def register(app: typer.Typer) -> None:
         """
         from celeris.serving import loadgen
 
-        sla = _sla(sla_p50, sla_p95, sla_p99, sla_rps, sla_errors)
-        target = _target(
-            url, body_file=body_file, model=model, input_size=input_size,
-            n_features=n_features, rows=rows, distinct=distinct, fmt=fmt, priority=priority,
+        _run(
+            loadgen.latency, url, body, report, max_requests=requests, duration_s=duration,
+            warmup_requests=warmup, timeout_s=timeout, server_pid=server_pid,
         )  # fmt: skip
-        result = loadgen.latency(
-            target,
-            max_requests=requests,
-            duration_s=duration,
-            warmup_requests=warmup,
-            timeout_s=timeout,
-            server_pid=server_pid,
-        )
-        _emit(result, sla, json_out=json_out, png=png, latencies=latencies)
-        _exit_for(sla.check(result).passed)
 
     @bench_app.command("load")
     @cli_errors
+    @body_options
+    @report_options
     def load_cmd(
         url: UrlOpt,
         concurrency: ConcurrencyOpt = 32,
         requests: RequestsOpt = 100_000,
         duration: DurationOpt = 10.0,
-        body_file: BodyFileOpt = None,
-        model: ModelOpt = None,
-        input_size: InputSizeOpt = None,
-        n_features: FeaturesOpt = None,
-        rows: RowsOpt = 1,
-        distinct: DistinctOpt = 64,
-        fmt: FormatOpt = "json",
-        priority: PriorityOpt = None,
+        body: Options = FILLED,
         warmup: WarmupOpt = None,
         timeout: TimeoutOpt = 10.0,
         server_pid: PidOpt = None,
-        sla_p50: P50Opt = 50.0,
-        sla_p95: P95Opt = 80.0,
-        sla_p99: P99Opt = 100.0,
-        sla_rps: RpsOpt = 200.0,
-        sla_errors: ErrOpt = 0.01,
-        json_out: JsonOpt = False,
-        png: PngOpt = None,
-        latencies: LatenciesOpt = False,
+        report: Options = FILLED,
     ) -> None:
         """A fixed number of connections, each sending again as soon as it is answered.
 
@@ -316,25 +326,15 @@ def register(app: typer.Typer) -> None:
         """
         from celeris.serving import loadgen
 
-        sla = _sla(sla_p50, sla_p95, sla_p99, sla_rps, sla_errors)
-        target = _target(
-            url, body_file=body_file, model=model, input_size=input_size,
-            n_features=n_features, rows=rows, distinct=distinct, fmt=fmt, priority=priority,
+        _run(
+            loadgen.load, url, body, report, concurrency=concurrency, max_requests=requests,
+            duration_s=duration, warmup_requests=warmup, timeout_s=timeout, server_pid=server_pid,
         )  # fmt: skip
-        result = loadgen.load(
-            target,
-            concurrency=concurrency,
-            max_requests=requests,
-            duration_s=duration,
-            warmup_requests=warmup,
-            timeout_s=timeout,
-            server_pid=server_pid,
-        )
-        _emit(result, sla, json_out=json_out, png=png, latencies=latencies)
-        _exit_for(sla.check(result).passed)
 
     @bench_app.command("stress")
     @cli_errors
+    @body_options
+    @report_options
     def stress_cmd(
         url: UrlOpt,
         steps: Annotated[
@@ -346,24 +346,10 @@ def register(app: typer.Typer) -> None:
         duration: Annotated[
             float, typer.Option("--duration", "-d", help="Seconds per step at most.")
         ] = 5.0,
-        body_file: BodyFileOpt = None,
-        model: ModelOpt = None,
-        input_size: InputSizeOpt = None,
-        n_features: FeaturesOpt = None,
-        rows: RowsOpt = 1,
-        distinct: DistinctOpt = 64,
-        fmt: FormatOpt = "json",
-        priority: PriorityOpt = None,
+        body: Options = FILLED,
         timeout: TimeoutOpt = 10.0,
         server_pid: PidOpt = None,
-        sla_p50: P50Opt = 50.0,
-        sla_p95: P95Opt = 80.0,
-        sla_p99: P99Opt = 100.0,
-        sla_rps: RpsOpt = 200.0,
-        sla_errors: ErrOpt = 0.01,
-        json_out: JsonOpt = False,
-        png: PngOpt = None,
-        latencies: LatenciesOpt = False,
+        report: Options = FILLED,
     ) -> None:
         """Raise the concurrency step by step until the SLA breaks; report the last good step.
 
@@ -377,14 +363,11 @@ def register(app: typer.Typer) -> None:
             parsed = tuple(int(s) for s in steps.split(",") if s.strip())
         except ValueError:
             raise ConfigError(f"--steps must be integers like 1,2,4,8, got {steps!r}") from None
-        sla = _sla(sla_p50, sla_p95, sla_p99, sla_rps, sla_errors)
-        target = _target(
-            url, body_file=body_file, model=model, input_size=input_size,
-            n_features=n_features, rows=rows, distinct=distinct, fmt=fmt, priority=priority,
-        )  # fmt: skip
+        sla = _sla(report)
+        target = _target(url, **body)
 
         def progress(result: Any, verdict: Any) -> None:
-            if json_out:
+            if report["json_out"]:
                 return
             mark = "[green]pass[/]" if verdict.passed else "[bold red]FAIL[/]"
             p = result.percentiles_ms()
@@ -404,11 +387,13 @@ def register(app: typer.Typer) -> None:
             server_pid=server_pid,
             on_step=progress,
         )
-        _emit(result, sla, json_out=json_out, png=png, latencies=latencies)
+        _emit(result, sla, report)
         _exit_for(result.last_passing is not None)
 
     @bench_app.command("compare")
     @cli_errors
+    @body_options_but_model
+    @report_options
     def compare_cmd(
         url: Annotated[
             list[str],
@@ -443,23 +428,10 @@ def register(app: typer.Typer) -> None:
         concurrency: ConcurrencyOpt = 32,
         requests: RequestsOpt = 100_000,
         duration: DurationOpt = 10.0,
-        body_file: BodyFileOpt = None,
-        input_size: InputSizeOpt = None,
-        n_features: FeaturesOpt = None,
-        rows: RowsOpt = 1,
-        distinct: DistinctOpt = 64,
-        fmt: FormatOpt = "json",
-        priority: PriorityOpt = None,
+        body: Options = FILLED,
         warmup: WarmupOpt = None,
         timeout: TimeoutOpt = 10.0,
-        sla_p50: P50Opt = 50.0,
-        sla_p95: P95Opt = 80.0,
-        sla_p99: P99Opt = 100.0,
-        sla_rps: RpsOpt = 200.0,
-        sla_errors: ErrOpt = 0.01,
-        json_out: JsonOpt = False,
-        png: PngOpt = None,
-        latencies: LatenciesOpt = False,
+        report: Options = FILLED,
     ) -> None:
         """The same load against a and b, one after the other; ratios a / b.
 
@@ -490,23 +462,12 @@ def register(app: typer.Typer) -> None:
             pids[0] if pids else None,
             pids[1] if len(pids) == 2 else (pids[0] if len(pids) == 1 and len(url) == 1 else None),
         )
-        sla = _sla(sla_p50, sla_p95, sla_p99, sla_rps, sla_errors)
+        sla = _sla(report)
         targets = [
-            _target(
-                u,
-                body_file=body_file,
-                model=m,
-                input_size=input_size,
-                n_features=n_features,
-                rows=rows,
-                distinct=distinct,
-                fmt=fmt,
-                priority=priority,
-                label=labels[i] if labels else (u if len(url) == 2 else ""),
-            )
+            _target(u, model=m, label=labels[i] if labels else (u if len(url) == 2 else ""), **body)
             for i, (u, m) in enumerate(pairs)
         ]
         config = loadgen.LoadConfig(concurrency, requests, duration, warmup, timeout)
         result = loadgen.compare(targets[0], targets[1], config, server_pids=pid_pair)
-        _emit(result, sla, json_out=json_out, png=png, latencies=latencies)
+        _emit(result, sla, report)
         _exit_for(sla.check(result.a).passed and sla.check(result.b).passed)

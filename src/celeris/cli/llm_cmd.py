@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from celeris.cli._common import cli_errors, console, print_json
+from celeris.cli._common import FILLED, Options, cli_errors, console, print_json, shared_options
 from celeris.cli.backtest_cmd import (
     DataOpt,
     JsonOpt,
@@ -46,12 +46,27 @@ FormatOpt = Annotated[
 ]
 
 
-def make_client(url: str | None, model: str | None, response_format: str | None) -> Any:
-    """An :class:`LLMClient` from CLI options over the environment and config file."""
+# The LLM server options of `optimize`, `analyze` and `llm check`: declared once, handed to the
+# command as one `llm_opts` dict.
+_LLM: tuple[tuple[str, Any, Any], ...] = (
+    ("llm_url", UrlOpt, None),
+    ("llm_model", ModelOpt, None),
+    ("response_format", FormatOpt, None),
+)
+#: Gives a command the LLM server options; it receives them as ``llm_opts`` (for `make_client`).
+llm_options = shared_options(_LLM, into="llm_opts")
+
+
+def make_client(llm: Options) -> Any:
+    """An :class:`LLMClient` from the ``llm_options`` over the environment and config file."""
     from celeris.llm.client import LLMClient
     from celeris.llm.settings import load_llm_settings
 
-    return LLMClient(load_llm_settings(base_url=url, model=model, response_format=response_format))
+    return LLMClient(
+        load_llm_settings(
+            base_url=llm["llm_url"], model=llm["llm_model"], response_format=llm["response_format"]
+        )
+    )
 
 
 def _single_values(items: list[str], strat: Any) -> dict[str, float]:
@@ -82,6 +97,7 @@ def register(app: typer.Typer) -> None:
     @app.command("optimize")
     @cli_errors
     @portfolio_options
+    @llm_options
     def optimize_cmd(
         data: DataOpt = "sample:sp500",
         strategy: StrategyOpt = "sma_cross",
@@ -128,11 +144,9 @@ def register(app: typer.Typer) -> None:
             typer.Option(help="Re-run a recorded run from its audit log (no LLM, no Optuna)."),
         ] = None,
         seed: Annotated[int, typer.Option(help="Sampler / LLM seed.")] = 0,
-        llm_url: UrlOpt = None,
-        llm_model: ModelOpt = None,
-        response_format: FormatOpt = None,
+        llm_opts: Options = FILLED,
+        opts: Options = FILLED,
         json_out: JsonOpt = False,
-        opts: dict[str, Any] | None = None,
     ) -> None:
         """Search parameters in sample; accept only what beats the baseline out of sample.
 
@@ -152,7 +166,7 @@ def register(app: typer.Typer) -> None:
 
         bars = _load(data)
         strat = get_strategy(strategy)
-        opts, device = backtest_options(opts or {}, bars)
+        opts, device = backtest_options(opts, bars)
         if replay is not None:
             result, diffs = replay_run(replay, bars, device=device, progress=not json_out)
             if json_out:
@@ -169,7 +183,7 @@ def register(app: typer.Typer) -> None:
             if diffs:
                 raise typer.Exit(1)
             return
-        client = make_client(llm_url, llm_model, response_format) if llm else None
+        client = make_client(llm_opts) if llm else None
         guard = Guard(holdout=holdout, windows=windows, dsr_threshold=dsr, min_trades=min_trades)
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         path = audit or Path("celeris-runs") / f"optimize-{strat.name}-{stamp}.jsonl"
@@ -186,15 +200,12 @@ def register(app: typer.Typer) -> None:
 
     @llm_app.command("check")
     @cli_errors
-    def check_cmd(
-        llm_url: UrlOpt = None,
-        llm_model: ModelOpt = None,
-        response_format: FormatOpt = None,
-    ) -> None:
+    @llm_options
+    def check_cmd(llm_opts: Options = FILLED) -> None:
         """Reach the configured server, ask one small structured question, report the latency."""
         from celeris.llm.schemas import MarketRegime
 
-        client = make_client(llm_url, llm_model, response_format)
+        client = make_client(llm_opts)
         answer = client.ask(
             MarketRegime,
             [

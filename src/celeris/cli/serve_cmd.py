@@ -11,7 +11,18 @@ from typing import Annotated, Any
 
 import typer
 
-from celeris.cli._common import cli_errors, console, err_console, fail, print_json
+from celeris.cli._common import (
+    FILLED,
+    Options,
+    OptionSpec,
+    cli_errors,
+    command_group,
+    console,
+    err_console,
+    fail,
+    print_json,
+    shared_options,
+)
 from celeris.errors import CelerisError, ConfigError
 
 RegistryOpt = Annotated[
@@ -41,6 +52,43 @@ UrlOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def _setting(name: str, kind: Any, text: str, *flags: str) -> tuple[str, Any, None]:
+    """The ``celeris serve`` option of setting ``name``; left unset, ``CELERIS_SERVE_*`` or the
+    setting's default holds."""
+    return name, Annotated[kind | None, typer.Option(*flags, help=text)], None
+
+
+# Registry location: `celeris serve` and the `celeris models` commands, for `load_serve_settings`.
+_REGISTRY: OptionSpec = (("registry", RegistryOpt, None), ("registry_url", RegistryUrlOpt, None))
+registry_options = shared_options(_REGISTRY, into="where")
+# `celeris serve` options, each a keyword of `load_serve_settings`.
+_SETTINGS: OptionSpec = (
+    *_REGISTRY,
+    _setting("host", str, "Interface to listen on \\[default: 127.0.0.1]."),
+    _setting("port", int, "TCP port, 0 for any free one \\[default: 8000]."),
+    _setting("redis", str, "Redis URL of a shared cache tier, e.g. redis://127.0.0.1:6379/0."),
+    _setting("socket", Path, "Unix socket path of the binary signal feed (docs/wire-format.md)."),
+    _setting("backend", str, "onnx | torch | onnx-int8 \\[default: onnx]."),
+    _setting("threads", int, "Intra-op threads per model \\[default: 1]."),
+    _setting("max_batch_size", int, "Most rows per model call \\[default: 64]."),
+    _setting(
+        "max_wait_ms",
+        str,
+        "Longest wait for batch-mates per priority critical,high,normal,low \\[default: 1,2,5,20].",
+    ),
+    _setting("max_queue", int, "Queued rows per model before 429 \\[default: 2048]."),
+    _setting("cache_items", int, "In-process cache entries, 0 = off \\[default: 100000]."),
+    _setting(
+        "registry_poll_s",
+        float,
+        "Seconds between registry checks for a new production version, 0 = off \\[default: 5].",
+        "--poll",
+    ),
+    _setting("symbols", str, "Symbols in signal-id order, e.g. BTC-USD,ETH-USD (ids 0, 1...)."),
+    _setting("log_level", str, "critical | error | warning | info | debug."),
+)
 
 SERVE_HELP = """Serve models over HTTP: batched forecasts in milliseconds, hot swaps, A/B tests.
 
@@ -87,11 +135,11 @@ act through a running server instead, which hot-swaps at once.
 """
 
 
-def _registry(registry: Path | None, url: str | None) -> Any:
+def _registry(where: Options) -> Any:
     from celeris.serving.config import load_serve_settings
     from celeris.serving.registry import ModelRegistry
 
-    settings = load_serve_settings(registry=registry, registry_url=url)
+    settings = load_serve_settings(**where)
     return ModelRegistry(settings.registry, settings.registry_url)
 
 
@@ -133,6 +181,18 @@ def _print_shadow(report: dict[str, Any]) -> None:
         err_console.print(f"  {mark} {check['name']}: {check['detail']}", highlight=False)
 
 
+def _print_swap(url: str, out: dict[str, Any], json_out: bool, *, shadow: bool = False) -> None:
+    """Print a server's answer to a promote or rollback: what it serves now, and before."""
+    if json_out:
+        print_json(out)
+        return
+    note = f"; shadow validation passed on {out['shadow']['validated_on']}" if shadow else ""
+    console.print(
+        f"{url} now serves [bold]{out['serving']['ref']}[/] (was {out['previous']['ref']}){note}",
+        highlight=False,
+    )
+
+
 def _records_table(records: list[Any], title: str) -> Any:
     from rich.table import Table
 
@@ -167,6 +227,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("serve", help=SERVE_HELP)
     @cli_errors
+    @shared_options(_SETTINGS, into="settings_opts")
     def serve_cmd(
         model: Annotated[
             list[str] | None,
@@ -178,58 +239,7 @@ def register(app: typer.Typer) -> None:
                 show_default=False,
             ),
         ] = None,
-        registry: RegistryOpt = None,
-        registry_url: RegistryUrlOpt = None,
-        host: Annotated[
-            str | None, typer.Option(help="Interface to listen on \\[default: 127.0.0.1].")
-        ] = None,
-        port: Annotated[
-            int | None, typer.Option(help="TCP port, 0 for any free one \\[default: 8000].")
-        ] = None,
-        redis: Annotated[
-            str | None,
-            typer.Option(help="Redis URL of a shared cache tier, e.g. redis://127.0.0.1:6379/0."),
-        ] = None,
-        socket: Annotated[
-            Path | None,
-            typer.Option(help="Unix socket path of the binary signal feed (docs/wire-format.md)."),
-        ] = None,
-        backend: Annotated[
-            str | None, typer.Option(help="onnx | torch | onnx-int8 \\[default: onnx].")
-        ] = None,
-        threads: Annotated[
-            int | None, typer.Option(help="Intra-op threads per model \\[default: 1].")
-        ] = None,
-        max_batch_size: Annotated[
-            int | None, typer.Option(help="Most rows per model call \\[default: 64].")
-        ] = None,
-        max_wait_ms: Annotated[
-            str | None,
-            typer.Option(
-                help="Longest wait for batch-mates per priority critical,high,normal,low "
-                "\\[default: 1,2,5,20]."
-            ),
-        ] = None,
-        max_queue: Annotated[
-            int | None, typer.Option(help="Queued rows per model before 429 \\[default: 2048].")
-        ] = None,
-        cache_items: Annotated[
-            int | None, typer.Option(help="In-process cache entries, 0 = off \\[default: 100000].")
-        ] = None,
-        poll: Annotated[
-            float | None,
-            typer.Option(
-                help="Seconds between registry checks for a new production version, 0 = off "
-                "\\[default: 5]."
-            ),
-        ] = None,
-        symbols: Annotated[
-            str | None,
-            typer.Option(help="Symbols in signal-id order, e.g. BTC-USD,ETH-USD (ids 0, 1...)."),
-        ] = None,
-        log_level: Annotated[
-            str | None, typer.Option(help="critical | error | warning | info | debug.")
-        ] = None,
+        settings_opts: Options = FILLED,
         access_log: Annotated[
             bool, typer.Option(help="Log every request (costs latency).")
         ] = False,
@@ -239,24 +249,7 @@ def register(app: typer.Typer) -> None:
         from celeris.serving.app import bind, build, uvicorn_server
         from celeris.serving.config import load_serve_settings
 
-        settings = load_serve_settings(
-            models=model or None,
-            registry=registry,
-            registry_url=registry_url,
-            host=host,
-            port=port,
-            redis=redis,
-            socket=socket,
-            backend=backend,
-            threads=threads,
-            max_batch_size=max_batch_size,
-            max_wait_ms=max_wait_ms,
-            max_queue=max_queue,
-            cache_items=cache_items,
-            registry_poll_s=poll,
-            symbols=symbols,
-            log_level=log_level,
-        )
+        settings = load_serve_settings(models=model or None, **settings_opts)
         logging.basicConfig(
             level=settings.log_level.upper(),
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -304,21 +297,18 @@ def register(app: typer.Typer) -> None:
             exc = failure[0]
             fail(str(exc) if isinstance(exc, CelerisError) else f"{type(exc).__name__}: {exc}")
 
-    models_app = typer.Typer(
-        help=MODELS_HELP, no_args_is_help=True, rich_markup_mode="rich", add_completion=False
-    )
-    app.add_typer(models_app, name="models")
+    models_app = command_group(app, "models", MODELS_HELP)
 
     @models_app.command("list")
     @cli_errors
+    @registry_options
     def list_cmd(
         name: Annotated[str | None, typer.Argument(help="Only this model.")] = None,
-        registry: RegistryOpt = None,
-        registry_url: RegistryUrlOpt = None,
+        where: Options = FILLED,
         json_out: JsonOpt = False,
     ) -> None:
         """List registered versions with stage, sha256, creation time and metrics."""
-        reg = _registry(registry, registry_url)
+        reg = _registry(where)
         records = reg.list(name)
         if json_out:
             print_json([r.to_dict() for r in records])
@@ -331,6 +321,7 @@ def register(app: typer.Typer) -> None:
 
     @models_app.command("register")
     @cli_errors
+    @registry_options
     def register_cmd(
         name: Annotated[str, typer.Argument(help="Model name (letters, digits, _ . -).")],
         checkpoint: Annotated[
@@ -350,8 +341,7 @@ def register(app: typer.Typer) -> None:
                 "onnx-int8, both (onnx,onnx-int8) or none."
             ),
         ] = "onnx",
-        registry: RegistryOpt = None,
-        registry_url: RegistryUrlOpt = None,
+        where: Options = FILLED,
         json_out: JsonOpt = False,
     ) -> None:
         """Copy a checkpoint into the registry as the next version (hashed, with ONNX exports)."""
@@ -367,7 +357,7 @@ def register(app: typer.Typer) -> None:
         exports = () if export.strip() in ("", "none") else tuple(
             e.strip() for e in export.split(",") if e.strip()
         )  # fmt: skip
-        reg = _registry(registry, registry_url)
+        reg = _registry(where)
         t0 = time.perf_counter()
         record = reg.register(name, checkpoint, metrics=parsed, stage=stage, exports=exports)
         if json_out:
@@ -383,6 +373,7 @@ def register(app: typer.Typer) -> None:
 
     @models_app.command("promote")
     @cli_errors
+    @registry_options
     def promote_cmd(
         name: Annotated[str, typer.Argument(help="Model name.")],
         version: Annotated[
@@ -410,25 +401,16 @@ def register(app: typer.Typer) -> None:
             ),
         ] = "auto",
         url: UrlOpt = None,
-        registry: RegistryOpt = None,
-        registry_url: RegistryUrlOpt = None,
+        where: Options = FILLED,
         json_out: JsonOpt = False,
     ) -> None:
         """Shadow-validate a version, then make it production (the old one is archived)."""
         if url is not None:
             body = {} if version is None else {"version": version}
             out = _admin(url, "POST", f"/v1/admin/models/{name}/promote", body)
-            if json_out:
-                print_json(out)
-                return
-            console.print(
-                f"{url} now serves [bold]{out['serving']['ref']}[/] (was "
-                f"{out['previous']['ref']}); shadow validation passed on "
-                f"{out['shadow']['validated_on']}",
-                highlight=False,
-            )
+            _print_swap(url, out, json_out, shadow=True)
             return
-        reg = _registry(registry, registry_url)
+        reg = _registry(where)
         record = reg.get(f"{name}@{version}" if version is not None else f"{name}@staging")
         report = None
         if not skip_validation:
@@ -451,25 +433,19 @@ def register(app: typer.Typer) -> None:
 
     @models_app.command("rollback")
     @cli_errors
+    @registry_options
     def rollback_cmd(
         name: Annotated[str, typer.Argument(help="Model name.")],
         url: UrlOpt = None,
-        registry: RegistryOpt = None,
-        registry_url: RegistryUrlOpt = None,
+        where: Options = FILLED,
         json_out: JsonOpt = False,
     ) -> None:
         """Return production to the version that was production before the current one."""
         if url is not None:
             out = _admin(url, "POST", f"/v1/admin/models/{name}/rollback")
-            if json_out:
-                print_json(out)
-                return
-            console.print(
-                f"{url} now serves [bold]{out['serving']['ref']}[/] (was {out['previous']['ref']})",
-                highlight=False,
-            )
+            _print_swap(url, out, json_out)
             return
-        reg = _registry(registry, registry_url)
+        reg = _registry(where)
         record = reg.rollback(name)
         if json_out:
             print_json(record.to_dict())

@@ -17,9 +17,10 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from celeris._settings import load_settings
 from celeris.errors import ConfigError, did_you_mean
 
 ResponseFormat = Literal["json_schema", "json_object", "prompt"]
@@ -119,18 +120,6 @@ def load_llm_settings(**overrides: Any) -> LLMSettings:
     ConfigError
         An unknown setting, a value out of range, or an unreadable config file.
     """
-    given = {k: v for k, v in overrides.items() if v is not None}
-    for key in given:
-        if key not in LLMSettings.model_fields:
-            raise ConfigError(
-                f"unknown LLM setting {key!r}{did_you_mean(key, LLMSettings.model_fields)}"
-            )
-    try:
-        return LLMSettings(**given)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(
-            f"LLM setting {where}: {first['msg']} (got {first.get('input')!r}; environment "
-            f"variable CELERIS_LLM_{where.upper()})"
-        ) from None
+    return load_settings(
+        LLMSettings, overrides, label="LLM", env_var=lambda field: f"CELERIS_LLM_{field.upper()}"
+    )

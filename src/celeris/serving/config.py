@@ -13,10 +13,10 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from celeris.errors import ConfigError, did_you_mean
+from celeris._settings import load_settings
 
 if TYPE_CHECKING:  # pragma: no cover
     from celeris.serving.batcher import BatcherConfig
@@ -167,25 +167,10 @@ def load_serve_settings(**overrides: Any) -> ServeSettings:
     ConfigError
         An unknown setting or a value out of range, naming the environment variable.
     """
-    given = {k: v for k, v in overrides.items() if v is not None}
-    for key in given:
-        if key not in ServeSettings.model_fields:
-            raise ConfigError(
-                f"unknown serving setting {key!r}{did_you_mean(key, ServeSettings.model_fields)}"
-            )
-    try:
-        return ServeSettings(**given)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "settings"
-        field = str(first["loc"][0]) if first["loc"] else where
-        env = (
-            "CELERIS_ADMIN_TOKEN"
-            if field in ("admin_token", "CELERIS_ADMIN_TOKEN")
-            else f"CELERIS_SERVE_{field.upper()}"
-        )
-        msg = str(first["msg"]).removeprefix("Value error, ")
-        raise ConfigError(
-            f"serving setting {where}: {msg} (got {first.get('input')!r}; environment "
-            f"variable {env})"
-        ) from None
+    return load_settings(ServeSettings, overrides, label="serving", env_var=_env_var)
+
+
+def _env_var(field: str) -> str:
+    if field in ("admin_token", "CELERIS_ADMIN_TOKEN"):
+        return "CELERIS_ADMIN_TOKEN"
+    return f"CELERIS_SERVE_{field.upper()}"
