@@ -47,6 +47,11 @@ class LLMNotConfigured(LLMError):
     """No language-model server is configured (``CELERIS_LLM_BASE_URL`` is unset)."""
 
 
+class ModelNotFound(CelerisError, LookupError):
+    """No model, version or stage matches a reference: not in the model registry, or not
+    loaded in the serving engine, or no version of it is serving (HTTP 404)."""
+
+
 class CelerisWarning(UserWarning):
     """A recoverable oddity the user should know about (results are still produced)."""
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import json
 import secrets
 import threading
@@ -382,6 +383,10 @@ class LocalChatModel:
         self.eos_token_id: int = self.tokenizer.eos_token_id
         self.vocab_size: int = self.model.get_output_embeddings().weight.shape[0]
         self.context_length: int = int(getattr(self.model.config, "max_position_embeddings", 2048))
+        # The key-value cache is ``cache`` in newer transformers and ``past_key_values`` (now
+        # deprecated, a FutureWarning) before; pass and read it under the name this one uses.
+        forward_args = inspect.signature(self.model.forward).parameters
+        self._cache_name = "cache" if "cache" in forward_args else "past_key_values"
         # llguidance wants the Rust tokenizer's JSON (this is what llguidance.hf.from_tokenizer
         # does, minus its isinstance check that transformers 5's TokenizersBackend may fail).
         backend = self.tokenizer.backend_tokenizer
@@ -503,8 +508,8 @@ class LocalChatModel:
         inputs = torch.tensor([prompt_ids], device=self.device)  # [1, T]
         cache = None
         for _ in range(budget):
-            out = self.model(input_ids=inputs, past_key_values=cache, use_cache=True)
-            cache = out.past_key_values
+            out = self.model(input_ids=inputs, use_cache=True, **{self._cache_name: cache})
+            cache = out[self._cache_name]
             logits = out.logits[0, -1, : self.vocab_size].float().cpu()  # [1, T, V] -> [V]
             if matcher is None:
                 logits[self._banned] = float("-inf")

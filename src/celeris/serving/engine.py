@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from celeris.errors import CelerisError, ConfigError, DataError, did_you_mean
+from celeris.errors import CelerisError, ConfigError, DataError, ModelNotFound, did_you_mean
 from celeris.serving.batcher import (
     BatcherClosed,
     BatcherConfig,
@@ -53,10 +53,6 @@ if TYPE_CHECKING:
     from celeris.serving.rollout import ABStats
 
 __all__ = ["ABNotRunning", "Engine", "ModelNotFound", "PredictResult"]
-
-
-class ModelNotFound(CelerisError, LookupError):
-    """No such model or version is loaded, or the model has no serving version (HTTP 404)."""
 
 
 class ABNotRunning(CelerisError):

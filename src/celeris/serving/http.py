@@ -58,7 +58,7 @@ from fastapi import FastAPI, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from celeris.errors import CelerisError, ConfigError, DataError
+from celeris.errors import CelerisError, ConfigError, DataError, ModelNotFound
 from celeris.serving.config import ServeSettings
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -684,32 +684,18 @@ class _API:
         self, name: str, x: np.ndarray, priority: str, timeout: float | None, key: str | None
     ) -> Any:
         """Run the engine; map its errors to HTTP problems."""
-        from celeris.serving.batcher import DeadlineExceeded, Overloaded, RequestFailed
+        from celeris.serving.batcher import RequestFailed
 
         try:
             return await self.engine.predict(
                 name, x, priority=priority, timeout_ms=timeout, key=key
             )
-        except Overloaded as exc:
-            retry = max(exc.retry_after_s, 0.001)
-            raise Problem(
-                429,
-                "overloaded",
-                str(exc),
-                headers={"Retry-After": str(max(1, math.ceil(retry)))},
-                retry_after_ms=round(retry * 1e3, 3),
-            ) from None
-        except DeadlineExceeded as exc:
-            raise Problem(504, "timeout", str(exc)) from None
-        except RequestFailed as exc:
-            cause = exc.cause
-            if isinstance(cause, DataError | ConfigError):
-                raise Problem(422, "invalid", str(cause)) from None
-            log.error("model %s failed on a request: %s", name, exc)
-            raise Problem(500, "model_failed", str(exc)) from None
         except CelerisError as exc:
-            status, kind = _status_of(exc)
-            raise Problem(status, kind, str(exc)) from None
+            if isinstance(exc, RequestFailed) and not isinstance(
+                exc.cause, DataError | ConfigError
+            ):
+                log.error("model %s failed on a request: %s", name, exc)
+            raise problem_of(exc) from None
         except Exception as exc:  # a bug must answer this request, not break the connection
             log.exception("predict %s failed unexpectedly", name)
             if self.metrics is not None:
@@ -782,8 +768,7 @@ class _API:
         except Problem as problem:
             return problem_response(problem, fmt)
         except CelerisError as exc:
-            status, kind = _status_of(exc)
-            return problem_response(Problem(status, kind, str(exc), **_extra(exc)), fmt)
+            return problem_response(problem_of(exc), fmt)
         except Exception as exc:  # e.g. an OSError copying an artifact
             log.exception("admin %s %s failed", request.method, request.url.path)
             return problem_response(Problem(500, "internal", f"{type(exc).__name__}: {exc}"), fmt)
@@ -864,19 +849,49 @@ def _version(value: Any) -> int | None:
     return int(value)
 
 
+def problem_of(exc: CelerisError) -> Problem:
+    """The HTTP answer to a Celeris error raised while serving a request.
+
+    One mapping for every front end (``celeris serve`` and the Ray Serve deployment): 429 with
+    ``Retry-After`` when overloaded, 504 past the deadline, 422 for bad input (also when the
+    model refused one request's input), 500 when the model failed, and :func:`_status_of` for
+    the rest.
+    """
+    from celeris.serving.batcher import DeadlineExceeded, Overloaded, RequestFailed
+
+    if isinstance(exc, Overloaded):
+        retry = max(exc.retry_after_s, 0.001)
+        return Problem(
+            429,
+            "overloaded",
+            str(exc),
+            headers={"Retry-After": str(max(1, math.ceil(retry)))},
+            retry_after_ms=round(retry * 1e3, 3),
+        )
+    if isinstance(exc, DeadlineExceeded):
+        return Problem(504, "timeout", str(exc))
+    if isinstance(exc, RequestFailed):
+        if isinstance(exc.cause, DataError | ConfigError):
+            return Problem(422, "invalid", str(exc.cause))
+        return Problem(500, "model_failed", str(exc))
+    status, kind = _status_of(exc)
+    return Problem(status, kind, str(exc), **_extra(exc))
+
+
 def _status_of(exc: CelerisError) -> tuple[int, str]:
     """HTTP status and error kind of a Celeris error raised while serving a request."""
-    from celeris.serving import engine, registry
+    from celeris.serving import registry
     from celeris.serving.app import Conflict, NotServing, ShadowValidationFailed
     from celeris.serving.batcher import BatcherClosed
+    from celeris.serving.engine import ABNotRunning
 
-    if isinstance(exc, engine.ModelNotFound | registry.ModelNotFound | NotServing):
+    if isinstance(exc, ModelNotFound | NotServing):
         return 404, "not_found"
     if isinstance(exc, ShadowValidationFailed):
         return 409, "shadow_validation_failed"
     if isinstance(exc, registry.ArtifactTampered):
         return 409, "artifact_tampered"
-    if isinstance(exc, registry.RegistryError | engine.ABNotRunning | Conflict):
+    if isinstance(exc, registry.RegistryError | ABNotRunning | Conflict):
         return 409, "conflict"
     if isinstance(exc, BatcherClosed):
         return 503, "unavailable"

@@ -277,7 +277,13 @@ class EngineDeployment:
 
     async def __call__(self, request: Request) -> Response:
         """Answer ``POST /v1/models/{name}/predict`` like ``celeris serve``."""
-        from celeris.serving.http import Problem, encode, parse_options, problem_response
+        from celeris.serving.http import (
+            Problem,
+            encode,
+            parse_options,
+            problem_of,
+            problem_response,
+        )
         from celeris.serving.http import reply_format as fmt_of
 
         status = _status_route(request)
@@ -295,7 +301,7 @@ class EngineDeployment:
                     spec.name, x, priority=priority, timeout_ms=timeout, key=key
                 )
             except CelerisError as exc:
-                raise _problem(exc) from None
+                raise problem_of(exc) from None
         except Problem as problem:
             return problem_response(problem, fmt)
         return encode(
@@ -318,43 +324,6 @@ class _Limits:
     """The one setting :func:`celeris.serving.http.parse_options` reads."""
 
     max_timeout_ms = 60_000.0
-
-
-def _problem(exc: CelerisError) -> Any:
-    """The HTTP answer of an engine error (the mapping of ``celeris serve``)."""
-    import math
-
-    from celeris.serving.batcher import (
-        BatcherClosed,
-        DeadlineExceeded,
-        Overloaded,
-        RequestFailed,
-    )
-    from celeris.serving.engine import ModelNotFound
-    from celeris.serving.http import Problem
-
-    if isinstance(exc, Overloaded):
-        retry = max(exc.retry_after_s, 0.001)
-        return Problem(
-            429,
-            "overloaded",
-            str(exc),
-            headers={"Retry-After": str(max(1, math.ceil(retry)))},
-            retry_after_ms=round(retry * 1e3, 3),
-        )
-    if isinstance(exc, DeadlineExceeded):
-        return Problem(504, "timeout", str(exc))
-    if isinstance(exc, RequestFailed):
-        if isinstance(exc.cause, DataError | ConfigError):
-            return Problem(422, "invalid", str(exc.cause))
-        return Problem(500, "model_failed", str(exc))
-    if isinstance(exc, ModelNotFound):
-        return Problem(404, "not_found", str(exc))
-    if isinstance(exc, BatcherClosed):
-        return Problem(503, "unavailable", str(exc))
-    if isinstance(exc, DataError | ConfigError):
-        return Problem(422, "invalid", str(exc))
-    return Problem(500, "internal", str(exc))
 
 
 # -- running ---------------------------------------------------------------------------------

@@ -49,7 +49,14 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from celeris.errors import CelerisError, ConfigError, DataError, check_choice, did_you_mean
+from celeris.errors import (
+    CelerisError,
+    ConfigError,
+    DataError,
+    ModelNotFound,
+    check_choice,
+    did_you_mean,
+)
 
 if TYPE_CHECKING:
     from celeris.models.predictor import Predictor
@@ -113,10 +120,6 @@ _COLUMNS = "name, version, stage, sha256, metrics_json, created_at, path"
 
 class RegistryError(CelerisError, RuntimeError):
     """The registry cannot do what was asked in its current state (or its database failed)."""
-
-
-class ModelNotFound(RegistryError, LookupError):
-    """No model, version or stage matches a reference."""
 
 
 class ArtifactTampered(RegistryError):
