@@ -461,7 +461,9 @@ def test_burst_over_queue_gets_429_with_retry_after_and_admitted_succeed(tmp_pat
         rows = [{"inputs": [float(i)] * 8} for i in range(40)]
         answers = asyncio.run(_burst(st.url, rows))
         codes = [r.status_code for r in answers]
-        assert set(codes) <= {200, 429} and codes.count(429) >= 10 and codes.count(200) >= 3
+        # At least the queue's 2 are admitted; more only if a slot frees during the burst,
+        # which depends on how fast 40 connections open on a loaded machine.
+        assert set(codes) <= {200, 429} and codes.count(429) >= 10 and codes.count(200) >= 2
         for r in answers:
             if r.status_code == 429:
                 assert int(r.headers["Retry-After"]) >= 1

@@ -282,17 +282,20 @@ def register(app: typer.Typer) -> None:
                 notes.append(f"signal feed at {settings.socket}")
             console.print("; ".join(notes), highlight=False)
 
-        server = build(settings, on_failure=on_failure, on_ready=on_ready)
-        uv = uvicorn_server(server, access_log=access_log)
-        holder["uvicorn"] = uv
-        console.print(
-            f"celeris serve: loading {', '.join(settings.models)} from {settings.registry} "
-            f"({settings.backend}); listening on {url}",
-            highlight=False,
-        )
-        # uvicorn re-raises Ctrl-C after its graceful shutdown: that is a normal stop.
-        with contextlib.suppress(KeyboardInterrupt):
-            uv.run(sockets=[sock])
+        try:  # a model that fails to load must not leak the listening socket
+            server = build(settings, on_failure=on_failure, on_ready=on_ready)
+            uv = uvicorn_server(server, access_log=access_log)
+            holder["uvicorn"] = uv
+            console.print(
+                f"celeris serve: loading {', '.join(settings.models)} from {settings.registry} "
+                f"({settings.backend}); listening on {url}",
+                highlight=False,
+            )
+            # uvicorn re-raises Ctrl-C after its graceful shutdown: that is a normal stop.
+            with contextlib.suppress(KeyboardInterrupt):
+                uv.run(sockets=[sock])
+        finally:
+            sock.close()
         if failure:
             exc = failure[0]
             fail(str(exc) if isinstance(exc, CelerisError) else f"{type(exc).__name__}: {exc}")
