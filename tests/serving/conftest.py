@@ -13,6 +13,10 @@ Fixtures (all documented where they are defined):
   (``--save '' --appendonly no``), killed after the test; ``.kill()`` and ``.start()`` take it
   down and bring it back on the same port mid-test. Skips when ``redis-server`` is missing
   (``make system-deps`` installs it).
+- ``postgres_server`` (session) and ``postgres_url``: a real PostgreSQL cluster made by
+  ``initdb`` in a temporary directory on a free loopback port (trust auth, fsync off), and a
+  fresh empty database per test, dropped afterwards. Skips when PostgreSQL is missing
+  (``make system-deps`` installs it).
 - ``recording_metrics``: a :class:`~celeris.serving.batcher.MetricsSink` that keeps every call
   in lists, for asserting batch sizes, outcomes and cache events.
 
@@ -23,10 +27,14 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import os
+import pwd
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +43,7 @@ import numpy as np
 import pytest
 
 REDIS_START_TIMEOUT_S = 10.0
+POSTGRES_START_TIMEOUT_S = 30.0
 
 
 @pytest.fixture(autouse=True)
@@ -210,6 +219,142 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.kill()
+
+
+# ---------------------------------------------------------------------------- postgresql
+
+
+@dataclasses.dataclass
+class PostgresServer:
+    """A throw-away PostgreSQL cluster (``initdb`` + ``postgres``) on 127.0.0.1:``port``.
+
+    PostgreSQL refuses to run as root, so under root every command runs as the ``postgres``
+    system user (Debian's package creates it) and the data directory is handed to that user.
+    """
+
+    bindir: Path
+    port: int
+    datadir: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def _as_owner(self, argv: list[str]) -> list[str]:
+        return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
+
+    def url(self, database: str = "postgres") -> str:
+        """Return ``postgresql://celeris@127.0.0.1:PORT/DATABASE`` (trust auth, loopback)."""
+        return f"postgresql://celeris@127.0.0.1:{self.port}/{database}"
+
+    def start(self) -> None:
+        """Create the cluster and start the server; return once it accepts connections."""
+        import psycopg
+
+        if os.geteuid() == 0:
+            try:
+                owner = pwd.getpwnam("postgres")
+            except KeyError:
+                raise RuntimeError(
+                    "PostgreSQL cannot run as root and there is no postgres user"
+                ) from None
+            os.chown(self.datadir, owner.pw_uid, owner.pw_gid)
+        subprocess.run(
+            self._as_owner(
+                [str(self.bindir / "initdb"), "-D", str(self.datadir), "-U", "celeris",
+                 "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"]
+            ),
+            check=True, capture_output=True,
+        )  # fmt: skip
+        self.process = subprocess.Popen(
+            self._as_owner(
+                [str(self.bindir / "postgres"), "-D", str(self.datadir), "-p", str(self.port),
+                 "-k", str(self.datadir), "-c", "listen_addresses=127.0.0.1",
+                 "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+            ),
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        deadline = time.monotonic() + POSTGRES_START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                err = self.process.stderr.read().decode() if self.process.stderr else ""
+                raise RuntimeError(f"postgres exited with {self.process.returncode}: {err}")
+            try:
+                psycopg.connect(self.url(), connect_timeout=1).close()
+                return
+            except psycopg.OperationalError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"postgres did not accept connections on port {self.port} in time")
+
+    def create_database(self) -> str:
+        """Create an empty database with a fresh name; return its URL."""
+        import psycopg
+
+        name = f"t_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def drop_database(self, url: str) -> None:
+        """Drop the database of ``url`` (closing connections a test may have left open)."""
+        import psycopg
+
+        name = url.rsplit("/", 1)[1]
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def stop(self) -> None:
+        """Stop the server (fast shutdown) and wait for it to exit."""
+        if self.process is not None and self.process.poll() is None:
+            # pg_ctl's fast mode: ends open sessions instead of waiting for them.
+            stop = [str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", "fast", "stop"]
+            subprocess.run(self._as_owner(stop), capture_output=True, timeout=30)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        if self.process is not None and self.process.stderr is not None:
+            self.process.stderr.close()
+        self.process = None
+
+
+def _postgres_bindir() -> Path | None:
+    """Return the directory of ``initdb`` and ``postgres``: Debian's newest, else on PATH."""
+    debian = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3])
+    )
+    if debian:
+        return debian[-1].parent
+    found = shutil.which("initdb")
+    return Path(found).parent if found else None
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server for the session (per xdist worker), removed afterwards."""
+    pytest.importorskip("psycopg")
+    bindir = _postgres_bindir()
+    if bindir is None:
+        pytest.skip("PostgreSQL is not installed (make system-deps)")
+    # Not under pytest's tmp_path: its parents are private to root, and the server runs as
+    # the postgres user when the tests run as root.
+    datadir = Path(tempfile.mkdtemp(prefix="celeris-pg-"))
+    server = PostgresServer(bindir, free_port(), datadir)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(datadir, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """The URL of a fresh, empty database on the session's PostgreSQL server."""
+    url = postgres_server.create_database()
+    try:
+        yield url
+    finally:
+        postgres_server.drop_database(url)
 
 
 # ---------------------------------------------------------------------------- metrics

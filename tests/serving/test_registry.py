@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -18,6 +20,7 @@ import pytest
 
 from celeris.errors import ConfigError, DataError
 from celeris.serving.registry import (
+    _PG_WRITER_LOCK,
     ArtifactTampered,
     ModelNotFound,
     ModelRegistry,
@@ -55,9 +58,30 @@ def ckpts(tmp_path_factory) -> tuple[Path, Path]:
     return _save_tiny_nhits(base / "a", seed=0), _save_tiny_nhits(base / "b", seed=1)
 
 
-@pytest.fixture
-def reg(tmp_path) -> ModelRegistry:
-    return ModelRegistry(tmp_path / "registry")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def reg(request, tmp_path) -> ModelRegistry:
+    """An empty registry on SQLite (the default) and on a real PostgreSQL server."""
+    if request.param == "sqlite":
+        return ModelRegistry(tmp_path / "registry")
+    url = request.getfixturevalue("postgres_url")
+    return ModelRegistry(tmp_path / "registry", url=url)
+
+
+def _url(reg: ModelRegistry) -> str | None:
+    """The database URL ``reg`` was opened with (None: SQLite in its root)."""
+    return getattr(reg._db, "url", None)
+
+
+def _rows(reg: ModelRegistry, query: str) -> list[tuple]:
+    """Run ``query`` on the registry's database, outside the registry's own code."""
+    url = _url(reg)
+    if url is None:
+        with contextlib.closing(sqlite3.connect(reg.root / "registry.db")) as conn:
+            return conn.execute(query).fetchall()
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        return conn.execute(query).fetchall()
 
 
 def _histories(n: int) -> np.ndarray:
@@ -107,17 +131,19 @@ def test_register_first_version_copies_artifact_and_records_hash(reg, ckpts):
     assert abs((dt.datetime.now(dt.UTC) - created).total_seconds()) < 60
     for f in ckpts[0].iterdir():
         assert (rec.path / f.name).read_bytes() == f.read_bytes()
-    # the registry stores the path relative to root (movable root), and the DB is in WAL mode
-    with sqlite3.connect(reg.root / "registry.db") as conn:
-        assert conn.execute("SELECT path FROM models").fetchone()[0] == "artifacts/btc-nhits/1"
-        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    # the registry stores the path relative to root (movable root); SQLite is in WAL mode
+    assert _rows(reg, "SELECT path FROM models") == [("artifacts/btc-nhits/1",)]
+    if _url(reg) is None:
+        assert _rows(reg, "PRAGMA journal_mode") == [("wal",)]
+    else:
+        assert not (reg.root / "registry.db").exists()
     assert reg.get("btc-nhits@1") == rec
 
 
 def test_register_versions_increment_per_name_and_survive_reopening(reg, ckpts):
     assert [reg.register("m", ckpts[i % 2]).version for i in range(3)] == [1, 2, 3]
     assert reg.register("other", ckpts[0]).version == 1
-    again = ModelRegistry(reg.root)
+    again = ModelRegistry(reg.root, url=_url(reg))
     assert [(r.name, r.version) for r in again.list()] == [
         ("m", 1),
         ("m", 2),
@@ -211,7 +237,7 @@ def test_register_concurrent_processes_get_distinct_versions(reg, ckpts, tmp_pat
         f"""
         import json, os, sys, time
         from celeris.serving.registry import ModelRegistry
-        reg = ModelRegistry({str(reg.root)!r})
+        reg = ModelRegistry({str(reg.root)!r}, url={_url(reg)!r})
         while not os.path.exists({str(go)!r}):
             time.sleep(0.001)
         print(json.dumps([reg.register("m", {str(ckpts[0])!r}).version for _ in range(4)]))
@@ -461,62 +487,36 @@ def test_sqlite_url_places_database_where_told(tmp_path, ckpts):
     assert ModelRegistry(tmp_path / "root", url=f"sqlite:///{db}").get("m@1").version == 1
 
 
-class _FakePsycopg:
-    """Stands in for psycopg 3: records the SQL it is sent and runs it on SQLite.
-
-    No PostgreSQL server is available to the tests; this checks the dialect plumbing (``%s``
-    parameters, the advisory writer lock, the lock timeout, password hiding) end to end.
-    """
-
-    Error = sqlite3.Error
-
-    def __init__(self, db: Path) -> None:
-        self.db = db
-        self.statements: list[str] = []
-        self.urls: list[str] = []
-
-    def connect(self, url: str, autocommit: bool = False):
-        assert autocommit, "the registry issues BEGIN/COMMIT itself"
-        self.urls.append(url)
-        conn = sqlite3.connect(self.db, isolation_level=None)
-        fake = self
-
-        class Conn:
-            def execute(self, query: str, params: tuple = ()):
-                fake.statements.append(query)
-                if query.startswith(("SET lock_timeout", "SELECT pg_advisory_xact_lock")):
-                    return conn.execute("SELECT 1")
-                assert "?" not in query, query
-                return conn.execute(query.replace("%s", "?"), params)
-
-            def close(self) -> None:
-                conn.close()
-
-        return Conn()
+def _with_password(url: str, password: str) -> str:
+    return url.replace("postgresql://celeris@", f"postgresql://celeris:{password}@")
 
 
-def test_postgres_dialect_sends_percent_params_and_takes_writer_lock(tmp_path, ckpts, monkeypatch):
-    fake = _FakePsycopg(tmp_path / "pg.db")
-    monkeypatch.setitem(sys.modules, "psycopg", fake)
-    url = "postgresql://celeris:s3cret@db.internal:5432/models"
+def test_postgres_password_never_shown_in_repr_or_errors(postgres_url, tmp_path, ckpts):
+    # The test server trusts loopback, so any password connects; it must never be printed.
+    url = _with_password(postgres_url, "s3cret")
     reg = ModelRegistry(tmp_path / "root", url=url)
-    assert "s3cret" not in repr(reg) and "celeris:***@db.internal" in repr(reg)
-    for v in (1, 2):
-        reg.register("m", ckpts[0])
-        reg.promote("m", v)
-    assert reg.rollback("m").version == 1
-    assert reg.get("m").version == 1 and fake.urls == [url] * len(fake.urls)
-    assert fake.statements[:3] == [
-        "SET lock_timeout = 30000",
-        "BEGIN",
-        "SELECT pg_advisory_xact_lock(7162249965369651969)",
-    ]
-    allocations = [i for i, q in enumerate(fake.statements) if "MAX(version)" in q]
-    assert len(allocations) == 2
-    for i in allocations:  # versions are allocated under the writer lock
-        assert fake.statements[i - 1].startswith("SELECT pg_advisory_xact_lock")
-    assert any("WHERE name = %s AND version = %s" in q for q in fake.statements)
+    assert "s3cret" not in repr(reg) and "celeris:***@127.0.0.1" in repr(reg)
+    assert reg.register("m", ckpts[0]).version == 1
     assert not (tmp_path / "root" / "registry.db").exists()
+    dead = re.sub(r":\d+/", ":9/", url)  # nothing listens on port 9
+    with pytest.raises(RegistryError, match=r"cannot open the registry database") as info:
+        ModelRegistry(tmp_path / "root", url=dead)
+    assert "s3cret" not in str(info.value) and "***" in str(info.value)
+
+
+def test_postgres_writer_waits_for_the_writer_lock_then_times_out(postgres_url, tmp_path, ckpts):
+    import psycopg
+
+    reg = ModelRegistry(tmp_path / "root", url=postgres_url, busy_timeout_s=0.3)
+    reg.register("m", ckpts[0])
+    with psycopg.connect(postgres_url) as holder:  # another writer's open transaction
+        holder.execute("SELECT pg_advisory_xact_lock(%s)", (_PG_WRITER_LOCK,))
+        assert reg.get("m@1").version == 1  # readers are not blocked
+        with pytest.raises(RegistryError, match="lock timeout"):
+            reg.register("m", ckpts[1])
+    assert reg.register("m", ckpts[1]).version == 2  # the lock is released at COMMIT/ROLLBACK
+    assert [r.version for r in reg.list("m")] == [1, 2]
+    assert sorted(p.name for p in (reg.root / "artifacts" / "m").iterdir()) == ["1", "2"]
 
 
 def test_registry_url_unknown_scheme_or_missing_driver_raises(tmp_path):
