@@ -276,11 +276,14 @@ def engine_overhead(registry: Path, n: int, rounds: int = 3) -> dict[Any, Any]:
     cache) with ``n`` one-history requests from ``concurrency`` tasks, records the batch sizes
     it formed, then times the bare ``Predictor.predict`` on each of those sizes; the round with
     the median overhead is reported. ``"no_model"`` is the engine's own path at c=1 (a
-    predictor that returns zeros).
+    predictor that returns zeros). The heap is frozen first, as ``celeris serve`` does once its
+    models are loaded (:func:`celeris.serving.app.freeze_heap`): otherwise a full collection of
+    this process's ~200,000 start-up objects (~80 ms) lands in the engine's wall time and not in
+    the bare forward's median.
     """
     import uvloop
 
-    from celeris.serving.app import synthetic_histories
+    from celeris.serving.app import freeze_heap, synthetic_histories
     from celeris.serving.batcher import BatcherConfig
     from celeris.serving.engine import Engine
     from celeris.serving.registry import ModelRegistry
@@ -289,6 +292,7 @@ def engine_overhead(registry: Path, n: int, rounds: int = 3) -> dict[Any, Any]:
         f"{MODEL}@production", backend="onnx", threads=1, max_batch=256
     )
     xs = synthetic_histories(predictor, 256, seed=3)  # [256, L, C]
+    freeze_heap()
 
     def bare(size: int, repeats: int) -> float:
         x = xs[:size]

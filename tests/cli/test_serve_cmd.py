@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -310,6 +311,7 @@ def test_serve_process_gets_ready_serves_and_obeys_models_commands(serving):
     assert code == 0
     assert f"serving btc@1 at {serving.url}" in stdout and "ready in" in stdout
     assert "admin API enabled" in stdout
+    assert re.search(r"[\d,]{6,} start-up objects frozen out of the GC", stdout), stdout
 
 
 def test_serve_refuses_tampered_artifact_and_exits_2(onnx_registry, tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import shutil
 import threading
 import time
@@ -398,6 +399,22 @@ def test_readyz_reports_failed_load_of_tampered_artifact(registry_root):
     assert r.status_code == 503 and h.status_code == 200
     assert body["status"] == "failed" and "does not match the registry" in body["error"]
     assert len(failures) == 1
+
+
+def test_freeze_heap_is_opt_in_and_done_before_ready(registry_root, served):
+    assert served.server is not None and served.server.manager.frozen_objects == 0  # default
+    gc.unfreeze()
+    server = build(_settings(registry_root), freeze_heap=True)
+    try:
+        with ServerThread(server) as st:
+            # frozen_objects is set before the status turns ready, so it shows at first sight
+            assert st.wait_ready()["ready"]
+            # torch, FastAPI and the loaded model: tens of thousands of long-lived objects
+            assert server.manager.frozen_objects > 10_000 and gc.get_freeze_count() > 10_000
+            r = httpx.post(st.url + "/v1/models/btc/predict", json={"inputs": [[1.0] * C] * L})
+            assert r.status_code == 200
+    finally:
+        gc.unfreeze()  # the test process is not a server: give its objects back to the GC
 
 
 # -- back-pressure, deadlines, isolation -------------------------------------------------------

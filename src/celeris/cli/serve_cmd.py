@@ -277,13 +277,14 @@ def register(app: typer.Typer) -> None:
             notes = [
                 f"admin API {'enabled' if settings.admin_enabled else 'disabled (set CELERIS_ADMIN_TOKEN)'}",
                 f"metrics at {url}/metrics",
+                f"{manager.frozen_objects:,} start-up objects frozen out of the GC",
             ]
             if settings.socket is not None:
                 notes.append(f"signal feed at {settings.socket}")
             console.print("; ".join(notes), highlight=False)
 
         try:  # a model that fails to load must not leak the listening socket
-            server = build(settings, on_failure=on_failure, on_ready=on_ready)
+            server = build(settings, on_failure=on_failure, on_ready=on_ready, freeze_heap=True)
             uv = uvicorn_server(server, access_log=access_log)
             holder["uvicorn"] = uv
             console.print(
