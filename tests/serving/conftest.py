@@ -319,9 +319,11 @@ class PostgresServer:
 
 def _postgres_bindir() -> Path | None:
     """Return the directory of ``initdb`` and ``postgres``: Debian's newest, else on PATH."""
-    debian = sorted(
-        Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3])
-    )
+
+    def version(initdb: Path) -> tuple[int, ...]:  # /usr/lib/postgresql/15/bin/initdb, 9.6...
+        return tuple(int(part) for part in initdb.parts[-3].split(".") if part.isdigit())
+
+    debian = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=version)
     if debian:
         return debian[-1].parent
     found = shutil.which("initdb")
