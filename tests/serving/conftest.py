@@ -138,6 +138,24 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _wait_until_up(
+    process: subprocess.Popen[bytes], name: str, up: Callable[[], bool], timeout_s: float
+) -> bool:
+    """Poll ``up()`` until it is true (True) or ``timeout_s`` passes (False).
+
+    Raises RuntimeError with the server's stderr if the process exits first.
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            err = process.stderr.read().decode() if process.stderr else ""
+            raise RuntimeError(f"{name} exited with {process.returncode}: {err}")
+        if up():
+            return True
+        time.sleep(0.01)
+    return False
+
+
 @dataclasses.dataclass
 class RedisServer:
     """A ``redis-server`` process on 127.0.0.1:``port`` that a test can kill and restart."""
@@ -170,16 +188,9 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )  # fmt: skip
-        deadline = time.monotonic() + REDIS_START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                err = self.process.stderr.read().decode() if self.process.stderr else ""
-                raise RuntimeError(f"redis-server exited with {self.process.returncode}: {err}")
-            if self.ping():
-                return
-            time.sleep(0.01)
-        self.kill()
-        raise RuntimeError(f"redis-server did not answer on port {self.port} in time")
+        if not _wait_until_up(self.process, "redis-server", self.ping, REDIS_START_TIMEOUT_S):
+            self.kill()
+            raise RuntimeError(f"redis-server did not answer on port {self.port} in time")
 
     def ping(self) -> bool:
         """Return whether the server answers ``PING``."""
@@ -271,18 +282,17 @@ class PostgresServer:
             ),
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )  # fmt: skip
-        deadline = time.monotonic() + POSTGRES_START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                err = self.process.stderr.read().decode() if self.process.stderr else ""
-                raise RuntimeError(f"postgres exited with {self.process.returncode}: {err}")
+
+        def accepts() -> bool:
             try:
                 psycopg.connect(self.url(), connect_timeout=1).close()
-                return
+                return True
             except psycopg.OperationalError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"postgres did not accept connections on port {self.port} in time")
+                return False
+
+        if not _wait_until_up(self.process, "postgres", accepts, POSTGRES_START_TIMEOUT_S):
+            self.stop()
+            raise RuntimeError(f"postgres did not accept connections on port {self.port} in time")
 
     def create_database(self) -> str:
         """Create an empty database with a fresh name; return its URL."""

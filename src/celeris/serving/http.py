@@ -684,18 +684,15 @@ class _API:
         self, name: str, x: np.ndarray, priority: str, timeout: float | None, key: str | None
     ) -> Any:
         """Run the engine; map its errors to HTTP problems."""
-        from celeris.serving.batcher import RequestFailed
-
         try:
             return await self.engine.predict(
                 name, x, priority=priority, timeout_ms=timeout, key=key
             )
         except CelerisError as exc:
-            if isinstance(exc, RequestFailed) and not isinstance(
-                exc.cause, DataError | ConfigError
-            ):
+            problem = problem_of(exc)
+            if problem.error == "model_failed":
                 log.error("model %s failed on a request: %s", name, exc)
-            raise problem_of(exc) from None
+            raise problem from None
         except Exception as exc:  # a bug must answer this request, not break the connection
             log.exception("predict %s failed unexpectedly", name)
             if self.metrics is not None:
