@@ -57,7 +57,7 @@ def _checkpoint(directory: Path, seed: int) -> Path:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A ready Celeris server on 127.0.0.1 serving btc and eth (torch backend, no cache)."""
+    """A ready Celeris server on 127.0.0.1 serving btc and eth (torch backend, its cache on)."""
     from celeris.serving.app import bind, build, uvicorn_server
     from celeris.serving.config import load_serve_settings
     from celeris.serving.registry import ModelRegistry
@@ -69,7 +69,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     reg.register("eth", _checkpoint(base / "b", 1), stage="production")
     settings = load_serve_settings(
         models=("btc@production", "eth@production"), registry=base / "registry",
-        backend="torch", cache_items=0, registry_poll_s=0, log_level="warning",
+        backend="torch", cache_items=10_000, registry_poll_s=0, log_level="warning",
     )  # fmt: skip
     uv = uvicorn_server(build(settings))
     sock = bind("127.0.0.1", 0)
@@ -208,3 +208,49 @@ def test_bench_unknown_model_named_with_hint(server: str) -> None:
     assert out.exit_code == 2
     assert "does not serve a model named 'bct' (did you mean 'btc'?)" in out.output
     assert "served: btc, eth" in out.output
+
+
+def _cache(*args: str) -> dict[str, Any]:
+    out = invoke(*args, "--json", *LOOSE)
+    assert out.exit_code == 0, out.output
+    run = json.loads(out.stdout)["run"]
+    assert run["ok"] == run["sent"], run
+    return dict(run["cache"])
+
+
+def test_bench_load_default_bodies_never_answered_from_server_cache(server: str) -> None:
+    # the help's claim: by default every request is unique, so the cache never answers,
+    # and a second run does not meet the first run's answers either
+    assert "every request is unique by default" in invoke("--help").stdout
+    for _ in range(2):
+        cache = _cache("load", "--url", server, "--model", "btc", "-c", "4", "-n", "120")
+        assert cache == {"lookups": 120, "hits": 0, "hit_ratio": 0.0, "note": ""}
+    rows = _cache("load", "--url", server, "--model", "eth", "-c", "2", "-n", "30", "--rows", "3",
+                  "--format", "msgpack")  # fmt: skip
+    assert (rows["lookups"], rows["hits"]) == (90, 0)
+
+
+def test_bench_load_distinct_bodies_answered_from_server_cache(server: str) -> None:
+    # 4 fixed bodies: the 4 warm-up requests compute them, every measured one is a hit
+    cache = _cache("load", "--url", server, "--model", "btc", "-c", "4", "-n", "80",
+                   "--distinct", "4")  # fmt: skip
+    assert cache == {"lookups": 80, "hits": 80, "hit_ratio": 1.0, "note": ""}
+
+
+def test_bench_stress_steps_never_repeat_earlier_steps_bodies(server: str) -> None:
+    out = invoke("stress", "--url", server, "--model", "btc", "--steps", "1,2,4", "-n", "25",
+                 "--json", *LOOSE)  # fmt: skip
+    assert out.exit_code == 0, out.output
+    steps = json.loads(out.stdout)["steps"]
+    assert [(s["cache"]["lookups"], s["cache"]["hits"]) for s in steps] == [(25, 0)] * 3
+
+
+def test_bench_table_shows_cache_hit_ratio_and_why_missing(server: str) -> None:
+    out = invoke("latency", "--url", server, "--model", "btc", "-n", "10", "--distinct", "1",
+                 *LOOSE)  # fmt: skip
+    assert out.exit_code == 0, out.output
+    assert "cache hits" in out.stdout and "100.0%" in out.stdout
+    # GET /healthz: no cache look-ups, and the table says why there is no ratio
+    out = invoke("latency", "--url", f"{server}/healthz", "-n", "5", *LOOSE)
+    assert out.exit_code == 0, out.output
+    assert "off" in out.stdout and "no cache look-ups" in out.stdout

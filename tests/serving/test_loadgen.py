@@ -470,6 +470,84 @@ def test_predict_bodies_json_and_msgpack_shapes() -> None:
             lg.predict_bodies(16, 3, **bad)
 
 
+def _sent_bodies(target: Target, n: int) -> list[bytes]:
+    source = target.request_source()
+    return [source().split(b"\r\n\r\n", 1)[1] for _ in range(n)]
+
+
+@pytest.mark.parametrize("fmt", ["json", "msgpack"])
+def test_predict_target_default_every_history_of_every_request_unique(fmt: str) -> None:
+    url = "http://127.0.0.1:9/v1/models/m/predict"
+    target = lg.predict_target(url, 8, 3, rows=2, fmt=fmt, priority="low", seed=3)
+    bodies = _sent_bodies(target, 300)
+    if fmt == "json":
+        docs = [json.loads(b) for b in bodies]
+        xs = np.asarray([d["inputs"] for d in docs], dtype=np.float32)  # the server's dtype
+        assert {d["priority"] for d in docs} == {"low"}
+    else:
+        docs = [msgpack.unpackb(b) for b in bodies]
+        xs = np.stack(
+            [np.frombuffer(d["inputs"]["data"], "<f4").reshape(d["inputs"]["shape"]) for d in docs]
+        )
+        assert {d["priority"] for d in docs} == {"low"}
+    assert xs.shape == (300, 2, 8, 3)
+    histories = {h.tobytes() for h in xs.reshape(600, 8, 3)}
+    assert len(histories) == 600  # no history repeats, within or across requests
+    assert np.abs(xs - xs[0]).max() < 0.01  # the stamps barely move the values
+    # a later run of the same target continues the counter instead of starting over
+    later = _sent_bodies(target, 1)[0]
+    assert later not in bodies and target.unique_left == target.stamps.capacity - 301
+
+
+def test_predict_target_distinct_cycles_fixed_bodies() -> None:
+    target = lg.predict_target("http://127.0.0.1:9/x", 8, 1, distinct=3, seed=0)
+    bodies = _sent_bodies(target, 7)
+    assert target.stamps is None and len(set(bodies)) == 3 and bodies[:3] == bodies[3:6]
+
+
+def test_stamps_used_up_refused_before_sending(srv: _Server) -> None:
+    body = b'{"inputs": [1.00]}'
+    target = Target(f"{srv.url}/ok", (body,), stamps=lg.Stamps((((len(body) - 4,),),), 100))
+    assert target.unique_left == 100
+    assert len(set(_sent_bodies(target, 100))) == 100
+    with pytest.raises(ConfigError, match="0 more unique requests"):
+        lg.load(target, max_requests=1)
+    with pytest.raises(lg.LoadgenError, match="used up"):
+        target.request_source()()
+    with pytest.raises(ConfigError, match="outside its body"):
+        Target(f"{srv.url}/ok", (body,), stamps=lg.Stamps((((len(body) - 1,),),), 100))
+
+
+def test_parse_cache_counters_sums_tiers_and_results() -> None:
+    text = (
+        "# HELP celeris_cache_events_total Cache look-ups\n"
+        "# TYPE celeris_cache_events_total counter\n"
+        'celeris_cache_events_total{result="hit",tier="memory"} 7.0\n'
+        'celeris_cache_events_total{result="miss",tier="memory"} 3.0\n'
+        'celeris_cache_events_total{result="hit",tier="redis"} 2.0\n'
+        'celeris_cache_events_created{result="hit",tier="memory"} 1.7e9\n'
+    )
+    assert lg.parse_cache_counters(text) == {
+        ("memory", "hit"): 7.0, ("memory", "miss"): 3.0, ("redis", "hit"): 2.0,
+    }  # fmt: skip
+    assert lg.parse_cache_counters("# TYPE celeris_cache_events_total counter\n") == {}
+    assert lg.parse_cache_counters("up 1\n") is None
+    before = {("memory", "hit"): 7.0, ("memory", "miss"): 3.0}
+    after = {("memory", "hit"): 10.0, ("memory", "miss"): 8.0, ("redis", "hit"): 1.0}
+    stats = lg._cache_delta(before, after)  # type: ignore[attr-defined]
+    assert (stats.lookups, stats.hits, stats.hit_ratio, stats.text()) == (8, 4, 0.5, "50.0%")
+    off = lg._cache_delta(before, before)  # type: ignore[attr-defined]
+    assert (off.hit_ratio, off.text()) == (None, "off") and "cache is off" in off.note
+
+
+def test_load_metrics_url_without_celeris_metrics_reported_unavailable(srv: _Server) -> None:
+    target = Target(f"{srv.url}/ok", metrics_url=f"{srv.url}/nothing-here")
+    r = lg.load(target, concurrency=2, max_requests=10)
+    assert r.cache is not None and r.cache.text() == "n/a" and "HTTP 404" in r.cache.note
+    assert r.to_dict()["cache"]["hit_ratio"] is None
+    assert lg.load(Target(f"{srv.url}/ok"), max_requests=2).cache is None
+
+
 def test_report_dict_json_round_trip(srv: _Server) -> None:
     r = lg.load(Target(f"{srv.url}/ok"), concurrency=2, max_requests=25, server_pid=os.getpid())
     doc = json.loads(json.dumps(lg.report_dict(r, sla=SLA(), latencies=True)))

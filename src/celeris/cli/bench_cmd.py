@@ -27,7 +27,7 @@ Targets must be loopback (127.0.0.0/8, ::1, localhost). Every run is bounded by 
 
 [bold]Examples[/]
 
-  celeris serve --model btc@production --cache-items 0 &
+  celeris serve --model btc@production &
 
   celeris bench latency --url http://127.0.0.1:8000 --model btc
 
@@ -39,7 +39,9 @@ Targets must be loopback (127.0.0.0/8, ::1, localhost). Every run is bounded by 
 
   celeris bench load --url http://127.0.0.1:8000/v1/models/btc/predict --body-file req.json --json --png latency.png
 
-SLA defaults: p50 <= 50 ms, p95 <= 80 ms, p99 <= 100 ms, >= 200 req/s, <= 1% errors (0 turns a target off). Start the server with --cache-items 0 to measure the model rather than the cache.
+SLA defaults: p50 <= 50 ms, p95 <= 80 ms, p99 <= 100 ms, >= 200 req/s, <= 1% errors (0 turns a target off).
+
+With --model every request is unique by default (a request counter is written into the last values of each history), so the server's response cache never answers and the numbers measure the model; --distinct N cycles through N fixed bodies instead, which measures the cache. Every result shows the server's cache-hit ratio over the measured requests, read from its /metrics before and after ("off": the server's cache is off; "n/a": no Celeris /metrics there).
 """
 
 UrlOpt = Annotated[
@@ -80,7 +82,12 @@ FeaturesOpt = Annotated[
 ]
 RowsOpt = Annotated[int, typer.Option(help="Histories per request (assets in one call).")]
 DistinctOpt = Annotated[
-    int, typer.Option(help="Different bodies to cycle through (defeats a response cache).")
+    int | None,
+    typer.Option(
+        help="Cycle through N fixed bodies (a server's cache then answers all but the first N: "
+        "measures the cache). Default: every request's body unique (measures the model).",
+        show_default=False,
+    ),
 ]
 FormatOpt = Annotated[
     str, typer.Option("--format", help="Body format: json | msgpack (binary float32 array).")
@@ -127,7 +134,7 @@ _BODY: OptionSpec = (
     ("input_size", InputSizeOpt, None),
     ("n_features", FeaturesOpt, None),
     ("rows", RowsOpt, 1),
-    ("distinct", DistinctOpt, 64),
+    ("distinct", DistinctOpt, None),
     ("fmt", FormatOpt, "json"),
     ("priority", PriorityOpt, None),
 )
@@ -170,21 +177,28 @@ def _target(
     input_size: int | None,
     n_features: int | None,
     rows: int,
-    distinct: int,
+    distinct: int | None,
     fmt: str,
     priority: str | None,
     label: str = "",
-    seed: int = 0,
+    seed: int | None = None,
 ) -> Any:
-    """Build the request target of the options (loopback check included)."""
+    """Build the request target of the options (loopback check included).
+
+    Every target reads the server's cache counters from ``/metrics`` of its host and port.
+    """
     import urllib.parse
 
-    from celeris.serving.loadgen import Target, check_loopback, model_shape, predict_bodies
+    from celeris.serving.loadgen import Target, check_loopback, model_shape, predict_target
 
     check_loopback(url)
+    parts = urllib.parse.urlsplit(url)
+    metrics_url = urllib.parse.urlunsplit((parts.scheme, parts.netloc, "/metrics", "", ""))
     if body_file is not None:
         if model is not None:
             raise ConfigError("give --body-file or --model, not both")
+        if distinct is not None:
+            raise ConfigError("--distinct makes bodies for --model; --body-file sends one body")
         try:
             body = body_file.read_bytes()
         except OSError as exc:
@@ -193,21 +207,21 @@ def _target(
             raise ConfigError(f"--body-file {body_file} is empty")
         is_msgpack = body_file.suffix.lower() in (".msgpack", ".mpk", ".msgp")
         ctype = "application/msgpack" if is_msgpack else "application/json"
-        return Target(url, (body,), ctype, label)
+        return Target(url, (body,), ctype, label, metrics_url=metrics_url)
     if model is None:
-        return Target(url, (), label=label)
+        return Target(url, (), label=label, metrics_url=metrics_url)
     if (input_size is None) != (n_features is None):
         raise ConfigError(
             "give both --input-size and --n-features, or neither (asked from the server)"
         )
     if input_size is None or n_features is None:
         input_size, n_features = model_shape(url, model)
-    parts = urllib.parse.urlsplit(url)
     if parts.path in ("", "/"):
         url = urllib.parse.urlunsplit(
             (parts.scheme, parts.netloc, f"/v1/models/{model}/predict", "", "")
         )
-    bodies, ctype = predict_bodies(
+    return predict_target(
+        url,
         input_size,
         n_features,
         rows=rows,
@@ -215,8 +229,9 @@ def _target(
         fmt=fmt,
         priority=priority,
         seed=seed,
+        label=label or model,
+        metrics_url=metrics_url,
     )
-    return Target(url, bodies, ctype, label or model)
 
 
 def _emit(result: Any, sla: Any, report: Options) -> None:
@@ -371,9 +386,10 @@ def register(app: typer.Typer) -> None:
                 return
             mark = "[green]pass[/]" if verdict.passed else "[bold red]FAIL[/]"
             p = result.percentiles_ms()
+            cache = "-" if result.cache is None else result.cache.text()
             err_console.print(
                 f"  concurrency {result.concurrency:>4}: {result.throughput:,.0f} req/s, p99 "
-                f"{p['p99']:.2f} ms, {result.failed} errors - {mark}",
+                f"{p['p99']:.2f} ms, {result.failed} errors, cache hits {cache} - {mark}",
                 highlight=False,
             )
 

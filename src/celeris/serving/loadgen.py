@@ -24,6 +24,16 @@ What is measured
     server's CPU time over the run (the process and all its descendants, from psutil) gives
     requests per server CPU-second; processes that exit during the run are not counted.
 
+Measuring the model, not the cache
+    A Celeris server caches answers per input window, so a body sent twice is answered the
+    second time from memory. A :class:`Target` with :class:`Stamps` (what :func:`predict_target`
+    builds by default) writes a request counter into the last values of every history of every
+    request, so no two requests of a run - or of later runs of the same target - repeat a
+    window. Given ``metrics_url`` (the CLI always gives ``/metrics`` of the target's server),
+    the server's ``celeris_cache_events_total`` counters are read right before and right after
+    the measured requests and the run reports the share of looked-up rows answered from a cache
+    (:class:`CacheStats`); other traffic to the server in that time counts too.
+
 Why a hand-written HTTP/1.1 client
     On the 2-core development machine ``httpx.AsyncClient`` spent ~700 us of client CPU per
     request (p50 ~0.8-1.0 ms against a trivial server) and a raw :class:`asyncio.Protocol`
@@ -64,6 +74,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "SLA",
+    "CacheStats",
     "CompareResult",
     "LoadConfig",
     "LoadgenError",
@@ -71,6 +82,7 @@ __all__ = [
     "RunResult",
     "SLACheck",
     "SLAVerdict",
+    "Stamps",
     "StressResult",
     "Target",
     "check_loopback",
@@ -78,8 +90,10 @@ __all__ = [
     "latency",
     "load",
     "model_shape",
+    "parse_cache_counters",
     "plot_latency",
     "predict_bodies",
+    "predict_target",
     "render_compare",
     "render_stress",
     "render_table",
@@ -164,6 +178,55 @@ def _is_loopback(host: str) -> bool:
     return ip.is_loopback
 
 
+class _Sequence:
+    """A counter shared by every run of one target (so a later run never repeats a stamp)."""
+
+    def __init__(self) -> None:
+        self.value = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Stamps:
+    """Where a request counter is written into each body so that no two requests repeat.
+
+    A Celeris server caches answers per history (the input window), so the counter goes into
+    every history of a body: request ``k`` writes ``k`` in base ``radix`` over each history's
+    sites, least significant digit first.
+
+    Parameters
+    ----------
+    offsets
+        Per body, per history, the byte offsets (in the body) of that history's sites.
+    radix
+        100: each site is two ASCII digits (the last two decimals of a JSON number, a change
+        of at most 0.0099); 256: each site is one byte (the low mantissa byte of a
+        little-endian float32, a relative change below 2**-15).
+    """
+
+    offsets: tuple[tuple[tuple[int, ...], ...], ...]
+    radix: int
+
+    def __post_init__(self) -> None:
+        if self.radix not in (100, 256):
+            raise ConfigError(
+                f"radix must be 100 (two ASCII digits) or 256 (a byte), got {self.radix!r}"
+            )
+        if not self.offsets or not all(rows and all(rows) for rows in self.offsets):
+            raise ConfigError("stamps need at least one site per history of every body")
+
+    @property
+    def capacity(self) -> int:
+        """Distinct stamps: ``radix ** sites`` of the history with the fewest sites."""
+        sites = min(len(row) for rows in self.offsets for row in rows)
+        return int(self.radix**sites)
+
+    def digits(self) -> list[bytes]:
+        """The bytes written for each digit value."""
+        if self.radix == 100:
+            return [f"{d:02d}".encode() for d in range(100)]
+        return [bytes((d,)) for d in range(256)]
+
+
 @dataclasses.dataclass(frozen=True)
 class Target:
     """What to send: a loopback URL and the request bodies to cycle through.
@@ -173,18 +236,28 @@ class Target:
     url
         ``http://127.0.0.1:PORT/path`` (loopback only, checked here).
     bodies
-        Request bodies, sent in turn (several distinct bodies keep a server's cache from
-        answering everything); none: ``GET`` requests.
+        Request bodies, sent in turn; none: ``GET`` requests. A server with a response cache
+        answers a repeated body from the cache: give ``stamps`` to make every request unique.
     content_type
         ``Content-Type`` of the bodies.
     label
         Name of the target in reports (default: the URL).
+    stamps
+        Where to write a request counter into each body (see :class:`Stamps`); ``None``: the
+        bodies are sent as they are.
+    metrics_url
+        The server's Prometheus endpoint (``http://127.0.0.1:PORT/metrics``, loopback): its
+        cache counters are read before and after the measured requests and the run reports
+        the cache-hit ratio (:class:`CacheStats`). ``None``: not read.
     """
 
     url: str
     bodies: tuple[bytes, ...] = ()
     content_type: str = "application/json"
     label: str = ""
+    stamps: Stamps | None = None
+    metrics_url: str | None = None
+    _sequence: _Sequence = dataclasses.field(default_factory=_Sequence, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         check_loopback(self.url)
@@ -192,6 +265,18 @@ class Target:
             isinstance(b, bytes | bytearray) for b in self.bodies
         ):
             raise ConfigError("bodies must be a tuple of bytes")
+        if self.stamps is not None:
+            if len(self.stamps.offsets) != len(self.bodies):
+                raise ConfigError(
+                    f"stamps give sites for {len(self.stamps.offsets)} bodies, the target has "
+                    f"{len(self.bodies)}"
+                )
+            width = 2 if self.stamps.radix == 100 else 1
+            for body, rows in zip(self.bodies, self.stamps.offsets, strict=True):
+                if any(not 0 <= o <= len(body) - width for row in rows for o in row):
+                    raise ConfigError("a stamp site lies outside its body")
+        if self.metrics_url is not None:
+            check_loopback(self.metrics_url)
         if not self.label:
             object.__setattr__(self, "label", self.url)
 
@@ -199,6 +284,13 @@ class Target:
     def method(self) -> str:
         """``POST`` with bodies, else ``GET``."""
         return "POST" if self.bodies else "GET"
+
+    @property
+    def unique_left(self) -> int | None:
+        """Requests this target can still make unique (``None``: no stamps)."""
+        if self.stamps is None:
+            return None
+        return self.stamps.capacity - self._sequence.value
 
     def raw_requests(self) -> list[bytes]:
         """Return the complete HTTP/1.1 request bytes, one per body (one GET without bodies)."""
@@ -214,6 +306,51 @@ class Target:
             + bytes(body)
             for body in self.bodies
         ]
+
+    def request_source(self) -> Callable[[], bytes]:
+        """Return a function that gives the next request's bytes (stamped when asked).
+
+        Without stamps the bodies are cycled; with stamps every call writes the next value of
+        the target's counter into the body, so no request repeats another of any run of this
+        target.
+        """
+        raws = self.raw_requests()
+        n = len(raws)
+        seq = self._sequence
+        if self.stamps is None:
+
+            def cycle() -> bytes:
+                k = seq.value
+                seq.value = k + 1
+                return raws[k % n]
+
+            return cycle
+        radix = self.stamps.radix
+        digits = self.stamps.digits()
+        width = len(digits[0])
+        capacity = self.stamps.capacity
+        sites = [
+            [tuple(len(raw) - len(body) + o for o in row) for row in rows]
+            for raw, body, rows in zip(raws, self.bodies, self.stamps.offsets, strict=True)
+        ]
+
+        def stamped() -> bytes:
+            k = seq.value
+            if k >= capacity:
+                raise LoadgenError(
+                    f"every request unique: the {capacity:,} stamps of this target are used up"
+                )
+            seq.value = k + 1
+            i = k % n
+            buf = bytearray(raws[i])
+            for row in sites[i]:
+                q = k
+                for o in row:
+                    q, d = divmod(q, radix)
+                    buf[o : o + width] = digits[d]
+            return bytes(buf)
+
+        return stamped
 
 
 def model_shape(base_url: str, model: str, *, timeout_s: float = 10.0) -> tuple[int, int]:
@@ -246,22 +383,10 @@ def model_shape(base_url: str, model: str, *, timeout_s: float = 10.0) -> tuple[
     )
 
 
-def predict_bodies(
-    input_size: int,
-    n_features: int,
-    *,
-    rows: int = 1,
-    distinct: int = 1,
-    fmt: str = "json",
-    priority: str | None = None,
-    seed: int = 0,
-) -> tuple[tuple[bytes, ...], str]:
-    """Return ``(bodies, content_type)`` of ``POST /v1/models/{name}/predict`` requests.
-
-    Each body holds ``rows`` random-walk histories ``[rows, input_size, n_features]`` around 100
-    (4 decimals in JSON); ``fmt="msgpack"`` sends them as a binary float32 array, which the
-    server reads without parsing numbers. ``distinct`` different bodies are made.
-    """
+def _random_walks(
+    input_size: int, n_features: int, rows: int, distinct: int, fmt: str, seed: int | None
+) -> list[np.ndarray]:
+    """Return ``distinct`` arrays ``[rows, input_size, n_features]`` of random walks near 100."""
     for name, value, top in (
         ("input_size", input_size, 1_000_000),
         ("n_features", n_features, 100_000),
@@ -273,10 +398,33 @@ def predict_bodies(
     if fmt not in ("json", "msgpack"):
         raise ConfigError(f"fmt must be 'json' or 'msgpack', got {fmt!r}")
     rng = np.random.default_rng(seed)
-    bodies = []
+    out = []
     for _ in range(distinct):
         steps = rng.standard_normal((rows, input_size, n_features)) * 0.5
-        x = np.round(100.0 + steps.cumsum(axis=1), 4)  # [rows, L, C]
+        out.append(np.round(100.0 + steps.cumsum(axis=1), 4))  # [rows, L, C]
+    return out
+
+
+def predict_bodies(
+    input_size: int,
+    n_features: int,
+    *,
+    rows: int = 1,
+    distinct: int = 1,
+    fmt: str = "json",
+    priority: str | None = None,
+    seed: int | None = 0,
+) -> tuple[tuple[bytes, ...], str]:
+    """Return ``(bodies, content_type)`` of ``POST /v1/models/{name}/predict`` requests.
+
+    Each body holds ``rows`` random-walk histories ``[rows, input_size, n_features]`` around 100
+    (4 decimals in JSON); ``fmt="msgpack"`` sends them as a binary float32 array, which the
+    server reads without parsing numbers. ``distinct`` different bodies are made: a server with
+    a response cache answers a repeated one from the cache (see :func:`predict_target` for
+    bodies that never repeat).
+    """
+    bodies = []
+    for x in _random_walks(input_size, n_features, rows, distinct, fmt, seed):
         doc: dict[str, Any]
         if fmt == "json":
             import orjson
@@ -295,6 +443,117 @@ def predict_bodies(
             bodies.append(msgpack.packb(doc))
     content_type = "application/json" if fmt == "json" else "application/msgpack"
     return tuple(bodies), content_type
+
+
+# Sites per history: 100**5 (JSON) or 256**5 (msgpack) stamps, far above MAX_REQUESTS.
+STAMP_SITES = 5
+# JSON stamps change the 3rd-4th decimals, which float32 (what the server computes in) tells
+# apart only below 2**10; sites are chosen among values under this magnitude.
+_JSON_STAMP_MAX = 1000.0
+
+
+def _stamped_json(x: np.ndarray, priority: str | None) -> tuple[bytes, tuple[tuple[int, ...], ...]]:
+    """Return a JSON predict body of ``x [rows, L, C]`` (4 decimals) and its stamp sites."""
+    rows, length, width = x.shape
+    parts: list[str] = ['{"inputs":[']
+    pos = len(parts[0])
+    offsets = []
+    for r in range(rows):
+        flat = x[r].ravel()
+        small = np.flatnonzero(np.abs(flat) < _JSON_STAMP_MAX)[::-1][:STAMP_SITES]
+        if small.size == 0:
+            raise ConfigError("cannot stamp a history whose values are all 1000 or more")
+        chosen = set(small.tolist())
+        row_sites = []
+        head = ("," if r else "") + "["
+        parts.append(head)
+        pos += len(head)
+        for i in range(length):
+            bar = ("," if i else "") + "["
+            parts.append(bar)
+            pos += len(bar)
+            for j in range(width):
+                if j:
+                    parts.append(",")
+                    pos += 1
+                text = f"{flat[i * width + j]:.4f}"
+                if i * width + j in chosen:
+                    row_sites.append((i * width + j, pos + len(text) - 2))
+                parts.append(text)
+                pos += len(text)
+            parts.append("]")
+            pos += 1
+        parts.append("]")
+        pos += 1
+        # least significant digit on the newest value
+        offsets.append(tuple(o for _, o in sorted(row_sites, reverse=True)))
+    parts.append("]")
+    if priority is not None:
+        parts.append(f',"priority":"{priority}"')
+    parts.append("}")
+    return "".join(parts).encode(), tuple(offsets)
+
+
+def _stamped_msgpack(
+    x: np.ndarray, priority: str | None
+) -> tuple[bytes, tuple[tuple[int, ...], ...]]:
+    """Return a msgpack predict body of ``x [rows, L, C]`` (float32) and its stamp sites."""
+    import msgpack
+
+    arr = np.ascontiguousarray(x.astype("<f4"))
+    data = arr.tobytes()
+    doc: dict[str, Any] = {} if priority is None else {"priority": priority}
+    # the binary array last, so its bytes end the message
+    doc["inputs"] = {"shape": list(arr.shape), "dtype": "<f4", "data": data}
+    body = msgpack.packb(doc)
+    start = len(body) - len(data)
+    if body[start:] != data:  # pragma: no cover - msgpack keeps insertion order
+        raise LoadgenError("the float32 array does not end the msgpack body")
+    rows, length, width = arr.shape
+    per_row = length * width
+    offsets = tuple(
+        tuple(
+            start + 4 * (r * per_row + j)  # little-endian: the first byte is the lowest
+            for j in range(per_row - 1, max(per_row - 1 - STAMP_SITES, -1), -1)
+        )
+        for r in range(rows)
+    )
+    return body, offsets
+
+
+def predict_target(
+    url: str,
+    input_size: int,
+    n_features: int,
+    *,
+    rows: int = 1,
+    distinct: int | None = None,
+    fmt: str = "json",
+    priority: str | None = None,
+    seed: int | None = None,
+    label: str = "",
+    metrics_url: str | None = None,
+) -> Target:
+    """Return a :class:`Target` of ``POST /v1/models/{name}/predict`` requests.
+
+    By default (``distinct=None``) every request is unique: one random-walk body whose
+    histories carry a request counter in their last values (:class:`Stamps`), so a server's
+    response cache never answers and the run measures computation. ``distinct=N`` cycles
+    through ``N`` fixed bodies instead (a server with a cache then answers all but the first
+    ``N`` from it: that measures the cache). ``seed=None`` draws fresh bodies, so a second run
+    against the same server does not meet the first run's answers in its cache.
+    """
+    if distinct is not None:
+        bodies, ctype = predict_bodies(
+            input_size, n_features, rows=rows, distinct=distinct, fmt=fmt,
+            priority=priority, seed=seed,
+        )  # fmt: skip
+        return Target(url, bodies, ctype, label, metrics_url=metrics_url)
+    x = _random_walks(input_size, n_features, rows, 1, fmt, seed)[0]
+    body, offsets = (_stamped_json if fmt == "json" else _stamped_msgpack)(x, priority)
+    ctype = "application/json" if fmt == "json" else "application/msgpack"
+    stamps = Stamps((offsets,), 100 if fmt == "json" else 256)
+    return Target(url, (body,), ctype, label, stamps=stamps, metrics_url=metrics_url)
 
 
 # -- configuration and SLA -----------------------------------------------------------------
@@ -473,6 +732,113 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
+@dataclasses.dataclass(frozen=True)
+class CacheStats:
+    """The server's response cache over the measured requests (its ``/metrics`` counters).
+
+    Attributes
+    ----------
+    lookups
+        Histories (rows) looked up in the first cache tier; ``None`` when the counters could
+        not be read.
+    hits
+        Histories answered from any tier (memory, or Redis after a memory miss).
+    note
+        Why there is no ratio (counters unavailable, or no look-ups: the cache is off).
+    """
+
+    lookups: int | None
+    hits: int | None
+    note: str = ""
+
+    @property
+    def hit_ratio(self) -> float | None:
+        """``hits / lookups``; ``None`` without look-ups or counters."""
+        if not self.lookups or self.hits is None:
+            return None
+        return self.hits / self.lookups
+
+    def text(self) -> str:
+        """The ratio for a table: ``"0.0%"``, ``"off"`` (no look-ups) or ``"n/a"``."""
+        ratio = self.hit_ratio
+        if ratio is not None:
+            return f"{ratio:.1%}"
+        return "off" if self.lookups == 0 else "n/a"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the counts, the ratio and the note as a dict."""
+        return {
+            "lookups": self.lookups,
+            "hits": self.hits,
+            "hit_ratio": self.hit_ratio,
+            "note": self.note,
+        }
+
+
+_CACHE_SAMPLE = "celeris_cache_events_total{"
+_CACHE_FAMILY = "# TYPE celeris_cache_events_total counter"
+
+
+def parse_cache_counters(text: str) -> dict[tuple[str, str], float] | None:
+    """Return ``{(tier, result): count}`` of ``celeris_cache_events_total`` in a Prometheus
+    text exposition; ``None`` when the family is absent (not a Celeris server)."""
+    if _CACHE_FAMILY not in text and _CACHE_SAMPLE not in text:
+        return None
+    out: dict[tuple[str, str], float] = {}
+    for line in text.splitlines():
+        if not line.startswith(_CACHE_SAMPLE):
+            continue
+        labels_text, _, value = line[len(_CACHE_SAMPLE) :].partition("}")
+        labels = dict(
+            (k.strip(), v.strip().strip('"'))
+            for k, _, v in (p.partition("=") for p in labels_text.split(",") if p)
+        )
+        try:
+            count = float(value.split()[0])
+        except (IndexError, ValueError):
+            raise LoadgenError(f"unreadable cache counter line {line[:120]!r}") from None
+        key = (labels.get("tier", ""), labels.get("result", ""))
+        out[key] = out.get(key, 0.0) + count
+    return out
+
+
+async def _read_cache_counters(url: str, timeout_s: float) -> dict[tuple[str, str], float] | str:
+    """GET the server's ``/metrics`` and return its cache counters, or why not."""
+    host, port, path = check_loopback(url)
+    shown = f"[{host}]" if ":" in host else host
+    raw = (
+        f"GET {path} HTTP/1.1\r\nHost: {shown}:{port}\r\nUser-Agent: celeris-bench\r\n\r\n"
+    ).encode("latin-1")
+    client = _Client(host, port, timeout_s)
+    try:
+        status, body = await client.send(raw)
+    except Exception as exc:
+        return f"cannot read {url} ({_error_kind(exc)})"
+    finally:
+        client.close()
+    if status != 200:
+        return f"no metrics at {url} (HTTP {status})"
+    counters = parse_cache_counters(body.decode("utf-8", "replace"))
+    if counters is None:
+        return f"{url} exports no celeris_cache_events_total"
+    return counters
+
+
+def _cache_delta(
+    before: dict[tuple[str, str], float] | str, after: dict[tuple[str, str], float] | str
+) -> CacheStats:
+    if isinstance(before, str) or isinstance(after, str):
+        return CacheStats(None, None, before if isinstance(before, str) else str(after))
+
+    def d(tier: str, result: str) -> int:
+        return int(after.get((tier, result), 0.0) - before.get((tier, result), 0.0))
+
+    lookups = d("memory", "hit") + d("memory", "miss")
+    hits = d("memory", "hit") + d("redis", "hit")
+    note = "" if lookups else "no cache look-ups: the server's cache is off"
+    return CacheStats(lookups, hits, note)
+
+
 @dataclasses.dataclass
 class RunResult:
     """What one run measured.
@@ -500,6 +866,9 @@ class RunResult:
         Warm-up requests sent before measuring.
     started_at
         ISO UTC time of the start of measurement.
+    cache
+        The server's cache look-ups and hits over the measured requests (``None`` when the
+        target has no ``metrics_url``).
     """
 
     label: str
@@ -515,6 +884,7 @@ class RunResult:
     client_cpu_s: float = 0.0
     warmup: int = 0
     started_at: str = ""
+    cache: CacheStats | None = None
 
     @property
     def failed(self) -> int:
@@ -574,6 +944,7 @@ class RunResult:
             "client_cpu_s": self.client_cpu_s,
             "warmup": self.warmup,
             "started_at": self.started_at,
+            "cache": None if self.cache is None else self.cache.to_dict(),
         }
         if latencies:
             out["latencies_ms"] = (self.latencies_s * 1e3).round(4).tolist()
@@ -922,8 +1293,14 @@ async def run_async(
     if not isinstance(config, LoadConfig):
         raise ConfigError(f"config must be a LoadConfig, got {type(config).__name__}")
     host, port, _ = check_loopback(target.url)
-    raws = target.raw_requests()
-    n_raw = len(raws)
+    left = target.unique_left
+    if left is not None and left < config.warmup + config.max_requests:
+        raise ConfigError(
+            f"this target can make {left:,} more unique requests, fewer than the "
+            f"{config.warmup + config.max_requests:,} asked (warm-up included); lower "
+            "max_requests or cycle fixed bodies (distinct=N)"
+        )
+    next_request = target.request_source()
     cpu = ProcessTreeCPU(server_pid) if server_pid is not None else None
     clients = [_Client(host, port, config.timeout_s) for _ in range(config.concurrency)]
     try:
@@ -932,16 +1309,20 @@ async def run_async(
 
         async def warm(client: _Client) -> None:
             nonlocal warm_left
-            k = 0
             while warm_left > 0:
                 warm_left -= 1
                 try:
-                    await client.send(raws[k % n_raw])
+                    await client.send(next_request())
                 except Exception:
                     client.close()
-                k += 1
 
         await asyncio.gather(*(warm(c) for c in clients))
+        metrics_url = target.metrics_url
+        cache_before = (
+            await _read_cache_counters(metrics_url, config.timeout_s)
+            if metrics_url is not None
+            else None
+        )
 
         issued = 0
         ok = 0
@@ -956,13 +1337,11 @@ async def run_async(
         t_stop = t_start + config.duration_s
         max_requests = config.max_requests
 
-        async def worker(client: _Client, offset: int) -> None:
+        async def worker(client: _Client) -> None:
             nonlocal issued, ok
-            k = offset
             while issued < max_requests and perf() < t_stop:
                 issued += 1
-                raw = raws[k % n_raw]
-                k += 1
+                raw = next_request()
                 t0 = perf()
                 try:
                     status, _ = await client.send(raw)
@@ -978,12 +1357,17 @@ async def run_async(
                     kind = str(status)
                     errors[kind] = errors.get(kind, 0) + 1
 
-        await asyncio.gather(*(worker(c, i) for i, c in enumerate(clients)))
+        await asyncio.gather(*(worker(c) for c in clients))
         wall = perf() - t_start
         usage_after = resource.getrusage(resource.RUSAGE_SELF)
         server_cpu = (
             ProcessTreeCPU.delta(cpu_before, cpu.snapshot())
             if cpu is not None and cpu_before is not None
+            else None
+        )
+        cache = (
+            _cache_delta(cache_before, await _read_cache_counters(metrics_url, config.timeout_s))
+            if metrics_url is not None and cache_before is not None
             else None
         )
     finally:
@@ -1007,6 +1391,7 @@ async def run_async(
         client_cpu_s=float(client_cpu),
         warmup=config.warmup,
         started_at=started_at,
+        cache=cache,
     )
 
 
@@ -1172,6 +1557,7 @@ def _row(r: RunResult, verdict: SLAVerdict | None) -> list[str]:
         _ms(p["max"]),
         _errors_text(r.errors) + (f" ({r.error_rate:.1%})" if r.failed else ""),
         "-" if rpc is None else f"{rpc:,.0f}",
+        "-" if r.cache is None else r.cache.text(),
     ]
     if verdict is not None:
         row.append("[green]pass[/]" if verdict.passed else "[bold red]FAIL[/]")
@@ -1193,6 +1579,7 @@ def _table(title: str, with_sla: bool) -> Table:
         "max ms",
         "errors",
         "req/server CPU-s",
+        "cache hits",
     ):
         table.add_column(col, justify="right")
     if with_sla:
@@ -1201,11 +1588,24 @@ def _table(title: str, with_sla: bool) -> Table:
 
 
 def render_table(results: Sequence[RunResult], *, sla: SLA | None = None, title: str = "") -> Table:
-    """Return a rich table of runs (with an SLA column when ``sla`` is given)."""
+    """Return a rich table of runs (with an SLA column when ``sla`` is given).
+
+    The caption says why a run has no cache-hit ratio ("off", "n/a"), when one has none.
+    """
     table = _table(title or "load test", sla is not None)
     for r in results:
         table.add_row(*_row(r, None if sla is None else sla.check(r)))
+    _cache_caption(table, results)
     return table
+
+
+def _cache_caption(table: Table, results: Sequence[RunResult]) -> None:
+    notes = dict.fromkeys(
+        f"cache hits: {r.cache.note}" for r in results if r.cache is not None and r.cache.note
+    )
+    if notes:
+        caption = table.caption if isinstance(table.caption, str) else ""
+        table.caption = "\n".join(filter(None, [caption, *notes]))
 
 
 def render_stress(result: StressResult) -> Table:
@@ -1228,6 +1628,7 @@ def render_stress(result: StressResult) -> Table:
     else:
         lines.append("every step met the SLA")
     table.caption = "\n".join(lines)
+    _cache_caption(table, [r for r, _ in result.steps])
     return table
 
 
@@ -1253,10 +1654,12 @@ def render_compare(result: CompareResult, *, sla: SLA | None = None) -> Table:
         x("max"),
         "",
         x("requests_per_cpu_s"),
+        "",
     ]
     if sla is not None:
         row.append("")
     table.add_row(*row, style="bold")
+    _cache_caption(table, [result.a, result.b])
     return table
 
 
