@@ -90,6 +90,45 @@ def test_llm_export_dataset_missing_audit_exit_2(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "does not exist" in result.output
 
 
+def test_optimize_default_audit_under_celeris_home_not_cwd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("CELERIS_HOME", str(home))
+    result = runner.invoke(app, OPT)
+    assert result.exit_code == 0, result.output
+    written = list((home / "runs").glob("optimize-sma_cross-*.jsonl"))
+    assert len(written) == 1 and list(cwd.iterdir()) == []
+    assert f"audit log: {written[0]}" in result.output.replace("\n", "")
+    explicit = runner.invoke(app, [*OPT, "--audit", "mine.jsonl", "--json"])
+    assert explicit.exit_code == 0, explicit.output
+    assert json.loads(explicit.output)["audit"] == "mine.jsonl" and (cwd / "mine.jsonl").is_file()
+
+
+def test_llm_export_dataset_several_audits_and_glob_as_docs_show(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in ("a", "b"):
+        done = runner.invoke(app, [*OPT, "--rounds", "1", "--audit", f"runs/{name}.jsonl"])
+        assert done.exit_code == 0, done.output
+    # what the shell makes of `--audit runs/*.jsonl`: one option value, then the rest
+    expanded = ["--audit", "runs/a.jsonl", "runs/b.jsonl"]
+    for args in (
+        expanded,
+        ["--audit", "runs/*.jsonl"],
+        ["-a", "runs/a.jsonl", "-a", "runs/b.jsonl"],
+    ):
+        result = runner.invoke(app, ["llm", "export-dataset", *args, "--out", "data.jsonl"])
+        assert result.exit_code == 0, result.output
+        assert "from 2 audit log(s) to data.jsonl" in result.output
+        assert (tmp_path / "data.jsonl").is_file()
+    none = runner.invoke(app, ["llm", "export-dataset", "--audit", "logs/*.jsonl", "--out", "d"])
+    assert none.exit_code == 2 and "--audit logs/*.jsonl: no file matches" in none.output
+
+
 def test_llm_serve_tiny_answers_openai_requests(tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

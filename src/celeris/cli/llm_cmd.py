@@ -80,6 +80,34 @@ def _single_values(items: list[str], strat: Any) -> dict[str, float]:
     return out
 
 
+def default_audit_path(strategy: str) -> Path:
+    """``$CELERIS_HOME/runs/optimize-<strategy>-<UTC time>.jsonl``: never the current directory."""
+    from celeris.data.store import celeris_home
+
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return celeris_home() / "runs" / f"optimize-{strategy}-{stamp}.jsonl"
+
+
+def audit_paths(items: list[Path]) -> list[Path]:
+    """Expand the audit arguments: a path as it is, a glob pattern (``runs/*.jsonl``, quoted so
+    the shell left it) to its matches, sorted; a pattern that matches nothing is an error."""
+    import glob
+
+    if not items:
+        raise ConfigError("give at least one audit log: --audit runs/a.jsonl or runs/*.jsonl")
+    out: list[Path] = []
+    for item in items:
+        text = str(item)
+        if glob.has_magic(text):
+            found = sorted(glob.glob(text))
+            if not found:
+                raise ConfigError(f"--audit {text}: no file matches")
+            out.extend(Path(f) for f in found)
+        else:
+            out.append(item)
+    return list(dict.fromkeys(out))
+
+
 def _bounds(items: list[str]) -> dict[str, str]:
     out = {}
     for item in items:
@@ -136,7 +164,8 @@ def register(app: typer.Typer) -> None:
         audit: Annotated[
             Path | None,
             typer.Option(
-                help="Audit log (JSONL, appended). Default: celeris-runs/optimize-<time>.jsonl."
+                help="Audit log (JSONL, appended). Default: "
+                "$CELERIS_HOME/runs/optimize-<strategy>-<time>.jsonl (printed)."
             ),
         ] = None,
         replay: Annotated[
@@ -185,8 +214,7 @@ def register(app: typer.Typer) -> None:
             return
         client = make_client(llm_opts) if llm else None
         guard = Guard(holdout=holdout, windows=windows, dsr_threshold=dsr, min_trades=min_trades)
-        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-        path = audit or Path("celeris-runs") / f"optimize-{strat.name}-{stamp}.jsonl"
+        path = audit if audit is not None else default_audit_path(strat.name)
         result = optimize(
             bars, strat, _bounds(bound or []), method="llm" if llm else "optuna", rounds=rounds,
             per_round=per_round, objective=objective, params=_single_values(param or [], strat),
@@ -290,20 +318,38 @@ def register(app: typer.Typer) -> None:
     @llm_app.command("export-dataset")
     @cli_errors
     def export_cmd(
-        audit: Annotated[
-            list[Path], typer.Option("--audit", "-a", help="Audit log(s) of optimize runs.")
-        ],
         out: Annotated[Path, typer.Option(help="Output JSONL (chat messages + meta).")],
+        files: Annotated[
+            list[Path] | None,
+            typer.Argument(
+                help="Audit logs (what a shell glob such as runs/*.jsonl expands to).",
+                show_default=False,
+            ),
+        ] = None,
+        audit: Annotated[
+            list[Path] | None,
+            typer.Option(
+                "--audit",
+                "-a",
+                help="Audit log(s) of optimize runs (repeat, or a glob such as 'runs/*.jsonl').",
+                show_default=False,
+            ),
+        ] = None,
         include_rejected: Annotated[
             bool,
             typer.Option(help="Also write rounds where nothing was accepted (meta.accepted=0)."),
         ] = False,
     ) -> None:
-        """Write instruction-tuning JSONL: each LLM round's prompt and its verified outcome."""
+        """Write instruction-tuning JSONL: each LLM round's prompt and its verified outcome.
+
+        Example: celeris llm export-dataset --audit runs/*.jsonl --out data.jsonl
+        """
         from celeris.llm.dataset import export_dataset
 
-        n = export_dataset(audit, out, include_rejected=include_rejected)
-        console.print(f"wrote {n} examples to {out}", highlight=False)
+        paths = audit_paths([*(audit or []), *(files or [])])
+        n = export_dataset(paths, out, include_rejected=include_rejected)
+        console.print(f"wrote {n} examples from {len(paths)} audit log(s) to {out}",
+                      highlight=False)  # fmt: skip
 
     @llm_app.command("finetune")
     @cli_errors
