@@ -87,6 +87,17 @@ _SETTINGS: OptionSpec = (
         "--poll",
     ),
     _setting("symbols", str, "Symbols in signal-id order, e.g. BTC-USD,ETH-USD (ids 0, 1...)."),
+    _setting(
+        "max_symbols",
+        int,
+        "Most symbol ids ever handed out, configured ones included; new symbols past it get "
+        "422 (ids are never reused) \\[default: 10000].",
+    ),
+    _setting(
+        "max_connections",
+        int,
+        "Open connections (or running requests) before 503 \\[default: 1024].",
+    ),
     _setting("log_level", str, "critical | error | warning | info | debug."),
 )
 
@@ -103,15 +114,20 @@ http://HOST:PORT. One process; requests from all clients are batched together pe
 
   celeris serve --model btc@production --model eth@3 --port 9000 --redis redis://127.0.0.1:6379/0 --socket /tmp/celeris.sock
 
-  curl -s localhost:8000/v1/models/btc/predict -d '{"inputs": [[101.2, 101.5, ...]]}'
+  curl -s localhost:8000/v1/models/btc/predict -H 'Content-Type: application/json' -d '{"inputs": [[101.2, 101.5, ...]]}'
 
-  curl -s localhost:8000/v1/forecast -d '{"model": "btc", "histories": {"BTC-USD": [...], "ETH-USD": [...]}}'
+  curl -s localhost:8000/v1/forecast -H 'Content-Type: application/json' -d '{"model": "btc", "histories": {"BTC-USD": [...], "ETH-USD": [...]}}'
 
 Routes: POST /v1/models/NAME/predict, POST /v1/forecast, GET /v1/models, /healthz, /readyz,
 /metrics; admin routes under /v1/admin need Authorization: Bearer $CELERIS_ADMIN_TOKEN (without
-the variable they are disabled). NAME@production follows the registry: a version promoted with
-`celeris models promote` is hot-swapped in within --poll seconds. Every option also reads
-CELERIS_SERVE_<OPTION> (e.g. CELERIS_SERVE_PORT).
+the variable they are disabled). Bodies need Content-Type application/json or application/msgpack
+(415 otherwise). With CELERIS_PUBLISH_TOKEN set, POST /v1/forecast (it publishes signals) needs
+Authorization: Bearer $CELERIS_PUBLISH_TOKEN; listening beyond loopback without it is warned
+about. Tokens come from the environment only (at least 16 characters). NAME@production follows
+the registry: a version promoted with `celeris models promote` is hot-swapped in within --poll
+seconds. Every option also reads CELERIS_SERVE_<OPTION> (e.g. CELERIS_SERVE_PORT); the other
+limits (header size, read timeouts, body size, input magnitude) are CELERIS_SERVE_* variables
+only: see docs/serving.md.
 """
 
 MODELS_HELP = """The model registry: versions, stages (staging / production / archived), sha256.
@@ -247,13 +263,16 @@ def register(app: typer.Typer) -> None:
         import logging
 
         from celeris.serving.app import bind, build, uvicorn_server
-        from celeris.serving.config import load_serve_settings
+        from celeris.serving.config import exposure_warning, load_serve_settings
 
         settings = load_serve_settings(models=model or None, **settings_opts)
         logging.basicConfig(
             level=settings.log_level.upper(),
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
+        exposed = exposure_warning(settings)
+        if exposed is not None:  # build() logs it too; this line is for the person at the console
+            err_console.print(f"[bold red]WARNING[/]: {exposed}", highlight=False)
         sock = bind(settings.host, settings.port)
         bound = sock.getsockname()[1]
         shown_host = f"[{settings.host}]" if ":" in settings.host else settings.host
@@ -276,6 +295,8 @@ def register(app: typer.Typer) -> None:
             )
             notes = [
                 f"admin API {'enabled' if settings.admin_enabled else 'disabled (set CELERIS_ADMIN_TOKEN)'}",
+                "POST /v1/forecast "
+                + ("needs the publish token" if settings.publish_protected else "open"),
                 f"metrics at {url}/metrics",
                 f"{manager.frozen_objects:,} start-up objects frozen out of the GC",
             ]

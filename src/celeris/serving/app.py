@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from celeris.errors import CelerisError, ConfigError, did_you_mean
-from celeris.serving.config import ServeSettings
+from celeris.errors import CelerisError, ConfigError, DataError, did_you_mean
+from celeris.serving.config import SYMBOL_RE, SYMBOL_RULE, ServeSettings, exposure_warning
 
 if TYPE_CHECKING:  # pragma: no cover
     from fastapi import FastAPI
@@ -81,27 +81,77 @@ class ModelSpec:
         return {**dataclasses.asdict(self), "features": list(self.features)}
 
 
+class SymbolLimitReached(DataError):
+    """A request named new symbols beyond ``max_symbols`` (HTTP 422)."""
+
+
 class SymbolTable:
     """Ids of symbols on the signal feed: configured symbols first (id = position), then new
-    symbols in order of first sight. ``GET /v1/symbols`` publishes the mapping."""
+    symbols in order of first sight, at most ``limit`` in all. ``GET /v1/symbols`` publishes
+    the mapping.
 
-    def __init__(self, symbols: Sequence[str] = ()) -> None:
+    An id, once handed out, names its symbol for the life of the process: a consumer of the
+    feed may have stored it, so ids are never evicted or reused. New symbols past ``limit``
+    are refused instead (:class:`SymbolLimitReached`), which bounds the table (each symbol is at
+    most 64 characters, :data:`~celeris.serving.config.SYMBOL_RE`); configure the symbols you
+    trade with ``CELERIS_SERVE_SYMBOLS`` and size ``CELERIS_SERVE_MAX_SYMBOLS`` to them.
+    """
+
+    def __init__(self, symbols: Sequence[str] = (), limit: int = _SYMBOL_ID_MAX + 1) -> None:
         self._ids: dict[str, int] = {}
+        self.limit = min(int(limit), _SYMBOL_ID_MAX + 1)
         for s in symbols:
+            _check_symbol(s)
             self._ids.setdefault(s, len(self._ids))
+        if len(self._ids) > self.limit:
+            raise ConfigError(
+                f"{len(self._ids)} configured symbols exceed the limit of {self.limit} "
+                "(CELERIS_SERVE_MAX_SYMBOLS)"
+            )
 
     def id(self, symbol: str) -> int:
         """Return the id of ``symbol``, assigning the next one on first sight."""
-        found = self._ids.get(symbol)
-        if found is None:
-            if len(self._ids) > _SYMBOL_ID_MAX:
-                raise ConfigError("more than 2**32 symbols: symbol ids exhausted")
-            found = self._ids[symbol] = len(self._ids)
-        return found
+        return self.ids([symbol])[0]
+
+    def ids(self, symbols: Sequence[str]) -> list[int]:
+        """Return the ids of ``symbols``, assigning new ones in order; all or none.
+
+        Raises
+        ------
+        SymbolLimitReached
+            The new symbols would take the table past its limit (nothing is assigned).
+        DataError
+            A new symbol is not a valid symbol name.
+        """
+        known = self._ids
+        found = [known.get(s) for s in symbols]
+        if None not in found:
+            return found  # type: ignore[return-value]  # the common case: all known
+        new = list(dict.fromkeys(s for s, i in zip(symbols, found, strict=True) if i is None))
+        for s in new:
+            _check_symbol(s)
+        if len(known) + len(new) > self.limit:
+            shown = ", ".join(repr(s) for s in new[:3]) + (", ..." if len(new) > 3 else "")
+            raise SymbolLimitReached(
+                f"the signal feed has handed out {len(known):,} of its {self.limit:,} symbol ids "
+                f"(CELERIS_SERVE_MAX_SYMBOLS) and ids are never reused; {len(new)} new "
+                f"symbol(s) ({shown}) refused. Use configured symbols (GET /v1/symbols)"
+            )
+        for s in new:
+            known[s] = len(known)
+        return [known[s] for s in symbols]
 
     def mapping(self) -> dict[str, int]:
         """Return ``{symbol: id}``."""
         return dict(self._ids)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+
+def _check_symbol(symbol: object) -> None:
+    if not isinstance(symbol, str) or not SYMBOL_RE.fullmatch(symbol):
+        raise DataError(f"symbol {str(symbol)[:80]!r} is not {SYMBOL_RULE}")
 
 
 def _spec(name: str, version: int | str, predictor: Any) -> ModelSpec:
@@ -175,7 +225,7 @@ class ModelManager:
         self.registry = registry
         self.settings = settings
         self.metrics = metrics
-        self.symbols = SymbolTable(settings.symbols)
+        self.symbols = SymbolTable(settings.symbols, settings.max_symbols)
         self.specs: dict[str, ModelSpec] = {}
         self.serving: dict[str, ModelRecord] = {}
         self._follow: set[str] = set()  # names served as NAME@production: follow the registry
@@ -695,6 +745,10 @@ def build(
         )
     if settings.redis and settings.cache_items == 0:
         raise ConfigError("the Redis cache tier needs the memory tier: set cache_items >= 1")
+    settings.check_startup()
+    exposed = exposure_warning(settings)
+    if exposed is not None:
+        log.warning(exposed)
     started = process_start_time() if started_at is None else started_at
     metrics = PrometheusMetrics()
     registry = ModelRegistry(settings.registry, settings.registry_url)
@@ -779,16 +833,30 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def uvicorn_server(server: Server, *, access_log: bool = False) -> Any:
-    """Return a ``uvicorn.Server`` for ``server.app`` (uvloop, httptools, no access log)."""
+    """Return a ``uvicorn.Server`` for ``server.app`` (uvloop, httptools, no access log).
+
+    The connection limits of the settings apply (:mod:`celeris.serving.protocol`): head size
+    (431), head and body read timeouts (408 / disconnect), keep-alive, and at most
+    ``max_connections`` connections or running requests (uvicorn answers 503 beyond).
+    """
     import uvicorn
 
+    from celeris.serving.protocol import guarded_protocol
+
+    s = server.settings
     config = uvicorn.Config(
         server.app,
         loop="uvloop",
-        http="httptools",
+        http=guarded_protocol(
+            max_header_bytes=s.max_header_bytes,
+            header_timeout_s=s.header_timeout_s,
+            body_timeout_s=s.body_timeout_s,
+        ),
         lifespan="on",
-        log_level=server.settings.log_level,
+        log_level=s.log_level,
         access_log=access_log,
         timeout_graceful_shutdown=10,
+        timeout_keep_alive=s.keepalive_s,
+        limit_concurrency=s.max_connections,
     )
     return uvicorn.Server(config)

@@ -43,6 +43,7 @@ themselves anyway.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import math
@@ -55,10 +56,12 @@ import msgpack
 import numpy as np
 import orjson
 from fastapi import FastAPI, Request
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.routing import Route
 
 from celeris.errors import CelerisError, ConfigError, DataError, ModelNotFound
+from celeris.serving.app import SymbolLimitReached
 from celeris.serving.config import ServeSettings
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -73,6 +76,13 @@ _MSGPACK_TYPES = frozenset({MSGPACK, "application/x-msgpack", "application/vnd.m
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 _PRIORITIES = ("critical", "high", "normal", "low")
 _MAX_KEY = 512
+# Bodies larger than this are parsed and validated in a worker thread, one at a time, so the
+# event loop keeps answering (/healthz, small requests) between the parser's C calls: a 14 MB
+# JSON body took ~0.3 s to parse and convert, all of it on the loop. A one-history benchmark
+# body (25 KB) stays on the loop, where a thread hand-off would cost more than the parse.
+_INLINE_BODY_BYTES = 256 << 10
+# The default bound on input magnitudes (CELERIS_SERVE_MAX_ABS_VALUE).
+MAX_ABS_VALUE = 1e15
 
 
 class Problem(Exception):
@@ -99,24 +109,33 @@ class Problem(Exception):
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """Return the request body, refusing one over ``limit`` bytes (413) before reading it all."""
+    """Return the request body, refusing one over ``limit`` bytes (413) before reading it all.
+
+    A client that disconnects before its body arrived is :data:`CLIENT_GONE` (status 499,
+    nginx's "client closed request"): nobody is left to answer, and it is not the server's
+    error, so it is counted, not logged as one.
+    """
     declared = request.headers.get("content-length")
-    if declared is not None:
-        try:
-            size = int(declared)
-        except ValueError:
-            raise Problem(400, "bad_request", f"invalid Content-Length {declared!r}") from None
-        if size > limit:
-            raise _too_large(size, limit)
-        return await request.body()
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():  # chunked upload: count as it arrives
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(size, limit, at_least=True)
-        chunks.append(chunk)
-    return b"".join(chunks)
+    try:
+        if declared is not None:
+            try:
+                size = int(declared)
+            except ValueError:
+                raise Problem(400, "bad_request", f"invalid Content-Length {declared!r}") from None
+            if size > limit:
+                raise _too_large(size, limit)
+            return await request.body()
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():  # chunked upload: count as it arrives
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(size, limit, at_least=True)
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except ClientDisconnect:
+        log.debug("client disconnected before sending its whole body (%s)", request.url.path)
+        raise Problem(499, "client_disconnect", "the client disconnected mid-request") from None
 
 
 def _too_large(size: int, limit: int, at_least: bool = False) -> Problem:
@@ -131,28 +150,84 @@ def _too_large(size: int, limit: int, at_least: bool = False) -> Problem:
 
 def decode_body(body: bytes, content_type: str | None) -> dict[str, Any]:
     """Parse a JSON or msgpack body into a dict (400 when malformed, 415 for other types)."""
-    kind = (content_type or JSON).split(";", 1)[0].strip().lower()
-    if not body:
-        raise Problem(400, "bad_request", "empty request body; send a JSON or msgpack object")
+    return _decode(body, content_type)[0]
+
+
+def _decode(body: bytes, content_type: str | None) -> tuple[dict[str, Any], bool]:
+    """Return the body's object and whether it is JSON whose arrays hold only numbers and nulls
+    (:func:`_json_numbers_only`; False means "not known": check the arrays one by one).
+
+    The Content-Type must say JSON or msgpack (415 otherwise, also when missing). A browser
+    may send ``text/plain``, ``application/x-www-form-urlencoded`` or ``multipart/form-data``
+    across origins without a CORS preflight; ``application/json`` needs one, so a web page
+    cannot post a forecast, and so publish a signal, on a visitor's behalf.
+    """
+    kind = (content_type or "").split(";", 1)[0].strip().lower()
     if kind in _MSGPACK_TYPES:
+        if not body:
+            raise Problem(400, "bad_request", "empty request body; send a msgpack map")
         try:
             doc = msgpack.unpackb(body, raw=False, strict_map_key=False)
         except Exception as exc:  # msgpack raises several unrelated types
             raise Problem(400, "bad_request", f"malformed msgpack body: {exc}") from None
-    elif kind == JSON or kind.endswith("+json") or kind in ("", "text/plain"):
+        numbers_only = False
+    elif kind == JSON or (kind.startswith("application/") and kind.endswith("+json")):
+        if not body:
+            raise Problem(400, "bad_request", "empty request body; send a JSON object")
         try:
             doc = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             raise Problem(400, "bad_request", f"malformed JSON body: {exc}") from None
+        numbers_only = isinstance(doc, dict) and _json_numbers_only(body, doc)
     else:
+        given = f"Content-Type {kind!r}" if kind else "no Content-Type"
         raise Problem(
             415,
             "unsupported_media_type",
-            f"unsupported Content-Type {kind!r}; send {JSON} or {MSGPACK}",
+            f"unsupported media type: {given}; send Content-Type: {JSON} or {MSGPACK}",
         )
     if not isinstance(doc, dict):
         raise Problem(400, "bad_request", f"the body must be an object, got {type(doc).__name__}")
-    return doc
+    return doc, numbers_only
+
+
+_SUSPECT = b'tf"{\\'
+_NOT_SUSPECT = bytes(sorted(set(range(256)) - set(_SUSPECT)))
+
+
+def _json_numbers_only(body: bytes, doc: dict[str, Any]) -> bool:
+    """Return True when no array of the JSON ``body`` can hold a string, boolean or object.
+
+    Inside an array those need a ``"``, ``t`` (true), ``f`` (false) or ``{``, characters no
+    JSON number or null contains. The body's count of each must then equal the count in the
+    keys and string values outside arrays (plus one ``{`` per object, two ``"`` per string);
+    a backslash (an escape, whose parsed text differs from its bytes) or any surplus answers
+    False, and the caller checks the arrays element by element instead. Exact, and one C
+    pass over the body (~7 us for a 25 KB history) where the element-by-element check is
+    ~50 us.
+    """
+    kept = body.translate(None, _NOT_SUSPECT)  # [only " t f { \\] in body order
+    if b"\\" in kept:
+        return False
+    strings: list[str] = []
+    objects = 0
+    stack = [doc]
+    while stack:
+        obj = stack.pop()
+        objects += 1
+        for key, value in obj.items():
+            strings.append(key)
+            if isinstance(value, str):
+                strings.append(value)
+            elif isinstance(value, dict):
+                stack.append(value)
+    text = "".join(strings)
+    return (
+        kept.count(b'"') == 2 * len(strings)
+        and kept.count(b"{") == objects + text.count("{")
+        and kept.count(b"t") == text.count("t")
+        and kept.count(b"f") == text.count("f")
+    )
 
 
 def reply_format(request: Request) -> str:
@@ -204,8 +279,46 @@ def problem_response(problem: Problem, fmt: str) -> Response:
 # -- validation -----------------------------------------------------------------------------
 
 
-def _array(value: Any, what: str) -> np.ndarray:
-    """A float32 array from nested lists (or a msgpack binary array)."""
+_NUMBER_TYPES = frozenset({float, int, type(None)})  # None: null, reported as non-finite
+_MAX_DEPTH = 3  # [n, L, C]
+
+
+def _check_numbers(value: list[Any], what: str, depth: int = 1) -> None:
+    """Raise 422 naming the first element of nested lists that is not a number (or null).
+
+    Strict where numpy is lenient: ``np.asarray(["1", True], dtype=np.float32)`` is
+    ``[1.0, 1.0]``. One ``set(map(type, ...))`` per innermost list keeps it ~15 ns an element.
+    """
+    kinds = set(map(type, value))
+    if kinds <= _NUMBER_TYPES:
+        return
+    for i, item in enumerate(value):
+        kind = type(item)
+        if kind is list:
+            if depth >= _MAX_DEPTH:
+                raise Problem(
+                    422, "invalid", f"{what}[{i}] nests deeper than [n, L, C]; send numbers"
+                )
+            _check_numbers(item, f"{what}[{i}]", depth + 1)
+        elif kind not in _NUMBER_TYPES:
+            shown = repr(item)
+            shown = shown if len(shown) <= 40 else shown[:37] + "..."
+            name = {bool: "a boolean", str: "a string", dict: "an object"}.get(
+                kind, f"a {kind.__name__}"
+            )
+            raise Problem(
+                422,
+                "invalid",
+                f"{what}[{i}] is {name} ({shown}), not a number; histories hold numbers only",
+            )
+
+
+def _array(value: Any, what: str, *, numbers_checked: bool = False) -> np.ndarray:
+    """A float32 array from nested lists of numbers (or a msgpack binary array).
+
+    ``numbers_checked``: the caller knows the lists hold only numbers and nulls (a JSON body
+    that passed :func:`_json_numbers_only`); otherwise every element's type is checked.
+    """
     if isinstance(value, dict):
         return _binary_array(value, what)
     if not isinstance(value, list):
@@ -215,9 +328,15 @@ def _array(value: Any, what: str) -> np.ndarray:
             f"{what} must be an array of numbers (one history or a batch), got "
             f"{type(value).__name__}",
         )
+    if not numbers_checked:
+        _check_numbers(value, what)
     try:
         with np.errstate(over="ignore", invalid="ignore"):  # inf/NaN are reported below
             return np.asarray(value, dtype=np.float32)
+    except OverflowError:  # an integer beyond float64
+        raise Problem(
+            422, "invalid", f"{what} holds an integer too large for a float; send finite numbers"
+        ) from None
     except (ValueError, TypeError) as exc:
         reason = str(exc).split(". The detected", 1)[0]
         raise Problem(
@@ -229,21 +348,38 @@ def _array(value: Any, what: str) -> np.ndarray:
 
 
 def _binary_array(value: dict[str, Any], what: str) -> np.ndarray:
-    try:
-        shape = tuple(int(s) for s in value["shape"])
-        dtype = np.dtype(value.get("dtype", "<f4"))
-        data = value["data"]
-        if dtype.kind != "f" or not isinstance(data, bytes | bytearray):
-            raise ValueError("dtype must be a float type and data bytes")
-        arr = np.frombuffer(data, dtype=dtype).reshape(shape)
-    except (KeyError, TypeError, ValueError) as exc:
+    shape = value.get("shape")
+    dtype_name = value.get("dtype", "<f4")
+    data = value.get("data")
+    why = None
+    if not isinstance(shape, list | tuple) or not 1 <= len(shape) <= _MAX_DEPTH:
+        why = "shape must be a list of 1 to 3 sizes"
+    elif not all(type(n) is int and 0 <= n <= 1 << 40 for n in shape):
+        why = f"shape sizes must be non-negative integers, got {list(shape)!r:.80}"
+    elif not isinstance(dtype_name, str) or not isinstance(data, bytes | bytearray):
+        why = "dtype must be a string such as '<f4' and data bytes"
+    if why is None:
+        try:
+            dtype = np.dtype(dtype_name)
+        except (TypeError, ValueError):
+            dtype = None
+        if dtype is None or dtype.kind != "f":
+            why = f"dtype must be a float type ('<f4', '<f8'), got {dtype_name!r:.40}"
+        elif math.prod(shape) * dtype.itemsize != len(data):
+            why = (
+                f"shape {list(shape)} of {dtype_name} needs {math.prod(shape) * dtype.itemsize:,}"
+                f" data bytes, got {len(data):,}"
+            )
+    if why is not None:
         raise Problem(
             422,
             "invalid",
             f"{what} as a binary array needs shape, dtype (a float type) and data bytes of "
-            f"matching size: {exc}",
-        ) from None
-    return arr.astype(np.float32, copy=False)
+            f"matching size: {why}",
+        )
+    arr = np.frombuffer(data, dtype=dtype).reshape(shape)
+    with np.errstate(over="ignore"):  # a float64 beyond float32 is inf, reported later
+        return arr.astype(np.float32, copy=False)
 
 
 def _expect(spec: ModelSpec) -> str:
@@ -255,17 +391,29 @@ def _expect(spec: ModelSpec) -> str:
     )
 
 
-def histories(value: Any, spec: ModelSpec, *, what: str = "inputs") -> np.ndarray:
+def histories(
+    value: Any,
+    spec: ModelSpec,
+    *,
+    what: str = "inputs",
+    max_abs: float = MAX_ABS_VALUE,
+    numbers_checked: bool = False,
+) -> np.ndarray:
     """Validate ``value`` as histories for ``spec``; return ``[n, input_size, n_features]``.
 
     The last ``input_size`` bars of each history are kept (like ``Predictor``). Shape errors name
-    the expected shape; a non-finite value names the history and bar.
+    the expected shape; a string or boolean names its position; a non-finite value, or one
+    beyond ``max_abs`` in magnitude, names the history and bar.
     """
-    return batch_of(_array(value, what), spec, what)
+    return batch_of(_array(value, what, numbers_checked=numbers_checked), spec, what, None, max_abs)
 
 
 def batch_of(
-    arr: np.ndarray, spec: ModelSpec, what: str, names: list[str] | None = None
+    arr: np.ndarray,
+    spec: ModelSpec,
+    what: str,
+    names: list[str] | None = None,
+    max_abs: float = MAX_ABS_VALUE,
 ) -> np.ndarray:
     """Shape a float32 array as ``[n, input_size, n_features]`` (see :func:`histories`).
 
@@ -292,20 +440,43 @@ def batch_of(
         short = f" (too short: {got_length} bars)" if got_length < length else ""
         raise Problem(422, "invalid", f"{what} has shape {list(arr.shape)}{short}; {_expect(spec)}")
     x = np.ascontiguousarray(arr[:, got_length - length :, :])  # [n, L, C]
-    if not np.isfinite(x).all():
-        i, t, k = (int(v) for v in np.argwhere(~np.isfinite(x))[0])
+    with np.errstate(invalid="ignore"):
+        ok = np.abs(x) <= max_abs  # False for NaN and inf too: one pass for both checks
+    if not ok.all():
+        i, t, k = (int(v) for v in np.argwhere(~ok)[0])
         item = f"histories[{names[i]!r}]" if names is not None else f"{what}[{i}]"
+        bar = f"bar {t + got_length - length} (feature {k})"
+        if np.isfinite(x[i, t, k]):
+            raise Problem(
+                422,
+                "invalid",
+                f"{item} has {float(x[i, t, k]):.6g} at {bar}, beyond the largest magnitude "
+                f"accepted, {max_abs:g} (CELERIS_SERVE_MAX_ABS_VALUE)",
+            )
         raise Problem(
             422,
             "invalid",
             f"{item} has a non-finite value ({x[i, t, k]}: null, NaN, inf or an overflow) at "
-            f"bar {t + got_length - length} (feature {k}); send finite numbers",
+            f"{bar}; send finite numbers",
         )
     return x
 
 
-def symbol_histories(value: Any, spec: ModelSpec, limit: int) -> tuple[list[str], np.ndarray]:
-    """Validate ``{"SYM": history, ...}``; return the symbols and ``[n, input_size, C]``."""
+def symbol_histories(
+    value: Any,
+    spec: ModelSpec,
+    limit: int,
+    *,
+    max_abs: float = MAX_ABS_VALUE,
+    numbers_checked: bool = False,
+) -> tuple[list[str], np.ndarray]:
+    """Validate ``{"SYM": history, ...}``; return the symbols and ``[n, input_size, C]``.
+
+    Symbol names are strings (their format is checked when a new one gets a feed id); values
+    as in :func:`histories`. For a price-like target (``spec.target_kind == "level"``) the
+    target feature (feature 0) must be positive: the signal's simple returns are undefined
+    otherwise (422 naming the symbol and bar).
+    """
     if not isinstance(value, dict) or not value:
         raise Problem(
             422,
@@ -320,25 +491,50 @@ def symbol_histories(value: Any, spec: ModelSpec, limit: int) -> tuple[list[str]
             f"{len(value)} symbols exceed the limit of {limit} per request "
             "(CELERIS_SERVE_MAX_ITEMS); split the request",
         )
-    symbols = [str(s) for s in value]
-    if not all(symbols):
-        raise Problem(422, "invalid", "symbol names must be non-empty")
+    symbols = list(value)
+    if not all(isinstance(s, str) and s for s in symbols):
+        bad = next(s for s in symbols if not isinstance(s, str) or not s)
+        raise Problem(422, "invalid", f"symbol names must be non-empty strings, got {bad!r:.40}")
     rows = list(value.values())
+    x = _symbol_rows(symbols, rows, spec, max_abs, numbers_checked)
+    if spec.target_kind == "level":
+        bad_rows = np.flatnonzero((x[:, :, 0] <= 0).any(axis=1))
+        if len(bad_rows):
+            i = int(bad_rows[0])
+            t = int(np.flatnonzero(x[i, :, 0] <= 0)[0])
+            raise Problem(
+                422,
+                "invalid",
+                f"histories[{symbols[i]!r}] has {float(x[i, t, 0]):g} in its target (feature 0) "
+                f"at bar {t} of its last {spec.input_size}; model {spec.name} forecasts a price "
+                "level, which must be positive for a signal (a return is undefined otherwise)",
+            )
+    return symbols, x
+
+
+def _symbol_rows(
+    symbols: list[str], rows: list[Any], spec: ModelSpec, max_abs: float, numbers_checked: bool
+) -> np.ndarray:
+    if not numbers_checked:
+        for symbol, row in zip(symbols, rows, strict=True):
+            if isinstance(row, list):
+                _check_numbers(row, f"histories[{symbol!r}]")
     # Fast path: equal-length histories parse as one array in a single call.
     if not any(isinstance(r, dict) for r in rows):
+        stacked: np.ndarray | None
         try:
             with np.errstate(over="ignore", invalid="ignore"):
                 stacked = np.asarray(rows, dtype=np.float32)
-        except (ValueError, TypeError):
-            stacked = None  # ragged: different lengths, checked one by one below
+        except (ValueError, TypeError, OverflowError):
+            stacked = None  # ragged, or an odd row: checked one by one below
         if stacked is not None and stacked.ndim == 2 and spec.n_features == 1:
             stacked = stacked[:, :, None]  # [n, L] -> [n, L, 1]
         if stacked is not None and stacked.ndim == 3:
-            return symbols, batch_of(stacked, spec, "histories", symbols)
+            return batch_of(stacked, spec, "histories", symbols, max_abs)
     out = np.empty((len(rows), spec.input_size, spec.n_features), dtype=np.float32)
     for i, (symbol, row) in enumerate(zip(symbols, rows, strict=True)):
         what = f"histories[{symbol!r}]"
-        arr = _array(row, what)
+        arr = _array(row, what, numbers_checked=True)  # lists checked above
         if arr.ndim > 2 or (arr.ndim == 2 and spec.n_features == 1 and arr.shape[1] != 1):
             raise Problem(
                 422,
@@ -349,8 +545,8 @@ def symbol_histories(value: Any, spec: ModelSpec, limit: int) -> tuple[list[str]
         if arr.ndim == 1 and spec.n_features > 1:
             raise Problem(422, "invalid", f"{what} has shape {list(arr.shape)}; {_expect(spec)}")
         one = arr.reshape(1, -1, 1) if arr.ndim == 1 else arr[None]  # -> [1, L, C]
-        out[i] = batch_of(one, spec, what, [symbol])[0]
-    return symbols, out
+        out[i] = batch_of(one, spec, what, [symbol], max_abs)[0]
+    return out
 
 
 def parse_options(
@@ -397,8 +593,8 @@ def parse_options(
 
 def forecast_signals(
     x: np.ndarray, forecasts: np.ndarray, *, kind: str = "level", threshold: float = 0.0
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Return ``(signal, confidence, expected)`` per history from its forecast.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Return ``(signal, confidence, expected, usable)`` per history from its forecast.
 
     The rule, per history (``x [n, L, C]`` with the target as feature 0, ``forecasts [n, H]``):
 
@@ -411,7 +607,12 @@ def forecast_signals(
       ``sigma`` the standard deviation of the history's one-bar moves (simple returns of a
       level, the values of a return series): the two-sided probability that noise of the
       recent volatility would move less than the forecast does. 0 for no move, near 1 for a
-      move many sigmas large; 1 when the history is flat and the forecast is not.
+      move many sigmas large.
+    * ``usable``: False where the rule has nothing to measure against, and then ``signal`` and
+      ``confidence`` are 0: a flat history (no volatility: all-zero, constant; the rule used to
+      answer confidence 1.0 for any forecast of one), a non-finite move, or for a level a
+      forecast end that is not positive. The server answers such rows but does not publish
+      them on the signal feed.
     """
     target = x[:, :, 0].astype(np.float64)  # [n, L]
     f = forecasts.astype(np.float64)  # [n, H]
@@ -428,10 +629,14 @@ def forecast_signals(
             moves = np.diff(target, axis=1) / np.where(prev != 0, np.abs(prev), 1.0)
             sigma = moves.std(axis=1, ddof=1) if moves.shape[1] > 1 else np.zeros(len(f))
         z = np.abs(expected) / (sigma * math.sqrt(horizon))
-    z = np.where(sigma > 0, z, np.where(expected != 0, np.inf, 0.0))
+        usable = (sigma > 0) & np.isfinite(sigma) & np.isfinite(expected)
+        if kind != "return":
+            usable &= f[:, -1] > 0
+    z = np.where(usable, z, 0.0)
     confidence = np.array([math.erf(v / math.sqrt(2.0)) for v in z.tolist()], dtype=np.float64)
     signal = np.where(expected > threshold, 1, np.where(expected < -threshold, -1, 0))
-    return signal.astype(np.int8), confidence, expected
+    signal = np.where(usable, signal, 0)
+    return signal.astype(np.int8), confidence, expected, usable
 
 
 # -- the application ------------------------------------------------------------------------
@@ -578,9 +783,14 @@ class _API:
         self.publisher = publisher
         self.manager = manager
         self.max_items = min(settings.max_items, settings.max_queue)
+        settings.check_startup()
         self._token = (
             settings.admin_token.get_secret_value().encode() if settings.admin_token else None
         )
+        self._publish_token = (
+            settings.publish_token.get_secret_value().encode() if settings.publish_token else None
+        )
+        self._parse_slot = asyncio.Semaphore(1)  # large bodies: one parse thread at a time
 
     # -- hot routes ---------------------------------------------------------------------------
 
@@ -592,15 +802,15 @@ class _API:
         label = "normal"
         try:
             spec = self.manager.spec(name)
-            doc = decode_body(
-                await read_body(request, self.settings.max_body_bytes),
-                request.headers.get("content-type"),
-            )
-            if "inputs" not in doc:
-                raise Problem(422, "invalid", f'the body needs "inputs"; {_expect(spec)}')
-            label, timeout, key = parse_options(doc, self.settings)
-            x = histories(doc["inputs"], spec)
-            self._check_items(len(x))
+            body = await read_body(request, self.settings.max_body_bytes)
+            ctype = request.headers.get("content-type")
+            if len(body) > _INLINE_BODY_BYTES:
+                async with self._parse_slot:
+                    label, timeout, key, x = await asyncio.to_thread(
+                        self._predict_input, body, ctype, spec
+                    )
+            else:
+                label, timeout, key, x = self._predict_input(body, ctype, spec)
             result = await self._run(name, x, label, timeout, key)
         except Problem as problem:
             self._count_problem(name, label, problem, t0)
@@ -617,6 +827,23 @@ class _API:
             fmt,
         )
 
+    def _predict_input(
+        self, body: bytes, ctype: str | None, spec: ModelSpec
+    ) -> tuple[str, float | None, str | None, np.ndarray]:
+        """Parse and validate a predict body (on the loop, or in a thread when large)."""
+        doc, numbers_checked = _decode(body, ctype)
+        if "inputs" not in doc:
+            raise Problem(422, "invalid", f'the body needs "inputs"; {_expect(spec)}')
+        label, timeout, key = parse_options(doc, self.settings)
+        x = histories(
+            doc["inputs"],
+            spec,
+            max_abs=self.settings.max_abs_value,
+            numbers_checked=numbers_checked,
+        )
+        self._check_items(len(x))
+        return label, timeout, key, x
+
     async def forecast(self, request: Request) -> Response:
         """``POST /v1/forecast``: many symbols in one request, batched with everyone else's."""
         fmt = reply_format(request)
@@ -624,27 +851,33 @@ class _API:
         name = ""
         label = "normal"
         try:
-            doc = decode_body(
-                await read_body(request, self.settings.max_body_bytes),
-                request.headers.get("content-type"),
-            )
-            given = doc.get("model")
-            if not isinstance(given, str) or not given:
-                raise Problem(422, "invalid", 'the body needs "model": the name of a served model')
-            name = given
-            spec = self.manager.spec(name)
-            label, timeout, key = parse_options(doc, self.settings)
-            symbols, x = symbol_histories(doc.get("histories"), spec, self.max_items)
+            if self._publish_token is not None:
+                _check_bearer(request, self._publish_token, "CELERIS_PUBLISH_TOKEN")
+            body = await read_body(request, self.settings.max_body_bytes)
+            ctype = request.headers.get("content-type")
+            if len(body) > _INLINE_BODY_BYTES:
+                async with self._parse_slot:
+                    parsed = await asyncio.to_thread(self._forecast_input, body, ctype)
+            else:
+                parsed = self._forecast_input(body, ctype)
+            name, spec, label, timeout, key, symbols, x = parsed
+            # Ids before the model runs: a refused symbol costs no compute. On the loop, so
+            # concurrent requests never race for the table's last ids.
+            try:
+                ids = self.manager.symbols.ids(symbols)
+            except SymbolLimitReached as exc:
+                raise Problem(422, "symbol_limit", str(exc)) from None
+            except DataError as exc:  # a new symbol's name is not a symbol
+                raise Problem(422, "invalid", f"histories: {exc}") from None
             result = await self._run(name, x, label, timeout, key)
         except Problem as problem:
             self._count_problem(name, label, problem, t0)
             return problem_response(problem, fmt)
         self.manager.record_input(name, x)
-        signal, confidence, expected = forecast_signals(
+        signal, confidence, expected, usable = forecast_signals(
             x, result.values, kind=spec.target_kind, threshold=self.settings.signal_threshold
         )
-        ids = [self.manager.symbols.id(s) for s in symbols]
-        seqs = self._publish(ids, signal, confidence, result.values, result.version)
+        seqs = self._publish(ids, signal, confidence, result.values, result.version, usable)
         cached = np.asarray(result.cached, dtype=bool).tolist()
         values = result.values
         out: dict[str, Any] = {}
@@ -657,7 +890,9 @@ class _API:
                 "symbol_id": ids[i],
                 "cached": cached[i],
             }
-            if seqs is not None:
+            if not usable[i]:
+                entry["warning"] = _UNUSABLE
+            elif seqs is not None:
                 entry["seq"] = seqs[i]
             out[symbol] = entry
         return encode(
@@ -670,6 +905,23 @@ class _API:
             },
             fmt,
         )
+
+    def _forecast_input(self, body: bytes, ctype: str | None) -> tuple[Any, ...]:
+        """Parse and validate a forecast body (on the loop, or in a thread when large)."""
+        doc, numbers_checked = _decode(body, ctype)
+        given = doc.get("model")
+        if not isinstance(given, str) or not given:
+            raise Problem(422, "invalid", 'the body needs "model": the name of a served model')
+        spec = self.manager.spec(given)
+        label, timeout, key = parse_options(doc, self.settings)
+        symbols, x = symbol_histories(
+            doc.get("histories"),
+            spec,
+            self.max_items,
+            max_abs=self.settings.max_abs_value,
+            numbers_checked=numbers_checked,
+        )
+        return given, spec, label, timeout, key, symbols, x
 
     def _check_items(self, n: int) -> None:
         if n > self.max_items:
@@ -706,8 +958,10 @@ class _API:
         confidence: np.ndarray,
         values: np.ndarray,
         version: str,
-    ) -> list[int] | None:
-        """Publish one record per symbol; return their sequence numbers (None without a feed).
+        usable: np.ndarray,
+    ) -> list[int | None] | None:
+        """Publish one record per usable symbol; return the sequence numbers (None for a row
+        not published; None without a feed).
 
         The wire format carries at most 16 horizon steps (``feed.MAX_HORIZON``): longer
         forecasts are sent truncated there (the HTTP answer has them all).
@@ -730,7 +984,9 @@ class _API:
                     ts_ns=ts,
                     model_version=model_version,
                 )
-                for i in range(len(ids))
+                if ok
+                else None
+                for i, ok in enumerate(usable.tolist())
             ]
         except Exception as exc:  # the feed must never fail a forecast that succeeded
             log.warning("signal feed: publishing failed: %s", exc)
@@ -741,6 +997,9 @@ class _API:
     def _count_problem(self, name: str, priority: str, problem: Problem, t0: float) -> None:
         # Requests the engine never saw (it counts the ones it did: overloaded, timeout, ...).
         if self.metrics is None or problem.status in (429, 504) or problem.status >= 500:
+            return
+        if problem.status == 499:  # the client left mid-body: counted, never logged as an error
+            self.metrics.error("", "client_disconnect")
             return
         if problem.status == 404:
             self.metrics.error("", "not_found")  # no per-name series: names are client input
@@ -774,17 +1033,7 @@ class _API:
     def _authorise(self, request: Request) -> None:
         if self._token is None:
             raise Problem(403, "forbidden", "admin API disabled: set CELERIS_ADMIN_TOKEN")
-        header = request.headers.get("authorization", "")
-        scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            given.strip().encode(), self._token
-        ):
-            raise Problem(
-                401,
-                "unauthorized",
-                "missing or wrong admin token: send Authorization: Bearer $CELERIS_ADMIN_TOKEN",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+        _check_bearer(request, self._token, "CELERIS_ADMIN_TOKEN")
 
     async def register(self, doc: dict[str, Any], request: Request) -> tuple[int, Any]:
         name = doc.get("name")
@@ -831,6 +1080,28 @@ class _API:
 
     async def rollback(self, name: str, doc: dict[str, Any], request: Request) -> tuple[int, Any]:
         return 200, await self.manager.rollback(name)
+
+
+_UNUSABLE = (
+    "not published: the history is flat (no volatility to size a confidence) or the "
+    "forecast implies no usable move; signal and confidence are 0"
+)
+
+
+def _check_bearer(request: Request, token: bytes, variable: str) -> None:
+    """Raise 401 unless the request carries ``Authorization: Bearer <token>``."""
+    header = request.headers.get("authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        given.strip().encode(errors="replace"), token
+    ):
+        what = "admin" if variable == "CELERIS_ADMIN_TOKEN" else "publish"
+        raise Problem(
+            401,
+            "unauthorized",
+            f"missing or wrong {what} token: send Authorization: Bearer ${variable}",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
 
 
 def _v(version: str) -> int | str:
