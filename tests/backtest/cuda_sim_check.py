@@ -24,10 +24,17 @@ def main(n_bars: int = 160, n_cols: int = 8) -> int:
     entries = pd.DataFrame(rng.random((n_bars, n_cols)) < 0.06, index=idx)
     exits = pd.DataFrame(rng.random((n_bars, n_cols)) < 0.06, index=idx)
     cases = [
-        dict(fees=0.001, slippage=0.001),
-        dict(direction="both", fees=0.001, sl_stop=0.03, tp_stop=0.05),
-        dict(direction="shortonly", tsl_stop=0.04, fixed_fees=1.0),
-        dict(accumulate=True, size=5.0, direction="both", sl_stop=0.02, tsl_stop=0.03),
+        dict(fees=0.001, slippage=0.001, execution="close"),
+        dict(direction="both", fees=0.001, sl_stop=0.03, tp_stop=0.05, execution="close"),
+        dict(direction="shortonly", tsl_stop=0.04, fixed_fees=1.0, execution="close"),
+        dict(
+            accumulate=True,
+            size=5.0,
+            direction="both",
+            sl_stop=0.02,
+            tsl_stop=0.03,
+            execution="close",
+        ),
         dict(size=2_000.0, size_type="value", size_granularity=1.0, execution="next_open"),
     ]
     failures = 0
@@ -46,7 +53,9 @@ def main(n_bars: int = 160, n_cols: int = 8) -> int:
         failures += status != "ok"
         print(f"{status} {case} orders={n_orders} {checks}")
     # A 1-bar, 1-column run: its equity must come back from the device too.
-    one = from_signals(np.array([50.0]), [True], [False], init_cash=1234.0, device="cuda")
+    one = from_signals(
+        np.array([50.0]), [True], [False], init_cash=1234.0, execution="close", device="cuda"
+    )
     ok = float(one.equity.iloc[0, 0]) == 1234.0
     failures += not ok
     print(("ok " if ok else "MISMATCH ") + "1-bar equity copied back")

@@ -17,7 +17,9 @@ EXITS = pd.Series([False, False, True, False, False, False], index=IDX)
 
 
 def test_from_signals_all_in_long_fills_at_close_with_fees_and_slippage():
-    pf = from_signals(CLOSE, ENTRIES, EXITS, init_cash=1000.0, fees=0.01, slippage=0.02)
+    pf = from_signals(
+        CLOSE, ENTRIES, EXITS, init_cash=1000.0, fees=0.01, slippage=0.02, execution="close"
+    )
     orders = pf.orders
     # Buy at 10 * 1.02 with all cash after 1% fees; sell at 12 * 0.98.
     buy_price = 10.0 * 1.02
@@ -33,14 +35,16 @@ def test_from_signals_all_in_long_fills_at_close_with_fees_and_slippage():
 
 def test_from_signals_entry_while_in_position_is_ignored_without_accumulate():
     entries = pd.Series([True, True, True, False, False, False], index=IDX)
-    pf = from_signals(CLOSE, entries, None, init_cash=100.0)
+    pf = from_signals(CLOSE, entries, None, init_cash=100.0, execution="close")
     assert len(pf.orders) == 1
     assert pf.stats()["exposure"].iloc[0] == 1.0
 
 
 def test_from_signals_accumulate_adds_to_position():
     entries = pd.Series([True, True, True, False, False, False], index=IDX)
-    pf = from_signals(CLOSE, entries, None, size=1.0, accumulate=True, init_cash=100.0)
+    pf = from_signals(
+        CLOSE, entries, None, size=1.0, accumulate=True, init_cash=100.0, execution="close"
+    )
     assert len(pf.orders) == 3
     assert_values_close(pf.equity.iloc[-1, 0], 100.0 - 33.0 + 3 * 12.0, rtol=1e-12)
 
@@ -66,7 +70,15 @@ def test_from_signals_stop_loss_gap_fills_at_open():
     high = pd.Series([100.0, 101.0, 86.0, 81.0], index=IDX[:4])
     entries = pd.Series([True, False, False, False], index=IDX[:4])
     pf = from_signals(
-        close, entries, None, open=open_, high=high, low=low, sl_stop=0.1, init_cash=100.0
+        close,
+        entries,
+        None,
+        open=open_,
+        high=high,
+        low=low,
+        sl_stop=0.1,
+        init_cash=100.0,
+        execution="close",
     )
     orders = pf.orders
     assert orders["stop"].tolist() == [False, True]
@@ -76,7 +88,9 @@ def test_from_signals_stop_loss_gap_fills_at_open():
 def test_from_signals_trailing_stop_follows_high():
     close = pd.Series([100.0, 110.0, 120.0, 105.0], index=IDX[:4])
     entries = pd.Series([True, False, False, False], index=IDX[:4])
-    pf = from_signals(close, entries, None, high=close, low=close, open=close, tsl_stop=0.1)
+    pf = from_signals(
+        close, entries, None, high=close, low=close, open=close, tsl_stop=0.1, execution="close"
+    )
     # Peak 120 -> trail level 108; the close of 105 is below it, and the bar's open (105) gaps it.
     assert pf.orders["price"].iloc[1] == 105.0
     assert pf.orders["stop"].iloc[1]
@@ -87,7 +101,15 @@ def test_from_signals_sl_and_tsl_together_tighter_level_fires():
     low = pd.Series([100.0, 119.0, 100.0, 89.0], index=IDX[:4])
     entries = pd.Series([True, False, False, False], index=IDX[:4])
     pf = from_signals(
-        close, entries, None, open=close, high=close, low=low, sl_stop=0.2, tsl_stop=0.1
+        close,
+        entries,
+        None,
+        open=close,
+        high=close,
+        low=low,
+        sl_stop=0.2,
+        tsl_stop=0.1,
+        execution="close",
     )
     # After the 120 peak the trailing level is 108 (tighter than the fixed 80): bar 2 exits at 108.
     assert pf.orders["bar"].tolist() == [0, 2]
@@ -95,7 +117,7 @@ def test_from_signals_sl_and_tsl_together_tighter_level_fires():
 
 
 def test_from_signals_parameter_list_makes_named_columns():
-    pf = from_signals(CLOSE, ENTRIES, EXITS, fees=[0.0, 0.001, 0.01])
+    pf = from_signals(CLOSE, ENTRIES, EXITS, fees=[0.0, 0.001, 0.01], execution="close")
     assert list(pf.columns) == [0.0, 0.001, 0.01]
     assert pf.columns.name == "fees"
     ev = pf.stats()["end_value"].to_numpy()
@@ -105,7 +127,7 @@ def test_from_signals_parameter_list_makes_named_columns():
 def test_from_signals_signal_frame_columns_are_kept():
     cols = pd.MultiIndex.from_tuples([(5, 20), (10, 50)], names=["fast", "slow"])
     entries = pd.DataFrame(np.tile(ENTRIES.to_numpy()[:, None], 2), index=IDX, columns=cols)
-    pf = from_signals(CLOSE, entries, EXITS)
+    pf = from_signals(CLOSE, entries, EXITS, execution="close")
     assert pf.stats().index.names == ["fast", "slow"]
     assert len(pf[(10, 50)]) == 1
     with pytest.raises(KeyError, match="no column"):
@@ -115,7 +137,7 @@ def test_from_signals_signal_frame_columns_are_kept():
 def test_from_signals_does_not_modify_caller_arrays():
     close = CLOSE.to_numpy().copy()
     entries = ENTRIES.to_numpy().copy()
-    from_signals(close, entries, EXITS.to_numpy())
+    from_signals(close, entries, EXITS.to_numpy(), execution="close")
     assert close.flags.writeable and entries.flags.writeable
     assert_values_close(close, CLOSE.to_numpy(), rtol=0)
 
@@ -152,7 +174,7 @@ BAD_INPUTS = [
 
 @pytest.mark.parametrize(("overrides", "error", "message"), BAD_INPUTS)
 def test_from_signals_bad_input_raises_clear_error(overrides, error, message):
-    kwargs = dict(close=CLOSE, entries=ENTRIES, exits=EXITS) | overrides
+    kwargs = dict(close=CLOSE, entries=ENTRIES, exits=EXITS, execution="close") | overrides
     with pytest.raises(error, match=message):
         from_signals(**kwargs)
 
@@ -165,7 +187,14 @@ def test_from_signals_golden_values_sp500(sp500: pd.DataFrame):
     entries = above & ~above.shift(1, fill_value=False)
     exits = ~above & above.shift(1, fill_value=False)
     pf = from_signals(
-        sp500, entries, exits, fees=0.001, slippage=0.0005, sl_stop=0.08, year_days=252
+        sp500,
+        entries,
+        exits,
+        fees=0.001,
+        slippage=0.0005,
+        sl_stop=0.08,
+        year_days=252,
+        execution="close",
     )
     s = pf.stats().iloc[0]
     golden = GOLDEN_SP500
@@ -173,7 +202,14 @@ def test_from_signals_golden_values_sp500(sp500: pd.DataFrame):
         assert_values_close(s[name], value, rtol=1e-9, label=name)
     # Determinism: a second run is identical to the bit.
     again = from_signals(
-        sp500, entries, exits, fees=0.001, slippage=0.0005, sl_stop=0.08, year_days=252
+        sp500,
+        entries,
+        exits,
+        fees=0.001,
+        slippage=0.0005,
+        sl_stop=0.08,
+        year_days=252,
+        execution="close",
     )
     assert np.array_equal(again.equity.to_numpy(), pf.equity.to_numpy())
 
@@ -208,11 +244,19 @@ def test_from_signals_multi_asset_columns_equal_single_asset_runs(sp500: pd.Data
     above = fast > slow
     entries = above & ~above.shift(1, fill_value=False)
     exits = ~above & above.shift(1, fill_value=False)
-    pf = from_signals(close, entries, exits, fees=0.001, sl_stop=0.1, year_days=252)
+    pf = from_signals(
+        close, entries, exits, fees=0.001, sl_stop=0.1, year_days=252, execution="close"
+    )
     assert list(pf.columns) == ["SPX", "NDX"]
     for asset in close.columns:
         alone = from_signals(
-            close[asset], entries[asset], exits[asset], fees=0.001, sl_stop=0.1, year_days=252
+            close[asset],
+            entries[asset],
+            exits[asset],
+            fees=0.001,
+            sl_stop=0.1,
+            year_days=252,
+            execution="close",
         )
         assert np.array_equal(pf[asset].equity.to_numpy(), alone.equity.to_numpy())
         assert pf[asset].trades.drop(columns="column").equals(alone.trades.drop(columns="column"))
@@ -221,12 +265,14 @@ def test_from_signals_multi_asset_columns_equal_single_asset_runs(sp500: pd.Data
 def test_stats_without_bar_spacing_warns_and_gives_nan_annualised_metrics():
     from celeris.errors import CelerisWarning
 
-    pf = from_signals(CLOSE.to_numpy(), ENTRIES.to_numpy(), EXITS.to_numpy())
+    pf = from_signals(CLOSE.to_numpy(), ENTRIES.to_numpy(), EXITS.to_numpy(), execution="close")
     with pytest.warns(CelerisWarning, match="freq="):
         stats = pf.stats()
     assert np.isnan(stats["sharpe"].iloc[0]) and np.isfinite(stats["total_return"].iloc[0])
     assert np.isfinite(
-        from_signals(CLOSE.to_numpy(), ENTRIES.to_numpy(), EXITS.to_numpy(), freq="1D")
+        from_signals(
+            CLOSE.to_numpy(), ENTRIES.to_numpy(), EXITS.to_numpy(), freq="1D", execution="close"
+        )
         .stats()["sharpe"]
         .iloc[0]
     )
@@ -238,7 +284,7 @@ def test_from_signals_open_without_high_low_uses_open_close_range_for_stops():
     close = pd.Series([100.0, 100.0, 97.5, 97.0], index=idx)
     open_ = pd.Series([100.0, 99.0, 99.0, 97.0], index=idx)
     entries = pd.Series([False, True, False, False], index=idx)
-    pf = from_signals(close, entries, None, open=open_, sl_stop=0.02)
+    pf = from_signals(close, entries, None, open=open_, sl_stop=0.02, execution="close")
     assert pf.orders["bar"].tolist() == [1, 2]
     assert_values_close(pf.orders["price"].iloc[1], 98.0, rtol=1e-12)
 
@@ -247,7 +293,7 @@ def test_from_signals_later_changes_to_caller_arrays_do_not_change_results():
     close = CLOSE.to_numpy().copy()
     entries = ENTRIES.to_numpy().copy()
     exits = EXITS.to_numpy().copy()
-    pf = from_signals(close, entries, exits, freq="1D")
+    pf = from_signals(close, entries, exits, freq="1D", execution="close")
     end_value = pf.stats()["end_value"].iloc[0]
     entries[:] = False
     close[:] = 10.0
@@ -255,7 +301,7 @@ def test_from_signals_later_changes_to_caller_arrays_do_not_change_results():
 
 
 def test_portfolio_iloc_boolean_mask_and_bounds():
-    pf = from_signals(CLOSE, ENTRIES, EXITS, init_cash=[1000.0, 2000.0, 3000.0])
+    pf = from_signals(CLOSE, ENTRIES, EXITS, init_cash=[1000.0, 2000.0, 3000.0], execution="close")
     assert list(pf.iloc([True, False, True]).init_cash) == [1000.0, 3000.0]
     assert list(pf.iloc(-1).init_cash) == [3000.0]
     with pytest.raises(ConfigError, match="out of range"):
@@ -277,16 +323,65 @@ MORE_BAD_INPUTS = [
 @pytest.mark.parametrize(("overrides", "error", "message"), MORE_BAD_INPUTS)
 def test_from_signals_more_bad_input_raises_celeris_errors(overrides, error, message):
     with pytest.raises(error, match=message):
-        from_signals(CLOSE, ENTRIES, EXITS, **overrides)
+        from_signals(CLOSE, ENTRIES, EXITS, **overrides, execution="close")
 
 
 def test_from_signals_percent_check_is_per_column_and_labels_include_choices():
-    pf = from_signals(CLOSE, ENTRIES, EXITS, size_type=["amount", "percent"], size=[np.inf, 0.5])
+    pf = from_signals(
+        CLOSE,
+        ENTRIES,
+        EXITS,
+        size_type=["amount", "percent"],
+        size=[np.inf, 0.5],
+        execution="close",
+    )
     assert list(pf.columns.get_level_values("size_type")) == ["amount", "percent"]
     assert pf.orders.groupby("column").size().tolist() == [3, 3]
 
 
 @pytest.mark.parametrize(("freq", "days"), [("B", 1.0), ("W", 7.0), ("1h", 1 / 24)])
 def test_from_signals_calendar_frequencies_annualise(freq, days):
-    pf = from_signals(CLOSE, ENTRIES, EXITS, freq=freq, year_days=252)
+    pf = from_signals(CLOSE, ENTRIES, EXITS, freq=freq, year_days=252, execution="close")
     assert_values_close(pf.ann_factor, 252 / days, rtol=1e-12)
+
+
+def _bars_of(close: pd.Series) -> pd.DataFrame:
+    open_ = close.shift(1).fillna(close.iloc[0]) + 0.5
+    return pd.DataFrame(
+        {"open": open_, "high": np.maximum(open_, close) + 1, "low": np.minimum(open_, close) - 1}
+        | {"close": close, "volume": 1.0}
+    )
+
+
+def test_from_signals_default_execution_fills_at_next_open():
+    bars = _bars_of(CLOSE)
+    pf = from_signals(bars, ENTRIES, EXITS, init_cash=1000.0)
+    assert pf.execution == "next_open"
+    assert pf.orders["bar"].tolist() == [1, 3, 5]
+    assert_values_close(pf.orders["price"], bars["open"].iloc[[1, 3, 5]], rtol=0)
+
+
+def test_from_signals_default_execution_without_open_prices_raises_with_hint():
+    with pytest.raises(ConfigError, match=r"the default.*execution='close'"):
+        from_signals(CLOSE, ENTRIES, EXITS)
+
+
+def test_from_signals_default_year_days_is_the_one_inferred_rule():
+    weekdays = pd.bdate_range("2024-01-01", periods=30, tz="UTC", name="time")
+    every_day = pd.date_range("2024-01-01", periods=30, tz="UTC", name="time")
+    rng = np.random.default_rng(0)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, 30)))
+    entries = np.zeros(30, dtype=bool)
+    entries[2] = True
+    for index, days, source in ((weekdays, 252, "no weekend bars"), (every_day, 365, "weekend")):
+        pf = from_signals(pd.Series(close, index=index), entries, execution="close")
+        assert pf.year_days == days
+        assert source in pf.annualisation.source
+        assert f"annualisation: {days} days/year (inferred" in pf.describe()
+        assert pf.stats()["year_days"].iloc[0] == days
+    given = from_signals(
+        pd.Series(close, index=every_day), entries, year_days=252, execution="close"
+    )
+    assert given.year_days == 252 and "(given)" in given.describe()
+    assert given.stats().attrs["setup"] == given.describe()
+    assert "close (fills at the signal bar's close)" in given.describe()

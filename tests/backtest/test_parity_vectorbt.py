@@ -142,7 +142,8 @@ def test_from_signals_random_signals_match_vectorbt(sp500: pd.DataFrame, case: i
     bars = sp500.iloc[-1500:]
     kw = dict(OPTION_CASES[case])
     e, x, _se, _sx = _random_signals(bars.index, seed=case)
-    pf = from_signals(bars, e, x, execution=execution, freq="1D", **kw)
+    # vectorbt annualises with 365 days a year; Celeris would infer 252 for these equity bars.
+    pf = from_signals(bars, e, x, execution=execution, freq="1D", year_days=365, **kw)
     tsl = "tsl_stop" in kw
     vpf = _vbt_portfolio(bars, e, x, None, None, execution=execution, tsl=tsl, **kw)
     _compare(pf, vpf)
@@ -157,7 +158,7 @@ def test_from_signals_long_short_arrays_match_vectorbt(sp500: pd.DataFrame, case
     bars = sp500.iloc[-1200:]
     kw = dict(OPTION_CASES[case])
     e, x, se, sx = _random_signals(bars.index, seed=100 + case, p=0.03)
-    pf = from_signals(bars, e, x, se, sx, freq="1D", **kw)
+    pf = from_signals(bars, e, x, se, sx, execution="close", freq="1D", year_days=365, **kw)
     vpf = _vbt_portfolio(bars, e, x, se, sx, execution="close", tsl="tsl_stop" in kw, **kw)
     _compare(pf, vpf)
 
@@ -171,7 +172,10 @@ def test_from_signals_sma_cross_grid_matches_vectorbt(sp500: pd.DataFrame):
     entries = above & ~above.shift(1, fill_value=False)
     exits = ~above & above.shift(1, fill_value=False)
     entries.columns = exits.columns = pd.MultiIndex.from_tuples(pairs, names=["fast", "slow"])
-    pf = from_signals(close, entries, exits, fees=0.001, slippage=0.0005, freq="1D")
+    pf = from_signals(
+        close, entries, exits, fees=0.001, slippage=0.0005, freq="1D", year_days=365,
+        execution="close",
+    )  # fmt: skip
     vpf = vbt.Portfolio.from_signals(
         close,
         entries,

@@ -129,18 +129,23 @@ def test_from_signals_metrics_agree_with_curves_and_records(mkt, opts):
     assert_values_close(s["total_fees"], pf.orders["fees"].sum(), rtol=1e-9, atol=1e-9)
 
 
+NOT_FLOAT = ["start", "end", "max_drawdown_duration", "execution"]
+
+
 def test_from_signals_columns_are_independent():
     rng = np.random.default_rng(3)
     n = 200
     close = pd.Series(100 * np.exp(np.cumsum(rng.normal(0, 0.02, n))))
     entries = rng.random((n, 5)) < 0.1
     exits = rng.random((n, 5)) < 0.1
-    together = from_signals(close, entries, exits, fees=0.001, freq="1h").stats()
+    together = from_signals(close, entries, exits, fees=0.001, freq="1h", execution="close").stats()
     for k in range(5):
-        alone = from_signals(close, entries[:, k], exits[:, k], fees=0.001, freq="1h").stats()
+        alone = from_signals(
+            close, entries[:, k], exits[:, k], fees=0.001, freq="1h", execution="close"
+        ).stats()
         assert_values_close(
-            together.iloc[k].drop(["start", "end", "max_drawdown_duration"]).to_numpy(dtype=float),
-            alone.iloc[0].drop(["start", "end", "max_drawdown_duration"]).to_numpy(dtype=float),
+            together.iloc[k].drop(NOT_FLOAT).to_numpy(dtype=float),
+            alone.iloc[0].drop(NOT_FLOAT).to_numpy(dtype=float),
             rtol=0,
         )
         assert together["max_drawdown_duration"].iloc[k] == alone["max_drawdown_duration"].iloc[0]

@@ -74,7 +74,7 @@ def sma_signals(bars: pd.DataFrame, fast: int, slow: int) -> tuple[pd.Series, pd
 @pytest.fixture(scope="module")
 def pf(sp500: pd.DataFrame) -> bt.Portfolio:
     entries, exits = sma_signals(sp500, 10, 50)
-    return bt.from_signals(sp500, entries, exits)
+    return bt.from_signals(sp500, entries, exits, execution="close")
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +85,7 @@ def grid_pf(sp500: pd.DataFrame) -> bt.Portfolio:
     columns = pd.MultiIndex.from_tuples(pairs, names=["fast", "slow"])
     entries = pd.DataFrame({p: signals[p][0] for p in pairs}).set_axis(columns, axis=1)
     exits = pd.DataFrame({p: signals[p][1] for p in pairs}).set_axis(columns, axis=1)
-    return bt.from_signals(sp500, entries, exits)
+    return bt.from_signals(sp500, entries, exits, execution="close")
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +160,7 @@ def test_write_html_both_directions_draws_short_entries_red_down(
     sp500: pd.DataFrame, tmp_path: Path
 ) -> None:
     entries, exits = sma_signals(sp500, 10, 50)
-    pf = bt.from_signals(sp500, entries, exits, direction="both")
+    pf = bt.from_signals(sp500, entries, exits, direction="both", execution="close")
     data = plotly_data(
         pf.to_html(tmp_path / "both.html").read_text(encoding="utf-8"), "celeris-main"
     )
@@ -237,7 +237,7 @@ def test_write_html_long_series_downsamples_keeping_extrema_and_says_so(tmp_path
     close = pd.Series(100.0 * np.exp(np.cumsum(rng.normal(0.0, 1e-3, n))), index=index)
     entries = pd.Series(np.arange(n) % 5_000 == 100, index=index)
     exits = pd.Series(np.arange(n) % 5_000 == 2_600, index=index)
-    pf = bt.from_signals(close, entries, exits)
+    pf = bt.from_signals(close, entries, exits, execution="close")
     path = pf.to_html(tmp_path / "long.html")
     html = path.read_text(encoding="utf-8")
     assert "the charts draw" in html and "of 60,000 bars" in html

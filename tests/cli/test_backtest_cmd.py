@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -144,9 +145,46 @@ def test_second_sweep_invocation_compiles_nothing(tmp_path: Path):
 
 
 def test_year_days_default_follows_the_data():
-    from celeris.cli.backtest_cmd import year_days_for
+    from celeris.backtest.annualisation import resolve_year_days
     from celeris.data import synthetic
 
-    assert year_days_for(load("sample:sp500"), None) == 252.0  # no weekend bars: equities
-    assert year_days_for(synthetic(5_000, freq="1h", seed=1), None) == 365.0  # 24/7
-    assert year_days_for(load("sample:sp500"), 365.0) == 365.0
+    assert resolve_year_days(load("sample:sp500").index) == 252.0  # no weekend bars: equities
+    assert resolve_year_days(synthetic(5_000, freq="1h", seed=1).index) == 365.0  # 24/7
+    assert resolve_year_days(load("sample:sp500").index, 365.0) == 365.0
+
+
+def test_sweep_python_and_cli_annualise_alike_and_say_so():
+    """Issue A4: the same sweep gave Sharpe 0.417 in Python (365) and 0.347 in the CLI (252)."""
+    from celeris.backtest import sweep
+
+    result = invoke(
+        "sweep", "--grid", "fast=10", "--grid", "slow=50", "--fees", "0.001", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    api = sweep(load("sample:sp500"), "sma_cross", {"fast": [10], "slow": [50]}, fees=0.001,
+                progress=False)  # fmt: skip
+    assert_values_close(out["top"][0]["sharpe"], api.stats()["sharpe"].iloc[0], rtol=1e-12)
+    assert out["year_days"] == 252.0
+    assert out["annualisation"].startswith("annualisation: 252 days/year (inferred")
+    table = invoke("sweep", "--grid", "fast=10", "--grid", "slow=50")
+    assert "annualisation: 252 days/year (inferred from the data" in table.stdout
+
+
+def test_backtest_default_fills_at_next_open_like_the_api_and_says_so():
+    """Issue A5: one default fill for the API and the CLI, the next bar's open."""
+    result = invoke("backtest", "--param", "fast=10", "--param", "slow=50", "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    bars = load("sample:sp500")
+    assert out["execution"] == "next_open" and out["stats"]["execution"] == "next_open"
+    for trade in out["trades"]:
+        entry = bars.index.get_loc(pd.Timestamp(trade["entry_time"]))
+        assert_values_close(trade["entry_price"], bars["open"].iloc[entry], rtol=1e-12)
+    e, x = STRATEGIES["sma_cross"].signals(bars, {"fast": 10, "slow": 50})
+    api = from_signals(bars, e, x).stats().iloc[0]
+    assert_values_close(out["stats"]["sharpe"], api["sharpe"], rtol=1e-12)
+    table = invoke("backtest", "--param", "fast=10", "--param", "slow=50")
+    text = " ".join(table.stdout.split())
+    assert "sma_cross (fast=10, slow=50) on sample:sp500, 1999-01-04 to 2018-12-31" in text
+    assert "next_open (fills at the next bar's open)" in text

@@ -466,7 +466,7 @@ def test_load_orderbook_missing_asks_raises(tmp_path):
 @pytest.fixture(scope="module")
 def sma_portfolio(sp500):
     entries, exits = STRATEGIES["sma_cross"].signals(sp500, {"fast": 10, "slow": 50})
-    return from_signals(sp500, entries, exits, year_days=252)
+    return from_signals(sp500, entries, exits, year_days=252, execution="close")
 
 
 def test_risk_summary_var_cvar_drawdown_match_numpy(sp500, sma_portfolio):
@@ -504,7 +504,9 @@ def test_risk_summary_correlations_match_pandas(sp500, nasdaq, sma_portfolio):
 def test_risk_summary_open_long_position_reported(sp500):
     entries = pd.Series(False, index=sp500.index)
     entries.iloc[-30] = True
-    pf = from_signals(sp500, entries, pd.Series(False, index=sp500.index), year_days=252)
+    pf = from_signals(
+        sp500, entries, pd.Series(False, index=sp500.index), year_days=252, execution="close"
+    )
     text = m.risk_summary(pf, sp500, detail=3)
     trade = pf.trades.iloc[-1]
     value = trade["size"] * sp500["close"].iloc[-1]

@@ -13,7 +13,9 @@ import pandas as pd
 
 from celeris.backtest import _inputs as I
 from celeris.backtest import kernel as K
+from celeris.backtest.annualisation import YearDays, resolve_year_days
 from celeris.backtest.engine import KernelInputs, KernelOutputs, simulate
+from celeris.backtest.returns import returns_metrics
 from celeris.errors import CelerisTypeError, CelerisWarning, ConfigError, did_you_mean
 
 #: Columns of :meth:`Portfolio.stats`, in order, with their kernel slot and meaning.
@@ -54,8 +56,12 @@ PERCENT_METRICS = frozenset(
         "avg_winning_trade",
         "avg_losing_trade",
         "exposure",
+        "benchmark_return",
+        "benchmark_max_drawdown",
     }
 )
+#: Buy-and-hold of the same bars, added to :meth:`Portfolio.stats` after :data:`METRICS`.
+BENCHMARK_METRICS = ("benchmark_return", "benchmark_sharpe", "benchmark_max_drawdown")
 CASH_METRICS = frozenset({"start_value", "end_value", "expectancy", "total_fees", "open_trade_pnl"})
 _COUNT_METRICS = ("trades", "closed_trades", "orders")
 _HIGHER_IS_WORSE = ("max_drawdown", "max_drawdown_duration", "volatility", "total_fees")
@@ -72,7 +78,7 @@ def from_signals(
     high: Any = None,
     low: Any = None,
     price: Any = None,
-    execution: str = "close",
+    execution: str = "next_open",
     init_cash: Any = 100_000.0,
     fees: Any = 0.0,
     fixed_fees: Any = 0.0,
@@ -87,15 +93,19 @@ def from_signals(
     size_granularity: Any = None,
     stop_exit_price: str = "stop",
     freq: Any = None,
-    year_days: float = 365,
+    year_days: float | YearDays | None = None,
     device: str = "auto",
     _copy: bool = True,
+    _first_signals: dict[str, bool] | None = None,
     **unknown: Any,
 ) -> Portfolio:
     """Simulate entry/exit signals, one column per strategy variant, and return a :class:`Portfolio`.
 
-    Semantics are those of vectorbt's ``Portfolio.from_signals`` for every option both have:
-    orders fill at the close of the signal bar (``price`` overrides), slippage moves the fill
+    Semantics are those of vectorbt's ``Portfolio.from_signals`` for every option both have,
+    except the default fill: orders fill at the *next* bar's open (``execution="next_open"``,
+    the price a live system can actually get after seeing a bar close; backtesting.py's and
+    freqtrade's default). ``execution="close"`` fills at the signal bar's close as vectorbt does
+    (``price`` overrides the order price there). Slippage moves the fill
     price against the trader, ``fees`` are a fraction of traded value plus ``fixed_fees`` per
     order, ``size=inf`` means all available cash, entries are ignored while in a position unless
     ``accumulate``, and stops are checked against each later bar's open, high and low.
@@ -114,10 +124,13 @@ def from_signals(
         Without them, stops are checked against the close only.
     price : prices, optional
         Order price of each bar (default: the close).
-    execution : {"close", "next_open"}
-        ``"next_open"`` fills a signal at the *next* bar's open, as backtesting.py does. A signal on
-        the last bar then has no bar to fill in and is not executed. Stops of a position opened at
-        the open are measured from that open price (vectorbt's ``stop_entry_price="price"``).
+    execution : {"next_open", "close"}
+        ``"next_open"`` (default) fills a signal at the *next* bar's open, as backtesting.py does;
+        it needs open prices (a bar frame or ``open=``). A signal on the last bar then has no bar
+        to fill in and is not executed. Stops of a position opened at the open are measured from
+        that open price (vectorbt's ``stop_entry_price="price"``). ``"close"`` fills at the
+        signal bar's close (vectorbt's convention; a live system cannot trade at the close its
+        signal was computed from).
     init_cash, fees, fixed_fees, slippage, size, sl_stop, tp_stop, tsl_stop : float or sequence
         Per-column parameters: a scalar for all columns or one value per column. Stops are
         fractions (``sl_stop=0.05`` exits 5% below the entry's reference price); ``None``/NaN
@@ -137,8 +150,10 @@ def from_signals(
         A triggered stop fills at the stop price without slippage (vectorbt's default
         ``"stoplimit"``), at the stop price with slippage, or at the bar's close with slippage.
     freq, year_days : annualisation
-        Bar spacing (inferred from a datetime index if omitted) and days per year (365 for
-        crypto, 252 for equities): ``ann_factor = year_days * 1 day / freq``.
+        Bar spacing (inferred from a datetime index if omitted) and days per year:
+        ``ann_factor = year_days * 1 day / freq``. ``year_days=None`` applies Celeris's one rule,
+        :func:`celeris.backtest.annualisation.resolve_year_days` (252 for data without weekend
+        bars, else 365); :attr:`Portfolio.annualisation` says which value was used and why.
     device : {"auto", "cpu", "cuda"}
         ``auto`` uses a CUDA GPU when present, else the CPU; results are identical.
 
@@ -157,7 +172,7 @@ def from_signals(
     >>> close = pd.Series([10.0, 11.0, 12.0, 11.0, 13.0],
     ...                   index=pd.date_range("2024-01-01", periods=5, freq="D", tz="UTC"))
     >>> pf = celeris.backtest.from_signals(close, close.index.day == 1, close.index.day == 3,
-    ...                                    init_cash=1000.0)
+    ...                                    init_cash=1000.0, execution="close")
     >>> round(float(pf.stats()["end_value"].iloc[0]), 2)
     1200.0
     """
@@ -192,12 +207,17 @@ def from_signals(
     else:
         low_arr = I.as_2d_float("low", low, n_bars, copy=_copy)
     if price is not None and execution == "next_open":
-        raise ConfigError("pass either price=... or execution='next_open', not both")
+        raise ConfigError(
+            "price=... sets the order price of execution='close'; pass execution='close' with "
+            "it (the default, 'next_open', fills at the next bar's open)"
+        )
     price_arr = close_arr if price is None else I.as_2d_float("price", price, n_bars, copy=_copy)
     if execution == "next_open":
         if open is None:
             raise ConfigError(
-                "execution='next_open' needs open prices (pass open=... or a bar frame)"
+                "execution='next_open' (the default: fill at the next bar's open) needs open "
+                "prices: pass a bar frame or open=..., or execution='close' to fill at the "
+                "signal bar's close"
             )
         price_arr = open_arr
 
@@ -209,7 +229,13 @@ def from_signals(
         if execution == "next_open":
             shifted = np.zeros_like(arr)
             shifted[1:] = arr[:-1]
+            # A walk-forward window's signal from the bar before it fills at its first open.
+            if _first_signals is not None:
+                shifted[0] = bool(_first_signals.get(name, False))
             return shifted
+        if _first_signals is not None:
+            arr = arr.copy()
+            arr[0] = bool(_first_signals.get(name, False))
         return arr
 
     if entries is None and short_entries is None:
@@ -309,13 +335,8 @@ def from_signals(
     params[:, K.P_STOP_REF] = K.STOP_REF_PRICE if execution == "next_open" else K.STOP_REF_CLOSE
 
     td = I.infer_freq(index if index is not None else pd.RangeIndex(n_bars), freq)
-    if isinstance(year_days, bool) or not isinstance(
-        year_days, int | float | np.integer | np.floating
-    ):
-        raise CelerisTypeError(f"year_days must be a number, got {year_days!r}")
-    if not np.isfinite(year_days) or year_days <= 0:
-        raise ConfigError(f"year_days must be finite and > 0, got {year_days}")
-    ann_factor = float(year_days * pd.Timedelta(days=1) / td) if td is not None else float("nan")
+    annual = resolve_year_days(index, year_days)
+    ann_factor = float(annual.days * pd.Timedelta(days=1) / td) if td is not None else float("nan")
 
     param_axes = {
         k: v
@@ -353,7 +374,15 @@ def from_signals(
         ann_factor=ann_factor,
     )
     bar_index = index if index is not None else pd.RangeIndex(n_bars, name="bar")
-    return Portfolio(inputs, bar_index, columns, freq=td, year_days=year_days, device=device)
+    return Portfolio(
+        inputs,
+        bar_index,
+        columns,
+        freq=td,
+        year_days=annual,
+        execution=execution,
+        device=device,
+    )
 
 
 def metrics_frame(metrics: np.ndarray, index: pd.Index, freq: pd.Timedelta | None) -> pd.DataFrame:
@@ -378,7 +407,14 @@ def rank_order(values: np.ndarray, metric: str) -> np.ndarray:
 
 
 def _keywords() -> list[str]:
-    return [p for p in inspect.signature(from_signals).parameters if p != "unknown"]
+    return [p for p in inspect.signature(from_signals).parameters if p != "unknown" and p[0] != "_"]
+
+
+#: How each ``execution`` fills an order, in words, for reports.
+FILL_RULES = {
+    "next_open": "fills at the next bar's open",
+    "close": "fills at the signal bar's close",
+}
 
 
 class Portfolio:
@@ -397,7 +433,8 @@ class Portfolio:
         columns: pd.Index,
         *,
         freq: pd.Timedelta | None,
-        year_days: float,
+        year_days: YearDays,
+        execution: str,
         device: str = "auto",
         outputs: KernelOutputs | None = None,
     ) -> None:
@@ -405,7 +442,8 @@ class Portfolio:
         self.index = index
         self.columns = columns
         self.freq = freq
-        self.year_days = year_days
+        self.annualisation = year_days
+        self.execution = execution
         self.device = device
         self._outputs = outputs if outputs is not None else simulate(inputs, device=device)
 
@@ -452,10 +490,26 @@ class Portfolio:
             self.index,
             self.columns[pos],
             freq=self.freq,
-            year_days=self.year_days,
+            year_days=self.annualisation,
+            execution=self.execution,
             device=self.device,
             outputs=out,
         )
+
+    # ---- how it was simulated ----
+    @property
+    def year_days(self) -> float:
+        """Days per year used to annualise (see :attr:`annualisation` for where it came from)."""
+        return self.annualisation.days
+
+    @property
+    def fill_rule(self) -> str:
+        """How orders filled, in words (``"fills at the next bar's open"``)."""
+        return FILL_RULES[self.execution]
+
+    def describe(self) -> str:
+        """One line naming the fill rule and the annualisation, for report titles and tables."""
+        return f"{self.execution} ({self.fill_rule}); {self.annualisation.describe()}"
 
     # ---- metrics ----
     @property
@@ -473,7 +527,10 @@ class Portfolio:
         """Return one row per column with every metric (see :data:`METRICS` for definitions).
 
         Returns are fractions (0.12 = 12%); ``max_drawdown_duration`` is a Timedelta when the bar
-        spacing is known, else a bar count. Without a datetime index or ``freq=`` the bar spacing
+        spacing is known, else a bar count. ``benchmark_return``, ``benchmark_sharpe`` and
+        ``benchmark_max_drawdown`` are those of buying and holding the same bars (first close
+        to last close, no costs); ``execution`` and ``year_days`` say how orders filled and how
+        the figures were annualised (``stats().attrs["setup"]`` says it in words). Without a datetime index or ``freq=`` the bar spacing
         is unknown and the annualised metrics (cagr, volatility, sharpe, sortino, calmar) are NaN,
         with a :class:`~celeris.errors.CelerisWarning`.
         """
@@ -488,7 +545,26 @@ class Portfolio:
         frame.insert(0, "start_value", self._inputs.params[:, K.P_INIT_CASH])
         frame.insert(0, "end", self.index[-1])
         frame.insert(0, "start", self.index[0])
+        for name, values in self._benchmark().items():
+            frame[name] = values
+        frame["execution"] = self.execution
+        frame["year_days"] = self.annualisation.days
+        frame.attrs["setup"] = self.describe()
         return frame
+
+    def _benchmark(self) -> dict[str, np.ndarray]:
+        """Buy-and-hold of the same bars: hold from the first close to the last, no costs."""
+        close = self._inputs.close  # [n_bars, 1 or n_cols]
+        out = {name: np.empty(close.shape[1]) for name in BENCHMARK_METRICS}
+        for j in range(close.shape[1]):
+            rets = np.empty(close.shape[0])
+            rets[0] = 0.0
+            rets[1:] = close[1:, j] / close[:-1, j] - 1.0
+            m = returns_metrics(rets, self.ann_factor)
+            for name in BENCHMARK_METRICS:
+                key = name.removeprefix("benchmark_")
+                out[name][j] = m["total_return" if key == "return" else key]
+        return {k: np.broadcast_to(v, (len(self.columns),)) for k, v in out.items()}
 
     def best(self, metric: str = "sharpe", n: int = 10) -> pd.DataFrame:
         """Return the ``n`` best columns by ``metric`` (lowest first for drawdown-like metrics)."""

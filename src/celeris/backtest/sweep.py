@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from celeris.backtest import kernel as K
+from celeris.backtest.annualisation import resolve_year_days
 from celeris.backtest.portfolio import (
     _HIGHER_IS_WORSE,
     METRICS,
@@ -47,8 +48,15 @@ _PORTFOLIO_OPTIONS = (
 )
 
 
-def check_portfolio_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    """Refuse unknown ``from_signals`` options early, with a did-you-mean hint."""
+def check_portfolio_options(
+    options: Mapping[str, Any], bars: pd.DataFrame | None = None
+) -> dict[str, Any]:
+    """Refuse unknown ``from_signals`` options early, with a did-you-mean hint.
+
+    With ``bars``, also fix the defaults that depend on the data once for the whole run:
+    ``year_days`` by :func:`~celeris.backtest.annualisation.resolve_year_days` on all the bars
+    (so every window of a walk-forward annualises alike) and ``execution`` (next open).
+    """
     for name in options:
         if name not in _PORTFOLIO_OPTIONS:
             raise ConfigError(
@@ -60,7 +68,11 @@ def check_portfolio_options(options: Mapping[str, Any]) -> dict[str, Any]:
                 f"backtest option {name} must be a single value in a sweep (got {value!r}); "
                 "put values to explore in the strategy grid"
             )
-    return dict(options)
+    out = dict(options)
+    if bars is not None:
+        out["year_days"] = resolve_year_days(bars.index, out.get("year_days"))
+        out["execution"] = out.get("execution") or "next_open"
+    return out
 
 
 def _progress(enabled: bool, total: int, description: str) -> Any:
@@ -186,7 +198,7 @@ def sweep(
     """
     strat = get_strategy(strategy)
     bars = check_bars(data, strat.needs)
-    options = check_portfolio_options(options)
+    options = check_portfolio_options(options, bars)
     combos = strat.grid(grid)
     engine = resolve_device(device)
     n_bars, n_combos = len(bars), len(combos)

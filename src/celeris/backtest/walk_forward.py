@@ -114,7 +114,7 @@ def walk_forward(
         raise ConfigError(f"unknown metric {metric!r}{did_you_mean(metric, METRICS)}")
     strat = get_strategy(strategy)
     bars = check_bars(data, strat.needs)
-    options = check_portfolio_options(options)
+    options = check_portfolio_options(options, bars)
     n_train = _to_bars(train, bars.index, "train")
     n_test = _to_bars(test, bars.index, "test")
     if n_train + n_test > len(bars):

@@ -36,18 +36,17 @@ StopOpt = Annotated[
     float | None, typer.Option(help="Stop as a fraction, e.g. 0.05 (off by default).")
 ]
 ExecutionOpt = Annotated[
-    str | None,
+    str,
     typer.Option(
-        help="close (fill at the signal bar's close) | next_open (fill at the next open). "
-        "Default: close for rule strategies, next_open for model:PATH (a forecast made at a close "
-        "trades at the next bar)."
+        help="next_open (fill at the next bar's open, what a live system gets; the default for "
+        "every strategy) | close (fill at the signal bar's close, vectorbt's convention)."
     ),
 ]
 YearDaysOpt = Annotated[
     float | None,
     typer.Option(
         help="Days per year for annualising: 365 for 24/7 crypto, 252 for equities "
-        "(default: 252 when the data has no weekend bars, else 365)."
+        "(default: 252 when the data has no weekend bars, else 365; every report says which)."
     ),
 ]
 FreqOpt = Annotated[
@@ -69,7 +68,7 @@ _SHARED: tuple[tuple[str, Any, Any], ...] = (
     ("sl_stop", StopOpt, None),
     ("tp_stop", StopOpt, None),
     ("tsl_stop", StopOpt, None),
-    ("execution", ExecutionOpt, None),
+    ("execution", ExecutionOpt, "next_open"),
     ("year_days", YearDaysOpt, None),
     ("freq", FreqOpt, None),
     ("device", DeviceOpt, "auto"),
@@ -84,12 +83,19 @@ def backtest_options(
     opts: Options, bars: Any, *, model: bool = False
 ) -> tuple[dict[str, Any], str]:
     """``from_signals`` keywords from the shared options (defaults resolved for ``bars``), and
-    the device."""
+    the device.
+
+    ``year_days`` becomes a :class:`~celeris.backtest.annualisation.YearDays` by Celeris's one
+    rule (given, else inferred from ``bars``), so reports can say where it came from. Every
+    strategy, rule or model, fills at the next open unless ``--execution close``; ``model`` is
+    kept for callers and changes nothing.
+    """
+    from celeris.backtest.annualisation import resolve_year_days
+
     out = dict(opts)
     device = out.pop("device")
-    out["year_days"] = year_days_for(bars, out["year_days"])
-    if out["execution"] is None:
-        out["execution"] = "next_open" if model else "close"
+    out["year_days"] = resolve_year_days(bars.index, out.get("year_days"))
+    out.setdefault("execution", "next_open")
     return out, device
 
 
@@ -97,16 +103,6 @@ def _load(source: str) -> Any:
     from celeris.data import load
 
     return load(source)
-
-
-def year_days_for(bars: Any, given: float | None) -> float:
-    """``given``, or 252 for data that never trades at weekends (equities), else 365."""
-    if given is not None:
-        return given
-    index = bars.index
-    if len(index) > 1 and (index.dayofweek >= 5).sum() == 0:
-        return 252.0
-    return 365.0
 
 
 def _strategy_and_grid(strategy: str, items: list[str]) -> tuple[Any, dict[str, list[float]]]:
@@ -187,7 +183,7 @@ def register(app: typer.Typer) -> None:
         --param slow=50 --fees 0.001 --year-days 252 --html report.html
         """
         from celeris.backtest import from_signals
-        from celeris.cli.format import fmt, frame_table, jsonable, stats_table
+        from celeris.cli.format import frame_table, jsonable, run_caption, setup_json, stats_table
 
         bars = _load(data)
         opts, device = backtest_options(opts, bars, model=strategy.startswith("model:"))
@@ -230,11 +226,14 @@ def register(app: typer.Typer) -> None:
             pf = from_signals(bars, entries, exits, device=device, **opts)
             name, full = strat.name, {p.name: p.default for p in strat.params} | params
         stats = pf.stats().iloc[0]
+        caption = run_caption(name, full, data, pf.index, pf.execution, pf.annualisation)
         if json_out:
             print_json(
                 {
                     "strategy": name,
                     "params": full,
+                    "data": data,
+                    **setup_json(pf.execution, pf.annualisation, pf.index),
                     "stats": {k: jsonable(v) for k, v in stats.items()},
                     "trades": [
                         {k: jsonable(v) for k, v in row.items()}
@@ -243,8 +242,7 @@ def register(app: typer.Typer) -> None:
                 }
             )
         else:
-            label = ", ".join(f"{k}={fmt('', v)}" for k, v in full.items())
-            console.print(stats_table(stats, f"{name} ({label}) on {data}"))
+            console.print(stats_table(stats, caption))
             tr = pf.trades
             if len(tr) and trades > 0:
                 shown = tr.tail(trades).set_index("entry_time")[
@@ -255,7 +253,7 @@ def register(app: typer.Typer) -> None:
                 )
         for path, writer in ((html, pf.to_html), (png, pf.plot_png)):
             if path is not None:
-                written = writer(path)
+                written = writer(path, title=caption)
                 if not json_out:
                     console.print(f"wrote {written}")
 
@@ -292,7 +290,13 @@ def register(app: typer.Typer) -> None:
         --grid slow=50:500:10 --fees 0.001 --top 10
         """
         from celeris.backtest import METRICS, sweep
-        from celeris.cli.format import SUMMARY_COLUMNS, frame_table, jsonable
+        from celeris.cli.format import (
+            SUMMARY_COLUMNS,
+            frame_table,
+            jsonable,
+            run_caption,
+            setup_json,
+        )
         from celeris.errors import did_you_mean
 
         if metric not in METRICS:
@@ -306,12 +310,18 @@ def register(app: typer.Typer) -> None:
         result = sweep(bars, strat, values, device=device, progress=not json_out, **opts)
         elapsed = time.perf_counter() - started
         best = result.best(metric, top)
+        caption = run_caption(
+            strat.name, _grid_summary(result.combos), data, bars.index, opts["execution"],
+            opts["year_days"],
+        )  # fmt: skip
         if csv is not None:
             result.stats().to_csv(csv)
         if json_out:
             print_json(
                 {
                     "strategy": strat.name,
+                    "data": data,
+                    **setup_json(opts["execution"], opts["year_days"], bars.index),
                     "variants": len(result.combos),
                     "bars": len(bars),
                     "seconds": elapsed,
@@ -333,6 +343,7 @@ def register(app: typer.Typer) -> None:
             )
         else:
             rate = len(result.combos) * len(bars) / max(elapsed, 1e-9)
+            console.print(caption, highlight=False, markup=False)
             console.print(
                 f"[bold]{len(result.combos):,}[/] variants x [bold]{len(bars):,}[/] bars in {elapsed:.2f} s "
                 f"({rate / 1e6:,.0f} M bar-variants/s, device {result.device})"
@@ -381,7 +392,7 @@ def register(app: typer.Typer) -> None:
         --grid slow=20:200:20 --train 730D --test 180D --year-days 252
         """
         from celeris.backtest import walk_forward
-        from celeris.cli.format import fmt, frame_table, jsonable
+        from celeris.cli.format import fmt, frame_table, jsonable, run_caption, setup_json
 
         bars = _load(data)
         strat, values = _strategy_and_grid(strategy, grid or [])
@@ -393,6 +404,9 @@ def register(app: typer.Typer) -> None:
         if json_out:
             print_json(
                 {
+                    "strategy": strat.name,
+                    "data": data,
+                    **setup_json(opts["execution"], opts["year_days"], bars.index),
                     "windows": [
                         {k: jsonable(v) for k, v in row.items()}
                         for row in result.windows.reset_index().to_dict("records")
@@ -401,13 +415,31 @@ def register(app: typer.Typer) -> None:
                 }
             )
             return
+        caption = run_caption(
+            strat.name, _grid_summary(strat.grid(values)), data, bars.index, opts["execution"],
+            opts["year_days"],
+        )  # fmt: skip
         console.print(
             frame_table(
-                result.windows, f"walk-forward windows ({strat.name}, best by {metric} in sample)"
+                result.windows,
+                f"walk-forward windows, best by {metric} in sample: {caption}",
             )
         )
         summary = ", ".join(f"{k} {fmt(str(k), v)}" for k, v in result.summary.items())
         console.print(f"[bold]out of sample[/] ({len(result.oos_returns):,} bars): {summary}")
+
+
+def _grid_summary(combos: Any) -> dict[str, str]:
+    """``{"fast": "5..50 (10 values)"}``: each parameter's range over a grid, for captions."""
+    out = {}
+    for name in combos.columns:
+        values = sorted(set(combos[name].tolist()))
+        out[str(name)] = (
+            f"{values[0]:g}"
+            if len(values) == 1
+            else f"{values[0]:g}..{values[-1]:g} ({len(values)} values)"
+        )
+    return out
 
 
 def _window(spec: str) -> int | str:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from rich.table import Table
 
-from celeris.backtest.portfolio import CASH_METRICS, PERCENT_METRICS
+from celeris.backtest.portfolio import CASH_METRICS, FILL_RULES, PERCENT_METRICS
 
 PERCENT = PERCENT_METRICS | {"oos_total_return", "return"}
 MONEY = CASH_METRICS | {"entry_price", "exit_price", "pnl"}
@@ -94,3 +95,45 @@ def frame_table(frame: pd.DataFrame, title: str, columns: list[str] | None = Non
         labels = label if isinstance(label, tuple) else (label,)
         table.add_row(*(fmt("", v) for v in labels), *(fmt(c, row[c]) for c in columns))
     return table
+
+
+def run_caption(
+    strategy: str,
+    params: Mapping[str, Any],
+    source: str,
+    index: pd.Index,
+    execution: str,
+    year_days: Any,
+) -> str:
+    """What a table shows: strategy, parameters, data source and range, fill rule, annualisation.
+
+    ``sma_cross (fast=10, slow=50) on sample:sp500, 1999-01-04 to 2018-12-31 (5,031 bars);
+    next_open (fills at the next bar's open); annualisation: 252 days/year (inferred ...)``.
+    """
+    from celeris.backtest.annualisation import resolve_year_days
+
+    label = ", ".join(f"{k}={fmt('', v)}" for k, v in params.items())
+    span = (
+        f"{fmt('', index[0])} to {fmt('', index[-1])} ({len(index):,} bars)" if len(index) else ""
+    )
+    head = f"{strategy} ({label})" if label else strategy
+    return (
+        f"{head} on {source}, {span}; {execution} ({FILL_RULES.get(execution, execution)}); "
+        f"{resolve_year_days(index, year_days).describe()}"
+    )
+
+
+def setup_json(execution: str, year_days: Any, index: pd.Index) -> dict[str, Any]:
+    """The fill rule and annualisation of a run, for ``--json`` output."""
+    from celeris.backtest.annualisation import resolve_year_days
+
+    annual = resolve_year_days(index, year_days)
+    return {
+        "execution": execution,
+        "fill_rule": FILL_RULES.get(execution, execution),
+        "year_days": annual.days,
+        "annualisation": annual.describe(),
+        "start": str(index[0]) if len(index) else None,
+        "end": str(index[-1]) if len(index) else None,
+        "bars": len(index),
+    }

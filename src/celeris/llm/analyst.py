@@ -690,6 +690,7 @@ def analyze(
         The server cannot be reached or gives no valid answer.
     """
     from celeris.backtest import METRICS
+    from celeris.backtest.annualisation import resolve_year_days
     from celeris.backtest.strategies import check_bars, get_strategy
     from celeris.backtest.sweep import check_portfolio_options
     from celeris.llm.client import InvalidAnswer
@@ -701,8 +702,7 @@ def analyze(
     raw, source = _bars(data)
     bars = check_bars(raw, strat.needs)
     options = check_portfolio_options(portfolio_options)
-    if options.get("year_days") is None:
-        options["year_days"] = float(mk.year_days(bars.index))
+    options["year_days"] = resolve_year_days(bars.index, options.get("year_days"))
     budget = client.settings.context_tokens if budget_tokens is None else int(budget_tokens)
     count = counter or token_counter(client.settings.tokenizer)
 

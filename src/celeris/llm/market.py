@@ -236,7 +236,9 @@ def year_days(index: pd.Index) -> int:
     The rule of ``celeris backtest --year-days``: data without weekend bars follows an exchange
     calendar (equities); 24/7 crypto data has weekend bars.
     """
-    return 252 if (cast(pd.DatetimeIndex, index).day_of_week >= 5).sum() == 0 else 365
+    from celeris.backtest.annualisation import resolve_year_days
+
+    return int(resolve_year_days(index).days)
 
 
 def bars_per_year(index: pd.Index) -> float:
