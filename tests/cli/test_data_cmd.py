@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -196,3 +198,63 @@ def test_data_console_script_loads_sample(tmp_path):
         check=False,
     )
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "unknown sample" in bad.stderr
+
+
+def test_data_synthetic_killed_mid_write_old_file_intact(tmp_path):
+    out = tmp_path / "bars.csv"
+    result = runner.invoke(
+        app, ["data", "synthetic", "--bars", "50", "--seed", "1", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    before = out.read_bytes()
+    env = {**os.environ, "CELERIS_HOME": str(tmp_path / "home")}
+    code = "import sys; from celeris.cli.main import app; sys.argv[0] = 'celeris'; app()"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "data", "synthetic", "--bars", "3000000", "--out", str(out)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        # kill it once the new file is being written (some bytes of it are on disk)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            temps = list(tmp_path.glob(".bars.csv.tmp-*"))
+            if temps and temps[0].stat().st_size > 0:
+                break
+            time.sleep(0.005)
+        assert proc.poll() is None, "the writer finished before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    assert out.read_bytes() == before
+    pd.testing.assert_frame_equal(load(out), synthetic(50, seed=1), rtol=1e-12)
+    assert list(tmp_path.glob(".bars.csv.tmp-*"))  # the killed writer's leftover ...
+    result = runner.invoke(
+        app, ["data", "synthetic", "--bars", "60", "--seed", "2", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert not list(tmp_path.glob(".bars.csv.tmp-*"))  # ... is swept by the next write
+    assert len(load(out)) == 60
+
+
+def test_data_synthetic_missing_directory_one_line_exit_2(tmp_path):
+    out = tmp_path / "no" / "such" / "dir" / "bars.parquet"
+    result = runner.invoke(app, ["data", "synthetic", "--bars", "10", "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "does not exist" in lines[0] and "dir" in lines[0]
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+@pytest.mark.parametrize("content", [b"", b"\n\n  \n"])
+def test_data_load_empty_csv_one_line_exit_2(tmp_path, content):
+    path = tmp_path / "empty.csv"
+    path.write_bytes(content)
+    result = runner.invoke(app, ["data", "load", str(path)])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "empty.csv" in lines[0]

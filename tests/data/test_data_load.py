@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 
 import numpy as np
 import pandas as pd
@@ -232,3 +233,27 @@ def test_load_unknown_sample_hints():
 def test_samples_have_one_line_descriptions():
     assert set(SAMPLES) == {"sp500", "nasdaq"}
     assert all(desc and "\n" not in desc for desc in SAMPLES.values())
+
+
+def test_load_fifo_raises_data_error_naming_path(tmp_path):
+    fifo = tmp_path / "feed.csv"
+    os.mkfifo(fifo)
+    with pytest.raises(DataError, match=r"feed\.csv is a named pipe \(FIFO\), not a CSV"):
+        load(fifo)  # used to block for ever waiting for a writer
+
+
+def test_load_character_device_raises_data_error_naming_path(tmp_path):
+    link = tmp_path / "zeros.csv"
+    link.symlink_to("/dev/zero")
+    with pytest.raises(DataError, match=r"zeros\.csv is a character device"):
+        load(link)  # used to read without bound
+    with pytest.raises(DataError, match=r"/dev/zero is a character device"):
+        load("/dev/zero")
+
+
+@pytest.mark.parametrize("content", [b"", b"\n\n", b"   \n\n"])
+def test_load_empty_or_blank_csv_raises_data_error(tmp_path, content):
+    path = tmp_path / "empty.csv"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=r"empty\.csv"):
+        load(path)

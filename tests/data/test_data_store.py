@@ -120,7 +120,7 @@ def test_store_save_failing_writer_leaves_old_file_intact(celeris_home, make_bar
     with pytest.raises(StoreError, match=r"disk full; the previous file is unchanged"):
         store.save(bars.iloc[20:], "binance", "BTC/USDT", "1m")
     assert path.read_bytes() == before
-    assert [p.name for p in path.parent.iterdir() if p.suffix == ".tmp"] == []
+    assert sorted(p.name for p in path.parent.iterdir()) == ["1m.parquet", "1m.parquet.lock"]
     assert len(store.read("binance", "BTC/USDT", "1m")) == 20
 
 
@@ -136,7 +136,7 @@ def test_store_save_interrupted_leaves_old_file_intact(celeris_home, make_bars, 
     with pytest.raises(KeyboardInterrupt):
         store.save(make_bars(30), "binance", "BTC/USDT", "1m")
     assert path.read_bytes() == before
-    assert not any(name.endswith(".tmp") for name in os.listdir(path.parent))
+    assert sorted(os.listdir(path.parent)) == ["1m.parquet", "1m.parquet.lock"]
 
 
 def test_store_save_refuses_invalid_bars_and_extra_columns(celeris_home, make_bars):
@@ -163,3 +163,22 @@ def test_store_load_source_reads_store(celeris_home, make_bars):
     pd.testing.assert_frame_equal(load("store:binance/BTC-USDT/1m"), bars)
     with pytest.raises(DataError, match="store:EXCHANGE/SYMBOL/TIMEFRAME"):
         load("store:binance")
+
+
+def test_store_save_sweeps_killed_writers_temp_files(celeris_home, make_bars):
+    import subprocess
+    import sys
+
+    from celeris.data import atomic
+
+    store = Store()
+    path = store.save(make_bars(20), "binance", "BTC/USDT", "1m")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait(timeout=30)
+    leftover = path.parent / f".1m.parquet.tmp-{dead.pid}-{atomic._host_tag()}-abcdef"
+    leftover.write_bytes(b"PAR1 half a file of a writer that was killed")
+    live = path.parent / atomic.temp_name("1m.parquet")  # a writer of this process, mid-write
+    live.write_bytes(b"PAR1 being written")
+    store.save(make_bars(30), "binance", "BTC/USDT", "1m")
+    assert not leftover.exists()
+    assert live.exists()

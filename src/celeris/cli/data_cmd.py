@@ -8,7 +8,7 @@ from typing import Any
 import typer
 
 from celeris.cli._common import cli_errors, console, print_json
-from celeris.errors import ConfigError
+from celeris.errors import ConfigError, StoreError
 
 data_app = typer.Typer(
     help=(
@@ -204,12 +204,13 @@ def synthetic_cmd(
     name = out.name.lower() if out is not None else ""
     if out is not None and not name.endswith((".parquet", ".pq", ".csv", ".csv.gz")):
         raise ConfigError(f"--out {out}: use a .parquet, .pq, .csv or .csv.gz file name")
+    if out is not None and not out.parent.is_dir():
+        raise ConfigError(
+            f"--out {out}: the directory {out.parent} does not exist; create it first"
+        )
     frame = synthetic(bars, freq=freq, seed=seed, start=start)
     if out is not None:
-        if name.endswith((".parquet", ".pq")):
-            frame.to_parquet(out)
-        else:
-            frame.to_csv(out, index_label="time", date_format="%Y-%m-%dT%H:%M:%S%z")
+        _write_frame(frame, out, name)
     info = _summary(frame, str(out) if out is not None else f"synthetic(seed={seed})")
     if json_out:
         print_json(info)
@@ -217,6 +218,27 @@ def synthetic_cmd(
     _print_summary(info)
     if out is not None:
         console.print(f"wrote {len(frame):,} bars to {out}")
+
+
+def _write_frame(frame: Any, out: Path, name: str) -> None:
+    """Write bars to ``out`` atomically: a kill mid-write leaves the previous file intact."""
+    from celeris.data.atomic import atomic_path, sweep_stale
+
+    sweep_stale(out.parent, f".{out.name}.tmp-*")  # left by earlier runs that were killed
+    try:
+        with atomic_path(out) as tmp:
+            if name.endswith((".parquet", ".pq")):
+                frame.to_parquet(tmp)
+            else:
+                compression = "gzip" if name.endswith(".gz") else None
+                frame.to_csv(
+                    tmp,
+                    index_label="time",
+                    date_format="%Y-%m-%dT%H:%M:%S%z",
+                    compression=compression,
+                )
+    except OSError as exc:
+        raise StoreError(f"cannot write {out}: {exc.strerror or exc}") from None
 
 
 @data_app.command("download")

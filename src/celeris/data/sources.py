@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -144,11 +146,31 @@ def _read_sample(name: str) -> pd.DataFrame:
     return frame
 
 
+def _file_kind(mode: int) -> str:
+    for test, kind in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a named pipe (FIFO)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
 def _read_file(path: Path) -> pd.DataFrame:
-    if not path.exists():
-        raise DataError(f"no such file: {path}")
-    if path.is_dir():
-        raise DataError(f"{path} is a directory, not a CSV or Parquet file")
+    try:
+        mode = path.stat().st_mode  # follows links: a link to a regular file is fine
+    except FileNotFoundError:
+        raise DataError(f"no such file: {path}") from None
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(mode):
+        # a FIFO blocks for ever and /dev/zero grows without bound: read regular files only
+        raise DataError(f"{path} is {_file_kind(mode)}, not a CSV or Parquet file")
+    if path.stat().st_size == 0:
+        raise DataError(f"bar rule 'frame is not empty' broken: {path} is an empty file")
     name = path.name.lower()
     try:
         if name.endswith(_PARQUET_SUFFIXES):
@@ -156,6 +178,8 @@ def _read_file(path: Path) -> pd.DataFrame:
         if name.endswith(_CSV_SUFFIXES):
             sep = "\t" if name.endswith(".tsv") else None
             return pd.read_csv(path, sep=sep, engine="python" if sep is None else "c")
+    except csv.Error as exc:  # the delimiter sniffer: a blank or one-column file
+        raise DataError(f"cannot read {path} as CSV: {exc} (is it empty or blank?)") from exc
     except (OSError, ValueError, ImportError) as exc:
         raise DataError(f"cannot read {path}: {exc}") from exc
     raise DataError(

@@ -4,8 +4,10 @@ Layout: ``$CELERIS_HOME/data/<exchange>/<SYMBOL with / replaced by ->/<timeframe
 (``CELERIS_HOME`` defaults to ``~/.celeris``), e.g. ``~/.celeris/data/binance/BTC-USDT/1h.parquet``.
 Files are replaced atomically (a temporary file in the same folder, fsync, ``os.replace``) under
 an advisory lock, so a crash or a failed write leaves the previous file intact, and two
-processes saving the same key do not lose each other's bars. Reads go through DuckDB, which
-prunes by the Parquet row-group statistics of ``time``.
+processes saving the same key do not lose each other's bars. The temporary file of a writer
+that was killed is removed by the next save of that key (:func:`celeris.data.atomic.sweep_stale`:
+only when its process is gone). Reads go through DuckDB, which prunes by the Parquet row-group
+statistics of ``time``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import contextlib
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from celeris.data.atomic import atomic_path, sweep_stale
 from celeris.data.schema import BAR_COLUMNS, validate
 from celeris.data.timeframes import check_timeframe, timeframe_to_timedelta
 from celeris.errors import ConfigError, DataError, StoreError, did_you_mean
@@ -143,6 +145,8 @@ class Store:
         except OSError as exc:
             raise StoreError(f"cannot create {path.parent}: {exc}") from exc
         with _locked(path):
+            # temporary files of writers killed mid-write (a live writer's are kept)
+            sweep_stale(path.parent, f".{path.name}.*tmp*")
             if path.exists():
                 old = self._read_all(path)
                 merged = pd.concat([old, bars])
@@ -347,23 +351,11 @@ def _write_parquet(bars: pd.DataFrame, target: str, meta: dict[str, Any]) -> Non
 
 
 def _atomic_write(bars: pd.DataFrame, path: Path, meta: dict[str, Any]) -> None:
-    """Write to a temporary file in the same folder, fsync it, then ``os.replace`` it."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    """Write through a temporary sibling, fsync, ``os.replace`` (:func:`atomic_path`)."""
     try:
-        _write_parquet(bars, tmp, meta)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, Exception) and not isinstance(exc, StoreError):
-            raise StoreError(f"cannot write {path}: {exc}; the previous file is unchanged") from exc
-        raise
-    with contextlib.suppress(OSError):  # make the rename durable (POSIX)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        with atomic_path(path) as tmp:
+            _write_parquet(bars, str(tmp), meta)
+    except Exception as exc:
+        if isinstance(exc, StoreError):
+            raise
+        raise StoreError(f"cannot write {path}: {exc}; the previous file is unchanged") from exc
