@@ -77,8 +77,9 @@ def test_backtest_model_strategy_trades_out_of_sample_only(trained: Path):
     )
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
-    test_start = load_checkpoint(trained).meta["test_start"]
-    assert out["stats"]["start"] >= test_start[:10]
+    # The first bar after the last one the model was fitted on (validation targets included).
+    last_trained = load_checkpoint(trained).meta["train_bars"]["last"]
+    assert out["stats"]["start"] > last_trained
     both = runner.invoke(
         app,
         [

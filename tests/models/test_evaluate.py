@@ -184,3 +184,15 @@ def test_evaluate_return_kind_uses_zero_and_mean_baselines_and_sign_direction():
 
     with pytest.raises(ConfigError, match="kind"):
         evaluate(Zero(), w, kind="price")
+
+
+def test_evaluate_return_targets_report_no_mape_anywhere():
+    # Returns straddle zero: |y - f| / |y| explodes on near-zero targets and means nothing.
+    r = np.random.default_rng(6).standard_normal(300) * 0.01
+    w = make_windows(r, 10, 2)
+    report = evaluate(LastPlus(2), w, kind="return")
+    assert list(report.table().columns) == ["mae", "rmse", "directional_accuracy", "skill"]
+    assert "mape" not in report.per_step.columns and report.kind == "return"
+    assert "mape" not in [c.header for c in report.to_rich().columns]
+    levels = evaluate(LastPlus(2), make_windows(_random_walk(), 10, 2))
+    assert "mape" in levels.table().columns and levels.kind == "level"

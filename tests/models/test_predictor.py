@@ -123,12 +123,13 @@ def test_rolling_forecasts_use_only_past_bars(checkpoint):
     pred = Predictor.load(checkpoint)
     rng = np.random.default_rng(3)
     values = 100 + rng.standard_normal(120).cumsum()
-    base = rolling_forecasts(pred, values)
+    # The checkpoint records no training bars and the values no dates: nothing to guard.
+    base = rolling_forecasts(pred, values, include_train=True)
     assert base.iloc[: L - 1].isna().all().all() and base.iloc[L - 1 :].notna().all().all()
     t = 80
     moved = values.copy()
     moved[t + 1 :] += 25.0
-    after = rolling_forecasts(pred, moved)
+    after = rolling_forecasts(pred, moved, include_train=True)
     assert_values_close(after.iloc[: t + 1], base.iloc[: t + 1], rtol=0)
     assert not np.allclose(after.iloc[t + 1 :], base.iloc[t + 1 :])
 

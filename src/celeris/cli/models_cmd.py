@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from celeris.cli._common import cli_errors, console, print_json
+from celeris.cli._common import cli_errors, console, err_console, print_json
 from celeris.errors import ConfigError, DataError
 
 
@@ -109,9 +109,8 @@ def register(app: typer.Typer) -> None:
         )
         skill = table.loc["model", "skill"] if "skill" in table.columns else float("nan")
         if skill == skill and skill <= 0:
-            console.print(
-                "[yellow]the model does not beat the naive last value on held-out data[/]"
-            )
+            naive = "last value" if trained.meta["target_kind"] == "level" else "no-move forecast"
+            console.print(f"[yellow]the model does not beat the naive {naive} on held-out data[/]")
         console.print(f"checkpoint: {trained.directory}")
 
     @app.command("evaluate")
@@ -126,30 +125,59 @@ def register(app: typer.Typer) -> None:
         last: Annotated[
             float, typer.Option(help="Fraction of the data's windows to evaluate (the latest).")
         ] = 0.2,
+        include_train: Annotated[
+            bool,
+            typer.Option(
+                "--include-train",
+                help="Also score windows whose forecast origin is a bar the model was trained "
+                "on (recognised by dates and prices; left out by default).",
+            ),
+        ] = False,
         json_out: Annotated[bool, typer.Option("--json")] = False,
     ) -> None:
-        """Rolling-origin evaluation of a checkpoint on the latest windows of the data."""
+        """Rolling-origin evaluation of a checkpoint on the latest windows of the data.
+
+        Windows that start from a bar the model was trained on are left out (and counted), so
+        the scores are out of sample whatever the data file is called.
+        """
         from celeris.data import load
         from celeris.models.checkpoint import load_checkpoint
         from celeris.models.data import make_windows
         from celeris.models.evaluate import evaluate
         from celeris.models.pipeline import model_inputs
+        from celeris.models.signals import in_sample_note, training_guard
 
         if not 0 < last <= 1:
             raise ConfigError(f"--last must be in (0, 1], got {last}")
         ckpt = load_checkpoint(checkpoint)
-        values = model_inputs(load(data), ckpt.meta["features"])
+        bars = load(data)
+        values = model_inputs(bars, ckpt.meta["features"])
         windows = make_windows(values, int(ckpt.meta["input_size"]), int(ckpt.meta["horizon"]))
         start = int(len(windows) * (1 - last))
+        chosen = windows.subset(slice(start, None))
+        overlap = training_guard(ckpt, chosen.time, bars, include_train, "--include-train")
+        note = in_sample_note(overlap, include_train, "windows", "--include-train")
+        if overlap is not None and not include_train and overlap.n_in_sample:
+            chosen = chosen.subset(~overlap.in_sample)
+            if len(chosen) == 0:
+                raise DataError(
+                    f"every one of the latest {len(overlap.in_sample)} windows of {data} starts "
+                    f"from a bar the model was trained on ({overlap.first} .. {overlap.last}); "
+                    "evaluate on later data, or pass --include-train"
+                )
+        if note is not None:
+            (err_console if json_out else console).print(
+                f"[yellow]{note}[/]", highlight=False, soft_wrap=True
+            )
         kind = ckpt.meta.get("target_kind", "level")
-        report = evaluate(ckpt.model, windows.subset(slice(start, None)), ckpt.scaler, kind=kind)
+        report = evaluate(ckpt.model, chosen, ckpt.scaler, kind=kind)
         table = report.table()
         if json_out:
             print_json(
                 {str(k): {c: _num(v) for c, v in row.items()} for k, row in table.iterrows()}
             )
             return
-        console.print(_table(table, f"{len(windows) - start} windows of {data}"))
+        console.print(_table(table, f"{len(chosen)} windows of {data}"))
 
     @app.command("forecast")
     @cli_errors
@@ -165,22 +193,24 @@ def register(app: typer.Typer) -> None:
         import pandas as pd
 
         from celeris.data import load
-        from celeris.models.pipeline import model_inputs
+        from celeris.models.pipeline import forecast_index, model_inputs
         from celeris.models.predictor import Predictor
 
         pred = Predictor.load(checkpoint, backend=backend)
-        values = model_inputs(load(data), pred.meta["features"])
+        bars = load(data)
+        values = model_inputs(bars, pred.meta["features"])
         if len(values) < pred.input_size:
             raise DataError(
                 f"{data} has {len(values)} usable bars, the model needs {pred.input_size}"
             )
         forecast = pred.predict(values.to_numpy()[-pred.input_size :][None])[0]
         last = values.index[-1]
-        spacing = pd.Timedelta(pred.meta["bar_spacing"]) if pred.meta.get("bar_spacing") else None
-        times = [
-            str(last + spacing * (k + 1)) if spacing is not None else f"t+{k + 1}"
-            for k in range(len(forecast))
-        ]
+        # The data's own calendar: business days after daily equity bars, not weekends.
+        times = (
+            [str(t) for t in forecast_index(bars.index[bars.index <= last], len(forecast))]
+            if isinstance(bars.index, pd.DatetimeIndex) and len(bars) > 1
+            else [f"t+{k + 1}" for k in range(len(forecast))]
+        )
         target = pred.meta["features"][0]
         if json_out:
             print_json(

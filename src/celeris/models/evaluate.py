@@ -14,7 +14,10 @@ all (window, horizon step) pairs unless per step:
 
 * ``mae`` = mean |y - f|, ``rmse`` = sqrt(mean (y - f)^2);
 * ``mape`` = mean |y - f| / |y| as a fraction (0.05 = 5%), over the pairs with ``y != 0``
-  only — zero targets are left out rather than dividing by zero (NaN if every target is 0);
+  only — zero targets are left out rather than dividing by zero (NaN if every target is 0).
+  Price levels only: for return targets (``kind="return"``) the denominators sit near zero and
+  MAPE explodes without meaning, so the report has no ``mape`` column there; MAE, RMSE,
+  directional accuracy and skill judge return forecasts;
 * ``directional_accuracy`` = share of pairs whose forecast change from the last input value has
   the sign of the realised change, ``sign(f - last) == sign(y - last)``, over the pairs where
   the forecast calls a direction (``f != last``): NaN for the naive baseline, which never does.
@@ -82,8 +85,9 @@ class EvalReport:
     Attributes
     ----------
     summary : pd.DataFrame
-        Rows ``model``, ``naive``, ``drift``; columns ``mae``, ``rmse``, ``mape``,
-        ``directional_accuracy``, ``skill`` (``1 - mae / mae_naive``). Same as :meth:`table`.
+        Rows ``model``, ``naive``, ``drift``; columns ``mae``, ``rmse``, ``mape`` (price
+        levels only), ``directional_accuracy``, ``skill`` (``1 - mae / mae_naive``). Same as
+        :meth:`table`.
     per_step : pd.DataFrame
         Index ``(forecaster, step)`` with ``step = 1..H``; the same columns, per horizon step.
     forecast : np.ndarray
@@ -92,6 +96,8 @@ class EvalReport:
         ``[N]`` bar index of each origin (the window's last input bar).
     task : str
         The model's task, ``"regression"`` or ``"classification"``.
+    kind : str
+        ``"level"`` (prices) or ``"return"`` (stationary targets: no MAPE).
     """
 
     summary: pd.DataFrame
@@ -99,6 +105,7 @@ class EvalReport:
     forecast: np.ndarray
     origins: np.ndarray
     task: str = "regression"
+    kind: str = "level"
 
     @property
     def n_windows(self) -> int:
@@ -285,7 +292,9 @@ def evaluate(
         rows[name] = forecast_metrics(f, y, last)
         per_step[name] = forecast_metrics(f, y, last, axis=0)
 
-    summary = pd.DataFrame.from_dict(rows, orient="index").loc[list(FORECASTERS), list(METRICS)]
+    # MAPE divides by the target: meaningless for returns, whose values straddle zero.
+    metrics = [m for m in METRICS if not (kind == "return" and m == "mape")]
+    summary = pd.DataFrame.from_dict(rows, orient="index").loc[list(FORECASTERS), metrics]
     summary = summary.astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         summary["skill"] = 1.0 - summary["mae"] / float(rows["naive"]["mae"])
@@ -293,7 +302,7 @@ def evaluate(
     for name in FORECASTERS:
         frame = pd.DataFrame(
             per_step[name], index=pd.RangeIndex(1, chosen.horizon + 1, name="step")
-        )
+        )[metrics]
         frame["skill"] = 1.0 - frame["mae"] / np.asarray(per_step["naive"]["mae"])
         frames.append(frame.astype(np.float64))
     steps_frame = pd.concat(frames, keys=list(FORECASTERS), names=["forecaster", "step"])
@@ -303,4 +312,5 @@ def evaluate(
         forecast=forecast,
         origins=np.asarray(chosen.end, dtype=np.int64).copy(),
         task=task,
+        kind=kind,
     )

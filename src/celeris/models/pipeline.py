@@ -61,6 +61,102 @@ class Trained:
     meta: dict[str, Any]
 
 
+@dataclasses.dataclass
+class Fitted:
+    """A model fitted on bars, not yet saved: what :func:`fit_on_bars` returns."""
+
+    model: Any
+    scaler: Any
+    result: Any
+    report: Any
+    meta: dict[str, Any]
+
+
+def fit_on_bars(
+    name: str,
+    bars: pd.DataFrame,
+    *,
+    input_size: int,
+    horizon: int,
+    features: tuple[str, ...] | None = None,
+    scaler: str = "auto",
+    val: float = 0.1,
+    test: float = 0.2,
+    model_options: dict[str, Any] | None = None,
+    source: str = "",
+    config: Any = None,
+) -> Fitted:
+    """Window ``bars``, split by time, fit the scaler on training bars only, train, and (when
+    ``test > 0``) evaluate on the held-out test windows beside naive baselines.
+
+    ``meta["train_bars"]`` records the bars the weights depend on (see
+    :mod:`celeris.models.provenance`): from the first input bar of the first training window to
+    the last target bar of the last validation window (training window when ``val=0``), since
+    validation chose the early-stopping step.
+    """
+    import torch
+
+    from celeris.models.data import Scaler, make_scaler, make_windows, split_by_time, training_bars
+    from celeris.models.evaluate import evaluate
+    from celeris.models.provenance import fingerprint_bars
+    from celeris.models.registry import build_model
+    from celeris.models.train import TrainConfig, train
+
+    feats = tuple(features or DEFAULT_FEATURES.get(name, ("close",)))
+    values = model_inputs(bars, feats)
+    windows = make_windows(values, input_size, horizon)
+    tr, va, te = split_by_time(windows, val=val, test=test)
+    scaler_kind = default_scaler(feats[0]) if scaler == "auto" else scaler
+    sc = make_scaler(scaler_kind)
+    if isinstance(
+        sc, Scaler
+    ):  # global scalers learn from training bars; window scalers need nothing
+        sc.fit(training_bars(tr))
+    config = TrainConfig() if config is None else config
+    # The initial weights come from torch's global RNG: seed it too, so that one seed gives one
+    # model (a walk-forward refit is then reproducible), and leave the caller's RNG as it was.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = build_model(
+            name, **model_kwargs(name, input_size, horizon, len(feats), dict(model_options or {}))
+        )
+    result = train(model, tr, va if len(va) else None, config, scaler=sc)
+    report = evaluate(result.model, te, sc, kind=target_kind(feats[0])) if len(te) else None
+    fit = va if len(va) else tr
+    first = values.index[int(tr.end[0]) - input_size + 1]
+    last = values.index[int(fit.end[-1]) + horizon]
+    spacing = (
+        pd.Series(values.index).diff().median()
+        if isinstance(values.index, pd.DatetimeIndex)
+        else None
+    )
+    meta = {
+        "input_size": input_size,
+        "horizon": horizon,
+        "n_features": len(feats),
+        "features": list(feats),
+        "target": feats[0],
+        "target_kind": target_kind(feats[0]),
+        "scaler_kind": scaler_kind,
+        "split": {"val": val, "test": test},
+        "source": source,
+        "bar_spacing": str(spacing) if spacing is not None else None,
+        "train_windows": len(tr),
+        "val_windows": len(va),
+        "test_windows": len(te),
+        "test_start": str(values.index[int(te.end[0])]) if len(te) else None,
+        "train_bars": fingerprint_bars(bars.loc[first:last]),
+        "trained_steps": result.history[-1]["step"] if result.history else 0,
+        "best_step": result.best_step,
+        "train_config": config.model_dump(),
+        "test_metrics": {}
+        if report is None
+        else {str(k): {c: _num(v) for c, v in row.items()} for k, row in report.table().iterrows()},
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+    return Fitted(result.model, sc, result, report, meta)
+
+
 def train_on_bars(
     name: str,
     bars: pd.DataFrame,
@@ -77,59 +173,25 @@ def train_on_bars(
     **train_options: Any,
 ) -> Trained:
     """Window ``bars``, split by time, fit the scaler on training bars only, train, evaluate on
-    the held-out test windows beside naive baselines, and save a checkpoint to ``out``."""
-    from celeris.models.checkpoint import save_checkpoint
-    from celeris.models.data import Scaler, make_scaler, make_windows, split_by_time, training_bars
-    from celeris.models.evaluate import evaluate
-    from celeris.models.registry import build_model
-    from celeris.models.train import TrainConfig, train
+    the held-out test windows beside naive baselines, and save a checkpoint to ``out``.
 
-    feats = tuple(features or DEFAULT_FEATURES.get(name, ("close",)))
-    values = model_inputs(bars, feats)
-    windows = make_windows(values, input_size, horizon)
-    tr, va, te = split_by_time(windows, val=val, test=test)
-    sc = make_scaler(default_scaler(feats[0]) if scaler == "auto" else scaler)
-    if isinstance(
-        sc, Scaler
-    ):  # global scalers learn from training bars; window scalers need nothing
-        sc.fit(training_bars(tr))
-    model = build_model(
-        name, **model_kwargs(name, input_size, horizon, len(feats), dict(model_options or {}))
-    )
-    config = TrainConfig(**train_options)
-    result = train(model, tr, va if len(va) else None, config, scaler=sc)
-    report = evaluate(result.model, te, sc, kind=target_kind(feats[0]))
-    table = report.table()
-    spacing = (
-        pd.Series(values.index).diff().median()
-        if isinstance(values.index, pd.DatetimeIndex)
-        else None
-    )
-    meta = {
-        "input_size": input_size,
-        "horizon": horizon,
-        "n_features": len(feats),
-        "features": list(feats),
-        "target": feats[0],
-        "target_kind": target_kind(feats[0]),
-        "source": source,
-        "bar_spacing": str(spacing) if spacing is not None else None,
-        "train_windows": len(tr),
-        "val_windows": len(va),
-        "test_windows": len(te),
-        "test_start": str(values.index[int(te.end[0])]) if len(te) else None,
-        "trained_steps": result.history[-1]["step"] if result.history else 0,
-        "best_step": result.best_step,
-        "train_config": config.model_dump(),
-        "test_metrics": {
-            str(k): {c: _num(v) for c, v in row.items()} for k, row in table.iterrows()
-        },
-        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-    }
+    The checkpoint records the bars the model was trained on (``meta["train_bars"]``), so that
+    backtests and forecasts on them can be recognised as in-sample whatever the data is called.
+    """
+    from celeris.models.checkpoint import save_checkpoint
+    from celeris.models.train import TrainConfig
+
+    if test <= 0:
+        raise ConfigError(f"test must be > 0 to judge the model on held-out bars, got {test}")
+    fitted = fit_on_bars(
+        name, bars, input_size=input_size, horizon=horizon, features=features, scaler=scaler,
+        val=val, test=test, model_options=model_options, source=source,
+        config=TrainConfig(**train_options),
+    )  # fmt: skip
     directory = save_checkpoint(
-        model, Path(out), scaler=sc, meta=meta
+        fitted.model, Path(out), scaler=fitted.scaler, meta=fitted.meta
     )  # trained in place, best weights
-    return Trained(directory, report, result, meta)
+    return Trained(directory, fitted.report, fitted.result, fitted.meta)
 
 
 def _num(v: Any) -> Any:
@@ -140,25 +202,108 @@ def _num(v: Any) -> Any:
     return None if np.isnan(f) else f
 
 
-def expected_step_returns(predictor: Any, bars: pd.DataFrame, step: int = 1) -> pd.Series:
-    """Expected return to ``step`` bars ahead, at each bar of ``bars`` (NaN before the first
-    full window), from forecasts made with data up to and including that bar."""
-    from celeris.models.signals import rolling_forecasts
+def expected_step_returns_checked(
+    predictor: Any,
+    bars: pd.DataFrame,
+    step: int = 1,
+    *,
+    include_train: bool = False,
+    flag: str = "include_train=True",
+) -> tuple[pd.Series, Any]:
+    """:func:`expected_step_returns` without the warning: the series and the
+    :class:`~celeris.models.provenance.TrainingOverlap` of ``bars`` (None when unchecked)."""
+    from celeris.models.signals import rolling_forecasts_checked, training_guard
 
-    feats = tuple(predictor.meta.get("features", ["close"]))
-    values = model_inputs(bars, feats)
-    fc = rolling_forecasts(predictor, values.to_numpy(), index=values.index)
     if not 1 <= step <= predictor.horizon:
         raise ConfigError(f"step must be in 1..{predictor.horizon}, got {step}")
+    feats = tuple(predictor.meta.get("features", ["close"]))
     target = feats[0]
+    if target not in ("close", "log_close", "log_return"):
+        raise ConfigError(
+            f"cannot turn forecasts of {target!r} into returns; train with target close, log_close or log_return"
+        )
+    overlap = training_guard(predictor, bars.index, bars, include_train, flag)
+    values = model_inputs(bars, feats)
+    fc, _ = rolling_forecasts_checked(
+        predictor, values.to_numpy(), index=values.index, bars=bars, include_train=include_train
+    )
     if target == "close":
         expected = fc[step] / bars["close"].reindex(values.index) - 1.0
     elif target == "log_close":
         expected = np.exp(fc[step] - np.log(bars["close"].reindex(values.index))) - 1.0
-    elif target == "log_return":
-        expected = np.exp(fc.loc[:, 1:step].sum(axis=1, min_count=step)) - 1.0
     else:
-        raise ConfigError(
-            f"cannot turn forecasts of {target!r} into returns; train with target close, log_close or log_return"
-        )
-    return expected.reindex(bars.index)
+        expected = np.exp(fc.loc[:, 1:step].sum(axis=1, min_count=step)) - 1.0
+    return expected.reindex(bars.index), overlap
+
+
+def expected_step_returns(
+    predictor: Any, bars: pd.DataFrame, step: int = 1, *, include_train: bool = False
+) -> pd.Series:
+    """Expected return to ``step`` bars ahead, at each bar of ``bars`` (NaN before the first
+    full window), from forecasts made with data up to and including that bar.
+
+    Bars the model was trained on (same dates and prices, see
+    :mod:`celeris.models.provenance`) get NaN, with a :class:`~celeris.errors.CelerisWarning`
+    saying how many; ``include_train=True`` keeps them (and warns louder).
+
+    Raises
+    ------
+    DataError
+        The model has no record of its training bars and ``include_train`` is False.
+    ConfigError
+        A ``step`` outside the horizon, or a target that is not a price or log return.
+    """
+    import warnings
+
+    from celeris.errors import CelerisWarning
+    from celeris.models.signals import in_sample_note
+
+    expected, overlap = expected_step_returns_checked(
+        predictor, bars, step, include_train=include_train
+    )
+    note = in_sample_note(overlap, include_train, "bars")
+    if note is not None:
+        warnings.warn(note, CelerisWarning, stacklevel=2)
+    return expected
+
+
+def forecast_index(index: pd.DatetimeIndex, horizon: int) -> pd.DatetimeIndex:
+    """Timestamps of the ``horizon`` bars after ``index[-1]``, on the data's own calendar.
+
+    Steps of the data's usual spacing (the median gap); a step that lands on a weekend is
+    skipped when the data has no weekend bars (equities), and, for intraday data, one whose
+    time of day never occurs in the data (outside the trading session). So daily equity bars
+    are followed by business days. Exchange holidays are not known and are not skipped.
+
+    Raises
+    ------
+    DataError
+        Fewer than 2 bars (no spacing to follow).
+    """
+    from celeris.errors import DataError
+
+    if not isinstance(index, pd.DatetimeIndex) or len(index) < 2:
+        raise DataError("forecast timestamps need a DatetimeIndex of at least 2 bars")
+    if horizon < 1:
+        raise ConfigError(f"horizon must be >= 1, got {horizon}")
+    spacing = pd.Series(index).diff().median()
+    weekdays_only = not (index.dayofweek >= 5).any()
+    intraday = spacing < pd.Timedelta("1D")
+    recent = index[-5000:]
+    times = set((recent - recent.normalize()).as_unit("ns").asi8) if intraday else None
+    out: list[pd.Timestamp] = []
+    t = index[-1]
+    # A week of candidate steps per wanted bar is far more than a session calendar needs.
+    limit = horizon * max(8, int(pd.Timedelta("8D") / spacing))
+    for _ in range(limit):
+        if len(out) == horizon:
+            break
+        t = t + spacing
+        if weekdays_only and t.dayofweek >= 5:
+            continue
+        if times is not None and (t - t.normalize()).value not in times:
+            continue
+        out.append(t)
+    if len(out) < horizon:
+        raise DataError(f"could not place {horizon} bars after {index[-1]} on the data's calendar")
+    return pd.DatetimeIndex(out, name=index.name)

@@ -102,6 +102,15 @@ class Predictor:
             run, scaler=ckpt.scaler, meta=dict(ckpt.meta), backend=backend, max_batch=max_batch
         )
 
+    @classmethod
+    def from_model(
+        cls, model: Any, *, scaler: Any, meta: dict[str, Any], max_batch: int = 4096
+    ) -> Predictor:
+        """Predict with a model held in memory (eager torch on the CPU), e.g. one just fitted by
+        :func:`~celeris.models.pipeline.fit_on_bars`; ``meta`` as a checkpoint would hold it."""
+        run = _torch_runner(model, compile=False, threads=None, device="cpu")
+        return cls(run, scaler=scaler, meta=dict(meta), backend="torch", max_batch=max_batch)
+
     def _check(self, x: np.ndarray) -> np.ndarray:
         arr = np.asarray(x, dtype=np.float32)
         if arr.ndim == 1:

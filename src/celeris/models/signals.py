@@ -5,23 +5,139 @@ Time convention: the forecast stamped at bar *t* is made at the close of bar *t*
 *t* therefore use no data after *t*; with ``from_signals``' default fill at the close of the
 signal bar they trade at the same close the forecast saw (use ``execution="next_open"`` to trade
 at the next open instead).
+
+In-sample guard: a forecast stamped at a bar the model was trained on (its training range, see
+:mod:`celeris.models.provenance`) is not evidence of anything. :func:`rolling_forecasts` sets
+those forecasts to NaN (so they never signal) and warns with the count, unless
+``include_train=True``, which keeps them and warns louder. Which bars were trained on is decided
+by the bars' timestamps and, when ``bars`` is given, their content; never by a file name.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from celeris.errors import ConfigError, DataError, check_choice
+from celeris.errors import CelerisWarning, ConfigError, DataError, check_choice
+from celeris.models.provenance import TrainingOverlap, no_record_message, training_overlap
+
+
+def training_guard(
+    predictor: Any,
+    index: pd.Index | None,
+    bars: pd.DataFrame | None,
+    include_train: bool,
+    flag: str = "include_train=True",
+) -> TrainingOverlap | None:
+    """The overlap of ``index`` (and ``bars``) with the predictor's training bars.
+
+    Without ``include_train``, refuse what cannot be checked: a predictor with no record of its
+    training bars (:class:`DataError`) or no time index to compare (:class:`ConfigError`). With
+    it, return None when nothing can be checked.
+    """
+    meta = getattr(predictor, "meta", None) or {}
+    if include_train:
+        if not isinstance(index, pd.DatetimeIndex):
+            return None
+        return training_overlap(meta, index, bars)
+    if not isinstance(index, pd.DatetimeIndex):
+        raise ConfigError(
+            "pass index= (the bars' timestamps) so that forecasts on bars the model was trained "
+            f"on can be excluded, or {flag} to forecast every bar knowingly"
+        )
+    overlap = training_overlap(meta, index, bars)
+    if overlap.verdict == "unknown":
+        raise DataError(no_record_message("this model", flag))
+    return overlap
+
+
+def in_sample_note(
+    overlap: TrainingOverlap | None,
+    include_train: bool,
+    what: str,
+    flag: str = "include_train=True",
+) -> str | None:
+    """The message for a person about in-sample ``what`` (forecasts, bars, windows), or None;
+    ``flag`` is how that person includes them (``--include-train`` on the command line)."""
+    if overlap is None or overlap.n_in_sample == 0:
+        return None
+    if include_train:
+        return (
+            f"IN-SAMPLE: kept {overlap.n_in_sample:,} {what} on the model's training bars "
+            f"({overlap.span}) as asked ({flag}): results on them are not evidence of skill"
+        )
+    return (
+        f"excluded {overlap.n_in_sample:,} {what} on the model's training bars ({overlap.span}: "
+        f"{overlap.reason}); {flag} keeps them"
+    )
+
+
+def rolling_forecasts_checked(
+    predictor: Any,
+    values: np.ndarray,
+    *,
+    index: pd.Index | None = None,
+    bars: pd.DataFrame | None = None,
+    include_train: bool = False,
+) -> tuple[pd.DataFrame, TrainingOverlap | None]:
+    """:func:`rolling_forecasts` without the warning: the frame and the training overlap."""
+    overlap = training_guard(predictor, index, bars, include_train)
+    frame = _rolling(predictor, values, index)
+    if overlap is not None and not include_train and overlap.n_in_sample:
+        frame.loc[overlap.in_sample, :] = np.nan
+    return frame, overlap
 
 
 def rolling_forecasts(
-    predictor: Any, values: np.ndarray, *, index: pd.Index | None = None
+    predictor: Any,
+    values: np.ndarray,
+    *,
+    index: pd.Index | None = None,
+    bars: pd.DataFrame | None = None,
+    include_train: bool = False,
 ) -> pd.DataFrame:
     """Forecast at every bar from the window ending there: a ``[T, horizon]`` frame (NaN during
-    the first ``input_size - 1`` bars). Column ``k`` holds the forecast for bar ``t + k``."""
+    the first ``input_size - 1`` bars). Column ``k`` holds the forecast for bar ``t + k``.
+
+    Parameters
+    ----------
+    predictor : Predictor
+        Loaded from a checkpoint; its ``meta`` says which bars it was trained on.
+    values : array-like
+        ``[T]`` or ``[T, C]`` model inputs (``model_inputs(bars, features)``).
+    index : pd.DatetimeIndex
+        Timestamp of each row of ``values``. Required unless ``include_train``: forecasts
+        stamped at bars the model was trained on are set to NaN, with a
+        :class:`~celeris.errors.CelerisWarning` saying how many.
+    bars : pd.DataFrame, optional
+        The OHLCV bars ``values`` came from. With them, bars on the training dates whose prices
+        differ (another asset) are recognised as out of sample; without them any bar on the
+        training dates counts as trained on.
+    include_train : bool
+        Keep forecasts on training bars (a louder warning says so), and forecast with a model
+        that has no record of its training bars.
+
+    Raises
+    ------
+    DataError
+        The predictor has no record of its training bars (retrain, or ``include_train=True``),
+        or the history is too short.
+    ConfigError
+        No DatetimeIndex to compare with the training bars.
+    """
+    frame, overlap = rolling_forecasts_checked(
+        predictor, values, index=index, bars=bars, include_train=include_train
+    )
+    note = in_sample_note(overlap, include_train, "forecasts")
+    if note is not None:
+        warnings.warn(note, CelerisWarning, stacklevel=2)
+    return frame
+
+
+def _rolling(predictor: Any, values: np.ndarray, index: pd.Index | None) -> pd.DataFrame:
     arr = np.asarray(values, dtype=np.float32)
     if arr.ndim == 1:
         arr = arr[:, None]
@@ -29,6 +145,8 @@ def rolling_forecasts(
         raise DataError(f"values must be [T] or [T, C], got {arr.ndim}-D")
     length = predictor.input_size
     n = arr.shape[0]
+    if index is not None and len(index) != n:
+        raise DataError(f"index has {len(index)} entries for {n} rows of values")
     if n < length:
         raise DataError(f"history too short: {n} bars, the model needs {length}")
     # [T - L + 1, C, L] -> [T - L + 1, L, C]: the window ending at each bar (a view, no copy)

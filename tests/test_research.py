@@ -1,0 +1,107 @@
+"""Models judged by the backtest: the in-sample guard and the refit-per-window walk-forward."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+pytest.importorskip("torch")
+
+from celeris import ConfigError, DataError
+from celeris.backtest import from_signals
+from celeris.data import load
+from celeris.errors import CelerisWarning
+from celeris.models.pipeline import fit_on_bars, train_on_bars
+from celeris.models.predictor import Predictor
+from celeris.models.registry import build_model
+from celeris.models.signals import signals_from_forecast
+from celeris.research import _refit_plan, backtest_model, model_walk_forward
+from tests.helpers import assert_values_close
+
+L, H = 20, 2
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    import torch
+
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def bars() -> pd.DataFrame:
+    return load("sample:sp500").iloc[-1200:]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(bars, tmp_path_factory):
+    tiny = build_model("nhits", input_size=L, horizon=H).tiny_config(L, H, 1)
+    return train_on_bars(
+        "nhits", bars.iloc[:800], tmp_path_factory.mktemp("research") / "m", input_size=L,
+        horizon=H, model_options=tiny, max_steps=6, val_check_every=3, batch_size=32,
+        precision="fp32", progress=False,
+    )  # fmt: skip
+
+
+def test_backtest_model_leaves_out_training_bars_and_trades_after_them(bars, checkpoint):
+    last = pd.Timestamp(checkpoint.meta["train_bars"]["last"])
+    with pytest.warns(CelerisWarning, match="excluded [0-9,]+ bars the model was trained on"):
+        result = backtest_model(bars, checkpoint.directory, fees=0.001)
+    pf = result.portfolio
+    assert pf.index[0] == bars.index[bars.index > last][0] and pf.index[-1] == bars.index[-1]
+    assert result.excluded == len(bars.loc[:last]) and result.overlap.verdict == "same"
+    with pytest.warns(CelerisWarning, match="IN-SAMPLE"):
+        everything = backtest_model(bars, checkpoint.directory, include_train=True)
+    assert everything.portfolio.index[0] == bars.index[0] and everything.excluded == 0
+
+
+def test_backtest_model_only_training_bars_is_refused(bars, checkpoint):
+    last = pd.Timestamp(checkpoint.meta["train_bars"]["last"])
+    with pytest.raises(DataError, match="nothing out of sample"):
+        backtest_model(bars.loc[:last], Predictor.load(checkpoint.directory))
+
+
+def test_model_walk_forward_refits_each_window_on_its_past_only(bars, checkpoint):
+    wf = model_walk_forward(
+        bars, checkpoint.directory, train=300, test=200, max_steps=4, progress=False, fees=0.001
+    )
+    rows = wf.windows
+    assert len(rows) == 5 and wf.models == 5 and wf.max_steps == 4
+    assert list(rows["test_bars"]) == [200, 200, 200, 200, 100]  # the last one runs to the end
+    assert (rows["fitted_through"] < rows["test_start"]).all()
+    assert (rows["fitted_through"] <= rows["train_end"]).all()
+    assert (rows["steps"] == 4).all() and wf.steps == 20 and wf.seconds > 0
+    assert len(wf.oos_returns) == 900 and wf.oos_returns.index[0] == bars.index[300]
+    assert wf.oos_returns.index[-1] == bars.index[-1]
+    assert wf.oos_returns.index.is_unique
+
+    # Window 1 by hand: the same plan fitted on its 300 training bars, traded on the next 200.
+    plan = _refit_plan(
+        __import__("json").loads((checkpoint.directory / "config.json").read_text()), 4
+    )
+    fitted = fit_on_bars(bars=bars.iloc[200:500], **plan)
+    pred = Predictor.from_model(fitted.model, scaler=fitted.scaler, meta=fitted.meta)
+    from celeris.models.pipeline import expected_step_returns_checked
+
+    expected, _ = expected_step_returns_checked(pred, bars.iloc[200:700])
+    sig = signals_from_forecast(expected.iloc[300:])
+    pf = from_signals(bars.iloc[500:700], sig["entries"], sig["exits"], fees=0.001)
+    assert_values_close(wf.oos_returns.iloc[200:400], pf.returns.iloc[:, 0], rtol=1e-12)
+
+
+def test_model_walk_forward_bad_spans_and_options_are_refused(bars, checkpoint):
+    with pytest.raises(ConfigError, match="exceed the data"):
+        model_walk_forward(bars, checkpoint.directory, train=1000, test=500, progress=False)
+    with pytest.raises(ConfigError, match="did you mean 'fees'"):
+        model_walk_forward(
+            bars, checkpoint.directory, train=300, test=200, progress=False, feez=0.1
+        )
+    full = model_walk_forward(
+        bars, checkpoint.directory, train=300, test=200, max_steps=1, partial=False,
+        progress=False,
+    )  # fmt: skip
+    assert list(full.windows["test_bars"]) == [200] * 4
+    with pytest.raises(ConfigError, match="max_steps"):
+        model_walk_forward(
+            bars, checkpoint.directory, train=300, test=200, max_steps=0, progress=False
+        )
