@@ -78,7 +78,9 @@ def test_walk_forward_json_reports_windows_and_out_of_sample():
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
-    assert len(out["windows"]) == (5031 - 750) // 500
+    assert len(out["windows"]) == -(-(5031 - 750) // 500)  # the last, partial window too
+    assert out["windows"][-1]["test_end"].startswith("2018-12-31")
+    assert out["windows"][-1]["test_bars"] == (5031 - 750) % 500
     assert set(out["out_of_sample"]) >= {"total_return", "sharpe", "max_drawdown"}
 
 

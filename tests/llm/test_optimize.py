@@ -98,20 +98,18 @@ def test_optimize_out_of_sample_is_the_latest_bars_in_windows(run, sp500: pd.Dat
 
 
 def test_optimize_baseline_oos_equals_chained_window_backtests(run, sp500: pd.DataFrame) -> None:  # type: ignore[no-untyped-def]
-    from celeris.backtest import from_signals
     from celeris.backtest.returns import returns_metrics
     from celeris.backtest.strategies import get_strategy
+    from celeris.backtest.walk_forward import backtest_window
 
     result, _ = run
     strat = get_strategy("sma_cross")
     v = Verifier(sp500, strat, "sharpe", Guard(), options={"year_days": 252})
     pieces = []
     for start, end in v.windows:
-        # Independent reconstruction: signals on all history up to the window end, sliced.
-        entries, exits = strat.signals(sp500.iloc[:end], result.baseline.params)
-        pf = from_signals(
-            sp500.iloc[start:end], entries.iloc[start:], exits.iloc[start:], year_days=252
-        )
+        # Each holdout window is one walk-forward test window (it starts in the position the
+        # parameters hold there; tests/backtest/test_walk_forward.py checks those semantics).
+        pf = backtest_window(sp500, strat, result.baseline.params, start, end, year_days=252)
         pieces.append(pf.returns.iloc[:, 0].to_numpy())
     expected = returns_metrics(np.concatenate(pieces), pf.ann_factor, 100_000.0)["sharpe"]
     assert result.baseline.oos is not None

@@ -63,26 +63,89 @@ def backtest_window(
     start: int,
     end: int,
     *,
-    warmup: int,
+    warmup: int | None = None,
     device: str = "auto",
     **options: Any,
 ) -> Portfolio:
-    """Backtest ``params`` on ``bars[start:end]`` alone, as an unseen test window.
+    """Backtest ``params`` on ``bars[start:end]`` as an unseen test window, and return it.
 
-    Indicators are warmed up on the ``warmup`` bars before ``start`` (past data only), but
-    orders start with fresh cash at ``start``: the window's result depends on nothing after
-    ``end`` and on no position taken before ``start``.
+    The window is a fresh account (``init_cash`` at ``start``) that starts in the position the
+    parameters hold there, as a live system switching to them at ``start`` would: signals are
+    computed on every bar before ``end`` (past data only, so nothing after the window can change
+    it), the bars before ``start`` are simulated with the same options to find the position held
+    at the window's start (long, short or flat; stops included), and that position is opened at
+    the window's first fill, the open of its first bar (``execution="next_open"``) or its close
+    (``"close"``), unless the signal that fills there says otherwise. The carried position is
+    sized and its stops measured from that fill.
+
+    ``warmup`` is accepted for older callers and ignored: the history is every bar before
+    ``start``, which makes the carried position exact for any strategy.
     """
-    ctx_start = max(0, start - warmup)
-    entries, exits = strategy.signals(bars.iloc[ctx_start:end], params)
-    offset = start - ctx_start
+    del warmup
+    if not 0 <= start < end <= len(bars):
+        raise ConfigError(f"test window [{start}, {end}) is not inside the data's {len(bars)} bars")
+    entries, exits = strategy.signals(bars.iloc[:end], params)
+    first = _first_signals(bars, entries, exits, start, device, options)
     return from_signals(
         bars.iloc[start:end],
-        entries.iloc[offset:],
-        exits.iloc[offset:],
+        entries.iloc[start:],
+        exits.iloc[start:],
         device=device,
+        _first_signals=first,
         **options,
     )
+
+
+def held_position(
+    bars: pd.DataFrame,
+    entries: pd.Series,
+    exits: pd.Series,
+    start: int,
+    device: str = "auto",
+    **options: Any,
+) -> int:
+    """Position (+1 long, -1 short, 0 flat) that ``entries``/``exits`` hold after bar ``start - 1``.
+
+    The bars before ``start`` are simulated with ``options`` (stops included); with next-open
+    execution a signal on bar ``start - 1`` has not filled yet and is not counted.
+    """
+    if start <= 0:
+        return 0
+    pf = from_signals(
+        bars.iloc[:start], entries.iloc[:start], exits.iloc[:start], device=device, **options
+    )
+    trades = pf.trades
+    still_open = trades[trades["status"] == "open"]
+    if still_open.empty:
+        return 0
+    return 1 if still_open["direction"].iloc[-1] == "long" else -1
+
+
+def _first_signals(
+    bars: pd.DataFrame,
+    entries: pd.Series,
+    exits: pd.Series,
+    start: int,
+    device: str,
+    options: Mapping[str, Any],
+) -> dict[str, bool]:
+    """The signal row the window's account acts on first: its own, or the carried position."""
+    next_open = options.get("execution", "next_open") == "next_open"
+    # With next-open fills the window's first order comes from the bar before it.
+    row = start - 1 if next_open else start
+    own_entry = bool(entries.iloc[row]) if row >= 0 else False
+    own_exit = bool(exits.iloc[row]) if row >= 0 else False
+    if own_entry != own_exit:
+        # One signal decides the position after this fill from any starting position.
+        return {"entries": own_entry, "exits": own_exit}
+    held = held_position(bars, entries, exits, start, device, **options)
+    direction = options.get("direction", "longonly")
+    if held > 0:
+        return {"entries": True, "exits": False}
+    if held < 0:
+        # direction="both": an exit opens a short; "shortonly": an entry does.
+        return {"entries": direction == "shortonly", "exits": direction != "shortonly"}
+    return {"entries": False, "exits": False}
 
 
 def walk_forward(
@@ -94,6 +157,7 @@ def walk_forward(
     test: int | str,
     metric: str = "sharpe",
     anchored: bool = False,
+    partial: bool = True,
     progress: bool = True,
     device: str = "auto",
     **options: Any,
@@ -103,8 +167,11 @@ def walk_forward(
     In each step the whole ``grid`` is swept on the training window, the combination with the
     best ``metric`` is taken, and it is backtested on the following ``test`` window, which it
     has never seen; then both windows move forward by ``test`` bars (``anchored=True`` keeps the
-    training start fixed). Indicators in a test window are warmed up on the bars before it
-    (past data only), but orders start with fresh cash at the window's first bar. The test
+    training start fixed). Each test window is a fresh account that starts in the position the
+    chosen parameters hold at its first bar, computed from the bars before it only (see
+    :func:`backtest_window`), so a rule that stays long through a window is long in it. The
+    last test window runs to the end of the data even when it is shorter than ``test``
+    (``partial=False`` drops it); ``windows["test_bars"]`` says how long each is. The test
     windows' returns are chained into one out-of-sample equity curve.
 
     ``train``/``test`` are bar counts or durations (``"730D"``); a duration becomes the number
@@ -122,12 +189,13 @@ def walk_forward(
             f"train ({n_train} bars) + test ({n_test} bars) exceed the data ({len(bars)} bars)"
         )
     combos = strat.grid(grid)
-    warmup = strat.max_warmup(combos)
     init_cash = float(options.get("init_cash", 100_000.0))
 
     rows: list[dict[str, Any]] = []
     pieces: list[pd.Series] = []
-    starts = list(range(0, len(bars) - n_train - n_test + 1, n_test))
+    # Every window whose training part fits; the last test window may be shorter (partial).
+    last = len(bars) - n_train if partial else len(bars) - n_train - n_test + 1
+    starts = list(range(0, last, n_test))
     with _progress(progress, len(starts), "walk-forward") as bar:
         task = (
             bar.add_task(f"walk-forward: {len(starts)} windows", total=len(starts)) if bar else None
@@ -135,7 +203,7 @@ def walk_forward(
         for k, start in enumerate(starts):
             train_start = 0 if anchored else start
             train_end = start + n_train
-            test_end = train_end + n_test
+            test_end = min(train_end + n_test, len(bars))
             insample = sweep(
                 bars.iloc[train_start:train_end],
                 strat,
@@ -150,9 +218,7 @@ def walk_forward(
                 raise ConfigError(f"window {k}: {exc}") from None
             params = insample.best_params(metric)
             in_sample_value = float(insample.metrics[pos, METRICS[metric][0]])
-            pf = backtest_window(
-                bars, strat, params, train_end, test_end, warmup=warmup, device=device, **options
-            )
+            pf = backtest_window(bars, strat, params, train_end, test_end, device=device, **options)
             stats = pf.stats().iloc[0]
             rets = pf.returns.iloc[:, 0]
             pieces.append(rets)
@@ -163,6 +229,7 @@ def walk_forward(
                     "train_end": bars.index[train_end - 1],
                     "test_start": bars.index[train_end],
                     "test_end": bars.index[test_end - 1],
+                    "test_bars": test_end - train_end,
                     **params,
                     f"is_{metric}": in_sample_value,
                     f"oos_{metric}": float(stats[metric])
@@ -170,6 +237,7 @@ def walk_forward(
                     else stats[metric],
                     "oos_total_return": float(stats["total_return"]),
                     "oos_trades": int(stats["trades"]),
+                    "oos_benchmark_return": float(stats["benchmark_return"]),
                 }
             )
             if bar is not None:
