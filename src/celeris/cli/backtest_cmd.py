@@ -170,9 +170,14 @@ def register(app: typer.Typer) -> None:
         step: Annotated[
             int, typer.Option(help="model:PATH strategies: forecast step to trade on.")
         ] = 1,
-        in_sample: Annotated[
+        include_train: Annotated[
             bool,
-            typer.Option(help="model:PATH strategies: also trade the bars the model trained on."),
+            typer.Option(
+                "--include-train",
+                "--in-sample",
+                help="model:PATH strategies: also trade the bars the model was trained on "
+                "(recognised by dates and prices, not by file name; excluded by default).",
+            ),
         ] = False,
         opts: Options = FILLED,
         json_out: JsonOpt = False,
@@ -188,30 +193,16 @@ def register(app: typer.Typer) -> None:
         bars = _load(data)
         opts, device = backtest_options(opts, bars, model=strategy.startswith("model:"))
         if strategy.startswith("model:"):
-            import pandas as pd
-
-            from celeris.models.pipeline import expected_step_returns
-            from celeris.models.predictor import Predictor
-            from celeris.models.signals import signals_from_forecast
+            from celeris.cli.model_strategy import model_portfolio
 
             if param:
                 raise ConfigError(
                     "--param does not apply to model:PATH strategies (see --threshold, --step)"
                 )
-            predictor = Predictor.load(strategy.split(":", 1)[1])
-            expected = expected_step_returns(predictor, bars, step)
-            test_start = predictor.meta.get("test_start")
-            if predictor.meta.get("source") == data and test_start and not in_sample:
-                # The model trained on the earlier bars: judge it only where it had not seen the data.
-                keep = bars.index >= pd.Timestamp(test_start)
-                bars, expected = bars[keep], expected[keep]
-                if not json_out:
-                    console.print(
-                        f"out of sample only: bars from {test_start} (the model trained before them)"
-                    )
-            # With direction="both", an exit signal opens a short (from_signals' convention).
-            signals = signals_from_forecast(expected, threshold=threshold)
-            pf = from_signals(bars, signals["entries"], signals["exits"], device=device, **opts)
+            pf = model_portfolio(
+                bars, strategy, step=step, threshold=threshold, include_train=include_train,
+                device=device, opts=opts, quiet=json_out,
+            )  # fmt: skip
             name, full = strategy, {"threshold": threshold, "step": step}
             params: dict[str, Any] = {}
         else:
@@ -401,6 +392,13 @@ def register(app: typer.Typer) -> None:
         from celeris.cli.format import fmt, frame_table, jsonable, run_caption, setup_json
 
         bars = _load(data)
+        if strategy.startswith("model:"):
+            from celeris.cli.model_strategy import walk_forward_model
+
+            return walk_forward_model(
+                bars, strategy, grid or [], train=_window(train), test=_window(test),
+                metric=metric, anchored=anchored, opts=opts, json_out=json_out,
+            )  # fmt: skip
         strat, values = _strategy_and_grid(strategy, grid or [])
         opts, device = backtest_options(opts, bars)
         result = walk_forward(
