@@ -22,9 +22,11 @@ from celeris.errors import ConfigError, DataError
 from celeris.serving.registry import (
     _PG_WRITER_LOCK,
     ArtifactTampered,
+    IncompatibleVersion,
     ModelNotFound,
     ModelRegistry,
     RegistryError,
+    RegistryUnavailable,
     parse_ref,
     tree_sha256,
 )
@@ -527,3 +529,172 @@ def test_registry_url_unknown_scheme_or_missing_driver_raises(tmp_path):
     except ImportError:
         with pytest.raises(ConfigError, match=r"pip install 'psycopg\[binary\]'"):
             ModelRegistry(tmp_path, url="postgresql://user:secret@localhost/celeris")
+
+
+# -- links and special files in a checkpoint ---------------------------------------------------
+
+
+def _copy_checkpoint(src: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_register_checkpoint_with_file_link_outside_is_refused(reg, ckpts, tmp_path):
+    secret = tmp_path / "shadow"
+    secret.write_text("root:$6$secret-hash:19000:0:99999:7:::\n")
+    ckpt = _copy_checkpoint(ckpts[0], tmp_path / "ckpt")
+    (ckpt / "notes.txt").symlink_to(secret)
+    with pytest.raises(DataError, match=r"notes\.txt is a symbolic link .*shadow"):
+        reg.register("m", ckpt)
+    assert reg.list() == []
+    copied = [p for p in (reg.root / "artifacts").rglob("*") if p.is_file()]
+    assert copied == []  # nothing of the secret (or anything else) was copied
+
+
+def test_register_checkpoint_with_directory_link_is_refused(reg, ckpts, tmp_path):
+    tree = tmp_path / "big-tree"
+    (tree / "deep").mkdir(parents=True)
+    (tree / "deep" / "data.bin").write_bytes(b"x" * 4096)
+    ckpt = _copy_checkpoint(ckpts[0], tmp_path / "ckpt")
+    (ckpt / "extra").symlink_to(tree, target_is_directory=True)
+    with pytest.raises(DataError, match=r"extra is a symbolic link"):
+        reg.register("m", ckpt)
+    assert reg.list() == []
+
+
+def test_register_checkpoint_with_link_inside_is_refused(reg, ckpts, tmp_path):
+    ckpt = _copy_checkpoint(ckpts[0], tmp_path / "ckpt")
+    (ckpt / "weights-alias").symlink_to(ckpt / "model.safetensors")
+    with pytest.raises(DataError, match=r"weights-alias is a symbolic link"):
+        reg.register("m", ckpt)
+
+
+def test_register_checkpoint_with_fifo_is_refused_without_hanging(reg, ckpts, tmp_path):
+    ckpt = _copy_checkpoint(ckpts[0], tmp_path / "ckpt")
+    os.mkfifo(ckpt / "pipe")
+    with pytest.raises(DataError, match=r"pipe is not a regular file"):
+        reg.register("m", ckpt)  # copying used to block on the FIFO for ever
+
+
+def test_register_checkpoint_dir_given_through_a_link_is_accepted(reg, ckpts, tmp_path):
+    # the directory named by the user may itself be a link (runs/latest -> runs/2024-...)
+    link = tmp_path / "latest"
+    link.symlink_to(ckpts[0], target_is_directory=True)
+    rec = reg.register("m", link)
+    reg.verify(rec)
+
+
+# -- leftovers of registrations that died ------------------------------------------------------
+
+
+def test_registry_open_sweeps_staging_dirs_of_dead_processes(tmp_path, ckpts):
+    from celeris.data import atomic
+
+    reg = ModelRegistry(tmp_path / "registry")
+    reg.register("m", ckpts[0])
+    parent = reg.root / "artifacts" / "m"
+    code = textwrap.dedent(
+        f"""
+        import os, shutil, time
+        from pathlib import Path
+        from celeris.data.atomic import temp_name
+        staged = Path({str(parent)!r}) / temp_name()
+        shutil.copytree({str(ckpts[0])!r}, staged)
+        print(staged, flush=True)
+        time.sleep(600)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    staged = Path(proc.stdout.readline().strip())
+    live_stage = parent / atomic.temp_name()  # a registration of this process, under way
+    live_stage.mkdir()
+    try:
+        assert staged.is_dir()
+        ModelRegistry(tmp_path / "registry")  # the writer is alive: its copy stays
+        assert staged.is_dir()
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+        proc.stdout.close()
+    ModelRegistry(tmp_path / "registry")  # killed: the next start removes its copy
+    assert not staged.exists()
+    assert live_stage.is_dir()
+    assert sorted(p.name for p in parent.iterdir()) == sorted(["1", live_stage.name])
+
+
+# -- compatibility of production versions ------------------------------------------------------
+
+
+def _save_tiny_nhits_shaped(directory: Path, input_size: int, horizon: int) -> Path:
+    torch.manual_seed(0)
+    model = build_model("nhits", **get_model("nhits").tiny_config(input_size, horizon, 1)).eval()
+    scaler = StandardScaler().fit(100 + np.random.default_rng(0).standard_normal(300).cumsum())
+    meta = {"input_size": input_size, "horizon": horizon, "n_features": 1}
+    return save_checkpoint(model, directory, scaler=scaler, meta=meta)
+
+
+@pytest.fixture(scope="module")
+def other_shapes(tmp_path_factory) -> dict[str, Path]:
+    """Tiny NHITS checkpoints with another input size, and with another horizon."""
+    base = tmp_path_factory.mktemp("shapes")
+    return {
+        "input_size": _save_tiny_nhits_shaped(base / "longer", 2 * L, H),
+        "horizon": _save_tiny_nhits_shaped(base / "further", L, H + 2),
+    }
+
+
+@pytest.mark.parametrize("what", ["input_size", "horizon"])
+def test_promote_incompatible_version_refused_production_unchanged(reg, ckpts, other_shapes, what):
+    reg.register("m", ckpts[0], stage="production")
+    reg.register("m", other_shapes[what])
+    with pytest.raises(IncompatibleVersion, match=rf"m@2 cannot replace m@1 .*{what}") as err:
+        reg.promote("m", 2)
+    assert "\n" not in str(err.value) and "--allow-incompatible" in str(err.value)
+    assert {r.version: r.stage for r in reg.list("m")} == {1: "production", 2: "staging"}
+    assert reg.incompatibilities(reg.get("m@2"))[0].startswith(what)
+    assert reg.incompatibilities(reg.get("m@1")) == []
+    promoted = reg.promote("m", 2, allow_incompatible=True)
+    assert promoted.stage == "production"
+    assert {r.version: r.stage for r in reg.list("m")} == {1: "archived", 2: "production"}
+
+
+def test_promote_compatible_version_and_first_production_need_no_flag(reg, ckpts, other_shapes):
+    reg.register("m", other_shapes["input_size"])
+    reg.register("m", ckpts[0])
+    assert reg.promote("m", 2).stage == "production"  # nothing in production: no constraint
+    reg.register("m", ckpts[1])
+    assert reg.promote("m", 3).stage == "production"  # same interface, other weights
+
+
+def test_register_as_production_incompatible_refused_nothing_registered(reg, ckpts, other_shapes):
+    reg.register("m", ckpts[0], stage="production")
+    with pytest.raises(IncompatibleVersion, match=r"m@2 cannot replace m@1 .*input_size 48"):
+        reg.register("m", other_shapes["input_size"], stage="production")
+    assert [(r.version, r.stage) for r in reg.list("m")] == [(1, "production")]
+    assert sorted(p.name for p in (reg.root / "artifacts" / "m").iterdir()) == ["1"]
+    rec = reg.register("m", other_shapes["input_size"], stage="production", allow_incompatible=True)
+    assert rec.version == 2 and reg.get("m").version == 2
+
+
+def test_rollback_to_incompatible_version_refused_unless_allowed(reg, ckpts, other_shapes):
+    reg.register("m", ckpts[0], stage="production")
+    reg.register("m", other_shapes["horizon"], stage="production", allow_incompatible=True)
+    with pytest.raises(IncompatibleVersion, match=r"m@1 cannot replace m@2 .*horizon"):
+        reg.rollback("m")
+    assert reg.get("m").version == 2
+    assert reg.rollback("m", allow_incompatible=True).version == 1
+
+
+# -- an unreadable database ------------------------------------------------------------------------
+
+
+def test_unreadable_database_raises_registry_unavailable(tmp_path, ckpts):
+    reg = ModelRegistry(tmp_path / "registry")
+    reg.register("m", ckpts[0])
+    db = reg.root / "registry.db"
+    db.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(RegistryUnavailable, match=r"registry\.db"):
+        reg.list()

@@ -52,6 +52,15 @@ UrlOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+AllowIncompatibleOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-incompatible",
+        help="Make a version production although its input shape, features, horizon or target "
+        "differ from the current production version's: breaks every client of NAME@production "
+        "until it sends the new inputs.",
+    ),
+]
 
 
 def _setting(name: str, kind: Any, text: str, *flags: str) -> tuple[str, Any, None]:
@@ -366,6 +375,7 @@ def register(app: typer.Typer) -> None:
                 "onnx-int8, both (onnx,onnx-int8) or none."
             ),
         ] = "onnx",
+        allow_incompatible: AllowIncompatibleOpt = False,
         where: Options = FILLED,
         json_out: JsonOpt = False,
     ) -> None:
@@ -384,7 +394,14 @@ def register(app: typer.Typer) -> None:
         )  # fmt: skip
         reg = _registry(where)
         t0 = time.perf_counter()
-        record = reg.register(name, checkpoint, metrics=parsed, stage=stage, exports=exports)
+        record = reg.register(
+            name,
+            checkpoint,
+            metrics=parsed,
+            stage=stage,
+            exports=exports,
+            allow_incompatible=allow_incompatible,
+        )
         if json_out:
             print_json(record.to_dict())
             return
@@ -425,11 +442,21 @@ def register(app: typer.Typer) -> None:
                 "else torch) | onnx | torch | onnx-int8."
             ),
         ] = "auto",
+        allow_incompatible: AllowIncompatibleOpt = False,
         url: UrlOpt = None,
         where: Options = FILLED,
         json_out: JsonOpt = False,
     ) -> None:
-        """Shadow-validate a version, then make it production (the old one is archived)."""
+        """Shadow-validate a version, then make it production (the old one is archived).
+
+        A version whose inputs or outputs differ from the production version's is refused
+        (its clients would break) unless --allow-incompatible.
+        """
+        if url is not None and allow_incompatible:
+            raise ConfigError(
+                "--allow-incompatible works on the registry, not through --url: a server "
+                "keeps serving inputs of the shape its clients send"
+            )
         if url is not None:
             body = {} if version is None else {"version": version}
             out = _admin(url, "POST", f"/v1/admin/models/{name}/promote", body)
@@ -437,12 +464,15 @@ def register(app: typer.Typer) -> None:
             return
         reg = _registry(where)
         record = reg.get(f"{name}@{version}" if version is not None else f"{name}@staging")
+        if not allow_incompatible:
+            # before the slow validation; promote() checks again under the writer lock
+            reg.check_compatible(record)
         report = None
         if not skip_validation:
             report = _validate_locally(
                 reg, record, validation, backend, max_latency_ms, max_rel_diff
             )
-        promoted = reg.promote(name, record.version)
+        promoted = reg.promote(name, record.version, allow_incompatible=allow_incompatible)
         if json_out:
             print_json(
                 {"record": promoted.to_dict(), "shadow": report.to_dict() if report else None}
@@ -461,17 +491,20 @@ def register(app: typer.Typer) -> None:
     @registry_options
     def rollback_cmd(
         name: Annotated[str, typer.Argument(help="Model name.")],
+        allow_incompatible: AllowIncompatibleOpt = False,
         url: UrlOpt = None,
         where: Options = FILLED,
         json_out: JsonOpt = False,
     ) -> None:
         """Return production to the version that was production before the current one."""
+        if url is not None and allow_incompatible:
+            raise ConfigError("--allow-incompatible works on the registry, not through --url")
         if url is not None:
             out = _admin(url, "POST", f"/v1/admin/models/{name}/rollback")
             _print_swap(url, out, json_out)
             return
         reg = _registry(where)
-        record = reg.rollback(name)
+        record = reg.rollback(name, allow_incompatible=allow_incompatible)
         if json_out:
             print_json(record.to_dict())
             return

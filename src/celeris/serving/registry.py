@@ -22,7 +22,17 @@ dialect differences (parameter marker, how the writer lock is taken, error class
 Versions are allocated inside a write transaction (SQLite ``BEGIN IMMEDIATE``; PostgreSQL
 ``pg_advisory_xact_lock``), so two processes registering at once get distinct
 versions. An artifact is copied to a temporary directory, fsynced, and renamed into place inside
-that transaction: a crash leaves either no version or a complete one, never half of one.
+that transaction: a crash leaves either no version or a complete one, never half of one. The
+staging directory is named after its process (:func:`celeris.data.atomic.temp_name`), and
+opening the registry or registering removes those of processes that died. A checkpoint holding a
+symbolic link or a special file (FIFO, device, socket) is refused: a link would copy, and hash as
+legitimate, whatever it points at.
+
+Production is what clients of ``NAME@production`` call, so a version whose interface (input
+size, features, horizon, target: :data:`INTERFACE_KEYS`, read from ``config.json``) differs from
+the current production version's is refused as production (:class:`IncompatibleVersion`) by
+:meth:`ModelRegistry.promote`, ``register(stage="production")`` and :meth:`ModelRegistry.rollback`,
+unless ``allow_incompatible=True``.
 
 The artifact hash (:func:`tree_sha256`) covers the whole tree, not only the weights: a changed
 config, scaler or ONNX file is tampering too. :meth:`ModelRegistry.load` copies the artifact to a
@@ -42,13 +52,13 @@ import os
 import re
 import shutil
 import sqlite3
+import stat
 import tempfile
-import time
-import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from celeris.data.atomic import sweep_stale, temp_name
 from celeris.errors import (
     CelerisError,
     ConfigError,
@@ -62,14 +72,18 @@ if TYPE_CHECKING:
     from celeris.models.predictor import Predictor
 
 __all__ = [
+    "INTERFACE_KEYS",
     "SELECTORS",
     "STAGES",
     "ArtifactTampered",
+    "IncompatibleVersion",
     "ModelNotFound",
     "ModelRecord",
     "ModelRegistry",
     "RegistryError",
+    "RegistryUnavailable",
     "StageChange",
+    "interface",
     "parse_ref",
     "tree_sha256",
 ]
@@ -124,6 +138,15 @@ class RegistryError(CelerisError, RuntimeError):
 
 class ArtifactTampered(RegistryError):
     """An artifact's files no longer hash to the sha256 recorded when it was registered."""
+
+
+class RegistryUnavailable(RegistryError):
+    """The registry database cannot be opened or read (a server answers 503 meanwhile)."""
+
+
+class IncompatibleVersion(RegistryError):
+    """A version would become production although its inputs or outputs differ from the
+    current production version's (clients of ``NAME@production`` would break)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -248,22 +271,73 @@ def _tree_files(root: Path) -> list[tuple[str, Path]]:
     return files
 
 
+def _checkpoint_files(src: Path) -> list[tuple[str, Path]]:
+    """Return ``src``'s files (relative POSIX path, path), refusing anything but plain files
+    and directories.
+
+    A symbolic link would copy (and hash as legitimate) whatever it points at, ``/etc/shadow``
+    or a whole tree, and a FIFO or device blocks or never ends: a checkpoint holds neither.
+    """
+    files: list[tuple[str, Path]] = []
+    for dirpath, dirnames, filenames in os.walk(src, followlinks=False):
+        base = Path(dirpath)
+        for entry in sorted(dirnames + filenames):
+            path = base / entry
+            rel = path.relative_to(src).as_posix()
+            try:
+                mode = path.lstat().st_mode
+            except OSError as exc:
+                raise DataError(f"cannot register {src}: cannot read {rel}: {exc}") from None
+            if stat.S_ISLNK(mode):
+                raise DataError(
+                    f"cannot register {src}: {rel} is a symbolic link (to "
+                    f"{os.readlink(path)!r}); a checkpoint must hold plain files only, copy "
+                    "the target in instead"
+                )
+            if stat.S_ISDIR(mode):
+                continue
+            if not stat.S_ISREG(mode):
+                raise DataError(
+                    f"cannot register {src}: {rel} is not a regular file (a FIFO, socket or "
+                    "device); a checkpoint must hold plain files only"
+                )
+            files.append((rel, path))
+    return files
+
+
 def _copy_tree(src: Path, dst: Path) -> None:
-    """Copy ``src`` to the new directory ``dst`` (links followed) and fsync every file."""
-    shutil.copytree(src, dst, symlinks=False)
-    for _, path in _tree_files(dst):
-        _fsync(path)
+    """Copy the checkpoint ``src`` to the new directory ``dst`` and fsync every file.
+
+    Links and special files are refused (:func:`_checkpoint_files`); each file is opened with
+    ``O_NOFOLLOW`` and checked again once open, so one swapped in after the check is refused
+    too rather than followed.
+    """
+    files = _checkpoint_files(src)
+    dst.mkdir()
+    nofollow = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    for rel, path in files:
+        target = dst / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_RDONLY | nofollow)
+        except OSError as exc:
+            raise DataError(f"cannot register {src}: cannot open {rel}: {exc.strerror}") from None
+        with open(fd, "rb") as fin:
+            if not stat.S_ISREG(os.fstat(fin.fileno()).st_mode):
+                raise DataError(f"cannot register {src}: {rel} is not a regular file")
+            with open(target, "wb") as fout:
+                shutil.copyfileobj(fin, fout, 1 << 20)
+                fout.flush()
+                os.fsync(fout.fileno())
+        shutil.copystat(path, target, follow_symlinks=False)
     for dirpath, _, _ in os.walk(dst):
         _fsync(Path(dirpath))
 
 
 def _sweep_stale(parent: Path) -> None:
-    """Remove staging directories left by processes that died before renaming them."""
-    now = time.time()
-    for tmp in parent.glob(".tmp-*"):
-        with contextlib.suppress(OSError):
-            if now - tmp.stat().st_mtime > _STALE_TEMP_S:
-                shutil.rmtree(tmp, ignore_errors=True)
+    """Remove staging directories left by registrations whose process died before renaming
+    them (on this host: the process is gone; otherwise older than a day)."""
+    sweep_stale(parent, ".tmp-*", max_age_s=_STALE_TEMP_S)
 
 
 def _fsync(path: Path) -> None:
@@ -279,6 +353,7 @@ def _check_checkpoint(directory: Path) -> None:
     """Refuse a directory that is not a checkpoint, without importing torch."""
     if not directory.is_dir():
         raise DataError(f"cannot register {directory}: not a directory")
+    _checkpoint_files(directory)  # links and special files first: reading them could hang
     for fname in (CONFIG_FILE, WEIGHTS_FILE):
         if not (directory / fname).is_file():
             raise DataError(f"cannot register {directory}: not a checkpoint ({fname} is missing)")
@@ -296,6 +371,70 @@ def _check_checkpoint(directory: Path) -> None:
                 f"cannot register {directory}: {WEIGHTS_FILE} does not match the checksum in "
                 f"{CONFIG_FILE} (corrupt or replaced)"
             )
+
+
+INTERFACE_KEYS = ("input_size", "n_features", "horizon", "features", "target", "target_kind")
+"""What clients of ``NAME@production`` depend on: the input window's shape and features, and
+the forecast's length and kind. Versions that differ in any of them are incompatible."""
+
+_INTERFACE_DEFAULTS: dict[str, Any] = {"n_features": 1, "target_kind": "level"}
+
+
+def interface(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """Return a checkpoint's or artifact's interface (:data:`INTERFACE_KEYS`) from its
+    ``config.json``, without torch; keys the checkpoint does not record are ``None`` (or the
+    predictor's default: one feature, ``level`` targets).
+
+    Raises
+    ------
+    DataError
+        No readable ``config.json`` with a ``meta`` object.
+    """
+    path = Path(directory) / CONFIG_FILE
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"cannot read the interface of {path.parent}: {exc}") from None
+    meta = document.get("meta") if isinstance(document, dict) else None
+    if not isinstance(meta, dict):
+        raise DataError(f"cannot read the interface of {path.parent}: {CONFIG_FILE} has no meta")
+    out = {key: meta.get(key, _INTERFACE_DEFAULTS.get(key)) for key in INTERFACE_KEYS}
+    if out["features"] is not None:
+        out["features"] = [str(f) for f in out["features"]]
+    return out
+
+
+def _differences(candidate: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    return [
+        f"{key} {candidate[key]!r} instead of {current[key]!r}"
+        for key in INTERFACE_KEYS
+        if candidate[key] != current[key]
+    ]
+
+
+def _check_compatible(
+    candidate: ModelRecord, candidate_dir: Path, current: ModelRecord, allow: bool
+) -> None:
+    """Raise :class:`IncompatibleVersion` when ``candidate`` cannot replace ``current`` as
+    production (unless ``allow``)."""
+    if allow or candidate.version == current.version:
+        return
+    theirs = interface(candidate_dir)
+    try:
+        ours = interface(current.path)
+    except DataError as exc:
+        raise IncompatibleVersion(
+            f"cannot tell whether {candidate.ref} can replace {current.ref} as production: "
+            f"{exc}; pass --allow-incompatible (allow_incompatible=True) to promote it anyway"
+        ) from None
+    diffs = _differences(theirs, ours)
+    if diffs:
+        raise IncompatibleVersion(
+            f"{candidate.ref} cannot replace {current.ref} as production: it has "
+            f"{'; '.join(diffs)}, so clients sending {candidate.name}@production's inputs "
+            "would break; update them and pass --allow-incompatible (allow_incompatible=True) "
+            "to promote it anyway"
+        )
 
 
 def _metrics_json(metrics: Mapping[str, Any] | None) -> str:
@@ -331,7 +470,7 @@ class _SQLite:
                 # persistent in the file; readers then never block the single writer
                 conn.execute("PRAGMA journal_mode=WAL")
         except sqlite3.Error as exc:
-            raise RegistryError(f"cannot open the registry database {path}: {exc}") from exc
+            raise RegistryUnavailable(f"cannot open the registry database {path}: {exc}") from exc
 
     def connect(self) -> Any:
         # isolation_level=None: no implicit transactions; we issue BEGIN ourselves
@@ -456,6 +595,9 @@ class ModelRegistry:
         with self._transaction(write=True) as tx:
             for statement in _SCHEMA:
                 tx.execute(statement)
+        for parent in self.artifacts.iterdir():  # staging copies of registrations that died
+            if parent.is_dir() and not parent.is_symlink():
+                _sweep_stale(parent)
 
     def __repr__(self) -> str:
         return f"ModelRegistry({str(self.root)!r}, url={self._db.describe()!r})"
@@ -467,7 +609,7 @@ class ModelRegistry:
         try:
             conn = self._db.connect()
         except self._db.errors as exc:
-            raise RegistryError(
+            raise RegistryUnavailable(
                 f"cannot open the registry database {self._db.describe()}: {exc}"
             ) from exc
         try:
@@ -480,7 +622,9 @@ class ModelRegistry:
                 raise
             conn.execute("COMMIT")
         except self._db.errors as exc:
-            raise RegistryError(f"registry database {self._db.describe()} failed: {exc}") from exc
+            raise RegistryUnavailable(
+                f"registry database {self._db.describe()} failed: {exc}"
+            ) from exc
         finally:
             conn.close()
 
@@ -530,11 +674,20 @@ class ModelRegistry:
         )
         self._log_change(tx, record.name, record.version, record.stage, stage, reason)
 
-    def _make_production(self, tx: _Tx, record: ModelRecord, reason: str) -> None:
-        """Move ``record`` to production and the current production version to archived."""
-        for other in self._rows(tx, record.name):
-            if other.stage == "production" and other.version != record.version:
-                self._set_stage(tx, other, "archived", "superseded")
+    def _make_production(
+        self, tx: _Tx, record: ModelRecord, reason: str, *, allow_incompatible: bool
+    ) -> None:
+        """Move ``record`` to production and the current production version to archived;
+        refuse a version incompatible with the current one unless ``allow_incompatible``."""
+        others = [
+            r
+            for r in self._rows(tx, record.name)
+            if r.stage == "production" and r.version != record.version
+        ]
+        for other in others:
+            _check_compatible(record, record.path, other, allow_incompatible)
+        for other in others:
+            self._set_stage(tx, other, "archived", "superseded")
         self._set_stage(tx, record, "production", reason)
 
     # -- public API --------------------------------------------------------------------------
@@ -547,6 +700,7 @@ class ModelRegistry:
         metrics: Mapping[str, Any] | None = None,
         stage: str = "staging",
         exports: Iterable[str] = (),
+        allow_incompatible: bool = False,
     ) -> ModelRecord:
         """Copy a checkpoint into the registry as the next version of ``name``; return its record.
 
@@ -564,13 +718,20 @@ class ModelRegistry:
         exports : iterable of str
             ONNX variants (``"onnx"``, ``"onnx-int8"``) to export into the artifact before it
             is hashed, so that loading with those backends needs no export at serve time.
+        allow_incompatible : bool
+            With ``stage="production"``: replace the current production version even if the
+            interface (:data:`INTERFACE_KEYS`) differs, which breaks its clients.
 
         Raises
         ------
         DataError
-            ``checkpoint_dir`` is not a checkpoint (or its weights fail their own checksum).
+            ``checkpoint_dir`` is not a checkpoint (or its weights fail their own checksum),
+            or holds a symbolic link or a special file.
         ConfigError
             A bad name, stage, metrics or export.
+        IncompatibleVersion
+            ``stage="production"`` with an interface other than the current production
+            version's (nothing is registered).
         """
         _check_name(name)
         check_choice("stage", stage, STAGES)
@@ -582,7 +743,7 @@ class ModelRegistry:
         parent = self.artifacts / name
         parent.mkdir(parents=True, exist_ok=True)
         _sweep_stale(parent)
-        staged = parent / f".tmp-{uuid.uuid4().hex}"
+        staged = parent / temp_name()  # .tmp-<pid>-<host>-<token>: sweepable once we die
         try:
             # the slow part (copy, export, hash) happens before the writer lock is taken
             _copy_tree(source, staged)
@@ -626,7 +787,9 @@ class ModelRegistry:
                     )
                     self._log_change(tx, name, version, None, "staging", "register")
                     if stage == "production":
-                        self._make_production(tx, record, "register")
+                        self._make_production(
+                            tx, record, "register", allow_incompatible=allow_incompatible
+                        )
                     elif stage != "staging":
                         self._set_stage(tx, record, stage, "register")
                 except BaseException:
@@ -685,12 +848,21 @@ class ModelRegistry:
             for r in rows
         ]
 
-    def promote(self, name: str, version: int | str, stage: str = "production") -> ModelRecord:
+    def promote(
+        self,
+        name: str,
+        version: int | str,
+        stage: str = "production",
+        *,
+        allow_incompatible: bool = False,
+    ) -> ModelRecord:
         """Move ``name@version`` to ``stage``; return the updated record.
 
         Promoting to production archives the current production version (at most one per name)
-        and first verifies the artifact's hash. Moving a version to the stage it already has
-        changes nothing.
+        and first verifies the artifact's hash and that its interface (input shape, features,
+        horizon, target: :data:`INTERFACE_KEYS`) equals the current production version's, so
+        its clients keep working; ``allow_incompatible=True`` promotes it anyway. Moving a
+        version to the stage it already has changes nothing.
 
         Raises
         ------
@@ -698,6 +870,9 @@ class ModelRegistry:
             Unknown name or version.
         ArtifactTampered
             Promotion to production of an artifact that fails verification.
+        IncompatibleVersion
+            Promotion to production of a version whose interface differs, without
+            ``allow_incompatible``.
         """
         _check_name(name)
         check_choice("stage", stage, STAGES)
@@ -712,21 +887,24 @@ class ModelRegistry:
             if record.stage == stage:
                 return record
             if stage == "production":
-                self._make_production(tx, record, "promote")
+                self._make_production(tx, record, "promote", allow_incompatible=allow_incompatible)
             else:
                 self._set_stage(tx, record, stage, "promote")
         return dataclasses.replace(record, stage=stage)
 
-    def rollback(self, name: str) -> ModelRecord:
+    def rollback(self, name: str, *, allow_incompatible: bool = False) -> ModelRecord:
         """Return production to the version that was production before the current one.
 
         The current production version is archived. Rollbacks stack: rolling back twice after
-        promoting versions 1, 2 and 3 serves version 1.
+        promoting versions 1, 2 and 3 serves version 1. Like :meth:`promote`, a previous
+        version with another interface is refused unless ``allow_incompatible``.
 
         Raises
         ------
         RegistryError
             ``name`` has no production version, or no earlier production version.
+        IncompatibleVersion
+            The previous version's interface differs from the current one's.
         """
         _check_name(name)
         with self._transaction(write=False) as tx:
@@ -737,6 +915,7 @@ class ModelRegistry:
             if again.version != target.version:
                 raise RegistryError(f"{name}'s production changed during the rollback; try again")
             current = next(r for r in self._rows(tx, name) if r.stage == "production")
+            _check_compatible(again, again.path, current, allow_incompatible)
             self._set_stage(tx, current, "archived", "rolled back")
             self._set_stage(tx, again, "production", "rollback")
         return dataclasses.replace(again, stage="production")
@@ -766,6 +945,26 @@ class ModelRegistry:
             )
         by_version = {r.version: r for r in records}
         return by_version[stack[-1]]
+
+    def incompatibilities(self, record: ModelRecord) -> builtins.list[str]:
+        """Return how ``record``'s interface differs from its name's production version
+        (empty when it is the same, when it is production, or when there is none)."""
+        try:
+            current = self.get(f"{record.name}@production")
+        except ModelNotFound:
+            return []
+        if current.version == record.version:
+            return []
+        return _differences(interface(record.path), interface(current.path))
+
+    def check_compatible(self, record: ModelRecord) -> None:
+        """Raise :class:`IncompatibleVersion` when ``record`` could not become production
+        without ``allow_incompatible`` (what :meth:`promote` checks under its lock)."""
+        try:
+            current = self.get(f"{record.name}@production")
+        except ModelNotFound:
+            return
+        _check_compatible(record, record.path, current, False)
 
     def verify(self, record: ModelRecord) -> None:
         """Recompute the artifact tree's sha256; raise :class:`ArtifactTampered` on a mismatch.
