@@ -79,10 +79,12 @@ def walk_forward_model(
     anchored: bool,
     opts: Options,
     json_out: bool,
+    data: str = "",
+    partial: bool = True,
 ) -> None:
     """``celeris walk-forward --strategy model:DIR``: refit per window, judge the next window."""
     from celeris.cli.backtest_cmd import backtest_options
-    from celeris.cli.format import fmt, frame_table, jsonable
+    from celeris.cli.format import fmt, frame_table, jsonable, run_caption, setup_json
     from celeris.models.checkpoint_file import read_config
     from celeris.research import model_walk_forward
 
@@ -91,16 +93,18 @@ def walk_forward_model(
     options, device = backtest_options(opts, bars, model=True)
     max_steps = int(settings["max_steps"]) if "max_steps" in settings else None
     if not json_out:
-        saved = read_config(directory)["meta"].get("train_config") or {}
-        per = max_steps or saved.get("max_steps", "?")
+        document = read_config(directory)
+        per = max_steps or (document["meta"].get("train_config") or {}).get("max_steps", "?")
         console.print(
-            f"refitting {read_config(directory)['model']} per window from {directory}'s training "
-            f"config: up to {per} optimiser steps per window"
+            f"refitting {document['model']} per window from {directory}'s training config: up "
+            f"to {per} optimiser steps per window"
         )
+    step = int(settings.get("step", 1))
+    threshold = settings.get("threshold", 0.0)
     result = model_walk_forward(
-        bars, directory, train=train, test=test, anchored=anchored, metric=metric,
-        step=int(settings.get("step", 1)), threshold=settings.get("threshold", 0.0),
-        max_steps=max_steps, progress=not json_out, device=device, **options,
+        bars, directory, train=train, test=test, anchored=anchored, partial=partial,
+        metric=metric, step=step, threshold=threshold, max_steps=max_steps,
+        progress=not json_out, device=device, **options,
     )  # fmt: skip
     cost = {
         "models": result.models,
@@ -111,6 +115,9 @@ def walk_forward_model(
     if json_out:
         print_json(
             {
+                "strategy": strategy,
+                "data": data,
+                **setup_json(options["execution"], options["year_days"], bars.index),
                 "windows": [
                     {k: jsonable(v) for k, v in row.items()}
                     for row in result.windows.reset_index().to_dict("records")
@@ -120,9 +127,11 @@ def walk_forward_model(
             }
         )
         return
-    console.print(
-        frame_table(result.windows, f"walk-forward windows ({strategy}, refitted per window)")
-    )
+    caption = run_caption(
+        strategy, {"step": step, "threshold": threshold}, data or "the data", bars.index,
+        options["execution"], options["year_days"],
+    )  # fmt: skip
+    console.print(frame_table(result.windows, f"walk-forward, refitted per window: {caption}"))
     summary = ", ".join(f"{k} {fmt(str(k), v)}" for k, v in result.summary.items())
     console.print(f"[bold]out of sample[/] ({len(result.oos_returns):,} bars): {summary}")
     rate = result.steps / result.seconds if result.seconds > 0 else float("nan")
