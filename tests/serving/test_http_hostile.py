@@ -231,7 +231,7 @@ def test_admin_token_with_surrounding_whitespace_is_stripped_and_matches(tmp_pat
 
 @pytest.mark.parametrize("field", ["admin_token", "publish_token"])
 def test_token_shorter_than_minimum_is_refused_without_echoing_it(tmp_path, field):
-    short = "s3cr3t-short"
+    short = "s3cr3t-pw"
     assert len(short) < MIN_TOKEN_LENGTH
     with pytest.raises(ConfigError) as info:
         load_serve_settings(registry=tmp_path, **{field: short})

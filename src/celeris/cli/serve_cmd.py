@@ -132,7 +132,7 @@ Routes: POST /v1/models/NAME/predict, POST /v1/forecast, GET /v1/models, /health
 the variable they are disabled). Bodies need Content-Type application/json or application/msgpack
 (415 otherwise). With CELERIS_PUBLISH_TOKEN set, POST /v1/forecast (it publishes signals) needs
 Authorization: Bearer $CELERIS_PUBLISH_TOKEN; listening beyond loopback without it is warned
-about. Tokens come from the environment only (at least 16 characters). NAME@production follows
+about. Tokens come from the environment only (at least 12 characters). NAME@production follows
 the registry: a version promoted with `celeris models promote` is hot-swapped in within --poll
 seconds. Every option also reads CELERIS_SERVE_<OPTION> (e.g. CELERIS_SERVE_PORT); the other
 limits (header size, read timeouts, body size, input magnitude) are CELERIS_SERVE_* variables

@@ -32,8 +32,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 Backend = Literal["onnx", "torch", "onnx-int8"]
 
-MIN_TOKEN_LENGTH = 16
-"""Shortest admin or publish token accepted: 16 characters rules out words and short PINs."""
+MIN_TOKEN_LENGTH = 12
+"""Shortest admin or publish token accepted: rules out words, names and PINs (generate one:
+``python -c "import secrets; print(secrets.token_urlsafe(32))"``)."""
 
 SYMBOL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,63}")
 """What a signal-feed symbol may be: 1-64 characters, letters and digits then ``. _ : / @ + -``

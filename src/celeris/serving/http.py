@@ -149,8 +149,13 @@ def _too_large(size: int, limit: int, at_least: bool = False) -> Problem:
 
 
 def decode_body(body: bytes, content_type: str | None) -> dict[str, Any]:
-    """Parse a JSON or msgpack body into a dict (400 when malformed, 415 for other types)."""
-    return _decode(body, content_type)[0]
+    """Parse a JSON or msgpack body into a dict (400 when malformed, 415 for other types).
+
+    Lenient about the type: none or ``text/plain`` is read as JSON. The Ray Serve front end
+    uses it; ``celeris serve``, which publishes signals, requires the type (:func:`_decode`).
+    """
+    kind = (content_type or "").split(";", 1)[0].strip().lower()
+    return _decode(body, JSON if kind in ("", "text/plain") else content_type)[0]
 
 
 def _decode(body: bytes, content_type: str | None) -> tuple[dict[str, Any], bool]:
@@ -348,38 +353,43 @@ def _array(value: Any, what: str, *, numbers_checked: bool = False) -> np.ndarra
 
 
 def _binary_array(value: dict[str, Any], what: str) -> np.ndarray:
-    shape = value.get("shape")
-    dtype_name = value.get("dtype", "<f4")
-    data = value.get("data")
-    why = None
-    if not isinstance(shape, list | tuple) or not 1 <= len(shape) <= _MAX_DEPTH:
-        why = "shape must be a list of 1 to 3 sizes"
-    elif not all(type(n) is int and 0 <= n <= 1 << 40 for n in shape):
-        why = f"shape sizes must be non-negative integers, got {list(shape)!r:.80}"
-    elif not isinstance(dtype_name, str) or not isinstance(data, bytes | bytearray):
-        why = "dtype must be a string such as '<f4' and data bytes"
-    if why is None:
-        try:
-            dtype = np.dtype(dtype_name)
-        except (TypeError, ValueError):
-            dtype = None
-        if dtype is None or dtype.kind != "f":
-            why = f"dtype must be a float type ('<f4', '<f8'), got {dtype_name!r:.40}"
-        elif math.prod(shape) * dtype.itemsize != len(data):
-            why = (
-                f"shape {list(shape)} of {dtype_name} needs {math.prod(shape) * dtype.itemsize:,}"
-                f" data bytes, got {len(data):,}"
-            )
-    if why is not None:
+    try:
+        shape, dtype, data = _binary_parts(value)
+    except ValueError as exc:
         raise Problem(
             422,
             "invalid",
             f"{what} as a binary array needs shape, dtype (a float type) and data bytes of "
-            f"matching size: {why}",
-        )
+            f"matching size: {exc}",
+        ) from None
     arr = np.frombuffer(data, dtype=dtype).reshape(shape)
     with np.errstate(over="ignore"):  # a float64 beyond float32 is inf, reported later
         return arr.astype(np.float32, copy=False)
+
+
+def _binary_parts(value: dict[str, Any]) -> tuple[tuple[int, ...], np.dtype[Any], bytes]:
+    """Check a binary array's fields strictly (no ``int("3")``, ``int(True)``, ``int(inf)``)."""
+    shape = value.get("shape")
+    dtype_name = value.get("dtype", "<f4")
+    data = value.get("data")
+    if not isinstance(shape, list | tuple) or not 1 <= len(shape) <= _MAX_DEPTH:
+        raise ValueError("shape must be a list of 1 to 3 sizes")
+    if not all(type(n) is int and 0 <= n <= 1 << 40 for n in shape):
+        raise ValueError(f"shape sizes must be non-negative integers, got {list(shape)!r:.80}")
+    if not isinstance(dtype_name, str) or not isinstance(data, bytes | bytearray):
+        raise ValueError("dtype must be a string such as '<f4' and data bytes")
+    try:
+        dtype = np.dtype(dtype_name)
+    except (TypeError, ValueError):  # not a dtype at all
+        dtype = np.dtype("O")
+    if dtype.kind != "f":
+        raise ValueError(f"dtype must be a float type ('<f4', '<f8'), got {dtype_name!r:.40}")
+    need = math.prod(shape) * dtype.itemsize
+    if need != len(data):
+        raise ValueError(
+            f"shape {list(shape)} of {dtype_name} needs {need:,} data bytes, got {len(data):,}"
+        )
+    return tuple(shape), dtype, bytes(data)
 
 
 def _expect(spec: ModelSpec) -> str:
@@ -1019,7 +1029,7 @@ class _API:
             if request.method in ("POST", "PUT"):
                 body = await read_body(request, self.settings.max_body_bytes)
                 if body:
-                    doc = decode_body(body, request.headers.get("content-type"))
+                    doc = _decode(body, request.headers.get("content-type"))[0]
             status, out = await handler(*args, doc, request)
         except Problem as problem:
             return problem_response(problem, fmt)
