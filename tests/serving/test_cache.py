@@ -236,3 +236,135 @@ def test_tiered_cache_survives_redis_outage_and_recovers(redis_server, recording
     assert redis_server.client().exists(b"celeris:after") == 1
     assert cache.stats()["redis"]["outages"] == 1
     cache.close()
+
+
+# ---------------------------------------------------------------------------- a slow Redis
+
+
+class SlowProxy:
+    """A TCP proxy in front of a real redis-server that holds every reply ``delay_s``.
+
+    ``commands(b"MGET")`` counts the commands that reached Redis through it.
+    """
+
+    def __init__(self, port: int, delay_s: float) -> None:
+        import socket
+        import threading
+
+        self.delay_s = delay_s
+        self._target = ("127.0.0.1", port)
+        self._sent = bytearray()
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._socks: list[socket.socket] = [self._listener]
+        self.port = self._listener.getsockname()[1]
+        self._threads = [threading.Thread(target=self._accept, daemon=True)]
+        self._threads[0].start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def commands(self, name: bytes) -> int:
+        with self._lock:
+            return bytes(self._sent).upper().count(b"\r\n" + name + b"\r\n")
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self._target)
+            self._socks += [client, server]
+            for src, dst, slow in ((client, server, False), (server, client, True)):
+                t = threading.Thread(target=self._pipe, args=(src, dst, slow), daemon=True)
+                t.start()
+                self._threads.append(t)
+
+    def _pipe(self, src, dst, slow: bool) -> None:
+        while True:
+            try:
+                data = src.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            if slow:
+                time.sleep(self.delay_s)
+            else:
+                with self._lock:
+                    self._sent += data
+            try:
+                dst.sendall(data)
+            except OSError:
+                return
+
+    def close(self) -> None:
+        for sock in self._socks:
+            sock.close()
+
+
+@pytest.fixture
+def slow_redis(redis_server):
+    proxy = SlowProxy(redis_server.port, delay_s=0.2)
+    yield proxy
+    proxy.close()
+
+
+def test_redis_cache_slow_server_bypassed_counted_and_logged_like_outage(
+    redis_server, slow_redis, recording_metrics, caplog
+):
+    redis_server.client().set(b"celeris:k", b"<f4|1|" + vec(7.0).tobytes())
+    clock = FakeClock()
+    # Alive and under its socket timeout, but over the look-up budget: the event loop must not
+    # wait for it (it used to wait the whole 200 ms on every look-up).
+    tier = RedisCache(slow_redis.url, socket_timeout_s=5.0, read_budget_s=0.02, clock=clock)
+    cache = TieredCache(MemoryCache(), tier, metrics=recording_metrics)
+    with caplog.at_level(logging.INFO, logger="celeris.serving.cache"):
+        assert cache.get(b"k") is None  # over budget: a miss
+        stats = tier.stats()
+        assert (stats["available"], stats["slow"], stats["outages"]) == (False, 1, 1)
+        assert recording_metrics.cache_errors == ["redis"]
+        for _ in range(50):  # bypassed: no look-up reaches (or waits for) Redis meanwhile
+            assert cache.get(b"k") is None
+        assert tier.stats()["skipped"] == 50
+        deadline = time.monotonic() + 10.0  # the abandoned MGET still reaches Redis, late
+        while slow_redis.commands(b"MGET") == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert slow_redis.commands(b"MGET") == 1  # and it is the only one
+        warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1 and "budget" in warnings[0].getMessage()
+
+        slow_redis.delay_s = 0.0  # Redis is fast again; after the back-off one look-up retries
+        clock.advance(tier.backoff_s + 0.001)
+        for _ in range(200):  # a reply of the abandoned MGET may still be in flight: retry
+            found = cache.get(b"k")
+            if found is not None:
+                break
+            clock.advance(tier.max_backoff_s + 0.001)
+        np.testing.assert_array_equal(found, vec(7.0))
+        assert tier.available
+        assert any("is back" in r.getMessage() for r in caplog.records)
+    cache.close()
+
+
+def test_tiered_cache_writer_thread_outage_counted_in_cache_errors(recording_metrics):
+    # Writes are sent by a background thread: its failures count like a look-up's.
+    tier = RedisCache("redis://127.0.0.1:1/0", backoff_s=30.0)  # nothing listens on port 1
+    cache = TieredCache(MemoryCache(), tier, metrics=recording_metrics)
+    cache.put(b"k", vec(1.0))
+    assert tier.flush()
+    assert tier.stats()["errors"] == 1
+    assert recording_metrics.cache_errors == ["redis"]
+    cache.close()
+
+
+def test_redis_cache_bad_read_budget_raises_config_error():
+    with pytest.raises(ConfigError, match="read_budget_s"):
+        RedisCache("redis://127.0.0.1:1/0", read_budget_s=0.0)
+    with pytest.raises(ConfigError, match="read_budget_s"):
+        RedisCache("redis://127.0.0.1:1/0", read_budget_s="fast")  # type: ignore[arg-type]
