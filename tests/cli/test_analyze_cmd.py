@@ -34,7 +34,7 @@ def make_app() -> typer.Typer:
 
 
 @pytest.fixture
-def llm_env(llm_server, request, monkeypatch, tmp_path):  # noqa: F811
+def llm_env(llm_server, monkeypatch, tmp_path):  # noqa: F811
     monkeypatch.setenv("CELERIS_CONFIG", str(tmp_path / "no-config.toml"))
     monkeypatch.setenv("CELERIS_LLM_BASE_URL", llm_server.base_url)
     monkeypatch.setenv("CELERIS_LLM_MODEL", llm_server.model)
@@ -42,9 +42,8 @@ def llm_env(llm_server, request, monkeypatch, tmp_path):  # noqa: F811
     monkeypatch.setenv("CELERIS_LLM_TEMPERATURE", "0")
     monkeypatch.setenv("CELERIS_LLM_MAX_TOKENS", "400")
     monkeypatch.setenv("CELERIS_LLM_MAX_RETRIES", "0")
-    if llm_server.backend == "local":
-        # exact counts with the tiny model's tokenizer keep prompt + schema + answer in its window
-        monkeypatch.setenv("CELERIS_LLM_TOKENIZER", str(request.getfixturevalue("tiny_model_dir")))
+    # no CELERIS_LLM_TOKENIZER: the client learns the window and the counts from the server
+    monkeypatch.delenv("CELERIS_LLM_TOKENIZER", raising=False)
     return llm_server
 
 
@@ -140,3 +139,32 @@ def test_analyze_cmd_param_with_two_values_exits_2(llm_env):
     result = runner.invoke(make_app(), [*BASE, "--param", "window=10,20"])
     assert result.exit_code == 2
     assert "--param window takes one value, got 2" in result.stderr
+
+
+def test_analyze_cmd_default_budget_fits_server_window_without_tokenizer(
+    llm_env, monkeypatch, request
+):
+    # `celeris llm serve --tiny` + `celeris analyze` as the docs show: nothing configured but
+    # the URL; every prompt, counted as the model counts, leaves a full answer's room
+    monkeypatch.delenv("CELERIS_LLM_MAX_TOKENS")
+    monkeypatch.delenv("CELERIS_LLM_TEMPERATURE")
+    result = runner.invoke(
+        make_app(), [*BASE, *PARAMS, "--with", "nasdaq=sample:nasdaq", "--json", "--prompts"]
+    )
+    assert result.exit_code == 0, result.output
+    analyses = json.loads(result.stdout)["analyses"]
+    assert list(analyses) == ["strategy", "regime", "risk"]
+    if llm_env.backend != "local":
+        return
+    from celeris.llm.local import LocalChatModel
+
+    model = LocalChatModel(request.getfixturevalue("tiny_model_dir"))
+    window, answer = model.context_length, 1024  # 4096, the default max_tokens
+    for a in analyses.values():
+        prompt = a["prompt"]
+        chat = model.tokenizer.apply_chat_template(
+            prompt["messages"], tokenize=False, add_generation_prompt=True
+        )
+        exact = model.count_tokens(chat)  # what the model reads
+        assert prompt["budget"] == window - answer
+        assert exact + answer <= window, (prompt["template"], exact)

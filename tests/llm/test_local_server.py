@@ -389,6 +389,28 @@ def test_raw_requests_missing_messages_bad_json_unknown_path_get_openai_errors(
     assert status == 200 and body == {"status": "ok", "model": local_model.name}
 
 
+def test_server_reports_window_and_counts_tokens_as_the_model(
+    server: OpenAICompatibleServer, local_model: LocalChatModel
+) -> None:
+    status, models = _raw(f"{server.base_url}/models")
+    assert status == 200 and models["data"][0]["max_model_len"] == local_model.context_length
+    url = server.base_url.removesuffix("/v1") + "/tokenize"
+    json_header = {"Content-Type": "application/json"}
+    text = "sharpe 0.46 over 5,031 bars"
+    status, body = _raw(url, json.dumps({"prompt": text}).encode(), json_header)
+    assert status == 200 and body["count"] == local_model.count_tokens(text) == len(body["tokens"])
+    assert body["max_model_len"] == local_model.context_length
+    chat = {"model": local_model.name, "messages": USER}
+    status, body = _raw(url, json.dumps(chat).encode(), json_header)
+    assert status == 200 and body["count"] == len(local_model.prompt_tokens(USER))
+    assert body["count"] > local_model.count_tokens(USER[0]["content"])  # the chat template
+    before = len(server.requests)
+    for bad, code in (({"prompt": 3}, 400), ({"model": "other", "prompt": "x"}, 404)):
+        status, body = _raw(url, json.dumps(bad).encode(), json_header)
+        assert status == code and set(body["error"]) == {"message", "type", "param", "code"}
+    assert len(server.requests) == before  # counting is not a chat request
+
+
 def test_server_records_each_request_body(
     client: Any, server: OpenAICompatibleServer, local_model: LocalChatModel
 ) -> None:

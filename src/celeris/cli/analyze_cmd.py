@@ -72,7 +72,8 @@ def register(app: typer.Typer) -> None:
         budget: Annotated[
             int | None,
             typer.Option(
-                help="Token budget of each prompt (default: CELERIS_LLM_CONTEXT_TOKENS, 3072)."
+                help="Token budget of each prompt (default: CELERIS_LLM_CONTEXT_TOKENS, 3072, "
+                "within what the server's context window leaves for the answer)."
             ),
         ] = None,
         objective: Annotated[

@@ -25,7 +25,7 @@ from pydantic import BaseModel
 
 from celeris.errors import CelerisTypeError, ConfigError, did_you_mean
 from celeris.llm import market as mk
-from celeris.llm.context import Context, ContextBuilder, TokenCounter, token_counter
+from celeris.llm.context import Context, ContextBuilder, TokenCounter
 from celeris.llm.prompts import PromptTemplate, load_prompt
 from celeris.llm.schemas import MarketRegime, RiskAssessment, proposal_schema, search_space
 
@@ -655,10 +655,12 @@ def analyze(
     other_assets : mapping of name to price Series (or bar frame), optional
         Other assets whose returns are correlated with the strategy's and the asset's.
     budget_tokens : int, optional
-        Token budget of each rendered prompt (default ``client.settings.context_tokens``).
+        Token budget of each rendered prompt (default ``client.prompt_budget()``: the
+        configured ``context_tokens``, within what the server's context window leaves).
     counter : callable, optional
-        Token counter (default: the tokenizer of ``client.settings.tokenizer``, else the
-        conservative estimate of :func:`~celeris.llm.context.estimate_tokens`).
+        Token counter (default ``client.token_counter()``: the configured tokenizer, else the
+        server's own count, else the conservative estimate of
+        :func:`~celeris.llm.context.estimate_tokens`).
     objective : str
         Metric the strategy analysis should improve (a :data:`celeris.backtest.METRICS` name).
     label : str, optional
@@ -703,8 +705,8 @@ def analyze(
     bars = check_bars(raw, strat.needs)
     options = check_portfolio_options(portfolio_options)
     options["year_days"] = resolve_year_days(bars.index, options.get("year_days"))
-    budget = client.settings.context_tokens if budget_tokens is None else int(budget_tokens)
-    count = counter or token_counter(client.settings.tokenizer)
+    budget = client.prompt_budget() if budget_tokens is None else int(budget_tokens)
+    count = counter or client.token_counter()
 
     pf, full, metrics = _backtest(bars, strat, dict(params or {}), device, options)
     inputs = _Inputs(

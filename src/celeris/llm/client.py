@@ -5,6 +5,15 @@ chat-completions API, so Celeris talks to them through the ``openai`` SDK. A str
 is asked with the server's JSON-schema ``response_format`` where it has one; whatever the server
 enforces, the answer is extracted and validated by the task's pydantic schema here, and an
 invalid answer is re-asked with the validation error a bounded number of times.
+
+Every request must fit the model's context window with room for the answer, whichever server
+it is, so the client asks the server (once) how large the window is and whether it can count
+tokens: ``max_model_len`` (or ``context_length``) of the model's ``/v1/models`` card, and
+``POST /tokenize`` (vLLM and :mod:`celeris.llm.server` count a whole chat; llama.cpp's server
+counts text). :meth:`LLMClient.prompt_budget` and :meth:`LLMClient.token_counter` give the
+prompt builders a budget and a counter that fit that window; :meth:`LLMClient.ask` caps each
+answer at the room left and shortens re-asks that would not fit. Without a known window the
+configured ``context_tokens`` and ``max_tokens`` are used as they are.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from celeris.errors import LLMError, LLMNotConfigured
+from celeris.llm.context import TOKENS_PER_MESSAGE, TokenCounter, estimate_tokens, token_counter
 from celeris.llm.schemas import with_schema_instruction
 from celeris.llm.settings import LLMSettings, load_llm_settings
 
@@ -65,6 +75,29 @@ class Answer(Generic[T]):
         }
 
 
+# An answer shorter than this cannot hold a structured reply: a request that leaves less room
+# in the context window is refused before it is sent.
+MIN_ANSWER_TOKENS = 64
+_COUNT_CACHE_SIZE = 4096
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """What the server says about its model's context window and token counting.
+
+    Attributes
+    ----------
+    context_window
+        Tokens the model attends to (prompt + answer); ``None`` when the server does not say.
+    tokenize
+        How ``POST /tokenize`` counts: ``"chat"`` (whole chats, template included: vLLM,
+        Celeris' server), ``"text"`` (text only: llama.cpp's server) or ``None`` (it cannot).
+    """
+
+    context_window: int | None = None
+    tokenize: str | None = None
+
+
 class InvalidAnswer(LLMError):
     """The model gave no schema-valid answer within the allowed re-asks."""
 
@@ -104,10 +137,117 @@ class LLMClient:
             max_retries=self.settings.max_retries,
         )
         self._model = self.settings.model
+        self._limits: ServerLimits | None = None
+        self._counts: dict[str, int] = {}
 
     @property
     def base_url(self) -> str:
         return str(self.settings.base_url)
+
+    # -- the context window ------------------------------------------------------------------
+
+    def limits(self) -> ServerLimits:
+        """Ask the server (once) for its model's context window and how it counts tokens.
+
+        A server that answers neither gives ``ServerLimits()``; an unreachable one raises
+        :class:`~celeris.errors.LLMError` as any request would.
+        """
+        if self._limits is not None:
+            return self._limits
+        window = None
+        model = self.model
+        try:
+            cards = self._call(self._sdk.models.list).data
+        except LLMError:  # a server without /v1/models: no window known
+            cards = []
+        for card in cards:
+            if card.id != model:
+                continue
+            extra = dict(card.model_extra or {})
+            for key in ("max_model_len", "context_length"):
+                if isinstance(extra.get(key), int) and extra[key] > 0:
+                    window = int(extra[key])
+                    break
+        mode = None
+        probe = self._tokenize({"model": model, "messages": [{"role": "user", "content": "x"}]})
+        if probe is not None and isinstance(probe.get("count"), int):
+            mode = "chat"
+            if window is None and isinstance(probe.get("max_model_len"), int):
+                window = int(probe["max_model_len"])
+        elif self._tokenize({"content": "x"}) is not None:
+            mode = "text"
+        self._limits = ServerLimits(window, mode)
+        return self._limits
+
+    def _tokenize(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        """POST ``/tokenize`` at the server's root; ``None`` when it cannot count."""
+        import httpx
+
+        root = self.base_url.rstrip("/")
+        root = root[: -len("/v1")] if root.endswith("/v1") else root
+        key = self.settings.api_key.get_secret_value()
+        try:
+            answer = httpx.post(
+                f"{root}/tokenize",
+                json=body,
+                headers={"Authorization": f"Bearer {key}"},
+                timeout=self.settings.timeout,
+            )
+        except httpx.HTTPError as exc:
+            raise LLMError(f"cannot reach the LLM server at {self.base_url}: {exc}") from None
+        if answer.status_code != 200:
+            return None
+        try:
+            doc = answer.json()
+        except ValueError:
+            return None
+        if not isinstance(doc, dict):
+            return None
+        if "count" not in doc and isinstance(doc.get("tokens"), list):
+            doc["count"] = len(doc["tokens"])
+        return doc if isinstance(doc.get("count"), int) else None
+
+    def token_counter(self) -> TokenCounter:
+        """Return the counter the prompt builders should use: the configured ``tokenizer``,
+        else the server's own count (``/tokenize``), else the conservative estimate."""
+        if self.settings.tokenizer is not None:
+            return token_counter(self.settings.tokenizer)
+        if self.limits().tokenize is None:
+            return estimate_tokens
+        return self._remote_count
+
+    def _remote_count(self, text: str) -> int:
+        n = self._counts.get(text)
+        if n is None:
+            doc = self._tokenize({"model": self.model, "prompt": text, "add_special_tokens": False})
+            if doc is None:
+                raise LLMError(f"the LLM server at {self.base_url} stopped counting tokens")
+            n = int(doc["count"])
+            if len(self._counts) >= _COUNT_CACHE_SIZE:
+                self._counts.clear()
+            self._counts[text] = n
+        return n
+
+    def chat_tokens(self, messages: Sequence[Message]) -> int:
+        """Return the tokens ``messages`` take as a prompt (exact when the server counts
+        chats; otherwise each message's count plus a few tokens of chat template)."""
+        if self.settings.tokenizer is None and self.limits().tokenize == "chat":
+            doc = self._tokenize({"model": self.model, "messages": [dict(m) for m in messages]})
+            if doc is not None:
+                return int(doc["count"])
+        count = self.token_counter()
+        return sum(count(m["content"]) + TOKENS_PER_MESSAGE for m in messages)
+
+    def prompt_budget(self) -> int:
+        """Tokens a rendered prompt may take: ``context_tokens``, and no more than the
+        server's context window leaves after an answer of ``max_tokens`` (at most half the
+        window)."""
+        budget = self.settings.context_tokens
+        window = self.limits().context_window
+        if window is None:
+            return budget
+        room = window - min(self.settings.max_tokens, window // 2)
+        return max(1, min(budget, room))
 
     @property
     def model(self) -> str:
@@ -164,14 +304,17 @@ class LLMClient:
             extra["seed"] = seed
         attempts: list[Attempt] = []
         raw = ""
+        cap = max_tokens or self.settings.max_tokens
+        history: list[dict[str, str]] = []  # the failed answers and their corrections so far
         for _ in range(self.settings.validation_retries + 1):
+            request, answer_tokens = self._fit(convo, history, cap)
             t0 = time.perf_counter()
             response = self._call(
                 self._sdk.chat.completions.create,
                 model=self.model,
-                messages=convo,
+                messages=request,
                 temperature=self.settings.temperature if temperature is None else temperature,
-                max_tokens=max_tokens or self.settings.max_tokens,
+                max_tokens=answer_tokens,
                 **extra,
             )
             seconds = time.perf_counter() - t0
@@ -195,9 +338,8 @@ class LLMClient:
                 )
             )
             if error is None:
-                return Answer(value, raw, self.model, tuple(attempts), tuple(convo))
-            convo = [
-                *convo,
+                return Answer(value, raw, self.model, tuple(attempts), tuple(request))
+            history += [
                 {"role": "assistant", "content": raw},
                 {
                     "role": "user",
@@ -214,6 +356,41 @@ class LLMClient:
             raw,
             tuple(attempts),
         )
+
+    def _fit(
+        self, convo: list[dict[str, str]], history: list[dict[str, str]], cap: int
+    ) -> tuple[list[dict[str, str]], int]:
+        """Return the messages of the next attempt and its answer cap, within the window.
+
+        A re-ask carries every failed answer and its correction when they fit with room for a
+        full answer; else only the last ones; else only the last correction, quoting no answer.
+        The answer cap is what the window leaves, at most ``cap``.
+        """
+        window = self.limits().context_window
+        if window is None:
+            return [*convo, *history], cap
+        if history:
+            last_error = history[-1]["content"].replace("That answer", "Your last answer", 1)
+            candidates = [
+                [*convo, *history],
+                [*convo, *history[-2:]],
+                [*convo, {"role": "user", "content": last_error}],
+            ]
+        else:
+            candidates = [list(convo)]
+        used = 0
+        for request in candidates:
+            used = self.chat_tokens(request)
+            if used + cap <= window:
+                return request, cap
+        room = window - used
+        if room < MIN_ANSWER_TOKENS:
+            raise LLMError(
+                f"the prompt takes {used} tokens of the {window}-token context window of "
+                f"{self.model} at {self.base_url}, leaving {max(room, 0)} for the answer (at "
+                f"least {MIN_ANSWER_TOKENS} needed): lower CELERIS_LLM_CONTEXT_TOKENS"
+            )
+        return candidates[-1], room
 
     def _call(self, fn: Any, **kwargs: Any) -> Any:
         oa = self._openai

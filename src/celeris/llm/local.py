@@ -409,6 +409,15 @@ class LocalChatModel:
         """Return the number of tokens ``text`` takes with this model's tokenizer."""
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
+    def prompt_tokens(self, messages: list[dict[str, Any]]) -> list[int]:
+        """Return the token ids of the chat prompt ``messages`` make (template and the
+        assistant turn's opening included): exactly what :meth:`complete` feeds the model."""
+        return self._encode_prompt(messages)
+
+    def text_tokens(self, text: str) -> list[int]:
+        """Return the token ids of ``text`` alone (no special tokens)."""
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
     def complete(
         self,
         messages: list[dict[str, Any]],

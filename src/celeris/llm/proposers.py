@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from celeris.errors import ConfigError
 from celeris.llm.audit import AuditLog
-from celeris.llm.context import ContextBuilder, TokenCounter, token_counter
+from celeris.llm.context import ContextBuilder, TokenCounter
 from celeris.llm.prompts import PromptTemplate, load_prompt
 from celeris.llm.schemas import Bound, proposal_schema
 
@@ -172,8 +172,9 @@ class LLMProposer:
         self.client = client
         self.seed = seed
         self.template = template or load_prompt("strategy_analysis")
-        self.budget = budget or client.settings.context_tokens
-        self.counter = counter or token_counter(client.settings.tokenizer)
+        # what fits the server's context window, counted as the server counts when it can
+        self.budget = budget or client.prompt_budget()
+        self.counter = counter or client.token_counter()
         self.model = client.model
 
     def observe(self, results: list[tuple[Candidate, Trial | None]]) -> None:

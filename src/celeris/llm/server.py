@@ -11,7 +11,15 @@ LLM client is tested end to end against a real socket without a network or a GPU
         client = openai.OpenAI(base_url=server.base_url, api_key="unused")
 
 Routes: ``POST /v1/chat/completions``, ``GET /v1/models``, ``GET /v1/models/{id}``,
-``GET /health``. One model per server; requests run one at a time if the model says so (a lock).
+``POST /tokenize``, ``GET /health``. One model per server; requests run one at a time if the
+model says so (a lock).
+
+A client has to fit its prompt and the answer into the model's context window, so the server
+says what the window is and counts tokens as the model does, the way vLLM does: each model card
+of ``/v1/models`` carries ``max_model_len``, and ``POST /tokenize`` takes ``{"prompt": TEXT}``
+or ``{"messages": [...]}`` (the chat template applied, as a completion would) and answers
+``{"count", "max_model_len", "tokens"}``. Both appear when the model has a ``context_length``
+and ``prompt_tokens`` / ``text_tokens`` (as :class:`~celeris.llm.local.LocalChatModel` has).
 """
 
 from __future__ import annotations
@@ -122,8 +130,8 @@ class OpenAICompatibleServer:
     Attributes
     ----------
     requests : list
-        Bodies of the POST requests received, in arrival order, as parsed JSON (or the raw text
-        when the body was not JSON), when ``record_requests`` is true.
+        Bodies of the chat-completion requests received, in arrival order, as parsed JSON (or
+        the raw text when the body was not JSON), when ``record_requests`` is true.
     """
 
     def __init__(
@@ -211,11 +219,44 @@ class OpenAICompatibleServer:
         return self._model_card()
 
     def _model_card(self) -> dict[str, Any]:
-        return {
+        card: dict[str, Any] = {
             "id": self.model.name,
             "object": "model",
             "created": self._created,
             "owned_by": "celeris",
+        }
+        window = getattr(self.model, "context_length", None)
+        if isinstance(window, int):
+            card["max_model_len"] = window  # vLLM's name for the context window
+        return card
+
+    def _tokenize_body(self, body: Any) -> dict[str, Any]:
+        """Count tokens as the model does (vLLM's ``/tokenize``): a prompt or a chat."""
+        model = self.model
+        prompt_tokens = getattr(model, "prompt_tokens", None)
+        text_tokens = getattr(model, "text_tokens", None)
+        if prompt_tokens is None or text_tokens is None:
+            raise _RequestError(
+                HTTPStatus.NOT_FOUND, "This model cannot count tokens", code="unknown_url"
+            )
+        if not isinstance(body, dict):
+            raise _bad("The request body must be a JSON object")
+        model_id = body.get("model")
+        if model_id is not None and model_id != model.name:
+            raise self._unknown_model(str(model_id))
+        if "messages" in body:
+            try:
+                tokens = prompt_tokens(_parse_messages(body["messages"]))
+            except ConfigError as exc:
+                raise _bad(str(exc), "messages") from None
+        elif isinstance(body.get("prompt"), str):
+            tokens = text_tokens(body["prompt"])
+        else:
+            raise _bad("Give 'prompt' (a string) or 'messages' (a chat)", "prompt")
+        return {
+            "count": len(tokens),
+            "max_model_len": getattr(model, "context_length", None),
+            "tokens": list(tokens),
         }
 
     def _unknown_model(self, model_id: str) -> _RequestError:
@@ -440,6 +481,11 @@ class _Handler(BaseHTTPRequestHandler):
             raise self._not_found(path)
 
     def _post(self, path: str) -> None:
+        if path == "/tokenize":
+            self.app._check_auth(self.headers.get("Authorization"))
+            body = self._read_body(record=False)  # token counts are not chat requests
+            self._send_json(HTTPStatus.OK, self.app._tokenize_body(body))
+            return
         if path != "/v1/chat/completions":
             raise self._not_found(path)
         body = self._read_body()
@@ -451,7 +497,7 @@ class _Handler(BaseHTTPRequestHandler):
             completion = self.app._run_model(request)
             self._send_json(HTTPStatus.OK, self.app._completion_body(completion))
 
-    def _read_body(self) -> Any:
+    def _read_body(self, *, record: bool = True) -> Any:
         try:
             length = int(self.headers.get("Content-Length", "0"))
         except ValueError:
@@ -462,10 +508,10 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             body = json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            if self.app.record_requests:
+            if record and self.app.record_requests:
                 self.app.requests.append(raw.decode("utf-8", "replace"))
             raise _bad(f"The request body is not valid JSON: {exc}") from None
-        if self.app.record_requests:
+        if record and self.app.record_requests:
             self.app.requests.append(body)
         return body
 
