@@ -50,7 +50,7 @@ import math
 import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgpack
 import numpy as np
@@ -81,8 +81,11 @@ _MAX_KEY = 512
 # JSON body took ~0.3 s to parse and convert, all of it on the loop. A one-history benchmark
 # body (25 KB) stays on the loop, where a thread hand-off would cost more than the parse.
 _INLINE_BODY_BYTES = 256 << 10
+# Large or chunked bodies held in memory at once (each at most CELERIS_SERVE_MAX_BODY_BYTES).
+_LARGE_BODIES = 4
 # The default bound on input magnitudes (CELERIS_SERVE_MAX_ABS_VALUE).
 MAX_ABS_VALUE = 1e15
+_T = TypeVar("_T")
 
 
 class Problem(Exception):
@@ -167,8 +170,7 @@ def _decode(body: bytes, content_type: str | None) -> tuple[dict[str, Any], bool
     across origins without a CORS preflight; ``application/json`` needs one, so a web page
     cannot post a forecast, and so publish a signal, on a visitor's behalf.
     """
-    kind = (content_type or "").split(";", 1)[0].strip().lower()
-    if kind in _MSGPACK_TYPES:
+    if _media_type(content_type) == "msgpack":
         if not body:
             raise Problem(400, "bad_request", "empty request body; send a msgpack map")
         try:
@@ -176,7 +178,7 @@ def _decode(body: bytes, content_type: str | None) -> tuple[dict[str, Any], bool
         except Exception as exc:  # msgpack raises several unrelated types
             raise Problem(400, "bad_request", f"malformed msgpack body: {exc}") from None
         numbers_only = False
-    elif kind == JSON or (kind.startswith("application/") and kind.endswith("+json")):
+    else:
         if not body:
             raise Problem(400, "bad_request", "empty request body; send a JSON object")
         try:
@@ -184,16 +186,26 @@ def _decode(body: bytes, content_type: str | None) -> tuple[dict[str, Any], bool
         except orjson.JSONDecodeError as exc:
             raise Problem(400, "bad_request", f"malformed JSON body: {exc}") from None
         numbers_only = isinstance(doc, dict) and _json_numbers_only(body, doc)
-    else:
-        given = f"Content-Type {kind!r}" if kind else "no Content-Type"
-        raise Problem(
-            415,
-            "unsupported_media_type",
-            f"unsupported media type: {given}; send Content-Type: {JSON} or {MSGPACK}",
-        )
     if not isinstance(doc, dict):
         raise Problem(400, "bad_request", f"the body must be an object, got {type(doc).__name__}")
     return doc, numbers_only
+
+
+def _media_type(content_type: str | None) -> str:
+    """Return ``"json"`` or ``"msgpack"`` for a request's Content-Type; 415 for any other."""
+    kind = (content_type or "").split(";", 1)[0].strip().lower()
+    if kind == JSON:
+        return "json"
+    if kind in _MSGPACK_TYPES:
+        return "msgpack"
+    if kind.startswith("application/") and kind.endswith("+json"):
+        return "json"
+    given = f"Content-Type {kind!r}" if kind else "no Content-Type"
+    raise Problem(
+        415,
+        "unsupported_media_type",
+        f"unsupported media type: {given}; send Content-Type: {JSON} or {MSGPACK}",
+    )
 
 
 _SUSPECT = b'tf"{\\'
@@ -800,7 +812,10 @@ class _API:
         self._publish_token = (
             settings.publish_token.get_secret_value().encode() if settings.publish_token else None
         )
-        self._parse_slot = asyncio.Semaphore(1)  # large bodies: one parse thread at a time
+        # Large or chunked bodies: at most _LARGE_BODIES read into memory at once, and one
+        # parsed at a time, in a worker thread (see _parsed).
+        self._large_bodies = asyncio.Semaphore(_LARGE_BODIES)
+        self._parse_slot = asyncio.Semaphore(1)
 
     # -- hot routes ---------------------------------------------------------------------------
 
@@ -812,15 +827,7 @@ class _API:
         label = "normal"
         try:
             spec = self.manager.spec(name)
-            body = await read_body(request, self.settings.max_body_bytes)
-            ctype = request.headers.get("content-type")
-            if len(body) > _INLINE_BODY_BYTES:
-                async with self._parse_slot:
-                    label, timeout, key, x = await asyncio.to_thread(
-                        self._predict_input, body, ctype, spec
-                    )
-            else:
-                label, timeout, key, x = self._predict_input(body, ctype, spec)
+            label, timeout, key, x = await self._parsed(request, self._predict_input, spec)
             result = await self._run(name, x, label, timeout, key)
         except Problem as problem:
             self._count_problem(name, label, problem, t0)
@@ -836,6 +843,28 @@ class _API:
             },
             fmt,
         )
+
+    async def _parsed(self, request: Request, parse: Callable[..., _T], *args: Any) -> _T:
+        """Read the body and return ``parse(body, content_type, *args)``.
+
+        A body declared small (the hot path: one header lookup more) is read and parsed on the
+        event loop. A larger or chunked one waits for one of ``_LARGE_BODIES`` slots before it
+        is read, so a flood of 16 MB bodies holds at most that many in memory (the others stay
+        in the kernel: uvicorn stops reading a connection whose app is not receiving), and is
+        parsed in a worker thread, one at a time.
+        """
+        ctype = request.headers.get("content-type")
+        _media_type(ctype)  # 415 before reading a body nobody will parse
+        limit = self.settings.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) <= _INLINE_BODY_BYTES:
+            return parse(await read_body(request, limit), ctype, *args)
+        async with self._large_bodies:
+            body = await read_body(request, limit)
+            if len(body) <= _INLINE_BODY_BYTES:
+                return parse(body, ctype, *args)
+            async with self._parse_slot:
+                return await asyncio.to_thread(parse, body, ctype, *args)
 
     def _predict_input(
         self, body: bytes, ctype: str | None, spec: ModelSpec
@@ -863,13 +892,7 @@ class _API:
         try:
             if self._publish_token is not None:
                 _check_bearer(request, self._publish_token, "CELERIS_PUBLISH_TOKEN")
-            body = await read_body(request, self.settings.max_body_bytes)
-            ctype = request.headers.get("content-type")
-            if len(body) > _INLINE_BODY_BYTES:
-                async with self._parse_slot:
-                    parsed = await asyncio.to_thread(self._forecast_input, body, ctype)
-            else:
-                parsed = self._forecast_input(body, ctype)
+            parsed = await self._parsed(request, self._forecast_input)
             name, spec, label, timeout, key, symbols, x = parsed
             # Ids before the model runs: a refused symbol costs no compute. On the loop, so
             # concurrent requests never race for the table's last ids.

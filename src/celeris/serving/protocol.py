@@ -12,7 +12,11 @@ half-sent requests were never dropped. :func:`guarded_protocol` returns a subcla
   its first byte (slowloris);
 * closes the connection when the body is still incomplete ``body_timeout_s`` after the head,
   unless the server itself paused reading (flow control); the application sees a disconnect;
-* closes a connection that sends nothing within the keep-alive time after it opens.
+* closes a connection that sends nothing within the keep-alive time after it opens;
+* logs uvicorn's per-request warnings ("Exceeded concurrency limit." for every request refused
+  past ``max_connections``) at most once per :data:`WARNING_INTERVAL_S` each, with the count
+  of the ones held back, and malformed requests at DEBUG: a client must not be able to flood
+  the log.
 
 The per-request cost is one timer (armed at the request's first byte, cancelled at its last)
 and an addition per received chunk and per header.
@@ -22,12 +26,43 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 log = logging.getLogger("celeris.serving")
+
+WARNING_INTERVAL_S = 10.0
+
+
+class _ThrottledWarnings(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """uvicorn's ``uvicorn.error`` logger, with each distinct warning at most once per
+    :data:`WARNING_INTERVAL_S` (errors and other levels pass through)."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        super().__init__(logger, {})
+        self._last: dict[str, tuple[float, int]] = {}  # message -> (logged at, held back)
+
+    @property
+    def level(self) -> int:  # uvicorn reads logger.level to decide on TRACE logging
+        return self.logger.level
+
+    def warning(self, msg: Any, *args: Any, **kwargs: Any) -> None:
+        now = time.monotonic()
+        key = str(msg)
+        last, held = self._last.get(key, (-WARNING_INTERVAL_S, 0))
+        if now - last < WARNING_INTERVAL_S:
+            self._last[key] = (last, held + 1)
+            return
+        self._last[key] = (now, 0)
+        if held:
+            msg = f"{msg} ({held} more in the last {WARNING_INTERVAL_S:g} s not logged)"
+        self.logger.warning(msg, *args, **kwargs)
+
+
+_UVICORN_LOG = _ThrottledWarnings(logging.getLogger("uvicorn.error"))
 
 
 class _HeadTooLarge(Exception):
@@ -43,6 +78,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.logger = _UVICORN_LOG  # type: ignore[assignment]
         self._in_head = True  # waiting for (the rest of) a request line and headers
         self._head_received = 0  # bytes received since the head began, while in the head
         self._head_size = 0  # bytes of the URL and headers the parser reported
