@@ -161,14 +161,14 @@ def test_walk_forward_model_bad_setting_exit_2(workdir, model, grid, message):
 
 def test_forecast_daily_equity_data_is_stamped_on_business_days(workdir, model):
     bars = load(str(workdir / "syn.parquet"))
-    friday = bars.index[bars.index.dayofweek == 4][-1]
+    friday = bars.index[bars.index.day_of_week == 4][-1]
     bars.loc[:friday].to_parquet(workdir / "to_friday.parquet")
     result = runner.invoke(
         app, ["forecast", str(model), "--data", str(workdir / "to_friday.parquet"), "--json"]
     )
     assert result.exit_code == 0, result.output
     stamps = [pd.Timestamp(t) for t in json.loads(result.stdout)["forecast"]]
-    assert [t.dayofweek for t in stamps] == [0, 1]  # Monday, Tuesday: no weekend bars
+    assert [t.day_of_week for t in stamps] == [0, 1]  # Monday, Tuesday: no weekend bars
     assert stamps[0] == friday + pd.Timedelta(days=3)
 
 

@@ -8,7 +8,12 @@ Names load lazily (torch is imported on first use, not by ``import celeris.model
 * checkpoints: :func:`save_checkpoint`, :func:`load_checkpoint`;
 * prediction: :class:`Predictor`, :func:`export_checkpoint`, :func:`auto_profile`,
   :func:`load_predictor`, :func:`optimal_batch_size`;
-* trading: :func:`rolling_forecasts`, :func:`expected_returns`, :func:`signals_from_forecast`.
+* trading: :func:`rolling_forecasts`, :func:`expected_returns`, :func:`signals_from_forecast`;
+* provenance: :func:`fingerprint_bars`, :func:`training_overlap` (which bars a model was trained
+  on, by content), :func:`forecast_index` (forecast timestamps on the data's calendar).
+
+Backtesting a model (and a walk-forward that refits it per window) lives in
+:mod:`celeris.research`, above this package and :mod:`celeris.backtest`.
 """
 
 from __future__ import annotations
@@ -41,6 +46,9 @@ _EXPORTS = {
     "rolling_forecasts": "signals",
     "expected_returns": "signals",
     "signals_from_forecast": "signals",
+    "fingerprint_bars": "provenance",
+    "training_overlap": "provenance",
+    "forecast_index": "pipeline",
 }
 
 

@@ -287,7 +287,7 @@ def forecast_index(index: pd.DatetimeIndex, horizon: int) -> pd.DatetimeIndex:
     if horizon < 1:
         raise ConfigError(f"horizon must be >= 1, got {horizon}")
     spacing = pd.Series(index).diff().median()
-    weekdays_only = not (index.dayofweek >= 5).any()
+    weekdays_only = not (index.day_of_week >= 5).any()
     intraday = spacing < pd.Timedelta("1D")
     recent = index[-5000:]
     times = set((recent - recent.normalize()).as_unit("ns").asi8) if intraday else None
@@ -299,7 +299,7 @@ def forecast_index(index: pd.DatetimeIndex, horizon: int) -> pd.DatetimeIndex:
         if len(out) == horizon:
             break
         t = t + spacing
-        if weekdays_only and t.dayofweek >= 5:
+        if weekdays_only and t.day_of_week >= 5:
             continue
         if times is not None and (t - t.normalize()).value not in times:
             continue
