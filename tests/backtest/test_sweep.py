@@ -115,3 +115,75 @@ def test_walk_forward_durations_and_errors(sp500):
         walk_forward(sp500.iloc[:100], "sma_cross", None, train=80, test=40, progress=False)
     with pytest.raises(ConfigError, match="unknown metric"):
         walk_forward(sp500, "sma_cross", None, train=500, test=100, metric="sharp", progress=False)
+
+
+# ---- size limits and estimates (issue A7) -------------------------------------------------------
+def test_sweep_grid_beyond_default_limit_is_refused_before_it_runs(sp500):
+    grid = {"fast": range(1, 1601), "slow": range(2, 1601)}  # 1,279,200 admissible variants
+    with pytest.raises(ConfigError, match=r"1,2\d\d,\d\d\d admissible .*max_variants=1,000,000"):
+        sweep(sp500.iloc[:60], "sma_cross", grid, progress=False)
+
+
+def test_sweep_fifty_million_variant_grid_refused_without_building_it(sp500):
+    """The issue's grid (~50M variants) reached 11 GB; now it is refused from the value lists."""
+    import tracemalloc
+
+    grid = {"fast": range(1, 10_001), "slow": range(2, 10_001)}
+    tracemalloc.start()
+    try:
+        with pytest.raises(
+            ConfigError, match=r"~4\d,\d{3},\d{3} admissible variants .* --max-variants"
+        ):
+            sweep(sp500, "sma_cross", grid, progress=False)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 100 * 2**20  # the 100M-row product was never built
+
+
+def test_sweep_max_variants_can_be_raised_or_lifted(sp500):
+    grid = {"fast": [5, 10, 20], "slow": [50, 100]}
+    with pytest.raises(ConfigError, match="6 variants, more than max_variants=5"):
+        sweep(sp500, "sma_cross", grid, max_variants=5, progress=False)
+    assert len(sweep(sp500, "sma_cross", grid, max_variants=6, progress=False).combos) == 6
+    assert len(sweep(sp500, "sma_cross", grid, max_variants=None, progress=False).combos) == 6
+    with pytest.raises(ConfigError, match="max_variants must be a positive integer"):
+        sweep(sp500, "sma_cross", grid, max_variants=0, progress=False)
+
+
+def test_estimate_sweep_counts_variants_before_building():
+    from celeris.backtest import estimate_sweep
+
+    bars = pd.DataFrame(
+        {"close": np.linspace(100, 200, 500)},
+        index=pd.date_range("2024-01-01", periods=500, freq="D", tz="UTC"),
+    )
+    small = {"fast": range(10, 101, 2), "slow": range(50, 501, 10)}
+    est = estimate_sweep(bars, "sma_cross", small, device="cpu")
+    assert est.variants == len(STRATEGIES["sma_cross"].grid(small)) == 2_035
+    assert est.combinations == 46 * 46 and est.bars == 500
+    assert est.memory_bytes > est.variants * 22 * 8 and est.seconds > 0
+    assert "2,035 variants x 500 bars" in est.describe()
+    big = estimate_sweep(bars, "sma_cross", {"fast": range(1, 10_001), "slow": range(2, 10_001)})
+    exact = 9_999 * 10_000 // 2  # pairs fast < slow with fast in 1..10,000 and slow in 2..10,000
+    assert abs(big.variants - exact) / exact < 0.02
+
+
+def test_sweep_best_on_the_edge_of_the_grid_is_flagged(sp500):
+    grid = {"fast": [5, 10, 20], "slow": [30, 40, 50, 60]}
+    result = sweep(sp500, "sma_cross", grid, progress=False)
+    metrics = ("sharpe", "total_return", "max_drawdown")
+    assert any(result.on_edge(m) for m in metrics)  # the flagged branch is exercised
+    for metric in metrics:
+        best = result.best_params(metric)
+        expected = {}
+        for name, values in grid.items():
+            if best[name] == min(values):
+                expected[name] = "smallest"
+            elif best[name] == max(values):
+                expected[name] = "largest"
+        assert result.on_edge(metric) == expected
+        note = result.edge_note(metric)
+        assert ("edge of the grid" in note) == bool(expected)
+    two = sweep(sp500, "sma_cross", {"fast": [5, 10], "slow": [50]}, progress=False)
+    assert two.on_edge("sharpe") == {}  # two values are not a range to judge

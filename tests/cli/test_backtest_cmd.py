@@ -190,3 +190,30 @@ def test_backtest_default_fills_at_next_open_like_the_api_and_says_so():
     text = " ".join(table.stdout.split())
     assert "sma_cross (fast=10, slow=50) on sample:sp500, 1999-01-04 to 2018-12-31" in text
     assert "next_open (fills at the next bar's open)" in text
+
+
+def test_sweep_prints_its_plan_and_refuses_an_oversized_grid():
+    """Issue A7: `--grid fast=1:10000:1 --grid slow=2:10000:1` reached 11 GB and printed nothing."""
+    result = invoke("sweep", "--grid", "fast=1:10000:1", "--grid", "slow=2:10000:1")
+    assert result.exit_code == 2, result.output
+    assert "plan: " in result.stdout and "variants x 5,031 bars" in result.stdout
+    err = result.stderr.strip()
+    assert "max_variants=1,000,000" in err and "--max-variants" in err
+    assert len(err.splitlines()) == 1
+    small = invoke("sweep", "--grid", "fast=5,10,20", "--grid", "slow=50", "--max-variants", "2")
+    assert small.exit_code == 2 and "3 variants, more than max_variants=2" in small.stderr
+
+
+def test_sweep_flags_a_best_result_on_the_edge_of_the_grid():
+    result = invoke("sweep", "--grid", "fast=5,10,20", "--grid", "slow=30:60:10", "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    best = out["top"][0]
+    expected = {}
+    for name, values in (("fast", [5, 10, 20]), ("slow", [30, 40, 50, 60])):
+        if best[name] in (values[0], values[-1]):
+            expected[name] = "smallest" if best[name] == values[0] else "largest"
+    assert out["edge"] == expected
+    assert out["estimate"]["variants"] == out["variants"] == 12
+    table = invoke("sweep", "--grid", "fast=5,10,20", "--grid", "slow=30:60:10")
+    assert ("edge of the grid" in table.stdout) == bool(expected)

@@ -21,7 +21,7 @@ Adding a strategy::
 
 from __future__ import annotations
 
-import itertools
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -94,32 +94,86 @@ class Strategy:
             f"its parameters are {', '.join(self.param_names)}"
         )
 
-    def grid(self, grid: Mapping[str, Any] | pd.DataFrame | None = None) -> pd.DataFrame:
+    def axes(self, grid: Mapping[str, Any] | None = None) -> list[list[float]]:
+        """Checked value lists of every parameter (defaults for those ``grid`` leaves out)."""
+        grid = dict(grid or {})
+        for name in grid:
+            self.param(name)
+        axes = []
+        for p in self.params:
+            values = grid.get(p.name, [p.default])
+            values = [values] if np.isscalar(values) else list(values)
+            if not values:
+                raise ConfigError(f"parameter {p.name} has an empty list of values")
+            axes.append(list(dict.fromkeys(p.check(v) for v in values)))
+        return axes
+
+    def count(self, grid: Mapping[str, Any] | None = None) -> tuple[int, int]:
+        """``(combinations, admissible)`` of a grid without building it.
+
+        The product of the value lists is exact; the admissible count is exact when the
+        strategy has no constraint, else estimated from 20,000 combinations drawn at random
+        (seeded, so the same grid gives the same estimate).
+        """
+        axes = self.axes(grid)
+        total = math.prod(len(a) for a in axes)
+        if self.constraint is None or total == 0:
+            return total, total
+        if total <= _SAMPLE:
+            return total, len(self._constrained(axes, np.arange(total)))
+        rng = np.random.default_rng(0)
+        picks = rng.integers(0, total, _SAMPLE)
+        share = len(self._constrained(axes, picks)) / _SAMPLE
+        return total, round(share * total)
+
+    def _constrained(self, axes: list[list[float]], flat: np.ndarray) -> pd.DataFrame:
+        """Rows ``flat`` (positions in the product of ``axes``) that pass the constraint."""
+        shape = tuple(len(a) for a in axes)
+        positions = np.unravel_index(flat, shape)
+        combos = pd.DataFrame(
+            {
+                p.name: np.asarray(axis, dtype=np.float64)[pos]
+                for p, axis, pos in zip(self.params, axes, positions, strict=True)
+            }
+        )
+        if self.constraint is not None:
+            combos = combos[self.constraint(combos)]
+        return combos
+
+    def grid(
+        self,
+        grid: Mapping[str, Any] | pd.DataFrame | None = None,
+        *,
+        max_variants: int | None = None,
+    ) -> pd.DataFrame:
         """Return the admissible combinations of a grid (product of value lists) as a frame.
 
         Missing parameters take their default; every value is checked against its bounds; the
-        strategy's constraint removes inadmissible rows. Raises ConfigError when none remain.
+        strategy's constraint removes inadmissible rows. Raises ConfigError when none remain, and
+        when more than ``max_variants`` would remain; that is checked from the value lists
+        before anything is built, and the product is built in chunks, so an oversized grid is
+        refused in milliseconds instead of exhausting memory.
         """
         if isinstance(grid, pd.DataFrame):
             combos = grid.copy()
             for name in combos.columns:
                 self.param(name)
+            _check_limit(len(combos), len(combos), max_variants, self)
         else:
-            grid = dict(grid or {})
-            for name in grid:
-                self.param(name)
-            axes = []
-            for p in self.params:
-                values = grid.get(p.name, [p.default])
-                values = [values] if np.isscalar(values) else list(values)
-                if not values:
-                    raise ConfigError(f"parameter {p.name} has an empty list of values")
-                axes.append([p.check(v) for v in values])
-            combos = pd.DataFrame(list(itertools.product(*axes)), columns=list(self.param_names))
+            axes = self.axes(grid)
+            total, admissible = self.count(grid)
+            _check_limit(total, admissible, max_variants, self)
+            chunks = [
+                self._constrained(axes, np.arange(lo, min(lo + _BUILD_CHUNK, total)))
+                for lo in range(0, total, _BUILD_CHUNK)
+            ]
+            combos = pd.concat(chunks, ignore_index=True)
+        from_frame = isinstance(grid, pd.DataFrame)
         for p in self.params:
             if p.name not in combos:
                 combos[p.name] = p.default
-            combos[p.name] = [p.check(v) for v in combos[p.name]]
+            if from_frame:  # value lists were checked once per distinct value above
+                combos[p.name] = [p.check(v) for v in combos[p.name]]
             if p.integer:
                 combos[p.name] = combos[p.name].astype(np.int64)
         combos = combos[list(self.param_names)].drop_duplicates(ignore_index=True)
@@ -130,6 +184,7 @@ class Strategy:
                 f"no admissible parameter combination for {self.name}"
                 + (f" (constraint: {self.constraint_text})" if self.constraint_text else "")
             )
+        _check_limit(len(combos), len(combos), max_variants, self)
         return combos
 
     def signals(
@@ -143,6 +198,30 @@ class Strategy:
         return (
             pd.Series(entries[:, 0].copy(), index=bars.index, name="entries"),
             pd.Series(exits[:, 0].copy(), index=bars.index, name="exits"),
+        )
+
+
+#: Combinations drawn to estimate how many of a large grid pass its constraint.
+_SAMPLE = 20_000
+#: Rows of the product built at a time (before the constraint) when a grid is materialised.
+_BUILD_CHUNK = 1_000_000
+
+
+def _check_limit(total: int, admissible: int, limit: int | None, strategy: Strategy) -> None:
+    if limit is None:
+        return
+    if isinstance(limit, bool) or not isinstance(limit, int | np.integer) or limit < 1:
+        raise ConfigError(f"max_variants must be a positive integer, got {limit!r}")
+    if admissible > limit:
+        about = (
+            f"{admissible:,} variants"
+            if admissible == total
+            else f"~{admissible:,} admissible variants (of {total:,} combinations)"
+        )
+        raise ConfigError(
+            f"the grid of {strategy.name} has {about}, more than "
+            f"max_variants={limit:,}; narrow the grid (fewer values, a larger step) or raise the "
+            "limit (max_variants=... in Python, --max-variants on the command line)"
         )
 
 

@@ -27,6 +27,75 @@ from celeris.errors import ConfigError, did_you_mean
 
 #: Bytes of one signal matrix per chunk (entries and exits each): bounds memory on any sweep size.
 CHUNK_BYTES = {"cpu": 64 * 2**20, "cuda": 1024 * 2**20}
+#: Most variants a sweep runs unless told otherwise (``max_variants=``, ``--max-variants``).
+#: 1M variants keep ~0.2 GB of metrics and take ~20 s per 5,000 bars on two CPU threads.
+MAX_VARIANTS = 1_000_000
+#: Rough warm throughput in bar-variants per second, for estimates only: 2 CPU threads measured
+#: 242-256 M/s on the MA-crossover sweep (benchmarks/RESULTS.md); a GPU is taken as 10x that.
+_RATE = {"cpu": 2.0e8, "cuda": 2.0e9}
+
+
+@dataclass(frozen=True)
+class SweepEstimate:
+    """What a sweep will cost, known before it starts."""
+
+    strategy: str
+    combinations: int  # product of the value lists
+    variants: int  # admissible combinations (estimated when a large grid has a constraint)
+    bars: int
+    device: str
+    seconds: float  # rough: bar-variants / a measured throughput
+    memory_bytes: int  # metrics + parameters + indicators + one chunk of signal buffers
+
+    def describe(self) -> str:
+        """``"2,035 variants x 5,031 bars = 10.2 M bar-variants, ~0.1 s, ~41 MB (cpu)"``."""
+        bar_variants = self.variants * self.bars
+        return (
+            f"{self.variants:,} variants x {self.bars:,} bars = {bar_variants / 1e6:,.1f} M "
+            f"bar-variants, est. ~{_duration(self.seconds)} and ~{self.memory_bytes / 2**20:,.0f} "
+            f"MB ({self.device})"
+        )
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def estimate_sweep(
+    data: Any,
+    strategy: str | Strategy,
+    grid: Mapping[str, Any] | None = None,
+    *,
+    device: str = "auto",
+) -> SweepEstimate:
+    """Estimate a sweep's variants, time and memory from the grid's value lists, building nothing.
+
+    Memory counts the metrics (22 floats per variant), the parameter frame, the indicator
+    matrices (one float column per distinct value, a bound for window-based strategies) and
+    the chunked signal buffers; time divides bar-variants by a measured throughput. Both are
+    rough guides, shown before a sweep starts.
+    """
+    strat = get_strategy(strategy)
+    bars = check_bars(data, strat.needs)
+    engine = resolve_device(device)
+    axes = strat.axes(grid)
+    total, variants = strat.count(grid)
+    n_bars = len(bars)
+    distinct = sum(len(a) for a in axes)
+    chunk = min(variants, max(8, CHUNK_BYTES[engine] // max(n_bars, 1)))
+    memory = (
+        variants * (K.N_METRICS + 3 * len(axes)) * 8
+        + distinct * n_bars * 8
+        + 4 * chunk * n_bars
+        + bars.memory_usage(deep=False).sum()
+    )
+    seconds = variants * n_bars / _RATE[engine]
+    return SweepEstimate(strat.name, total, variants, n_bars, engine, seconds, int(memory))
+
 
 _PORTFOLIO_OPTIONS = (
     "init_cash",
@@ -168,6 +237,38 @@ class SweepResult:
             return frame.pivot_table(index=y, columns=x, values="_value", aggfunc="min")
         return frame.pivot_table(index=y, columns=x, values="_value", aggfunc="max")
 
+    def on_edge(self, metric: str = "sharpe") -> dict[str, str]:
+        """Parameters whose best value (by ``metric``) is the smallest or largest one tried.
+
+        ``{"slow": "largest"}`` means the optimum may lie beyond the grid: widen it before
+        trusting the result. Only parameters swept over three or more values are judged.
+        """
+        params = self.best_params(metric)
+        out = {}
+        for name in self.combos.columns:
+            values = np.unique(self.combos[name].to_numpy())
+            if len(values) < 3:
+                continue
+            if params[str(name)] == values[0]:
+                out[str(name)] = "smallest"
+            elif params[str(name)] == values[-1]:
+                out[str(name)] = "largest"
+        return out
+
+    def edge_note(self, metric: str = "sharpe") -> str:
+        """A warning line when the best combination sits on the edge of the grid, else ``""``."""
+        edge = self.on_edge(metric)
+        if not edge:
+            return ""
+        params = self.best_params(metric)
+        where = ", ".join(
+            f"{k}={params[k]:g} is the {side} value tried" for k, side in edge.items()
+        )
+        return (
+            f"the best by {metric} sits on the edge of the grid ({where}): the optimum may lie "
+            "outside it; widen the grid before trusting it"
+        )
+
     def to_html(self, path: str | Path, metric: str = "sharpe") -> Path:
         """Interactive report of the best combination plus the sweep heat-map."""
         from celeris.backtest.report import write_html
@@ -182,6 +283,7 @@ def sweep(
     grid: Mapping[str, Any] | pd.DataFrame | None = None,
     *,
     chunk_size: int | None = None,
+    max_variants: int | None = MAX_VARIANTS,
     progress: bool = True,
     device: str = "auto",
     **options: Any,
@@ -195,11 +297,17 @@ def sweep(
     Indicators are computed once per distinct window; signals are generated and simulated in
     column chunks of bounded size, and only metrics are kept, so memory does not grow with the
     number of combinations (a 1M-bar x 2,000-variant sweep stays well under 2 GB).
+
+    A grid with more than ``max_variants`` admissible combinations (default
+    :data:`MAX_VARIANTS`, one million) is refused with a :class:`~celeris.errors.ConfigError`
+    before anything is built; ``max_variants=None`` lifts the limit. :func:`estimate_sweep`
+    gives the cost up front and :meth:`SweepResult.on_edge` flags a best result on the edge of
+    the grid.
     """
     strat = get_strategy(strategy)
     bars = check_bars(data, strat.needs)
     options = check_portfolio_options(options, bars)
-    combos = strat.grid(grid)
+    combos = strat.grid(grid, max_variants=max_variants)
     engine = resolve_device(device)
     n_bars, n_combos = len(bars), len(combos)
     if chunk_size is None:

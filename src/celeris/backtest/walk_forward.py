@@ -12,7 +12,7 @@ import pandas as pd
 from celeris.backtest.portfolio import METRICS, Portfolio, from_signals
 from celeris.backtest.returns import returns_metrics
 from celeris.backtest.strategies import Strategy, check_bars, get_strategy
-from celeris.backtest.sweep import _progress, check_portfolio_options, sweep
+from celeris.backtest.sweep import MAX_VARIANTS, _progress, check_portfolio_options, sweep
 from celeris.errors import ConfigError, did_you_mean
 
 
@@ -158,6 +158,7 @@ def walk_forward(
     metric: str = "sharpe",
     anchored: bool = False,
     partial: bool = True,
+    max_variants: int | None = MAX_VARIANTS,
     progress: bool = True,
     device: str = "auto",
     **options: Any,
@@ -174,6 +175,8 @@ def walk_forward(
     (``partial=False`` drops it); ``windows["test_bars"]`` says how long each is. The test
     windows' returns are chained into one out-of-sample equity curve.
 
+    ``max_variants`` limits the grid as in :func:`~celeris.backtest.sweep`.
+
     ``train``/``test`` are bar counts or durations (``"730D"``); a duration becomes the number
     of bars that the first such span of the data holds (e.g. ~252 daily equity bars per "365D").
     """
@@ -188,7 +191,7 @@ def walk_forward(
         raise ConfigError(
             f"train ({n_train} bars) + test ({n_test} bars) exceed the data ({len(bars)} bars)"
         )
-    combos = strat.grid(grid)
+    combos = strat.grid(grid, max_variants=max_variants)
     init_cash = float(options.get("init_cash", 100_000.0))
 
     rows: list[dict[str, Any]] = []
@@ -208,6 +211,7 @@ def walk_forward(
                 bars.iloc[train_start:train_end],
                 strat,
                 combos,
+                max_variants=None,  # checked once above
                 progress=False,
                 device=device,
                 **options,

@@ -56,6 +56,13 @@ DeviceOpt = Annotated[str, typer.Option(help="auto | cpu | cuda.")]
 JsonOpt = Annotated[
     bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")
 ]
+MaxVariantsOpt = Annotated[
+    int,
+    typer.Option(
+        "--max-variants",
+        help="Refuse a grid with more admissible variants than this (checked before any work).",
+    ),
+]
 
 
 # Backtest options shared by `backtest`, `sweep` and `walk-forward`: declared once, added to each
@@ -272,6 +279,7 @@ def register(app: typer.Typer) -> None:
         csv: Annotated[
             Path | None, typer.Option(help="Write every variant's metrics to this CSV.")
         ] = None,
+        max_variants: MaxVariantsOpt = 1_000_000,
         opts: Options = FILLED,
         json_out: JsonOpt = False,
     ) -> None:
@@ -280,7 +288,7 @@ def register(app: typer.Typer) -> None:
         Example: celeris sweep --data sample:sp500 --strategy sma_cross --grid fast=10:80:2
         --grid slow=50:500:10 --fees 0.001 --top 10
         """
-        from celeris.backtest import METRICS, sweep
+        from celeris.backtest import METRICS, estimate_sweep, sweep
         from celeris.cli.format import (
             SUMMARY_COLUMNS,
             frame_table,
@@ -297,8 +305,14 @@ def register(app: typer.Typer) -> None:
         bars = _load(data)
         strat, values = _strategy_and_grid(strategy, grid or [])
         opts, device = backtest_options(opts, bars)
+        estimate = estimate_sweep(bars, strat, values, device=device)
+        if not json_out:
+            console.print(f"plan: {estimate.describe()}", highlight=False, markup=False)
         started = time.perf_counter()
-        result = sweep(bars, strat, values, device=device, progress=not json_out, **opts)
+        result = sweep(
+            bars, strat, values, max_variants=max_variants, device=device,
+            progress=not json_out, **opts,
+        )  # fmt: skip
         elapsed = time.perf_counter() - started
         best = result.best(metric, top)
         caption = run_caption(
@@ -316,7 +330,13 @@ def register(app: typer.Typer) -> None:
                     "variants": len(result.combos),
                     "bars": len(bars),
                     "seconds": elapsed,
+                    "estimate": {
+                        "variants": estimate.variants,
+                        "seconds": estimate.seconds,
+                        "memory_bytes": estimate.memory_bytes,
+                    },
                     "metric": metric,
+                    "edge": result.on_edge(metric),
                     "top": [
                         {
                             **dict(
@@ -346,6 +366,8 @@ def register(app: typer.Typer) -> None:
                     [metric, *[c for c in SUMMARY_COLUMNS if c != metric]],
                 )
             )
+            if note := result.edge_note(metric):
+                console.print(f"[bold yellow]warning:[/] {note}", highlight=False)
         if html is not None:
             written = result.to_html(html, metric=metric)
             if not json_out:
@@ -380,6 +402,7 @@ def register(app: typer.Typer) -> None:
                 help="Also test the last, shorter window that runs to the end of the data."
             ),
         ] = True,
+        max_variants: MaxVariantsOpt = 1_000_000,
         opts: Options = FILLED,
         json_out: JsonOpt = False,
     ) -> None:
@@ -403,7 +426,8 @@ def register(app: typer.Typer) -> None:
         opts, device = backtest_options(opts, bars)
         result = walk_forward(
             bars, strat, values, train=_window(train), test=_window(test), metric=metric,
-            anchored=anchored, partial=partial, device=device, progress=not json_out, **opts,
+            anchored=anchored, partial=partial, max_variants=max_variants, device=device,
+            progress=not json_out, **opts,
         )  # fmt: skip
         if json_out:
             print_json(
