@@ -1077,3 +1077,44 @@ def test_roundtrip_latency_reports_ordered_positive_percentiles() -> None:
 def test_roundtrip_latency_bad_arguments_raise() -> None:
     with pytest.raises(ConfigError, match="n must be >= 1"):
         roundtrip_latency(0)
+
+
+def test_subscribers_over_the_cap_refused_counted_and_logged_once(
+    publisher_factory: Callable[..., SignalPublisher],
+    sock_path: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+
+    publisher = publisher_factory(max_subscribers=2)
+    first, second = SignalSubscriber(sock_path, timeout_s=10.0), SignalSubscriber(sock_path)
+    try:
+        assert publisher.subscribers == 2
+        with caplog.at_level(logging.WARNING, logger="celeris.serving.feed"):
+            for _ in range(3):
+                with pytest.raises(FeedError, match="max_subscribers"):
+                    SignalSubscriber(sock_path)
+        stats = publisher.stats()
+        assert (stats["subscribers"], stats["refused"], stats["max_subscribers"]) == (2, 3, 2)
+        assert stats["connected_total"] == 2
+        refusals = [r for r in caplog.records if "refuses subscribers" in r.getMessage()]
+        assert len(refusals) == 1  # one line per run of refusals, not one per connection
+        publisher.publish(1, 1, 0.5)
+        assert next(first).sequence == 1  # those admitted are served as before
+        second.close()
+        deadline = time.monotonic() + 10.0
+        while publisher.subscribers == 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        third = SignalSubscriber(sock_path)  # room again: admitted
+        assert publisher.subscribers == 2
+        third.close()
+    finally:
+        first.close()
+        second.close()
+
+
+def test_publisher_bad_max_subscribers_raises(sock_path: str) -> None:
+    with pytest.raises(ConfigError, match="max_subscribers must be >= 1"):
+        SignalPublisher(sock_path, max_subscribers=0)
+    with pytest.raises(CelerisTypeError, match="max_subscribers must be an int"):
+        SignalPublisher(sock_path, max_subscribers=2.5)  # type: ignore[arg-type]

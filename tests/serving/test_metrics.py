@@ -187,3 +187,31 @@ def test_per_request_metric_cost_is_a_few_microseconds():
         )
         == 1 + 3 * n
     )
+
+
+def test_feed_collector_reports_subscribers_and_refusals():
+    import os
+    import shutil
+    import tempfile
+
+    from celeris.serving.feed import FeedError, SignalPublisher, SignalSubscriber
+
+    directory = tempfile.mkdtemp(prefix="celeris-m-", dir="/tmp")
+    path = os.path.join(directory, "f.sock")
+    m = PrometheusMetrics(system=False)
+    publisher = SignalPublisher(path, max_subscribers=1)
+    m.watch_feed(publisher)
+    subscriber = SignalSubscriber(path)
+    try:
+        with pytest.raises(FeedError):
+            SignalSubscriber(path)
+        publisher.publish(0, 1, 0.5)
+        assert value(m, "celeris_feed_subscribers") == 1
+        assert value(m, "celeris_feed_max_subscribers") == 1
+        assert value(m, "celeris_feed_refused_total") == 1
+        assert value(m, "celeris_feed_published_total") == 1
+        assert value(m, "celeris_feed_dropped_total") == 0
+    finally:
+        subscriber.close()
+        publisher.close(linger_s=0.0)
+        shutil.rmtree(directory, ignore_errors=True)

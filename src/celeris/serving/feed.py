@@ -7,7 +7,10 @@ up to :data:`MAX_HORIZON` float32 forecasts, CRC-32). The format is specified in
 the three agree byte for byte.
 
 The publisher never waits on a subscriber: each one has a bounded ring of records, and when a
-consumer is too slow the oldest queued records are dropped and it sees a sequence gap.
+consumer is too slow the oldest queued records are dropped and it sees a sequence gap. Every
+subscriber costs each publish a send (and a ring of up to 512 KiB), so their number is capped
+(``max_subscribers``): a connection over the cap is closed before its hello, counted in
+``stats()["refused"]`` and logged (the subscriber gets a :class:`FeedError` saying so).
 """
 
 from __future__ import annotations
@@ -504,6 +507,9 @@ class SignalPublisher:
         Ring size per subscriber, beyond the kernel's socket buffer (4096 records = 512 KiB).
     mode
         Permission bits of the socket file (default owner only).
+    max_subscribers
+        Most subscribers connected at once; further connections are refused (closed before
+        the hello) and counted, so no number of clients can make publishing slow.
     """
 
     def __init__(
@@ -512,15 +518,21 @@ class SignalPublisher:
         *,
         max_buffer_records: int = 4096,
         mode: int = 0o600,
+        max_subscribers: int = 64,
     ) -> None:
-        if isinstance(max_buffer_records, bool) or not isinstance(max_buffer_records, int):
-            raise CelerisTypeError(
-                f"max_buffer_records must be an int, got {type(max_buffer_records).__name__}"
-            )
-        if max_buffer_records < 1:
-            raise ConfigError(f"max_buffer_records must be >= 1, got {max_buffer_records}")
+        for name, value in (
+            ("max_buffer_records", max_buffer_records),
+            ("max_subscribers", max_subscribers),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise CelerisTypeError(f"{name} must be an int, got {type(value).__name__}")
+            if value < 1:
+                raise ConfigError(f"{name} must be >= 1, got {value}")
         self.path = _check_socket_path(path)
         self.max_buffer_records = max_buffer_records
+        self.max_subscribers = max_subscribers
+        self._refused = 0
+        self._refusing = False  # logged once per run of refusals, again after one is accepted
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         # Copy-on-write: publish() iterates it while a failed send may remove a subscriber.
@@ -755,6 +767,20 @@ class SignalPublisher:
                 return
             conn.setblocking(False)
             with self._lock:
+                if len(self._subs) >= self.max_subscribers:
+                    self._refused += 1
+                    first = not self._refusing
+                    self._refusing = True
+                    conn.close()  # before the hello: the subscriber's connect fails at once
+                    if first:
+                        logger.warning(
+                            "signal feed on %s refuses subscribers: %d connected, the most "
+                            "allowed (max_subscribers); refusals are counted in stats()",
+                            self.path,
+                            self.max_subscribers,
+                        )
+                    continue
+                self._refusing = False
                 sub = _Subscriber(conn, self._next_id)
                 self._next_id += 1
                 self._connected_total += 1
@@ -814,7 +840,8 @@ class SignalPublisher:
             return self._changed.wait_for(lambda: len(self._subs) >= n, timeout_s)
 
     def stats(self) -> dict[str, Any]:
-        """Return counters: published, subscribers, dropped (total and per subscriber), queued."""
+        """Return counters: published, subscribers, refused (over ``max_subscribers``),
+        dropped (total and per subscriber), queued."""
         with self._lock:
             per = [
                 {
@@ -833,6 +860,8 @@ class SignalPublisher:
                 "last_sequence": self._next_seq - 1,
                 "subscribers": len(per),
                 "connected_total": self._connected_total,
+                "refused": self._refused,
+                "max_subscribers": self.max_subscribers,
                 "dropped": self._dropped_closed + sum(s["dropped"] for s in per),
                 "queued": sum(s["queued"] for s in per),
                 "per_subscriber": per,
@@ -934,9 +963,9 @@ class SignalSubscriber:
         try:
             self._sock.connect(self.path)
             hello = decode_hello(self._read_exact(HELLO_SIZE))
-        except (OSError, WireFormatError) as exc:
+        except (OSError, CelerisError) as exc:
             self._sock.close()
-            if isinstance(exc, WireFormatError):
+            if isinstance(exc, CelerisError):  # a bad hello, or none (refused)
                 raise
             raise FeedError(f"cannot subscribe to the signal feed at {self.path!r}: {exc}") from exc
         self.next_sequence = hello.next_sequence
@@ -948,7 +977,10 @@ class SignalSubscriber:
         while len(out) < n:
             chunk = self._sock.recv(n - len(out))
             if not chunk:
-                raise FeedError(f"the publisher on {self.path!r} closed during the hello")
+                raise FeedError(
+                    f"the publisher on {self.path!r} closed the connection before its hello "
+                    "(it refuses subscribers over its max_subscribers, or is shutting down)"
+                )
             out += chunk
         return bytes(out)
 

@@ -16,6 +16,10 @@ Series (all prefixed ``celeris_``)::
     cache_events_total{tier,result}                  counter    result: hit, miss
     cache_errors_total{tier}                         counter
     errors_total{model,kind}                         counter
+    cache_redis_slow_total                           counter    look-ups abandoned over budget
+    feed_subscribers, feed_max_subscribers           gauges     signal feed (watch_feed)
+    feed_published_total, feed_refused_total,        counters   refused: over max_subscribers
+    feed_dropped_total
     process_cpu_percent, process_rss_bytes, process_threads, system_cpu_percent,
     system_memory_used_bytes, system_load{period}    gauges, sampled at scrape time
     gpu_utilization_percent{gpu}, gpu_memory_used_bytes{gpu}, gpu_memory_total_bytes{gpu},
@@ -43,7 +47,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 log = logging.getLogger(__name__)
@@ -206,6 +210,10 @@ class PrometheusMetrics:
         """Export ``cache.stats()`` (a ``TieredCache``) as hit-ratio and availability gauges."""
         self.registry.register(CacheCollector(cache))
 
+    def watch_feed(self, publisher: Any) -> None:
+        """Export ``publisher.stats()`` (a ``SignalPublisher``): subscribers, refusals, drops."""
+        self.registry.register(FeedCollector(publisher))
+
     def forget_version(self, model: str, version: str) -> None:
         """Drop a retired version's queue gauge so it does not linger at its last value."""
         with self._lock:
@@ -299,12 +307,41 @@ class CacheCollector(Collector):
                 "Redis outages since start (each logged once at WARNING).",
                 redis.get("outages", 0),
             )
+            yield CounterMetricFamily(
+                "celeris_cache_redis_slow",
+                "Redis look-ups abandoned after their budget (each opens the circuit).",
+                value=redis.get("slow", 0),
+            )
         yield ratio
         yield up
         if "items" in memory:
             yield _gauge(
                 "celeris_cache_memory_items", "Entries in the memory tier.", memory["items"]
             )
+
+
+class FeedCollector(Collector):
+    """Subscribers, refusals and drops of a ``SignalPublisher``, read at scrape time."""
+
+    def __init__(self, publisher: Any) -> None:
+        self._publisher = publisher
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._publisher.stats()
+        yield _gauge(
+            "celeris_feed_subscribers", "Signal feed subscribers connected.", stats["subscribers"]
+        )
+        yield _gauge(
+            "celeris_feed_max_subscribers",
+            "Most signal feed subscribers admitted at once.",
+            stats["max_subscribers"],
+        )
+        for name, doc, key in (
+            ("published", "Signal records published.", "published"),
+            ("refused", "Subscribers refused over max_subscribers.", "refused"),
+            ("dropped", "Records dropped for subscribers too slow to read them.", "dropped"),
+        ):
+            yield CounterMetricFamily(f"celeris_feed_{name}", doc, value=stats[key])
 
 
 class GPUCollector(Collector):
