@@ -12,7 +12,9 @@ through the engine, rollbacks, and following the registry: a process serving ``N
 checks the registry every ``registry_poll_s`` seconds and, when another process (for example
 ``celeris models promote``) changed the production version, shadow-validates it here too and
 hot-swaps it in; a version that fails is logged once and not served (the process keeps the
-version it has). Changes of the served version are serialised by one lock, so an admin
+version it has), and ``/readyz`` says so: ``degraded`` (503) with the served and the registry's
+production version side by side, as does ``GET /v1/models``. A registry that cannot be read is
+logged once per outage; the loaded versions keep serving. Changes of the served version are serialised by one lock, so an admin
 promotion and the poller never interleave.
 """
 
@@ -234,6 +236,12 @@ class ModelManager:
         self._previous: dict[str, int] = {}  # the version that served before, kept loaded
         self._lock: asyncio.Lock | None = None
         self._failed_reloads: set[tuple[str, int]] = set()
+        # What the registry says is production for each followed name (None: no production
+        # version), as of the last look; why a differing production version is not served;
+        # and the last registry failure (None while it answers).
+        self._registry_production: dict[str, int | None] = {}
+        self._not_swapped: dict[str, str] = {}
+        self._registry_error: str | None = None
         self.status = "starting"
         self.error: str | None = None
         self.ready_after_s: float | None = None
@@ -290,12 +298,50 @@ class ModelManager:
             return np.concatenate(parts[::-1])[-rows:], f"{min(have, rows)} recent requests' rows"
         return synthetic_histories(candidate, rows), f"{rows} synthetic histories (no traffic yet)"
 
+    def out_of_sync(self) -> dict[str, dict[str, Any]]:
+        """Return the followed models whose served version is not the registry's production
+        version: ``{name: {"serving", "registry_production", "pending", "reason"}}`` (empty
+        when all agree). ``pending`` is true while the new version has not been tried yet (a
+        hot swap is on its way), false once it was refused or when the registry has none."""
+        out: dict[str, dict[str, Any]] = {}
+        for name in sorted(self._follow):
+            if name not in self._registry_production or name not in self.serving:
+                continue
+            production = self._registry_production[name]
+            serving = self.serving[name].version
+            if production == serving:
+                continue
+            refused = self._not_swapped.get(name)
+            pending = refused is None and production is not None
+            reason = refused or (
+                f"the registry has no production version of {name}"
+                if production is None
+                else f"{name}@{production} is production in the registry; swapping it in"
+            )
+            out[name] = {
+                "serving": serving,
+                "registry_production": production,
+                "pending": pending,
+                "reason": reason,
+            }
+        return out
+
     def readiness(self) -> dict[str, Any]:
-        """Return ``{"ready", "status", "models", "error", "ready_after_s"}`` for ``/readyz``."""
+        """Return what ``/readyz`` answers: ``ready``, ``status`` (``degraded``, not ready,
+        when a model serves another version than the registry's production one and will not
+        swap to it by itself: the version was refused here, or the registry has none), the
+        served versions, the registry's production versions, what is out of sync and why, and
+        the registry's reachability. A swap under way is reported but stays ready."""
+        mismatch = self.out_of_sync()
+        stuck = any(not m["pending"] for m in mismatch.values())
+        status = "degraded" if self.status == "ready" and stuck else self.status
         return {
-            "ready": self.status == "ready",
-            "status": self.status,
+            "ready": status == "ready",
+            "status": status,
             "models": {n: r.version for n, r in self.serving.items()},
+            "registry_production": dict(sorted(self._registry_production.items())),
+            "out_of_sync": mismatch,
+            "registry": {"reachable": self._registry_error is None, "error": self._registry_error},
             "expected": list(self.expected),
             "error": self.error,
             "ready_after_s": self.ready_after_s,
@@ -360,6 +406,7 @@ class ModelManager:
                     name, _, selector = ref.partition("@")
                     if selector in ("", "production"):
                         self._follow.add(name)
+                        self._registry_production[name] = record.version
                     log.info("serving %s (%s, sha256 %s)", record.ref, ref, record.sha256[:12])
         except BaseException as exc:
             self.status = "failed"
@@ -508,6 +555,7 @@ class ModelManager:
                 await self._swap_to(previous)
                 raise
             self.serving[name] = promoted
+            self._synced(name, promoted.version)
             log.info("promoted %s (was %s)", promoted.ref, previous.ref)
             previous = await asyncio.to_thread(self.registry.get, previous.ref)
             return {
@@ -522,6 +570,7 @@ class ModelManager:
             previous = self._require(name)
             record = await asyncio.to_thread(self.registry.rollback, name)
             await self._swap_to(record)
+            self._synced(name, record.version)
             log.info("rolled back %s to %s", previous.ref, record.ref)
             previous = await asyncio.to_thread(self.registry.get, previous.ref)
             return {"serving": record.to_dict(), "previous": previous.to_dict()}
@@ -584,20 +633,73 @@ class ModelManager:
 
     # -- following the registry --------------------------------------------------------------
 
+    def _synced(self, name: str, version: int) -> None:
+        """Record that ``name@version`` is both served and the registry's production."""
+        if name in self._follow:
+            self._registry_production[name] = version
+        self._not_swapped.pop(name, None)
+
+    def _registry_failed(self, exc: BaseException) -> None:
+        message = str(exc)
+        if self._registry_error is None:  # once per outage, not once per poll
+            log.warning(
+                "registry unreachable: %s; serving the loaded versions, checking again every "
+                "%.1f s",
+                message,
+                self.settings.registry_poll_s,
+            )
+        self._registry_error = message
+
+    def _registry_answered(self) -> None:
+        if self._registry_error is not None:
+            log.info("registry reachable again")
+            self._registry_error = None
+
+    async def _production_of(self, name: str) -> ModelRecord | None:
+        """The registry's production record of ``name`` (None: none); raises when the
+        registry cannot be read."""
+        from celeris.serving.registry import ModelNotFound
+
+        try:
+            record = await asyncio.to_thread(self.registry.get, f"{name}@production")
+        except ModelNotFound:
+            record = None
+        self._registry_answered()
+        before = self._registry_production.get(name, -1)
+        self._registry_production[name] = None if record is None else record.version
+        if record is None and before is not None:
+            log.warning(
+                "registry: %s has no production version now; still serving %s",
+                name,
+                self.serving[name].ref,
+            )
+        return record
+
     async def poll_once(self) -> list[str]:
-        """Hot-swap every followed model whose production version changed; return the refs."""
+        """Hot-swap every followed model whose production version changed; return the refs.
+
+        A registry that cannot be read is logged once per outage (the loaded versions keep
+        serving); a production version that fails validation here is logged once per version
+        and reported by :meth:`readiness` as out of sync.
+        """
         swapped = []
         for name in sorted(self._follow):
             try:
-                record = await asyncio.to_thread(self.registry.get, f"{name}@production")
+                record = await self._production_of(name)
             except CelerisError as exc:
-                log.warning("registry check of %s failed: %s", name, exc)
-                continue
-            if record.version == self.serving[name].version:
+                self._registry_failed(exc)
+                break  # the same database for every name: try again next poll
+            if record is None or record.version == self.serving[name].version:
+                if record is not None:
+                    self._not_swapped.pop(name, None)
                 continue
             async with self.lock:
-                record = await asyncio.to_thread(self.registry.get, f"{name}@production")
-                if record.version == self.serving[name].version:
+                try:
+                    record = await self._production_of(name)
+                except CelerisError as exc:
+                    self._registry_failed(exc)
+                    break
+                if record is None or record.version == self.serving[name].version:
                     continue
                 key = (name, record.version)
                 if key in self._failed_reloads:
@@ -610,8 +712,10 @@ class ModelManager:
                     if self.metrics is not None:
                         self.metrics.error(name, "reload")
                     self._failed_reloads.add(key)  # logged once per version, not every poll
+                    self._not_swapped[name] = f"{record.ref} was refused here: {exc}"
                     log.error("registry: not swapping to %s: %s", record.ref, exc)
                     continue
+                self._synced(name, record.version)
                 log.info("registry: %s is production now; swapped it in", record.ref)
                 swapped.append(record.ref)
         return swapped
@@ -624,16 +728,33 @@ class ModelManager:
                 await self.poll_once()
 
     async def describe(self) -> list[dict[str, Any]]:
-        """Return each served model: spec, serving record, registry versions, engine state."""
+        """Return each served model: spec, serving record, registry versions (with which one
+        the registry calls production, and whether this process serves it), engine state.
+
+        Raises :class:`~celeris.serving.registry.RegistryUnavailable` when the registry
+        cannot be read (``GET /v1/models`` answers 503).
+        """
         engine_view = {m.get("name"): m for m in self.engine.models()}
+        mismatch = self.out_of_sync()
         out = []
         for name, record in sorted(self.serving.items()):
             versions = await asyncio.to_thread(self.registry.list, name)
+            production = next((r.version for r in versions if r.stage == "production"), None)
+            follows = name in self._follow
+            in_sync = not follows or production == record.version
+            reason = None
+            if not in_sync:
+                reason = mismatch.get(name, {}).get("reason") or (
+                    f"the registry's production version is {production}; not swapped in yet"
+                )
             out.append(
                 {
                     **self.specs[name].to_dict(),
                     "serving": record.to_dict(),
-                    "follows_production": name in self._follow,
+                    "follows_production": follows,
+                    "registry_production": production,
+                    "in_sync": in_sync,
+                    "out_of_sync_reason": reason,
                     "ab": self._ab.get(name),
                     "engine": engine_view.get(name),
                     "versions": [
@@ -765,6 +886,7 @@ def build(
         from celeris.serving.feed import SignalPublisher
 
         publisher = SignalPublisher(settings.socket)
+        metrics.watch_feed(publisher)
     manager = ModelManager(engine, registry, settings, metrics=metrics)
 
     @contextlib.asynccontextmanager

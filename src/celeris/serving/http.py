@@ -738,8 +738,13 @@ def create_app(
 
     @app.get("/v1/models")
     async def list_models(request: Request) -> Response:
-        """List the served models: versions, shapes, A/B state and registry records."""
-        return encode({"models": await manager.describe()}, reply_format(request))
+        """List the served models: versions, shapes, A/B state and registry records (503
+        while the registry cannot be read)."""
+        fmt = reply_format(request)
+        try:
+            return encode({"models": await manager.describe()}, fmt)
+        except CelerisError as exc:
+            return problem_response(problem_of(exc), fmt)
 
     @app.get("/v1/symbols")
     async def list_symbols(request: Request) -> Response:
@@ -1204,3 +1209,5 @@ def _status_of(exc: CelerisError) -> tuple[int, str]:
 def _extra(exc: CelerisError) -> dict[str, Any]:
     report = getattr(exc, "report", None)
     return {"report": report.to_dict()} if report is not None else {}
+    if isinstance(exc, registry.RegistryUnavailable):
+        return 503, "unavailable"
