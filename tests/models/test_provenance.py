@@ -62,6 +62,18 @@ def test_training_overlap_part_or_rounded_copy_of_training_bars_is_same(bars):
     assert training_overlap(record, rounded.index, rounded).verdict == "same"
 
 
+def test_training_overlap_bars_of_another_spacing_count_as_trained_on(bars):
+    # Weekly bars of the training asset, stamped at the week's start (Monday) with Friday's
+    # close: no close matches a daily close at the same time, yet it is the same price path.
+    record = {"train_bars": fingerprint_bars(bars)}
+    weekly = bars.resample("W-MON", label="left", closed="left").agg(
+        {"open": "first", "high": "max", "low": "min", "close": "last", "volume": "sum"}
+    )
+    weekly = weekly[(weekly.index >= bars.index[0]) & (weekly.index <= bars.index[-1])]
+    got = training_overlap(record, weekly.index, weekly)
+    assert got.verdict == "dates" and got.n_in_sample == int(got.in_range.sum()) > 100
+
+
 def test_training_overlap_without_bars_or_record_or_overlap(bars):
     record = {"train_bars": fingerprint_bars(bars.iloc[:500])}
     dates = training_overlap(record, bars.index)

@@ -15,7 +15,8 @@ same data. Verdicts:
 * ``same`` — the bars inside the range are the training bars (equal sha256), or a part or a
   re-rounded copy of them (at least half of the probes they contain match to 1e-6);
 * ``dates`` — they fall inside the range but their content could not be checked (no bars given,
-  or too short an overlap to contain a probe); treated as in-sample, to be safe;
+  bars of another spacing, e.g. the training asset resampled, or too short an overlap to contain
+  a probe); treated as in-sample, to be safe;
 * ``different`` — same dates, different prices (another asset): out of sample for the model,
   reported so that the overlap in time is not a surprise;
 * ``unknown`` — the checkpoint has no record of its training bars (written before they were
@@ -194,6 +195,13 @@ def _when(t: pd.Timestamp | None) -> str:
     return t.strftime("%Y-%m-%d %H:%M") + ("" if t.tzinfo is None else f" {t.tzname()}")
 
 
+def _other_spacing(record: dict[str, Any], bars: pd.DataFrame) -> bool:
+    spacing = record.get("spacing")
+    if spacing is None or len(bars) < 2:
+        return False
+    return bool(pd.Series(bars.index).diff().median() != pd.Timedelta(spacing))
+
+
 def _probe_verdict(record: dict[str, Any], bars: pd.DataFrame) -> str:
     ns = _time_ns(bars.index, "bars")
     probe_ns = np.asarray(record.get("probe_ns", []), dtype=np.int64)
@@ -252,6 +260,10 @@ def training_overlap(
             verdict = "dates"
         elif len(inside) == count and _sha256(inside, _columns(inside)) == record.get("sha256"):
             verdict = "same"
+        elif _other_spacing(record, inside):
+            # Bars of another length (the same asset resampled?) cannot be compared bar for
+            # bar with the training bars, and the model may have seen their price path.
+            verdict = "dates"
         else:
             verdict = _probe_verdict(record, inside)
     return TrainingOverlap(verdict, in_range, first, last, count)
