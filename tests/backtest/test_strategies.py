@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import re
+import runpy
+import shlex
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -130,3 +135,119 @@ def test_parse_values_ranges_lists_and_errors():
     assert np.isclose(
         parse_values("0.5:1.5:0.5", get_strategy("bbands_breakout").param("nbdev")), [0.5, 1.0, 1.5]
     ).all()
+
+
+# ---- custom strategies: one resolver for the API and every command (issue A8) -------------------
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "strategies.md"
+
+
+@pytest.fixture
+def registry():
+    """Restore the strategy registry after a test that adds to it."""
+    from celeris.backtest.strategies import STRATEGIES as registered
+
+    saved = dict(registered)
+    yield registered
+    registered.clear()
+    registered.update(saved)
+
+
+def _doc_section() -> str:
+    text = DOCS.read_text()
+    return text[text.index("## Adding your own") :]
+
+
+def _write_doc_strategy(folder: Path) -> Path:
+    code = re.search(r"```python\n(.*?)```", _doc_section(), re.S).group(1)
+    path = folder / "zscore.py"
+    path.write_text(code)
+    return path
+
+
+def _doc_commands() -> list[list[str]]:
+    block = re.search(r"```bash\n(.*?)```", _doc_section(), re.S).group(1)
+    lines = block.replace("\\\n", " ").splitlines()
+    return [shlex.split(line)[1:] for line in lines if line.startswith("celeris ")]
+
+
+def test_docs_strategy_runs_as_a_script_and_by_path_in_python(
+    tmp_path, monkeypatch, registry, capsys
+):
+    path = _write_doc_strategy(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    runpy.run_path(str(path), run_name="__main__")  # `python zscore.py`, as the doc says
+    assert "window z" in capsys.readouterr().out  # the best (window, z) rows were printed
+    strat = get_strategy("zscore.py:zscore_reversion")
+    assert strat.name == "zscore_reversion" and get_strategy("zscore_reversion") is strat
+    assert get_strategy(f"{path}:zscore_reversion") is strat  # the same file is imported once
+
+
+def test_docs_strategy_works_in_every_cli_command_as_written(tmp_path, monkeypatch, registry):
+    """Issue A8: `celeris backtest --strategy zscore_reversion` failed for the doc's strategy."""
+    from typer.testing import CliRunner
+
+    from celeris.cli.main import app
+
+    _write_doc_strategy(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    commands = _doc_commands()
+    assert {c[0] for c in commands} == {"backtest", "sweep", "walk-forward"}
+    for args in commands:
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, (args, result.output)
+        assert "zscore_reversion" in result.stdout
+
+
+def test_get_strategy_module_attr_and_registered_by_import(tmp_path, monkeypatch, registry):
+    (tmp_path / "my_strats.py").write_text(
+        "from celeris.backtest.strategies import STRATEGIES, register\n"
+        "import dataclasses\n"
+        "fast_sma = dataclasses.replace(STRATEGIES['sma_cross'], name='fast_sma')\n"
+        "register(dataclasses.replace(STRATEGIES['ema_cross'], name='registered_ema'))\n"
+        "not_a_strategy = 3\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert get_strategy("my_strats:fast_sma").name == "fast_sma"
+    assert get_strategy("my_strats:registered_ema").name == "registered_ema"
+    with pytest.raises(ConfigError, match="no 'fast_smaa' \\(did you mean 'fast_sma'\\?\\)"):
+        get_strategy("my_strats:fast_smaa")
+    with pytest.raises(ConfigError, match="'not_a_strategy' is a int, not a"):
+        get_strategy("my_strats:not_a_strategy")
+    with pytest.raises(ConfigError, match="cannot import 'no_such_module_xyz'"):
+        get_strategy("no_such_module_xyz:thing")
+    with pytest.raises(ConfigError, match="no file 'missing/zscore.py'"):
+        get_strategy("missing/zscore.py:zscore_reversion")
+    (tmp_path / "broken.py").write_text("raise RuntimeError('boom')\n")
+    with pytest.raises(ConfigError, match="importing .*broken.py.* failed: RuntimeError: boom"):
+        get_strategy(f"{tmp_path}/broken.py:x")
+
+
+def test_get_strategy_does_not_replace_a_builtin_of_the_same_name(tmp_path, registry):
+    (tmp_path / "shadow.py").write_text(
+        "import dataclasses\n"
+        "from celeris.backtest.strategies import STRATEGIES\n"
+        "sma = dataclasses.replace(STRATEGIES['ema_cross'], name='sma_cross')\n"
+    )
+    builtin = get_strategy("sma_cross")
+    shadow = get_strategy(f"{tmp_path}/shadow.py:sma")
+    assert shadow is not builtin and get_strategy("sma_cross") is builtin
+
+
+def test_get_strategy_entry_point_group(tmp_path, monkeypatch, registry):
+    """An installed package offers a strategy by name through the celeris.strategies group."""
+    (tmp_path / "acme_strats.py").write_text(
+        "import dataclasses\n"
+        "from celeris.backtest.strategies import STRATEGIES\n"
+        "trend = dataclasses.replace(STRATEGIES['sma_cross'], name='acme_trend')\n"
+    )
+    dist = tmp_path / "acme_strats-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-strats\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[celeris.strategies]\nacme_trend = acme_strats:trend\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ConfigError, match="did you mean 'acme_trend'"):
+        get_strategy("acme_trnd")
+    assert get_strategy("acme_trend").name == "acme_trend"
+    from celeris.backtest.strategies import available_strategies
+
+    assert "acme_trend" in available_strategies()

@@ -458,15 +458,154 @@ register(
 )
 
 
+#: Entry-point group through which installed packages offer strategies by name.
+ENTRY_POINT_GROUP = "celeris.strategies"
+
+
 def get_strategy(name: str | Strategy) -> Strategy:
-    """Look a strategy up by name (with a did-you-mean hint)."""
+    """Resolve a strategy: the one place every API function and CLI command looks one up.
+
+    ``name`` is, in this order:
+
+    * a :class:`Strategy` (returned as is);
+    * a registered name: a built-in, or one added with :func:`register`;
+    * ``package.module:attr`` or ``path/to/file.py:attr``: the module is imported (a file by
+      its path) and ``attr`` is a :class:`Strategy` in it, or the name of one that importing
+      the module registered;
+    * the name of an entry point in the ``celeris.strategies`` group of an installed package
+      (``zscore_reversion = "mypkg.strategies:zscore_reversion"``).
+
+    A strategy found by a path or an entry point is registered under its name (unless that name
+    is taken), so later look-ups by that name work in the same process.
+
+    Raises
+    ------
+    ConfigError
+        Nothing matches (with a did-you-mean hint over the registered and installed names), a
+        file or module cannot be imported, or ``attr`` is missing or not a strategy.
+    """
     if isinstance(name, Strategy):
         return name
-    if name not in STRATEGIES:
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"a strategy is a name, MODULE:ATTR or FILE.py:ATTR, got {name!r}")
+    if name in STRATEGIES:
+        return STRATEGIES[name]
+    if ":" in name and not _is_drive_only(name):
+        return _remember(_from_path(name))
+    installed = _entry_points()
+    if name in installed:
+        return _remember(_from_entry_point(name, installed[name]))
+    known = [*STRATEGIES, *installed]
+    raise ConfigError(
+        f"unknown strategy {name!r}{did_you_mean(name, known)}; known: {', '.join(known)}; "
+        "or give your own as MODULE:ATTR or path/to/file.py:ATTR (see docs/strategies.md)"
+    )
+
+
+def available_strategies() -> dict[str, Strategy]:
+    """Every registered strategy plus those installed packages offer by entry point."""
+    for ep_name, ep in _entry_points().items():
+        if ep_name not in STRATEGIES:
+            _remember(_from_entry_point(ep_name, ep))
+    return dict(STRATEGIES)
+
+
+def _remember(strategy: Strategy) -> Strategy:
+    # Registered under its name for later look-ups, but never in place of another strategy.
+    STRATEGIES.setdefault(strategy.name, strategy)
+    return strategy
+
+
+def _is_drive_only(spec: str) -> bool:
+    # "C:\\strats\\z.py" has a colon but no ":attr" part.
+    module, _, attr = spec.rpartition(":")
+    return len(module) == 1 or not attr or "\\" in attr or "/" in attr
+
+
+def _from_path(spec: str) -> Strategy:
+    import importlib
+
+    module_ref, _, attr = spec.rpartition(":")
+    if not module_ref or not attr:
+        raise ConfigError(f"strategy {spec!r}: expected MODULE:ATTR or path/to/file.py:ATTR")
+    if module_ref.endswith(".py") or "/" in module_ref or "\\" in module_ref:
+        module = _import_file(module_ref, spec)
+    else:
+        try:
+            module = importlib.import_module(module_ref)
+        except ImportError as exc:
+            raise ConfigError(f"strategy {spec!r}: cannot import {module_ref!r}: {exc}") from None
+    return _strategy_attr(module, attr, spec)
+
+
+def _import_file(path_text: str, spec: str) -> Any:
+    import hashlib
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(path_text).expanduser().resolve()
+    if not path.is_file():
+        raise ConfigError(f"strategy {spec!r}: no file {path_text!r}")
+    # One module per file (its name carries a hash of the path): importing twice reuses it.
+    digest = hashlib.sha256(str(path).encode()).hexdigest()[:12]
+    mod_name = f"celeris_user_strategies.{path.stem}_{digest}"
+    if mod_name in sys.modules:
+        return sys.modules[mod_name]
+    loader_spec = importlib.util.spec_from_file_location(mod_name, path)
+    if loader_spec is None or loader_spec.loader is None:
+        raise ConfigError(f"strategy {spec!r}: {path_text!r} is not an importable Python file")
+    module = importlib.util.module_from_spec(loader_spec)
+    sys.modules[mod_name] = module
+    try:
+        loader_spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[mod_name]
         raise ConfigError(
-            f"unknown strategy {name!r}{did_you_mean(name, STRATEGIES)}; built-ins: {', '.join(STRATEGIES)}"
+            f"strategy {spec!r}: importing {path_text!r} failed: {type(exc).__name__}: {exc}"
+        ) from None
+    return module
+
+
+def _strategy_attr(module: Any, attr: str, spec: str) -> Strategy:
+    value = getattr(module, attr, None)
+    if isinstance(value, Strategy):
+        return value
+    if value is None and attr in STRATEGIES:  # the module registered it under this name
+        return STRATEGIES[attr]
+    if value is None:
+        found = [k for k, v in vars(module).items() if isinstance(v, Strategy)]
+        raise ConfigError(
+            f"strategy {spec!r}: the module has no {attr!r}{did_you_mean(attr, found)}"
+            + (f"; its strategies: {', '.join(found)}" if found else "")
         )
-    return STRATEGIES[name]
+    raise ConfigError(
+        f"strategy {spec!r}: {attr!r} is a {type(value).__name__}, not a "
+        "celeris.backtest.strategies.Strategy"
+    )
+
+
+def _entry_points() -> dict[str, Any]:
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def _from_entry_point(name: str, ep: Any) -> Strategy:
+    try:
+        value = ep.load()
+    except Exception as exc:
+        raise ConfigError(
+            f"strategy {name!r} (entry point {ep.value!r} in {ENTRY_POINT_GROUP}) failed to load: "
+            f"{type(exc).__name__}: {exc}"
+        ) from None
+    if isinstance(value, Strategy):
+        return value
+    if name in STRATEGIES:  # the entry point is a module that registers it
+        return STRATEGIES[name]
+    raise ConfigError(
+        f"strategy {name!r}: entry point {ep.value!r} gave a {type(value).__name__}, not a Strategy"
+    )
 
 
 def parse_values(spec: str, param: Param) -> list[float]:

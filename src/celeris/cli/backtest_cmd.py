@@ -20,7 +20,13 @@ DataOpt = Annotated[
     ),
 ]
 StrategyOpt = Annotated[
-    str, typer.Option("--strategy", "-s", help="Strategy name (see `celeris strategies`).")
+    str,
+    typer.Option(
+        "--strategy",
+        "-s",
+        help="Strategy: a name (see `celeris strategies`; installed packages add theirs through "
+        "the celeris.strategies entry-point group), MODULE:ATTR or path/to/file.py:ATTR.",
+    ),
 ]
 ParamOpt = Annotated[
     list[str] | None,
@@ -125,10 +131,12 @@ def register(app: typer.Typer) -> None:
     @app.command("strategies")
     @cli_errors
     def strategies_cmd(json_out: JsonOpt = False) -> None:
-        """List the built-in strategies, their parameters, defaults, bounds and constraints."""
+        """List the strategies (built-in and installed), their parameters, bounds and constraints."""
         from rich.table import Table
 
-        from celeris.backtest import STRATEGIES
+        from celeris.backtest.strategies import available_strategies
+
+        strategies = available_strategies()
 
         if json_out:
             print_json(
@@ -141,14 +149,14 @@ def register(app: typer.Typer) -> None:
                             for p in s.params
                         },
                     }
-                    for s in STRATEGIES.values()
+                    for s in strategies.values()
                 }
             )
             return
-        table = Table(title="Built-in strategies", header_style="bold")
+        table = Table(title="Strategies", header_style="bold")
         for col in ("strategy", "parameters (default, bounds)", "rule"):
             table.add_column(col)
-        for s in STRATEGIES.values():
+        for s in strategies.values():
             params = "\n".join(f"{p.name}={p.default:g}  [{p.low:g}, {p.high:g}]" for p in s.params)
             rule = s.description + (
                 f"\nconstraint: {s.constraint_text}" if s.constraint_text else ""
