@@ -77,10 +77,8 @@ _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 _PRIORITIES = ("critical", "high", "normal", "low")
 _MAX_KEY = 512
 # Bodies larger than this are parsed and validated in a worker thread, one at a time, so the
-# event loop answers (/healthz, small requests) between the parse's C calls instead of after
-# all of them: orjson.loads of a 14 MB JSON body took ~340 ms and its conversion to an array
-# ~100 ms more, on the loop. Each C call holds the GIL, so the JSON size limit
-# (CELERIS_SERVE_MAX_JSON_BYTES) is what bounds the longest stall. A one-history benchmark
+# event loop keeps answering (/healthz, small requests) between the parser's C calls: a 14 MB
+# JSON body took ~0.3 s to parse and convert, all of it on the loop. A one-history benchmark
 # body (25 KB) stays on the loop, where a thread hand-off would cost more than the parse.
 _INLINE_BODY_BYTES = 256 << 10
 # Large or chunked bodies held in memory at once (each at most CELERIS_SERVE_MAX_BODY_BYTES).
@@ -113,9 +111,7 @@ class Problem(Exception):
 # -- bodies ---------------------------------------------------------------------------------
 
 
-async def read_body(
-    request: Request, limit: int, setting: str = "CELERIS_SERVE_MAX_BODY_BYTES"
-) -> bytes:
+async def read_body(request: Request, limit: int) -> bytes:
     """Return the request body, refusing one over ``limit`` bytes (413) before reading it all.
 
     A client that disconnects before its body arrived is :data:`CLIENT_GONE` (status 499,
@@ -130,14 +126,14 @@ async def read_body(
             except ValueError:
                 raise Problem(400, "bad_request", f"invalid Content-Length {declared!r}") from None
             if size > limit:
-                raise _too_large(size, limit, setting)
+                raise _too_large(size, limit)
             return await request.body()
         chunks: list[bytes] = []
         size = 0
         async for chunk in request.stream():  # chunked upload: count as it arrives
             size += len(chunk)
             if size > limit:
-                raise _too_large(size, limit, setting, at_least=True)
+                raise _too_large(size, limit, at_least=True)
             chunks.append(chunk)
         return b"".join(chunks)
     except ClientDisconnect:
@@ -145,18 +141,13 @@ async def read_body(
         raise Problem(499, "client_disconnect", "the client disconnected mid-request") from None
 
 
-def _too_large(size: int, limit: int, setting: str, at_least: bool = False) -> Problem:
+def _too_large(size: int, limit: int, at_least: bool = False) -> Problem:
     more = "more than " if at_least else ""
-    hint = (
-        "; send msgpack with binary arrays, or split the request"
-        if setting == "CELERIS_SERVE_MAX_JSON_BYTES"
-        else "; split the request"
-    )
     return Problem(
         413,
         "too_large",
         f"request body of {more}{size:,} bytes exceeds the limit of {limit:,} bytes "
-        f"({setting}){hint}",
+        "(CELERIS_SERVE_MAX_BODY_BYTES); split the request",
     )
 
 
@@ -861,24 +852,20 @@ class _API:
     async def _parsed(self, request: Request, parse: Callable[..., _T], *args: Any) -> _T:
         """Read the body and return ``parse(body, content_type, *args)``.
 
-        JSON bodies are limited to ``max_json_bytes``: orjson parses one in a single call that
-        holds the GIL, ~25 ms a MB on a 2-vCPU VM, and the event loop (``/healthz`` included)
-        waits for it wherever it runs. A body declared small (the hot path: one header lookup
-        more) is read and parsed on the event loop. A larger or chunked one waits for one of ``_LARGE_BODIES`` slots before it
+        A body declared small (the hot path: one header lookup more) is read and parsed on the
+        event loop. A larger or chunked one waits for one of ``_LARGE_BODIES`` slots before it
         is read, so a flood of 16 MB bodies holds at most that many in memory (the others stay
         in the kernel: uvicorn stops reading a connection whose app is not receiving), and is
         parsed in a worker thread, one at a time.
         """
         ctype = request.headers.get("content-type")
-        media = _media_type(ctype)  # 415 before reading a body nobody will parse
-        limit, setting = self.settings.max_body_bytes, "CELERIS_SERVE_MAX_BODY_BYTES"
-        if media == "json" and self.settings.max_json_bytes < limit:
-            limit, setting = self.settings.max_json_bytes, "CELERIS_SERVE_MAX_JSON_BYTES"
+        _media_type(ctype)  # 415 before reading a body nobody will parse
+        limit = self.settings.max_body_bytes
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) <= _INLINE_BODY_BYTES:
-            return parse(await read_body(request, limit, setting), ctype, *args)
+            return parse(await read_body(request, limit), ctype, *args)
         async with self._large_bodies:
-            body = await read_body(request, limit, setting)
+            body = await read_body(request, limit)
             if len(body) <= _INLINE_BODY_BYTES:
                 return parse(body, ctype, *args)
             async with self._parse_slot:
@@ -1210,8 +1197,6 @@ def _status_of(exc: CelerisError) -> tuple[int, str]:
         return 409, "shadow_validation_failed"
     if isinstance(exc, registry.ArtifactTampered):
         return 409, "artifact_tampered"
-    if isinstance(exc, registry.RegistryUnavailable):
-        return 503, "unavailable"
     if isinstance(exc, registry.RegistryError | ABNotRunning | Conflict):
         return 409, "conflict"
     if isinstance(exc, BatcherClosed):
@@ -1224,3 +1209,5 @@ def _status_of(exc: CelerisError) -> tuple[int, str]:
 def _extra(exc: CelerisError) -> dict[str, Any]:
     report = getattr(exc, "report", None)
     return {"report": report.to_dict()} if report is not None else {}
+    if isinstance(exc, registry.RegistryUnavailable):
+        return 503, "unavailable"
