@@ -164,3 +164,20 @@ def test_fit_on_bars_without_test_split_records_and_skips_evaluation(bars):
     assert pd.Timestamp(fitted.meta["train_bars"]["last"]) == bars.index[299]
     with pytest.raises(ConfigError, match="test must be > 0"):
         train_on_bars("nhits", bars, "unused", input_size=L, horizon=H, test=0.0)
+
+
+def test_evaluate_checkpoint_leaves_out_windows_from_training_bars(bars, trained):
+    from celeris.models.pipeline import evaluate_checkpoint
+
+    last = pd.Timestamp(trained.meta["train_bars"]["last"])
+    values = model_inputs(bars, ("close",))
+    with pytest.warns(CelerisWarning, match=r"excluded [\d,]+ windows"):
+        report = evaluate_checkpoint(trained.directory, bars, last=0.6)
+    origins = values.index[report.origins]
+    assert origins.min() > last
+    with pytest.warns(CelerisWarning, match="IN-SAMPLE"):
+        everything = evaluate_checkpoint(trained.directory, bars, last=0.6, include_train=True)
+    assert values.index[everything.origins].min() <= last
+    assert everything.n_windows > report.n_windows
+    with pytest.raises(DataError, match="every one of the latest"):
+        evaluate_checkpoint(trained.directory, bars.loc[:last], last=0.5)

@@ -141,43 +141,26 @@ def register(app: typer.Typer) -> None:
         the scores are out of sample whatever the data file is called.
         """
         from celeris.data import load
-        from celeris.models.checkpoint import load_checkpoint
-        from celeris.models.data import make_windows
-        from celeris.models.evaluate import evaluate
-        from celeris.models.pipeline import model_inputs
-        from celeris.models.signals import in_sample_note, training_guard
+        from celeris.models.pipeline import evaluate_checkpoint_checked
+        from celeris.models.signals import in_sample_note
 
         if not 0 < last <= 1:
             raise ConfigError(f"--last must be in (0, 1], got {last}")
-        ckpt = load_checkpoint(checkpoint)
-        bars = load(data)
-        values = model_inputs(bars, ckpt.meta["features"])
-        windows = make_windows(values, int(ckpt.meta["input_size"]), int(ckpt.meta["horizon"]))
-        start = int(len(windows) * (1 - last))
-        chosen = windows.subset(slice(start, None))
-        overlap = training_guard(ckpt, chosen.time, bars, include_train, "--include-train")
+        report, overlap = evaluate_checkpoint_checked(
+            checkpoint, load(data), last=last, include_train=include_train, flag="--include-train"
+        )
         note = in_sample_note(overlap, include_train, "windows", "--include-train")
-        if overlap is not None and not include_train and overlap.n_in_sample:
-            chosen = chosen.subset(~overlap.in_sample)
-            if len(chosen) == 0:
-                raise DataError(
-                    f"every one of the latest {len(overlap.in_sample)} windows of {data} starts "
-                    f"from a bar the model was trained on ({overlap.first} .. {overlap.last}); "
-                    "evaluate on later data, or pass --include-train"
-                )
         if note is not None:
             (err_console if json_out else console).print(
                 f"[yellow]{note}[/]", highlight=False, soft_wrap=True
             )
-        kind = ckpt.meta.get("target_kind", "level")
-        report = evaluate(ckpt.model, chosen, ckpt.scaler, kind=kind)
         table = report.table()
         if json_out:
             print_json(
                 {str(k): {c: _num(v) for c, v in row.items()} for k, row in table.iterrows()}
             )
             return
-        console.print(_table(table, f"{len(chosen)} windows of {data}"))
+        console.print(_table(table, f"{report.n_windows} windows of {data}"))
 
     @app.command("forecast")
     @cli_errors

@@ -10,7 +10,8 @@ Names load lazily (torch is imported on first use, not by ``import celeris.model
   :func:`load_predictor`, :func:`optimal_batch_size`;
 * trading: :func:`rolling_forecasts`, :func:`expected_returns`, :func:`signals_from_forecast`;
 * provenance: :func:`fingerprint_bars`, :func:`training_overlap` (which bars a model was trained
-  on, by content), :func:`forecast_index` (forecast timestamps on the data's calendar).
+  on, by content), :func:`evaluate_checkpoint` (out-of-sample windows only),
+  :func:`forecast_index` (forecast timestamps on the data's calendar).
 
 Backtesting a model (and a walk-forward that refits it per window) lives in
 :mod:`celeris.research`, above this package and :mod:`celeris.backtest`.
@@ -49,6 +50,7 @@ _EXPORTS = {
     "fingerprint_bars": "provenance",
     "training_overlap": "provenance",
     "forecast_index": "pipeline",
+    "evaluate_checkpoint": "pipeline",
 }
 
 

@@ -267,6 +267,71 @@ def expected_step_returns(
     return expected
 
 
+def evaluate_checkpoint_checked(
+    checkpoint: Any,
+    bars: pd.DataFrame,
+    *,
+    last: float = 0.2,
+    include_train: bool = False,
+    flag: str = "include_train=True",
+) -> tuple[Any, Any]:
+    """:func:`evaluate_checkpoint` without the warning: the report and the training overlap of
+    the chosen windows' forecast origins (None when unchecked)."""
+    from celeris.errors import DataError
+    from celeris.models.checkpoint import LoadedCheckpoint, load_checkpoint
+    from celeris.models.data import make_windows
+    from celeris.models.evaluate import evaluate
+    from celeris.models.signals import training_guard
+
+    if not 0 < last <= 1:
+        raise ConfigError(f"last must be a fraction in (0, 1], got {last}")
+    ckpt = checkpoint if isinstance(checkpoint, LoadedCheckpoint) else load_checkpoint(checkpoint)
+    values = model_inputs(bars, ckpt.meta["features"])
+    windows = make_windows(values, int(ckpt.meta["input_size"]), int(ckpt.meta["horizon"]))
+    chosen = windows.subset(slice(int(len(windows) * (1 - last)), None))
+    overlap = training_guard(ckpt, chosen.time, bars, include_train, flag)
+    if overlap is not None and not include_train and overlap.n_in_sample:
+        chosen = chosen.subset(~overlap.in_sample)
+        if len(chosen) == 0:
+            raise DataError(
+                f"every one of the latest {len(overlap.in_sample)} windows starts from a bar the "
+                f"model was trained on ({overlap.span}); evaluate on later data, or pass {flag}"
+            )
+    kind = ckpt.meta.get("target_kind", "level")
+    return evaluate(ckpt.model, chosen, ckpt.scaler, kind=kind), overlap
+
+
+def evaluate_checkpoint(
+    checkpoint: Any, bars: pd.DataFrame, *, last: float = 0.2, include_train: bool = False
+) -> Any:
+    """Score a checkpoint on the latest ``last`` fraction of the windows of ``bars``, beside the
+    naive and drift baselines (:func:`~celeris.models.evaluate.evaluate`), out of sample.
+
+    Windows whose forecast origin is a bar the model was trained on (same dates and prices, see
+    :mod:`celeris.models.provenance`) are left out with a :class:`~celeris.errors.CelerisWarning`
+    giving the count; ``include_train=True`` scores them too (and warns louder). This is what
+    ``celeris evaluate`` runs.
+
+    Raises
+    ------
+    DataError
+        The checkpoint has no record of its training bars (unless ``include_train``), or every
+        chosen window starts from a training bar.
+    """
+    import warnings
+
+    from celeris.errors import CelerisWarning
+    from celeris.models.signals import in_sample_note
+
+    report, overlap = evaluate_checkpoint_checked(
+        checkpoint, bars, last=last, include_train=include_train
+    )
+    note = in_sample_note(overlap, include_train, "windows")
+    if note is not None:
+        warnings.warn(note, CelerisWarning, stacklevel=2)
+    return report
+
+
 def forecast_index(index: pd.DatetimeIndex, horizon: int) -> pd.DatetimeIndex:
     """Timestamps of the ``horizon`` bars after ``index[-1]``, on the data's own calendar.
 
