@@ -55,6 +55,16 @@ def test_backtest_model_leaves_out_training_bars_and_trades_after_them(bars, che
     assert everything.portfolio.index[0] == bars.index[0] and everything.excluded == 0
 
 
+def test_backtest_model_bars_on_both_sides_of_training_trades_after_and_says_so(checkpoint):
+    longer = load("sample:sp500").iloc[-1500:]  # 300 bars before the training range too
+    with pytest.warns(CelerisWarning, match="the 300 bars before the training range are not"):
+        result = backtest_model(longer, checkpoint.directory)
+    assert result.portfolio.index[0] > pd.Timestamp(checkpoint.meta["train_bars"]["last"])
+    early = backtest_model(longer.iloc[:300], checkpoint.directory)  # no overlap, no warning
+    assert early.excluded == 0 and early.note is None and early.overlap.verdict == "none"
+    assert len(early.portfolio.index) == 300
+
+
 def test_backtest_model_only_training_bars_is_refused(bars, checkpoint):
     last = pd.Timestamp(checkpoint.meta["train_bars"]["last"])
     with pytest.raises(DataError, match="nothing out of sample"):

@@ -96,8 +96,8 @@ def _held_out(
         return before, None
     raise DataError(
         f"every bar of the data ({len(index):,}) is one the model was trained on "
-        f"({overlap.span}): nothing out of sample to backtest; use data after "
-        f"{overlap.span.split(' .. ')[1]}, or include the training bars knowingly ({flag})"
+        f"({overlap.span}): nothing out of sample to backtest; use data from after the "
+        f"training range, or include the training bars knowingly ({flag})"
     )
 
 
