@@ -115,3 +115,18 @@ def test_model_walk_forward_bad_spans_and_options_are_refused(bars, checkpoint):
         model_walk_forward(
             bars, checkpoint.directory, train=300, test=200, max_steps=0, progress=False
         )
+
+
+def test_refit_plan_of_a_checkpoint_older_than_its_split_and_scaler_records(checkpoint):
+    import json
+
+    document = json.loads((checkpoint.directory / "config.json").read_text())
+    for key in ("scaler_kind", "split", "train_bars"):
+        del document["meta"][key]
+    plan = _refit_plan(document, None)
+    meta = checkpoint.meta
+    windows = meta["train_windows"] + meta["val_windows"] + meta["test_windows"]
+    assert plan["scaler"] == "window-robust"  # the default for a price target, from its state
+    assert plan["val"] == pytest.approx(meta["val_windows"] / windows, abs=1e-4)
+    assert plan["config"].max_steps == 6 and plan["config"].progress is False
+    assert plan["test"] == 0.0 and plan["features"] == ("close",)
