@@ -428,7 +428,8 @@ def register(app: typer.Typer) -> None:
 
             return walk_forward_model(
                 bars, strategy, grid or [], train=_window(train), test=_window(test),
-                metric=metric, anchored=anchored, opts=opts, json_out=json_out,
+                metric=metric, anchored=anchored, opts=opts, json_out=json_out, data=data,
+                partial=partial,
             )  # fmt: skip
         strat, values = _strategy_and_grid(strategy, grid or [])
         opts, device = backtest_options(opts, bars)
