@@ -52,7 +52,21 @@ def local_predictor(registry: Path) -> Any:
 
 
 @pytest.fixture(scope="module")
-def apps(registry: Path) -> Iterator[dict[str, ray_serve.RayServeApp]]:
+def homes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
+    """HOME and CELERIS_HOME as empty directories while Ray runs (restored afterwards)."""
+    base = tmp_path_factory.mktemp("ray-homes")
+    dirs = {"HOME": base / "home", "CELERIS_HOME": base / "celeris-home"}
+    with pytest.MonkeyPatch.context() as mp:
+        for key, path in dirs.items():
+            path.mkdir()
+            mp.setenv(key, str(path))
+        for key in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "ORT_DISABLE_TELEMETRY"):
+            mp.delenv(key, raising=False)  # restored when the module ends
+        yield dirs
+
+
+@pytest.fixture(scope="module")
+def apps(registry: Path, homes: dict[str, Path]) -> Iterator[dict[str, ray_serve.RayServeApp]]:
     port = free_port()
     try:
         batched = ray_serve.deploy(
@@ -136,6 +150,39 @@ def test_deployment_bad_requests_answered_with_4xx(apps: Any, kind: str) -> None
         assert r.status_code == 404
         r = client.post(app.predict_url(), content=b"{not json")
         assert r.status_code == 400
+
+
+@pytest.mark.parametrize("kind", ["batched", "engine"])
+def test_deployment_lists_models_and_answers_version_number(apps: Any, kind: str) -> None:
+    # GET /v1/models is what `celeris bench --model btc` asks before it sends anything
+    app = apps[kind]
+    with httpx.Client(timeout=30) as client:
+        r = client.get(f"{app.url}/v1/models")
+        assert r.status_code == 200, r.text
+        (entry,) = r.json()["models"]
+        assert (entry["name"], entry["version"], entry["input_size"], entry["n_features"]) == (
+            "btc", 1, L, C,
+        )  # fmt: skip
+        r = client.post(app.predict_url(), json={"inputs": _histories(1, 0).tolist()})
+        assert r.status_code == 200 and r.json()["version"] == 1  # btc@production is version 1
+
+
+def test_ray_writes_nothing_under_home_but_under_celeris_home(
+    apps: Any, homes: dict[str, Path]
+) -> None:
+    # Ray 2.60 would write ~/.ray/auth_token, onnxruntime ~/.cache/Microsoft/DeveloperTools
+    assert sorted(homes["HOME"].rglob("*")) == []
+    token = homes["CELERIS_HOME"] / "ray" / "auth_token"
+    assert token.is_file() and token.stat().st_mode & 0o077 == 0
+
+
+def test_ray_command_registry_defaults_to_celeris_home(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CELERIS_HOME", "/srv/celeris")
+    monkeypatch.delenv("CELERIS_SERVE_REGISTRY", raising=False)
+    assert ray_serve.parse_args(["--model", "btc"]).registry == "/srv/celeris/registry"
+    monkeypatch.setenv("CELERIS_SERVE_REGISTRY", "/data/reg")
+    assert ray_serve.parse_args(["--model", "btc"]).registry == "/data/reg"
+    assert ray_serve.parse_args(["--model", "btc", "--registry", "r"]).registry == "r"
 
 
 def test_loadgen_against_ray_serve_all_answered(apps: Any) -> None:

@@ -1,8 +1,10 @@
 """Celeris models as Ray Serve deployments: the reference batching baseline and scale-out.
 
 Two deployments, both answering ``POST /v1/models/{name}/predict`` with the request and answer
-bodies of ``celeris serve`` (JSON or msgpack, see :mod:`celeris.serving.http`), plus ``GET
-/healthz`` and ``GET /readyz``:
+bodies of ``celeris serve`` (JSON or msgpack, see :mod:`celeris.serving.http`; ``"version"`` is
+the registry's version number), ``GET /v1/models`` (each served model's name, version and
+shapes, as ``celeris serve`` lists them, so ``celeris bench --model`` works against either),
+``GET /healthz`` and ``GET /readyz``:
 
 :class:`BatchedPredictor`
     A Celeris :class:`~celeris.models.predictor.Predictor` behind Ray Serve's own dynamic
@@ -29,10 +31,20 @@ Running
     stops both; :func:`local_serve` does both around a ``with`` block. On a single machine,
     :func:`start_local_ray` keeps Ray on ``127.0.0.1`` without the dashboard and with usage
     statistics off. On a cluster, call ``ray.init(address="auto")`` first, then :func:`deploy`
-    with ``host="0.0.0.0"``. From a shell::
+    with ``host="0.0.0.0"``. From a shell (the registry defaults to ``celeris serve``'s,
+    ``$CELERIS_SERVE_REGISTRY`` or ``$CELERIS_HOME/registry``)::
 
-        python -m celeris.serving.ray_serve --registry ~/.celeris/registry \\
-            --model btc@production --port 8001 [--deployment engine --replicas 2]
+        python -m celeris.serving.ray_serve --model btc@production --port 8001 \\
+            [--deployment engine --replicas 2]
+
+Files
+    Ray 2.60 turns token authentication on for a local cluster and writes its token to
+    ``~/.ray/auth_token`` unless one is given. :func:`start_local_ray` gives it one under
+    ``$CELERIS_HOME/ray/auth_token`` (``RAY_AUTH_TOKEN_PATH``; yours wins when set), so nothing
+    is written to the home directory; Ray's session files stay in its temporary directory.
+    onnxruntime 1.32 writes a telemetry device id under ``~/.cache/Microsoft`` when it is
+    imported; replicas (and a local Ray started here) run with ``ORT_DISABLE_TELEMETRY=1``
+    unless it is set.
 
 Ray Serve needs ``pip install "ray[serve]"``; importing this module imports Ray.
 """
@@ -78,28 +90,37 @@ DEPLOYMENTS = ("batched", "engine")
 _PREDICT = re.compile(r"/v1/models/([^/]+)/predict/?$")
 
 
-def _load(registry: str | Path, ref: str, backend: str, threads: int, max_batch: int) -> Any:
-    """Load ``ref`` hash-verified (as ``celeris serve`` does) and warm it; return the predictor."""
+def _no_onnxruntime_telemetry() -> None:
+    """Keep onnxruntime from writing its telemetry id under ``~/.cache`` (read at import)."""
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+
+def _load(
+    registry: str | Path, ref: str, backend: str, threads: int, max_batch: int
+) -> tuple[Any, Any]:
+    """Load ``ref`` hash-verified (as ``celeris serve`` does) and warm it; return
+    ``(record, predictor)`` (the record names the version number a stage resolved to)."""
+    _no_onnxruntime_telemetry()  # before the predictor imports onnxruntime in this replica
     from celeris.serving.app import synthetic_histories
     from celeris.serving.registry import ModelRegistry
 
-    _, predictor = ModelRegistry(registry).load(
+    record, predictor = ModelRegistry(registry).load(
         ref, backend=backend, threads=threads, max_batch=max(max_batch, 64)
     )
     x = synthetic_histories(predictor, max_batch, seed=1)
     for _ in range(3):
         predictor.predict(x[:1])
     predictor.predict(x)
-    return predictor
+    return record, predictor
 
 
-def _spec(name: str, predictor: Any) -> Any:
+def _spec(record: Any, predictor: Any) -> Any:
     from celeris.serving.app import ModelSpec
 
     meta = getattr(predictor, "meta", {}) or {}
     return ModelSpec(
-        name=name,
-        version=0,
+        name=record.name,
+        version=int(record.version),
         input_size=int(predictor.input_size),
         n_features=int(predictor.n_features),
         horizon=int(predictor.horizon),
@@ -125,11 +146,18 @@ async def _parse(request: Request, specs: dict[str, Any], max_body: int) -> tupl
     return spec, histories(doc["inputs"], spec), doc
 
 
-def _status_route(request: Request) -> Response | None:
-    from celeris.serving.http import encode
+def _status_route(request: Request, specs: dict[str, Any]) -> Response | None:
+    """Answer ``GET /healthz``, ``/readyz`` and ``/v1/models``; ``None`` for other routes."""
+    from celeris.serving.http import encode, reply_format
 
-    if request.method == "GET" and request.url.path.rstrip("/").endswith(("/healthz", "/readyz")):
+    if request.method != "GET":
+        return None
+    path = request.url.path.rstrip("/")
+    if path.endswith(("/healthz", "/readyz")):
         return encode({"status": "ok", "ready": True}, "json")
+    if path.endswith("/v1/models"):
+        models = [spec.to_dict() for _, spec in sorted(specs.items())]
+        return encode({"models": models}, reply_format(request))
     return None
 
 
@@ -162,9 +190,8 @@ class BatchedPredictor:
         batch_wait_timeout_s: float = RAY_BATCH_WAIT_S,
         max_body_bytes: int = 16 << 20,
     ) -> None:
-        self.predictor = _load(registry, ref, backend, threads, max_batch_size)
-        name = ref.partition("@")[0]
-        self.specs = {name: _spec(name, self.predictor)}
+        record, self.predictor = _load(registry, ref, backend, threads, max_batch_size)
+        self.specs = {record.name: _spec(record, self.predictor)}
         self.max_body = max_body_bytes
         self.predict_batch.set_max_batch_size(max_batch_size)  # type: ignore[attr-defined]
         self.predict_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)  # type: ignore[attr-defined]
@@ -180,7 +207,7 @@ class BatchedPredictor:
         """Answer ``POST /v1/models/{name}/predict`` like ``celeris serve``."""
         from celeris.serving.http import Problem, encode, problem_response, reply_format
 
-        status = _status_route(request)
+        status = _status_route(request, self.specs)
         if status is not None:
             return status
         fmt = reply_format(request)
@@ -191,7 +218,8 @@ class BatchedPredictor:
             return problem_response(problem, fmt)
         except (DataError, ConfigError) as exc:
             return problem_response(Problem(422, "invalid", str(exc)), fmt)
-        return encode({"model": spec.name, "version": None, "arm": None, "outputs": values}, fmt)
+        answer = {"model": spec.name, "version": spec.version, "arm": None, "outputs": values}
+        return encode(answer, fmt)
 
 
 @serve.deployment(max_ongoing_requests=1024)
@@ -236,16 +264,13 @@ class EngineDeployment:
         if isinstance(refs, str):
             refs = [refs]
         self.config = BatcherConfig(**(batcher or {}))
-        self.predictors = {
-            ref.partition("@")[0]: _load(
-                registry, ref, backend, threads, self.config.max_batch_size
-            )
-            for ref in refs
-        }
-        self.specs = {name: _spec(name, p) for name, p in self.predictors.items()}
-        self.versions = {
-            ref.partition("@")[0]: ref.partition("@")[2] or "production" for ref in refs
-        }
+        loaded = [
+            _load(registry, ref, backend, threads, self.config.max_batch_size) for ref in refs
+        ]
+        self.predictors = {record.name: predictor for record, predictor in loaded}
+        self.specs = {record.name: _spec(record, predictor) for record, predictor in loaded}
+        # the version number a stage resolved to, labelled as celeris serve labels it
+        self.versions = {record.name: str(record.version) for record, _ in loaded}
         self.cache_items = cache_items
         self.cache_ttl_s = cache_ttl_s
         self.redis = redis
@@ -286,7 +311,7 @@ class EngineDeployment:
         )
         from celeris.serving.http import reply_format as fmt_of
 
-        status = _status_route(request)
+        status = _status_route(request, self.specs)
         if status is not None:
             return status
         fmt = fmt_of(request)
@@ -307,7 +332,7 @@ class EngineDeployment:
         return encode(
             {
                 "model": result.model,
-                "version": result.version,
+                "version": int(result.version),
                 "arm": result.arm,
                 "outputs": result.values,
                 "cached": result.cached,
@@ -340,6 +365,8 @@ def start_local_ray(num_cpus: int | None = None) -> None:
         return
     # Ray would otherwise try to report usage statistics over the network.
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    _no_onnxruntime_telemetry()  # inherited by the raylet and every worker
+    _auth_token_under_home()
     ray.init(
         _node_ip_address="127.0.0.1",
         include_dashboard=False,
@@ -348,6 +375,25 @@ def start_local_ray(num_cpus: int | None = None) -> None:
         logging_level=logging.WARNING,
         configure_logging=True,
     )
+
+
+def _auth_token_under_home() -> Path | None:
+    """Point Ray's token authentication at ``$CELERIS_HOME/ray/auth_token`` (created once,
+    owner-only), unless a token or token file is given already; return the file used."""
+    import secrets
+
+    from celeris.data.store import celeris_home
+
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return None
+    path = celeris_home() / "ray" / "auth_token"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_hex(32))
+    os.environ["RAY_AUTH_TOKEN_PATH"] = str(path)
+    return path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -500,18 +546,24 @@ def local_serve(registry: str | Path, model: str, **kwargs: Any) -> Iterator[Ray
         shutdown()
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Serve a registry model on Ray Serve until SIGINT or SIGTERM (``python -m ...``)."""
+def parse_args(argv: Sequence[str] | None = None) -> Any:
+    """Parse ``python -m celeris.serving.ray_serve`` arguments; the registry defaults to
+    ``celeris serve``'s (``$CELERIS_SERVE_REGISTRY``, else ``$CELERIS_HOME/registry``)."""
     import argparse
-    import signal
-    import threading
+
+    from celeris.serving.config import default_registry
 
     parser = argparse.ArgumentParser(
         prog="python -m celeris.serving.ray_serve",
         description="Serve a Celeris registry model on a local Ray Serve (the same HTTP "
         "predict API as `celeris serve`).",
     )
-    parser.add_argument("--registry", required=True, help="registry directory")
+    parser.add_argument(
+        "--registry",
+        default=None,
+        help="registry directory (default: $CELERIS_SERVE_REGISTRY or $CELERIS_HOME/registry, "
+        "as for celeris serve)",
+    )
     parser.add_argument("--model", required=True, help="NAME@production, NAME@VERSION...")
     parser.add_argument("--deployment", choices=DEPLOYMENTS, default="batched")
     parser.add_argument("--host", default="127.0.0.1")
@@ -521,6 +573,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray")
     args = parser.parse_args(argv)
+    if args.registry is None:
+        args.registry = os.environ.get("CELERIS_SERVE_REGISTRY") or str(default_registry())
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Serve a registry model on Ray Serve until SIGINT or SIGTERM (``python -m ...``)."""
+    import signal
+    import threading
+
+    args = parse_args(argv)
     stop = threading.Event()
 
     def on_signal(*_: Any) -> None:
