@@ -18,10 +18,14 @@ Routes
     ``POST   /v1/admin/models/{name}/rollback``   the previous production version, hot-swapped
 
 Without ``CELERIS_ADMIN_TOKEN`` the admin routes answer 403 ("admin API disabled"): disabled,
-never open. A missing or wrong token is 401.
+never open. A missing or wrong token is 401. With ``CELERIS_PUBLISH_TOKEN`` set,
+``/v1/forecast`` (it publishes signals) needs ``Authorization: Bearer`` that token too.
 
 Bodies are JSON (``Content-Type: application/json``, parsed with orjson) or msgpack
-(``application/msgpack``); the reply uses the request's format unless ``Accept`` names the other.
+(``application/msgpack``), and the Content-Type must say so (415 otherwise, also when missing:
+the types a browser may post across origins without a CORS preflight are all refused). The
+reply uses the request's format unless ``Accept`` names the other. Histories hold numbers only:
+a string or boolean among them is 422 naming its position.
 In msgpack, ``inputs`` (or a symbol's history) may also be a binary array
 ``{"shape": [n, L, C], "dtype": "<f4", "data": <bytes>}``, which skips number parsing entirely.
 
@@ -29,9 +33,11 @@ Shapes follow :class:`celeris.models.predictor.Predictor`: ``[n, L, C]`` histori
 input_size`` bars of ``C = n_features`` features (the last ``input_size`` bars are used); for
 one-feature models ``[n, L]`` and ``[L]`` also work, and ``[L, C]`` is one multi-feature history.
 
-Status codes: 400 malformed body, 401/403 admin auth, 404 unknown model (with a did-you-mean
-hint), 409 shadow validation failed, 413 body or item count over the limits, 415 unsupported
-content type, 422 invalid values (shape, NaN naming the item and bar, priority, timeout),
+Status codes: 400 malformed body, 401/403 admin or publish auth, 404 unknown model (with a
+did-you-mean hint), 409 shadow validation failed, 413 body or item count over the limits, 415
+missing or unsupported content type, 422 invalid values (shape, a non-number, NaN or a
+magnitude over the limit naming the item and bar, a non-positive price, priority, timeout,
+new symbols past the symbol limit),
 429 overloaded (``Retry-After`` in whole seconds, ``retry_after_ms`` in the body), 503 not ready,
 504 deadline passed before the request was computed. Errors are ``{"error": KIND, "detail":
 MESSAGE, ...}``. One request's failure never affects another's.
@@ -77,8 +83,10 @@ _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 _PRIORITIES = ("critical", "high", "normal", "low")
 _MAX_KEY = 512
 # Bodies larger than this are parsed and validated in a worker thread, one at a time, so the
-# event loop keeps answering (/healthz, small requests) between the parser's C calls: a 14 MB
-# JSON body took ~0.3 s to parse and convert, all of it on the loop. A one-history benchmark
+# event loop answers (/healthz, small requests) between the parse's C calls instead of after
+# all of them: orjson.loads of a 14 MB JSON body took ~340 ms and its conversion to an array
+# ~100 ms more, on the loop. Each C call holds the GIL, so the JSON size limit
+# (CELERIS_SERVE_MAX_JSON_BYTES) is what bounds the longest stall. A one-history benchmark
 # body (25 KB) stays on the loop, where a thread hand-off would cost more than the parse.
 _INLINE_BODY_BYTES = 256 << 10
 # Large or chunked bodies held in memory at once (each at most CELERIS_SERVE_MAX_BODY_BYTES).
@@ -111,7 +119,9 @@ class Problem(Exception):
 # -- bodies ---------------------------------------------------------------------------------
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(
+    request: Request, limit: int, setting: str = "CELERIS_SERVE_MAX_BODY_BYTES"
+) -> bytes:
     """Return the request body, refusing one over ``limit`` bytes (413) before reading it all.
 
     A client that disconnects before its body arrived is :data:`CLIENT_GONE` (status 499,
@@ -126,14 +136,14 @@ async def read_body(request: Request, limit: int) -> bytes:
             except ValueError:
                 raise Problem(400, "bad_request", f"invalid Content-Length {declared!r}") from None
             if size > limit:
-                raise _too_large(size, limit)
+                raise _too_large(size, limit, setting)
             return await request.body()
         chunks: list[bytes] = []
         size = 0
         async for chunk in request.stream():  # chunked upload: count as it arrives
             size += len(chunk)
             if size > limit:
-                raise _too_large(size, limit, at_least=True)
+                raise _too_large(size, limit, setting, at_least=True)
             chunks.append(chunk)
         return b"".join(chunks)
     except ClientDisconnect:
@@ -141,13 +151,18 @@ async def read_body(request: Request, limit: int) -> bytes:
         raise Problem(499, "client_disconnect", "the client disconnected mid-request") from None
 
 
-def _too_large(size: int, limit: int, at_least: bool = False) -> Problem:
+def _too_large(size: int, limit: int, setting: str, at_least: bool = False) -> Problem:
     more = "more than " if at_least else ""
+    hint = (
+        "; send msgpack with binary arrays, or split the request"
+        if setting == "CELERIS_SERVE_MAX_JSON_BYTES"
+        else "; split the request"
+    )
     return Problem(
         413,
         "too_large",
         f"request body of {more}{size:,} bytes exceeds the limit of {limit:,} bytes "
-        "(CELERIS_SERVE_MAX_BODY_BYTES); split the request",
+        f"({setting}){hint}",
     )
 
 
@@ -852,20 +867,24 @@ class _API:
     async def _parsed(self, request: Request, parse: Callable[..., _T], *args: Any) -> _T:
         """Read the body and return ``parse(body, content_type, *args)``.
 
-        A body declared small (the hot path: one header lookup more) is read and parsed on the
-        event loop. A larger or chunked one waits for one of ``_LARGE_BODIES`` slots before it
+        JSON bodies are limited to ``max_json_bytes``: orjson parses one in a single call that
+        holds the GIL, ~25 ms a MB on a 2-vCPU VM, and the event loop (``/healthz`` included)
+        waits for it wherever it runs. A body declared small (the hot path: one header lookup
+        more) is read and parsed on the event loop. A larger or chunked one waits for one of ``_LARGE_BODIES`` slots before it
         is read, so a flood of 16 MB bodies holds at most that many in memory (the others stay
         in the kernel: uvicorn stops reading a connection whose app is not receiving), and is
         parsed in a worker thread, one at a time.
         """
         ctype = request.headers.get("content-type")
-        _media_type(ctype)  # 415 before reading a body nobody will parse
-        limit = self.settings.max_body_bytes
+        media = _media_type(ctype)  # 415 before reading a body nobody will parse
+        limit, setting = self.settings.max_body_bytes, "CELERIS_SERVE_MAX_BODY_BYTES"
+        if media == "json" and self.settings.max_json_bytes < limit:
+            limit, setting = self.settings.max_json_bytes, "CELERIS_SERVE_MAX_JSON_BYTES"
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) <= _INLINE_BODY_BYTES:
-            return parse(await read_body(request, limit), ctype, *args)
+            return parse(await read_body(request, limit, setting), ctype, *args)
         async with self._large_bodies:
-            body = await read_body(request, limit)
+            body = await read_body(request, limit, setting)
             if len(body) <= _INLINE_BODY_BYTES:
                 return parse(body, ctype, *args)
             async with self._parse_slot:
@@ -1197,6 +1216,8 @@ def _status_of(exc: CelerisError) -> tuple[int, str]:
         return 409, "shadow_validation_failed"
     if isinstance(exc, registry.ArtifactTampered):
         return 409, "artifact_tampered"
+    if isinstance(exc, registry.RegistryUnavailable):
+        return 503, "unavailable"
     if isinstance(exc, registry.RegistryError | ABNotRunning | Conflict):
         return 409, "conflict"
     if isinstance(exc, BatcherClosed):
@@ -1209,5 +1230,3 @@ def _status_of(exc: CelerisError) -> tuple[int, str]:
 def _extra(exc: CelerisError) -> dict[str, Any]:
     report = getattr(exc, "report", None)
     return {"report": report.to_dict()} if report is not None else {}
-    if isinstance(exc, registry.RegistryUnavailable):
-        return 503, "unavailable"
