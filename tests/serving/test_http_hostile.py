@@ -484,6 +484,20 @@ def test_large_body_is_parsed_off_the_event_loop_small_one_on_it(shared):
     assert loop_thread != worker and worker != threading.main_thread().name
 
 
+def test_json_body_over_max_json_bytes_is_413_and_msgpack_of_the_size_is_served(tmp_path):
+    history = np.linspace(100.0, 110.0, 12_000)  # one long history: the last L bars are used
+    with _client(tmp_path, max_json_bytes=64 << 10) as c:
+        r = c.post("/v1/models/lvl/predict", json={"inputs": history.tolist()})
+        assert r.status_code == 413, r.text
+        assert "CELERIS_SERVE_MAX_JSON_BYTES" in r.json()["detail"]
+        assert "msgpack" in r.json()["detail"]
+        binary = {"shape": [1, len(history)], "dtype": "<f8", "data": history.tobytes()}
+        body = msgpack.packb({"inputs": binary})
+        assert len(body) > 64 << 10
+        r = c.post("/v1/models/lvl/predict", content=body, headers=MSGPACK)
+        assert r.status_code == 200, r.text
+
+
 def test_body_over_max_body_bytes_is_413(shared):
     big = b'{"inputs": [' + b"1.0," * (1 << 20) + b"1.0]}"
     r = shared.post("/v1/models/lvl/predict", content=big, headers=JSON)

@@ -60,7 +60,8 @@ class ServeSettings(BaseSettings):
 
     Batching: ``max_wait_ms`` holds the longest a request of each priority (critical, high,
     normal, low) may wait for batch-mates; an idle batcher does not wait at all. Limits:
-    ``max_body_bytes`` and ``max_items`` bound one request (413 beyond), ``max_timeout_ms``
+    ``max_body_bytes`` (``max_json_bytes`` for JSON, whose parse holds the GIL) and
+    ``max_items`` bound one request (413 beyond), ``max_timeout_ms``
     bounds the deadline a client may ask for, ``max_abs_value`` the magnitude of an input value
     (422 beyond), ``max_symbols`` the symbol ids the signal feed ever hands out (422 beyond).
     Connections: ``max_header_bytes`` (431 beyond), ``header_timeout_s`` and ``body_timeout_s``
@@ -108,6 +109,9 @@ class ServeSettings(BaseSettings):
     cache_items: int = Field(100_000, ge=0, description="in-process cache entries (0: off)")
     cache_ttl_s: float = Field(60.0, gt=0, description="cache entry lifetime, both tiers")
     max_body_bytes: int = Field(16 << 20, ge=1024, description="largest request body")
+    max_json_bytes: int = Field(
+        4 << 20, ge=1024, description="largest JSON request body (msgpack: max_body_bytes)"
+    )
     max_items: int = Field(4096, ge=1, description="most histories in one request")
     max_abs_value: float = Field(
         1e15, gt=0, description="largest magnitude of an input value (422 beyond)"
