@@ -308,6 +308,13 @@ class SlowProxy:
             sock.close()
 
 
+def _wait_until(check, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
 @pytest.fixture
 def slow_redis(redis_server):
     proxy = SlowProxy(redis_server.port, delay_s=0.2)
@@ -325,27 +332,41 @@ def test_redis_cache_slow_server_bypassed_counted_and_logged_like_outage(
     tier = RedisCache(slow_redis.url, socket_timeout_s=5.0, read_budget_s=0.02, clock=clock)
     cache = TieredCache(MemoryCache(), tier, metrics=recording_metrics)
     with caplog.at_level(logging.INFO, logger="celeris.serving.cache"):
-        assert cache.get(b"k") is None  # over budget: a miss
-        stats = tier.stats()
-        assert (stats["available"], stats["slow"], stats["outages"]) == (False, 1, 1)
+        assert cache.get(b"k") is None  # over budget: a miss, counted; not yet an outage
+        assert (tier.stats()["slow"], tier.available) == (1, True)
         assert recording_metrics.cache_errors == ["redis"]
+        assert cache.get(b"k") is None
+        assert cache.get(b"k") is None  # the third in a row opens the circuit
+        stats = tier.stats()
+        assert (stats["available"], stats["slow"], stats["outages"]) == (False, 3, 1)
+        assert recording_metrics.cache_errors == ["redis"] * 3
         for _ in range(50):  # bypassed: no look-up reaches (or waits for) Redis meanwhile
             assert cache.get(b"k") is None
         assert tier.stats()["skipped"] == 50
-        deadline = time.monotonic() + 10.0  # the abandoned MGET still reaches Redis, late
-        while slow_redis.commands(b"MGET") == 0 and time.monotonic() < deadline:
+        deadline = time.monotonic() + 10.0  # the abandoned MGETs still reach Redis, late
+        while slow_redis.commands(b"MGET") < 3 and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert slow_redis.commands(b"MGET") == 1  # and it is the only one
+        time.sleep(0.05)
+        assert slow_redis.commands(b"MGET") == 3  # and they are the only ones
         warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
         assert len(warnings) == 1 and "budget" in warnings[0].getMessage()
 
-        slow_redis.delay_s = 0.0  # Redis is fast again; after the back-off one look-up retries
+        # Still slow after the back-off: the probe (a PING in the background) finds Redis
+        # alive, and the next look-up is timed again: over budget, bypassed again.
         clock.advance(tier.backoff_s + 0.001)
-        for _ in range(200):  # a reply of the abandoned MGET may still be in flight: retry
+        assert cache.get(b"k") is None  # starts the probe; does not wait for it
+        _wait_until(lambda: tier.available)
+        assert cache.get(b"k") is None  # on probation: one slow look-up is enough
+        assert (tier.stats()["slow"], tier.stats()["available"]) == (4, False)
+        assert recording_metrics.cache_errors == ["redis"] * 4
+
+        slow_redis.delay_s = 0.0  # fast again: after the back-off Redis answers look-ups
+        found = None
+        deadline = time.monotonic() + 20.0
+        while found is None and time.monotonic() < deadline:
+            clock.advance(tier.max_backoff_s + 0.001)  # (a reply still in flight may be slow)
             found = cache.get(b"k")
-            if found is not None:
-                break
-            clock.advance(tier.max_backoff_s + 0.001)
+            time.sleep(0.01)
         np.testing.assert_array_equal(found, vec(7.0))
         assert tier.available
         assert any("is back" in r.getMessage() for r in caplog.records)
@@ -368,3 +389,5 @@ def test_redis_cache_bad_read_budget_raises_config_error():
         RedisCache("redis://127.0.0.1:1/0", read_budget_s=0.0)
     with pytest.raises(ConfigError, match="read_budget_s"):
         RedisCache("redis://127.0.0.1:1/0", read_budget_s="fast")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="slow_strikes"):
+        RedisCache("redis://127.0.0.1:1/0", slow_strikes=0)

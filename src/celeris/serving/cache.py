@@ -13,10 +13,14 @@ Redis for a back-off period (doubling up to ``max_backoff_s``) before trying aga
 A *slow* Redis is an outage too. Look-ups run on the caller's thread, which in a server is the
 event loop: a Redis answering in 20 ms (alive, under any socket timeout) once held every request
 of the process behind it (1,538 -> 45 requests/s). So each ``MGET`` runs in a reader thread and
-the caller waits at most ``read_budget_s`` for it; a look-up over budget is a miss, and the tier
-is bypassed exactly as after a refused connection (counted in ``errors`` and ``slow``, one
-WARNING, the same back-off). While bypassed no look-up waits at all; each retry after a back-off
-costs one look-up at most the budget.
+the caller waits at most ``read_budget_s`` for it; a look-up over budget is a miss (counted in
+``errors`` and ``slow``), and ``slow_strikes`` of them in a row (3: one scheduling hiccup of a
+loaded machine is not an outage) make the tier bypassed exactly as after a refused connection
+(one WARNING, the same back-off). While bypassed no look-up waits at all: once a back-off has passed,
+a reader thread probes Redis (a timed ``PING``, within the budget to count) and look-ups use it
+again only after the probe answered (the next look-up is timed as usual). The connection is
+opened in the background when the cache is created, so the first look-up does not pay for the
+handshake.
 
 Reads wait (a request needs the answer), writes do not: :meth:`RedisCache.put_many` queues the
 encoded entries for a writer thread that sends everything pending in one pipeline, so a request
@@ -208,10 +212,12 @@ class RedisCache:
     max_pending
         Most entries waiting for the writer thread; beyond it writes are dropped (counted).
     read_budget_s
-        Longest a look-up waits for Redis; a slower answer is a miss and opens the circuit
-        (Redis is bypassed for the back-off period, as during an outage). A few times the
-        healthy round trip (~0.2 ms): small enough that one over-budget look-up per back-off
-        period costs the event loop nothing noticeable.
+        Longest a look-up waits for Redis; a slower answer is a miss. Many times the healthy
+        round trip (~0.1-0.2 ms), small enough that the few over-budget look-ups before the
+        circuit opens cost the event loop nothing noticeable.
+    slow_strikes
+        Over-budget look-ups in a row that open the circuit (Redis is then bypassed for the
+        back-off period, as during an outage). Right after a back-off, one is enough.
     clock
         Monotonic clock in seconds (injectable for tests).
     """
@@ -230,6 +236,7 @@ class RedisCache:
         max_backoff_s: float = 30.0,
         max_pending: int = 10_000,
         read_budget_s: float = 0.005,
+        slow_strikes: int = 3,
         clock: Clock = time.monotonic,
     ) -> None:
         try:
@@ -260,6 +267,10 @@ class RedisCache:
         self.backoff_s = backoff_s
         self.max_backoff_s = max(max_backoff_s, backoff_s)
         self.read_budget_s = float(read_budget_s)
+        if isinstance(slow_strikes, bool) or not isinstance(slow_strikes, int) or slow_strikes < 1:
+            raise ConfigError(f"slow_strikes must be an integer >= 1, got {slow_strikes!r}")
+        self.slow_strikes = slow_strikes
+        self._slow_run = 0  # over-budget look-ups in a row
         self.on_error = None
         self._clock = clock
         self._errors_type: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
@@ -294,23 +305,54 @@ class RedisCache:
         self._closed = False
         self._writer: threading.Thread | None = None
         # Two readers: an abandoned MGET (up to socket_timeout_s) never delays the next one.
-        self._readers: concurrent.futures.ThreadPoolExecutor | None = None
+        self._readers = concurrent.futures.ThreadPoolExecutor(
+            max_workers=2, thread_name_prefix="celeris-redis-reader"
+        )
+        self._probing = False
+        self._readers.submit(self._connect)
 
     @property
     def available(self) -> bool:
         """Return whether the last call to Redis succeeded (False during an outage)."""
         return self._available
 
+    def _connect(self) -> None:
+        # Open a pooled connection before the first look-up needs it; a failure here is
+        # reported by the first real call, so it is not counted twice.
+        with contextlib.suppress(*self._errors_type):
+            self._client.ping()
+
     def _usable(self) -> bool:
         if self._available:
             return True
-        if self._clock() >= self._retry_at:
-            return True  # time for one more try
+        with self._lock:
+            if not self._probing and self._clock() >= self._retry_at and not self._closed:
+                self._probing = True
+                self._retry_at = self._clock() + self._backoff  # no second probe meanwhile
+                with contextlib.suppress(RuntimeError):  # closed meanwhile: no probe
+                    self._readers.submit(self._probe)
         self.skipped += 1
         return False
 
-    def _failed(self, exc: BaseException, what: str) -> None:
-        now = self._clock()
+    def _probe(self) -> None:
+        """Ask Redis whether it is back; runs in a reader thread.
+
+        Not timed against the budget: a background thread's clock also counts its waits for
+        the GIL, which a busy server holds for milliseconds. The next look-up is timed (its
+        caller waits, so the reader runs at once), and a slow Redis opens the circuit again
+        with a doubled back-off.
+        """
+        try:
+            self._client.ping()
+        except self._errors_type as exc:
+            self._failed(exc, "PING")
+        else:
+            self._slow_run = self.slow_strikes - 1  # on probation: one slow look-up re-opens
+            self._succeeded()
+        finally:
+            self._probing = False
+
+    def _count_error(self) -> None:
         hook = self.on_error
         if hook is not None:
             try:
@@ -319,6 +361,11 @@ class RedisCache:
                 log.exception("Redis cache error hook failed")
         with self._lock:
             self.errors += 1
+
+    def _failed(self, exc: BaseException, what: str) -> None:
+        now = self._clock()
+        self._count_error()
+        with self._lock:
             if self._available:
                 self._available = False
                 self._down_since = now
@@ -364,21 +411,29 @@ class RedisCache:
             return []
         if not self._usable():
             return [None] * len(keys)
-        if self._readers is None:
-            self._readers = concurrent.futures.ThreadPoolExecutor(
-                max_workers=2, thread_name_prefix="celeris-redis-reader"
-            )
-        future = self._readers.submit(self._client.mget, [self.prefix + k for k in keys])
+        try:
+            future = self._readers.submit(self._client.mget, [self.prefix + k for k in keys])
+        except RuntimeError:  # closed
+            return [None] * len(keys)
         try:
             blobs = future.result(timeout=self.read_budget_s)
         except concurrent.futures.TimeoutError:
             self.slow += 1
-            slow = TimeoutError(f"no answer within the {self.read_budget_s * 1e3:g} ms budget")
+            self._slow_run += 1
+            if self._slow_run < self.slow_strikes:
+                self._count_error()  # a miss, not (yet) an outage
+                return [None] * len(keys)
+            self._slow_run = 0
+            slow = TimeoutError(
+                f"{self.slow_strikes} look-ups in a row got no answer within the "
+                f"{self.read_budget_s * 1e3:g} ms budget"
+            )
             self._failed(slow, "MGET")
             return [None] * len(keys)
         except self._errors_type as exc:
             self._failed(exc, "MGET")
             return [None] * len(keys)
+        self._slow_run = 0
         self._succeeded()
         out = [_decode(b) if isinstance(b, bytes) else None for b in blobs]
         found = sum(v is not None for v in out)
@@ -450,8 +505,7 @@ class RedisCache:
             self._cv.notify_all()
         if self._writer is not None:
             self._writer.join(timeout=1.0)
-        if self._readers is not None:
-            self._readers.shutdown(wait=False, cancel_futures=True)
+        self._readers.shutdown(wait=False, cancel_futures=True)
         with contextlib.suppress(*self._errors_type):
             self._client.close()
 
