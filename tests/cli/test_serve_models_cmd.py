@@ -101,3 +101,12 @@ def test_models_promote_allow_incompatible_with_url_refused(tmp_path):
         "models", "promote", "btc", "2", "--allow-incompatible", "--url", "http://127.0.0.1:9"
     )
     assert out.exit_code == 2 and "not through --url" in out.output
+
+
+def test_models_register_metrics_from_fifo_refused_without_hanging(tmp_path, shapes):
+    import os
+
+    fifo = tmp_path / "metrics.json"
+    os.mkfifo(fifo)
+    out = _register(str(tmp_path / "registry"), shapes["16x3"], "--metrics", f"@{fifo}")
+    assert out.exit_code == 2 and "metrics.json is a named pipe (FIFO)" in out.output

@@ -384,7 +384,9 @@ def register(app: typer.Typer) -> None:
         if metrics is not None:
             text = metrics
             if metrics.startswith("@"):
-                text = Path(metrics[1:]).read_text(encoding="utf-8")
+                from celeris.data.sources import check_regular_file
+
+                text = check_regular_file(metrics[1:], "a JSON file").read_text(encoding="utf-8")
             try:
                 parsed = json.loads(text)
             except ValueError as exc:
@@ -605,7 +607,9 @@ def _validate_locally(
         backend = "onnx" if (record.path / "model.onnx").is_file() else "torch"
     _, candidate = reg.load(record.ref, backend=backend, threads=1)
     if validation is not None:
-        batch = np.load(validation, allow_pickle=False)
+        from celeris.data.sources import check_regular_file
+
+        batch = np.load(check_regular_file(validation, "a .npy file"), allow_pickle=False)
         source = str(validation)
     else:
         batch = synthetic_histories(candidate, 64)

@@ -159,16 +159,26 @@ def _file_kind(mode: int) -> str:
     return "not a regular file"
 
 
-def _read_file(path: Path) -> pd.DataFrame:
+def check_regular_file(path: str | os.PathLike[str], what: str = "a file") -> Path:
+    """Return ``path`` if it names a regular file (links followed), else raise a DataError.
+
+    Reading a FIFO blocks until a writer comes and ``/dev/zero`` never ends, so every input
+    file Celeris reads is checked first. ``what`` names the expected content in the message.
+    """
+    out = Path(path)
     try:
-        mode = path.stat().st_mode  # follows links: a link to a regular file is fine
+        mode = out.stat().st_mode
     except FileNotFoundError:
-        raise DataError(f"no such file: {path}") from None
+        raise DataError(f"no such file: {out}") from None
     except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise DataError(f"cannot read {out}: {exc.strerror or exc}") from None
     if not stat.S_ISREG(mode):
-        # a FIFO blocks for ever and /dev/zero grows without bound: read regular files only
-        raise DataError(f"{path} is {_file_kind(mode)}, not a CSV or Parquet file")
+        raise DataError(f"{out} is {_file_kind(mode)}, not {what}")
+    return out
+
+
+def _read_file(path: Path) -> pd.DataFrame:
+    check_regular_file(path, "a CSV or Parquet file")
     if path.stat().st_size == 0:
         raise DataError(f"bar rule 'frame is not empty' broken: {path} is an empty file")
     name = path.name.lower()
