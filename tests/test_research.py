@@ -15,7 +15,12 @@ from celeris.models.pipeline import fit_on_bars, train_on_bars
 from celeris.models.predictor import Predictor
 from celeris.models.registry import build_model
 from celeris.models.signals import signals_from_forecast
-from celeris.research import _refit_plan, backtest_model, model_walk_forward
+from celeris.research import (
+    _refit_plan,
+    backtest_model,
+    model_walk_forward,
+    model_walk_forward_cost,
+)
 from tests.helpers import assert_values_close
 
 L, H = 20, 2
@@ -75,6 +80,8 @@ def test_model_walk_forward_refits_each_window_on_its_past_only(bars, checkpoint
     wf = model_walk_forward(
         bars, checkpoint.directory, train=300, test=200, max_steps=4, progress=False, fees=0.001
     )
+    cost = model_walk_forward_cost(bars, checkpoint.directory, train=300, test=200, max_steps=4)
+    assert cost == {"model": "nhits", "windows": 5, "max_steps_per_model": 4, "max_steps": 20}
     rows = wf.windows
     assert len(rows) == 5 and wf.models == 5 and wf.max_steps == 4
     assert list(rows["test_bars"]) == [200, 200, 200, 200, 100]  # the last one runs to the end

@@ -39,6 +39,7 @@ __all__ = [
     "ModelWalkForwardResult",
     "backtest_model",
     "model_walk_forward",
+    "model_walk_forward_cost",
 ]
 
 
@@ -249,6 +250,46 @@ def _refit_plan(document: dict[str, Any], max_steps: int | None) -> dict[str, An
     }
 
 
+def _windows(
+    index: pd.Index, train: int | str, test: int | str, partial: bool
+) -> tuple[int, int, list[int]]:
+    """Bars per training and test span, and the first bar of each window."""
+    n_train = _to_bars(train, index, "train")
+    n_test = _to_bars(test, index, "test")
+    if n_train + n_test > len(index):
+        raise ConfigError(
+            f"train ({n_train} bars) + test ({n_test} bars) exceed the data ({len(index)} bars)"
+        )
+    # Every window whose training span fits; the last test span may be shorter (partial).
+    last_start = len(index) - n_train if partial else len(index) - n_train - n_test + 1
+    return n_train, n_test, list(range(0, last_start, n_test))
+
+
+def model_walk_forward_cost(
+    data: Any,
+    model: str | Path,
+    *,
+    train: int | str,
+    test: int | str,
+    partial: bool = True,
+    max_steps: int | None = None,
+) -> dict[str, Any]:
+    """What :func:`model_walk_forward` will cost, before it runs: ``{"model", "windows",
+    "max_steps_per_model", "max_steps"}`` (early stopping may train fewer steps)."""
+    from celeris.models.checkpoint_file import read_config
+
+    bars = check_bars(data, ("close",))
+    plan = _refit_plan(read_config(model), max_steps)
+    _, _, starts = _windows(bars.index, train, test, partial)
+    per_model = int(plan["config"].max_steps)
+    return {
+        "model": plan["name"],
+        "windows": len(starts),
+        "max_steps_per_model": per_model,
+        "max_steps": len(starts) * per_model,
+    }
+
+
 def _progress(enabled: bool) -> Any:
     if not enabled:
         return None
@@ -343,15 +384,7 @@ def model_walk_forward(
     options = check_portfolio_options(options)
     options.setdefault("execution", "next_open")
     plan = _refit_plan(read_config(model), max_steps)
-    n_train = _to_bars(train, bars.index, "train")
-    n_test = _to_bars(test, bars.index, "test")
-    if n_train + n_test > len(bars):
-        raise ConfigError(
-            f"train ({n_train} bars) + test ({n_test} bars) exceed the data ({len(bars)} bars)"
-        )
-    # Every window whose training span fits; the last test span may be shorter (partial).
-    last_start = len(bars) - n_train if partial else len(bars) - n_train - n_test + 1
-    starts = list(range(0, last_start, n_test))
+    n_train, n_test, starts = _windows(bars.index, train, test, partial)
     per_model = int(plan["config"].max_steps)
     init_cash = float(options.get("init_cash", 100_000.0))
 

@@ -137,7 +137,7 @@ def test_walk_forward_model_strategy_table_and_cost(workdir, model):
          "--train", "600", "--test", "600", "--grid", "max_steps=2"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "up to 2 optimiser steps per window" in result.stdout
+    assert "1 windows x up to 2 optimiser steps = at most 2 steps" in result.stdout
     assert "cost: 1 models trained, 2 optimiser steps (at most 2)" in result.stdout
 
 

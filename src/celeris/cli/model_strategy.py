@@ -85,19 +85,21 @@ def walk_forward_model(
     """``celeris walk-forward --strategy model:DIR``: refit per window, judge the next window."""
     from celeris.cli.backtest_cmd import backtest_options
     from celeris.cli.format import fmt, frame_table, jsonable, run_caption, setup_json
-    from celeris.models.checkpoint_file import read_config
-    from celeris.research import model_walk_forward
+    from celeris.research import model_walk_forward, model_walk_forward_cost
 
     directory = checkpoint_of(strategy)
     settings = _settings(grid)
     options, device = backtest_options(opts, bars, model=True)
     max_steps = int(settings["max_steps"]) if "max_steps" in settings else None
     if not json_out:
-        document = read_config(directory)
-        per = max_steps or (document["meta"].get("train_config") or {}).get("max_steps", "?")
+        cost = model_walk_forward_cost(
+            bars, directory, train=train, test=test, partial=partial, max_steps=max_steps
+        )
         console.print(
-            f"refitting {document['model']} per window from {directory}'s training config: up "
-            f"to {per} optimiser steps per window"
+            f"walk-forward of {cost['model']} from {directory}: a fresh model per window, trained "
+            f"with its training config; {cost['windows']} windows x up to "
+            f"{cost['max_steps_per_model']:,} optimiser steps = at most {cost['max_steps']:,} steps",
+            soft_wrap=True,
         )
     step = int(settings.get("step", 1))
     threshold = settings.get("threshold", 0.0)
@@ -106,7 +108,7 @@ def walk_forward_model(
         metric=metric, step=step, threshold=threshold, max_steps=max_steps,
         progress=not json_out, device=device, **options,
     )  # fmt: skip
-    cost = {
+    spent = {
         "models": result.models,
         "steps": result.steps,
         "max_steps_per_model": result.max_steps,
@@ -123,7 +125,7 @@ def walk_forward_model(
                     for row in result.windows.reset_index().to_dict("records")
                 ],
                 "out_of_sample": {k: jsonable(v) for k, v in result.summary.items()},
-                "cost": cost,
+                "cost": spent,
             }
         )
         return
