@@ -223,10 +223,6 @@ def _media_type(content_type: str | None) -> str:
     )
 
 
-_SUSPECT = b'tf"{\\'
-_NOT_SUSPECT = bytes(sorted(set(range(256)) - set(_SUSPECT)))
-
-
 def _json_numbers_only(body: bytes, doc: dict[str, Any]) -> bool:
     """Return True when no array of the JSON ``body`` can hold a string, boolean or object.
 
@@ -234,12 +230,11 @@ def _json_numbers_only(body: bytes, doc: dict[str, Any]) -> bool:
     JSON number or null contains. The body's count of each must then equal the count in the
     keys and string values outside arrays (plus one ``{`` per object, two ``"`` per string);
     a backslash (an escape, whose parsed text differs from its bytes) or any surplus answers
-    False, and the caller checks the arrays element by element instead. Exact, and one C
-    pass over the body (~7 us for a 25 KB history) where the element-by-element check is
-    ~50 us.
+    False, and the caller checks the arrays element by element instead. Exact, and a few
+    memchr passes over the body (~7 us for a 25 KB history, of which the passes ~2 us) where
+    the element-by-element check is ~50 us.
     """
-    kept = body.translate(None, _NOT_SUSPECT)  # [only " t f { \\] in body order
-    if b"\\" in kept:
+    if body.find(b"\\") >= 0:
         return False
     strings: list[str] = []
     objects = 0
@@ -255,11 +250,26 @@ def _json_numbers_only(body: bytes, doc: dict[str, Any]) -> bool:
                 stack.append(value)
     text = "".join(strings)
     return (
-        kept.count(b'"') == 2 * len(strings)
-        and kept.count(b"{") == objects + text.count("{")
-        and kept.count(b"t") == text.count("t")
-        and kept.count(b"f") == text.count("f")
+        _occurs(body, b'"', 2 * len(strings))
+        and _occurs(body, b"{", objects + text.count("{"))
+        and _occurs(body, b"t", text.count("t"))
+        and _occurs(body, b"f", text.count("f"))
     )
+
+
+def _occurs(body: bytes, char: bytes, times: int) -> bool:
+    """Return whether ``char`` occurs exactly ``times`` times in ``body``."""
+    if times > 32:  # many symbols' names: one counting pass beats a find per occurrence
+        return body.count(char) == times
+    find = body.find
+    i = find(char)
+    seen = 0
+    while i >= 0:  # each find is a memchr from where the last one stopped
+        seen += 1
+        if seen > times:
+            return False
+        i = find(char, i + 1)
+    return seen == times
 
 
 def reply_format(request: Request) -> str:
