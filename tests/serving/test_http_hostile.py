@@ -373,6 +373,10 @@ def test_json_body_with_t_f_quotes_outside_arrays_still_answers(shared):
         ({"inputs": [1.0], "histories": {"tf": [1.0, 2.0]}}, True),
         ({"inputs": [1.0], "key": 'a"b'}, False),  # an escape: not counted, checked instead
         ({"inputs": [1.0], "flag": True}, False),  # a boolean outside arrays: checked too
+        # Many names (the counting pass instead of a find per occurrence):
+        ({"histories": {f"t{i}": [1.0, 2.0] for i in range(40)}}, True),
+        ({"histories": {**{f"t{i}": [1.0] for i in range(40)}, "x": [1.0, True]}}, False),
+        ({"histories": {**{f"t{i}": [1.0] for i in range(40)}, "x": [1.0, "2"]}}, False),
     ],
 )
 def test_json_numbers_only_is_exact(doc, expected):
