@@ -131,8 +131,6 @@ def _backtest_model(
             f"{'after' if keep[-1] else 'before'} them{aside or ''}. {flag} includes them"
         )
         bars, expected = bars[keep], expected[keep]
-    elif overlap is not None and overlap.verdict == "different":
-        note = overlap.describe()
     # With direction="both", an exit signal opens a short (from_signals' convention).
     signals = signals_from_forecast(expected, threshold=threshold)
     options.setdefault("execution", "next_open")  # a forecast made at a close trades next bar

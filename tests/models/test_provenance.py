@@ -117,7 +117,10 @@ def test_rolling_forecasts_on_training_bars_are_nan_with_a_warning(bars, trained
     other = bars.copy()
     other[["open", "high", "low", "close"]] *= 1.5  # another asset on the same dates
     other_values = model_inputs(other, ("close",))
-    clean = rolling_forecasts(pred, other_values.to_numpy(), index=other_values.index, bars=other)
+    with pytest.warns(CelerisWarning, match="prices differ from the training bars"):
+        clean = rolling_forecasts(
+            pred, other_values.to_numpy(), index=other_values.index, bars=other
+        )
     assert clean.iloc[L - 1 :].notna().all().all()
     with pytest.raises(ConfigError, match="pass index="):
         rolling_forecasts(pred, values.to_numpy())

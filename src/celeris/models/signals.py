@@ -2,9 +2,9 @@
 
 Time convention: the forecast stamped at bar *t* is made at the close of bar *t* from bars
 ``t - input_size + 1 .. t`` only, and predicts bars ``t + 1 .. t + horizon``. Signals stamped at
-*t* therefore use no data after *t*; with ``from_signals``' default fill at the close of the
-signal bar they trade at the same close the forecast saw (use ``execution="next_open"`` to trade
-at the next open instead).
+*t* therefore use no data after *t*; ``from_signals`` fills them at the next bar's open by
+default (``execution="close"`` trades at the very close the forecast saw, which no live system
+can).
 
 In-sample guard: a forecast stamped at a bar the model was trained on (its training range, see
 :mod:`celeris.models.provenance`) is not evidence of anything. :func:`rolling_forecasts` sets
@@ -61,7 +61,10 @@ def in_sample_note(
     flag: str = "include_train=True",
 ) -> str | None:
     """The message for a person about in-sample ``what`` (forecasts, bars, windows), or None;
-    ``flag`` is how that person includes them (``--include-train`` on the command line)."""
+    ``flag`` is how that person includes them (``--include-train`` on the command line). Data on
+    the training dates with other prices (another asset) is used, and said so."""
+    if overlap is not None and overlap.verdict == "different":
+        return overlap.describe(what)
     if overlap is None or overlap.n_in_sample == 0:
         return None
     if include_train:
