@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from celeris import CelerisTypeError, ConfigError, DataError
-from celeris.backtest import from_signals
+from celeris.backtest import STRATEGIES, from_signals
 from tests.helpers import assert_values_close
 
 IDX = pd.date_range("2024-01-01", periods=6, freq="D", tz="UTC", name="time")
@@ -385,3 +385,19 @@ def test_from_signals_default_year_days_is_the_one_inferred_rule():
     assert given.year_days == 252 and "(given)" in given.describe()
     assert given.stats().attrs["setup"] == given.describe()
     assert "close (fills at the signal bar's close)" in given.describe()
+
+
+def test_stats_include_buy_and_hold_of_the_same_bars(sp500: pd.DataFrame):
+    from celeris.backtest.returns import returns_metrics
+
+    entries, exits = STRATEGIES["sma_cross"].signals(sp500, {"fast": 10, "slow": 50})
+    pf = from_signals(sp500, entries, exits, fees=0.001)
+    s = pf.stats().iloc[0]
+    close = sp500["close"].to_numpy()
+    assert_values_close(s["benchmark_return"], close[-1] / close[0] - 1.0, rtol=1e-12)
+    rets = np.concatenate([[0.0], close[1:] / close[:-1] - 1.0])
+    ref = returns_metrics(rets, 252.0)
+    assert_values_close(s["benchmark_sharpe"], ref["sharpe"], rtol=1e-12)
+    peak = np.maximum.accumulate(close)
+    assert_values_close(s["benchmark_max_drawdown"], np.max(1 - close / peak), rtol=1e-12)
+    assert s["total_return"] != s["benchmark_return"]

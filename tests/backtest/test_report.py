@@ -217,8 +217,13 @@ def test_sweep_to_html_two_params_has_heatmap_and_top_table(
     result = bt.sweep(sp500, "sma_cross", {"fast": [5, 10, 20], "slow": [50, 100]}, progress=False)
     path = result.to_html(tmp_path / "sweep" / "report.html")
     html = path.read_text(encoding="utf-8")
-    assert "<title>sma_cross: best by sharpe</title>" in html
-    assert "Shown: <b>fast=10, slow=100</b> (best of 6 combinations by sharpe)" in html
+    best_params = result.best_params("sharpe")
+    label = ", ".join(f"{k}={v}" for k, v in best_params.items())
+    # The title names the strategy and its parameters, the header the fill and annualisation.
+    assert f"<title>sma_cross ({label}): best by sharpe</title>" in html
+    assert f"Shown: <b>{label}</b> (best of 6 combinations by sharpe)" in html
+    assert "Fills: next_open (fills at the next bar&#x27;s open)" in html
+    assert "annualisation: 252 days/year (inferred from the data: no weekend bars)" in html
     heat = trace(plotly_data(html, "celeris-heatmap"), "sharpe heat-map")
     assert heat["type"] == "heatmap"
     pivot = result.heatmap("sharpe")
@@ -359,3 +364,30 @@ def test_import_backtest_does_not_import_plotting_libraries() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# ---- notebook figure and titles (issue A11) -----------------------------------------------------
+def test_portfolio_plot_returns_a_figure_and_writes_nothing(
+    grid_pf: bt.Portfolio, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import plotly.graph_objects as go
+
+    monkeypatch.chdir(tmp_path)
+    fig = grid_pf.plot(column=(10, 50))
+    assert isinstance(fig, go.Figure)
+    assert list(tmp_path.iterdir()) == []
+    names = [t.name for t in fig.data]
+    assert names[0] == "Close" and "Equity" in names and "Drawdown" in names
+    one = grid_pf[(10, 50)]
+    equity = next(t for t in fig.data if t.name == "Equity")
+    np.testing.assert_allclose(np.asarray(equity.y), one.equity.iloc[:, 0].to_numpy())
+    title = fig.layout.title.text
+    assert "fast=10, slow=50" in title and "1999-01-04 to 2018-12-31" in title
+    assert "close (fills at the signal bar" in title and "annualisation: 252 days/year" in title
+
+
+def test_sweep_portfolio_is_named_for_report_titles(sp500: pd.DataFrame) -> None:
+    result = bt.sweep(sp500, "sma_cross", {"fast": [10], "slow": [50]}, progress=False)
+    pf = result.portfolio()
+    assert pf.name == "sma_cross (fast=10, slow=50)"
+    assert pf.plot().layout.title.text.startswith("sma_cross (fast=10, slow=50)<br>")

@@ -215,10 +215,10 @@ def test_get_strategy_module_attr_and_registered_by_import(tmp_path, monkeypatch
         get_strategy("my_strats:not_a_strategy")
     with pytest.raises(ConfigError, match="cannot import 'no_such_module_xyz'"):
         get_strategy("no_such_module_xyz:thing")
-    with pytest.raises(ConfigError, match="no file 'missing/zscore.py'"):
+    with pytest.raises(ConfigError, match=r"no file 'missing/zscore\.py'"):
         get_strategy("missing/zscore.py:zscore_reversion")
     (tmp_path / "broken.py").write_text("raise RuntimeError('boom')\n")
-    with pytest.raises(ConfigError, match="importing .*broken.py.* failed: RuntimeError: boom"):
+    with pytest.raises(ConfigError, match=r"importing .*broken\.py.* failed: RuntimeError: boom"):
         get_strategy(f"{tmp_path}/broken.py:x")
 
 

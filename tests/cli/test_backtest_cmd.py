@@ -217,3 +217,90 @@ def test_sweep_flags_a_best_result_on_the_edge_of_the_grid():
     assert out["estimate"]["variants"] == out["variants"] == 12
     table = invoke("sweep", "--grid", "fast=5,10,20", "--grid", "slow=30:60:10")
     assert ("edge of the grid" in table.stdout) == bool(expected)
+
+
+# ---- --start/--end: one option and one loader for every data-taking command (issue A11) ---------
+def test_backtest_start_end_select_the_bars_and_the_title_names_them():
+    result = invoke("backtest", "--start", "2010-01-01", "--end", "2012-12-31", "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    bars = load("sample:sp500").loc["2010-01-01":"2012-12-31"]
+    assert out["bars"] == len(bars) and out["start"].startswith("2010-01-04")
+    assert out["end"].startswith("2012-12-31")
+    e, x = STRATEGIES["sma_cross"].signals(bars, {"fast": 10, "slow": 50})
+    api = from_signals(bars, e, x).stats().iloc[0]
+    assert_values_close(out["stats"]["sharpe"], api["sharpe"], rtol=1e-12)
+    table = invoke("backtest", "--start", "2010-01-01", "--end", "2012-12-31")
+    expected = f"on sample:sp500, 2010-01-04 to 2012-12-31 ({len(bars):,} bars)"
+    assert expected in " ".join(table.stdout.split())
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["backtest"],
+        ["sweep", "--grid", "fast=5,10", "--grid", "slow=50"],
+        [
+            "walk-forward",
+            "--grid",
+            "fast=5,10",
+            "--grid",
+            "slow=50",
+            "--train",
+            "250",
+            "--test",
+            "100",
+        ],
+        ["data", "load", "sample:sp500"],
+        ["train", "nhits"],
+        ["evaluate", "no-such-checkpoint"],
+        ["forecast", "no-such-checkpoint"],
+        ["optimize"],
+        ["analyze"],
+    ],
+)
+def test_every_data_command_takes_start_end_and_validates_them(command, monkeypatch):
+    # analyze builds its LLM client first (nothing is contacted before the data is read).
+    monkeypatch.setenv("CELERIS_LLM_BASE_URL", "http://127.0.0.1:9/v1")
+    monkeypatch.setenv("CELERIS_LLM_MODEL", "unused")
+    args = [*command, "--start", "2014-01-01", "--end", "2012-01-01"]
+    result = invoke(*args)
+    assert result.exit_code == 2, (command, result.output)
+    err = result.stderr.strip()
+    assert "--start 2014-01-01 must be before --end 2012-01-01" in err, (command, err)
+    assert len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("span", "message"),
+    [
+        (["--start", "yesterday-ish"], "--start 'yesterday-ish' is not a date or time"),
+        (["--end", "2012-13-45"], "--end '2012-13-45' is not a date or time"),
+        (["--start", "2012-01-01", "--end", "2012-01-01"], "must be before --end"),
+        (
+            ["--start", "1990-01-01"],
+            "--start 1990-01-01 is outside the data: sample:sp500 runs from",
+        ),
+        (["--end", "2030-01-01"], "--end 2030-01-01 is outside the data"),
+        (["--start", "2012-01-01T01:00", "--end", "2012-01-01T02:00"], "no bar of sample:sp500"),
+    ],
+)
+def test_start_end_bad_values_one_line_exit_2(span, message):
+    for command in (
+        ["sweep", "--grid", "fast=5", "--grid", "slow=50"],
+        ["data", "load", "sample:sp500"],
+    ):
+        result = invoke(*command, *span)
+        assert result.exit_code == 2, result.output
+        err = result.stderr.strip()
+        assert message in err and len(err.splitlines()) == 1, err
+
+
+def test_data_load_start_end_summarises_only_the_selected_bars():
+    result = invoke(
+        "data", "load", "sample:sp500", "--start", "2015-01-01", "--end", "2015-12-31", "--json"
+    )
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["rows"] == len(load("sample:sp500").loc["2015"]) == 252
+    assert out["first"].startswith("2015-01-02") and out["last"].startswith("2015-12-31")

@@ -445,6 +445,9 @@ class Portfolio:
         self.annualisation = year_days
         self.execution = execution
         self.device = device
+        #: What was backtested, for report titles (``"sma_cross (fast=10, slow=50)"``); set by
+        #: sweeps and the CLI, or by you.
+        self.name: str | None = None
         self._outputs = outputs if outputs is not None else simulate(inputs, device=device)
 
     # ---- selection ----
@@ -485,7 +488,7 @@ class Portfolio:
             )
         pos = pos % n
         out = KernelOutputs(self._outputs.metrics[pos], None, None, None)
-        return Portfolio(
+        selected = Portfolio(
             self._inputs.select(pos),
             self.index,
             self.columns[pos],
@@ -495,6 +498,8 @@ class Portfolio:
             device=self.device,
             outputs=out,
         )
+        selected.name = self.name
+        return selected
 
     # ---- how it was simulated ----
     @property
@@ -666,6 +671,17 @@ class Portfolio:
         from celeris.backtest.report import write_html
 
         return write_html(self, Path(path), column=column, title=title)
+
+    def plot(self, *, column: Any = None, title: str | None = None) -> Any:
+        """Return a plotly Figure of price with trades, equity and drawdown for one column.
+
+        For notebooks: nothing is written (``fig.show()`` draws it, ``fig.write_html`` saves
+        it). The default column is the only one, else the best by Sharpe ratio; the title names
+        what was backtested, the period, the fill rule and the annualisation.
+        """
+        from celeris.backtest.report import figure
+
+        return figure(self, column=column, title=title)
 
     def plot_png(self, path: str | Path, *, column: Any = None, title: str | None = None) -> Path:
         """Write a PNG of price with trades, equity and drawdown for one column. Return the path."""

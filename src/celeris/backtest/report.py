@@ -39,7 +39,7 @@ MAX_PLOT_BARS = 20_000
 _TOP_N = 10
 
 _PERCENT = PERCENT_METRICS
-_RATIO = frozenset({"sharpe", "sortino", "calmar", "profit_factor"})
+_RATIO = frozenset({"sharpe", "sortino", "calmar", "profit_factor", "benchmark_sharpe"})
 _CASH = CASH_METRICS
 _COUNT = frozenset({"trades", "closed_trades", "orders"})
 _LABELS = {
@@ -68,6 +68,9 @@ _LABELS = {
     "total_fees": "Total fees",
     "orders": "Orders",
     "open_trade_pnl": "Open trade pnl",
+    "benchmark_return": "Buy & hold return",
+    "benchmark_sharpe": "Buy & hold Sharpe",
+    "benchmark_max_drawdown": "Buy & hold max drawdown",
 }
 #: Metrics shown in the top-N tables, after the parameters.
 _TABLE_METRICS = ("total_return", "cagr", "sharpe", "sortino", "max_drawdown", "win_rate", "trades")
@@ -379,7 +382,9 @@ def write_html(
         shown, how = _sweep_choice(sweep, stats, metric)
     if title is None:
         title = (
-            f"{sweep.strategy.name}: best by {metric}" if sweep is not None else "Backtest report"
+            f"{one.name or sweep.strategy.name}: best by {metric}"
+            if sweep is not None
+            else _default_title(pf, pos, how)
         )
 
     config = {"displaylogo": False, "responsive": True}
@@ -452,6 +457,39 @@ def _sweep_choice(sweep: SweepResult, stats: pd.Series, metric: str) -> tuple[st
     return params, f"best of {len(sweep.combos):,} combinations by {metric}"
 
 
+def _default_title(pf: Portfolio, pos: int, how: str) -> str:
+    """What was backtested: the portfolio's name, else "Backtest", and the column shown."""
+    title = pf.name or "Backtest"
+    if len(pf) > 1 or how:
+        title += f": {_label_text(pf.columns.names, pf.columns[pos])}"
+    return title
+
+
+def _subtitle(one: Portfolio) -> str:
+    """Period, fill rule and annualisation, in one line."""
+    period = f"{_format_time(one.index[0])} to {_format_time(one.index[-1])}"
+    return f"{period} · {len(one.index):,} bars · {one.describe()}"
+
+
+def figure(pf: Portfolio, *, column: Any = None, title: str | None = None) -> Any:
+    """A plotly Figure of price with trades, equity and drawdown for one column (nothing written).
+
+    The default column is the only one, else the best by Sharpe ratio; the title names what was
+    backtested, and a second line gives the period, the fill rule and the annualisation.
+    """
+    import plotly.graph_objects as go
+
+    pos, how = _resolve_column(pf, column, "sharpe")
+    one = pf.iloc(pos)
+    fig = _main_figure(go, _curves(one), one.stats().iloc[0])
+    text = title if title is not None else _default_title(pf, pos, how)
+    fig.update_layout(
+        title={"text": f"{_esc(text)}<br><sup>{_esc(_subtitle(one))}</sup>", "x": 0.01},
+        margin={"t": 110},
+    )
+    return fig
+
+
 def _header_html(pf: Portfolio, curves: _Curves, title: str, shown: str, how: str) -> str:
     period = f"{_format_time(pf.index[0])} → {_format_time(pf.index[-1])}"
     spacing = f" of {_format_duration(pf.freq)}" if pf.freq is not None else ""
@@ -459,6 +497,8 @@ def _header_html(pf: Portfolio, curves: _Curves, title: str, shown: str, how: st
         f"<header><h1>{_esc(title)}</h1>",
         f'<p class="meta">{_esc(period)} · {len(pf.index):,} bars{_esc(spacing)} · '
         f"{len(pf):,} column{'s' if len(pf) != 1 else ''}</p>",
+        f'<p class="meta">Fills: {_esc(pf.execution)} ({_esc(pf.fill_rule)}) · '
+        f"{_esc(pf.annualisation.describe())}</p>",
     ]
     if shown or how:
         detail = f" ({_esc(how)})" if how and how != "chosen" else ""
@@ -697,9 +737,7 @@ def write_png(
     stats = one.stats().iloc[0]
     c = _curves(one)
     if title is None:
-        title = "Backtest"
-        if len(pf) > 1 or how:
-            title += f": {_label_text(pf.columns.names, pf.columns[pos])}"
+        title = _default_title(pf, pos, how)
 
     fig = Figure(figsize=(11, 8.5), dpi=110, layout="constrained")
     FigureCanvasAgg(fig)
@@ -768,6 +806,6 @@ def write_png(
         ax_dd.xaxis.set_major_locator(locator)
         ax_dd.xaxis.set_major_formatter(ConciseDateFormatter(locator))
     note = " (downsampled for drawing)" if c.downsampled else ""
-    fig.suptitle(f"{title}{note}", fontsize=12, x=0.01, ha="left")
+    fig.suptitle(f"{title}{note}\n{_subtitle(one)}", fontsize=11, x=0.01, ha="left")
 
     return _atomic_write(Path(path), lambda fh: fig.savefig(fh, format="png", dpi=110))

@@ -218,7 +218,10 @@ class SweepResult:
         """Re-run one combination (default: the best by ``metric``) as a full :class:`Portfolio`."""
         params = dict(params) if params is not None else self.best_params(metric)
         entries, exits = self.strategy.signals(self.bars, params)
-        return from_signals(self.bars, entries, exits, device=self.device, **self.options)
+        pf = from_signals(self.bars, entries, exits, device=self.device, **self.options)
+        full = self.strategy.grid({k: [v] for k, v in params.items()}).iloc[0]
+        pf.name = f"{self.strategy.name} ({', '.join(f'{k}={v:g}' for k, v in full.items())})"
+        return pf
 
     def heatmap(
         self, metric: str = "sharpe", x: str | None = None, y: str | None = None
@@ -269,12 +272,14 @@ class SweepResult:
             "outside it; widen the grid before trusting it"
         )
 
-    def to_html(self, path: str | Path, metric: str = "sharpe") -> Path:
+    def to_html(
+        self, path: str | Path, metric: str = "sharpe", *, title: str | None = None
+    ) -> Path:
         """Interactive report of the best combination plus the sweep heat-map."""
         from celeris.backtest.report import write_html
 
         pf = self.portfolio(metric=metric)
-        return write_html(pf, Path(path), sweep=self, metric=metric)
+        return write_html(pf, Path(path), sweep=self, metric=metric, title=title)
 
 
 def sweep(

@@ -8,13 +8,16 @@ import json
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from celeris.errors import CelerisError
+
+if TYPE_CHECKING:  # pandas is imported only by the commands that load data
+    import pandas as pd
 
 # Piped output (CI logs, files) gets a wide fixed width instead of rich's 80-column default.
 console = Console(width=None if sys.stdout.isatty() else 140)
@@ -101,3 +104,100 @@ def command_group(app: typer.Typer, name: str, help_text: str) -> typer.Typer:
 def print_json(obj: Any) -> None:
     """Write ``obj`` as JSON to stdout (no rich markup, safe for pipes)."""
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+# ---- the bars a command works on ------------------------------------------------------------
+StartOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--start",
+        help="First bar to use: a date or time (2015-01-01, 2015-01-01T09:30), inclusive; UTC "
+        "unless it names a zone.",
+    ),
+]
+EndOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--end", help="Last bar to use: a date or time, inclusive (a date means its 00:00)."
+    ),
+]
+#: ``--start``/``--end`` of every data-taking command, declared once; the command receives them
+#: as ``span`` and hands them to :func:`load_bars`.
+_SPAN: OptionSpec = (("start", StartOpt, None), ("end", EndOpt, None))
+date_range_options = shared_options(_SPAN, into="span")
+
+
+def load_bars(source: str, span: Options = FILLED, **load_options: Any) -> pd.DataFrame:
+    """Load and validate ``source`` (:func:`celeris.data.load`) and keep the bars of ``span``.
+
+    The one loader of every data-taking command, so ``--start``/``--end`` mean the same
+    everywhere.
+    """
+    from celeris.data import load
+
+    bars = load(source, **load_options)
+    return select_range(bars, span.get("start"), span.get("end"), source)
+
+
+def select_range(
+    bars: pd.DataFrame, start: str | None, end: str | None, source: str = "the data"
+) -> pd.DataFrame:
+    """Bars from ``start`` to ``end`` (both inclusive, either optional).
+
+    Raises
+    ------
+    ConfigError
+        A bound is not a date/time, ``start`` is not before ``end``, a bound lies outside the
+        data (nothing is clipped silently), or no bar falls between them.
+    """
+    import numpy as np
+    import pandas as pd
+
+    from celeris.errors import ConfigError
+
+    if start is None and end is None:
+        return bars
+    index = bars.index
+    if not isinstance(index, pd.DatetimeIndex):
+        raise ConfigError(f"--start/--end need timestamped bars; {source} has no datetime index")
+    lo = _bound("--start", start, index)
+    hi = _bound("--end", end, index)
+    if lo is not None and hi is not None and lo >= hi:
+        raise ConfigError(f"--start {start} must be before --end {end}")
+    first, last = index[0], index[-1]
+    span = f"{source} runs from {first} to {last}"
+    if lo is not None and not first <= lo <= last:
+        raise ConfigError(f"--start {start} is outside the data: {span}")
+    if hi is not None and not first <= hi <= last:
+        raise ConfigError(f"--end {end} is outside the data: {span}")
+    keep = np.ones(len(index), dtype=bool)
+    if lo is not None:
+        keep &= index >= lo
+    if hi is not None:
+        keep &= index <= hi
+    if not keep.any():
+        raise ConfigError(f"no bar of {source} lies between --start {start} and --end {end}")
+    return bars[keep]
+
+
+def _bound(flag: str, text: str | None, index: pd.DatetimeIndex) -> pd.Timestamp | None:
+    import pandas as pd
+
+    from celeris.errors import ConfigError
+
+    if text is None:
+        return None
+    try:
+        ts = pd.Timestamp(text)
+        bad = pd.isna(ts)
+    except (ValueError, TypeError):
+        bad = True
+    if bad:
+        raise ConfigError(
+            f"{flag} {text!r} is not a date or time (use e.g. 2015-01-01 or 2015-01-01T09:30)"
+        )
+    if ts.tzinfo is None and index.tz is not None:
+        ts = ts.tz_localize(index.tz)  # a bare date is in the data's zone (UTC for bar frames)
+    elif ts.tzinfo is not None and index.tz is None:
+        ts = ts.tz_convert("UTC").tz_localize(None)
+    return ts

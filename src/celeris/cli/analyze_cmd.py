@@ -7,7 +7,15 @@ from typing import Annotated, Any
 
 import typer
 
-from celeris.cli._common import FILLED, Options, cli_errors, console, print_json
+from celeris.cli._common import (
+    FILLED,
+    Options,
+    cli_errors,
+    console,
+    date_range_options,
+    load_bars,
+    print_json,
+)
 from celeris.cli.backtest_cmd import (
     DataOpt,
     JsonOpt,
@@ -43,6 +51,7 @@ def register(app: typer.Typer) -> None:
     @cli_errors
     @portfolio_options
     @llm_options
+    @date_range_options
     def analyze_cmd(
         data: DataOpt = "sample:sp500",
         strategy: StrategyOpt = "sma_cross",
@@ -87,6 +96,7 @@ def register(app: typer.Typer) -> None:
         ] = False,
         llm_opts: Options = FILLED,
         opts: Options = FILLED,
+        span: Options = FILLED,
         json_out: JsonOpt = False,
     ) -> None:
         """Ask the LLM analyst for a strategy analysis, the market regime and a risk assessment.
@@ -105,7 +115,7 @@ def register(app: typer.Typer) -> None:
         client = make_client(llm_opts)
         strat = get_strategy(strategy)
         params = _single_values(param or [], strat)
-        bars = _load(data)
+        bars = load_bars(data, span)
         options, device = backtest_options(opts, bars)
         report = analyze(
             bars, strat, params, client=client, analyses=tuple(only or ANALYSES),

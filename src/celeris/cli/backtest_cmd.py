@@ -8,7 +8,16 @@ from typing import Annotated, Any
 
 import typer
 
-from celeris.cli._common import FILLED, Options, cli_errors, console, print_json, shared_options
+from celeris.cli._common import (
+    FILLED,
+    Options,
+    cli_errors,
+    console,
+    date_range_options,
+    load_bars,
+    print_json,
+    shared_options,
+)
 from celeris.errors import ConfigError
 
 DataOpt = Annotated[
@@ -113,9 +122,8 @@ def backtest_options(
 
 
 def _load(source: str) -> Any:
-    from celeris.data import load
-
-    return load(source)
+    """Bars of ``source``, all of them (for commands without ``--start``/``--end``)."""
+    return load_bars(source)
 
 
 def _strategy_and_grid(strategy: str, items: list[str]) -> tuple[Any, dict[str, list[float]]]:
@@ -167,6 +175,7 @@ def register(app: typer.Typer) -> None:
     @app.command("backtest")
     @cli_errors
     @portfolio_options
+    @date_range_options
     def backtest_cmd(
         data: DataOpt = "sample:sp500",
         strategy: StrategyOpt = "sma_cross",
@@ -195,17 +204,18 @@ def register(app: typer.Typer) -> None:
             ),
         ] = False,
         opts: Options = FILLED,
+        span: Options = FILLED,
         json_out: JsonOpt = False,
     ) -> None:
         """Backtest one strategy with one parameter set and print its metrics and trades.
 
         Example: celeris backtest --data sample:sp500 --strategy sma_cross --param fast=10
-        --param slow=50 --fees 0.001 --year-days 252 --html report.html
+        --param slow=50 --fees 0.001 --year-days 252 --start 2010-01-01 --html report.html
         """
         from celeris.backtest import from_signals
         from celeris.cli.format import frame_table, jsonable, run_caption, setup_json, stats_table
 
-        bars = _load(data)
+        bars = load_bars(data, span)
         opts, device = backtest_options(opts, bars, model=strategy.startswith("model:"))
         if strategy.startswith("model:"):
             from celeris.cli.model_strategy import model_portfolio
@@ -266,6 +276,7 @@ def register(app: typer.Typer) -> None:
     @app.command("sweep")
     @cli_errors
     @portfolio_options
+    @date_range_options
     def sweep_cmd(
         data: DataOpt = "sample:sp500",
         strategy: StrategyOpt = "sma_cross",
@@ -289,6 +300,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
         max_variants: MaxVariantsOpt = 1_000_000,
         opts: Options = FILLED,
+        span: Options = FILLED,
         json_out: JsonOpt = False,
     ) -> None:
         """Backtest every combination of a parameter grid and rank the variants.
@@ -310,7 +322,7 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"unknown metric {metric!r}{did_you_mean(metric, METRICS)}")
         if top < 1:
             raise ConfigError(f"--top must be >= 1, got {top}")
-        bars = _load(data)
+        bars = load_bars(data, span)
         strat, values = _strategy_and_grid(strategy, grid or [])
         opts, device = backtest_options(opts, bars)
         estimate = estimate_sweep(bars, strat, values, device=device)
@@ -377,7 +389,7 @@ def register(app: typer.Typer) -> None:
             if note := result.edge_note(metric):
                 console.print(f"[bold yellow]warning:[/] {note}", highlight=False)
         if html is not None:
-            written = result.to_html(html, metric=metric)
+            written = result.to_html(html, metric=metric, title=caption)
             if not json_out:
                 console.print(f"wrote {written}")
         if csv is not None and not json_out:
@@ -386,6 +398,7 @@ def register(app: typer.Typer) -> None:
     @app.command("walk-forward")
     @cli_errors
     @portfolio_options
+    @date_range_options
     def walk_forward_cmd(
         data: DataOpt = "sample:sp500",
         strategy: StrategyOpt = "sma_cross",
@@ -412,6 +425,7 @@ def register(app: typer.Typer) -> None:
         ] = True,
         max_variants: MaxVariantsOpt = 1_000_000,
         opts: Options = FILLED,
+        span: Options = FILLED,
         json_out: JsonOpt = False,
     ) -> None:
         """Choose parameters on each training window, judge them on the next unseen window.
@@ -422,7 +436,7 @@ def register(app: typer.Typer) -> None:
         from celeris.backtest import walk_forward
         from celeris.cli.format import fmt, frame_table, jsonable, run_caption, setup_json
 
-        bars = _load(data)
+        bars = load_bars(data, span)
         if strategy.startswith("model:"):
             from celeris.cli.model_strategy import walk_forward_model
 

@@ -7,7 +7,15 @@ from typing import Any
 
 import typer
 
-from celeris.cli._common import cli_errors, console, print_json
+from celeris.cli._common import (
+    FILLED,
+    Options,
+    cli_errors,
+    console,
+    date_range_options,
+    load_bars,
+    print_json,
+)
 from celeris.errors import ConfigError, StoreError
 
 data_app = typer.Typer(
@@ -142,6 +150,7 @@ def list_cmd(
 
 @data_app.command("load")
 @cli_errors
+@date_range_options
 def load_cmd(
     source: str = typer.Argument(
         ...,
@@ -151,6 +160,7 @@ def load_cmd(
     head: int = typer.Option(5, "--head", "-n", min=0, help="Rows to show (0 for none)."),
     json_out: bool = typer.Option(False, "--json", help="Write the summary as JSON to stdout."),
     nan_policy: str = typer.Option("error", help="NaN handling: error, ffill or drop."),
+    span: Options = FILLED,
 ) -> None:
     """Load and validate bars, then show a summary and the first rows.
 
@@ -164,9 +174,7 @@ def load_cmd(
     """
     import pandas as pd
 
-    from celeris.data import load
-
-    bars = load(source, nan_policy=nan_policy)  # type: ignore[arg-type]
+    bars = load_bars(source, span, nan_policy=nan_policy)
     info = _summary(bars, source)
     if json_out:
         head_rows = bars.head(head)

@@ -49,9 +49,11 @@ def register(app: typer.Typer) -> None:
         t0 = time.perf_counter()
         result = sweep(bars, "sma_cross", DEMO_GRID, **opts)
         t_sweep = time.perf_counter() - t0
+        best_pf = result.portfolio(metric="sharpe")
         console.print(
             f"\n[bold]1. sweep[/]: SMA crossover, {len(result.combos):,} (fast, slow) variants, "
-            f"fees 10 bp, slippage 5 bp: {t_sweep:.2f} s"
+            f"fees 10 bp, slippage 5 bp: {t_sweep:.2f} s\n   {best_pf.describe()}",
+            highlight=False,
         )
         console.print(
             frame_table(
@@ -91,10 +93,12 @@ def register(app: typer.Typer) -> None:
             f"\nThe in-sample winner {best} looked best with hindsight; the walk-forward line above is "
             "what choosing parameters without hindsight delivered."
         )
+        if note := result.edge_note("sharpe"):
+            console.print(f"[yellow]{note}[/]", highlight=False)
 
         out.mkdir(parents=True, exist_ok=True)
-        html = result.to_html(out / "demo_report.html", metric="sharpe")
         title = f"SMA crossover fast={best['fast']} slow={best['slow']} on {data}"
-        png = result.portfolio(best).plot_png(out / "demo_best.png", title=title)
+        html = result.to_html(out / "demo_report.html", metric="sharpe", title=title)
+        png = best_pf.plot_png(out / "demo_best.png", title=title)
         console.print(f"\n[bold]3. reports[/]: {html.resolve()}\n             {png.resolve()}")
         console.print(f"\ndone in {time.perf_counter() - started:.1f} s")

@@ -8,12 +8,20 @@ from typing import Annotated, Any
 
 import typer
 
-from celeris.cli._common import FILLED, Options, cli_errors, console, print_json, shared_options
+from celeris.cli._common import (
+    FILLED,
+    Options,
+    cli_errors,
+    console,
+    date_range_options,
+    load_bars,
+    print_json,
+    shared_options,
+)
 from celeris.cli.backtest_cmd import (
     DataOpt,
     JsonOpt,
     StrategyOpt,
-    _load,
     backtest_options,
     portfolio_options,
 )
@@ -126,6 +134,7 @@ def register(app: typer.Typer) -> None:
     @cli_errors
     @portfolio_options
     @llm_options
+    @date_range_options
     def optimize_cmd(
         data: DataOpt = "sample:sp500",
         strategy: StrategyOpt = "sma_cross",
@@ -175,6 +184,7 @@ def register(app: typer.Typer) -> None:
         seed: Annotated[int, typer.Option(help="Sampler / LLM seed.")] = 0,
         llm_opts: Options = FILLED,
         opts: Options = FILLED,
+        span: Options = FILLED,
         json_out: JsonOpt = False,
     ) -> None:
         """Search parameters in sample; accept only what beats the baseline out of sample.
@@ -193,7 +203,7 @@ def register(app: typer.Typer) -> None:
         from celeris.llm.optimizer import replay as replay_run
         from celeris.llm.verify import Guard
 
-        bars = _load(data)
+        bars = load_bars(data, span)
         strat = get_strategy(strategy)
         opts, device = backtest_options(opts, bars)
         if replay is not None:

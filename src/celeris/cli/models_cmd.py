@@ -7,7 +7,16 @@ from typing import Annotated, Any
 
 import typer
 
-from celeris.cli._common import cli_errors, console, err_console, print_json
+from celeris.cli._common import (
+    FILLED,
+    Options,
+    cli_errors,
+    console,
+    date_range_options,
+    err_console,
+    load_bars,
+    print_json,
+)
 from celeris.errors import ConfigError, DataError
 
 
@@ -44,6 +53,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("train")
     @cli_errors
+    @date_range_options
     def train_cmd(
         model: Annotated[str, typer.Argument(help="nhits | cnn_lstm | reservoir")],
         data: Annotated[
@@ -76,6 +86,7 @@ def register(app: typer.Typer) -> None:
         test: Annotated[float, typer.Option(help="Held-out test fraction (by time, last).")] = 0.2,
         precision: Annotated[str, typer.Option(help="auto | fp32 | bf16 | fp16.")] = "auto",
         seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+        span: Options = FILLED,
         json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     ) -> None:
         """Train a forecaster on market data and judge it against naive baselines out of sample.
@@ -83,10 +94,9 @@ def register(app: typer.Typer) -> None:
         Example: celeris train nhits --data sample:sp500 --horizon 5 --input-size 60 --steps 300
         --out models/spx_nhits
         """
-        from celeris.data import load
         from celeris.models.pipeline import train_on_bars
 
-        bars = load(data)
+        bars = load_bars(data, span)
         trained = train_on_bars(
             model, bars, out, input_size=input_size, horizon=horizon, features=_features(features),
             scaler=scaler, val=val, test=test, source=data, max_steps=steps, batch_size=batch_size,
@@ -115,6 +125,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("evaluate")
     @cli_errors
+    @date_range_options
     def evaluate_cmd(
         checkpoint: Annotated[
             Path, typer.Argument(help="Checkpoint directory from `celeris train`.")
@@ -133,6 +144,7 @@ def register(app: typer.Typer) -> None:
                 "on (recognised by dates and prices; left out by default).",
             ),
         ] = False,
+        span: Options = FILLED,
         json_out: Annotated[bool, typer.Option("--json")] = False,
     ) -> None:
         """Rolling-origin evaluation of a checkpoint on the latest windows of the data.
@@ -140,14 +152,17 @@ def register(app: typer.Typer) -> None:
         Windows that start from a bar the model was trained on are left out (and counted), so
         the scores are out of sample whatever the data file is called.
         """
-        from celeris.data import load
         from celeris.models.pipeline import evaluate_checkpoint_checked
         from celeris.models.signals import in_sample_note
 
         if not 0 < last <= 1:
             raise ConfigError(f"--last must be in (0, 1], got {last}")
         report, overlap = evaluate_checkpoint_checked(
-            checkpoint, load(data), last=last, include_train=include_train, flag="--include-train"
+            checkpoint,
+            load_bars(data, span),
+            last=last,
+            include_train=include_train,
+            flag="--include-train",
         )
         note = in_sample_note(overlap, include_train, "windows", "--include-train")
         if note is not None:
@@ -164,23 +179,24 @@ def register(app: typer.Typer) -> None:
 
     @app.command("forecast")
     @cli_errors
+    @date_range_options
     def forecast_cmd(
         checkpoint: Annotated[Path, typer.Argument(help="Checkpoint directory.")],
         data: Annotated[
             str, typer.Option("--data", "-d", help="Bars whose latest window is forecast.")
         ] = "sample:sp500",
         backend: Annotated[str, typer.Option(help="torch | onnx | onnx-int8.")] = "torch",
+        span: Options = FILLED,
         json_out: Annotated[bool, typer.Option("--json")] = False,
     ) -> None:
         """Forecast the next bars from the latest window of the data."""
         import pandas as pd
 
-        from celeris.data import load
         from celeris.models.pipeline import forecast_index, model_inputs
         from celeris.models.predictor import Predictor
 
+        bars = load_bars(data, span)
         pred = Predictor.load(checkpoint, backend=backend)
-        bars = load(data)
         values = model_inputs(bars, pred.meta["features"])
         if len(values) < pred.input_size:
             raise DataError(
