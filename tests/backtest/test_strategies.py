@@ -117,6 +117,11 @@ def test_get_strategy_unknown_name_hints():
         get_strategy("sma_cros")
 
 
+def test_get_strategy_model_checkpoint_says_where_model_strategies_run():
+    with pytest.raises(ConfigError, match=r"model checkpoint.*celeris backtest.*walk-forward"):
+        get_strategy("model:models/spx")
+
+
 def test_parse_values_ranges_lists_and_errors():
     p = get_strategy("sma_cross").param("fast")
     assert parse_values("10:20:5", p) == [10, 15, 20]

@@ -79,7 +79,7 @@ def resolve_year_days(index: Any, given: Any = None) -> YearDays:
         return YearDays(float(given), "given")
     if not isinstance(index, pd.DatetimeIndex) or len(index) < 2:
         return YearDays(CALENDAR_DAYS, "default: no datetime index to infer from")
-    weekend = int((index.dayofweek >= 5).sum())
+    weekend = int((index.day_of_week >= 5).sum())
     if weekend == 0:
         return YearDays(TRADING_DAYS, "inferred from the data: no weekend bars")
     return YearDays(CALENDAR_DAYS, f"inferred from the data: {weekend:,} weekend bars")

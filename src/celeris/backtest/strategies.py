@@ -490,6 +490,14 @@ def get_strategy(name: str | Strategy) -> Strategy:
         raise ConfigError(f"a strategy is a name, MODULE:ATTR or FILE.py:ATTR, got {name!r}")
     if name in STRATEGIES:
         return STRATEGIES[name]
+    if name.startswith("model:"):
+        # A forecasting checkpoint, not a rule: it needs the models package, which sits beside
+        # the backtest, not under it (celeris.research joins the two).
+        raise ConfigError(
+            f"{name!r} is a model checkpoint, not a rule strategy: model:PATH runs with "
+            "`celeris backtest` and `celeris walk-forward` (celeris.research.backtest_model and "
+            "model_walk_forward in Python)"
+        )
     if ":" in name and not _is_drive_only(name):
         return _remember(_from_path(name))
     installed = _entry_points()

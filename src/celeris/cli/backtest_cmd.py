@@ -37,6 +37,16 @@ StrategyOpt = Annotated[
         "the celeris.strategies entry-point group), MODULE:ATTR or path/to/file.py:ATTR.",
     ),
 ]
+ModelStrategyOpt = Annotated[
+    str,
+    typer.Option(
+        "--strategy",
+        "-s",
+        help="Strategy: a name (see `celeris strategies`; installed packages add theirs through "
+        "the celeris.strategies entry-point group), MODULE:ATTR, path/to/file.py:ATTR, or "
+        "model:PATH (a checkpoint from `celeris train`: trades its forecasts).",
+    ),
+]
 ParamOpt = Annotated[
     list[str] | None,
     typer.Option("--param", "-p", help="Strategy parameter NAME=VALUE (repeatable)."),
@@ -178,7 +188,7 @@ def register(app: typer.Typer) -> None:
     @date_range_options
     def backtest_cmd(
         data: DataOpt = "sample:sp500",
-        strategy: StrategyOpt = "sma_cross",
+        strategy: ModelStrategyOpt = "sma_cross",
         param: ParamOpt = None,
         html: Annotated[
             Path | None, typer.Option(help="Write an interactive HTML report here.")
@@ -401,7 +411,7 @@ def register(app: typer.Typer) -> None:
     @date_range_options
     def walk_forward_cmd(
         data: DataOpt = "sample:sp500",
-        strategy: StrategyOpt = "sma_cross",
+        strategy: ModelStrategyOpt = "sma_cross",
         grid: Annotated[
             list[str] | None, typer.Option("--grid", "-g", help="NAME=SPEC, as in `celeris sweep`.")
         ] = None,
@@ -432,6 +442,10 @@ def register(app: typer.Typer) -> None:
 
         Example: celeris walk-forward --data sample:sp500 --strategy sma_cross --grid fast=5:50:5
         --grid slow=20:200:20 --train 730D --test 180D --year-days 252
+
+        With --strategy model:PATH a fresh model is trained on every training window from the
+        checkpoint's training settings (--grid max_steps=N, threshold=X, step=K) and judged on
+        the next window: no window is scored by a model that saw it.
         """
         from celeris.backtest import walk_forward
         from celeris.cli.format import fmt, frame_table, jsonable, run_caption, setup_json
