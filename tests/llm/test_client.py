@@ -42,10 +42,17 @@ class Scripted:
         self.window = window
         self.answers = list(answers)
         self.seen: list[tuple[int, int, list[dict[str, Any]]]] = []
+        self.seeds: list[int | None] = []
 
     def complete(
-        self, messages: list[dict[str, Any]], *, max_tokens: int | None = None, **_: Any
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        max_tokens: int | None = None,
+        seed: int | None = None,
+        **_: Any,
     ) -> Completion:
+        self.seeds.append(seed)
         used = len(_tokens(_chat(messages)))
         cap = max_tokens or 1024
         self.seen.append((used, cap, messages))
@@ -151,3 +158,11 @@ def test_client_server_without_window_uses_settings(strict: Any) -> None:
     assert client.prompt_budget() == 999 and client.token_counter() is estimate_tokens
     assert client.ask(Small, [{"role": "user", "content": "Digit?"}]).value == Small(value=1)
     assert model.seen[0][1] == 123
+
+
+def test_client_reasks_sample_under_the_next_seeds(strict: Any) -> None:
+    # the same seed would sample the refused answer again from a model that ignores the error
+    model, url = strict(10_000, ['{"value": 11}', '{"value": 12}', '{"value": 5}'])
+    client = _client(url, seed=7, response_format="prompt", validation_retries=2)
+    assert client.ask(Small, [{"role": "user", "content": "Digit?"}]).value == Small(value=5)
+    assert model.seeds == [7, 8, 9]

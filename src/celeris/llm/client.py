@@ -300,14 +300,16 @@ class LLMClient:
         elif fmt == "json_object":
             extra["response_format"] = {"type": "json_object", "schema": js}
         seed = seed if seed is not None else self.settings.seed
-        if seed is not None:
-            extra["seed"] = seed
         attempts: list[Attempt] = []
         raw = ""
         cap = max_tokens or self.settings.max_tokens
         history: list[dict[str, str]] = []  # the failed answers and their corrections so far
-        for _ in range(self.settings.validation_retries + 1):
+        for attempt in range(self.settings.validation_retries + 1):
             request, answer_tokens = self._fit(convo, history, cap)
+            if seed is not None:
+                # a re-ask under the same seed samples the same way; the next seed keeps the
+                # run repeatable without repeating the refused answer
+                extra["seed"] = seed + attempt
             t0 = time.perf_counter()
             response = self._call(
                 self._sdk.chat.completions.create,
