@@ -194,6 +194,10 @@ def test_bench_compare_two_models_and_two_urls(server: str) -> None:
         (("load", "--url", "http://127.0.0.1:9", "--body-file", "/no/such.json"), "cannot read"),
         (("load", "--url", "http://127.0.0.1:9", "--model", "x", "--input-size", "3"), "both"),
         (("load", "--url", "http://127.0.0.1:9", "--sla-p99", "-1"), "SLA targets must be >= 0"),
+        (
+            ("load", "--url", "http://127.0.0.1:9", "--body-file", "b.json", "--distinct", "2"),
+            "--distinct makes bodies for --model",
+        ),
     ],
 )
 def test_bench_bad_input_one_line_exit_2(args: tuple[str, ...], message: str) -> None:
