@@ -230,3 +230,49 @@ def test_result_to_dict_is_json(run) -> None:  # type: ignore[no-untyped-def]
     assert doc["strategy"] == "sma_cross" and doc["method"] == "optuna"
     assert doc["baseline"]["params"] == {"fast": 10, "slow": 50}
     assert math.isfinite(doc["baseline"]["out_of_sample"])
+
+
+def test_verifier_holdout_without_weekend_bars_annualises_like_the_whole_run() -> None:
+    # 24/7 bars, then weekdays only: the holdout windows alone would infer 252 days a year.
+    start = pd.date_range("2021-01-01", periods=700, freq="D", tz="UTC")
+    tail = pd.bdate_range(start[-1] + pd.Timedelta(days=1), periods=300, tz="UTC")
+    index = pd.DatetimeIndex(start.append(tail), name="time")
+    close = 100 * np.exp(np.cumsum(np.random.default_rng(3).normal(0, 0.01, len(index))))
+    bars = pd.DataFrame(
+        {"open": close, "high": close * 1.01, "low": close * 0.99, "close": close, "volume": 1.0},
+        index=index,
+    )
+    from celeris.backtest.strategies import get_strategy
+
+    v = Verifier(bars, get_strategy("sma_cross"), "sharpe", Guard())
+    assert float(v.options["year_days"]) == 365.0
+    oos = v.out_of_sample({"fast": 5, "slow": 20})
+    assert math.isfinite(oos.value)
+
+
+def test_replay_in_a_new_process_finds_a_strategy_given_by_path(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "mine.py").write_text(
+        "from celeris.backtest import STRATEGIES\n"
+        "from dataclasses import replace\n"
+        "mine = replace(STRATEGIES['sma_cross'], name='mine_cross')\n"
+    )
+    audit = tmp_path / "run.jsonl"
+    script = (
+        "import sys; from celeris.data import load; from celeris.llm.optimizer import {f}\n"
+        "bars = load('sample:sp500').iloc[:1500]\n"
+        "{call}\n"
+    )
+    first = script.format(
+        f="optimize",
+        call=f"optimize(bars, {str(tmp_path / 'mine.py')!r} + ':mine', {{'fast': (5, 30), "
+        f"'slow': (40, 120)}}, rounds=2, per_round=2, seed=1, audit={str(audit)!r})",
+    )
+    again = script.format(
+        f="replay", call=f"_, diffs = replay({str(audit)!r}, bars); assert diffs == [], diffs"
+    )
+    for code in (first, again):
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]

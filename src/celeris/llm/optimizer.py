@@ -286,6 +286,9 @@ def optimize(
         log.write(
             "run",
             strategy=strat.name,
+            # As given (MODULE:ATTR, path/to/file.py:ATTR or an entry point), so a replay in
+            # another process finds a strategy that is not built in.
+            strategy_spec=strategy if isinstance(strategy, str) else strat.name,
             space=[b.__dict__ for b in space],
             fixed=fixed,
             baseline=base_params,
@@ -530,7 +533,7 @@ def replay(
         raise DataError(f"audit log {audit} has no run" + (f" {run_id!r}" if run_id else ""))
     start = starts[-1]
     run_events = [e for e in events if e["run_id"] == start["run_id"]]
-    strat = get_strategy(start["strategy"])
+    strat = get_strategy(start.get("strategy_spec", start["strategy"]))
     bars = check_bars(data, strat.needs)
     if fingerprint(bars) != start["data"]["sha256"]:
         raise DataError(

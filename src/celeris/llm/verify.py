@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from celeris.analytics.overfitting import deflated_sharpe_from_returns
+from celeris.backtest.annualisation import resolve_year_days
 from celeris.backtest.portfolio import from_signals
 from celeris.backtest.returns import returns_metrics
 from celeris.backtest.strategies import Strategy
@@ -119,6 +120,9 @@ class Verifier:
         self.bars, self.strategy, self.objective, self.guard = bars, strategy, objective, guard
         self.device = device
         self.options = dict(options or {})
+        # One calendar for the whole run: inferred per window, a short window without a weekend
+        # bar would annualise crypto at 252 days while the in-sample backtest used 365.
+        self.options["year_days"] = resolve_year_days(bars.index, self.options.get("year_days"))
         n = len(bars)
         self.n_in_sample = round(n * (1.0 - guard.holdout))
         edges = np.linspace(self.n_in_sample, n, guard.windows + 1).round().astype(int)
@@ -174,7 +178,6 @@ class Verifier:
 
     def out_of_sample(self, params: Mapping[str, Any]) -> OutOfSample:
         """Backtest one parameter set on each holdout window and chain the window returns."""
-        warmup = self.strategy.max_warmup(self.strategy.grid({k: [v] for k, v in params.items()}))
         pieces, values, trades = [], [], 0
         ann_factor = math.nan
         for start, end in self.windows:
@@ -184,7 +187,6 @@ class Verifier:
                 params,
                 start,
                 end,
-                warmup=warmup,
                 device=self.device,
                 **self.options,
             )
