@@ -63,7 +63,6 @@ def backtest_window(
     start: int,
     end: int,
     *,
-    warmup: int | None = None,
     device: str = "auto",
     **options: Any,
 ) -> Portfolio:
@@ -77,11 +76,7 @@ def backtest_window(
     the window's first fill, the open of its first bar (``execution="next_open"``) or its close
     (``"close"``), unless the signal that fills there says otherwise. The carried position is
     sized and its stops measured from that fill.
-
-    ``warmup`` is accepted for older callers and ignored: the history is every bar before
-    ``start``, which makes the carried position exact for any strategy.
     """
-    del warmup
     if not 0 <= start < end <= len(bars):
         raise ConfigError(f"test window [{start}, {end}) is not inside the data's {len(bars)} bars")
     entries, exits = strategy.signals(bars.iloc[:end], params)
