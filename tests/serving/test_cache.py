@@ -353,12 +353,18 @@ def test_redis_cache_slow_server_bypassed_counted_and_logged_like_outage(
 
         # Still slow after the back-off: the probe (a PING in the background) finds Redis
         # alive, and the next look-up is timed again: over budget, bypassed again.
+        assert tier.stats()["circuit"] == "open"
         clock.advance(tier.backoff_s + 0.001)
         assert cache.get(b"k") is None  # starts the probe; does not wait for it
-        _wait_until(lambda: tier.available)
-        assert cache.get(b"k") is None  # on probation: one slow look-up is enough
-        assert (tier.stats()["slow"], tier.stats()["available"]) == (4, False)
+        _wait_until(lambda: tier.stats()["circuit"] == "half-open")
+        assert not tier.available  # alive is not enough: the outage is not over
+        assert cache.get(b"k") is None  # half-open: one slow look-up is enough
+        stats = tier.stats()
+        assert (stats["slow"], stats["circuit"], stats["outages"]) == (4, "open", 1)
         assert recording_metrics.cache_errors == ["redis"] * 4
+        warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1  # the same outage: not logged again
+        assert not any("is back" in r.getMessage() for r in caplog.records)
 
         slow_redis.delay_s = 0.0  # fast again: after the back-off Redis answers look-ups
         found = None

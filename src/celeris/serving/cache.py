@@ -289,7 +289,8 @@ class RedisCache:
         self._available = True
         self._retry_at = 0.0
         self._backoff = backoff_s
-        self._down_since: float | None = None
+        self._down_since: float | None = None  # set during an outage
+        self._slow_outage = False  # that outage began with (or saw) over-budget look-ups
         self.hits = 0
         self.misses = 0
         self.errors = 0
@@ -313,8 +314,9 @@ class RedisCache:
 
     @property
     def available(self) -> bool:
-        """Return whether the last call to Redis succeeded (False during an outage)."""
-        return self._available
+        """Return False during an outage: from a failure (or ``slow_strikes`` slow look-ups)
+        until a call to Redis succeeds again (for a slow Redis: a look-up within budget)."""
+        return self._down_since is None
 
     def _connect(self) -> None:
         # Open a pooled connection before the first look-up needs it; a failure here is
@@ -347,8 +349,13 @@ class RedisCache:
         except self._errors_type as exc:
             self._failed(exc, "PING")
         else:
-            self._slow_run = self.slow_strikes - 1  # on probation: one slow look-up re-opens
-            self._succeeded()
+            # Alive: let look-ups try it again. The outage ends with the first call that
+            # succeeds (for a slow Redis, a look-up within budget); one slow look-up re-opens.
+            with self._lock:
+                self._slow_run = self.slow_strikes - 1
+                self._available = True
+            if not self._slow_outage:
+                self._succeeded()
         finally:
             self._probing = False
 
@@ -362,13 +369,14 @@ class RedisCache:
         with self._lock:
             self.errors += 1
 
-    def _failed(self, exc: BaseException, what: str) -> None:
+    def _failed(self, exc: BaseException, what: str, *, slow: bool = False) -> None:
         now = self._clock()
         self._count_error()
         with self._lock:
-            if self._available:
-                self._available = False
+            self._available = False
+            if self._down_since is None:  # a new outage: logged once
                 self._down_since = now
+                self._slow_outage = slow
                 self._backoff = self.backoff_s
                 self.outages += 1
                 log.warning(
@@ -381,19 +389,23 @@ class RedisCache:
                     self.backoff_s,
                     self.max_backoff_s,
                 )
-            else:
+            else:  # still down (or slow again right after a probe): back off longer
+                self._slow_outage = self._slow_outage or slow
                 self._backoff = min(self._backoff * 2, self.max_backoff_s)
             self._retry_at = now + self._backoff
 
-    def _succeeded(self) -> None:
-        if self._available:
+    def _succeeded(self, *, timed: bool = True) -> None:
+        """A call to Redis worked; ``timed``: it was a look-up within budget (a write's or a
+        probe's success does not end an outage caused by slowness)."""
+        if self._down_since is None:
             return
         with self._lock:
-            if self._available:
+            if self._down_since is None or (self._slow_outage and not timed):
                 return
             self._available = True
-            down = self._clock() - (self._down_since or self._clock())
+            down = self._clock() - self._down_since
             self._down_since = None
+            self._slow_outage = False
             log.info("Redis cache at %s is back after %.1f s", self._safe_url(), down)
 
     def _safe_url(self) -> str:
@@ -428,7 +440,7 @@ class RedisCache:
                 f"{self.slow_strikes} look-ups in a row got no answer within the "
                 f"{self.read_budget_s * 1e3:g} ms budget"
             )
-            self._failed(slow, "MGET")
+            self._failed(slow, "MGET", slow=True)
             return [None] * len(keys)
         except self._errors_type as exc:
             self._failed(exc, "MGET")
@@ -495,7 +507,7 @@ class RedisCache:
             self._failed(exc, "SET")
             return
         self.written += len(entries)
-        self._succeeded()
+        self._succeeded(timed=False)
 
     def close(self) -> None:
         """Send the queued writes (briefly), stop the writer thread and close the pool."""
@@ -516,7 +528,12 @@ class RedisCache:
         down = self._down_since
         return {
             "url": self._safe_url(),
-            "available": self._available,
+            "available": self._down_since is None,
+            # closed: in use; open: bypassed; half-open: a probe found it alive, the next
+            # look-up decides
+            "circuit": (
+                "closed" if self._down_since is None else "half-open" if self._available else "open"
+            ),
             "down_for_s": 0.0 if down is None else self._clock() - down,
             "hits": self.hits,
             "misses": self.misses,
