@@ -698,3 +698,21 @@ def test_unreadable_database_raises_registry_unavailable(tmp_path, ckpts):
     db.write_bytes(b"this is not a database" * 100)
     with pytest.raises(RegistryUnavailable, match=r"registry\.db"):
         reg.list()
+
+
+def test_load_sweeps_private_copies_left_by_killed_loaders(reg, ckpts, monkeypatch, tmp_path):
+    import tempfile
+
+    from celeris.data import atomic
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "scratch"))
+    (tmp_path / "scratch").mkdir()
+    rec = reg.register("m", ckpts[0])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait(timeout=30)
+    left = tmp_path / "scratch" / f".celeris-load-m.tmp-{dead.pid}-{atomic._host_tag()}-abc123"
+    (left / "artifact").mkdir(parents=True)
+    (left / "artifact" / "model.safetensors").write_bytes(b"x" * 4096)
+    loaded, _ = reg.load(rec.ref, backend="torch", threads=1)
+    assert loaded == rec
+    assert list((tmp_path / "scratch").iterdir()) == []  # the leftover and its own copy: gone

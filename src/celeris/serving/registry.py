@@ -103,6 +103,7 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 _PG_WRITER_LOCK = 0x63656C6572697301  # "celeris" + 1: the registry's advisory-lock key
 _STALE_TEMP_S = 24 * 3600.0  # a staging directory this old belongs to a dead process
+_LOAD_TEMP_GLOB = ".celeris-load-*.tmp-*"  # private copies made by ModelRegistry.load
 
 # The schema, identical text for SQLite and PostgreSQL. stage_changes is keyed by (name, seq)
 # with seq allocated under the writer lock, so no AUTOINCREMENT / SERIAL dialect is needed.
@@ -1006,8 +1007,14 @@ class ModelRegistry:
         record = self.get(ref)
         if not record.path.is_dir():
             _verify_tree(record, record.path)  # raises, naming the missing tree
-        with tempfile.TemporaryDirectory(prefix=f"celeris-load-{record.name}-") as tmp:
-            private = Path(tmp) / "artifact"
+        # Named after this process: a server killed mid-load leaves a whole artifact copy in
+        # the temporary directory, which the next load removes once the process is gone.
+        scratch = Path(tempfile.gettempdir())
+        sweep_stale(scratch, _LOAD_TEMP_GLOB)
+        tmp = scratch / temp_name(f"celeris-load-{record.name}")
+        tmp.mkdir(mode=0o700)
+        try:
+            private = tmp / "artifact"
             shutil.copytree(record.path, private, symlinks=True)
             _verify_tree(record, private, shown=record.path)
             predictor = Predictor.load(
@@ -1018,6 +1025,8 @@ class ModelRegistry:
                 max_batch=max_batch,
                 compile=compile,
             )
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
         return record, predictor
 
 
