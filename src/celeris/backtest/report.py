@@ -9,10 +9,7 @@ so that ``import celeris.backtest`` stays light.
 
 from __future__ import annotations
 
-import contextlib
 import html
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +25,7 @@ from celeris.backtest.portfolio import (
     PERCENT_METRICS,
     Portfolio,
 )
+from celeris.data.atomic import atomic_path
 from celeris.errors import ConfigError, did_you_mean
 
 if TYPE_CHECKING:
@@ -298,16 +296,8 @@ def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> Path:
     report, and a failure leaves any previous report in place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a report is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        write(fh)
     return path
 
 

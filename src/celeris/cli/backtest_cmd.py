@@ -350,7 +350,11 @@ def register(app: typer.Typer) -> None:
             opts["year_days"],
         )  # fmt: skip
         if csv is not None:
-            result.stats().to_csv(csv)
+            from celeris.data.atomic import atomic_path
+
+            csv.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(csv) as tmp:
+                result.stats().to_csv(tmp)
         if json_out:
             print_json(
                 {

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from celeris.data.atomic import atomic_write_text
 from celeris.errors import DataError
 from celeris.llm.audit import read_audit, runs
 
@@ -96,11 +97,7 @@ def export_dataset(
         examples.extend(examples_from_events(read_audit(path), include_rejected=include_rejected))
     target = Path(out)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(target.suffix + ".tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        for ex in examples:
-            fh.write(json.dumps(ex, ensure_ascii=False) + "\n")
-    tmp.replace(target)
+    atomic_write_text(target, "".join(json.dumps(ex, ensure_ascii=False) + "\n" for ex in examples))
     return len(examples)
 
 

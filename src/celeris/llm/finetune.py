@@ -24,6 +24,7 @@ from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
+from celeris.data.atomic import atomic_write_text
 from celeris.errors import CelerisWarning, ConfigError, DataError
 from celeris.models.train import resolve_torch_device
 
@@ -260,7 +261,7 @@ def finetune_lora(
         "total_params": total,
         "losses": losses,
     }
-    (out / SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
+    atomic_write_text(out / SETTINGS_FILE, json.dumps(settings, indent=2) + "\n")
     return result
 
 

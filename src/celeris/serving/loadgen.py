@@ -67,6 +67,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
+from celeris.data.atomic import atomic_path
 from celeris.errors import CelerisError, ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -1704,5 +1705,6 @@ def plot_latency(results: Sequence[RunResult], path: str | Path, *, title: str =
     if title:
         fig.suptitle(title)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:  # the temporary name hides the suffix: name the format
+        fig.savefig(tmp, dpi=110, format=path.suffix.lstrip(".").lower() or "png")
     return path
