@@ -143,3 +143,26 @@ def test_v1_models_unreadable_registry_answers_503_json_and_poller_warns_once(
     warnings = [r for r in caplog.records if "registry unreachable" in r.getMessage()]
     assert len(warnings) == 1, [r.getMessage() for r in warnings]
     assert any("registry reachable again" in r.getMessage() for r in caplog.records)
+
+
+def test_serve_settings_feed_cap_and_redis_budget_reach_the_server(
+    registry_root: Path, tmp_path: Path, redis_server: Any
+) -> None:
+    from celeris.serving.feed import FeedError, SignalSubscriber
+
+    sock = tmp_path / "feed.sock"
+    with _serve(
+        registry_root,
+        socket=sock,
+        feed_max_subscribers=1,
+        redis=redis_server.url,
+        cache_items=8,
+        redis_read_budget_ms=250.0,
+    ) as srv:
+        first = SignalSubscriber(str(sock), timeout_s=10.0)
+        try:
+            with pytest.raises(FeedError, match="max_subscribers"):
+                SignalSubscriber(str(sock))
+        finally:
+            first.close()
+        assert srv.server.cache.redis.read_budget_s == 0.25

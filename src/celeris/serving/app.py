@@ -875,7 +875,15 @@ def build(
     registry = ModelRegistry(settings.registry, settings.registry_url)
     cache = None
     if settings.cache_items:
-        redis = RedisCache(settings.redis, ttl_s=settings.cache_ttl_s) if settings.redis else None
+        redis = (
+            RedisCache(
+                settings.redis,
+                ttl_s=settings.cache_ttl_s,
+                read_budget_s=settings.redis_read_budget_ms / 1000,
+            )
+            if settings.redis
+            else None
+        )
         cache = TieredCache(
             MemoryCache(settings.cache_items, settings.cache_ttl_s), redis, metrics=metrics
         )
@@ -885,7 +893,7 @@ def build(
     if settings.socket is not None:
         from celeris.serving.feed import SignalPublisher
 
-        publisher = SignalPublisher(settings.socket)
+        publisher = SignalPublisher(settings.socket, max_subscribers=settings.feed_max_subscribers)
         metrics.watch_feed(publisher)
     manager = ModelManager(engine, registry, settings, metrics=metrics)
 

@@ -381,7 +381,7 @@ class RedisCache:
                 self.outages += 1
                 log.warning(
                     "Redis cache at %s unavailable (%s failed: %s: %s); serving from memory, "
-                    "retrying every %.1f-%.0f s",
+                    "retrying after %g s, backing off to %g s",
                     self._safe_url(),
                     what,
                     type(exc).__name__,

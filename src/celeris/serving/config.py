@@ -86,7 +86,17 @@ class ServeSettings(BaseSettings):
     host: str = Field("127.0.0.1", description="interface to listen on")
     port: int = Field(8000, ge=0, le=65535, description="TCP port (0: any free port)")
     redis: str | None = Field(None, description="Redis URL of the shared cache tier")
+    redis_read_budget_ms: float = Field(
+        5.0,
+        gt=0,
+        le=10_000,
+        description="longest wait for a Redis look-up; slower ones are misses, three in a row "
+        "bypass Redis like an outage",
+    )
     socket: Path | None = Field(None, description="Unix socket path of the signal feed")
+    feed_max_subscribers: int = Field(
+        64, ge=1, le=65_536, description="most signal-feed subscribers at once (more are refused)"
+    )
     symbols: Annotated[tuple[str, ...], NoDecode] = Field(
         (), description="symbols in signal-id order (id = position); others get the next ids"
     )
