@@ -24,12 +24,13 @@ $(STAMP_DEV): pyproject.toml constraints.txt | $(PY)
 venv: $(STAMP_DEV)
 
 # Real servers the tests start themselves (Debian packages): redis-server for the serving
-# caches, PostgreSQL (initdb + postgres, a throw-away cluster per test session) for the registry.
+# caches, PostgreSQL (initdb + postgres, a throw-away cluster per test session) for the registry;
+# curl, which the documentation's shell examples use (tests/test_docs.py runs them).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 system-deps:
-	@{ command -v redis-server && ls /usr/lib/postgresql/*/bin/initdb; } >/dev/null 2>&1 || { \
+	@{ command -v redis-server && command -v curl && ls /usr/lib/postgresql/*/bin/initdb; } >/dev/null 2>&1 || { \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-		$(SUDO) apt-get install -y -qq redis-server postgresql >/dev/null; }
+		$(SUDO) apt-get install -y -qq redis-server postgresql curl >/dev/null; }
 
 STAMP_LLAMA := $(VENV)/.installed-llamacpp
 # llama-cpp-python is source-only on PyPI: the first install compiles llama.cpp (~10 min on
