@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-
-pytest.importorskip("torch")
+import torch
 
 from celeris import ConfigError, DataError
 from celeris.backtest import from_signals
@@ -28,7 +27,6 @@ L, H = 20, 2
 
 @pytest.fixture(autouse=True)
 def _one_thread():
-    import torch
 
     torch.set_num_threads(1)
 

@@ -5,15 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from backtesting import Backtest, Strategy
+from backtesting.lib import crossover
+from backtesting.test import GOOG
 
 from celeris.backtest import from_signals
 from tests.helpers import assert_values_close
-
-backtesting = pytest.importorskip("backtesting")
-
-from backtesting import Backtest, Strategy  # noqa: E402
-from backtesting.lib import crossover  # noqa: E402
-from backtesting.test import GOOG  # noqa: E402
 
 
 def _sma(values: np.ndarray, n: int) -> np.ndarray:

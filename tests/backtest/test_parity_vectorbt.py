@@ -7,11 +7,10 @@ import itertools
 import numpy as np
 import pandas as pd
 import pytest
+import vectorbt as vbt
 
 from celeris.backtest import from_signals
 from tests.helpers import assert_frame_close, assert_values_close
-
-vbt = pytest.importorskip("vectorbt")
 
 N_SIGNAL_COLS = 4
 

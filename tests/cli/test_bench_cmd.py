@@ -12,13 +12,11 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+import torch
 import typer
 from typer.testing import CliRunner
 
 from celeris.cli import bench_cmd
-
-torch = pytest.importorskip("torch")
-uvicorn = pytest.importorskip("uvicorn")
 
 L, H, C = 16, 4, 3
 runner = CliRunner()

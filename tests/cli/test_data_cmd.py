@@ -176,8 +176,7 @@ def test_data_download_unknown_exchange_exit_2():
 
 def test_data_console_script_loads_sample(tmp_path):
     script = Path(sys.executable).with_name("celeris")
-    if not script.exists():
-        pytest.skip(f"console script not installed next to {sys.executable}")
+    assert script.exists(), f"console script not installed next to {sys.executable}"
     env = {**os.environ, "CELERIS_HOME": str(tmp_path), "COLUMNS": "200"}
     done = subprocess.run(
         [str(script), "data", "load", "sample:sp500", "--json", "--head", "1"],

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch  # noqa: F401  (a dev extra: missing is a failure)
 from typer.testing import CliRunner
-
-pytest.importorskip("torch")
 
 from celeris.cli.main import app
 from celeris.models.checkpoint import load_checkpoint

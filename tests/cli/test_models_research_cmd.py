@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch  # noqa: F401  (a dev extra: missing is a failure)
 from typer.testing import CliRunner
-
-pytest.importorskip("torch")
 
 from celeris.cli.main import app
 from celeris.data import load

@@ -17,12 +17,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import torch
 import typer
 from typer.testing import CliRunner
 
 from celeris.cli import serve_cmd
-
-torch = pytest.importorskip("torch")
 
 L, H, C = 16, 4, 3
 TOKEN = "cli-test-token"

@@ -7,12 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import typer
 from typer.testing import CliRunner
 
 from celeris.cli import serve_cmd
-
-torch = pytest.importorskip("torch")
 
 runner = CliRunner()
 

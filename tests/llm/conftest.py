@@ -49,7 +49,8 @@ class LLMServerInfo:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Llama with a byte-level BPE tokenizer, built once per session."""
-    pytest.importorskip("llguidance")
+    import llguidance  # noqa: F401  (a dev extra: missing is a failure)
+
     from celeris.llm.local import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("llm") / "tiny-llama", seed=0)

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import llguidance  # noqa: F401  (a dev extra: missing is a failure)
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -16,8 +17,6 @@ from celeris.llm.context import estimate_tokens
 from celeris.llm.local import Completion, ContextLengthError, LocalChatModel
 from celeris.llm.server import OpenAICompatibleServer
 from celeris.llm.settings import LLMSettings
-
-pytest.importorskip("llguidance")
 
 
 class Small(BaseModel):

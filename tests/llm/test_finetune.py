@@ -6,17 +6,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+import peft  # noqa: F401  (a dev extra: missing is a failure)
 import pytest
+import torch
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from celeris.errors import ConfigError, DataError
-
-torch = pytest.importorskip("torch")
-pytest.importorskip("peft")
-
-from peft import PeftModel  # noqa: E402  (after the importorskip guards)
-from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
-
-from celeris.llm.finetune import (  # noqa: E402
+from celeris.llm.finetune import (
     IGNORE_INDEX,
     FinetuneResult,
     _dataset_loss,

@@ -7,6 +7,7 @@ bundled SmolLM2-135M under ``make test-llm`` (``CELERIS_TEST_LLM_BACKEND=llamacp
 from __future__ import annotations
 
 import json
+import os
 import socket
 from pathlib import Path
 
@@ -235,7 +236,11 @@ def test_finetune_on_exported_dataset(llm_run, tiny_model_dir: Path, tmp_path: P
     _, path = llm_run
     data = tmp_path / "data.jsonl"
     if export_dataset([path], data, include_rejected=True) == 0:
-        pytest.skip("the model answered no round validly")
+        # The offline tiny model answers under a grammar, so a round always parses: nothing to
+        # export is a regression. A real small model (make test-llm) may fail validation.
+        if os.environ.get("CELERIS_TEST_LLM_BACKEND"):
+            pytest.xfail("the real model answered no round validly")
+        pytest.fail("the model answered no round validly: nothing to fine-tune on")
     res = finetune_lora(tiny_model_dir, data, tmp_path / "adapter", epochs=2, progress=False)
     assert res.steps >= 2 and res.trainable_params > 0
     assert (tmp_path / "adapter" / "adapter_config.json").is_file()

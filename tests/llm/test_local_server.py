@@ -11,24 +11,22 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
+import llguidance  # noqa: F401  (a dev extra: missing is a failure)
+import openai
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
 from celeris.errors import ConfigError
-
-openai = pytest.importorskip("openai")
-pytest.importorskip("llguidance")
-
-from celeris.llm.local import (  # noqa: E402  (after the importorskip guards)
+from celeris.llm.local import (
     Completion,
     ContextLengthError,
     LocalChatModel,
     SchemaError,
     build_tiny_model,
 )
-from celeris.llm.server import OpenAICompatibleServer  # noqa: E402
+from celeris.llm.server import OpenAICompatibleServer
 
-from .conftest import LLMServerInfo  # noqa: E402
+from .conftest import LLMServerInfo
 
 USER = [{"role": "user", "content": "Propose a trade for BTC/USDT as JSON."}]
 API_KEY = "test-key"

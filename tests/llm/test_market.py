@@ -118,7 +118,8 @@ def test_price_action_summary_higher_detail_levels_shorter_until_max(sp500):
 
 
 def test_wilder_adx_matches_talib(sp500):
-    talib = pytest.importorskip("talib")
+    import talib
+
     h, lo, c = (sp500[k].to_numpy() for k in ("high", "low", "close"))
     for n in (28, 29, 300, len(c)):
         got = m.wilder_adx(h[:n], lo[:n], c[:n], 14)
@@ -161,7 +162,8 @@ def test_volatility_summary_sp500_numbers_match_pandas(sp500):
 
 
 def test_volatility_summary_atr_matches_talib(sp500):
-    talib = pytest.importorskip("talib")
+    import talib
+
     atr = talib.ATR(sp500["high"], sp500["low"], sp500["close"], 14).iloc[-1]
     text = m.volatility_summary(sp500, detail=3)
     assert f"ATR(14): {atr:,.2f} = {mag(atr / sp500['close'].iloc[-1])} of the last close" in text

@@ -13,7 +13,7 @@ os.environ.setdefault(
     "NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[2] / ".cache" / "numba")
 )
 
-torch = pytest.importorskip("torch")
+import torch
 
 
 @pytest.fixture(autouse=True)

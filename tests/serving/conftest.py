@@ -70,8 +70,9 @@ def tiny_checkpoint_factory(
     returns the checkpoint directory. Load it with
     ``Predictor.load(path, backend="torch", threads=1)``.
     """
-    pytest.importorskip("torch")
-    pytest.importorskip("safetensors")
+    import safetensors  # noqa: F401  (a dev extra: missing is a failure)
+    import torch
+
     built: dict[tuple[Any, ...], Path] = {}
     root = tmp_path_factory.mktemp("serving-checkpoints")
 
@@ -86,7 +87,6 @@ def tiny_checkpoint_factory(
         args = (kind, seed, input_size, horizon, n_features)
         if args in built:
             return built[args]
-        import torch
 
         from celeris.models.checkpoint import save_checkpoint
         from celeris.models.data import StandardScaler
@@ -220,10 +220,11 @@ class RedisServer:
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     """A real redis-server for one test (fresh, empty, killed afterwards)."""
-    pytest.importorskip("redis")
+    import redis  # noqa: F401  (a dev extra: missing is a failure)
+
     executable = shutil.which("redis-server")
     if executable is None:
-        pytest.skip("redis-server is not installed (make system-deps)")
+        pytest.fail("redis-server is not installed: run `make system-deps`")
     server = RedisServer(executable, free_port(), tmp_path)
     server.start()
     try:
@@ -343,10 +344,11 @@ def _postgres_bindir() -> Path | None:
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     """A real PostgreSQL server for the session (per xdist worker), removed afterwards."""
-    pytest.importorskip("psycopg")
+    import psycopg  # noqa: F401  (a dev extra: missing is a failure)
+
     bindir = _postgres_bindir()
     if bindir is None:
-        pytest.skip("PostgreSQL is not installed (make system-deps)")
+        pytest.fail("PostgreSQL is not installed: run `make system-deps`")
     # Not under pytest's tmp_path: its parents are private to root, and the server runs as
     # the postgres user when the tests run as root.
     datadir = Path(tempfile.mkdtemp(prefix="celeris-pg-"))

@@ -19,8 +19,6 @@ from celeris.serving.app import Server, bind, build, uvicorn_server
 from celeris.serving.config import load_serve_settings
 from celeris.serving.registry import ModelRegistry
 
-torch = pytest.importorskip("torch")
-
 L, H, C = 16, 4, 3
 
 

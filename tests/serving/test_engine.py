@@ -11,15 +11,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch  # noqa: F401  (a dev extra: missing is a failure)
 
 from celeris import ConfigError, DataError
+from celeris.models.predictor import Predictor
 from celeris.serving.batcher import BatcherConfig, Priority
 from celeris.serving.cache import MemoryCache, RedisCache, TieredCache
 from celeris.serving.engine import ABNotRunning, Engine, ModelNotFound
-
-pytest.importorskip("torch")
-
-from celeris.models.predictor import Predictor
 
 L, H, C = 16, 4, 3
 RTOL, ATOL = 1e-5, 1e-4  # batch composition changes float summation order in torch kernels

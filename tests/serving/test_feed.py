@@ -174,7 +174,7 @@ def consumer_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``examples/signal_consumer.c`` compiled with every warning as an error."""
     cc = _compiler("cc", "gcc", "clang")
     if cc is None:
-        pytest.skip("no C compiler (cc, gcc or clang) on PATH")
+        pytest.fail("no C compiler (cc, gcc or clang) on PATH: run `make system-deps`")
     out = tmp_path_factory.mktemp("c-consumer") / "signal_consumer"
     result = subprocess.run(
         [
@@ -313,7 +313,7 @@ def test_c_encoder_equals_python_encode_on_worked_example(consumer_binary: Path)
 def test_c_header_compiles_as_cpp11(tmp_path: Path) -> None:
     cxx = _compiler("c++", "g++", "clang++")
     if cxx is None:
-        pytest.skip("no C++ compiler on PATH")
+        pytest.fail("no C++ compiler on PATH: run `make system-deps`")
     source = tmp_path / "consumer.cpp"
     source.write_text(
         '#include "celeris_signal.h"\n'

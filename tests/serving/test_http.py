@@ -21,11 +21,10 @@ import httpx
 import msgpack
 import numpy as np
 import pytest
+import torch
 
 from celeris.serving.app import Server, bind, build, uvicorn_server
 from celeris.serving.config import ServeSettings, load_serve_settings
-
-torch = pytest.importorskip("torch")
 
 L, H, C = 16, 4, 3
 TOKEN = "test-admin-token"

@@ -22,14 +22,11 @@ from typing import Any
 import msgpack
 import numpy as np
 import pytest
+import uvicorn
 
 from celeris.errors import ConfigError
 from celeris.serving import loadgen as lg
 from celeris.serving.loadgen import SLA, CompareResult, LoadConfig, RunResult, Target
-
-uvicorn = pytest.importorskip("uvicorn")
-starlette = pytest.importorskip("starlette")
-
 
 # -- the server ------------------------------------------------------------------------------
 

@@ -17,16 +17,13 @@ from typing import Any
 import httpx
 import msgpack
 import numpy as np
+import onnxruntime  # noqa: F401  (a dev extra: missing is a failure)
 import pytest
+import ray.serve  # noqa: F401  (a dev extra: missing is a failure)
 
 from celeris.errors import ConfigError
+from celeris.serving import ray_serve
 from tests.serving.conftest import free_port
-
-pytest.importorskip("ray.serve")
-pytest.importorskip("onnxruntime")
-torch = pytest.importorskip("torch")
-
-from celeris.serving import ray_serve  # noqa: E402  (needs Ray)
 
 L, H, C = 16, 4, 3
 

@@ -17,8 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from celeris.errors import ConfigError, DataError
+from celeris.models.checkpoint import save_checkpoint
+from celeris.models.data import StandardScaler
+from celeris.models.predictor import Predictor
+from celeris.models.registry import build_model, get_model
 from celeris.serving.registry import (
     _PG_WRITER_LOCK,
     ArtifactTampered,
@@ -30,13 +35,6 @@ from celeris.serving.registry import (
     parse_ref,
     tree_sha256,
 )
-
-torch = pytest.importorskip("torch")
-
-from celeris.models.checkpoint import save_checkpoint  # noqa: E402
-from celeris.models.data import StandardScaler  # noqa: E402
-from celeris.models.predictor import Predictor  # noqa: E402
-from celeris.models.registry import build_model, get_model  # noqa: E402
 
 L, H = 24, 4
 REPO = Path(__file__).resolve().parents[2]

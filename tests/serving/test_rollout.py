@@ -11,9 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from scipy import special, stats
 
 from celeris.errors import CelerisTypeError, ConfigError, DataError
+from celeris.models.checkpoint import save_checkpoint
+from celeris.models.data import StandardScaler
+from celeris.models.predictor import Predictor
+from celeris.models.registry import build_model, get_model
 from celeris.serving.rollout import (
     ABStats,
     arm_for,
@@ -21,13 +26,6 @@ from celeris.serving.rollout import (
     hedges_g,
     shadow_validate,
 )
-
-torch = pytest.importorskip("torch")
-
-from celeris.models.checkpoint import save_checkpoint  # noqa: E402
-from celeris.models.data import StandardScaler  # noqa: E402
-from celeris.models.predictor import Predictor  # noqa: E402
-from celeris.models.registry import build_model, get_model  # noqa: E402
 
 L, H = 24, 4
 
