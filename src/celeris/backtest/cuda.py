@@ -55,7 +55,7 @@ def _launcher() -> Any:
         trades,
         trade_offsets,
     ):
-        col = cuda.grid(1)
+        col: int = cuda.grid(1)  # type: ignore[call-arg]  # numba's stub: 2 arguments
         if col < params.shape[0]:
             simulate_column(
                 col,
