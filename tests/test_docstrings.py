@@ -37,5 +37,7 @@ def test_docstring_examples_run_as_written(name: str) -> None:
     module = importlib.import_module(name)
     flags = doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS
     result = doctest.testmod(module, optionflags=flags, verbose=False, report=True)
-    assert result.attempted > 0, f"{name} has '>>> ' in its text but doctest found no example"
+    text = Path(module.__file__ or "").read_text(encoding="utf-8")
+    runnable = [ln for ln in text.splitlines() if ">>> " in ln and "doctest: +SKIP" not in ln]
+    assert result.attempted > 0 or not runnable, f"doctest found none of {name}'s examples"
     assert result.failed == 0, f"{result.failed} of {result.attempted} examples in {name} failed"
