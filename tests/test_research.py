@@ -10,9 +10,9 @@ from celeris import ConfigError, DataError
 from celeris.backtest import from_signals
 from celeris.data import load
 from celeris.errors import CelerisWarning
+from celeris.models.catalogue import build_model
 from celeris.models.pipeline import fit_on_bars, train_on_bars
 from celeris.models.predictor import Predictor
-from celeris.models.registry import build_model
 from celeris.models.signals import signals_from_forecast
 from celeris.research import (
     _refit_plan,

@@ -13,8 +13,8 @@ from safetensors.torch import save as save_safetensors
 
 from celeris.errors import ConfigError, DataError
 from celeris.models import cnn_lstm
+from celeris.models.catalogue import build_model, get_model
 from celeris.models.cnn_lstm import CNNLSTM
-from celeris.models.registry import build_model, get_model
 from tests.helpers import assert_values_close
 
 

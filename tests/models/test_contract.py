@@ -19,8 +19,8 @@ import pytest
 import torch
 
 from celeris.errors import ConfigError, DataError
+from celeris.models.catalogue import MODELS, ForecastModel, build_model, get_model
 from celeris.models.checkpoint import load_checkpoint, save_checkpoint
-from celeris.models.registry import MODELS, ForecastModel, build_model, get_model
 
 for _module in ("celeris.models.nhits", "celeris.models.cnn_lstm", "celeris.models.reservoir"):
     try:
@@ -270,3 +270,15 @@ def _edit(path, change) -> None:
     document = json.loads((path / "config.json").read_text())
     change(document)
     (path / "config.json").write_text(json.dumps(document))
+
+
+def test_old_models_registry_module_warns_and_is_the_catalogue() -> None:
+    import importlib
+    import sys
+
+    from celeris.models import catalogue
+
+    sys.modules.pop("celeris.models.registry", None)
+    with pytest.warns(DeprecationWarning, match=r"celeris\.models\.catalogue"):
+        old = importlib.import_module("celeris.models.registry")
+    assert old.build_model is catalogue.build_model and old.MODELS is catalogue.MODELS

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from celeris.errors import CelerisTypeError, ConfigError, DataError
+from celeris.models.catalogue import build_model
 from celeris.models.data import make_windows, split_by_time
 from celeris.models.nhits import NHITS
-from celeris.models.registry import build_model
 from tests.models.conftest import ar2_series, sine_series
 
 # AR(2) with complex roots r * exp(+-i w): a noisy oscillation, predictable a few steps ahead.

@@ -47,8 +47,8 @@ def test_fit_on_bars_same_seed_gives_same_weights_whatever_the_global_rng():
     import torch
 
     from celeris.data import load
+    from celeris.models.catalogue import build_model
     from celeris.models.pipeline import fit_on_bars
-    from celeris.models.registry import build_model
     from celeris.models.train import TrainConfig
 
     bars = load("sample:sp500").iloc[-300:]

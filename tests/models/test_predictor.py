@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from celeris import ConfigError, DataError
+from celeris.models.catalogue import build_model
 from celeris.models.checkpoint import save_checkpoint
 from celeris.models.data import StandardScaler
 from celeris.models.export import TOLERANCE, export_checkpoint
 from celeris.models.predictor import Predictor, _halving
 from celeris.models.profiles import auto_profile, load_predictor, optimal_batch_size
-from celeris.models.registry import build_model
 from celeris.models.signals import expected_returns, rolling_forecasts, signals_from_forecast
 from tests.helpers import assert_values_close
 

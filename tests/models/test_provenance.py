@@ -9,6 +9,7 @@ import pytest
 from celeris import ConfigError, DataError
 from celeris.data import load
 from celeris.errors import CelerisWarning
+from celeris.models.catalogue import build_model
 from celeris.models.pipeline import (
     expected_step_returns,
     fit_on_bars,
@@ -17,7 +18,6 @@ from celeris.models.pipeline import (
 )
 from celeris.models.predictor import Predictor
 from celeris.models.provenance import fingerprint_bars, training_overlap
-from celeris.models.registry import build_model
 from celeris.models.signals import rolling_forecasts
 
 L, H = 20, 2

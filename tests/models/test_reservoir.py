@@ -12,7 +12,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from celeris.errors import CelerisError, ConfigError, DataError
-from celeris.models.registry import build_model, get_model
+from celeris.models.catalogue import build_model, get_model
 from celeris.models.reservoir import EchoStateNetwork
 from tests.helpers import assert_values_close
 

@@ -240,7 +240,7 @@ def test_train_bf16_on_cpu_runs_and_reports_precision() -> None:
 
 
 def test_train_reservoir_fits_in_closed_form() -> None:
-    from celeris.models.registry import build_model, get_model
+    from celeris.models.catalogue import build_model, get_model
 
     tr, va, _ = _sine_splits(noise=0.0)
     model = build_model("reservoir", **get_model("reservoir").tiny_config(40, 10, 1))
@@ -250,8 +250,8 @@ def test_train_reservoir_fits_in_closed_form() -> None:
 
 
 def test_train_checkpoint_dir_round_trips(tmp_path) -> None:
+    from celeris.models.catalogue import build_model, get_model
     from celeris.models.checkpoint import load_checkpoint
-    from celeris.models.registry import build_model, get_model
 
     tr, va, _ = _sine_splits()
     scaler = StandardScaler().fit(np.asarray(tr.x[:, :, 0]).reshape(-1))

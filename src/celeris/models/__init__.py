@@ -23,10 +23,10 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "MODELS": "registry",
-    "ForecastModel": "registry",
-    "build_model": "registry",
-    "register_model": "registry",
+    "MODELS": "catalogue",
+    "ForecastModel": "catalogue",
+    "build_model": "catalogue",
+    "register_model": "catalogue",
     "make_windows": "data",
     "split_by_time": "data",
     "Windows": "data",

@@ -27,8 +27,8 @@ from typing import Any
 import torch
 
 from celeris.errors import ConfigError, DataError
+from celeris.models.catalogue import ForecastModel, build_model
 from celeris.models.data import Scaler, WindowScaler, scaler_from_state
-from celeris.models.registry import ForecastModel, build_model
 
 __all__ = [
     "CONFIG_FILE",

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from celeris.errors import ConfigError, check_choice
-from celeris.models.registry import ForecastModel, register_model
+from celeris.models.catalogue import ForecastModel, register_model
 
 TASKS = ("regression", "direction")
 PADDINGS = ("causal", "symmetric")

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from celeris.errors import CelerisTypeError, ConfigError, check_choice
-from celeris.models.registry import ForecastModel, register_model
+from celeris.models.catalogue import ForecastModel, register_model
 
 __all__ = ["NHITS", "NHITSBlock"]
 

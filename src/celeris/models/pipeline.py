@@ -96,10 +96,10 @@ def fit_on_bars(
     """
     import torch
 
+    from celeris.models.catalogue import build_model
     from celeris.models.data import Scaler, make_scaler, make_windows, split_by_time, training_bars
     from celeris.models.evaluate import evaluate
     from celeris.models.provenance import fingerprint_bars
-    from celeris.models.registry import build_model
     from celeris.models.train import TrainConfig, train
 
     feats = tuple(features or DEFAULT_FEATURES.get(name, ("close",)))

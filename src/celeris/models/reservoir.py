@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from celeris.errors import CelerisError, ConfigError, DataError
-from celeris.models.registry import ForecastModel, register_model
+from celeris.models.catalogue import ForecastModel, register_model
 
 
 def _positive_int(name: str, value: Any) -> int:

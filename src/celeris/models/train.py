@@ -459,7 +459,7 @@ def train(
     Parameters
     ----------
     model : nn.Module
-        A :class:`~celeris.models.registry.ForecastModel` (or any module with the same contract:
+        A :class:`~celeris.models.catalogue.ForecastModel` (or any module with the same contract:
         ``forward(x [B, L, C]) -> [B, H]``, optional ``task`` and ``trainable`` attributes).
         Trained in place and moved to the training device.
     train, val : Windows
