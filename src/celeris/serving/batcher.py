@@ -56,6 +56,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from celeris.errors import CelerisError, ConfigError, DataError, did_you_mean
+from celeris.serving.errors import BatcherClosed, DeadlineExceeded, Overloaded, RequestFailed
 
 __all__ = [
     "BatcherClosed",
@@ -114,30 +115,6 @@ _N_PRIORITIES = len(Priority)
 _LABELS = tuple(p.label for p in Priority)
 
 
-class Overloaded(CelerisError):
-    """The batcher's queue is full; retry after ``retry_after_s`` seconds (HTTP 429)."""
-
-    def __init__(self, message: str, retry_after_s: float) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-
-
-class DeadlineExceeded(CelerisError):
-    """A request's deadline passed before it was computed; it was not computed (HTTP 504)."""
-
-
-class RequestFailed(CelerisError):
-    """The model raised on this request's rows (alone, after its batch was split); see ``cause``."""
-
-    def __init__(self, message: str, cause: BaseException | None = None) -> None:
-        super().__init__(message)
-        self.cause = cause
-
-
-class BatcherClosed(CelerisError):
-    """The batcher was stopped before this request could be queued or computed."""
-
-
 class MetricsSink(Protocol):
     """Where the serving engine reports what it does (see ``celeris.serving.metrics``).
 
@@ -167,6 +144,10 @@ class MetricsSink(Protocol):
     def error(self, model: str, kind: str) -> None:
         """Record one error of ``kind`` ("timeout", "overloaded", "failed", "oom_split"...)."""
 
+    def forget_version(self, model: str, version: str) -> None:
+        """Drop the per-version gauges of a version whose batcher stopped (a hot swap retired
+        it), so they do not linger at their last value."""
+
 
 class NullMetrics:
     """A :class:`MetricsSink` that records nothing (the default)."""
@@ -189,6 +170,9 @@ class NullMetrics:
         pass
 
     def error(self, model: str, kind: str) -> None:
+        pass
+
+    def forget_version(self, model: str, version: str) -> None:
         pass
 
 
@@ -245,6 +229,15 @@ class _GuardedMetrics:
             self.inner.error(model, kind)
         except Exception:
             self._failed("error")
+
+    def forget_version(self, model: str, version: str) -> None:
+        forget = getattr(self.inner, "forget_version", None)  # optional for older sinks
+        if forget is None:
+            return
+        try:
+            forget(model, version)
+        except Exception:
+            self._failed("forget_version")
 
 
 def guarded(metrics: MetricsSink | None) -> MetricsSink:

@@ -60,12 +60,17 @@ from typing import TYPE_CHECKING, Any
 
 from celeris.data.atomic import sweep_stale, temp_name
 from celeris.errors import (
-    CelerisError,
     ConfigError,
     DataError,
     ModelNotFound,
     check_choice,
     did_you_mean,
+)
+from celeris.serving.errors import (
+    ArtifactTampered,
+    IncompatibleVersion,
+    RegistryError,
+    RegistryUnavailable,
 )
 
 if TYPE_CHECKING:
@@ -131,23 +136,6 @@ _SCHEMA = (
     )""",
 )
 _COLUMNS = "name, version, stage, sha256, metrics_json, created_at, path"
-
-
-class RegistryError(CelerisError, RuntimeError):
-    """The registry cannot do what was asked in its current state (or its database failed)."""
-
-
-class ArtifactTampered(RegistryError):
-    """An artifact's files no longer hash to the sha256 recorded when it was registered."""
-
-
-class RegistryUnavailable(RegistryError):
-    """The registry database cannot be opened or read (a server answers 503 meanwhile)."""
-
-
-class IncompatibleVersion(RegistryError):
-    """A version would become production although its inputs or outputs differ from the
-    current production version's (clients of ``NAME@production`` would break)."""
 
 
 @dataclasses.dataclass(frozen=True)
