@@ -169,6 +169,53 @@ def test_dynamic_batcher_reports_into_prometheus():
     assert value(m, "celeris_queue_items", **labels) == 0
 
 
+class _LastBar:
+    """A predictor forecasting its history's last value (numpy only)."""
+
+    input_size, horizon, n_features = 4, 2, 1
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return np.repeat(x[:, -1, :1], self.horizon, axis=1)  # [B, L, 1] -> [B, H]
+
+
+def _queue_series(m: PrometheusMetrics) -> set[tuple[str, str]]:
+    """The (model, version) label pairs of ``celeris_queue_items`` on /metrics."""
+    families = text_string_to_metric_families(m.render().decode())
+    return {
+        (s.labels["model"], s.labels["version"])
+        for f in families
+        if f.name == "celeris_queue_items"
+        for s in f.samples
+    }
+
+
+def test_engine_hot_swap_and_unload_forget_the_retired_versions_gauges():
+    from celeris.serving.batcher import BatcherConfig
+    from celeris.serving.engine import Engine
+
+    m = PrometheusMetrics(system=False)
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)  # [n, L]
+    seen: dict[str, set[tuple[str, str]]] = {}
+
+    async def run() -> None:
+        engine = Engine(config=BatcherConfig(max_wait_ms=(1, 1, 1, 1)), metrics=m)
+        await engine.add_version("btc", "1", _LastBar())
+        await engine.predict("btc", x)
+        seen["before"] = _queue_series(m)
+        await engine.add_version("btc", "2", _LastBar())  # a hot swap: version 1 retires
+        await engine.predict("btc", x)
+        seen["swapped"] = _queue_series(m)
+        await engine.swap("btc", "1")  # back again: its gauge returns, version 2's goes
+        await engine.predict("btc", x)
+        seen["back"] = _queue_series(m)
+        await engine.close()
+
+    asyncio.run(run())
+    assert seen["before"] == {("btc", "1")}
+    assert seen["swapped"] == {("btc", "2")}
+    assert seen["back"] == {("btc", "1")}
+
+
 def test_per_request_metric_cost_is_a_few_microseconds():
     m = PrometheusMetrics(system=False)
     m.observe_request("btc", "1", "normal", 0.001, "ok")  # label children created once

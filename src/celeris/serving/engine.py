@@ -38,9 +38,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from celeris.errors import CelerisError, ConfigError, DataError, ModelNotFound, did_you_mean
+from celeris.errors import ConfigError, DataError, ModelNotFound, did_you_mean
 from celeris.serving.batcher import (
-    BatcherClosed,
     BatcherConfig,
     DynamicBatcher,
     MetricsSink,
@@ -48,15 +47,12 @@ from celeris.serving.batcher import (
     guarded,
 )
 from celeris.serving.cache import TieredCache, cache_key
+from celeris.serving.errors import ABNotRunning, BatcherClosed
 
 if TYPE_CHECKING:
     from celeris.serving.rollout import ABStats
 
 __all__ = ["ABNotRunning", "Engine", "ModelNotFound", "PredictResult"]
-
-
-class ABNotRunning(CelerisError):
-    """No A/B test runs for the model (HTTP 409)."""
 
 
 @dataclasses.dataclass
@@ -142,6 +138,19 @@ def _windows(histories: Any, predictor: Any) -> np.ndarray:
         i, t, k = np.argwhere(~np.isfinite(arr))[0]
         raise DataError(f"history {i} has a non-finite value at bar {t - input_size} (feature {k})")
     return arr
+
+
+def _ab_view(model: _Model) -> dict[str, Any] | None:
+    ab = model.ab
+    if ab is None:
+        return None
+    return {
+        "champion": model.serving,
+        "challenger": ab.challenger,
+        "split": ab.split,
+        "salt": ab.salt,
+        "started_at": ab.started_at,
+    }
 
 
 def _outcome_value(values: np.ndarray) -> float | None:
@@ -273,6 +282,9 @@ class Engine:
         await b.stop(drain=True)
         if v.batcher is b:
             v.batcher = None
+            # Its queue gauge would otherwise stay on /metrics at its last value for as long
+            # as the process runs.
+            self.metrics.forget_version(model.name, version)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -316,6 +328,12 @@ class Engine:
         model.ab = None
         self._spawn(self._retire(model, ab.challenger))
         return ab.stats
+
+    def ab_state(self, name: str) -> dict[str, Any] | None:
+        """Return the running A/B test of ``name`` (``champion``, ``challenger``, ``split``,
+        ``salt``, ``started_at``), or None when none runs. The engine is the one place that
+        knows: the model manager and ``GET /v1/models`` read it here."""
+        return _ab_view(self._model(name))
 
     def ab_stats(self, name: str) -> ABStats:
         """Return the running A/B test's statistics (live object)."""
@@ -474,21 +492,12 @@ class Engine:
         for model in self._models.values():
             serving = model.versions.get(model.serving) if model.serving is not None else None
             pred = serving.predictor if serving is not None else None
-            ab = model.ab
             out.append(
                 {
                     "name": model.name,
                     "serving": model.serving,
                     "versions": list(model.versions),
-                    "ab": None
-                    if ab is None
-                    else {
-                        "champion": model.serving,
-                        "challenger": ab.challenger,
-                        "split": ab.split,
-                        "salt": ab.salt,
-                        "started_at": ab.started_at,
-                    },
+                    "ab": _ab_view(model),
                     "input_size": None if pred is None else int(pred.input_size),
                     "horizon": None if pred is None else int(pred.horizon),
                     "n_features": None if pred is None else int(pred.n_features),
