@@ -12,7 +12,7 @@ What runs, in one invocation:
   computed; start -> ``/readyz`` timed), (b) the same predictor in Ray Serve behind
   ``@serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)`` with
   ``max_ongoing_requests=128`` (:mod:`celeris.serving.ray_serve`, a local Ray on 127.0.0.1);
-* load: :mod:`celeris.serving.loadgen` from this process, the same 64 distinct JSON bodies
+* load: :mod:`celeris.bench` from this process, the same 64 distinct JSON bodies
   (one history each) for both, closed loop at concurrency 1, 8, 32 and 128 for ``--duration``
   seconds each; requests per server CPU-second from the CPU time of each server's whole process
   tree (for Ray: driver, GCS, raylet, controller, proxy and replica);
@@ -148,12 +148,12 @@ def celeris_command() -> list[str]:
 def run_levels(
     name: str, url: str, pid: int, levels: tuple[int, ...], duration: float, bodies: Any
 ) -> dict[int, Any]:
-    from celeris.serving import loadgen
+    from celeris import bench
 
-    target = loadgen.Target(url, bodies[0], bodies[1], label=name)
+    target = bench.Target(url, bodies[0], bodies[1], label=name)
     out = {}
     for c in levels:
-        r = loadgen.load(
+        r = bench.load(
             target,
             concurrency=c,
             max_requests=500_000,
@@ -391,7 +391,8 @@ def main() -> None:
     args = parser.parse_args()
     duration = args.duration or (3.0 if args.quick else 10.0)
 
-    from celeris.serving import feed, loadgen
+    from celeris import bench
+    from celeris.serving import feed
 
     info = machine()
     load_start = os.getloadavg()
@@ -401,11 +402,11 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="celeris-bench-serving-"))
     try:
         registry = build_registry(tmp)
-        bodies = loadgen.predict_bodies(L, C, rows=1, distinct=64, seed=7)
+        bodies = bench.predict_bodies(L, C, rows=1, distinct=64, seed=7)
         mp = (
             None
             if args.no_msgpack
-            else loadgen.predict_bodies(L, C, distinct=64, fmt="msgpack", seed=7)
+            else bench.predict_bodies(L, C, distinct=64, fmt="msgpack", seed=7)
         )
         print(f"request body: one history of {L} x {C}, JSON {len(bodies[0][0]):,} bytes"
               + ("" if mp is None else f", msgpack binary {len(mp[0][0]):,} bytes"))  # fmt: skip
@@ -466,7 +467,7 @@ def main() -> None:
           f"{overhead['no_model']['engine_p50_us']:.0f} us")  # fmt: skip
 
     if args.png is not None:
-        path = loadgen.plot_latency(
+        path = bench.plot_latency(
             [cel["runs"][32], ray["runs"][32]], args.png, title="c=32: celeris serve vs Ray Serve"
         )
         print(f"wrote {path}")

@@ -134,6 +134,21 @@ def test_bench_load_table_and_png(server: str, tmp_path: Path) -> None:
     assert png.read_bytes()[:4] == b"\x89PNG" and f"wrote {png}" in out.output
 
 
+def test_bench_load_rate_open_loop_sends_the_schedule_and_reports_it(server: str) -> None:
+    # 200 req/s for 0.5 s: exactly 100 requests fall due, whatever --requests allows
+    out = invoke("load", "--url", server, "--model", "btc", "-c", "4", "--rate", "200", "-d",
+                 "0.5", "--json", *LOOSE)  # fmt: skip
+    assert out.exit_code == 0, out.output
+    run = json.loads(out.stdout)["run"]
+    assert (run["sent"], run["ok"], run["errors"]) == (100, 100, {})
+    assert run["open_loop"]["rate_rps"] == 200 and run["open_loop"]["behind_schedule"] >= 0
+    table = invoke("load", "--url", server, "--model", "btc", "--rate", "100", "-d", "0.2", *LOOSE)
+    assert table.exit_code == 0, table.output
+    assert "open loop at 100 req/s" in table.stdout and "behind schedule" in table.stdout
+    closed = invoke("load", "--url", server, "--model", "btc", "-n", "10", "--json", *LOOSE)
+    assert "open_loop" not in json.loads(closed.stdout)["run"]
+
+
 def test_bench_load_body_file_against_full_url(server: str, tmp_path: Path) -> None:
     body = tmp_path / "req.json"
     x = 100 + np.random.default_rng(0).standard_normal((2, L, C)).cumsum(axis=1)
@@ -192,6 +207,7 @@ def test_bench_compare_two_models_and_two_urls(server: str) -> None:
         (("load", "--url", "http://127.0.0.1:9", "--body-file", "/no/such.json"), "cannot read"),
         (("load", "--url", "http://127.0.0.1:9", "--model", "x", "--input-size", "3"), "both"),
         (("load", "--url", "http://127.0.0.1:9", "--sla-p99", "-1"), "SLA targets must be >= 0"),
+        (("load", "--url", "http://127.0.0.1:9", "--rate", "0"), "rate must be a number in (0,"),
         (
             ("load", "--url", "http://127.0.0.1:9", "--body-file", "b.json", "--distinct", "2"),
             "--distinct makes bodies for --model",

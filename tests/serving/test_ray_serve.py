@@ -183,12 +183,12 @@ def test_ray_command_registry_defaults_to_celeris_home(monkeypatch: pytest.Monke
 
 
 def test_loadgen_against_ray_serve_all_answered(apps: Any) -> None:
-    from celeris.serving import loadgen
+    from celeris import bench
 
-    bodies, ctype = loadgen.predict_bodies(L, C, distinct=8)
+    bodies, ctype = bench.predict_bodies(L, C, distinct=8)
     for kind in ("batched", "engine"):
-        target = loadgen.Target(apps[kind].predict_url(), bodies, ctype)
-        r = loadgen.load(target, concurrency=8, max_requests=64, duration_s=30)
+        target = bench.Target(apps[kind].predict_url(), bodies, ctype)
+        r = bench.load(target, concurrency=8, max_requests=64, duration_s=30)
         assert (r.ok, r.errors) == (64, {}), kind
 
 

@@ -33,11 +33,15 @@ Targets must be loopback (127.0.0.0/8, ::1, localhost). Every run is bounded by 
 
   celeris bench load --url http://127.0.0.1:8000 --model btc --concurrency 32 --duration 10 --server-pid $(pgrep -f 'celeris serve')
 
+  celeris bench load --url http://127.0.0.1:8000 --model btc --rate 500 --duration 10
+
   celeris bench stress --url http://127.0.0.1:8000 --model btc --sla-p99 50
 
   celeris bench compare --url http://127.0.0.1:8000 --url http://127.0.0.1:8001 --model btc --concurrency 32
 
   celeris bench load --url http://127.0.0.1:8000/v1/models/btc/predict --body-file req.json --json --png latency.png
+
+Open loop (--rate R): requests fall due at a fixed R per second whatever the server does, and a request sent late (every connection busy) is timed from when it was due, so a stalled server's queueing shows in the latency (a closed loop stops sending while the server stalls and hides it: coordinated omission). The report says how many sends fell behind schedule; requests due but never sent by the end count as "unsent" errors.
 
 SLA defaults: p50 <= 50 ms, p95 <= 80 ms, p99 <= 100 ms, >= 200 req/s, <= 1% errors (0 turns a target off).
 
@@ -157,7 +161,7 @@ report_options = shared_options(_REPORT, into="report")
 
 def _sla(report: Options) -> Any:
     """The SLA of the ``--sla-*`` options (0 turns a target off)."""
-    from celeris.serving.loadgen import SLA
+    from celeris.bench import SLA
 
     def off(v: float) -> float | None:
         if v < 0:
@@ -189,7 +193,7 @@ def _target(
     """
     import urllib.parse
 
-    from celeris.serving.loadgen import Target, check_loopback, model_shape, predict_target
+    from celeris.bench import Target, check_loopback, model_shape, predict_target
 
     check_loopback(url)
     parts = urllib.parse.urlsplit(url)
@@ -236,7 +240,7 @@ def _target(
 
 def _emit(result: Any, sla: Any, report: Options) -> None:
     """Write the JSON report or the tables, and the PNG (as the report options ask)."""
-    from celeris.serving.loadgen import (
+    from celeris.bench import (
         CompareResult,
         RunResult,
         StressResult,
@@ -278,7 +282,7 @@ def _emit(result: Any, sla: Any, report: Options) -> None:
 
 
 def _run(run: Any, url: str, body: Options, report: Options, **limits: Any) -> None:
-    """Run one load test (``loadgen.latency`` or ``loadgen.load``), report it, exit 1 on a
+    """Run one load test (``bench.latency`` or ``bench.load``), report it, exit 1 on a
     missed SLA."""
     sla = _sla(report)
     result = run(_target(url, **body), **limits)
@@ -313,10 +317,10 @@ def register(app: typer.Typer) -> None:
 
         Example: celeris bench latency --url http://127.0.0.1:8000 --model btc --requests 2000
         """
-        from celeris.serving import loadgen
+        from celeris import bench
 
         _run(
-            loadgen.latency, url, body, report, max_requests=requests, duration_s=duration,
+            bench.latency, url, body, report, max_requests=requests, duration_s=duration,
             warmup_requests=warmup, timeout_s=timeout, server_pid=server_pid,
         )  # fmt: skip
 
@@ -333,17 +337,29 @@ def register(app: typer.Typer) -> None:
         warmup: WarmupOpt = None,
         timeout: TimeoutOpt = 10.0,
         server_pid: PidOpt = None,
+        rate: Annotated[
+            float | None,
+            typer.Option(
+                "--rate",
+                help="Open loop: requests per second on a fixed schedule (--concurrency is then "
+                "the most in flight); latency counts from each request's due time. Default: "
+                "closed loop.",
+                show_default=False,
+            ),
+        ] = None,
         report: Options = FILLED,
     ) -> None:
-        """A fixed number of connections, each sending again as soon as it is answered.
+        """A fixed number of connections, each sending again as soon as it is answered; or,
+        with --rate, a fixed arrival rate (open loop, free of coordinated omission).
 
         Example: celeris bench load --url http://127.0.0.1:8000 --model btc -c 32 -d 10
         """
-        from celeris.serving import loadgen
+        from celeris import bench
 
         _run(
-            loadgen.load, url, body, report, concurrency=concurrency, max_requests=requests,
+            bench.load, url, body, report, concurrency=concurrency, max_requests=requests,
             duration_s=duration, warmup_requests=warmup, timeout_s=timeout, server_pid=server_pid,
+            rate=rate,
         )  # fmt: skip
 
     @bench_app.command("stress")
@@ -372,7 +388,7 @@ def register(app: typer.Typer) -> None:
 
         Example: celeris bench stress --url http://127.0.0.1:8000 --model btc --steps 1,8,32,128
         """
-        from celeris.serving import loadgen
+        from celeris import bench
 
         try:
             parsed = tuple(int(s) for s in steps.split(",") if s.strip())
@@ -393,7 +409,7 @@ def register(app: typer.Typer) -> None:
                 highlight=False,
             )
 
-        result = loadgen.stress(
+        result = bench.stress(
             target,
             steps=parsed,
             sla=sla,
@@ -456,7 +472,7 @@ def register(app: typer.Typer) -> None:
 
         Example: celeris bench compare --url http://127.0.0.1:8001 --url http://127.0.0.1:8002 --model btc
         """
-        from celeris.serving import loadgen
+        from celeris import bench
 
         models = list(model or [])
         if len(url) == 2 and len(models) <= 1:
@@ -483,7 +499,7 @@ def register(app: typer.Typer) -> None:
             _target(u, model=m, label=labels[i] if labels else (u if len(url) == 2 else ""), **body)
             for i, (u, m) in enumerate(pairs)
         ]
-        config = loadgen.LoadConfig(concurrency, requests, duration, warmup, timeout)
-        result = loadgen.compare(targets[0], targets[1], config, server_pids=pid_pair)
+        config = bench.LoadConfig(concurrency, requests, duration, warmup, timeout)
+        result = bench.compare(targets[0], targets[1], config, server_pids=pid_pair)
         _emit(result, sla, report)
         _exit_for(sla.check(result.a).passed and sla.check(result.b).passed)
