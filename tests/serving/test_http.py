@@ -441,6 +441,7 @@ def _slow_app(tmp_path: Path, delay_s: float, **batching: Any) -> tuple[Any, Any
     from celeris.serving.batcher import BatcherConfig
     from celeris.serving.engine import Engine
     from celeris.serving.http import create_app
+    from celeris.serving.manager import ModelManager
     from celeris.serving.metrics import PrometheusMetrics
     from celeris.serving.registry import ModelRegistry
 
@@ -455,9 +456,8 @@ def _slow_app(tmp_path: Path, delay_s: float, **batching: Any) -> tuple[Any, Any
         await engine.close()
 
     settings = load_serve_settings(registry=tmp_path / "reg", log_level="warning")
-    app = create_app(
-        engine, ModelRegistry(tmp_path / "reg"), settings, metrics=metrics, lifespan=lifespan
-    )
+    manager = ModelManager(engine, ModelRegistry(tmp_path / "reg"), settings, metrics=metrics)
+    app = create_app(manager, lifespan=lifespan)
     return app, metrics
 
 

@@ -26,14 +26,16 @@ from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from celeris.errors import ConfigError, DataError
-from celeris.serving.app import SymbolLimitReached, SymbolTable, build
+from celeris.serving.app import build
 from celeris.serving.config import (
     MIN_TOKEN_LENGTH,
     exposure_warning,
     is_loopback,
     load_serve_settings,
 )
+from celeris.serving.errors import SymbolLimitReached
 from celeris.serving.http import _json_numbers_only, forecast_signals
+from celeris.serving.manager import SymbolTable
 
 L = 8
 JSON = {"Content-Type": "application/json"}
@@ -78,6 +80,7 @@ def _app(root: Path, publisher: Any = None, **overrides: Any) -> Any:
     from celeris.serving.batcher import BatcherConfig
     from celeris.serving.engine import Engine
     from celeris.serving.http import create_app
+    from celeris.serving.manager import ModelManager
     from celeris.serving.metrics import PrometheusMetrics
     from celeris.serving.registry import ModelRegistry
 
@@ -94,14 +97,8 @@ def _app(root: Path, publisher: Any = None, **overrides: Any) -> Any:
 
     base = {"registry": root / "reg", "log_level": "warning", "max_body_bytes": 4 << 20}
     serve_settings = load_serve_settings(**{**base, **overrides})
-    return create_app(
-        engine,
-        ModelRegistry(root / "reg"),
-        serve_settings,
-        metrics=metrics,
-        publisher=publisher,
-        lifespan=lifespan,
-    )
+    manager = ModelManager(engine, ModelRegistry(root / "reg"), serve_settings, metrics=metrics)
+    return create_app(manager, publisher=publisher, lifespan=lifespan)
 
 
 @contextlib.contextmanager

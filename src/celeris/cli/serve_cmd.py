@@ -599,7 +599,7 @@ def _validate_locally(
     """Shadow-validate ``record`` on this machine; end the command when it fails."""
     import numpy as np
 
-    from celeris.serving.app import synthetic_histories
+    from celeris.serving.manager import synthetic_histories
     from celeris.serving.registry import ModelNotFound
     from celeris.serving.rollout import shadow_validate
 

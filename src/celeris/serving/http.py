@@ -66,12 +66,12 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.routing import Route
 
-from celeris.errors import CelerisError, ConfigError, DataError, ModelNotFound
-from celeris.serving.app import SymbolLimitReached
+from celeris.errors import CelerisError, DataError, ModelNotFound
 from celeris.serving.config import ServeSettings
+from celeris.serving.errors import ServingError, SymbolLimitReached
 
 if TYPE_CHECKING:  # pragma: no cover
-    from celeris.serving.app import ModelManager, ModelSpec
+    from celeris.serving.manager import ModelManager, ModelSpec
     from celeris.serving.metrics import PrometheusMetrics
 
 log = logging.getLogger(__name__)
@@ -690,43 +690,30 @@ def forecast_signals(
 
 
 def create_app(
-    engine: Any,
-    registry: Any,
-    settings: ServeSettings,
+    manager: ModelManager,
     *,
-    metrics: PrometheusMetrics | None = None,
     publisher: Any = None,
-    manager: ModelManager | None = None,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
 ) -> FastAPI:
-    """Return the FastAPI application serving ``engine`` (see the module docstring).
+    """Return the FastAPI application serving ``manager``'s models (see the module docstring).
 
     Parameters
     ----------
-    engine
-        The batching engine (:class:`celeris.serving.engine.Engine`) with the models loaded.
-    registry
-        The :class:`~celeris.serving.registry.ModelRegistry` the admin routes act on.
-    settings
-        Limits, admin token, shadow-validation thresholds, signal threshold.
-    metrics
-        Where request outcomes go; ``/metrics`` renders it (404 without one).
+    manager
+        What the application serves: the :class:`~celeris.serving.manager.ModelManager`
+        holding the engine (models loaded, swaps), the registry the admin routes act on, the
+        settings (limits, tokens, shadow-validation thresholds, signal threshold) and the
+        metrics (``/metrics`` renders them; 404 without). A manager around an engine that
+        already holds models serves them after ``manager.adopt()``; call it again after adding
+        models to the engine later, e.g. in ``lifespan``.
     publisher
         A :class:`~celeris.serving.feed.SignalPublisher`; ``/v1/forecast`` publishes each
         symbol's signal on it when given.
-    manager
-        The :class:`~celeris.serving.app.ModelManager` (model loading, swaps, readiness); when
-        not given, one is made that serves the models ``engine`` holds (call its ``adopt()``
-        again after adding models to the engine later, e.g. in ``lifespan``).
     lifespan
         Startup/shutdown context of the application (see :func:`celeris.serving.app.build`).
     """
-    if manager is None:
-        from celeris.serving.app import ModelManager
-
-        manager = ModelManager(engine, registry, settings, metrics=metrics)
-        manager.adopt()
-    api = _API(engine, registry, settings, metrics, publisher, manager)
+    metrics = manager.metrics
+    api = _API(manager, publisher)
     app = FastAPI(
         title="Celeris serving",
         summary="Batched forecasts, signals and model rollouts",
@@ -819,19 +806,11 @@ def create_app(
 class _API:
     """The route handlers, sharing the engine, manager, settings and metrics."""
 
-    def __init__(
-        self,
-        engine: Any,
-        registry: Any,
-        settings: ServeSettings,
-        metrics: PrometheusMetrics | None,
-        publisher: Any,
-        manager: ModelManager,
-    ) -> None:
-        self.engine = engine
-        self.registry = registry
-        self.settings = settings
-        self.metrics = metrics
+    def __init__(self, manager: ModelManager, publisher: Any) -> None:
+        self.engine = manager.engine
+        self.registry = manager.registry
+        self.settings = settings = manager.settings
+        self.metrics: PrometheusMetrics | None = manager.metrics
         self.publisher = publisher
         self.manager = manager
         self.max_items = min(settings.max_items, settings.max_queue)
@@ -856,7 +835,10 @@ class _API:
         t0 = time.perf_counter()
         label = "normal"
         try:
-            spec = self.manager.spec(name)
+            try:
+                spec = self.manager.spec(name)
+            except ServingError as exc:  # not served (404) or still loading (503)
+                raise problem_of(exc) from None
             label, timeout, key, x = await self._parsed(request, self._predict_input, spec)
             result = await self._run(name, x, label, timeout, key)
         except Problem as problem:
@@ -979,7 +961,10 @@ class _API:
         given = doc.get("model")
         if not isinstance(given, str) or not given:
             raise Problem(422, "invalid", 'the body needs "model": the name of a served model')
-        spec = self.manager.spec(given)
+        try:
+            spec = self.manager.spec(given)
+        except ServingError as exc:  # not served (404) or still loading (503)
+            raise problem_of(exc) from None
         label, timeout, key = parse_options(doc, self.settings)
         symbols, x = symbol_histories(
             doc.get("histories"),
@@ -1187,56 +1172,17 @@ def _version(value: Any) -> int | None:
 def problem_of(exc: CelerisError) -> Problem:
     """The HTTP answer to a Celeris error raised while serving a request.
 
-    One mapping for every front end (``celeris serve`` and the Ray Serve deployment): 429 with
-    ``Retry-After`` when overloaded, 504 past the deadline, 422 for bad input (also when the
-    model refused one request's input), 500 when the model failed, and :func:`_status_of` for
-    the rest.
+    One mapping for every front end (``celeris serve`` and the Ray Serve deployment), read
+    from the error itself: a :class:`~celeris.serving.errors.ServingError` carries its status,
+    kind, body fields and headers. Other Celeris errors map by base class: ``ModelNotFound``
+    404, a ``ValueError`` (``DataError``, ``ConfigError``) 422, anything else 500.
     """
-    from celeris.serving.batcher import DeadlineExceeded, Overloaded, RequestFailed
-
-    if isinstance(exc, Overloaded):
-        retry = max(exc.retry_after_s, 0.001)
-        return Problem(
-            429,
-            "overloaded",
-            str(exc),
-            headers={"Retry-After": str(max(1, math.ceil(retry)))},
-            retry_after_ms=round(retry * 1e3, 3),
-        )
-    if isinstance(exc, DeadlineExceeded):
-        return Problem(504, "timeout", str(exc))
-    if isinstance(exc, RequestFailed):
-        if isinstance(exc.cause, DataError | ConfigError):
-            return Problem(422, "invalid", str(exc.cause))
-        return Problem(500, "model_failed", str(exc))
-    status, kind = _status_of(exc)
-    return Problem(status, kind, str(exc), **_extra(exc))
-
-
-def _status_of(exc: CelerisError) -> tuple[int, str]:
-    """HTTP status and error kind of a Celeris error raised while serving a request."""
-    from celeris.serving import registry
-    from celeris.serving.app import Conflict, NotServing, ShadowValidationFailed
-    from celeris.serving.batcher import BatcherClosed
-    from celeris.serving.engine import ABNotRunning
-
-    if isinstance(exc, ModelNotFound | NotServing):
-        return 404, "not_found"
-    if isinstance(exc, ShadowValidationFailed):
-        return 409, "shadow_validation_failed"
-    if isinstance(exc, registry.ArtifactTampered):
-        return 409, "artifact_tampered"
-    if isinstance(exc, registry.RegistryUnavailable):
-        return 503, "unavailable"
-    if isinstance(exc, registry.RegistryError | ABNotRunning | Conflict):
-        return 409, "conflict"
-    if isinstance(exc, BatcherClosed):
-        return 503, "unavailable"
-    if isinstance(exc, DataError | ConfigError | ValueError):
-        return 422, "invalid"
-    return 500, "internal"
-
-
-def _extra(exc: CelerisError) -> dict[str, Any]:
-    report = getattr(exc, "report", None)
-    return {"report": report.to_dict()} if report is not None else {}
+    if isinstance(exc, ServingError):
+        fields = exc.http_body()
+        detail = fields.pop("detail")
+        return Problem(exc.http_status, exc.http_error, detail, headers=exc.http_headers, **fields)
+    if isinstance(exc, ModelNotFound):
+        return Problem(404, "not_found", str(exc))
+    if isinstance(exc, ValueError):
+        return Problem(422, "invalid", str(exc))
+    return Problem(500, "internal", str(exc))

@@ -101,7 +101,7 @@ def _load(
     """Load ``ref`` hash-verified (as ``celeris serve`` does) and warm it; return
     ``(record, predictor)`` (the record names the version number a stage resolved to)."""
     _no_onnxruntime_telemetry()  # before the predictor imports onnxruntime in this replica
-    from celeris.serving.app import synthetic_histories
+    from celeris.serving.manager import synthetic_histories
     from celeris.serving.registry import ModelRegistry
 
     record, predictor = ModelRegistry(registry).load(
@@ -115,7 +115,7 @@ def _load(
 
 
 def _spec(record: Any, predictor: Any) -> Any:
-    from celeris.serving.app import ModelSpec
+    from celeris.serving.manager import ModelSpec
 
     meta = getattr(predictor, "meta", {}) or {}
     return ModelSpec(
