@@ -18,7 +18,7 @@ What runs, in one invocation:
   tree (for Ray: driver, GCS, raylet, controller, proxy and replica);
 * in-process: the engine's overhead over the bare batched forward (``Predictor.predict`` on the
   batch sizes the engine formed), and the signal socket's round trip
-  (:func:`celeris.serving.feed.roundtrip_latency`).
+  (:func:`celeris.bench.feed_latency.roundtrip_latency`).
 
 Then the floors of the work item are printed with pass/fail. The machine is shared: the load
 average is printed at the start and the end.
@@ -277,15 +277,15 @@ def engine_overhead(registry: Path, n: int, rounds: int = 3) -> dict[Any, Any]:
     it formed, then times the bare ``Predictor.predict`` on each of those sizes; the round with
     the median overhead is reported. ``"no_model"`` is the engine's own path at c=1 (a
     predictor that returns zeros). The heap is frozen first, as ``celeris serve`` does once its
-    models are loaded (:func:`celeris.serving.app.freeze_heap`): otherwise a full collection of
+    models are loaded (:func:`celeris.serving.manager.freeze_heap`): otherwise a full collection of
     this process's ~200,000 start-up objects (~80 ms) lands in the engine's wall time and not in
     the bare forward's median.
     """
     import uvloop
 
-    from celeris.serving.app import freeze_heap, synthetic_histories
     from celeris.serving.batcher import BatcherConfig
     from celeris.serving.engine import Engine
+    from celeris.serving.manager import freeze_heap, synthetic_histories
     from celeris.serving.registry import ModelRegistry
 
     _, predictor = ModelRegistry(registry).load(
@@ -392,7 +392,7 @@ def main() -> None:
     duration = args.duration or (3.0 if args.quick else 10.0)
 
     from celeris import bench
-    from celeris.serving import feed
+    from celeris.bench import feed_latency as feed
 
     info = machine()
     load_start = os.getloadavg()
