@@ -1,5 +1,5 @@
-"""Device choice (CPU or CUDA) and hardware facts."""
+"""Device choice (CPU or CUDA, for numba kernels and torch alike) and hardware profiles."""
 
-from celeris.compute.device import cuda_available, resolve_device
+from celeris.compute.device import cuda_available, resolve_device, resolve_torch_device
 
-__all__ = ["cuda_available", "resolve_device"]
+__all__ = ["cuda_available", "resolve_device", "resolve_torch_device"]

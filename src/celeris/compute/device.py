@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from celeris.errors import DeviceError, check_choice
+
+if TYPE_CHECKING:
+    import torch
 
 Device = Literal["cpu", "cuda"]
 
@@ -49,3 +52,27 @@ def resolve_device(device: str = "auto") -> Device:
         # The simulator is for tests of the CUDA path, never a silent choice for real work.
         return "cpu"
     return "cuda" if ok else "cpu"
+
+
+def resolve_torch_device(device: str = "auto") -> torch.device:
+    """Return the torch device for ``"auto" | "cpu" | "cuda"`` (models, training, the LLM).
+
+    The torch counterpart of :func:`resolve_device`, with the same rule: ``auto`` picks CUDA
+    when torch sees a GPU and falls back quietly to the CPU; an explicit ``cuda`` that cannot
+    run raises :class:`~celeris.DeviceError` saying why. torch is imported on call, so this
+    module stays importable without it.
+    """
+    import torch
+
+    check_choice("device", device, ("auto", "cpu", "cuda"))
+    if device == "cpu":
+        return torch.device("cpu")
+    ok = torch.cuda.is_available()
+    if device == "cuda" and not ok:
+        why = (
+            "this torch build has no CUDA support"
+            if torch.version.cuda is None
+            else "torch.cuda.is_available() is False (no NVIDIA GPU or driver visible)"
+        )
+        raise DeviceError(f"device='cuda' cannot run: {why}")
+    return torch.device("cuda" if ok else "cpu")

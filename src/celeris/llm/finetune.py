@@ -24,9 +24,9 @@ from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
+from celeris.compute.device import resolve_torch_device
 from celeris.data.atomic import atomic_write_text
 from celeris.errors import CelerisWarning, ConfigError, DataError
-from celeris.models.train import resolve_torch_device
 
 __all__ = ["FinetuneResult", "finetune_lora", "read_chat_dataset"]
 

@@ -43,7 +43,8 @@ import pydantic
 import torch
 from torch import nn
 
-from celeris.errors import CelerisError, ConfigError, DataError, DeviceError, did_you_mean
+from celeris.compute.device import resolve_torch_device
+from celeris.errors import CelerisError, ConfigError, DataError, did_you_mean
 from celeris.models.data import Scaler, Windows, WindowScaler
 from celeris.models.losses import Loss, get_loss
 
@@ -197,28 +198,6 @@ class TrainResult:
 
 # --------------------------------------------------------------------------------------------
 # Device and precision
-
-
-def resolve_torch_device(device: str = "auto") -> torch.device:
-    """Return the torch device for ``"auto" | "cpu" | "cuda"``.
-
-    ``auto`` picks CUDA when torch sees a GPU and falls back quietly to the CPU; an explicit
-    ``cuda`` that cannot run raises :class:`DeviceError` saying why.
-    """
-    choices = ("auto", "cpu", "cuda")
-    if device not in choices:
-        raise ConfigError(f"unknown device {device!r}{did_you_mean(str(device), choices)}")
-    if device == "cpu":
-        return torch.device("cpu")
-    ok = torch.cuda.is_available()
-    if device == "cuda" and not ok:
-        why = (
-            "this torch build has no CUDA support"
-            if torch.version.cuda is None
-            else "torch.cuda.is_available() is False (no NVIDIA GPU or driver visible)"
-        )
-        raise DeviceError(f"device='cuda' cannot run: {why}")
-    return torch.device("cuda" if ok else "cpu")
 
 
 def _cpu_has_bf16() -> bool:
