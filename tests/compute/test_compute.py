@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from celeris import ConfigError, DeviceError
-from celeris.compute import resolve_torch_device
 from celeris.compute import profiles as hw
+from celeris.compute import resolve_torch_device
 
 
 def test_resolve_torch_device_cpu_and_auto_follow_what_torch_sees() -> None:
