@@ -5,8 +5,11 @@
   :class:`TieredCache`, A/B routing and atomic hot swap.
 - :class:`ModelRegistry` keeps versions, stages and sha256-verified artifacts (SQLite or
   PostgreSQL); :func:`shadow_validate` and :func:`evaluate_ab` gate promotions.
-- :func:`create_app` is the FastAPI application behind ``celeris serve``; ``/metrics`` exports
-  :class:`PrometheusMetrics`.
+- :class:`ModelManager` decides which version of each model serves (loading, shadow
+  validation, promotion, rollback, A/B tests, following the registry); :func:`create_app`
+  is the FastAPI application serving a manager's models; ``/metrics`` exports
+  :class:`PrometheusMetrics`. ``celeris.serving.app`` wires a whole process together.
+- :mod:`celeris.serving.errors` holds every serving error, each carrying its HTTP status.
 - :class:`SignalPublisher` streams fixed-size binary signal records over a Unix socket
   (``docs/wire-format.md``); :class:`SignalSubscriber` reads them.
 
@@ -44,6 +47,8 @@ _EXPORTS = {
     "load_serve_settings": "config",
     "PrometheusMetrics": "metrics",
     "create_app": "http",
+    "ModelManager": "manager",
+    "ServingError": "errors",
 }
 
 __all__ = sorted(_EXPORTS)

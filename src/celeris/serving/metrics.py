@@ -12,7 +12,8 @@ Series (all prefixed ``celeris_``)::
     request_seconds{model,priority}                  histogram  0.1 ms .. 1 s buckets
     batch_size{model,version}                        histogram  rows per batch, 1 .. 4096
     batch_seconds{model,version}                     histogram  forward time of one batch
-    queue_items{model,version}                       gauge      rows waiting in the batcher
+    queue_items{model,version}                       gauge      rows waiting in the batcher (gone
+                                                                once the version's batcher stops)
     cache_events_total{tier,result}                  counter    result: hit, miss
     cache_errors_total{tier}                         counter
     errors_total{model,kind}                         counter
