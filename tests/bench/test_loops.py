@@ -83,8 +83,9 @@ def test_open_loop_server_stall_inflates_latency_closed_loop_hides_it(srv: Loopb
     Closed loop (one connection): the client waits with it, so the stall is one slow sample.
     Open loop (100 req/s, 4 connections): requests keep falling due every 10 ms during the
     stall and none can be answered before ``s + 200 ms``, so each request due in
-    ``[s, s + 109 ms]`` - at least 10 of them - waits at least 90 ms (1 ms less for one written
-    on time, timed from its writing), plus the stalled one itself (>= 200 ms). Three free
+    ``[s, s + 109 ms]`` - 10 or 11 of them - waits at least 90 ms (one written on time is timed
+    from its writing, at most 1 ms after it was due), plus the stalled one itself (>= 200 ms):
+    at least 10 even if the first of them went out early enough to be served before. Three free
     connections take the next three requests; the later ones due in the stall find every
     connection busy and go out late (about 16; at least 10).
     """
@@ -96,12 +97,13 @@ def test_open_loop_server_stall_inflates_latency_closed_loop_hides_it(srv: Loopb
     )
     assert closed.ok == opened.ok == 100 and closed.errors == opened.errors == {}
     closed_ms, open_ms = closed.latencies_s * 1e3, opened.latencies_s * 1e3
-    assert (closed_ms >= 200).sum() == 1  # the stalled request, and it alone
-    assert (closed_ms >= 90).sum() <= 3  # (room for two hiccups of a loaded machine)
-    assert (open_ms >= 200).sum() >= 1 and (open_ms >= 90).sum() >= 11
-    assert np.percentile(open_ms, 90) >= 90 > np.percentile(closed_ms, 90)
-    assert opened.behind_schedule is not None and opened.behind_schedule >= 10
-    assert opened.max_send_lag_s is not None and opened.max_send_lag_s >= 0.1
+    seen = f"closed {np.sort(closed_ms)[-5:]}, open {np.sort(open_ms)[-15:]}, {opened}"
+    assert (closed_ms >= 200).sum() == 1, seen  # the stalled request, and it alone
+    assert (closed_ms >= 90).sum() <= 3, seen  # (room for two hiccups of a loaded machine)
+    assert (open_ms >= 200).sum() >= 1 and (open_ms >= 90).sum() >= 10, seen
+    assert np.percentile(open_ms, 95) >= 90 > np.percentile(closed_ms, 95), seen
+    assert opened.behind_schedule is not None and opened.behind_schedule >= 10, seen
+    assert opened.max_send_lag_s is not None and opened.max_send_lag_s >= 0.1, seen
     assert closed.rate is None and closed.behind_schedule is None
 
 
