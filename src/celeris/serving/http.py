@@ -40,7 +40,9 @@ magnitude over the limit naming the item and bar, a non-positive price, priority
 new symbols past the symbol limit),
 429 overloaded (``Retry-After`` in whole seconds, ``retry_after_ms`` in the body), 503 not ready,
 504 deadline passed before the request was computed. Errors are ``{"error": KIND, "detail":
-MESSAGE, ...}``. One request's failure never affects another's.
+MESSAGE, ...}``. One request's failure never affects another's. Errors raised by the engine,
+the model manager or the registry carry their own answer (:mod:`celeris.serving.errors`);
+:func:`problem_of` reads it, so this module imports none of them.
 
 The two hot routes are plain Starlette routes rather than FastAPI path operations: FastAPI's
 per-request dependency solving measured ~100 us on this machine, and they parse their bodies
