@@ -30,9 +30,9 @@ def invoke(*args: str):
 
 
 def _checkpoint(directory: Path, input_size: int, n_features: int) -> Path:
+    from celeris.models.catalogue import build_model, get_model
     from celeris.models.checkpoint import save_checkpoint
     from celeris.models.data import StandardScaler
-    from celeris.models.registry import build_model, get_model
 
     torch.manual_seed(0)
     config = get_model("cnn_lstm").tiny_config(input_size, 4, n_features)

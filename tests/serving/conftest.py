@@ -88,9 +88,9 @@ def tiny_checkpoint_factory(
         if args in built:
             return built[args]
 
+        from celeris.models.catalogue import build_model, get_model
         from celeris.models.checkpoint import save_checkpoint
         from celeris.models.data import StandardScaler
-        from celeris.models.registry import build_model, get_model
 
         torch.manual_seed(seed)
         config = get_model(kind).tiny_config(input_size, horizon, n_features)

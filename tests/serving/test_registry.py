@@ -20,10 +20,10 @@ import pytest
 import torch
 
 from celeris.errors import ConfigError, DataError
+from celeris.models.catalogue import build_model, get_model
 from celeris.models.checkpoint import save_checkpoint
 from celeris.models.data import StandardScaler
 from celeris.models.predictor import Predictor
-from celeris.models.registry import build_model, get_model
 from celeris.serving.registry import (
     _PG_WRITER_LOCK,
     ArtifactTampered,

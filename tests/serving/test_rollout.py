@@ -15,10 +15,10 @@ import torch
 from scipy import special, stats
 
 from celeris.errors import CelerisTypeError, ConfigError, DataError
+from celeris.models.catalogue import build_model, get_model
 from celeris.models.checkpoint import save_checkpoint
 from celeris.models.data import StandardScaler
 from celeris.models.predictor import Predictor
-from celeris.models.registry import build_model, get_model
 from celeris.serving.rollout import (
     ABStats,
     arm_for,
