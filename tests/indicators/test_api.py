@@ -318,3 +318,33 @@ def test_api_docstring_examples_run():
     result = doctest.testmod(api, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted >= 4
     assert result.failed == 0
+
+
+# --- ADX ---
+
+
+def test_adx_returns_named_tuple_of_named_series_from_frame_or_columns(sp500):
+    h, lo, c = sp500["high"], sp500["low"], sp500["close"]
+    result = ci.adx(sp500, window=14)
+    assert isinstance(result, ci.ADX)
+    assert [s.name for s in result] == ["adx_14", "plus_di_14", "minus_di_14"]
+    for a, b in zip(result, ci.adx(h, lo, c, 14), strict=True):
+        assert_same_values(a, b)
+    assert int(result.adx.isna().sum()) == 2 * 14 - 1
+    assert int(result.plus_di.isna().sum()) == 14
+
+
+def test_adx_window_one_raises_config_error_naming_floor(sp500):
+    with pytest.raises(ConfigError, match=r"window=1 is out of range: it must be between 2"):
+        ci.adx(sp500, window=1)
+
+
+@pytest.mark.parametrize("column", ["high", "low", "close"])
+def test_adx_nan_in_any_input_warns_and_poisons_rest(walk, column):
+    bars = walk.copy()
+    bars.iloc[300, bars.columns.get_loc(column)] = np.nan
+    with pytest.warns(RuntimeWarning, match="high / low / close has NaN"):
+        result = ci.adx(bars, window=14)
+    for line in result:
+        assert line.iloc[300:].isna().all()
+    assert result.adx.iloc[27:300].notna().all()

@@ -72,6 +72,27 @@ def test_atr_real_and_random_data_matches_talib(bars):
     _check_columns(ci.atr(bars, window=windows), windows, lambda w: talib.ATR(high, low, close, w))
 
 
+def test_adx_real_and_random_data_matches_talib_adx_plus_di_minus_di(bars):
+    high, low, close = (bars[c].to_numpy() for c in ("high", "low", "close"))
+    windows = _windows(bars, WINDOWS_FROM_2)
+    result = ci.adx(bars, window=windows)
+    for w in windows:
+        assert_same_values(result.adx[w], talib.ADX(high, low, close, w))
+        assert_same_values(result.plus_di[w], talib.PLUS_DI(high, low, close, w))
+        assert_same_values(result.minus_di[w], talib.MINUS_DI(high, low, close, w))
+
+
+def test_adx_flat_stretch_matches_talib_zero_range_rules(sp500):
+    # 40 bars without any range: TA-Lib's DIs are 0 there and its ADX holds its last value.
+    frame = sp500.iloc[:300].copy()
+    frame.iloc[100:140, :4] = frame.iloc[100, 3]
+    high, low, close = (frame[c].to_numpy() for c in ("high", "low", "close"))
+    result = ci.adx(frame, window=14)
+    assert_same_values(result.adx, talib.ADX(high, low, close, 14))
+    assert_same_values(result.plus_di, talib.PLUS_DI(high, low, close, 14))
+    assert_same_values(result.minus_di, talib.MINUS_DI(high, low, close, 14))
+
+
 @pytest.mark.parametrize(
     ("fast", "slow", "signal"),
     [(12, 26, 9), (2, 3, 2), (5, 35, 5), (12, 26, 1), (20, 20, 3), (3, 200, 50), (50, 1000, 9)],
@@ -175,3 +196,7 @@ def test_nan_leading_rsi_wma_and_atr_match_talib(sp500):
     result = ci.atr(frame, window=14)
     assert_same_values(result, talib.ATR(high, low, close, 14))
     assert int(result.isna().sum()) == 6 + 14
+    trend = ci.adx(frame, window=14)
+    assert_same_values(trend.adx, talib.ADX(high, low, close, 14))
+    assert_same_values(trend.plus_di, talib.PLUS_DI(high, low, close, 14))
+    assert int(trend.adx.isna().sum()) == 6 + 2 * 14 - 1

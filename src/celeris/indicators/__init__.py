@@ -12,9 +12,11 @@ See :mod:`celeris.indicators.api` for shapes, warm-up lengths and the NaN rules.
 from __future__ import annotations
 
 from celeris.indicators.api import (
+    ADX,
     MACD,
     BBands,
     Donchian,
+    adx,
     atr,
     bbands,
     donchian,
@@ -28,9 +30,11 @@ from celeris.indicators.api import (
 )
 
 __all__ = [
+    "ADX",
     "MACD",
     "BBands",
     "Donchian",
+    "adx",
     "atr",
     "bbands",
     "donchian",

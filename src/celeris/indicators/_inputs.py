@@ -139,7 +139,9 @@ def _one_int(value: Any, param: str) -> int:
     return int(value)
 
 
-def windows(value: Any, param: str, n_bars: int, minimum: int = 1) -> tuple[np.ndarray, bool]:
+def windows(
+    value: Any, param: str, n_bars: int, minimum: int = 1, floor_reason: str = ""
+) -> tuple[np.ndarray, bool]:
     """Return ``(windows as int64 array, was a single int)`` after range checks.
 
     Raises
@@ -167,7 +169,8 @@ def windows(value: Any, param: str, n_bars: int, minimum: int = 1) -> tuple[np.n
         raise CelerisTypeError(f"{param} must be an int or a sequence of ints, got {value!r}")
     for w in items:
         if not minimum <= w <= n_bars:
-            floor = "1" if minimum == 1 else f"{minimum} (it must exceed ddof={minimum - 1})"
+            reason = floor_reason or f"it must exceed ddof={minimum - 1}"
+            floor = "1" if minimum == 1 else f"{minimum} ({reason})"
             raise ConfigError(
                 f"{param}={w} is out of range: it must be between {floor} and "
                 f"the number of bars, {n_bars}"

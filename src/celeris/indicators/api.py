@@ -11,7 +11,7 @@ case-insensitively). Every window argument is an int or a sequence of ints:
   (a RangeIndex for numpy input).
 
 Multi-output indicators return a NamedTuple of those (:class:`BBands`, :class:`MACD`,
-:class:`Donchian`). Values match TA-Lib to 1e-9 wherever it has the indicator.
+:class:`Donchian`, :class:`ADX`). Values match TA-Lib to 1e-9 wherever it has the indicator.
 
 NaN handling (the rule of every kernel): leading NaNs are skipped, the warm-up counts from the
 first bar where every input is valid; a NaN after that makes the indicator NaN from that bar on,
@@ -20,7 +20,8 @@ non-numeric or non-1-D input or a window outside ``[1, len(data)]`` raises
 :class:`ConfigError`; a window that is not an int raises :class:`CelerisTypeError`.
 
 Warm-up (NaN bars from the first valid bar): ``w - 1`` for sma, ema, wma, rolling_std, zscore,
-bbands and donchian; ``w`` for rsi and atr (both need a previous close);
+bbands and donchian; ``w`` for rsi and atr (both need a previous close); ``w`` for the DIs of adx and ``2 w - 1``
+for its ADX;
 ``max(fast, slow) - 1 + signal - 1`` for macd.
 """
 
@@ -38,9 +39,11 @@ from celeris.indicators import _inputs
 from celeris.indicators._inputs import Output
 
 __all__ = [
+    "ADX",
     "MACD",
     "BBands",
     "Donchian",
+    "adx",
     "atr",
     "bbands",
     "donchian",
@@ -76,6 +79,14 @@ class Donchian(NamedTuple):
     upper: Output
     middle: Output
     lower: Output
+
+
+class ADX(NamedTuple):
+    """Wilder's average directional index and the two directional indicators, in ``[0, 100]``."""
+
+    adx: Output
+    plus_di: Output
+    minus_di: Output
 
 
 def _nb() -> ModuleType:
@@ -296,5 +307,39 @@ def donchian(high: Any, low: Any = None, window: Any = 20) -> Donchian:
         *(
             _inputs.shape_output(m, cols, scalar, f"donchian_{part}_{ws[0]}", data.index)
             for m, part in zip(mats, Donchian._fields, strict=True)
+        )
+    )
+
+
+def adx(high: Any, low: Any = None, close: Any = None, window: Any = 14) -> ADX:
+    """Return Wilder's ADX with +DI and -DI, same as ``talib.ADX``, ``talib.PLUS_DI`` and
+    ``talib.MINUS_DI`` of ``(high, low, close, w)``.
+
+    Call as ``adx(high, low, close, window)`` or ``adx(bars, window=14)`` with a bar frame.
+    Each window must be in ``[2, len(data)]`` (TA-Lib's range starts at 2). Warm-up: ``w``
+    bars for the DIs, ``2 w - 1`` for the ADX. Formulas (Wilder 1978, TA-Lib's seeding) in
+    :func:`celeris.indicators.nb.adx_nb`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> high = np.array([10.0, 11.0, 12.0, 11.5, 12.5])
+    >>> low = high - 1.0
+    >>> line, plus, minus = adx(high, low, high - 0.5, 2)
+    >>> [round(float(v), 4) for v in line[3:]]
+    [60.0, 64.6154]
+    """
+    data = _hlc(high, low, close, window, "adx", ("high", "low", "close"))
+    _inputs.warn_on_gap(data, ["high", "low", "close"])
+    ws, scalar = _inputs.windows(
+        window, "window", data.values[0].shape[0], 2, "the ADX smooths at least two moves"
+    )
+    outs = tuple(_inputs.empty_columns(data.values[0].shape[0], ws.shape[0]) for _ in range(3))
+    mats = _nb().adx_nb(*data.values, ws, outs)
+    cols = _window_index(ws)
+    return ADX(
+        *(
+            _inputs.shape_output(m, cols, scalar, f"{part}_{ws[0]}", data.index)
+            for m, part in zip(mats, ADX._fields, strict=True)
         )
     )

@@ -627,3 +627,109 @@ def donchian_nb(high, low, windows, out=None):
     for j in prange(k):
         _donchian_col_nb(high, low, start, stop, windows[j], upper[j], middle[j], lower[j])
     return upper.T, middle.T, lower.T
+
+
+# ----------------------------------------------------------------------------------------------
+# trend strength
+
+
+@njit(cache=True, nogil=True)
+def _directional_move(high, low, close, t):
+    # +DM, -DM and true range of the move from bar t - 1 to bar t (Wilder 1978, TA-Lib's rules:
+    # only the larger of the two moves counts, and only when it is positive).
+    up = high[t] - high[t - 1]
+    down = low[t - 1] - low[t]
+    plus_dm = 0.0
+    minus_dm = 0.0
+    if down > 0.0 and up < down:
+        minus_dm = down
+    elif up > 0.0 and up > down:
+        plus_dm = up
+    tr = high[t] - low[t]
+    v = abs(high[t] - close[t - 1])
+    if v > tr:
+        tr = v
+    v = abs(low[t] - close[t - 1])
+    if v > tr:
+        tr = v
+    return plus_dm, minus_dm, tr
+
+
+@njit(cache=True, nogil=True)
+def _adx_col_nb(high, low, close, start, stop, w, adx, plus_di, minus_di):
+    di_first = start + w  # the first DI needs w moves
+    adx_first = start + 2 * w - 1  # the first ADX is the mean of w DX values
+    if w < 2 or di_first >= stop:
+        di_first = stop = 0
+    _nan_outside(plus_di, di_first, stop)
+    _nan_outside(minus_di, di_first, stop)
+    if adx_first >= stop or di_first >= stop:
+        _nan_outside(adx, 0, 0)
+    else:
+        _nan_outside(adx, adx_first, stop)
+    if di_first >= stop:
+        return
+    # Wilder's smoothing, seeded TA-Lib's way: the sums of the first w - 1 moves, then
+    # s = s - s / w + x for every later move.
+    s_tr = 0.0
+    s_p = 0.0
+    s_m = 0.0
+    for t in range(start + 1, di_first):
+        p, m, tr = _directional_move(high, low, close, t)
+        s_p += p
+        s_m += m
+        s_tr += tr
+    p_di = 0.0
+    m_di = 0.0
+    total_dx = 0.0
+    prev_adx = 0.0
+    for t in range(di_first, stop):
+        p, m, tr = _directional_move(high, low, close, t)
+        s_p = s_p - s_p / w + p
+        s_m = s_m - s_m / w + m
+        s_tr = s_tr - s_tr / w + tr
+        # No range over the smoothing memory: TA-Lib's DIs are 0 and its ADX keeps its previous
+        # value (TA-Lib tests |x| < 1e-8; we test == 0 so the result does not depend on the
+        # price scale).
+        if s_tr != 0.0:
+            p_di = 100.0 * (s_p / s_tr)
+            m_di = 100.0 * (s_m / s_tr)
+        else:
+            p_di = 0.0
+            m_di = 0.0
+        plus_di[t] = p_di
+        minus_di[t] = m_di
+        di_sum = m_di + p_di
+        has_dx = di_sum != 0.0
+        dx = 100.0 * (abs(m_di - p_di) / di_sum) if has_dx else 0.0
+        if t < adx_first:
+            total_dx += dx
+        elif t == adx_first:
+            total_dx += dx
+            prev_adx = total_dx / w
+            adx[t] = prev_adx
+        else:
+            if has_dx:
+                prev_adx = (prev_adx * (w - 1) + dx) / w
+            adx[t] = prev_adx
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def adx_nb(high, low, close, windows, out=None):
+    """Wilder's average directional index ``(adx, plus_di, minus_di)``; same as
+    ``talib.ADX``, ``talib.PLUS_DI`` and ``talib.MINUS_DI`` of ``(high, low, close, w)``.
+
+    Lookback ``w`` for the DIs and ``2 w - 1`` for the ADX; a window below 2 gives all-NaN
+    columns (TA-Lib's ADX needs ``w >= 2``). The directional movements and true ranges are
+    summed over the first ``w - 1`` moves, then smoothed as ``s = s - s / w + x``;
+    ``DX = 100 |+DI - -DI| / (+DI + -DI)``; the first ADX is the mean of the first ``w`` DX
+    values, then ``adx = (adx (w - 1) + dx) / w``. Where the smoothed true range is exactly 0
+    the DIs are 0, and where the DIs sum to 0 the ADX keeps its previous value, as in TA-Lib.
+    """
+    start, stop = valid_span_nb(high + low + close)
+    n = close.shape[0]
+    k = windows.shape[0]
+    adx, plus_di, minus_di = _three_outputs_nb(out, n, k)
+    for j in prange(k):
+        _adx_col_nb(high, low, close, start, stop, windows[j], adx[j], plus_di[j], minus_di[j])
+    return adx.T, plus_di.T, minus_di.T

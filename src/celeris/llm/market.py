@@ -276,39 +276,15 @@ def wilder_adx(
 ) -> tuple[float, float, float]:
     """Return the last ADX, +DI and -DI (Wilder 1978), same as ``talib.ADX/PLUS_DI/MINUS_DI``.
 
-    True range and directional movements are summed over the first ``window - 1`` moves, then
-    every later move is smoothed in as ``s = s - s / window + x`` (TA-Lib's seeding); DX = ``100 |+DI - -DI| / (+DI + -DI)``; the first ADX
-    is the mean of the first ``window`` DX values, then ``adx = (adx (window - 1) + dx) / window``.
-    NaN when there are fewer than ``2 * window`` bars.
+    The last bar of :func:`celeris.indicators.adx` (formulas there). NaN when there are fewer
+    than ``2 * window`` bars (the ADX's warm-up).
     """
-    n = close.shape[0]
-    if n < 2 * window:
+    from celeris.indicators import adx
+
+    if close.shape[0] < 2 * window:
         return math.nan, math.nan, math.nan
-    up = high[1:] - high[:-1]
-    down = low[:-1] - low[1:]
-    plus_dm = np.where((up > down) & (up > 0), up, 0.0)
-    minus_dm = np.where((down > up) & (down > 0), down, 0.0)
-    tr = np.maximum(high[1:], close[:-1]) - np.minimum(low[1:], close[:-1])
-    s_tr, s_p, s_m = (
-        tr[: window - 1].sum(),
-        plus_dm[: window - 1].sum(),
-        minus_dm[: window - 1].sum(),
-    )
-    adx = 0.0
-    p_di = m_di = math.nan
-    for dx_seen, i in enumerate(range(window - 1, n - 1), start=1):
-        s_tr += tr[i] - s_tr / window
-        s_p += plus_dm[i] - s_p / window
-        s_m += minus_dm[i] - s_m / window
-        p_di = 100.0 * s_p / s_tr if s_tr > 0 else 0.0
-        m_di = 100.0 * s_m / s_tr if s_tr > 0 else 0.0
-        total = p_di + m_di
-        dx = 100.0 * abs(p_di - m_di) / total if total > 0 else 0.0
-        if dx_seen <= window:
-            adx += dx / window
-        else:
-            adx = (adx * (window - 1) + dx) / window
-    return adx, p_di, m_di
+    line, plus, minus = (np.asarray(v) for v in adx(high, low, close, window))
+    return float(line[-1]), float(plus[-1]), float(minus[-1])
 
 
 def _efficiency_ratio(close: np.ndarray, window: int) -> float:
