@@ -156,7 +156,7 @@ def test_analyze_cmd_default_budget_fits_server_window_without_tokenizer(
     assert list(analyses) == ["strategy", "regime", "risk"]
     if llm_env.backend != "local":
         return
-    from celeris.llm.local import LocalChatModel
+    from celeris.testing.tiny_llm import LocalChatModel
 
     model = LocalChatModel(request.getfixturevalue("tiny_model_dir"))
     window, answer = model.context_length, 1024  # 4096, the default max_tokens

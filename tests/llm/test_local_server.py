@@ -17,14 +17,14 @@ import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
 from celeris.errors import ConfigError
-from celeris.llm.local import (
+from celeris.testing.llm_server import OpenAICompatibleServer
+from celeris.testing.tiny_llm import (
     Completion,
     ContextLengthError,
     LocalChatModel,
     SchemaError,
     build_tiny_model,
 )
-from celeris.llm.server import OpenAICompatibleServer
 
 from .conftest import LLMServerInfo
 

@@ -312,8 +312,8 @@ def register(app: typer.Typer) -> None:
         For tests and offline work; production models belong on vLLM or llama.cpp.
         Example: celeris llm serve --tiny /tmp/tiny-llm --port 8080
         """
-        from celeris.llm.local import LocalChatModel, build_tiny_model
-        from celeris.llm.server import OpenAICompatibleServer
+        from celeris.testing.llm_server import OpenAICompatibleServer
+        from celeris.testing.tiny_llm import LocalChatModel, build_tiny_model
 
         if (model is None) == (tiny is None):
             raise ConfigError("give exactly one of --model DIR and --tiny DIR")

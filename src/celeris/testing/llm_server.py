@@ -4,8 +4,8 @@ It speaks enough of the OpenAI chat-completions protocol for the ``openai`` SDK 
 streamed answers, ``response_format``, ``seed``, ``usage``, OpenAI-style error bodies), so the
 LLM client is tested end to end against a real socket without a network or a GPU::
 
-    from celeris.llm.local import LocalChatModel
-    from celeris.llm.server import OpenAICompatibleServer
+    from celeris.testing.tiny_llm import LocalChatModel
+    from celeris.testing.llm_server import OpenAICompatibleServer
 
     with OpenAICompatibleServer(LocalChatModel(model_dir)) as server:
         client = openai.OpenAI(base_url=server.base_url, api_key="unused")
@@ -19,7 +19,7 @@ says what the window is and counts tokens as the model does, the way vLLM does: 
 of ``/v1/models`` carries ``max_model_len``, and ``POST /tokenize`` takes ``{"prompt": TEXT}``
 or ``{"messages": [...]}`` (the chat template applied, as a completion would) and answers
 ``{"count", "max_model_len", "tokens"}``. Both appear when the model has a ``context_length``
-and ``prompt_tokens`` / ``text_tokens`` (as :class:`~celeris.llm.local.LocalChatModel` has).
+and ``prompt_tokens`` / ``text_tokens`` (as :class:`~celeris.testing.tiny_llm.LocalChatModel` has).
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ _STATUS_BY_CODE = {"invalid_json_schema": HTTPStatus.UNPROCESSABLE_ENTITY}
 
 
 class ChatModel(Protocol):
-    """What the server needs of a model (see :class:`celeris.llm.local.LocalChatModel`).
+    """What the server needs of a model (see :class:`celeris.testing.tiny_llm.LocalChatModel`).
 
     ``complete`` returns an object with ``text``, ``prompt_tokens``, ``completion_tokens`` and
     ``finish_reason``, calls ``on_text`` with each new piece of text when it is given, and raises

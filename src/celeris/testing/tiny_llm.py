@@ -4,7 +4,7 @@ Two jobs: :func:`build_tiny_model` writes a tiny random causal LM (a byte-level 
 trained in memory plus a two-layer Llama) that loads offline, so the LLM code paths are tested
 without downloads; :class:`LocalChatModel` runs any local causal LM directory as a chat model
 whose answers can be held to a JSON schema, which is what
-:class:`celeris.llm.server.OpenAICompatibleServer` serves over the OpenAI HTTP API.
+:class:`celeris.testing.llm_server.OpenAICompatibleServer` serves over the OpenAI HTTP API.
 
 A random model writes nonsense, but constrained decoding makes that nonsense schema-valid JSON,
 which is exactly what a test of the client's parsing, validation and re-ask logic needs.
