@@ -312,18 +312,6 @@ FUNDING = """timestamp,rate
 """
 
 
-def test_load_funding_reads_iso_and_epoch_timestamps(tmp_path):
-    iso = m.load_funding(write(tmp_path, "f.csv", FUNDING))
-    epoch_text = "timestamp,rate\n" + "".join(
-        f"{int(ts.timestamp() * 1000)},{rate!r}\n" for ts, rate in iso.items()
-    )
-    epoch = m.load_funding(write(tmp_path, "e.csv", epoch_text))
-    assert str(iso.index.tz) == "UTC"
-    assert iso.index.equals(epoch.index)
-    np.testing.assert_array_equal(iso.to_numpy(), [1e-4, 8e-5, -2e-5, 4e-5])
-    np.testing.assert_array_equal(epoch.to_numpy(), iso.to_numpy())
-
-
 def test_funding_summary_hand_example():
     series = pd.Series(
         [1e-4, 8e-5, -2e-5, 4e-5],
@@ -339,48 +327,6 @@ def test_funding_summary_hand_example():
     assert f"z-score of the last rate {z:.2f}" in text
     assert "highest +0.0100% (2024-01-01 00:00), lowest -0.0020% (2024-01-01 16:00)" in text
     assert "Daily sums, last 2 days: 2024-01-01 +0.0160%, 2024-01-02 +0.0040%." in text
-
-
-@pytest.mark.parametrize(
-    ("body", "message"),
-    [
-        (
-            "2024-01-01T00:00:00Z,0.0001\n2024-01-01T08:00:00Z,nan\n",
-            r"line 3: rate 'nan' is not a finite",
-        ),
-        (
-            "2024-01-01T00:00:00Z,0.0001\n2024-01-01T08:00:00Z,\n",
-            r"line 3: rate '' is not a finite",
-        ),
-        ("2024-01-01T00:00:00Z,0.0001\n2024-01-01T00:00:00Z,0.0002\n", r"line 3: .* duplicates"),
-        (
-            "2024-01-01T08:00:00Z,0.0001\n2024-01-01T00:00:00Z,0.0002\n",
-            r"line 3: .* is earlier than",
-        ),
-        ("2024-01-01T00:00:00Z,0.0001\n01/02/2024,0.0002\n", r"line 3: timestamp '01/02/2024'"),
-        ("2024-01-01T00:00:00Z,1.5\n", r"line 2: rate 1.5 is 100% or more"),
-    ],
-)
-def test_load_funding_bad_rows_raise_naming_file_and_line(tmp_path, body, message):
-    path = write(tmp_path, "bad.csv", "timestamp,rate\n" + body)
-    with pytest.raises(DataError, match=message) as info:
-        m.load_funding(path)
-    assert str(path) in str(info.value)
-
-
-def test_load_funding_wrong_columns_raise(tmp_path):
-    with pytest.raises(DataError, match="exactly the columns timestamp,rate"):
-        m.load_funding(write(tmp_path, "c.csv", "time,funding\n2024-01-01,0.0001\n"))
-
-
-def test_load_funding_header_only_raises(tmp_path):
-    with pytest.raises(DataError, match="no funding rows"):
-        m.load_funding(write(tmp_path, "h.csv", "timestamp,rate\n"))
-
-
-def test_load_funding_missing_file_raises(tmp_path):
-    with pytest.raises(DataError, match="funding file not found"):
-        m.load_funding(tmp_path / "nope.csv")
 
 
 def test_funding_summary_nan_rate_raises_naming_timestamp():
@@ -425,43 +371,6 @@ def test_orderbook_summary_accepts_mapping_and_detail_three_is_short():
     text = m.orderbook_summary(BOOK, detail=3)
     assert len(text.splitlines()) == 2
     assert text.splitlines()[1].startswith("Within 1% of mid")
-
-
-@pytest.mark.parametrize(
-    ("change", "message"),
-    [
-        ({"bids": [[100.2, 1.0]]}, r"crossed book, best bid 100.2 >= best ask 100.1"),
-        ({"bids": [[100.0, -1.0]]}, r"bids\[0\]: negative size -1"),
-        ({"asks": [[100.1, 1.0], [100.0, 1.0]]}, r"asks\[1\]: price 100 out of order"),
-        ({"bids": [[100.0, 1.0], [100.0, 2.0]]}, r"bids\[1\]: duplicate price 100"),
-        ({"asks": [[100.1, "x"]]}, r"asks\[0\]: size 'x' is not a number"),
-        ({"asks": [[100.1]]}, r"asks\[0\]: expected \[price, size\]"),
-        ({"asks": []}, r"'asks' must be a non-empty list"),
-    ],
-)
-def test_load_orderbook_bad_levels_raise_naming_file_and_level(tmp_path, change, message):
-    path = write(tmp_path, "bad.json", json.dumps(BOOK | change))
-    with pytest.raises(DataError, match=message) as info:
-        m.load_orderbook(path)
-    assert str(path) in str(info.value)
-
-
-def test_load_orderbook_nan_literal_raises(tmp_path):
-    path = write(tmp_path, "nan.json", '{"bids": [[100.0, NaN]], "asks": [[101.0, 1.0]]}')
-    with pytest.raises(DataError, match=r"bids\[0\]: size is 'NaN', not a finite number"):
-        m.load_orderbook(path)
-
-
-def test_load_orderbook_invalid_json_names_line(tmp_path):
-    path = write(tmp_path, "broken.json", '{"bids": [[100.0, 1.0]],\n "asks": [[101.0, 1.0]')
-    with pytest.raises(DataError, match=r"line 2 column \d+: invalid JSON"):
-        m.load_orderbook(path)
-
-
-def test_load_orderbook_missing_asks_raises(tmp_path):
-    path = write(tmp_path, "one.json", json.dumps({"bids": [[100.0, 1.0]]}))
-    with pytest.raises(DataError, match="missing 'asks'"):
-        m.load_orderbook(path)
 
 
 # ---- risk -----------------------------------------------------------------------------------

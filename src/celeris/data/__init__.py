@@ -1,4 +1,5 @@
-"""Market data: the bar schema, sources, a local store, exchange downloads and resampling.
+"""Market data: the bar schema, sources, a local store, exchange downloads and resampling,
+plus funding-rate files (:func:`load_funding`) and order-book snapshots (:func:`load_orderbook`).
 
 A bar frame is a pandas DataFrame with a UTC ``DatetimeIndex`` named ``time`` (sorted, unique)
 and float64 columns ``open, high, low, close, volume``; :func:`validate` enforces it and every
@@ -20,6 +21,8 @@ first use.
 from __future__ import annotations
 
 from celeris.data.exchange import RetryPolicy, download
+from celeris.data.funding import load_funding
+from celeris.data.orderbook import OrderBook, load_orderbook
 from celeris.data.resample import bars_from_ticks, resample
 from celeris.data.schema import BAR_COLUMNS, NAN_POLICIES, validate
 from celeris.data.sources import SAMPLES, load
@@ -32,6 +35,7 @@ __all__ = [
     "NAN_POLICIES",
     "SAMPLES",
     "Gap",
+    "OrderBook",
     "RetryPolicy",
     "Store",
     "bars_from_ticks",
@@ -40,6 +44,8 @@ __all__ = [
     "find_gaps",
     "gaps_frame",
     "load",
+    "load_funding",
+    "load_orderbook",
     "resample",
     "synthetic",
     "timeframe_to_timedelta",

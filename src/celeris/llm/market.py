@@ -18,39 +18,23 @@ least six significant digits; dates as ``YYYY-MM-DD`` for daily data and ``YYYY-
 
 User-supplied files
 -------------------
-Funding rates (:func:`load_funding`): a CSV file with a header and exactly the columns
-``timestamp,rate``; ``timestamp`` is ISO 8601 (naive means UTC) or epoch seconds/ms, strictly
-increasing; ``rate`` is the funding rate of that interval as a fraction (``0.0001`` = 0.01%)::
-
-    timestamp,rate
-    2024-01-01T00:00:00Z,0.0001
-    2024-01-01T08:00:00Z,0.000085
-
-Order book (:func:`load_orderbook`): a JSON object with ``bids`` and ``asks``, each a list of
-``[price, size]`` levels (numbers or numeric strings, as exchanges send them), bids from the
-best (highest) price down, asks from the best (lowest) price up; optional ``symbol`` and
-``timestamp``::
-
-    {"symbol": "BTC/USDT", "timestamp": "2024-01-01T00:00:00Z",
-     "bids": [[42000.5, 1.2], [42000.0, 3.0]],
-     "asks": [[42001.0, 0.8], [42002.5, 2.1]]}
-
-Bad input raises :class:`~celeris.errors.DataError` naming the file, the line or level and the
-problem (NaN, a negative size, a crossed book, unsorted or duplicate timestamps or prices).
+Funding rates and order-book snapshots are read and validated by :mod:`celeris.data.funding`
+(:func:`load_funding`) and :mod:`celeris.data.orderbook` (:class:`OrderBook`,
+:func:`load_orderbook`), where their file formats are documented; they stay importable from
+here.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 
+from celeris.data.funding import load_funding
+from celeris.data.orderbook import OrderBook, load_orderbook
 from celeris.errors import CelerisTypeError, ConfigError, DataError
 
 __all__ = [
@@ -704,90 +688,6 @@ def _check_funding(funding: Any, what: str = "funding") -> pd.Series:
     return funding.astype(np.float64)
 
 
-def load_funding(path: str | Path) -> pd.Series:
-    """Read funding rates from a CSV file with the columns ``timestamp,rate``.
-
-    ``timestamp`` is ISO 8601 (naive = UTC, ``Z`` accepted) or an epoch number (s or ms,
-    told apart by magnitude), strictly increasing; ``rate`` is a fraction per funding interval
-    (``0.0001`` = 0.01%). Lines are counted as in an editor: the header is line 1.
-
-    Parameters
-    ----------
-    path : str or Path
-        The CSV file.
-
-    Returns
-    -------
-    pandas.Series
-        float64 rates named ``rate`` on a UTC DatetimeIndex named ``time``.
-
-    Raises
-    ------
-    DataError
-        Naming the file, the line and the problem: a missing file, other columns, an unreadable
-        timestamp, a duplicate or out-of-order timestamp, a NaN or non-numeric rate, or a rate
-        of 100% or more per interval (almost surely percent written as a fraction).
-    """
-    from celeris.data.sources import parse_times
-
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: funding file not found")
-    try:
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read as CSV ({exc})") from None
-    columns = [str(c).strip().lower() for c in raw.columns]
-    if sorted(columns) != ["rate", "timestamp"]:
-        raise DataError(
-            f"{path}: a funding file has exactly the columns timestamp,rate; found {','.join(map(str, raw.columns))}"
-        )
-    raw.columns = pd.Index(columns)
-    if raw.empty:
-        raise DataError(f"{path}: no funding rows after the header")
-    text = raw["timestamp"].str.strip()
-    numeric = pd.to_numeric(text, errors="coerce")
-    if numeric.notna().all():
-        index = parse_times(numeric, f"{path} column 'timestamp'")
-    else:
-        parsed = pd.to_datetime(
-            text.str.replace(r"[zZ]$", "+00:00", regex=True),
-            utc=True,
-            format="ISO8601",
-            errors="coerce",
-        )
-        if parsed.isna().any():
-            pos = int(np.flatnonzero(parsed.isna().to_numpy())[0])
-            raise DataError(
-                f"{path}, line {pos + 2}: timestamp {text.iloc[pos]!r} is not ISO 8601 "
-                "(e.g. 2024-01-01T08:00:00Z) or an epoch number"
-            )
-        index = pd.DatetimeIndex(parsed).as_unit("ns")
-    rates = pd.to_numeric(raw["rate"].str.strip(), errors="coerce").to_numpy(np.float64)
-    bad = ~np.isfinite(rates)
-    if bad.any():
-        pos = int(np.flatnonzero(bad)[0])
-        raise DataError(
-            f"{path}, line {pos + 2}: rate {raw['rate'].iloc[pos]!r} is not a finite number"
-        )
-    big = np.abs(rates) >= 1.0
-    if big.any():
-        pos = int(np.flatnonzero(big)[0])
-        raise DataError(
-            f"{path}, line {pos + 2}: rate {rates[pos]} is 100% or more per interval; rates are "
-            "fractions (0.0001 = 0.01%)"
-        )
-    steps = np.diff(index.asi8)
-    if (steps <= 0).any():
-        pos = int(np.flatnonzero(steps <= 0)[0]) + 1
-        problem = "duplicates" if steps[pos - 1] == 0 else "is earlier than"
-        raise DataError(
-            f"{path}, line {pos + 2}: timestamp {index[pos]} {problem} the previous one "
-            f"({index[pos - 1]}, line {pos + 1}); timestamps must be strictly increasing"
-        )
-    return pd.Series(rates, index=index.rename("time"), name="rate")
-
-
 def funding_summary(funding: pd.Series, detail: int = 0) -> str:
     """Summarise perpetual-futures funding rates: level, averages, persistence, extremes.
 
@@ -863,131 +763,6 @@ def funding_summary(funding: pd.Series, detail: int = 0) -> str:
 # ---------------------------------------------------------------------------------------------
 # order book
 # ---------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class OrderBook:
-    """An order-book snapshot: ``bids`` best (highest) first, ``asks`` best (lowest) first.
-
-    Each side is a float64 array of shape ``(levels, 2)`` holding ``price, size``. Build one
-    with :meth:`from_mapping` or :func:`load_orderbook`, which validate it.
-    """
-
-    bids: np.ndarray
-    asks: np.ndarray
-    symbol: str | None = None
-    timestamp: pd.Timestamp | None = None
-
-    @classmethod
-    def from_mapping(cls, obj: Any, source: str = "order book") -> OrderBook:
-        """Validate ``{"bids": [[price, size], ...], "asks": [...]}`` and return an OrderBook.
-
-        ``source`` names the origin (a file path) in error messages.
-        """
-        if not isinstance(obj, Mapping):
-            raise DataError(
-                f"{source}: expected a JSON object with 'bids' and 'asks', got {type(obj).__name__}"
-            )
-        unknown = sorted(set(obj) - {"bids", "asks", "symbol", "timestamp"})
-        if unknown:
-            raise DataError(
-                f"{source}: unknown key(s) {', '.join(map(repr, unknown))}; expected bids, asks, symbol, timestamp"
-            )
-        sides = {}
-        for side in ("bids", "asks"):
-            if side not in obj:
-                raise DataError(f"{source}: missing {side!r}")
-            sides[side] = _levels(obj[side], side, source)
-        bids, asks = sides["bids"], sides["asks"]
-        if bids[0, 0] >= asks[0, 0]:
-            raise DataError(
-                f"{source}: crossed book, best bid {bids[0, 0]:g} >= best ask {asks[0, 0]:g}"
-            )
-        stamp = obj.get("timestamp")
-        ts = None
-        if stamp is not None:
-            try:
-                ts = pd.Timestamp(stamp)
-            except (ValueError, TypeError):
-                raise DataError(f"{source}: timestamp {stamp!r} is not ISO 8601") from None
-            ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-        symbol = obj.get("symbol")
-        if symbol is not None and not isinstance(symbol, str):
-            raise DataError(f"{source}: symbol must be a string, got {symbol!r}")
-        return cls(bids=bids, asks=asks, symbol=symbol, timestamp=ts)
-
-
-def _levels(raw: Any, side: str, source: str) -> np.ndarray:
-    if not isinstance(raw, list) or not raw:
-        raise DataError(f"{source}: {side!r} must be a non-empty list of [price, size] levels")
-    out = np.empty((len(raw), 2))
-    for i, level in enumerate(raw):
-        where = f"{source}: {side}[{i}]"
-        if not isinstance(level, list | tuple) or len(level) != 2:
-            raise DataError(f"{where}: expected [price, size], got {level!r}")
-        for j, (name, value) in enumerate(zip(("price", "size"), level, strict=True)):
-            if isinstance(value, bool):
-                raise DataError(f"{where}: {name} {value!r} is not a number")
-            try:
-                number = float(value)
-            except (TypeError, ValueError):
-                raise DataError(f"{where}: {name} {value!r} is not a number") from None
-            if not math.isfinite(number):
-                raise DataError(f"{where}: {name} is {value!r}, not a finite number")
-            out[i, j] = number
-        if out[i, 0] <= 0:
-            raise DataError(f"{where}: price {out[i, 0]:g} must be > 0")
-        if out[i, 1] < 0:
-            raise DataError(f"{where}: negative size {out[i, 1]:g}")
-        if i:
-            prev = out[i - 1, 0]
-            if out[i, 0] == prev:
-                raise DataError(f"{where}: duplicate price {out[i, 0]:g} (also at {side}[{i - 1}])")
-            if (side == "bids") != (out[i, 0] < prev):
-                order = (
-                    "descending (best bid first)"
-                    if side == "bids"
-                    else "ascending (best ask first)"
-                )
-                raise DataError(
-                    f"{where}: price {out[i, 0]:g} out of order; {side} must be {order}"
-                )
-    return out
-
-
-def load_orderbook(path: str | Path) -> OrderBook:
-    """Read an order-book snapshot from a JSON file (format in the module docstring).
-
-    Parameters
-    ----------
-    path : str or Path
-        JSON file ``{"bids": [[price, size], ...], "asks": [[price, size], ...]}``.
-
-    Returns
-    -------
-    OrderBook
-        The validated snapshot.
-
-    Raises
-    ------
-    DataError
-        Naming the file, the level (``bids[3]``) and the problem: invalid JSON, a NaN or
-        non-numeric value, a negative size, a price <= 0, unsorted or duplicate prices, or a
-        crossed book (best bid >= best ask).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: order-book file not found")
-    try:
-        # parse_constant turns NaN/Infinity literals into strings so they fail as "not finite".
-        obj = json.loads(path.read_text(encoding="utf-8"), parse_constant=lambda c: c)
-    except json.JSONDecodeError as exc:
-        raise DataError(
-            f"{path}, line {exc.lineno} column {exc.colno}: invalid JSON ({exc.msg})"
-        ) from None
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text ({exc})") from None
-    return OrderBook.from_mapping(obj, str(path))
-
-
 def orderbook_summary(book: OrderBook | Mapping[str, Any], detail: int = 0) -> str:
     """Summarise an order-book snapshot: mid, spread, depth and imbalance near the mid.
 
