@@ -33,6 +33,7 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
+from celeris.analytics.risk import historical_var_cvar, max_drawdown
 from celeris.data.funding import load_funding
 from celeris.data.orderbook import OrderBook, load_orderbook
 from celeris.errors import CelerisTypeError, ConfigError, DataError
@@ -280,14 +281,6 @@ def _efficiency_ratio(close: np.ndarray, window: int) -> float:
     return abs(float(seg[-1] - seg[0])) / path if path > 0 else 0.0
 
 
-def _max_drawdown(values: np.ndarray) -> tuple[float, int, int]:
-    peak = np.maximum.accumulate(values)
-    dd = values / peak - 1.0
-    trough = int(np.argmin(dd))
-    start = int(np.argmax(values[: trough + 1]))
-    return float(dd[trough]), start, trough
-
-
 def _window_rows(
     bars: pd.DataFrame, close: np.ndarray, count: int, ann: float, daily: bool
 ) -> list[str]:
@@ -391,7 +384,7 @@ def price_action_summary(bars: pd.DataFrame, detail: int = 0) -> str:
             f"Range of the last {span} bars: high {_price(hi, close[-1])}, low {_price(lo, close[-1])}; the close is at "
             f"{_pct(pos, False)} of that range (0% = low, 100% = high)."
         )
-    mdd, peak, trough = _max_drawdown(close)
+    mdd, peak, trough = max_drawdown(close)
     cur_peak = int(np.argmax(close))
     lines.append(
         f"Max drawdown of the close: {_pct(mdd)} ({_date(index[peak], daily)} to "
@@ -842,13 +835,6 @@ def orderbook_summary(book: OrderBook | Mapping[str, Any], detail: int = 0) -> s
 # ---------------------------------------------------------------------------------------------
 # risk
 # ---------------------------------------------------------------------------------------------
-def _var_cvar(returns: np.ndarray, level: float) -> tuple[float, float]:
-    # Historical simulation: VaR is the loss at the (1 - level) quantile (numpy's linear
-    # interpolation); CVaR (expected shortfall) the mean loss at or beyond that quantile.
-    q = float(np.quantile(returns, 1.0 - level))
-    return -q, -float(returns[returns <= q].mean())
-
-
 def _strategy_returns(obj: Any, bars: pd.DataFrame) -> tuple[pd.Series, Any]:
     from celeris.backtest import Portfolio
 
@@ -991,14 +977,14 @@ def risk_summary(
         f"{_pct(in_market, False)} of bars."
     )
     for label, arr in (("strategy", s_arr), ("asset", a_arr)):
-        v95, c95 = _var_cvar(arr, 0.95)
-        v99, c99 = _var_cvar(arr, 0.99)
+        v95, c95 = historical_var_cvar(arr, 0.95)
+        v99, c99 = historical_var_cvar(arr, 0.99)
         lines.append(
             f"One-bar historical VaR/CVaR, {label}: 95% {_pct(v95, False)} / {_pct(c95, False)}, "
             f"99% {_pct(v99, False)} / {_pct(c99, False)}."
         )
     equity = (1.0 + strat).cumprod().to_numpy() if pf is None else pf.equity.iloc[:, 0].to_numpy()
-    mdd, peak, trough = _max_drawdown(equity)
+    mdd, peak, trough = max_drawdown(equity)
     eq_index = strat.index
     cur_peak = int(np.argmax(equity))
     lines.append(

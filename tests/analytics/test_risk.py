@@ -1,0 +1,99 @@
+"""Tests for celeris.analytics.risk (drawdown, max drawdown, historical VaR / CVaR)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from celeris.analytics import MaxDrawdown, drawdown, historical_var_cvar, max_drawdown
+from celeris.data import load
+from celeris.errors import CelerisTypeError, ConfigError, DataError
+
+
+@pytest.fixture(scope="module")
+def close() -> pd.Series:
+    return load("sample:sp500")["close"]
+
+
+def test_drawdown_sp500_equals_pandas_cummax(close):
+    expected = (close / close.cummax() - 1.0).to_numpy()
+    np.testing.assert_array_equal(drawdown(close), expected)
+    assert drawdown(close).max() == 0.0
+
+
+def test_max_drawdown_sp500_golden_dates(close):
+    depth, peak, trough = max_drawdown(close)
+    # The 2007-2009 bear market: the close peaked on 2007-10-09 and bottomed on 2009-03-09.
+    assert str(close.index[peak].date()) == "2007-10-09"
+    assert str(close.index[trough].date()) == "2009-03-09"
+    assert depth == pytest.approx(676.530029 / 1565.150024 - 1.0, rel=1e-8)
+    assert depth == float((close / close.cummax() - 1.0).min())
+
+
+def test_max_drawdown_rising_series_is_zero_at_start():
+    assert max_drawdown([1.0, 2.0, 3.0]) == MaxDrawdown(0.0, 0, 0)
+
+
+def test_max_drawdown_equity_through_zero_is_below_minus_one():
+    assert max_drawdown([100.0, 50.0, -20.0]).depth == pytest.approx(-1.2)
+
+
+def test_historical_var_cvar_matches_numpy_quantile_and_tail_mean(close):
+    returns = close.pct_change().dropna().to_numpy()
+    for level in (0.95, 0.99):
+        q = np.quantile(returns, 1.0 - level)
+        var, cvar = historical_var_cvar(returns, level)
+        assert var == -q
+        assert cvar == -returns[returns <= q].mean()
+        assert cvar >= var > 0
+
+
+def test_historical_var_cvar_hand_example():
+    # Sorted: -0.05, -0.02, 0, 0.01, 0.03; the 25% quantile is -0.02 exactly.
+    var, cvar = historical_var_cvar([0.01, -0.02, 0.03, -0.05, 0.0], level=0.75)
+    assert var == pytest.approx(0.02) and cvar == pytest.approx(0.035)
+
+
+@pytest.mark.parametrize("level", [0.0, 1.0, -0.5, 95])
+def test_historical_var_cvar_level_out_of_range_raises_config_error(level):
+    with pytest.raises(ConfigError, match=f"level={level!r} must be between 0 and 1"):
+        historical_var_cvar([0.01, -0.01], level)
+
+
+def test_historical_var_cvar_level_not_number_raises_type_error():
+    with pytest.raises(CelerisTypeError, match="level must be a number"):
+        historical_var_cvar([0.01, -0.01], "95%")
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ([], "returns is empty"),
+        ([0.01, np.nan, 0.02], r"returns is not finite \(nan\) at position 1"),
+        (np.zeros((2, 2)), r"returns must be 1-D, got shape \(2, 2\)"),
+        (["a", "b"], "returns must be numeric"),
+    ],
+)
+def test_historical_var_cvar_bad_returns_raise_data_error(values, message):
+    with pytest.raises(DataError, match=message):
+        historical_var_cvar(values)
+
+
+def test_drawdown_first_value_not_positive_raises_data_error():
+    with pytest.raises(DataError, match="values must start > 0"):
+        drawdown([0.0, 1.0])
+
+
+def test_drawdown_scalar_raises_type_error():
+    with pytest.raises(CelerisTypeError, match="values must be a 1-D array or Series"):
+        drawdown(3.0)
+
+
+def test_import_risk_does_not_import_scipy():
+    code = "import sys, celeris.analytics.risk; print('scipy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
