@@ -11,7 +11,8 @@ What runs, in one invocation:
 * servers, one at a time: (a) ``celeris serve`` (subprocess; cache off so every request is
   computed; start -> ``/readyz`` timed), (b) the same predictor in Ray Serve behind
   ``@serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)`` with
-  ``max_ongoing_requests=128`` (:mod:`celeris.serving.ray_serve`, a local Ray on 127.0.0.1);
+  ``max_ongoing_requests=128`` (:mod:`celeris.serving.ray_serve` via ``celeris serve-ray``, a
+  local Ray on 127.0.0.1);
 * load: :mod:`celeris.bench` from this process, the same 64 distinct JSON bodies
   (one history each) for both, closed loop at concurrency 1, 8, 32 and 128 for ``--duration``
   seconds each; requests per server CPU-second from the CPU time of each server's whole process
@@ -210,7 +211,7 @@ def bench_ray(
 
     port = free_port()
     cmd = [
-        sys.executable, "-m", "celeris.serving.ray_serve", "--registry", str(registry),
+        sys.executable, "-m", "celeris.cli.main", "serve-ray", "--registry", str(registry),
         "--model", f"{MODEL}@production", "--port", str(port), "--backend", "onnx",
         "--threads", "1", "--num-cpus", str(os.cpu_count() or 2),
     ]  # fmt: skip

@@ -9,12 +9,12 @@ why: ``<!-- not-run: needs an NVIDIA GPU -->``; an unmarked block that fails fai
 
 What the runner provides, so that blocks can be written as a user types them:
 
-- Servers. ``celeris serve``, ``celeris llm serve`` and ``python -m celeris.serving.ray_serve``
-  are started in the background (a trailing ``&`` is dropped), waited for until they answer,
-  and stopped when the block ends; ``$SERVER_PID`` is the newest one, and
-  ``$(pgrep -f 'celeris serve')`` means it (other tests' servers would match too). The admin
-  API is on (``CELERIS_ADMIN_TOKEN``). ``celeris bench`` exiting 1 (a missed SLA on a shared
-  machine) is a measurement, not a failure.
+- Servers. ``celeris serve``, ``celeris serve-ray``, ``celeris llm serve`` and ``python -m
+  celeris.serving.ray_serve`` are started in the background (a trailing ``&`` is dropped),
+  waited for until they answer, and stopped when the block ends; ``$SERVER_PID`` is the
+  newest one, and ``$(pgrep -f 'celeris serve')`` means it (other tests' servers would match
+  too). The admin API is on (``CELERIS_ADMIN_TOKEN``). ``celeris bench`` exiting 1 (a missed
+  SLA on a shared machine) is a measurement, not a failure.
 - Ports. The documents' ports (8000, 8001, 8002, 8080, 9000, 6379) become free ports, the same
   within a block, so blocks, documents and parallel test workers never collide; ``/tmp/`` paths
   move into the temporary directory.
@@ -116,6 +116,8 @@ celeris() {
     local port; port=$(_port_of "$CELERIS_DOC_PORT_8000" "$@")
     case " $* " in *" --port "*|*" --port="*) ;; *) set -- "$@" --port "$port";; esac
     _serve "$port" /readyz "$CELERIS_DOC_BIN/celeris" "$@"
+  elif [ "$1" = serve-ray ]; then
+    _serve "$(_port_of "$CELERIS_DOC_PORT_8000" "$@")" /healthz "$CELERIS_DOC_BIN/celeris" "$@"
   elif [ "$1" = llm ] && [ "$2" = serve ]; then
     local port; port=$(_port_of "$CELERIS_DOC_PORT_8080" "$@")
     case " $* " in *" --port "*|*" --port="*) ;; *) set -- "$@" --port "$port";; esac

@@ -173,15 +173,6 @@ def test_ray_writes_nothing_under_home_but_under_celeris_home(
     assert token.is_file() and token.stat().st_mode & 0o077 == 0
 
 
-def test_ray_command_registry_defaults_to_celeris_home(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CELERIS_HOME", "/srv/celeris")
-    monkeypatch.delenv("CELERIS_SERVE_REGISTRY", raising=False)
-    assert ray_serve.parse_args(["--model", "btc"]).registry == "/srv/celeris/registry"
-    monkeypatch.setenv("CELERIS_SERVE_REGISTRY", "/data/reg")
-    assert ray_serve.parse_args(["--model", "btc"]).registry == "/data/reg"
-    assert ray_serve.parse_args(["--model", "btc", "--registry", "r"]).registry == "r"
-
-
 def test_loadgen_against_ray_serve_all_answered(apps: Any) -> None:
     from celeris import bench
 

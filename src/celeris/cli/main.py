@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import typer
 
-from celeris.cli import analyze_cmd, backtest_cmd, bench_cmd, demo, llm_cmd, models_cmd, serve_cmd
+from celeris.cli import (
+    analyze_cmd,
+    backtest_cmd,
+    bench_cmd,
+    demo,
+    llm_cmd,
+    models_cmd,
+    ray_cmd,
+    serve_cmd,
+)
 from celeris.cli.data_cmd import data_app
 
 app = typer.Typer(
@@ -30,6 +39,7 @@ models_cmd.register(app)
 llm_cmd.register(app)
 analyze_cmd.register(app)
 serve_cmd.register(app)
+ray_cmd.register(app)
 bench_cmd.register(app)
 
 

@@ -34,8 +34,7 @@ Running
     with ``host="0.0.0.0"``. From a shell (the registry defaults to ``celeris serve``'s,
     ``$CELERIS_SERVE_REGISTRY`` or ``$CELERIS_HOME/registry``)::
 
-        python -m celeris.serving.ray_serve --model btc@production --port 8001 \\
-            [--deployment engine --replicas 2]
+        celeris serve-ray --model btc@production --port 8001 [--deployment engine --replicas 2]
 
 Files
     Ray 2.60 turns token authentication on for a local cluster and writes its token to
@@ -546,74 +545,16 @@ def local_serve(registry: str | Path, model: str, **kwargs: Any) -> Iterator[Ray
         shutdown()
 
 
-def parse_args(argv: Sequence[str] | None = None) -> Any:
-    """Parse ``python -m celeris.serving.ray_serve`` arguments; the registry defaults to
-    ``celeris serve``'s (``$CELERIS_SERVE_REGISTRY``, else ``$CELERIS_HOME/registry``)."""
-    import argparse
+if __name__ == "__main__":  # pragma: no cover - kept for one release
+    # The command moved to the CLI (`celeris serve-ray`); this entry point forwards to it.
+    import sys
 
-    from celeris.serving.config import default_registry
-
-    parser = argparse.ArgumentParser(
-        prog="python -m celeris.serving.ray_serve",
-        description="Serve a Celeris registry model on a local Ray Serve (the same HTTP "
-        "predict API as `celeris serve`).",
+    print(
+        "python -m celeris.serving.ray_serve is deprecated and will be removed in the next "
+        "release; use: celeris serve-ray",
+        file=sys.stderr,
+        flush=True,
     )
-    parser.add_argument(
-        "--registry",
-        default=None,
-        help="registry directory (default: $CELERIS_SERVE_REGISTRY or $CELERIS_HOME/registry, "
-        "as for celeris serve)",
-    )
-    parser.add_argument("--model", required=True, help="NAME@production, NAME@VERSION...")
-    parser.add_argument("--deployment", choices=DEPLOYMENTS, default="batched")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--replicas", type=int, default=1)
-    parser.add_argument("--backend", default="onnx")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray")
-    args = parser.parse_args(argv)
-    if args.registry is None:
-        args.registry = os.environ.get("CELERIS_SERVE_REGISTRY") or str(default_registry())
-    return args
+    from celeris.cli.main import app as _cli
 
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """Serve a registry model on Ray Serve until SIGINT or SIGTERM (``python -m ...``)."""
-    import signal
-    import threading
-
-    args = parse_args(argv)
-    stop = threading.Event()
-
-    def on_signal(*_: Any) -> None:
-        stop.set()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, on_signal)
-    try:
-        app = deploy(
-            args.registry,
-            args.model,
-            deployment=args.deployment,
-            host=args.host,
-            port=args.port,
-            num_replicas=args.replicas,
-            backend=args.backend,
-            threads=args.threads,
-            num_cpus=args.num_cpus,
-        )
-        print(
-            f"ready in {app.ready_s:.2f} s: {args.deployment} deployment of {args.model} at "
-            f"{app.predict_url()}",
-            flush=True,
-        )
-        for sig in (signal.SIGINT, signal.SIGTERM):  # ray.init installs handlers of its own
-            signal.signal(sig, on_signal)
-        stop.wait()
-    finally:
-        shutdown()
-
-
-if __name__ == "__main__":
-    main()
+    _cli(["serve-ray", *sys.argv[1:]], prog_name="celeris")
