@@ -9,11 +9,12 @@ invalid answer is re-asked with the validation error a bounded number of times.
 Every request must fit the model's context window with room for the answer, whichever server
 it is, so the client asks the server (once) how large the window is and whether it can count
 tokens: ``max_model_len`` (or ``context_length``) of the model's ``/v1/models`` card, and
-``POST /tokenize`` (vLLM and :mod:`celeris.llm.server` count a whole chat; llama.cpp's server
-counts text). :meth:`LLMClient.prompt_budget` and :meth:`LLMClient.token_counter` give the
-prompt builders a budget and a counter that fit that window; :meth:`LLMClient.ask` caps each
-answer at the room left and shortens re-asks that would not fit. Without a known window the
-configured ``context_tokens`` and ``max_tokens`` are used as they are.
+``POST /tokenize`` (vLLM and the test server :mod:`celeris.testing.llm_server` count a whole
+chat; llama.cpp's server counts text). :meth:`LLMClient.prompt_budget` and
+:meth:`LLMClient.token_counter` give the prompt builders a budget and a counter that fit that
+window; :meth:`LLMClient.ask` caps each answer at the room left and shortens re-asks that
+would not fit. Without a known window the configured ``context_tokens`` and ``max_tokens`` are
+used as they are.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """LoRA fine-tuning of a local causal LM on chat transcripts (the analyst's own logged answers).
 
 Meant for a GPU and a real instruct model; it runs on the CPU for tiny models such as
-:func:`celeris.llm.local.build_tiny_model`, which is how it is tested. A plain PyTorch loop
+:func:`celeris.testing.tiny_llm.build_tiny_model`, which is how it is tested. A plain PyTorch loop
 (AdamW) over peft's LoRA adapters; the loss counts only the assistant's tokens.
 """
 
