@@ -152,7 +152,8 @@ def test_empty_input_raises_data_error():
 @pytest.mark.parametrize(
     ("close", "message"),
     [
-        (np.ones((5, 2)), "close must be 1-D"),
+        # 2-D is time x assets since the 2-D input change; three dimensions are refused
+        (np.ones((5, 2, 2)), r"close must be 1-D \(one series\) or 2-D \(time x assets\)"),
         (pd.Series(["a", "b", "c"]), "close must be numeric"),
         (pd.Series([True, False, True]), "close must be numeric"),
         (np.array(["1", "2"]), "close must be numeric"),

@@ -2,7 +2,8 @@
 
 Each function takes ``close`` (or ``high``/``low``/``close``) as a pandas Series, a 1-D numpy
 array, or a bar frame (its ``close``/``high``/``low`` columns are used, matched
-case-insensitively). Every window argument is an int or a sequence of ints:
+case-insensitively), or as time x assets (below). Every window argument is an int or a
+sequence of ints; for one series:
 
 * an int returns a Series named like ``sma_20`` with the input's index (a 1-D array for numpy
   input);
@@ -10,13 +11,29 @@ case-insensitively). Every window argument is an int or a sequence of ints:
   ``window`` (a MultiIndex ``(fast, slow, signal)`` for :func:`macd`), same index as the input
   (a RangeIndex for numpy input).
 
+Time x assets (2-D) input works for every indicator: a 2-D numpy array ``[T, A]``, a frame
+with one column per asset (closes; for atr, donchian and adx one such frame each for high, low
+and close, same index and columns), or a multi-asset bar frame with MultiIndex columns
+``(symbol, field)``. Each asset column is computed on its own (its own leading NaNs), with the
+same values as a 1-D call on that column:
+
+* an int returns a time x assets DataFrame with the input's columns (a 2-D array ``[T, A]``
+  for numpy input);
+* a sequence returns a DataFrame whose columns are a MultiIndex of the parameter level(s)
+  (``window``, or ``fast, slow, signal``) then the asset level, parameter-major, so
+  ``sma(closes, [10, 20])[10]`` is the time x assets frame of window 10 (for numpy input the
+  asset level holds the column positions and the index is a RangeIndex).
+
+A frame is read as a bar frame when it has any of the columns open, high, low, close, volume
+(matched case-insensitively); then it must have the field the indicator needs.
+
 Multi-output indicators return a NamedTuple of those (:class:`BBands`, :class:`MACD`,
 :class:`Donchian`, :class:`ADX`). Values match TA-Lib to 1e-9 wherever it has the indicator.
 
 NaN handling (the rule of every kernel): leading NaNs are skipped, the warm-up counts from the
 first bar where every input is valid; a NaN after that makes the indicator NaN from that bar on,
 and the call warns (``RuntimeWarning``). Empty input or ``inf`` raises :class:`DataError`; a
-non-numeric or non-1-D input or a window outside ``[1, len(data)]`` raises
+non-numeric input, an array of more than 2 dimensions or a window outside ``[1, len(data)]`` raises
 :class:`ConfigError`; a window that is not an int raises :class:`CelerisTypeError`.
 
 Warm-up (NaN bars from the first valid bar): ``w - 1`` for sma, ema, wma, rolling_std, zscore,
@@ -110,10 +127,11 @@ def _single(
 ) -> Output:
     data = _inputs.bars([(close, "close", "close")])
     _inputs.warn_on_gap(data, ["close"], stacklevel=4)
-    ws, scalar = _inputs.windows(window, "window", data.values[0].shape[0], minimum)
-    out = _inputs.empty_columns(data.values[0].shape[0], ws.shape[0])
-    matrix = getattr(_nb(), kernel_name)(data.values[0], ws, *extra, out)
-    return _inputs.shape_output(matrix, _window_index(ws), scalar, f"{prefix}_{ws[0]}", data.index)
+    ws, scalar = _inputs.windows(window, "window", data.n_bars, minimum)
+    (matrix,) = _inputs.run_kernel(getattr(_nb(), kernel_name), data, (ws, *extra), len(ws), 1)
+    return _inputs.shape_output(
+        matrix, _window_index(ws), scalar, f"{prefix}_{ws[0]}", data.index, data.assets
+    )
 
 
 def sma(close: Any, window: Any = 20) -> Output:
@@ -204,13 +222,12 @@ def bbands(close: Any, window: Any = 20, nbdev_up: float = 2.0, nbdev_dn: float 
     dn = _inputs.real(nbdev_dn, "nbdev_dn")
     data = _inputs.bars([(close, "close", "close")])
     _inputs.warn_on_gap(data, ["close"])
-    ws, scalar = _inputs.windows(window, "window", data.values[0].shape[0])
-    outs = tuple(_inputs.empty_columns(data.values[0].shape[0], ws.shape[0]) for _ in range(3))
-    mats = _nb().bbands_nb(data.values[0], ws, up, dn, outs)
+    ws, scalar = _inputs.windows(window, "window", data.n_bars)
+    mats = _inputs.run_kernel(_nb().bbands_nb, data, (ws, up, dn), len(ws), 3)
     cols = _window_index(ws)
     return BBands(
         *(
-            _inputs.shape_output(m, cols, scalar, f"bbands_{part}_{ws[0]}", data.index)
+            _inputs.shape_output(m, cols, scalar, f"bbands_{part}_{ws[0]}", data.index, data.assets)
             for m, part in zip(mats, BBands._fields, strict=True)
         )
     )
@@ -235,27 +252,21 @@ def macd(close: Any, fast: Any = 12, slow: Any = 26, signal: Any = 9) -> MACD:
     """
     data = _inputs.bars([(close, "close", "close")])
     _inputs.warn_on_gap(data, ["close"])
-    n = data.values[0].shape[0]
+    n = data.n_bars
     fs, f_scalar = _inputs.windows(fast, "fast", n)
     ss, s_scalar = _inputs.windows(slow, "slow", n)
     gs, g_scalar = _inputs.windows(signal, "signal", n)
     combos = np.array(list(itertools.product(fs, ss, gs)), dtype=np.int64)  # [k, 3]
     scalar = f_scalar and s_scalar and g_scalar
-    outs = tuple(_inputs.empty_columns(n, combos.shape[0]) for _ in range(3))
-    mats = _nb().macd_nb(
-        data.values[0],
-        np.ascontiguousarray(combos[:, 0]),
-        np.ascontiguousarray(combos[:, 1]),
-        np.ascontiguousarray(combos[:, 2]),
-        outs,
-    )
+    periods = tuple(np.ascontiguousarray(combos[:, i]) for i in range(3))
+    mats = _inputs.run_kernel(_nb().macd_nb, data, periods, combos.shape[0], 3)
     cols = pd.MultiIndex.from_arrays(
         [combos[:, 0], combos[:, 1], combos[:, 2]], names=["fast", "slow", "signal"]
     )
     suffix = f"{fs[0]}_{ss[0]}_{gs[0]}"
     return MACD(
         *(
-            _inputs.shape_output(m, cols, scalar, f"{prefix}_{suffix}", data.index)
+            _inputs.shape_output(m, cols, scalar, f"{prefix}_{suffix}", data.index, data.assets)
             for m, prefix in zip(mats, ("macd", "macd_signal", "macd_hist"), strict=True)
         )
     )
@@ -264,6 +275,7 @@ def macd(close: Any, fast: Any = 12, slow: Any = 26, signal: Any = 9) -> MACD:
 def _hlc(high: Any, low: Any, close: Any, window: Any, func: str, fields: tuple[str, ...]) -> Any:
     # Resolve atr(df, window=14) / atr(h, l, c, 14) / donchian(df) / donchian(h, l, 20).
     if isinstance(high, pd.DataFrame) and low is None and close is None:
+        _inputs.require_bar_frame(high, fields, func)
         objs = [high] * len(fields)
     elif isinstance(high, pd.DataFrame) and isinstance(low, int | np.integer | list | tuple):
         raise CelerisTypeError(f"pass the window by keyword: {func}(frame, window=...)")
@@ -286,10 +298,11 @@ def atr(high: Any, low: Any = None, close: Any = None, window: Any = 14) -> Outp
     """
     data = _hlc(high, low, close, window, "atr", ("high", "low", "close"))
     _inputs.warn_on_gap(data, ["high", "low", "close"])
-    ws, scalar = _inputs.windows(window, "window", data.values[0].shape[0])
-    out = _inputs.empty_columns(data.values[0].shape[0], ws.shape[0])
-    matrix = _nb().atr_nb(*data.values, ws, out)
-    return _inputs.shape_output(matrix, _window_index(ws), scalar, f"atr_{ws[0]}", data.index)
+    ws, scalar = _inputs.windows(window, "window", data.n_bars)
+    (matrix,) = _inputs.run_kernel(_nb().atr_nb, data, (ws,), len(ws), 1)
+    return _inputs.shape_output(
+        matrix, _window_index(ws), scalar, f"atr_{ws[0]}", data.index, data.assets
+    )
 
 
 def donchian(high: Any, low: Any = None, window: Any = 20) -> Donchian:
@@ -299,13 +312,14 @@ def donchian(high: Any, low: Any = None, window: Any = 20) -> Donchian:
     """
     data = _hlc(high, low, None, window, "donchian", ("high", "low"))
     _inputs.warn_on_gap(data, ["high", "low"])
-    ws, scalar = _inputs.windows(window, "window", data.values[0].shape[0])
-    outs = tuple(_inputs.empty_columns(data.values[0].shape[0], ws.shape[0]) for _ in range(3))
-    mats = _nb().donchian_nb(*data.values, ws, outs)
+    ws, scalar = _inputs.windows(window, "window", data.n_bars)
+    mats = _inputs.run_kernel(_nb().donchian_nb, data, (ws,), len(ws), 3)
     cols = _window_index(ws)
     return Donchian(
         *(
-            _inputs.shape_output(m, cols, scalar, f"donchian_{part}_{ws[0]}", data.index)
+            _inputs.shape_output(
+                m, cols, scalar, f"donchian_{part}_{ws[0]}", data.index, data.assets
+            )
             for m, part in zip(mats, Donchian._fields, strict=True)
         )
     )
@@ -332,14 +346,13 @@ def adx(high: Any, low: Any = None, close: Any = None, window: Any = 14) -> ADX:
     data = _hlc(high, low, close, window, "adx", ("high", "low", "close"))
     _inputs.warn_on_gap(data, ["high", "low", "close"])
     ws, scalar = _inputs.windows(
-        window, "window", data.values[0].shape[0], 2, "the ADX smooths at least two moves"
+        window, "window", data.n_bars, 2, "the ADX smooths at least two moves"
     )
-    outs = tuple(_inputs.empty_columns(data.values[0].shape[0], ws.shape[0]) for _ in range(3))
-    mats = _nb().adx_nb(*data.values, ws, outs)
+    mats = _inputs.run_kernel(_nb().adx_nb, data, (ws,), len(ws), 3)
     cols = _window_index(ws)
     return ADX(
         *(
-            _inputs.shape_output(m, cols, scalar, f"{part}_{ws[0]}", data.index)
+            _inputs.shape_output(m, cols, scalar, f"{part}_{ws[0]}", data.index, data.assets)
             for m, part in zip(mats, ADX._fields, strict=True)
         )
     )
