@@ -138,10 +138,10 @@ def main() -> None:
     import torch
 
     import celeris.data as cd
+    from celeris.models.catalogue import build_model
     from celeris.models.checkpoint import save_checkpoint
     from celeris.models.data import WindowScaler, make_windows
     from celeris.models.predictor import Predictor
-    from celeris.models.registry import build_model
     from celeris.models.train import TrainConfig, train
 
     series = cd.load("sample:sp500")["close"].to_numpy()

@@ -81,9 +81,9 @@ def build_registry(root: Path) -> Path:
     """Save the CNN+LSTM checkpoint and register it (with ONNX) as bench@production."""
     import torch
 
+    from celeris.models.catalogue import build_model
     from celeris.models.checkpoint import save_checkpoint
     from celeris.models.data import StandardScaler
-    from celeris.models.registry import build_model
     from celeris.serving.registry import ModelRegistry
 
     torch.manual_seed(0)

@@ -41,9 +41,9 @@ def invoke(*args: str) -> Any:
 
 
 def _checkpoint(directory: Path, seed: int) -> Path:
+    from celeris.models.catalogue import build_model, get_model
     from celeris.models.checkpoint import save_checkpoint
     from celeris.models.data import StandardScaler
-    from celeris.models.registry import build_model, get_model
 
     torch.manual_seed(seed)
     model = build_model("cnn_lstm", **get_model("cnn_lstm").tiny_config(L, H, C)).eval()
