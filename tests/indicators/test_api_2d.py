@@ -210,3 +210,17 @@ def test_non_numeric_asset_column_raises_config_error_naming_it(book):
 def test_frame_without_columns_raises_data_error(book):
     with pytest.raises(DataError, match="close has no columns"):
         ci.sma(book["close"].iloc[:, :0], 5)
+
+
+def test_field_symbol_frame_equals_symbol_field_frame(book):
+    by_field = pd.concat(book, axis=1)  # (field, symbol), as yfinance downloads
+    by_symbol = by_field.swaplevel(axis=1)
+    for got, want in zip(ci.adx(by_field, window=14), ci.adx(by_symbol, window=14), strict=True):
+        assert list(got.columns) == ["SPX", "NDX", "WALK"]
+        assert_same_values(got, want[got.columns])
+
+
+def test_multiindex_frame_without_the_field_raises_config_error(book):
+    frame = pd.concat({"o": book["open"]}, axis=1)
+    with pytest.raises(ConfigError, match="MultiIndex columns must have two levels"):
+        ci.sma(frame, 5)

@@ -51,12 +51,14 @@ def _from_frame(frame: pd.DataFrame, param: str, field: str) -> pd.Series | pd.D
     # symbol, 2-D), or anything else: one column per asset of this very input (2-D).
     if isinstance(frame.columns, pd.MultiIndex):
         if frame.columns.nlevels == 2:
-            label = _field_column(frame.columns.get_level_values(1).unique(), field)
-            if label is not None:
-                return frame.xs(label, axis=1, level=1)
+            # (symbol, field) is the Celeris convention; (field, symbol) is what yfinance gives
+            for level in (1, 0):
+                label = _field_column(frame.columns.get_level_values(level).unique(), field)
+                if label is not None:
+                    return frame.xs(label, axis=1, level=level)
         raise ConfigError(
-            f"{param}: a frame with MultiIndex columns must have two levels (symbol, field) "
-            f"with a {field!r} field; got levels {list(frame.columns.names)}"
+            f"{param}: a frame with MultiIndex columns must have two levels, (symbol, field) "
+            f"or (field, symbol), with a {field!r} field; got levels {list(frame.columns.names)}"
         )
     label = _field_column(frame.columns, field)
     if label is not None:
