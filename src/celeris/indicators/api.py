@@ -14,8 +14,8 @@ sequence of ints; for one series:
 Time x assets (2-D) input works for every indicator: a 2-D numpy array ``[T, A]``, a frame
 with one column per asset (closes; for atr, donchian and adx one such frame each for high, low
 and close, same index and columns), or a multi-asset bar frame with MultiIndex columns
-``(symbol, field)`` (or ``(field, symbol)``, as yfinance downloads). Each asset column is computed on its own (its own leading NaNs), with the
-same values as a 1-D call on that column:
+``(symbol, field)`` (or ``(field, symbol)``, as yfinance downloads). Each asset column is
+computed on its own (its own leading NaNs), with the same values as a 1-D call on that column:
 
 * an int returns a time x assets DataFrame with the input's columns (a 2-D array ``[T, A]``
   for numpy input);
