@@ -43,7 +43,7 @@ def main(n_bars: int = 160, n_cols: int = 8) -> int:
         cpu = from_signals(close, entries, exits, device="cpu", **kw)
         gpu = from_signals(close, entries, exits, device="cuda", **kw)
         checks = {
-            "metrics": np.array_equal(cpu._outputs.metrics, gpu._outputs.metrics, equal_nan=True),
+            "metrics": np.array_equal(cpu.metric_values, gpu.metric_values, equal_nan=True),
             "equity": np.array_equal(cpu.equity.to_numpy(), gpu.equity.to_numpy()),
             "orders": cpu.orders.equals(gpu.orders),
             "trades": cpu.trades.equals(gpu.trades),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -157,7 +157,7 @@ def check_range(
         raise ConfigError(f"{name} must be in {lo}{low}, {high}], got {bad}")
 
 
-def choice_codes(name: str, value: Any, mapping: dict[str, int]) -> np.ndarray:
+def choice_codes(name: str, value: Any, mapping: Mapping[str, int]) -> np.ndarray:
     if isinstance(value, str):
         values = [value]
     elif isinstance(value, list | tuple | np.ndarray | pd.Index):

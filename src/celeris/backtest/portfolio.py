@@ -1,8 +1,7 @@
-"""``from_signals`` and the :class:`Portfolio` it returns."""
+"""The :class:`Portfolio` that :func:`~celeris.backtest.from_signals` returns."""
 
 from __future__ import annotations
 
-import inspect
 import warnings
 from functools import cached_property
 from pathlib import Path
@@ -11,403 +10,33 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from celeris.backtest import _inputs as I
 from celeris.backtest import kernel as K
-from celeris.backtest.annualisation import YearDays, resolve_year_days
+from celeris.backtest.annualisation import YearDays
 from celeris.backtest.engine import KernelInputs, KernelOutputs, simulate
-from celeris.backtest.returns import returns_metrics
-from celeris.errors import CelerisTypeError, CelerisWarning, ConfigError, did_you_mean
-
-#: Columns of :meth:`Portfolio.stats`, in order, with their kernel slot and meaning.
-METRICS: dict[str, tuple[int, str]] = {
-    "end_value": (K.M_END_VALUE, "portfolio value at the last bar"),
-    "total_return": (K.M_TOTAL_RETURN, "end value / start value - 1"),
-    "cagr": (K.M_CAGR, "compound annual growth rate, (end/start)^(ann_factor/n_bars) - 1"),
-    "volatility": (K.M_VOLATILITY, "annualised std of bar returns (ddof=1)"),
-    "sharpe": (K.M_SHARPE, "mean / std of bar returns * sqrt(ann_factor), risk-free 0"),
-    "sortino": (K.M_SORTINO, "mean return * ann_factor / annualised downside deviation"),
-    "calmar": (K.M_CALMAR, "cagr / max_drawdown"),
-    "max_drawdown": (K.M_MAX_DD, "largest peak-to-valley fall of value, as a positive fraction"),
-    "max_drawdown_duration": (K.M_MAX_DD_DURATION, "longest drawdown, peak to recovery (or end)"),
-    "trades": (K.M_TRADES, "trades, including one still open at the end"),
-    "closed_trades": (K.M_CLOSED_TRADES, "closed trades"),
-    "win_rate": (K.M_WIN_RATE, "share of closed trades with pnl > 0"),
-    "profit_factor": (K.M_PROFIT_FACTOR, "gross profit / gross loss of closed trades"),
-    "expectancy": (K.M_EXPECTANCY, "expected pnl per closed trade (cash)"),
-    "best_trade": (K.M_BEST_TRADE, "best closed-trade return"),
-    "worst_trade": (K.M_WORST_TRADE, "worst closed-trade return"),
-    "avg_winning_trade": (K.M_AVG_WIN, "mean return of winning closed trades"),
-    "avg_losing_trade": (K.M_AVG_LOSS, "mean return of losing closed trades"),
-    "exposure": (K.M_EXPOSURE, "share of bars that end with an open position"),
-    "total_fees": (K.M_TOTAL_FEES, "fees paid (cash)"),
-    "orders": (K.M_ORDERS, "filled orders"),
-    "open_trade_pnl": (K.M_OPEN_PNL, "unrealised pnl of the open trade at the last close"),
-}
-#: Metrics that are fractions (shown as percents) and cash amounts, for reports and tables.
-PERCENT_METRICS = frozenset(
-    {
-        "total_return",
-        "cagr",
-        "volatility",
-        "max_drawdown",
-        "win_rate",
-        "best_trade",
-        "worst_trade",
-        "avg_winning_trade",
-        "avg_losing_trade",
-        "exposure",
-        "benchmark_return",
-        "benchmark_max_drawdown",
-    }
+from celeris.backtest.metrics import (
+    BENCHMARK_METRICS,
+    CASH_METRICS,
+    METRICS,
+    PERCENT_METRICS,
+    metric_slot,
+    metrics_frame,
+    rank_order,
 )
-#: Buy-and-hold of the same bars, added to :meth:`Portfolio.stats` after :data:`METRICS`.
-BENCHMARK_METRICS = ("benchmark_return", "benchmark_sharpe", "benchmark_max_drawdown")
-CASH_METRICS = frozenset({"start_value", "end_value", "expectancy", "total_fees", "open_trade_pnl"})
-_COUNT_METRICS = ("trades", "closed_trades", "orders")
-_HIGHER_IS_WORSE = ("max_drawdown", "max_drawdown_duration", "volatility", "total_fees")
+from celeris.backtest.returns import returns_metrics
+from celeris.backtest.signals import from_signals
+from celeris.errors import CelerisTypeError, CelerisWarning, ConfigError
 
-
-def from_signals(
-    close: Any,
-    entries: Any = None,
-    exits: Any = None,
-    short_entries: Any = None,
-    short_exits: Any = None,
-    *,
-    open: Any = None,
-    high: Any = None,
-    low: Any = None,
-    price: Any = None,
-    execution: str = "next_open",
-    init_cash: Any = 100_000.0,
-    fees: Any = 0.0,
-    fixed_fees: Any = 0.0,
-    slippage: Any = 0.0,
-    size: Any = np.inf,
-    size_type: Any = "amount",
-    direction: Any = "longonly",
-    sl_stop: Any = None,
-    tp_stop: Any = None,
-    tsl_stop: Any = None,
-    accumulate: Any = False,
-    size_granularity: Any = None,
-    stop_exit_price: str = "stop",
-    freq: Any = None,
-    year_days: float | YearDays | None = None,
-    device: str = "auto",
-    _copy: bool = True,
-    _first_signals: dict[str, bool] | None = None,
-    **unknown: Any,
-) -> Portfolio:
-    """Simulate entry/exit signals, one column per strategy variant, and return a :class:`Portfolio`.
-
-    Semantics are those of vectorbt's ``Portfolio.from_signals`` for every option both have,
-    except the default fill: orders fill at the *next* bar's open (``execution="next_open"``,
-    the price a live system can actually get after seeing a bar close; backtesting.py's and
-    freqtrade's default). ``execution="close"`` fills at the signal bar's close as vectorbt does
-    (``price`` overrides the order price there). Slippage moves the fill
-    price against the trader, ``fees`` are a fraction of traded value plus ``fixed_fees`` per
-    order, ``size=inf`` means all available cash, entries are ignored while in a position unless
-    ``accumulate``, and stops are checked against each later bar's open, high and low.
-
-    Parameters
-    ----------
-    close : Series, DataFrame or array, or a bar frame
-        Close prices, (n_bars,) or (n_bars, n_assets). A bar frame (with ``open, high, low,
-        close`` columns) supplies ``open``/``high``/``low`` too.
-    entries, exits : bool arrays
-        Signals, (n_bars,) or (n_bars, n_cols); broadcast against prices and parameters.
-    short_entries, short_exits : bool arrays, optional
-        Short signals. When given, ``entries``/``exits`` are the long signals and both sides trade.
-    open, high, low : prices, optional
-        Used by stops (a gap through the stop fills at the open) and by ``execution="next_open"``.
-        Without them, stops are checked against the close only.
-    price : prices, optional
-        Order price of each bar (default: the close).
-    execution : {"next_open", "close"}
-        ``"next_open"`` (default) fills a signal at the *next* bar's open, as backtesting.py does;
-        it needs open prices (a bar frame or ``open=``). A signal on the last bar then has no bar
-        to fill in and is not executed. Stops of a position opened at the open are measured from
-        that open price (vectorbt's ``stop_entry_price="price"``). ``"close"`` fills at the
-        signal bar's close (vectorbt's convention; a live system cannot trade at the close its
-        signal was computed from).
-    init_cash, fees, fixed_fees, slippage, size, sl_stop, tp_stop, tsl_stop : float or sequence
-        Per-column parameters: a scalar for all columns or one value per column. Stops are
-        fractions (``sl_stop=0.05`` exits 5% below the entry's reference price); ``None``/NaN
-        disables. ``tsl_stop`` trails the highest high (lowest low for shorts) seen since entry.
-        Celeris also allows ``sl_stop`` and ``tsl_stop`` together (vectorbt has one stop-loss
-        slot): the tighter level fires.
-    size_type : {"amount", "value", "percent"}
-        Shares, cash value, or a fraction of available cash (0 < size <= 1). ``"percent"`` cannot
-        reverse a position, so it is refused with ``direction="both"`` or short signals.
-    direction : {"longonly", "shortonly", "both"}
-        With ``"both"`` and no short arrays, ``exits`` open shorts (vectorbt's convention).
-    accumulate : bool
-        Add to (and reduce) positions on repeated signals instead of ignoring them.
-    size_granularity : float, optional
-        Round order sizes down to a multiple (``1`` for whole shares).
-    stop_exit_price : {"stop", "stopmarket", "close"}
-        A triggered stop fills at the stop price without slippage (vectorbt's default
-        ``"stoplimit"``), at the stop price with slippage, or at the bar's close with slippage.
-    freq, year_days : annualisation
-        Bar spacing (inferred from a datetime index if omitted) and days per year:
-        ``ann_factor = year_days * 1 day / freq``. ``year_days=None`` applies Celeris's one rule,
-        :func:`celeris.backtest.annualisation.resolve_year_days` (252 for data without weekend
-        bars, else 365); :attr:`Portfolio.annualisation` says which value was used and why.
-    device : {"auto", "cpu", "cuda"}
-        ``auto`` uses a CUDA GPU when present, else the CPU; results are identical.
-
-    Inputs are copied (unless they are already private copies), so changing the caller's arrays
-    later does not change the portfolio. ``_copy=False`` is for Celeris's own sweeps, which hand
-    over buffers they do not touch while the portfolio is in use.
-
-    Deliberate differences from vectorbt: a Sharpe or Sortino ratio of a flat equity curve (0/0) is
-    NaN, not infinity; ``max_drawdown`` is a positive fraction; prices must be finite and > 0
-    everywhere (no NaN bars); ``tsl_stop`` is a separate keyword (vectorbt: ``sl_trail=True``).
-
-    Examples
-    --------
-    >>> import numpy as np, pandas as pd
-    >>> import celeris
-    >>> close = pd.Series([10.0, 11.0, 12.0, 11.0, 13.0],
-    ...                   index=pd.date_range("2024-01-01", periods=5, freq="D", tz="UTC"))
-    >>> pf = celeris.backtest.from_signals(close, close.index.day == 1, close.index.day == 3,
-    ...                                    init_cash=1000.0, execution="close")
-    >>> round(float(pf.stats()["end_value"].iloc[0]), 2)
-    1200.0
-    """
-    if unknown:
-        name = next(iter(unknown))
-        raise ConfigError(
-            f"from_signals got an unknown parameter {name!r}{did_you_mean(name, _keywords())}"
-        )
-    I.check_choice("execution", execution, I.EXECUTIONS)
-    I.check_choice("stop_exit_price", stop_exit_price, I.STOP_EXIT_PRICES)
-
-    # ---- prices ----
-    if isinstance(close, pd.DataFrame) and "close" in close.columns and close.columns.nlevels == 1:
-        bars = close
-        close = bars["close"]
-        open = bars["open"] if open is None and "open" in bars else open
-        high = bars["high"] if high is None and "high" in bars else high
-        low = bars["low"] if low is None and "low" in bars else low
-    index = close.index if isinstance(close, pd.Series | pd.DataFrame) else None
-    if index is not None:
-        I.check_index(index)
-    close_arr = I.as_2d_float("close", close, copy=_copy)
-    n_bars = close_arr.shape[0]
-    open_arr = close_arr if open is None else I.as_2d_float("open", open, n_bars, copy=_copy)
-    # Without high/low, a bar's range is its open and close (vectorbt does the same).
-    if high is None:
-        high_arr = close_arr if open is None else np.maximum(open_arr, close_arr)
-    else:
-        high_arr = I.as_2d_float("high", high, n_bars, copy=_copy)
-    if low is None:
-        low_arr = close_arr if open is None else np.minimum(open_arr, close_arr)
-    else:
-        low_arr = I.as_2d_float("low", low, n_bars, copy=_copy)
-    if price is not None and execution == "next_open":
-        raise ConfigError(
-            "price=... sets the order price of execution='close'; pass execution='close' with "
-            "it (the default, 'next_open', fills at the next bar's open)"
-        )
-    price_arr = close_arr if price is None else I.as_2d_float("price", price, n_bars, copy=_copy)
-    if execution == "next_open":
-        if open is None:
-            raise ConfigError(
-                "execution='next_open' (the default: fill at the next bar's open) needs open "
-                "prices: pass a bar frame or open=..., or execution='close' to fill at the "
-                "signal bar's close"
-            )
-        price_arr = open_arr
-
-    # ---- signals ----
-    def signal(name: str, data: Any) -> np.ndarray:
-        if data is None:
-            return np.zeros((1, 1), dtype=np.bool_)
-        arr = I.as_2d_bool(name, data, n_bars, index, copy=_copy and execution != "next_open")
-        if execution == "next_open":
-            shifted = np.zeros_like(arr)
-            shifted[1:] = arr[:-1]
-            # A walk-forward window's signal from the bar before it fills at its first open.
-            if _first_signals is not None:
-                shifted[0] = bool(_first_signals.get(name, False))
-            return shifted
-        if _first_signals is not None:
-            arr = arr.copy()
-            arr[0] = bool(_first_signals.get(name, False))
-        return arr
-
-    if entries is None and short_entries is None:
-        raise ConfigError("no entries: pass entries=... (or short_entries=...)")
-    sig = {
-        "entries": signal("entries", entries),
-        "exits": signal("exits", exits),
-        "short_entries": signal("short_entries", short_entries),
-        "short_exits": signal("short_exits", short_exits),
-    }
-    ls_mode = short_entries is not None or short_exits is not None
-
-    # ---- parameters ----
-    raw: dict[str, np.ndarray] = {
-        "init_cash": I.param_values("init_cash", init_cash),
-        "fees": I.param_values("fees", fees),
-        "fixed_fees": I.param_values("fixed_fees", fixed_fees),
-        "slippage": I.param_values("slippage", slippage),
-        "size": I.param_values("size", size),
-        "sl_stop": I.param_values("sl_stop", sl_stop),
-        "tsl_stop": I.param_values("tsl_stop", tsl_stop),
-        "tp_stop": I.param_values("tp_stop", tp_stop),
-        "accumulate": I.param_values("accumulate", accumulate),
-        "size_granularity": I.param_values("size_granularity", size_granularity),
-    }
-    I.check_range("init_cash", raw["init_cash"], low=0, low_inclusive=False)
-    I.check_range("fees", raw["fees"], low=0, high=1)
-    I.check_range("fixed_fees", raw["fixed_fees"], low=0)
-    I.check_range("slippage", raw["slippage"], low=0, high=1)
-    I.check_range("size", raw["size"], low=0, low_inclusive=False, allow_inf=True)
-    I.check_range("sl_stop", raw["sl_stop"], low=0, high=1, low_inclusive=False, allow_nan=True)
-    I.check_range("tsl_stop", raw["tsl_stop"], low=0, high=1, low_inclusive=False, allow_nan=True)
-    I.check_range(
-        "tp_stop", raw["tp_stop"], low=0, low_inclusive=False, allow_nan=True, allow_inf=True
-    )
-    I.check_range(
-        "size_granularity", raw["size_granularity"], low=0, low_inclusive=False, allow_nan=True
-    )
-    if not np.isin(raw["accumulate"], (0.0, 1.0)).all():
-        raise ConfigError(f"accumulate must be True or False, got {accumulate!r}")
-    size_type_codes = I.choice_codes("size_type", size_type, I.SIZE_TYPES)
-    direction_codes = I.choice_codes("direction", direction, I.DIRECTIONS)
-    if ls_mode:
-        if (direction_codes == K.SHORT_ONLY).any():
-            raise ConfigError(
-                "direction='shortonly' cannot be combined with short_entries/short_exits"
-            )
-        direction_codes = np.full_like(
-            direction_codes, K.LONG_ONLY
-        )  # entries/exits are long signals
-    raw["size_type"] = size_type_codes
-    raw["direction"] = direction_codes
-    if (raw["tsl_stop"] >= 1).any():
-        raise ConfigError("tsl_stop must be < 1")
-
-    width = I.broadcast_width(
-        {
-            "close": close_arr.shape[1],
-            "open": open_arr.shape[1],
-            "high": high_arr.shape[1],
-            "low": low_arr.shape[1],
-            "price": price_arr.shape[1],
-            **{k: v.shape[1] for k, v in sig.items()},
-            **{k: v.size for k, v in raw.items()},
-        }
-    )
-    params = np.empty((width, K.N_PARAMS), dtype=np.float64)
-    slots = {
-        "init_cash": K.P_INIT_CASH,
-        "fees": K.P_FEES,
-        "fixed_fees": K.P_FIXED_FEES,
-        "slippage": K.P_SLIPPAGE,
-        "size": K.P_SIZE,
-        "size_type": K.P_SIZE_TYPE,
-        "direction": K.P_DIRECTION,
-        "sl_stop": K.P_SL,
-        "tsl_stop": K.P_TSL,
-        "tp_stop": K.P_TP,
-        "accumulate": K.P_ACCUMULATE,
-        "size_granularity": K.P_GRANULARITY,
-    }
-    for key, slot in slots.items():
-        params[:, slot] = np.broadcast_to(raw[key], (width,))
-    percent = params[:, K.P_SIZE_TYPE] == K.PERCENT
-    if percent.any():
-        sizes = params[percent, K.P_SIZE]
-        if (~np.isfinite(sizes) | (sizes > 1)).any():
-            raise ConfigError(
-                "size_type='percent' needs 0 < size <= 1 (a fraction of available cash)"
-            )
-        if ls_mode or (params[percent, K.P_DIRECTION] == K.BOTH).any():
-            raise ConfigError(
-                "size_type='percent' cannot reverse positions; use 'amount' or 'value' with direction='both' "
-                "or short signals"
-            )
-    params[:, K.P_STOP_EXIT] = I.STOP_EXIT_PRICES[stop_exit_price]
-    params[:, K.P_STOP_REF] = K.STOP_REF_PRICE if execution == "next_open" else K.STOP_REF_CLOSE
-
-    td = I.infer_freq(index if index is not None else pd.RangeIndex(n_bars), freq)
-    annual = resolve_year_days(index, year_days)
-    ann_factor = float(annual.days * pd.Timedelta(days=1) / td) if td is not None else float("nan")
-
-    param_axes = {
-        k: v
-        for k, v in {
-            "init_cash": init_cash,
-            "fees": fees,
-            "fixed_fees": fixed_fees,
-            "slippage": slippage,
-            "size": size,
-            "sl_stop": sl_stop,
-            "tsl_stop": tsl_stop,
-            "tp_stop": tp_stop,
-            "size_type": size_type,
-            "direction": direction,
-            "accumulate": accumulate,
-        }.items()
-        if not np.isscalar(v) and v is not None
-    }
-    columns = I.columns_from(
-        [entries, exits, short_entries, short_exits, close, price],
-        width,
-        {k: np.asarray(v) for k, v in param_axes.items()},
-    )
-    inputs = KernelInputs(
-        close=close_arr,
-        open=open_arr,
-        high=high_arr,
-        low=low_arr,
-        price=price_arr,
-        entries=sig["entries"],
-        exits=sig["exits"],
-        short_entries=sig["short_entries"],
-        short_exits=sig["short_exits"],
-        params=params,
-        ann_factor=ann_factor,
-    )
-    bar_index = index if index is not None else pd.RangeIndex(n_bars, name="bar")
-    return Portfolio(
-        inputs,
-        bar_index,
-        columns,
-        freq=td,
-        year_days=annual,
-        execution=execution,
-        device=device,
-    )
-
-
-def metrics_frame(metrics: np.ndarray, index: pd.Index, freq: pd.Timedelta | None) -> pd.DataFrame:
-    """Kernel metric rows as a frame of :data:`METRICS` (counts as ints, durations as Timedelta)."""
-    data: dict[str, Any] = {}
-    for name, (slot, _) in METRICS.items():
-        col = metrics[:, slot]
-        if name in _COUNT_METRICS:
-            data[name] = col.astype(np.int64)
-        elif name == "max_drawdown_duration" and freq is not None:
-            data[name] = pd.to_timedelta(col * freq.value, unit="ns")
-        else:
-            data[name] = col
-    return pd.DataFrame(data, index=index)
-
-
-def rank_order(values: np.ndarray, metric: str) -> np.ndarray:
-    """Positions of finite ``values`` from best to worst (ascending for drawdown-like metrics)."""
-    key = np.asarray(values, dtype=np.float64)
-    order = np.argsort(key if metric in _HIGHER_IS_WORSE else -key, kind="stable")
-    return order[np.isfinite(key[order])]
-
-
-def _keywords() -> list[str]:
-    return [p for p in inspect.signature(from_signals).parameters if p != "unknown" and p[0] != "_"]
+# Metric metadata lives in celeris.backtest.metrics and from_signals in celeris.backtest.signals;
+# the names stay importable from here.
+__all__ = [
+    "BENCHMARK_METRICS",
+    "CASH_METRICS",
+    "FILL_RULES",
+    "METRICS",
+    "PERCENT_METRICS",
+    "Portfolio",
+    "from_signals",
+]
 
 
 #: How each ``execution`` fills an order, in words, for reports.
@@ -528,6 +157,17 @@ class Portfolio:
             self._inputs.params[:, K.P_INIT_CASH], index=self.columns, name="init_cash"
         )
 
+    @property
+    def metric_values(self) -> np.ndarray:
+        """The kernel's metrics, (n_cols, len(METRICS)) float64; column ``METRICS[name][0]``.
+
+        What :meth:`stats` is built from, without the frame: sweeps collect it chunk by chunk.
+        A read-only view (recompute nothing, change nothing).
+        """
+        view = self._outputs.metrics.view()
+        view.flags.writeable = False
+        return view
+
     def stats(self) -> pd.DataFrame:
         """Return one row per column with every metric (see :data:`METRICS` for definitions).
 
@@ -573,13 +213,10 @@ class Portfolio:
 
     def best(self, metric: str = "sharpe", n: int = 10) -> pd.DataFrame:
         """Return the ``n`` best columns by ``metric`` (lowest first for drawdown-like metrics)."""
-        if metric not in METRICS:
-            raise ConfigError(f"unknown metric {metric!r}{did_you_mean(metric, METRICS)}")
+        slot = metric_slot(metric)
         if n < 1:
             raise ConfigError(f"n must be >= 1, got {n}")
-        return self.stats().iloc[
-            rank_order(self._outputs.metrics[:, METRICS[metric][0]], metric)[:n]
-        ]
+        return self.stats().iloc[rank_order(self._outputs.metrics[:, slot], metric)[:n]]
 
     # ---- curves and records (re-run on demand) ----
     @cached_property

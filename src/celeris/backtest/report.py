@@ -18,13 +18,16 @@ from typing import IO, TYPE_CHECKING, Any, Literal
 import numpy as np
 import pandas as pd
 
-from celeris.backtest.portfolio import (
-    _HIGHER_IS_WORSE,
+from celeris.backtest.metrics import (
     CASH_METRICS,
+    COUNT_METRICS,
+    HIGHER_IS_WORSE,
     METRICS,
     PERCENT_METRICS,
-    Portfolio,
+    RATIO_METRICS,
+    metric_slot,
 )
+from celeris.backtest.portfolio import Portfolio
 from celeris.data.atomic import atomic_path
 from celeris.errors import ConfigError, did_you_mean
 
@@ -36,10 +39,6 @@ MAX_PLOT_BARS = 20_000
 #: Rows of the top-columns tables.
 _TOP_N = 10
 
-_PERCENT = PERCENT_METRICS
-_RATIO = frozenset({"sharpe", "sortino", "calmar", "profit_factor", "benchmark_sharpe"})
-_CASH = CASH_METRICS
-_COUNT = frozenset({"trades", "closed_trades", "orders"})
 _LABELS = {
     "start": "Start",
     "end": "End",
@@ -108,13 +107,13 @@ def format_metric(name: str, value: Any) -> str:
         return "n/a"
     if isinstance(value, float | np.floating) and np.isinf(value):
         return "inf" if value > 0 else "-inf"
-    if name in _PERCENT:
+    if name in PERCENT_METRICS:
         return f"{float(value):.2%}"
-    if name in _RATIO:
+    if name in RATIO_METRICS:
         return f"{float(value):.3f}"
-    if name in _CASH:
+    if name in CASH_METRICS:
         return f"{float(value):,.2f}"
-    if name in _COUNT:
+    if name in COUNT_METRICS:
         return f"{int(value):,}"
     if name == "max_drawdown_duration":  # a bar count when the bar spacing is unknown
         return f"{int(value):,} bars"
@@ -168,11 +167,6 @@ def _esc(text: Any) -> str:
 # ---------------------------------------------------------------------------------------------
 # selection and plot data
 # ---------------------------------------------------------------------------------------------
-def _check_metric(metric: str) -> None:
-    if metric not in METRICS:
-        raise ConfigError(f"unknown metric {metric!r}{did_you_mean(metric, METRICS)}")
-
-
 def _resolve_column(pf: Portfolio, column: Any, metric: str) -> tuple[int, str]:
     """Position of the column to draw and a note on how it was chosen."""
     if len(pf) == 0:
@@ -361,7 +355,7 @@ def write_html(
     """
     import plotly.graph_objects as go
 
-    _check_metric(metric)
+    metric_slot(metric)  # refuse an unknown metric before drawing anything
     pos, how = _resolve_column(pf, column, metric)
     one = pf.iloc(pos)
     stats = one.stats().iloc[0]
@@ -553,7 +547,7 @@ def _heatmap_source(
         if values.dtype.kind == "m":  # max_drawdown_duration: draw days
             values = values.dt.total_seconds() / 86_400
         frame = pf.columns.to_frame(index=False).assign(_value=values.to_numpy(dtype=np.float64))
-        agg: Literal["min", "max"] = "min" if metric in _HIGHER_IS_WORSE else "max"
+        agg: Literal["min", "max"] = "min" if metric in HIGHER_IS_WORSE else "max"
         pivot = frame.pivot_table(index=names[1], columns=names[0], values="_value", aggfunc=agg)
         note = f"{len(pf):,} columns"
         if len(names) > 2:
@@ -567,7 +561,7 @@ def _heatmap_figure(go: Any, pivot: pd.DataFrame, metric: str) -> Any:
     z = pivot.to_numpy(dtype=np.float64)
     text = [[format_metric(metric, v) if np.isfinite(v) else "" for v in row] for row in z]
     x_name, y_name = str(pivot.columns.name), str(pivot.index.name)
-    reverse = metric in _HIGHER_IS_WORSE
+    reverse = metric in HIGHER_IS_WORSE
     fig = go.Figure(
         go.Heatmap(
             z=z,

@@ -13,14 +13,9 @@ import pandas as pd
 
 from celeris.backtest import kernel as K
 from celeris.backtest.annualisation import resolve_year_days
-from celeris.backtest.portfolio import (
-    _HIGHER_IS_WORSE,
-    METRICS,
-    Portfolio,
-    from_signals,
-    metrics_frame,
-    rank_order,
-)
+from celeris.backtest.metrics import HIGHER_IS_WORSE, metric_slot, metrics_frame, rank_order
+from celeris.backtest.portfolio import Portfolio
+from celeris.backtest.signals import OPTIONS, from_signals
 from celeris.backtest.strategies import Strategy, check_bars, get_strategy
 from celeris.compute import resolve_device
 from celeris.errors import ConfigError, did_you_mean
@@ -97,19 +92,9 @@ def estimate_sweep(
     return SweepEstimate(strat.name, total, variants, n_bars, engine, seconds, int(memory))
 
 
-_PORTFOLIO_OPTIONS = (
-    "init_cash",
-    "fees",
-    "fixed_fees",
-    "slippage",
-    "size",
-    "size_type",
-    "direction",
-    "sl_stop",
-    "tp_stop",
-    "tsl_stop",
-    "accumulate",
-    "size_granularity",
+#: The ``from_signals`` options a sweep passes on: the per-column ones and the run-wide ones.
+PORTFOLIO_OPTIONS = (
+    *(o.name for o in OPTIONS),
     "stop_exit_price",
     "execution",
     "freq",
@@ -127,9 +112,9 @@ def check_portfolio_options(
     (so every window of a walk-forward annualises alike) and ``execution`` (next open).
     """
     for name in options:
-        if name not in _PORTFOLIO_OPTIONS:
+        if name not in PORTFOLIO_OPTIONS:
             raise ConfigError(
-                f"unknown backtest option {name!r}{did_you_mean(name, _PORTFOLIO_OPTIONS)}"
+                f"unknown backtest option {name!r}{did_you_mean(name, PORTFOLIO_OPTIONS)}"
             )
         value = options[name]
         if not (value is None or isinstance(value, str | pd.Timedelta) or np.isscalar(value)):
@@ -144,7 +129,8 @@ def check_portfolio_options(
     return out
 
 
-def _progress(enabled: bool, total: int, description: str) -> Any:
+def progress_bar(enabled: bool, total: int, description: str) -> Any:
+    """A transient rich progress bar for sweeps and walk-forwards (a no-op context when off)."""
     if not enabled:
         return nullcontext(None)
     from rich.progress import (
@@ -162,6 +148,10 @@ def _progress(enabled: bool, total: int, description: str) -> Any:
         TimeRemainingColumn(),
         transient=True,
     )
+
+
+# The old private name, still imported by celeris.llm.optimizer.
+_progress = progress_bar
 
 
 @dataclass
@@ -190,17 +180,14 @@ class SweepResult:
 
     def best(self, metric: str = "sharpe", n: int = 10) -> pd.DataFrame:
         """The ``n`` best combinations by ``metric`` (NaN last, drawdowns ascending)."""
-        if metric not in METRICS:
-            raise ConfigError(f"unknown metric {metric!r}{did_you_mean(metric, METRICS)}")
+        slot = metric_slot(metric)
         if n < 1:
             raise ConfigError(f"n must be >= 1, got {n}")
-        return self.stats().iloc[rank_order(self.metrics[:, METRICS[metric][0]], metric)[:n]]
+        return self.stats().iloc[rank_order(self.metrics[:, slot], metric)[:n]]
 
     def best_position(self, metric: str = "sharpe") -> int:
         """Row (in ``combos``/``metrics``) of the best combination by ``metric``."""
-        if metric not in METRICS:
-            raise ConfigError(f"unknown metric {metric!r}{did_you_mean(metric, METRICS)}")
-        order = rank_order(self.metrics[:, METRICS[metric][0]], metric)
+        order = rank_order(self.metrics[:, metric_slot(metric)], metric)
         if not order.size:
             raise ConfigError(f"no combination has a finite {metric} (too few trades?)")
         return int(order[0])
@@ -232,11 +219,9 @@ class SweepResult:
             raise ConfigError("a heat-map needs two parameters")
         x = x or names[0]
         y = y or names[1]
-        if metric not in METRICS:
-            raise ConfigError(f"unknown metric {metric!r}{did_you_mean(metric, METRICS)}")
-        frame = self.combos.assign(_value=self.metrics[:, METRICS[metric][0]])
+        frame = self.combos.assign(_value=self.metrics[:, metric_slot(metric)])
         # With more than two parameters a cell shows its best value (lowest for drawdown-like metrics).
-        if metric in _HIGHER_IS_WORSE:
+        if metric in HIGHER_IS_WORSE:
             return frame.pivot_table(index=y, columns=x, values="_value", aggfunc="min")
         return frame.pivot_table(index=y, columns=x, values="_value", aggfunc="max")
 
@@ -323,7 +308,7 @@ def sweep(
     metrics = np.empty((n_combos, K.N_METRICS))
     freq = None
     starts = range(0, n_combos, chunk_size)
-    with _progress(progress, len(starts), strat.name) as bar:
+    with progress_bar(progress, len(starts), strat.name) as bar:
         task = (
             bar.add_task(f"{strat.name}: {n_combos:,} variants x {n_bars:,} bars", total=n_combos)
             if bar
@@ -334,7 +319,7 @@ def sweep(
             entries, exits = signals(rows)
             # Buffers are reused for the next chunk only after this portfolio's metrics are taken.
             pf = from_signals(bars, entries, exits, device=engine, _copy=False, **options)
-            metrics[rows] = pf._outputs.metrics
+            metrics[rows] = pf.metric_values
             freq = pf.freq
             if bar is not None:
                 bar.update(task, advance=rows.stop - rows.start)

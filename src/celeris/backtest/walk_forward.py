@@ -9,11 +9,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from celeris.backtest.portfolio import METRICS, Portfolio, from_signals
+from celeris.backtest.metrics import metric_slot
+from celeris.backtest.portfolio import Portfolio
 from celeris.backtest.returns import returns_metrics
+from celeris.backtest.signals import from_signals
 from celeris.backtest.strategies import Strategy, check_bars, get_strategy
-from celeris.backtest.sweep import MAX_VARIANTS, _progress, check_portfolio_options, sweep
-from celeris.errors import ConfigError, did_you_mean
+from celeris.backtest.sweep import MAX_VARIANTS, check_portfolio_options, progress_bar, sweep
+from celeris.errors import ConfigError
 
 
 @dataclass
@@ -175,8 +177,7 @@ def walk_forward(
     ``train``/``test`` are bar counts or durations (``"730D"``); a duration becomes the number
     of bars that the first such span of the data holds (e.g. ~252 daily equity bars per "365D").
     """
-    if metric not in METRICS:
-        raise ConfigError(f"unknown metric {metric!r}{did_you_mean(metric, METRICS)}")
+    slot = metric_slot(metric)
     strat = get_strategy(strategy)
     bars = check_bars(data, strat.needs)
     options = check_portfolio_options(options, bars)
@@ -194,7 +195,7 @@ def walk_forward(
     # Every window whose training part fits; the last test window may be shorter (partial).
     last = len(bars) - n_train if partial else len(bars) - n_train - n_test + 1
     starts = list(range(0, last, n_test))
-    with _progress(progress, len(starts), "walk-forward") as bar:
+    with progress_bar(progress, len(starts), "walk-forward") as bar:
         task = (
             bar.add_task(f"walk-forward: {len(starts)} windows", total=len(starts)) if bar else None
         )
@@ -216,7 +217,7 @@ def walk_forward(
             except ConfigError as exc:
                 raise ConfigError(f"window {k}: {exc}") from None
             params = insample.best_params(metric)
-            in_sample_value = float(insample.metrics[pos, METRICS[metric][0]])
+            in_sample_value = float(insample.metrics[pos, slot])
             pf = backtest_window(bars, strat, params, train_end, test_end, device=device, **options)
             stats = pf.stats().iloc[0]
             rets = pf.returns.iloc[:, 0]

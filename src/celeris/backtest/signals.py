@@ -1,0 +1,368 @@
+"""``from_signals``: entry/exit signals and prices in, a :class:`~celeris.backtest.Portfolio` out.
+
+Everything here is validation and broadcasting (pandas lives here, not in the kernel). The
+per-column options (``fees``, ``size``, stops, ...) are described once, in :data:`OPTIONS`:
+their default, the values they accept, the kernel ``params`` slot they fill and whether a
+sequence of them names a column level. The signature, the unknown-keyword check, validation,
+the kernel arguments and the column labels all read that table.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from celeris.backtest import _inputs as I
+from celeris.backtest import kernel as K
+from celeris.backtest.annualisation import YearDays, resolve_year_days
+from celeris.backtest.engine import KernelInputs
+from celeris.errors import ConfigError, did_you_mean
+
+if TYPE_CHECKING:
+    from celeris.backtest.portfolio import Portfolio
+
+
+@dataclass(frozen=True)
+class Option:
+    """One per-column option of :func:`from_signals`: a scalar for every column, or one per column.
+
+    Numbers are checked to lie in ``[low, high]`` (``(low, high]`` unless ``low_inclusive``);
+    ``allow_nan`` lets ``None``/NaN switch the option off; ``below`` is a strict upper bound
+    checked after the range; named options (``choices``) become the kernel's integer codes;
+    ``flag`` options take True/False only.
+    """
+
+    name: str
+    default: Any
+    slot: int  # column of the kernel's params array
+    low: float = 0  # ints, so that messages read "[0, 1]" as they always have
+    high: float = np.inf
+    low_inclusive: bool = True
+    allow_nan: bool = False
+    allow_inf: bool = False
+    below: float | None = None
+    choices: Mapping[str, int] | None = None
+    flag: bool = False
+    axis: bool = True  # a sequence of values names a level of the portfolio's columns
+
+    def parse(self, value: Any) -> np.ndarray:
+        """Return ``value`` as a 1-D float64 array (length 1 or one per column); refuse bad ones."""
+        if self.choices is not None:
+            return I.choice_codes(self.name, value, self.choices)
+        arr = I.param_values(self.name, value)
+        if self.flag:
+            if not np.isin(arr, (0.0, 1.0)).all():
+                raise ConfigError(f"{self.name} must be True or False, got {value!r}")
+            return arr
+        I.check_range(
+            self.name,
+            arr,
+            low=self.low,
+            high=self.high,
+            low_inclusive=self.low_inclusive,
+            allow_nan=self.allow_nan,
+            allow_inf=self.allow_inf,
+        )
+        if self.below is not None and (arr >= self.below).any():
+            raise ConfigError(f"{self.name} must be < {self.below:g}")
+        return arr
+
+
+#: The per-column options of :func:`from_signals`, in the order of the column levels they name.
+OPTIONS: tuple[Option, ...] = (
+    Option("init_cash", 100_000.0, K.P_INIT_CASH, low_inclusive=False),
+    Option("fees", 0.0, K.P_FEES, high=1),
+    Option("fixed_fees", 0.0, K.P_FIXED_FEES),
+    Option("slippage", 0.0, K.P_SLIPPAGE, high=1),
+    Option("size", np.inf, K.P_SIZE, low_inclusive=False, allow_inf=True),
+    Option("sl_stop", None, K.P_SL, high=1, low_inclusive=False, allow_nan=True),
+    Option("tsl_stop", None, K.P_TSL, high=1, low_inclusive=False, allow_nan=True, below=1.0),
+    Option("tp_stop", None, K.P_TP, low_inclusive=False, allow_nan=True, allow_inf=True),
+    Option("size_type", "amount", K.P_SIZE_TYPE, choices=I.SIZE_TYPES),
+    Option("direction", "longonly", K.P_DIRECTION, choices=I.DIRECTIONS),
+    Option("accumulate", False, K.P_ACCUMULATE, flag=True),
+    # Not a column level: a sweep over lot sizes is labelled by position (as before the table).
+    Option(
+        "size_granularity", None, K.P_GRANULARITY, low_inclusive=False, allow_nan=True, axis=False
+    ),
+)
+
+
+def from_signals(
+    close: Any,
+    entries: Any = None,
+    exits: Any = None,
+    short_entries: Any = None,
+    short_exits: Any = None,
+    *,
+    open: Any = None,
+    high: Any = None,
+    low: Any = None,
+    price: Any = None,
+    execution: str = "next_open",
+    init_cash: Any = 100_000.0,
+    fees: Any = 0.0,
+    fixed_fees: Any = 0.0,
+    slippage: Any = 0.0,
+    size: Any = np.inf,
+    size_type: Any = "amount",
+    direction: Any = "longonly",
+    sl_stop: Any = None,
+    tp_stop: Any = None,
+    tsl_stop: Any = None,
+    accumulate: Any = False,
+    size_granularity: Any = None,
+    stop_exit_price: str = "stop",
+    freq: Any = None,
+    year_days: float | YearDays | None = None,
+    device: str = "auto",
+    _copy: bool = True,
+    _first_signals: dict[str, bool] | None = None,
+    **unknown: Any,
+) -> Portfolio:
+    """Simulate entry/exit signals, one column per strategy variant, and return a :class:`Portfolio`.
+
+    Semantics are those of vectorbt's ``Portfolio.from_signals`` for every option both have,
+    except the default fill: orders fill at the *next* bar's open (``execution="next_open"``,
+    the price a live system can actually get after seeing a bar close; backtesting.py's and
+    freqtrade's default). ``execution="close"`` fills at the signal bar's close as vectorbt does
+    (``price`` overrides the order price there). Slippage moves the fill
+    price against the trader, ``fees`` are a fraction of traded value plus ``fixed_fees`` per
+    order, ``size=inf`` means all available cash, entries are ignored while in a position unless
+    ``accumulate``, and stops are checked against each later bar's open, high and low.
+
+    Parameters
+    ----------
+    close : Series, DataFrame or array, or a bar frame
+        Close prices, (n_bars,) or (n_bars, n_assets). A bar frame (with ``open, high, low,
+        close`` columns) supplies ``open``/``high``/``low`` too.
+    entries, exits : bool arrays
+        Signals, (n_bars,) or (n_bars, n_cols); broadcast against prices and parameters.
+    short_entries, short_exits : bool arrays, optional
+        Short signals. When given, ``entries``/``exits`` are the long signals and both sides trade.
+    open, high, low : prices, optional
+        Used by stops (a gap through the stop fills at the open) and by ``execution="next_open"``.
+        Without them, stops are checked against the close only.
+    price : prices, optional
+        Order price of each bar (default: the close).
+    execution : {"next_open", "close"}
+        ``"next_open"`` (default) fills a signal at the *next* bar's open, as backtesting.py does;
+        it needs open prices (a bar frame or ``open=``). A signal on the last bar then has no bar
+        to fill in and is not executed. Stops of a position opened at the open are measured from
+        that open price (vectorbt's ``stop_entry_price="price"``). ``"close"`` fills at the
+        signal bar's close (vectorbt's convention; a live system cannot trade at the close its
+        signal was computed from).
+    init_cash, fees, fixed_fees, slippage, size, sl_stop, tp_stop, tsl_stop : float or sequence
+        Per-column parameters: a scalar for all columns or one value per column. Stops are
+        fractions (``sl_stop=0.05`` exits 5% below the entry's reference price); ``None``/NaN
+        disables. ``tsl_stop`` trails the highest high (lowest low for shorts) seen since entry.
+        Celeris also allows ``sl_stop`` and ``tsl_stop`` together (vectorbt has one stop-loss
+        slot): the tighter level fires.
+    size_type : {"amount", "value", "percent"}
+        Shares, cash value, or a fraction of available cash (0 < size <= 1). ``"percent"`` cannot
+        reverse a position, so it is refused with ``direction="both"`` or short signals.
+    direction : {"longonly", "shortonly", "both"}
+        With ``"both"`` and no short arrays, ``exits`` open shorts (vectorbt's convention).
+    accumulate : bool
+        Add to (and reduce) positions on repeated signals instead of ignoring them.
+    size_granularity : float, optional
+        Round order sizes down to a multiple (``1`` for whole shares).
+    stop_exit_price : {"stop", "stopmarket", "close"}
+        A triggered stop fills at the stop price without slippage (vectorbt's default
+        ``"stoplimit"``), at the stop price with slippage, or at the bar's close with slippage.
+    freq, year_days : annualisation
+        Bar spacing (inferred from a datetime index if omitted) and days per year:
+        ``ann_factor = year_days * 1 day / freq``. ``year_days=None`` applies Celeris's one rule,
+        :func:`celeris.backtest.annualisation.resolve_year_days` (252 for data without weekend
+        bars, else 365); :attr:`Portfolio.annualisation` says which value was used and why.
+    device : {"auto", "cpu", "cuda"}
+        ``auto`` uses a CUDA GPU when present, else the CPU; results are identical.
+
+    Inputs are copied (unless they are already private copies), so changing the caller's arrays
+    later does not change the portfolio. ``_copy=False`` is for Celeris's own sweeps, which hand
+    over buffers they do not touch while the portfolio is in use.
+
+    Deliberate differences from vectorbt: a Sharpe or Sortino ratio of a flat equity curve (0/0) is
+    NaN, not infinity; ``max_drawdown`` is a positive fraction; prices must be finite and > 0
+    everywhere (no NaN bars); ``tsl_stop`` is a separate keyword (vectorbt: ``sl_trail=True``).
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> import celeris
+    >>> close = pd.Series([10.0, 11.0, 12.0, 11.0, 13.0],
+    ...                   index=pd.date_range("2024-01-01", periods=5, freq="D", tz="UTC"))
+    >>> pf = celeris.backtest.from_signals(close, close.index.day == 1, close.index.day == 3,
+    ...                                    init_cash=1000.0, execution="close")
+    >>> round(float(pf.stats()["end_value"].iloc[0]), 2)
+    1200.0
+    """
+    given = dict(locals())  # the arguments as passed, read by name through OPTIONS below
+    if unknown:
+        name = next(iter(unknown))
+        raise ConfigError(
+            f"from_signals got an unknown parameter {name!r}{did_you_mean(name, _keywords())}"
+        )
+    I.check_choice("execution", execution, I.EXECUTIONS)
+    I.check_choice("stop_exit_price", stop_exit_price, I.STOP_EXIT_PRICES)
+    if isinstance(close, pd.DataFrame) and "close" in close.columns and close.columns.nlevels == 1:
+        bars = close
+        close = bars["close"]
+        open = bars["open"] if open is None and "open" in bars else open
+        high = bars["high"] if high is None and "high" in bars else high
+        low = bars["low"] if low is None and "low" in bars else low
+    index = close.index if isinstance(close, pd.Series | pd.DataFrame) else None
+    if index is not None:
+        I.check_index(index)
+    prices = _prices(close, open, high, low, price, execution, _copy)
+    n_bars = prices["close"].shape[0]
+
+    if entries is None and short_entries is None:
+        raise ConfigError("no entries: pass entries=... (or short_entries=...)")
+    raw_signals = {
+        "entries": entries,
+        "exits": exits,
+        "short_entries": short_entries,
+        "short_exits": short_exits,
+    }
+    sig = {
+        name: _signal(name, data, n_bars, index, execution, _copy, _first_signals)
+        for name, data in raw_signals.items()
+    }
+    long_short = short_entries is not None or short_exits is not None
+    values = {o.name: o.parse(given[o.name]) for o in OPTIONS}
+    if long_short:
+        if (values["direction"] == K.SHORT_ONLY).any():
+            raise ConfigError(
+                "direction='shortonly' cannot be combined with short_entries/short_exits"
+            )
+        values["direction"] = np.full_like(values["direction"], K.LONG_ONLY)  # long signals
+    width = I.broadcast_width(
+        {
+            **{k: v.shape[1] for k, v in prices.items()},
+            **{k: v.shape[1] for k, v in sig.items()},
+            **{k: v.size for k, v in values.items()},
+        }
+    )
+    params = _kernel_params(values, width, long_short, stop_exit_price, execution)
+
+    td = I.infer_freq(index if index is not None else pd.RangeIndex(n_bars), freq)
+    annual = resolve_year_days(index, year_days)
+    ann_factor = float(annual.days * pd.Timedelta(days=1) / td) if td is not None else float("nan")
+    axes = {
+        o.name: np.asarray(given[o.name])
+        for o in OPTIONS
+        if o.axis and not np.isscalar(given[o.name]) and given[o.name] is not None
+    }
+    columns = I.columns_from([*raw_signals.values(), close, price], width, axes)
+    inputs = KernelInputs(**prices, **sig, params=params, ann_factor=ann_factor)
+    bar_index = index if index is not None else pd.RangeIndex(n_bars, name="bar")
+    # Imported here: portfolio.py re-exports from_signals, so a top-level import would be a cycle.
+    from celeris.backtest.portfolio import Portfolio
+
+    return Portfolio(
+        inputs,
+        bar_index,
+        columns,
+        freq=td,
+        year_days=annual,
+        execution=execution,
+        device=device,
+    )
+
+
+def _prices(
+    close: Any, open: Any, high: Any, low: Any, price: Any, execution: str, copy: bool
+) -> dict[str, np.ndarray]:
+    """The kernel's price arrays, each (n_bars, 1 or n_cols) float64, finite and > 0."""
+    close_arr = I.as_2d_float("close", close, copy=copy)
+    n_bars = close_arr.shape[0]
+    open_arr = close_arr if open is None else I.as_2d_float("open", open, n_bars, copy=copy)
+    # Without high/low, a bar's range is its open and close (vectorbt does the same).
+    if high is None:
+        high_arr = close_arr if open is None else np.maximum(open_arr, close_arr)
+    else:
+        high_arr = I.as_2d_float("high", high, n_bars, copy=copy)
+    if low is None:
+        low_arr = close_arr if open is None else np.minimum(open_arr, close_arr)
+    else:
+        low_arr = I.as_2d_float("low", low, n_bars, copy=copy)
+    if price is not None and execution == "next_open":
+        raise ConfigError(
+            "price=... sets the order price of execution='close'; pass execution='close' with "
+            "it (the default, 'next_open', fills at the next bar's open)"
+        )
+    price_arr = close_arr if price is None else I.as_2d_float("price", price, n_bars, copy=copy)
+    if execution == "next_open":
+        if open is None:
+            raise ConfigError(
+                "execution='next_open' (the default: fill at the next bar's open) needs open "
+                "prices: pass a bar frame or open=..., or execution='close' to fill at the "
+                "signal bar's close"
+            )
+        price_arr = open_arr
+    return {"close": close_arr, "open": open_arr, "high": high_arr, "low": low_arr,
+            "price": price_arr}  # fmt: skip
+
+
+def _signal(
+    name: str,
+    data: Any,
+    n_bars: int,
+    index: pd.Index | None,
+    execution: str,
+    copy: bool,
+    first_signals: dict[str, bool] | None,
+) -> np.ndarray:
+    """One signal as the kernel reads it: (n_bars, k) bool, shifted a bar for next-open fills."""
+    if data is None:
+        return np.zeros((1, 1), dtype=np.bool_)
+    arr = I.as_2d_bool(name, data, n_bars, index, copy=copy and execution != "next_open")
+    if execution == "next_open":
+        shifted = np.zeros_like(arr)
+        shifted[1:] = arr[:-1]
+        # A walk-forward window's signal from the bar before it fills at its first open.
+        if first_signals is not None:
+            shifted[0] = bool(first_signals.get(name, False))
+        return shifted
+    if first_signals is not None:
+        arr = arr.copy()
+        arr[0] = bool(first_signals.get(name, False))
+    return arr
+
+
+def _kernel_params(
+    values: dict[str, np.ndarray],
+    width: int,
+    long_short: bool,
+    stop_exit_price: str,
+    execution: str,
+) -> np.ndarray:
+    """The kernel's (width, N_PARAMS) float64 params: each option in its slot, broadcast."""
+    params = np.empty((width, K.N_PARAMS), dtype=np.float64)
+    for o in OPTIONS:
+        params[:, o.slot] = np.broadcast_to(values[o.name], (width,))
+    percent = params[:, K.P_SIZE_TYPE] == K.PERCENT
+    if percent.any():
+        sizes = params[percent, K.P_SIZE]
+        if (~np.isfinite(sizes) | (sizes > 1)).any():
+            raise ConfigError(
+                "size_type='percent' needs 0 < size <= 1 (a fraction of available cash)"
+            )
+        if long_short or (params[percent, K.P_DIRECTION] == K.BOTH).any():
+            raise ConfigError(
+                "size_type='percent' cannot reverse positions; use 'amount' or 'value' with "
+                "direction='both' or short signals"
+            )
+    params[:, K.P_STOP_EXIT] = I.STOP_EXIT_PRICES[stop_exit_price]
+    params[:, K.P_STOP_REF] = K.STOP_REF_PRICE if execution == "next_open" else K.STOP_REF_CLOSE
+    return params
+
+
+def _keywords() -> list[str]:
+    return [p for p in inspect.signature(from_signals).parameters if p != "unknown" and p[0] != "_"]
