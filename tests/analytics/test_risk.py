@@ -1,4 +1,4 @@
-"""Tests for celeris.analytics.risk (drawdown, max drawdown, historical VaR / CVaR)."""
+"""Tests for celeris.analytics.risk (historical VaR / CVaR; drawdowns are re-exported)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from celeris.analytics import MaxDrawdown, drawdown, historical_var_cvar, max_drawdown
+from celeris.analytics import drawdown, historical_var_cvar, max_drawdown
 from celeris.data import load
 from celeris.errors import CelerisTypeError, ConfigError, DataError
 
@@ -19,27 +19,12 @@ def close() -> pd.Series:
     return load("sample:sp500")["close"]
 
 
-def test_drawdown_sp500_equals_pandas_cummax(close):
-    expected = (close / close.cummax() - 1.0).to_numpy()
-    np.testing.assert_array_equal(drawdown(close), expected)
-    assert drawdown(close).max() == 0.0
+def test_drawdown_is_the_one_shared_with_the_backtest_layer():
+    import celeris.analytics
+    import celeris.indicators.drawdown as shared
 
-
-def test_max_drawdown_sp500_golden_dates(close):
-    depth, peak, trough = max_drawdown(close)
-    # The 2007-2009 bear market: the close peaked on 2007-10-09 and bottomed on 2009-03-09.
-    assert str(close.index[peak].date()) == "2007-10-09"
-    assert str(close.index[trough].date()) == "2009-03-09"
-    assert depth == pytest.approx(676.530029 / 1565.150024 - 1.0, rel=1e-8)
-    assert depth == float((close / close.cummax() - 1.0).min())
-
-
-def test_max_drawdown_rising_series_is_zero_at_start():
-    assert max_drawdown([1.0, 2.0, 3.0]) == MaxDrawdown(0.0, 0, 0)
-
-
-def test_max_drawdown_equity_through_zero_is_below_minus_one():
-    assert max_drawdown([100.0, 50.0, -20.0]).depth == pytest.approx(-1.2)
+    assert drawdown is shared.drawdown and max_drawdown is shared.max_drawdown
+    assert celeris.analytics.MaxDrawdown is shared.MaxDrawdown
 
 
 def test_historical_var_cvar_matches_numpy_quantile_and_tail_mean(close):
@@ -81,16 +66,6 @@ def test_historical_var_cvar_level_not_number_raises_type_error():
 def test_historical_var_cvar_bad_returns_raise_data_error(values, message):
     with pytest.raises(DataError, match=message):
         historical_var_cvar(values)
-
-
-def test_drawdown_first_value_not_positive_raises_data_error():
-    with pytest.raises(DataError, match="values must start > 0"):
-        drawdown([0.0, 1.0])
-
-
-def test_drawdown_scalar_raises_type_error():
-    with pytest.raises(CelerisTypeError, match="values must be a 1-D array or Series"):
-        drawdown(3.0)
 
 
 def test_import_risk_does_not_import_scipy():
