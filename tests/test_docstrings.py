@@ -29,7 +29,7 @@ MODULES = _modules_with_examples()
 
 def test_docstring_examples_are_found() -> None:
     # The finder itself: the packages known to carry examples are among those found.
-    assert {"celeris.backtest.portfolio", "celeris.backtest.report"} <= set(MODULES)
+    assert {"celeris.backtest.signals", "celeris.backtest.report", "celeris.data"} <= set(MODULES)
 
 
 @pytest.mark.parametrize("name", MODULES)
