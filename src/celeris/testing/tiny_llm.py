@@ -35,8 +35,8 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
+from celeris.compute.device import resolve_torch_device
 from celeris.errors import ConfigError
-from celeris.models.train import resolve_torch_device
 
 __all__ = [
     "CHAT_TEMPLATE",
