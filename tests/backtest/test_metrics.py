@@ -35,18 +35,6 @@ def test_metrics_module_imports_only_kernel_and_errors_is_leaf() -> None:
     assert imported == {"celeris.backtest.kernel", "celeris.errors"}
 
 
-def test_backtest_modules_import_no_private_names_from_each_other() -> None:
-    offenders = [
-        f"{path.name}: {module}.{name}"
-        for path in sorted(_PACKAGE.glob("*.py"))
-        for module, names in _celeris_imports(path)
-        for name in names
-        # private modules (``_inputs``) are package-internal; private names are not
-        if name.startswith("_") and not (module == "celeris.backtest" and name == "_inputs")
-    ]
-    assert offenders == []
-
-
 def test_metrics_slots_are_the_kernel_slots_in_order() -> None:
     slots = [slot for slot, _ in M.METRICS.values()]
     assert slots == list(range(K.N_METRICS))

@@ -36,88 +36,41 @@ def _launcher() -> Any:
     simulate_column = _device_module().simulate_column
 
     @cuda.jit
-    def simulate_cuda(
-        close,
-        open_,
-        high,
-        low,
-        price,
-        entries,
-        exits,
-        short_entries,
-        short_exits,
-        params,
-        ann_factor,
-        metrics,
-        equity,
-        orders,
-        order_offsets,
-        trades,
-        trade_offsets,
-    ):
+    def simulate_cuda(prices, signals, params, ann_factor, out):
         col: int = cuda.grid(1)  # type: ignore[call-arg]  # numba's stub: 2 arguments
         if col < params.shape[0]:
-            simulate_column(
-                col,
-                close,
-                open_,
-                high,
-                low,
-                price,
-                entries,
-                exits,
-                short_entries,
-                short_exits,
-                params,
-                ann_factor,
-                metrics,
-                equity,
-                orders,
-                order_offsets,
-                trades,
-                trade_offsets,
-            )
+            simulate_column(col, prices, signals, params, ann_factor, out)
 
     return simulate_cuda
 
 
-def simulate_cuda(*arrays: Any) -> None:
+def simulate_cuda(
+    prices: tuple[np.ndarray, ...],
+    signals: tuple[np.ndarray, ...],
+    params: np.ndarray,
+    ann_factor: float,
+    out: tuple[np.ndarray, ...],
+) -> None:
     """Run the kernel on the GPU with the CPU kernel's arguments; outputs are copied back in place.
 
     Inputs are copied to the device once; the output arrays (metrics, equity, orders, trades)
     are written on the device and copied back into the given numpy arrays.
     """
-    (close, open_, high, low, price, entries, exits, s_entries, s_exits, params, ann_factor,
-     metrics, equity, orders, order_offsets, trades, trade_offsets) = arrays  # fmt: skip
-    n_cols = params.shape[0]
-    to_dev = cuda.to_device
-    d_inputs = [to_dev(np.ascontiguousarray(a)) for a in (close, open_, high, low, price)]
-    d_signals = [to_dev(np.ascontiguousarray(a)) for a in (entries, exits, s_entries, s_exits)]
-    d_params = to_dev(np.ascontiguousarray(params))
-    d_metrics = to_dev(metrics)
-    d_equity = to_dev(equity)
-    d_orders = to_dev(orders)
-    d_trades = to_dev(trades)
-    d_ooff = to_dev(order_offsets)
-    d_toff = to_dev(trade_offsets)
-    blocks = (n_cols + THREADS_PER_BLOCK - 1) // THREADS_PER_BLOCK
+
+    def to_dev(a: np.ndarray) -> Any:
+        return cuda.to_device(np.ascontiguousarray(a))
+
+    d_out = tuple(cuda.to_device(a) for a in out)
+    blocks = (params.shape[0] + THREADS_PER_BLOCK - 1) // THREADS_PER_BLOCK
     _launcher()[blocks, THREADS_PER_BLOCK](
-        *d_inputs,
-        *d_signals,
-        d_params,
+        tuple(to_dev(a) for a in prices),
+        tuple(to_dev(a) for a in signals),
+        to_dev(params),
         ann_factor,
-        d_metrics,
-        d_equity,
-        d_orders,
-        d_ooff,
-        d_trades,
-        d_toff,
+        d_out,
     )
     cuda.synchronize()
-    for device_array, host in (
-        (d_metrics, metrics),
-        (d_equity, equity),
-        (d_orders, orders),
-        (d_trades, trades),
-    ):
-        device_array.copy_to_host(host)  # placeholders are (1, 1): copying them back is free
+    # metrics, equity, orders, trades; the offsets are inputs. Placeholders are (1, 1): copying
+    # them back is free.
+    for k in (0, 1, 2, 4):
+        d_out[k].copy_to_host(out[k])

@@ -40,6 +40,17 @@ class KernelInputs:
     ann_factor: float
 
     @property
+    def prices(self) -> tuple[np.ndarray, ...]:
+        """(close, open, high, low, price), read-only: the kernel's ``prices`` argument."""
+        return tuple(readonly(a) for a in (self.close, self.open, self.high, self.low, self.price))
+
+    @property
+    def signals(self) -> tuple[np.ndarray, ...]:
+        """(entries, exits, short_entries, short_exits), read-only: the kernel's ``signals``."""
+        arrays = (self.entries, self.exits, self.short_entries, self.short_exits)
+        return tuple(readonly(a) for a in arrays)
+
+    @property
     def n_bars(self) -> int:
         return int(self.close.shape[0])
 
@@ -76,40 +87,9 @@ class KernelOutputs:
     trades: np.ndarray | None  # (n_trades, N_TRADE_FIELDS)
 
 
-def _launch(
-    inp: KernelInputs,
-    device: str,
-    metrics: np.ndarray,
-    equity: np.ndarray,
-    orders: np.ndarray,
-    order_offsets: np.ndarray,
-    trades: np.ndarray,
-    trade_offsets: np.ndarray,
-) -> None:
-    args = (
-        *(
-            readonly(a)
-            for a in (
-                inp.close,
-                inp.open,
-                inp.high,
-                inp.low,
-                inp.price,
-                inp.entries,
-                inp.exits,
-                inp.short_entries,
-                inp.short_exits,
-                inp.params,
-            )
-        ),
-        float(inp.ann_factor),
-        metrics,
-        equity,
-        orders,
-        order_offsets,
-        trades,
-        trade_offsets,
-    )
+def _launch(inp: KernelInputs, device: str, out: tuple[np.ndarray, ...]) -> None:
+    """Run the kernel; ``out`` is (metrics, equity, orders, order_offsets, trades, trade_offsets)."""
+    args = (inp.prices, inp.signals, readonly(inp.params), float(inp.ann_factor), out)
     if device == "cuda":
         from celeris.backtest.cuda import simulate_cuda
 
@@ -143,10 +123,10 @@ def simulate(
     metrics = np.full((n_cols, K.N_METRICS), np.nan)
     equity = np.empty((inp.n_bars, n_cols)) if keep_equity else _dummy_f2()
     if not keep_records:
-        _launch(inp, engine, metrics, equity, _dummy_f2(), _dummy_i1(), _dummy_f2(), _dummy_i1())
+        _launch(inp, engine, (metrics, equity, _dummy_f2(), _dummy_i1(), _dummy_f2(), _dummy_i1()))
         return KernelOutputs(metrics, equity if keep_equity else None, None, None)
     # Pass 1 counts orders; trades <= orders + 1 (an open trade) per column.
-    _launch(inp, engine, metrics, _dummy_f2(), _dummy_f2(), _dummy_i1(), _dummy_f2(), _dummy_i1())
+    _launch(inp, engine, (metrics, _dummy_f2(), _dummy_f2(), _dummy_i1(), _dummy_f2(), _dummy_i1()))
     n_orders = metrics[:, K.M_ORDERS].astype(np.int64)
     order_offsets = np.zeros(n_cols + 1, dtype=np.int64)
     np.cumsum(n_orders, out=order_offsets[1:])
@@ -154,7 +134,7 @@ def simulate(
     np.cumsum(n_orders + 1, out=trade_offsets[1:])
     orders = np.full((max(int(order_offsets[-1]), 1), K.N_ORDER_FIELDS), np.nan)
     trades = np.full((max(int(trade_offsets[-1]), 1), K.N_TRADE_FIELDS), np.nan)
-    _launch(inp, engine, metrics, equity, orders, order_offsets, trades, trade_offsets)
+    _launch(inp, engine, (metrics, equity, orders, order_offsets, trades, trade_offsets))
     orders = orders[: int(order_offsets[-1])]
     trades = trades[~np.isnan(trades[:, K.T_COL])]
     return KernelOutputs(metrics, equity if keep_equity else None, orders, trades)
