@@ -150,10 +150,6 @@ def progress_bar(enabled: bool, total: int, description: str) -> Any:
     )
 
 
-# The old private name, still imported by celeris.llm.optimizer.
-_progress = progress_bar
-
-
 @dataclass
 class SweepResult:
     """Metrics of every parameter combination of a sweep (one row each)."""

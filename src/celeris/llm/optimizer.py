@@ -27,7 +27,7 @@ from typing import Any
 import pandas as pd
 
 from celeris.backtest.strategies import Strategy, check_bars, get_strategy
-from celeris.backtest.sweep import _progress, check_portfolio_options
+from celeris.backtest.sweep import check_portfolio_options, progress_bar
 from celeris.errors import ConfigError, DataError, LLMError, did_you_mean
 from celeris.llm.audit import AuditLog, read_audit
 from celeris.llm.proposers import (
@@ -314,7 +314,7 @@ def optimize(
     )
     failed: list[str] = []
     try:
-        with _progress(progress, rounds, "optimize") as bar:
+        with progress_bar(progress, rounds, "optimize") as bar:
             task = bar.add_task(f"{strat.name}: {proposer.name}", total=rounds) if bar else None
             for r in range(1, rounds + 1):
                 state.round = r
