@@ -33,6 +33,7 @@ from celeris.backtest.sweep import check_portfolio_options
 from celeris.backtest.walk_forward import WalkForwardResult, _to_bars
 from celeris.errors import CelerisError, CelerisWarning, ConfigError, DataError, did_you_mean
 from celeris.models.provenance import TrainingOverlap
+from celeris.progress import progress_bar
 
 __all__ = [
     "ModelBacktest",
@@ -289,28 +290,7 @@ def model_walk_forward_cost(
 
 
 def _progress(enabled: bool) -> Any:
-    if not enabled:
-        return None
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[cost]}"),
-        console=Console(stderr=True),
-        transient=True,
-    )
+    return progress_bar(enabled, fields=("cost",), elapsed=True)
 
 
 def model_walk_forward(

@@ -19,6 +19,7 @@ from celeris.backtest.signals import OPTIONS, from_signals
 from celeris.backtest.strategies import Strategy, check_bars, get_strategy
 from celeris.compute import resolve_device
 from celeris.errors import ConfigError, did_you_mean
+from celeris.progress import progress_bar as make_progress_bar
 
 #: Bytes of one signal matrix per chunk (entries and exits each): bounds memory on any sweep size.
 CHUNK_BYTES = {"cpu": 64 * 2**20, "cuda": 1024 * 2**20}
@@ -130,24 +131,9 @@ def check_portfolio_options(
 
 
 def progress_bar(enabled: bool, total: int, description: str) -> Any:
-    """A transient rich progress bar for sweeps and walk-forwards (a no-op context when off)."""
-    if not enabled:
-        return nullcontext(None)
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        transient=True,
-    )
+    """A transient progress bar for sweeps and walk-forwards, used as a context (a no-op context
+    when off); ``total`` and ``description`` go to the caller's ``add_task``."""
+    return make_progress_bar(enabled) or nullcontext(None)
 
 
 @dataclass

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,7 @@ from celeris.data.schema import BAR_COLUMNS, validate
 from celeris.data.store import Store, to_utc
 from celeris.data.timeframes import Gap, find_gaps
 from celeris.errors import ConfigError, DataError, ExchangeError, did_you_mean
+from celeris.progress import progress_bar
 
 logger = logging.getLogger("celeris.data")
 
@@ -310,34 +312,9 @@ def _frame(rows: list[list[Any]], exchange_id: str, symbol: str) -> pd.DataFrame
         raise ExchangeError(f"{exchange_id} {symbol}: the exchange sent bad bars: {exc}") from exc
 
 
-class _NoProgress:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
 def _progress(enabled: bool, description: str) -> Any:
-    if not enabled:
-        return _NoProgress()
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn(description),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        transient=False,
-    )
+    # A download's bar stays on screen when done: it is the record of what was fetched.
+    return progress_bar(enabled, description, transient=False) or nullcontext(None)
 
 
 __all__ = ["Gap", "RetryPolicy", "download", "make_exchange"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import sys
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -27,6 +26,7 @@ from transformers.utils import logging as hf_logging
 from celeris.compute.device import resolve_torch_device
 from celeris.data.atomic import atomic_write_text
 from celeris.errors import CelerisWarning, ConfigError, DataError
+from celeris.progress import progress_bar
 
 __all__ = ["FinetuneResult", "finetune_lora", "read_chat_dataset"]
 
@@ -400,19 +400,8 @@ def _autocast(device: torch.device) -> Any:
 
 
 def _progress(enabled: bool, total: int) -> Any:
-    if not (enabled and sys.stderr.isatty()):
-        return None
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    bar = Progress(
-        TextColumn("fine-tuning"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[loss]}"),
-        console=Console(stderr=True),
-        transient=True,
-    )
-    bar.add_task("finetune", total=total, loss="")
-    bar.start()
+    bar = progress_bar(enabled, "fine-tuning", fields=("loss",), remaining=False, tty_only=True)
+    if bar is not None:
+        bar.add_task("finetune", total=total, loss="")
+        bar.start()
     return bar

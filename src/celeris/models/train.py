@@ -31,7 +31,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
@@ -47,6 +46,7 @@ from celeris.compute.device import resolve_torch_device
 from celeris.errors import CelerisError, ConfigError, DataError, did_you_mean
 from celeris.models.data import Scaler, Windows, WindowScaler
 from celeris.models.losses import Loss, get_loss
+from celeris.progress import progress_bar
 
 __all__ = ["TrainConfig", "TrainResult", "resolve_precision", "resolve_torch_device", "train"]
 
@@ -397,29 +397,9 @@ def _fit_closed_form(
 
 
 def _progress(enabled: bool, total: int) -> Any:
-    if not (enabled and sys.stderr.isatty()):
-        return None
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    bar = Progress(
-        TextColumn("training"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[losses]}"),
-        console=Console(stderr=True),
-        transient=True,
-    )
-    bar.add_task("train", total=total, losses="")
+    bar = progress_bar(enabled, "training", fields=("losses",), elapsed=True, tty_only=True)
+    if bar is not None:
+        bar.add_task("train", total=total, losses="")
     return bar
 
 
