@@ -175,19 +175,16 @@ def decode_body(body: bytes, content_type: str | None) -> dict[str, Any]:
     uses it; ``celeris serve``, which publishes signals, requires the type (:func:`_decode`).
     """
     kind = (content_type or "").split(";", 1)[0].strip().lower()
-    return _decode(body, JSON if kind in ("", "text/plain") else content_type)[0]
+    return _decode(body, "json" if kind in ("", "text/plain") else _media_type(content_type))[0]
 
 
-def _decode(body: bytes, content_type: str | None) -> tuple[dict[str, Any], bool]:
+def _decode(body: bytes, media: str) -> tuple[dict[str, Any], bool]:
     """Return the body's object and whether it is JSON whose arrays hold only numbers and nulls
     (:func:`_json_numbers_only`; False means "not known": check the arrays one by one).
 
-    The Content-Type must say JSON or msgpack (415 otherwise, also when missing). A browser
-    may send ``text/plain``, ``application/x-www-form-urlencoded`` or ``multipart/form-data``
-    across origins without a CORS preflight; ``application/json`` needs one, so a web page
-    cannot post a forecast, and so publish a signal, on a visitor's behalf.
+    ``media`` is ``"json"`` or ``"msgpack"``, as :func:`_media_type` answered for the request.
     """
-    if _media_type(content_type) == "msgpack":
+    if media == "msgpack":
         if not body:
             raise Problem(400, "bad_request", "empty request body; send a msgpack map")
         try:
@@ -209,7 +206,13 @@ def _decode(body: bytes, content_type: str | None) -> tuple[dict[str, Any], bool
 
 
 def _media_type(content_type: str | None) -> str:
-    """Return ``"json"`` or ``"msgpack"`` for a request's Content-Type; 415 for any other."""
+    """Return ``"json"`` or ``"msgpack"`` for a request's Content-Type; 415 for any other.
+
+    The Content-Type must say JSON or msgpack (415 also when missing). A browser may send
+    ``text/plain``, ``application/x-www-form-urlencoded`` or ``multipart/form-data`` across
+    origins without a CORS preflight; ``application/json`` needs one, so a web page cannot
+    post a forecast, and so publish a signal, on a visitor's behalf.
+    """
     kind = (content_type or "").split(";", 1)[0].strip().lower()
     if kind == JSON:
         return "json"
@@ -859,7 +862,7 @@ class _API:
         )
 
     async def _parsed(self, request: Request, parse: Callable[..., _T], *args: Any) -> _T:
-        """Read the body and return ``parse(body, content_type, *args)``.
+        """Read the body and return ``parse(body, media, *args)`` (``media``: :func:`_media_type`).
 
         JSON bodies are limited to ``max_json_bytes``: orjson parses one in a single call that
         holds the GIL, ~25 ms a MB on a 2-vCPU VM, and the event loop (``/healthz`` included)
@@ -869,26 +872,25 @@ class _API:
         in the kernel: uvicorn stops reading a connection whose app is not receiving), and is
         parsed in a worker thread, one at a time.
         """
-        ctype = request.headers.get("content-type")
-        media = _media_type(ctype)  # 415 before reading a body nobody will parse
+        media = _media_type(request.headers.get("content-type"))  # 415 before reading a body
         limit, setting = self.settings.max_body_bytes, "CELERIS_SERVE_MAX_BODY_BYTES"
         if media == "json" and self.settings.max_json_bytes < limit:
             limit, setting = self.settings.max_json_bytes, "CELERIS_SERVE_MAX_JSON_BYTES"
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) <= _INLINE_BODY_BYTES:
-            return parse(await read_body(request, limit, setting), ctype, *args)
+            return parse(await read_body(request, limit, setting), media, *args)
         async with self._large_bodies:
             body = await read_body(request, limit, setting)
             if len(body) <= _INLINE_BODY_BYTES:
-                return parse(body, ctype, *args)
+                return parse(body, media, *args)
             async with self._parse_slot:
-                return await asyncio.to_thread(parse, body, ctype, *args)
+                return await asyncio.to_thread(parse, body, media, *args)
 
     def _predict_input(
-        self, body: bytes, ctype: str | None, spec: ModelSpec
+        self, body: bytes, media: str, spec: ModelSpec
     ) -> tuple[str, float | None, str | None, np.ndarray]:
         """Parse and validate a predict body (on the loop, or in a thread when large)."""
-        doc, numbers_checked = _decode(body, ctype)
+        doc, numbers_checked = _decode(body, media)
         if "inputs" not in doc:
             raise Problem(422, "invalid", f'the body needs "inputs"; {_expect(spec)}')
         label, timeout, key = parse_options(doc, self.settings)
@@ -957,9 +959,9 @@ class _API:
             fmt,
         )
 
-    def _forecast_input(self, body: bytes, ctype: str | None) -> tuple[Any, ...]:
+    def _forecast_input(self, body: bytes, media: str) -> tuple[Any, ...]:
         """Parse and validate a forecast body (on the loop, or in a thread when large)."""
-        doc, numbers_checked = _decode(body, ctype)
+        doc, numbers_checked = _decode(body, media)
         given = doc.get("model")
         if not isinstance(given, str) or not given:
             raise Problem(422, "invalid", 'the body needs "model": the name of a served model')
@@ -1073,7 +1075,7 @@ class _API:
             if request.method in ("POST", "PUT"):
                 body = await read_body(request, self.settings.max_body_bytes)
                 if body:
-                    doc = _decode(body, request.headers.get("content-type"))[0]
+                    doc = _decode(body, _media_type(request.headers.get("content-type")))[0]
             status, out = await handler(*args, doc, request)
         except Problem as problem:
             return problem_response(problem, fmt)
