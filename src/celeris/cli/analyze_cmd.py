@@ -21,7 +21,6 @@ from celeris.cli.backtest_cmd import (
     JsonOpt,
     ParamOpt,
     StrategyOpt,
-    _load,
     backtest_options,
     portfolio_options,
 )
@@ -40,7 +39,7 @@ def _other_assets(specs: list[str]) -> dict[str, Any]:
             raise ConfigError(f"--with expects SOURCE or NAME=SOURCE, got {spec!r}")
         if name in out:
             raise ConfigError(f"--with names {name!r} twice")
-        out[name] = _load(source)
+        out[name] = load_bars(source)
     return out
 
 

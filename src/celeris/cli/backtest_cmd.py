@@ -111,16 +111,13 @@ _SHARED: tuple[tuple[str, Any, Any], ...] = (
 portfolio_options = shared_options(_SHARED, into="opts")
 
 
-def backtest_options(
-    opts: Options, bars: Any, *, model: bool = False
-) -> tuple[dict[str, Any], str]:
+def backtest_options(opts: Options, bars: Any) -> tuple[dict[str, Any], str]:
     """``from_signals`` keywords from the shared options (defaults resolved for ``bars``), and
     the device.
 
     ``year_days`` becomes a :class:`~celeris.backtest.annualisation.YearDays` by Celeris's one
     rule (given, else inferred from ``bars``), so reports can say where it came from. Every
-    strategy, rule or model, fills at the next open unless ``--execution close``; ``model`` is
-    kept for callers and changes nothing.
+    strategy, rule or model, fills at the next open unless ``--execution close``.
     """
     from celeris.backtest.annualisation import resolve_year_days
 
@@ -129,11 +126,6 @@ def backtest_options(
     out["year_days"] = resolve_year_days(bars.index, out.get("year_days"))
     out.setdefault("execution", "next_open")
     return out, device
-
-
-def _load(source: str) -> Any:
-    """Bars of ``source``, all of them (for commands without ``--start``/``--end``)."""
-    return load_bars(source)
 
 
 def _strategy_and_grid(strategy: str, items: list[str]) -> tuple[Any, dict[str, list[float]]]:
@@ -226,7 +218,7 @@ def register(app: typer.Typer) -> None:
         from celeris.cli.format import frame_table, jsonable, run_caption, setup_json, stats_table
 
         bars = load_bars(data, span)
-        opts, device = backtest_options(opts, bars, model=strategy.startswith("model:"))
+        opts, device = backtest_options(opts, bars)
         if strategy.startswith("model:"):
             from celeris.cli.model_strategy import model_portfolio
 

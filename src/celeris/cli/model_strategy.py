@@ -89,7 +89,7 @@ def walk_forward_model(
 
     directory = checkpoint_of(strategy)
     settings = _settings(grid)
-    options, device = backtest_options(opts, bars, model=True)
+    options, device = backtest_options(opts, bars)
     max_steps = int(settings["max_steps"]) if "max_steps" in settings else None
     if not json_out:
         cost = model_walk_forward_cost(
