@@ -26,12 +26,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from celeris.backtest.portfolio import METRICS, Portfolio, from_signals
-from celeris.backtest.returns import returns_metrics
+from celeris.backtest.metrics import metric_slot
+from celeris.backtest.portfolio import Portfolio, from_signals
 from celeris.backtest.strategies import check_bars
 from celeris.backtest.sweep import check_portfolio_options
-from celeris.backtest.walk_forward import WalkForwardResult, _to_bars
-from celeris.errors import CelerisError, CelerisWarning, ConfigError, DataError, did_you_mean
+from celeris.backtest.walk_forward import WalkForwardResult, chain_out_of_sample, window_plan
+from celeris.errors import CelerisError, CelerisWarning, ConfigError, DataError
 from celeris.models.provenance import TrainingOverlap
 from celeris.progress import progress_bar
 
@@ -249,21 +249,6 @@ def _refit_plan(document: dict[str, Any], max_steps: int | None) -> dict[str, An
     }
 
 
-def _windows(
-    index: pd.Index, train: int | str, test: int | str, partial: bool
-) -> tuple[int, int, list[int]]:
-    """Bars per training and test span, and the first bar of each window."""
-    n_train = _to_bars(train, index, "train")
-    n_test = _to_bars(test, index, "test")
-    if n_train + n_test > len(index):
-        raise ConfigError(
-            f"train ({n_train} bars) + test ({n_test} bars) exceed the data ({len(index)} bars)"
-        )
-    # Every window whose training span fits; the last test span may be shorter (partial).
-    last_start = len(index) - n_train if partial else len(index) - n_train - n_test + 1
-    return n_train, n_test, list(range(0, last_start, n_test))
-
-
 def model_walk_forward_cost(
     data: Any,
     model: str | Path,
@@ -279,7 +264,7 @@ def model_walk_forward_cost(
 
     bars = check_bars(data, ("close",))
     plan = _refit_plan(read_config(model), max_steps)
-    _, _, starts = _windows(bars.index, train, test, partial)
+    _, _, starts = window_plan(bars.index, train, test, partial)
     per_model = int(plan["config"].max_steps)
     return {
         "model": plan["name"],
@@ -287,10 +272,6 @@ def model_walk_forward_cost(
         "max_steps_per_model": per_model,
         "max_steps": len(starts) * per_model,
     }
-
-
-def _progress(enabled: bool) -> Any:
-    return progress_bar(enabled, fields=("cost",), elapsed=True)
 
 
 def model_walk_forward(
@@ -356,20 +337,19 @@ def model_walk_forward(
     from celeris.models.predictor import Predictor
     from celeris.models.signals import signals_from_forecast
 
-    if metric not in METRICS:
-        raise ConfigError(f"unknown metric {metric!r}{did_you_mean(metric, METRICS)}")
+    metric_slot(metric)
     bars = check_bars(data, ("close",))
     options = check_portfolio_options(options)
     options.setdefault("execution", "next_open")
     plan = _refit_plan(read_config(model), max_steps)
-    n_train, n_test, starts = _windows(bars.index, train, test, partial)
+    n_train, n_test, starts = window_plan(bars.index, train, test, partial)
     per_model = int(plan["config"].max_steps)
     init_cash = float(options.get("init_cash", 100_000.0))
 
     rows: list[dict[str, Any]] = []
     pieces: list[pd.Series] = []
     total_steps, started = 0, time.perf_counter()
-    bar = _progress(progress)
+    bar = progress_bar(progress, fields=("cost",), elapsed=True)
     task = None
     if bar is not None:
         bar.start()
@@ -427,7 +407,7 @@ def model_walk_forward(
                     "oos_trades": int(stats["trades"]),
                 }
             )
-            if bar is not None:
+            if bar is not None and task is not None:
                 bar.update(
                     task,
                     advance=1,
@@ -437,16 +417,9 @@ def model_walk_forward(
         if bar is not None:
             bar.stop()
     assert pf is not None  # starts is never empty: n_train + n_test <= len(bars)
-    oos_returns = pd.concat(pieces).rename("oos_return")
-    oos_equity = (init_cash * (1.0 + oos_returns).cumprod()).rename("oos_equity")
-    summary = pd.Series(
-        returns_metrics(oos_returns.to_numpy(), pf.ann_factor, init_cash), name="out_of_sample"
-    )
     return ModelWalkForwardResult(
         pd.DataFrame(rows).set_index("window"),
-        oos_returns,
-        oos_equity,
-        summary,
+        *chain_out_of_sample(pieces, pf.ann_factor, init_cash),
         metric,
         models=len(starts),
         steps=total_steps,

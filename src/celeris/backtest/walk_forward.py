@@ -58,6 +58,34 @@ def _to_bars(spec: int | str, index: pd.Index, what: str) -> int:
     return n
 
 
+def window_plan(
+    index: pd.Index, train: int | str, test: int | str, partial: bool
+) -> tuple[int, int, list[int]]:
+    """Bars per training and test span, and the first bar of each window: every window whose
+    training span fits, stepping by ``test``; the last test span may be shorter (``partial``)."""
+    n_train = _to_bars(train, index, "train")
+    n_test = _to_bars(test, index, "test")
+    if n_train + n_test > len(index):
+        raise ConfigError(
+            f"train ({n_train} bars) + test ({n_test} bars) exceed the data ({len(index)} bars)"
+        )
+    last = len(index) - n_train if partial else len(index) - n_train - n_test + 1
+    return n_train, n_test, list(range(0, last, n_test))
+
+
+def chain_out_of_sample(
+    pieces: list[pd.Series], ann_factor: float, init_cash: float
+) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """Chain the test windows' bar returns into one out-of-sample curve: ``(returns, equity,
+    summary metrics)``."""
+    oos_returns = pd.concat(pieces).rename("oos_return")
+    oos_equity = (init_cash * (1.0 + oos_returns).cumprod()).rename("oos_equity")
+    summary = pd.Series(
+        returns_metrics(oos_returns.to_numpy(), ann_factor, init_cash), name="out_of_sample"
+    )
+    return oos_returns, oos_equity, summary
+
+
 def backtest_window(
     bars: pd.DataFrame,
     strategy: Strategy,
@@ -181,20 +209,12 @@ def walk_forward(
     strat = get_strategy(strategy)
     bars = check_bars(data, strat.needs)
     options = check_portfolio_options(options, bars)
-    n_train = _to_bars(train, bars.index, "train")
-    n_test = _to_bars(test, bars.index, "test")
-    if n_train + n_test > len(bars):
-        raise ConfigError(
-            f"train ({n_train} bars) + test ({n_test} bars) exceed the data ({len(bars)} bars)"
-        )
+    n_train, n_test, starts = window_plan(bars.index, train, test, partial)
     combos = strat.grid(grid, max_variants=max_variants)
     init_cash = float(options.get("init_cash", 100_000.0))
 
     rows: list[dict[str, Any]] = []
     pieces: list[pd.Series] = []
-    # Every window whose training part fits; the last test window may be shorter (partial).
-    last = len(bars) - n_train if partial else len(bars) - n_train - n_test + 1
-    starts = list(range(0, last, n_test))
     with progress_bar(progress, len(starts), "walk-forward") as bar:
         task = (
             bar.add_task(f"walk-forward: {len(starts)} windows", total=len(starts)) if bar else None
@@ -242,12 +262,8 @@ def walk_forward(
             )
             if bar is not None:
                 bar.update(task, advance=1)
-    oos_returns = pd.concat(pieces).rename("oos_return")
-    oos_equity = (init_cash * (1.0 + oos_returns).cumprod()).rename("oos_equity")
-    ann_factor = pf.ann_factor
-    summary = pd.Series(
-        returns_metrics(oos_returns.to_numpy(), ann_factor, init_cash), name="out_of_sample"
-    )
     return WalkForwardResult(
-        pd.DataFrame(rows).set_index("window"), oos_returns, oos_equity, summary, metric
+        pd.DataFrame(rows).set_index("window"),
+        *chain_out_of_sample(pieces, pf.ann_factor, init_cash),
+        metric,
     )
