@@ -19,7 +19,7 @@ from celeris.backtest.signals import OPTIONS, from_signals
 from celeris.backtest.strategies import Strategy, check_bars, get_strategy
 from celeris.compute import resolve_device
 from celeris.errors import ConfigError, did_you_mean
-from celeris.progress import progress_bar as make_progress_bar
+from celeris.progress import progress_bar
 
 #: Bytes of one signal matrix per chunk (entries and exits each): bounds memory on any sweep size.
 CHUNK_BYTES = {"cpu": 64 * 2**20, "cuda": 1024 * 2**20}
@@ -128,12 +128,6 @@ def check_portfolio_options(
         out["year_days"] = resolve_year_days(bars.index, out.get("year_days"))
         out["execution"] = out.get("execution") or "next_open"
     return out
-
-
-def progress_bar(enabled: bool, total: int, description: str) -> Any:
-    """A transient progress bar for sweeps and walk-forwards, used as a context (a no-op context
-    when off); ``total`` and ``description`` go to the caller's ``add_task``."""
-    return make_progress_bar(enabled) or nullcontext(None)
 
 
 @dataclass
@@ -290,7 +284,7 @@ def sweep(
     metrics = np.empty((n_combos, K.N_METRICS))
     freq = None
     starts = range(0, n_combos, chunk_size)
-    with progress_bar(progress, len(starts), strat.name) as bar:
+    with progress_bar(progress) or nullcontext(None) as bar:
         task = (
             bar.add_task(f"{strat.name}: {n_combos:,} variants x {n_bars:,} bars", total=n_combos)
             if bar
@@ -303,6 +297,6 @@ def sweep(
             pf = from_signals(bars, entries, exits, device=engine, _copy=False, **options)
             metrics[rows] = pf.metric_values
             freq = pf.freq
-            if bar is not None:
+            if bar is not None and task is not None:
                 bar.update(task, advance=rows.stop - rows.start)
     return SweepResult(strat, combos, metrics, bars, options, freq, engine)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,8 +15,9 @@ from celeris.backtest.portfolio import Portfolio
 from celeris.backtest.returns import returns_metrics
 from celeris.backtest.signals import from_signals
 from celeris.backtest.strategies import Strategy, check_bars, get_strategy
-from celeris.backtest.sweep import MAX_VARIANTS, check_portfolio_options, progress_bar, sweep
+from celeris.backtest.sweep import MAX_VARIANTS, check_portfolio_options, sweep
 from celeris.errors import ConfigError
+from celeris.progress import progress_bar
 
 
 @dataclass
@@ -215,7 +217,7 @@ def walk_forward(
 
     rows: list[dict[str, Any]] = []
     pieces: list[pd.Series] = []
-    with progress_bar(progress, len(starts), "walk-forward") as bar:
+    with progress_bar(progress) or nullcontext(None) as bar:
         task = (
             bar.add_task(f"walk-forward: {len(starts)} windows", total=len(starts)) if bar else None
         )
@@ -260,7 +262,7 @@ def walk_forward(
                     "oos_benchmark_return": float(stats["benchmark_return"]),
                 }
             )
-            if bar is not None:
+            if bar is not None and task is not None:
                 bar.update(task, advance=1)
     return WalkForwardResult(
         pd.DataFrame(rows).set_index("window"),

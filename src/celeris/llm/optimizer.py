@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from typing import Any
 import pandas as pd
 
 from celeris.backtest.strategies import Strategy, check_bars, get_strategy
-from celeris.backtest.sweep import check_portfolio_options, progress_bar
+from celeris.backtest.sweep import check_portfolio_options
 from celeris.errors import ConfigError, DataError, LLMError, did_you_mean
 from celeris.llm.audit import AuditLog, read_audit
 from celeris.llm.proposers import (
@@ -40,6 +41,7 @@ from celeris.llm.proposers import (
 )
 from celeris.llm.schemas import Bound, search_space
 from celeris.llm.verify import Guard, OutOfSample, Verifier, deflated_sharpe, fingerprint
+from celeris.progress import progress_bar
 
 METHODS = ("optuna", "llm")
 
@@ -314,7 +316,7 @@ def optimize(
     )
     failed: list[str] = []
     try:
-        with progress_bar(progress, rounds, "optimize") as bar:
+        with progress_bar(progress) or nullcontext(None) as bar:
             task = bar.add_task(f"{strat.name}: {proposer.name}", total=rounds) if bar else None
             for r in range(1, rounds + 1):
                 state.round = r
@@ -325,7 +327,7 @@ def optimize(
                     failed.append(f"round {r}: {exc}")
                     candidates = []
                 loop.round(r, candidates, proposer)
-                if bar is not None:
+                if bar is not None and task is not None:
                     bar.update(task, advance=1)
     finally:
         result = OptimizeResult(
