@@ -115,17 +115,16 @@ def backtest_options(opts: Options, bars: Any) -> tuple[dict[str, Any], str]:
     """``from_signals`` keywords from the shared options (defaults resolved for ``bars``), and
     the device.
 
-    ``year_days`` becomes a :class:`~celeris.backtest.annualisation.YearDays` by Celeris's one
-    rule (given, else inferred from ``bars``), so reports can say where it came from. Every
+    The defaults are fixed by :func:`~celeris.backtest.sweep.check_portfolio_options`, as for
+    the library calls: ``year_days`` becomes a :class:`~celeris.backtest.annualisation.YearDays`
+    (given, else inferred from ``bars``), so reports can say where it came from. Every
     strategy, rule or model, fills at the next open unless ``--execution close``.
     """
-    from celeris.backtest.annualisation import resolve_year_days
+    from celeris.backtest.sweep import check_portfolio_options
 
     out = dict(opts)
     device = out.pop("device")
-    out["year_days"] = resolve_year_days(bars.index, out.get("year_days"))
-    out.setdefault("execution", "next_open")
-    return out, device
+    return check_portfolio_options(out, bars), device
 
 
 def _strategy_and_grid(strategy: str, items: list[str]) -> tuple[Any, dict[str, list[float]]]:
