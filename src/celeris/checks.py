@@ -11,7 +11,8 @@ functions, so the same mistake raises the same error everywhere:
 
 numpy scalars count as their Python kind (``np.int64`` is an int, ``np.float32`` a real), and
 every check returns the normalised Python value (``int``, ``float`` or ``bool``). Messages name the
-parameter, the value and what is allowed: ``hidden_size must be an int >= 1, got 2.5``.
+parameter, the value and what is allowed: ``hidden_size must be an int >= 1, got float 2.5``
+for a wrong type, ``hidden_size must be >= 1, got 0`` for a bad value.
 
 This module is a leaf: it imports nothing from Celeris but :mod:`celeris.errors`.
 """
@@ -95,9 +96,7 @@ def check_int(
         )
     out = int(value)
     if (minimum is not None and out < minimum) or (maximum is not None and out > maximum):
-        raise ConfigError(
-            f"{what} must be {_wanted('an int', allowed)}, got {out}{_suffix(reason)}"
-        )
+        raise ConfigError(f"{what} must be {allowed}, got {out}{_suffix(reason)}")
     return out
 
 
@@ -141,20 +140,24 @@ def check_real(
     0.001
     """
     allowed = describe_range(minimum, maximum, open_low=open_low, open_high=open_high)
-    kind = "a finite number"
+    kind = "a real number"
     if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
         raise CelerisTypeError(
             f"{what} must be {_wanted(kind, allowed)}, got "
             f"{type(value).__name__} {value!r}{_suffix(reason)}"
         )
     out = float(value)
-    bad = not math.isfinite(out)
-    if not bad and minimum is not None:
+    shown = value if type(value) is int or type(value) is float else out
+    if not math.isfinite(out):
+        wanted = f"finite and {allowed}" if allowed else "finite"
+        raise ConfigError(f"{what} must be {wanted}, got {shown!r}{_suffix(reason)}")
+    bad = False
+    if minimum is not None:
         bad = out <= minimum if open_low else out < minimum
     if not bad and maximum is not None:
         bad = out >= maximum if open_high else out > maximum
     if bad:
-        raise ConfigError(f"{what} must be {_wanted(kind, allowed)}, got {out!r}{_suffix(reason)}")
+        raise ConfigError(f"{what} must be {allowed}, got {shown!r}{_suffix(reason)}")
     return out
 
 
