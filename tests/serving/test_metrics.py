@@ -126,6 +126,26 @@ def test_gpu_gauges_read_from_nvml(monkeypatch):
     assert value(m, "celeris_gpu_power_watts", gpu="0") == pytest.approx(123.5)
 
 
+def test_gpu_gauges_without_temperature_sensor_keep_power(monkeypatch):
+    def no_sensor(handle, sensor):
+        raise RuntimeError("NVML_ERROR_NOT_SUPPORTED")
+
+    fake = types.SimpleNamespace(
+        nvmlInit=lambda: None,
+        nvmlDeviceGetCount=lambda: 1,
+        nvmlDeviceGetHandleByIndex=lambda i: f"gpu{i}",
+        nvmlDeviceGetUtilizationRates=lambda h: types.SimpleNamespace(gpu=37),
+        nvmlDeviceGetMemoryInfo=lambda h: types.SimpleNamespace(used=2 << 30, total=80 << 30),
+        nvmlDeviceGetTemperature=no_sensor,
+        nvmlDeviceGetPowerUsage=lambda h: 123_500,  # milliwatts
+    )
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    m = PrometheusMetrics(system=False, gpu=True)
+    assert value(m, "celeris_gpu_temperature_celsius", gpu="0") is None
+    assert value(m, "celeris_gpu_power_watts", gpu="0") == pytest.approx(123.5)
+    assert value(m, "celeris_gpu_utilization_percent", gpu="0") == 37
+
+
 def test_cache_collector_reports_hit_ratio_and_redis_outage():
     from celeris.serving.cache import MemoryCache, RedisCache, TieredCache, cache_key
 

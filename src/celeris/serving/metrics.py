@@ -1,5 +1,6 @@
 """Prometheus metrics of a serving process: requests, latency, batches, queues, caches, errors,
 process/system gauges (psutil) and GPU gauges (NVML when ``pynvml`` imports and finds a GPU).
+The hardware is read by :mod:`celeris.compute.telemetry`; this module only exposes it.
 
 :class:`PrometheusMetrics` implements the engine's ``MetricsSink`` protocol. Each instance owns
 its :class:`~prometheus_client.CollectorRegistry`, so several servers (or tests) in one process
@@ -34,8 +35,6 @@ and locks on every call (measured ~1.5 us per request with the cache, see tests)
 from __future__ import annotations
 
 import contextlib
-import logging
-import os
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -51,7 +50,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-log = logging.getLogger(__name__)
+from celeris.compute.telemetry import GPUTelemetry, SystemSampler
 
 # Seconds. Dense where a CPU forward of a small model lands (0.1-100 ms), sparse beyond.
 LATENCY_BUCKETS = (
@@ -231,49 +230,44 @@ class PrometheusMetrics:
 
 
 class SystemCollector(Collector):
-    """Process and machine gauges from psutil, sampled at scrape time (no background thread).
+    """Process and machine gauges, sampled at scrape time (no background thread) by
+    :class:`celeris.compute.telemetry.SystemSampler`.
 
     CPU percentages cover the time since the previous scrape (psutil's ``interval=None``), so
     the first scrape after start reads 0.
     """
 
-    def __init__(self) -> None:
-        import psutil
-
-        self._psutil = psutil
-        self._proc = psutil.Process(os.getpid())
-        self._proc.cpu_percent(None)
-        psutil.cpu_percent(None)
+    def __init__(self, sampler: SystemSampler | None = None) -> None:
+        self._sampler = sampler if sampler is not None else SystemSampler()
 
     def collect(self) -> Iterator[Metric]:
-        ps = self._psutil
-        with self._proc.oneshot():
-            cpu = self._proc.cpu_percent(None)
-            mem = self._proc.memory_info()
-            threads = self._proc.num_threads()
+        now = self._sampler.sample()
         yield _gauge(
             "celeris_process_cpu_percent",
             "Process CPU use since the last scrape (100 = one core).",
-            cpu,
+            now.process_cpu_percent,
         )
-        yield _gauge("celeris_process_rss_bytes", "Process resident memory, bytes.", mem.rss)
-        yield _gauge("celeris_process_threads", "Process threads.", threads)
+        yield _gauge(
+            "celeris_process_rss_bytes", "Process resident memory, bytes.", now.process_rss_bytes
+        )
+        yield _gauge("celeris_process_threads", "Process threads.", now.process_threads)
         yield _gauge(
             "celeris_system_cpu_percent",
             "Machine CPU use since the last scrape (all cores = 100).",
-            ps.cpu_percent(None),
+            now.system_cpu_percent,
         )
-        vm = ps.virtual_memory()
         yield _gauge(
             "celeris_system_memory_used_bytes",
             "Machine memory in use, bytes.",
-            vm.total - vm.available,
+            now.memory_used_bytes,
         )
-        yield _gauge("celeris_system_memory_total_bytes", "Machine memory, bytes.", vm.total)
+        yield _gauge(
+            "celeris_system_memory_total_bytes", "Machine memory, bytes.", now.memory_total_bytes
+        )
         load = GaugeMetricFamily(
             "celeris_system_load", "Load average over 1, 5 and 15 minutes.", labels=["period"]
         )
-        for period, value in zip(("1m", "5m", "15m"), os.getloadavg(), strict=True):
+        for period, value in zip(("1m", "5m", "15m"), now.load_average, strict=True):
             load.add_metric([period], value)
         yield load
 
@@ -346,55 +340,43 @@ class FeedCollector(Collector):
 
 
 class GPUCollector(Collector):
-    """NVIDIA GPU gauges through NVML (``pynvml``, from the nvidia-ml-py package)."""
+    """NVIDIA GPU gauges from :class:`celeris.compute.telemetry.GPUTelemetry` (NVML).
 
-    def __init__(self, nvml: Any, handles: list[Any]) -> None:
-        self._nvml = nvml
-        self._handles = handles
+    A value a GPU does not give (no power sensor, a read that failed) is left out for that GPU
+    only; the scrape still answers.
+    """
+
+    def __init__(self, telemetry: GPUTelemetry) -> None:
+        self._telemetry = telemetry
 
     @classmethod
     def create(cls) -> GPUCollector | None:
         """Return a collector when NVML imports and sees a GPU, else ``None`` (no error)."""
-        try:
-            import pynvml  # type: ignore[import-not-found]
-
-            pynvml.nvmlInit()
-            count = pynvml.nvmlDeviceGetCount()
-            handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
-        except Exception:  # no package, no driver, no GPU: the gauges are simply absent
-            return None
-        return cls(pynvml, handles) if handles else None
+        telemetry = GPUTelemetry.create()
+        return None if telemetry is None else cls(telemetry)
 
     def collect(self) -> Iterator[Metric]:
-        nv = self._nvml
-        util = GaugeMetricFamily(
-            "celeris_gpu_utilization_percent", "GPU busy time, percent.", labels=["gpu"]
-        )
-        used = GaugeMetricFamily(
-            "celeris_gpu_memory_used_bytes", "GPU memory in use, bytes.", labels=["gpu"]
-        )
-        total = GaugeMetricFamily(
-            "celeris_gpu_memory_total_bytes", "GPU memory, bytes.", labels=["gpu"]
-        )
-        temp = GaugeMetricFamily(
-            "celeris_gpu_temperature_celsius", "GPU temperature.", labels=["gpu"]
-        )
-        power = GaugeMetricFamily(
-            "celeris_gpu_power_watts", "GPU power draw, watts.", labels=["gpu"]
-        )
-        for i, handle in enumerate(self._handles):
-            label = [str(i)]
-            try:
-                rates = nv.nvmlDeviceGetUtilizationRates(handle)
-                memory = nv.nvmlDeviceGetMemoryInfo(handle)
-                util.add_metric(label, float(rates.gpu))
-                used.add_metric(label, float(memory.used))
-                total.add_metric(label, float(memory.total))
-                temp.add_metric(label, float(nv.nvmlDeviceGetTemperature(handle, 0)))
-                power.add_metric(label, nv.nvmlDeviceGetPowerUsage(handle) / 1000.0)
-            except Exception as exc:  # a GPU that stops answering must not break /metrics
-                log.debug("NVML read of GPU %d failed: %s", i, exc)
-        yield from (util, used, total, temp, power)
+        families = [
+            (GaugeMetricFamily(name, doc, labels=["gpu"]), field)
+            for name, doc, field in _GPU_SERIES
+        ]
+        for reading in self._telemetry.read():
+            label = [str(reading.index)]
+            for family, field in families:
+                value = getattr(reading, field)
+                if value is not None:
+                    family.add_metric(label, value)
+        yield from (family for family, _ in families)
+
+
+# (series, help, GPUReading field), in the order /metrics lists them
+_GPU_SERIES = (
+    ("celeris_gpu_utilization_percent", "GPU busy time, percent.", "utilization_percent"),
+    ("celeris_gpu_memory_used_bytes", "GPU memory in use, bytes.", "memory_used_bytes"),
+    ("celeris_gpu_memory_total_bytes", "GPU memory, bytes.", "memory_total_bytes"),
+    ("celeris_gpu_temperature_celsius", "GPU temperature.", "temperature_celsius"),
+    ("celeris_gpu_power_watts", "GPU power draw, watts.", "power_watts"),
+)
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
