@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from celeris.data import BAR_COLUMNS, validate
+from celeris.data.schema import check_time_index, oldest_first
 from celeris.errors import ConfigError, DataError
 
 T3 = "2024-01-01 00:03:00+00:00"  # the timestamp of row 3 in the `bars` fixture
@@ -232,3 +233,98 @@ def test_validate_error_reports_first_of_many_offenders(bars):
 def test_validate_error_is_a_value_error_too(bars):
     with pytest.raises(ValueError):
         validate(bars.iloc[:0])
+
+
+# ---- the index rules on their own, and the named-columns mode -------------------------------
+INDEX_CASES = [
+    ("unsorted", _swap_rows, "index is sorted", "not sorted by time: timestamp 2024-01-01 00:02"),
+    ("duplicate", _duplicate, "timestamps are unique", f"{T3} appears more than once"),
+    (
+        "nat",
+        lambda df: df.set_axis(pd.DatetimeIndex([pd.NaT, *df.index[1:]], name="time")),
+        "index has no NaT",
+        "NaT at position 0",
+    ),
+    ("range", lambda df: df.reset_index(drop=True), "index is a DatetimeIndex", "RangeIndex"),
+]
+
+
+@pytest.mark.parametrize(
+    ("edit", "rule", "where"), [c[1:] for c in INDEX_CASES], ids=[c[0] for c in INDEX_CASES]
+)
+def test_check_time_index_bad_index_raises_naming_what_rule_and_row(bars, edit, rule, where):
+    with pytest.raises(DataError) as info:
+        check_time_index(edit(bars).index, "close index")
+    message = str(info.value)
+    assert f"'{rule}'" in message and where in message and "close index" in message
+
+
+def test_check_time_index_utc_false_accepts_naive_and_other_zones(bars):
+    naive = bars.index.tz_localize(None)
+    assert check_time_index(naive, utc=False) is naive
+    tokyo = bars.index.tz_convert("Asia/Tokyo")
+    assert check_time_index(tokyo, utc=False) is tokyo
+    with pytest.raises(DataError, match="'index is UTC'"):
+        check_time_index(naive)
+
+
+def test_check_time_index_utc_false_still_refuses_disorder(bars):
+    with pytest.raises(DataError, match="'index is sorted'"):
+        check_time_index(_swap_rows(bars).index.tz_localize(None), utc=False)
+
+
+def test_validate_index_messages_same_as_check_time_index(bars):
+    for _, edit, _, _ in INDEX_CASES:
+        with pytest.raises(DataError) as direct:
+            check_time_index(edit(bars).index)
+        with pytest.raises(DataError) as through:
+            validate(edit(bars))
+        assert str(direct.value) == str(through.value)
+
+
+def test_validate_named_columns_accepts_frame_without_volume(bars):
+    hlc = bars[["close", "high", "low"]].assign(note="x")
+    out = validate(hlc, columns=("high", "low", "close"))
+    assert list(out.columns) == ["high", "low", "close", "note"]
+    pd.testing.assert_frame_equal(out[["high", "low", "close"]], bars[["high", "low", "close"]])
+    with pytest.raises(DataError, match="'bar columns exist'"):
+        validate(hlc)
+
+
+@pytest.mark.parametrize(
+    ("edit", "rule", "column"),
+    [
+        (_set("close", 3, np.nan), "bars have no NaN", "close"),
+        (_set("low", 3, 0.0), "prices are > 0", "low"),
+        (_set("high", 3, np.inf), "values are finite", "high"),
+        (_high_below_low, "high >= low", "high"),
+        (lambda df: df.drop(columns="low"), "bar columns exist", "low"),
+    ],
+)
+def test_validate_named_columns_apply_the_rules_of_those_columns(bars, edit, rule, column):
+    with pytest.raises(DataError) as info:
+        validate(
+            edit(bars).drop(columns="volume", errors="ignore"), columns=("high", "low", "close")
+        )
+    assert f"'{rule}'" in str(info.value) and f"'{column}'" in str(info.value)
+
+
+def test_validate_named_columns_leave_other_columns_unchecked(bars):
+    df = _set("volume", 3, -1.0)(_set("open", 4, np.nan)(bars))
+    out = validate(df, columns=["close"])
+    assert np.isnan(out["open"].iloc[4]) and out["volume"].iloc[3] == -1.0
+
+
+def test_validate_named_columns_unknown_name_raises_config_error_with_hint(bars):
+    with pytest.raises(ConfigError, match=r"'hihg' is not a bar column.*did you mean 'high'"):
+        validate(bars, columns=("hihg", "low"))
+    with pytest.raises(ConfigError, match="columns is empty"):
+        validate(bars, columns=())
+
+
+def test_oldest_first_reverses_only_a_strictly_newest_first_frame(bars):
+    newest_first = bars.iloc[::-1]
+    pd.testing.assert_frame_equal(oldest_first(newest_first), bars)
+    shuffled = _swap_rows(bars)
+    assert oldest_first(shuffled) is shuffled
+    assert oldest_first(bars) is bars

@@ -8,7 +8,7 @@ Extra columns are kept, untouched, after the five bar columns.
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Literal, NoReturn
 
 import numpy as np
@@ -49,6 +49,8 @@ def _is_utc(tz: Any) -> bool:
 def check_utc_index(index: Any, what: str = "index") -> pd.DatetimeIndex:
     """Return ``index`` as a nanosecond UTC ``DatetimeIndex`` or raise :class:`DataError`.
 
+    Order is not checked here (ticks may arrive out of order); :func:`check_time_index` adds it.
+
     Parameters
     ----------
     index : Any
@@ -61,12 +63,7 @@ def check_utc_index(index: Any, what: str = "index") -> pd.DatetimeIndex:
     pandas.DatetimeIndex
         The same instants, ``datetime64[ns, UTC]``.
     """
-    if not isinstance(index, pd.DatetimeIndex):
-        raise _fail(
-            "index is a DatetimeIndex",
-            f"{what} is a {type(index).__name__} of dtype {index.dtype}; set a datetime index, "
-            "e.g. df.set_index(pd.to_datetime(df['time'], utc=True))",
-        )
+    _check_datetime(index, what)
     if index.tz is None:
         raise _fail(
             "index is UTC",
@@ -77,10 +74,92 @@ def check_utc_index(index: Any, what: str = "index") -> pd.DatetimeIndex:
             "index is UTC",
             f"{what} is in time zone {index.tz}; convert it with df.tz_convert('UTC')",
         )
+    _check_no_nat(index, what)
+    return index.tz_convert("UTC").as_unit("ns")
+
+
+def check_time_index(index: Any, what: str = "index", *, utc: bool = True) -> pd.DatetimeIndex:
+    """Return ``index`` if it is a time index as the bar schema wants it, else raise.
+
+    The index rules of :func:`validate`, in its order: a ``DatetimeIndex`` without NaT, in UTC
+    (only when ``utc``), sorted ascending, no timestamp twice. Every message names ``what``, the
+    rule and the first offending timestamp.
+
+    Parameters
+    ----------
+    index : Any
+        The candidate index (``df.index``).
+    what : str
+        How to name it in the error message (``"close index"``, ``"funding"``).
+    utc : bool
+        Require UTC and return the index as ``datetime64[ns, UTC]``; ``False`` accepts any time
+        zone (or none) and returns the index as given.
+
+    Returns
+    -------
+    pandas.DatetimeIndex
+        The checked index.
+
+    Raises
+    ------
+    DataError
+        A rule is broken.
+    """
+    if utc:
+        index = check_utc_index(index, what)
+    else:
+        _check_datetime(index, what)
+        _check_no_nat(index, what)
+    _check_sorted(index, what)
+    _check_unique(index, what)
+    return index
+
+
+def _check_datetime(index: Any, what: str) -> None:
+    if not isinstance(index, pd.DatetimeIndex):
+        raise _fail(
+            "index is a DatetimeIndex",
+            f"{what} is a {type(index).__name__} of dtype {index.dtype}; set a datetime index, "
+            "e.g. df.set_index(pd.to_datetime(df['time'], utc=True))",
+        )
+
+
+def _check_no_nat(index: pd.DatetimeIndex, what: str) -> None:
     if index.hasnans:
         pos = int(np.flatnonzero(index.isna())[0])
         raise _fail("index has no NaT", f"{what} has NaT at position {pos}")
-    return index.tz_convert("UTC").as_unit("ns")
+
+
+def _check_sorted(index: pd.DatetimeIndex, what: str) -> None:
+    if not index.is_monotonic_increasing:
+        bad = np.flatnonzero(np.diff(index.asi8) < 0)[0] + 1
+        raise _fail(
+            "index is sorted",
+            f"{what} is not sorted by time: timestamp {index[bad]} comes after {index[bad - 1]}; "
+            "sort with df.sort_index()",
+        )
+
+
+def _check_unique(index: pd.DatetimeIndex, what: str) -> None:
+    if not index.is_unique:
+        dup = index.duplicated()
+        raise _fail(
+            "timestamps are unique",
+            f"{what} has duplicate timestamps: {_first_ts(index, dup)} appears more than once "
+            f"({_rows(int(dup.sum()))} duplicated)",
+        )
+
+
+def oldest_first(frame: pd.DataFrame) -> pd.DataFrame:
+    """Return ``frame`` in time order if its index runs strictly newest first, else as given.
+
+    Exchange exports often list the newest bar first; that one order is recognised and turned
+    round. Any other disorder is left for :func:`validate` to refuse.
+    """
+    index = frame.index
+    if len(frame) > 1 and index.is_monotonic_decreasing and index.is_unique:
+        return frame.iloc[::-1]
+    return frame
 
 
 def check_nan_policy(nan_policy: str) -> str:
@@ -94,7 +173,12 @@ def check_nan_policy(nan_policy: str) -> str:
     return nan_policy
 
 
-def validate(df: pd.DataFrame, *, nan_policy: NanPolicy = "error") -> pd.DataFrame:
+def validate(
+    df: pd.DataFrame,
+    *,
+    nan_policy: NanPolicy = "error",
+    columns: Sequence[str] | None = None,
+) -> pd.DataFrame:
     """Check a bar frame against the bar schema and return a validated copy.
 
     The copy has a ``datetime64[ns, UTC]`` index named ``time`` (its ``freq`` cleared) and
@@ -123,6 +207,11 @@ def validate(df: pd.DataFrame, *, nan_policy: NanPolicy = "error") -> pd.DataFra
         first timestamp; ``"ffill"`` carries the previous value of the same column forward
         (``df.ffill()``) and raises if NaN remain at the start; ``"drop"`` drops every row that
         has a NaN in a bar column.
+    columns : sequence of bar column names, optional
+        Validate only these bar columns (for frames that need not carry all five, such as
+        ``("high", "low", "close")``): rules 4-7 apply to them alone, a rule of 8 only when
+        every column it names is among them, and the other columns are kept unchecked after
+        them. Default: all five.
 
     Returns
     -------
@@ -135,33 +224,43 @@ def validate(df: pd.DataFrame, *, nan_policy: NanPolicy = "error") -> pd.DataFra
         A rule is broken; the message names the rule, the column and the first offending
         timestamp.
     ConfigError
-        ``nan_policy`` is unknown.
+        ``nan_policy`` is unknown, or ``columns`` names something that is not a bar column.
     """
     check_nan_policy(nan_policy)
+    names = BAR_COLUMNS if columns is None else _check_columns_arg(columns)
     if not isinstance(df, pd.DataFrame):
         raise _fail(
             "input is a DataFrame", f"got {type(df).__name__}; pass a pandas DataFrame of bars"
         )
     if len(df) == 0:
         raise _fail("frame is not empty", "the frame has no rows")
-    index = check_utc_index(df.index)
+    index = check_time_index(df.index)
+    _require_columns(df, names)
+    out = _float_copy(df, index, names)
+    out, cols = _apply_nan_policy(out, names, nan_policy)
+    _check_values(out.index, cols)
+    _check_relations(out.index, cols)
+    return out
 
-    if not index.is_monotonic_increasing:
-        bad = np.flatnonzero(np.diff(index.asi8) < 0)[0] + 1
-        raise _fail(
-            "index is sorted",
-            f"timestamp {index[bad]} comes after {index[bad - 1]}; sort with df.sort_index()",
-        )
-    if not index.is_unique:
-        dup = index.duplicated()
-        raise _fail(
-            "timestamps are unique",
-            f"timestamp {_first_ts(index, dup)} appears more than once "
-            f"({_rows(int(dup.sum()))} duplicated)",
-        )
 
+def _check_columns_arg(columns: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(columns, str):
+        columns = (columns,)
+    unknown = [c for c in columns if c not in BAR_COLUMNS]
+    if unknown:
+        raise ConfigError(
+            f"columns: {unknown[0]!r} is not a bar column"
+            f"{did_you_mean(str(unknown[0]), BAR_COLUMNS)}; choose from {', '.join(BAR_COLUMNS)}"
+        )
+    if not columns:
+        raise ConfigError(f"columns is empty; name bar columns from {', '.join(BAR_COLUMNS)}")
+    return tuple(c for c in BAR_COLUMNS if c in columns)  # the schema's order, each once
+
+
+def _require_columns(df: pd.DataFrame, names: Sequence[str]) -> None:
+    """Rule 4: the bar columns exist (with a hint for near misses and adjusted closes)."""
     columns = [str(c) for c in df.columns]
-    missing = [c for c in BAR_COLUMNS if c not in columns]
+    missing = [c for c in names if c not in columns]
     if missing:
         adjusted = [c for c in columns if c.lower().replace(" ", "").replace("_", "") == "adjclose"]
         hints = "".join(
@@ -176,94 +275,118 @@ def validate(df: pd.DataFrame, *, nan_policy: NanPolicy = "error") -> pd.DataFra
             f"found {columns}. celeris.data.load() recognises other spellings",
         )
 
-    # freq is cleared so that frames from every source compare equal; it is derivable anyway.
+
+def _float_copy(df: pd.DataFrame, index: pd.DatetimeIndex, names: Sequence[str]) -> pd.DataFrame:
+    """Rule 5: the bar columns as float64, first; the others after them, unchanged."""
     data: dict[Any, np.ndarray] = {}
-    for name in BAR_COLUMNS:
+    for name in names:
         col = df[name]
         if isinstance(col, pd.DataFrame):
             raise _fail("bar columns exist", f"column {name!r} appears more than once")
         if pd.api.types.is_bool_dtype(col.dtype) or not pd.api.types.is_numeric_dtype(col.dtype):
-            numeric = pd.to_numeric(col, errors="coerce")
-            bad_mask = numeric.isna().to_numpy() & col.notna().to_numpy()
-            where = (
-                f"; first non-numeric value {col.iloc[int(np.flatnonzero(bad_mask)[0])]!r} at "
-                f"{_first_ts(index, bad_mask)}"
-                if bad_mask.any()
-                else ""
-            )
-            raise _fail(
-                "bar columns are numeric",
-                f"column {name!r} has dtype {col.dtype}{where}; convert it with pd.to_numeric",
-            )
+            _raise_not_numeric(index, name, col)
         data[name] = col.to_numpy(dtype=np.float64, na_value=np.nan)
     for extra in df.columns:
-        if str(extra) not in BAR_COLUMNS:
+        if str(extra) not in names:
             data[extra] = df[extra].to_numpy()
+    # freq is cleared so that frames from every source compare equal; it is derivable anyway.
     # One constructor call: one copy, one float64 block (cheaper than column-wise setitem).
     time_index = pd.DatetimeIndex(index, name="time", freq=None)  # type: ignore[arg-type]
-    out = pd.DataFrame(data, index=time_index, copy=True)
+    return pd.DataFrame(data, index=time_index, copy=True)
 
-    cols = {name: out[name].to_numpy() for name in BAR_COLUMNS}
-    if any(np.isnan(a).any() for a in cols.values()):
-        if nan_policy == "error":
+
+def _raise_not_numeric(index: pd.Index, name: str, col: pd.Series) -> NoReturn:
+    numeric = pd.to_numeric(col, errors="coerce")
+    bad_mask = numeric.isna().to_numpy() & col.notna().to_numpy()
+    where = (
+        f"; first non-numeric value {col.iloc[int(np.flatnonzero(bad_mask)[0])]!r} at "
+        f"{_first_ts(index, bad_mask)}"
+        if bad_mask.any()
+        else ""
+    )
+    raise _fail(
+        "bar columns are numeric",
+        f"column {name!r} has dtype {col.dtype}{where}; convert it with pd.to_numeric",
+    )
+
+
+def _apply_nan_policy(
+    out: pd.DataFrame, names: Sequence[str], nan_policy: str
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Rule 6: refuse, forward-fill or drop NaN; return the frame and its bar columns."""
+    cols = {name: out[name].to_numpy() for name in names}
+    if not any(np.isnan(a).any() for a in cols.values()):
+        return out, cols
+    if nan_policy == "error":
+        _raise_first(
+            out.index,
+            cols,
+            np.isnan,
+            "bars have no NaN",
+            "is NaN",
+            hint="; pass nan_policy='ffill' or 'drop'",
+        )
+    if nan_policy == "ffill":
+        out[list(names)] = out[list(names)].ffill()
+        cols = {name: out[name].to_numpy() for name in names}
+        if any(np.isnan(a).any() for a in cols.values()):
             _raise_first(
                 out.index,
                 cols,
                 np.isnan,
                 "bars have no NaN",
-                "is NaN",
-                hint="; pass nan_policy='ffill' or 'drop'",
+                "is NaN with no earlier value to forward-fill",
+                hint="; drop the leading rows or use nan_policy='drop'",
             )
-        elif nan_policy == "ffill":
-            out[list(BAR_COLUMNS)] = out[list(BAR_COLUMNS)].ffill()
-            cols = {name: out[name].to_numpy() for name in BAR_COLUMNS}
-            if any(np.isnan(a).any() for a in cols.values()):
-                _raise_first(
-                    out.index,
-                    cols,
-                    np.isnan,
-                    "bars have no NaN",
-                    "is NaN with no earlier value to forward-fill",
-                    hint="; drop the leading rows or use nan_policy='drop'",
-                )
-        else:
-            keep = ~out[list(BAR_COLUMNS)].isna().any(axis=1).to_numpy()
-            out = out.loc[keep]
-            if len(out) == 0:
-                raise _fail("frame is not empty", "every row has a NaN (nan_policy='drop')")
-            cols = {name: out[name].to_numpy() for name in BAR_COLUMNS}
+        return out, cols
+    keep = ~out[list(names)].isna().any(axis=1).to_numpy()
+    out = out.loc[keep]
+    if len(out) == 0:
+        raise _fail("frame is not empty", "every row has a NaN (nan_policy='drop')")
+    return out, {name: out[name].to_numpy() for name in names}
 
-    idx = out.index
+
+def _check_values(idx: pd.Index, cols: dict[str, np.ndarray]) -> None:
+    """Rule 7: finite values, prices > 0, volume >= 0."""
     if any(np.isinf(a).any() for a in cols.values()):
         _raise_first(idx, cols, np.isinf, "values are finite", "is infinite")
-    prices = {name: cols[name] for name in PRICE_COLUMNS}
+    prices = {name: a for name, a in cols.items() if name in PRICE_COLUMNS}
     if any((a <= 0).any() for a in prices.values()):
         _raise_first(idx, prices, lambda a: a <= 0, "prices are > 0", "is <= 0", show=True)
-    vol = cols["volume"]
-    if (vol < 0).any():
+    vol = cols.get("volume")
+    if vol is not None and (vol < 0).any():
         mask = vol < 0
         raise _fail(
             "volume >= 0",
             f"column 'volume' is {float(vol[mask][0])!r} at {_first_ts(idx, mask)} "
             f"({_rows(int(mask.sum()))})",
         )
-    o, h, lo, c = cols["open"], cols["high"], cols["low"], cols["close"]
-    _check_relation(idx, h < lo, "high >= low", "high", {"high": h, "low": lo})
-    _check_relation(
-        idx,
-        h < np.maximum(o, c),
-        "high >= max(open, close)",
-        "high",
-        {"high": h, "open": o, "close": c},
-    )
-    _check_relation(
-        idx,
-        lo > np.minimum(o, c),
-        "low <= min(open, close)",
-        "low",
-        {"low": lo, "open": o, "close": c},
-    )
-    return out
+
+
+def _check_relations(idx: pd.Index, cols: dict[str, np.ndarray]) -> None:
+    """Rule 8, each relation only when every column it names was validated."""
+    h, lo = cols.get("high"), cols.get("low")
+    o, c = cols.get("open"), cols.get("close")
+    if h is not None and lo is not None:
+        _check_relation(idx, h < lo, "high >= low", "high", {"high": h, "low": lo})
+    if o is None or c is None:
+        return
+    if h is not None:
+        _check_relation(
+            idx,
+            h < np.maximum(o, c),
+            "high >= max(open, close)",
+            "high",
+            {"high": h, "open": o, "close": c},
+        )
+    if lo is not None:
+        _check_relation(
+            idx,
+            lo > np.minimum(o, c),
+            "low <= min(open, close)",
+            "low",
+            {"low": lo, "open": o, "close": c},
+        )
 
 
 def _raise_first(

@@ -12,7 +12,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from celeris.data.schema import BAR_COLUMNS, NanPolicy, check_nan_policy, validate
+from celeris.data.schema import (
+    BAR_COLUMNS,
+    NanPolicy,
+    check_nan_policy,
+    oldest_first,
+    validate,
+)
 from celeris.errors import DataError, did_you_mean
 
 SAMPLES: dict[str, str] = {
@@ -214,9 +220,7 @@ def _from_frame(
         for c in frame.columns:
             if c not in used:
                 bars[c] = frame[c].to_numpy()
-    if len(bars) > 1 and bars.index.is_monotonic_decreasing and bars.index.is_unique:
-        bars = bars.iloc[::-1]
-    return validate(bars, nan_policy=nan_policy)
+    return validate(oldest_first(bars), nan_policy=nan_policy)
 
 
 def _recognise_columns(columns: list[Any], origin: str) -> dict[str, Any]:
