@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from celeris.errors import ConfigError, DataError
+from celeris.errors import CelerisTypeError, ConfigError, DataError
 from celeris.models import cnn_lstm
 from celeris.models.catalogue import build_model, get_model
 from celeris.models.cnn_lstm import CNNLSTM
@@ -218,27 +218,40 @@ def test_cnn_lstm_wrong_feature_count_raises_data_error_naming_expected_and_got(
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "message"),
+    ("kwargs", "error", "message"),
     [
-        ({"n_features": 0}, "n_features must be a positive integer"),
-        ({"input_size": 2.0}, "input_size must be a positive integer"),
-        ({"horizon": -1}, "horizon must be a positive integer"),
-        ({"conv_channels": "64"}, "conv_channels must be a sequence"),
-        ({"conv_channels": [8, 0]}, r"conv_channels\[1\] must be a positive integer"),
-        ({"kernel_size": 0}, "kernel_size must be a positive integer"),
-        ({"lstm_hidden": None}, "lstm_hidden must be a positive integer"),
-        ({"lstm_layers": True}, "lstm_layers must be a positive integer"),
-        ({"dropout": 1.0}, r"dropout must be a number in \[0, 1\)"),
-        ({"attention": 1}, "attention must be True or False"),
-        ({"task": "directon"}, "unknown task 'directon' \\(did you mean 'direction'\\?\\)"),
-        ({"padding": "same"}, "unknown padding 'same'"),
-        ({"norm": "group"}, "unknown norm 'group'"),
-        ({"activation": "relu6"}, "unknown activation 'relu6' \\(did you mean 'relu'\\?\\)"),
-        ({"attention": True, "n_heads": 3}, "n_heads=3 must divide the attention width 8"),
+        ({"n_features": 0}, ConfigError, "n_features must be >= 1, got 0"),
+        ({"input_size": 2.0}, CelerisTypeError, "input_size must be an int >= 1, got float 2.0"),
+        ({"horizon": -1}, ConfigError, "horizon must be >= 1, got -1"),
+        ({"conv_channels": "64"}, CelerisTypeError, "conv_channels must be a sequence"),
+        ({"conv_channels": [8, 0]}, ConfigError, r"conv_channels\[1\] must be >= 1, got 0"),
+        ({"kernel_size": 0}, ConfigError, "kernel_size must be >= 1"),
+        ({"lstm_hidden": None}, CelerisTypeError, "lstm_hidden must be an int >= 1, got NoneType"),
+        ({"lstm_layers": True}, CelerisTypeError, "lstm_layers must be an int >= 1, got bool"),
+        ({"dropout": 1.0}, ConfigError, r"dropout must be in \[0, 1\), got 1.0"),
+        ({"attention": 1}, CelerisTypeError, "attention must be True or False"),
+        (
+            {"task": "directon"},
+            ConfigError,
+            "unknown task 'directon' \\(did you mean 'direction'\\?\\)",
+        ),
+        ({"padding": "same"}, ConfigError, "unknown padding 'same'"),
+        ({"norm": "group"}, ConfigError, "unknown norm 'group'"),
+        (
+            {"activation": "relu6"},
+            ConfigError,
+            "unknown activation 'relu6' \\(did you mean 'relu'\\?\\)",
+        ),
+        (
+            {"attention": True, "n_heads": 3},
+            ConfigError,
+            "n_heads=3 must divide the attention width 8",
+        ),
     ],
 )
-def test_cnn_lstm_bad_argument_raises_config_error(kwargs: dict, message: str) -> None:
-    with pytest.raises(ConfigError, match=message):
+def test_cnn_lstm_bad_argument_raises_clear_error(kwargs: dict, error: type, message: str) -> None:
+    # Unified rule (celeris.checks): a wrong type is a CelerisTypeError, a bad value a ConfigError.
+    with pytest.raises(error, match=message):
         _small(**kwargs)
 
 

@@ -216,8 +216,9 @@ def test_split_by_time_without_validation_purges_before_test():
     ("kwargs", "error", "match"),
     [
         ({"val": 0.5, "test": 0.5}, ConfigError, "val \\+ test must be < 1"),
-        ({"val": -0.1}, ConfigError, "val must be a fraction"),
-        ({"test": 1.0}, ConfigError, "test must be a fraction"),
+        ({"val": -0.1}, ConfigError, r"val must be in \[0, 1\), got -0.1"),
+        ({"test": 1.0}, ConfigError, r"test must be in \[0, 1\), got 1.0"),
+        ({"val": "0.1"}, CelerisTypeError, "val must be a real number in"),
     ],
 )
 def test_split_by_time_bad_fractions_raise(kwargs, error, match):

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from celeris.errors import CelerisError, ConfigError, DataError
+from celeris.errors import CelerisError, CelerisTypeError, ConfigError, DataError
 from celeris.models.catalogue import build_model, get_model
 from celeris.models.reservoir import EchoStateNetwork
 from tests.helpers import assert_values_close
@@ -220,25 +220,32 @@ def test_reservoir_fit_with_nan_raises_data_error_naming_index() -> None:
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "message"),
+    ("kwargs", "error", "message"),
     [
-        ({"washout": 20}, "washout=20 must be smaller than input_size=20"),
-        ({"washout": -1}, "washout must be a non-negative integer"),
-        ({"spectral_radius": 0.0}, "spectral_radius must be a number in"),
-        ({"leak_rate": 1.5}, "leak_rate must be a number in"),
-        ({"leak_rate": 0}, "leak_rate must be a number in"),
-        ({"sparsity": 1.0}, "sparsity must be a number in"),
-        ({"ridge": 0.0}, "ridge must be a number in"),
-        ({"input_scaling": -1.0}, "input_scaling must be a number in"),
-        ({"reservoir_size": 0}, "reservoir_size must be a positive integer"),
-        ({"reservoir_size": 2.5}, "reservoir_size must be a positive integer"),
-        ({"horizon": True}, "horizon must be a positive integer"),
-        ({"seed": "1"}, "seed must be an integer"),
+        ({"washout": 20}, ConfigError, "washout=20 must be smaller than input_size=20"),
+        ({"washout": -1}, ConfigError, "washout must be >= 0, got -1"),
+        ({"spectral_radius": 0.0}, ConfigError, "spectral_radius must be > 0, got 0.0"),
+        ({"spectral_radius": float("inf")}, ConfigError, "spectral_radius must be finite"),
+        ({"leak_rate": 1.5}, ConfigError, r"leak_rate must be in \(0, 1\], got 1.5"),
+        ({"leak_rate": 0}, ConfigError, r"leak_rate must be in \(0, 1\], got 0"),
+        ({"sparsity": 1.0}, ConfigError, r"sparsity must be in \[0, 1\), got 1.0"),
+        ({"ridge": 0.0}, ConfigError, "ridge must be > 0, got 0.0"),
+        ({"input_scaling": -1.0}, ConfigError, "input_scaling must be > 0, got -1.0"),
+        ({"reservoir_size": 0}, ConfigError, "reservoir_size must be >= 1, got 0"),
+        (
+            {"reservoir_size": 2.5},
+            CelerisTypeError,
+            "reservoir_size must be an int >= 1, got float",
+        ),
+        ({"horizon": True}, CelerisTypeError, "horizon must be an int >= 1, got bool"),
+        ({"seed": "1"}, CelerisTypeError, "seed must be an int, got str '1'"),
+        ({"include_input": 1}, CelerisTypeError, "include_input must be True or False"),
     ],
 )
-def test_reservoir_bad_argument_raises_config_error(kwargs: dict, message: str) -> None:
+def test_reservoir_bad_argument_raises_clear_error(kwargs: dict, error: type, message: str) -> None:
+    # Unified rule (celeris.checks): a wrong type is a CelerisTypeError, a bad value a ConfigError.
     args = {"n_features": 1, "input_size": 20, "horizon": 2, "reservoir_size": 10, **kwargs}
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(error, match=message):
         EchoStateNetwork(**args)
 
 

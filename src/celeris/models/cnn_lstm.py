@@ -32,7 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from celeris.errors import ConfigError, check_choice
+from celeris.checks import check_bool, check_fraction, check_int
+from celeris.errors import CelerisTypeError, ConfigError, check_choice
 from celeris.models.catalogue import ForecastModel, register_model
 
 TASKS = ("regression", "direction")
@@ -42,18 +43,6 @@ ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tan
 
 # Feature detection: fused attention (flash / memory-efficient kernels) where torch has it.
 _HAS_SDPA = hasattr(F, "scaled_dot_product_attention")
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
-def _fraction(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value < 1.0:
-        raise ConfigError(f"{name} must be a number in [0, 1), got {value!r}")
-    return float(value)
 
 
 class _ChannelLayerNorm(nn.Module):
@@ -160,21 +149,22 @@ class CNNLSTM(ForecastModel):
         activation: str = "relu",
     ) -> None:
         super().__init__()
-        _positive_int("n_features", n_features)
-        _positive_int("input_size", input_size)
-        _positive_int("horizon", horizon)
+        n_features = check_int("n_features", n_features, minimum=1)
+        input_size = check_int("input_size", input_size, minimum=1)
+        horizon = check_int("horizon", horizon, minimum=1)
         if isinstance(conv_channels, str | bytes) or not isinstance(conv_channels, Sequence):
-            raise ConfigError(
+            raise CelerisTypeError(
                 f"conv_channels must be a sequence of positive integers, got {conv_channels!r}"
             )
-        channels = [_positive_int(f"conv_channels[{i}]", c) for i, c in enumerate(conv_channels)]
-        _positive_int("kernel_size", kernel_size)
-        _positive_int("lstm_hidden", lstm_hidden)
-        _positive_int("lstm_layers", lstm_layers)
-        if not isinstance(attention, bool):
-            raise ConfigError(f"attention must be True or False, got {attention!r}")
-        _positive_int("n_heads", n_heads)
-        _fraction("dropout", dropout)
+        channels = [
+            check_int(f"conv_channels[{i}]", c, minimum=1) for i, c in enumerate(conv_channels)
+        ]
+        kernel_size = check_int("kernel_size", kernel_size, minimum=1)
+        lstm_hidden = check_int("lstm_hidden", lstm_hidden, minimum=1)
+        lstm_layers = check_int("lstm_layers", lstm_layers, minimum=1)
+        attention = check_bool("attention", attention)
+        n_heads = check_int("n_heads", n_heads, minimum=1)
+        dropout = check_fraction("dropout", dropout, open_high=True)
         check_choice("task", task, TASKS)
         check_choice("padding", padding, PADDINGS)
         check_choice("norm", norm, NORMS)

@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from celeris.checks import check_fraction, check_int
 from celeris.errors import CelerisError, CelerisTypeError, ConfigError, DataError, did_you_mean
 
 __all__ = [
@@ -110,14 +111,6 @@ class Windows:
         )
 
 
-def _as_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise CelerisTypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
 def _to_array(values: Any) -> tuple[np.ndarray, tuple[str, ...] | None, pd.Index | None]:
     """Return ``values`` as a 2-D float64 ``[T, C]`` array, its column names and index."""
     columns: tuple[str, ...] | None = None
@@ -189,9 +182,9 @@ def make_windows(
     ConfigError
         ``input_size``, ``horizon`` or ``step`` below 1, or an unknown ``target``.
     """
-    input_size = _as_int("input_size", input_size, 1)
-    horizon = _as_int("horizon", horizon, 1)
-    step = _as_int("step", step, 1)
+    input_size = check_int("input_size", input_size, minimum=1)
+    horizon = check_int("horizon", horizon, minimum=1)
+    step = check_int("step", step, minimum=1)
     arr, columns, index = _to_array(values)
     n_bars, n_channels = arr.shape
     if isinstance(target, str):
@@ -199,7 +192,7 @@ def make_windows(
             choices = list(columns or ())
             raise ConfigError(f"unknown target column {target!r}{did_you_mean(target, choices)}")
         target = columns.index(target)
-    target = _as_int("target", target, 0)
+    target = check_int("target", target, minimum=0)
     if target >= n_channels:
         raise ConfigError(f"target channel {target} out of range for {n_channels} channel(s)")
     need = input_size + horizon
@@ -299,14 +292,15 @@ def split_by_time(
 
     Raises
     ------
+    CelerisTypeError
+        ``val`` or ``test`` is not a number.
     ConfigError
         A fraction outside ``[0, 1)`` or ``val + test >= 1``.
     DataError
         Too few windows for every requested set to keep at least one window after purging.
     """
-    for name, frac in (("val", val), ("test", test)):
-        if not (isinstance(frac, (int, float)) and 0.0 <= frac < 1.0):
-            raise ConfigError(f"{name} must be a fraction in [0, 1), got {frac!r}")
+    val = check_fraction("val", val, open_high=True)
+    test = check_fraction("test", test, open_high=True)
     if val + test >= 1.0:
         raise ConfigError(f"val + test must be < 1, got {val} + {test}")
     if len(windows.end) > 1 and np.any(np.diff(windows.end) < 0):
@@ -393,7 +387,7 @@ class Scaler(abc.ABC):
     _KINDS: ClassVar[dict[str, type[Scaler]]] = {}
 
     def __init__(self, target: int = 0, eps: float = 1e-8) -> None:
-        self.target = _as_int("target", target, 0)
+        self.target = check_int("target", target, minimum=0)
         self.eps = float(eps)
         self.center: np.ndarray | None = None
         self.scale: np.ndarray | None = None
@@ -516,7 +510,7 @@ class WindowScaler:
                 f"choose one of {', '.join(map(repr, self.KINDS))}"
             )
         self.kind = kind
-        self.target = _as_int("target", target, 0)
+        self.target = check_int("target", target, minimum=0)
         self.eps = float(eps)
 
     def transform(self, x: Any) -> tuple[Any, Any, Any]:

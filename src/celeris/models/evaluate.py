@@ -38,6 +38,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from celeris.checks import check_int
 from celeris.errors import ConfigError, DataError
 from celeris.models.data import Scaler, Windows, WindowScaler
 
@@ -146,9 +147,8 @@ def _select(windows: Windows, origins: Any) -> Windows:
     if origins is None:
         return windows
     if isinstance(origins, (int, np.integer)) and not isinstance(origins, bool):
-        if origins < 1:
-            raise ConfigError(f"origins as a step must be >= 1, got {origins}")
-        return windows.subset(slice(None, None, int(origins)))
+        step = check_int("origins as a step", origins, minimum=1)
+        return windows.subset(slice(None, None, step))
     wanted = np.asarray(origins, dtype=np.int64).reshape(-1)
     pos = np.searchsorted(windows.end, wanted)
     ok = (pos < len(windows.end)) & (windows.end[np.minimum(pos, len(windows.end) - 1)] == wanted)

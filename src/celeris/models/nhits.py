@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from celeris.checks import check_fraction, check_int
 from celeris.errors import CelerisTypeError, ConfigError, check_choice
 from celeris.models.catalogue import ForecastModel, register_model
 
@@ -113,20 +114,7 @@ def _int_list(name: str, value: Any, n: int, minimum: int) -> list[int]:
     out = list(value)
     if len(out) != n:
         raise ConfigError(f"{name} must have one entry per stack ({n}), got {len(out)}: {out}")
-    for v in out:
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise CelerisTypeError(f"{name} entries must be ints, got {v!r} in {out}")
-        if v < minimum:
-            raise ConfigError(f"{name} entries must be >= {minimum}, got {v} in {out}")
-    return out
-
-
-def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise CelerisTypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
-    return value
+    return [check_int(f"{name} entries", v, minimum=minimum, reason=f"in {out}") for v in out]
 
 
 @register_model("nhits")
@@ -178,11 +166,11 @@ class NHITS(ForecastModel):
         activation: str = "ReLU",
     ) -> None:
         super().__init__()
-        self.input_size = _positive_int("input_size", input_size)
-        self.horizon = _positive_int("horizon", horizon)
-        self.n_exog = _positive_int("n_exog", n_exog, minimum=0)
+        self.input_size = check_int("input_size", input_size, minimum=1)
+        self.horizon = check_int("horizon", horizon, minimum=1)
+        self.n_exog = check_int("n_exog", n_exog, minimum=0)
         self.n_features = 1 + self.n_exog
-        n_stacks = _positive_int("n_stacks", n_stacks)
+        n_stacks = check_int("n_stacks", n_stacks, minimum=1)
         blocks = _int_list("n_blocks", n_blocks, n_stacks, 1)
         kernels = _int_list("n_pool_kernel_size", n_pool_kernel_size, n_stacks, 1)
         downsample = _int_list("n_freq_downsample", n_freq_downsample, n_stacks, 1)
@@ -190,12 +178,9 @@ class NHITS(ForecastModel):
         check_choice("pooling_mode", pooling_mode, POOLING_MODES)
         check_choice("interpolation_mode", interpolation_mode, INTERPOLATION_MODES)
         check_choice("activation", activation, ACTIVATIONS)
-        if isinstance(dropout_prob_theta, bool) or not isinstance(dropout_prob_theta, (int, float)):
-            raise CelerisTypeError(
-                f"dropout_prob_theta must be a float, got {dropout_prob_theta!r}"
-            )
-        if not 0.0 <= dropout_prob_theta < 1.0:
-            raise ConfigError(f"dropout_prob_theta must be in [0, 1), got {dropout_prob_theta}")
+        dropout_prob_theta = check_fraction(
+            "dropout_prob_theta", dropout_prob_theta, open_high=True
+        )
         self._config: dict[str, Any] = {
             "input_size": self.input_size,
             "horizon": self.horizon,
@@ -236,15 +221,12 @@ class NHITS(ForecastModel):
         units = [list(u) if isinstance(u, Sequence) else u for u in mlp_units]
         if not units:
             raise ConfigError("mlp_units needs at least one [in, out] layer")
-        for u in units:
-            if (
-                not isinstance(u, list)
-                or len(u) != 2
-                or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in u)
-            ):
+        for i, u in enumerate(units):
+            if not isinstance(u, list) or len(u) != 2:
                 raise ConfigError(
                     f"mlp_units entries must be [in, out] pairs of ints >= 1, got {u!r}"
                 )
+            units[i] = [check_int("mlp_units entries", v, minimum=1, reason=f"in {u}") for v in u]
         for prev, nxt in itertools.pairwise(units):
             if prev[1] != nxt[0]:
                 raise ConfigError(f"mlp_units do not chain: {prev} is followed by {nxt}")

@@ -23,24 +23,9 @@ from typing import Any
 
 import torch
 
+from celeris.checks import check_bool, check_fraction, check_int, check_real
 from celeris.errors import CelerisError, ConfigError, DataError
 from celeris.models.catalogue import ForecastModel, register_model
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
-def _number(name: str, value: Any, low: float, high: float, *, low_open: bool) -> float:
-    ok = not isinstance(value, bool) and isinstance(value, int | float)
-    if ok:
-        ok = (value > low if low_open else value >= low) and value <= high
-    if not ok:
-        bracket = "(" if low_open else "["
-        raise ConfigError(f"{name} must be a number in {bracket}{low}, {high}], got {value!r}")
-    return float(value)
 
 
 @register_model("reservoir")
@@ -107,28 +92,24 @@ class EchoStateNetwork(ForecastModel):
         include_input: bool = True,
     ) -> None:
         super().__init__()
-        _positive_int("n_features", n_features)
-        _positive_int("input_size", input_size)
-        _positive_int("horizon", horizon)
-        _positive_int("reservoir_size", reservoir_size)
-        _number("spectral_radius", spectral_radius, 0.0, float("inf"), low_open=True)
-        _number("leak_rate", leak_rate, 0.0, 1.0, low_open=True)
-        _number("input_scaling", input_scaling, 0.0, float("inf"), low_open=True)
-        _number("bias_scaling", bias_scaling, 0.0, float("inf"), low_open=False)
-        if not _number("sparsity", sparsity, 0.0, 1.0, low_open=False) < 1.0:
-            raise ConfigError(f"sparsity must be a number in [0, 1), got {sparsity!r}")
-        _number("ridge", ridge, 0.0, float("inf"), low_open=True)
-        if isinstance(washout, bool) or not isinstance(washout, int) or washout < 0:
-            raise ConfigError(f"washout must be a non-negative integer, got {washout!r}")
+        n_features = check_int("n_features", n_features, minimum=1)
+        input_size = check_int("input_size", input_size, minimum=1)
+        horizon = check_int("horizon", horizon, minimum=1)
+        reservoir_size = check_int("reservoir_size", reservoir_size, minimum=1)
+        spectral_radius = check_real("spectral_radius", spectral_radius, minimum=0, open_low=True)
+        leak_rate = check_fraction("leak_rate", leak_rate, open_low=True)
+        input_scaling = check_real("input_scaling", input_scaling, minimum=0, open_low=True)
+        bias_scaling = check_real("bias_scaling", bias_scaling, minimum=0)
+        sparsity = check_fraction("sparsity", sparsity, open_high=True)
+        ridge = check_real("ridge", ridge, minimum=0, open_low=True)
+        washout = check_int("washout", washout, minimum=0)
         if washout >= input_size:
             raise ConfigError(
                 f"washout={washout} must be smaller than input_size={input_size} "
                 "(the window would be all warm-up)"
             )
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ConfigError(f"seed must be an integer, got {seed!r}")
-        if not isinstance(include_input, bool):
-            raise ConfigError(f"include_input must be True or False, got {include_input!r}")
+        seed = check_int("seed", seed)
+        include_input = check_bool("include_input", include_input)
 
         self.n_features = n_features
         self.input_size = input_size
@@ -263,7 +244,7 @@ class EchoStateNetwork(ForecastModel):
             raise DataError(f"x has {x.shape[0]} windows but y has {y.shape[0]} rows")
         if x.shape[0] == 0:
             raise DataError("cannot fit the readout on zero windows")
-        _positive_int("batch_size", batch_size)
+        batch_size = check_int("batch_size", batch_size, minimum=1)
         for name, tensor in (("x", x), ("y", y)):
             bad = ~torch.isfinite(tensor)
             if bad.any():
