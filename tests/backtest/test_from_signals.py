@@ -179,6 +179,20 @@ def test_from_signals_bad_input_raises_clear_error(overrides, error, message):
         from_signals(**kwargs)
 
 
+def test_from_signals_nat_in_close_index_raises_naming_its_position():
+    close = CLOSE.set_axis(pd.DatetimeIndex([IDX[0], pd.NaT, *IDX[2:]], name="time"))
+    with pytest.raises(DataError, match="close index has NaT at position 1"):
+        from_signals(close, ENTRIES.to_numpy(), EXITS.to_numpy(), execution="close")
+
+
+def test_from_signals_tz_naive_and_local_close_index_accepted():
+    for index in (IDX.tz_localize(None), IDX.tz_convert("America/New_York")):
+        pf = from_signals(
+            CLOSE.set_axis(index), ENTRIES.set_axis(index), EXITS.set_axis(index), execution="close"
+        )
+        assert pf.index.equals(index)
+
+
 def test_from_signals_golden_values_sp500(sp500: pd.DataFrame):
     """Pinned results of a fixed strategy on real data (guards against silent drift)."""
     close = sp500["close"]

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from celeris.backtest import kernel as K
+from celeris.data.schema import check_time_index
 from celeris.errors import CelerisTypeError, ConfigError, DataError, check_choice
 
 DIRECTIONS = {"longonly": K.LONG_ONLY, "shortonly": K.SHORT_ONLY, "both": K.BOTH}
@@ -105,14 +106,9 @@ def _first_difference(a: pd.Index, b: pd.Index) -> str:
 
 
 def check_index(index: pd.Index) -> None:
-    """A datetime index must be sorted and unique (the bar-frame rules)."""
+    """A datetime index must follow the bar schema's index rules (any time zone, or none)."""
     if isinstance(index, pd.DatetimeIndex):
-        if index.has_duplicates:
-            dup = index[index.duplicated()][0]
-            raise DataError(f"close index has duplicate timestamps: first at {dup}")
-        if not index.is_monotonic_increasing:
-            pos = int(np.flatnonzero(np.diff(index.asi8) < 0)[0]) + 1
-            raise DataError(f"close index is not sorted: {index[pos]} comes after {index[pos - 1]}")
+        check_time_index(index, "close index", utc=False)
 
 
 def param_values(name: str, value: Any) -> np.ndarray:
