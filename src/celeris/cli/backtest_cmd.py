@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -134,359 +135,410 @@ def _strategy_and_grid(strategy: str, items: list[str]) -> tuple[Any, dict[str, 
     return strat, parse_assignments(items, strat)
 
 
-def register(app: typer.Typer) -> None:
-    """Add the backtest commands to the top-level app."""
+# ---- celeris strategies ---------------------------------------------------------------------
+@cli_errors
+def strategies_cmd(json_out: JsonOpt = False) -> None:
+    """List the strategies (built-in and installed), their parameters, bounds and constraints."""
+    from celeris.backtest.strategies import available_strategies
 
-    @app.command("strategies")
-    @cli_errors
-    def strategies_cmd(json_out: JsonOpt = False) -> None:
-        """List the strategies (built-in and installed), their parameters, bounds and constraints."""
-        from rich.table import Table
+    strategies = available_strategies()
+    if json_out:
+        print_json(_strategies_json(strategies))
+        return
+    console.print(_strategies_table(strategies))
 
-        from celeris.backtest.strategies import available_strategies
 
-        strategies = available_strategies()
+def _strategies_json(strategies: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        s.name: {
+            "description": s.description,
+            "constraint": s.constraint_text,
+            "params": {
+                p.name: {"default": p.default, "low": p.low, "high": p.high} for p in s.params
+            },
+        }
+        for s in strategies.values()
+    }
 
-        if json_out:
-            print_json(
-                {
-                    s.name: {
-                        "description": s.description,
-                        "constraint": s.constraint_text,
-                        "params": {
-                            p.name: {"default": p.default, "low": p.low, "high": p.high}
-                            for p in s.params
-                        },
-                    }
-                    for s in strategies.values()
-                }
+
+def _strategies_table(strategies: Mapping[str, Any]) -> Any:
+    from rich.table import Table
+
+    table = Table(title="Strategies", header_style="bold")
+    for col in ("strategy", "parameters (default, bounds)", "rule"):
+        table.add_column(col)
+    for s in strategies.values():
+        params = "\n".join(f"{p.name}={p.default:g}  [{p.low:g}, {p.high:g}]" for p in s.params)
+        rule = s.description + (f"\nconstraint: {s.constraint_text}" if s.constraint_text else "")
+        table.add_row(s.name, params, rule)
+    return table
+
+
+# ---- celeris backtest -----------------------------------------------------------------------
+@cli_errors
+@portfolio_options
+@date_range_options
+def backtest_cmd(
+    data: DataOpt = "sample:sp500",
+    strategy: ModelStrategyOpt = "sma_cross",
+    param: ParamOpt = None,
+    html: Annotated[
+        Path | None, typer.Option(help="Write an interactive HTML report here.")
+    ] = None,
+    png: Annotated[Path | None, typer.Option(help="Write a PNG chart here.")] = None,
+    trades: Annotated[int, typer.Option(help="How many of the last trades to list.")] = 10,
+    threshold: Annotated[
+        float,
+        typer.Option(help="model:PATH strategies: trade when the expected return exceeds this."),
+    ] = 0.0,
+    step: Annotated[
+        int, typer.Option(help="model:PATH strategies: forecast step to trade on.")
+    ] = 1,
+    include_train: Annotated[
+        bool,
+        typer.Option(
+            "--include-train",
+            "--in-sample",
+            help="model:PATH strategies: also trade the bars the model was trained on "
+            "(recognised by dates and prices, not by file name; excluded by default).",
+        ),
+    ] = False,
+    opts: Options = FILLED,
+    span: Options = FILLED,
+    json_out: JsonOpt = False,
+) -> None:
+    """Backtest one strategy with one parameter set and print its metrics and trades.
+
+    Example: celeris backtest --data sample:sp500 --strategy sma_cross --param fast=10
+    --param slow=50 --fees 0.001 --year-days 252 --start 2010-01-01 --html report.html
+    """
+    from celeris.cli.format import run_caption
+
+    bars = load_bars(data, span)
+    opts, device = backtest_options(opts, bars)
+    if strategy.startswith("model:"):
+        from celeris.cli.model_strategy import model_portfolio
+
+        if param:
+            raise ConfigError(
+                "--param does not apply to model:PATH strategies (see --threshold, --step)"
             )
-            return
-        table = Table(title="Strategies", header_style="bold")
-        for col in ("strategy", "parameters (default, bounds)", "rule"):
-            table.add_column(col)
-        for s in strategies.values():
-            params = "\n".join(f"{p.name}={p.default:g}  [{p.low:g}, {p.high:g}]" for p in s.params)
-            rule = s.description + (
-                f"\nconstraint: {s.constraint_text}" if s.constraint_text else ""
-            )
-            table.add_row(s.name, params, rule)
-        console.print(table)
-
-    @app.command("backtest")
-    @cli_errors
-    @portfolio_options
-    @date_range_options
-    def backtest_cmd(
-        data: DataOpt = "sample:sp500",
-        strategy: ModelStrategyOpt = "sma_cross",
-        param: ParamOpt = None,
-        html: Annotated[
-            Path | None, typer.Option(help="Write an interactive HTML report here.")
-        ] = None,
-        png: Annotated[Path | None, typer.Option(help="Write a PNG chart here.")] = None,
-        trades: Annotated[int, typer.Option(help="How many of the last trades to list.")] = 10,
-        threshold: Annotated[
-            float,
-            typer.Option(
-                help="model:PATH strategies: trade when the expected return exceeds this."
-            ),
-        ] = 0.0,
-        step: Annotated[
-            int, typer.Option(help="model:PATH strategies: forecast step to trade on.")
-        ] = 1,
-        include_train: Annotated[
-            bool,
-            typer.Option(
-                "--include-train",
-                "--in-sample",
-                help="model:PATH strategies: also trade the bars the model was trained on "
-                "(recognised by dates and prices, not by file name; excluded by default).",
-            ),
-        ] = False,
-        opts: Options = FILLED,
-        span: Options = FILLED,
-        json_out: JsonOpt = False,
-    ) -> None:
-        """Backtest one strategy with one parameter set and print its metrics and trades.
-
-        Example: celeris backtest --data sample:sp500 --strategy sma_cross --param fast=10
-        --param slow=50 --fees 0.001 --year-days 252 --start 2010-01-01 --html report.html
-        """
-        from celeris.backtest import from_signals
-        from celeris.cli.format import frame_table, jsonable, run_caption, setup_json, stats_table
-
-        bars = load_bars(data, span)
-        opts, device = backtest_options(opts, bars)
-        if strategy.startswith("model:"):
-            from celeris.cli.model_strategy import model_portfolio
-
-            if param:
-                raise ConfigError(
-                    "--param does not apply to model:PATH strategies (see --threshold, --step)"
-                )
-            pf = model_portfolio(
-                bars, strategy, step=step, threshold=threshold, include_train=include_train,
-                device=device, opts=opts, quiet=json_out,
-            )  # fmt: skip
-            name, full = strategy, {"threshold": threshold, "step": step}
-            params: dict[str, Any] = {}
-        else:
-            strat, grid = _strategy_and_grid(strategy, param or [])
-            for pname, values in grid.items():
-                if len(values) != 1:
-                    raise ConfigError(
-                        f"--param {pname} takes one value in a backtest; use `celeris sweep --grid` for many"
-                    )
-            params = {k: v[0] for k, v in grid.items()}
-            entries, exits = strat.signals(bars, params)
-            pf = from_signals(bars, entries, exits, device=device, **opts)
-            name, full = strat.name, {p.name: p.default for p in strat.params} | params
-        stats = pf.stats().iloc[0]
-        caption = run_caption(name, full, data, pf.index, pf.execution, pf.annualisation)
-        if json_out:
-            print_json(
-                {
-                    "strategy": name,
-                    "params": full,
-                    "data": data,
-                    **setup_json(pf.execution, pf.annualisation, pf.index),
-                    "stats": {k: jsonable(v) for k, v in stats.items()},
-                    "trades": [
-                        {k: jsonable(v) for k, v in row.items()}
-                        for row in pf.trades.to_dict("records")
-                    ],
-                }
-            )
-        else:
-            console.print(stats_table(stats, caption))
-            tr = pf.trades
-            if len(tr) and trades > 0:
-                shown = tr.tail(trades).set_index("entry_time")[
-                    ["direction", "entry_price", "exit_time", "exit_price", "pnl", "return"]
-                ]
-                console.print(
-                    frame_table(shown, f"last {min(trades, len(tr))} of {len(tr)} trades")
-                )
-        for path, writer in ((html, pf.to_html), (png, pf.plot_png)):
-            if path is not None:
-                written = writer(path, title=caption)
-                if not json_out:
-                    console.print(f"wrote {written}")
-
-    @app.command("sweep")
-    @cli_errors
-    @portfolio_options
-    @date_range_options
-    def sweep_cmd(
-        data: DataOpt = "sample:sp500",
-        strategy: StrategyOpt = "sma_cross",
-        grid: Annotated[
-            list[str] | None,
-            typer.Option(
-                "--grid",
-                "-g",
-                help="NAME=SPEC with SPEC a value, a list 5,10,20 or a range start:stop:step (stop included).",
-            ),
-        ] = None,
-        metric: Annotated[
-            str, typer.Option(help="Rank by this metric (sharpe, total_return, calmar...).")
-        ] = "sharpe",
-        top: Annotated[int, typer.Option(help="How many best variants to show.")] = 10,
-        html: Annotated[
-            Path | None, typer.Option(help="HTML report of the best variant and the heat-map.")
-        ] = None,
-        csv: Annotated[
-            Path | None, typer.Option(help="Write every variant's metrics to this CSV.")
-        ] = None,
-        max_variants: MaxVariantsOpt = 1_000_000,
-        opts: Options = FILLED,
-        span: Options = FILLED,
-        json_out: JsonOpt = False,
-    ) -> None:
-        """Backtest every combination of a parameter grid and rank the variants.
-
-        Example: celeris sweep --data sample:sp500 --strategy sma_cross --grid fast=10:80:2
-        --grid slow=50:500:10 --fees 0.001 --top 10
-        """
-        from celeris.backtest import METRICS, estimate_sweep, sweep
-        from celeris.cli.format import (
-            SUMMARY_COLUMNS,
-            frame_table,
-            jsonable,
-            run_caption,
-            setup_json,
-        )
-        from celeris.errors import did_you_mean
-
-        if metric not in METRICS:
-            raise ConfigError(f"unknown metric {metric!r}{did_you_mean(metric, METRICS)}")
-        if top < 1:
-            raise ConfigError(f"--top must be >= 1, got {top}")
-        bars = load_bars(data, span)
-        strat, values = _strategy_and_grid(strategy, grid or [])
-        opts, device = backtest_options(opts, bars)
-        estimate = estimate_sweep(bars, strat, values, device=device)
-        if not json_out:
-            console.print(f"plan: {estimate.describe()}", highlight=False, markup=False)
-        started = time.perf_counter()
-        result = sweep(
-            bars, strat, values, max_variants=max_variants, device=device,
-            progress=not json_out, **opts,
+        pf = model_portfolio(
+            bars, strategy, step=step, threshold=threshold, include_train=include_train,
+            device=device, opts=opts, quiet=json_out,
         )  # fmt: skip
-        elapsed = time.perf_counter() - started
-        best = result.best(metric, top)
-        caption = run_caption(
-            strat.name, _grid_summary(result.combos), data, bars.index, opts["execution"],
-            opts["year_days"],
-        )  # fmt: skip
-        if csv is not None:
-            from celeris.data.atomic import atomic_path
-
-            csv.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_path(csv) as tmp:
-                result.stats().to_csv(tmp)
-        if json_out:
-            print_json(
-                {
-                    "strategy": strat.name,
-                    "data": data,
-                    **setup_json(opts["execution"], opts["year_days"], bars.index),
-                    "variants": len(result.combos),
-                    "bars": len(bars),
-                    "seconds": elapsed,
-                    "estimate": {
-                        "variants": estimate.variants,
-                        "seconds": estimate.seconds,
-                        "memory_bytes": estimate.memory_bytes,
-                    },
-                    "metric": metric,
-                    "edge": result.on_edge(metric),
-                    "top": [
-                        {
-                            **dict(
-                                zip(
-                                    result.combos.columns,
-                                    idx if isinstance(idx, tuple) else (idx,),
-                                    strict=True,
-                                )
-                            ),
-                            **{k: jsonable(v) for k, v in row.items()},
-                        }
-                        for idx, row in best.iterrows()
-                    ],
-                }
-            )
-        else:
-            rate = len(result.combos) * len(bars) / max(elapsed, 1e-9)
-            console.print(caption, highlight=False, markup=False)
-            console.print(
-                f"[bold]{len(result.combos):,}[/] variants x [bold]{len(bars):,}[/] bars in {elapsed:.2f} s "
-                f"({rate / 1e6:,.0f} M bar-variants/s, device {result.device})"
-            )
-            console.print(
-                frame_table(
-                    best,
-                    f"top {len(best)} by {metric}",
-                    [metric, *[c for c in SUMMARY_COLUMNS if c != metric]],
-                )
-            )
-            if note := result.edge_note(metric):
-                console.print(f"[bold yellow]warning:[/] {note}", highlight=False)
-        if html is not None:
-            written = result.to_html(html, metric=metric, title=caption)
+        name, full = strategy, {"threshold": threshold, "step": step}
+    else:
+        pf, name, full = _rule_portfolio(bars, strategy, param or [], device, opts)
+    stats = pf.stats().iloc[0]
+    caption = run_caption(name, full, data, pf.index, pf.execution, pf.annualisation)
+    if json_out:
+        print_json(_backtest_json(pf, stats, name, full, data))
+    else:
+        _print_backtest(pf, stats, caption, trades)
+    for path, writer in ((html, pf.to_html), (png, pf.plot_png)):
+        if path is not None:
+            written = writer(path, title=caption)
             if not json_out:
                 console.print(f"wrote {written}")
-        if csv is not None and not json_out:
-            console.print(f"wrote {csv}")
 
-    @app.command("walk-forward")
-    @cli_errors
-    @portfolio_options
-    @date_range_options
-    def walk_forward_cmd(
-        data: DataOpt = "sample:sp500",
-        strategy: ModelStrategyOpt = "sma_cross",
-        grid: Annotated[
-            list[str] | None, typer.Option("--grid", "-g", help="NAME=SPEC, as in `celeris sweep`.")
-        ] = None,
-        train: Annotated[
-            str, typer.Option(help="Training window: bars (500) or a duration (730D).")
-        ] = "730D",
-        test: Annotated[
-            str, typer.Option(help="Test window after each training window: bars or a duration.")
-        ] = "180D",
-        metric: Annotated[
-            str, typer.Option(help="Metric that picks the in-sample best.")
-        ] = "sharpe",
-        anchored: Annotated[
-            bool, typer.Option(help="Keep the training start fixed (expanding window).")
-        ] = False,
-        partial: Annotated[
-            bool,
-            typer.Option(
-                help="Also test the last, shorter window that runs to the end of the data."
-            ),
-        ] = True,
-        max_variants: MaxVariantsOpt = 1_000_000,
-        opts: Options = FILLED,
-        span: Options = FILLED,
-        json_out: JsonOpt = False,
-    ) -> None:
-        """Choose parameters on each training window, judge them on the next unseen window.
 
-        Example: celeris walk-forward --data sample:sp500 --strategy sma_cross --grid fast=5:50:5
-        --grid slow=20:200:20 --train 730D --test 180D --year-days 252
+def _rule_portfolio(
+    bars: Any, strategy: str, items: list[str], device: str, opts: dict[str, Any]
+) -> tuple[Any, str, dict[str, Any]]:
+    """The portfolio of a rule strategy at one parameter set, its name and all its parameters."""
+    from celeris.backtest import from_signals
 
-        With --strategy model:PATH a fresh model is trained on every training window from the
-        checkpoint's training settings (--grid max_steps=N, threshold=X, step=K) and judged on
-        the next window: no window is scored by a model that saw it.
-        """
-        from celeris.backtest import walk_forward
-        from celeris.cli.format import fmt, frame_table, jsonable, run_caption, setup_json
-
-        bars = load_bars(data, span)
-        if strategy.startswith("model:"):
-            from celeris.cli.model_strategy import walk_forward_model
-
-            return walk_forward_model(
-                bars, strategy, grid or [], train=_window(train), test=_window(test),
-                metric=metric, anchored=anchored, opts=opts, json_out=json_out, data=data,
-                partial=partial,
-            )  # fmt: skip
-        strat, values = _strategy_and_grid(strategy, grid or [])
-        opts, device = backtest_options(opts, bars)
-        result = walk_forward(
-            bars, strat, values, train=_window(train), test=_window(test), metric=metric,
-            anchored=anchored, partial=partial, max_variants=max_variants, device=device,
-            progress=not json_out, **opts,
-        )  # fmt: skip
-        if json_out:
-            print_json(
-                {
-                    "strategy": strat.name,
-                    "data": data,
-                    **setup_json(opts["execution"], opts["year_days"], bars.index),
-                    "windows": [
-                        {k: jsonable(v) for k, v in row.items()}
-                        for row in result.windows.reset_index().to_dict("records")
-                    ],
-                    "out_of_sample": {k: jsonable(v) for k, v in result.summary.items()},
-                }
+    strat, grid = _strategy_and_grid(strategy, items)
+    for pname, values in grid.items():
+        if len(values) != 1:
+            raise ConfigError(
+                f"--param {pname} takes one value in a backtest; use `celeris sweep --grid` for many"
             )
-            return
-        caption = run_caption(
-            strat.name, _grid_summary(strat.grid(values)), data, bars.index, opts["execution"],
-            opts["year_days"],
-        )  # fmt: skip
-        console.print(
-            frame_table(
-                result.windows,
-                f"walk-forward windows, best by {metric} in sample: {caption}",
-            )
+    params = {k: v[0] for k, v in grid.items()}
+    entries, exits = strat.signals(bars, params)
+    pf = from_signals(bars, entries, exits, device=device, **opts)
+    return pf, strat.name, {p.name: p.default for p in strat.params} | params
+
+
+def _backtest_json(pf: Any, stats: Any, name: str, full: dict[str, Any], data: str) -> Any:
+    from celeris.cli.format import jsonable, setup_json
+
+    return {
+        "strategy": name,
+        "params": full,
+        "data": data,
+        **setup_json(pf.execution, pf.annualisation, pf.index),
+        "stats": {k: jsonable(v) for k, v in stats.items()},
+        "trades": [
+            {k: jsonable(v) for k, v in row.items()} for row in pf.trades.to_dict("records")
+        ],
+    }
+
+
+def _print_backtest(pf: Any, stats: Any, caption: str, trades: int) -> None:
+    """The metrics table and the last ``trades`` trades."""
+    from celeris.cli.format import frame_table, stats_table
+
+    console.print(stats_table(stats, caption))
+    tr = pf.trades
+    if len(tr) and trades > 0:
+        shown = tr.tail(trades).set_index("entry_time")[
+            ["direction", "entry_price", "exit_time", "exit_price", "pnl", "return"]
+        ]
+        console.print(frame_table(shown, f"last {min(trades, len(tr))} of {len(tr)} trades"))
+
+
+# ---- celeris sweep --------------------------------------------------------------------------
+@cli_errors
+@portfolio_options
+@date_range_options
+def sweep_cmd(
+    data: DataOpt = "sample:sp500",
+    strategy: StrategyOpt = "sma_cross",
+    grid: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--grid",
+            "-g",
+            help="NAME=SPEC with SPEC a value, a list 5,10,20 or a range start:stop:step (stop included).",
+        ),
+    ] = None,
+    metric: Annotated[
+        str, typer.Option(help="Rank by this metric (sharpe, total_return, calmar...).")
+    ] = "sharpe",
+    top: Annotated[int, typer.Option(help="How many best variants to show.")] = 10,
+    html: Annotated[
+        Path | None, typer.Option(help="HTML report of the best variant and the heat-map.")
+    ] = None,
+    csv: Annotated[
+        Path | None, typer.Option(help="Write every variant's metrics to this CSV.")
+    ] = None,
+    max_variants: MaxVariantsOpt = 1_000_000,
+    opts: Options = FILLED,
+    span: Options = FILLED,
+    json_out: JsonOpt = False,
+) -> None:
+    """Backtest every combination of a parameter grid and rank the variants.
+
+    Example: celeris sweep --data sample:sp500 --strategy sma_cross --grid fast=10:80:2
+    --grid slow=50:500:10 --fees 0.001 --top 10
+    """
+    from celeris.backtest import estimate_sweep, sweep
+    from celeris.cli.format import run_caption
+
+    _check_ranking(metric, top)
+    bars = load_bars(data, span)
+    strat, values = _strategy_and_grid(strategy, grid or [])
+    opts, device = backtest_options(opts, bars)
+    estimate = estimate_sweep(bars, strat, values, device=device)
+    if not json_out:
+        console.print(f"plan: {estimate.describe()}", highlight=False, markup=False)
+    started = time.perf_counter()
+    result = sweep(
+        bars, strat, values, max_variants=max_variants, device=device,
+        progress=not json_out, **opts,
+    )  # fmt: skip
+    elapsed = time.perf_counter() - started
+    best = result.best(metric, top)
+    caption = run_caption(
+        strat.name, _grid_summary(result.combos), data, bars.index, opts["execution"],
+        opts["year_days"],
+    )  # fmt: skip
+    if csv is not None:
+        _write_csv(result.stats(), csv)
+    if json_out:
+        print_json(_sweep_json(result, best, estimate, metric, elapsed, data, bars, opts))
+    else:
+        _print_sweep(result, best, caption, metric, elapsed, bars)
+    if html is not None:
+        written = result.to_html(html, metric=metric, title=caption)
+        if not json_out:
+            console.print(f"wrote {written}")
+    if csv is not None and not json_out:
+        console.print(f"wrote {csv}")
+
+
+def _check_ranking(metric: str, top: int) -> None:
+    """Refuse an unknown ``--metric`` or a ``--top`` below 1 before any data is loaded."""
+    from celeris.backtest import METRICS
+    from celeris.errors import did_you_mean
+
+    if metric not in METRICS:
+        raise ConfigError(f"unknown metric {metric!r}{did_you_mean(metric, METRICS)}")
+    if top < 1:
+        raise ConfigError(f"--top must be >= 1, got {top}")
+
+
+def _write_csv(stats: Any, csv: Path) -> None:
+    from celeris.data.atomic import atomic_path
+
+    csv.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(csv) as tmp:
+        stats.to_csv(tmp)
+
+
+def _sweep_json(
+    result: Any,
+    best: Any,
+    estimate: Any,
+    metric: str,
+    elapsed: float,
+    data: str,
+    bars: Any,
+    opts: dict[str, Any],
+) -> Any:
+    from celeris.cli.format import jsonable, setup_json
+
+    names = result.combos.columns
+    return {
+        "strategy": result.strategy.name,
+        "data": data,
+        **setup_json(opts["execution"], opts["year_days"], bars.index),
+        "variants": len(result.combos),
+        "bars": len(bars),
+        "seconds": elapsed,
+        "estimate": {
+            "variants": estimate.variants,
+            "seconds": estimate.seconds,
+            "memory_bytes": estimate.memory_bytes,
+        },
+        "metric": metric,
+        "edge": result.on_edge(metric),
+        "top": [
+            {
+                **dict(zip(names, idx if isinstance(idx, tuple) else (idx,), strict=True)),
+                **{k: jsonable(v) for k, v in row.items()},
+            }
+            for idx, row in best.iterrows()
+        ],
+    }
+
+
+def _print_sweep(
+    result: Any, best: Any, caption: str, metric: str, elapsed: float, bars: Any
+) -> None:
+    """The run's size and speed, the best variants, and a warning when the best is on an edge."""
+    from celeris.cli.format import SUMMARY_COLUMNS, frame_table
+
+    rate = len(result.combos) * len(bars) / max(elapsed, 1e-9)
+    console.print(caption, highlight=False, markup=False)
+    console.print(
+        f"[bold]{len(result.combos):,}[/] variants x [bold]{len(bars):,}[/] bars in {elapsed:.2f} s "
+        f"({rate / 1e6:,.0f} M bar-variants/s, device {result.device})"
+    )
+    console.print(
+        frame_table(
+            best,
+            f"top {len(best)} by {metric}",
+            [metric, *[c for c in SUMMARY_COLUMNS if c != metric]],
         )
-        summary = ", ".join(f"{k} {fmt(str(k), v)}" for k, v in result.summary.items())
-        console.print(f"[bold]out of sample[/] ({len(result.oos_returns):,} bars): {summary}")
+    )
+    if note := result.edge_note(metric):
+        console.print(f"[bold yellow]warning:[/] {note}", highlight=False)
+
+
+# ---- celeris walk-forward -------------------------------------------------------------------
+@cli_errors
+@portfolio_options
+@date_range_options
+def walk_forward_cmd(
+    data: DataOpt = "sample:sp500",
+    strategy: ModelStrategyOpt = "sma_cross",
+    grid: Annotated[
+        list[str] | None, typer.Option("--grid", "-g", help="NAME=SPEC, as in `celeris sweep`.")
+    ] = None,
+    train: Annotated[
+        str, typer.Option(help="Training window: bars (500) or a duration (730D).")
+    ] = "730D",
+    test: Annotated[
+        str, typer.Option(help="Test window after each training window: bars or a duration.")
+    ] = "180D",
+    metric: Annotated[str, typer.Option(help="Metric that picks the in-sample best.")] = "sharpe",
+    anchored: Annotated[
+        bool, typer.Option(help="Keep the training start fixed (expanding window).")
+    ] = False,
+    partial: Annotated[
+        bool,
+        typer.Option(help="Also test the last, shorter window that runs to the end of the data."),
+    ] = True,
+    max_variants: MaxVariantsOpt = 1_000_000,
+    opts: Options = FILLED,
+    span: Options = FILLED,
+    json_out: JsonOpt = False,
+) -> None:
+    """Choose parameters on each training window, judge them on the next unseen window.
+
+    Example: celeris walk-forward --data sample:sp500 --strategy sma_cross --grid fast=5:50:5
+    --grid slow=20:200:20 --train 730D --test 180D --year-days 252
+
+    With --strategy model:PATH a fresh model is trained on every training window from the
+    checkpoint's training settings (--grid max_steps=N, threshold=X, step=K) and judged on
+    the next window: no window is scored by a model that saw it.
+    """
+    from celeris.backtest import walk_forward
+    from celeris.cli.format import run_caption
+
+    bars = load_bars(data, span)
+    if strategy.startswith("model:"):
+        from celeris.cli.model_strategy import walk_forward_model
+
+        return walk_forward_model(
+            bars, strategy, grid or [], train=_window(train), test=_window(test),
+            metric=metric, anchored=anchored, opts=opts, json_out=json_out, data=data,
+            partial=partial,
+        )  # fmt: skip
+    strat, values = _strategy_and_grid(strategy, grid or [])
+    opts, device = backtest_options(opts, bars)
+    result = walk_forward(
+        bars, strat, values, train=_window(train), test=_window(test), metric=metric,
+        anchored=anchored, partial=partial, max_variants=max_variants, device=device,
+        progress=not json_out, **opts,
+    )  # fmt: skip
+    if json_out:
+        print_json(_walk_forward_json(result, strat.name, data, bars, opts))
+        return
+    caption = run_caption(
+        strat.name, _grid_summary(strat.grid(values)), data, bars.index, opts["execution"],
+        opts["year_days"],
+    )  # fmt: skip
+    _print_walk_forward(result, caption, metric)
+
+
+def _walk_forward_json(
+    result: Any, name: str, data: str, bars: Any, opts: dict[str, Any]
+) -> dict[str, Any]:
+    from celeris.cli.format import jsonable, setup_json
+
+    return {
+        "strategy": name,
+        "data": data,
+        **setup_json(opts["execution"], opts["year_days"], bars.index),
+        "windows": [
+            {k: jsonable(v) for k, v in row.items()}
+            for row in result.windows.reset_index().to_dict("records")
+        ],
+        "out_of_sample": {k: jsonable(v) for k, v in result.summary.items()},
+    }
+
+
+def _print_walk_forward(result: Any, caption: str, metric: str) -> None:
+    """The windows table and the out-of-sample summary line."""
+    from celeris.cli.format import fmt, frame_table
+
+    console.print(
+        frame_table(result.windows, f"walk-forward windows, best by {metric} in sample: {caption}")
+    )
+    summary = ", ".join(f"{k} {fmt(str(k), v)}" for k, v in result.summary.items())
+    console.print(f"[bold]out of sample[/] ({len(result.oos_returns):,} bars): {summary}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the backtest commands to the top-level app."""
+    app.command("strategies")(strategies_cmd)
+    app.command("backtest")(backtest_cmd)
+    app.command("sweep")(sweep_cmd)
+    app.command("walk-forward")(walk_forward_cmd)
 
 
 def _grid_summary(combos: Any) -> dict[str, str]:
