@@ -26,16 +26,27 @@ from celeris.serving import ray_serve
 from tests.serving.conftest import free_port
 
 L, H, C = 16, 4, 3
+FEATURES = ("close", "volume", "high_low_range")
 
 
 @pytest.fixture(scope="module")
 def registry(
     tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint_factory: Callable[..., Path]
 ) -> Path:
+    from celeris.models.checkpoint import load_checkpoint, save_checkpoint
     from celeris.serving.registry import ModelRegistry
 
     root = tmp_path_factory.mktemp("ray-registry") / "registry"
-    ckpt = tiny_checkpoint_factory("cnn_lstm", seed=0, input_size=L, horizon=H, n_features=C)
+    tiny = load_checkpoint(
+        tiny_checkpoint_factory("cnn_lstm", seed=0, input_size=L, horizon=H, n_features=C)
+    )
+    # the same tiny model, with the feature names a trained checkpoint carries
+    ckpt = save_checkpoint(
+        tiny.model,
+        root.parent / "btc-checkpoint",
+        scaler=tiny.scaler,
+        meta={**tiny.meta, "features": list(FEATURES)},
+    )
     ModelRegistry(root).register("btc", ckpt, stage="production", exports=("onnx",))
     return root
 
@@ -160,8 +171,19 @@ def test_deployment_lists_models_and_answers_version_number(apps: Any, kind: str
         assert (entry["name"], entry["version"], entry["input_size"], entry["n_features"]) == (
             "btc", 1, L, C,
         )  # fmt: skip
+        assert entry["features"] == list(FEATURES)  # as celeris serve lists them
         r = client.post(app.predict_url(), json={"inputs": _histories(1, 0).tolist()})
         assert r.status_code == 200 and r.json()["version"] == 1  # btc@production is version 1
+
+
+def test_deployment_spec_lists_the_models_features(registry: Path) -> None:
+    # The deployment classes themselves, built without Ray: a replica describes its model as
+    # celeris serve does (serving.manager.model_spec), features included.
+    batched = ray_serve.BatchedPredictor.func_or_class(str(registry), "btc@production")
+    engine = ray_serve.EngineDeployment.func_or_class(str(registry), ["btc@production"])
+    for deployment in (batched, engine):
+        spec = deployment.specs["btc"]
+        assert (spec.version, spec.features) == (1, FEATURES)
 
 
 def test_ray_writes_nothing_under_home_but_under_celeris_home(

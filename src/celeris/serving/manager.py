@@ -52,6 +52,7 @@ __all__ = [
     "SymbolTable",
     "freeze_heap",
     "load_verified",
+    "model_spec",
     "synthetic_histories",
 ]
 
@@ -147,7 +148,10 @@ def _check_symbol(symbol: object) -> None:
         raise DataError(f"symbol {str(symbol)[:80]!r} is not {SYMBOL_RULE}")
 
 
-def _spec(name: str, version: int | str, predictor: Any) -> ModelSpec:
+def model_spec(name: str, version: int | str, predictor: Any) -> ModelSpec:
+    """Return the :class:`ModelSpec` of ``predictor`` served as ``name`` at ``version``: its
+    shapes and backend, and its target kind and features from the checkpoint's metadata (a
+    version that is not a number, such as a stage, reads 0)."""
     meta = getattr(predictor, "meta", {}) or {}
     return ModelSpec(
         name=name,
@@ -355,7 +359,7 @@ class ModelManager:
         for m in self.engine.models():
             if m["serving"] is not None and m["name"] not in self.specs:
                 predictor = self.engine.predictor(m["name"])
-                self.specs[m["name"]] = _spec(m["name"], m["serving"], predictor)
+                self.specs[m["name"]] = model_spec(m["name"], m["serving"], predictor)
         if self.specs:
             self.status = "ready"
 
@@ -444,7 +448,7 @@ class ModelManager:
         if previous is not None and previous.version != record.version:
             self._previous[record.name] = previous.version
         self.serving[record.name] = record
-        self.specs[record.name] = _spec(record.name, record.version, predictor)
+        self.specs[record.name] = model_spec(record.name, record.version, predictor)
 
     async def _swap_to(self, record: ModelRecord, predictor: Any | None = None) -> None:
         """Hot-swap ``record`` in: the given predictor, the copy still loaded, or a fresh load."""

@@ -67,6 +67,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from celeris.errors import CelerisError, ConfigError, DataError
+from celeris.serving.manager import model_spec
 
 __all__ = [
     "BatchedPredictor",
@@ -111,21 +112,6 @@ def _load(
         predictor.predict(x[:1])
     predictor.predict(x)
     return record, predictor
-
-
-def _spec(record: Any, predictor: Any) -> Any:
-    from celeris.serving.manager import ModelSpec
-
-    meta = getattr(predictor, "meta", {}) or {}
-    return ModelSpec(
-        name=record.name,
-        version=int(record.version),
-        input_size=int(predictor.input_size),
-        n_features=int(predictor.n_features),
-        horizon=int(predictor.horizon),
-        target_kind=str(meta.get("target_kind", "level")),
-        backend=str(getattr(predictor, "backend", "")),
-    )
 
 
 async def _parse(request: Request, specs: dict[str, Any], max_body: int) -> tuple[Any, Any, Any]:
@@ -190,7 +176,7 @@ class BatchedPredictor:
         max_body_bytes: int = 16 << 20,
     ) -> None:
         record, self.predictor = _load(registry, ref, backend, threads, max_batch_size)
-        self.specs = {record.name: _spec(record, self.predictor)}
+        self.specs = {record.name: model_spec(record.name, record.version, self.predictor)}
         self.max_body = max_body_bytes
         self.predict_batch.set_max_batch_size(max_batch_size)  # type: ignore[attr-defined]
         self.predict_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)  # type: ignore[attr-defined]
@@ -267,7 +253,10 @@ class EngineDeployment:
             _load(registry, ref, backend, threads, self.config.max_batch_size) for ref in refs
         ]
         self.predictors = {record.name: predictor for record, predictor in loaded}
-        self.specs = {record.name: _spec(record, predictor) for record, predictor in loaded}
+        self.specs = {
+            record.name: model_spec(record.name, record.version, predictor)
+            for record, predictor in loaded
+        }
         # the version number a stage resolved to, labelled as celeris serve labels it
         self.versions = {record.name: str(record.version) for record, _ in loaded}
         self.cache_items = cache_items
