@@ -1,18 +1,27 @@
-"""Settings from arguments over the environment, with errors that name the variable to fix.
+"""Where configuration is validated: pydantic settings and frozen configs, Celeris errors out.
 
-Shared by :func:`celeris.llm.settings.load_llm_settings` and
-:func:`celeris.serving.config.load_serve_settings`; kept out of :mod:`celeris.errors`, which
-must not import pydantic.
+:func:`load_settings` builds settings from arguments over the environment, with errors that
+name the variable to fix (shared by :func:`celeris.llm.settings.load_llm_settings` and
+:func:`celeris.serving.config.load_serve_settings`). :class:`FrozenConfig` is the base of the
+configurations a caller hands in (the batcher's policy, a load run's bounds, an SLA, the
+optimiser's guard, a download's retry policy): frozen, unknown fields refused with a "did you
+mean" hint, and pydantic's validation errors turned into :class:`CelerisTypeError` (wrong
+type) or :class:`ConfigError` (bad value). Kept out of :mod:`celeris.errors`, which must not
+import pydantic.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import numbers
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
+from pydantic_core import PydanticCustomError
 
-from celeris.errors import ConfigError, did_you_mean
+from celeris.errors import CelerisError, CelerisTypeError, ConfigError, did_you_mean
 
 S = TypeVar("S", bound=BaseModel)
 
@@ -56,3 +65,229 @@ def load_settings(
             f"{label} setting {where}: {msg} (got {first.get('input')!r}; environment "
             f"variable {env_var(field)})"
         ) from None
+
+
+# --------------------------------------------------------------------- frozen configurations
+
+
+class _Bounds:
+    """The range rule of one numeric field: its kind (integer or number) and its bounds.
+
+    Used as ``Annotated[int, integer(ge=1)]``: a ``bool`` or any other non-number is a wrong
+    *type* (:class:`CelerisTypeError`), a number outside the bounds a bad *value*
+    (:class:`ConfigError`); numpy integers and floats are accepted and converted.
+    """
+
+    __slots__ = ("finite", "ge", "gt", "integer", "le", "lt")
+
+    def __init__(
+        self,
+        integer: bool,
+        gt: float | None,
+        ge: float | None,
+        lt: float | None,
+        le: float | None,
+        finite: bool,
+    ) -> None:
+        self.integer, self.gt, self.ge, self.lt, self.le = integer, gt, ge, lt, le
+        self.finite = finite
+
+    def describe(self) -> str:
+        """Return what the field takes, e.g. ``"an integer in [1, 4,096]"``."""
+        kind = "an integer" if self.integer else ("a finite number" if self.finite else "a number")
+        lo = f"({_bound(self.gt)}" if self.gt is not None else None
+        lo = f"[{_bound(self.ge)}" if self.ge is not None else lo
+        hi = f"{_bound(self.lt)})" if self.lt is not None else None
+        hi = f"{_bound(self.le)}]" if self.le is not None else hi
+        if lo is not None and hi is not None:
+            return f"{kind} in {lo}, {hi}"
+        for op, b in (("> ", self.gt), (">= ", self.ge), ("< ", self.lt), ("<= ", self.le)):
+            if b is not None:
+                return f"{kind} {op}{_bound(b)}"
+        return kind
+
+    def __call__(self, value: Any) -> Any:
+        if value is None:  # an optional field; a required one refuses None by its type
+            return None
+        wanted = numbers.Integral if self.integer else numbers.Real
+        if isinstance(value, bool) or not isinstance(value, wanted):
+            raise PydanticCustomError("celeris_type", "{expected}", {"expected": self.describe()})
+        v = int(value) if isinstance(value, numbers.Integral) else float(value)
+        if not (
+            (self.gt is None or v > self.gt)
+            and (self.ge is None or v >= self.ge)
+            and (self.lt is None or v < self.lt)
+            and (self.le is None or v <= self.le)
+            and (not self.finite or math.isfinite(v))
+        ):
+            raise PydanticCustomError("celeris_range", "{expected}", {"expected": self.describe()})
+        return v
+
+
+def _bound(b: float) -> str:
+    return f"{b:,}" if isinstance(b, int) else f"{b:g}"
+
+
+def integer(
+    *, gt: int | None = None, ge: int | None = None, lt: int | None = None, le: int | None = None
+) -> BeforeValidator:
+    """Return the validator of an integer field: ``Annotated[int, integer(ge=1)]``.
+
+    A ``bool``, a float (even ``2.0``) or a string is a :class:`CelerisTypeError`; an integer
+    (numpy's included) outside the bounds is a :class:`ConfigError` naming the range.
+    """
+    return BeforeValidator(_Bounds(True, gt, ge, lt, le, finite=False))
+
+
+def number(
+    *,
+    gt: float | None = None,
+    ge: float | None = None,
+    lt: float | None = None,
+    le: float | None = None,
+    finite: bool = False,
+) -> BeforeValidator:
+    """Return the validator of a real field: ``Annotated[float, number(gt=0, finite=True)]``.
+
+    Ints and numpy numbers are accepted and stored as ``float``; a ``bool`` or a string is a
+    :class:`CelerisTypeError`; a number outside the bounds (NaN always is, infinity when
+    ``finite``) a :class:`ConfigError` naming the range.
+    """
+    return BeforeValidator(_Bounds(False, gt, ge, lt, le, finite))
+
+
+class FrozenConfig(BaseModel):
+    """Base of the configurations a user, the CLI or an API hands in: frozen, strict, exact.
+
+    * Unknown fields are refused with a hint: ``BatcherConfig(max_batch=8)`` raises
+      ``ConfigError("unknown batcher setting 'max_batch' (did you mean 'max_batch_size'?)")``.
+    * A wrong type (a ``bool`` for an int, a float for an int, a string for a number) raises
+      :class:`CelerisTypeError`; a value of the right type outside its range raises
+      :class:`ConfigError`. Either message names the field, the value and what is allowed.
+      Validators may raise a Celeris error themselves; it reaches the caller unchanged.
+    * Instances are frozen (assignment raises ``dataclasses.FrozenInstanceError``, as a frozen
+      dataclass does), hashable, equal when their fields are equal, and picklable; change one
+      with ``model_copy(update=...)``, read all with ``model_dump()``.
+    * Fields are keyword-only unless the subclass says ``class C(FrozenConfig, kw_only=False)``,
+      which also accepts positional arguments in field order (and tells type checkers so).
+
+    Subclasses set ``config_label`` ("batcher", "load"...), the word the messages use.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    config_label: ClassVar[str] = "config"
+    positional: ClassVar[bool] = False
+
+    if not TYPE_CHECKING:  # type checkers read ``kw_only`` through pydantic's dataclass_transform
+
+        def __init_subclass__(cls, *, kw_only: bool = True, **kwargs: Any) -> None:
+            super().__init_subclass__(**kwargs)
+            cls.positional = not kw_only
+
+    def __init__(self, /, *args: Any, **kwargs: Any) -> None:
+        cls = type(self)
+        fields = cls.model_fields
+        if args:
+            names = list(fields)
+            if not cls.positional or len(args) > len(names):
+                most = len(names) if cls.positional else 0
+                raise CelerisTypeError(
+                    f"{cls.__name__} takes {most} positional arguments, got {len(args)}; "
+                    "name the settings"
+                )
+            for name, value in zip(names, args, strict=False):
+                if name in kwargs:
+                    raise CelerisTypeError(f"{cls.__name__} got two values for {name!r}")
+                kwargs[name] = value
+        for key in kwargs:
+            if key not in fields:
+                raise ConfigError(
+                    f"unknown {cls.config_label} setting {key!r}{did_you_mean(key, fields)}"
+                )
+        try:
+            super().__init__(**kwargs)
+        except ValidationError as exc:
+            raise config_error(exc, cls.config_label) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in type(self).__private_attributes__:
+            super().__setattr__(name, value)
+            return
+        raise dataclasses.FrozenInstanceError(
+            f"cannot assign to {name!r}: a {self.config_label} configuration is frozen; "
+            "use model_copy(update={...})"
+        )
+
+    def __delattr__(self, name: str) -> None:
+        raise dataclasses.FrozenInstanceError(
+            f"cannot delete {name!r}: a {self.config_label} configuration is frozen"
+        )
+
+    def _values(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in type(self).model_fields)
+
+    def __eq__(self, other: object) -> bool:
+        # Fields only, like a dataclass: private state (a run counter) does not make two
+        # configurations differ.
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, FrozenConfig)
+        return self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash((type(self), self._values()))
+
+    def __str__(self) -> str:
+        # As a dataclass prints (pydantic's str drops the class name): reports print these.
+        return repr(self)
+
+
+# pydantic error types that mean "the wrong kind of thing", not "a bad value of the right kind"
+_TYPE_ERRORS = frozenset(
+    {
+        "celeris_type",
+        "missing",
+        "is_instance_of",
+        "is_subclass_of",
+        "int_from_float",
+        "int_parsing",
+        "float_parsing",
+        "bool_parsing",
+        "bytes_invalid_encoding",
+    }
+)
+
+
+def config_error(exc: ValidationError, label: str) -> CelerisError:
+    """Turn pydantic's first validation error into the Celeris error a caller should see.
+
+    A Celeris error raised by a validator comes back as it was; an unknown field is a
+    :class:`ConfigError` with a "did you mean" hint; a wrong type a :class:`CelerisTypeError`;
+    anything else a :class:`ConfigError`. Messages read ``"<label> setting <field> must be
+    <what is allowed>, got <value>"``.
+    """
+    first = exc.errors(include_url=False)[0]
+    kind = str(first["type"])
+    ctx = first.get("ctx") or {}
+    inner = ctx.get("error")
+    if isinstance(inner, CelerisError):
+        return inner
+    loc = first["loc"]
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+    where = where or "settings"
+    value = first.get("input")
+    if kind == "extra_forbidden":
+        return ConfigError(f"unknown {label} setting {where!r}")
+    if kind == "missing":
+        return CelerisTypeError(f"{label} setting {where} is required")
+    msg = str(first["msg"])
+    if kind == "value_error":
+        return ConfigError(
+            f"{label} setting {where}: {msg.removeprefix('Value error, ')} (got {value!r})"
+        )
+    expected = str(ctx.get("expected", msg.removeprefix("Input should be ")))
+    text = f"{label} setting {where} must be {expected}, got {value!r}"
+    if kind in _TYPE_ERRORS or kind.endswith("_type"):
+        return CelerisTypeError(f"{text} ({type(value).__name__})")
+    return ConfigError(text)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import pickle
 import threading
 import time
 from collections.abc import Callable
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 
 from celeris import ConfigError, DataError
+from celeris.errors import CelerisTypeError
 from celeris.serving.batcher import (
     BatcherClosed,
     BatcherConfig,
@@ -99,12 +101,10 @@ def rows(values: list[float]) -> np.ndarray:
     ("kwargs", "match"),
     [
         ({"max_batch_size": 0}, "max_batch_size"),
-        ({"max_batch_size": 2.5}, "max_batch_size"),
         ({"max_queue": 8, "max_batch_size": 16}, "max_queue"),
         ({"max_wait_ms": (1.0, 2.0, 5.0)}, "one value per priority"),
         ({"max_wait_ms": (1.0, -2.0, 5.0, 20.0)}, "high"),
         ({"max_wait_ms": (1.0, 2.0, math.nan, 20.0)}, "normal"),
-        ({"max_wait_ms": "fast"}, "4 numbers"),
         ({"ageing_ms": 0.0}, "ageing_ms"),
         ({"default_timeout_ms": math.inf}, "default_timeout_ms"),
     ],
@@ -112,6 +112,41 @@ def rows(values: list[float]) -> np.ndarray:
 def test_config_bad_values_raise_config_error(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         BatcherConfig(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"max_batch_size": 2.5}, "max_batch_size"),
+        ({"max_batch_size": True}, r"max_batch_size must be an integer >= 1, got True \(bool\)"),
+        ({"max_queue": "64"}, "max_queue"),
+        ({"ageing_ms": False}, "ageing_ms"),
+        ({"max_wait_ms": "fast"}, "4 numbers"),
+        ({"max_wait_ms": (1.0, True, 5.0, 20.0)}, "high"),
+    ],
+)
+def test_config_wrong_types_raise_celeris_type_error(kwargs, match):
+    # One exception type per mistake: a wrong type is a CelerisTypeError (it was a ConfigError
+    # for a float batch size and a string of waits, and a bool passed as the integer 1).
+    with pytest.raises(CelerisTypeError, match=match):
+        BatcherConfig(**kwargs)
+
+
+def test_config_unknown_field_raises_config_error_with_hint():
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown batcher setting 'max_batch' \(did you mean 'max_batch_size'\?\)",
+    ):
+        BatcherConfig(max_batch=8)  # type: ignore[call-arg]
+
+
+def test_config_numpy_integers_and_positional_fields_accepted():
+    config = BatcherConfig(np.int64(8), (1, 2, 5, 20), np.int32(64))
+    assert config.max_batch_size == 8 and type(config.max_batch_size) is int
+    assert config.max_queue == 64 and config == BatcherConfig(max_batch_size=8, max_queue=64)
+    assert hash(config) == hash(BatcherConfig(max_batch_size=8, max_queue=64))
+    assert pickle.loads(pickle.dumps(config)) == config
+    assert repr(config).startswith("BatcherConfig(max_batch_size=8, max_wait_ms=(1.0, 2.0")
 
 
 def test_config_defaults_have_nonzero_waits_and_freeze():

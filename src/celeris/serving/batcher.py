@@ -41,21 +41,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import heapq
 import logging
 import math
+import numbers
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from enum import IntEnum
 from queue import SimpleQueue
-from typing import Any, Protocol
+from typing import Annotated, Any, ClassVar, Protocol
 
 import numpy as np
+from pydantic import field_validator, model_validator
 
-from celeris.errors import CelerisError, ConfigError, DataError, did_you_mean
+from celeris._settings import FrozenConfig, integer, number
+from celeris.errors import CelerisError, CelerisTypeError, ConfigError, DataError, did_you_mean
 from celeris.serving.errors import BatcherClosed, DeadlineExceeded, Overloaded, RequestFailed
 
 __all__ = [
@@ -249,9 +251,11 @@ def guarded(metrics: MetricsSink | None) -> MetricsSink:
     return _GuardedMetrics(metrics)
 
 
-@dataclasses.dataclass(frozen=True)
-class BatcherConfig:
-    """Batching policy of one :class:`DynamicBatcher`.
+class BatcherConfig(FrozenConfig, kw_only=False):
+    """Batching policy of one :class:`DynamicBatcher` (frozen; see :class:`FrozenConfig`).
+
+    Built once when a batcher starts and only read afterwards: the batcher copies what it
+    needs into plain attributes, so nothing per request touches or validates a config.
 
     Parameters
     ----------
@@ -267,27 +271,28 @@ class BatcherConfig:
         Waiting this long lifts a request one priority level.
     default_timeout_ms
         Deadline of a request submitted without one.
+
+    Raises
+    ------
+    ConfigError
+        An unknown field (with a "did you mean" hint) or a value out of range.
+    CelerisTypeError
+        A value of the wrong type (a ``bool`` or a float for an integer, a string for a number).
     """
 
-    max_batch_size: int = 64
-    max_wait_ms: tuple[float, float, float, float] = (1.0, 2.0, 5.0, 20.0)
-    max_queue: int = 2048
-    ageing_ms: float = 10.0
-    default_timeout_ms: float = 1000.0
+    config_label: ClassVar[str] = "batcher"
 
-    def __post_init__(self) -> None:
-        for name in ("max_batch_size", "max_queue"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-                raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
-            object.__setattr__(self, name, int(value))
-        if self.max_queue < self.max_batch_size:
-            raise ConfigError(
-                f"max_queue ({self.max_queue}) must be >= max_batch_size ({self.max_batch_size})"
-            )
-        waits = self.max_wait_ms
-        if isinstance(waits, str | bytes) or not isinstance(waits, Sequence):
-            raise ConfigError(
+    max_batch_size: Annotated[int, integer(ge=1)] = 64
+    max_wait_ms: tuple[float, float, float, float] = (1.0, 2.0, 5.0, 20.0)
+    max_queue: Annotated[int, integer(ge=1)] = 2048
+    ageing_ms: Annotated[float, number(gt=0, finite=True)] = 10.0
+    default_timeout_ms: Annotated[float, number(gt=0, finite=True)] = 1000.0
+
+    @field_validator("max_wait_ms", mode="before")
+    @classmethod
+    def _check_waits(cls, waits: Any) -> tuple[float, ...]:
+        if isinstance(waits, str | bytes) or not isinstance(waits, Sequence | np.ndarray):
+            raise CelerisTypeError(
                 f"max_wait_ms must be 4 numbers (critical, high, normal, low), got {waits!r}"
             )
         if len(waits) != _N_PRIORITIES:
@@ -297,21 +302,26 @@ class BatcherConfig:
             )
         checked = []
         for label, w in zip(_LABELS, waits, strict=True):
-            if isinstance(w, bool) or not isinstance(w, int | float) or not 0 <= w < math.inf:
+            if isinstance(w, bool) or not isinstance(w, numbers.Real):
+                raise CelerisTypeError(
+                    f"max_wait_ms for {label} must be a finite number >= 0, got {w!r} "
+                    f"({type(w).__name__})"
+                )
+            ms = float(w)
+            if not 0 <= ms < math.inf:
                 raise ConfigError(
                     f"max_wait_ms for {label} must be a finite number >= 0, got {w!r}"
                 )
-            checked.append(float(w))
-        object.__setattr__(self, "max_wait_ms", tuple(checked))
-        for name in ("ageing_ms", "default_timeout_ms"):
-            value = getattr(self, name)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not 0 < value < math.inf
-            ):
-                raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
-            object.__setattr__(self, name, float(value))
+            checked.append(ms)
+        return tuple(checked)
+
+    @model_validator(mode="after")
+    def _queue_holds_a_batch(self) -> BatcherConfig:
+        if self.max_queue < self.max_batch_size:
+            raise ConfigError(
+                f"max_queue ({self.max_queue}) must be >= max_batch_size ({self.max_batch_size})"
+            )
+        return self
 
     def due_after_s(self) -> tuple[float, ...]:
         """Return, per base priority, the wait (s) after which a request's window has expired.
