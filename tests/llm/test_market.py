@@ -253,7 +253,9 @@ def test_volume_profile_summary_all_zero_volume_says_so():
 def test_volume_profile_summary_negative_volume_raises_naming_timestamp():
     bars = profile_bars()
     bars.iloc[2, bars.columns.get_loc("volume")] = -1.0
-    with pytest.raises(DataError, match=r"'volume' is negative .* at 2024-01-03"):
+    with pytest.raises(
+        DataError, match=r"'volume >= 0' broken: column 'volume' is -1.0 at 2024-01-03"
+    ):
         m.volume_profile_summary(bars)
 
 
@@ -264,7 +266,9 @@ def test_volume_profile_summary_negative_volume_raises_naming_timestamp():
 def test_summaries_nan_close_raise_naming_column_and_timestamp(sp500, func):
     bars = sp500.copy()
     bars.iloc[100, bars.columns.get_loc("close")] = np.nan
-    with pytest.raises(DataError, match=r"'close' has NaN at 1999-05-27"):
+    with pytest.raises(
+        DataError, match=r"'bars have no NaN' broken: column 'close' is NaN at 1999-05-27"
+    ):
         func(bars)
 
 
@@ -283,8 +287,25 @@ def test_price_action_summary_unsorted_index_raises(sp500):
 
 
 def test_price_action_summary_missing_high_raises(sp500):
-    with pytest.raises(DataError, match="lacks column"):
+    with pytest.raises(DataError, match=r"price_action_summary: .* missing column\(s\) 'high'"):
         m.price_action_summary(sp500.drop(columns="high"))
+
+
+def test_summaries_high_below_low_raise_the_bar_schema_rule(sp500):
+    bars = sp500.copy()
+    bars.iloc[100, bars.columns.get_loc("high")] = bars["low"].iloc[100] * 0.9
+    with pytest.raises(DataError, match=r"volatility_summary: bar rule 'high >= low' broken"):
+        m.volatility_summary(bars)
+
+
+def test_summaries_tz_naive_bars_raise_index_is_utc(sp500):
+    with pytest.raises(DataError, match=r"'index is UTC' broken: index is tz-naive"):
+        m.price_action_summary(sp500.tz_localize(None))
+
+
+def test_summaries_without_volume_validate_high_low_close_only(sp500):
+    bars = sp500.drop(columns="volume").assign(open=np.nan)
+    assert m.price_action_summary(bars) == m.price_action_summary(sp500)
 
 
 def test_price_action_summary_series_input_raises_type_error(sp500):

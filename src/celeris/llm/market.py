@@ -36,6 +36,7 @@ import pandas as pd
 from celeris.analytics.risk import historical_var_cvar, max_drawdown
 from celeris.data.funding import load_funding
 from celeris.data.orderbook import OrderBook, load_orderbook
+from celeris.data.schema import check_time_index, validate
 from celeris.errors import CelerisTypeError, ConfigError, DataError
 
 __all__ = [
@@ -158,24 +159,6 @@ def _level(detail: int) -> int:
 # ---------------------------------------------------------------------------------------------
 # validation
 # ---------------------------------------------------------------------------------------------
-def _check_index(index: Any, what: str) -> pd.DatetimeIndex:
-    if not isinstance(index, pd.DatetimeIndex):
-        raise DataError(f"{what} needs a DatetimeIndex, got {type(index).__name__}")
-    if index.hasnans:
-        raise DataError(
-            f"{what} has a missing timestamp (NaT) at position {int(index.isna().argmax())}"
-        )
-    if index.has_duplicates:
-        pos = int(np.flatnonzero(index.duplicated())[0])
-        raise DataError(f"{what} has a duplicate timestamp {index[pos]} (position {pos})")
-    if not index.is_monotonic_increasing:
-        pos = int(np.flatnonzero(np.diff(index.asi8) < 0)[0]) + 1
-        raise DataError(
-            f"{what} is not sorted by time: {index[pos]} (position {pos}) comes after {index[pos - 1]}"
-        )
-    return index
-
-
 def _finite_column(values: pd.Series, what: str, column: str) -> np.ndarray:
     if not pd.api.types.is_numeric_dtype(values.dtype) or pd.api.types.is_bool_dtype(values.dtype):
         raise DataError(f"{what} column {column!r} must be numeric, got dtype {values.dtype}")
@@ -191,27 +174,15 @@ def _finite_column(values: pd.Series, what: str, column: str) -> np.ndarray:
 def _check_bars(
     bars: Any, what: str, min_bars: int, columns: Sequence[str] = ("high", "low", "close")
 ) -> pd.DataFrame:
+    """The bar schema's rules for the named columns (:func:`celeris.data.validate`)."""
     if not isinstance(bars, pd.DataFrame):
         raise CelerisTypeError(f"{what} needs a bar frame (DataFrame), got {type(bars).__name__}")
-    if bars.empty:
-        raise DataError(f"{what}: the bar frame is empty")
-    missing = [c for c in columns if c not in bars.columns]
-    if missing:
-        raise DataError(
-            f"{what}: the bar frame lacks column(s) {', '.join(missing)} "
-            f"(has {', '.join(map(str, bars.columns))})"
-        )
-    _check_index(bars.index, f"{what}: the bar frame")
+    try:
+        bars = validate(bars, columns=columns)
+    except DataError as exc:
+        raise DataError(f"{what}: {exc}") from None
     if len(bars) < min_bars:
         raise DataError(f"{what} needs at least {min_bars} bars, got {len(bars)}")
-    for column in columns:
-        arr = _finite_column(bars[column], f"{what}: the bar frame", column)
-        if (arr <= 0).any():
-            pos = int(np.flatnonzero(arr <= 0)[0])
-            raise DataError(
-                f"{what}: the bar frame column {column!r} has a price <= 0 ({arr[pos]}) "
-                f"at {bars.index[pos]}"
-            )
     return bars
 
 
@@ -243,7 +214,7 @@ def bars_per_year(index: pd.Index) -> float:
     float
         Bars per year (252.0 for daily equity bars, 8,760.0 for hourly crypto bars).
     """
-    index = _check_index(index, "bars_per_year")
+    index = check_time_index(index, "bars_per_year", utc=False)
     if len(index) < 2:
         raise DataError("bars_per_year needs at least 2 timestamps to measure the bar spacing")
     return year_days(index) * pd.Timedelta(days=1) / _spacing(index)
@@ -579,16 +550,12 @@ def volume_profile_summary(bars: pd.DataFrame, detail: int = 0) -> str:
         Plain text.
     """
     level = _level(detail)
-    bars = _check_bars(bars, "volume_profile_summary", 2)
-    if "volume" not in bars.columns:
+    has_volume = isinstance(bars, pd.DataFrame) and "volume" in bars.columns
+    columns = ("high", "low", "close", "volume") if has_volume else ("high", "low", "close")
+    bars = _check_bars(bars, "volume_profile_summary", 2, columns)
+    if not has_volume:
         return "No volume column in the data: volume analysis is unavailable."
-    volume = _finite_column(bars["volume"], "volume_profile_summary: the bar frame", "volume")
-    if (volume < 0).any():
-        pos = int(np.flatnonzero(volume < 0)[0])
-        raise DataError(
-            f"volume_profile_summary: the bar frame column 'volume' is negative ({volume[pos]}) "
-            f"at {bars.index[pos]}"
-        )
+    volume = bars["volume"].to_numpy()
     if not (volume > 0).any():
         return f"Volume is zero on all {len(volume):,} bars: volume analysis is unavailable."
     daily = _daily(bars.index)
@@ -676,7 +643,7 @@ def _check_funding(funding: Any, what: str = "funding") -> pd.Series:
         )
     if funding.empty:
         raise DataError(f"{what}: the series is empty")
-    _check_index(funding.index, what)
+    check_time_index(funding.index, what)
     _finite_column(funding, what, str(funding.name or "rate"))
     return funding.astype(np.float64)
 
@@ -855,7 +822,7 @@ def _strategy_returns(obj: Any, bars: pd.DataFrame) -> tuple[pd.Series, Any]:
         )
     if obj.empty:
         raise DataError("risk_summary: the strategy returns are empty")
-    _check_index(obj.index, "risk_summary: the strategy returns")
+    check_time_index(obj.index, "risk_summary: the strategy returns")
     _finite_column(obj, "risk_summary: the strategy returns", str(obj.name or "returns"))
     missing = obj.index.difference(bars.index)
     if len(missing):
@@ -903,7 +870,7 @@ def _aligned_returns(other: Any, name: str) -> pd.Series:
     what = f"risk_summary: other asset {name!r}"
     if len(other) < 2:
         raise DataError(f"{what} needs at least 2 prices, got {len(other)}")
-    _check_index(other.index, what)
+    check_time_index(other.index, what)
     prices = _finite_column(other, what, str(other.name or "close"))
     if (prices <= 0).any():
         raise DataError(f"{what} has a price <= 0 at {other.index[int(np.argmax(prices <= 0))]}")
