@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import time
@@ -52,6 +53,7 @@ UrlOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+NameArg = Annotated[str, typer.Argument(help="Model name.")]
 AllowIncompatibleOpt = Annotated[
     bool,
     typer.Option(
@@ -247,341 +249,356 @@ def _records_table(records: list[Any], title: str) -> Any:
     return table
 
 
+# ---- celeris serve --------------------------------------------------------------------------
+@cli_errors
+@shared_options(_SETTINGS, into="settings_opts")
+def serve_cmd(
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="NAME@production (follows the registry), NAME@VERSION or NAME@staging; "
+            "repeat for several models.",
+            show_default=False,
+        ),
+    ] = None,
+    settings_opts: Options = FILLED,
+    access_log: Annotated[bool, typer.Option(help="Log every request (costs latency).")] = False,
+) -> None:
+    import logging
+
+    from celeris.serving.app import bind
+    from celeris.serving.config import exposure_warning, load_serve_settings
+
+    settings = load_serve_settings(models=model or None, **settings_opts)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    exposed = exposure_warning(settings)
+    if exposed is not None:  # build() logs it too; this line is for the person at the console
+        err_console.print(f"[bold red]WARNING[/]: {exposed}", highlight=False)
+    sock = bind(settings.host, settings.port)
+    bound = sock.getsockname()[1]
+    shown_host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    url = f"http://{shown_host}:{bound}"
+    try:  # a model that fails to load must not leak the listening socket
+        failure = _run_server(settings, sock, url, access_log)
+    finally:
+        sock.close()
+    if failure is not None:
+        fail(
+            str(failure)
+            if isinstance(failure, CelerisError)
+            else f"{type(failure).__name__}: {failure}"
+        )
+
+
+def _run_server(settings: Any, sock: Any, url: str, access_log: bool) -> BaseException | None:
+    """Serve on ``sock`` until stopped; return what made the server give up, if anything."""
+    from celeris.serving.app import build, uvicorn_server
+
+    failure: list[BaseException] = []
+    holder: dict[str, Any] = {}
+
+    def on_failure(exc: BaseException) -> None:
+        failure.append(exc)
+        holder["uvicorn"].should_exit = True
+
+    on_ready = functools.partial(_print_ready, settings=settings, url=url)
+    server = build(settings, on_failure=on_failure, on_ready=on_ready, freeze_heap=True)
+    uv = uvicorn_server(server, access_log=access_log)
+    holder["uvicorn"] = uv
+    console.print(
+        f"celeris serve: loading {', '.join(settings.models)} from {settings.registry} "
+        f"({settings.backend}); listening on {url}",
+        highlight=False,
+    )
+    # uvicorn re-raises Ctrl-C after its graceful shutdown: that is a normal stop.
+    with contextlib.suppress(KeyboardInterrupt):
+        uv.run(sockets=[sock])
+    return failure[0] if failure else None
+
+
+def _print_ready(manager: Any, *, settings: Any, url: str) -> None:
+    """The lines printed once every model answers: what is served where, and how it is guarded."""
+    served = ", ".join(f"{name}@{rec.version}" for name, rec in sorted(manager.serving.items()))
+    console.print(
+        f"[bold green]ready[/] in {manager.ready_after_s:.2f} s (process start to "
+        f"/readyz): serving {served} at [bold]{url}[/]",
+        highlight=False,
+    )
+    notes = [
+        f"admin API {'enabled' if settings.admin_enabled else 'disabled (set CELERIS_ADMIN_TOKEN)'}",
+        "POST /v1/forecast "
+        + ("needs the publish token" if settings.publish_protected else "open"),
+        f"metrics at {url}/metrics",
+        f"{manager.frozen_objects:,} start-up objects frozen out of the GC",
+    ]
+    if settings.socket is not None:
+        notes.append(f"signal feed at {settings.socket}")
+    console.print("; ".join(notes), highlight=False)
+
+
+# ---- celeris models list | register | promote | rollback | ab -------------------------------
+@cli_errors
+@registry_options
+def list_cmd(
+    name: Annotated[str | None, typer.Argument(help="Only this model.")] = None,
+    where: Options = FILLED,
+    json_out: JsonOpt = False,
+) -> None:
+    """List registered versions with stage, sha256, creation time and metrics."""
+    reg = _registry(where)
+    records = reg.list(name)
+    if json_out:
+        print_json([r.to_dict() for r in records])
+        return
+    if not records:
+        console.print(f"the registry at {reg.root} is empty; add a model with "
+                      "`celeris models register NAME CHECKPOINT`", highlight=False)  # fmt: skip
+        return
+    console.print(_records_table(records, f"models in {reg.root}"))
+
+
+@cli_errors
+@registry_options
+def register_cmd(
+    name: Annotated[str, typer.Argument(help="Model name (letters, digits, _ . -).")],
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint directory from `celeris train`.")],
+    metrics: Annotated[
+        str | None,
+        typer.Option(help="Metrics as JSON, e.g. '{\"mae\": 0.81}', or @FILE.json."),
+    ] = None,
+    stage: Annotated[
+        str, typer.Option(help="staging | production (production archives the current one).")
+    ] = "staging",
+    export: Annotated[
+        str,
+        typer.Option(
+            help="ONNX exports stored with the artifact so serving needs none: onnx, "
+            "onnx-int8, both (onnx,onnx-int8) or none."
+        ),
+    ] = "onnx",
+    allow_incompatible: AllowIncompatibleOpt = False,
+    where: Options = FILLED,
+    json_out: JsonOpt = False,
+) -> None:
+    """Copy a checkpoint into the registry as the next version (hashed, with ONNX exports)."""
+    parsed = _parse_metrics(metrics)
+    exports = () if export.strip() in ("", "none") else tuple(
+        e.strip() for e in export.split(",") if e.strip()
+    )  # fmt: skip
+    reg = _registry(where)
+    t0 = time.perf_counter()
+    record = reg.register(
+        name,
+        checkpoint,
+        metrics=parsed,
+        stage=stage,
+        exports=exports,
+        allow_incompatible=allow_incompatible,
+    )
+    if json_out:
+        print_json(record.to_dict())
+        return
+    console.print(
+        f"registered [bold]{record.ref}[/] ({record.stage}) sha256 {record.sha256[:12]} in "
+        f"{time.perf_counter() - t0:.2f} s",
+        highlight=False,
+    )
+    if record.stage != "production":
+        console.print(f"next: celeris models promote {name} {record.version}", highlight=False)
+
+
+def _parse_metrics(metrics: str | None) -> Any:
+    """The ``--metrics`` JSON, given inline or as ``@FILE.json``; None when not given."""
+    if metrics is None:
+        return None
+    text = metrics
+    if metrics.startswith("@"):
+        from celeris.data.sources import check_regular_file
+
+        text = check_regular_file(metrics[1:], "a JSON file").read_text(encoding="utf-8")
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"--metrics is not valid JSON: {exc}") from None
+
+
+@cli_errors
+@registry_options
+def promote_cmd(
+    name: NameArg,
+    version: Annotated[
+        int | None, typer.Argument(help="Version (default: the newest staging one).")
+    ] = None,
+    skip_validation: Annotated[
+        bool, typer.Option(help="Promote without shadow validation (not recommended).")
+    ] = False,
+    validation: Annotated[
+        Path | None,
+        typer.Option(help="Histories [n, L, C] as .npy for validation (default: synthetic)."),
+    ] = None,
+    max_latency_ms: Annotated[
+        float, typer.Option(help="p95 latency the candidate must meet on the batch.")
+    ] = 50.0,
+    max_rel_diff: Annotated[
+        float | None,
+        typer.Option(help="Largest relative difference from the production version."),
+    ] = None,
+    backend: Annotated[
+        str,
+        typer.Option(
+            help="Backend to validate with: auto (onnx when the artifact holds model.onnx, "
+            "else torch) | onnx | torch | onnx-int8."
+        ),
+    ] = "auto",
+    allow_incompatible: AllowIncompatibleOpt = False,
+    url: UrlOpt = None,
+    where: Options = FILLED,
+    json_out: JsonOpt = False,
+) -> None:
+    """Shadow-validate a version, then make it production (the old one is archived).
+
+    A version whose inputs or outputs differ from the production version's is refused
+    (its clients would break) unless --allow-incompatible.
+    """
+    if url is not None and allow_incompatible:
+        raise ConfigError(
+            "--allow-incompatible works on the registry, not through --url: a server "
+            "keeps serving inputs of the shape its clients send"
+        )
+    if url is not None:
+        body = {} if version is None else {"version": version}
+        out = _admin(url, "POST", f"/v1/admin/models/{name}/promote", body)
+        _print_swap(url, out, json_out, shadow=True)
+        return
+    reg = _registry(where)
+    record = reg.get(f"{name}@{version}" if version is not None else f"{name}@staging")
+    if not allow_incompatible:
+        # before the slow validation; promote() checks again under the writer lock
+        reg.check_compatible(record)
+    report = None
+    if not skip_validation:
+        report = _validate_locally(reg, record, validation, backend, max_latency_ms, max_rel_diff)
+    promoted = reg.promote(name, record.version, allow_incompatible=allow_incompatible)
+    if json_out:
+        print_json({"record": promoted.to_dict(), "shadow": report.to_dict() if report else None})
+        return
+    console.print(
+        f"[bold]{promoted.ref}[/] is production"
+        + ("" if report else " (shadow validation skipped)")
+        + "; servers following "
+        f"{name}@production swap it in at their next registry check",
+        highlight=False,
+    )
+
+
+@cli_errors
+@registry_options
+def rollback_cmd(
+    name: NameArg,
+    allow_incompatible: AllowIncompatibleOpt = False,
+    url: UrlOpt = None,
+    where: Options = FILLED,
+    json_out: JsonOpt = False,
+) -> None:
+    """Return production to the version that was production before the current one."""
+    if url is not None and allow_incompatible:
+        raise ConfigError("--allow-incompatible works on the registry, not through --url")
+    if url is not None:
+        out = _admin(url, "POST", f"/v1/admin/models/{name}/rollback")
+        _print_swap(url, out, json_out)
+        return
+    reg = _registry(where)
+    record = reg.rollback(name, allow_incompatible=allow_incompatible)
+    if json_out:
+        print_json(record.to_dict())
+        return
+    console.print(f"[bold]{record.ref}[/] is production again", highlight=False)
+
+
+@cli_errors
+def ab_cmd(
+    name: NameArg,
+    url: Annotated[
+        str,
+        typer.Option(
+            "--url",
+            help="The server running the test (A/B routing lives in a server); needs "
+            "CELERIS_ADMIN_TOKEN.",
+        ),
+    ],
+    version: Annotated[int | None, typer.Option(help="Challenger version: starts a test.")] = None,
+    split: Annotated[float, typer.Option(help="Share of request keys sent to it.")] = 0.1,
+    salt: Annotated[str, typer.Option(help="Salt of the key hash (new test, new salt).")] = "",
+    stop: Annotated[bool, typer.Option("--stop", help="Stop the test and evaluate it.")] = False,
+    metric: Annotated[str, typer.Option(help="What --stop compares: latency | value.")] = "latency",
+    json_out: JsonOpt = False,
+) -> None:
+    """Start (--version), inspect (no option) or stop (--stop) an A/B test on a server.
+
+    Requests are routed by a hash of their "key", so one key always sees the same arm.
+    Stopping reports a Welch t-test and Hedges' g, and says when the data is too thin.
+    """
+    if stop and version is not None:
+        raise ConfigError("give --version to start a test or --stop to end one, not both")
+    if version is not None:
+        out = _admin(
+            url,
+            "POST",
+            f"/v1/admin/models/{name}/ab",
+            {"version": version, "split": split, "salt": salt},
+        )
+    elif stop:
+        out = _admin(url, "DELETE", f"/v1/admin/models/{name}/ab?metric={metric}")
+    else:
+        out = _admin(url, "GET", f"/v1/admin/models/{name}/ab")
+    if json_out:
+        print_json(out)
+        return
+    _print_ab(name, out, stopped=stop)
+
+
+def _print_ab(name: str, out: dict[str, Any], *, stopped: bool) -> None:
+    """A server's answer about an A/B test: the arms, their figures, and the verdict if any."""
+    ab = out["ab"]
+    console.print(
+        f"A/B test of {name}: champion v{ab['champion']} vs challenger v{ab['challenger']} "
+        f"({ab['split']:.0%} of keys)" + (" [stopped]" if stopped else ""),
+        highlight=False,
+    )
+    if out.get("arms"):
+        from rich.table import Table
+
+        table = Table(header_style="bold")
+        for col in ("arm", "requests", "errors", "p50 ms", "p95 ms", "value mean"):
+            table.add_column(col, justify="left" if col == "arm" else "right")
+        for arm, s in out["arms"].items():
+            table.add_row(
+                arm,
+                str(s["requests"]),
+                str(s["errors"]),
+                _fmt(s["latency_p50_ms"]),
+                _fmt(s["latency_p95_ms"]),
+                _fmt(s["value_mean"]),
+            )
+        console.print(table)
+    if out.get("report"):
+        console.print(out["report"]["verdict"], highlight=False)
+
+
 def register(app: typer.Typer) -> None:
     """Add ``celeris serve`` and the ``celeris models`` group to the top-level app."""
-
-    @app.command("serve", help=SERVE_HELP)
-    @cli_errors
-    @shared_options(_SETTINGS, into="settings_opts")
-    def serve_cmd(
-        model: Annotated[
-            list[str] | None,
-            typer.Option(
-                "--model",
-                "-m",
-                help="NAME@production (follows the registry), NAME@VERSION or NAME@staging; "
-                "repeat for several models.",
-                show_default=False,
-            ),
-        ] = None,
-        settings_opts: Options = FILLED,
-        access_log: Annotated[
-            bool, typer.Option(help="Log every request (costs latency).")
-        ] = False,
-    ) -> None:
-        import logging
-
-        from celeris.serving.app import bind, build, uvicorn_server
-        from celeris.serving.config import exposure_warning, load_serve_settings
-
-        settings = load_serve_settings(models=model or None, **settings_opts)
-        logging.basicConfig(
-            level=settings.log_level.upper(),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
-        exposed = exposure_warning(settings)
-        if exposed is not None:  # build() logs it too; this line is for the person at the console
-            err_console.print(f"[bold red]WARNING[/]: {exposed}", highlight=False)
-        sock = bind(settings.host, settings.port)
-        bound = sock.getsockname()[1]
-        shown_host = f"[{settings.host}]" if ":" in settings.host else settings.host
-        url = f"http://{shown_host}:{bound}"
-        failure: list[BaseException] = []
-        holder: dict[str, Any] = {}
-
-        def on_failure(exc: BaseException) -> None:
-            failure.append(exc)
-            holder["uvicorn"].should_exit = True
-
-        def on_ready(manager: Any) -> None:
-            served = ", ".join(
-                f"{name}@{rec.version}" for name, rec in sorted(manager.serving.items())
-            )
-            console.print(
-                f"[bold green]ready[/] in {manager.ready_after_s:.2f} s (process start to "
-                f"/readyz): serving {served} at [bold]{url}[/]",
-                highlight=False,
-            )
-            notes = [
-                f"admin API {'enabled' if settings.admin_enabled else 'disabled (set CELERIS_ADMIN_TOKEN)'}",
-                "POST /v1/forecast "
-                + ("needs the publish token" if settings.publish_protected else "open"),
-                f"metrics at {url}/metrics",
-                f"{manager.frozen_objects:,} start-up objects frozen out of the GC",
-            ]
-            if settings.socket is not None:
-                notes.append(f"signal feed at {settings.socket}")
-            console.print("; ".join(notes), highlight=False)
-
-        try:  # a model that fails to load must not leak the listening socket
-            server = build(settings, on_failure=on_failure, on_ready=on_ready, freeze_heap=True)
-            uv = uvicorn_server(server, access_log=access_log)
-            holder["uvicorn"] = uv
-            console.print(
-                f"celeris serve: loading {', '.join(settings.models)} from {settings.registry} "
-                f"({settings.backend}); listening on {url}",
-                highlight=False,
-            )
-            # uvicorn re-raises Ctrl-C after its graceful shutdown: that is a normal stop.
-            with contextlib.suppress(KeyboardInterrupt):
-                uv.run(sockets=[sock])
-        finally:
-            sock.close()
-        if failure:
-            exc = failure[0]
-            fail(str(exc) if isinstance(exc, CelerisError) else f"{type(exc).__name__}: {exc}")
-
+    app.command("serve", help=SERVE_HELP)(serve_cmd)
     models_app = command_group(app, "models", MODELS_HELP)
-
-    @models_app.command("list")
-    @cli_errors
-    @registry_options
-    def list_cmd(
-        name: Annotated[str | None, typer.Argument(help="Only this model.")] = None,
-        where: Options = FILLED,
-        json_out: JsonOpt = False,
-    ) -> None:
-        """List registered versions with stage, sha256, creation time and metrics."""
-        reg = _registry(where)
-        records = reg.list(name)
-        if json_out:
-            print_json([r.to_dict() for r in records])
-            return
-        if not records:
-            console.print(f"the registry at {reg.root} is empty; add a model with "
-                          "`celeris models register NAME CHECKPOINT`", highlight=False)  # fmt: skip
-            return
-        console.print(_records_table(records, f"models in {reg.root}"))
-
-    @models_app.command("register")
-    @cli_errors
-    @registry_options
-    def register_cmd(
-        name: Annotated[str, typer.Argument(help="Model name (letters, digits, _ . -).")],
-        checkpoint: Annotated[
-            Path, typer.Argument(help="Checkpoint directory from `celeris train`.")
-        ],
-        metrics: Annotated[
-            str | None,
-            typer.Option(help="Metrics as JSON, e.g. '{\"mae\": 0.81}', or @FILE.json."),
-        ] = None,
-        stage: Annotated[
-            str, typer.Option(help="staging | production (production archives the current one).")
-        ] = "staging",
-        export: Annotated[
-            str,
-            typer.Option(
-                help="ONNX exports stored with the artifact so serving needs none: onnx, "
-                "onnx-int8, both (onnx,onnx-int8) or none."
-            ),
-        ] = "onnx",
-        allow_incompatible: AllowIncompatibleOpt = False,
-        where: Options = FILLED,
-        json_out: JsonOpt = False,
-    ) -> None:
-        """Copy a checkpoint into the registry as the next version (hashed, with ONNX exports)."""
-        parsed = None
-        if metrics is not None:
-            text = metrics
-            if metrics.startswith("@"):
-                from celeris.data.sources import check_regular_file
-
-                text = check_regular_file(metrics[1:], "a JSON file").read_text(encoding="utf-8")
-            try:
-                parsed = json.loads(text)
-            except ValueError as exc:
-                raise ConfigError(f"--metrics is not valid JSON: {exc}") from None
-        exports = () if export.strip() in ("", "none") else tuple(
-            e.strip() for e in export.split(",") if e.strip()
-        )  # fmt: skip
-        reg = _registry(where)
-        t0 = time.perf_counter()
-        record = reg.register(
-            name,
-            checkpoint,
-            metrics=parsed,
-            stage=stage,
-            exports=exports,
-            allow_incompatible=allow_incompatible,
-        )
-        if json_out:
-            print_json(record.to_dict())
-            return
-        console.print(
-            f"registered [bold]{record.ref}[/] ({record.stage}) sha256 {record.sha256[:12]} in "
-            f"{time.perf_counter() - t0:.2f} s",
-            highlight=False,
-        )
-        if record.stage != "production":
-            console.print(f"next: celeris models promote {name} {record.version}", highlight=False)
-
-    @models_app.command("promote")
-    @cli_errors
-    @registry_options
-    def promote_cmd(
-        name: Annotated[str, typer.Argument(help="Model name.")],
-        version: Annotated[
-            int | None, typer.Argument(help="Version (default: the newest staging one).")
-        ] = None,
-        skip_validation: Annotated[
-            bool, typer.Option(help="Promote without shadow validation (not recommended).")
-        ] = False,
-        validation: Annotated[
-            Path | None,
-            typer.Option(help="Histories [n, L, C] as .npy for validation (default: synthetic)."),
-        ] = None,
-        max_latency_ms: Annotated[
-            float, typer.Option(help="p95 latency the candidate must meet on the batch.")
-        ] = 50.0,
-        max_rel_diff: Annotated[
-            float | None,
-            typer.Option(help="Largest relative difference from the production version."),
-        ] = None,
-        backend: Annotated[
-            str,
-            typer.Option(
-                help="Backend to validate with: auto (onnx when the artifact holds model.onnx, "
-                "else torch) | onnx | torch | onnx-int8."
-            ),
-        ] = "auto",
-        allow_incompatible: AllowIncompatibleOpt = False,
-        url: UrlOpt = None,
-        where: Options = FILLED,
-        json_out: JsonOpt = False,
-    ) -> None:
-        """Shadow-validate a version, then make it production (the old one is archived).
-
-        A version whose inputs or outputs differ from the production version's is refused
-        (its clients would break) unless --allow-incompatible.
-        """
-        if url is not None and allow_incompatible:
-            raise ConfigError(
-                "--allow-incompatible works on the registry, not through --url: a server "
-                "keeps serving inputs of the shape its clients send"
-            )
-        if url is not None:
-            body = {} if version is None else {"version": version}
-            out = _admin(url, "POST", f"/v1/admin/models/{name}/promote", body)
-            _print_swap(url, out, json_out, shadow=True)
-            return
-        reg = _registry(where)
-        record = reg.get(f"{name}@{version}" if version is not None else f"{name}@staging")
-        if not allow_incompatible:
-            # before the slow validation; promote() checks again under the writer lock
-            reg.check_compatible(record)
-        report = None
-        if not skip_validation:
-            report = _validate_locally(
-                reg, record, validation, backend, max_latency_ms, max_rel_diff
-            )
-        promoted = reg.promote(name, record.version, allow_incompatible=allow_incompatible)
-        if json_out:
-            print_json(
-                {"record": promoted.to_dict(), "shadow": report.to_dict() if report else None}
-            )
-            return
-        console.print(
-            f"[bold]{promoted.ref}[/] is production"
-            + ("" if report else " (shadow validation skipped)")
-            + "; servers following "
-            f"{name}@production swap it in at their next registry check",
-            highlight=False,
-        )
-
-    @models_app.command("rollback")
-    @cli_errors
-    @registry_options
-    def rollback_cmd(
-        name: Annotated[str, typer.Argument(help="Model name.")],
-        allow_incompatible: AllowIncompatibleOpt = False,
-        url: UrlOpt = None,
-        where: Options = FILLED,
-        json_out: JsonOpt = False,
-    ) -> None:
-        """Return production to the version that was production before the current one."""
-        if url is not None and allow_incompatible:
-            raise ConfigError("--allow-incompatible works on the registry, not through --url")
-        if url is not None:
-            out = _admin(url, "POST", f"/v1/admin/models/{name}/rollback")
-            _print_swap(url, out, json_out)
-            return
-        reg = _registry(where)
-        record = reg.rollback(name, allow_incompatible=allow_incompatible)
-        if json_out:
-            print_json(record.to_dict())
-            return
-        console.print(f"[bold]{record.ref}[/] is production again", highlight=False)
-
-    @models_app.command("ab")
-    @cli_errors
-    def ab_cmd(
-        name: Annotated[str, typer.Argument(help="Model name.")],
-        url: Annotated[
-            str,
-            typer.Option(
-                "--url",
-                help="The server running the test (A/B routing lives in a server); needs "
-                "CELERIS_ADMIN_TOKEN.",
-            ),
-        ],
-        version: Annotated[
-            int | None, typer.Option(help="Challenger version: starts a test.")
-        ] = None,
-        split: Annotated[float, typer.Option(help="Share of request keys sent to it.")] = 0.1,
-        salt: Annotated[str, typer.Option(help="Salt of the key hash (new test, new salt).")] = "",
-        stop: Annotated[
-            bool, typer.Option("--stop", help="Stop the test and evaluate it.")
-        ] = False,
-        metric: Annotated[
-            str, typer.Option(help="What --stop compares: latency | value.")
-        ] = "latency",
-        json_out: JsonOpt = False,
-    ) -> None:
-        """Start (--version), inspect (no option) or stop (--stop) an A/B test on a server.
-
-        Requests are routed by a hash of their "key", so one key always sees the same arm.
-        Stopping reports a Welch t-test and Hedges' g, and says when the data is too thin.
-        """
-        if stop and version is not None:
-            raise ConfigError("give --version to start a test or --stop to end one, not both")
-        if version is not None:
-            out = _admin(
-                url,
-                "POST",
-                f"/v1/admin/models/{name}/ab",
-                {"version": version, "split": split, "salt": salt},
-            )
-        elif stop:
-            out = _admin(url, "DELETE", f"/v1/admin/models/{name}/ab?metric={metric}")
-        else:
-            out = _admin(url, "GET", f"/v1/admin/models/{name}/ab")
-        if json_out:
-            print_json(out)
-            return
-        ab = out["ab"]
-        console.print(
-            f"A/B test of {name}: champion v{ab['champion']} vs challenger v{ab['challenger']} "
-            f"({ab['split']:.0%} of keys)" + (" [stopped]" if stop else ""),
-            highlight=False,
-        )
-        if out.get("arms"):
-            from rich.table import Table
-
-            table = Table(header_style="bold")
-            for col in ("arm", "requests", "errors", "p50 ms", "p95 ms", "value mean"):
-                table.add_column(col, justify="left" if col == "arm" else "right")
-            for arm, s in out["arms"].items():
-                table.add_row(
-                    arm,
-                    str(s["requests"]),
-                    str(s["errors"]),
-                    _fmt(s["latency_p50_ms"]),
-                    _fmt(s["latency_p95_ms"]),
-                    _fmt(s["value_mean"]),
-                )
-            console.print(table)
-        if out.get("report"):
-            console.print(out["report"]["verdict"], highlight=False)
+    models_app.command("list")(list_cmd)
+    models_app.command("register")(register_cmd)
+    models_app.command("promote")(promote_cmd)
+    models_app.command("rollback")(rollback_cmd)
+    models_app.command("ab")(ab_cmd)
 
 
 def _fmt(value: Any) -> str:
