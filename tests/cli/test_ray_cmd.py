@@ -25,6 +25,26 @@ def test_serve_ray_registry_defaults_to_celeris_serves(monkeypatch: pytest.Monke
     assert ray_cmd.registry_dir(Path("r")) == "r"
 
 
+def test_serve_ray_registry_read_through_serve_settings_like_celeris_serve(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from celeris.serving.config import load_serve_settings
+
+    # ServeSettings reads its variables case-insensitively; a hand-written getenv did not.
+    monkeypatch.delenv("CELERIS_SERVE_REGISTRY", raising=False)
+    monkeypatch.setenv("celeris_serve_registry", "/data/lower")
+    assert ray_cmd.registry_dir(None) == str(load_serve_settings().registry) == "/data/lower"
+
+
+def test_serve_ray_bad_serve_variable_one_line_exit_2(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CELERIS_SERVE_REGISTRY", raising=False)
+    monkeypatch.setenv("CELERIS_SERVE_PORT", "eighty")
+    out = runner.invoke(app, ["serve-ray", "--model", "btc@production"])
+    assert out.exit_code == 2, out.output
+    lines = [line for line in out.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "CELERIS_SERVE_PORT" in lines[0], out.output
+
+
 def test_serve_ray_help_teaches_with_an_example() -> None:
     out = runner.invoke(app, ["serve-ray", "--help"])
     assert out.exit_code == 0, out.output

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,13 +20,12 @@ SERVE_RAY_HELP = """Serve a registry model on Ray Serve: the same HTTP predict A
 
 
 def registry_dir(registry: Path | None) -> str:
-    """The registry directory: ``registry``, else ``celeris serve``'s default
-    (``$CELERIS_SERVE_REGISTRY``, else ``$CELERIS_HOME/registry``)."""
-    from celeris.serving.config import default_registry
+    """The registry directory: ``registry``, else ``celeris serve``'s
+    (:func:`celeris.serving.config.serve_registry`: ``$CELERIS_SERVE_REGISTRY``, else
+    ``$CELERIS_HOME/registry``)."""
+    from celeris.serving.config import serve_registry
 
-    if registry is not None:
-        return str(registry)
-    return os.environ.get("CELERIS_SERVE_REGISTRY") or str(default_registry())
+    return str(serve_registry(registry))
 
 
 def register(app: typer.Typer) -> None:

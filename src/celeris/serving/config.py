@@ -281,6 +281,23 @@ def load_serve_settings(**overrides: Any) -> ServeSettings:
     return settings
 
 
+def serve_registry(registry: str | os.PathLike[str] | None = None) -> Path:
+    """Return the registry directory ``celeris serve`` would use: ``registry`` when given, else
+    :class:`ServeSettings`'s (``CELERIS_SERVE_REGISTRY``, else :func:`default_registry`).
+
+    Read through :class:`ServeSettings` itself, so every command that shares the serving
+    registry (``celeris serve-ray``) resolves it by the one rule.
+
+    Raises
+    ------
+    ConfigError
+        A ``CELERIS_SERVE_*`` variable has a bad value (named), as ``celeris serve`` would say.
+    """
+    if registry is not None:
+        return Path(registry)
+    return load_settings(ServeSettings, {}, label="serving", env_var=_env_var).registry
+
+
 def is_loopback(host: str) -> bool:
     """Return whether ``host`` is a loopback interface (``127.0.0.0/8``, ``::1``, localhost)."""
     if host.lower() == "localhost":
