@@ -73,5 +73,18 @@ def test_load_funding_header_only_raises(tmp_path):
 
 
 def test_load_funding_missing_file_raises(tmp_path):
-    with pytest.raises(DataError, match="funding file not found"):
-        load_funding(tmp_path / "nope.csv")
+    missing = tmp_path / "nope.csv"
+    with pytest.raises(DataError, match="no such file") as info:
+        load_funding(missing)
+    assert str(missing) in str(info.value)
+
+
+def test_load_funding_directory_or_fifo_raises_naming_what_it_is(tmp_path):
+    import os
+
+    fifo = tmp_path / "rates.fifo"
+    os.mkfifo(fifo)  # read_csv on a FIFO would block until a writer comes
+    for path, kind in ((tmp_path, "a directory"), (fifo, "a named pipe")):
+        with pytest.raises(DataError, match="not a funding CSV file") as info:
+            load_funding(path)
+        assert str(path) in str(info.value) and kind in str(info.value)

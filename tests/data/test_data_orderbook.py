@@ -78,3 +78,22 @@ def test_llm_market_reexports_the_data_loaders():
     assert market.load_orderbook is load_orderbook
     assert market.OrderBook is OrderBook
     assert market.load_funding is celeris.data.funding.load_funding
+
+
+def test_load_orderbook_missing_directory_or_fifo_raises_naming_the_problem(tmp_path):
+    import os
+
+    fifo = tmp_path / "book.fifo"
+    os.mkfifo(fifo)
+    missing = tmp_path / "nope.json"
+    dangling = tmp_path / "dangling.json"
+    dangling.symlink_to(tmp_path / "gone.json")
+    for path, problem in (
+        (missing, "no such file"),
+        (dangling, "no such file"),
+        (tmp_path, "is a directory, not an order-book JSON file"),
+        (fifo, "is a named pipe (FIFO), not an order-book JSON file"),
+    ):
+        with pytest.raises(DataError) as info:
+            load_orderbook(path)
+        assert str(path) in str(info.value) and problem in str(info.value), info.value

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from celeris.data.sources import parse_times
+from celeris.data.sources import check_regular_file, parse_times
 from celeris.errors import DataError
 
 __all__ = ["load_funding"]
@@ -44,13 +44,12 @@ def load_funding(path: str | Path) -> pd.Series:
     Raises
     ------
     DataError
-        Naming the file, the line and the problem: a missing file, other columns, an unreadable
+        Naming the file, the line and the problem: a missing file or one that is not a regular
+        file (a directory, a FIFO), other columns, an unreadable
         timestamp, a duplicate or out-of-order timestamp, a NaN or non-numeric rate, or a rate
         of 100% or more per interval (almost surely percent written as a fraction).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: funding file not found")
+    path = check_regular_file(path, "a funding CSV file")
     try:
         raw = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from celeris.data.sources import check_regular_file
 from celeris.errors import DataError
 
 __all__ = ["OrderBook", "load_orderbook"]
@@ -135,13 +136,12 @@ def load_orderbook(path: str | Path) -> OrderBook:
     Raises
     ------
     DataError
-        Naming the file, the level (``bids[3]``) and the problem: invalid JSON, a NaN or
+        Naming the file, the level (``bids[3]``) and the problem: a missing file or one that is
+        not a regular file (a directory, a FIFO), invalid JSON, a NaN or
         non-numeric value, a negative size, a price <= 0, unsorted or duplicate prices, or a
         crossed book (best bid >= best ask).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: order-book file not found")
+    path = check_regular_file(path, "an order-book JSON file")
     try:
         # parse_constant turns NaN/Infinity literals into strings so they fail as "not finite".
         obj = json.loads(path.read_text(encoding="utf-8"), parse_constant=lambda c: c)
