@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import ast
+import warnings
+from pathlib import Path
+
 import pandas as pd
 import pytest
 import torch
 
+import celeris
 from celeris import ConfigError, DataError
 from celeris.backtest import from_signals
 from celeris.data import load
@@ -72,6 +77,29 @@ def test_backtest_model_only_training_bars_is_refused(bars, checkpoint):
     last = pd.Timestamp(checkpoint.meta["train_bars"]["last"])
     with pytest.raises(DataError, match="nothing out of sample"):
         backtest_model(bars.loc[:last], Predictor.load(checkpoint.directory))
+
+
+def test_backtest_model_warn_false_returns_the_note_without_warning(bars, checkpoint):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = backtest_model(
+            bars, checkpoint.directory, warn=False, include_flag="--include-train"
+        )
+    assert result.note is not None and result.note.endswith("--include-train includes them")
+    assert result.excluded > 0
+
+
+def test_research_private_names_not_imported_by_other_modules():
+    src = Path(celeris.__file__).parent
+    offenders = [
+        f"{path.relative_to(src)}: {alias.name}"
+        for path in src.rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ImportFrom) and node.module == "celeris.research"
+        for alias in node.names
+        if alias.name.startswith("_")
+    ]
+    assert offenders == []
 
 
 def test_model_walk_forward_refits_each_window_on_its_past_only(bars, checkpoint):

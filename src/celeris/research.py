@@ -103,42 +103,6 @@ def _held_out(
     )
 
 
-def _backtest_model(
-    bars: pd.DataFrame,
-    model: Any,
-    *,
-    step: int = 1,
-    threshold: float = 0.0,
-    include_train: bool = False,
-    device: str = "auto",
-    flag: str = "include_train=True",
-    **options: Any,
-) -> ModelBacktest:
-    from celeris.models.pipeline import expected_step_returns_checked
-    from celeris.models.signals import in_sample_note, signals_from_forecast
-
-    predictor = _predictor(model)
-    expected, overlap = expected_step_returns_checked(
-        predictor, bars, step, include_train=include_train, flag=flag
-    )
-    note = in_sample_note(overlap, include_train, "bars", flag)
-    excluded = 0
-    if overlap is not None and overlap.n_in_sample and not include_train:
-        keep, aside = _held_out(bars.index, overlap, flag)
-        excluded = overlap.n_in_sample
-        note = (
-            f"excluded {excluded:,} bars the model was trained on ({overlap.span}: "
-            f"{overlap.reason}); trading the {int(keep.sum()):,} bars "
-            f"{'after' if keep[-1] else 'before'} them{aside or ''}. {flag} includes them"
-        )
-        bars, expected = bars[keep], expected[keep]
-    # With direction="both", an exit signal opens a short (from_signals' convention).
-    signals = signals_from_forecast(expected, threshold=threshold)
-    options.setdefault("execution", "next_open")  # a forecast made at a close trades next bar
-    pf = from_signals(bars, signals["entries"], signals["exits"], device=device, **options)
-    return ModelBacktest(pf, overlap, excluded, note)
-
-
 def backtest_model(
     bars: pd.DataFrame,
     model: Any,
@@ -147,6 +111,8 @@ def backtest_model(
     threshold: float = 0.0,
     include_train: bool = False,
     device: str = "auto",
+    warn: bool = True,
+    include_flag: str = "include_train=True",
     **options: Any,
 ) -> ModelBacktest:
     """Backtest a model's forecasts on ``bars``, leaving out the bars it was trained on.
@@ -167,6 +133,12 @@ def backtest_model(
         the contiguous span after them (or before them, when there is none after).
     device : str
         Backtest engine: ``auto``, ``cpu`` or ``cuda``.
+    warn : bool
+        Give the note on left-out or included training bars as a :class:`CelerisWarning`;
+        ``False`` leaves it to the caller, in :attr:`ModelBacktest.note` (the CLI prints it).
+    include_flag : str
+        How messages name the option that includes the training bars (the CLI's
+        ``--include-train``).
     **options
         ``from_signals`` options (``fees``, ``slippage``, ``init_cash``, ...). Orders fill at
         the next bar's open unless ``execution="close"``.
@@ -177,13 +149,31 @@ def backtest_model(
         The model has no record of its training bars (pass ``include_train=True`` to trade
         anyway), or every bar is a training bar.
     """
-    result = _backtest_model(
-        bars, model, step=step, threshold=threshold, include_train=include_train,
-        device=device, **options,
-    )  # fmt: skip
-    if result.note is not None:
-        warnings.warn(result.note, CelerisWarning, stacklevel=2)
-    return result
+    from celeris.models.pipeline import expected_step_returns_checked
+    from celeris.models.signals import in_sample_note, signals_from_forecast
+
+    predictor = _predictor(model)
+    expected, overlap = expected_step_returns_checked(
+        predictor, bars, step, include_train=include_train, flag=include_flag
+    )
+    note = in_sample_note(overlap, include_train, "bars", include_flag)
+    excluded = 0
+    if overlap is not None and overlap.n_in_sample and not include_train:
+        keep, aside = _held_out(bars.index, overlap, include_flag)
+        excluded = overlap.n_in_sample
+        note = (
+            f"excluded {excluded:,} bars the model was trained on ({overlap.span}: "
+            f"{overlap.reason}); trading the {int(keep.sum()):,} bars "
+            f"{'after' if keep[-1] else 'before'} them{aside or ''}. {include_flag} includes them"
+        )
+        bars, expected = bars[keep], expected[keep]
+    # With direction="both", an exit signal opens a short (from_signals' convention).
+    signals = signals_from_forecast(expected, threshold=threshold)
+    options.setdefault("execution", "next_open")  # a forecast made at a close trades next bar
+    pf = from_signals(bars, signals["entries"], signals["exits"], device=device, **options)
+    if warn and note is not None:
+        warnings.warn(note, CelerisWarning, stacklevel=2)
+    return ModelBacktest(pf, overlap, excluded, note)
 
 
 # --------------------------------------------------------------------------------------------
@@ -249,6 +239,38 @@ def _refit_plan(document: dict[str, Any], max_steps: int | None) -> dict[str, An
     }
 
 
+@dataclasses.dataclass(frozen=True)
+class _WalkPlan:
+    """The checked bars, the refit's ``fit_on_bars`` keywords and the windows of a model
+    walk-forward (what both :func:`model_walk_forward` and its cost need)."""
+
+    bars: pd.DataFrame
+    refit: dict[str, Any]
+    n_train: int
+    n_test: int
+    starts: Any  # window start positions
+
+    @property
+    def per_model(self) -> int:
+        return int(self.refit["config"].max_steps)
+
+
+def _walk_plan(
+    data: Any,
+    model: str | Path,
+    train: int | str,
+    test: int | str,
+    partial: bool,
+    max_steps: int | None,
+) -> _WalkPlan:
+    from celeris.models.checkpoint_file import read_config
+
+    bars = check_bars(data, ("close",))
+    refit = _refit_plan(read_config(model), max_steps)
+    n_train, n_test, starts = window_plan(bars.index, train, test, partial)
+    return _WalkPlan(bars, refit, n_train, n_test, starts)
+
+
 def model_walk_forward_cost(
     data: Any,
     model: str | Path,
@@ -260,17 +282,12 @@ def model_walk_forward_cost(
 ) -> dict[str, Any]:
     """What :func:`model_walk_forward` will cost, before it runs: ``{"model", "windows",
     "max_steps_per_model", "max_steps"}`` (early stopping may train fewer steps)."""
-    from celeris.models.checkpoint_file import read_config
-
-    bars = check_bars(data, ("close",))
-    plan = _refit_plan(read_config(model), max_steps)
-    _, _, starts = window_plan(bars.index, train, test, partial)
-    per_model = int(plan["config"].max_steps)
+    plan = _walk_plan(data, model, train, test, partial, max_steps)
     return {
-        "model": plan["name"],
-        "windows": len(starts),
-        "max_steps_per_model": per_model,
-        "max_steps": len(starts) * per_model,
+        "model": plan.refit["name"],
+        "windows": len(plan.starts),
+        "max_steps_per_model": plan.per_model,
+        "max_steps": len(plan.starts) * plan.per_model,
     }
 
 
@@ -332,19 +349,12 @@ def model_walk_forward(
     DataError
         A span too short to window and split for training.
     """
-    from celeris.models.checkpoint_file import read_config
-    from celeris.models.pipeline import expected_step_returns_checked, fit_on_bars
-    from celeris.models.predictor import Predictor
-    from celeris.models.signals import signals_from_forecast
-
     metric_slot(metric)
-    bars = check_bars(data, ("close",))
+    plan = _walk_plan(data, model, train, test, partial, max_steps)
     options = check_portfolio_options(options)
     options.setdefault("execution", "next_open")
-    plan = _refit_plan(read_config(model), max_steps)
-    n_train, n_test, starts = window_plan(bars.index, train, test, partial)
-    per_model = int(plan["config"].max_steps)
     init_cash = float(options.get("init_cash", 100_000.0))
+    budget = len(plan.starts) * plan.per_model
 
     rows: list[dict[str, Any]] = []
     pieces: list[pd.Series] = []
@@ -354,65 +364,22 @@ def model_walk_forward(
     if bar is not None:
         bar.start()
         task = bar.add_task(
-            f"walk-forward {plan['name']}: refit per window",
-            total=len(starts),
-            cost=f"0 of <= {len(starts) * per_model:,} steps",
+            f"walk-forward {plan.refit['name']}: refit per window",
+            total=len(plan.starts),
+            cost=f"0 of <= {budget:,} steps",
         )
     pf: Portfolio | None = None
     try:
-        for k, start in enumerate(starts):
-            train_start = 0 if anchored else start
-            train_end = start + n_train
-            test_end = min(train_end + n_test, len(bars))
-            t0 = time.perf_counter()
-            try:
-                fitted = fit_on_bars(bars=bars.iloc[train_start:train_end], **plan)
-            except CelerisError as exc:
-                raise type(exc)(
-                    f"window {k} (training bars {bars.index[train_start]} .. "
-                    f"{bars.index[train_end - 1]}): {exc}"
-                ) from None
-            seconds = time.perf_counter() - t0
-            predictor = Predictor.from_model(fitted.model, scaler=fitted.scaler, meta=fitted.meta)
-            span = bars.iloc[train_start:test_end]  # the test span, with its past as input
-            expected, overlap = expected_step_returns_checked(predictor, span, step)
-            expected = expected.iloc[train_end - train_start :]
-            if overlap is not None and overlap.in_sample[train_end - train_start :].any():
-                raise CelerisError(  # a bug, not bad input: the refit saw its test span
-                    f"window {k}: the refitted model's training bars reach into its test span"
-                )
-            signals = signals_from_forecast(expected, threshold=threshold)
-            pf = from_signals(
-                bars.iloc[train_end:test_end], signals["entries"], signals["exits"],
-                device=device, **options,
+        for k, start in enumerate(plan.starts):
+            row, pf = _refit_window(
+                plan, k, start, anchored=anchored, step=step, threshold=threshold,
+                metric=metric, device=device, options=options,
             )  # fmt: skip
-            stats = pf.stats().iloc[0]
+            rows.append(row)
             pieces.append(pf.returns.iloc[:, 0])
-            steps = int(fitted.meta["trained_steps"])
-            total_steps += steps
-            rows.append(
-                {
-                    "window": k,
-                    "train_start": bars.index[train_start],
-                    "train_end": bars.index[train_end - 1],
-                    "test_start": bars.index[train_end],
-                    "test_end": bars.index[test_end - 1],
-                    "test_bars": test_end - train_end,
-                    "fitted_through": pd.Timestamp(fitted.meta["train_bars"]["last"]),
-                    "steps": steps,
-                    "best_step": int(fitted.meta["best_step"]),
-                    "train_seconds": seconds,
-                    f"oos_{metric}": stats[metric],
-                    "oos_total_return": float(stats["total_return"]),
-                    "oos_trades": int(stats["trades"]),
-                }
-            )
+            total_steps += row["steps"]
             if bar is not None and task is not None:
-                bar.update(
-                    task,
-                    advance=1,
-                    cost=f"{total_steps:,} of <= {len(starts) * per_model:,} steps",
-                )
+                bar.update(task, advance=1, cost=f"{total_steps:,} of <= {budget:,} steps")
     finally:
         if bar is not None:
             bar.stop()
@@ -421,8 +388,70 @@ def model_walk_forward(
         pd.DataFrame(rows).set_index("window"),
         *chain_out_of_sample(pieces, pf.ann_factor, init_cash),
         metric,
-        models=len(starts),
+        models=len(plan.starts),
         steps=total_steps,
-        max_steps=per_model,
+        max_steps=plan.per_model,
         seconds=time.perf_counter() - started,
     )
+
+
+def _refit_window(
+    plan: _WalkPlan,
+    k: int,
+    start: int,
+    *,
+    anchored: bool,
+    step: int,
+    threshold: float,
+    metric: str,
+    device: str,
+    options: dict[str, Any],
+) -> tuple[dict[str, Any], Portfolio]:
+    """Window ``k``: refit on its training span, backtest its test span; its row and portfolio."""
+    from celeris.models.pipeline import expected_step_returns_checked, fit_on_bars
+    from celeris.models.predictor import Predictor
+    from celeris.models.signals import signals_from_forecast
+
+    bars = plan.bars
+    train_start = 0 if anchored else start
+    train_end = start + plan.n_train
+    test_end = min(train_end + plan.n_test, len(bars))
+    t0 = time.perf_counter()
+    try:
+        fitted = fit_on_bars(bars=bars.iloc[train_start:train_end], **plan.refit)
+    except CelerisError as exc:
+        raise type(exc)(
+            f"window {k} (training bars {bars.index[train_start]} .. "
+            f"{bars.index[train_end - 1]}): {exc}"
+        ) from None
+    seconds = time.perf_counter() - t0
+    predictor = Predictor.from_model(fitted.model, scaler=fitted.scaler, meta=fitted.meta)
+    span = bars.iloc[train_start:test_end]  # the test span, with its past as input
+    expected, overlap = expected_step_returns_checked(predictor, span, step)
+    expected = expected.iloc[train_end - train_start :]
+    if overlap is not None and overlap.in_sample[train_end - train_start :].any():
+        raise CelerisError(  # a bug, not bad input: the refit saw its test span
+            f"window {k}: the refitted model's training bars reach into its test span"
+        )
+    signals = signals_from_forecast(expected, threshold=threshold)
+    pf = from_signals(
+        bars.iloc[train_end:test_end], signals["entries"], signals["exits"],
+        device=device, **options,
+    )  # fmt: skip
+    stats = pf.stats().iloc[0]
+    row = {
+        "window": k,
+        "train_start": bars.index[train_start],
+        "train_end": bars.index[train_end - 1],
+        "test_start": bars.index[train_end],
+        "test_end": bars.index[test_end - 1],
+        "test_bars": test_end - train_end,
+        "fitted_through": pd.Timestamp(fitted.meta["train_bars"]["last"]),
+        "steps": int(fitted.meta["trained_steps"]),
+        "best_step": int(fitted.meta["best_step"]),
+        "train_seconds": seconds,
+        f"oos_{metric}": stats[metric],
+        "oos_total_return": float(stats["total_return"]),
+        "oos_trades": int(stats["trades"]),
+    }
+    return row, pf

@@ -32,11 +32,12 @@ def model_portfolio(
 ) -> Any:
     """Backtest a ``model:DIR`` strategy on ``bars``, saying which bars were left out and why
     (on stderr with ``--json``, so that stdout stays JSON)."""
-    from celeris.research import _backtest_model
+    from celeris.research import backtest_model
 
-    result = _backtest_model(
+    result = backtest_model(
         bars, checkpoint_of(strategy), step=step, threshold=threshold,
-        include_train=include_train, device=device, flag="--include-train", **opts,
+        include_train=include_train, device=device, warn=False, include_flag="--include-train",
+        **opts,
     )  # fmt: skip
     if result.note is not None:
         loud = include_train and result.overlap is not None and result.overlap.n_in_sample > 0
