@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from celeris import ConfigError
+from celeris import CelerisTypeError, ConfigError
 from celeris.serving.cache import MemoryCache, RedisCache, TieredCache, cache_key
 
 
@@ -390,10 +390,27 @@ def test_tiered_cache_writer_thread_outage_counted_in_cache_errors(recording_met
     cache.close()
 
 
-def test_redis_cache_bad_read_budget_raises_config_error():
-    with pytest.raises(ConfigError, match="read_budget_s"):
+def test_redis_cache_bad_read_budget_raises_clear_error():
+    with pytest.raises(ConfigError, match=r"read_budget_s must be > 0, got 0\.0"):
         RedisCache("redis://127.0.0.1:1/0", read_budget_s=0.0)
-    with pytest.raises(ConfigError, match="read_budget_s"):
+    # Unified (celeris.checks): a wrong type is a CelerisTypeError (it was a ConfigError).
+    with pytest.raises(CelerisTypeError, match="read_budget_s must be a real number > 0"):
         RedisCache("redis://127.0.0.1:1/0", read_budget_s="fast")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="slow_strikes"):
         RedisCache("redis://127.0.0.1:1/0", slow_strikes=0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"max_items": 2.0}, CelerisTypeError, "max_items must be an int >= 1, got float 2.0"),
+        ({"max_items": True}, CelerisTypeError, "max_items must be an int >= 1, got bool"),
+        ({"ttl_s": True}, CelerisTypeError, "ttl_s must be a real number > 0"),
+        ({"ttl_s": "60"}, CelerisTypeError, "ttl_s must be a real number > 0"),
+        ({"ttl_s": float("inf")}, ConfigError, "ttl_s must be finite"),
+    ],
+)
+def test_memory_cache_wrong_type_raises_type_error_bad_value_config_error(kwargs, error, match):
+    # One rule for every check (celeris.checks): these were all ConfigError before.
+    with pytest.raises(error, match=match):
+        MemoryCache(**kwargs)

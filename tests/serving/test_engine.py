@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch  # noqa: F401  (a dev extra: missing is a failure)
 
-from celeris import ConfigError, DataError
+from celeris import CelerisTypeError, ConfigError, DataError
 from celeris.models.predictor import Predictor
 from celeris.serving.batcher import BatcherConfig, Priority
 from celeris.serving.cache import MemoryCache, RedisCache, TieredCache
@@ -155,8 +155,12 @@ def test_engine_unknown_model_version_and_bad_options_are_refused(predictors, ma
             await engine.add_version("btc-usd", "1", predictors["2"])
         with pytest.raises(ConfigError, match="has no 'predict'"):
             await engine.add_version("x", "1", object())
-        with pytest.raises(ConfigError, match="timeout_ms"):
+        with pytest.raises(ConfigError, match="timeout_ms must be > 0, got 0"):
             await engine.predict("btc-usd", x, timeout_ms=0)
+        # A wrong type is a CelerisTypeError (it was a ConfigError); a numpy real is accepted.
+        with pytest.raises(CelerisTypeError, match="timeout_ms must be a real number > 0"):
+            await engine.predict("btc-usd", x, timeout_ms="50")  # type: ignore[arg-type]
+        assert (await engine.predict("btc-usd", x, timeout_ms=np.float32(5e3))).values.shape[0] == 1
         with pytest.raises(ConfigError, match="priority"):
             await engine.predict("btc-usd", x, priority="urgent")
         with pytest.raises(ConfigError, match="serving"):

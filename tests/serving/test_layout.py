@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from celeris.errors import CelerisError, ConfigError, DataError, ModelNotFound
+from celeris.errors import CelerisError, CelerisTypeError, ConfigError, DataError, ModelNotFound
 from celeris.serving import errors as serving_errors
 from celeris.serving.http import problem_of
 
@@ -118,6 +118,8 @@ def test_layout_every_serving_error_carries_an_http_answer(name):
         (serving_errors.ModelLoading("loading"), 503, "unavailable"),
         (ModelNotFound("btc"), 404, "not_found"),
         (ConfigError("bad"), 422, "invalid"),
+        # celeris.checks raises CelerisTypeError for a wrong type: still the caller's mistake.
+        (CelerisTypeError("split must be a real number in [0, 1], got str '0.5'"), 422, "invalid"),
         (CelerisError("other"), 500, "internal"),
     ],
 )

@@ -97,6 +97,9 @@ def test_arm_for_bad_arguments_raise():
     for split in (-0.1, 1.5, float("nan")):
         with pytest.raises(ConfigError, match="split"):
             arm_for("k", split)
+    with pytest.raises(CelerisTypeError, match="split must be a real number in"):
+        arm_for("k", "0.5")  # type: ignore[arg-type]
+    assert arm_for("k", 1) == "challenger" and arm_for("k", np.float32(0.0)) == "champion"
     with pytest.raises(CelerisTypeError):
         arm_for(7, 0.5)  # type: ignore[arg-type]
 
@@ -373,3 +376,8 @@ def test_shadow_validate_bad_arguments_raise(ckpts, batch):
         shadow_validate(pred, batch, max_latency_ms=0)
     with pytest.raises(CelerisTypeError, match="no predict"):
         shadow_validate(object(), batch)  # type: ignore[arg-type]
+    # A wrong type is a CelerisTypeError (these escaped as bare TypeErrors or ConfigErrors).
+    with pytest.raises(CelerisTypeError, match="max_latency_ms must be a real number > 0"):
+        shadow_validate(pred, batch, max_latency_ms="50")  # type: ignore[arg-type]
+    with pytest.raises(CelerisTypeError, match="repeats must be an int >= 1, got float"):
+        shadow_validate(pred, batch, repeats=2.0)  # type: ignore[arg-type]

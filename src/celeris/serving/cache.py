@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from celeris.checks import check_int, check_real
 from celeris.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -73,9 +74,7 @@ def cache_key(model: str, version: str, array: np.ndarray) -> bytes:
 def _check_ttl(ttl_s: float | None) -> float | None:
     if ttl_s is None:
         return None
-    if isinstance(ttl_s, bool) or not isinstance(ttl_s, int | float) or not 0 < ttl_s < math.inf:
-        raise ConfigError(f"ttl_s must be a finite number of seconds > 0 or None, got {ttl_s!r}")
-    return float(ttl_s)
+    return check_real("ttl_s", ttl_s, minimum=0, open_low=True, reason="seconds, or None")
 
 
 def _frozen(value: np.ndarray) -> np.ndarray:
@@ -101,9 +100,7 @@ class MemoryCache:
     def __init__(
         self, max_items: int = 100_000, ttl_s: float | None = 60.0, *, clock: Clock = time.monotonic
     ) -> None:
-        if isinstance(max_items, bool) or not isinstance(max_items, int) or max_items < 1:
-            raise ConfigError(f"max_items must be an integer >= 1, got {max_items!r}")
-        self.max_items = max_items
+        self.max_items = check_int("max_items", max_items, minimum=1)
         self.ttl_s = _check_ttl(ttl_s)
         self._clock = clock
         self._data: OrderedDict[bytes, tuple[float, np.ndarray]] = OrderedDict()
@@ -250,16 +247,15 @@ class RedisCache:
         ttl = _check_ttl(ttl_s)
         if ttl is None:
             raise ConfigError("the Redis cache needs a ttl_s")
-        for name, value in (
-            ("socket_timeout_s", socket_timeout_s),
-            ("backoff_s", backoff_s),
-            ("max_backoff_s", max_backoff_s),
-            ("read_budget_s", read_budget_s),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ConfigError(f"{name} must be a number of seconds, got {value!r}")
-            if not 0 < value < math.inf:
-                raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
+        socket_timeout_s, backoff_s, max_backoff_s, read_budget_s = (
+            check_real(name, value, minimum=0, open_low=True, reason="seconds")
+            for name, value in (
+                ("socket_timeout_s", socket_timeout_s),
+                ("backoff_s", backoff_s),
+                ("max_backoff_s", max_backoff_s),
+                ("read_budget_s", read_budget_s),
+            )
+        )
         self.url = url
         self.ttl_s = ttl
         self._ttl_ms = max(1, round(ttl * 1e3))
@@ -267,9 +263,7 @@ class RedisCache:
         self.backoff_s = backoff_s
         self.max_backoff_s = max(max_backoff_s, backoff_s)
         self.read_budget_s = float(read_budget_s)
-        if isinstance(slow_strikes, bool) or not isinstance(slow_strikes, int) or slow_strikes < 1:
-            raise ConfigError(f"slow_strikes must be an integer >= 1, got {slow_strikes!r}")
-        self.slow_strikes = slow_strikes
+        self.slow_strikes = check_int("slow_strikes", slow_strikes, minimum=1)
         self._slow_run = 0  # over-budget look-ups in a row
         self.on_error = None
         self._clock = clock

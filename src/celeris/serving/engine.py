@@ -38,7 +38,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from celeris.errors import ConfigError, DataError, ModelNotFound, did_you_mean
+from celeris.checks import check_fraction, check_real
+from celeris.errors import CelerisTypeError, ConfigError, DataError, ModelNotFound, did_you_mean
 from celeris.serving.batcher import (
     BatcherConfig,
     DynamicBatcher,
@@ -309,12 +310,11 @@ class Engine:
             raise ConfigError(
                 f"an A/B test of {name}@{model.ab.challenger} is running; stop it first"
             )
-        if isinstance(split, bool) or not isinstance(split, int | float) or not 0 <= split <= 1:
-            raise ConfigError(f"split must be a number within [0, 1], got {split!r}")
+        split = check_fraction("split", split)
         if not isinstance(salt, str):
-            raise ConfigError(f"salt must be a string, got {type(salt).__name__}")
+            raise CelerisTypeError(f"salt must be a string, got {type(salt).__name__}")
         self._activate(model, v)
-        model.ab = _AB(challenger, float(split), salt, ABStats(), time.time())
+        model.ab = _AB(challenger, split, salt, ABStats(), time.time())
 
     def stop_ab(self, name: str) -> ABStats:
         """End the A/B test of ``name``; return its statistics (the champion keeps serving).
@@ -382,14 +382,11 @@ class Engine:
             priority = Priority.parse(priority)
         if timeout_ms is None:
             deadline = t0 + self._default_timeout_s
-        elif (
-            isinstance(timeout_ms, bool)
-            or not isinstance(timeout_ms, int | float)
-            or not 0 < timeout_ms < math.inf
-        ):
-            raise ConfigError(f"timeout_ms must be a number > 0, got {timeout_ms!r}")
-        else:
+        elif (type(timeout_ms) is float or type(timeout_ms) is int) and 0 < timeout_ms < math.inf:
             deadline = t0 + timeout_ms / 1e3
+        else:
+            # Off the hot path: the full check names the mistake (or accepts a numpy real).
+            deadline = t0 + check_real("timeout_ms", timeout_ms, minimum=0, open_low=True) / 1e3
         self._check_open()
         model = self._model(name)
         for _ in range(4):  # re-route only if a batcher closed under us (never in practice)

@@ -68,7 +68,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.routing import Route
 
-from celeris.errors import CelerisError, DataError, ModelNotFound
+from celeris.errors import CelerisError, CelerisTypeError, DataError, ModelNotFound
 from celeris.serving.config import ServeSettings
 from celeris.serving.errors import ServingError, SymbolLimitReached
 
@@ -1179,7 +1179,8 @@ def problem_of(exc: CelerisError) -> Problem:
     One mapping for every front end (``celeris serve`` and the Ray Serve deployment), read
     from the error itself: a :class:`~celeris.serving.errors.ServingError` carries its status,
     kind, body fields and headers. Other Celeris errors map by base class: ``ModelNotFound``
-    404, a ``ValueError`` (``DataError``, ``ConfigError``) 422, anything else 500.
+    404, a bad argument (``DataError``, ``ConfigError``, ``CelerisTypeError``: see
+    :mod:`celeris.checks`) 422, anything else 500.
     """
     if isinstance(exc, ServingError):
         fields = exc.http_body()
@@ -1187,6 +1188,6 @@ def problem_of(exc: CelerisError) -> Problem:
         return Problem(exc.http_status, exc.http_error, detail, headers=exc.http_headers, **fields)
     if isinstance(exc, ModelNotFound):
         return Problem(404, "not_found", str(exc))
-    if isinstance(exc, ValueError):
+    if isinstance(exc, ValueError | CelerisTypeError):
         return Problem(422, "invalid", str(exc))
     return Problem(500, "internal", str(exc))

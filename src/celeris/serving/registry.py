@@ -58,6 +58,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from celeris.checks import check_int
 from celeris.data.atomic import sweep_stale, temp_name
 from celeris.errors import (
     ConfigError,
@@ -1036,9 +1037,9 @@ def _verify_tree(record: ModelRecord, tree: Path, *, shown: Path | None = None) 
 
 
 def _version_number(version: int | str) -> int:
-    if isinstance(version, bool) or not isinstance(version, int | str):
-        raise ConfigError(f"version must be a positive integer, got {version!r}")
-    text = str(version).strip()
+    if not isinstance(version, str):
+        return check_int("version", version, minimum=1)
+    text = version.strip()
     if not text.isdigit() or int(text) < 1:
         raise ConfigError(f"version must be a positive integer, got {version!r}")
     return int(text)

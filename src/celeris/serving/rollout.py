@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from celeris.checks import check_fraction, check_int, check_real
 from celeris.errors import CelerisTypeError, ConfigError, DataError, check_choice
 
 __all__ = [
@@ -61,14 +62,15 @@ def arm_for(key: str, split: float, salt: str = "") -> str:
     ConfigError
         ``split`` outside [0, 1].
     CelerisTypeError
-        ``key`` or ``salt`` not a string.
+        ``key`` or ``salt`` not a string, ``split`` not a number.
     """
     if not isinstance(key, str) or not isinstance(salt, str):
         raise CelerisTypeError(
             f"key and salt must be str, got {type(key).__name__} and {type(salt).__name__}"
         )
-    if not 0.0 <= split <= 1.0:  # also refuses NaN
-        raise ConfigError(f"split must be within [0, 1], got {split!r}")
+    if type(split) is not float or not 0.0 <= split <= 1.0:  # also refuses NaN
+        # Per request: a float in range costs one type test; anything else gets the full check.
+        split = check_fraction("split", split)
     digest = hashlib.sha256(salt.encode() + b"\0" + key.encode()).digest()
     u = int.from_bytes(digest[:8], "big") / 2.0**64
     return CHALLENGER if u < split else CHAMPION
@@ -124,9 +126,7 @@ class ABStats:
     """
 
     def __init__(self, reservoir_size: int = 4096, *, seed: int = 0) -> None:
-        if reservoir_size < 1:
-            raise ConfigError(f"reservoir_size must be >= 1, got {reservoir_size}")
-        self.reservoir_size = reservoir_size
+        self.reservoir_size = check_int("reservoir_size", reservoir_size, minimum=1)
         self._arms = {arm: _Arm() for arm in ARMS}
         self._lock = threading.Lock()
         self._rng = random.Random(seed)
@@ -339,10 +339,8 @@ def evaluate_ab(
     :class:`ABStats` keep constant memory.
     """
     check_choice("metric", metric, _METRICS)
-    if isinstance(min_samples, bool) or not isinstance(min_samples, int) or min_samples < 2:
-        raise ConfigError(f"min_samples must be an integer >= 2, got {min_samples!r}")
-    if not 0.0 < alpha < 1.0:
-        raise ConfigError(f"alpha must be within (0, 1), got {alpha!r}")
+    min_samples = check_int("min_samples", min_samples, minimum=2)
+    alpha = check_fraction("alpha", alpha, open_low=True, open_high=True)
 
     error_rate: dict[str, float | None] = dict.fromkeys(ARMS)
     moments: dict[str, tuple[int, float, float]] = {}
@@ -525,12 +523,10 @@ def shadow_validate(
         )
     if not np.isfinite(batch).all():
         raise DataError("validation_batch has non-finite values; validate with finite histories")
-    if not max_latency_ms > 0:
-        raise ConfigError(f"max_latency_ms must be > 0, got {max_latency_ms!r}")
-    if max_rel_diff is not None and not max_rel_diff >= 0:
-        raise ConfigError(f"max_rel_diff must be >= 0 or None, got {max_rel_diff!r}")
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ConfigError(f"repeats must be an integer >= 1, got {repeats!r}")
+    max_latency_ms = check_real("max_latency_ms", max_latency_ms, minimum=0, open_low=True)
+    if max_rel_diff is not None:
+        max_rel_diff = check_real("max_rel_diff", max_rel_diff, minimum=0, reason="or None")
+    repeats = check_int("repeats", repeats, minimum=1)
     if not callable(getattr(candidate, "predict", None)):
         raise CelerisTypeError(f"candidate has no predict method: {type(candidate).__name__}")
 

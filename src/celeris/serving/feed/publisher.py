@@ -23,7 +23,7 @@ from typing import Any, Self
 
 import numpy as np
 
-from celeris.errors import CelerisTypeError, ConfigError
+from celeris.checks import check_int
 from celeris.serving.errors import FeedError
 from celeris.serving.feed.wire import SignalRecord, _check_socket_path, encode, encode_hello
 
@@ -96,14 +96,8 @@ class SignalPublisher:
         mode: int = 0o600,
         max_subscribers: int = 64,
     ) -> None:
-        for name, value in (
-            ("max_buffer_records", max_buffer_records),
-            ("max_subscribers", max_subscribers),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise CelerisTypeError(f"{name} must be an int, got {type(value).__name__}")
-            if value < 1:
-                raise ConfigError(f"{name} must be >= 1, got {value}")
+        max_buffer_records = check_int("max_buffer_records", max_buffer_records, minimum=1)
+        max_subscribers = check_int("max_subscribers", max_subscribers, minimum=1)
         self.path = _check_socket_path(path)
         self.max_buffer_records = max_buffer_records
         self.max_subscribers = max_subscribers
