@@ -119,8 +119,11 @@ def test_profiles_auto_choice_overrides_and_batch_probe(checkpoint):
     assert best in rates and set(rates) == {1, 8, 64}
 
 
-def test_rolling_forecasts_use_only_past_bars(checkpoint):
-    pred = Predictor.load(checkpoint)
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_rolling_forecasts_use_only_past_bars(checkpoint, backend):
+    # Exact backends only: dynamic int8 scales activations per batch, so its past forecasts
+    # move by up to the recorded batch effect when later windows change (docs/models.md).
+    pred = Predictor.load(checkpoint, backend=backend)
     rng = np.random.default_rng(3)
     values = 100 + rng.standard_normal(120).cumsum()
     # The checkpoint records no training bars and the values no dates: nothing to guard.
@@ -167,7 +170,7 @@ def test_predictor_torch_compile_matches_eager(checkpoint):
     """torch.compile (inductor, ~25 s to compile on 2 cores) gives the eager model's forecasts."""
     x = _histories(8)
     compiled = Predictor.load(checkpoint, compile=True).predict(x)
-    eager = Predictor.load(checkpoint).predict(x)
+    eager = Predictor.load(checkpoint, backend="torch").predict(x)
     assert np.abs(compiled - eager).max() <= 1e-5 * np.abs(eager).max()
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import hashlib
 import json
 import os
 import shutil
@@ -39,7 +38,13 @@ __all__ = [
     "save_checkpoint",
 ]
 
-from celeris.models.checkpoint_file import CONFIG_FILE, FORMAT, WEIGHTS_FILE, read_config
+from celeris.models.checkpoint_file import (
+    CONFIG_FILE,
+    FORMAT,
+    WEIGHTS_FILE,
+    read_config,
+    sha256_file,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,11 +59,7 @@ class LoadedCheckpoint:
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return sha256_file(path)
 
 
 def _default_meta(model: ForecastModel) -> dict[str, Any]:

@@ -59,6 +59,8 @@ class Trained:
     report: Any
     result: Any
     meta: dict[str, Any]
+    #: the checkpoint's export record (``exports.json``), None when trained with export=False
+    exports: dict[str, Any] | None = None
 
 
 @dataclasses.dataclass
@@ -70,6 +72,8 @@ class Fitted:
     result: Any
     report: Any
     meta: dict[str, Any]
+    #: the held-out test windows (original units), None when ``test=0``
+    test_windows: Any = None
 
 
 def fit_on_bars(
@@ -154,7 +158,7 @@ def fit_on_bars(
         else {str(k): {c: _num(v) for c, v in row.items()} for k, row in report.table().iterrows()},
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
-    return Fitted(result.model, sc, result, report, meta)
+    return Fitted(result.model, sc, result, report, meta, te if len(te) else None)
 
 
 def train_on_bars(
@@ -170,6 +174,7 @@ def train_on_bars(
     test: float = 0.2,
     model_options: dict[str, Any] | None = None,
     source: str = "",
+    export: bool = True,
     **train_options: Any,
 ) -> Trained:
     """Window ``bars``, split by time, fit the scaler on training bars only, train, evaluate on
@@ -177,6 +182,13 @@ def train_on_bars(
 
     The checkpoint records the bars the model was trained on (``meta["train_bars"]``), so that
     backtests and forecasts on them can be recognised as in-sample whatever the data is called.
+
+    With ``export`` (the default) the checkpoint also gets what the fast default path of
+    :meth:`~celeris.models.predictor.Predictor.load` needs: ONNX fp32 and int8 exports checked
+    against the eager model on the held-out test windows, with the record of that check
+    (``exports.json``; :func:`~celeris.models.export.export_checkpoint`). An int8 export outside
+    its tolerance is recorded as declined; an fp32 export that fails its check warns
+    (:class:`~celeris.errors.CelerisWarning`) and leaves the checkpoint on torch.
     """
     from celeris.models.checkpoint import save_checkpoint
     from celeris.models.train import TrainConfig
@@ -191,7 +203,28 @@ def train_on_bars(
     directory = save_checkpoint(
         fitted.model, Path(out), scaler=fitted.scaler, meta=fitted.meta
     )  # trained in place, best weights
-    return Trained(directory, fitted.report, fitted.result, fitted.meta)
+    record = _export_fast_paths(directory, fitted.test_windows) if export else None
+    return Trained(directory, fitted.report, fitted.result, fitted.meta, record)
+
+
+def _export_fast_paths(directory: Path, test_windows: Any) -> dict[str, Any] | None:
+    """Export and verify ONNX fp32 + int8 on the held-out windows; return the record."""
+    import warnings
+
+    from celeris.errors import CelerisWarning, DataError
+    from celeris.models.checkpoint_file import read_exports
+    from celeris.models.export import export_checkpoint
+
+    try:
+        histories = None if test_windows is None else test_windows.x
+        export_checkpoint(directory, "onnx", int8=True, histories=histories, decline_int8=True)
+    except DataError as exc:
+        warnings.warn(
+            f"{directory}: {exc}; Predictor.load uses torch for this checkpoint",
+            CelerisWarning,
+            stacklevel=3,
+        )
+    return read_exports(directory)
 
 
 def _num(v: Any) -> Any:

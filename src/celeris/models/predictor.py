@@ -6,13 +6,23 @@ units. Backends:
 
 * ``"torch"``: the eager model under ``torch.inference_mode`` (optionally ``torch.compile``);
 * ``"onnx"``: ``model.onnx`` run by onnxruntime (exported on first use when missing);
-* ``"onnx-int8"``: ``model.int8.onnx``, dynamic int8 weights (smaller, a little less exact).
+* ``"onnx-int8"``: ``model.int8.onnx``, dynamic int8 weights (smaller, a little less exact);
+* ``"auto"`` (the default): the fastest backend the checkpoint has *verified* in its
+  ``exports.json`` (:func:`choose_backend`): int8 ONNX when its recorded error is within
+  :data:`~celeris.models.export.INT8_BUDGET`, else fp32 ONNX within its tolerance, else torch.
+  A checkpoint without a record (trained with ``--no-export``, or before exports were
+  recorded) loads as torch, as it always did.
+
+An export whose file no longer matches the hash in the record is refused (:class:`DataError`),
+never used, and never silently swapped for another backend: the same rule as the weights'
+checksum in :func:`~celeris.models.checkpoint.load_checkpoint`.
 
 On CUDA, a batch that runs out of GPU memory is halved and retried instead of failing.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,9 +31,71 @@ from typing import Any
 import numpy as np
 
 from celeris.errors import ConfigError, DataError, check_choice
+from celeris.models.export import INT8_BUDGET, ONNX_FILES, TOLERANCE, import_onnxruntime
 
 BACKENDS = ("torch", "onnx", "onnx-int8")
-ONNX_FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
+#: ``backend=AUTO`` picks the fastest verified backend (:func:`choose_backend`).
+AUTO = "auto"
+CHOICES = (AUTO, *BACKENDS)
+
+
+@dataclasses.dataclass(frozen=True)
+class BackendChoice:
+    """What :func:`choose_backend` picked, and why (one line for people)."""
+
+    backend: str
+    reason: str
+
+
+def choose_backend(
+    record: dict[str, Any] | None, *, device: str = "cpu", compile: bool = False
+) -> BackendChoice:
+    """Pick the default backend from a checkpoint's export record (``exports.json``).
+
+    Fastest first, each only when verified: int8 ONNX when its recorded max error is within
+    :data:`~celeris.models.export.INT8_BUDGET` of the output scale (it is an approximation);
+    fp32 ONNX when within :data:`~celeris.models.export.TOLERANCE` ``["onnx"]``; torch
+    otherwise, and always for ``device="cuda"`` or ``compile=True`` (ONNX runs on the CPU here).
+    The recorded numbers are judged against today's constants, not the record's own verdict.
+    The files' hashes are checked by :meth:`Predictor.load`, not here.
+    """
+    if device != "cpu":
+        return BackendChoice("torch", f"device={device!r}: the ONNX backends run on the CPU")
+    if compile:
+        return BackendChoice("torch", "compile=True applies to the torch backend")
+    if record is None:
+        return BackendChoice(
+            "torch", "the checkpoint has no verified ONNX export (`celeris export DIR --int8`)"
+        )
+    exports = record.get("exports", {})
+    declined: list[str] = []
+    for backend, label, limit, what in (
+        ("onnx-int8", "int8 ONNX", INT8_BUDGET, "budget"),
+        ("onnx", "fp32 ONNX", TOLERANCE["onnx"], "tolerance"),
+    ):
+        entry = exports.get(backend)
+        if entry is None:
+            continue
+        error = _recorded_error(entry)
+        if error is None or not entry.get("verified") or not entry.get("file"):
+            declined.append(f"{label} not verified")
+        elif error > limit:
+            declined.append(f"{label} max rel. error {error:.2%} exceeds the {limit:.2%} {what}")
+        else:
+            reason = (
+                f"{label} verified on {entry.get('checked_on') or 'its check windows'}: "
+                f"max rel. error {error:.2%} of the output scale, within the {limit:.2%} {what}"
+            )
+            return BackendChoice(backend, "; ".join([reason, *declined]))
+    return BackendChoice("torch", "; ".join(declined or ["no ONNX export recorded"]))
+
+
+def _recorded_error(entry: dict[str, Any]) -> float | None:
+    try:
+        error = float(entry["max_rel_error"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return error if error == error and error >= 0 else None  # NaN or negative: not a record
 
 
 class Predictor:
@@ -37,11 +109,14 @@ class Predictor:
         meta: dict[str, Any],
         backend: str,
         max_batch: int = 4096,
+        reason: str = "asked for",
     ) -> None:
         self._run = run
         self.scaler = scaler
         self.meta = meta
+        #: The backend running the model (never ``"auto"``) and why it was chosen.
         self.backend = backend
+        self.backend_reason = reason
         self.input_size = int(meta["input_size"])
         self.horizon = int(meta["horizon"])
         self.n_features = int(meta.get("n_features", 1))
@@ -64,17 +139,40 @@ class Predictor:
         cls,
         directory: str | Path,
         *,
-        backend: str = "torch",
+        backend: str = AUTO,
         compile: bool = False,
         threads: int | None = None,
         device: str = "cpu",
         max_batch: int = 4096,
     ) -> Predictor:
-        """Load the checkpoint in ``directory`` for prediction with ``backend``."""
-        check_choice("backend", backend, BACKENDS)
+        """Load the checkpoint in ``directory`` for prediction with ``backend``.
+
+        ``backend="auto"`` (the default) runs the fastest backend the checkpoint has verified
+        (:func:`choose_backend`); ``"torch"``, ``"onnx"`` or ``"onnx-int8"`` force one.
+        :attr:`backend` and :meth:`describe` say what runs and why.
+
+        Raises
+        ------
+        DataError
+            An ONNX file the checkpoint's ``exports.json`` records that is missing or does not
+            match its recorded sha256, or a record made for other weights: the checkpoint was
+            changed after its exports were verified. Re-export (``celeris export DIR --int8``)
+            or load with ``backend="torch"``.
+        """
+        check_choice("backend", backend, CHOICES)
         directory = Path(directory)
         if threads is not None and threads < 1:
             raise ConfigError(f"threads must be >= 1, got {threads}")
+        reason = f"asked for (backend={backend!r})"
+        if backend != "torch":
+            from celeris.models.checkpoint_file import read_config
+
+            record = _current_record(directory, read_config(directory))
+            if backend == AUTO:
+                choice = choose_backend(record, device=device, compile=compile)
+                backend, reason = choice.backend, choice.reason
+            if backend in ONNX_FILES and record is not None:
+                _check_recorded_file(directory, record, backend)
         onnx_file = directory / ONNX_FILES.get(backend, "")
         if backend != "torch" and onnx_file.is_file() and device == "cpu":
             # Serving an exported model needs neither torch nor the weights: importing torch is
@@ -90,6 +188,7 @@ class Predictor:
                 meta=dict(document["meta"]),
                 backend=backend,
                 max_batch=max_batch,
+                reason=reason,
             )
         from celeris.models.checkpoint import load_checkpoint
 
@@ -99,8 +198,17 @@ class Predictor:
         else:
             run = _onnx_runner(directory, int8=backend == "onnx-int8", threads=threads)
         return cls(
-            run, scaler=ckpt.scaler, meta=dict(ckpt.meta), backend=backend, max_batch=max_batch
+            run,
+            scaler=ckpt.scaler,
+            meta=dict(ckpt.meta),
+            backend=backend,
+            max_batch=max_batch,
+            reason=reason,
         )
+
+    def describe(self) -> str:
+        """One line: the backend that runs and why it was chosen."""
+        return f"{self.backend}: {self.backend_reason}"
 
     @classmethod
     def from_model(
@@ -109,7 +217,14 @@ class Predictor:
         """Predict with a model held in memory (eager torch on the CPU), e.g. one just fitted by
         :func:`~celeris.models.pipeline.fit_on_bars`; ``meta`` as a checkpoint would hold it."""
         run = _torch_runner(model, compile=False, threads=None, device="cpu")
-        return cls(run, scaler=scaler, meta=dict(meta), backend="torch", max_batch=max_batch)
+        return cls(
+            run,
+            scaler=scaler,
+            meta=dict(meta),
+            backend="torch",
+            max_batch=max_batch,
+            reason="a model held in memory",
+        )
 
     def _check(self, x: np.ndarray) -> np.ndarray:
         arr = np.asarray(x, dtype=np.float32)
@@ -183,6 +298,47 @@ class Predictor:
         }
 
 
+def _current_record(directory: Path, document: dict[str, Any]) -> dict[str, Any] | None:
+    """The checkpoint's export record, refused when it was made for other weights."""
+    from celeris.models.checkpoint_file import EXPORTS_FILE, read_exports
+
+    record = read_exports(directory)
+    if record is None:
+        return None
+    weights = document.get("weights_sha256")
+    if record.get("weights_sha256") != weights:
+        raise DataError(
+            f"{directory / EXPORTS_FILE} was verified against other weights (sha256 "
+            f"{record.get('weights_sha256')}, config.json has {weights}); its exports are not "
+            f"this model's. Re-export (`celeris export {directory} --int8`) or load with "
+            "backend='torch'"
+        )
+    return record
+
+
+def _check_recorded_file(directory: Path, record: dict[str, Any], backend: str) -> None:
+    """Refuse an ONNX file that the record lists as verified but that is missing or changed."""
+    from celeris.models.checkpoint_file import EXPORTS_FILE, sha256_file
+
+    entry = record["exports"].get(backend)
+    if entry is None or not entry.get("verified") or not entry.get("file"):
+        return  # nothing verified to hold the file to (an explicit backend exports on use)
+    path = directory / str(entry["file"])
+    fix = (
+        f"re-export (`celeris export {directory} --int8`) or load with another backend "
+        "(backend='torch')"
+    )
+    if not path.is_file():
+        raise DataError(f"{path} is missing but {EXPORTS_FILE} records it as verified; {fix}")
+    actual = sha256_file(path)
+    if actual != entry.get("sha256"):
+        raise DataError(
+            f"{path} does not match the sha256 recorded in {EXPORTS_FILE} when it was verified "
+            f"({actual[:12]}... vs {str(entry.get('sha256'))[:12]}...): changed or corrupt, "
+            f"so it is not used; {fix}"
+        )
+
+
 def _torch_runner(
     model: Any, *, compile: bool, threads: int | None, device: str
 ) -> Callable[[np.ndarray], np.ndarray]:
@@ -219,9 +375,9 @@ def _halving(fn: Callable[[Any], Any], x: Any) -> Any:
 def _onnx_runner(
     directory: Path, *, int8: bool, threads: int | None
 ) -> Callable[[np.ndarray], np.ndarray]:
-    import onnxruntime as ort
-
     from celeris.models.export import export_checkpoint
+
+    ort = import_onnxruntime()
 
     path = directory / ONNX_FILES["onnx-int8" if int8 else "onnx"]
     if not path.exists():

@@ -1,0 +1,150 @@
+"""The export record (exports.json) and the default backend chosen from it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from celeris import DataError
+from celeris.data import load
+from celeris.models.catalogue import build_model
+from celeris.models.checkpoint_file import EXPORTS_FILE, read_exports
+from celeris.models.export import INT8_BUDGET, TOLERANCE, export_checkpoint
+from celeris.models.pipeline import train_on_bars
+from celeris.models.predictor import Predictor, choose_backend
+
+L, H = 20, 2
+
+
+def _train(out: Path, **options):
+    tiny = build_model("nhits", input_size=L, horizon=H).tiny_config(L, H, 1)
+    return train_on_bars(
+        "nhits", load("sample:sp500").iloc[-600:], out, input_size=L, horizon=H,
+        model_options=tiny, max_steps=3, batch_size=32, precision="fp32", progress=False,
+        **options,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    return _train(tmp_path_factory.mktemp("exp") / "m")
+
+
+def _copy(trained, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(trained.directory, tmp_path / "copy"))
+
+
+def test_train_on_bars_default_load_is_the_verified_onnx_backend(trained):
+    record = read_exports(trained.directory)
+    assert record is not None and trained.exports == record
+    for backend, entry in record["exports"].items():
+        assert entry["verified"] and entry["checked_on"].endswith("held-out windows"), backend
+        assert 0 <= entry["max_rel_error"] <= TOLERANCE[backend]
+    assert record["exports"]["onnx-int8"]["max_rel_error"] <= INT8_BUDGET
+    pred = Predictor.load(trained.directory)
+    assert pred.backend == "onnx-int8"
+    assert "within the 1.00% budget" in pred.describe()
+    # the default answers like the eager model, within the recorded error
+    x = load("sample:sp500")["close"].to_numpy()[-L:]
+    eager = Predictor.load(trained.directory, backend="torch").predict(x)
+    assert np.abs(pred.predict(x) - eager).max() > 0  # it is not torch in disguise
+    assert np.allclose(pred.predict(x), eager, rtol=0.01)
+
+
+def test_train_on_bars_without_export_loads_as_torch(tmp_path):
+    plain = _train(tmp_path / "plain", export=False)
+    assert plain.exports is None and not (plain.directory / EXPORTS_FILE).exists()
+    pred = Predictor.load(plain.directory)
+    assert pred.backend == "torch" and "no verified ONNX export" in pred.backend_reason
+
+
+def test_predictor_load_onnx_file_changed_after_verification_is_refused(trained, tmp_path):
+    ckpt = _copy(trained, tmp_path)
+    with (ckpt / "model.int8.onnx").open("ab") as f:
+        f.write(b"\0")
+    for backend in ("auto", "onnx-int8"):
+        with pytest.raises(DataError, match=r"model.int8.onnx does not match the sha256"):
+            Predictor.load(ckpt, backend=backend)
+    assert Predictor.load(ckpt, backend="torch").backend == "torch"  # the weights are intact
+    (ckpt / "model.int8.onnx").unlink()
+    with pytest.raises(DataError, match=r"missing but exports\.json records it"):
+        Predictor.load(ckpt)
+
+
+def test_predictor_load_record_of_other_weights_is_refused(trained, tmp_path):
+    ckpt = _copy(trained, tmp_path)
+    record = json.loads((ckpt / EXPORTS_FILE).read_text())
+    record["weights_sha256"] = "0" * 64
+    (ckpt / EXPORTS_FILE).write_text(json.dumps(record))
+    with pytest.raises(DataError, match="verified against other weights"):
+        Predictor.load(ckpt)
+
+
+def _record(int8: float | None, fp32: float | None = 1e-7) -> dict:
+    exports = {}
+    for name, error, tol in (("onnx-int8", int8, 0.1), ("onnx", fp32, 1e-4)):
+        if error is not None:
+            exports[name] = {"file": f"{name}.onnx", "verified": error <= tol,
+                             "max_rel_error": error, "checked_on": "9 held-out windows"}  # fmt: skip
+    return {"format": 1, "weights_sha256": "x", "exports": exports}
+
+
+@pytest.mark.parametrize(
+    ("record", "kwargs", "backend", "why"),
+    [
+        (_record(0.0002), {}, "onnx-int8", "int8 ONNX verified on 9 held-out windows: max rel. error 0.02%"),
+        (_record(INT8_BUDGET), {}, "onnx-int8", "within the 1.00% budget"),
+        (_record(0.02), {}, "onnx", "int8 ONNX max rel. error 2.00% exceeds the 1.00% budget"),
+        (_record(None), {}, "onnx", "fp32 ONNX verified"),
+        (_record(0.02, fp32=2e-4), {}, "torch", "fp32 ONNX not verified"),
+        (_record(float("nan")), {}, "onnx", "int8 ONNX not verified"),
+        (None, {}, "torch", "no verified ONNX export"),
+        (_record(0.0002), {"device": "cuda"}, "torch", "device='cuda'"),
+        (_record(0.0002), {"compile": True}, "torch", "compile=True"),
+    ],
+)  # fmt: skip
+def test_choose_backend_int8_only_within_budget(record, kwargs, backend, why):
+    choice = choose_backend(record, **kwargs)
+    assert choice.backend == backend and why in choice.reason
+
+
+def test_choose_backend_judges_numbers_not_the_recorded_verdict():
+    record = _record(0.05)
+    record["exports"]["onnx-int8"]["verified"] = True  # a record claiming more than it shows
+    assert choose_backend(record).backend == "onnx"
+
+
+def test_export_checkpoint_failed_int8_is_recorded_and_leaves_no_file(
+    trained, tmp_path, monkeypatch
+):
+    ckpt = _copy(trained, tmp_path)
+    monkeypatch.setitem(TOLERANCE, "onnx-int8", 0.0)
+    with pytest.raises(DataError, match="onnx-int8 export differs"):
+        export_checkpoint(ckpt, "onnx", int8=True)
+    assert not (ckpt / "model.int8.onnx").exists()
+    assert not list(ckpt.glob(".*tmp"))  # no scratch files left either
+    entry = read_exports(ckpt)["exports"]["onnx-int8"]
+    assert entry["verified"] is False and entry["file"] is None
+    monkeypatch.undo()
+    assert Predictor.load(ckpt).backend == "onnx"
+    declined = export_checkpoint(ckpt, "onnx", int8=True, decline_int8=True)
+    assert declined.ok and Predictor.load(ckpt).backend == "onnx-int8"
+
+
+def test_onnx_predictor_writes_nothing_under_home(trained, tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    code = (
+        "from celeris.models.predictor import Predictor\n"
+        f"p = Predictor.load({str(trained.directory)!r}, backend='onnx')\n"
+        "p.predict([1.0] * 30)\n"
+    )
+    env = {"HOME": str(home), "PATH": "/usr/bin:/bin", "NUMBA_CACHE_DIR": str(tmp_path / "nb")}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True)
+    assert list(home.rglob("*")) == []
