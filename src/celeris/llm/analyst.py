@@ -695,7 +695,6 @@ def analyze(
     from celeris.backtest.annualisation import resolve_year_days
     from celeris.backtest.strategies import check_bars, get_strategy
     from celeris.backtest.sweep import check_portfolio_options
-    from celeris.llm.client import InvalidAnswer
 
     chosen = _check_analyses(analyses)
     if objective not in METRICS:
@@ -727,80 +726,17 @@ def analyze(
         ),
     )
     # Build every prompt first: a budget too small for any of them fails before a paid call.
-    prepared = []
-    for name in chosen:
-        template = load_prompt(TEMPLATES[name])
-        builder = ContextBuilder(template, budget, count)
-        schema = _BUILDERS[name](builder, inputs)
-        builder.schema = schema  # the schema instruction is part of the prompt's budget
-        prepared.append((name, template, schema, builder.build()))
-
-    log, own_log = _audit(audit)
-    try:
-        if log is not None:
-            log.write(
-                "run",
-                kind="analyze",
-                strategy=strat.name,
-                params=full,
-                market=inputs.market,
-                analyses=list(chosen),
-                budget=budget,
-                options=options,
-            )
-        results: dict[str, AnalysisResult] = {}
-        for name, template, schema, context in prepared:
-            record = _record(template, context)
-            if log is not None:
-                log.write(
-                    "prompt",
-                    analysis=name,
-                    template=template.id,
-                    template_sha256=template.sha256,
-                    messages=context.messages,
-                    tokens=context.tokens,
-                    budget=context.budget,
-                    levels=context.levels,
-                    dropped=list(context.dropped),
-                )
-            started = time.perf_counter()
-            try:
-                answer = client.ask(schema, context.messages)
-            except InvalidAnswer as exc:
-                if log is not None:
-                    log.write(
-                        "answer",
-                        analysis=name,
-                        model=client.model,
-                        template=template.id,
-                        attempts=[a.__dict__ for a in exc.attempts],
-                        parsed=None,
-                        error=str(exc),
-                    )
-                raise
-            elapsed = time.perf_counter() - started
-            if log is not None:
-                log.write(
-                    "answer",
-                    analysis=name,
-                    model=answer.model,
-                    template=template.id,
-                    attempts=[a.__dict__ for a in answer.attempts],
-                    parsed=answer.value.model_dump(mode="json"),
-                    error=None,
-                )
-            results[name] = AnalysisResult(
-                name=name,
-                value=answer.value,
-                prompt=record,
-                model=answer.model,
-                attempts=len(answer.attempts),
-                seconds=elapsed,
-                usage=dict(answer.usage),
-            )
-    finally:
-        if own_log and log is not None:
-            log.close()
+    prepared = [_prepare(name, inputs, budget, count) for name in chosen]
+    run = {
+        "kind": "analyze",
+        "strategy": strat.name,
+        "params": full,
+        "market": inputs.market,
+        "analyses": list(chosen),
+        "budget": budget,
+        "options": options,
+    }
+    results = _ask_all(client, prepared, audit, run)
     return AnalysisReport(
         strategy=strat.name,
         params=full,
@@ -810,6 +746,92 @@ def analyze(
         sensitivity=inputs.sensitivity,
         results=results,
         budget=budget,
+    )
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """One analysis ready to ask: its template, answer schema and rendered context."""
+
+    name: str
+    template: PromptTemplate
+    schema: type[BaseModel]
+    context: Context
+
+
+def _prepare(name: str, inputs: _Inputs, budget: int, count: TokenCounter) -> _Prepared:
+    template = load_prompt(TEMPLATES[name])
+    builder = ContextBuilder(template, budget, count)
+    schema = _BUILDERS[name](builder, inputs)
+    builder.schema = schema  # the schema instruction is part of the prompt's budget
+    return _Prepared(name, template, schema, builder.build())
+
+
+def _ask_all(
+    client: LLMClient, prepared: Sequence[_Prepared], audit: Any, run: dict[str, Any]
+) -> dict[str, AnalysisResult]:
+    """Ask each prepared analysis in turn, logging the run, prompts and answers to ``audit``."""
+    log, own_log = _audit(audit)
+    try:
+        if log is not None:
+            log.write("run", **run)
+        return {p.name: _ask(client, p, log) for p in prepared}
+    finally:
+        if own_log and log is not None:
+            log.close()
+
+
+def _ask(client: LLMClient, p: _Prepared, log: AuditLog | None) -> AnalysisResult:
+    from celeris.llm.client import InvalidAnswer
+
+    name, template, context = p.name, p.template, p.context
+    record = _record(template, context)
+    if log is not None:
+        log.write(
+            "prompt",
+            analysis=name,
+            template=template.id,
+            template_sha256=template.sha256,
+            messages=context.messages,
+            tokens=context.tokens,
+            budget=context.budget,
+            levels=context.levels,
+            dropped=list(context.dropped),
+        )
+    started = time.perf_counter()
+    try:
+        answer = client.ask(p.schema, context.messages)
+    except InvalidAnswer as exc:
+        if log is not None:
+            log.write(
+                "answer",
+                analysis=name,
+                model=client.model,
+                template=template.id,
+                attempts=[a.__dict__ for a in exc.attempts],
+                parsed=None,
+                error=str(exc),
+            )
+        raise
+    elapsed = time.perf_counter() - started
+    if log is not None:
+        log.write(
+            "answer",
+            analysis=name,
+            model=answer.model,
+            template=template.id,
+            attempts=[a.__dict__ for a in answer.attempts],
+            parsed=answer.value.model_dump(mode="json"),
+            error=None,
+        )
+    return AnalysisResult(
+        name=name,
+        value=answer.value,
+        prompt=record,
+        model=answer.model,
+        attempts=len(answer.attempts),
+        seconds=elapsed,
+        usage=dict(answer.usage),
     )
 
 
