@@ -327,7 +327,7 @@ def test_portfolio_iloc_boolean_mask_and_bounds():
 MORE_BAD_INPUTS = [
     (dict(direction=None), CelerisTypeError, "direction must be one of"),
     (dict(size_type=5), CelerisTypeError, "size_type must be one of"),
-    (dict(year_days="252"), CelerisTypeError, "year_days must be a number"),
+    (dict(year_days="252"), CelerisTypeError, "year_days must be a real number > 0, got str"),
     (dict(year_days=float("nan")), ConfigError, "year_days must be finite"),
     (dict(fees=[[0.1, 0.2]]), ConfigError, "1-D"),
     (dict(accumulate=2), ConfigError, "accumulate must be True or False"),

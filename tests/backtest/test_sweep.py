@@ -147,7 +147,7 @@ def test_sweep_max_variants_can_be_raised_or_lifted(sp500):
         sweep(sp500, "sma_cross", grid, max_variants=5, progress=False)
     assert len(sweep(sp500, "sma_cross", grid, max_variants=6, progress=False).combos) == 6
     assert len(sweep(sp500, "sma_cross", grid, max_variants=None, progress=False).combos) == 6
-    with pytest.raises(ConfigError, match="max_variants must be a positive integer"):
+    with pytest.raises(ConfigError, match="max_variants must be >= 1, got 0"):
         sweep(sp500, "sma_cross", grid, max_variants=0, progress=False)
 
 

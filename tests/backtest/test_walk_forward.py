@@ -9,8 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from celeris.backtest import STRATEGIES, from_signals, walk_forward
-from celeris.backtest.walk_forward import backtest_window, held_position
-from celeris.errors import ConfigError
+from celeris.backtest.walk_forward import backtest_window, held_position, window_plan
+from celeris.errors import CelerisTypeError, ConfigError
 from tests.helpers import assert_values_close
 
 SMA = STRATEGIES["sma_cross"]
@@ -175,3 +175,25 @@ def test_backtest_window_starts_in_the_position_of_the_continuous_run(mkt, execu
         return 1 if live["direction"].iloc[-1] == "long" else -1
 
     assert side(window, 0) == side(whole, start)
+
+
+@pytest.mark.parametrize(
+    ("train", "error", "match"),
+    [
+        (2.5, CelerisTypeError, r"train must be an int >= 2, got float 2\.5"),
+        (True, CelerisTypeError, "train must be an int >= 2, got bool"),
+        (1, ConfigError, "train must be >= 2, got 1"),
+        (np.int64(10**9), ConfigError, r"exceed the data"),
+    ],
+)
+def test_window_plan_bar_count_of_wrong_type_raises_type_error(sp500, train, error, match):
+    # Unified (celeris.checks): a float or bool bar count is a CelerisTypeError; a float used to
+    # be read as a duration of nanoseconds and a bool as 1 bar, both ConfigErrors.
+    with pytest.raises(error, match=match):
+        window_plan(sp500.index, train, 50, partial=True)
+
+
+def test_window_plan_durations_and_numpy_counts_agree(sp500):
+    by_count = window_plan(sp500.index, np.int32(200), 50, partial=True)
+    assert by_count[:2] == (200, 50)
+    assert window_plan(sp500.index, "365D", pd.Timedelta("30D"), partial=True)[0] > 2

@@ -209,7 +209,7 @@ def test_bbands_nbdev_not_number_raises_type_error():
 def test_rolling_std_window_not_above_ddof_raises_config_error():
     with pytest.raises(ConfigError, match="exceed ddof=1"):
         ci.rolling_std(np.arange(10.0), [3, 1], ddof=1)
-    with pytest.raises(ConfigError, match="ddof=-1"):
+    with pytest.raises(ConfigError, match="ddof must be >= 0, got -1"):
         ci.rolling_std(np.arange(10.0), 3, ddof=-1)
     with pytest.raises(CelerisTypeError, match="ddof"):
         ci.rolling_std(np.arange(10.0), 3, ddof=0.5)

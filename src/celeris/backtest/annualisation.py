@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from celeris.errors import CelerisTypeError, ConfigError
+from celeris.checks import check_real
 
 #: Days a year of a market that trades every day (crypto) and of an exchange calendar (equities).
 CALENDAR_DAYS = 365.0
@@ -72,11 +71,7 @@ def resolve_year_days(index: Any, given: Any = None) -> YearDays:
     if isinstance(given, YearDays):
         return given
     if given is not None:
-        if isinstance(given, bool) or not isinstance(given, int | float | np.integer | np.floating):
-            raise CelerisTypeError(f"year_days must be a number, got {given!r}")
-        if not np.isfinite(given) or given <= 0:
-            raise ConfigError(f"year_days must be finite and > 0, got {given}")
-        return YearDays(float(given), "given")
+        return YearDays(check_real("year_days", given, minimum=0, open_low=True), "given")
     if not isinstance(index, pd.DatetimeIndex) or len(index) < 2:
         return YearDays(CALENDAR_DAYS, "default: no datetime index to infer from")
     weekend = int((index.day_of_week >= 5).sum())

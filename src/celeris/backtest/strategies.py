@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from celeris.backtest import signals_nb as S
+from celeris.checks import check_int
 from celeris.errors import ConfigError, DataError, did_you_mean
 
 SignalFn = Callable[[slice], tuple[np.ndarray, np.ndarray]]
@@ -210,8 +211,7 @@ _BUILD_CHUNK = 1_000_000
 def _check_limit(total: int, admissible: int, limit: int | None, strategy: Strategy) -> None:
     if limit is None:
         return
-    if isinstance(limit, bool) or not isinstance(limit, int | np.integer) or limit < 1:
-        raise ConfigError(f"max_variants must be a positive integer, got {limit!r}")
+    limit = check_int("max_variants", limit, minimum=1)
     if admissible > limit:
         about = (
             f"{admissible:,} variants"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from celeris.backtest.returns import returns_metrics
 from celeris.backtest.signals import from_signals
 from celeris.backtest.strategies import Strategy, check_bars, get_strategy
 from celeris.backtest.sweep import MAX_VARIANTS, check_portfolio_options, sweep
+from celeris.checks import check_int
 from celeris.errors import ConfigError
 from celeris.progress import progress_bar
 
@@ -40,21 +42,18 @@ class WalkForwardResult:
 
 def _to_bars(spec: int | str, index: pd.Index, what: str) -> int:
     """A window length in bars from an int or a duration such as ``"365D"``."""
-    if isinstance(spec, int | np.integer):
-        n = int(spec)
-    else:
-        if not isinstance(index, pd.DatetimeIndex):
-            raise ConfigError(
-                f"{what}={spec!r} as a duration needs a datetime index; pass a bar count"
-            )
-        try:
-            span = pd.Timedelta(spec)
-        except ValueError:
-            raise ConfigError(
-                f"{what}={spec!r} is neither a bar count nor a duration like '365D'"
-            ) from None
-        # As many bars as the first `span` of the data holds (calendar time, not bar spacing).
-        n = int(np.searchsorted(index.asi8, (index[0] + span).as_unit(index.unit).asm8.view("i8")))
+    if not isinstance(spec, str | datetime.timedelta | np.timedelta64):
+        return check_int(what, spec, minimum=2, reason="a bar count, or a duration like '365D'")
+    if not isinstance(index, pd.DatetimeIndex):
+        raise ConfigError(f"{what}={spec!r} as a duration needs a datetime index; pass a bar count")
+    try:
+        span = pd.Timedelta(spec)
+    except ValueError:
+        raise ConfigError(
+            f"{what}={spec!r} is neither a bar count nor a duration like '365D'"
+        ) from None
+    # As many bars as the first `span` of the data holds (calendar time, not bar spacing).
+    n = int(np.searchsorted(index.asi8, (index[0] + span).as_unit(index.unit).asm8.view("i8")))
     if n < 2:
         raise ConfigError(f"{what} must cover at least 2 bars, got {spec!r}")
     return n

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from celeris.checks import check_int
 from celeris.errors import CelerisTypeError, ConfigError, DataError, did_you_mean
 
 Output = pd.Series | pd.DataFrame | np.ndarray
@@ -247,12 +248,6 @@ def warn_on_gap(data: Bars, names: Sequence[str], stacklevel: int = 3) -> None:
     )
 
 
-def _one_int(value: Any, param: str) -> int:
-    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Integral):
-        raise CelerisTypeError(f"{param} must be an int, got {value!r}")
-    return int(value)
-
-
 def windows(
     value: Any, param: str, n_bars: int, minimum: int = 1, floor_reason: str = ""
 ) -> tuple[np.ndarray, bool]:
@@ -271,7 +266,7 @@ def windows(
     elif (isinstance(value, np.ndarray) and value.ndim == 1) or (
         isinstance(value, Sequence) and not isinstance(value, str | bytes)
     ):
-        items, scalar = [_one_int(v, param) for v in value], False
+        items, scalar = [check_int(param, v) for v in value], False
         if not items:
             raise ConfigError(f"{param} is an empty sequence; give at least one window")
         seen: set[int] = set()
@@ -290,16 +285,6 @@ def windows(
                 f"the number of bars, {n_bars}"
             )
     return np.asarray(items, dtype=np.int64), scalar
-
-
-def real(value: Any, param: str, minimum: float = 0.0) -> float:
-    """Return ``value`` as a finite float ``>= minimum``, else raise."""
-    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
-        raise CelerisTypeError(f"{param} must be a real number, got {value!r}")
-    out = float(value)
-    if not np.isfinite(out) or out < minimum:
-        raise ConfigError(f"{param}={value!r} must be finite and >= {minimum}")
-    return out
 
 
 def empty_columns(n_bars: int, n_columns: int) -> np.ndarray:

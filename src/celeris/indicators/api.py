@@ -51,7 +51,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from celeris.errors import CelerisTypeError, ConfigError
+from celeris.checks import check_int, check_real
+from celeris.errors import CelerisTypeError
 from celeris.indicators import _inputs
 from celeris.indicators._inputs import Output
 
@@ -191,11 +192,8 @@ def rolling_std(close: Any, window: Any = 20, ddof: int = 0) -> Output:
     ``ddof=0`` (population, the default) is ``talib.STDDEV(close, w, 1)``; ``ddof=1`` is
     ``close.rolling(w).std()``. Each window must exceed ``ddof``.
     """
-    if isinstance(ddof, bool) or not isinstance(ddof, int | np.integer):
-        raise CelerisTypeError(f"ddof must be an int, got {ddof!r}")
-    if ddof < 0:
-        raise ConfigError(f"ddof={ddof} must be >= 0")
-    return _single("rolling_std_nb", "rolling_std", close, window, int(ddof), minimum=int(ddof) + 1)
+    ddof = check_int("ddof", ddof, minimum=0)
+    return _single("rolling_std_nb", "rolling_std", close, window, ddof, minimum=ddof + 1)
 
 
 def zscore(close: Any, window: Any = 20) -> Output:
@@ -218,8 +216,8 @@ def bbands(close: Any, window: Any = 20, nbdev_up: float = 2.0, nbdev_dn: float 
     nbdev_up, nbdev_dn
         Multiples (``>= 0``) of the population standard deviation above and below the SMA.
     """
-    up = _inputs.real(nbdev_up, "nbdev_up")
-    dn = _inputs.real(nbdev_dn, "nbdev_dn")
+    up = check_real("nbdev_up", nbdev_up, minimum=0)
+    dn = check_real("nbdev_dn", nbdev_dn, minimum=0)
     data = _inputs.bars([(close, "close", "close")])
     _inputs.warn_on_gap(data, ["close"])
     ws, scalar = _inputs.windows(window, "window", data.n_bars)
