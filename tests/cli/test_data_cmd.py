@@ -77,6 +77,28 @@ def test_data_synthetic_writes_file_that_loads_back(tmp_path, name):
     pd.testing.assert_frame_equal(load(out), synthetic(500, seed=4), rtol=1e-12)
 
 
+def test_data_synthetic_out_sweeps_dead_writers_temp_file_keeps_users(tmp_path):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from celeris.data import atomic
+
+    out = tmp_path / "bars.csv"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait(timeout=30)
+    leftover = tmp_path / f".bars.csv.tmp-{dead.pid}-{atomic._host_tag()}-0123456789ab"
+    user = tmp_path / ".bars.csv.tmp-notes"
+    old = time.time() - 2 * 86400
+    for path in (leftover, user):
+        path.write_bytes(b"x")
+        os.utime(path, (old, old))
+    result = runner.invoke(app, ["data", "synthetic", "--bars", "10", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert not leftover.exists() and user.exists()
+
+
 def test_data_synthetic_bad_suffix_exit_2(tmp_path):
     result = runner.invoke(
         app, ["data", "synthetic", "--bars", "10", "--out", str(tmp_path / "x.xlsx")]

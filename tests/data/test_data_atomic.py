@@ -11,7 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from celeris.data.atomic import atomic_path, atomic_write_bytes, sweep_stale, temp_name
+from celeris.data.atomic import (
+    atomic_path,
+    atomic_write_bytes,
+    sweep_stale,
+    sweep_temp_files,
+    temp_files_of,
+    temp_name,
+)
 
 # A writer that starts replacing TARGET through atomic_path, writes part of the new file,
 # says so on stdout and then waits to be killed (a crash mid-write).
@@ -111,3 +118,51 @@ def test_sweep_stale_dead_writer_directory_removed(tmp_path):
     (leftover / "sub" / "weights").write_bytes(b"x" * 1000)
     assert sweep_stale(tmp_path, ".tmp-*") == [leftover]
     assert not leftover.exists()
+
+
+def _age(path: Path, days: float = 2.0) -> Path:
+    old = time.time() - days * 86400
+    os.utime(path, (old, old), follow_symlinks=False)
+    return path
+
+
+def test_temp_files_of_killed_writers_file_matched_users_similar_names_not(tmp_path):
+    target = tmp_path / "prices.csv"
+    target.write_bytes(b"the old file\n")
+    proc, leftover = _start_writer(target)  # a temporary file atomic_path itself made
+    try:
+        assert temp_files_of(target) == [leftover]
+        assert sweep_temp_files(target) == []  # its writer is alive: kept
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        assert proc.stdout is not None
+        proc.stdout.close()
+    other = tmp_path / temp_name("prices.csv.gz")  # another file's temporary sibling
+    other.write_bytes(b"")
+    users = [
+        tmp_path / name
+        for name in (".prices.csv.tmp-notes", ".prices.csv.tmp", ".prices.csv.my.tmp.bak")
+    ]
+    for path in users:
+        path.write_bytes(b"the user's own file")
+        _age(path)
+    assert temp_files_of(target) == [leftover]
+    assert sweep_temp_files(target) == [leftover]
+    assert not leftover.exists()
+    assert all(p.exists() for p in users) and other.exists()
+
+
+def test_temp_files_of_pre_atomic_mkstemp_leftover_swept_only_when_old(tmp_path):
+    # What the store wrote before celeris.data.atomic: tempfile.mkstemp(prefix=".1m.parquet.",
+    # suffix=".tmp"); no writer to check, so only its age tells.
+    import tempfile
+
+    target = tmp_path / "1m.parquet"
+    fd, name = tempfile.mkstemp(dir=tmp_path, prefix=".1m.parquet.", suffix=".tmp")
+    os.close(fd)
+    legacy = Path(name)
+    assert temp_files_of(target) == [legacy]
+    assert sweep_temp_files(target) == []  # recent: it may be a writer's
+    _age(legacy)
+    assert sweep_temp_files(target) == [legacy]

@@ -182,3 +182,18 @@ def test_store_save_sweeps_killed_writers_temp_files(celeris_home, make_bars):
     store.save(make_bars(30), "binance", "BTC/USDT", "1m")
     assert not leftover.exists()
     assert live.exists()
+
+
+def test_store_save_keeps_users_files_with_temp_like_names(celeris_home, make_bars):
+    import os
+    import time
+
+    store = Store()
+    path = store.save(make_bars(20), "binance", "BTC/USDT", "1m")
+    old = time.time() - 2 * 86400  # older than any sweep's age limit
+    users = [path.parent / n for n in (".1m.parquet.tmp-notes", ".1m.parquet.backup.tmp")]
+    for user in users:
+        user.write_bytes(b"the user's own file")
+        os.utime(user, (old, old))
+    store.save(make_bars(30), "binance", "BTC/USDT", "1m")
+    assert all(user.exists() for user in users)

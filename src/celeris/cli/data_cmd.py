@@ -230,9 +230,9 @@ def synthetic_cmd(
 
 def _write_frame(frame: Any, out: Path, name: str) -> None:
     """Write bars to ``out`` atomically: a kill mid-write leaves the previous file intact."""
-    from celeris.data.atomic import atomic_path, sweep_stale
+    from celeris.data.atomic import atomic_path, sweep_temp_files
 
-    sweep_stale(out.parent, f".{out.name}.tmp-*")  # left by earlier runs that were killed
+    sweep_temp_files(out)  # left by earlier runs that were killed
     try:
         with atomic_path(out) as tmp:
             if name.endswith((".parquet", ".pq")):

@@ -11,6 +11,9 @@ hash of the host name, for directories shared between machines). :func:`sweep_st
 the leftovers of writers that are gone: on this host, those whose process no longer exists; from
 another host (or of an unknown format), those older than ``max_age_s``. A live writer's file is
 never touched, so sweeping at start-up is safe beside concurrent writers.
+:func:`temp_files_of` lists exactly the temporary siblings :func:`atomic_path` makes for a file
+(derived from :func:`temp_name`, so a user's ``.prices.csv.tmp-notes`` is never one of them)
+and :func:`sweep_temp_files` sweeps them: what a writer of one file calls before it writes.
 
 This module is at the bottom of the package tree (``celeris.data`` imports nothing else from
 Celeris) so every package can use it.
@@ -19,6 +22,7 @@ Celeris) so every package can use it.
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import os
 import re
@@ -36,23 +40,29 @@ __all__ = [
     "atomic_write_text",
     "fsync_dir",
     "sweep_stale",
+    "sweep_temp_files",
+    "temp_files_of",
     "temp_name",
 ]
 
 STALE_AFTER_S = 24 * 3600.0
 """Age after which a temporary file whose writer cannot be checked is taken to be garbage."""
 
-_TEMP_RE = re.compile(r"\.tmp-(\d+)-([0-9a-f]{8})-[0-9a-f]+$")
+_HOST_BYTES = 4  # the host tag: a blake2b digest of the host name, 8 hex digits
+_TOKEN_BYTES = 6  # the random part: 12 hex digits (any length is read back)
+# The tag temp_name() writes, ``tmp-<pid>-<host>-<token>``, as the sweeps read it back.
+_TAG_PATTERN = rf"tmp-(\d+)-([0-9a-f]{{{2 * _HOST_BYTES}}})-[0-9a-f]+"
+_TEMP_RE = re.compile(rf"\.{_TAG_PATTERN}$")
 
 
 def _host_tag() -> str:
-    return hashlib.blake2b(socket.gethostname().encode(), digest_size=4).hexdigest()
+    return hashlib.blake2b(socket.gethostname().encode(), digest_size=_HOST_BYTES).hexdigest()
 
 
 def temp_name(base: str = "") -> str:
     """Return a fresh temporary name ``.<base>.tmp-<pid>-<host>-<token>`` (``.tmp-...`` when
     ``base`` is empty) that :func:`sweep_stale` can attribute to this process."""
-    tag = f"tmp-{os.getpid()}-{_host_tag()}-{secrets.token_hex(6)}"
+    tag = f"tmp-{os.getpid()}-{_host_tag()}-{secrets.token_hex(_TOKEN_BYTES)}"
     return f".{base}.{tag}" if base else f".{tag}"
 
 
@@ -104,13 +114,47 @@ def sweep_stale(
     list of pathlib.Path
         What was removed.
     """
-    root = Path(directory)
+    try:
+        candidates = sorted(Path(directory).glob(pattern))
+    except OSError:
+        return []
+    return _remove_stale(candidates, max_age_s)
+
+
+def temp_files_of(path: str | os.PathLike[str]) -> list[Path]:
+    """Return the temporary siblings that writers of ``path`` left or are writing, sorted.
+
+    Exactly the names :func:`atomic_path` gives (``.<name>.tmp-<pid>-<host>-<token>``, read
+    with the pattern :func:`temp_name` writes), plus ``.<name>.<8 characters>.tmp``, what the store wrote with
+    ``tempfile.mkstemp`` before this module existed. A user's file with a similar name
+    (``.<name>.tmp-notes``, ``.<name>.tmp``) is not one of them.
+    """
+    target = Path(path)
+    name = re.escape(target.name)
+    ours = re.compile(rf"\.{name}\.{_TAG_PATTERN}")
+    mkstemp = re.compile(rf"\.{name}\.[a-z0-9_]{{8}}\.tmp")  # tempfile's 8 random characters
+    try:
+        candidates = sorted(target.parent.glob(f".{glob.escape(target.name)}.*"))
+    except OSError:
+        return []
+    return [p for p in candidates if ours.fullmatch(p.name) or mkstemp.fullmatch(p.name)]
+
+
+def sweep_temp_files(
+    path: str | os.PathLike[str], *, max_age_s: float = STALE_AFTER_S
+) -> list[Path]:
+    """Remove the temporary siblings of ``path`` (:func:`temp_files_of`) left by dead writers.
+
+    Call it before writing ``path`` through :func:`atomic_path`: a live writer's file (this
+    process's, or one whose process still runs on this host) is kept; one from another host
+    is removed only once older than ``max_age_s``. Returns what was removed.
+    """
+    return _remove_stale(temp_files_of(path), max_age_s)
+
+
+def _remove_stale(candidates: list[Path], max_age_s: float) -> list[Path]:
     removed: list[Path] = []
     now = time.time()
-    try:
-        candidates = sorted(root.glob(pattern))
-    except OSError:
-        return removed
     for path in candidates:
         if not _is_stale(path, now, max_age_s):
             continue

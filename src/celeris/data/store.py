@@ -5,9 +5,9 @@ Layout: ``$CELERIS_HOME/data/<exchange>/<SYMBOL with / replaced by ->/<timeframe
 Files are replaced atomically (a temporary file in the same folder, fsync, ``os.replace``) under
 an advisory lock, so a crash or a failed write leaves the previous file intact, and two
 processes saving the same key do not lose each other's bars. The temporary file of a writer
-that was killed is removed by the next save of that key (:func:`celeris.data.atomic.sweep_stale`:
-only when its process is gone). Reads go through DuckDB, which prunes by the Parquet row-group
-statistics of ``time``.
+that was killed is removed by the next save of that key
+(:func:`celeris.data.atomic.sweep_temp_files`: only when its process is gone). Reads go through
+DuckDB, which prunes by the Parquet row-group statistics of ``time``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from celeris.data.atomic import atomic_path, sweep_stale
+from celeris.data.atomic import atomic_path, sweep_temp_files
 from celeris.data.schema import BAR_COLUMNS, validate
 from celeris.data.timeframes import check_timeframe, timeframe_to_timedelta
 from celeris.errors import ConfigError, DataError, StoreError, did_you_mean
@@ -146,7 +146,7 @@ class Store:
             raise StoreError(f"cannot create {path.parent}: {exc}") from exc
         with _locked(path):
             # temporary files of writers killed mid-write (a live writer's are kept)
-            sweep_stale(path.parent, f".{path.name}.*tmp*")
+            sweep_temp_files(path)
             if path.exists():
                 old = self._read_all(path)
                 merged = pd.concat([old, bars])
