@@ -26,11 +26,11 @@ Conventions
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 from scipy.stats import norm
 
+from celeris.checks import check_int, check_real
 from celeris.errors import CelerisTypeError, ConfigError, DataError
 
 __all__ = [
@@ -67,10 +67,9 @@ def sharpe_ratio(returns: object, *, periods_per_year: float | None = None) -> f
     sr = _sharpe(values, "returns")
     if periods_per_year is None:
         return sr
-    ppy = _finite_real("periods_per_year", periods_per_year)
-    if ppy <= 0:
-        raise ConfigError(f"periods_per_year must be positive, got {periods_per_year!r}")
-    return sr * math.sqrt(ppy)
+    return sr * math.sqrt(
+        check_real("periods_per_year", periods_per_year, minimum=0, open_low=True)
+    )
 
 
 def probabilistic_sharpe_ratio(
@@ -116,8 +115,8 @@ def probabilistic_sharpe_ratio(
         ``1 - skew * SR + (kurt - 1) / 4 * SR**2`` non-positive (impossible for moments of real
         data, whose raw kurtosis is at least ``1 + skew**2``).
     """
-    sr = _finite_real("sr", sr)
-    sr_benchmark = _finite_real("sr_benchmark", sr_benchmark)
+    sr = check_real("sr", sr)
+    sr_benchmark = check_real("sr_benchmark", sr_benchmark)
     return _psr(sr, sr_benchmark, n_obs, skew, kurtosis, excess=excess)
 
 
@@ -146,10 +145,8 @@ def expected_max_sharpe(n_trials: int, sr_variance: float) -> float:
     ConfigError
         ``n_trials`` is not an integer >= 1, or ``sr_variance`` is negative or not finite.
     """
-    n = _check_n_trials(n_trials)
-    variance = _finite_real("sr_variance", sr_variance)
-    if variance < 0:
-        raise ConfigError(f"sr_variance must be >= 0 (it is a variance), got {sr_variance!r}")
+    n = check_int("n_trials", n_trials, minimum=1, reason="the number of trials tried")
+    variance = check_real("sr_variance", sr_variance, minimum=0, reason="it is a variance")
     if n == 1:
         return 0.0
     gamma = float(np.euler_gamma)
@@ -192,7 +189,7 @@ def deflated_sharpe_ratio(
     ConfigError
         As :func:`expected_max_sharpe` and :func:`probabilistic_sharpe_ratio`.
     """
-    sr = _finite_real("sr", sr)
+    sr = check_real("sr", sr)
     benchmark = expected_max_sharpe(n_trials, sr_variance)
     return _psr(sr, benchmark, n_obs, skew, kurtosis, excess=excess)
 
@@ -235,12 +232,9 @@ def deflated_sharpe_from_returns(returns: object, trial_sharpes: object) -> floa
 def _psr(
     sr: float, benchmark: float, n_obs: int, skew: float, kurtosis: float, *, excess: bool
 ) -> float:
-    if not isinstance(n_obs, numbers.Integral) or isinstance(n_obs, bool):
-        raise CelerisTypeError(f"n_obs must be an integer, got {type(n_obs).__name__}")
-    if n_obs < 2:
-        raise ConfigError(f"n_obs must be >= 2 (PSR uses sqrt(n_obs - 1)), got {n_obs}")
-    skew = _finite_real("skew", skew)
-    raw_kurtosis = _finite_real("kurtosis", kurtosis) + (3.0 if excess else 0.0)
+    n_obs = check_int("n_obs", n_obs, minimum=2, reason="PSR uses sqrt(n_obs - 1)")
+    skew = check_real("skew", skew)
+    raw_kurtosis = check_real("kurtosis", kurtosis) + (3.0 if excess else 0.0)
     # Variance of the SR estimator times T (Mertens 2002; Bailey & López de Prado 2012).
     variance_term = 1.0 - skew * sr + (raw_kurtosis - 1.0) / 4.0 * sr**2
     if not variance_term > 0:
@@ -279,20 +273,3 @@ def _returns_array(values: object, name: str, *, min_len: int = 2) -> np.ndarray
             f"({array[first]})"
         )
     return array
-
-
-def _finite_real(name: str, value: object) -> float:
-    if not isinstance(value, numbers.Real) or isinstance(value, bool):
-        raise CelerisTypeError(f"{name} must be a real number, got {type(value).__name__}")
-    result = float(value)
-    if not math.isfinite(result):
-        raise ConfigError(f"{name} must be finite, got {value!r}")
-    return result
-
-
-def _check_n_trials(n_trials: object) -> int:
-    if not isinstance(n_trials, numbers.Integral) or isinstance(n_trials, bool):
-        raise CelerisTypeError(f"n_trials must be an integer, got {type(n_trials).__name__}")
-    if n_trials < 1:
-        raise ConfigError(f"n_trials must be >= 1 (the number of trials tried), got {n_trials}")
-    return int(n_trials)
