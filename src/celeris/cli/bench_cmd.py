@@ -295,211 +295,220 @@ def _exit_for(passed: bool) -> None:
         raise typer.Exit(1)
 
 
+@cli_errors
+@body_options
+@report_options
+def latency_cmd(
+    url: UrlOpt,
+    requests: RequestsOpt = 1000,
+    duration: DurationOpt = 10.0,
+    body: Options = FILLED,
+    warmup: WarmupOpt = 20,
+    timeout: TimeoutOpt = 10.0,
+    server_pid: PidOpt = None,
+    report: Options = FILLED,
+) -> None:
+    """One request at a time on one connection: what a single client waits.
+
+    Example: celeris bench latency --url http://127.0.0.1:8000 --model btc --requests 2000
+    """
+    from celeris import bench
+
+    _run(
+        bench.latency, url, body, report, max_requests=requests, duration_s=duration,
+        warmup_requests=warmup, timeout_s=timeout, server_pid=server_pid,
+    )  # fmt: skip
+
+
+@cli_errors
+@body_options
+@report_options
+def load_cmd(
+    url: UrlOpt,
+    concurrency: ConcurrencyOpt = 32,
+    requests: RequestsOpt = 100_000,
+    duration: DurationOpt = 10.0,
+    body: Options = FILLED,
+    warmup: WarmupOpt = None,
+    timeout: TimeoutOpt = 10.0,
+    server_pid: PidOpt = None,
+    rate: Annotated[
+        float | None,
+        typer.Option(
+            "--rate",
+            help="Open loop: requests per second on a fixed schedule (--concurrency is then "
+            "the most in flight); latency counts from each request's due time. Default: "
+            "closed loop.",
+            show_default=False,
+        ),
+    ] = None,
+    report: Options = FILLED,
+) -> None:
+    """A fixed number of connections, each sending again as soon as it is answered; or,
+    with --rate, a fixed arrival rate (open loop, free of coordinated omission).
+
+    Example: celeris bench load --url http://127.0.0.1:8000 --model btc -c 32 -d 10
+    """
+    from celeris import bench
+
+    _run(
+        bench.load, url, body, report, concurrency=concurrency, max_requests=requests,
+        duration_s=duration, warmup_requests=warmup, timeout_s=timeout, server_pid=server_pid,
+        rate=rate,
+    )  # fmt: skip
+
+
+@cli_errors
+@body_options
+@report_options
+def stress_cmd(
+    url: UrlOpt,
+    steps: Annotated[
+        str, typer.Option(help="Concurrency steps, increasing, comma-separated.")
+    ] = "1,2,4,8,16,32,64,128,256",
+    requests: Annotated[
+        int, typer.Option("--requests", "-n", help="Measured requests per step at most.")
+    ] = 100_000,
+    duration: Annotated[
+        float, typer.Option("--duration", "-d", help="Seconds per step at most.")
+    ] = 5.0,
+    body: Options = FILLED,
+    timeout: TimeoutOpt = 10.0,
+    server_pid: PidOpt = None,
+    report: Options = FILLED,
+) -> None:
+    """Raise the concurrency step by step until the SLA breaks; report the last good step.
+
+    Exit code 1 when no step met the SLA.
+
+    Example: celeris bench stress --url http://127.0.0.1:8000 --model btc --steps 1,8,32,128
+    """
+    from celeris import bench
+
+    try:
+        parsed = tuple(int(s) for s in steps.split(",") if s.strip())
+    except ValueError:
+        raise ConfigError(f"--steps must be integers like 1,2,4,8, got {steps!r}") from None
+    sla = _sla(report)
+    target = _target(url, **body)
+    result = bench.stress(
+        target,
+        steps=parsed,
+        sla=sla,
+        max_requests=requests,
+        duration_s=duration,
+        timeout_s=timeout,
+        server_pid=server_pid,
+        on_step=None if report["json_out"] else _print_step,
+    )
+    _emit(result, sla, report)
+    _exit_for(result.last_passing is not None)
+
+
+def _print_step(result: Any, verdict: Any) -> None:
+    """One line per finished stress step (to stderr, so tables and JSON stay clean)."""
+    mark = "[green]pass[/]" if verdict.passed else "[bold red]FAIL[/]"
+    p = result.percentiles_ms()
+    cache = "-" if result.cache is None else result.cache.text()
+    err_console.print(
+        f"  concurrency {result.concurrency:>4}: {result.throughput:,.0f} req/s, p99 "
+        f"{p['p99']:.2f} ms, {result.failed} errors, cache hits {cache} - {mark}",
+        highlight=False,
+    )
+
+
+@cli_errors
+@body_options_but_model
+@report_options
+def compare_cmd(
+    url: Annotated[
+        list[str],
+        typer.Option(
+            "--url",
+            help="Two servers (give --url twice), or one server with --model twice; loopback only.",
+            show_default=False,
+        ),
+    ],
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Model for both servers, or two models on one server.",
+            show_default=False,
+        ),
+    ] = None,
+    label: Annotated[
+        list[str] | None,
+        typer.Option("--label", help="Names of a and b in the report.", show_default=False),
+    ] = None,
+    server_pid: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--server-pid",
+            help="Process id of a's server, then b's: requests per server CPU-second.",
+            show_default=False,
+        ),
+    ] = None,
+    concurrency: ConcurrencyOpt = 32,
+    requests: RequestsOpt = 100_000,
+    duration: DurationOpt = 10.0,
+    body: Options = FILLED,
+    warmup: WarmupOpt = None,
+    timeout: TimeoutOpt = 10.0,
+    report: Options = FILLED,
+) -> None:
+    """The same load against a and b, one after the other; ratios a / b.
+
+    Two model versions: serve each (e.g. `celeris serve --model btc@3 --port 8001` and
+    `--model btc@4 --port 8002`) and give both URLs. Exit code 1 when either misses the SLA.
+
+    Example: celeris bench compare --url http://127.0.0.1:8001 --url http://127.0.0.1:8002 --model btc
+    """
+    from celeris import bench
+
+    pairs = _compare_pairs(url, list(model or []))
+    labels = list(label or [])
+    if labels and len(labels) != 2:
+        raise ConfigError(f"give --label twice (a, then b), got {len(labels)}")
+    pid_pair = _compare_pids(list(server_pid or []), one_server=len(url) == 1)
+    sla = _sla(report)
+    targets = [
+        _target(u, model=m, label=labels[i] if labels else (u if len(url) == 2 else ""), **body)
+        for i, (u, m) in enumerate(pairs)
+    ]
+    config = bench.LoadConfig(concurrency, requests, duration, warmup, timeout)
+    result = bench.compare(targets[0], targets[1], config, server_pids=pid_pair)
+    _emit(result, sla, report)
+    _exit_for(sla.check(result.a).passed and sla.check(result.b).passed)
+
+
+def _compare_pairs(urls: list[str], models: list[str]) -> list[tuple[str, str | None]]:
+    """``(url, model)`` of a and b: two servers (one model or none), or one server, two models."""
+    if len(urls) == 2 and len(models) <= 1:
+        return [(u, models[0] if models else None) for u in urls]
+    if len(urls) == 1 and len(models) == 2:
+        return [(urls[0], m) for m in models]
+    raise ConfigError(
+        "compare needs two targets: --url twice (with at most one --model), or one "
+        f"--url and --model twice; got {len(urls)} URL(s) and {len(models)} model(s)"
+    )
+
+
+def _compare_pids(pids: list[int], *, one_server: bool) -> tuple[int | None, int | None]:
+    """The server process ids of a and b; one id with one server is both's."""
+    if len(pids) not in (0, 1, 2):
+        raise ConfigError(f"give --server-pid at most twice (a, then b), got {len(pids)}")
+    return (
+        pids[0] if pids else None,
+        pids[1] if len(pids) == 2 else (pids[0] if len(pids) == 1 and one_server else None),
+    )
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``celeris bench`` group to the top-level app."""
     bench_app = command_group(app, "bench", BENCH_HELP)
-
-    @bench_app.command("latency")
-    @cli_errors
-    @body_options
-    @report_options
-    def latency_cmd(
-        url: UrlOpt,
-        requests: RequestsOpt = 1000,
-        duration: DurationOpt = 10.0,
-        body: Options = FILLED,
-        warmup: WarmupOpt = 20,
-        timeout: TimeoutOpt = 10.0,
-        server_pid: PidOpt = None,
-        report: Options = FILLED,
-    ) -> None:
-        """One request at a time on one connection: what a single client waits.
-
-        Example: celeris bench latency --url http://127.0.0.1:8000 --model btc --requests 2000
-        """
-        from celeris import bench
-
-        _run(
-            bench.latency, url, body, report, max_requests=requests, duration_s=duration,
-            warmup_requests=warmup, timeout_s=timeout, server_pid=server_pid,
-        )  # fmt: skip
-
-    @bench_app.command("load")
-    @cli_errors
-    @body_options
-    @report_options
-    def load_cmd(
-        url: UrlOpt,
-        concurrency: ConcurrencyOpt = 32,
-        requests: RequestsOpt = 100_000,
-        duration: DurationOpt = 10.0,
-        body: Options = FILLED,
-        warmup: WarmupOpt = None,
-        timeout: TimeoutOpt = 10.0,
-        server_pid: PidOpt = None,
-        rate: Annotated[
-            float | None,
-            typer.Option(
-                "--rate",
-                help="Open loop: requests per second on a fixed schedule (--concurrency is then "
-                "the most in flight); latency counts from each request's due time. Default: "
-                "closed loop.",
-                show_default=False,
-            ),
-        ] = None,
-        report: Options = FILLED,
-    ) -> None:
-        """A fixed number of connections, each sending again as soon as it is answered; or,
-        with --rate, a fixed arrival rate (open loop, free of coordinated omission).
-
-        Example: celeris bench load --url http://127.0.0.1:8000 --model btc -c 32 -d 10
-        """
-        from celeris import bench
-
-        _run(
-            bench.load, url, body, report, concurrency=concurrency, max_requests=requests,
-            duration_s=duration, warmup_requests=warmup, timeout_s=timeout, server_pid=server_pid,
-            rate=rate,
-        )  # fmt: skip
-
-    @bench_app.command("stress")
-    @cli_errors
-    @body_options
-    @report_options
-    def stress_cmd(
-        url: UrlOpt,
-        steps: Annotated[
-            str, typer.Option(help="Concurrency steps, increasing, comma-separated.")
-        ] = "1,2,4,8,16,32,64,128,256",
-        requests: Annotated[
-            int, typer.Option("--requests", "-n", help="Measured requests per step at most.")
-        ] = 100_000,
-        duration: Annotated[
-            float, typer.Option("--duration", "-d", help="Seconds per step at most.")
-        ] = 5.0,
-        body: Options = FILLED,
-        timeout: TimeoutOpt = 10.0,
-        server_pid: PidOpt = None,
-        report: Options = FILLED,
-    ) -> None:
-        """Raise the concurrency step by step until the SLA breaks; report the last good step.
-
-        Exit code 1 when no step met the SLA.
-
-        Example: celeris bench stress --url http://127.0.0.1:8000 --model btc --steps 1,8,32,128
-        """
-        from celeris import bench
-
-        try:
-            parsed = tuple(int(s) for s in steps.split(",") if s.strip())
-        except ValueError:
-            raise ConfigError(f"--steps must be integers like 1,2,4,8, got {steps!r}") from None
-        sla = _sla(report)
-        target = _target(url, **body)
-
-        def progress(result: Any, verdict: Any) -> None:
-            if report["json_out"]:
-                return
-            mark = "[green]pass[/]" if verdict.passed else "[bold red]FAIL[/]"
-            p = result.percentiles_ms()
-            cache = "-" if result.cache is None else result.cache.text()
-            err_console.print(
-                f"  concurrency {result.concurrency:>4}: {result.throughput:,.0f} req/s, p99 "
-                f"{p['p99']:.2f} ms, {result.failed} errors, cache hits {cache} - {mark}",
-                highlight=False,
-            )
-
-        result = bench.stress(
-            target,
-            steps=parsed,
-            sla=sla,
-            max_requests=requests,
-            duration_s=duration,
-            timeout_s=timeout,
-            server_pid=server_pid,
-            on_step=progress,
-        )
-        _emit(result, sla, report)
-        _exit_for(result.last_passing is not None)
-
-    @bench_app.command("compare")
-    @cli_errors
-    @body_options_but_model
-    @report_options
-    def compare_cmd(
-        url: Annotated[
-            list[str],
-            typer.Option(
-                "--url",
-                help="Two servers (give --url twice), or one server with --model twice; "
-                "loopback only.",
-                show_default=False,
-            ),
-        ],
-        model: Annotated[
-            list[str] | None,
-            typer.Option(
-                "--model",
-                "-m",
-                help="Model for both servers, or two models on one server.",
-                show_default=False,
-            ),
-        ] = None,
-        label: Annotated[
-            list[str] | None,
-            typer.Option("--label", help="Names of a and b in the report.", show_default=False),
-        ] = None,
-        server_pid: Annotated[
-            list[int] | None,
-            typer.Option(
-                "--server-pid",
-                help="Process id of a's server, then b's: requests per server CPU-second.",
-                show_default=False,
-            ),
-        ] = None,
-        concurrency: ConcurrencyOpt = 32,
-        requests: RequestsOpt = 100_000,
-        duration: DurationOpt = 10.0,
-        body: Options = FILLED,
-        warmup: WarmupOpt = None,
-        timeout: TimeoutOpt = 10.0,
-        report: Options = FILLED,
-    ) -> None:
-        """The same load against a and b, one after the other; ratios a / b.
-
-        Two model versions: serve each (e.g. `celeris serve --model btc@3 --port 8001` and
-        `--model btc@4 --port 8002`) and give both URLs. Exit code 1 when either misses the SLA.
-
-        Example: celeris bench compare --url http://127.0.0.1:8001 --url http://127.0.0.1:8002 --model btc
-        """
-        from celeris import bench
-
-        models = list(model or [])
-        if len(url) == 2 and len(models) <= 1:
-            pairs = [(u, models[0] if models else None) for u in url]
-        elif len(url) == 1 and len(models) == 2:
-            pairs = [(url[0], m) for m in models]
-        else:
-            raise ConfigError(
-                "compare needs two targets: --url twice (with at most one --model), or one "
-                f"--url and --model twice; got {len(url)} URL(s) and {len(models)} model(s)"
-            )
-        labels = list(label or [])
-        if labels and len(labels) != 2:
-            raise ConfigError(f"give --label twice (a, then b), got {len(labels)}")
-        pids = list(server_pid or [])
-        if len(pids) not in (0, 1, 2):
-            raise ConfigError(f"give --server-pid at most twice (a, then b), got {len(pids)}")
-        pid_pair: tuple[int | None, int | None] = (
-            pids[0] if pids else None,
-            pids[1] if len(pids) == 2 else (pids[0] if len(pids) == 1 and len(url) == 1 else None),
-        )
-        sla = _sla(report)
-        targets = [
-            _target(u, model=m, label=labels[i] if labels else (u if len(url) == 2 else ""), **body)
-            for i, (u, m) in enumerate(pairs)
-        ]
-        config = bench.LoadConfig(concurrency, requests, duration, warmup, timeout)
-        result = bench.compare(targets[0], targets[1], config, server_pids=pid_pair)
-        _emit(result, sla, report)
-        _exit_for(sla.check(result.a).passed and sla.check(result.b).passed)
+    bench_app.command("latency")(latency_cmd)
+    bench_app.command("load")(load_cmd)
+    bench_app.command("stress")(stress_cmd)
+    bench_app.command("compare")(compare_cmd)
