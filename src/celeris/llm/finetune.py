@@ -167,71 +167,21 @@ def finetune_lora(
         raise ConfigError(f"no model at {model_dir}: config.json is missing")
     conversations = read_chat_dataset(dataset_jsonl)
     torch_device = resolve_torch_device(device)
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # transformers' weight-loading bar, not ours
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        base = AutoModelForCausalLM.from_pretrained(model_dir)
-    finally:
-        if was_enabled:
-            hf_logging.enable_progress_bar()
-    if tokenizer.pad_token_id is None and tokenizer.eos_token_id is None:
-        raise ConfigError(f"the tokenizer at {model_dir} has neither a pad nor an EOS token")
-    pad_id = (
-        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    )
+    tokenizer, base, pad_id = _load_base(model_dir)
     examples = _encode_all(tokenizer, conversations, max_length)
 
     started = time.perf_counter()
     cuda_devices = [torch_device.index or 0] if torch_device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda_devices):
         torch.manual_seed(seed)
-        lora = LoraConfig(
-            r=rank,
-            lora_alpha=alpha,
-            lora_dropout=0.0,
-            target_modules=list(target_modules) if target_modules is not None else None,
-            task_type="CAUSAL_LM",
-        )
-        try:
-            with warnings.catch_warnings():
-                # peft reads PreTrainedModel.is_gradient_checkpointing, which transformers 5
-                # deprecates; the caller can do nothing about it, so it is not passed on.
-                warnings.filterwarnings(
-                    "ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning
-                )
-                model = get_peft_model(base, lora)
-        except ValueError as exc:  # peft: no default modules for this architecture, or no match
-            raise ConfigError(f"LoRA cannot adapt this model: {exc}") from exc
-        model.to(torch_device)
+        model = _lora_model(base, rank, alpha, target_modules).to(torch_device)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         total = sum(p.numel() for p in model.parameters())
-
         first_loss = _dataset_loss(model, examples, pad_id, batch_size, torch_device)
-        optimizer = torch.optim.AdamW(
-            [p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0
-        )
-        order = torch.Generator().manual_seed(seed)
-        steps_per_epoch = math.ceil(len(examples) / batch_size)
-        losses: list[float] = []
-        bar = _progress(progress, epochs * steps_per_epoch)
-        model.train()
-        try:
-            for _ in range(epochs):
-                shuffled = [examples[i] for i in torch.randperm(len(examples), generator=order)]
-                for batch in _batches(shuffled, batch_size, pad_id, torch_device):
-                    with _autocast(torch_device):
-                        total_loss, count = _batch_loss(model, batch)
-                    loss = total_loss / count
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    losses.append(float(loss.detach()))
-                    if bar is not None:
-                        bar.update(0, advance=1, loss=f"loss {losses[-1]:.4f}")
-        finally:
-            if bar is not None:
-                bar.stop()
+        losses = _train(
+            model, examples, pad_id, torch_device,
+            epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, progress=progress,
+        )  # fmt: skip
         last_loss = _dataset_loss(model, examples, pad_id, batch_size, torch_device)
 
     out.mkdir(parents=True, exist_ok=True)
@@ -263,6 +213,85 @@ def finetune_lora(
     }
     atomic_write_text(out / SETTINGS_FILE, json.dumps(settings, indent=2) + "\n")
     return result
+
+
+def _load_base(model_dir: Path) -> tuple[Any, Any, int]:
+    """The tokenizer, the base model and the padding token id (EOS when there is no pad)."""
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # transformers' weight-loading bar, not ours
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        base = AutoModelForCausalLM.from_pretrained(model_dir)
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+    if tokenizer.pad_token_id is None and tokenizer.eos_token_id is None:
+        raise ConfigError(f"the tokenizer at {model_dir} has neither a pad nor an EOS token")
+    pad_id = (
+        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    )
+    return tokenizer, base, pad_id
+
+
+def _lora_model(base: Any, rank: int, alpha: int, target_modules: Sequence[str] | None) -> Any:
+    """``base`` with fresh LoRA adapters (initialised from torch's current RNG state)."""
+    lora = LoraConfig(
+        r=rank,
+        lora_alpha=alpha,
+        lora_dropout=0.0,
+        target_modules=list(target_modules) if target_modules is not None else None,
+        task_type="CAUSAL_LM",
+    )
+    try:
+        with warnings.catch_warnings():
+            # peft reads PreTrainedModel.is_gradient_checkpointing, which transformers 5
+            # deprecates; the caller can do nothing about it, so it is not passed on.
+            warnings.filterwarnings(
+                "ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning
+            )
+            return get_peft_model(base, lora)
+    except ValueError as exc:  # peft: no default modules for this architecture, or no match
+        raise ConfigError(f"LoRA cannot adapt this model: {exc}") from exc
+
+
+def _train(
+    model: Any,
+    examples: list[_Example],
+    pad_id: int,
+    torch_device: torch.device,
+    *,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    progress: bool,
+) -> list[float]:
+    """AdamW over the trainable (adapter) weights; the loss of every step, in order."""
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0
+    )
+    order = torch.Generator().manual_seed(seed)
+    steps_per_epoch = math.ceil(len(examples) / batch_size)
+    losses: list[float] = []
+    bar = _progress(progress, epochs * steps_per_epoch)
+    model.train()
+    try:
+        for _ in range(epochs):
+            shuffled = [examples[i] for i in torch.randperm(len(examples), generator=order)]
+            for batch in _batches(shuffled, batch_size, pad_id, torch_device):
+                with _autocast(torch_device):
+                    total_loss, count = _batch_loss(model, batch)
+                loss = total_loss / count
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                losses.append(float(loss.detach()))
+                if bar is not None:
+                    bar.update(0, advance=1, loss=f"loss {losses[-1]:.4f}")
+    finally:
+        if bar is not None:
+            bar.stop()
+    return losses
 
 
 def _check_settings(*, epochs: int, lr: float, rank: int, alpha: int, max_length: int) -> None:
