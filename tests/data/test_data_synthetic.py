@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from celeris.data import synthetic, validate
-from celeris.errors import ConfigError
+from celeris.errors import CelerisTypeError, ConfigError
 
 
 def _acf(x: np.ndarray, lag: int = 1) -> float:
@@ -93,3 +93,32 @@ def test_synthetic_million_bars_under_a_second():
 def test_synthetic_bad_parameter_raises_config_error(kwargs, fragment):
     with pytest.raises(ConfigError, match=fragment):
         synthetic(**{"n_bars": 10, **kwargs})
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "shown"),
+    [
+        ({"n_bars": 10.0}, CelerisTypeError, "10.0"),
+        ({"n_bars": True}, CelerisTypeError, "True"),
+        ({"seed": -1}, ConfigError, "-1"),
+        ({"seed": "7"}, CelerisTypeError, "'7'"),
+        ({"sigma": True}, CelerisTypeError, "True"),
+        ({"s0": "30000"}, CelerisTypeError, "'30000'"),
+        ({"mu": float("nan")}, ConfigError, "nan"),
+        ({"jump_intensity": float("inf")}, ConfigError, "inf"),
+    ],
+)
+def test_synthetic_bad_type_or_value_raises_shared_check_error(kwargs, error, shown):
+    # celeris.checks: a wrong type is a CelerisTypeError, a bad value a ConfigError; the
+    # message names the parameter and shows the value
+    (name,) = kwargs
+    with pytest.raises(error) as info:
+        synthetic(**{"n_bars": 10, **kwargs})
+    message = str(info.value)
+    assert message.startswith(f"{name} must be") and shown in message, message
+
+
+def test_synthetic_numpy_scalars_accepted_same_bars():
+    plain = synthetic(50, seed=3, s0=100.0)
+    numpy = synthetic(np.int64(50), seed=np.int64(3), s0=np.float32(100.0))
+    pd.testing.assert_frame_equal(plain, numpy)

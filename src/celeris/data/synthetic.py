@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from celeris.checks import check_int, check_real
 from celeris.data.schema import validate
 from celeris.errors import ConfigError
 
@@ -68,13 +69,28 @@ def synthetic(
 
     Raises
     ------
+    CelerisTypeError
+        A parameter has the wrong type (a float ``n_bars``, a bool where a number is wanted).
     ConfigError
-        A parameter is out of range.
+        A parameter is out of range, NaN or infinite.
     """
-    _check_params(n_bars, freq, s0, sigma, garch_alpha, garch_beta, jump_intensity, jump_scale)
+    n_bars = check_int("n_bars", n_bars, minimum=1)
+    seed = check_int("seed", seed, minimum=0)
+    step = _check_freq(freq)
+    s0 = check_real("s0", s0, minimum=0, open_low=True)
+    mu = check_real("mu", mu)
+    sigma = check_real("sigma", sigma, minimum=0, open_low=True)
+    garch_alpha = check_real("garch_alpha", garch_alpha, minimum=0)
+    garch_beta = check_real("garch_beta", garch_beta, minimum=0)
+    if garch_alpha + garch_beta >= 1:
+        raise ConfigError(
+            "garch_alpha + garch_beta must be < 1 for a finite variance, got "
+            f"{garch_alpha + garch_beta}"
+        )
+    jump_intensity = check_real("jump_intensity", jump_intensity, minimum=0)
+    jump_scale = check_real("jump_scale", jump_scale, minimum=0)
     from celeris.data.nb import garch_variance_nb
 
-    step = pd.Timedelta(pd.tseries.frequencies.to_offset(freq))  # type: ignore[arg-type]
     dt_years = step / _YEAR
     sigma_bar = sigma * np.sqrt(dt_years)
     omega = sigma_bar**2 * (1.0 - garch_alpha - garch_beta)
@@ -127,18 +143,7 @@ def synthetic(
     return validate(frame)
 
 
-def _check_params(
-    n_bars: int,
-    freq: str,
-    s0: float,
-    sigma: float,
-    alpha: float,
-    beta: float,
-    jump_intensity: float,
-    jump_scale: float,
-) -> None:
-    if isinstance(n_bars, bool) or not isinstance(n_bars, int | np.integer) or n_bars < 1:
-        raise ConfigError(f"n_bars must be a positive integer, got {n_bars!r}")
+def _check_freq(freq: str) -> pd.Timedelta:
     try:
         offset = pd.tseries.frequencies.to_offset(freq)
         step = pd.Timedelta(offset)  # type: ignore[arg-type]
@@ -148,17 +153,4 @@ def _check_params(
         ) from exc
     if step <= pd.Timedelta(0):
         raise ConfigError(f"freq must be positive, got {freq!r}")
-    checks = [
-        (s0 > 0 and np.isfinite(s0), f"s0 must be > 0, got {s0!r}"),
-        (sigma > 0 and np.isfinite(sigma), f"sigma must be > 0, got {sigma!r}"),
-        (alpha >= 0 and beta >= 0, f"garch_alpha and garch_beta must be >= 0, got {alpha}, {beta}"),
-        (
-            alpha + beta < 1,
-            f"garch_alpha + garch_beta must be < 1 for a finite variance, got {alpha + beta}",
-        ),
-        (jump_intensity >= 0, f"jump_intensity must be >= 0, got {jump_intensity!r}"),
-        (jump_scale >= 0, f"jump_scale must be >= 0, got {jump_scale!r}"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(message)
+    return step
