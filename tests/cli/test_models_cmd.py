@@ -42,7 +42,9 @@ def test_evaluate_forecast_and_export_commands(trained: Path):
     ev = runner.invoke(app, ["evaluate", str(trained), "--data", "sample:nasdaq", "--json"])
     assert ev.exit_code == 0, ev.output
     assert set(json.loads(ev.stdout)) == {"model", "naive", "drift"}
-    fc = runner.invoke(app, ["forecast", str(trained), "--data", "sample:sp500", "--json"])
+    fc = runner.invoke(
+        app, ["forecast", str(trained), "--data", "sample:sp500", "--backend", "torch", "--json"]
+    )
     assert fc.exit_code == 0, fc.output
     forecast = json.loads(fc.stdout)
     assert forecast["as_of"].startswith("2018-12-31") and len(forecast["forecast"]) == 3
@@ -58,6 +60,35 @@ def test_evaluate_forecast_and_export_commands(trained: Path):
     )
     got = np.array(list(json.loads(onnx_fc.stdout)["forecast"].values()))
     np.testing.assert_allclose(got, np.array(list(forecast["forecast"].values())), rtol=1e-4)
+
+
+def test_train_writes_verified_exports_and_forecast_defaults_to_them(trained: Path):
+    from celeris.models.checkpoint_file import read_exports
+    from celeris.models.predictor import choose_backend
+
+    record = read_exports(trained)
+    assert record is not None and choose_backend(record).backend == "onnx-int8"
+    fc = runner.invoke(app, ["forecast", str(trained), "--data", "sample:sp500"])
+    assert fc.exit_code == 0, fc.output
+    assert "(onnx-int8)" in fc.stdout
+    ex = runner.invoke(app, ["export", str(trained), "--format", "onnx", "--int8"])
+    assert ex.exit_code == 0, ex.output
+    assert "within the 1% budget -> default backend" in ex.stdout
+    assert "int8: max rel. error" in ex.stdout and "fp32: max rel. error" in ex.stdout
+
+
+def test_train_no_export_leaves_checkpoint_on_torch(tmp_path: Path):
+    out = tmp_path / "plain"
+    result = runner.invoke(
+        app,
+        ["train", "nhits", "--data", "sample:sp500", "--horizon", "2", "--input-size", "20",
+         "--steps", "2", "--batch-size", "32", "--out", str(out), "--precision", "fp32",
+         "--no-export", "--json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["exports"] is None and info["default_backend"] == "torch"
+    assert not (out / "exports.json").exists() and not (out / "model.onnx").exists()
 
 
 def test_backtest_model_strategy_trades_out_of_sample_only(trained: Path):

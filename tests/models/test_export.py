@@ -17,7 +17,7 @@ from celeris.models.catalogue import build_model
 from celeris.models.checkpoint_file import EXPORTS_FILE, read_exports
 from celeris.models.export import INT8_BUDGET, TOLERANCE, export_checkpoint
 from celeris.models.pipeline import train_on_bars
-from celeris.models.predictor import Predictor, choose_backend
+from celeris.models.predictor import Predictor, choose_backend, export_summary
 
 L, H = 20, 2
 
@@ -49,7 +49,7 @@ def test_train_on_bars_default_load_is_the_verified_onnx_backend(trained):
     assert record["exports"]["onnx-int8"]["max_rel_error"] <= INT8_BUDGET
     pred = Predictor.load(trained.directory)
     assert pred.backend == "onnx-int8"
-    assert "within the 1.00% budget" in pred.describe()
+    assert "within the 1% budget" in pred.describe()
     # the default answers like the eager model, within the recorded error
     x = load("sample:sp500")["close"].to_numpy()[-L:]
     eager = Predictor.load(trained.directory, backend="torch").predict(x)
@@ -99,8 +99,8 @@ def _record(int8: float | None, fp32: float | None = 1e-7) -> dict:
     ("record", "kwargs", "backend", "why"),
     [
         (_record(0.0002), {}, "onnx-int8", "int8 ONNX verified on 9 held-out windows: max rel. error 0.02%"),
-        (_record(INT8_BUDGET), {}, "onnx-int8", "within the 1.00% budget"),
-        (_record(0.02), {}, "onnx", "int8 ONNX max rel. error 2.00% exceeds the 1.00% budget"),
+        (_record(INT8_BUDGET), {}, "onnx-int8", "within the 1% budget"),
+        (_record(0.02), {}, "onnx", "int8 ONNX max rel. error 2% exceeds the 1% budget"),
         (_record(None), {}, "onnx", "fp32 ONNX verified"),
         (_record(0.02, fp32=2e-4), {}, "torch", "fp32 ONNX not verified"),
         (_record(float("nan")), {}, "onnx", "int8 ONNX not verified"),
@@ -112,6 +112,18 @@ def _record(int8: float | None, fp32: float | None = 1e-7) -> dict:
 def test_choose_backend_int8_only_within_budget(record, kwargs, backend, why):
     choice = choose_backend(record, **kwargs)
     assert choice.backend == backend and why in choice.reason
+
+
+def test_export_summary_names_the_default_and_the_budget():
+    assert export_summary(_record(0.0002)) == [
+        "fp32: max rel. error 1e-05% of scale, within the 0.01% tolerance",
+        "int8: max rel. error 0.02% of scale, within the 1% budget -> default backend",
+    ]
+    assert (
+        export_summary(_record(0.02))[1]
+        == "int8: max rel. error 2% of scale, outside the 1% budget"
+    )
+    assert export_summary(None) == ["no verified ONNX export: Predictor.load uses torch"]
 
 
 def test_choose_backend_judges_numbers_not_the_recorded_verdict():

@@ -80,6 +80,14 @@ def train_cmd(
     test: Annotated[float, typer.Option(help="Held-out test fraction (by time, last).")] = 0.2,
     precision: Annotated[str, typer.Option(help="auto | fp32 | bf16 | fp16.")] = "auto",
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    export: Annotated[
+        bool,
+        typer.Option(
+            "--export/--no-export",
+            help="Write the ONNX fp32/int8 exports, checked against the model on the held-out "
+            "windows (exports.json), that Predictor.load runs by default.",
+        ),
+    ] = True,
     span: Options = FILLED,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
@@ -89,16 +97,25 @@ def train_cmd(
     --out models/spx_nhits
     """
     from celeris.models.pipeline import train_on_bars
+    from celeris.models.predictor import choose_backend, export_summary
 
     bars = load_bars(data, span)
     trained = train_on_bars(
         model, bars, out, input_size=input_size, horizon=horizon, features=_features(features),
         scaler=scaler, val=val, test=test, source=data, max_steps=steps, batch_size=batch_size,
-        lr=lr, loss=loss, precision=precision, seed=seed, progress=not json_out,
+        lr=lr, loss=loss, precision=precision, seed=seed, progress=not json_out, export=export,
     )  # fmt: skip
+    default = choose_backend(trained.exports)
     table = trained.report.table()
     if json_out:
-        print_json({"checkpoint": str(trained.directory), "meta": trained.meta})
+        print_json(
+            {
+                "checkpoint": str(trained.directory),
+                "meta": trained.meta,
+                "exports": trained.exports,
+                "default_backend": default.backend,
+            }
+        )
         return
     r = trained.result
     console.print(
@@ -113,7 +130,9 @@ def train_cmd(
     if skill == skill and skill <= 0:
         naive = "last value" if trained.meta["target_kind"] == "level" else "no-move forecast"
         console.print(f"[yellow]the model does not beat the naive {naive} on held-out data[/]")
-    console.print(f"checkpoint: {trained.directory}")
+    for line in export_summary(trained.exports):
+        console.print(f"export {line}", highlight=False)
+    console.print(f"checkpoint: {trained.directory} (Predictor.load default: {default.backend})")
 
 
 @cli_errors
@@ -173,7 +192,10 @@ def forecast_cmd(
     data: Annotated[
         str, typer.Option("--data", "-d", help="Bars whose latest window is forecast.")
     ] = "sample:sp500",
-    backend: Annotated[str, typer.Option(help="torch | onnx | onnx-int8.")] = "torch",
+    backend: Annotated[
+        str,
+        typer.Option(help="auto | torch | onnx | onnx-int8 (auto: the fastest verified one)."),
+    ] = "auto",
     span: Options = FILLED,
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
@@ -224,10 +246,13 @@ def export_cmd(
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Export a checkpoint, verify it against the eager model and time its predictions."""
-    from celeris.models.export import export_checkpoint
-    from celeris.models.predictor import Predictor
+    from celeris.models.checkpoint_file import read_exports
+    from celeris.models.export import INT8_BUDGET, export_checkpoint
+    from celeris.models.predictor import Predictor, choose_backend, export_summary
 
     result = export_checkpoint(checkpoint, format, int8=int8)
+    record = read_exports(checkpoint) if format == "onnx" else None
+    default = choose_backend(record)
     backend = {"onnx": "onnx", "onnx-int8": "onnx-int8"}.get(result.format)
     timing = {}
     if backend is not None:
@@ -243,6 +268,9 @@ def export_cmd(
         "relative_diff": result.rel_diff,
         "tolerance": result.tolerance,
         "latency_ms": timing,
+        "int8_budget": INT8_BUDGET,
+        "default_backend": default.backend,
+        "default_reason": default.reason,
     }
     if json_out:
         print_json(info)
@@ -255,6 +283,9 @@ def export_cmd(
         console.print(
             f"predict {name.replace('_', ' ')}: p50 {t['p50_ms']:.3f} ms, p95 {t['p95_ms']:.3f} ms"
         )
+    if record is not None:
+        for line in export_summary(record):
+            console.print(line, highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -80,14 +80,54 @@ def choose_backend(
         if error is None or not entry.get("verified") or not entry.get("file"):
             declined.append(f"{label} not verified")
         elif error > limit:
-            declined.append(f"{label} max rel. error {error:.2%} exceeds the {limit:.2%} {what}")
+            declined.append(
+                f"{label} max rel. error {_pct(error)} exceeds the {_pct(limit)} {what}"
+            )
         else:
             reason = (
                 f"{label} verified on {entry.get('checked_on') or 'its check windows'}: "
-                f"max rel. error {error:.2%} of the output scale, within the {limit:.2%} {what}"
+                f"max rel. error {_pct(error)} of the output scale, within the {_pct(limit)} {what}"
             )
             return BackendChoice(backend, "; ".join([reason, *declined]))
     return BackendChoice("torch", "; ".join(declined or ["no ONNX export recorded"]))
+
+
+def export_summary(record: dict[str, Any] | None) -> list[str]:
+    """One line per recorded export for people (``celeris export`` and ``celeris train`` print
+    them): its max error, whether it is within its tolerance/budget, and which is the default.
+    """
+    if record is None:
+        return ["no verified ONNX export: Predictor.load uses torch"]
+    default = choose_backend(record).backend
+    lines = []
+    for backend, label, limit, what in (
+        ("onnx", "fp32", TOLERANCE["onnx"], "tolerance"),
+        ("onnx-int8", "int8", INT8_BUDGET, "budget"),
+    ):
+        entry = record.get("exports", {}).get(backend)
+        if entry is None:
+            continue
+        error = _recorded_error(entry)
+        if error is None:
+            lines.append(f"{label}: no error recorded, not used by default")
+            continue
+        within = "within" if error <= limit and entry.get("verified") else "outside"
+        kept = (
+            ""
+            if entry.get("file")
+            else f", not kept (export tolerance {_pct(entry.get('tolerance', 0))})"
+        )
+        lines.append(
+            f"{label}: max rel. error {_pct(error)} of scale, {within} the {_pct(limit)} {what}"
+            f"{kept}{' -> default backend' if backend == default else ''}"
+        )
+    if default == "torch":
+        lines.append("default backend: torch")
+    return lines
+
+
+def _pct(fraction: float) -> str:
+    return f"{100 * float(fraction):.2g}%"
 
 
 def _recorded_error(entry: dict[str, Any]) -> float | None:
