@@ -271,86 +271,62 @@ def optimize(
     base_params = verifier.full_params(params or {}, {})
     strat.grid({k: [v] for k, v in base_params.items()})  # baseline must satisfy the constraint
     fixed = {k: v for k, v in base_params.items() if k not in {b.name for b in space}}
-
-    if _proposer is not None:
-        proposer = _proposer
-    elif method == "llm":
-        if client is None:
-            raise ConfigError("method='llm' needs client=LLMClient(...)")
-        proposer = LLMProposer(client, seed=seed)
-    else:
-        proposer = OptunaProposer(seed=seed)
-    model = getattr(proposer, "model", None)
+    proposer = _proposer if _proposer is not None else _make_proposer(method, client, seed)
 
     log = audit if isinstance(audit, AuditLog) else AuditLog(audit) if audit else None
     loop = _Loop(verifier, strat, space, fixed, objective, guard, log)
     if log:
-        log.write(
-            "run",
-            strategy=strat.name,
-            # As given (MODULE:ATTR, path/to/file.py:ATTR or an entry point), so a replay in
-            # another process finds a strategy that is not built in.
-            strategy_spec=strategy if isinstance(strategy, str) else strat.name,
-            space=[b.__dict__ for b in space],
-            fixed=fixed,
-            baseline=base_params,
-            objective=objective,
-            method=proposer.name,
-            model=model,
-            seed=seed,
-            rounds=rounds,
-            per_round=per_round,
-            guard=guard.__dict__,
-            split=verifier.split,
-            data={
-                "bars": len(bars),
-                "first": bars.index[0],
-                "last": bars.index[-1],
-                "sha256": fingerprint(bars),
-            },
-            options=options,
-        )
+        # The strategy as given (MODULE:ATTR, path/to/file.py:ATTR or an entry point), so a
+        # replay in another process finds a strategy that is not built in.
+        spec = strategy if isinstance(strategy, str) else strat.name
+        loop.log_run(spec, base_params, proposer, seed, rounds, per_round, bars, options)
     baseline = loop.baseline(base_params)
     state = SearchState(
         strat, space, fixed, objective, verifier, loop.trials, per_round, loop.add_context_trials
     )
     failed: list[str] = []
     try:
-        with progress_bar(progress) or nullcontext(None) as bar:
-            task = bar.add_task(f"{strat.name}: {proposer.name}", total=rounds) if bar else None
-            for r in range(1, rounds + 1):
-                state.round = r
-                state.incumbent = loop.incumbent
-                try:
-                    candidates = proposer.propose(state, log)
-                except LLMError as exc:
-                    failed.append(f"round {r}: {exc}")
-                    candidates = []
-                loop.round(r, candidates, proposer)
-                if bar is not None and task is not None:
-                    bar.update(task, advance=1)
+        _run_rounds(loop, state, proposer, rounds, failed, progress)
     finally:
-        result = OptimizeResult(
-            strategy=strat.name,
-            objective=objective,
-            method=proposer.name,
-            model=model,
-            guard=guard,
-            space=space,
-            split=verifier.split,
-            baseline=baseline,
-            incumbent=loop.incumbent,
-            trials=loop.trials,
-            rounds=rounds,
-            run_id=log.run_id if log else "",
-            audit_path=log.path if log else None,
-            failed_rounds=failed,
-        )
+        result = loop.result(proposer, baseline, rounds, failed)
         if log:
             log.write("result", **result.to_dict())
             if not isinstance(audit, AuditLog):
                 log.close()
     return result
+
+
+def _make_proposer(method: str, client: Any, seed: int) -> Proposer:
+    if method == "llm":
+        if client is None:
+            raise ConfigError("method='llm' needs client=LLMClient(...)")
+        return LLMProposer(client, seed=seed)
+    return OptunaProposer(seed=seed)
+
+
+def _run_rounds(
+    loop: _Loop,
+    state: SearchState,
+    proposer: Proposer,
+    rounds: int,
+    failed: list[str],
+    progress: bool,
+) -> None:
+    """Ask, judge and record ``rounds`` rounds; a round whose proposer fails is noted in
+    ``failed`` and judged with no candidates."""
+    with progress_bar(progress) or nullcontext(None) as bar:
+        task = bar.add_task(f"{loop.strategy.name}: {proposer.name}", total=rounds) if bar else None
+        for r in range(1, rounds + 1):
+            state.round = r
+            state.incumbent = loop.incumbent
+            try:
+                candidates = proposer.propose(state, loop.log)
+            except LLMError as exc:
+                failed.append(f"round {r}: {exc}")
+                candidates = []
+            loop.round(r, candidates, proposer)
+            if bar is not None and task is not None:
+                bar.update(task, advance=1)
 
 
 class _Loop:
@@ -371,6 +347,63 @@ class _Loop:
         self.trials: list[Trial] = []
         self.seen: dict[tuple[Any, ...], Trial] = {}
         self.incumbent: Trial
+
+    def log_run(
+        self,
+        strategy_spec: str,
+        baseline: dict[str, Any],
+        proposer: Proposer,
+        seed: int,
+        rounds: int,
+        per_round: int,
+        bars: pd.DataFrame,
+        options: dict[str, Any],
+    ) -> None:
+        """Write the run's settings and data fingerprint: what :func:`replay` re-runs."""
+        assert self.log is not None
+        self.log.write(
+            "run",
+            strategy=self.strategy.name,
+            strategy_spec=strategy_spec,
+            space=[b.__dict__ for b in self.space],
+            fixed=self.fixed,
+            baseline=baseline,
+            objective=self.objective,
+            method=proposer.name,
+            model=getattr(proposer, "model", None),
+            seed=seed,
+            rounds=rounds,
+            per_round=per_round,
+            guard=self.guard.__dict__,
+            split=self.v.split,
+            data={
+                "bars": len(bars),
+                "first": bars.index[0],
+                "last": bars.index[-1],
+                "sha256": fingerprint(bars),
+            },
+            options=options,
+        )
+
+    def result(
+        self, proposer: Proposer, baseline: Trial, rounds: int, failed: list[str]
+    ) -> OptimizeResult:
+        return OptimizeResult(
+            strategy=self.strategy.name,
+            objective=self.objective,
+            method=proposer.name,
+            model=getattr(proposer, "model", None),
+            guard=self.guard,
+            space=self.space,
+            split=self.v.split,
+            baseline=baseline,
+            incumbent=self.incumbent,
+            trials=self.trials,
+            rounds=rounds,
+            run_id=self.log.run_id if self.log else "",
+            audit_path=self.log.path if self.log else None,
+            failed_rounds=failed,
+        )
 
     def _record(self, trials: list[Trial]) -> None:
         results = self.v.in_sample([t.params for t in trials])
