@@ -18,9 +18,9 @@ import numbers
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
-from pydantic_core import PydanticCustomError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, ValidationInfo
 
+from celeris.checks import check_int, check_real
 from celeris.errors import CelerisError, CelerisTypeError, ConfigError, did_you_mean
 
 S = TypeVar("S", bound=BaseModel)
@@ -71,72 +71,68 @@ def load_settings(
 
 
 class _Bounds:
-    """The range rule of one numeric field: its kind (integer or number) and its bounds.
+    """The range rule of one numeric field, checked by :mod:`celeris.checks`.
 
     Used as ``Annotated[int, integer(ge=1)]``: a ``bool`` or any other non-number is a wrong
     *type* (:class:`CelerisTypeError`), a number outside the bounds a bad *value*
-    (:class:`ConfigError`); numpy integers and floats are accepted and converted.
+    (:class:`ConfigError`); numpy integers and floats are accepted and converted. ``None``
+    passes through (to the field's type, which refuses it unless the field is optional).
     """
 
-    __slots__ = ("finite", "ge", "gt", "integer", "le", "lt")
+    __slots__ = ("finite", "high", "integer", "low", "open_high", "open_low")
 
     def __init__(
         self,
         integer: bool,
-        gt: float | None,
-        ge: float | None,
-        lt: float | None,
-        le: float | None,
-        finite: bool,
+        low: float | None,
+        high: float | None,
+        *,
+        open_low: bool = False,
+        open_high: bool = False,
+        finite: bool = True,
     ) -> None:
-        self.integer, self.gt, self.ge, self.lt, self.le = integer, gt, ge, lt, le
-        self.finite = finite
+        self.integer, self.low, self.high = integer, low, high
+        self.open_low, self.open_high, self.finite = open_low, open_high, finite
 
-    def describe(self) -> str:
-        """Return what the field takes, e.g. ``"an integer in [1, 4,096]"``."""
-        kind = "an integer" if self.integer else ("a finite number" if self.finite else "a number")
-        lo = f"({_bound(self.gt)}" if self.gt is not None else None
-        lo = f"[{_bound(self.ge)}" if self.ge is not None else lo
-        hi = f"{_bound(self.lt)})" if self.lt is not None else None
-        hi = f"{_bound(self.le)}]" if self.le is not None else hi
-        if lo is not None and hi is not None:
-            return f"{kind} in {lo}, {hi}"
-        for op, b in (("> ", self.gt), (">= ", self.ge), ("< ", self.lt), ("<= ", self.le)):
-            if b is not None:
-                return f"{kind} {op}{_bound(b)}"
-        return kind
-
-    def __call__(self, value: Any) -> Any:
-        if value is None:  # an optional field; a required one refuses None by its type
+    def __call__(self, value: Any, info: ValidationInfo) -> Any:
+        if value is None:
             return None
-        wanted = numbers.Integral if self.integer else numbers.Real
-        if isinstance(value, bool) or not isinstance(value, wanted):
-            raise PydanticCustomError("celeris_type", "{expected}", {"expected": self.describe()})
-        v = int(value) if isinstance(value, numbers.Integral) else float(value)
-        if not (
-            (self.gt is None or v > self.gt)
-            and (self.ge is None or v >= self.ge)
-            and (self.lt is None or v < self.lt)
-            and (self.le is None or v <= self.le)
-            and (not self.finite or math.isfinite(v))
-        ):
-            raise PydanticCustomError("celeris_range", "{expected}", {"expected": self.describe()})
-        return v
+        what = info.field_name or "value"
+        if self.integer:
+            low, high = self.low, self.high
+            return check_int(
+                what,
+                value,
+                minimum=None if low is None else int(low),
+                maximum=None if high is None else int(high),
+            )
+        if not self.finite and isinstance(value, numbers.Real) and not isinstance(value, bool):
+            v = float(value)
+            if math.isinf(v) and (self.high if v > 0 else self.low) is None:
+                return v  # an unbounded side admits infinity when asked to
+        return check_real(
+            what,
+            value,
+            minimum=_shown(self.low),
+            maximum=_shown(self.high),
+            open_low=self.open_low,
+            open_high=self.open_high,
+        )
 
 
-def _bound(b: float) -> str:
-    return f"{b:,}" if isinstance(b, int) else f"{b:g}"
+def _shown(bound: float | None) -> float | None:
+    # 1_000_000.0 reads "1000000" in a message, not "1000000.0"; the comparison is the same.
+    return int(bound) if isinstance(bound, float) and bound.is_integer() else bound
 
 
-def integer(
-    *, gt: int | None = None, ge: int | None = None, lt: int | None = None, le: int | None = None
-) -> BeforeValidator:
+def integer(*, ge: int | None = None, le: int | None = None) -> BeforeValidator:
     """Return the validator of an integer field: ``Annotated[int, integer(ge=1)]``.
 
-    A ``bool``, a float (even ``2.0``) or a string is a :class:`CelerisTypeError`; an integer
-    (numpy's included) outside the bounds is a :class:`ConfigError` naming the range.
+    :func:`celeris.checks.check_int`'s rule: a ``bool``, a float (even ``2.0``) or a string is
+    a :class:`CelerisTypeError`; an integer (numpy's included) outside ``[ge, le]`` a
+    :class:`ConfigError` naming the range.
     """
-    return BeforeValidator(_Bounds(True, gt, ge, lt, le, finite=False))
+    return BeforeValidator(_Bounds(True, ge, le))
 
 
 def number(
@@ -145,15 +141,27 @@ def number(
     ge: float | None = None,
     lt: float | None = None,
     le: float | None = None,
-    finite: bool = False,
+    finite: bool = True,
 ) -> BeforeValidator:
-    """Return the validator of a real field: ``Annotated[float, number(gt=0, finite=True)]``.
+    """Return the validator of a real field: ``Annotated[float, number(gt=0)]``.
 
-    Ints and numpy numbers are accepted and stored as ``float``; a ``bool`` or a string is a
-    :class:`CelerisTypeError`; a number outside the bounds (NaN always is, infinity when
-    ``finite``) a :class:`ConfigError` naming the range.
+    :func:`celeris.checks.check_real`'s rule: ints and numpy numbers are accepted and stored as
+    ``float``; a ``bool`` or a string is a :class:`CelerisTypeError`; NaN, infinity or a number
+    outside the bounds a :class:`ConfigError` naming the range. ``finite=False`` admits
+    infinity on a side that has no bound (``number(gt=0, finite=False)``: ``(0, inf]``).
     """
-    return BeforeValidator(_Bounds(False, gt, ge, lt, le, finite))
+    if (gt is not None and ge is not None) or (lt is not None and le is not None):
+        raise ConfigError("give one lower bound (gt or ge) and one upper bound (lt or le)")
+    return BeforeValidator(
+        _Bounds(
+            False,
+            gt if gt is not None else ge,
+            lt if lt is not None else le,
+            open_low=gt is not None,
+            open_high=lt is not None,
+            finite=finite,
+        )
+    )
 
 
 class FrozenConfig(BaseModel):
@@ -163,8 +171,9 @@ class FrozenConfig(BaseModel):
       ``ConfigError("unknown batcher setting 'max_batch' (did you mean 'max_batch_size'?)")``.
     * A wrong type (a ``bool`` for an int, a float for an int, a string for a number) raises
       :class:`CelerisTypeError`; a value of the right type outside its range raises
-      :class:`ConfigError`. Either message names the field, the value and what is allowed.
-      Validators may raise a Celeris error themselves; it reaches the caller unchanged.
+      :class:`ConfigError`, by :mod:`celeris.checks`'s rule (numeric fields are checked by it:
+      :func:`integer`, :func:`number`). Either message names the field, the value and what is
+      allowed. Validators may raise a Celeris error themselves; it reaches the caller as is.
     * Instances are frozen (assignment raises ``dataclasses.FrozenInstanceError``, as a frozen
       dataclass does), hashable, equal when their fields are equal, and picklable; change one
       with ``model_copy(update=...)``, read all with ``model_dump()``.
@@ -246,7 +255,6 @@ class FrozenConfig(BaseModel):
 # pydantic error types that mean "the wrong kind of thing", not "a bad value of the right kind"
 _TYPE_ERRORS = frozenset(
     {
-        "celeris_type",
         "missing",
         "is_instance_of",
         "is_subclass_of",
@@ -262,10 +270,10 @@ _TYPE_ERRORS = frozenset(
 def config_error(exc: ValidationError, label: str) -> CelerisError:
     """Turn pydantic's first validation error into the Celeris error a caller should see.
 
-    A Celeris error raised by a validator comes back as it was; an unknown field is a
-    :class:`ConfigError` with a "did you mean" hint; a wrong type a :class:`CelerisTypeError`;
-    anything else a :class:`ConfigError`. Messages read ``"<label> setting <field> must be
-    <what is allowed>, got <value>"``.
+    A Celeris error raised by a validator (the :mod:`celeris.checks` functions behind
+    :func:`integer` and :func:`number` included) comes back as it was; an unknown field is a
+    :class:`ConfigError`; a wrong type a :class:`CelerisTypeError`; anything else a
+    :class:`ConfigError`. Messages read ``"<field> must be <what is allowed>, got <value>"``.
     """
     first = exc.errors(include_url=False)[0]
     kind = str(first["type"])
@@ -283,11 +291,8 @@ def config_error(exc: ValidationError, label: str) -> CelerisError:
         return CelerisTypeError(f"{label} setting {where} is required")
     msg = str(first["msg"])
     if kind == "value_error":
-        return ConfigError(
-            f"{label} setting {where}: {msg.removeprefix('Value error, ')} (got {value!r})"
-        )
-    expected = str(ctx.get("expected", msg.removeprefix("Input should be ")))
-    text = f"{label} setting {where} must be {expected}, got {value!r}"
+        return ConfigError(f"{where}: {msg.removeprefix('Value error, ')}, got {value!r}")
+    expected = msg.removeprefix("Input should be ")
     if kind in _TYPE_ERRORS or kind.endswith("_type"):
-        return CelerisTypeError(f"{text} ({type(value).__name__})")
-    return ConfigError(text)
+        return CelerisTypeError(f"{where} must be {expected}, got {type(value).__name__} {value!r}")
+    return ConfigError(f"{where} must be {expected}, got {value!r}")

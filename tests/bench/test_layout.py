@@ -10,8 +10,9 @@ import celeris
 
 SRC = Path(celeris.__file__).parent
 # What bench may import from celeris besides itself.
+# celeris.checks and celeris._settings are leaf helpers (argument checks, frozen configs).
 BENCH_MAY_IMPORT = ("celeris.errors", "celeris.data.atomic", "celeris.serving.feed",
-                    "celeris.serving.errors")  # fmt: skip
+                    "celeris.serving.errors", "celeris.checks", "celeris._settings")  # fmt: skip
 
 
 def _celeris_imports(path: Path) -> set[str]:

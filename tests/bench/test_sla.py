@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
+
 import numpy as np
 import pytest
 
 from celeris.bench import SLA
-from celeris.errors import ConfigError
+from celeris.errors import CelerisTypeError, ConfigError
 from tests.bench.conftest import run_result
 
 
@@ -49,6 +52,26 @@ def test_sla_no_success_fails_and_none_skips_targets() -> None:
     assert "p50 latency n/a ms > 50 ms" in v.reasons
     only_p99 = SLA(p50_ms=None, p95_ms=None, min_throughput=None, max_error_rate=None)
     assert [c.name for c in only_p99.check(run_result([1.0, 2.0])).checks] == ["p99 latency"]
-    for bad in ({"p50_ms": 0}, {"p99_ms": -1}, {"max_error_rate": 1.5}, {"min_throughput": "x"}):
+    for bad in ({"p50_ms": 0}, {"p99_ms": -1}, {"max_error_rate": 1.5}):
         with pytest.raises(ConfigError):
             SLA(**bad)
+    # A wrong type is a CelerisTypeError (it was a ConfigError before SLA became a FrozenConfig).
+    for bad_type in ({"min_throughput": "x"}, {"p99_ms": True}, {"max_error_rate": False}):
+        with pytest.raises(CelerisTypeError, match=next(iter(bad_type))):
+            SLA(**bad_type)
+
+
+def test_sla_unknown_target_hint_frozen_and_infinite_target_kept() -> None:
+    with pytest.raises(ConfigError, match=r"unknown SLA setting 'p90_ms' \(did you mean"):
+        SLA(p90_ms=10)  # type: ignore[call-arg]
+    sla = SLA(10, None, math.inf, 5, 0)
+    assert sla.to_dict() == {
+        "p50_ms": 10.0,
+        "p95_ms": None,
+        "p99_ms": math.inf,
+        "min_throughput": 5.0,
+        "max_error_rate": 0.0,
+    }
+    assert sla == SLA(p50_ms=10, p95_ms=None, p99_ms=math.inf, min_throughput=5, max_error_rate=0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        sla.p50_ms = 20  # type: ignore[misc]

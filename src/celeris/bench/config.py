@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
+from typing import Annotated, Any, ClassVar
 
-from celeris.errors import CelerisError, ConfigError
+from celeris._settings import FrozenConfig, integer, number
+from celeris.checks import check_int
+from celeris.errors import CelerisError
 
 MAX_REQUESTS = 10_000_000
 MAX_DURATION_S = 3600.0
@@ -18,9 +19,8 @@ class LoadgenError(CelerisError, RuntimeError):
     """A run could not be carried out (for example the server's process vanished)."""
 
 
-@dataclasses.dataclass(frozen=True)
-class LoadConfig:
-    """The bounds and shape of one run.
+class LoadConfig(FrozenConfig, kw_only=False):
+    """The bounds and shape of one run (frozen; see :class:`~celeris._settings.FrozenConfig`).
 
     Parameters
     ----------
@@ -45,22 +45,14 @@ class LoadConfig:
         server) counts; see :mod:`celeris.bench.loops`.
     """
 
-    concurrency: int = 1
-    max_requests: int = 1000
-    duration_s: float = 10.0
-    warmup_requests: int | None = None
-    timeout_s: float = 10.0
-    rate: float | None = None
+    config_label: ClassVar[str] = "load"
 
-    def __post_init__(self) -> None:
-        int_in("concurrency", self.concurrency, 1, MAX_CONCURRENCY)
-        int_in("max_requests", self.max_requests, 1, MAX_REQUESTS)
-        if self.warmup_requests is not None:
-            int_in("warmup_requests", self.warmup_requests, 0, MAX_REQUESTS)
-        float_in("duration_s", self.duration_s, 0.0, MAX_DURATION_S)
-        float_in("timeout_s", self.timeout_s, 0.0, 600.0)
-        if self.rate is not None:
-            float_in("rate", self.rate, 0.0, MAX_RATE)
+    concurrency: Annotated[int, integer(ge=1, le=MAX_CONCURRENCY)] = 1
+    max_requests: Annotated[int, integer(ge=1, le=MAX_REQUESTS)] = 1000
+    duration_s: Annotated[float, number(gt=0.0, le=MAX_DURATION_S)] = 10.0
+    warmup_requests: Annotated[int | None, integer(ge=0, le=MAX_REQUESTS)] = None
+    timeout_s: Annotated[float, number(gt=0.0, le=600.0)] = 10.0
+    rate: Annotated[float | None, number(gt=0.0, le=MAX_RATE)] = None
 
     @property
     def warmup(self) -> int:
@@ -69,12 +61,13 @@ class LoadConfig:
 
 
 def int_in(name: str, value: Any, low: int, high: int) -> None:
-    """Raise :class:`ConfigError` unless ``value`` is an int (not a bool) in ``[low, high]``."""
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ConfigError(f"{name} must be an integer in [{low:,}, {high:,}], got {value!r}")
+    """Check that ``value`` is an integer in ``[low, high]`` (:func:`celeris.checks.check_int`).
 
-
-def float_in(name: str, value: Any, low: float, high: float) -> None:
-    """Raise :class:`ConfigError` unless ``value`` is a number (not a bool) in ``(low, high]``."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low < value <= high:
-        raise ConfigError(f"{name} must be a number in ({low:g}, {high:g}], got {value!r}")
+    Raises
+    ------
+    CelerisTypeError
+        ``value`` is not an integer (a bool, a float, a string).
+    ConfigError
+        ``value`` is outside ``[low, high]``.
+    """
+    check_int(name, value, minimum=low, maximum=high)

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 from collections.abc import Callable, Sequence
 
@@ -113,8 +112,8 @@ def compare(
 ) -> CompareResult:
     """Run the same ``config`` against ``a`` then ``b``; ratios are ``a / b``."""
     if a.label == b.label:
-        a = dataclasses.replace(a, label=f"A: {a.label}")
-        b = dataclasses.replace(b, label=f"B: {b.label}")
+        a = a.model_copy(update={"label": f"A: {a.label}"})
+        b = b.model_copy(update={"label": f"B: {b.label}"})
 
     async def go() -> CompareResult:
         ra = await run_async(a, config, server_pid=server_pids[0], mode="compare")

@@ -4,40 +4,31 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
-from celeris.bench.config import float_in
+from celeris._settings import FrozenConfig, number
 from celeris.bench.results import finite
-from celeris.errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
     from celeris.bench.results import RunResult
 
 
-@dataclasses.dataclass(frozen=True)
-class SLA:
+class SLA(FrozenConfig, kw_only=False):
     """Service-level targets a run must meet; ``None`` skips a target.
 
     Defaults: p50 <= 50 ms, p95 <= 80 ms, p99 <= 100 ms, >= 200 successful requests/s, <= 1%
-    errors.
+    errors. Frozen; an unknown target is refused with a hint, a latency or throughput target
+    must be a number > 0, the error rate a fraction in [0, 1] (see
+    :class:`~celeris._settings.FrozenConfig`).
     """
 
-    p50_ms: float | None = 50.0
-    p95_ms: float | None = 80.0
-    p99_ms: float | None = 100.0
-    min_throughput: float | None = 200.0
-    max_error_rate: float | None = 0.01
+    config_label: ClassVar[str] = "SLA"
 
-    def __post_init__(self) -> None:
-        for name in ("p50_ms", "p95_ms", "p99_ms", "min_throughput"):
-            value = getattr(self, name)
-            if value is not None:
-                float_in(name, value, 0.0, math.inf)
-        rate = self.max_error_rate
-        if rate is not None and (
-            isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate <= 1
-        ):
-            raise ConfigError(f"max_error_rate must be a fraction in [0, 1], got {rate!r}")
+    p50_ms: Annotated[float | None, number(gt=0.0, finite=False)] = 50.0
+    p95_ms: Annotated[float | None, number(gt=0.0, finite=False)] = 80.0
+    p99_ms: Annotated[float | None, number(gt=0.0, finite=False)] = 100.0
+    min_throughput: Annotated[float | None, number(gt=0.0, finite=False)] = 200.0
+    max_error_rate: Annotated[float | None, number(ge=0.0, le=1.0)] = 0.01
 
     def check(self, result: RunResult) -> SLAVerdict:
         """Return whether ``result`` meets every target, with a reason for each miss."""
@@ -79,7 +70,7 @@ class SLA:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the targets as a dict."""
-        return dataclasses.asdict(self)
+        return self.model_dump()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,12 +8,16 @@ same target - repeat a window.
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any, ClassVar
 
+from pydantic import PrivateAttr, field_validator, model_validator
+
+from celeris._settings import FrozenConfig, integer
 from celeris.bench.config import LoadgenError
 from celeris.bench.loopback import check_loopback
-from celeris.errors import ConfigError
+from celeris.checks import check_int
+from celeris.errors import CelerisTypeError, ConfigError
 
 
 class _Sequence:
@@ -23,8 +27,12 @@ class _Sequence:
         self.value = 0
 
 
-@dataclasses.dataclass(frozen=True)
-class Stamps:
+def _short_repr(value: object, n: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+class Stamps(FrozenConfig, kw_only=False):
     """Where a request counter is written into each body so that no two requests repeat.
 
     A Celeris server caches answers per history (the input window), so the counter goes into
@@ -41,16 +49,40 @@ class Stamps:
         little-endian float32, a relative change below 2**-15).
     """
 
-    offsets: tuple[tuple[tuple[int, ...], ...], ...]
-    radix: int
+    config_label: ClassVar[str] = "stamps"
 
-    def __post_init__(self) -> None:
-        if self.radix not in (100, 256):
+    offsets: tuple[tuple[tuple[int, ...], ...], ...]
+    radix: Annotated[int, integer()]
+
+    @field_validator("offsets", mode="before")
+    @classmethod
+    def _offsets_as_tuples(cls, offsets: Any) -> Any:
+        def nested(value: Any, where: str, depth: int) -> Any:
+            if depth == 0:
+                return check_int(where, value, minimum=0)
+            if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+                raise CelerisTypeError(
+                    f"{where} must be a sequence (per body, per history, byte offsets), "
+                    f"got {type(value).__name__} {value!r}"
+                )
+            return tuple(nested(v, f"{where}[{i}]", depth - 1) for i, v in enumerate(value))
+
+        return nested(offsets, "offsets", 3)
+
+    @field_validator("radix")
+    @classmethod
+    def _two_digits_or_a_byte(cls, radix: int) -> int:
+        if radix not in (100, 256):
             raise ConfigError(
-                f"radix must be 100 (two ASCII digits) or 256 (a byte), got {self.radix!r}"
+                f"radix must be 100 (two ASCII digits) or 256 (a byte), got {radix!r}"
             )
+        return radix
+
+    @model_validator(mode="after")
+    def _a_site_per_history(self) -> Stamps:
         if not self.offsets or not all(rows and all(rows) for rows in self.offsets):
             raise ConfigError("stamps need at least one site per history of every body")
+        return self
 
     @property
     def capacity(self) -> int:
@@ -65,8 +97,7 @@ class Stamps:
         return [bytes((d,)) for d in range(256)]
 
 
-@dataclasses.dataclass(frozen=True)
-class Target:
+class Target(FrozenConfig, kw_only=False):
     """What to send: a loopback URL and the request bodies to cycle through.
 
     Parameters
@@ -87,7 +118,12 @@ class Target:
         The server's Prometheus endpoint (``http://127.0.0.1:PORT/metrics``, loopback): its
         cache counters are read before and after the measured requests and the run reports
         the cache-hit ratio (:class:`CacheStats`). ``None``: not read.
+
+    A target is frozen; ``target.model_copy(update={"label": ...})`` gives a relabelled one
+    that shares its request counter (so the copy does not repeat the original's stamps).
     """
+
+    config_label: ClassVar[str] = "target"
 
     url: str
     bodies: tuple[bytes, ...] = ()
@@ -95,14 +131,36 @@ class Target:
     label: str = ""
     stamps: Stamps | None = None
     metrics_url: str | None = None
-    _sequence: _Sequence = dataclasses.field(default_factory=_Sequence, repr=False, compare=False)
+    _sequence: _Sequence = PrivateAttr(default_factory=_Sequence)
 
-    def __post_init__(self) -> None:
-        check_loopback(self.url)
-        if not isinstance(self.bodies, tuple) or not all(
-            isinstance(b, bytes | bytearray) for b in self.bodies
+    @model_validator(mode="before")
+    @classmethod
+    def _label_defaults_to_url(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("label") and "url" in data:
+            data = {**data, "label": data["url"]}
+        return data
+
+    @field_validator("url", "metrics_url")
+    @classmethod
+    def _loopback_only(cls, url: str | None) -> str | None:
+        if url is not None:
+            check_loopback(url)
+        return url
+
+    @field_validator("bodies", mode="before")
+    @classmethod
+    def _bodies_are_bytes(cls, bodies: Any) -> Any:
+        if not isinstance(bodies, tuple) or not all(
+            isinstance(b, bytes | bytearray) for b in bodies
         ):
-            raise ConfigError("bodies must be a tuple of bytes")
+            raise CelerisTypeError(
+                f"bodies must be a tuple of bytes, got {type(bodies).__name__} "
+                f"{_short_repr(bodies)}"
+            )
+        return tuple(bytes(b) for b in bodies)
+
+    @model_validator(mode="after")
+    def _stamps_fit_bodies(self) -> Target:
         if self.stamps is not None:
             if len(self.stamps.offsets) != len(self.bodies):
                 raise ConfigError(
@@ -113,10 +171,7 @@ class Target:
             for body, rows in zip(self.bodies, self.stamps.offsets, strict=True):
                 if any(not 0 <= o <= len(body) - width for row in rows for o in row):
                     raise ConfigError("a stamp site lies outside its body")
-        if self.metrics_url is not None:
-            check_loopback(self.metrics_url)
-        if not self.label:
-            object.__setattr__(self, "label", self.url)
+        return self
 
     @property
     def method(self) -> str:
