@@ -555,7 +555,7 @@ def mark_bar(
 # loop; LLVM keeps them in registers only while the loop is one function. "# ---- step ----"
 # comments mark where each step begins.
 @_jit
-def simulate_column(col, prices, signals, params, ann_factor, out):
+def simulate_column(col, prices, signals, params, ann_factor, out):  # noqa: C901 - one function on purpose, see the note above
     """Simulate one column and write its metrics (and curves/records when their arrays are sized).
 
     ``equity`` is written when its shape is (n_bars, n_cols); ``orders``/``trades`` when their
