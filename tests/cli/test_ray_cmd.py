@@ -55,7 +55,7 @@ def test_serve_ray_help_teaches_with_an_example() -> None:
     "args, message",
     [
         (("--model", "btc", "--deployment", "bached"), "unknown deployment 'bached' (did you mean"),
-        (("--model", "btc", "--replicas", "0"), "num_replicas must be an integer >= 1"),
+        (("--model", "btc", "--replicas", "0"), "num_replicas must be >= 1, got 0"),
         (("--model", "@3"), "model must be NAME@VERSION or NAME@STAGE"),
     ],
 )
@@ -77,4 +77,4 @@ def test_serve_ray_old_module_entry_point_forwards_with_a_deprecation_note() -> 
     )
     assert done.returncode == 2, done.stderr
     assert "deprecated" in done.stderr and "celeris serve-ray" in done.stderr
-    assert "num_replicas must be an integer >= 1" in done.stderr
+    assert "num_replicas must be >= 1, got 0" in done.stderr

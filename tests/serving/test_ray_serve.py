@@ -21,7 +21,7 @@ import onnxruntime  # noqa: F401  (a dev extra: missing is a failure)
 import pytest
 import ray.serve  # noqa: F401  (a dev extra: missing is a failure)
 
-from celeris.errors import ConfigError
+from celeris.errors import CelerisTypeError, ConfigError
 from celeris.serving import ray_serve
 from tests.serving.conftest import free_port
 
@@ -205,13 +205,30 @@ def test_loadgen_against_ray_serve_all_answered(apps: Any) -> None:
         assert (r.ok, r.errors) == (64, {}), kind
 
 
-def test_deploy_arguments_checked_before_starting_ray(registry: Path) -> None:
+def test_deploy_arguments_checked_before_starting_ray(
+    registry: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def ray_started(*args: Any) -> None:
+        raise AssertionError("deploy started Ray before refusing its arguments")
+
+    monkeypatch.setattr(ray_serve, "start_local_ray", ray_started)
     for kwargs in (
         {"deployment": "bached"},
         {"num_replicas": 0},
         {"route_prefix": "engine"},
+        {"port": 70_000},
+        {"threads": 0},
+        {"max_batch_size": 0},
+        {"max_ongoing_requests": 0},
+        {"num_cpus": 0},
+        {"replica_cpus": -1.0},
+        {"batch_wait_timeout_s": float("nan")},
     ):
-        with pytest.raises(ConfigError):
+        with pytest.raises(ConfigError, match=f"{next(iter(kwargs))}|deployment"):
+            ray_serve.deploy(registry, "btc@production", **kwargs)
+    # celeris.checks: a bool is not a count (True was accepted as 1 replica), nor a float
+    for kwargs in ({"num_replicas": True}, {"num_replicas": 2.0}, {"threads": "2"}):
+        with pytest.raises(CelerisTypeError, match=next(iter(kwargs))):
             ray_serve.deploy(registry, "btc@production", **kwargs)
     with pytest.raises(ConfigError):
         ray_serve.deploy(registry, "@production")

@@ -66,6 +66,7 @@ from ray import serve
 from starlette.requests import Request
 from starlette.responses import Response
 
+from celeris.checks import check_int, check_real
 from celeris.errors import CelerisError, ConfigError, DataError
 from celeris.serving.manager import model_spec
 
@@ -457,13 +458,27 @@ def deploy(
     app_name, route_prefix
         Ray Serve application name and the path it answers under (several applications on
         one Serve instance need different prefixes).
+
+    Raises
+    ------
+    CelerisTypeError, ConfigError
+        An argument of the wrong type or out of range (:mod:`celeris.checks`), found before
+        Ray starts.
     """
     if deployment not in DEPLOYMENTS:
         from celeris.errors import check_choice
 
         check_choice("deployment", deployment, DEPLOYMENTS)
-    if not isinstance(num_replicas, int) or num_replicas < 1:
-        raise ConfigError(f"num_replicas must be an integer >= 1, got {num_replicas!r}")
+    num_replicas = check_int("num_replicas", num_replicas, minimum=1)
+    port = check_int("port", port, minimum=1, maximum=65535)
+    threads = check_int("threads", threads, minimum=1)
+    max_batch_size = check_int("max_batch_size", max_batch_size, minimum=1)
+    batch_wait_timeout_s = check_real("batch_wait_timeout_s", batch_wait_timeout_s, minimum=0)
+    replica_cpus = check_real("replica_cpus", replica_cpus, minimum=0)
+    if max_ongoing_requests is not None:
+        max_ongoing_requests = check_int("max_ongoing_requests", max_ongoing_requests, minimum=1)
+    if num_cpus is not None:
+        num_cpus = check_int("num_cpus", num_cpus, minimum=1)
     name, _, _ = model.partition("@")
     if not name:
         raise ConfigError(f"model must be NAME@VERSION or NAME@STAGE, got {model!r}")
