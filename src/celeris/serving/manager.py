@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from celeris.checks import check_int
 from celeris.errors import CelerisError, ConfigError, DataError, ModelNotFound, did_you_mean
 from celeris.serving.config import SYMBOL_RE, SYMBOL_RULE, ServeSettings
 from celeris.serving.errors import (
@@ -93,7 +94,7 @@ class SymbolTable:
 
     def __init__(self, symbols: Sequence[str] = (), limit: int = _SYMBOL_ID_MAX + 1) -> None:
         self._ids: dict[str, int] = {}
-        self.limit = min(int(limit), _SYMBOL_ID_MAX + 1)
+        self.limit = min(check_int("limit", limit, minimum=1), _SYMBOL_ID_MAX + 1)
         for s in symbols:
             _check_symbol(s)
             self._ids.setdefault(s, len(self._ids))
