@@ -92,12 +92,15 @@ def test_gpu_telemetry_failed_value_is_none_others_kept(monkeypatch: pytest.Monk
     assert reading.memory_total_bytes == float(80 << 30)
 
 
-def test_compute_telemetry_imports_no_prometheus_and_no_serving() -> None:
+def test_compute_imports_no_prometheus_and_nothing_above_data() -> None:
+    # ARCHITECTURE: celeris.compute may import celeris.data only (and the leaf helpers)
     import subprocess
 
     code = (
-        "import sys, celeris.compute.telemetry; "
-        "bad = [m for m in sys.modules if m.startswith(('prometheus_client', 'celeris.serving'))]; "
+        "import sys, celeris.compute, celeris.compute.telemetry, celeris.compute.profiles; "
+        "allowed = ('celeris.compute', 'celeris.data', 'celeris.errors', 'celeris.checks'); "
+        "bad = [m for m in sys.modules if m.startswith('prometheus_client') or "
+        "(m.startswith('celeris.') and not m.startswith(allowed))]; "
         "print(bad); sys.exit(1 if bad else 0)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
