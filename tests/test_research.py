@@ -14,7 +14,7 @@ import celeris
 from celeris import ConfigError, DataError
 from celeris.backtest import from_signals
 from celeris.data import load
-from celeris.errors import CelerisWarning
+from celeris.errors import CelerisTypeError, CelerisWarning
 from celeris.models.catalogue import build_model
 from celeris.models.pipeline import fit_on_bars, train_on_bars
 from celeris.models.predictor import Predictor
@@ -144,10 +144,12 @@ def test_model_walk_forward_bad_spans_and_options_are_refused(bars, checkpoint):
         progress=False,
     )  # fmt: skip
     assert list(full.windows["test_bars"]) == [200] * 4
-    with pytest.raises(ConfigError, match="max_steps"):
+    with pytest.raises(ConfigError, match="max_steps must be >= 1, got 0"):
         model_walk_forward(
             bars, checkpoint.directory, train=300, test=200, max_steps=0, progress=False
         )
+    with pytest.raises(CelerisTypeError, match=r"max_steps must be an int >= 1, got float 2\.5"):
+        model_walk_forward_cost(bars, checkpoint.directory, train=300, test=200, max_steps=2.5)
 
 
 def test_refit_plan_of_a_checkpoint_older_than_its_split_and_scaler_records(checkpoint):

@@ -31,6 +31,7 @@ from celeris.backtest.portfolio import Portfolio, from_signals
 from celeris.backtest.strategies import check_bars
 from celeris.backtest.sweep import check_portfolio_options
 from celeris.backtest.walk_forward import WalkForwardResult, chain_out_of_sample, window_plan
+from celeris.checks import check_int
 from celeris.errors import CelerisError, CelerisWarning, ConfigError, DataError
 from celeris.models.provenance import TrainingOverlap
 from celeris.progress import progress_bar
@@ -210,9 +211,7 @@ def _refit_plan(document: dict[str, Any], max_steps: int | None) -> dict[str, An
     saved = dict(meta.get("train_config") or meta.get("train") or {})
     saved["progress"] = False
     if max_steps is not None:
-        if max_steps < 1:
-            raise ConfigError(f"max_steps must be >= 1, got {max_steps}")
-        saved["max_steps"] = max_steps
+        saved["max_steps"] = check_int("max_steps", max_steps, minimum=1)
     scaler_kind = meta.get("scaler_kind")
     if scaler_kind is None:  # checkpoints written before the kind was recorded
         state = document.get("scaler")

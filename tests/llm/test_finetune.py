@@ -12,7 +12,7 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from celeris.errors import ConfigError, DataError
+from celeris.errors import CelerisTypeError, ConfigError, DataError
 from celeris.llm.finetune import (
     IGNORE_INDEX,
     FinetuneResult,
@@ -202,6 +202,8 @@ def test_read_chat_dataset_missing_or_empty_file_raises(tmp_path: Path) -> None:
         ({"rank": 0}, "rank"),
         ({"max_length": 1}, "max_length"),
         ({"batch_size": 0}, "batch_size"),
+        ({"alpha": 0}, "alpha must be > 0"),
+        ({"lr": float("nan")}, "lr must be finite"),
         ({"target_modules": ["no_such_layer"]}, "LoRA cannot adapt"),
     ],
 )
@@ -209,6 +211,21 @@ def test_finetune_bad_settings_raise_config_error(
     tiny_model_dir: Path, dataset: Path, tmp_path: Path, kwargs: dict[str, Any], match: str
 ) -> None:
     with pytest.raises(ConfigError, match=match):
+        finetune_lora(tiny_model_dir, dataset, tmp_path / "out", progress=False, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"epochs": 1.5}, "epochs must be an int >= 1, got float 1.5"),
+        ({"batch_size": True}, "batch_size must be an int >= 1, got bool True"),
+        ({"lr": "1e-4"}, "lr must be a real number > 0"),
+    ],
+)
+def test_finetune_wrong_type_settings_raise_type_error(
+    tiny_model_dir: Path, dataset: Path, tmp_path: Path, kwargs: dict[str, Any], match: str
+) -> None:
+    with pytest.raises(CelerisTypeError, match=match):
         finetune_lora(tiny_model_dir, dataset, tmp_path / "out", progress=False, **kwargs)
 
 

@@ -318,6 +318,11 @@ def test_price_action_summary_negative_detail_raises(sp500):
         m.price_action_summary(sp500, detail=-1)
 
 
+def test_price_action_summary_float_detail_raises_type_error_with_the_range(sp500):
+    with pytest.raises(CelerisTypeError, match=r"detail must be an int >= 0, got float 1\.0"):
+        m.price_action_summary(sp500, detail=1.0)
+
+
 # ---- funding --------------------------------------------------------------------------------
 def write(tmp_path, name: str, text: str):
     path = tmp_path / name

@@ -12,7 +12,7 @@ import pytest
 
 from celeris.backtest.strategies import Param, Strategy
 from celeris.data import load
-from celeris.errors import ConfigError, DataError
+from celeris.errors import CelerisTypeError, ConfigError, DataError
 from celeris.llm.audit import AuditLog, read_audit
 from celeris.llm.optimizer import optimize, replay
 from celeris.llm.verify import Guard, Verifier, deflated_sharpe
@@ -191,7 +191,9 @@ def test_optimize_noise_market_trend_rule_never_accepted() -> None:
     [
         ({"method": "grid"}, ConfigError, "unknown method 'grid'"),
         ({"objective": "win_rate"}, ConfigError, "cannot be judged"),
-        ({"rounds": 0}, ConfigError, "rounds and per_round"),
+        ({"rounds": 0}, ConfigError, "rounds must be >= 1, got 0"),
+        ({"per_round": 0}, ConfigError, "per_round must be >= 1, got 0"),
+        ({"rounds": 2.5}, CelerisTypeError, "rounds must be an int >= 1, got float 2.5"),
         ({"params": {"fast": 500, "slow": 50}}, ConfigError, "no admissible"),
         ({"params": {"fst": 5}}, ConfigError, "did you mean 'fast'"),
         ({"method": "llm"}, ConfigError, "needs client"),

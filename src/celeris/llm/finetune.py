@@ -23,6 +23,7 @@ from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
+from celeris.checks import check_int, check_real
 from celeris.compute.device import resolve_torch_device
 from celeris.data.atomic import atomic_write_text
 from celeris.errors import CelerisWarning, ConfigError, DataError
@@ -159,9 +160,9 @@ def finetune_lora(
     DataError
         On a malformed dataset line (named by its number).
     """
-    _check_settings(epochs=epochs, lr=lr, rank=rank, alpha=alpha, max_length=max_length)
-    if batch_size < 1:
-        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    _check_settings(
+        epochs=epochs, lr=lr, rank=rank, alpha=alpha, max_length=max_length, batch_size=batch_size
+    )
     model_dir, out = Path(model_dir), Path(out_dir)
     if not (model_dir / "config.json").is_file():
         raise ConfigError(f"no model at {model_dir}: config.json is missing")
@@ -294,17 +295,15 @@ def _train(
     return losses
 
 
-def _check_settings(*, epochs: int, lr: float, rank: int, alpha: int, max_length: int) -> None:
-    if epochs < 1:
-        raise ConfigError(f"epochs must be >= 1, got {epochs}")
-    if not (lr > 0 and math.isfinite(lr)):
-        raise ConfigError(f"lr must be a positive number, got {lr}")
-    if rank < 1:
-        raise ConfigError(f"rank must be >= 1, got {rank}")
-    if not alpha > 0:
-        raise ConfigError(f"alpha must be > 0, got {alpha}")
-    if max_length < 2:
-        raise ConfigError(f"max_length must be >= 2, got {max_length}")
+def _check_settings(
+    *, epochs: int, lr: float, rank: int, alpha: int, max_length: int, batch_size: int
+) -> None:
+    check_int("epochs", epochs, minimum=1)
+    check_real("lr", lr, minimum=0, open_low=True)
+    check_int("rank", rank, minimum=1)
+    check_real("alpha", alpha, minimum=0, open_low=True)  # peft scales by alpha / rank
+    check_int("max_length", max_length, minimum=2)
+    check_int("batch_size", batch_size, minimum=1)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from celeris.analytics.risk import historical_var_cvar, max_drawdown
+from celeris.checks import check_int
 from celeris.data.funding import load_funding
 from celeris.data.orderbook import OrderBook, load_orderbook
 from celeris.data.schema import check_time_index, validate
@@ -149,11 +150,7 @@ def _span(delta: pd.Timedelta) -> str:
 
 
 def _level(detail: int) -> int:
-    if isinstance(detail, bool) or not isinstance(detail, int | np.integer):
-        raise CelerisTypeError(f"detail must be an int, got {type(detail).__name__}")
-    if detail < 0:
-        raise ConfigError(f"detail must be >= 0 (0 = most detailed), got {detail}")
-    return min(int(detail), MAX_DETAIL)
+    return min(check_int("detail", detail, minimum=0, reason="0 = most detailed"), MAX_DETAIL)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ import pandas as pd
 
 from celeris.backtest.strategies import Strategy, check_bars, get_strategy
 from celeris.backtest.sweep import check_portfolio_options
+from celeris.checks import check_int
 from celeris.errors import ConfigError, DataError, LLMError, did_you_mean
 from celeris.llm.audit import AuditLog, read_audit
 from celeris.llm.proposers import (
@@ -258,8 +259,8 @@ def optimize(
     method = method.lower()
     if _proposer is None and method not in METHODS:
         raise ConfigError(f"unknown method {method!r}{did_you_mean(method, METHODS)}")
-    if rounds < 1 or per_round < 1:
-        raise ConfigError(f"rounds and per_round must be >= 1, got {rounds} and {per_round}")
+    rounds = check_int("rounds", rounds, minimum=1)
+    per_round = check_int("per_round", per_round, minimum=1)
     strat = get_strategy(strategy)
     bars = check_bars(data, strat.needs)
     options = check_portfolio_options(options)
