@@ -285,7 +285,8 @@ def price_action_summary(bars: pd.DataFrame, detail: int = 0) -> str:
     Parameters
     ----------
     bars : pandas.DataFrame
-        Bar frame with a sorted DatetimeIndex and ``high, low, close`` columns (at least 2 bars).
+        Bar frame with ``high, low, close`` columns (at least 2 bars), valid for
+        :func:`celeris.data.validate` in those columns (a sorted, unique UTC index).
     detail : int
         0 = most detailed; higher is shorter (``MAX_DETAIL`` and above: shortest).
 
