@@ -14,11 +14,12 @@ import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
+from celeris._settings import FrozenConfig, integer, number
 from celeris.analytics.overfitting import deflated_sharpe_from_returns
 from celeris.backtest.annualisation import resolve_year_days
 from celeris.backtest.portfolio import from_signals
@@ -32,42 +33,36 @@ OBJECTIVES = ("sharpe", "sortino", "calmar", "cagr", "total_return")
 IN_SAMPLE_COLUMNS = ("sharpe", "sortino", "total_return", "max_drawdown", "trades", "win_rate")
 
 
-@dataclass(frozen=True)
-class Guard:
+class Guard(FrozenConfig, kw_only=False):
     """When a candidate counts as better: the out-of-sample and selection-bias checks.
+
+    Frozen; an unknown field is refused with a "did you mean" hint, a wrong type raises
+    :class:`~celeris.errors.CelerisTypeError`, a value out of range
+    :class:`~celeris.errors.ConfigError` (see :class:`~celeris._settings.FrozenConfig`).
 
     Attributes
     ----------
     holdout
         Share of the bars (the latest) kept out of sample, in (0, 0.9].
     windows
-        Walk-forward test windows the holdout is cut into.
+        Walk-forward test windows the holdout is cut into, in [1, 50].
     dsr_threshold
         Minimum deflated Sharpe ratio (Bailey & López de Prado 2014) of the candidate's in-sample
-        returns, given the Sharpe ratios of every trial so far. 0.95 is the paper's convention.
+        returns, given the Sharpe ratios of every trial so far, in [0, 1). 0.95 is the paper's
+        convention.
     min_improvement
-        The out-of-sample objective must exceed the incumbent's by more than this.
+        The out-of-sample objective must exceed the incumbent's by more than this (>= 0).
     min_trades
         In-sample trades below which a candidate is not judged (its Sharpe ratio means little).
     """
 
-    holdout: float = 0.3
-    windows: int = 3
-    dsr_threshold: float = 0.95
-    min_improvement: float = 0.0
-    min_trades: int = 5
+    config_label: ClassVar[str] = "guard"
 
-    def __post_init__(self) -> None:
-        if not 0 < self.holdout <= 0.9:
-            raise ConfigError(f"holdout must be in (0, 0.9], got {self.holdout}")
-        if not 1 <= self.windows <= 50:
-            raise ConfigError(f"windows must be in [1, 50], got {self.windows}")
-        if not 0 <= self.dsr_threshold < 1:
-            raise ConfigError(f"dsr_threshold must be in [0, 1), got {self.dsr_threshold}")
-        if not math.isfinite(self.min_improvement) or self.min_improvement < 0:
-            raise ConfigError(f"min_improvement must be >= 0, got {self.min_improvement}")
-        if self.min_trades < 0:
-            raise ConfigError(f"min_trades must be >= 0, got {self.min_trades}")
+    holdout: Annotated[float, number(gt=0.0, le=0.9)] = 0.3
+    windows: Annotated[int, integer(ge=1, le=50)] = 3
+    dsr_threshold: Annotated[float, number(ge=0.0, lt=1.0)] = 0.95
+    min_improvement: Annotated[float, number(ge=0.0)] = 0.0
+    min_trades: Annotated[int, integer(ge=0)] = 5
 
 
 @dataclass(frozen=True)
