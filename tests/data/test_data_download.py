@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import math
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,7 +18,7 @@ import pytest
 
 import celeris.data.exchange as exchange_mod
 from celeris.data import RetryPolicy, Store, download
-from celeris.errors import ConfigError, ExchangeError
+from celeris.errors import CelerisTypeError, ConfigError, ExchangeError
 
 MINUTE = 60_000
 T0 = int(pd.Timestamp("2024-01-01", tz="UTC").value // 1_000_000)
@@ -294,3 +296,23 @@ def test_download_unknown_symbol_and_timeframe_raise(celeris_home, make_exchange
 def test_download_created_exchange_has_rate_limiter_on():
     ex = exchange_mod.make_exchange("binance")
     assert ex.enableRateLimit is True and ex.rateLimit > 0
+
+
+def test_retry_policy_unknown_field_wrong_type_and_frozen():
+    with pytest.raises(
+        ConfigError, match=r"unknown retry setting 'max_retry' \(did you mean 'max_retries'\?\)"
+    ):
+        RetryPolicy(max_retry=3)  # type: ignore[call-arg]
+    with pytest.raises(CelerisTypeError, match="max_retries"):
+        RetryPolicy(max_retries=True)
+    with pytest.raises(CelerisTypeError, match="max_retries"):
+        RetryPolicy(max_retries=2.0)
+    with pytest.raises(ConfigError, match="backoff"):
+        RetryPolicy(backoff=-1.0)
+    with pytest.raises(ConfigError, match="backoff"):
+        RetryPolicy(backoff=float("nan"))
+    policy = RetryPolicy(np.int64(2), 0.5, math.inf)  # positional, numpy int, no cap
+    assert policy == RetryPolicy(max_retries=2, backoff=0.5, max_backoff=math.inf)
+    assert [policy.delay(k) for k in range(3)] == [0.5, 1.0, 2.0]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        policy.max_retries = 9  # type: ignore[misc]

@@ -8,11 +8,11 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, ClassVar
 
 import pandas as pd
 
+from celeris._settings import FrozenConfig, integer, number
 from celeris.data.schema import BAR_COLUMNS, validate
 from celeris.data.store import Store, to_utc
 from celeris.data.timeframes import Gap, find_gaps
@@ -24,9 +24,12 @@ logger = logging.getLogger("celeris.data")
 _sleep = time.sleep  # tests replace this to run backoffs instantly
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
+class RetryPolicy(FrozenConfig, kw_only=False):
     """How often and how patiently to retry a request that failed on the network side.
+
+    Frozen; an unknown field is refused with a "did you mean" hint, a wrong type raises
+    :class:`~celeris.errors.CelerisTypeError`, a negative (or NaN) value
+    :class:`~celeris.errors.ConfigError`.
 
     Parameters
     ----------
@@ -35,16 +38,14 @@ class RetryPolicy:
     backoff : float
         Seconds before the first retry; doubled after each failure.
     max_backoff : float
-        Upper bound of one wait, in seconds.
+        Upper bound of one wait, in seconds (``math.inf``: no bound).
     """
 
-    max_retries: int = 5
-    backoff: float = 1.0
-    max_backoff: float = 30.0
+    config_label: ClassVar[str] = "retry"
 
-    def __post_init__(self) -> None:
-        if self.max_retries < 0 or self.backoff < 0 or self.max_backoff < 0:
-            raise ConfigError(f"RetryPolicy values must be >= 0, got {self}")
+    max_retries: Annotated[int, integer(ge=0)] = 5
+    backoff: Annotated[float, number(ge=0.0, finite=False)] = 1.0
+    max_backoff: Annotated[float, number(ge=0.0, finite=False)] = 30.0
 
     def delay(self, attempt: int) -> float:
         """Return the wait in seconds before retry number ``attempt`` (0-based)."""
@@ -167,36 +168,65 @@ def download(
         The exchange failed after the retries, answered garbage, or has no bars in the range.
     """
     retry = retry if retry is not None else RetryPolicy()
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise ConfigError(f"limit must be a positive integer, got {limit!r}")
-    if checkpoint < 1:
-        raise ConfigError(f"checkpoint must be >= 1, got {checkpoint!r}")
+    _check_paging(limit, checkpoint)
     ex = make_exchange(exchange) if isinstance(exchange, str) else exchange
     ex.enableRateLimit = True
     start = to_utc(since, "since")
     stop = to_utc(until, "until") if until is not None else None
     if stop is not None and start >= stop:
         raise ConfigError(f"since ({start}) must be before until ({stop})")
+    _check_timeframe(ex, timeframe)
+    db = Store() if store is True else (store or None)
+    if db is not None:
+        db.key(ex.id, symbol, timeframe)  # refuse a bad key before any request
+    tf_ms = int(ex.parse_timeframe(timeframe) * 1000)
+    start_ms, stop_ms = _closed_bars_window(ex, start, stop, tf_ms)
+    _check_symbol(ex, retry, symbol)
+    segments = [(start_ms, stop_ms)]
+    if db is not None:
+        segments = _missing_segments(db, ex.id, symbol, timeframe, start_ms, stop_ms, tf_ms)
+
+    pager = _Pager(ex, retry, symbol, timeframe, tf_ms, limit=limit, db=db, checkpoint=checkpoint)
+    with _progress(progress, f"{ex.id} {symbol} {timeframe}") as bar:
+        pager.fetch(segments, bar)
+    until_ts = pd.Timestamp(stop_ms, unit="ms", tz="UTC")
+    if db is not None:
+        pager.flush()
+        bars = db.read(ex.id, symbol, timeframe, start, until_ts)
+    else:
+        bars = _frame(pager.pending, ex.id, symbol) if pager.pending else pd.DataFrame()
+    if len(bars) == 0:
+        raise ExchangeError(
+            f"{ex.id} has no {timeframe} bars for {symbol} between {start} and {until_ts}"
+        )
+    gaps = _logged_gaps(bars, ex.id, symbol, timeframe, tf_ms)
+    bars.attrs = {
+        "exchange": ex.id,
+        "symbol": symbol,
+        "timeframe": timeframe,
+        "gaps": gaps,
+        "fetched": pager.fetched,
+    }
+    return bars
+
+
+def _check_paging(limit: int, checkpoint: int) -> None:
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ConfigError(f"limit must be a positive integer, got {limit!r}")
+    if checkpoint < 1:
+        raise ConfigError(f"checkpoint must be >= 1, got {checkpoint!r}")
+
+
+def _check_timeframe(ex: Any, timeframe: str) -> None:
     timeframes = getattr(ex, "timeframes", None) or {}
     if timeframes and timeframe not in timeframes:
         raise ConfigError(
             f"{ex.id} has no timeframe {timeframe!r}{did_you_mean(timeframe, timeframes)}; "
             f"it offers {', '.join(timeframes)}"
         )
-    db = Store() if store is True else (store or None)
-    if db is not None:
-        db.key(ex.id, symbol, timeframe)  # refuse a bad key before any request
-    tf_ms = int(ex.parse_timeframe(timeframe) * 1000)
 
-    now_ms = int(ex.milliseconds())
-    forming = (now_ms // tf_ms) * tf_ms  # start of the bar still forming: never kept
-    start_ms = int(start.value // 1_000_000)
-    stop_ms = min(int(stop.value // 1_000_000), forming) if stop is not None else forming
-    if start_ms >= stop_ms:
-        raise ConfigError(
-            f"since ({start}) must be before until ({stop or 'now'}) and before the bar still forming"
-        )
 
+def _check_symbol(ex: Any, retry: RetryPolicy, symbol: str) -> None:
     markets = _call(ex, retry, "load_markets", ex.load_markets)
     if symbol not in markets:
         raise ConfigError(
@@ -204,99 +234,150 @@ def download(
             "use a unified symbol such as 'BTC/USDT'"
         )
 
-    segments = [(start_ms, stop_ms)]
-    if db is not None:
-        bounds = db.bounds(ex.id, symbol, timeframe)
-        if bounds is not None:
-            first_ms = int(bounds[0].value // 1_000_000)
-            last_ms = int(bounds[1].value // 1_000_000)
-            segments = []
-            if start_ms < first_ms:
-                segments.append((start_ms, min(first_ms, stop_ms)))
-            if last_ms + tf_ms < stop_ms:
-                segments.append((max(start_ms, last_ms + tf_ms), stop_ms))
-            segments = [(a, b) for a, b in segments if a < b]
 
-    fetched = 0
-    pending: list[list[Any]] = []
+def _closed_bars_window(
+    ex: Any, start: pd.Timestamp, stop: pd.Timestamp | None, tf_ms: int
+) -> tuple[int, int]:
+    """Return ``[start_ms, stop_ms)``, ending before the bar still forming (never kept)."""
+    now_ms = int(ex.milliseconds())
+    forming = (now_ms // tf_ms) * tf_ms  # start of the bar still forming
+    start_ms = int(start.value // 1_000_000)
+    stop_ms = min(int(stop.value // 1_000_000), forming) if stop is not None else forming
+    if start_ms >= stop_ms:
+        raise ConfigError(
+            f"since ({start}) must be before until ({stop or 'now'}) and before the bar still forming"
+        )
+    return start_ms, stop_ms
 
-    def flush() -> None:
-        nonlocal pending
-        if db is not None and pending:
-            db.save(_frame(pending, ex.id, symbol), ex.id, symbol, timeframe)
-            pending = []
 
-    with _progress(progress, f"{ex.id} {symbol} {timeframe}") as bar:
-        total = sum((b - a) // tf_ms + 1 for a, b in segments)
-        task = bar.add_task("download", total=total) if bar is not None else None
+def _missing_segments(
+    db: Store,
+    exchange_id: str,
+    symbol: str,
+    timeframe: str,
+    start_ms: int,
+    stop_ms: int,
+    tf_ms: int,
+) -> list[tuple[int, int]]:
+    """Return the parts of ``[start_ms, stop_ms)`` before the first or after the last stored bar."""
+    bounds = db.bounds(exchange_id, symbol, timeframe)
+    if bounds is None:
+        return [(start_ms, stop_ms)]
+    first_ms = int(bounds[0].value // 1_000_000)
+    last_ms = int(bounds[1].value // 1_000_000)
+    segments = []
+    if start_ms < first_ms:
+        segments.append((start_ms, min(first_ms, stop_ms)))
+    if last_ms + tf_ms < stop_ms:
+        segments.append((max(start_ms, last_ms + tf_ms), stop_ms))
+    return [(a, b) for a, b in segments if a < b]
+
+
+class _Pager:
+    """Walk segments page by page, keep the bars inside them, save every ``checkpoint`` bars.
+
+    ``pending`` holds the rows not yet saved (all of them without a store); ``fetched`` counts
+    the rows kept.
+    """
+
+    def __init__(
+        self,
+        ex: Any,
+        retry: RetryPolicy,
+        symbol: str,
+        timeframe: str,
+        tf_ms: int,
+        *,
+        limit: int,
+        db: Store | None,
+        checkpoint: int,
+    ) -> None:
+        self.ex, self.retry, self.symbol, self.timeframe = ex, retry, symbol, timeframe
+        self.tf_ms, self.limit, self.db, self.checkpoint = tf_ms, limit, db, checkpoint
+        self.pending: list[list[Any]] = []
+        self.fetched = 0
+        self._bar: Any = None
+        self._task: Any = None
+
+    def flush(self) -> None:
+        """Save the pending rows to the store (nothing without one)."""
+        if self.db is not None and self.pending:
+            self.db.save(
+                _frame(self.pending, self.ex.id, self.symbol),
+                self.ex.id,
+                self.symbol,
+                self.timeframe,
+            )
+            self.pending = []
+
+    def fetch(self, segments: list[tuple[int, int]], bar: Any) -> None:
+        """Fetch every segment, showing progress on ``bar`` (a progress bar or ``None``)."""
+        total = sum((b - a) // self.tf_ms + 1 for a, b in segments)
+        self._bar = bar
+        self._task = bar.add_task("download", total=total) if bar is not None else None
         done_before = 0
         for seg_start, seg_end in segments:
-            cursor = seg_start
-            while cursor < seg_end:
-                rows = _call(
-                    ex,
-                    retry,
-                    f"fetch_ohlcv({symbol!r}, {timeframe!r}, since={cursor})",
-                    ex.fetch_ohlcv,
-                    symbol,
-                    timeframe,
-                    since=cursor,
-                    limit=limit,
-                )
-                rows = [r for r in (rows or []) if r and r[0] is not None]
-                if not rows:
-                    advance = limit * tf_ms
-                    cursor += advance
-                    if bar is not None and task is not None:
-                        bar.advance(task, limit)
-                    continue
-                last = int(rows[-1][0])
-                if last < cursor:
-                    raise ExchangeError(
-                        f"{ex.id}: asked for bars from {pd.Timestamp(cursor, unit='ms', tz='UTC')} "
-                        f"and got bars ending at {pd.Timestamp(last, unit='ms', tz='UTC')}"
-                    )
-                keep = [r for r in rows if seg_start <= int(r[0]) < seg_end]
-                pending.extend(keep)
-                fetched += len(keep)
+            self._segment(seg_start, seg_end, done_before, total)
+            done_before += (seg_end - seg_start) // self.tf_ms + 1
+        if self._bar is not None and self._task is not None:
+            self._bar.update(self._task, completed=total)
+
+    def _segment(self, seg_start: int, seg_end: int, done_before: int, total: int) -> None:
+        bar, task, tf_ms = self._bar, self._task, self.tf_ms
+        cursor = seg_start
+        while cursor < seg_end:
+            rows = self._page(cursor)
+            if not rows:
+                # Some exchanges answer windows, not "the next bars": step over an empty one.
+                cursor += self.limit * tf_ms
                 if bar is not None and task is not None:
-                    done = done_before + (min(last, seg_end) - seg_start) // tf_ms + 1
-                    bar.update(task, completed=min(total, done))
-                cursor = last + tf_ms
-                if db is not None and len(pending) >= checkpoint:
-                    flush()
-            done_before += (seg_end - seg_start) // tf_ms + 1
-        if bar is not None and task is not None:
-            bar.update(task, completed=total)
-    if db is not None:
-        flush()
-        bars = db.read(ex.id, symbol, timeframe, start, pd.Timestamp(stop_ms, unit="ms", tz="UTC"))
-    else:
-        bars = _frame(pending, ex.id, symbol) if pending else pd.DataFrame()
-    if len(bars) == 0:
-        raise ExchangeError(
-            f"{ex.id} has no {timeframe} bars for {symbol} between {start} and "
-            f"{pd.Timestamp(stop_ms, unit='ms', tz='UTC')}"
+                    bar.advance(task, self.limit)
+                continue
+            last = int(rows[-1][0])
+            if last < cursor:
+                raise ExchangeError(
+                    f"{self.ex.id}: asked for bars from {pd.Timestamp(cursor, unit='ms', tz='UTC')} "
+                    f"and got bars ending at {pd.Timestamp(last, unit='ms', tz='UTC')}"
+                )
+            keep = [r for r in rows if seg_start <= int(r[0]) < seg_end]
+            self.pending.extend(keep)
+            self.fetched += len(keep)
+            if bar is not None and task is not None:
+                done = done_before + (min(last, seg_end) - seg_start) // tf_ms + 1
+                bar.update(task, completed=min(total, done))
+            cursor = last + tf_ms
+            if self.db is not None and len(self.pending) >= self.checkpoint:
+                self.flush()
+
+    def _page(self, cursor: int) -> list[list[Any]]:
+        rows = _call(
+            self.ex,
+            self.retry,
+            f"fetch_ohlcv({self.symbol!r}, {self.timeframe!r}, since={cursor})",
+            self.ex.fetch_ohlcv,
+            self.symbol,
+            self.timeframe,
+            since=cursor,
+            limit=self.limit,
         )
+        return [r for r in (rows or []) if r and r[0] is not None]
+
+
+def _logged_gaps(
+    bars: pd.DataFrame, exchange_id: str, symbol: str, timeframe: str, tf_ms: int
+) -> list[Gap]:
     gaps = find_gaps(bars, pd.Timedelta(milliseconds=tf_ms))
     if gaps:
         logger.warning(
             "%s %s %s: %d gap(s), %d missing bars, first at %s",
-            ex.id,
+            exchange_id,
             symbol,
             timeframe,
             len(gaps),
             sum(g.missing for g in gaps),
             gaps[0].start,
         )
-    bars.attrs = {
-        "exchange": ex.id,
-        "symbol": symbol,
-        "timeframe": timeframe,
-        "gaps": gaps,
-        "fetched": fetched,
-    }
-    return bars
+    return gaps
 
 
 def _frame(rows: list[list[Any]], exchange_id: str, symbol: str) -> pd.DataFrame:
