@@ -16,15 +16,17 @@ from celeris.cli._common import (
     load_bars,
     print_json,
 )
-from celeris.cli.backtest_cmd import (
+from celeris.cli.options import (
     DataOpt,
     JsonOpt,
     ParamOpt,
     StrategyOpt,
     backtest_options,
+    llm_options,
+    make_client,
     portfolio_options,
+    single_param_values,
 )
-from celeris.cli.llm_cmd import _single_values, llm_options, make_client
 from celeris.errors import ConfigError
 
 
@@ -109,7 +111,7 @@ def analyze_cmd(
     # The client first: without a configured LLM this fails at once, before any work.
     client = make_client(llm_opts)
     strat = get_strategy(strategy)
-    params = _single_values(param or [], strat)
+    params = single_param_values(param or [], strat)
     bars = load_bars(data, span)
     options, device = backtest_options(opts, bars)
     report = analyze(

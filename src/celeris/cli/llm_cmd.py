@@ -16,14 +16,16 @@ from celeris.cli._common import (
     date_range_options,
     load_bars,
     print_json,
-    shared_options,
 )
-from celeris.cli.backtest_cmd import (
+from celeris.cli.options import (
     DataOpt,
     JsonOpt,
     StrategyOpt,
     backtest_options,
+    llm_options,
+    make_client,
     portfolio_options,
+    single_param_values,
 )
 from celeris.errors import ConfigError
 
@@ -37,55 +39,6 @@ llm_app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode="rich",
 )
-
-UrlOpt = Annotated[
-    str | None,
-    typer.Option("--llm-url", help="OpenAI-compatible base URL (default: CELERIS_LLM_BASE_URL)."),
-]
-ModelOpt = Annotated[
-    str | None, typer.Option("--llm-model", help="Model name (default: CELERIS_LLM_MODEL).")
-]
-FormatOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--response-format",
-        help="json_schema (vLLM, OpenAI) | json_object (llama.cpp, Ollama) | prompt.",
-    ),
-]
-
-
-# The LLM server options of `optimize`, `analyze` and `llm check`: declared once, handed to the
-# command as one `llm_opts` dict.
-_LLM: tuple[tuple[str, Any, Any], ...] = (
-    ("llm_url", UrlOpt, None),
-    ("llm_model", ModelOpt, None),
-    ("response_format", FormatOpt, None),
-)
-#: Gives a command the LLM server options; it receives them as ``llm_opts`` (for `make_client`).
-llm_options = shared_options(_LLM, into="llm_opts")
-
-
-def make_client(llm: Options) -> Any:
-    """An :class:`LLMClient` from the ``llm_options`` over the environment and config file."""
-    from celeris.llm.client import LLMClient
-    from celeris.llm.settings import load_llm_settings
-
-    return LLMClient(
-        load_llm_settings(
-            base_url=llm["llm_url"], model=llm["llm_model"], response_format=llm["response_format"]
-        )
-    )
-
-
-def _single_values(items: list[str], strat: Any) -> dict[str, float]:
-    from celeris.backtest.strategies import parse_assignments
-
-    out = {}
-    for name, values in parse_assignments(items, strat).items():
-        if len(values) != 1:
-            raise ConfigError(f"--param {name} takes one value, got {len(values)}")
-        out[name] = values[0]
-    return out
 
 
 def default_audit_path(strategy: str) -> Path:
@@ -209,7 +162,7 @@ def optimize_cmd(
     path = audit if audit is not None else default_audit_path(strat.name)
     result = optimize(
         bars, strat, _bounds(bound or []), method="llm" if llm else "optuna", rounds=rounds,
-        per_round=per_round, objective=objective, params=_single_values(param or [], strat),
+        per_round=per_round, objective=objective, params=single_param_values(param or [], strat),
         guard=guard, client=client, audit=path, seed=seed, progress=not json_out,
         device=device, **opts,
     )  # fmt: skip
