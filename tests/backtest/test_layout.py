@@ -1,4 +1,8 @@
-"""Shape of celeris.backtest's code: no private cross-imports, no god functions."""
+"""Shape of celeris.backtest's code: no private cross-imports, the kernel's packed arguments.
+
+The function-length limit (and the kernel's one long function) is checked for all of src by
+tests/test_layout.py.
+"""
 
 import ast
 from pathlib import Path
@@ -6,10 +10,6 @@ from pathlib import Path
 import celeris.backtest as bt
 
 _PACKAGE = Path(bt.__file__).parent
-#: Most lines of code (docstring excluded) in one function of celeris.backtest.
-MAX_FUNCTION_LINES = 150
-#: Functions allowed to be longer, each with the note in its module that says why.
-LONG_BY_DESIGN = {"kernel.py:simulate_column": "split into steps it ran 9-18% slower"}
 
 
 def _modules() -> list[Path]:
@@ -27,30 +27,6 @@ def test_backtest_modules_import_no_private_names_from_each_other() -> None:
         if alias.name.startswith("_") and alias.name != "_inputs"
     ]
     assert offenders == []
-
-
-def test_backtest_functions_fit_the_length_limit() -> None:
-    too_long = []
-    for path in _modules():
-        for node in ast.walk(ast.parse(path.read_text())):
-            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-                continue
-            body = node.body
-            has_doc = isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
-            first = body[1] if has_doc and len(body) > 1 else body[0]
-            lines = node.end_lineno - first.lineno + 1
-            name = f"{path.name}:{node.name}"
-            if lines > MAX_FUNCTION_LINES and name not in LONG_BY_DESIGN:
-                too_long.append(f"{name} ({lines} lines)")
-    assert too_long == []
-
-
-def test_long_functions_by_design_still_exist_and_carry_their_note() -> None:
-    for name in LONG_BY_DESIGN:
-        module, function = name.split(":")
-        source = (_PACKAGE / module).read_text()
-        assert f"def {function}(" in source
-        assert f"# {function} is one long function on purpose" in source
 
 
 def test_kernel_entry_points_take_the_packed_argument_list() -> None:
