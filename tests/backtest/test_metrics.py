@@ -32,7 +32,9 @@ def test_metrics_module_imports_only_kernel_and_errors_is_leaf() -> None:
         for module, names in _celeris_imports(_PACKAGE / "metrics.py")
         for name in (names or [""])
     }
-    assert imported == {"celeris.backtest.kernel", "celeris.errors"}
+    # celeris.formatting (how a value is shown) is itself a leaf: it imports nothing from celeris.
+    assert imported == {"celeris.backtest.kernel", "celeris.errors", "celeris.formatting"}
+    assert not list(_celeris_imports(_PACKAGE.parent / "formatting.py"))
 
 
 def test_metrics_slots_are_the_kernel_slots_in_order() -> None:
@@ -90,3 +92,19 @@ def test_old_metric_names_stay_importable_from_portfolio() -> None:
     assert METRICS is M.METRICS
     assert CASH_METRICS is M.CASH_METRICS
     assert PERCENT_METRICS is M.PERCENT_METRICS
+
+
+def test_format_metric_kind_signed_and_missing_marker() -> None:
+    from celeris.backtest.metrics import format_metric, metric_kind
+
+    assert [metric_kind(n) for n in ("cagr", "pnl", "sortino", "orders", "fast")] == [
+        "percent",
+        "cash",
+        "ratio",
+        "count",
+        "number",
+    ]
+    assert metric_kind("oos_total_return") == metric_kind("benchmark_return") == "percent"
+    assert format_metric("return", 0.0125, signed=True) == "+1.25%"
+    assert format_metric("sharpe", float("nan"), missing="-") == "-"
+    assert format_metric("max_drawdown_duration", float("nan")) == "n/a"

@@ -2,12 +2,14 @@
 
 A leaf of :mod:`celeris.backtest`: it imports only the kernel's slot constants, so that
 ``portfolio``, ``sweep``, ``walk_forward`` and ``report`` all read the metric metadata from
-here instead of from one another. How a metric is *shown* (labels, number formats) stays in
-:mod:`celeris.backtest.report` and the CLI.
+here instead of from one another. How a metric is *shown* is decided here too
+(:func:`format_metric`, built on :mod:`celeris.formatting`), for the HTML report, the CLI tables
+and the LLM prompts alike; only the labels of the report stay in :mod:`celeris.backtest.report`.
 """
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 import numpy as np
@@ -15,6 +17,14 @@ import pandas as pd
 
 from celeris.backtest import kernel as K
 from celeris.errors import ConfigError, did_you_mean
+from celeris.formatting import (
+    MISSING,
+    NumberKind,
+    format_duration,
+    format_number,
+    format_timestamp,
+    is_missing,
+)
 
 #: Columns of :meth:`Portfolio.stats`, in order, with their kernel slot and meaning.
 METRICS: dict[str, tuple[int, str]] = {
@@ -66,6 +76,9 @@ CASH_METRICS = frozenset({"start_value", "end_value", "expectancy", "total_fees"
 RATIO_METRICS = frozenset({"sharpe", "sortino", "calmar", "profit_factor", "benchmark_sharpe"})
 #: Metrics that count events (integers in :meth:`Portfolio.stats`).
 COUNT_METRICS = ("trades", "closed_trades", "orders")
+#: Other columns shown as percents or cash: trade records and walk-forward summaries.
+_PERCENT_NAMES = PERCENT_METRICS | {"oos_total_return", "return"}
+_CASH_NAMES = CASH_METRICS | {"entry_price", "exit_price", "pnl"}
 #: Metrics where lower is better: rankings sort them ascending, heat-maps keep their minimum.
 HIGHER_IS_WORSE = frozenset({"max_drawdown", "max_drawdown_duration", "volatility", "total_fees"})
 
@@ -96,3 +109,61 @@ def rank_order(values: np.ndarray, metric: str) -> np.ndarray:
     key = np.asarray(values, dtype=np.float64)
     order = np.argsort(key if metric in HIGHER_IS_WORSE else -key, kind="stable")
     return order[np.isfinite(key[order])]
+
+
+def metric_kind(name: str) -> NumberKind:
+    """How the values of ``name`` are shown: ``"percent"``, ``"cash"``, ``"ratio"``, ``"count"``
+    or ``"number"`` (any other column; a name ending in ``_return`` is a percent)."""
+    if name in _PERCENT_NAMES or name.endswith("_return"):
+        return "percent"
+    if name in _CASH_NAMES:
+        return "cash"
+    if name in RATIO_METRICS:
+        return "ratio"
+    if name in COUNT_METRICS:
+        return "count"
+    return "number"
+
+
+def format_metric(name: str, value: Any, *, missing: str = MISSING, signed: bool = False) -> str:
+    """Format one metric value (a :meth:`Portfolio.stats` entry, a table cell) for people.
+
+    Returns and drawdowns as percents with two decimals (``"30.87%"``), ratios with three
+    decimals, cash with thousands separators and two decimals, counts as integers, durations
+    in days and hours (``"2,907 days 4 h"``), timestamps as ISO dates, other numbers as an int
+    when whole else with three decimals; a missing value as ``missing``.
+
+    Parameters
+    ----------
+    name
+        The metric (or column) name; it decides the kind (:func:`metric_kind`).
+    value
+        The value; numpy and pandas scalars included.
+    missing
+        What None, NaN and NaT show: ``"n/a"`` (reports, prompts) or ``"-"`` (CLI tables).
+    signed
+        Show a ``+`` on non-negative values (returns in the analyst's prompts).
+
+    Examples
+    --------
+    >>> format_metric("total_return", 0.308658)
+    '30.87%'
+    >>> format_metric("sharpe", 0.21598)
+    '0.216'
+    >>> format_metric("max_drawdown_duration", pd.Timedelta(days=2907, hours=4))
+    '2,907 days 4 h'
+    >>> format_metric("win_rate", float("nan"), missing="-"), format_metric("return", 0.0125, signed=True)
+    ('-', '+1.25%')
+    """
+    if isinstance(value, datetime.timedelta | np.timedelta64):
+        return format_duration(value, missing=missing)
+    if isinstance(value, datetime.datetime | np.datetime64):
+        return format_timestamp(value, missing=missing)
+    if (
+        name == "max_drawdown_duration"  # a bar count when the bar spacing is unknown
+        and isinstance(value, int | float | np.integer | np.floating)
+        and not is_missing(value)
+        and np.isfinite(value)
+    ):
+        return f"{int(value):,} bars"
+    return format_number(value, metric_kind(name), signed=signed, missing=missing)

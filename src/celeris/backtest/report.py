@@ -5,6 +5,12 @@ metrics, the top columns by a metric and, for a sweep, a heat-map over two param
 plotly.js bundle is inlined so the file opens offline. ``write_png`` draws the same three panels
 with matplotlib (Agg, no pyplot state). plotly and matplotlib are imported inside the functions
 so that ``import celeris.backtest`` stays light.
+
+Values are shown by the one metric formatter, :func:`celeris.backtest.metrics.format_metric`
+(also importable from here):
+
+>>> format_metric("max_drawdown", 0.5), format_metric("sortino", float("nan"))
+('50.00%', 'n/a')
 """
 
 from __future__ import annotations
@@ -18,21 +24,16 @@ from typing import IO, TYPE_CHECKING, Any, Literal
 import numpy as np
 import pandas as pd
 
-from celeris.backtest.metrics import (
-    CASH_METRICS,
-    COUNT_METRICS,
-    HIGHER_IS_WORSE,
-    METRICS,
-    PERCENT_METRICS,
-    RATIO_METRICS,
-    metric_slot,
-)
+from celeris.backtest.metrics import HIGHER_IS_WORSE, METRICS, format_metric, metric_slot
 from celeris.backtest.portfolio import Portfolio
 from celeris.data.atomic import atomic_path
 from celeris.errors import ConfigError, did_you_mean
+from celeris.formatting import format_duration, format_timestamp
 
 if TYPE_CHECKING:
     from celeris.backtest.sweep import SweepResult
+
+__all__ = ["figure", "format_metric", "write_html", "write_png"]
 
 #: Series longer than this many bars are downsampled for plotting (metrics use every bar).
 MAX_PLOT_BARS = 20_000
@@ -78,75 +79,6 @@ _EXIT_COLOR = "#333333"
 _LINE_COLOR = "#1f77b4"
 _EQUITY_COLOR = "#6a3d9a"
 _DD_COLOR = "#d73027"
-
-
-# ---------------------------------------------------------------------------------------------
-# formatting
-# ---------------------------------------------------------------------------------------------
-def format_metric(name: str, value: Any) -> str:
-    """Format one value of :meth:`Portfolio.stats` for display.
-
-    Returns and drawdowns as percents with two decimals (``"30.87%"``), ratios with three
-    decimals, cash with thousands separators and two decimals, counts as integers, durations
-    in days and hours (``"2,907 days"``), timestamps as ISO dates; NaN as ``"n/a"``.
-
-    Examples
-    --------
-    >>> format_metric("total_return", 0.308658)
-    '30.87%'
-    >>> format_metric("sharpe", 0.21598)
-    '0.216'
-    >>> format_metric("max_drawdown_duration", pd.Timedelta(days=2907, hours=4))
-    '2,907 days 4 h'
-    """
-    if isinstance(value, pd.Timedelta):
-        return _format_duration(value)
-    if isinstance(value, pd.Timestamp):
-        return _format_time(value)
-    if value is None or (isinstance(value, float | np.floating) and np.isnan(value)):
-        return "n/a"
-    if isinstance(value, float | np.floating) and np.isinf(value):
-        return "inf" if value > 0 else "-inf"
-    if name in PERCENT_METRICS:
-        return f"{float(value):.2%}"
-    if name in RATIO_METRICS:
-        return f"{float(value):.3f}"
-    if name in CASH_METRICS:
-        return f"{float(value):,.2f}"
-    if name in COUNT_METRICS:
-        return f"{int(value):,}"
-    if name == "max_drawdown_duration":  # a bar count when the bar spacing is unknown
-        return f"{int(value):,} bars"
-    if isinstance(value, float | np.floating):
-        return f"{float(value):,.4g}"
-    return str(value)
-
-
-def _format_duration(td: pd.Timedelta) -> str:
-    if pd.isna(td):
-        return "n/a"
-    total = int(td.total_seconds())
-    days, rem = divmod(total, 86_400)
-    hours, rem = divmod(rem, 3_600)
-    minutes, seconds = divmod(rem, 60)
-    parts = []
-    if days:
-        parts.append(f"{days:,} day{'s' if days != 1 else ''}")
-    if hours:
-        parts.append(f"{hours} h")
-    if minutes and not days:
-        parts.append(f"{minutes} min")
-    if seconds and not days and not hours:
-        parts.append(f"{seconds} s")
-    return " ".join(parts) or "0 s"
-
-
-def _format_time(ts: Any) -> str:
-    if isinstance(ts, pd.Timestamp):
-        if ts == ts.normalize():
-            return ts.strftime("%Y-%m-%d")
-        return ts.strftime("%Y-%m-%d %H:%M")
-    return f"bar {ts}"
 
 
 def _label_text(names: Sequence[Any], label: Any) -> str:
@@ -451,7 +383,7 @@ def _default_title(pf: Portfolio, pos: int, how: str) -> str:
 
 def _subtitle(one: Portfolio) -> str:
     """Period, fill rule and annualisation, in one line."""
-    period = f"{_format_time(one.index[0])} to {_format_time(one.index[-1])}"
+    period = f"{format_timestamp(one.index[0])} to {format_timestamp(one.index[-1])}"
     return f"{period} · {len(one.index):,} bars · {one.describe()}"
 
 
@@ -475,8 +407,8 @@ def figure(pf: Portfolio, *, column: Any = None, title: str | None = None) -> An
 
 
 def _header_html(pf: Portfolio, curves: _Curves, title: str, shown: str, how: str) -> str:
-    period = f"{_format_time(pf.index[0])} → {_format_time(pf.index[-1])}"
-    spacing = f" of {_format_duration(pf.freq)}" if pf.freq is not None else ""
+    period = f"{format_timestamp(pf.index[0])} → {format_timestamp(pf.index[-1])}"
+    spacing = f" of {format_duration(pf.freq)}" if pf.freq is not None else ""
     lines = [
         f"<header><h1>{_esc(title)}</h1>",
         f'<p class="meta">{_esc(period)} · {len(pf.index):,} bars{_esc(spacing)} · '

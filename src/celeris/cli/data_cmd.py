@@ -35,9 +35,9 @@ data_app = typer.Typer(
 
 def _fmt_ts(ts: Any) -> str:
     """Format a UTC timestamp compactly (tables say the zone once, in the header)."""
-    if ts is None or ts != ts:
-        return ""
-    return str(ts.strftime("%Y-%m-%d %H:%M:%S" if ts.second else "%Y-%m-%d %H:%M"))
+    from celeris.formatting import format_timestamp
+
+    return format_timestamp(ts, precision="second", missing="")
 
 
 def _freq_text(td: Any) -> str:

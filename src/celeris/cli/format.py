@@ -10,10 +10,9 @@ import numpy as np
 import pandas as pd
 from rich.table import Table
 
-from celeris.backtest.portfolio import CASH_METRICS, FILL_RULES, PERCENT_METRICS
+from celeris.backtest.metrics import format_metric
+from celeris.backtest.portfolio import FILL_RULES
 
-PERCENT = PERCENT_METRICS | {"oos_total_return", "return"}
-MONEY = CASH_METRICS | {"entry_price", "exit_price", "pnl"}
 SUMMARY_COLUMNS = [
     "total_return",
     "cagr",
@@ -27,35 +26,9 @@ SUMMARY_COLUMNS = [
 
 
 def fmt(name: str, value: Any) -> str:
-    """Format one metric value for people: percents, money, ratios, durations."""
-    if value is None:
-        return "-"
-    if isinstance(value, pd.Timedelta):
-        return "-" if pd.isna(value) else str(value).replace(" 00:00:00", "")
-    if isinstance(value, pd.Timestamp):
-        return (
-            value.strftime("%Y-%m-%d %H:%M")
-            if (value.hour or value.minute)
-            else value.strftime("%Y-%m-%d")
-        )
-    if isinstance(value, bool | np.bool_):
-        return "yes" if value else "no"
-    if isinstance(value, int | np.integer):
-        return f"{int(value):,}"
-    if isinstance(value, float | np.floating):
-        v = float(value)
-        if math.isnan(v):
-            return "-"
-        if math.isinf(v):
-            return "inf" if v > 0 else "-inf"
-        if name in PERCENT or name.endswith("_return"):
-            return f"{v:.2%}"
-        if name in MONEY:
-            return f"{v:,.2f}"
-        if float(v).is_integer() and abs(v) < 1e6:
-            return f"{int(v)}"
-        return f"{v:.3f}"
-    return str(value)
+    """Format one metric value for a CLI table: :func:`celeris.backtest.metrics.format_metric`
+    with ``"-"`` for a missing value."""
+    return format_metric(name, value, missing="-")
 
 
 def jsonable(value: Any) -> Any:

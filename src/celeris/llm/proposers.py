@@ -12,7 +12,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from celeris.backtest.metrics import format_metric
 from celeris.errors import ConfigError
+from celeris.formatting import format_param, format_params
 from celeris.llm.audit import AuditLog
 from celeris.llm.context import ContextBuilder, TokenCounter
 from celeris.llm.prompts import PromptTemplate, load_prompt
@@ -195,7 +197,7 @@ class LLMProposer:
         builder.add("objective", state.objective, required=True)
         builder.add("constraint", strat.constraint_text or "none", required=True)
         builder.add("search_space", "\n".join(f"- {b}" for b in state.space), required=True)
-        builder.add("incumbent", _fmt_params(inc.params), required=True)
+        builder.add("incumbent", format_params(inc.params), required=True)
         builder.add("metrics", _metrics_text(inc.in_sample), required=True)
         builder.add("trades", _trades_text(inc.in_sample), priority=3, required=True)
         builder.add("max_proposals", str(state.per_round), required=True)
@@ -294,34 +296,14 @@ class ReplayProposer:
         """A replay does not learn."""
 
 
-def _fmt_params(params: Mapping[str, Any]) -> str:
-    return ", ".join(
-        f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
-    )
-
-
-def _fmt(name: str, value: Any) -> str:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return str(value)
-    if math.isnan(v):
-        return "n/a"
-    if name in ("total_return", "max_drawdown", "win_rate", "cagr", "exposure"):
-        return f"{v:.2%}"
-    if name in ("trades",):
-        return f"{int(v)}"
-    return f"{v:.3f}"
-
-
 def _metrics_text(metrics: Mapping[str, Any]) -> str:
-    return "\n".join(f"- {k}: {_fmt(k, v)}" for k, v in metrics.items() if k != "trades")
+    return "\n".join(f"- {k}: {format_metric(k, v)}" for k, v in metrics.items() if k != "trades")
 
 
 def _trades_text(metrics: Mapping[str, Any]) -> str:
     return (
-        f"- trades: {_fmt('trades', metrics.get('trades'))}, win rate "
-        f"{_fmt('win_rate', metrics.get('win_rate'))}"
+        f"- trades: {format_metric('trades', metrics.get('trades'))}, win rate "
+        f"{format_metric('win_rate', metrics.get('win_rate'))}"
     )
 
 
@@ -337,8 +319,8 @@ def _sensitivity_text(table: dict[str, list[Trial]], state: SearchState, level: 
         points = sorted(trials, key=lambda t: t.params[name])
         if level == 0:
             cells = ", ".join(
-                f"{name}={_fmt('', t.params[name]) if isinstance(t.params[name], float) else t.params[name]}:"
-                f" {_fmt(obj, t.in_sample.get(obj))} ({_fmt('trades', t.in_sample.get('trades'))} trades)"
+                f"{name}={format_param(t.params[name])}:"
+                f" {format_metric(obj, t.in_sample.get(obj))} ({format_metric('trades', t.in_sample.get('trades'))} trades)"
                 for t in points
             )
             lines.append(f"- {name} (now {inc.params[name]}): {cells}")
@@ -346,7 +328,7 @@ def _sensitivity_text(table: dict[str, list[Trial]], state: SearchState, level: 
             best = max(points, key=lambda t: _num(t.in_sample.get(obj)))
             lines.append(
                 f"- {name}: best neighbour {name}={best.params[name]} "
-                f"({obj} {_fmt(obj, best.in_sample.get(obj))} vs {_fmt(obj, inc.in_sample.get(obj))})"
+                f"({obj} {format_metric(obj, best.in_sample.get(obj))} vs {format_metric(obj, inc.in_sample.get(obj))})"
             )
     return "\n".join(lines)
 
@@ -358,8 +340,8 @@ def _history_text(state: SearchState, n: int) -> str:
         return "none yet"
     shown = judged[-n:]
     lines = [
-        f"- {_fmt_params({b.name: t.params[b.name] for b in state.space})}: {obj} "
-        f"{_fmt(obj, t.in_sample.get(obj))}, {_fmt('trades', t.in_sample.get('trades'))} trades"
+        f"- {format_params({b.name: t.params[b.name] for b in state.space})}: {obj} "
+        f"{format_metric(obj, t.in_sample.get(obj))}, {format_metric('trades', t.in_sample.get('trades'))} trades"
         f"{', accepted' if t.accepted else ', baseline' if t.source == 'baseline' else ''}"
         for t in shown
     ]

@@ -27,6 +27,7 @@ import numpy as np
 
 from celeris.checks import check_fraction, check_int, check_real
 from celeris.errors import CelerisTypeError, ConfigError, DataError, check_choice
+from celeris.formatting import format_number
 
 __all__ = [
     "ARMS",
@@ -410,7 +411,9 @@ def _verdict(
         )
 
     def fmt(x: float) -> str:
-        return f"{x * 1e3:.3g} ms" if metric == "latency" else f"{x:.4g}"
+        if metric == "latency":
+            return f"{format_number(x * 1e3, 'general', digits=3)} ms"
+        return format_number(x, "general", digits=4)
 
     stats = f"Welch p={p:.3g}, Hedges' g={g:.3g} [{ci[0]:.3g}, {ci[1]:.3g}]"
     if not significant:
