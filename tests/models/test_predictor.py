@@ -194,3 +194,15 @@ def test_predictor_onnx_load_needs_no_torch_and_matches(checkpoint, tmp_path):
     result = json.loads(out.stdout)
     assert result["torch"] is False
     assert_values_close(np.asarray(result["y"], dtype=np.float32), expected, rtol=0)
+
+
+def test_session_options_two_shards_never_spin():
+    from celeris.models.export import import_onnxruntime
+    from celeris.models.predictor import session_options
+
+    ort = import_onnxruntime()
+    options = session_options(ort, 2)
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert (options.intra_op_num_threads, options.inter_op_num_threads) == (2, 1)
+    assert options.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
+    assert session_options(ort, None).intra_op_num_threads == 0  # onnxruntime's default

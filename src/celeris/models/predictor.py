@@ -412,6 +412,29 @@ def _halving(fn: Callable[[Any], Any], x: Any) -> Any:
         return torch.cat([_halving(fn, x[:half]), _halving(fn, x[half:])])
 
 
+def session_options(ort: Any, threads: int | None) -> Any:
+    """onnxruntime session options for the predictor (``ort`` is the imported module).
+
+    ``threads`` intra-op threads (onnxruntime's default, one per physical core, when None), one
+    inter-op thread, sequential execution, all graph optimisations, and **no spinning**: by
+    default onnxruntime's pool threads busy-wait between kernels, and on a 2-core machine that
+    is shared (other processes, the server's event loop) a spinning worker takes the core the
+    other shard of a parallel GEMM needs. The GEMMs are 96% of an NHITS forward pass (~5 GFLOP
+    per 1,000 series), so each waits for its slowest shard: fp32 at 1,000 series measured
+    216 ms with spinning vs 103 ms without on a loaded machine (load average 5), and 19-20 ms
+    either way on a quiet one; batch 1 is unchanged (0.85-0.92 ms). benchmarks/RESULTS.md has
+    the study.
+    """
+    options = ort.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
 def _onnx_runner(
     directory: Path, *, int8: bool, threads: int | None
 ) -> Callable[[np.ndarray], np.ndarray]:
@@ -422,12 +445,9 @@ def _onnx_runner(
     path = directory / ONNX_FILES["onnx-int8" if int8 else "onnx"]
     if not path.exists():
         export_checkpoint(directory, "onnx", int8=int8)
-    options = ort.SessionOptions()
-    if threads is not None:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        str(path), session_options(ort, threads), providers=["CPUExecutionProvider"]
+    )
     name = session.get_inputs()[0].name
 
     def run(x: np.ndarray) -> np.ndarray:
