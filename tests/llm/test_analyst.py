@@ -281,3 +281,20 @@ def test_analyze_zero_volume_data_says_so_in_regime_prompt(sp500, client, counte
         "Volume is zero on all 5,031 bars" in prompt.messages[1]["content"]
     )
     assert math.isfinite(out.backtest["sharpe"])
+
+
+def test_analysis_report_text_formats_metrics_as_celeris_formatting_does():
+    report = AnalysisReport(
+        strategy="sma_cross",
+        params={"fast": 10, "sl_stop": 0.05},
+        market="sample",
+        model="m",
+        backtest={"total_return": 0.1234, "profit_factor": math.inf, "trades": 1234.0},
+        sensitivity={},
+        results={},
+        budget=1000,
+    )
+    lines = report.to_text().splitlines()
+    assert lines[0] == "Analysis of sma_cross (fast=10, sl_stop=0.05) on sample"
+    # An infinite profit factor (no losing trade) reads "inf" as in the reports, not "n/a".
+    assert lines[-1] == "  total_return 12.34%, profit_factor inf, trades 1,234"

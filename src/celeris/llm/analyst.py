@@ -23,7 +23,9 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
+from celeris.backtest.metrics import format_metric
 from celeris.errors import CelerisTypeError, ConfigError, did_you_mean
+from celeris.formatting import format_param, format_params
 from celeris.llm import market as mk
 from celeris.llm.context import Context, ContextBuilder, TokenCounter
 from celeris.llm.prompts import PromptTemplate, load_prompt
@@ -57,9 +59,6 @@ _REPORT_METRICS = (
     "win_rate",
     "profit_factor",
     "exposure",
-)
-_PERCENT = frozenset(
-    {"total_return", "cagr", "volatility", "max_drawdown", "win_rate", "exposure", "return"}
 )
 _NOT_SUPPLIED = "not supplied"
 _LEVELS = mk.MAX_DETAIL + 1
@@ -178,12 +177,12 @@ class AnalysisReport:
     def to_text(self) -> str:
         """Return the report as readable plain text with headings (no markup)."""
         lines = [
-            f"Analysis of {self.strategy} ({_fmt_params(self.params)}) on {self.market}",
+            f"Analysis of {self.strategy} ({format_params(self.params)}) on {self.market}",
             f"Model: {self.model}; prompts (tokens of the {self.budget:,} budget): "
             + ", ".join(f"{r.prompt.template} {r.prompt.tokens:,}" for r in self.results.values()),
             "",
             "Backtest",
-            "  " + ", ".join(f"{k} {_fmt_metric(k, v)}" for k, v in self.backtest.items()),
+            "  " + ", ".join(f"{k} {format_metric(k, v)}" for k, v in self.backtest.items()),
         ]
         for name, result in self.results.items():
             lines += ["", _TITLES[name], *_TEXT[name](result.value)]
@@ -201,25 +200,8 @@ def _json_number(value: Any) -> Any:
     return value
 
 
-def _fmt_metric(name: str, value: Any) -> str:
-    v = float(value)
-    if not math.isfinite(v):
-        return "n/a"
-    if name == "trades":
-        return f"{int(v):,}"
-    if name == "return":
-        return f"{v:+.2%}"
-    if name in _PERCENT:
-        return f"{v:.2%}"
-    return f"{v:.3f}"
-
-
-def _fmt_value(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def _fmt_params(params: Mapping[str, Any]) -> str:
-    return ", ".join(f"{k}={_fmt_value(v)}" for k, v in params.items())
+def _signed_return(value: Any) -> str:
+    return format_metric("return", value, signed=True)
 
 
 def _wrap(items: Sequence[str], empty: str = "none") -> list[str]:
@@ -230,7 +212,7 @@ def _strategy_text(value: BaseModel) -> list[str]:
     data = value.model_dump()
     lines = [f"  Assessment: {data['assessment']}", "  Proposals:"]
     for i, p in enumerate(data["proposals"], start=1):
-        lines.append(f"    {i}. {_fmt_params(p['params'])}: {p['reason']}")
+        lines.append(f"    {i}. {format_params(p['params'])}: {p['reason']}")
     return lines
 
 
@@ -406,8 +388,8 @@ def _sensitivity_text(
             continue
         if level == 0:
             cells = ", ".join(
-                f"{name}={_fmt_value(r[name])}{' (now)' if r[name] == current else ''}: "
-                f"{_fmt_metric(objective, r[objective])} ({int(r['trades'])} trades)"
+                f"{name}={format_param(r[name])}{' (now)' if r[name] == current else ''}: "
+                f"{format_metric(objective, r[objective])} ({int(r['trades'])} trades)"
                 for r in rows
             )
             lines.append(f"- {name}: {cells}")
@@ -415,9 +397,9 @@ def _sensitivity_text(
             now = next((r for r in rows if r[name] == current), None)
             best = max(others, key=lambda r: _finite(r[objective]))
             lines.append(
-                f"- {name}: best neighbour {name}={_fmt_value(best[name])} ({objective} "
-                f"{_fmt_metric(objective, best[objective])} vs "
-                f"{_fmt_metric(objective, now[objective]) if now else 'n/a'} now)"
+                f"- {name}: best neighbour {name}={format_param(best[name])} ({objective} "
+                f"{format_metric(objective, best[objective])} vs "
+                f"{format_metric(objective, now[objective]) if now else 'n/a'} now)"
             )
     return "\n".join(lines)
 
@@ -431,8 +413,8 @@ def _trades_text(pf: Portfolio, level: int) -> str:
     stats = pf.stats().iloc[0]
     head = (
         f"- trades: {int(stats['trades'])} ({int(stats['closed_trades'])} closed), win rate "
-        f"{_fmt_metric('win_rate', stats['win_rate'])}, best {_fmt_metric('return', stats['best_trade'])}, "
-        f"worst {_fmt_metric('return', stats['worst_trade'])}"
+        f"{format_metric('win_rate', stats['win_rate'])}, best {_signed_return(stats['best_trade'])}, "
+        f"worst {_signed_return(stats['worst_trade'])}"
     )
     shown = (5, 0)[level]
     if not shown or trades.empty:
@@ -440,7 +422,7 @@ def _trades_text(pf: Portfolio, level: int) -> str:
     daily = mk._daily(pf.index)
     rows = [
         f"- {t['direction']} {mk._date(t['entry_time'], daily)} to {mk._date(t['exit_time'], daily)}"
-        f"{' (open)' if t['status'] == 'open' else ''}: {_fmt_metric('return', t['return'])}"
+        f"{' (open)' if t['status'] == 'open' else ''}: {_signed_return(t['return'])}"
         for _, t in trades.tail(shown).iterrows()
     ]
     return "\n".join([head, f"- last {len(rows)} trades:", *rows])
@@ -465,11 +447,11 @@ def _optional(
 
 
 def _strategy_line(strat: Strategy, params: Mapping[str, Any]) -> str:
-    return f"{strat.name} ({_fmt_params(params)}): {strat.description or strat.name}"
+    return f"{strat.name} ({format_params(params)}): {strat.description or strat.name}"
 
 
 def _backtest_line(metrics: Mapping[str, float]) -> str:
-    return ", ".join(f"{k} {_fmt_metric(k, v)}" for k, v in metrics.items())
+    return ", ".join(f"{k} {format_metric(k, v)}" for k, v in metrics.items())
 
 
 @dataclass
@@ -496,10 +478,10 @@ def _strategy_builder(builder: ContextBuilder, x: _Inputs) -> type[BaseModel]:
     builder.add("constraint", strat.constraint_text or "none", required=True)
     space = search_space(strat)
     builder.add("search_space", "\n".join(f"- {b}" for b in space), required=True)
-    builder.add("incumbent", _fmt_params(x.params), required=True)
+    builder.add("incumbent", format_params(x.params), required=True)
     builder.add(
         "metrics",
-        "\n".join(f"- {k}: {_fmt_metric(k, v)}" for k, v in x.metrics.items() if k != "trades"),
+        "\n".join(f"- {k}: {format_metric(k, v)}" for k, v in x.metrics.items() if k != "trades"),
         required=True,
     )
     builder.add(
