@@ -31,6 +31,7 @@ from celeris.backtest.strategies import Strategy, check_bars, get_strategy
 from celeris.backtest.sweep import check_portfolio_options
 from celeris.checks import check_int
 from celeris.errors import ConfigError, DataError, LLMError, did_you_mean
+from celeris.formatting import format_number, format_param
 from celeris.llm.audit import AuditLog, read_audit
 from celeris.llm.proposers import (
     Candidate,
@@ -648,23 +649,16 @@ def _int(x: Any) -> int:
 
 
 def _num(x: Any) -> str:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return "-"
-    return "-" if math.isnan(v) else f"{v:.3f}"
+    return format_number(x, "ratio", missing="-")
 
 
 def _pct(x: Any) -> str:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return "-"
-    return "-" if math.isnan(v) else f"{v:+.2%}"
+    return format_number(x, "percent", signed=True, missing="-")
 
 
 def _params(params: Mapping[str, Any]) -> str:
-    return " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+    # Space-separated (the summary's table column), each value as celeris.formatting shows it.
+    return " ".join(f"{k}={format_param(v)}" for k, v in params.items())
 
 
 def _day(ts: Any) -> str:
