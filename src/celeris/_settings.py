@@ -18,7 +18,16 @@ import numbers
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, ValidationInfo
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    ValidationError,
+    ValidationInfo,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import core_schema
 
 from celeris.checks import check_int, check_real
 from celeris.errors import CelerisError, CelerisTypeError, ConfigError, did_you_mean
@@ -77,6 +86,7 @@ class _Bounds:
     *type* (:class:`CelerisTypeError`), a number outside the bounds a bad *value*
     (:class:`ConfigError`); numpy integers and floats are accepted and converted. ``None``
     passes through (to the field's type, which refuses it unless the field is optional).
+    The bounds also appear in the model's JSON schema (``minimum``, ``exclusiveMaximum``...).
     """
 
     __slots__ = ("finite", "high", "integer", "low", "open_high", "open_low")
@@ -93,6 +103,21 @@ class _Bounds:
     ) -> None:
         self.integer, self.low, self.high = integer, low, high
         self.open_low, self.open_high, self.finite = open_low, open_high, finite
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.with_info_before_validator_function(self, handler(source))
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        out = handler(schema)
+        if self.low is not None:
+            out["exclusiveMinimum" if self.open_low else "minimum"] = self.low
+        if self.high is not None:
+            out["exclusiveMaximum" if self.open_high else "maximum"] = self.high
+        return out
 
     def __call__(self, value: Any, info: ValidationInfo) -> Any:
         if value is None:
@@ -125,14 +150,14 @@ def _shown(bound: float | None) -> float | None:
     return int(bound) if isinstance(bound, float) and bound.is_integer() else bound
 
 
-def integer(*, ge: int | None = None, le: int | None = None) -> BeforeValidator:
+def integer(*, ge: int | None = None, le: int | None = None) -> Any:
     """Return the validator of an integer field: ``Annotated[int, integer(ge=1)]``.
 
     :func:`celeris.checks.check_int`'s rule: a ``bool``, a float (even ``2.0``) or a string is
     a :class:`CelerisTypeError`; an integer (numpy's included) outside ``[ge, le]`` a
     :class:`ConfigError` naming the range.
     """
-    return BeforeValidator(_Bounds(True, ge, le))
+    return _Bounds(True, ge, le)
 
 
 def number(
@@ -142,7 +167,7 @@ def number(
     lt: float | None = None,
     le: float | None = None,
     finite: bool = True,
-) -> BeforeValidator:
+) -> Any:
     """Return the validator of a real field: ``Annotated[float, number(gt=0)]``.
 
     :func:`celeris.checks.check_real`'s rule: ints and numpy numbers are accepted and stored as
@@ -152,15 +177,13 @@ def number(
     """
     if (gt is not None and ge is not None) or (lt is not None and le is not None):
         raise ConfigError("give one lower bound (gt or ge) and one upper bound (lt or le)")
-    return BeforeValidator(
-        _Bounds(
-            False,
-            gt if gt is not None else ge,
-            lt if lt is not None else le,
-            open_low=gt is not None,
-            open_high=lt is not None,
-            finite=finite,
-        )
+    return _Bounds(
+        False,
+        gt if gt is not None else ge,
+        lt if lt is not None else le,
+        open_low=gt is not None,
+        open_high=lt is not None,
+        finite=finite,
     )
 
 
