@@ -29,6 +29,7 @@ from celeris.backtest.portfolio import Portfolio
 from celeris.data.atomic import atomic_path
 from celeris.errors import ConfigError, did_you_mean
 from celeris.formatting import format_duration, format_timestamp
+from celeris.jsonsafe import to_python
 
 if TYPE_CHECKING:
     from celeris.backtest.sweep import SweepResult
@@ -85,11 +86,9 @@ def _label_text(names: Sequence[Any], label: Any) -> str:
     """``fast=10, slow=50`` for a parameter tuple, ``sl_stop=0.05`` for a single level."""
     values = label if isinstance(label, tuple) else (label,)
     pairs = zip(list(names) + [None] * (len(values) - len(names)), values, strict=False)
-    return ", ".join(f"{n}={_plain(v)}" if n is not None else str(_plain(v)) for n, v in pairs)
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
+    return ", ".join(
+        f"{n}={to_python(v)}" if n is not None else str(to_python(v)) for n, v in pairs
+    )
 
 
 def _esc(text: Any) -> str:
@@ -110,8 +109,8 @@ def _resolve_column(pf: Portfolio, column: Any, metric: str) -> tuple[int, str]:
         except (TypeError, ValueError, KeyError):
             loc = np.array([-1])
         if len(loc) != 1 or loc[0] < 0:
-            examples = [str(_plain(c)) for c in pf.columns[:5]]
-            hint = did_you_mean(str(column), [str(_plain(c)) for c in pf.columns[:10_000]])
+            examples = [str(to_python(c)) for c in pf.columns[:5]]
+            hint = did_you_mean(str(column), [str(to_python(c)) for c in pf.columns[:10_000]])
             raise ConfigError(
                 f"no column {column!r} in this portfolio{hint}; columns are named "
                 f"{list(pf.columns.names)}, e.g. {', '.join(examples)}"
@@ -455,7 +454,7 @@ def _top_table_html(top: pd.DataFrame, metric: str, chosen: Any) -> str:
     for rank, (label, row) in enumerate(top.iterrows(), start=1):
         values = label if isinstance(label, tuple) else (label,)
         cls = ' class="chosen"' if chosen is not None and label == chosen else ""
-        cells = "".join(f'<td class="k">{_esc(_plain(v))}</td>' for v in (rank, *values))
+        cells = "".join(f'<td class="k">{_esc(to_python(v))}</td>' for v in (rank, *values))
         cells += "".join(f"<td>{_esc(format_metric(c, row[c]))}</td>" for c in columns)
         rows.append(f"<tr{cls}>{cells}</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
@@ -497,8 +496,8 @@ def _heatmap_figure(go: Any, pivot: pd.DataFrame, metric: str) -> Any:
     fig = go.Figure(
         go.Heatmap(
             z=z,
-            x=[str(_plain(c)) for c in pivot.columns],
-            y=[str(_plain(i)) for i in pivot.index],
+            x=[str(to_python(c)) for c in pivot.columns],
+            y=[str(to_python(i)) for i in pivot.index],
             text=text,
             texttemplate="%{text}",
             colorscale="RdYlGn",

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from rich.table import Table
 
 from celeris.backtest.metrics import format_metric
 from celeris.backtest.portfolio import FILL_RULES
+from celeris.jsonsafe import to_jsonable
 
 SUMMARY_COLUMNS = [
     "total_return",
@@ -32,17 +31,9 @@ def fmt(name: str, value: Any) -> str:
 
 
 def jsonable(value: Any) -> Any:
-    """Convert numpy/pandas scalars to JSON-friendly Python values (NaN -> None)."""
-    if isinstance(value, pd.Timedelta | pd.Timestamp):
-        return None if pd.isna(value) else str(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, float | np.floating):
-        v = float(value)
-        return None if math.isnan(v) else v
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value
+    """Convert a value for ``--json`` output: :func:`celeris.jsonsafe.to_jsonable` with
+    timestamps and durations as their ``str`` and infinity kept (NaN and NaT -> None)."""
+    return to_jsonable(value, times="str", inf="keep")
 
 
 def stats_table(stats: pd.Series, title: str) -> Table:

@@ -19,7 +19,6 @@ Events
 from __future__ import annotations
 
 import json
-import math
 import os
 import uuid
 import warnings
@@ -28,28 +27,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from celeris.errors import CelerisWarning, ConfigError, DataError
+from celeris.jsonsafe import to_jsonable
 
 EVENTS = ("run", "prompt", "answer", "proposal", "backtest", "decision", "result")
 
 
-def _jsonable(value: Any) -> Any:
-    """JSON-safe copy: numpy scalars to Python, NaN/inf to None, timestamps to ISO strings."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    if isinstance(value, str | int | float | bool) or value is None:
-        return value
-    return str(value)
+# The old private name, still imported by celeris.llm.optimizer; new code imports to_jsonable.
+_jsonable = to_jsonable
 
 
 class AuditLog:
@@ -75,7 +60,7 @@ class AuditLog:
             "seq": self._seq,
             "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "event": event,
-            **_jsonable(fields),
+            **to_jsonable(fields),
         }
         self._fh.write(json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n")
         self._fh.flush()

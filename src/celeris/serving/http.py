@@ -69,6 +69,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from celeris.errors import CelerisError, CelerisTypeError, DataError, ModelNotFound
+from celeris.jsonsafe import json_default
 from celeris.serving.config import ServeSettings
 from celeris.serving.errors import ServingError, SymbolLimitReached
 
@@ -294,27 +295,10 @@ def encode(
 ) -> Response:
     """Return ``obj`` as a JSON or msgpack response (numpy arrays included)."""
     if fmt == "msgpack":
-        content = msgpack.packb(obj, default=_msgpack_default)
+        content = msgpack.packb(obj, default=json_default)
         return Response(content, status_code=status, media_type=MSGPACK, headers=headers)
-    content = orjson.dumps(obj, option=_JSON_OPTIONS, default=_json_default)
+    content = orjson.dumps(obj, option=_JSON_OPTIONS, default=json_default)
     return Response(content, status_code=status, media_type=JSON, headers=headers)
-
-
-def _msgpack_default(obj: Any) -> Any:
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return _json_default(obj)
-
-
-def _json_default(obj: Any) -> Any:
-    to_dict = getattr(obj, "to_dict", None)
-    if callable(to_dict):
-        return to_dict()
-    if isinstance(obj, set | frozenset | tuple):
-        return list(obj)
-    return str(obj)  # paths, datetimes
 
 
 def problem_response(problem: Problem, fmt: str) -> Response:
