@@ -209,21 +209,21 @@ class FrozenConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     config_label: ClassVar[str] = "config"
-    positional: ClassVar[bool] = False
+    _positional: ClassVar[bool] = False
 
     if not TYPE_CHECKING:  # type checkers read ``kw_only`` through pydantic's dataclass_transform
 
         def __init_subclass__(cls, *, kw_only: bool = True, **kwargs: Any) -> None:
             super().__init_subclass__(**kwargs)
-            cls.positional = not kw_only
+            cls._positional = not kw_only
 
     def __init__(self, /, *args: Any, **kwargs: Any) -> None:
         cls = type(self)
         fields = cls.model_fields
         if args:
             names = list(fields)
-            if not cls.positional or len(args) > len(names):
-                most = len(names) if cls.positional else 0
+            if not cls._positional or len(args) > len(names):
+                most = len(names) if cls._positional else 0
                 raise CelerisTypeError(
                     f"{cls.__name__} takes {most} positional arguments, got {len(args)}; "
                     "name the settings"
