@@ -102,7 +102,8 @@ def _record(int8: float | None, fp32: float | None = 1e-7) -> dict:
         (_record(INT8_BUDGET), {}, "onnx-int8", "within the 1% budget"),
         (_record(0.02), {}, "onnx", "int8 ONNX max rel. error 2% exceeds the 1% budget"),
         (_record(None), {}, "onnx", "fp32 ONNX verified"),
-        (_record(0.02, fp32=2e-4), {}, "torch", "fp32 ONNX not verified"),
+        (_record(0.02, fp32=2e-4), {}, "torch", "fp32 ONNX failed its export check (max rel. error 0.02%)"),
+        (_record(0.5), {}, "onnx", "int8 ONNX failed its export check (max rel. error 50%)"),
         (_record(float("nan")), {}, "onnx", "int8 ONNX not verified"),
         (None, {}, "torch", "no verified ONNX export"),
         (_record(0.0002), {"device": "cuda"}, "torch", "device='cuda'"),
@@ -147,6 +148,20 @@ def test_export_checkpoint_failed_int8_is_recorded_and_leaves_no_file(
     assert Predictor.load(ckpt).backend == "onnx"
     declined = export_checkpoint(ckpt, "onnx", int8=True, decline_int8=True)
     assert declined.ok and Predictor.load(ckpt).backend == "onnx-int8"
+
+
+def test_train_on_bars_fp32_export_failing_its_check_warns_and_stays_on_torch(
+    tmp_path, monkeypatch
+):
+    from celeris.errors import CelerisWarning
+
+    monkeypatch.setitem(TOLERANCE, "onnx", -1.0)  # nothing passes
+    with pytest.warns(CelerisWarning, match="Predictor.load uses torch for this checkpoint"):
+        trained = _train(tmp_path / "m")
+    assert not (trained.directory / "model.onnx").exists()
+    assert trained.exports is not None and not trained.exports["exports"]["onnx"]["verified"]
+    monkeypatch.undo()
+    assert Predictor.load(trained.directory).backend == "torch"
 
 
 def test_onnx_predictor_writes_nothing_under_home(trained, tmp_path):

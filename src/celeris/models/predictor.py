@@ -77,8 +77,10 @@ def choose_backend(
         if entry is None:
             continue
         error = _recorded_error(entry)
-        if error is None or not entry.get("verified") or not entry.get("file"):
+        if error is None:
             declined.append(f"{label} not verified")
+        elif not entry.get("verified") or not entry.get("file"):
+            declined.append(f"{label} failed its export check (max rel. error {_pct(error)})")
         elif error > limit:
             declined.append(
                 f"{label} max rel. error {_pct(error)} exceeds the {_pct(limit)} {what}"
