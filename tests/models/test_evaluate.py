@@ -184,6 +184,13 @@ def test_evaluate_return_kind_uses_zero_and_mean_baselines_and_sign_direction():
 
     with pytest.raises(ConfigError, match="kind"):
         evaluate(Zero(), w, kind="price")
+    # celeris.checks' rule: a float batch size is a CelerisTypeError, zero a ConfigError.
+    from celeris.errors import CelerisTypeError
+
+    with pytest.raises(CelerisTypeError, match="batch_size must be an int >= 1, got float"):
+        evaluate(Zero(), w, kind="return", batch_size=64.0)
+    with pytest.raises(ConfigError, match="batch_size must be >= 1, got 0"):
+        evaluate(Zero(), w, kind="return", batch_size=0)
 
 
 def test_evaluate_return_targets_report_no_mape_anywhere():

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from celeris.errors import ConfigError, DataError
+from celeris.errors import CelerisTypeError, ConfigError, DataError
 from celeris.models.catalogue import build_model, get_model
 from celeris.models.checkpoint import save_checkpoint
 from celeris.models.data import StandardScaler
@@ -714,3 +714,11 @@ def test_load_sweeps_private_copies_left_by_killed_loaders(reg, ckpts, monkeypat
     loaded, _ = reg.load(rec.ref, backend="torch", threads=1)
     assert loaded == rec
     assert list((tmp_path / "scratch").iterdir()) == []  # the leftover and its own copy: gone
+
+
+def test_registry_busy_timeout_wrong_type_or_value_raises_clear_error(tmp_path):
+    # A string timeout escaped as a bare TypeError from the comparison; now the checks' rule.
+    with pytest.raises(CelerisTypeError, match="busy_timeout_s must be a real number > 0"):
+        ModelRegistry(tmp_path, busy_timeout_s="30")
+    with pytest.raises(ConfigError, match="busy_timeout_s must be > 0, got 0"):
+        ModelRegistry(tmp_path, busy_timeout_s=0)

@@ -242,8 +242,7 @@ def evaluate(
     DataError
         No windows, or an origin that is not the end of a window.
     """
-    if batch_size < 1:
-        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    batch_size = check_int("batch_size", batch_size, minimum=1)
     if kind not in ("level", "return"):
         raise ConfigError(f"kind must be 'level' or 'return', got {kind!r}")
     chosen = _select(windows, origins)

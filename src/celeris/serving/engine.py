@@ -184,9 +184,9 @@ class Engine:
     ) -> None:
         config = BatcherConfig() if config is None else config
         if not isinstance(config, BatcherConfig):
-            raise ConfigError(f"config must be a BatcherConfig, got {type(config).__name__}")
+            raise CelerisTypeError(f"config must be a BatcherConfig, got {type(config).__name__}")
         if cache is not None and not isinstance(cache, TieredCache):
-            raise ConfigError(f"cache must be a TieredCache, got {type(cache).__name__}")
+            raise CelerisTypeError(f"cache must be a TieredCache, got {type(cache).__name__}")
         self.cache = cache
         self.config = config
         self.metrics: MetricsSink = guarded(metrics)

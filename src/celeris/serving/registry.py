@@ -58,7 +58,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from celeris.checks import check_int
+from celeris.checks import check_int, check_real
 from celeris.data.atomic import sweep_stale, temp_name
 from celeris.errors import (
     ConfigError,
@@ -563,8 +563,7 @@ class ModelRegistry:
     def __init__(
         self, root: str | os.PathLike[str], url: str | None = None, *, busy_timeout_s: float = 30.0
     ) -> None:
-        if not busy_timeout_s > 0:
-            raise ConfigError(f"busy_timeout_s must be > 0, got {busy_timeout_s}")
+        busy_timeout_s = check_real("busy_timeout_s", busy_timeout_s, minimum=0, open_low=True)
         self.root = Path(root).expanduser().resolve()
         self.artifacts = self.root / "artifacts"
         self.artifacts.mkdir(parents=True, exist_ok=True)
