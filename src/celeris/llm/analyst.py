@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
 from celeris.backtest.metrics import format_metric
 from celeris.errors import CelerisTypeError, ConfigError, did_you_mean
 from celeris.formatting import format_param, format_params
+from celeris.jsonsafe import to_jsonable, to_python
 from celeris.llm import market as mk
 from celeris.llm.context import Context, ContextBuilder, TokenCounter
 from celeris.llm.prompts import PromptTemplate, load_prompt
@@ -156,11 +156,8 @@ class AnalysisReport:
             "market": self.market,
             "model": self.model,
             "budget": self.budget,
-            "backtest": {k: _json_number(v) for k, v in self.backtest.items()},
-            "sensitivity": {
-                name: [{k: _json_number(v) for k, v in row.items()} for row in rows]
-                for name, rows in self.sensitivity.items()
-            },
+            "backtest": to_jsonable(self.backtest),
+            "sensitivity": to_jsonable(self.sensitivity),
             "analyses": {
                 name: {
                     "answer": r.value.model_dump(mode="json"),
@@ -192,14 +189,6 @@ class AnalysisReport:
 # ---------------------------------------------------------------------------------------------
 # formatting
 # ---------------------------------------------------------------------------------------------
-def _json_number(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def _signed_return(value: Any) -> str:
     return format_metric("return", value, signed=True)
 
@@ -329,7 +318,7 @@ def _backtest(
     from celeris.backtest import from_signals
 
     combos = strat.grid({k: [v] for k, v in params.items()})
-    full = {str(k): v.item() if hasattr(v, "item") else v for k, v in combos.iloc[0].items()}
+    full = {str(k): to_python(v) for k, v in combos.iloc[0].items()}
     entries, exits = strat.signals(bars, full)
     pf = from_signals(bars, entries, exits, device=device, **options)
     stats = pf.stats().iloc[0]
@@ -364,7 +353,7 @@ def _sensitivity(
         stats = result.stats()
         table[p.name] = [
             {
-                p.name: _json_number(result.combos[p.name].iloc[i]),
+                p.name: to_jsonable(result.combos[p.name].iloc[i]),
                 objective: float(stats[objective].iloc[i]),
                 "trades": float(stats["trades"].iloc[i]),
             }

@@ -32,6 +32,7 @@ from celeris.backtest.sweep import check_portfolio_options
 from celeris.checks import check_int
 from celeris.errors import ConfigError, DataError, LLMError, did_you_mean
 from celeris.formatting import format_number, format_param
+from celeris.jsonsafe import to_jsonable
 from celeris.llm.audit import AuditLog, read_audit
 from celeris.llm.proposers import (
     Candidate,
@@ -123,9 +124,7 @@ class OptimizeResult:
         return pd.DataFrame([t.row(self.objective) for t in self.trials]).set_index("trial")
 
     def to_dict(self) -> dict[str, Any]:
-        from celeris.llm.audit import _jsonable
-
-        return _jsonable(
+        return to_jsonable(
             {
                 "strategy": self.strategy,
                 "objective": self.objective,
