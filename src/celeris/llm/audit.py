@@ -33,10 +33,6 @@ from celeris.jsonsafe import to_jsonable
 EVENTS = ("run", "prompt", "answer", "proposal", "backtest", "decision", "result")
 
 
-# The old private name, still imported by celeris.llm.optimizer; new code imports to_jsonable.
-_jsonable = to_jsonable
-
-
 class AuditLog:
     """Append events of one run to a JSONL file (created with its folder if missing)."""
 
