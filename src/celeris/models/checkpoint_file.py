@@ -10,10 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from celeris.data.atomic import atomic_write_text, sweep_temp_files
 from celeris.errors import DataError
 
 FORMAT = 1
@@ -99,15 +99,8 @@ def read_exports(directory: str | os.PathLike[str]) -> dict[str, Any] | None:
 
 
 def write_exports(directory: str | os.PathLike[str], record: dict[str, Any]) -> Path:
-    """Write ``record`` as the checkpoint's ``exports.json`` atomically (temp file + rename)."""
+    """Write ``record`` as the checkpoint's ``exports.json`` (:mod:`celeris.data.atomic`)."""
     path = Path(directory) / EXPORTS_FILE
-    fd, tmp = tempfile.mkstemp(prefix=f".{EXPORTS_FILE}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(record, indent=2, allow_nan=False) + "\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    sweep_temp_files(path)
+    atomic_write_text(path, json.dumps(record, indent=2, allow_nan=False) + "\n")
     return path

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from celeris.data.atomic import atomic_path, sweep_temp_files
 from celeris.errors import ConfigError, DataError
 from celeris.models.checkpoint_file import write_exports
 
@@ -112,14 +112,8 @@ def export_onnx(model: Any, example: np.ndarray, path: Path) -> Path:
         )
         if program is None:  # pragma: no cover - the dynamo exporter always returns a program
             raise DataError("the ONNX exporter returned no program")
-        fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=path.parent)
-        os.close(fd)
-        try:
-            program.save(tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_path(path) as tmp:
+            program.save(str(tmp))
     return path
 
 
@@ -225,25 +219,22 @@ def _place(
     """Write an export under a scratch name, verify it, record the verdict, and move it into
     place only when it passed (a failed export also removes an older file of that name)."""
     final = directory / ONNX_FILES[fmt]
-    tmp = _scratch(directory, final.name)
+    sweep_temp_files(final)
     try:
-        write(tmp)
-        batched, alone = _run_onnx(tmp, example, one_by_one=True)
-        result = _verdict(final, fmt, batched, expected, checked_on, tmp, alone)
-        record["exports"][fmt] = result.entry()
-        if result.ok:
-            os.replace(tmp, final)
-        else:
-            final.unlink(missing_ok=True)
-    finally:
-        tmp.unlink(missing_ok=True)
+        with atomic_path(final) as tmp:
+            write(tmp)
+            batched, alone = _run_onnx(tmp, example, one_by_one=True)
+            result = _verdict(final, fmt, batched, expected, checked_on, tmp, alone)
+            record["exports"][fmt] = result.entry()
+            if not result.ok:
+                raise _Declined  # leaves the scratch file out of place and removes it
+    except _Declined:
+        final.unlink(missing_ok=True)
     return result
 
 
-def _scratch(directory: Path, name: str) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
-    os.close(fd)
-    return Path(tmp)
+class _Declined(Exception):
+    """An export that failed its check, raised inside ``atomic_path`` to discard it."""
 
 
 def _model_inputs(
