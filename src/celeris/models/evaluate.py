@@ -40,12 +40,16 @@ from torch import nn
 
 from celeris.checks import check_int
 from celeris.errors import ConfigError, DataError
+from celeris.formatting import format_number
 from celeris.models.data import Scaler, Windows, WindowScaler
 
 __all__ = ["METRICS", "EvalReport", "evaluate", "forecast_metrics"]
 
 METRICS = ("mae", "rmse", "mape", "directional_accuracy")
 FORECASTERS = ("model", "naive", "drift")
+
+#: Summary columns that are fractions, shown as percents.
+_PERCENT_COLUMNS = frozenset({"mape", "directional_accuracy", "skill"})
 
 
 def forecast_metrics(
@@ -131,14 +135,15 @@ class EvalReport:
         for column in self.summary.columns:
             table.add_column(str(column), justify="right")
         for name, row in self.summary.iterrows():
-            cells = []
-            for metric, value in row.items():
-                if pd.isna(value):
-                    cells.append("-")
-                elif metric in ("mape", "directional_accuracy", "skill"):
-                    cells.append(f"{value:.2%}")
-                else:
-                    cells.append(f"{value:.6g}")
+            cells = [
+                format_number(
+                    value,
+                    "percent" if metric in _PERCENT_COLUMNS else "general",
+                    digits=6,
+                    missing="-",
+                )
+                for metric, value in row.items()
+            ]
             table.add_row(str(name), *cells)
         return table
 
