@@ -213,6 +213,20 @@ def test_analyze_budget_too_small_raises_before_asking(sp500, client, counter, l
     assert len(llm_server.requests) == before  # no paid call was made
 
 
+@pytest.mark.parametrize(
+    ("budget", "error", "match"),
+    [
+        (2500.5, CelerisTypeError, r"budget_tokens must be an int >= 1, got float 2500\.5"),
+        (0, ConfigError, "budget_tokens must be >= 1, got 0"),
+    ],
+)
+def test_analyze_bad_budget_raises_before_the_backtest(
+    sp500, client, counter, budget, error, match
+):
+    with pytest.raises(error, match=match):
+        analyze(sp500, STRATEGY, PARAMS, client=client, budget_tokens=budget, counter=counter)
+
+
 def test_analyze_funding_orderbook_and_other_assets_reach_the_prompts(sp500, client, counter):
     funding = pd.Series(
         np.linspace(-1e-4, 2e-4, 90),

@@ -23,6 +23,7 @@ import pandas as pd
 from pydantic import BaseModel
 
 from celeris.backtest.metrics import format_metric
+from celeris.checks import check_int
 from celeris.errors import CelerisTypeError, ConfigError, did_you_mean
 from celeris.formatting import format_param, format_params
 from celeris.jsonsafe import to_jsonable, to_python
@@ -675,7 +676,11 @@ def analyze(
     bars = check_bars(raw, strat.needs)
     options = check_portfolio_options(portfolio_options)
     options["year_days"] = resolve_year_days(bars.index, options.get("year_days"))
-    budget = client.prompt_budget() if budget_tokens is None else int(budget_tokens)
+    budget = (
+        client.prompt_budget()
+        if budget_tokens is None
+        else check_int("budget_tokens", budget_tokens, minimum=1)
+    )
     count = counter or client.token_counter()
 
     pf, full, metrics = _backtest(bars, strat, dict(params or {}), device, options)
