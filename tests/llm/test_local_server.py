@@ -473,3 +473,13 @@ def test_llm_server_backend_schema_answer_validates(llm_server: LLMServerInfo) -
             sdk, llm_server.model, seed=1, temperature=0.7, max_tokens=400, response_format=fmt
         )
     PortableProposal.model_validate_json(answer.choices[0].message.content)
+
+
+def test_local_server_bad_port_raises_by_the_checks_rule(local_model: LocalChatModel) -> None:
+    # A str port escaped as a bare TypeError from the comparison; now celeris.checks' rule.
+    from celeris.errors import CelerisTypeError
+
+    with pytest.raises(CelerisTypeError, match="port must be an int in \\[0, 65535\\], got str"):
+        OpenAICompatibleServer(local_model, port="8000")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="port must be in \\[0, 65535\\], got 70000"):
+        OpenAICompatibleServer(local_model, port=70000)

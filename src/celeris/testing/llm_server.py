@@ -35,6 +35,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol, cast
 
+from celeris.checks import check_int
 from celeris.errors import CelerisError, ConfigError
 
 __all__ = ["ChatModel", "OpenAICompatibleServer"]
@@ -143,8 +144,7 @@ class OpenAICompatibleServer:
         api_key: str | None = None,
         record_requests: bool = True,
     ) -> None:
-        if not 0 <= port <= 65535:
-            raise ConfigError(f"port must be between 0 and 65535, got {port}")
+        port = check_int("port", port, minimum=0, maximum=65535)
         if api_key is not None and not api_key:
             raise ConfigError("api_key must be a non-empty string or None")
         self.model = model
