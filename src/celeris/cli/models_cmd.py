@@ -251,7 +251,7 @@ def export_cmd(
     from celeris.models.predictor import Predictor, choose_backend, export_summary
 
     result = export_checkpoint(checkpoint, format, int8=int8)
-    record = read_exports(checkpoint) if format == "onnx" else None
+    record = read_exports(checkpoint)
     default = choose_backend(record)
     backend = {"onnx": "onnx", "onnx-int8": "onnx-int8"}.get(result.format)
     timing = {}

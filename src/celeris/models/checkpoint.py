@@ -8,6 +8,10 @@ A checkpoint is a directory holding
   (``build_model(NAME, **config)`` rebuilds the model), the scaler state, and free metadata
   (input size, horizon, features, target, data source, metrics, creation time, versions).
 
+``celeris train`` also writes the ONNX exports and their verification record
+(``exports.json``, see :func:`celeris.models.checkpoint_file.read_exports`) that
+:meth:`celeris.models.predictor.Predictor.load` chooses its default backend from.
+
 It is written atomically: both files go to a temporary sibling directory that is then renamed
 into place, so a reader sees the old checkpoint or the new one, never half of one.
 """
