@@ -3,6 +3,10 @@
 A bar frame is a pandas DataFrame with a UTC ``DatetimeIndex`` named ``time`` (nanosecond
 resolution, sorted, unique) and float64 columns ``open, high, low, close, volume`` in that order.
 Extra columns are kept, untouched, after the five bar columns.
+
+This module is the one place where bars and time indexes are checked: :func:`validate` for bar
+frames (or, with ``columns=``, only some bar columns), :func:`check_time_index` for a time index
+on its own (the backtest's close index, the LLM summaries' series).
 """
 
 from __future__ import annotations
