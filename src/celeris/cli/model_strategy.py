@@ -84,8 +84,8 @@ def walk_forward_model(
     partial: bool = True,
 ) -> None:
     """``celeris walk-forward --strategy model:DIR``: refit per window, judge the next window."""
-    from celeris.cli.backtest_cmd import backtest_options
     from celeris.cli.format import fmt, frame_table, jsonable, run_caption, setup_json
+    from celeris.cli.options import backtest_options
     from celeris.research import model_walk_forward, model_walk_forward_cost
 
     directory = checkpoint_of(strategy)
