@@ -25,13 +25,13 @@ import numpy as np
 import pandas as pd
 
 from celeris.backtest.metrics import HIGHER_IS_WORSE, METRICS, format_metric, metric_slot
-from celeris.backtest.portfolio import Portfolio
 from celeris.data.atomic import atomic_path
 from celeris.errors import ConfigError, did_you_mean
 from celeris.formatting import format_duration, format_timestamp
 from celeris.jsonsafe import to_python
 
 if TYPE_CHECKING:
+    from celeris.backtest.portfolio import Portfolio  # Portfolio imports this module back
     from celeris.backtest.sweep import SweepResult
 
 __all__ = ["figure", "format_metric", "write_html", "write_png"]
