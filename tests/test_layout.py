@@ -87,6 +87,8 @@ def _import_nodes(node: ast.AST, run_time_only: bool) -> Iterator[ast.Import | a
     for child in ast.iter_child_nodes(node):
         if isinstance(child, ast.Import | ast.ImportFrom):
             yield child
+        elif run_time_only and isinstance(child, ast.FunctionDef) and child.name == "__getattr__":
+            continue  # a module's alias for a moved name: runs only when the old name is asked for
         elif (
             run_time_only and isinstance(child, ast.If) and _never_imported_at_run_time(child.test)
         ):
@@ -173,14 +175,17 @@ def _edges_within(graph: Mapping[str, Set[str]], group: list[str]) -> list[str]:
 
 
 def _lazy_imports(modules: Mapping[str, Path]) -> list[str]:
-    """``from P import x`` where ``x`` is neither a submodule nor bound in ``P/__init__.py``:
-    loaded by the package's ``__getattr__``, so invisible to the import graph."""
+    """``from P import x`` where ``x`` is neither a submodule nor bound in ``P`` (a package's
+    ``__init__.py``, or a module with a ``__getattr__`` alias): loaded by ``__getattr__``, so
+    invisible to the import graph."""
     bound: dict[str, set[str]] = {}
     for module, path in modules.items():
-        if path.name != "__init__.py":
+        body = ast.parse(path.read_text()).body
+        has_getattr = any(isinstance(n, ast.FunctionDef) and n.name == "__getattr__" for n in body)
+        if path.name != "__init__.py" and not has_getattr:
             continue
         names = set()
-        for node in _module_level(ast.parse(path.read_text()).body):
+        for node in _module_level(body):
             if isinstance(node, ast.Import | ast.ImportFrom):
                 names |= {(a.asname or a.name).partition(".")[0] for a in node.names}
             elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):

@@ -27,7 +27,8 @@ import numpy as np
 import pandas as pd
 
 from celeris.backtest.metrics import metric_slot
-from celeris.backtest.portfolio import Portfolio, from_signals
+from celeris.backtest.portfolio import Portfolio
+from celeris.backtest.signals import from_signals
 from celeris.backtest.strategies import check_bars
 from celeris.backtest.sweep import check_portfolio_options
 from celeris.backtest.walk_forward import WalkForwardResult, chain_out_of_sample, window_plan

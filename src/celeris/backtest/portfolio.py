@@ -23,11 +23,11 @@ from celeris.backtest.metrics import (
     rank_order,
 )
 from celeris.backtest.returns import returns_metrics
-from celeris.backtest.signals import from_signals
 from celeris.errors import CelerisTypeError, CelerisWarning, ConfigError
 
 # Metric metadata lives in celeris.backtest.metrics and from_signals in celeris.backtest.signals;
-# the names stay importable from here.
+# the names stay importable from here (from_signals through the module __getattr__ below, so that
+# signals.py can import Portfolio without an import cycle).
 __all__ = [
     "BENCHMARK_METRICS",
     "CASH_METRICS",
@@ -35,7 +35,6 @@ __all__ = [
     "METRICS",
     "PERCENT_METRICS",
     "Portfolio",
-    "from_signals",
 ]
 
 
@@ -325,3 +324,12 @@ class Portfolio:
         from celeris.backtest.report import write_png
 
         return write_png(self, Path(path), column=column, title=title)
+
+
+def __getattr__(name: str) -> Any:
+    """``celeris.backtest.portfolio.from_signals``: the function of :mod:`celeris.backtest.signals`."""
+    if name == "from_signals":
+        from celeris.backtest.signals import from_signals
+
+        return from_signals
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

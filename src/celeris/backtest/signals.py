@@ -12,7 +12,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,10 +21,8 @@ from celeris.backtest import _inputs as I
 from celeris.backtest import kernel as K
 from celeris.backtest.annualisation import YearDays, resolve_year_days
 from celeris.backtest.engine import KernelInputs
+from celeris.backtest.portfolio import Portfolio
 from celeris.errors import ConfigError, did_you_mean
-
-if TYPE_CHECKING:
-    from celeris.backtest.portfolio import Portfolio
 
 
 @dataclass(frozen=True)
@@ -262,9 +260,6 @@ def from_signals(
     columns = I.columns_from([*raw_signals.values(), close, price], width, axes)
     inputs = KernelInputs(**prices, **sig, params=params, ann_factor=ann_factor)
     bar_index = index if index is not None else pd.RangeIndex(n_bars, name="bar")
-    # Imported here: portfolio.py re-exports from_signals, so a top-level import would be a cycle.
-    from celeris.backtest.portfolio import Portfolio
-
     return Portfolio(
         inputs,
         bar_index,

@@ -22,8 +22,8 @@ import pandas as pd
 from celeris._settings import FrozenConfig, integer, number
 from celeris.analytics.overfitting import deflated_sharpe_from_returns
 from celeris.backtest.annualisation import resolve_year_days
-from celeris.backtest.portfolio import from_signals
 from celeris.backtest.returns import returns_metrics
+from celeris.backtest.signals import from_signals
 from celeris.backtest.strategies import Strategy
 from celeris.backtest.walk_forward import backtest_window
 from celeris.errors import CelerisError, ConfigError, DataError
