@@ -281,6 +281,26 @@ def test_download_since_not_before_until_raises(celeris_home, make_exchange):
         download(make_exchange(), "BTC/USDT", "1m", "2024-02-01", "2024-01-01", progress=False)
 
 
+@pytest.mark.parametrize(
+    ("paging", "error", "message"),
+    [
+        ({"limit": 2.0}, CelerisTypeError, r"^limit must be an int >= 1, got float 2\.0$"),
+        ({"limit": True}, CelerisTypeError, r"^limit must be an int >= 1, got bool True$"),
+        ({"limit": 0}, ConfigError, r"^limit must be >= 1, got 0$"),
+        ({"checkpoint": True}, CelerisTypeError, r"^checkpoint must be an int >= 1, got bool"),
+        ({"checkpoint": "5"}, CelerisTypeError, r"^checkpoint must be an int >= 1, got str"),
+        ({"checkpoint": 0}, ConfigError, r"^checkpoint must be >= 1, got 0$"),
+    ],
+)
+def test_download_bad_limit_or_checkpoint_raises_one_type_per_mistake(
+    celeris_home, make_exchange, paging, error, message
+):
+    with pytest.raises(error, match=message):
+        download(
+            make_exchange(), "BTC/USDT", "1m", "2024-01-01", "2024-01-02", progress=False, **paging
+        )
+
+
 def test_download_unknown_exchange_raises_with_hint():
     with pytest.raises(ConfigError, match="did you mean 'binance'"):
         download("binanse", "BTC/USDT", "1m", "2024-01-01", "2024-01-02", progress=False)

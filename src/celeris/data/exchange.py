@@ -13,6 +13,7 @@ from typing import Annotated, Any, ClassVar
 import pandas as pd
 
 from celeris._settings import FrozenConfig, integer, number
+from celeris.checks import check_int
 from celeris.data.schema import BAR_COLUMNS, validate
 from celeris.data.store import Store, to_utc
 from celeris.data.timeframes import Gap, find_gaps
@@ -162,13 +163,16 @@ def download(
 
     Raises
     ------
+    CelerisTypeError
+        ``limit`` or ``checkpoint`` is not an int (a bool or a float, say).
     ConfigError
-        Unknown exchange, symbol or timeframe, ``since >= until``, or a bad ``limit``.
+        Unknown exchange, symbol or timeframe, ``since >= until``, or ``limit`` or
+        ``checkpoint`` below 1.
     ExchangeError
         The exchange failed after the retries, answered garbage, or has no bars in the range.
     """
     retry = retry if retry is not None else RetryPolicy()
-    _check_paging(limit, checkpoint)
+    limit, checkpoint = _check_paging(limit, checkpoint)
     ex = make_exchange(exchange) if isinstance(exchange, str) else exchange
     ex.enableRateLimit = True
     start = to_utc(since, "since")
@@ -210,11 +214,8 @@ def download(
     return bars
 
 
-def _check_paging(limit: int, checkpoint: int) -> None:
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise ConfigError(f"limit must be a positive integer, got {limit!r}")
-    if checkpoint < 1:
-        raise ConfigError(f"checkpoint must be >= 1, got {checkpoint!r}")
+def _check_paging(limit: int, checkpoint: int) -> tuple[int, int]:
+    return check_int("limit", limit, minimum=1), check_int("checkpoint", checkpoint, minimum=1)
 
 
 def _check_timeframe(ex: Any, timeframe: str) -> None:
