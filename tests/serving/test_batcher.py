@@ -178,6 +178,26 @@ def test_priority_parse_accepts_names_numbers_and_hints():
         Priority.parse(7)
 
 
+@pytest.mark.parametrize("value", [1.0, True, None])
+def test_priority_parse_wrong_type_raises_celeris_type_error(value):
+    # One exception type per mistake: a priority of the wrong type was a ConfigError.
+    with pytest.raises(CelerisTypeError, match=r"^priority must be a name or an int 0\.\.3, got "):
+        Priority.parse(value)
+
+
+@pytest.mark.parametrize(
+    ("waits", "error", "message"),
+    [
+        ((1.0, "2", 5.0, 20.0), CelerisTypeError, r"max_wait_ms for high must be a real number"),
+        ((1.0, 2.0, 5.0, -1), ConfigError, r"^max_wait_ms for low must be >= 0, got -1$"),
+        ((math.inf, 2.0, 5.0, 20.0), ConfigError, r"^max_wait_ms for critical must be finite"),
+    ],
+)
+def test_config_bad_wait_names_the_priority(waits, error, message):
+    with pytest.raises(error, match=message):
+        BatcherConfig(max_wait_ms=waits)
+
+
 def test_batcher_rejects_bad_construction_and_requests():
     with pytest.raises(ConfigError, match="callable"):
         DynamicBatcher(42)  # type: ignore[arg-type]

@@ -44,7 +44,6 @@ import contextlib
 import heapq
 import logging
 import math
-import numbers
 import threading
 import time
 from collections import deque
@@ -57,6 +56,7 @@ import numpy as np
 from pydantic import field_validator, model_validator
 
 from celeris._settings import FrozenConfig, integer, number
+from celeris.checks import check_real
 from celeris.errors import CelerisError, CelerisTypeError, ConfigError, DataError, did_you_mean
 from celeris.serving.errors import BatcherClosed, DeadlineExceeded, Overloaded, RequestFailed
 
@@ -86,7 +86,11 @@ class Priority(IntEnum):
 
     @classmethod
     def parse(cls, value: str | int | Priority) -> Priority:
-        """Return the priority named by ``value`` ("critical", "HIGH", 2, Priority.LOW...)."""
+        """Return the priority named by ``value`` ("critical", "HIGH", 2, Priority.LOW...).
+
+        An unknown name or an int outside 0..3 is a :class:`ConfigError`; anything else (a
+        float, a bool, ``None``) a :class:`CelerisTypeError`.
+        """
         if isinstance(value, Priority):
             return value
         if isinstance(value, int) and not isinstance(value, bool):
@@ -105,7 +109,9 @@ class Priority(IntEnum):
                 f"unknown priority {value!r}{did_you_mean(value.strip().lower(), names)}; "
                 f"choose one of {', '.join(names)}"
             )
-        raise ConfigError(f"priority must be a name or 0..3, got {value!r}")
+        raise CelerisTypeError(
+            f"priority must be a name or an int 0..3, got {type(value).__name__} {value!r}"
+        )
 
     @property
     def label(self) -> str:
@@ -300,20 +306,10 @@ class BatcherConfig(FrozenConfig, kw_only=False):
                 f"max_wait_ms needs one value per priority (critical, high, normal, low), "
                 f"got {len(waits)}"
             )
-        checked = []
-        for label, w in zip(_LABELS, waits, strict=True):
-            if isinstance(w, bool) or not isinstance(w, numbers.Real):
-                raise CelerisTypeError(
-                    f"max_wait_ms for {label} must be a finite number >= 0, got {w!r} "
-                    f"({type(w).__name__})"
-                )
-            ms = float(w)
-            if not 0 <= ms < math.inf:
-                raise ConfigError(
-                    f"max_wait_ms for {label} must be a finite number >= 0, got {w!r}"
-                )
-            checked.append(ms)
-        return tuple(checked)
+        return tuple(
+            check_real(f"max_wait_ms for {label}", w, minimum=0)
+            for label, w in zip(_LABELS, waits, strict=True)
+        )
 
     @model_validator(mode="after")
     def _queue_holds_a_batch(self) -> BatcherConfig:
