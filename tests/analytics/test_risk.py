@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 
@@ -43,15 +44,24 @@ def test_historical_var_cvar_hand_example():
     assert var == pytest.approx(0.02) and cvar == pytest.approx(0.035)
 
 
-@pytest.mark.parametrize("level", [0.0, 1.0, -0.5, 95])
+@pytest.mark.parametrize("level", [0.0, 1.0, -0.5, 95, math.nan])
 def test_historical_var_cvar_level_out_of_range_raises_config_error(level):
-    with pytest.raises(ConfigError, match=f"level={level!r} must be between 0 and 1"):
+    # Message from celeris.checks (was "level=0.0 must be between 0 and 1 ...").
+    with pytest.raises(ConfigError, match=r"^level must be (finite and )?in \(0, 1\), got "):
         historical_var_cvar([0.01, -0.01], level)
 
 
-def test_historical_var_cvar_level_not_number_raises_type_error():
-    with pytest.raises(CelerisTypeError, match="level must be a number"):
-        historical_var_cvar([0.01, -0.01], "95%")
+@pytest.mark.parametrize("level", ["95%", True, None])
+def test_historical_var_cvar_level_not_number_raises_type_error(level):
+    # A bool level was refused before too; the message now comes from celeris.checks.
+    with pytest.raises(CelerisTypeError, match=r"^level must be a real number in \(0, 1\)"):
+        historical_var_cvar([0.01, -0.01], level)
+
+
+def test_historical_var_cvar_numpy_integer_level_is_a_number():
+    # np.int64 used to be refused as "not a number"; it is a number out of range.
+    with pytest.raises(ConfigError, match=r"\(0\.95 = the worst 5% of bars\)$"):
+        historical_var_cvar([0.01, -0.01], np.int64(1))
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from celeris.errors import CelerisTypeError, ConfigError, DataError
+from celeris.checks import check_fraction
+from celeris.errors import CelerisTypeError, DataError
 from celeris.indicators.drawdown import MaxDrawdown, drawdown, max_drawdown
 
 __all__ = ["MaxDrawdown", "drawdown", "historical_var_cvar", "max_drawdown"]
@@ -65,10 +66,9 @@ def historical_var_cvar(returns: Any, level: float = 0.95) -> tuple[float, float
     >>> round(var, 6), round(cvar, 6)
     (0.02, 0.035)
     """
-    if isinstance(level, bool) or not isinstance(level, int | float | np.floating):
-        raise CelerisTypeError(f"level must be a number in (0, 1), got {level!r}")
-    if not 0.0 < float(level) < 1.0:
-        raise ConfigError(f"level={level!r} must be between 0 and 1 (0.95 = the worst 5% of bars)")
+    level = check_fraction(
+        "level", level, open_low=True, open_high=True, reason="0.95 = the worst 5% of bars"
+    )
     arr = _returns(returns)
-    q = float(np.quantile(arr, 1.0 - float(level)))
+    q = float(np.quantile(arr, 1.0 - level))
     return -q, -float(arr[arr <= q].mean())
