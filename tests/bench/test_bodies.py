@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import celeris.bench as bench
-from celeris.errors import ConfigError
+from celeris.errors import CelerisTypeError, ConfigError
 from tests.bench.conftest import sent_bodies
 
 
@@ -27,6 +27,25 @@ def test_predict_bodies_json_and_msgpack_shapes() -> None:
     for bad in ({"rows": 0}, {"fmt": "xml"}, {"distinct": 0}):
         with pytest.raises(ConfigError):
             bench.predict_bodies(16, 3, **bad)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"rows": 2.0}, CelerisTypeError, r"^rows must be an int in \[1, 100000\], got float"),
+        ({"distinct": True}, CelerisTypeError, r"^distinct must be an int in \[1, 100000\]"),
+        ({"rows": 100_001}, ConfigError, r"^rows must be in \[1, 100000\], got 100001$"),
+    ],
+)
+def test_predict_bodies_bad_counts_raise_one_type_per_mistake(kwargs, error, message) -> None:
+    # A float or bool count was a ConfigError before celeris.checks.
+    with pytest.raises(error, match=message):
+        bench.predict_bodies(16, 3, **kwargs)
+
+
+def test_predict_bodies_numpy_integer_sizes_accepted() -> None:
+    bodies, _ = bench.predict_bodies(np.int64(4), np.int32(2), rows=np.int64(1))
+    assert np.asarray(json.loads(bodies[0])["inputs"]).shape == (1, 4, 2)
 
 
 @pytest.mark.parametrize("fmt", ["json", "msgpack"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from celeris.bench.feed_latency import roundtrip_latency
-from celeris.errors import ConfigError
+from celeris.errors import CelerisTypeError, ConfigError
 
 
 def test_roundtrip_latency_reports_ordered_positive_percentiles() -> None:
@@ -17,6 +17,18 @@ def test_roundtrip_latency_reports_ordered_positive_percentiles() -> None:
     assert report.one_way_p50_us < report.round_trip_p50_us
 
 
-def test_roundtrip_latency_bad_arguments_raise() -> None:
-    with pytest.raises(ConfigError, match="n must be >= 1"):
-        roundtrip_latency(0)
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"n": 0}, ConfigError, r"^n must be >= 1, got 0$"),
+        ({"n": 10, "warmup": -1}, ConfigError, r"^warmup must be >= 0, got -1$"),
+        ({"n": 2.5}, CelerisTypeError, r"^n must be an int >= 1, got float 2\.5$"),
+        ({"n": True}, CelerisTypeError, r"^n must be an int >= 1, got bool True$"),
+        ({"n": 10, "warmup": 1.0}, CelerisTypeError, r"^warmup must be an int >= 0, got float"),
+    ],
+)
+def test_roundtrip_latency_bad_arguments_raise_one_type_per_mistake(
+    kwargs: dict, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        roundtrip_latency(**kwargs)

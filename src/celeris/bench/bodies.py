@@ -9,6 +9,7 @@ import numpy as np
 from celeris.bench.config import LoadgenError
 from celeris.bench.loopback import check_loopback
 from celeris.bench.targets import Stamps, Target
+from celeris.checks import check_int
 from celeris.errors import ConfigError
 
 
@@ -46,14 +47,15 @@ def _random_walks(
     input_size: int, n_features: int, rows: int, distinct: int, fmt: str, seed: int | None
 ) -> list[np.ndarray]:
     """Return ``distinct`` arrays ``[rows, input_size, n_features]`` of random walks near 100."""
-    for name, value, top in (
-        ("input_size", input_size, 1_000_000),
-        ("n_features", n_features, 100_000),
-        ("rows", rows, 100_000),
-        ("distinct", distinct, 100_000),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
-            raise ConfigError(f"{name} must be an integer in [1, {top}], got {value!r}")
+    input_size, n_features, rows, distinct = (
+        check_int(name, value, minimum=1, maximum=top)
+        for name, value, top in (
+            ("input_size", input_size, 1_000_000),
+            ("n_features", n_features, 100_000),
+            ("rows", rows, 100_000),
+            ("distinct", distinct, 100_000),
+        )
+    )
     if fmt not in ("json", "msgpack"):
         raise ConfigError(f"fmt must be 'json' or 'msgpack', got {fmt!r}")
     rng = np.random.default_rng(seed)

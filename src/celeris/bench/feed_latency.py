@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from celeris.errors import ConfigError
+from celeris.checks import check_int
 from celeris.serving.errors import FeedError
 from celeris.serving.feed import MAX_HORIZON, SignalPublisher, SignalSubscriber
 
@@ -68,8 +68,8 @@ def roundtrip_latency(n: int = 2000, *, warmup: int = 200) -> LatencyReport:
     acknowledged, so nothing queues) to a :class:`SignalSubscriber` in a child Python process
     and reports percentiles of the last ``n``.
     """
-    if n < 1 or warmup < 0:
-        raise ConfigError(f"n must be >= 1 and warmup >= 0, got n={n}, warmup={warmup}")
+    n = check_int("n", n, minimum=1)
+    warmup = check_int("warmup", warmup, minimum=0)
     import celeris
 
     src = str(Path(celeris.__file__).resolve().parents[1])
