@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from celeris import ConfigError
+from celeris import CelerisTypeError, ConfigError
 from celeris.backtest import STRATEGIES, from_signals, sweep, walk_forward
 from tests.helpers import assert_values_close
 
@@ -70,6 +70,35 @@ def test_sweep_best_orders_by_metric(sp500):
 def test_sweep_bad_options_raise(sp500, kwargs, message):
     with pytest.raises(ConfigError, match=message):
         sweep(sp500, "sma_cross", GRID, progress=False, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("chunk_size", "error", "message"),
+    [
+        (2.0, CelerisTypeError, r"^chunk_size must be an int >= 1, got float 2\.0$"),
+        (True, CelerisTypeError, r"^chunk_size must be an int >= 1, got bool True$"),
+        (0, ConfigError, r"^chunk_size must be >= 1, got 0$"),
+    ],
+)
+def test_sweep_bad_chunk_size_raises_one_type_per_mistake(sp500, chunk_size, error, message):
+    # A float chunk_size failed deep inside range() with a bare TypeError; a bool ran as 1.
+    with pytest.raises(error, match=message):
+        sweep(sp500, "sma_cross", GRID, progress=False, chunk_size=chunk_size)
+
+
+@pytest.mark.parametrize(
+    ("n", "error", "message"),
+    [
+        (2.5, CelerisTypeError, r"^n must be an int >= 1, got float 2\.5$"),
+        (True, CelerisTypeError, r"^n must be an int >= 1, got bool True$"),
+        (0, ConfigError, r"^n must be >= 1, got 0$"),
+    ],
+)
+def test_sweep_and_portfolio_best_bad_n_raises_one_type_per_mistake(sp500, n, error, message):
+    result = sweep(sp500, "sma_cross", {"fast": [5, 10], "slow": [50]}, progress=False)
+    for owner in (result, result.portfolio()):
+        with pytest.raises(error, match=message):
+            owner.best("sharpe", n)
 
 
 def test_walk_forward_windows_follow_each_other_and_pick_insample_best(sp500):

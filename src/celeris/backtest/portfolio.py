@@ -23,6 +23,7 @@ from celeris.backtest.metrics import (
     rank_order,
 )
 from celeris.backtest.returns import returns_metrics
+from celeris.checks import check_int
 from celeris.errors import CelerisTypeError, CelerisWarning, ConfigError
 
 # Metric metadata lives in celeris.backtest.metrics and from_signals in celeris.backtest.signals;
@@ -213,8 +214,7 @@ class Portfolio:
     def best(self, metric: str = "sharpe", n: int = 10) -> pd.DataFrame:
         """Return the ``n`` best columns by ``metric`` (lowest first for drawdown-like metrics)."""
         slot = metric_slot(metric)
-        if n < 1:
-            raise ConfigError(f"n must be >= 1, got {n}")
+        n = check_int("n", n, minimum=1)
         return self.stats().iloc[rank_order(self._outputs.metrics[:, slot], metric)[:n]]
 
     # ---- curves and records (re-run on demand) ----

@@ -17,6 +17,7 @@ from celeris.backtest.metrics import HIGHER_IS_WORSE, metric_slot, metrics_frame
 from celeris.backtest.portfolio import Portfolio
 from celeris.backtest.signals import OPTIONS, from_signals
 from celeris.backtest.strategies import Strategy, check_bars, get_strategy
+from celeris.checks import check_int
 from celeris.compute import resolve_device
 from celeris.errors import ConfigError, did_you_mean
 from celeris.progress import progress_bar
@@ -157,8 +158,7 @@ class SweepResult:
     def best(self, metric: str = "sharpe", n: int = 10) -> pd.DataFrame:
         """The ``n`` best combinations by ``metric`` (NaN last, drawdowns ascending)."""
         slot = metric_slot(metric)
-        if n < 1:
-            raise ConfigError(f"n must be >= 1, got {n}")
+        n = check_int("n", n, minimum=1)
         return self.stats().iloc[rank_order(self.metrics[:, slot], metric)[:n]]
 
     def best_position(self, metric: str = "sharpe") -> int:
@@ -270,6 +270,8 @@ def sweep(
     gives the cost up front and :meth:`SweepResult.on_edge` flags a best result on the edge of
     the grid.
     """
+    if chunk_size is not None:
+        chunk_size = check_int("chunk_size", chunk_size, minimum=1)
     strat = get_strategy(strategy)
     bars = check_bars(data, strat.needs)
     options = check_portfolio_options(options, bars)
@@ -278,8 +280,6 @@ def sweep(
     n_bars, n_combos = len(bars), len(combos)
     if chunk_size is None:
         chunk_size = max(8, CHUNK_BYTES[engine] // max(n_bars, 1))
-    if chunk_size < 1:
-        raise ConfigError(f"chunk_size must be >= 1, got {chunk_size}")
     signals = strat.prepare(bars, combos)
     metrics = np.empty((n_combos, K.N_METRICS))
     freq = None
