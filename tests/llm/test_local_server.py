@@ -16,7 +16,7 @@ import openai
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
-from celeris.errors import ConfigError
+from celeris.errors import CelerisTypeError, ConfigError
 from celeris.testing.llm_server import OpenAICompatibleServer
 from celeris.testing.tiny_llm import (
     Completion,
@@ -132,6 +132,40 @@ def test_build_tiny_model_bad_size_raises_config_error(tmp_path: Path) -> None:
         build_tiny_model(tmp_path / "m", vocab_size=100)
     with pytest.raises(ConfigError, match="num_heads"):
         build_tiny_model(tmp_path / "m", hidden_size=66, num_heads=4)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"vocab_size": 512.0}, CelerisTypeError, r"^vocab_size must be an int in \[300, 4096\]"),
+        ({"vocab_size": 5000}, ConfigError, r"^vocab_size must be in \[300, 4096\], got 5000$"),
+        ({"hidden_size": True}, CelerisTypeError, r"^hidden_size must be an int >= 16, got bool"),
+        ({"num_layers": 0}, ConfigError, r"^num_layers must be >= 1, got 0$"),
+        ({"num_heads": 2.0}, CelerisTypeError, r"^num_heads must be an int >= 1, got float"),
+    ],
+)
+def test_build_tiny_model_bad_argument_raises_one_type_per_mistake(
+    tmp_path: Path, kwargs: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    # Before celeris.checks a float vocab_size was trained with, a bool hidden_size was 1.
+    with pytest.raises(error, match=message):
+        build_tiny_model(tmp_path / "m", **kwargs)
+    assert not (tmp_path / "m").exists()
+
+
+def test_local_model_bad_settings_raise_one_type_per_mistake(
+    tiny_model_dir: Path, local_model: LocalChatModel
+) -> None:
+    with pytest.raises(CelerisTypeError, match=r"^max_new_tokens must be an int >= 1, got float"):
+        LocalChatModel(tiny_model_dir, max_new_tokens=8.0)
+    with pytest.raises(ConfigError, match=r"^threads must be >= 1, got 0$"):
+        LocalChatModel(tiny_model_dir, threads=0)
+    with pytest.raises(CelerisTypeError, match=r"^temperature must be a real number >= 0, got str"):
+        local_model.complete(USER, temperature="hot")
+    with pytest.raises(ConfigError, match=r"^temperature must be finite and >= 0, got nan$"):
+        local_model.complete(USER, temperature=float("nan"))
+    with pytest.raises(CelerisTypeError, match=r"^max_tokens must be an int >= 1, got float 4\.0$"):
+        local_model.complete(USER, max_tokens=4.0)
 
 
 def test_local_model_name_is_directory_name(

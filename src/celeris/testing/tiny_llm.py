@@ -35,6 +35,7 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
+from celeris.checks import check_int, check_real
 from celeris.compute.device import resolve_torch_device
 from celeris.errors import ConfigError
 
@@ -191,12 +192,13 @@ def build_tiny_model(
     Greedy decoding (temperature 0) of this model ends a free-text turn at once (an empty answer)
     and fills a schema with the shortest values it can; sampling gives varied text.
     """
-    if not 300 <= vocab_size <= 4096:
-        raise ConfigError(f"vocab_size must be between 300 and 4096, got {vocab_size}")
-    if hidden_size < 16 or num_layers < 1 or num_heads < 1 or hidden_size % num_heads:
+    vocab_size = check_int("vocab_size", vocab_size, minimum=300, maximum=4096)
+    hidden_size = check_int("hidden_size", hidden_size, minimum=16)
+    num_layers = check_int("num_layers", num_layers, minimum=1)
+    num_heads = check_int("num_heads", num_heads, minimum=1)
+    if hidden_size % num_heads:
         raise ConfigError(
-            f"hidden_size ({hidden_size}) must be a multiple of num_heads ({num_heads}) and "
-            f">= 16, and num_layers ({num_layers}) >= 1"
+            f"hidden_size ({hidden_size}) must be a multiple of num_heads ({num_heads})"
         )
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
@@ -360,10 +362,8 @@ class LocalChatModel:
         max_new_tokens: int = 512,
         threads: int = 1,
     ) -> None:
-        if max_new_tokens < 1:
-            raise ConfigError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-        if threads < 1:
-            raise ConfigError(f"threads must be >= 1, got {threads}")
+        max_new_tokens = check_int("max_new_tokens", max_new_tokens, minimum=1)
+        threads = check_int("threads", threads, minimum=1)
         self.path = Path(path)
         if not (self.path / "config.json").is_file():
             raise ConfigError(f"no model at {self.path}: config.json is missing")
@@ -457,14 +457,14 @@ class LocalChatModel:
         ------
         ConfigError
             On a malformed message list, response format or setting.
+        CelerisTypeError
+            ``temperature`` is not a number or ``max_tokens`` not an int.
         ContextLengthError
             If the prompt leaves no room in the context window.
         """
-        if temperature < 0:
-            raise ConfigError(f"temperature must be >= 0, got {temperature}")
+        temperature = check_real("temperature", temperature, minimum=0)
         budget = self.max_new_tokens if max_tokens is None else max_tokens
-        if budget < 1:
-            raise ConfigError(f"max_tokens must be >= 1, got {budget}")
+        budget = check_int("max_tokens", budget, minimum=1)
         prompt_ids = self._encode_prompt(messages)
         room = self.context_length - len(prompt_ids)
         if room < 1:
