@@ -6,6 +6,7 @@ import ast
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -18,7 +19,7 @@ from celeris.errors import CelerisTypeError, CelerisWarning
 from celeris.models.catalogue import build_model
 from celeris.models.pipeline import fit_on_bars, train_on_bars
 from celeris.models.predictor import Predictor
-from celeris.models.signals import signals_from_forecast
+from celeris.models.signals import rolling_forecasts, signals_from_forecast
 from celeris.research import (
     _refit_plan,
     backtest_model,
@@ -77,6 +78,39 @@ def test_backtest_model_only_training_bars_is_refused(bars, checkpoint):
     last = pd.Timestamp(checkpoint.meta["train_bars"]["last"])
     with pytest.raises(DataError, match="nothing out of sample"):
         backtest_model(bars.loc[:last], Predictor.load(checkpoint.directory))
+
+
+def test_backtest_model_checkpoint_forecasts_never_depend_on_later_windows(
+    bars, checkpoint, monkeypatch
+):
+    # The checkpoint's int8 export verified within its budget, so it is the serving default;
+    # its activation scale is set per batch, so a window's int8 forecast moves with later ones.
+    assert Predictor.load(checkpoint.directory).backend == "onnx-int8"
+    used: list[Predictor] = []
+    predict = Predictor.predict
+
+    def spy(self: Predictor, histories):
+        used.append(self)
+        return predict(self, histories)
+
+    monkeypatch.setattr(Predictor, "predict", spy)
+    backtest_model(bars, checkpoint.directory, warn=False)
+    research = used[0]
+    assert research.backend == "onnx", research.describe()
+    monkeypatch.undo()
+    rng = np.random.default_rng(5)
+    values = 3000 + rng.standard_normal(400).cumsum() * 20
+    k = 40  # windows ending at bars L-1 .. L-1+k-1
+    alone = rolling_forecasts(research, values[: L - 1 + k], include_train=True)
+    full = rolling_forecasts(research, values, include_train=True)
+    assert np.array_equal(alone.to_numpy(), full.to_numpy()[: L - 1 + k], equal_nan=True)
+    int8 = Predictor.load(checkpoint.directory, backend="onnx-int8")
+    moved = rolling_forecasts(int8, values[: L - 1 + k], include_train=True)
+    assert not np.array_equal(  # the channel the exact backend closes
+        moved.to_numpy(),
+        rolling_forecasts(int8, values, include_train=True).to_numpy()[: L - 1 + k],
+        equal_nan=True,
+    )
 
 
 def test_backtest_model_warn_false_returns_the_note_without_warning(bars, checkpoint):

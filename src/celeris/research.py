@@ -70,12 +70,20 @@ class ModelBacktest:
 
 
 def _predictor(model: Any) -> Any:
+    """The predictor of ``model``: a checkpoint directory loads with an exact backend.
+
+    A rolling forecast predicts every window in one batch, and int8's activation scale is set
+    per batch, so with int8 an early window's forecast would be nudged by later bars: a small
+    look-ahead. ``exact=True`` keeps the default choice to fp32 ONNX or torch
+    (:func:`~celeris.models.predictor.choose_backend`). A :class:`Predictor` given runs as
+    it was loaded.
+    """
     from celeris.models.predictor import Predictor
 
     if isinstance(model, Predictor):
         return model
     if isinstance(model, str | Path):
-        return Predictor.load(model)
+        return Predictor.load(model, exact=True)
     raise ConfigError(f"model must be a checkpoint directory or a Predictor, got {model!r}")
 
 
@@ -124,8 +132,10 @@ def backtest_model(
     bars : pd.DataFrame
         OHLCV bars with a UTC DatetimeIndex. Forecasts use bars up to each bar only.
     model : path or Predictor
-        A checkpoint directory (``celeris train --out``) or a loaded
-        :class:`~celeris.models.predictor.Predictor`.
+        A checkpoint directory (``celeris train --out``), loaded with the fastest *exact*
+        backend it has verified (never int8, whose answers depend on the batch: see
+        :meth:`~celeris.models.predictor.Predictor.load`'s ``exact``), or a loaded
+        :class:`~celeris.models.predictor.Predictor`, used as it is.
     step, threshold : int, float
         Trade on the expected return ``step`` bars ahead: enter above ``threshold``, exit below
         ``-threshold``.

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from celeris import DataError
+from celeris import ConfigError, DataError
 from celeris.data import load
 from celeris.models.catalogue import build_model
 from celeris.models.checkpoint_file import EXPORTS_FILE, read_exports
@@ -134,6 +134,45 @@ def test_choose_backend_judges_numbers_not_the_recorded_verdict():
     record = _record(0.05)
     record["exports"]["onnx-int8"]["verified"] = True  # a record claiming more than it shows
     assert choose_backend(record).backend == "onnx"
+
+
+@pytest.mark.parametrize(
+    ("record", "backend", "why"),
+    [
+        (_record(0.0002), "onnx", "int8 ONNX not used: exact answers asked"),
+        (_record(0.0002, fp32=2e-4), "torch", "int8 ONNX not used: exact answers asked"),
+        (_record(0.0002, fp32=None), "torch", "int8 ONNX not used: exact answers asked"),
+        (None, "torch", "no verified ONNX export"),
+    ],
+)  # fmt: skip
+def test_choose_backend_exact_never_picks_int8(record, backend, why):
+    choice = choose_backend(record, exact=True)
+    assert choice.backend == backend and why in choice.reason
+
+
+def test_predictor_load_exact_takes_the_fastest_exact_verified_backend(trained):
+    assert Predictor.load(trained.directory).backend == "onnx-int8"  # the inexact default
+    exact = Predictor.load(trained.directory, exact=True)
+    assert exact.backend == "onnx" and "exact answers asked" in exact.describe()
+    assert Predictor.load(trained.directory, backend="torch", exact=True).backend == "torch"
+    with pytest.raises(ConfigError, match="backend='onnx-int8' is approximate"):
+        Predictor.load(trained.directory, backend="onnx-int8", exact=True)
+    # an exact backend answers each history as it would alone, whatever its batch-mates
+    close = load("sample:sp500")["close"].to_numpy()
+    x = np.stack([close[len(close) - L - k : len(close) - k] for k in range(8)])[..., None]
+    assert np.array_equal(exact.predict(x)[:1], exact.predict(x[:1]))
+
+
+def test_high_throughput_profile_int8_outside_budget_loads_fp32_onnx(trained, tmp_path):
+    from celeris.models.profiles import load_predictor
+
+    assert load_predictor(trained.directory, "high_throughput").backend == "onnx-int8"
+    ckpt = _copy(trained, tmp_path)
+    record = json.loads((ckpt / EXPORTS_FILE).read_text())
+    record["exports"]["onnx-int8"]["max_rel_error"] = 0.05  # within its tolerance, not the budget
+    (ckpt / EXPORTS_FILE).write_text(json.dumps(record))
+    pred = load_predictor(ckpt, "high_throughput")
+    assert pred.backend == "onnx" and "exceeds the 1% budget" in pred.describe()
 
 
 def test_export_checkpoint_failed_int8_is_recorded_and_leaves_no_file(

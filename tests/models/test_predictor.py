@@ -163,7 +163,7 @@ def test_profiles_scale_gpu_batches_with_gpu_memory():
     cpu = profiles(2)["high_throughput"]
     assert (big.device, big.backend, big.max_batch) == ("cuda", "torch", 8192)
     assert small.max_batch == 2048
-    assert (cpu.device, cpu.backend) == ("cpu", "onnx-int8")
+    assert (cpu.device, cpu.backend) == ("cpu", "auto")
 
 
 def test_predictor_torch_compile_matches_eager(checkpoint):

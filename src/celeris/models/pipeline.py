@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from celeris.checks import check_fraction, check_int, check_real
 from celeris.errors import ConfigError, did_you_mean
 
 #: Default input features per model (the first is the forecast target).
@@ -193,8 +194,9 @@ def train_on_bars(
     from celeris.models.checkpoint import save_checkpoint
     from celeris.models.train import TrainConfig
 
-    if test <= 0:
-        raise ConfigError(f"test must be > 0 to judge the model on held-out bars, got {test}")
+    test = check_real(
+        "test", test, minimum=0, open_low=True, reason="to judge the model on held-out bars"
+    )
     fitted = fit_on_bars(
         name, bars, input_size=input_size, horizon=horizon, features=features, scaler=scaler,
         val=val, test=test, model_options=model_options, source=source,
@@ -247,8 +249,7 @@ def expected_step_returns_checked(
     :class:`~celeris.models.provenance.TrainingOverlap` of ``bars`` (None when unchecked)."""
     from celeris.models.signals import rolling_forecasts_checked, training_guard
 
-    if not 1 <= step <= predictor.horizon:
-        raise ConfigError(f"step must be in 1..{predictor.horizon}, got {step}")
+    step = check_int("step", step, minimum=1, maximum=predictor.horizon)
     feats = tuple(predictor.meta.get("features", ["close"]))
     target = feats[0]
     if target not in ("close", "log_close", "log_return"):
@@ -316,8 +317,7 @@ def evaluate_checkpoint_checked(
     from celeris.models.evaluate import evaluate
     from celeris.models.signals import training_guard
 
-    if not 0 < last <= 1:
-        raise ConfigError(f"last must be a fraction in (0, 1], got {last}")
+    last = check_fraction("last", last, open_low=True)
     ckpt = checkpoint if isinstance(checkpoint, LoadedCheckpoint) else load_checkpoint(checkpoint)
     values = model_inputs(bars, ckpt.meta["features"])
     windows = make_windows(values, int(ckpt.meta["input_size"]), int(ckpt.meta["horizon"]))
@@ -382,8 +382,7 @@ def forecast_index(index: pd.DatetimeIndex, horizon: int) -> pd.DatetimeIndex:
 
     if not isinstance(index, pd.DatetimeIndex) or len(index) < 2:
         raise DataError("forecast timestamps need a DatetimeIndex of at least 2 bars")
-    if horizon < 1:
-        raise ConfigError(f"horizon must be >= 1, got {horizon}")
+    horizon = check_int("horizon", horizon, minimum=1)
     spacing = pd.Series(index).diff().median()
     weekdays_only = not (index.day_of_week >= 5).any()
     intraday = spacing < pd.Timedelta("1D")

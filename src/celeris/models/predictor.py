@@ -13,6 +13,13 @@ units. Backends:
   A checkpoint without a record (trained with ``--no-export``, or before exports were
   recorded) loads as torch, as it always did.
 
+**Exact answers.** Dynamic int8 sets its activation scale per batch, so an int8 forecast of one
+history moves slightly (within the recorded ``batch_effect``) with the other histories of its
+batch. Where that matters, ``Predictor.load(dir, exact=True)`` keeps ``"auto"`` to the exact
+backends (fp32 ONNX, else torch): research and backtests do, since a rolling forecast predicts
+every window in one batch and an early window's forecast would otherwise be nudged by later
+bars (:func:`choose_backend` is the one rule for both).
+
 An export whose file no longer matches the hash in the record is refused (:class:`DataError`),
 never used, and never silently swapped for another backend: the same rule as the weights'
 checksum in :func:`~celeris.models.checkpoint.load_checkpoint`.
@@ -30,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from celeris.checks import check_int
 from celeris.errors import ConfigError, DataError, check_choice
 from celeris.models.export import INT8_BUDGET, ONNX_FILES, TOLERANCE, import_onnxruntime
 
@@ -37,6 +45,8 @@ BACKENDS = ("torch", "onnx", "onnx-int8")
 #: ``backend=AUTO`` picks the fastest verified backend (:func:`choose_backend`).
 AUTO = "auto"
 CHOICES = (AUTO, *BACKENDS)
+#: Backends whose answer for one history does not depend on the other histories of its batch.
+EXACT_BACKENDS = ("torch", "onnx")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +58,11 @@ class BackendChoice:
 
 
 def choose_backend(
-    record: dict[str, Any] | None, *, device: str = "cpu", compile: bool = False
+    record: dict[str, Any] | None,
+    *,
+    device: str = "cpu",
+    compile: bool = False,
+    exact: bool = False,
 ) -> BackendChoice:
     """Pick the default backend from a checkpoint's export record (``exports.json``).
 
@@ -56,6 +70,9 @@ def choose_backend(
     :data:`~celeris.models.export.INT8_BUDGET` of the output scale (it is an approximation);
     fp32 ONNX when within :data:`~celeris.models.export.TOLERANCE` ``["onnx"]``; torch
     otherwise, and always for ``device="cuda"`` or ``compile=True`` (ONNX runs on the CPU here).
+    With ``exact=True`` int8 is never chosen (:data:`EXACT_BACKENDS` only): its activation
+    scale is set per batch, so a history's answer depends on its batch-mates, which research
+    and backtests must not allow (a rolling forecast batches later windows with earlier ones).
     The recorded numbers are judged against today's constants, not the record's own verdict.
     The files' hashes are checked by :meth:`Predictor.load`, not here.
     """
@@ -75,6 +92,11 @@ def choose_backend(
     ):
         entry = exports.get(backend)
         if entry is None:
+            continue
+        if exact and backend not in EXACT_BACKENDS:
+            declined.append(
+                f"{label} not used: exact answers asked (its activation scale depends on the batch)"
+            )
             continue
         error = _recorded_error(entry)
         if error is None:
@@ -186,11 +208,14 @@ class Predictor:
         threads: int | None = None,
         device: str = "cpu",
         max_batch: int = 4096,
+        exact: bool = False,
     ) -> Predictor:
         """Load the checkpoint in ``directory`` for prediction with ``backend``.
 
         ``backend="auto"`` (the default) runs the fastest backend the checkpoint has verified
         (:func:`choose_backend`); ``"torch"``, ``"onnx"`` or ``"onnx-int8"`` force one.
+        ``exact=True`` asks for answers that do not depend on the batch: ``"auto"`` then picks
+        among :data:`EXACT_BACKENDS` only (what research and backtests load).
         :attr:`backend` and :meth:`describe` say what runs and why.
 
         Raises
@@ -200,18 +225,25 @@ class Predictor:
             match its recorded sha256, or a record made for other weights: the checkpoint was
             changed after its exports were verified. Re-export (``celeris export DIR --int8``)
             or load with ``backend="torch"``.
+        ConfigError
+            ``exact=True`` with ``backend="onnx-int8"``, an approximate backend.
         """
         check_choice("backend", backend, CHOICES)
         directory = Path(directory)
-        if threads is not None and threads < 1:
-            raise ConfigError(f"threads must be >= 1, got {threads}")
+        if threads is not None:
+            threads = check_int("threads", threads, minimum=1)
+        if exact and backend not in (AUTO, *EXACT_BACKENDS):
+            raise ConfigError(
+                f"backend={backend!r} is approximate (its answers depend on the batch) and "
+                f"exact=True was asked; use backend='auto', {' or '.join(map(repr, EXACT_BACKENDS))}"
+            )
         reason = f"asked for (backend={backend!r})"
         if backend != "torch":
             from celeris.models.checkpoint_file import read_config
 
             record = _current_record(directory, read_config(directory))
             if backend == AUTO:
-                choice = choose_backend(record, device=device, compile=compile)
+                choice = choose_backend(record, device=device, compile=compile, exact=exact)
                 backend, reason = choice.backend, choice.reason
             if backend in ONNX_FILES and record is not None:
                 _check_recorded_file(directory, record, backend)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from celeris.checks import check_int, check_real
 from celeris.errors import CelerisWarning, ConfigError, DataError, check_choice
 from celeris.models.provenance import TrainingOverlap, no_record_message, training_overlap
 
@@ -195,8 +196,7 @@ def signals_from_forecast(
     NaN expectations (warm-up) never signal.
     """
     check_choice("rule", rule, ("threshold", "topk"))
-    if not np.isfinite(threshold) or threshold < 0:
-        raise ConfigError(f"threshold must be finite and >= 0, got {threshold}")
+    threshold = check_real("threshold", threshold, minimum=0)
     e = expected
     if rule == "threshold":
         out: dict[str, Any] = {"entries": e > threshold, "exits": e < -threshold}
@@ -208,8 +208,7 @@ def signals_from_forecast(
         raise ConfigError(
             "rule='topk' ranks several assets: pass a frame with one column per asset"
         )
-    if not 1 <= k <= e.shape[1]:
-        raise ConfigError(f"k must be in 1..{e.shape[1]} (assets), got {k}")
+    k = check_int("k", k, minimum=1, maximum=e.shape[1], reason="assets")
     if short:
         raise ConfigError("rule='topk' is long-only")
     rank = e.rank(axis=1, ascending=False, method="first")
