@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import torch
 
+from celeris.errors import CelerisTypeError, DataError
 from celeris.serving.app import Server, bind, build, uvicorn_server
 from celeris.serving.config import ServeSettings, load_serve_settings
 
@@ -420,7 +421,11 @@ def test_freeze_heap_is_opt_in_and_done_before_ready(registry_root, served):
 
 
 class SlowPredictor:
-    """Sleeps ``delay_s`` per batch; fails a batch holding a row whose first value is 13."""
+    """Sleeps ``delay_s`` per batch; fails a batch holding a row whose first value is 13.
+
+    A first value of 14 is refused as a wrong type (``CelerisTypeError``), 15 as bad data
+    (``DataError``): models refusing their input.
+    """
 
     input_size, n_features, horizon = 8, 1, 2
 
@@ -432,6 +437,10 @@ class SlowPredictor:
         time.sleep(self.delay_s)
         if (x[:, 0, 0] == 13.0).any():
             raise RuntimeError("poisoned row")
+        if (x[:, 0, 0] == 14.0).any():
+            raise CelerisTypeError("inputs must be prices, got a row of type codes")
+        if (x[:, 0, 0] == 15.0).any():
+            raise DataError("inputs hold a price of 15, below the floor")
         return np.repeat(x[:, -1, :1], 2, axis=1)  # [B, 2]
 
 
@@ -533,6 +542,28 @@ def test_expired_deadline_is_504_and_poisoned_request_fails_alone(tmp_path):
     labels = {"model": "slow", "version": "1"}
     assert metrics.registry.get_sample_value("celeris_batch_size_count", labels) == 2
     assert metrics.registry.get_sample_value("celeris_batch_size_sum", labels) == 1 + 3
+
+
+def test_model_refusing_input_with_type_or_data_error_is_422_with_its_message(tmp_path):
+    # A model that refuses its input answers 422 "invalid" whichever bad-argument error it
+    # raises (celeris.checks: a wrong type is a CelerisTypeError, a bad value a DataError or
+    # ConfigError); a CelerisTypeError was a 500 "model_failed". A bug stays a 500.
+    app, _ = _slow_app(tmp_path, 0.0, max_batch_size=1, max_wait_ms=(0, 0, 0, 0))
+    with ServerThread(app) as st:
+        st.wait_ready()
+        answers = {
+            first: httpx.post(st.url + "/v1/models/slow/predict", json={"inputs": [first] * 8})
+            for first in (14.0, 15.0, 13.0, 1.0)
+        }
+    assert answers[14.0].status_code == 422, answers[14.0].text
+    assert answers[14.0].json() == {
+        "error": "invalid",
+        "detail": "inputs must be prices, got a row of type codes",
+    }
+    assert answers[15.0].status_code == 422
+    assert answers[15.0].json()["detail"] == "inputs hold a price of 15, below the floor"
+    assert answers[13.0].status_code == 500 and answers[13.0].json()["error"] == "model_failed"
+    assert answers[1.0].status_code == 200
 
 
 # -- admin ------------------------------------------------------------------------------------

@@ -5,8 +5,8 @@ and any extra fields or headers of the answer (:meth:`ServingError.http_body`,
 ``http_headers``). The HTTP layer (:func:`celeris.serving.http.problem_of`) reads those
 attributes and imports no domain module back to map them; domain code raises these errors and
 knows nothing of HTTP requests. Errors from outside the package map by their base class there:
-:class:`~celeris.errors.ModelNotFound` is 404, any ``ValueError`` (``DataError``,
-``ConfigError``) 422, anything else 500.
+:class:`~celeris.errors.ModelNotFound` is 404, a bad argument (``DataError``,
+``ConfigError``, ``CelerisTypeError``: :data:`INPUT_ERRORS`) 422, anything else 500.
 
 This module imports nothing from :mod:`celeris.serving`, so every serving module may import it.
 """
@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from celeris.errors import CelerisError, ConfigError, DataError
+from celeris.errors import CelerisError, CelerisTypeError, ConfigError, DataError
 
 if TYPE_CHECKING:  # pragma: no cover
     from celeris.serving.rollout import ShadowReport
@@ -54,6 +54,13 @@ class ServingError(CelerisError):
     def http_body(self) -> dict[str, Any]:
         """Return the error answer's fields besides ``error``: ``detail`` and any extras."""
         return {"detail": str(self)}
+
+
+#: The errors that refuse the caller's input, by :mod:`celeris.checks`' rule: a wrong type
+#: (``CelerisTypeError``) or a bad value (``DataError``, ``ConfigError``). A model raising one
+#: on a request's rows answers 422, whichever it is (:class:`RequestFailed`). Not in
+#: ``__all__``, which lists the serving errors themselves.
+INPUT_ERRORS: tuple[type[CelerisError], ...] = (DataError, ConfigError, CelerisTypeError)
 
 
 # -- requests -------------------------------------------------------------------------------
@@ -112,8 +119,9 @@ class DeadlineExceeded(ServingError):
 class RequestFailed(ServingError):
     """The model raised on this request's rows (alone, after its batch was split); see ``cause``.
 
-    HTTP 422 ``invalid`` (the cause's message) when the model refused the input
-    (``DataError``/``ConfigError``), else 500 ``model_failed``.
+    HTTP 422 ``invalid`` (the cause's message) when the model refused the input (one of
+    :data:`INPUT_ERRORS`: ``DataError``, ``ConfigError``, ``CelerisTypeError``), else 500
+    ``model_failed``.
     """
 
     http_status = 500
@@ -122,7 +130,7 @@ class RequestFailed(ServingError):
     def __init__(self, message: str, cause: BaseException | None = None) -> None:
         super().__init__(message)
         self.cause = cause
-        if isinstance(cause, DataError | ConfigError):
+        if isinstance(cause, INPUT_ERRORS):
             self.http_status, self.http_error = 422, "invalid"
 
     def http_body(self) -> dict[str, Any]:
