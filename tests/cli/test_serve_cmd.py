@@ -188,6 +188,29 @@ def test_models_bad_input_one_line_errors(tmp_path, checkpoints):
     gc.collect()
 
 
+def test_models_ab_table_shows_missing_and_nan_figures_as_dash():
+    # The A/B table formats through celeris.formatting: None and NaN both show "-" (NaN showed
+    # "nan" with the old local helper); numbers keep 4 significant digits.
+    arm = {"requests": 3, "errors": 0, "latency_p50_ms": 1.23456, "latency_p95_ms": None}
+    out = {
+        "ab": {"champion": 2, "challenger": 1, "split": 0.5},
+        "arms": {
+            "champion": {**arm, "value_mean": float("nan")},
+            "challenger": {**arm, "value_mean": 12345.678},
+        },
+    }
+    with serve_cmd.console.capture() as captured:
+        serve_cmd._print_ab("btc", out, stopped=False)
+    cells = [
+        [c.strip() for c in line.strip().strip("│").split("│")]
+        for line in captured.get().splitlines()
+        if line.count("│") == 7
+    ]
+    rows = {row[0]: row[1:] for row in cells}
+    assert rows["champion"] == ["3", "0", "1.235", "-", "-"]
+    assert rows["challenger"] == ["3", "0", "1.235", "-", "1.235e+04"]
+
+
 def test_serve_and_models_help_teach_with_examples():
     serve_help = invoke("serve", "--help").stdout
     for fragment in (

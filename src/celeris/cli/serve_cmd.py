@@ -25,6 +25,7 @@ from celeris.cli._common import (
     shared_options,
 )
 from celeris.errors import CelerisError, ConfigError
+from celeris.formatting import format_number
 
 RegistryOpt = Annotated[
     Path | None,
@@ -581,9 +582,9 @@ def _print_ab(name: str, out: dict[str, Any], *, stopped: bool) -> None:
                 arm,
                 str(s["requests"]),
                 str(s["errors"]),
-                _fmt(s["latency_p50_ms"]),
-                _fmt(s["latency_p95_ms"]),
-                _fmt(s["value_mean"]),
+                format_number(s["latency_p50_ms"], "general", missing="-"),
+                format_number(s["latency_p95_ms"], "general", missing="-"),
+                format_number(s["value_mean"], "general", missing="-"),
             )
         console.print(table)
     if out.get("report"):
@@ -599,10 +600,6 @@ def register(app: typer.Typer) -> None:
     models_app.command("promote")(promote_cmd)
     models_app.command("rollback")(rollback_cmd)
     models_app.command("ab")(ab_cmd)
-
-
-def _fmt(value: Any) -> str:
-    return "-" if value is None else f"{value:.4g}"
 
 
 def _validate_locally(
