@@ -421,3 +421,20 @@ class RecordingMetrics:
 def recording_metrics() -> RecordingMetrics:
     """A fresh :class:`RecordingMetrics`."""
     return RecordingMetrics()
+
+
+@pytest.fixture(scope="session")
+def trained_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ``celeris train`` output (tiny NHITS, input 20, horizon 2, one feature): weights, the
+    ONNX fp32 + int8 exports and their verification record ``exports.json``."""
+    from celeris.data import load
+    from celeris.models.catalogue import build_model
+    from celeris.models.pipeline import train_on_bars
+
+    tiny = build_model("nhits", input_size=20, horizon=2).tiny_config(20, 2, 1)
+    trained = train_on_bars(
+        "nhits", load("sample:sp500").iloc[-600:], tmp_path_factory.mktemp("trained") / "m",
+        input_size=20, horizon=2, model_options=tiny, max_steps=3, batch_size=32,
+        precision="fp32", progress=False,
+    )  # fmt: skip
+    return trained.directory

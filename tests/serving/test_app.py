@@ -164,3 +164,24 @@ def test_serve_settings_feed_cap_and_redis_budget_reach_the_server(
         finally:
             first.close()
         assert srv.server.cache.redis.read_budget_s == 0.25
+
+
+def test_serve_default_backend_is_the_fastest_verified_one_and_explicit_wins(
+    tmp_path: Path, trained_dir: Path
+) -> None:
+    from celeris.models.predictor import Predictor
+
+    reg = ModelRegistry(tmp_path / "registry")
+    reg.register("btc", trained_dir, stage="production")  # a `celeris train` output, as it is
+    expected = Predictor.load(trained_dir).backend
+    assert expected.startswith("onnx")  # its exports verified: not torch
+    x = (100 + np.random.default_rng(0).standard_normal((2, 20, 1)).cumsum(axis=1)).tolist()
+    for overrides, backend in (({}, expected), ({"backend": "torch"}, "torch")):
+        settings = load_serve_settings(
+            models=["btc@production"], registry=reg.root, shadow_rows=16, log_level="warning",
+            **overrides,
+        )  # fmt: skip
+        with ServerThread(build(settings)) as st, httpx.Client(base_url=st.url) as c:
+            (model,) = c.get("/v1/models").json()["models"]
+            assert model["backend"] == backend, (overrides, model)
+            assert c.post("/v1/models/btc/predict", json={"inputs": x}).status_code == 200

@@ -722,3 +722,36 @@ def test_registry_busy_timeout_wrong_type_or_value_raises_clear_error(tmp_path):
         ModelRegistry(tmp_path, busy_timeout_s="30")
     with pytest.raises(ConfigError, match="busy_timeout_s must be > 0, got 0"):
         ModelRegistry(tmp_path, busy_timeout_s=0)
+
+
+# -- the default backend of a registered model -------------------------------------------------
+
+
+def test_load_default_is_the_verified_backend_the_artifact_carries(tmp_path, trained_dir, ckpts):
+    reg = ModelRegistry(tmp_path / "registry")
+    rec = reg.register("m", trained_dir)
+    assert {"exports.json", "model.onnx", "model.int8.onnx"} <= {p.name for p in rec.path.iterdir()}
+    expected = Predictor.load(trained_dir).backend  # the checkpoint's own default
+    _, pred = reg.load(rec.ref, threads=1)
+    assert pred.backend == expected and expected.startswith("onnx"), pred.describe()
+    assert reg.load(rec.ref, backend="torch", threads=1)[1].backend == "torch"  # asked: wins
+    old = reg.register("old", ckpts[0])  # saved without exports: auto serves torch
+    _, pred = reg.load(old.ref, threads=1)
+    assert pred.backend == "torch" and "no verified ONNX export" in pred.describe()
+    # the export record is part of the hashed artifact: a changed one is refused
+    record = json.loads((rec.path / "exports.json").read_text())
+    record["exports"]["onnx-int8"]["max_rel_error"] = 0.0
+    (rec.path / "exports.json").write_text(json.dumps(record))
+    with pytest.raises(ArtifactTampered, match="does not match the registry"):
+        reg.load(rec.ref, threads=1)
+
+
+def test_registering_leaves_a_user_dot_tmp_directory_alone(tmp_path, ckpts):
+    reg = ModelRegistry(tmp_path / "registry")
+    reg.register("m", ckpts[0])
+    notes = reg.root / "artifacts" / "m" / ".tmp-notes"  # not a name temp_name() gives
+    notes.mkdir()
+    old = 1_000_000_000.0  # 2001: older than any staging directory is kept
+    os.utime(notes, (old, old))
+    reg.register("m", ckpts[1])
+    assert notes.is_dir()

@@ -41,8 +41,10 @@ __all__ = [
     "fsync_dir",
     "sweep_stale",
     "sweep_temp_files",
+    "sweep_temp_names",
     "temp_files_of",
     "temp_name",
+    "temp_names_in",
 ]
 
 STALE_AFTER_S = 24 * 3600.0
@@ -150,6 +152,32 @@ def sweep_temp_files(
     is removed only once older than ``max_age_s``. Returns what was removed.
     """
     return _remove_stale(temp_files_of(path), max_age_s)
+
+
+def temp_names_in(directory: str | os.PathLike[str], base: str = "") -> list[Path]:
+    """Return the entries of ``directory`` named by :func:`temp_name` with ``base``, sorted.
+
+    For temporary files or directories that are not the sibling of one final path (a
+    registry's staging directories: ``temp_name()``, ``.tmp-<pid>-<host>-<token>``). Only that
+    exact name format counts: ``.tmp-notes`` is somebody's file.
+    """
+    prefix = rf"\.{re.escape(base)}\." if base else r"\."
+    ours = re.compile(prefix + _TAG_PATTERN)
+    try:
+        candidates = sorted(
+            Path(directory).glob(f".{glob.escape(base)}.tmp-*" if base else ".tmp-*")
+        )
+    except OSError:
+        return []
+    return [p for p in candidates if ours.fullmatch(p.name)]
+
+
+def sweep_temp_names(
+    directory: str | os.PathLike[str], base: str = "", *, max_age_s: float = STALE_AFTER_S
+) -> list[Path]:
+    """Remove the entries of ``directory`` named by :func:`temp_name` with ``base``
+    (:func:`temp_names_in`) that dead writers left; same rule as :func:`sweep_temp_files`."""
+    return _remove_stale(temp_names_in(directory, base), max_age_s)
 
 
 def _remove_stale(candidates: list[Path], max_age_s: float) -> list[Path]:

@@ -30,7 +30,7 @@ from celeris._settings import load_settings
 if TYPE_CHECKING:  # pragma: no cover
     from celeris.serving.batcher import BatcherConfig
 
-Backend = Literal["onnx", "torch", "onnx-int8"]
+Backend = Literal["auto", "onnx", "torch", "onnx-int8"]
 
 MIN_TOKEN_LENGTH = 12
 """Shortest admin or publish token accepted: rules out words, names and PINs (generate one:
@@ -106,7 +106,11 @@ class ServeSettings(BaseSettings):
         le=2**32,
         description="most symbol ids ever handed out, configured ones included (422 past it)",
     )
-    backend: Backend = Field("onnx", description="onnx | torch | onnx-int8")
+    backend: Backend = Field(
+        "auto",
+        description="auto (the fastest backend the artifact's exports.json verified) | onnx | "
+        "torch | onnx-int8",
+    )
     threads: int = Field(1, ge=1, le=256, description="intra-op threads per loaded model")
     max_batch_size: int = Field(64, ge=1, le=65_536, description="rows per batch")
     max_wait_ms: Annotated[tuple[float, float, float, float], NoDecode] = Field(

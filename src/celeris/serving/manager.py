@@ -637,10 +637,12 @@ class ModelManager:
     async def register(
         self, name: str, checkpoint: str, *, metrics: dict[str, Any] | None = None
     ) -> ModelRecord:
-        """Register a checkpoint directory as a new staging version (with its ONNX export)."""
-        exports = ("onnx",) if self.settings.backend == "onnx" else ()
-        if self.settings.backend == "onnx-int8":
-            exports = ("onnx-int8",)
+        """Register a checkpoint directory as a new staging version (with the ONNX export the
+        served backend needs: fp32 for ``auto``, which a ``celeris train`` checkpoint already
+        holds with its int8 export and ``exports.json``; none for ``torch``)."""
+        exports = {"auto": ("onnx",), "onnx": ("onnx",), "onnx-int8": ("onnx-int8",)}.get(
+            self.settings.backend, ()
+        )
         return await asyncio.to_thread(
             self.registry.register, name, checkpoint, metrics=metrics, exports=exports
         )

@@ -3,8 +3,8 @@
 A registered model version is
 
 * an **artifact**: a copy of a checkpoint directory (``config.json``, ``model.safetensors`` and
-  any exported ``model.onnx`` / ``model.int8.onnx``) under ``root/artifacts/<name>/<version>/``,
-  written once and never modified;
+  any exported ``model.onnx`` / ``model.int8.onnx`` with their verification record
+  ``exports.json``) under ``root/artifacts/<name>/<version>/``, written once and never modified;
 * a **row** in the ``models`` table: name, version (1, 2, ... per name), stage (``staging``,
   ``production`` or ``archived``), the sha256 of the artifact tree, metrics (JSON), creation time
   (ISO 8601 UTC) and the artifact path relative to ``root``.
@@ -35,7 +35,7 @@ the current production version's is refused as production (:class:`IncompatibleV
 unless ``allow_incompatible=True``.
 
 The artifact hash (:func:`tree_sha256`) covers the whole tree, not only the weights: a changed
-config, scaler or ONNX file is tampering too. :meth:`ModelRegistry.load` copies the artifact to a
+config, scaler, ONNX file or export record is tampering too. :meth:`ModelRegistry.load` copies the artifact to a
 private directory, hashes that copy and loads from it, so the bytes that were verified are the
 bytes that run.
 """
@@ -59,7 +59,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from celeris.checks import check_int, check_real
-from celeris.data.atomic import sweep_stale, temp_name
+from celeris.data.atomic import sweep_temp_names, temp_name
 from celeris.errors import (
     ConfigError,
     DataError,
@@ -109,7 +109,6 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 _PG_WRITER_LOCK = 0x63656C6572697301  # "celeris" + 1: the registry's advisory-lock key
 _STALE_TEMP_S = 24 * 3600.0  # a staging directory this old belongs to a dead process
-_LOAD_TEMP_GLOB = ".celeris-load-*.tmp-*"  # private copies made by ModelRegistry.load
 
 # The schema, identical text for SQLite and PostgreSQL. stage_changes is keyed by (name, seq)
 # with seq allocated under the writer lock, so no AUTOINCREMENT / SERIAL dialect is needed.
@@ -326,8 +325,9 @@ def _copy_tree(src: Path, dst: Path) -> None:
 
 def _sweep_stale(parent: Path) -> None:
     """Remove staging directories left by registrations whose process died before renaming
-    them (on this host: the process is gone; otherwise older than a day)."""
-    sweep_stale(parent, ".tmp-*", max_age_s=_STALE_TEMP_S)
+    them (on this host: the process is gone; otherwise older than a day). Only names that
+    :func:`~celeris.data.atomic.temp_name` gives count: ``.tmp-notes`` is left alone."""
+    sweep_temp_names(parent, max_age_s=_STALE_TEMP_S)
 
 
 def _fsync(path: Path) -> None:
@@ -967,7 +967,7 @@ class ModelRegistry:
         self,
         ref: str,
         *,
-        backend: str = "torch",
+        backend: str = "auto",
         threads: int | None = None,
         device: str = "cpu",
         max_batch: int = 4096,
@@ -977,10 +977,13 @@ class ModelRegistry:
 
         The artifact is copied to a private temporary directory, that copy is hashed and
         compared with the registry, and the predictor is built from it (the weights are in
-        memory afterwards and the copy is deleted), so what was verified is what runs. An ONNX
-        backend whose file is not in the artifact is exported into the private copy (slower;
-        register with ``exports=("onnx",)`` to avoid it); the artifact itself is never
-        written.
+        memory afterwards and the copy is deleted), so what was verified is what runs.
+        ``backend="auto"`` (the default) runs the fastest backend the artifact's
+        ``exports.json`` verified (:meth:`~celeris.models.predictor.Predictor.load`: int8 ONNX
+        within its error budget, else fp32 ONNX, else torch; torch for an artifact without a
+        record). An explicit ONNX backend whose file is not in the artifact is exported into
+        the private copy (slower; register with ``exports=("onnx",)`` to avoid it); the
+        artifact itself is never written.
 
         Raises
         ------
@@ -989,17 +992,17 @@ class ModelRegistry:
         ArtifactTampered
             The artifact's hash does not match the registry.
         """
-        from celeris.models.predictor import BACKENDS, Predictor
+        from celeris.models.predictor import CHOICES, Predictor
 
-        check_choice("backend", backend, BACKENDS)
+        check_choice("backend", backend, CHOICES)
         record = self.get(ref)
         if not record.path.is_dir():
             _verify_tree(record, record.path)  # raises, naming the missing tree
         # Named after this process: a server killed mid-load leaves a whole artifact copy in
         # the temporary directory, which the next load removes once the process is gone.
-        scratch = Path(tempfile.gettempdir())
-        sweep_stale(scratch, _LOAD_TEMP_GLOB)
-        tmp = scratch / temp_name(f"celeris-load-{record.name}")
+        scratch, base = Path(tempfile.gettempdir()), f"celeris-load-{record.name}"
+        sweep_temp_names(scratch, base)
+        tmp = scratch / temp_name(base)
         tmp.mkdir(mode=0o700)
         try:
             private = tmp / "artifact"
