@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 import talib
 
-from celeris import ConfigError
-from celeris.backtest import STRATEGIES, get_strategy
-from celeris.backtest.strategies import parse_assignments, parse_values
+from celeris import ConfigError, DataError
+from celeris.backtest import STRATEGIES, estimate_sweep, get_strategy
+from celeris.backtest.strategies import check_bars, parse_assignments, parse_values
 
 
 def _cross(a: pd.Series, b: pd.Series) -> tuple[pd.Series, pd.Series]:
@@ -110,6 +110,32 @@ def test_grid_applies_constraint_and_defaults():
 def test_grid_bad_input_raises_config_error(grid, message):
     with pytest.raises(ConfigError, match=message):
         get_strategy("sma_cross").grid(grid)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda idx: idx[::-1], "'index is sorted' broken: close index is not sorted"),
+        (lambda idx: idx.insert(1, idx[0])[:-1], "'timestamps are unique' broken: close index"),
+    ],
+)
+def test_check_bars_bad_datetime_index_raises_before_any_indicator(sp500, edit, message):
+    # check_bars applies the bar schema's index rules (celeris.data.schema.check_time_index,
+    # as from_signals does), so a sweep estimate or a sweep stops before computing indicators;
+    # estimate_sweep accepted such an index silently.
+    bars = sp500.iloc[:300].set_axis(edit(sp500.index[:300]))
+    with pytest.raises(DataError, match=re.escape(message)):
+        check_bars(bars)
+    with pytest.raises(DataError, match=re.escape(message)):
+        estimate_sweep(bars, "sma_cross", {"fast": [5], "slow": [20]})
+
+
+def test_check_bars_keeps_close_series_without_datetime_index():
+    close = pd.Series(100.0 + np.arange(50.0))
+    naive = close.set_axis(pd.date_range("2024-01-01", periods=50, freq="D"))
+    for series in (close, naive):
+        bars = check_bars(series)
+        assert list(bars.columns) == ["close"] and bars.index.equals(series.index)
 
 
 def test_get_strategy_unknown_name_hints():

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from celeris.backtest import signals_nb as S
+from celeris.backtest._inputs import check_index
 from celeris.checks import check_int
 from celeris.errors import ConfigError, DataError, did_you_mean
 
@@ -657,7 +658,16 @@ def parse_assignments(items: Iterable[str], strategy: Strategy) -> dict[str, lis
 
 
 def check_bars(bars: Any, needs: Sequence[str] = ("close",)) -> pd.DataFrame:
-    """Accept a bar frame (or a close Series) for strategies; refuse anything else clearly."""
+    """Accept a bar frame (or a close Series) for strategies; refuse anything else clearly.
+
+    Run once per sweep, walk-forward or optimisation, before any indicator is computed: the
+    frame's type, the columns the strategy needs, at least one bar, and for a datetime index the
+    bar schema's index rules as :func:`~celeris.backtest.from_signals` applies them
+    (:func:`celeris.data.schema.check_time_index`, any time zone). Prices are checked by
+    ``from_signals``. Not :func:`celeris.data.schema.validate`: backtests also take a naive or
+    non-UTC datetime index, or none (a close Series on a ``RangeIndex``), and bars whose
+    high/low/close relations a data vendor broke, which ``validate`` refuses.
+    """
     if isinstance(bars, pd.Series):
         bars = bars.to_frame("close")
     if not isinstance(bars, pd.DataFrame):
@@ -669,4 +679,5 @@ def check_bars(bars: Any, needs: Sequence[str] = ("close",)) -> pd.DataFrame:
         raise DataError(f"data lacks column(s) {', '.join(missing)} needed by this strategy")
     if bars.empty:
         raise DataError("data is empty")
+    check_index(bars.index)
     return bars
