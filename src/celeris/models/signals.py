@@ -109,7 +109,10 @@ def rolling_forecasts(
     Parameters
     ----------
     predictor : Predictor
-        Loaded from a checkpoint; its ``meta`` says which bars it was trained on.
+        Loaded from a checkpoint; its ``meta`` says which bars it was trained on. Every window
+        is predicted in one batch, so load it with ``exact=True``
+        (:meth:`~celeris.models.predictor.Predictor.load`): int8's activation scale is set per
+        batch, and with it a window's forecast would move with later windows.
     values : array-like
         ``[T]`` or ``[T, C]`` model inputs (``model_inputs(bars, features)``).
     index : pd.DatetimeIndex
