@@ -50,7 +50,13 @@ def register(app: typer.Typer) -> None:
         host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
         port: Annotated[int, typer.Option(help="HTTP port of Ray Serve's proxy.")] = 8000,
         replicas: Annotated[int, typer.Option(help="Replicas of the deployment.")] = 1,
-        backend: Annotated[str, typer.Option(help="Predictor backend: onnx | torch.")] = "onnx",
+        backend: Annotated[
+            str,
+            typer.Option(
+                help="Predictor backend: auto (the fastest the artifact verified, as celeris "
+                "serve) | onnx | torch | onnx-int8."
+            ),
+        ] = "auto",
         threads: Annotated[int, typer.Option(help="Model threads per replica.")] = 1,
         num_cpus: Annotated[
             int | None,

@@ -82,7 +82,12 @@ _SETTINGS: OptionSpec = (
     _setting("port", int, "TCP port, 0 for any free one \\[default: 8000]."),
     _setting("redis", str, "Redis URL of a shared cache tier, e.g. redis://127.0.0.1:6379/0."),
     _setting("socket", Path, "Unix socket path of the binary signal feed (docs/wire-format.md)."),
-    _setting("backend", str, "onnx | torch | onnx-int8 \\[default: onnx]."),
+    _setting(
+        "backend",
+        str,
+        "auto (the fastest backend the artifact verified) | onnx | torch | onnx-int8 "
+        "\\[default: auto].",
+    ),
     _setting("threads", int, "Intra-op threads per model \\[default: 1]."),
     _setting("max_batch_size", int, "Most rows per model call \\[default: 64]."),
     _setting(

@@ -68,10 +68,10 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.routing import Route
 
-from celeris.errors import CelerisError, CelerisTypeError, DataError, ModelNotFound
+from celeris.errors import CelerisError, DataError, ModelNotFound
 from celeris.jsonsafe import json_default
 from celeris.serving.config import ServeSettings
-from celeris.serving.errors import ServingError, SymbolLimitReached
+from celeris.serving.errors import INPUT_ERRORS, ServingError, SymbolLimitReached
 
 if TYPE_CHECKING:  # pragma: no cover
     from celeris.serving.manager import ModelManager, ModelSpec
@@ -1163,8 +1163,8 @@ def problem_of(exc: CelerisError) -> Problem:
     One mapping for every front end (``celeris serve`` and the Ray Serve deployment), read
     from the error itself: a :class:`~celeris.serving.errors.ServingError` carries its status,
     kind, body fields and headers. Other Celeris errors map by base class: ``ModelNotFound``
-    404, a bad argument (``DataError``, ``ConfigError``, ``CelerisTypeError``: see
-    :mod:`celeris.checks`) 422, anything else 500.
+    404, a bad argument (:data:`~celeris.serving.errors.INPUT_ERRORS`: ``DataError``,
+    ``ConfigError``, ``CelerisTypeError``; see :mod:`celeris.checks`) 422, anything else 500.
     """
     if isinstance(exc, ServingError):
         fields = exc.http_body()
@@ -1172,6 +1172,6 @@ def problem_of(exc: CelerisError) -> Problem:
         return Problem(exc.http_status, exc.http_error, detail, headers=exc.http_headers, **fields)
     if isinstance(exc, ModelNotFound):
         return Problem(404, "not_found", str(exc))
-    if isinstance(exc, ValueError | CelerisTypeError):
+    if isinstance(exc, INPUT_ERRORS):
         return Problem(422, "invalid", str(exc))
     return Problem(500, "internal", str(exc))

@@ -23,8 +23,9 @@ shapes, as ``celeris serve`` lists them, so ``celeris bench --model`` works agai
     ``celeris serve``: roll a new version out by redeploying (``serve.run`` replaces replicas
     one by one).
 
-Both load a registry version (``NAME@production``, ``NAME@7``) hash-verified, with the ONNX
-backend by default, exactly as ``celeris serve`` does, and warm it before answering.
+Both load a registry version (``NAME@production``, ``NAME@7``) hash-verified, with the backend
+``auto`` by default (the fastest one the artifact verified), exactly as ``celeris serve`` does,
+and warm it before answering.
 
 Running
     :func:`deploy` starts (or joins) Ray and Ray Serve and runs a deployment; :func:`shutdown`
@@ -170,7 +171,7 @@ class BatchedPredictor:
         registry: str,
         ref: str,
         *,
-        backend: str = "onnx",
+        backend: str = "auto",
         threads: int = 1,
         max_batch_size: int = RAY_MAX_BATCH_SIZE,
         batch_wait_timeout_s: float = RAY_BATCH_WAIT_S,
@@ -236,7 +237,7 @@ class EngineDeployment:
         registry: str,
         refs: Sequence[str],
         *,
-        backend: str = "onnx",
+        backend: str = "auto",
         threads: int = 1,
         batcher: dict[str, Any] | None = None,
         cache_items: int = 0,
@@ -417,7 +418,7 @@ def deploy(
     port: int = 8000,
     num_replicas: int = 1,
     max_ongoing_requests: int | None = None,
-    backend: str = "onnx",
+    backend: str = "auto",
     threads: int = 1,
     max_batch_size: int = RAY_MAX_BATCH_SIZE,
     batch_wait_timeout_s: float = RAY_BATCH_WAIT_S,
