@@ -31,7 +31,9 @@ def test_ledoit_wolf_random_panels_matches_sklearn(n_assets: int, n_rows: int, s
 
 def test_ledoit_wolf_real_index_returns_matches_sklearn(index_returns: pd.DataFrame) -> None:
     got = covariance(index_returns, "ledoit_wolf").to_numpy()
-    np.testing.assert_allclose(got, SkLedoitWolf().fit(index_returns.to_numpy()).covariance_, rtol=1e-10)
+    np.testing.assert_allclose(
+        got, SkLedoitWolf().fit(index_returns.to_numpy()).covariance_, rtol=1e-10
+    )
 
 
 def test_ewma_halflife_matches_pandas_ewm_of_products() -> None:
@@ -64,14 +66,16 @@ def test_ewma_span_and_halflife_give_documented_decay() -> None:
 
 
 def test_ewma_two_parameters_raises_config_error() -> None:
-    with pytest.raises(ConfigError, match="one of decay, halflife or span"):
+    with pytest.raises(ConfigError, match=r"one of decay, halflife or span"):
         EWMA(halflife=10, span=20)
 
 
 def test_covariance_nan_raises_data_error_naming_asset_and_row() -> None:
     r = factor_returns(3, 50, seed=0)
     r.iloc[7, 1] = np.nan
-    with pytest.raises(DataError, match=r"NaN in asset 'A01' at row .*2020-01-08.*position 7.*dropna=True"):
+    with pytest.raises(
+        DataError, match=r"NaN in asset 'A01' at row .*2020-01-08.*position 7.*dropna=True"
+    ):
         covariance(r)
 
 
@@ -85,24 +89,24 @@ def test_covariance_nan_with_dropna_drops_the_rows() -> None:
 def test_covariance_infinite_value_raises_data_error() -> None:
     r = factor_returns(3, 50, seed=0)
     r.iloc[3, 2] = np.inf
-    with pytest.raises(DataError, match="infinite value in asset 'A02'"):
+    with pytest.raises(DataError, match=r"infinite value in asset 'A02'"):
         covariance(r)
 
 
 def test_covariance_fewer_rows_than_assets_raises_data_error() -> None:
     r = factor_returns(30, 20, seed=0)
-    with pytest.raises(DataError, match="20 rows of returns for 30 assets.*ledoit_wolf"):
+    with pytest.raises(DataError, match=r"20 rows of returns for 30 assets.*ledoit_wolf"):
         covariance(r, "sample")
     assert covariance(r, "ledoit_wolf").shape == (30, 30)  # shrinkage is defined here
 
 
 def test_covariance_unknown_estimator_raises_with_hint() -> None:
-    with pytest.raises(ConfigError, match="did you mean 'ledoit_wolf'"):
+    with pytest.raises(ConfigError, match=r"did you mean 'ledoit_wolf'"):
         covariance(factor_returns(3, 50), "ledoit-wolf")
-    with pytest.raises(CelerisTypeError, match="estimator must be"):
+    with pytest.raises(CelerisTypeError, match=r"estimator must be"):
         covariance(factor_returns(3, 50), 3)  # type: ignore[arg-type]
 
 
 def test_covariance_not_a_frame_raises_type_error() -> None:
-    with pytest.raises(CelerisTypeError, match="pandas DataFrame"):
+    with pytest.raises(CelerisTypeError, match=r"pandas DataFrame"):
         covariance(np.zeros((10, 2)))  # type: ignore[arg-type]

@@ -137,8 +137,8 @@ def resolve_constraints(
     lower = _per_asset("min_weight", constraints.min_weight, assets, -np.inf)
     upper = _per_asset("max_weight", constraints.max_weight, assets, np.inf)
     if constraints.long_only:
-        negative = np.flatnonzero(lower < 0)
-        if constraints.min_weight is not None and negative.size:
+        negative = np.flatnonzero(np.isfinite(lower) & (lower < 0))
+        if negative.size:
             i = int(negative[0])
             raise ConfigError(
                 f"min_weight for {assets[i]!r} is {lower[i]} but long_only forbids negative "
