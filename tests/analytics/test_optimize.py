@@ -245,7 +245,7 @@ def test_optimize_weights_gross_and_turnover_together_raise_config_error(
 
 def test_optimize_weights_unknown_constraint_raises_with_hint(factor_panel: pd.DataFrame) -> None:
     with pytest.raises(
-        ConfigError, match=r"unknown constraint 'max_weights' \\(did you mean 'max_weight'"
+        ConfigError, match=r"unknown constraint 'max_weights' \(did you mean 'max_weight'"
     ):
         optimize_weights(factor_panel, "min_variance", {"max_weights": 0.1})
 
