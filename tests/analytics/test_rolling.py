@@ -167,7 +167,7 @@ def test_rolling_weights_unsorted_index_raises_data_error() -> None:
 @pytest.mark.parametrize("estimator", [SampleCovariance(ddof=0), LedoitWolf(), EWMA(halflife=30)])
 def test_rolling_estimates_each_window_equal_direct_estimate(estimator: object) -> None:
     r = factor_returns(6, 300, seed=1)
-    dates, starts, ends = _windows(r.index, "10D", "90D")
+    _dates, starts, ends = _windows(r.index, "10D", "90D")
     covs, mus = _estimates(r.to_numpy(), starts, ends, estimator)  # type: ignore[arg-type]
     for i, (s, e) in enumerate(zip(starts, ends, strict=True)):
         window = r.to_numpy()[s:e]
