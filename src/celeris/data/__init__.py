@@ -1,5 +1,6 @@
 """Market data: the bar schema, sources, a local store, exchange downloads and resampling,
-plus funding-rate files (:func:`load_funding`) and order-book snapshots (:func:`load_orderbook`).
+multi-asset panels (:func:`to_panel`), plus funding-rate files (:func:`load_funding`) and
+order-book snapshots (:func:`load_orderbook`).
 
 A bar frame is a pandas DataFrame with a UTC ``DatetimeIndex`` named ``time`` (sorted, unique)
 and float64 columns ``open, high, low, close, volume``; :func:`validate` enforces it and every
@@ -23,6 +24,7 @@ from __future__ import annotations
 from celeris.data.exchange import RetryPolicy, download
 from celeris.data.funding import load_funding
 from celeris.data.orderbook import OrderBook, load_orderbook
+from celeris.data.panel import Panel, to_panel
 from celeris.data.resample import bars_from_ticks, resample
 from celeris.data.schema import BAR_COLUMNS, NAN_POLICIES, validate
 from celeris.data.sources import SAMPLES, load
@@ -36,6 +38,7 @@ __all__ = [
     "SAMPLES",
     "Gap",
     "OrderBook",
+    "Panel",
     "RetryPolicy",
     "Store",
     "bars_from_ticks",
@@ -49,5 +52,6 @@ __all__ = [
     "resample",
     "synthetic",
     "timeframe_to_timedelta",
+    "to_panel",
     "validate",
 ]

@@ -51,16 +51,19 @@ def _from_frame(frame: pd.DataFrame, param: str, field: str) -> pd.Series | pd.D
     # 1-D), a multi-asset bar frame (MultiIndex columns (symbol, field): take `field` of every
     # symbol, 2-D), or anything else: one column per asset of this very input (2-D).
     if isinstance(frame.columns, pd.MultiIndex):
-        if frame.columns.nlevels == 2:
-            # (symbol, field) is the Celeris convention; (field, symbol) is what yfinance gives
-            for level in (1, 0):
-                label = _field_column(frame.columns.get_level_values(level).unique(), field)
-                if label is not None:
-                    return frame.xs(label, axis=1, level=level)
-        raise ConfigError(
-            f"{param}: a frame with MultiIndex columns must have two levels, (symbol, field) "
-            f"or (field, symbol), with a {field!r} field; got levels {list(frame.columns.names)}"
-        )
+        # (symbol, field) or (field, symbol): celeris.data.panel is the one place that tells
+        # them apart. Imported here so that only multi-asset frames load celeris.data.
+        from celeris.data.panel import field_level
+
+        level = field_level(frame.columns, param)
+        fields = frame.columns.get_level_values(level).unique()
+        label = _field_column(fields, field)
+        if label is None:
+            raise ConfigError(
+                f"{param}: the frame's field level has no {field!r} field"
+                f"{did_you_mean(field, map(str, fields))}; it has {', '.join(map(str, fields))}"
+            )
+        return frame.xs(label, axis=1, level=level)
     label = _field_column(frame.columns, field)
     if label is not None:
         return frame[label]
