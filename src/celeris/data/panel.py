@@ -91,9 +91,9 @@ def field_level(columns: pd.Index, what: str = "bars") -> int:
 class Panel:
     """Bars of several assets aligned on one time index; built by :func:`to_panel`.
 
-    Every field is a time x assets float64 frame (:attr:`close`, :meth:`field`); the arrays
-    behind them are read-only, so a panel cannot change after it is built. Rows outside an
-    asset's listed span (:attr:`listed`) are NaN.
+    Every field is a time x assets float64 frame (:attr:`close`, :meth:`field`), a view of a
+    read-only array: a panel cannot change after it is built (``.copy()`` a frame to edit it in
+    place). Rows outside an asset's listed span (:attr:`listed`) are NaN.
     """
 
     index: pd.DatetimeIndex
