@@ -224,3 +224,32 @@ def test_multiindex_frame_without_the_field_raises_config_error(book):
     frame = pd.concat({"o": book["open"]}, axis=1)
     with pytest.raises(ConfigError, match="MultiIndex columns must have two levels"):
         ci.sma(frame, 5)
+
+
+def test_multiindex_frame_with_fields_in_both_levels_raises_config_error(book):
+    # symbols that are also field names: which level holds the fields cannot be told
+    frame = pd.concat({"open": book["close"][["SPX"]], "close": book["open"][["SPX"]]}, axis=1)
+    frame.columns = pd.MultiIndex.from_tuples([("open", "close"), ("close", "open")])
+    with pytest.raises(ConfigError, match=r"both levels name bar fields .* ambiguous"):
+        ci.sma(frame, 5)
+
+
+def test_multiindex_frame_missing_the_field_names_the_field_level(book):
+    by_symbol = pd.concat({"close": book["close"]}, axis=1).swaplevel(axis=1)  # (symbol, field)
+    with pytest.raises(ConfigError, match=r"high: the frame's field level has no 'high' field"):
+        ci.atr(by_symbol, window=14)
+
+
+def test_panel_fields_give_the_multiasset_frame_indicators(book):
+    from celeris.data import to_panel
+
+    frame = pd.concat(book, axis=1).swaplevel(axis=1).tz_localize("UTC")  # (symbol, field)
+    panel = to_panel(frame)  # WALK is listed LATE bars after the others
+    assert panel.layout == "(symbol, field)"
+    assert int(panel.listed["WALK"].sum()) == len(frame) - LATE
+    for got, want in zip(
+        ci.adx(panel.high, panel.low, panel.close, 14), ci.adx(frame, window=14), strict=True
+    ):
+        assert list(got.columns) == list(want.columns) == ["SPX", "NDX", "WALK"]
+        assert_same_values(got, want)
+    assert_same_values(ci.sma(panel.close, [5, 20]), ci.sma(book["close"], [5, 20]))
