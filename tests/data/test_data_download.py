@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlparse
 
 import ccxt
 import numpy as np
@@ -19,109 +15,14 @@ import pytest
 import celeris.data.exchange as exchange_mod
 from celeris.data import RetryPolicy, Store, download
 from celeris.errors import CelerisTypeError, ConfigError, ExchangeError
-
-MINUTE = 60_000
-T0 = int(pd.Timestamp("2024-01-01", tz="UTC").value // 1_000_000)
-EXCHANGE_INFO = {
-    "timezone": "UTC",
-    "serverTime": T0,
-    "rateLimits": [],
-    "symbols": [
-        {
-            "symbol": "BTCUSDT",
-            "status": "TRADING",
-            "baseAsset": "BTC",
-            "quoteAsset": "USDT",
-            "baseAssetPrecision": 8,
-            "quotePrecision": 8,
-            "quoteAssetPrecision": 8,
-            "orderTypes": ["LIMIT", "MARKET"],
-            "isSpotTradingAllowed": True,
-            "isMarginTradingAllowed": False,
-            "permissions": ["SPOT"],
-            "permissionSets": [["SPOT"]],
-            "filters": [],
-        }
-    ],
-}
-
-
-class FakeBinance:
-    """Klines for BTCUSDT 1m from T0: ``n`` bars, minus the ``missing`` bar offsets."""
-
-    def __init__(self, n: int = 250, missing: tuple[int, ...] = ()) -> None:
-        self.times = np.array(
-            [T0 + i * MINUTE for i in range(n) if i not in missing], dtype=np.int64
-        )
-        self.requests: list[dict[str, str]] = []
-        self.fail_with_429 = 0
-
-    def klines(self, query: dict[str, str]) -> list[list[object]]:
-        start = int(query.get("startTime", T0))
-        end = int(query.get("endTime", 2**62))
-        limit = int(query.get("limit", 500))
-        chosen = self.times[(self.times >= start) & (self.times <= end)][:limit]
-        rows = []
-        for t in chosen:
-            price = 100.0 + (t - T0) / MINUTE
-            rows.append(
-                [
-                    int(t),
-                    f"{price:.2f}",
-                    f"{price + 1:.2f}",
-                    f"{price - 1:.2f}",
-                    f"{price + 0.5:.2f}",
-                    "10.5",
-                    int(t) + MINUTE - 1,
-                    "1000",
-                    7,
-                    "5",
-                    "500",
-                    "0",
-                ]
-            )
-        return rows
+from tests.data.fake_binance import MINUTE, T0, FakeBinance, binance_client, serve
 
 
 @pytest.fixture
 def server() -> Iterator[tuple[FakeBinance, str]]:
     fake = FakeBinance()
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:  # keep pytest output clean
-            pass
-
-        def _send(self, status: int, body: object) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def do_GET(self) -> None:
-            url = urlparse(self.path)
-            query = {k: v[0] for k, v in parse_qs(url.query).items()}
-            if url.path == "/api/v3/exchangeInfo":
-                self._send(200, EXCHANGE_INFO)
-            elif url.path == "/api/v3/klines":
-                fake.requests.append(query)
-                if fake.fail_with_429 > 0:
-                    fake.fail_with_429 -= 1
-                    self._send(429, {"code": -1003, "msg": "Too many requests"})
-                else:
-                    self._send(200, fake.klines(query))
-            else:
-                self._send(404, {"code": -1, "msg": f"no route {url.path}"})
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.02,), daemon=True)
-    thread.start()
-    try:
-        yield fake, f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with serve(fake) as url:
+        yield fake, url
 
 
 @pytest.fixture
@@ -132,11 +33,7 @@ def fake(server):
 @pytest.fixture
 def make_exchange(server):
     def make() -> ccxt.binance:
-        ex = ccxt.binance({"options": {"fetchMarkets": {"types": ["spot"]}}, "timeout": 5_000})
-        for key, url in list(ex.urls["api"].items()):
-            ex.urls["api"][key] = url.replace("https://api.binance.com", server[1])
-        ex.rateLimit = 1  # the local server needs no spacing; the limiter itself stays on
-        return ex
+        return binance_client(server[1])
 
     return make
 

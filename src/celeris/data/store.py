@@ -8,6 +8,11 @@ processes saving the same key do not lose each other's bars. The temporary file 
 that was killed is removed by the next save of that key
 (:func:`celeris.data.atomic.sweep_temp_files`: only when its process is gone). Reads go through
 DuckDB, which prunes by the Parquet row-group statistics of ``time``.
+
+Funding rates of a perpetual swap are stored beside its bars, in ``funding.parquet`` of the same
+folder (``~/.celeris/data/binance/BTC-USDT:USDT/funding.parquet``), with the same atomic,
+locked merge (:meth:`Store.save_funding`, :meth:`Store.read_funding`); ``Store.list`` shows them
+with the timeframe ``funding``.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from celeris.data.atomic import atomic_path, sweep_temp_files
+from celeris.data.funding_schema import FUNDING_COLUMNS, validate_funding
 from celeris.data.schema import BAR_COLUMNS, validate
 from celeris.data.timeframes import check_timeframe, timeframe_to_timedelta
 from celeris.errors import ConfigError, DataError, StoreError, did_you_mean
@@ -35,6 +41,9 @@ _META_KEY = b"celeris"
 LIST_COLUMNS = ("exchange", "symbol", "timeframe", "rows", "first", "last", "missing", "path")
 
 TimeLike = str | datetime | pd.Timestamp | None
+
+FUNDING = "funding"
+"""The file stem of funding rates beside the bars, and the last part of their store key."""
 
 
 def celeris_home() -> Path:
@@ -86,6 +95,17 @@ class Store:
     @staticmethod
     def key(exchange: str, symbol: str, timeframe: str) -> tuple[str, str, str]:
         """Return the normalised ``(exchange, symbol, timeframe)`` or raise :class:`ConfigError`."""
+        ex, sym = Store.market_key(exchange, symbol)
+        if str(timeframe).strip().lower() == FUNDING:
+            raise ConfigError(
+                f"{ex} {sym}: funding rates are not bars; read them with "
+                f"load_funding('store:{ex}/{sym}/funding') or Store().read_funding({ex!r}, {sym!r})"
+            )
+        return ex, sym, check_timeframe(timeframe)
+
+    @staticmethod
+    def market_key(exchange: str, symbol: str) -> tuple[str, str]:
+        """Return the normalised ``(exchange, symbol)`` or raise :class:`ConfigError`."""
         ex, sym = str(exchange).strip().lower(), str(symbol).strip().upper()
         if not _EXCHANGE.match(ex):
             raise ConfigError(f"bad exchange id {exchange!r}; use a ccxt id such as 'binance'")
@@ -93,7 +113,7 @@ class Store:
             sym = sym.replace("-", "/")  # the folder spelling, BTC-USDT, is accepted too
         if not _SYMBOL.match(sym) or ".." in sym or "/" not in sym:
             raise ConfigError(f"bad symbol {symbol!r}; use a ccxt symbol such as 'BTC/USDT'")
-        return ex, sym, check_timeframe(timeframe)
+        return ex, sym
 
     def path(self, exchange: str, symbol: str, timeframe: str) -> Path:
         """Return the Parquet file of a key (it need not exist)."""
@@ -103,6 +123,11 @@ class Store:
     def exists(self, exchange: str, symbol: str, timeframe: str) -> bool:
         """Return whether bars are stored for the key."""
         return self.path(exchange, symbol, timeframe).is_file()
+
+    def funding_path(self, exchange: str, symbol: str) -> Path:
+        """Return the Parquet file of a market's funding rates, beside its bars (need not exist)."""
+        ex, sym = self.market_key(exchange, symbol)
+        return self.root / ex / sym.replace("/", "-") / f"{FUNDING}.parquet"
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -139,7 +164,50 @@ class Store:
             raise DataError(
                 f"the store holds only {', '.join(BAR_COLUMNS)}; drop extra column(s) {extra}"
             )
-        path = self.path(ex, sym, tf)
+        meta = {"exchange": ex, "symbol": sym, "timeframe": tf, "version": 1}
+        return self._merge_write(self.path(ex, sym, tf), bars, meta, validate)
+
+    def save_funding(self, funding: pd.DataFrame | pd.Series, exchange: str, symbol: str) -> Path:
+        """Merge funding rates into the stored file of a market, atomically, as :meth:`save`.
+
+        Where both have a funding time, the new row wins. Rows are stored with both columns
+        ``rate, mark_price`` (NaN mark prices where unknown).
+
+        Parameters
+        ----------
+        funding : pandas.DataFrame or pandas.Series
+            A funding frame (``rate[, mark_price]``) or a Series of rates; it is validated
+            (:func:`~celeris.data.funding_schema.validate_funding`).
+        exchange, symbol : str
+            The market, e.g. ``"binance", "BTC/USDT:USDT"``.
+
+        Returns
+        -------
+        pathlib.Path
+            The file written (``<exchange>/<SYMBOL>/funding.parquet``).
+
+        Raises
+        ------
+        DataError
+            ``funding`` breaks a rule of a funding frame.
+        StoreError
+            The file could not be read or written; the previous file is left intact.
+        """
+        ex, sym = self.market_key(exchange, symbol)
+        source = f"funding of {ex} {sym}"
+        rows = _with_mark_price(validate_funding(funding, source))
+        meta = {"exchange": ex, "symbol": sym, "timeframe": FUNDING, "version": 1}
+        return self._merge_write(
+            self.funding_path(ex, sym),
+            rows,
+            meta,
+            lambda f: _with_mark_price(validate_funding(f, source)),
+        )
+
+    def _merge_write(
+        self, path: Path, rows: pd.DataFrame, meta: dict[str, Any], check: Any
+    ) -> Path:
+        """Union ``rows`` with the stored file by time (``rows`` win), ``check`` it, write."""
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -149,11 +217,10 @@ class Store:
             sweep_temp_files(path)
             if path.exists():
                 old = self._read_all(path)
-                merged = pd.concat([old, bars])
+                merged = pd.concat([old, rows])
                 merged = merged[~merged.index.duplicated(keep="last")].sort_index()
-                bars = validate(merged)
-            meta = {"exchange": ex, "symbol": sym, "timeframe": tf, "version": 1}
-            _atomic_write(bars, path, meta)
+                rows = check(merged)
+            _atomic_write(rows, path, meta)
         return path
 
     # -- reading -----------------------------------------------------------------------------
@@ -195,43 +262,56 @@ class Store:
                 f"fetch them with `celeris data download {exchange} {symbol} --timeframe "
                 f"{timeframe} --since ...`"
             )
-        lo = to_utc(start, "start") if start is not None else None
-        hi = to_utc(end, "end") if end is not None else None
-        if lo is not None and hi is not None and lo >= hi:
-            raise ConfigError(f"start {lo} must be before end {hi}")
-        where, params = [], [str(path)]
-        for op, bound in ((">=", lo), ("<", hi)):
-            if bound is not None:
-                where.append(f"time {op} CAST(? AS TIMESTAMPTZ_NS)")
-                params.append(bound.isoformat())
-        sql = "SELECT time, open, high, low, close, volume FROM read_parquet(?)"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY time"
-        try:
-            out = _duckdb().execute(sql, params).df()
-        except Exception as exc:
-            raise StoreError(f"cannot read {path}: {exc}") from exc
-        index = pd.DatetimeIndex(out.pop("time"), name="time")
-        index = (index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")).as_unit(
-            "ns"
-        )
-        out.index = index
-        out = out.astype(np.float64)
+        out = _select(path, BAR_COLUMNS, start, end)
         return validate(out) if len(out) else out
+
+    def read_funding(
+        self, exchange: str, symbol: str, start: TimeLike = None, end: TimeLike = None
+    ) -> pd.DataFrame:
+        """Read a market's stored funding rates with ``start <= time < end``.
+
+        Parameters
+        ----------
+        exchange, symbol : str
+            The market, e.g. ``"binance", "BTC/USDT:USDT"``.
+        start, end : str, datetime or pandas.Timestamp, optional
+            Half-open time range (naive means UTC); open-ended when omitted.
+
+        Returns
+        -------
+        pandas.DataFrame
+            A funding frame with columns ``rate, mark_price``; empty when no stored funding
+            time is in the range.
+
+        Raises
+        ------
+        StoreError
+            No funding is stored for the market (the message says how to download it), or
+            the file is unreadable.
+        """
+        ex, sym = self.market_key(exchange, symbol)
+        path = self.funding_path(ex, sym)
+        if not path.is_file():
+            stored = [f"{e} {s}" for e, s, t in self._keys() if t == FUNDING]
+            raise StoreError(
+                f"no funding rates stored for {ex} {sym} (no file {path})"
+                f"{did_you_mean(f'{ex} {sym}', stored)}; stored: {', '.join(stored) or 'none'}; "
+                f"fetch them with `celeris data download {ex} {sym} --funding --since ...`"
+            )
+        out = _select(path, FUNDING_COLUMNS, start, end)
+        return validate_funding(out, f"{path}") if len(out) else out
+
+    def funding_bounds(
+        self, exchange: str, symbol: str
+    ) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+        """Return the first and last stored funding times of a market, or None."""
+        return _bounds(self.funding_path(exchange, symbol))
 
     def bounds(
         self, exchange: str, symbol: str, timeframe: str
     ) -> tuple[pd.Timestamp, pd.Timestamp] | None:
         """Return the first and last stored bar times of a key, or None if nothing is stored."""
-        path = self.path(exchange, symbol, timeframe)
-        if not path.is_file():
-            return None
-        row = _duckdb().execute("SELECT min(time), max(time) FROM read_parquet(?)", [str(path)])
-        first, last = row.fetchone() or (None, None)
-        if first is None:
-            return None
-        return to_utc(pd.Timestamp(first), "first"), to_utc(pd.Timestamp(last), "last")  # type: ignore[arg-type]
+        return _bounds(self.path(exchange, symbol, timeframe))
 
     def list(self) -> pd.DataFrame:
         """Return one row per stored key.
@@ -299,6 +379,51 @@ class Store:
         except Exception as exc:
             raise StoreError(f"cannot read {path}: {exc}") from exc
         return frame
+
+
+def _with_mark_price(funding: pd.DataFrame) -> pd.DataFrame:
+    """Return ``funding`` with both columns ``rate, mark_price`` (NaN where not known)."""
+    if "mark_price" not in funding.columns:
+        funding = funding.assign(mark_price=np.nan)
+    return funding[list(FUNDING_COLUMNS)]
+
+
+def _select(path: Path, columns: tuple[str, ...], start: TimeLike, end: TimeLike) -> pd.DataFrame:
+    """Read ``columns`` of the rows with ``start <= time < end`` from a stored file (DuckDB)."""
+    lo = to_utc(start, "start") if start is not None else None
+    hi = to_utc(end, "end") if end is not None else None
+    if lo is not None and hi is not None and lo >= hi:
+        raise ConfigError(f"start {lo} must be before end {hi}")
+    where, params = [], [str(path)]
+    for op, bound in ((">=", lo), ("<", hi)):
+        if bound is not None:
+            where.append(f"time {op} CAST(? AS TIMESTAMPTZ_NS)")
+            params.append(bound.isoformat())
+    sql = f"SELECT time, {', '.join(columns)} FROM read_parquet(?)"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY time"
+    try:
+        out = _duckdb().execute(sql, params).df()
+    except Exception as exc:
+        raise StoreError(f"cannot read {path}: {exc}") from exc
+    index = pd.DatetimeIndex(out.pop("time"), name="time")
+    index = (index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")).as_unit(
+        "ns"
+    )
+    out.index = index
+    return out.astype(np.float64)
+
+
+def _bounds(path: Path) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+    """Return the first and last ``time`` of a stored file, or None if it is absent or empty."""
+    if not path.is_file():
+        return None
+    row = _duckdb().execute("SELECT min(time), max(time) FROM read_parquet(?)", [str(path)])
+    first, last = row.fetchone() or (None, None)
+    if first is None:
+        return None
+    return to_utc(pd.Timestamp(first), "first"), to_utc(pd.Timestamp(last), "last")  # type: ignore[arg-type]
 
 
 def _key_of(path: Path) -> tuple[str, str, str]:

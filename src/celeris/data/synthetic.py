@@ -1,4 +1,9 @@
-"""Synthetic crypto-like bars: GBM with GARCH(1,1) volatility clustering and Poisson jumps."""
+"""Synthetic crypto-like data for tests and demos, deterministic per seed.
+
+:func:`synthetic`: bars, GBM with GARCH(1,1) volatility clustering and Poisson jumps;
+:func:`synthetic_funding`: perpetual-swap funding rates at funding times, by the exchange's
+funding formula over a mean-reverting premium.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,9 @@ import numpy as np
 import pandas as pd
 
 from celeris.checks import check_int, check_real
+from celeris.data.funding_schema import MAX_ABS_RATE, validate_funding
 from celeris.data.schema import validate
-from celeris.errors import ConfigError
+from celeris.errors import ConfigError, DataError
 
 _YEAR = pd.Timedelta(days=365.25)  # crypto trades 24/7: a year is 365.25 days of bars
 _BASE_DAILY_VOLUME = 20_000.0  # units of the base asset per day, at typical volatility
@@ -143,14 +149,117 @@ def synthetic(
     return validate(frame)
 
 
-def _check_freq(freq: str) -> pd.Timedelta:
+def synthetic_funding(
+    bars: pd.DataFrame | pd.DatetimeIndex,
+    *,
+    interval: str = "8h",
+    mean: float = 0.0001,
+    vol: float = 0.0004,
+    half_life: str = "1D",
+    interest: float | None = None,
+    damper: float = 0.0005,
+    cap: float = 0.0075,
+    seed: int = 0,
+) -> pd.Series:
+    """Simulate funding rates at the funding times within the bars' span, deterministically.
+
+    Funding times are the multiples of ``interval`` since the Unix epoch from the first to the
+    last bar, both included (00:00, 08:00 and 16:00 UTC for ``"8h"``, as on Binance). At each
+    the premium index follows a Gaussian AR(1), an Ornstein-Uhlenbeck process sampled at the
+    funding times, started from its stationary law::
+
+        P[0] = mean + vol * z[0]
+        P[k] = mean + phi * (P[k-1] - mean) + vol * sqrt(1 - phi**2) * z[k],
+        phi  = 0.5 ** (interval / half_life)
+
+    and the rate is Binance's USDⓈ-M funding formula (its published "Introduction to Binance
+    Futures Funding Rates"): the premium plus the interest-rate gap damped to ``+-damper``,
+    then clamped to the symbol's cap as exchanges clamp funding::
+
+        rate[k] = clip(P[k] + clip(interest - P[k], -damper, damper), -cap, cap)
+
+    so whenever the premium is within ``damper`` of the interest rate the funding is exactly
+    ``interest`` (0.01% per 8 hours), as most real funding prints are.
+
+    Parameters
+    ----------
+    bars : pandas.DataFrame or pandas.DatetimeIndex
+        Bars (or their UTC index): the funding times span their first to last time.
+    interval : str
+        Time between funding times, a pandas frequency (``"8h"``, ``"4h"``, ``"1h"``).
+    mean, vol : float
+        Long-run mean and stationary standard deviation of the premium index, as fractions
+        per interval.
+    half_life : str
+        Time for a premium shock to halve (a pandas frequency, ``"1D"``).
+    interest : float, optional
+        The interest-rate component per interval; default Binance's 0.01% per 8 hours scaled
+        to the interval (0.03% a day).
+    damper : float
+        Bound of the interest-rate correction (Binance: 0.05%).
+    cap : float
+        Clamp of the funding rate per interval, at most :data:`MAX_ABS_RATE`.
+    seed : int
+        Seed of ``numpy.random.default_rng``: the same seed gives the same rates.
+
+    Returns
+    -------
+    pandas.Series
+        float64 rates named ``rate`` on the UTC funding times (index named ``time``); put them
+        on the bars with :func:`~celeris.data.funding.align_funding`.
+
+    Raises
+    ------
+    CelerisTypeError
+        A parameter has the wrong type.
+    ConfigError
+        A parameter is out of range, or no funding time falls within the bars' span.
+    DataError
+        The bar index is not a UTC DatetimeIndex.
+    """
+    index = bars.index if isinstance(bars, pd.DataFrame) else bars
+    if not isinstance(index, pd.DatetimeIndex) or str(index.tz) != "UTC" or not len(index):
+        raise DataError(
+            f"synthetic_funding needs bars on a non-empty UTC DatetimeIndex, got {index!r:.80}"
+        )
+    step = _check_freq(interval, "interval")
+    seed = check_int("seed", seed, minimum=0)
+    mean = check_real("mean", mean, minimum=-MAX_ABS_RATE, maximum=MAX_ABS_RATE)
+    vol = check_real("vol", vol, minimum=0, maximum=MAX_ABS_RATE)
+    decay = _check_freq(half_life, "half_life")
+    damper = check_real("damper", damper, minimum=0, maximum=MAX_ABS_RATE)
+    cap = check_real("cap", cap, minimum=0, maximum=MAX_ABS_RATE)
+    if interest is None:
+        interest = 0.0001 * (step / pd.Timedelta(hours=8))
+    interest = check_real("interest", interest, minimum=-MAX_ABS_RATE, maximum=MAX_ABS_RATE)
+
+    first, last = index.min(), index.max()
+    times = pd.date_range(first.ceil(step), last, freq=step, name="time", unit="ns")
+    if not len(times):
+        raise ConfigError(
+            f"no {interval} funding time between the first bar ({first}) and the last ({last})"
+        )
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal(len(times))
+    phi = 0.5 ** (step / decay)
+    shock = vol * np.sqrt(1.0 - phi * phi)
+    premium = np.empty(len(times))
+    premium[0] = mean + vol * z[0]
+    for k in range(1, len(times)):  # ~1,100 funding times a year at 8 h: no kernel needed
+        premium[k] = mean + phi * (premium[k - 1] - mean) + shock * z[k]
+    rate = np.clip(premium + np.clip(interest - premium, -damper, damper), -cap, cap)
+    out = validate_funding(pd.Series(rate, index=times, name="rate"), "synthetic_funding")
+    return out["rate"]
+
+
+def _check_freq(freq: str, what: str = "freq") -> pd.Timedelta:
     try:
         offset = pd.tseries.frequencies.to_offset(freq)
         step = pd.Timedelta(offset)  # type: ignore[arg-type]
     except (ValueError, TypeError) as exc:
         raise ConfigError(
-            f"bad freq {freq!r}: use a fixed pandas frequency such as '1min', '5min', '1h', '1D'"
+            f"bad {what} {freq!r}: use a fixed pandas frequency such as '1min', '5min', '1h', '1D'"
         ) from exc
     if step <= pd.Timedelta(0):
-        raise ConfigError(f"freq must be positive, got {freq!r}")
+        raise ConfigError(f"{what} must be positive, got {freq!r}")
     return step
