@@ -247,7 +247,10 @@ def synthetic_funding(
     premium[0] = mean + vol * z[0]
     for k in range(1, len(times)):  # ~1,100 funding times a year at 8 h: no kernel needed
         premium[k] = mean + phi * (premium[k - 1] - mean) + shock * z[k]
-    rate = np.clip(premium + np.clip(interest - premium, -damper, damper), -cap, cap)
+    gap = interest - premium
+    # Within the damper P + (I - P) is I; written as I so that it is I to the last bit.
+    damped = np.where(np.abs(gap) <= damper, interest, premium + np.clip(gap, -damper, damper))
+    rate = np.clip(damped, -cap, cap)
     out = validate_funding(pd.Series(rate, index=times, name="rate"), "synthetic_funding")
     return out["rate"]
 
