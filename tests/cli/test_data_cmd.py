@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 import celeris.data.exchange as exchange_mod
 from celeris.cli.main import app
 from celeris.data import Store, load, synthetic
+from tests.data.fake_binance import FakeBinance, binance_client, serve
 
 runner = CliRunner()
 
@@ -194,6 +195,83 @@ def test_data_download_unknown_exchange_exit_2():
         app, ["data", "download", "binanse", "BTC/USDT", "--since", "2024-01-01"]
     )
     assert result.exit_code == 2 and "did you mean 'binance'" in result.output
+
+
+@pytest.fixture
+def fake_binance(monkeypatch):
+    """A local Binance (spot and USDⓈ-M) that `celeris data download` reaches through ccxt."""
+    fake = FakeBinance(missing_funding=(40, 41))
+    with serve(fake) as url:
+        monkeypatch.setattr(
+            exchange_mod, "make_exchange", lambda name: binance_client(url, ("spot", "linear"))
+        )
+        yield fake
+
+
+FUNDING_ARGS = [
+    "data",
+    "download",
+    "binance",
+    "BTC/USDT:USDT",
+    "--funding",
+    "--since",
+    "2024-01-01",
+    "--until",
+    "2024-01-31",
+    "--limit",
+    "40",
+    "--no-progress",
+]
+
+
+def test_data_download_funding_stores_summarises_and_resumes(fake_binance):
+    result = runner.invoke(app, FUNDING_ARGS)
+    assert result.exit_code == 0, result.output
+    assert "binance BTC/USDT:USDT funding" in result.output
+    assert "fetched 88 new funding rates" in result.output
+    assert "interval" in result.output and "8h" in result.output
+    assert "1 gap(s)" in result.output and "2024-01-14 08:00" in result.output
+    stored = Store().read_funding("binance", "BTC/USDT:USDT")
+    assert len(stored) == 88 and stored["rate"].iloc[0] == pytest.approx(1e-4)
+    fake_binance.funding_requests.clear()
+    info = json.loads(runner.invoke(app, [*FUNDING_ARGS, "--json"]).stdout)
+    assert info["fetched"] == 0 and info["rows"] == 88 and info["interval"] == "8h"
+    assert info["gaps"] == [
+        {"start": "2024-01-14T08:00:00+00:00", "end": "2024-01-14T16:00:00+00:00", "missing": 2}
+    ]
+    assert info["rate_max"] == pytest.approx(1e-4 + 89 * 1e-6)
+    assert info["rate_mean_annualised"] == pytest.approx(info["rate_mean"] * 3 * 365)
+    # only after the last stored funding time
+    assert [int(r["startTime"]) for r in fake_binance.funding_requests] == [
+        int(pd.Timestamp("2024-01-30 16:00:00.001", tz="UTC").value // 1_000_000)
+    ]
+    listing = json.loads(runner.invoke(app, ["data", "list", "--json"]).stdout)
+    assert [(r["symbol"], r["timeframe"], r["rows"]) for r in listing] == [
+        ("BTC/USDT:USDT", "funding", 88)
+    ]
+
+
+def test_data_download_funding_spot_symbol_one_line_exit_2(fake_binance):
+    args = ["data", "download", "binance", "BTC/USDT", "--funding", "--since", "2024-01-01"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "is a spot market" in lines[0] and "'BTC/USDT:USDT'" in lines[0]
+    assert fake_binance.funding_requests == []
+
+
+def test_data_download_funding_with_timeframe_exit_2():
+    args = ["data", "download", "binance", "BTC/USDT:USDT", "--funding", "-t", "1h"]
+    result = runner.invoke(app, [*args, "--since", "2024-01-01"])
+    assert result.exit_code == 2 and "--timeframe 1h does not apply to --funding" in result.output
+
+
+def test_data_download_help_teaches_funding():
+    result = runner.invoke(app, ["data", "download", "--help"])
+    assert result.exit_code == 0
+    assert "celeris data download binance BTC/USDT:USDT --funding --since 2024-01-01" in (
+        result.output
+    )
 
 
 def test_data_console_script_loads_sample(tmp_path):

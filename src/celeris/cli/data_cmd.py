@@ -26,6 +26,7 @@ data_app = typer.Typer(
         "  celeris data load sample:sp500 --head 5\n\n"
         "  celeris data synthetic --bars 100000 --freq 1min --seed 0 --out btc.parquet\n\n"
         "  celeris data download binance BTC/USDT --timeframe 1h --since 2024-01-01\n\n"
+        "  celeris data download binance BTC/USDT:USDT --funding --since 2024-01-01\n\n"
         "  celeris data list"
     ),
     no_args_is_help=True,
@@ -253,28 +254,56 @@ def _write_frame(frame: Any, out: Path, name: str) -> None:
 @cli_errors
 def download_cmd(
     exchange: str = typer.Argument(..., help="ccxt exchange id, e.g. binance, kraken, okx."),
-    symbol: str = typer.Argument(..., help="Unified symbol, e.g. BTC/USDT."),
-    timeframe: str = typer.Option("1h", "--timeframe", "-t", help="Bar length: 1m, 5m, 1h, 1d..."),
+    symbol: str = typer.Argument(
+        ..., help="Unified symbol, e.g. BTC/USDT; a perpetual swap is BTC/USDT:USDT."
+    ),
+    timeframe: str | None = typer.Option(
+        None, "--timeframe", "-t", help="Bar length: 1m, 5m, 1h, 1d... (default 1h)."
+    ),
+    funding: bool = typer.Option(
+        False,
+        "--funding",
+        help="Download the funding rates of a perpetual swap (stored beside its bars) "
+        "instead of bars.",
+    ),
     since: str = typer.Option(..., "--since", help="Start (UTC), e.g. 2024-01-01."),
     until: str | None = typer.Option(None, "--until", help="End, exclusive (UTC); default now."),
     store: bool = typer.Option(True, "--store/--no-store", help="Save to the local store."),
-    limit: int = typer.Option(1000, "--limit", min=1, help="Bars per request."),
+    limit: int = typer.Option(
+        1000, "--limit", min=1, help="Bars (or funding records) per request."
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     json_out: bool = typer.Option(False, "--json", help="Write the summary as JSON to stdout."),
 ) -> None:
-    """Download bars through ccxt into the local store, resuming where it stopped.
+    """Download bars, or a perpetual swap's funding rates, through ccxt into the local store.
 
-    Gaps (bars the exchange does not have) are listed after the download.
+    Downloads resume where they stopped: only what is missing before the first or after the
+    last stored row is requested. Gaps (bars or funding times the exchange does not have) are
+    listed after the download. Funding rates are stored beside the bars
+    (store:EXCHANGE/SYMBOL/funding) and read back with load_funding.
 
     Examples:
 
       celeris data download binance BTC/USDT --timeframe 1h --since 2024-01-01
 
       celeris data download kraken ETH/USD -t 1d --since 2020-01-01 --until 2024-01-01
+
+      celeris data download binance BTC/USDT:USDT --funding --since 2024-01-01
     """
     from celeris.data import download
     from celeris.data.exchange import make_exchange
 
+    if funding:
+        if timeframe is not None:
+            raise ConfigError(
+                f"--timeframe {timeframe} does not apply to --funding: funding rates come at the "
+                "exchange's funding times"
+            )
+        _download_funding(
+            make_exchange(exchange), symbol, since, until, store, limit, progress, json_out
+        )
+        return
+    timeframe = timeframe or "1h"
     bars = download(
         make_exchange(exchange),
         symbol,
@@ -296,14 +325,74 @@ def download_cmd(
         return
     _print_summary(info)
     console.print(f"fetched {info['fetched']:,} new bars")
-    if gaps:
-        from rich.table import Table
+    _print_gaps(gaps)
 
-        table = Table(title=f"{len(gaps)} gap(s)", title_justify="left")
-        for c in ("start", "end", "missing"):
-            table.add_column(c)
-        for g in gaps[:20]:
-            table.add_row(str(g.start), str(g.end), f"{g.missing:,}")
-        console.print(table)
-        if len(gaps) > 20:
-            console.print(f"... and {len(gaps) - 20} more")
+
+def _print_gaps(gaps: list[Any]) -> None:
+    if not gaps:
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{len(gaps)} gap(s)", title_justify="left")
+    for c in ("start", "end", "missing"):
+        table.add_column(c)
+    for g in gaps[:20]:
+        table.add_row(str(g.start), str(g.end), f"{g.missing:,}")
+    console.print(table)
+    if len(gaps) > 20:
+        console.print(f"... and {len(gaps) - 20} more")
+
+
+def _download_funding(
+    ex: Any,
+    symbol: str,
+    since: str,
+    until: str | None,
+    store: bool,
+    limit: int,
+    progress: bool,
+    json_out: bool,
+) -> None:
+    """``celeris data download --funding``: download, then a summary and the gaps."""
+    import pandas as pd
+    from rich.table import Table
+
+    from celeris.data.funding_download import download_funding
+
+    frame = download_funding(
+        ex, symbol, since, until, store=store, limit=limit, progress=progress and not json_out
+    )
+    interval = frame.attrs.get("interval")
+    rate = frame["rate"]
+    per_year = pd.Timedelta(days=365) / interval if interval is not None else None
+    info: dict[str, Any] = {
+        "source": f"{ex.id} {symbol} funding",
+        "rows": len(frame),
+        "first": frame.index[0].isoformat(),
+        "last": frame.index[-1].isoformat(),
+        "interval": _freq_text(interval) if interval is not None else None,
+        "rate_mean": float(rate.mean()),
+        "rate_min": float(rate.min()),
+        "rate_max": float(rate.max()),
+        "last_rate": float(rate.iloc[-1]),
+        "rate_mean_annualised": float(rate.mean() * per_year) if per_year is not None else None,
+        "fetched": int(frame.attrs.get("fetched", 0)),
+        "gaps": [
+            {"start": g.start.isoformat(), "end": g.end.isoformat(), "missing": g.missing}
+            for g in frame.attrs.get("gaps", [])
+        ],
+    }
+    if json_out:
+        print_json(info)
+        return
+    table = Table(show_header=False, title=info["source"], title_justify="left")
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    for key in ("rows", "first", "last", "interval"):
+        table.add_row(key, f"{info[key]}")
+    for key in ("rate_mean", "rate_min", "rate_max", "last_rate", "rate_mean_annualised"):
+        value = info[key]
+        table.add_row(key, "" if value is None else f"{value:.4%}")
+    console.print(table)
+    console.print(f"fetched {info['fetched']:,} new funding rates")
+    _print_gaps(frame.attrs.get("gaps", []))
