@@ -227,16 +227,17 @@ def to_panel(
     frames, layout = _split(bars, symbol)
     names = _panel_fields(frames, wanted)
     index = _union_index([f.index for f in frames.values()])
+    stamps = index.asi8
     n_bars, n_assets = len(index), len(frames)
     values = {name: np.full((n_bars, n_assets), np.nan, order="F") for name in names}
     first = np.empty(n_assets, dtype=np.int64)
     last = np.empty(n_assets, dtype=np.int64)
     for a, (sym, frame) in enumerate(frames.items()):
         span = _listed_span(sym, frame, names, nan_policy)
-        lo, hi = index.get_indexer(span.index[[0, -1]])
-        aligned = _onto_union(sym, span, index[lo : hi + 1], nan_policy)
-        for name in names:
-            values[name][lo : hi + 1, a] = aligned[name].to_numpy()
+        lo, hi = np.searchsorted(stamps, pd.DatetimeIndex(span.index).asi8[[0, -1]])
+        aligned = _onto_union(sym, span, index[lo : hi + 1], nan_policy).to_numpy()  # [n, F]
+        for j, name in enumerate(names):
+            values[name][lo : hi + 1, a] = aligned[:, j]
         first[a], last[a] = lo, hi
     for array in values.values():
         array.flags.writeable = False
@@ -378,7 +379,9 @@ def _listed_span(
     sym: str, frame: pd.DataFrame, names: tuple[str, ...], nan_policy: NanPolicy
 ) -> pd.DataFrame:
     """The asset's bars from its first valid bar to its last, validated by the bar schema."""
-    has_value = frame[list(names)].notna().to_numpy().any(axis=1)
+    if list(frame.columns) != list(names):
+        frame = frame[list(names)]  # validate then returns exactly these columns, in order
+    has_value = frame.notna().to_numpy().any(axis=1)
     rows = np.flatnonzero(has_value)
     if rows.size == 0:
         raise DataError(
@@ -390,7 +393,7 @@ def _listed_span(
         checked = validate(span, nan_policy=nan_policy, columns=names)
     except DataError as exc:
         raise DataError(f"symbol {sym!r}: {exc}") from exc
-    return checked[list(names)]
+    return checked
 
 
 def _onto_union(
