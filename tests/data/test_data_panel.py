@@ -343,3 +343,13 @@ def test_to_panel_real_sp500_and_late_listed_nasdaq():
     pd.testing.assert_series_equal(panel.volume["SPX"], spx["volume"], check_names=False)
     same = to_panel(_as_multiindex({"SPX": spx, "NDX": ndx}).swaplevel(axis=1))
     _assert_same_panel(panel, same)
+
+
+def test_to_panel_of_a_panel_returns_it_or_selects_fields(staggered):
+    panel = to_panel(staggered)
+    assert to_panel(panel) is panel
+    closes = to_panel(panel, fields=["close"])
+    assert closes.fields == ("close",) and closes.close.equals(panel.close)
+    assert closes.listed.equals(panel.listed)
+    with pytest.raises(ConfigError, match=r"the panel has no 'open' field; it has close"):
+        to_panel(closes, fields=["open"])

@@ -16,8 +16,10 @@ holds the bar fields (:func:`field_level`); the indicators use it too.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Literal
 
 import numpy as np
@@ -178,7 +180,7 @@ class Panel:
 
 
 def to_panel(
-    bars: pd.DataFrame | Mapping[str, pd.DataFrame],
+    bars: pd.DataFrame | Mapping[str, pd.DataFrame] | Panel,
     *,
     nan_policy: NanPolicy = "error",
     fields: Sequence[str] | None = None,
@@ -188,10 +190,11 @@ def to_panel(
 
     Parameters
     ----------
-    bars : pandas.DataFrame or dict of str to pandas.DataFrame
+    bars : pandas.DataFrame, dict of str to pandas.DataFrame, or Panel
         One of: a frame with two-level MultiIndex columns ``(symbol, field)``; the same with
         ``(field, symbol)`` (detected by :func:`field_level`); a dict ``{symbol: bar frame}``
-        whose frames may cover different times; or one bar frame (one asset, named ``symbol``).
+        whose frames may cover different times; one bar frame (one asset, named ``symbol``); or
+        a :class:`Panel`, returned as it is (with only ``fields``, when given).
         Each asset's timestamps must pass :func:`celeris.data.schema.check_time_index` (UTC,
         sorted, unique).
     nan_policy : {"error", "ffill", "drop"}
@@ -224,6 +227,8 @@ def to_panel(
     """
     check_nan_policy(nan_policy)
     wanted = _check_fields_arg(fields)
+    if isinstance(bars, Panel):  # already aligned and validated
+        return bars if wanted is None else _select(bars, wanted)
     frames, layout = _split(bars, symbol)
     names = _panel_fields(frames, wanted)
     index = _union_index([f.index for f in frames.values()])
@@ -247,10 +252,18 @@ def to_panel(
         symbols=pd.Index(list(frames), dtype=object, name="symbol"),
         fields=names,
         layout=layout,
-        _values=values,
+        _values=MappingProxyType(values),
         _first=first,
         _last=last,
     )
+
+
+def _select(panel: Panel, wanted: tuple[str, ...]) -> Panel:
+    """``panel`` with only the ``wanted`` fields (the arrays are shared, not copied)."""
+    for name in wanted:
+        panel.field(name)  # raises, naming the fields it has
+    values = MappingProxyType({name: panel._values[name] for name in wanted})
+    return dataclasses.replace(panel, fields=wanted, _values=values)
 
 
 def _check_fields_arg(fields: Sequence[str] | None) -> tuple[str, ...] | None:
