@@ -1,5 +1,8 @@
 """Download OHLCV bars from an exchange through ccxt: :func:`download`.
 
+Funding rates of perpetual swaps: :func:`celeris.data.funding_download.download_funding`, which
+uses the same retry, rate-limit and progress helpers.
+
 ccxt is imported only when a download starts (``pip install 'celeris[exchange]'``).
 """
 
@@ -68,6 +71,8 @@ def make_exchange(exchange_id: str) -> Any:
     return getattr(ccxt, name)({"enableRateLimit": True})
 
 
+# _call (the one retry loop of every ccxt request) and _progress are shared with
+# celeris.data.funding_download, so funding downloads retry and report exactly as bar downloads.
 def _call(ex: Any, retry: RetryPolicy, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
     import ccxt
 
