@@ -135,7 +135,10 @@ def test_download_funding_reports_and_logs_gaps(celeris_home, exchange, fake, ca
         funding = download_funding(exchange, PERP, at(0), at(30), progress=False)
     (gap,) = funding.attrs["gaps"]
     assert (gap.start, gap.end, gap.missing) == (at(12), at(13), 2)
-    assert "1 gap(s), 2 missing funding times, first at 2024-01-05 00:00:00+00:00" in caplog.text
+    assert (
+        "binance BTC/USDT:USDT funding every 8h: 1 gap(s), 2 missing funding times, "
+        "first at 2024-01-05 00:00:00+00:00"
+    ) in caplog.text
 
 
 def test_download_funding_infers_a_four_hour_interval(celeris_home, exchange, fake):

@@ -302,9 +302,16 @@ def _logged_gaps(
             "%s %s funding every %s: %d gap(s), %d missing funding times, first at %s",
             exchange_id,
             symbol,
-            interval,
+            _hours_text(interval),
             len(gaps),
             sum(g.missing for g in gaps),
             gaps[0].start,
         )
     return gaps
+
+
+def _hours_text(interval: pd.Timedelta | None) -> str:
+    """``8h`` for eight hours (the exchanges' spelling), the Timedelta itself otherwise."""
+    if interval is not None and interval % pd.Timedelta(hours=1) == pd.Timedelta(0):
+        return f"{interval // pd.Timedelta(hours=1)}h"
+    return str(interval)
