@@ -301,3 +301,13 @@ def test_optimize_weights_fewer_rows_than_assets_raises_data_error() -> None:
     with pytest.raises(DataError, match=r"25 rows of returns for 30 assets"):
         optimize_weights(r, "min_variance")
     assert optimize_weights(r, "min_variance", estimator="ledoit_wolf").sum() == pytest.approx(1.0)
+
+
+def test_optimize_weights_risk_parity_flat_objective_at_optimum_converges() -> None:
+    # The docs' panel: Newton's line search once stalled at the optimum, where the decrease of
+    # the objective is below rounding, and raised "did not converge".
+    rng = np.random.default_rng(0)
+    factors = rng.normal(0, 0.01, (730, 3))
+    values = factors @ rng.normal(0.5, 0.5, (3, 12)) + rng.normal(0, 0.01, (730, 12)) + 5e-4
+    res = optimize_portfolio(pd.DataFrame(values), "risk_parity")
+    np.testing.assert_allclose(res.risk_contributions.to_numpy(), 1 / 12, rtol=1e-9)

@@ -78,8 +78,12 @@ def solve_batched(
     rounds = 0
     while todo.numel() and rounds < max_iter:
         rounds += 1
-        lo_t, hi_t, flo, fhi = lo0[todo], hi0[todo], finite_lo[todo], finite_hi[todo]
-        s_t, a_t, al, ah = s[todo], a[todo], at_lo[todo], at_hi[todo]
+        if todo.numel() == bsz:  # every problem still open: no copies
+            lo_t, hi_t, flo, fhi, s_t, a_t = lo0, hi0, finite_lo, finite_hi, s, a
+        else:
+            lo_t, hi_t, flo, fhi = lo0[todo], hi0[todo], finite_lo[todo], finite_hi[todo]
+            s_t, a_t = s[todo], a[todo]
+        al, ah = at_lo[todo], at_hi[todo]
         z, ok = _kkt_solve(s_t, a_t, al, ah, lo_t, hi_t, eye, budget, sharpe)
         y, kappa, nu1, nu2 = z[:, :n], z[:, n], z[:, n + 1], z[:, n + 2]
         ok = ok & (kappa > 0)

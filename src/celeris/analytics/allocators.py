@@ -43,10 +43,12 @@ def equal_risk_contribution(
             t = min(1.0, 0.95 * float((-y[neg] / step[neg]).min()))
         f0 = 0.5 * float(y @ c @ y) - float(b @ np.log(y))
         slope = float(grad @ step)
+        # Armijo backtracking; the slack of 1e-14 |f0| lets a full step through once the
+        # decrease is below rounding (near the optimum f changes by ~slope, below 1e-16 f).
         while True:
             y_new = y + t * step
             f1 = 0.5 * float(y_new @ c @ y_new) - float(b @ np.log(y_new))
-            if f1 <= f0 + 1e-4 * t * slope or t < 1e-12:
+            if f1 <= f0 + 1e-4 * t * slope + 1e-14 * abs(f0) or t < 1e-12:
                 break
             t *= 0.5
         y = y_new
