@@ -31,7 +31,12 @@ from celeris.backtest.portfolio import Portfolio
 from celeris.backtest.signals import from_signals
 from celeris.backtest.strategies import check_bars
 from celeris.backtest.sweep import check_portfolio_options
-from celeris.backtest.walk_forward import WalkForwardResult, chain_out_of_sample, window_plan
+from celeris.backtest.walk_forward import (
+    WalkForwardResult,
+    chain_out_of_sample,
+    window_plan,
+    window_span,
+)
 from celeris.checks import check_int
 from celeris.errors import CelerisError, CelerisWarning, ConfigError, DataError
 from celeris.models.provenance import TrainingOverlap
@@ -450,12 +455,7 @@ def _refit_window(
     )  # fmt: skip
     stats = pf.stats().iloc[0]
     row = {
-        "window": k,
-        "train_start": bars.index[train_start],
-        "train_end": bars.index[train_end - 1],
-        "test_start": bars.index[train_end],
-        "test_end": bars.index[test_end - 1],
-        "test_bars": test_end - train_end,
+        **window_span(k, bars.index, train_start, train_end, test_end),
         "fitted_through": pd.Timestamp(fitted.meta["train_bars"]["last"]),
         "steps": int(fitted.meta["trained_steps"]),
         "best_step": int(fitted.meta["best_step"]),

@@ -74,6 +74,21 @@ def window_plan(
     return n_train, n_test, list(range(0, last, n_test))
 
 
+def window_span(
+    k: int, index: pd.Index, train_start: int, train_end: int, test_end: int
+) -> dict[str, Any]:
+    """The first columns of a walk-forward row: window number, training and test dates, test
+    bars (the rule and the model walk-forward report windows alike)."""
+    return {
+        "window": k,
+        "train_start": index[train_start],
+        "train_end": index[train_end - 1],
+        "test_start": index[train_end],
+        "test_end": index[test_end - 1],
+        "test_bars": test_end - train_end,
+    }
+
+
 def chain_out_of_sample(
     pieces: list[pd.Series], ann_factor: float, init_cash: float
 ) -> tuple[pd.Series, pd.Series, pd.Series]:
@@ -245,12 +260,7 @@ def walk_forward(
             pieces.append(rets)
             rows.append(
                 {
-                    "window": k,
-                    "train_start": bars.index[train_start],
-                    "train_end": bars.index[train_end - 1],
-                    "test_start": bars.index[train_end],
-                    "test_end": bars.index[test_end - 1],
-                    "test_bars": test_end - train_end,
+                    **window_span(k, bars.index, train_start, train_end, test_end),
                     **params,
                     f"is_{metric}": in_sample_value,
                     f"oos_{metric}": float(stats[metric])

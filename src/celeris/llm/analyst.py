@@ -775,31 +775,26 @@ def _ask(client: LLMClient, p: _Prepared, log: AuditLog | None) -> AnalysisResul
             dropped=list(context.dropped),
         )
     started = time.perf_counter()
-    try:
-        answer = client.ask(p.schema, context.messages)
-    except InvalidAnswer as exc:
+
+    def log_answer(model: str, attempts: Any, parsed: Any, error: str | None) -> None:
         if log is not None:
             log.write(
                 "answer",
                 analysis=name,
-                model=client.model,
+                model=model,
                 template=template.id,
-                attempts=[a.__dict__ for a in exc.attempts],
-                parsed=None,
-                error=str(exc),
+                attempts=[a.__dict__ for a in attempts],
+                parsed=parsed,
+                error=error,
             )
+
+    try:
+        answer = client.ask(p.schema, context.messages)
+    except InvalidAnswer as exc:
+        log_answer(client.model, exc.attempts, None, str(exc))
         raise
     elapsed = time.perf_counter() - started
-    if log is not None:
-        log.write(
-            "answer",
-            analysis=name,
-            model=answer.model,
-            template=template.id,
-            attempts=[a.__dict__ for a in answer.attempts],
-            parsed=answer.value.model_dump(mode="json"),
-            error=None,
-        )
+    log_answer(answer.model, answer.attempts, answer.value.model_dump(mode="json"), None)
     return AnalysisResult(
         name=name,
         value=answer.value,
