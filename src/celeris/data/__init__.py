@@ -22,14 +22,15 @@ first use.
 from __future__ import annotations
 
 from celeris.data.exchange import RetryPolicy, download
-from celeris.data.funding import load_funding
+from celeris.data.funding import align_funding, load_funding
+from celeris.data.funding_download import download_funding
 from celeris.data.orderbook import OrderBook, load_orderbook
 from celeris.data.panel import Panel, to_panel
 from celeris.data.resample import bars_from_ticks, resample
 from celeris.data.schema import BAR_COLUMNS, NAN_POLICIES, validate
 from celeris.data.sources import SAMPLES, load
 from celeris.data.store import Store, celeris_home
-from celeris.data.synthetic import synthetic
+from celeris.data.synthetic import synthetic, synthetic_funding
 from celeris.data.timeframes import Gap, find_gaps, gaps_frame, timeframe_to_timedelta
 
 __all__ = [
@@ -41,9 +42,11 @@ __all__ = [
     "Panel",
     "RetryPolicy",
     "Store",
+    "align_funding",
     "bars_from_ticks",
     "celeris_home",
     "download",
+    "download_funding",
     "find_gaps",
     "gaps_frame",
     "load",
@@ -51,6 +54,7 @@ __all__ = [
     "load_orderbook",
     "resample",
     "synthetic",
+    "synthetic_funding",
     "timeframe_to_timedelta",
     "to_panel",
     "validate",
