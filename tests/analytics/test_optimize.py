@@ -331,3 +331,10 @@ def test_optimize_weights_risk_parity_flat_objective_at_optimum_converges() -> N
     values = factors @ rng.normal(0.5, 0.5, (3, 12)) + rng.normal(0, 0.01, (730, 12)) + 5e-4
     res = optimize_portfolio(pd.DataFrame(values), "risk_parity")
     np.testing.assert_allclose(res.risk_contributions.to_numpy(), 1 / 12, rtol=1e-9)
+
+
+def test_optimize_weights_integer_asset_labels_accept_per_asset_bounds() -> None:
+    r = factor_returns(5, 300, seed=2)
+    r.columns = pd.Index([10, 11, 12, 13, 14])
+    got = optimize_weights(r, "min_variance", {"max_weight": {12: 0.05}})
+    assert got[12] <= 0.05 + 1e-9

@@ -198,3 +198,14 @@ def test_rolling_weights_changed_future_returns_leave_past_weights_unchanged(
         assert not np.allclose(
             before.loc[future].to_numpy(), after.loc[future].to_numpy(), atol=1e-9
         )
+
+
+def test_rolling_weights_naive_dates_for_aware_index_raise_config_error() -> None:
+    r = factor_returns(5, 200, seed=0)
+    with pytest.raises(
+        ConfigError, match="rebalance dates are tz-naive but the returns' index is tz-aware"
+    ):
+        rolling_weights(r, [pd.Timestamp("2020-05-01")], "60D")
+    naive = r.tz_localize(None)
+    with pytest.raises(ConfigError, match="tz-aware but the returns' index is tz-naive"):
+        rolling_weights(naive, [pd.Timestamp("2020-05-01", tz="UTC")], "60D")

@@ -118,7 +118,8 @@ def _per_asset(
     if isinstance(value, Mapping | pd.Series):
         items = value.items()
         known = {a: i for i, a in enumerate(assets)}
-        for name, v in items:
+        for label, v in items:
+            name = str(label)  # assets are named by str(column), whatever the column labels
             if name not in known:
                 raise ConfigError(
                     f"{what} names the asset {name!r} that is not in the returns"

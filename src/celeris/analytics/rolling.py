@@ -141,9 +141,10 @@ def _windows(
     explicit = not isinstance(every, str | pd.Timedelta)
     if explicit:
         dates = pd.DatetimeIndex(every)
-        if dates.tz is None and index.tz is not None:
+        if (dates.tz is None) != (index.tz is None):
             raise ConfigError(
-                "every: the rebalance dates are tz-naive but returns' index is tz-aware"
+                f"every: the rebalance dates are {'tz-naive' if dates.tz is None else 'tz-aware'} "
+                f"but the returns' index is {'tz-naive' if index.tz is None else 'tz-aware'}"
             )
         dates = dates.sort_values().unique()
     else:
