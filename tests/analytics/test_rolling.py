@@ -209,3 +209,21 @@ def test_rolling_weights_naive_dates_for_aware_index_raise_config_error() -> Non
     naive = r.tz_localize(None)
     with pytest.raises(ConfigError, match="tz-aware but the returns' index is tz-naive"):
         rolling_weights(naive, [pd.Timestamp("2020-05-01", tz="UTC")], "60D")
+
+
+@pytest.mark.parametrize(
+    "estimator", [LedoitWolf(), EWMA(halflife=40)], ids=["ledoit_wolf", "ewma"]
+)
+def test_rolling_weights_batched_with_estimator_matches_exact_solver(estimator: object) -> None:
+    r = factor_returns(12, 300, seed=9) + 0.001
+    spec = PortfolioConstraints(max_weight=0.3)
+    c = resolve_constraints(spec, [str(a) for a in r.columns])
+    for objective in ("min_variance", "max_sharpe"):
+        got = rolling_weights(r, "21D", "90D", objective, spec, estimator)  # type: ignore[arg-type]
+        for t, row in got.iterrows():
+            window = r.loc[(r.index >= t - pd.Timedelta("90D")) & (r.index < t)].to_numpy()
+            cov = estimator.estimate(window)  # type: ignore[attr-defined]
+            want, _, _ = solve_one(
+                window, cov, window.mean(axis=0), objective, c, ObjectiveOptions()
+            )
+            assert np.abs(row.to_numpy() - want).max() < 1e-6
