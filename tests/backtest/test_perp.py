@@ -357,6 +357,23 @@ def test_liquidation_fill_adverse_extreme_against_liquidation_price(size, bar, e
     assert price == expected[1] or (math.isnan(price) and math.isnan(expected[1]))
 
 
+def test_liquidation_fill_short_under_maintenance_at_any_price_closes_at_open():
+    # LP 0.0 for a short: no positive price leaves it above maintenance. Filling at 0 would
+    # hand it the whole notional as profit; it closes at the open instead.
+    assert liquidation_fill(-1.0, 0.0, 101.0, 102.0, 99.0) == (LIQ_GAP, 101.0)
+
+
+def test_isolated_bar_underwater_short_returns_nothing():
+    # Kernel level (the API refuses a negative margin): margin -150 on a short of 1 at 100.
+    # LP root (-150 + 0 + 100) / (0.01 + 1) < 0 -> 0.0 -> closed at the open 101:
+    # left = -150 - (101 - 100) = -151 < 0, so no fee can be charged and nothing comes back.
+    tiers = maintenance_tiers(0.01)
+    status, margin, lp, funding, fee = perp.isolated_bar_nb(
+        tiers, -1.0, 100.0, -150.0, 101.0, 102.0, 99.0, 0.0, 101.0, 0.005
+    )
+    assert (status, margin, lp, funding, fee) == (LIQ_GAP, 0.0, 0.0, 0.0, 0.0)
+
+
 def test_liquidation_fill_bar_with_low_above_open_raises():
     with pytest.raises(DataError, match=r"low <= open <= high, got low=101.0"):
         liquidation_fill(1.0, 95.0, 100.0, 102.0, 101.0)

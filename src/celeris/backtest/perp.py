@@ -141,10 +141,11 @@ def liquidation_price_nb(tiers, position, entry_price, wallet, other_mm, other_u
     n = tiers.shape[0]
     k = n - 1
     for j in range(n - 1):
-        cap_price = tiers[j, TIER_CAP] / size
-        surplus = margin_surplus_nb(
-            tiers, position, entry_price, cap_price, wallet, other_mm, other_upnl
-        )
+        # The surplus at the price where the notional reaches this tier's cap, with this tier's
+        # MM there (exactly cap x rate - cum, free of the rounding of size x (cap / size)).
+        cap = tiers[j, TIER_CAP]
+        mm_at_cap = cap * tiers[j, TIER_RATE] - tiers[j, TIER_CUM]
+        surplus = equity + position * (cap / size - entry_price) - mm_at_cap
         if side * surplus >= 0.0:
             k = j
             break
@@ -177,8 +178,9 @@ def liquidation_fill_nb(position, liq_price, open_, high, low):
     A long is liquidated when the bar's low reaches ``liq_price``, a short when its high does
     (``LIQ_HIT``); a bar that opens beyond it is ``LIQ_GAP``. Either way the fill is at the
     liquidation price: the exchange takes the position over there and the insurance fund, not
-    the trader, bears a gap (docs/perpetuals.md). A ``liq_price`` of 0.0 (a long that cannot be
-    liquidated) is never reached by a positive low.
+    the trader, bears a gap (docs/perpetuals.md). A ``liq_price`` of 0.0 is never reached by a
+    long's positive low (it cannot be liquidated); for a short it means under maintenance at any
+    price, and the position closes at the open.
     """
     if position > 0:
         if open_ <= liq_price:
@@ -187,6 +189,10 @@ def liquidation_fill_nb(position, liq_price, open_, high, low):
             return LIQ_HIT, liq_price
     elif position < 0:
         if open_ >= liq_price:
+            if liq_price == 0.0:
+                # Under maintenance at every price (no positive root): bankrupt already, and
+                # the open is the only price there is; the margin left is then below 0.
+                return LIQ_GAP, open_
             return LIQ_GAP, liq_price
         if high >= liq_price:
             return LIQ_HIT, liq_price
