@@ -513,6 +513,36 @@ def test_liquidation_price_margin_balance_equals_maintenance_margin(
     tiers=tier_tables(),
     size=st.floats(1e-3, 1e3),
     entry=st.floats(1e-2, 1e5),
+    wallet_share=st.floats(0.01, 2.0),
+    other_mm=st.floats(0.0, 1e4),
+    other_upnl=st.floats(-1e4, 1e4),
+    long=st.booleans(),
+)
+def test_liquidation_price_cross_margin_balance_equals_maintenance_margin(
+    tiers, size, entry, wallet_share, other_mm, other_upnl, long
+):
+    # Cross: wallet + others' PnL + this PnL = others' MM + this MM at LP.
+    position = size if long else -size
+    wallet = wallet_share * size * entry
+    lp = liquidation_price_cross(
+        position,
+        entry,
+        tiers,
+        wallet=wallet,
+        other_maintenance=other_mm,
+        other_unrealised_pnl=other_upnl,
+    )
+    assume(lp > 0.0)
+    surplus = perp.margin_surplus_nb(tiers, position, entry, lp, wallet, other_mm, other_upnl)
+    scale = max(1.0, size * max(lp, entry), wallet, other_mm, abs(other_upnl))
+    assert abs(surplus) <= 1e-9 * scale
+
+
+@PROPERTY
+@given(
+    tiers=tier_tables(),
+    size=st.floats(1e-3, 1e3),
+    entry=st.floats(1e-2, 1e5),
     leverage=st.floats(1.01, 125.0),
 )
 def test_liquidation_price_long_below_entry_below_short(tiers, size, entry, leverage):
