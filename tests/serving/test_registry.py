@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -708,9 +709,11 @@ def test_load_sweeps_private_copies_left_by_killed_loaders(reg, ckpts, monkeypat
     rec = reg.register("m", ckpts[0])
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait(timeout=30)
-    left = tmp_path / "scratch" / f".celeris-load-m.tmp-{dead.pid}-{atomic._host_tag()}-abc123"
-    (left / "artifact").mkdir(parents=True)
-    (left / "artifact" / "model.safetensors").write_bytes(b"x" * 4096)
+    tag = f"tmp-{dead.pid}-{atomic._host_tag()}-abc123"
+    # a copy of another model's load and one named the way earlier releases named them
+    for left in (f".celeris-load.{tag}", f".celeris-load-m.{tag}"):
+        (tmp_path / "scratch" / left / "artifact").mkdir(parents=True)
+        (tmp_path / "scratch" / left / "artifact" / "model.safetensors").write_bytes(b"x" * 4096)
     loaded, _ = reg.load(rec.ref, backend="torch", threads=1)
     assert loaded == rec
     assert list((tmp_path / "scratch").iterdir()) == []  # the leftover and its own copy: gone
@@ -744,6 +747,29 @@ def test_load_default_is_the_verified_backend_the_artifact_carries(tmp_path, tra
     (rec.path / "exports.json").write_text(json.dumps(record))
     with pytest.raises(ArtifactTampered, match="does not match the registry"):
         reg.load(rec.ref, threads=1)
+
+
+def test_load_auto_artifact_with_onnx_but_no_record_serves_onnx_as_before(tmp_path, trained_dir):
+    # An artifact registered before exports.json existed holds model.onnx and no record: it was
+    # served with ONNX by default, and a serve-only install has no torch to fall back to.
+    legacy = tmp_path / "legacy"
+    shutil.copytree(trained_dir, legacy)
+    (legacy / "exports.json").unlink()
+    (legacy / "model.int8.onnx").unlink()
+    reg = ModelRegistry(tmp_path / "registry")
+    rec = reg.register("legacy", legacy)
+    _, pred = reg.load(rec.ref, threads=1)
+    assert pred.backend == "onnx", pred.describe()
+
+
+def test_register_export_asked_for_an_unrecorded_onnx_file_records_it(tmp_path, trained_dir):
+    legacy = tmp_path / "legacy"
+    shutil.copytree(trained_dir, legacy)
+    (legacy / "exports.json").unlink()
+    reg = ModelRegistry(tmp_path / "registry")
+    rec = reg.register("legacy", legacy, exports=("onnx",))
+    record = json.loads((rec.path / "exports.json").read_text())
+    assert record["exports"]["onnx"]["verified"] is True
 
 
 def test_registering_leaves_a_user_dot_tmp_directory_alone(tmp_path, ckpts):

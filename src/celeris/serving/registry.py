@@ -737,7 +737,9 @@ class ModelRegistry:
             # the slow part (copy, export, hash) happens before the writer lock is taken
             _copy_tree(source, staged)
             for export in wanted:
-                if not (staged / _EXPORT_FILES[export]).exists():
+                if export not in _recorded_exports(staged):
+                    # a file without its verification record (exported before exports.json
+                    # existed) is exported again, so the artifact says what it verified
                     from celeris.models.export import export_checkpoint
 
                     export_checkpoint(staged, "onnx", int8=export == "onnx-int8")
@@ -980,8 +982,9 @@ class ModelRegistry:
         memory afterwards and the copy is deleted), so what was verified is what runs.
         ``backend="auto"`` (the default) runs the fastest backend the artifact's
         ``exports.json`` verified (:meth:`~celeris.models.predictor.Predictor.load`: int8 ONNX
-        within its error budget, else fp32 ONNX, else torch; torch for an artifact without a
-        record). An explicit ONNX backend whose file is not in the artifact is exported into
+        within its error budget, else fp32 ONNX, else torch; an artifact registered before
+        exports were recorded, holding ``model.onnx`` and no record, runs fp32 ONNX as it
+        always did; torch for one with neither). An explicit ONNX backend whose file is not in the artifact is exported into
         the private copy (slower; register with ``exports=("onnx",)`` to avoid it); the
         artifact itself is never written.
 
@@ -1000,8 +1003,11 @@ class ModelRegistry:
             _verify_tree(record, record.path)  # raises, naming the missing tree
         # Named after this process: a server killed mid-load leaves a whole artifact copy in
         # the temporary directory, which the next load removes once the process is gone.
-        scratch, base = Path(tempfile.gettempdir()), f"celeris-load-{record.name}"
+        # One base for every model, so that any model's load sweeps every dead process's copy
+        # (copies made before named the model: this model's are swept too).
+        scratch, base = Path(tempfile.gettempdir()), "celeris-load"
         sweep_temp_names(scratch, base)
+        sweep_temp_names(scratch, f"{base}-{record.name}")
         tmp = scratch / temp_name(base)
         tmp.mkdir(mode=0o700)
         try:
@@ -1010,7 +1016,7 @@ class ModelRegistry:
             _verify_tree(record, private, shown=record.path)
             predictor = Predictor.load(
                 private,
-                backend=backend,
+                backend=_legacy_default(private) if backend == "auto" else backend,
                 threads=threads,
                 device=device,
                 max_batch=max_batch,
@@ -1019,6 +1025,27 @@ class ModelRegistry:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return record, predictor
+
+
+def _recorded_exports(tree: Path) -> dict[str, Any]:
+    """The exports a checkpoint's ``exports.json`` records whose file is in ``tree``."""
+    from celeris.models.checkpoint_file import read_exports
+
+    record = read_exports(tree)
+    entries = {} if record is None else record.get("exports", {})
+    return {k: v for k, v in entries.items() if (tree / _EXPORT_FILES.get(k, "-")).is_file()}
+
+
+def _legacy_default(tree: Path) -> str:
+    """``"auto"``, except for an artifact registered before exports were recorded: one that holds
+    ``model.onnx`` and no ``exports.json`` was verified when registered and served with the ONNX
+    backend by default, and still is (``auto`` would fall back to torch, which a serve-only
+    install lacks)."""
+    from celeris.models.checkpoint_file import read_exports
+
+    if (tree / _EXPORT_FILES["onnx"]).is_file() and read_exports(tree) is None:
+        return "onnx"
+    return "auto"
 
 
 def _verify_tree(record: ModelRecord, tree: Path, *, shown: Path | None = None) -> None:
