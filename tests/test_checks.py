@@ -111,3 +111,14 @@ def test_describe_range_words() -> None:
     assert describe_range(1, None) == ">= 1"
     assert describe_range(None, 5, open_high=True) == "< 5"
     assert describe_range(0, 1, open_high=True) == "in [0, 1)"
+
+
+def test_check_real_finite_false_admits_infinity_only_on_an_unbounded_side() -> None:
+    assert check_real("limit", math.inf, minimum=0, finite=False) == math.inf
+    assert check_real("floor", -math.inf, maximum=0, finite=False) == -math.inf
+    with pytest.raises(ConfigError, match="limit must be"):
+        check_real("limit", math.inf, minimum=0, maximum=10, finite=False)
+    with pytest.raises(ConfigError, match="finite"):
+        check_real("limit", math.nan, minimum=0, finite=False)
+    with pytest.raises(ConfigError, match="finite"):
+        check_real("limit", math.inf, minimum=0)

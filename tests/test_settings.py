@@ -113,3 +113,18 @@ def test_frozen_config_json_schema_states_the_bounds() -> None:
 def test_number_two_lower_bounds_refused() -> None:
     with pytest.raises(ConfigError, match="one lower bound"):
         number(gt=0.0, ge=1.0)
+
+
+def test_frozen_config_model_copy_update_is_checked_like_a_new_config() -> None:
+    # pydantic's model_copy skips validation: an unknown key or a bad value went through.
+    p = Probe(max_batch_size=8)
+    with pytest.raises(ConfigError, match=r"unknown probe setting 'max_batch' \(did you mean"):
+        p.model_copy(update={"max_batch": 3})
+    with pytest.raises(ConfigError, match=r"max_batch_size must be in \[1, 4096\], got 0"):
+        p.model_copy(update={"max_batch_size": 0})
+    with pytest.raises(ConfigError, match="url must start with http://"):
+        Named(url="http://x").model_copy(update={"url": "ftp://x"})
+    a = Named(url="http://x")
+    b = a.model_copy(update={"url": "http://y"})
+    assert b.url == "http://y" and b._counter is a._counter  # private state carried over
+    assert p.model_copy() == p and p.model_copy(update={"rate": 2}).rate == 2.0

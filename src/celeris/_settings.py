@@ -12,11 +12,10 @@ import pydantic.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
-import math
-import numbers
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -131,10 +130,6 @@ class _Bounds:
                 minimum=None if low is None else int(low),
                 maximum=None if high is None else int(high),
             )
-        if not self.finite and isinstance(value, numbers.Real) and not isinstance(value, bool):
-            v = float(value)
-            if math.isinf(v) and (self.high if v > 0 else self.low) is None:
-                return v  # an unbounded side admits infinity when asked to
         return check_real(
             what,
             value,
@@ -142,6 +137,7 @@ class _Bounds:
             maximum=_shown(self.high),
             open_low=self.open_low,
             open_high=self.open_high,
+            finite=self.finite,  # False: an unbounded side admits infinity
         )
 
 
@@ -241,6 +237,24 @@ class FrozenConfig(BaseModel):
             super().__init__(**kwargs)
         except ValidationError as exc:
             raise config_error(exc, cls.config_label) from None
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """Return a copy with ``update`` applied, checked like a new configuration.
+
+        pydantic's own ``model_copy`` skips validation (an unknown key or a bad value would go
+        through); this one builds the copy through ``__init__`` (and the class's validators),
+        then carries private state over as it is (a target's request counter stays shared).
+        """
+        if not update:
+            return super().model_copy(deep=deep)
+        values = {name: getattr(self, name) for name in type(self).model_fields}
+        if deep:
+            values = copy.deepcopy(values)
+        new = type(self)(**{**values, **update})
+        private = getattr(self, "__pydantic_private__", None)
+        if private:
+            object.__setattr__(new, "__pydantic_private__", dict(private))
+        return new
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in type(self).__private_attributes__:

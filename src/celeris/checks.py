@@ -109,6 +109,7 @@ def check_real(
     open_low: bool = False,
     open_high: bool = False,
     reason: str = "",
+    finite: bool = True,
 ) -> float:
     """Return ``value`` as a finite Python ``float`` within the bounds (either optional).
 
@@ -126,13 +127,16 @@ def check_real(
         Exclude the bound itself (``open_low=True`` with ``minimum=0`` means ``> 0``).
     reason
         Why the bound exists, appended to the message in parentheses.
+    finite
+        ``False`` admits infinity on a side without a bound (``inf`` with ``maximum=None``: a
+        limit that is off); NaN is refused either way.
 
     Raises
     ------
     CelerisTypeError
         ``value`` is not a real number (a bool, a string, ``None``, a complex number).
     ConfigError
-        ``value`` is NaN, infinite or outside the bounds.
+        ``value`` is NaN, infinite (unless ``finite=False`` allows it) or outside the bounds.
 
     Examples
     --------
@@ -148,7 +152,8 @@ def check_real(
         )
     out = float(value)
     shown = value if type(value) is int or type(value) is float else out
-    if not math.isfinite(out):
+    unbounded_side = maximum is None if out > 0 else minimum is None
+    if not math.isfinite(out) and not (not finite and math.isinf(out) and unbounded_side):
         wanted = f"finite and {allowed}" if allowed else "finite"
         raise ConfigError(f"{what} must be {wanted}, got {shown!r}{_suffix(reason)}")
     bad = False

@@ -362,6 +362,15 @@ def test_shadow_validate_raising_or_misshaped_model_reports_all_checks(batch):
     assert "expected [16, 4]" in shaped.check("shape").detail
 
 
+def test_shadow_validate_infinite_limits_switch_the_checks_off(ckpts, batch):
+    # inf was accepted before the shared checks (a way to switch a limit off); still is.
+    pred = Predictor.load(ckpts["good"], threads=1)
+    report = shadow_validate(
+        pred, batch, serving=pred, max_latency_ms=math.inf, max_rel_diff=math.inf
+    )
+    assert report.passed
+
+
 def test_shadow_validate_bad_arguments_raise(ckpts, batch):
     pred = Predictor.load(ckpts["good"], threads=1)
     bad = batch.copy()

@@ -526,9 +526,14 @@ def shadow_validate(
         )
     if not np.isfinite(batch).all():
         raise DataError("validation_batch has non-finite values; validate with finite histories")
-    max_latency_ms = check_real("max_latency_ms", max_latency_ms, minimum=0, open_low=True)
+    # infinity switches a limit off, as it always could
+    max_latency_ms = check_real(
+        "max_latency_ms", max_latency_ms, minimum=0, open_low=True, finite=False
+    )
     if max_rel_diff is not None:
-        max_rel_diff = check_real("max_rel_diff", max_rel_diff, minimum=0, reason="or None")
+        max_rel_diff = check_real(
+            "max_rel_diff", max_rel_diff, minimum=0, reason="or None", finite=False
+        )
     repeats = check_int("repeats", repeats, minimum=1)
     if not callable(getattr(candidate, "predict", None)):
         raise CelerisTypeError(f"candidate has no predict method: {type(candidate).__name__}")
