@@ -122,3 +122,8 @@ def test_synthetic_numpy_scalars_accepted_same_bars():
     plain = synthetic(50, seed=3, s0=100.0)
     numpy = synthetic(np.int64(50), seed=np.int64(3), s0=np.float32(100.0))
     pd.testing.assert_frame_equal(plain, numpy)
+
+
+def test_synthetic_seed_none_draws_fresh_bars():
+    a, b = synthetic(500, seed=None), synthetic(500, seed=None)
+    assert len(a) == len(b) == 500 and not a["close"].equals(b["close"])

@@ -206,6 +206,23 @@ def test_train_on_bars_fp32_export_failing_its_check_warns_and_stays_on_torch(
     assert Predictor.load(trained.directory).backend == "torch"
 
 
+def test_train_on_bars_exporter_crash_warns_and_keeps_the_trained_checkpoint(tmp_path, monkeypatch):
+    # The checkpoint is saved before the export: an exporter that fails (a torch.onnx error)
+    # must not turn a finished training run into an error.
+    from celeris.errors import CelerisWarning
+    from celeris.models import export
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("exporter crashed")
+
+    monkeypatch.setattr(export, "export_onnx", crash)
+    with pytest.warns(CelerisWarning, match="ONNX export failed: RuntimeError"):
+        trained = _train(tmp_path / "m")
+    assert (trained.directory / "model.safetensors").is_file()
+    monkeypatch.undo()
+    assert Predictor.load(trained.directory).backend == "torch"
+
+
 def test_onnx_predictor_writes_nothing_under_home(trained, tmp_path):
     home = tmp_path / "home"
     home.mkdir()

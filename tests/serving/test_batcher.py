@@ -171,6 +171,7 @@ def test_priority_parse_accepts_names_numbers_and_hints():
     assert Priority.parse(" LOW ") is Priority.LOW
     assert Priority.parse(1) is Priority.HIGH
     assert Priority.parse("2") is Priority.NORMAL
+    assert Priority.parse(np.int64(3)) is Priority.LOW  # numpy ints count as ints
     assert Priority.HIGH.label == "high"
     with pytest.raises(ConfigError, match="did you mean 'critical'"):
         Priority.parse("critcal")

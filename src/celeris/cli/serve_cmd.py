@@ -25,7 +25,6 @@ from celeris.cli._common import (
     shared_options,
 )
 from celeris.errors import CelerisError, ConfigError
-from celeris.formatting import format_number
 
 RegistryOpt = Annotated[
     Path | None,
@@ -457,8 +456,8 @@ def promote_cmd(
     backend: Annotated[
         str,
         typer.Option(
-            help="Backend to validate with: auto (onnx when the artifact holds model.onnx, "
-            "else torch) | onnx | torch | onnx-int8."
+            help="Backend to validate with: auto (the one celeris serve runs: the fastest "
+            "the artifact verified) | onnx | torch | onnx-int8."
         ),
     ] = "auto",
     allow_incompatible: AllowIncompatibleOpt = False,
@@ -579,6 +578,8 @@ def _print_ab(name: str, out: dict[str, Any], *, stopped: bool) -> None:
     if out.get("arms"):
         from rich.table import Table
 
+        from celeris.formatting import format_number  # numpy: not at import (celeris --help)
+
         table = Table(header_style="bold")
         for col in ("arm", "requests", "errors", "p50 ms", "p95 ms", "value mean"):
             table.add_column(col, justify="left" if col == "arm" else "right")
@@ -622,8 +623,6 @@ def _validate_locally(
     from celeris.serving.registry import ModelNotFound
     from celeris.serving.rollout import shadow_validate
 
-    if backend == "auto":
-        backend = "onnx" if (record.path / "model.onnx").is_file() else "torch"
     _, candidate = reg.load(record.ref, backend=backend, threads=1)
     if validation is not None:
         from celeris.data.sources import check_regular_file

@@ -23,7 +23,7 @@ def synthetic(
     n_bars: int = 100_000,
     *,
     freq: str = "1min",
-    seed: int = 0,
+    seed: int | None = 0,
     start: str | pd.Timestamp = "2020-01-01",
     s0: float = 30_000.0,
     mu: float = 0.0,
@@ -51,8 +51,9 @@ def synthetic(
         Number of bars.
     freq : str
         Bar length as a pandas frequency (``"1min"``, ``"5min"``, ``"1h"``, ``"1D"``).
-    seed : int
-        Seed of ``numpy.random.default_rng``: the same seed gives the same bars.
+    seed : int or None
+        Seed of ``numpy.random.default_rng``: the same seed gives the same bars; ``None`` draws
+        fresh entropy (different bars each call).
     start : str or pandas.Timestamp
         Time of the first bar (naive is taken as UTC).
     s0 : float
@@ -81,7 +82,7 @@ def synthetic(
         A parameter is out of range, NaN or infinite.
     """
     n_bars = check_int("n_bars", n_bars, minimum=1)
-    seed = check_int("seed", seed, minimum=0)
+    seed = None if seed is None else check_int("seed", seed, minimum=0)
     step = _check_freq(freq)
     s0 = check_real("s0", s0, minimum=0, open_low=True)
     mu = check_real("mu", mu)

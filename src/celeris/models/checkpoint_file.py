@@ -13,7 +13,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from celeris.data.atomic import atomic_write_text, sweep_temp_files
 from celeris.errors import DataError
 
 FORMAT = 1
@@ -100,6 +99,8 @@ def read_exports(directory: str | os.PathLike[str]) -> dict[str, Any] | None:
 
 def write_exports(directory: str | os.PathLike[str], record: dict[str, Any]) -> Path:
     """Write ``record`` as the checkpoint's ``exports.json`` (:mod:`celeris.data.atomic`)."""
+    from celeris.data.atomic import atomic_write_text, sweep_temp_files  # pandas: only to write
+
     path = Path(directory) / EXPORTS_FILE
     sweep_temp_files(path)
     atomic_write_text(path, json.dumps(record, indent=2, allow_nan=False) + "\n")

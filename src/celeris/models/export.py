@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 
-from celeris.data.atomic import atomic_path, sweep_temp_files
 from celeris.errors import ConfigError, DataError
 from celeris.models.checkpoint_file import write_exports
 
@@ -112,6 +111,8 @@ def export_onnx(model: Any, example: np.ndarray, path: Path) -> Path:
         )
         if program is None:  # pragma: no cover - the dynamo exporter always returns a program
             raise DataError("the ONNX exporter returned no program")
+        from celeris.data.atomic import atomic_path  # celeris.data loads pandas: only to write
+
         with atomic_path(path) as tmp:
             program.save(str(tmp))
     return path
@@ -218,6 +219,8 @@ def _place(
 ) -> ExportResult:
     """Write an export under a scratch name, verify it, record the verdict, and move it into
     place only when it passed (a failed export also removes an older file of that name)."""
+    from celeris.data.atomic import atomic_path, sweep_temp_files
+
     final = directory / ONNX_FILES[fmt]
     sweep_temp_files(final)
     try:

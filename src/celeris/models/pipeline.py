@@ -220,9 +220,10 @@ def _export_fast_paths(directory: Path, test_windows: Any) -> dict[str, Any] | N
     try:
         histories = None if test_windows is None else test_windows.x
         export_checkpoint(directory, "onnx", int8=True, histories=histories, decline_int8=True)
-    except DataError as exc:
+    except Exception as exc:  # the checkpoint is saved: a failing exporter must not lose it
+        what = str(exc) if isinstance(exc, DataError) else f"ONNX export failed: {exc!r}"
         warnings.warn(
-            f"{directory}: {exc}; Predictor.load uses torch for this checkpoint",
+            f"{directory}: {what}; Predictor.load uses torch for this checkpoint",
             CelerisWarning,
             stacklevel=3,
         )

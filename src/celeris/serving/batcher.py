@@ -93,9 +93,9 @@ class Priority(IntEnum):
         """
         if isinstance(value, Priority):
             return value
-        if isinstance(value, int) and not isinstance(value, bool):
+        if isinstance(value, int | np.integer) and not isinstance(value, bool):
             try:
-                return cls(value)
+                return cls(int(value))
             except ValueError:
                 raise ConfigError(f"priority must be 0..3, got {value}") from None
         if isinstance(value, str):
