@@ -298,9 +298,16 @@ def test_summaries_high_below_low_raise_the_bar_schema_rule(sp500):
         m.volatility_summary(bars)
 
 
-def test_summaries_tz_naive_bars_raise_index_is_utc(sp500):
-    with pytest.raises(DataError, match=r"'index is UTC' broken: index is tz-naive"):
-        m.price_action_summary(sp500.tz_localize(None))
+def test_summaries_tz_naive_or_local_bars_summarised_as_given(sp500):
+    # The summaries only read bars: a tz-naive or local index is accepted as before the bar
+    # schema became their validator (validate(utc=False)); the dates are printed as given.
+    utc = m.price_action_summary(sp500)
+    naive = m.price_action_summary(sp500.tz_localize(None))
+    assert naive.replace(" UTC", "") == utc.replace(" UTC", "")
+    figures = re.compile(r"-?\d+\.\d+")  # the numbers, not the dates
+    naive_vol = m.volatility_summary(sp500.tz_localize(None))
+    assert figures.findall(naive_vol) == figures.findall(m.volatility_summary(sp500))
+    assert "2018" in m.price_action_summary(sp500.tz_convert("America/New_York"))  # accepted
 
 
 def test_summaries_without_volume_validate_high_low_close_only(sp500):

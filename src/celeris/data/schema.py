@@ -182,6 +182,7 @@ def validate(
     *,
     nan_policy: NanPolicy = "error",
     columns: Sequence[str] | None = None,
+    utc: bool = True,
 ) -> pd.DataFrame:
     """Check a bar frame against the bar schema and return a validated copy.
 
@@ -216,6 +217,10 @@ def validate(
         ``("high", "low", "close")``): rules 4-7 apply to them alone, a rule of 8 only when
         every column it names is among them, and the other columns are kept unchecked after
         them. Default: all five.
+    utc : bool
+        ``False`` lets the index be tz-naive or in any time zone (kept as it is; rule 2 then
+        asks only for a ``DatetimeIndex`` without NaT): for callers that only read the bars,
+        such as the LLM market summaries, which print the timestamps they are given.
 
     Returns
     -------
@@ -238,7 +243,7 @@ def validate(
         )
     if len(df) == 0:
         raise _fail("frame is not empty", "the frame has no rows")
-    index = check_time_index(df.index)
+    index = check_time_index(df.index, utc=utc)
     _require_columns(df, names)
     out = _float_copy(df, index, names)
     out, cols = _apply_nan_policy(out, names, nan_policy)

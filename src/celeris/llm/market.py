@@ -171,11 +171,12 @@ def _finite_column(values: pd.Series, what: str, column: str) -> np.ndarray:
 def _check_bars(
     bars: Any, what: str, min_bars: int, columns: Sequence[str] = ("high", "low", "close")
 ) -> pd.DataFrame:
-    """The bar schema's rules for the named columns (:func:`celeris.data.validate`)."""
+    """The bar schema's rules for the named columns (:func:`celeris.data.validate`); the index
+    may be tz-naive or in any zone, as the summaries print the timestamps they are given."""
     if not isinstance(bars, pd.DataFrame):
         raise CelerisTypeError(f"{what} needs a bar frame (DataFrame), got {type(bars).__name__}")
     try:
-        bars = validate(bars, columns=columns)
+        bars = validate(bars, columns=columns, utc=False)
     except DataError as exc:
         raise DataError(f"{what}: {exc}") from None
     if len(bars) < min_bars:
@@ -641,7 +642,7 @@ def _check_funding(funding: Any, what: str = "funding") -> pd.Series:
         )
     if funding.empty:
         raise DataError(f"{what}: the series is empty")
-    check_time_index(funding.index, what)
+    check_time_index(funding.index, what, utc=False)
     _finite_column(funding, what, str(funding.name or "rate"))
     return funding.astype(np.float64)
 
@@ -820,7 +821,7 @@ def _strategy_returns(obj: Any, bars: pd.DataFrame) -> tuple[pd.Series, Any]:
         )
     if obj.empty:
         raise DataError("risk_summary: the strategy returns are empty")
-    check_time_index(obj.index, "risk_summary: the strategy returns")
+    check_time_index(obj.index, "risk_summary: the strategy returns", utc=False)
     _finite_column(obj, "risk_summary: the strategy returns", str(obj.name or "returns"))
     missing = obj.index.difference(bars.index)
     if len(missing):
@@ -868,7 +869,7 @@ def _aligned_returns(other: Any, name: str) -> pd.Series:
     what = f"risk_summary: other asset {name!r}"
     if len(other) < 2:
         raise DataError(f"{what} needs at least 2 prices, got {len(other)}")
-    check_time_index(other.index, what)
+    check_time_index(other.index, what, utc=False)
     prices = _finite_column(other, what, str(other.name or "close"))
     if (prices <= 0).any():
         raise DataError(f"{what} has a price <= 0 at {other.index[int(np.argmax(prices <= 0))]}")
