@@ -129,6 +129,22 @@ def test_download_funding_updates_the_store_incrementally(celeris_home, fake, ex
     pd.testing.assert_frame_equal(again, funding)
 
 
+def test_download_funding_request_apart_from_the_store_keeps_it_contiguous(
+    celeris_home, fake, exchange
+):
+    download_funding(exchange, PERP, at(10), at(30), progress=False)
+    later = download_funding(exchange, PERP, at(50), at(60), progress=False)
+    assert len(later) == 10
+    # the hole at(30)..at(49) was fetched with it: the store is one stretch
+    assert Store().funding_bounds("binance", PERP) == (at(10), at(59))
+    assert len(Store().read_funding("binance", PERP)) == 50
+    download_funding(exchange, PERP, at(0), at(5), progress=False)
+    assert len(Store().read_funding("binance", PERP)) == 60
+    funding = download_funding(exchange, PERP, at(0), at(90), progress=False)
+    assert len(funding) == 90 and funding.attrs["gaps"] == []
+    assert funding.index.equals(pd.DatetimeIndex([at(i) for i in range(90)], name="time"))
+
+
 def test_download_funding_reports_and_logs_gaps(celeris_home, exchange, fake, caplog):
     fake.funding_offsets = [i for i in range(30) if i not in (12, 13)]
     with caplog.at_level(logging.WARNING, logger="celeris.data"):

@@ -49,8 +49,9 @@ def download_funding(
     limit=limit)`` (Binance USDⓈ-M: ``GET /fapi/v1/fundingRate``), walking forward from the
     last funding time received, with ccxt's rate limiter on and network failures and
     rate-limit answers retried per ``retry`` (as :func:`~celeris.data.download`). With a store,
-    only the funding times before the first or after the last stored one are requested, and
-    each stretch is saved (atomically, beside the bars) once it is complete. A page with no
+    only the funding times before the first or after the last stored one are requested (a
+    range apart from the stored one is extended to it, so the store stays one contiguous
+    stretch), and each stretch is saved (atomically, beside the bars) once it is complete. A page with no
     records moves the cursor forward by ``limit`` hours.
 
     Parameters
@@ -178,12 +179,19 @@ def _check_perpetual(ex: Any, markets: dict[str, Any], symbol: str) -> None:
 def _missing_segments(
     bounds: tuple[pd.Timestamp, pd.Timestamp] | None, start_ms: int, stop_ms: int
 ) -> list[tuple[int, int]]:
-    """Return the parts of ``[start_ms, stop_ms)`` before the first or after the last stored time."""
+    """Return what to fetch so that the stored stretch grows from its edges to cover the request.
+
+    ``[start_ms, first)`` when the request starts before the first stored time and
+    ``[last + 1, stop_ms)`` when it ends after the last one. A request that does not touch the
+    stored stretch is extended to its edge (the hole between them is fetched too), so the store
+    always holds one contiguous stretch of the exchange's history and a later, wider request
+    never leaves a hole inside the stored bounds.
+    """
     if bounds is None:
         return [(start_ms, stop_ms)]
     first_ms = int(bounds[0].value // 1_000_000)
     last_ms = int(bounds[1].value // 1_000_000)
-    segments = [(start_ms, min(first_ms, stop_ms)), (max(start_ms, last_ms + 1), stop_ms)]
+    segments = [(start_ms, first_ms), (last_ms + 1, stop_ms)]
     return [(a, b) for a, b in segments if a < b]
 
 
