@@ -343,10 +343,10 @@ def test_isolated_bar_zero_rate_charges_no_funding():
     ("size", "bar", "expected"),
     [
         (1.0, (100.0, 101.0, 94.0), (LIQ_HIT, 95.0)),  # long: low 94 <= 95
-        (1.0, (94.0, 96.0, 93.0), (LIQ_GAP, 95.0)),  # long: opens below 95, still at 95
+        (1.0, (94.0, 96.0, 93.0), (LIQ_GAP, 94.0)),  # long: opens at 94 below 95, fills at 94
         (1.0, (100.0, 101.0, 96.0), (LIQ_NONE, math.nan)),  # long: low 96 > 95
         (-1.0, (100.0, 106.0, 99.0), (LIQ_HIT, 105.0)),  # short: high 106 >= 105
-        (-1.0, (107.0, 108.0, 104.0), (LIQ_GAP, 105.0)),  # short: opens above 105
+        (-1.0, (107.0, 108.0, 104.0), (LIQ_GAP, 107.0)),  # short: opens at 107 above 105
         (-1.0, (100.0, 104.0, 99.0), (LIQ_NONE, math.nan)),  # short: high 104 < 105
     ],
 )
@@ -434,10 +434,43 @@ def test_long_and_short_liquidated_on_funding_bar_final_wallet():
 def test_funding_alone_pushes_long_past_liquidation_gap():
     # 1 long at 100 with margin 1.5, MMR 1%: LP before funding = (1.5 - 100) / (0.01 - 1) = 99.495.
     # The bar opens at 99.6 > 99.495, but funding of 1 x 99.6 x 0.01 = 0.996 leaves margin 0.504:
-    # LP = (0.504 - 100) / (0.01 - 1) = 100.501 >= open -> LIQ_GAP, closed at 100.501.
+    # LP = (0.504 - 100) / (0.01 - 1) = 100.501 >= open -> LIQ_GAP, closed at the open 99.6:
+    # margin left 0.504 + 1 x (99.6 - 100) = 0.104 (no liquidation fee), not the MM at 100.501.
     out = isolated_bar(1.0, 100.0, 1.5, 0.01, open=99.6, high=99.9, low=99.55, funding_rate=0.01)
     assert out.status == LIQ_GAP
     assert out.liquidation_price == pytest.approx((100.0 - 0.504) / 0.99, rel=1e-12)
+    assert out.margin == pytest.approx(0.104, rel=1e-12)
+    assert out.fee == 0.0
+
+
+def test_isolated_bar_gap_after_funding_returns_no_margin_the_account_lacked():
+    # 1 long at 30,000, margin 300, MMR 0.4%; funding 1 x 30,000 x 0.01 = 300 leaves margin 0:
+    # LP = (0 - 30,000) / (0.004 - 1) = 30,120.48 >= open 30,000 -> LIQ_GAP, filled at the open:
+    # left = 0 + 1 x (30,000 - 30,000) = 0 -> nothing comes back (was 0.004 x 30,120.48 = 120.48).
+    out = isolated_bar(
+        1.0, 30_000.0, 300.0, 0.004, open=30_000.0, high=30_000.0, low=30_000.0, funding_rate=0.01
+    )
+    assert (out.status, out.funding, out.margin, out.fee) == (LIQ_GAP, 300.0, 0.0, 0.0)
+
+
+def test_isolated_bar_short_gap_from_zero_margin_returns_nothing():
+    # 1 short at 30,000 with margin 0, MMR 0.4%: LP = (0 + 30,000) / (0.004 + 1) = 29,880.48
+    # <= open 30,000 -> LIQ_GAP at the open: left = 0 - 1 x (30,000 - 30,000) = 0, so 0 comes
+    # back (filling at the LP returned 30,000 - 29,880.48 = 119.52 the account never had).
+    out = isolated_bar(-1.0, 30_000.0, 0.0, 0.004, open=30_000.0, high=30_000.0, low=30_000.0)
+    assert (out.status, out.margin, out.fee) == (LIQ_GAP, 0.0, 0.0)
+
+
+def test_isolated_bar_gap_with_balance_left_pays_capped_fee_at_open():
+    # 1 short at 100, margin 10, MMR 1%: LP = (10 + 100) / (0.01 + 1) = 108.9109 <= open 109
+    # -> LIQ_GAP at 109: left = 10 - 1 x (109 - 100) = 1; fee 1 x 109 x 0.5% = 0.545 < 1,
+    # so 1 - 0.545 = 0.455 comes back.
+    out = isolated_bar(
+        -1.0, 100.0, 10.0, 0.01, open=109.0, high=110.0, low=108.0, liquidation_fee=0.005
+    )
+    assert out.status == LIQ_GAP
+    assert out.fee == pytest.approx(0.545, rel=1e-12)
+    assert out.margin == pytest.approx(0.455, rel=1e-12)
 
 
 # --- limit orders -------------------------------------------------------------------------------

@@ -67,7 +67,7 @@ N_TIER_FIELDS = 3
 # Outcome of a liquidation check within one bar.
 LIQ_NONE = 0  # the bar did not reach the liquidation price
 LIQ_HIT = 1  # the bar's adverse extreme reached it
-LIQ_GAP = 2  # the bar opened beyond it (still closed at the liquidation price, see below)
+LIQ_GAP = 2  # the bar opened beyond it (closed at the open, see liquidation_fill_nb)
 
 # Outcome of a resting limit order within one bar.
 LIMIT_NONE = 0  # not filled
@@ -176,24 +176,21 @@ def liquidation_fill_nb(position, liq_price, open_, high, low):
     """Return ``(status, price)``: whether the bar liquidates the position, and the fill price.
 
     A long is liquidated when the bar's low reaches ``liq_price``, a short when its high does
-    (``LIQ_HIT``); a bar that opens beyond it is ``LIQ_GAP``. Either way the fill is at the
-    liquidation price: the exchange takes the position over there and the insurance fund, not
-    the trader, bears a gap (docs/perpetuals.md). A ``liq_price`` of 0.0 is never reached by a
-    long's positive low (it cannot be liquidated); for a short it means under maintenance at any
-    price, and the position closes at the open.
+    (``LIQ_HIT``): the fill is at the liquidation price. A bar that opens beyond it is
+    ``LIQ_GAP`` and fills at the open, the first price the bar offers: the account was already
+    worth less there than at the liquidation price, so closing at ``liq_price`` would hand back
+    margin it never had (docs/perpetuals.md). A ``liq_price`` of 0.0 is never reached by a long's
+    positive low (it cannot be liquidated); for a short it means under maintenance at any price
+    (bankrupt already), a gap at the open like any other.
     """
     if position > 0:
         if open_ <= liq_price:
-            return LIQ_GAP, liq_price
+            return LIQ_GAP, open_
         if low <= liq_price:
             return LIQ_HIT, liq_price
     elif position < 0:
         if open_ >= liq_price:
-            if liq_price == 0.0:
-                # Under maintenance at every price (no positive root): bankrupt already, and
-                # the open is the only price there is; the margin left is then below 0.
-                return LIQ_GAP, open_
-            return LIQ_GAP, liq_price
+            return LIQ_GAP, open_
         if high >= liq_price:
             return LIQ_HIT, liq_price
     return LIQ_NONE, math.nan
@@ -231,9 +228,12 @@ def isolated_bar_nb(
     price the check used (after funding), the funding paid (+) or received (-), and the
     liquidation fee. Funding is settled first because the bar is labelled by its open and a
     funding time is a bar's open (``celeris.data.align_funding``); it moves the isolated margin
-    and so the liquidation price. A liquidation closes at the liquidation price, where the
-    margin balance equals the maintenance margin; the fee (``liq_fee`` x notional there) is
-    capped at that remaining balance, since an isolated position never loses more than its margin.
+    and so the liquidation price. A ``LIQ_HIT`` closes at the liquidation price, where the
+    margin balance equals the maintenance margin; a ``LIQ_GAP`` closes at the open, where the
+    balance ``margin + position x (open - entry_price)`` is already below it, possibly below 0.
+    The fee (``liq_fee`` x notional at the fill) is capped at the balance left there, and a
+    negative balance comes back as 0 (the insurance fund covers the loss beyond bankruptcy),
+    since an isolated position never loses more than its margin.
     """
     funding = 0.0
     if funding_rate != 0.0:
