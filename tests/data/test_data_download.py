@@ -83,6 +83,21 @@ def test_download_stores_and_resumes_with_only_new_bars(celeris_home, fake, make
     pd.testing.assert_frame_equal(again, bars)
 
 
+def test_download_request_apart_from_the_store_keeps_it_contiguous(
+    celeris_home, fake, make_exchange
+):
+    download(make_exchange(), "BTC/USDT", "1m", _until(10), _until(30), progress=False)
+    later = download(make_exchange(), "BTC/USDT", "1m", _until(50), _until(60), progress=False)
+    assert len(later) == 10
+    # the hole 30..49 was fetched with it: the store is one stretch
+    assert Store().bounds("binance", "BTC/USDT", "1m") == (_until(10), _until(59))
+    assert len(Store().read("binance", "BTC/USDT", "1m")) == 50
+    download(make_exchange(), "BTC/USDT", "1m", _until(0), _until(5), progress=False)
+    assert len(Store().read("binance", "BTC/USDT", "1m")) == 60
+    bars = download(make_exchange(), "BTC/USDT", "1m", _until(0), _until(90), progress=False)
+    assert len(bars) == 90 and bars.attrs["gaps"] == []
+
+
 def test_download_reports_and_logs_gaps(celeris_home, fake, make_exchange, caplog):
     fake.times = fake.times[(fake.times < T0 + 40 * MINUTE) | (fake.times >= T0 + 43 * MINUTE)]
     with caplog.at_level(logging.WARNING, logger="celeris.data"):

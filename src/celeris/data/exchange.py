@@ -130,7 +130,9 @@ def download(
     (``enableRateLimit=True``: requests are spaced by the exchange's ``rateLimit``). Network
     failures and rate-limit answers (``ccxt.NetworkError``, ``ccxt.RateLimitExceeded``) are
     retried with exponential backoff per ``retry``. With a store, only the bars missing before
-    the first or after the last stored bar are requested, and the fetched bars are saved every
+    the first or after the last stored bar are requested (a range apart from the stored bars
+    is extended to them, so the store stays one contiguous stretch), and the fetched bars are
+    saved every
     ``checkpoint`` bars, so an interrupted download resumes where it stopped. The bar still
     forming at the time of the call is never kept. A page with no bars moves the cursor
     forward by ``limit`` bars (some exchanges answer windows, not "the next bars").
@@ -265,17 +267,20 @@ def _missing_segments(
     stop_ms: int,
     tf_ms: int,
 ) -> list[tuple[int, int]]:
-    """Return the parts of ``[start_ms, stop_ms)`` before the first or after the last stored bar."""
+    """Return what to fetch so that the stored bars grow from their edges to cover the request.
+
+    ``[start_ms, first)`` when the request starts before the first stored bar and
+    ``[last + tf, stop_ms)`` when it ends after the last one. A request that does not touch the
+    stored bars is extended to their edge (the hole between them is fetched too), so the store
+    always holds one contiguous stretch of the exchange's history and a later, wider request
+    never leaves a hole inside the stored bounds.
+    """
     bounds = db.bounds(exchange_id, symbol, timeframe)
     if bounds is None:
         return [(start_ms, stop_ms)]
     first_ms = int(bounds[0].value // 1_000_000)
     last_ms = int(bounds[1].value // 1_000_000)
-    segments = []
-    if start_ms < first_ms:
-        segments.append((start_ms, min(first_ms, stop_ms)))
-    if last_ms + tf_ms < stop_ms:
-        segments.append((max(start_ms, last_ms + tf_ms), stop_ms))
+    segments = [(start_ms, first_ms), (last_ms + tf_ms, stop_ms)]
     return [(a, b) for a, b in segments if a < b]
 
 
