@@ -132,10 +132,9 @@ def download(
     retried with exponential backoff per ``retry``. With a store, only the bars missing before
     the first or after the last stored bar are requested (a range apart from the stored bars
     is extended to them, so the store stays one contiguous stretch), and the fetched bars are
-    saved every
-    ``checkpoint`` bars, so an interrupted download resumes where it stopped. The bar still
-    forming at the time of the call is never kept. A page with no bars moves the cursor
-    forward by ``limit`` bars (some exchanges answer windows, not "the next bars").
+    saved every ``checkpoint`` bars, so an interrupted download resumes where it stopped. The
+    bar still forming at the time of the call is never kept. A page with no bars moves the
+    cursor forward by ``limit`` bars (some exchanges answer windows, not "the next bars").
 
     Parameters
     ----------
