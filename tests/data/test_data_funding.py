@@ -122,7 +122,8 @@ def test_store_save_funding_merges_new_rows_over_old_and_reads_a_range(celeris_h
     stored = store.read_funding("binance", PERP)
     assert list(stored.columns) == ["rate", "mark_price"]
     np.testing.assert_array_equal(stored["rate"], [1e-4, 3e-4, -1e-4])
-    np.testing.assert_array_equal(stored["mark_price"], [40000.0, np.nan, np.nan])
+    # the new 08:00 row has no mark price: the stored one is kept
+    np.testing.assert_array_equal(stored["mark_price"], [40000.0, 40100.0, np.nan])
     part = store.read_funding("binance", "btc-usdt:usdt", "2024-01-01 08:00", "2024-01-01 16:00")
     assert list(part.index) == [pd.Timestamp("2024-01-01 08:00", tz="UTC")]
     assert store.funding_bounds("binance", PERP) == (
@@ -131,6 +132,26 @@ def test_store_save_funding_merges_new_rows_over_old_and_reads_a_range(celeris_h
     )
     listing = store.list()
     assert listing[["symbol", "timeframe", "rows"]].values.tolist() == [[PERP, "funding", 3]]
+
+
+def test_store_save_funding_without_mark_price_keeps_the_stored_mark_prices(celeris_home):
+    store = Store()
+    times = ["2024-01-01 00:00", "2024-01-01 08:00", "2024-01-01 16:00"]
+    store.save_funding(
+        funding_frame(times, [1e-4, 2e-4, 3e-4], [40000.0, 40100.0, 40200.0]), "binance", PERP
+    )
+    # a Series of rates, a frame without mark_price, a frame with a NaN mark price
+    store.save_funding(funding_frame(times[:1], [5e-4])["rate"], "binance", PERP)
+    store.save_funding(funding_frame(times[1:2], [6e-4]), "binance", PERP)
+    store.save_funding(funding_frame(times[2:], [7e-4], [np.nan]), "binance", PERP)
+    stored = store.read_funding("binance", PERP)
+    np.testing.assert_array_equal(stored["rate"], [5e-4, 6e-4, 7e-4])
+    np.testing.assert_array_equal(stored["mark_price"], [40000.0, 40100.0, 40200.0])
+    # a known new mark price still wins
+    store.save_funding(funding_frame(times[:1], [8e-4], [39999.0]), "binance", PERP)
+    np.testing.assert_array_equal(
+        store.read_funding("binance", PERP)["mark_price"], [39999.0, 40100.0, 40200.0]
+    )
 
 
 def test_store_save_funding_bad_rate_raises_and_writes_nothing(celeris_home):

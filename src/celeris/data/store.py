@@ -170,8 +170,9 @@ class Store:
     def save_funding(self, funding: pd.DataFrame | pd.Series, exchange: str, symbol: str) -> Path:
         """Merge funding rates into the stored file of a market, atomically, as :meth:`save`.
 
-        Where both have a funding time, the new row wins. Rows are stored with both columns
-        ``rate, mark_price`` (NaN mark prices where unknown).
+        Where both have a funding time, the new row wins, except that a new row without a mark
+        price (NaN, or a Series or frame without ``mark_price``) keeps the stored one. Rows are
+        stored with both columns ``rate, mark_price`` (NaN mark prices where unknown).
 
         Parameters
         ----------
@@ -202,12 +203,23 @@ class Store:
             rows,
             meta,
             lambda f: _with_mark_price(validate_funding(f, source)),
+            keep_known=True,
         )
 
     def _merge_write(
-        self, path: Path, rows: pd.DataFrame, meta: dict[str, Any], check: Any
+        self,
+        path: Path,
+        rows: pd.DataFrame,
+        meta: dict[str, Any],
+        check: Any,
+        *,
+        keep_known: bool = False,
     ) -> Path:
-        """Union ``rows`` with the stored file by time (``rows`` win), ``check`` it, write."""
+        """Union ``rows`` with the stored file by time (``rows`` win), ``check`` it, write.
+
+        With ``keep_known``, a NaN cell of a new row keeps the stored value of that time (a
+        funding row saved without a mark price does not wipe the stored one).
+        """
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -217,8 +229,12 @@ class Store:
             sweep_temp_files(path)
             if path.exists():
                 old = self._read_all(path)
-                merged = pd.concat([old, rows])
-                merged = merged[~merged.index.duplicated(keep="last")].sort_index()
+                if keep_known:
+                    merged = rows.combine_first(old)[list(rows.columns)]
+                else:
+                    merged = pd.concat([old, rows])
+                    merged = merged[~merged.index.duplicated(keep="last")]
+                merged = merged.sort_index()
                 rows = check(merged)
             _atomic_write(rows, path, meta)
         return path
