@@ -14,7 +14,7 @@ from celeris.analytics.constraints import PortfolioConstraints, resolve_constrai
 from celeris.analytics.covariance import EWMA, LedoitWolf, SampleCovariance
 from celeris.analytics.optimize import ObjectiveOptions, optimize_weights, solve_one
 from celeris.analytics.rolling import _estimates, _windows
-from celeris.errors import ConfigError, DataError
+from celeris.errors import CelerisTypeError, ConfigError, DataError
 from tests.analytics.conftest import factor_returns
 
 
@@ -108,7 +108,36 @@ def test_rolling_weights_turnover_goes_per_date_and_is_honoured() -> None:
     spec = PortfolioConstraints(max_turnover=0.2, current_weights=current)
     got = rolling_weights(r, "30D", "120D", "min_variance", spec)
     assert got.attrs["solver"] == "per-date"
-    assert (np.abs(got.to_numpy() - 1 / 8).sum(axis=1) <= 0.2 + 1e-8).all()
+    # the first rebalance trades from current_weights, each later one from the one before
+    assert np.abs(got.to_numpy()[0] - 1 / 8).sum() <= 0.2 + 1e-8
+    assert (np.abs(np.diff(got.to_numpy(), axis=0)).sum(axis=1) <= 0.2 + 1e-8).all()
+
+
+@pytest.mark.parametrize("objective", ["min_variance", "max_sharpe", "min_cvar"])
+def test_rolling_weights_turnover_chained_from_previous_rebalance(objective: str) -> None:
+    # Each date's turnover is measured from the previous date's weights (the first date's from
+    # current_weights): consecutive rows differ by at most T. Measured from the same
+    # current_weights every time, consecutive rows could differ by up to 2T and the portfolio
+    # could never move further than T from where it started.
+    r = factor_returns(8, 400, seed=4) + 0.002  # every window has a positive Sharpe ratio
+    current = pd.Series(1 / 8, index=r.columns)
+    t_max = 0.1
+    spec = PortfolioConstraints(max_turnover=t_max, current_weights=current)
+    got = rolling_weights(r, "20D", "120D", objective, spec).to_numpy()
+    assert len(got) >= 10
+    steps = np.abs(np.diff(np.vstack([current.to_numpy(), got]), axis=0)).sum(axis=1)
+    assert (steps <= t_max + 1e-9).all()
+    # the chain walks: some date ends up further than T from the starting weights
+    assert np.abs(got - current.to_numpy()).sum(axis=1).max() > t_max + 1e-6
+    # and each date equals the one-date solve from the previous date's weights
+    for i in (1, len(got) - 1):
+        t = rolling_weights(r, "20D", "120D", objective, spec).index[i]
+        window = r.loc[(r.index >= t - pd.Timedelta("120D")) & (r.index < t)]
+        prev = pd.Series(got[i - 1], index=r.columns)
+        want = optimize_weights(
+            window, objective, {"max_turnover": t_max, "current_weights": prev}
+        ).to_numpy()
+        np.testing.assert_allclose(got[i], want, atol=1e-6)
 
 
 def test_rolling_weights_early_dates_without_full_lookback_are_left_out() -> None:
@@ -131,6 +160,23 @@ def test_rolling_weights_row_lookback_uses_last_rows_before_date() -> None:
     np.testing.assert_allclose(
         got.iloc[0].to_numpy(), optimize_weights(window).to_numpy(), atol=1e-6
     )
+
+
+@pytest.mark.parametrize("rows", [np.int64(50), np.int32(50), np.uint16(50)])
+def test_rolling_weights_numpy_integer_lookback_equals_int_lookback(rows: object) -> None:
+    r = factor_returns(5, 200, seed=0)
+    pd.testing.assert_frame_equal(rolling_weights(r, "20D", rows), rolling_weights(r, "20D", 50))
+
+
+@pytest.mark.parametrize("bad", [True, np.bool_(True), 50.0])
+def test_rolling_weights_bool_or_float_lookback_raises_type_error(bad: object) -> None:
+    with pytest.raises(CelerisTypeError, match="lookback must be a period like '180D' or a number"):
+        rolling_weights(factor_returns(5, 200, seed=0), "20D", bad)
+
+
+def test_rolling_weights_numpy_integer_lookback_below_one_raises_config_error() -> None:
+    with pytest.raises(ConfigError, match="lookback must be at least 1 row, got 0"):
+        rolling_weights(factor_returns(5, 200, seed=0), "20D", np.int64(0))
 
 
 def test_rolling_weights_explicit_date_without_lookback_raises_data_error() -> None:

@@ -8,6 +8,8 @@ other objectives and constraints go through the exact one-date solver date by da
 
 from __future__ import annotations
 
+import dataclasses
+import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,6 +20,7 @@ from celeris.analytics.constraints import (
     PortfolioConstraints,
     ResolvedConstraints,
     as_constraints,
+    check_feasible,
     resolve_constraints,
 )
 from celeris.analytics.covariance import (
@@ -72,7 +75,10 @@ def rolling_weights(
         The window: a period (``"180D"``: rows with ``t - 180 days <= time < t``) or a number
         of rows (the last ``lookback`` rows before ``t``).
     objective, constraints, estimator, risk_free_rate, cvar_beta, dropna
-        As in :func:`celeris.analytics.optimize_weights`.
+        As in :func:`celeris.analytics.optimize_weights`. With ``max_turnover`` the dates are
+        chained: the turnover at each date is measured from the weights of the previous
+        rebalance date (the first date: from ``current_weights``), so consecutive rows differ by
+        at most ``max_turnover`` in ``sum(|w_t - w_{t-1}|)``.
     device
         ``"auto" | "cpu" | "cuda"`` for the batched torch solver
         (:func:`celeris.compute.device.resolve_torch_device`).
@@ -106,7 +112,9 @@ def rolling_weights(
         )
         solver = "batched-active-set"
     else:
-        weights = _solve_each(values, starts, ends, objective, resolved, est, options, progress)
+        weights = _solve_each(
+            values, starts, ends, dates, objective, resolved, est, options, progress
+        )
         fallbacks, solver = 0, "per-date"
     out = pd.DataFrame(weights, index=pd.DatetimeIndex(dates, name="time"), columns=frame.columns)
     out.attrs.update({"objective": objective, "solver": solver, "fallbacks": fallbacks})
@@ -153,14 +161,17 @@ def _windows(
         pos = index.searchsorted(grid, side="left")
         dates = pd.DatetimeIndex(index[np.unique(pos[pos < len(index)])])
     ends = index.searchsorted(dates, side="left")  # rows strictly before t
-    if isinstance(lookback, bool) or not isinstance(lookback, int | str | pd.Timedelta):
+    if isinstance(lookback, bool | np.bool_) or not isinstance(
+        lookback, numbers.Integral | str | pd.Timedelta
+    ):
         raise CelerisTypeError(
             f"lookback must be a period like '180D' or a number of rows, got {lookback!r}"
         )
-    if isinstance(lookback, int):
-        if lookback < 1:
+    if isinstance(lookback, numbers.Integral):
+        rows = int(lookback)
+        if rows < 1:
             raise ConfigError(f"lookback must be at least 1 row, got {lookback}")
-        starts = ends - lookback
+        starts = ends - rows
         full = starts >= 0
     else:
         span = _as_timedelta("lookback", lookback)
@@ -299,6 +310,7 @@ def _solve_each(
     values: np.ndarray,
     starts: np.ndarray,
     ends: np.ndarray,
+    dates: list[pd.Timestamp],
     objective: str,
     c: ResolvedConstraints,
     est: CovarianceEstimator,
@@ -313,6 +325,15 @@ def _solve_each(
     try:
         for i, (s, e) in enumerate(zip(starts, ends, strict=True)):
             window = values[s:e]
+            if c.max_turnover is not None and i > 0:
+                # Turnover is traded from the weights held: the previous rebalance's solution.
+                c = dataclasses.replace(c, current=out[i - 1].copy())
+                try:
+                    check_feasible(c)
+                except ConfigError as exc:
+                    raise ConfigError(
+                        f"rolling_weights: at {dates[i]}, from the weights of {dates[i - 1]}: {exc}"
+                    ) from exc
             out[i] = solve_one(
                 window, est.estimate(window), window.mean(axis=0), objective, c, options
             )[0]
