@@ -90,6 +90,7 @@ class FakeBinance:
         self.funding_offsets = [i for i in range(n_funding) if i not in missing_funding]
         self.funding_step = 8 * HOUR
         self.no_mark: set[int] = set()
+        self.jitter_ms: dict[int, int] = {}  # record i is sent jitter_ms[i] ms off its time
         self.bad_rate: dict[int, str] = {}
         self.requests: list[dict[str, str]] = []
         self.funding_requests: list[dict[str, str]] = []
@@ -129,13 +130,14 @@ class FakeBinance:
         start = int(query.get("startTime", 0))
         end = int(query.get("endTime", 2**62))
         limit = min(int(query.get("limit", 100)), 1000)
-        chosen = [i for i in self.funding_offsets if start <= self.funding_time(i) <= end]
+        sent = {i: self.funding_time(i) + self.jitter_ms.get(i, 0) for i in self.funding_offsets}
+        chosen = [i for i in self.funding_offsets if start <= sent[i] <= end]
         if "startTime" not in query:
             chosen = chosen[-limit:]  # Binance: the most recent records without a start
         return [
             {
                 "symbol": query.get("symbol", "BTCUSDT"),
-                "fundingTime": self.funding_time(i),
+                "fundingTime": sent[i],
                 "fundingRate": self.bad_rate.get(i, f"{1e-4 + i * 1e-6:.8f}"),
                 "markPrice": "" if i in self.no_mark else f"{40000 + i:.8f}",
             }

@@ -12,6 +12,7 @@ import pytest
 
 import celeris.data.exchange as exchange_mod
 from celeris.data import RetryPolicy, Store, load_funding
+from celeris.data.funding import align_funding
 from celeris.data.funding_download import download_funding
 from celeris.errors import CelerisTypeError, ConfigError, ExchangeError, StoreError
 from tests.data.fake_binance import HOUR, T0, FakeBinance, binance_client, serve
@@ -143,6 +144,24 @@ def test_download_funding_request_apart_from_the_store_keeps_it_contiguous(
     funding = download_funding(exchange, PERP, at(0), at(90), progress=False)
     assert len(funding) == 90 and funding.attrs["gaps"] == []
     assert funding.index.equals(pd.DatetimeIndex([at(i) for i in range(90)], name="time"))
+
+
+def test_download_funding_jittered_times_are_rounded_to_the_second_and_align(
+    celeris_home, fake, exchange
+):
+    # Binance's fundingTime may be a few ms off the hour: 08:00:00.005, 15:59:59.997
+    fake.jitter_ms = {i: (-3 if i % 2 else 5) for i in range(90)}
+    funding = download_funding(exchange, PERP, at(0), at(90), limit=40, progress=False)
+    expected = pd.DatetimeIndex([at(i) for i in range(90)], name="time")
+    assert funding.index.equals(expected) and funding.attrs["gaps"] == []
+    assert Store().funding_bounds("binance", PERP) == (at(0), at(89))
+    bars = pd.date_range(at(0), at(89), freq="1h", name="time")
+    aligned = align_funding(funding["rate"], bars)
+    assert (aligned != 0).sum() == 90
+    fake.funding_requests.clear()
+    again = download_funding(exchange, PERP, at(0), at(90), progress=False)
+    assert again.attrs["fetched"] == 0
+    pd.testing.assert_frame_equal(again, funding)
 
 
 def test_download_funding_reports_and_logs_gaps(celeris_home, exchange, fake, caplog):

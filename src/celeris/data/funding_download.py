@@ -77,7 +77,10 @@ def download_funding(
     Returns
     -------
     pandas.DataFrame
-        Funding of ``[since, until)`` (stored and new rows with a store): float64 columns
+        Funding of ``[since, until)`` (stored and new rows with a store), on the exchange's
+        funding times rounded to the nearest second (funding is paid on the hour; Binance's
+        ``fundingTime`` may carry a few milliseconds of jitter, which would keep the rows from
+        lining up with bar times in :func:`~celeris.data.funding.align_funding`): float64 columns
         ``rate`` and ``mark_price`` (NaN where the exchange sent none; Binance sends it for
         recent records) on the UTC funding times, sorted and unique, validated
         (:func:`~celeris.data.funding_schema.validate_funding`: finite rates within
@@ -232,11 +235,10 @@ class _FundingPager:
         kept: list[tuple[int, float, float]] = []
         cursor = seg_start
         while cursor < seg_end:
-            rows = self._page(cursor)
+            rows, last = self._page(cursor)
             if not rows:
                 cursor += self.limit * _EMPTY_PAGE_STEP_MS
             else:
-                last = max(r[0] for r in rows)
                 if last < cursor:
                     raise ExchangeError(
                         f"{self.ex.id}: asked for {self.symbol} funding from "
@@ -250,7 +252,12 @@ class _FundingPager:
                 bar.update(task, completed=done_before + done)
         return kept
 
-    def _page(self, cursor: int) -> list[tuple[int, float, float]]:
+    def _page(self, cursor: int) -> tuple[list[tuple[int, float, float]], int]:
+        """Return the page's records (times rounded to the second) and its last time as sent.
+
+        The cursor walks on the exchange's own times, so a record sent at 08:00:00.005 and
+        recorded at 08:00:00 is not asked for again and again.
+        """
         records = _call(
             self.ex,
             self.retry,
@@ -260,7 +267,9 @@ class _FundingPager:
             since=cursor,
             limit=self.limit,
         )
-        return [_record(r, self.ex.id, self.symbol) for r in (records or [])]
+        raw = [_record(r, self.ex.id, self.symbol) for r in (records or [])]
+        rows = [(_to_second(ms), rate, mark) for ms, rate, mark in raw]
+        return rows, max((ms for ms, _, _ in raw), default=cursor)
 
 
 def _record(record: Any, exchange_id: str, symbol: str) -> tuple[int, float, float]:
@@ -286,6 +295,12 @@ def _record(record: Any, exchange_id: str, symbol: str) -> tuple[int, float, flo
             f"{pd.Timestamp(int(record['timestamp']), unit='ms', tz='UTC')}: {exc}"
         ) from None
     return int(record["timestamp"]), rate_value, mark_value
+
+
+def _to_second(ms: int) -> int:
+    """Round epoch milliseconds to the nearest second (funding is paid on the hour; Binance's
+    ``fundingTime`` may carry a few milliseconds of jitter, e.g. 08:00:00.005)."""
+    return (ms + 500) // 1000 * 1000
 
 
 def _frame(rows: list[tuple[int, float, float]], exchange_id: str, symbol: str) -> pd.DataFrame:
