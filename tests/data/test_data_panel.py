@@ -161,6 +161,27 @@ def test_to_panel_field_symbol_orientation_is_detected(staggered):
     _assert_same_panel(panel, to_panel(staggered))
 
 
+def test_to_panel_yfinance_capitalised_fields_are_read_as_lower_case(staggered):
+    frame = _as_multiindex(staggered).swaplevel(axis=1)
+    frame.columns = frame.columns.set_levels(
+        [f.capitalize() for f in frame.columns.levels[0]], level=0
+    )  # ("Close", "AAPL") as yfinance downloads it
+    assert ("Close", "FULL") in frame.columns
+    panel = to_panel(frame)
+    assert panel.layout == "(field, symbol)"
+    _assert_same_panel(panel, to_panel(staggered))
+    # (symbol, field) with capitals too; a stray "Adj Close" is left out with fields=
+    sym_field = _as_multiindex(staggered)
+    sym_field.columns = sym_field.columns.set_levels(
+        [f.upper() for f in sym_field.columns.levels[1]], level=1
+    )
+    _assert_same_panel(to_panel(sym_field), to_panel(staggered))
+    adj = frame[["Close"]].rename(columns={"Close": "Adj Close"}, level=0)
+    with_adj = pd.concat([frame, adj], axis=1)
+    panel = to_panel(with_adj, fields=["close"])
+    _assert_same_panel(panel, to_panel(staggered, fields=["close"]))
+
+
 def test_to_panel_one_bar_frame_is_one_asset(staggered):
     panel = to_panel(staggered["FULL"], symbol="BTC/USDT")
     assert panel.layout == "bar frame" and list(panel.symbols) == ["BTC/USDT"]

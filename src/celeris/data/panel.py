@@ -320,6 +320,11 @@ def _split(bars: Any, symbol: str) -> tuple[dict[str, pd.DataFrame], Layout]:
         return {_check_symbol(symbol, "symbol="): frame}, "bar frame"
     level = field_level(bars.columns)
     bars = _with_checked_index(bars, "bars index")
+    # fields are matched in any case ('Close' as yfinance writes it): name them in lower case
+    fields = [str(f).lower() for f in bars.columns.get_level_values(level)]
+    labels = [bars.columns.get_level_values(i) for i in range(2)]
+    labels[level] = pd.Index(fields)
+    bars = bars.set_axis(pd.MultiIndex.from_arrays(labels, names=bars.columns.names), axis=1)
     dup = bars.columns.duplicated()
     if dup.any():
         raise DataError(
