@@ -55,7 +55,8 @@ def test_load_funding_reads_iso_and_epoch_timestamps(tmp_path):
             r"line 3: .* is earlier than",
         ),
         ("2024-01-01T00:00:00Z,0.0001\n01/02/2024,0.0002\n", r"line 3: timestamp '01/02/2024'"),
-        ("2024-01-01T00:00:00Z,1.5\n", r"line 2: rate 1.5 is 100% or more"),
+        ("2024-01-01T00:00:00Z,1.5\n", r"line 2: rate 1.5 is beyond \+-0.1 \(10%\)"),
+        ("2024-01-01T00:00:00Z,-0.2\n", r"line 2: rate -0.2 is beyond \+-0.1 \(10%\)"),
     ],
 )
 def test_load_funding_bad_rows_raise_naming_file_and_line(tmp_path, body, message):
@@ -63,6 +64,15 @@ def test_load_funding_bad_rows_raise_naming_file_and_line(tmp_path, body, messag
     with pytest.raises(DataError, match=message) as info:
         load_funding(path)
     assert str(path) in str(info.value)
+
+
+def test_load_funding_rate_bound_is_the_funding_frame_bound(tmp_path):
+    # the CSV reader refuses exactly what validate_funding/align_funding refuse
+    assert (
+        load_funding(write(tmp_path, "ok.csv", "timestamp,rate\n2024-01-01,-0.1\n")).iloc[0] == -0.1
+    )
+    with pytest.raises(DataError, match=r"line 2: rate 0.5 is beyond \+-0.1"):
+        load_funding(write(tmp_path, "big.csv", "timestamp,rate\n2024-01-01,0.5\n"))
 
 
 def test_load_funding_wrong_columns_raise(tmp_path):

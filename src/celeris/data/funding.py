@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from celeris.data.funding_schema import validate_funding
+from celeris.data.funding_schema import MAX_ABS_RATE, validate_funding
 from celeris.data.sources import check_regular_file, parse_store_key, parse_times
 from celeris.data.store import FUNDING, Store
 from celeris.errors import DataError
@@ -59,7 +59,8 @@ def load_funding(path: str | Path) -> pd.Series:
         Naming the file, the line and the problem: a missing file or one that is not a regular
         file (a directory, a FIFO), other columns, an unreadable
         timestamp, a duplicate or out-of-order timestamp, a NaN or non-numeric rate, or a rate
-        of 100% or more per interval (almost surely percent written as a fraction); a store
+        beyond ``+-MAX_ABS_RATE`` (10%) per interval, the bound of every funding frame (almost
+        surely percent written as a fraction); a store
         source that does not end in ``/funding``.
     StoreError
         No funding rates are stored for that market.
@@ -104,12 +105,13 @@ def load_funding(path: str | Path) -> pd.Series:
         raise DataError(
             f"{path}, line {pos + 2}: rate {raw['rate'].iloc[pos]!r} is not a finite number"
         )
-    big = np.abs(rates) >= 1.0
+    big = np.abs(rates) > MAX_ABS_RATE
     if big.any():
         pos = int(np.flatnonzero(big)[0])
         raise DataError(
-            f"{path}, line {pos + 2}: rate {rates[pos]} is 100% or more per interval; rates are "
-            "fractions (0.0001 = 0.01%)"
+            f"{path}, line {pos + 2}: rate {rates[pos]} is beyond +-{MAX_ABS_RATE} "
+            f"({MAX_ABS_RATE:.0%}) per interval, more than any exchange's funding cap; rates "
+            "are fractions (0.0001 = 0.01%)"
         )
     steps = np.diff(index.asi8)
     if (steps <= 0).any():
