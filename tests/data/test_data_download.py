@@ -182,6 +182,37 @@ def test_download_checkpoints_save_partial_progress(celeris_home, fake, make_exc
     assert len(Store().read("binance", "BTC/USDT", "1m")) == 100
 
 
+def test_download_interrupted_before_the_stored_bars_leaves_no_hole(
+    celeris_home, fake, make_exchange, monkeypatch
+):
+    download(make_exchange(), "BTC/USDT", "1m", _until(100), _until(150), progress=False)
+    calls = {"n": 0}
+    original = ccxt.binance.fetch_ohlcv
+
+    def flaky(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise ccxt.ExchangeError("boom")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ccxt.binance, "fetch_ohlcv", flaky)
+    with pytest.raises(ExchangeError, match="boom"):
+        download(
+            make_exchange(),
+            "BTC/USDT",
+            "1m",
+            _until(0),
+            _until(150),
+            limit=20,
+            checkpoint=20,
+            progress=False,
+        )
+    # a checkpoint of bars 0..39 would leave a hole before bar 100 that no later call fills
+    assert Store().bounds("binance", "BTC/USDT", "1m") == (_until(100), _until(149))
+    bars = download(make_exchange(), "BTC/USDT", "1m", _until(0), _until(150), progress=False)
+    assert len(bars) == 150 and bars.attrs["gaps"] == []
+
+
 def test_download_with_progress_bar_runs(celeris_home, fake, make_exchange, capsys):
     bars = download(make_exchange(), "BTC/USDT", "1m", "2024-01-01", _until(30), progress=True)
     assert len(bars) == 30

@@ -132,7 +132,8 @@ def download(
     retried with exponential backoff per ``retry``. With a store, only the bars missing before
     the first or after the last stored bar are requested (a range apart from the stored bars
     is extended to them, so the store stays one contiguous stretch), and the fetched bars are
-    saved every ``checkpoint`` bars, so an interrupted download resumes where it stopped. The
+    saved every ``checkpoint`` bars (the bars before the first stored one once all are in, so
+    the store never has a hole), so an interrupted download resumes where it stopped. The
     bar still forming at the time of the call is never kept. A page with no bars moves the
     cursor forward by ``limit`` bars (some exchanges answer windows, not "the next bars").
 
@@ -197,6 +198,8 @@ def download(
         segments = _missing_segments(db, ex.id, symbol, timeframe, start_ms, stop_ms, tf_ms)
 
     pager = _Pager(ex, retry, symbol, timeframe, tf_ms, limit=limit, db=db, checkpoint=checkpoint)
+    bounds = db.bounds(ex.id, symbol, timeframe) if db is not None else None
+    pager.stored_first_ms = int(bounds[0].value // 1_000_000) if bounds is not None else None
     with _progress(progress, f"{ex.id} {symbol} {timeframe}") as bar:
         pager.fetch(segments, bar)
     until_ts = pd.Timestamp(stop_ms, unit="ms", tz="UTC")
@@ -306,6 +309,9 @@ class _Pager:
         self.tf_ms, self.limit, self.db, self.checkpoint = tf_ms, limit, db, checkpoint
         self.pending: list[list[Any]] = []
         self.fetched = 0
+        # A segment that ends at the first stored bar is saved only once complete: a
+        # checkpoint of its start would leave a hole before the stored bars.
+        self.stored_first_ms: int | None = None
         self._bar: Any = None
         self._task: Any = None
 
@@ -334,6 +340,7 @@ class _Pager:
 
     def _segment(self, seg_start: int, seg_end: int, done_before: int, total: int) -> None:
         bar, task, tf_ms = self._bar, self._task, self.tf_ms
+        before_stored = self.stored_first_ms is not None and seg_start < self.stored_first_ms
         cursor = seg_start
         while cursor < seg_end:
             rows = self._page(cursor)
@@ -356,8 +363,10 @@ class _Pager:
                 done = done_before + (min(last, seg_end) - seg_start) // tf_ms + 1
                 bar.update(task, completed=min(total, done))
             cursor = last + tf_ms
-            if self.db is not None and len(self.pending) >= self.checkpoint:
+            if self.db is not None and len(self.pending) >= self.checkpoint and not before_stored:
                 self.flush()
+        if before_stored:
+            self.flush()  # complete: it now touches the stored bars
 
     def _page(self, cursor: int) -> list[list[Any]]:
         rows = _call(
