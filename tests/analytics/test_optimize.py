@@ -338,3 +338,49 @@ def test_optimize_weights_integer_asset_labels_accept_per_asset_bounds() -> None
     r.columns = pd.Index([10, 11, 12, 13, 14])
     got = optimize_weights(r, "min_variance", {"max_weight": {12: 0.05}})
     assert got[12] <= 0.05 + 1e-9
+
+
+@pytest.mark.parametrize("objective", ["min_variance", "max_sharpe", "risk_parity", "hrp"])
+@pytest.mark.parametrize("level", [0.0, 0.001], ids=["zero", "constant"])
+def test_optimize_weights_zero_variance_returns_raise_data_error(
+    objective: str, level: float
+) -> None:
+    # All-zero returns gave a bare cvxpy ValueError ("Problem data contains NaN or Inf") or
+    # "Newton did not converge"; constant ones a covariance of rounding noise (~1e-38).
+    r = factor_returns(5, 100, seed=0) * 0.0 + level
+    with pytest.raises(DataError, match=rf"{objective}: the returns of every asset have zero var"):
+        optimize_weights(r, objective)
+
+
+def test_optimize_weights_min_cvar_zero_returns_still_solves() -> None:
+    # min_cvar reads the scenarios, not the covariance: every portfolio has CVaR 0
+    got = optimize_weights(factor_returns(5, 100, seed=0) * 0.0, "min_cvar")
+    assert got.sum() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("objective", ["risk_parity", "hrp"])
+def test_optimize_weights_one_constant_asset_risk_parity_raises_data_error_naming_it(
+    objective: str,
+) -> None:
+    # hrp returned NaN weights (the variance was ~1e-38, not 0); risk_parity all in that asset
+    r = factor_returns(5, 100, seed=0)
+    r["A02"] = 0.001
+    with pytest.raises(DataError, match=rf"{objective}: asset 'A02' has zero variance"):
+        optimize_weights(r, objective)
+
+
+def test_equal_risk_contribution_zero_variance_raises_data_error() -> None:
+    from celeris.analytics.allocators import equal_risk_contribution
+
+    with pytest.raises(DataError, match="asset 1 has zero variance"):
+        equal_risk_contribution(np.diag([1e-4, 0.0, 2e-4]))
+
+
+def test_optimize_weights_min_cvar_fewer_rows_than_assets_solves() -> None:
+    # min_cvar never uses the covariance: 20 scenarios for 30 assets is a valid LP.
+    r = factor_returns(30, 20, seed=1)
+    got = optimize_weights(r, "min_cvar", {"max_weight": 0.2})
+    assert got.sum() == pytest.approx(1.0)
+    assert (got >= -1e-9).all() and (got <= 0.2 + 1e-9).all()
+    with pytest.raises(DataError, match=r"20 rows of returns for 30 assets"):
+        optimize_weights(r, "min_variance")

@@ -273,3 +273,22 @@ def test_rolling_weights_batched_with_estimator_matches_exact_solver(estimator: 
                 window, cov, window.mean(axis=0), objective, c, ObjectiveOptions()
             )
             assert np.abs(row.to_numpy() - want).max() < 1e-6
+
+
+@pytest.mark.parametrize(
+    ("objective", "solver"),
+    [("min_variance", "batched"), ("max_sharpe", "batched"), ("risk_parity", "per-date")],
+)
+def test_rolling_weights_zero_variance_window_raises_data_error_naming_date(
+    objective: str, solver: str
+) -> None:
+    r = factor_returns(5, 200, seed=0) + 0.001
+    r.iloc[:80] = 0.0  # the windows before 2020-03-21 hold only zeros
+    with pytest.raises(DataError, match=rf"{objective} at 2020-0.*every asset have zero variance"):
+        rolling_weights(r, "7D", 60, objective)
+
+
+def test_rolling_weights_min_cvar_fewer_rows_than_assets_solves() -> None:
+    r = factor_returns(30, 200, seed=1)
+    got = rolling_weights(r, "30D", 20, "min_cvar")
+    assert np.allclose(got.sum(axis=1), 1.0)

@@ -25,6 +25,11 @@ def equal_risk_contribution(
     when every ``y_i (Cy)_i`` equals ``1/N``. Damped Newton steps keep ``y > 0``.
     """
     n = cov.shape[0]
+    zero = np.flatnonzero(~(np.diag(cov) > 0))
+    if zero.size:  # y'Cy has no minimiser along that asset: Newton would run off to infinity
+        raise DataError(
+            f"equal risk contribution: asset {int(zero[0])} has zero variance in the covariance"
+        )
     scale = float(np.trace(cov)) / n
     c = cov / scale  # same argmin, unit-scale numbers
     b = np.full(n, 1.0 / n)

@@ -192,15 +192,24 @@ def check_returns(returns: object, *, dropna: bool = False) -> pd.DataFrame:
 
 
 def check_enough_rows(
-    n_rows: int, n_assets: int, estimator: CovarianceEstimator, where: str
+    n_rows: int,
+    n_assets: int,
+    estimator: CovarianceEstimator,
+    where: str,
+    *,
+    singular_ok: bool = False,
 ) -> None:
-    """Raise :class:`~celeris.DataError` when ``n_rows`` cannot give a usable covariance."""
+    """Raise :class:`~celeris.DataError` when ``n_rows`` cannot give a usable covariance.
+
+    ``singular_ok``: the caller does not solve with the covariance (``min_cvar`` reads the
+    return scenarios and only reports the covariance), so no more rows than assets is fine.
+    """
     if n_rows < estimator.needs_rows:
         raise DataError(
             f"{where}: {n_rows} rows of returns; the {type(estimator).__name__} estimator needs "
             f"at least {estimator.needs_rows}"
         )
-    if not isinstance(estimator, LedoitWolf) and n_rows <= n_assets:
+    if not singular_ok and not isinstance(estimator, LedoitWolf) and n_rows <= n_assets:
         raise DataError(
             f"{where}: {n_rows} rows of returns for {n_assets} assets; a {type(estimator).__name__} "
             "covariance is singular with no more rows than assets: use more rows, fewer assets or "

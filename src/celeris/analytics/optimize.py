@@ -136,7 +136,13 @@ def optimize_portfolio(
     check_objective_constraints(objective, spec)
     resolved = resolve_constraints(spec, assets)
     values = frame.to_numpy()
-    check_enough_rows(values.shape[0], values.shape[1], est, f"optimize_weights({objective!r})")
+    check_enough_rows(
+        values.shape[0],
+        values.shape[1],
+        est,
+        f"optimize_weights({objective!r})",
+        singular_ok=objective == "min_cvar",
+    )
     cov = est.estimate(values)
     mu = values.mean(axis=0)
     w, solver, status = solve_one(values, cov, mu, objective, resolved, options)
@@ -193,8 +199,15 @@ def solve_one(
     objective: str,
     c: ResolvedConstraints,
     options: ObjectiveOptions,
+    *,
+    where: str = "",
 ) -> tuple[np.ndarray, str, str]:
-    """Solve one problem on plain arrays; return ``(weights, solver, status)``."""
+    """Solve one problem on plain arrays; return ``(weights, solver, status)``.
+
+    ``where`` (e.g. ``" at 2024-01-07"``) is added to the objective in error messages.
+    """
+    scale = float(np.abs(values).mean()) if values.size else 0.0
+    check_variance(zero_variance(np.diag(cov), scale), objective, c.assets, where)
     if objective == "risk_parity":
         try:
             return c.budget * equal_risk_contribution(cov), "newton", "optimal"
@@ -238,6 +251,39 @@ def solve_one(
             "positive maximum; use min_variance or a lower risk_free_rate"
         )
     return np.asarray(w.value, dtype=np.float64) / float(k.value), "clarabel", "optimal"
+
+
+def zero_variance(variances: np.ndarray, scale: np.ndarray | float) -> np.ndarray:
+    """Return where a variance is zero: at most ``(1e-10 x scale)^2`` (or NaN).
+
+    ``scale`` is the mean absolute return of the window: the sample variance of a constant
+    series is not exactly 0 in floating point but ~1e-38 of its level, far below this bound.
+    Works on ``[N]`` variances with a scalar scale and on ``[B, N]`` with a ``[B, 1]`` scale.
+    """
+    bound = 1e-20 * np.square(scale)
+    return np.asarray(~(variances > bound))
+
+
+def check_variance(zero: np.ndarray, objective: str, assets: tuple[str, ...], where: str) -> None:
+    """Raise :class:`~celeris.DataError` for zero variances the objective cannot work with.
+
+    Every objective but ``min_cvar`` (which reads the returns, not the covariance) needs some
+    asset with risk; risk parity and HRP divide by each asset's variance, so need them all.
+    """
+    if objective == "min_cvar" or not zero.any():
+        return
+    if zero.all():
+        raise DataError(
+            f"{objective}{where}: the returns of every asset have zero variance over the window "
+            "(constant, e.g. all 0): the covariance is zero, so there is no risk to minimise or "
+            "to divide by; check the returns or use a longer window"
+        )
+    if objective in ("risk_parity", "hrp"):
+        i = int(np.flatnonzero(zero)[0])
+        raise DataError(
+            f"{objective}{where}: asset {assets[i]!r} has zero variance over the window "
+            f"(constant returns): {objective} divides by each asset's variance; drop the asset"
+        )
 
 
 def _weight_constraints(w: Any, c: ResolvedConstraints, k: Any) -> list[Any]:

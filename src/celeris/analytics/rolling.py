@@ -35,7 +35,9 @@ from celeris.analytics.optimize import (
     Objective,
     ObjectiveOptions,
     check_objective_constraints,
+    check_variance,
     solve_one,
+    zero_variance,
 )
 from celeris.errors import CelerisTypeError, ConfigError, DataError, check_choice
 from celeris.progress import progress_bar
@@ -105,7 +107,13 @@ def rolling_weights(
     values = frame.to_numpy()
     n = values.shape[1]
     for t, s, e in zip(dates, starts, ends, strict=True):
-        check_enough_rows(int(e - s), n, est, f"rolling_weights: the window before {t}")
+        check_enough_rows(
+            int(e - s),
+            n,
+            est,
+            f"rolling_weights: the window before {t}",
+            singular_ok=objective == "min_cvar",
+        )
     if objective in BATCHED_OBJECTIVES and spec.only_bounds_and_budget:
         weights, fallbacks = _solve_batched(
             values, starts, ends, dates, objective, resolved, est, options, device
@@ -249,6 +257,12 @@ def _solve_batched(
     dev = resolve_torch_device(device)
     covs, mus = _estimates(values, starts, ends, est)
     bsz, n = mus.shape
+    # mean |return| of each window from a prefix sum: the scale of the zero-variance check
+    prefix = np.concatenate([[0.0], np.cumsum(np.abs(values).sum(axis=1))])
+    scale = (prefix[ends] - prefix[starts]) / ((ends - starts) * n)
+    zero = zero_variance(np.diagonal(covs, axis1=1, axis2=2), scale[:, None])
+    for i in np.flatnonzero(zero.any(axis=1)):
+        check_variance(zero[i], objective, c.assets, f" at {dates[int(i)]}")
     excess = None
     if objective == "max_sharpe":
         excess_np = mus - options.risk_free_rate
@@ -272,9 +286,9 @@ def _solve_batched(
     weights = w.cpu().numpy()
     missed = np.flatnonzero(~converged.cpu().numpy())
     for i in missed:  # the rare date whose active set did not settle: solve it exactly
-        weights[i] = solve_one(values[starts[i] : ends[i]], covs[i], mus[i], objective, c, options)[
-            0
-        ]
+        window = values[starts[i] : ends[i]]
+        where = f" at {dates[int(i)]}"
+        weights[i] = solve_one(window, covs[i], mus[i], objective, c, options, where=where)[0]
     return weights, int(missed.size)
 
 
@@ -334,8 +348,10 @@ def _solve_each(
                     raise ConfigError(
                         f"rolling_weights: at {dates[i]}, from the weights of {dates[i - 1]}: {exc}"
                     ) from exc
+            cov = est.estimate(window)
+            where = f" at {dates[i]}"
             out[i] = solve_one(
-                window, est.estimate(window), window.mean(axis=0), objective, c, options
+                window, cov, window.mean(axis=0), objective, c, options, where=where
             )[0]
             if bar is not None and task is not None:
                 bar.advance(task)
