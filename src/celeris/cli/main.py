@@ -11,6 +11,7 @@ from celeris.cli import (
     demo,
     llm_cmd,
     models_cmd,
+    portfolio_cmd,
     ray_cmd,
     serve_cmd,
 )
@@ -41,6 +42,7 @@ analyze_cmd.register(app)
 serve_cmd.register(app)
 ray_cmd.register(app)
 bench_cmd.register(app)
+portfolio_cmd.register(app)
 
 
 def run() -> None:
