@@ -58,8 +58,7 @@ def optimize_cmd(
     Example: celeris portfolio optimize --data sample:sp500 --data sample:nasdaq
     --objective risk_parity --estimator ledoit_wolf --max-weight 0.6
     """
-    from celeris.analytics import optimize_portfolio
-    from celeris.analytics.optimize import OBJECTIVES
+    from celeris.analytics.optimize import OBJECTIVES, optimize_portfolio
     from celeris.errors import check_choice
 
     specs = list(data or [])
