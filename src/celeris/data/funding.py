@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from celeris.data.funding_schema import MAX_ABS_RATE, validate_funding
+from celeris.data.funding_schema import MAX_ABS_RATE, first_bad_rate, validate_funding
 from celeris.data.sources import check_regular_file, parse_store_key, parse_times
 from celeris.data.store import FUNDING, Store
 from celeris.errors import DataError
@@ -99,15 +99,14 @@ def load_funding(path: str | Path) -> pd.Series:
             )
         index = pd.DatetimeIndex(parsed).as_unit("ns")
     rates = pd.to_numeric(raw["rate"].str.strip(), errors="coerce").to_numpy(np.float64)
-    bad = ~np.isfinite(rates)
-    if bad.any():
-        pos = int(np.flatnonzero(bad)[0])
+    found = first_bad_rate(rates)
+    if found is not None and not found[1]:
+        pos = found[0]
         raise DataError(
             f"{path}, line {pos + 2}: rate {raw['rate'].iloc[pos]!r} is not a finite number"
         )
-    big = np.abs(rates) > MAX_ABS_RATE
-    if big.any():
-        pos = int(np.flatnonzero(big)[0])
+    if found is not None:
+        pos = found[0]
         raise DataError(
             f"{path}, line {pos + 2}: rate {rates[pos]} is beyond +-{MAX_ABS_RATE} "
             f"({MAX_ABS_RATE:.0%}) per interval, more than any exchange's funding cap; rates "

@@ -100,17 +100,29 @@ def _check_increasing(index: pd.DatetimeIndex, source: str) -> None:
         )
 
 
+def first_bad_rate(rates: np.ndarray) -> tuple[int, bool] | None:
+    """``(position, finite)`` of the first rate that is not finite (``finite`` False) or beyond
+    :data:`MAX_ABS_RATE` (``finite`` True); None when every rate is good. Callers name the
+    place their own way (a CSV line, a timestamp)."""
+    bad = ~np.isfinite(rates)
+    if bad.any():
+        return int(np.flatnonzero(bad)[0]), False
+    big = np.abs(rates) > MAX_ABS_RATE
+    if big.any():
+        return int(np.flatnonzero(big)[0]), True
+    return None
+
+
 def _check_values(out: pd.DataFrame, source: str) -> None:
     rate = out["rate"].to_numpy()
-    bad = ~np.isfinite(rate)
-    if bad.any():
-        pos = int(np.flatnonzero(bad)[0])
+    found = first_bad_rate(rate)
+    if found is not None and not found[1]:
+        pos = found[0]
         raise DataError(
             f"{source}: rate at {out.index[pos]} is {float(rate[pos])}, not a finite number"
         )
-    big = np.abs(rate) > MAX_ABS_RATE
-    if big.any():
-        pos = int(np.flatnonzero(big)[0])
+    if found is not None:
+        pos = found[0]
         raise DataError(
             f"{source}: rate at {out.index[pos]} is {float(rate[pos])!r}, beyond +-{MAX_ABS_RATE} per "
             "interval (no exchange's funding cap is that large; rates are fractions, "
