@@ -93,7 +93,7 @@ class Strategy:
                 return p
         raise ConfigError(
             f"strategy {self.name!r} has no parameter {name!r}{did_you_mean(name, self.param_names)}; "
-            f"its parameters are {', '.join(self.param_names)}"
+            f"its parameters are {', '.join(self.param_names)}{_option_hint(name)}"
         )
 
     def axes(self, grid: Mapping[str, Any] | None = None) -> list[list[float]]:
@@ -160,11 +160,11 @@ class Strategy:
             combos = grid.copy()
             for name in combos.columns:
                 self.param(name)
-            _check_limit(len(combos), len(combos), max_variants, self)
+            check_limit(len(combos), len(combos), max_variants, self)
         else:
             axes = self.axes(grid)
             total, admissible = self.count(grid)
-            _check_limit(total, admissible, max_variants, self)
+            check_limit(total, admissible, max_variants, self)
             chunks = [
                 self._constrained(axes, np.arange(lo, min(lo + _BUILD_CHUNK, total)))
                 for lo in range(0, total, _BUILD_CHUNK)
@@ -186,7 +186,7 @@ class Strategy:
                 f"no admissible parameter combination for {self.name}"
                 + (f" (constraint: {self.constraint_text})" if self.constraint_text else "")
             )
-        _check_limit(len(combos), len(combos), max_variants, self)
+        check_limit(len(combos), len(combos), max_variants, self)
         return combos
 
     def signals(
@@ -203,13 +203,31 @@ class Strategy:
         )
 
 
+def _option_hint(name: str) -> str:
+    """A pointer to where a backtest option goes when it was given as a strategy parameter."""
+    from celeris.backtest import signals  # the table of from_signals' per-column options
+
+    if name not in {o.name for o in signals.OPTIONS}:
+        return ""
+    return (
+        f" ({name} is a backtest option: pass it as {name}=... to from_signals or sweep, "
+        f"--{name.replace('_', '-')} on the command line where the command has it, or sweep it "
+        f"as a grid axis: {{{name!r}: [...]}} in sweep/walk_forward, --grid {name}=...)"
+    )
+
+
 #: Combinations drawn to estimate how many of a large grid pass its constraint.
 _SAMPLE = 20_000
 #: Rows of the product built at a time (before the constraint) when a grid is materialised.
 _BUILD_CHUNK = 1_000_000
 
 
-def _check_limit(total: int, admissible: int, limit: int | None, strategy: Strategy) -> None:
+def check_limit(
+    total: int, admissible: int, limit: int | None, strategy: Strategy, detail: str = ""
+) -> None:
+    """Refuse ``admissible`` variants (of ``total`` combinations) beyond ``limit``
+    (``max_variants``); ``detail`` says how the count is made up, e.g. ``" (... x 4 option
+    values)"``."""
     if limit is None:
         return
     limit = check_int("max_variants", limit, minimum=1)
@@ -220,7 +238,7 @@ def _check_limit(total: int, admissible: int, limit: int | None, strategy: Strat
             else f"~{admissible:,} admissible variants (of {total:,} combinations)"
         )
         raise ConfigError(
-            f"the grid of {strategy.name} has {about}, more than "
+            f"the grid of {strategy.name} has {about}{detail}, more than "
             f"max_variants={limit:,}; narrow the grid (fewer values, a larger step) or raise the "
             "limit (max_variants=... in Python, --max-variants on the command line)"
         )
@@ -617,32 +635,37 @@ def _from_entry_point(name: str, ep: Any) -> Strategy:
     )
 
 
-def parse_values(spec: str, param: Param) -> list[float]:
-    """Parse a CLI grid value: ``10``, ``10,20,30`` or ``start:stop[:step]`` (stop inclusive)."""
+def parse_numbers(spec: str, name: str) -> list[float]:
+    """Read a CLI grid value for ``name``: ``10``, ``10,20,30`` or ``start:stop[:step]`` (stop
+    inclusive), as floats rounded to 10 decimals (``0.01:0.05:0.01`` gives 0.03, not
+    0.030000000000000002); bounds are the caller's to check."""
     spec = spec.strip()
     try:
         parts = [float(x) for x in spec.split(":")] if ":" in spec else []
         listed = [] if ":" in spec else [float(x) for x in spec.split(",") if x.strip()]
     except ValueError:
         raise ConfigError(
-            f"cannot read {spec!r} for {param.name}: use a number, a list '10,20,30' or a range 'start:stop:step'"
+            f"cannot read {spec!r} for {name}: use a number, a list '10,20,30' or a range 'start:stop:step'"
         ) from None
     if ":" in spec:
         if len(parts) not in (2, 3):
-            raise ConfigError(
-                f"range {spec!r} for {param.name} must be start:stop or start:stop:step"
-            )
+            raise ConfigError(f"range {spec!r} for {name} must be start:stop or start:stop:step")
         start, stop = parts[0], parts[1]
         step = parts[2] if len(parts) == 3 else 1.0
         if step <= 0 or stop < start:
-            raise ConfigError(f"range {spec!r} for {param.name} needs start <= stop and step > 0")
+            raise ConfigError(f"range {spec!r} for {name} needs start <= stop and step > 0")
         count = int(np.floor((stop - start) / step + 1e-9)) + 1
         values = [start + i * step for i in range(count)]
     else:
         values = listed
     if not values:
-        raise ConfigError(f"no values for {param.name}")
-    return [param.check(round(v, 10)) for v in values]
+        raise ConfigError(f"no values for {name}")
+    return [round(v, 10) for v in values]
+
+
+def parse_values(spec: str, param: Param) -> list[float]:
+    """Parse a CLI grid value: ``10``, ``10,20,30`` or ``start:stop[:step]`` (stop inclusive)."""
+    return [param.check(v) for v in parse_numbers(spec, param.name)]
 
 
 def parse_assignments(items: Iterable[str], strategy: Strategy) -> dict[str, list[float]]:

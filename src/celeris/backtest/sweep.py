@@ -1,8 +1,16 @@
-"""Parameter sweeps: thousands of strategy variants, chunked over columns, metrics only."""
+"""Parameter sweeps: thousands of strategy variants, chunked over columns, metrics only.
+
+A grid's axes are the strategy's parameters and, as vectorbt broadcasts them, the per-column
+options of :func:`~celeris.backtest.from_signals` (the table
+:data:`celeris.backtest.signals.OPTIONS`: ``fees``, ``sl_stop``, ``init_cash``...). Signals
+depend on the strategy parameters only, so they are built once per distinct strategy
+combination and reused for every option value (:func:`sweep_grid`, :func:`_chunks`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,11 +20,21 @@ import numpy as np
 import pandas as pd
 
 from celeris.backtest import kernel as K
+from celeris.backtest import signals as _signals
+from celeris.backtest import signals_nb as S
 from celeris.backtest.annualisation import resolve_year_days
 from celeris.backtest.metrics import HIGHER_IS_WORSE, metric_slot, metrics_frame, rank_order
 from celeris.backtest.portfolio import Portfolio
-from celeris.backtest.signals import OPTIONS, from_signals
-from celeris.backtest.strategies import Strategy, check_bars, get_strategy
+from celeris.backtest.signals import OPTIONS, Option, from_signals
+from celeris.backtest.strategies import (
+    SignalFn,
+    Strategy,
+    check_bars,
+    check_limit,
+    get_strategy,
+    parse_numbers,
+    parse_values,
+)
 from celeris.checks import check_int
 from celeris.compute import resolve_device
 from celeris.errors import ConfigError, did_you_mean
@@ -71,6 +89,7 @@ def estimate_sweep(
 ) -> SweepEstimate:
     """Estimate a sweep's variants, time and memory from the grid's value lists, building nothing.
 
+    Option axes (``{"sl_stop": [0.02, 0.05]}``) multiply the count of strategy combinations.
     Memory counts the metrics (22 floats per variant), the parameter frame, the indicator
     matrices (one float column per distinct value, a bound for window-based strategies) and
     the chunked signal buffers; time divides bar-variants by a measured throughput. Both are
@@ -79,29 +98,39 @@ def estimate_sweep(
     strat = get_strategy(strategy)
     bars = check_bars(data, strat.needs)
     engine = resolve_device(device)
-    axes = strat.axes(grid)
-    total, variants = strat.count(grid)
+    param_grid, option_grid = _split_grid(strat, grid)
+    axes = strat.axes(param_grid)
+    n_options = math.prod(len(v) for v in option_grid.values())
+    total, variants = strat.count(param_grid)
+    total, variants = total * n_options, variants * n_options
     n_bars = len(bars)
     distinct = sum(len(a) for a in axes)
     chunk = min(variants, max(8, CHUNK_BYTES[engine] // max(n_bars, 1)))
+    # With option axes a chunk's signals are copied out to one column per variant (2 more).
+    signal_matrices = 6 if option_grid else 4
     memory = (
-        variants * (K.N_METRICS + 3 * len(axes)) * 8
+        variants * (K.N_METRICS + 3 * (len(axes) + len(option_grid))) * 8
         + distinct * n_bars * 8
-        + 4 * chunk * n_bars
+        + signal_matrices * chunk * n_bars
         + bars.memory_usage(deep=False).sum()
     )
     seconds = variants * n_bars / _RATE[engine]
     return SweepEstimate(strat.name, total, variants, n_bars, engine, seconds, int(memory))
 
 
+#: ``from_signals`` options that hold for a whole run: one value, never a grid axis.
+RUN_OPTIONS = ("stop_exit_price", "execution", "freq", "year_days")
 #: The ``from_signals`` options a sweep passes on: the per-column ones and the run-wide ones.
-PORTFOLIO_OPTIONS = (
-    *(o.name for o in OPTIONS),
-    "stop_exit_price",
-    "execution",
-    "freq",
-    "year_days",
-)
+PORTFOLIO_OPTIONS = (*(o.name for o in OPTIONS), *RUN_OPTIONS)
+
+
+def option_axes() -> dict[str, Option]:
+    """The ``from_signals`` options a grid may sweep as axes, by name.
+
+    Every per-column option of :data:`celeris.backtest.signals.OPTIONS` (read when called, so an
+    option added to the table is an axis without further work).
+    """
+    return {o.name: o for o in _signals.OPTIONS}
 
 
 def check_portfolio_options(
@@ -120,9 +149,14 @@ def check_portfolio_options(
             )
         value = options[name]
         if not (value is None or isinstance(value, str | pd.Timedelta) or np.isscalar(value)):
+            where = (
+                f"put the values to explore in the grid as an axis ({{{name!r}: [...]}}, "
+                f"--grid {name}=...)"
+                if name in option_axes()
+                else "it holds for the whole run"
+            )
             raise ConfigError(
-                f"backtest option {name} must be a single value in a sweep (got {value!r}); "
-                "put values to explore in the strategy grid"
+                f"backtest option {name} must be a single value here (got {value!r}); {where}"
             )
     out = dict(options)
     if bars is not None:
@@ -131,9 +165,245 @@ def check_portfolio_options(
     return out
 
 
+# ---- grids: strategy parameters crossed with option axes --------------------------------------
+
+
+@dataclass(frozen=True)
+class SweepGrid:
+    """The variants of a sweep, and the distinct strategy combinations their signals come from."""
+
+    combos: pd.DataFrame  # [n_variants, params + axes]: one row per variant
+    params: pd.DataFrame  # [n_distinct, params]: what the strategy builds signals for
+    param_row: np.ndarray  # [n_variants] int64: the row of ``params`` each variant trades
+    axes: tuple[str, ...]  # the option axes (columns of ``combos`` after the parameters)
+
+
+def _option_names(strategy: Strategy, names: Iterable[Any]) -> list[str]:
+    """The names among ``names`` that are option axes; refuse those that are neither a
+    parameter of ``strategy`` nor a per-column option (a strategy parameter wins a tie)."""
+    table = option_axes()
+    out = []
+    for name in names:
+        if name in strategy.param_names:
+            continue
+        if name in table:
+            out.append(str(name))
+        elif name in RUN_OPTIONS:
+            raise ConfigError(
+                f"{name} is a run-wide backtest option (one value for the whole sweep), not a grid "
+                f"axis: pass it as {name}=... (--{name.replace('_', '-')} on the command line)"
+            )
+        else:
+            raise ConfigError(
+                f"{name!r} is neither a parameter of {strategy.name} nor a backtest option"
+                f"{did_you_mean(str(name), [*strategy.param_names, *table])}; its parameters: "
+                f"{', '.join(strategy.param_names)}; options that sweep as axes: {', '.join(table)}"
+            )
+    return out
+
+
+def _split_grid(
+    strategy: Strategy, grid: Mapping[str, Any] | None
+) -> tuple[dict[str, Any], dict[str, list[Any]]]:
+    """``grid`` as ``(strategy parameter value lists, option axes with checked values)``."""
+    grid = dict(grid or {})
+    table = option_axes()
+    axes = _option_names(strategy, grid)
+    options = {}
+    for name in axes:
+        values = grid.pop(name)
+        one = values is None or isinstance(values, str) or np.isscalar(values)
+        options[name] = _distinct(_axis_values(table[name], [values] if one else list(values)))
+    return grid, options
+
+
+def _axis_values(option: Option, values: list[Any]) -> list[Any]:
+    """Check the values of one option axis with the option's own rules; return them as a
+    variant row holds them: a name for a choice (``"both"``), a bool for a flag, else a float
+    (NaN for "off", given as None or NaN)."""
+    if not values:
+        raise ConfigError(f"grid axis {option.name} has an empty list of values")
+    if option.choices is not None:
+        option.parse(values)
+        return [str(v) for v in values]
+    if option.flag:
+        option.parse(values)
+        return [bool(v) for v in values]
+    floats = [np.nan if v is None else v for v in values]
+    option.parse(floats)
+    return [float(v) for v in floats]
+
+
+def _distinct(values: list[Any]) -> list[Any]:
+    """``values`` without repeats, in order (NaN counts once)."""
+    out: list[Any] = []
+    for v in values:
+        is_nan = isinstance(v, float) and math.isnan(v)
+        if not any((isinstance(u, float) and math.isnan(u)) if is_nan else u == v for u in out):
+            out.append(v)
+    return out
+
+
+def _axis_column(option: Option, values: list[Any]) -> np.ndarray:
+    """A variant column of an option axis: object for names, bool for flags, else float64."""
+    if option.choices is not None:
+        return np.array(values, dtype=object)
+    return np.array(values, dtype=np.bool_ if option.flag else np.float64)
+
+
+def sweep_grid(
+    strategy: str | Strategy,
+    grid: Mapping[str, Any] | pd.DataFrame | None = None,
+    *,
+    max_variants: int | None = MAX_VARIANTS,
+) -> SweepGrid:
+    """The variants of a sweep: strategy parameters crossed with option axes.
+
+    A mapping takes the product of its value lists; the strategy's constraint (``fast < slow``)
+    applies to its parameters only, and every admissible strategy combination is crossed with
+    every combination of option values (options vary fastest). A frame lists variants row by
+    row (parameters it leaves out take their default). More than ``max_variants`` variants in
+    all are refused before anything is built.
+
+    Raises
+    ------
+    ConfigError
+        A name that is neither a strategy parameter nor a per-column option (did-you-mean over
+        both), a value out of its bounds, no admissible combination, or too many variants.
+    """
+    strat = get_strategy(strategy)
+    if isinstance(grid, pd.DataFrame):
+        return _frame_grid(strat, grid, max_variants)
+    param_grid, option_grid = _split_grid(strat, grid)
+    if not option_grid:
+        params = strat.grid(param_grid, max_variants=max_variants)
+        return SweepGrid(params, params, np.arange(len(params), dtype=np.int64), ())
+    table = option_axes()
+    shape = tuple(len(v) for v in option_grid.values())
+    n_options = math.prod(shape)
+    total, admissible = strat.count(param_grid)
+
+    def detail(combinations: int, approx: bool) -> str:
+        return (
+            f" ({'~' if approx else ''}{combinations:,} parameter combinations x "
+            f"{n_options:,} option values)"
+        )
+
+    approx = admissible != total
+    check_limit(
+        total * n_options, admissible * n_options, max_variants, strat, detail(admissible, approx)
+    )
+    params = strat.grid(param_grid)
+    n_variants = len(params) * n_options
+    check_limit(n_variants, n_variants, max_variants, strat, detail(len(params), False))
+    param_row = np.repeat(np.arange(len(params), dtype=np.int64), n_options)
+    positions = np.unravel_index(np.tile(np.arange(n_options), len(params)), shape)
+    combos = params.iloc[param_row].reset_index(drop=True)
+    for (name, values), pos in zip(option_grid.items(), positions, strict=True):
+        combos[name] = _axis_column(table[name], values)[pos]
+    return SweepGrid(combos, params, param_row, tuple(option_grid))
+
+
+def _frame_grid(strat: Strategy, frame: pd.DataFrame, max_variants: int | None) -> SweepGrid:
+    """:func:`sweep_grid` of a frame of variants (rows failing the constraint are dropped)."""
+    axes = _option_names(strat, frame.columns)
+    if not axes:
+        params = strat.grid(frame, max_variants=max_variants)
+        return SweepGrid(params, params, np.arange(len(params), dtype=np.int64), ())
+    table = option_axes()
+    n = len(frame)
+    given = pd.DataFrame(
+        {
+            p.name: frame[p.name].to_numpy() if p.name in frame else np.full(n, p.default)
+            for p in strat.params
+        }
+    )
+    # Checks every value against its bounds and applies the constraint to the distinct rows.
+    params = strat.grid(given.drop_duplicates(ignore_index=True))
+    for p in strat.params:
+        given[p.name] = given[p.name].astype(np.float64)
+        if p.integer:
+            given[p.name] = given[p.name].astype(np.int64)
+    rows = given.merge(
+        params.assign(_row=np.arange(len(params))), how="left", on=list(strat.param_names)
+    )["_row"].to_numpy(dtype=np.float64)
+    keep = ~np.isnan(rows)  # the rows whose parameters pass the constraint
+    combos = params.iloc[rows[keep].astype(np.int64)].reset_index(drop=True)
+    for name in axes:
+        values = _axis_values(table[name], list(frame[name].to_numpy()[keep]))
+        combos[name] = _axis_column(table[name], values)
+    unique = ~combos.duplicated().to_numpy()
+    combos = combos[unique].reset_index(drop=True)
+    param_row = rows[keep][unique].astype(np.int64)
+    check_limit(len(combos), len(combos), max_variants, strat)
+    return SweepGrid(combos, params, param_row, tuple(axes))
+
+
+def split_params(
+    strategy: Strategy, params: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One variant's values (a :meth:`SweepResult.best_params` dict) as ``(strategy
+    parameters, from_signals options)``."""
+    table = option_axes()
+    axes = _option_names(strategy, params)
+    options = {name: _axis_values(table[name], [params[name]])[0] for name in axes}
+    return {k: v for k, v in params.items() if k not in options}, options
+
+
+def parse_grid(items: Iterable[str], strategy: Strategy) -> dict[str, list[Any]]:
+    """Parse CLI ``--grid NAME=SPEC`` items: strategy parameters and option axes.
+
+    A number, a list ``0.02,0.05`` or a range ``start:stop[:step]`` (stop included) as for
+    parameters; a choice option takes names (``direction=longonly,both``), a flag
+    ``true,false``, and a stop ``none`` for "off" (``sl_stop=none,0.02,0.05``).
+    """
+    table = option_axes()
+    grid: dict[str, list[Any]] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"expected NAME=VALUE, got {item!r}")
+        name, spec = (part.strip() for part in item.split("=", 1))
+        if name in strategy.param_names:
+            grid[name] = parse_values(spec, strategy.param(name))
+            continue
+        _option_names(strategy, [name])  # refuses a name that is neither
+        grid[name] = _distinct(_axis_values(table[name], _option_tokens(spec, table[name])))
+    return grid
+
+
+_FLAGS = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False}
+
+
+def _option_tokens(spec: str, option: Option) -> list[Any]:
+    """The raw values of an option axis written on the command line."""
+    if option.choices is not None:
+        return [t.strip() for t in spec.split(",") if t.strip()]
+    if option.flag:
+        tokens = [t.strip().lower() for t in spec.split(",") if t.strip()]
+        bad = [t for t in tokens if t not in _FLAGS]
+        if bad or not tokens:
+            raise ConfigError(f"cannot read {spec!r} for {option.name}: use true, false or both")
+        return [_FLAGS[t] for t in tokens]
+    if option.allow_nan and ":" not in spec:
+        tokens = [t.strip() for t in spec.split(",") if t.strip()]
+        off = [t for t in tokens if t.lower() in ("none", "off")]
+        rest = ",".join(t for t in tokens if t.lower() not in ("none", "off"))
+        return [None] * bool(off) + (parse_numbers(rest, option.name) if rest else [])
+    return list(parse_numbers(spec, option.name))
+
+
+def _label(value: Any) -> str:
+    if isinstance(value, bool | np.bool_ | str):
+        return str(value)
+    return f"{value:g}"
+
+
 @dataclass
 class SweepResult:
-    """Metrics of every parameter combination of a sweep (one row each)."""
+    """Metrics of every parameter combination of a sweep (one row each).
+
+    ``combos`` has one column per strategy parameter, then one per option axis (``axes``).
+    """
 
     strategy: Strategy
     combos: pd.DataFrame
@@ -142,6 +412,7 @@ class SweepResult:
     options: dict[str, Any]
     freq: pd.Timedelta | None
     device: str
+    axes: tuple[str, ...] = ()
 
     @property
     def index(self) -> pd.Index:
@@ -152,7 +423,12 @@ class SweepResult:
     def stats(self) -> pd.DataFrame:
         """One row per combination with every metric of :data:`celeris.backtest.METRICS`."""
         frame = metrics_frame(self.metrics, self.index, self.freq)
-        frame.insert(0, "start_value", float(self.options.get("init_cash", 100_000.0)))
+        start = (
+            self.combos["init_cash"].to_numpy(dtype=np.float64)
+            if "init_cash" in self.axes
+            else float(self.options.get("init_cash", 100_000.0))
+        )
+        frame.insert(0, "start_value", start)
         return frame
 
     def best(self, metric: str = "sharpe", n: int = 10) -> pd.DataFrame:
@@ -169,53 +445,77 @@ class SweepResult:
         return int(order[0])
 
     def best_params(self, metric: str = "sharpe") -> dict[str, Any]:
-        """Parameters of the best combination by ``metric``."""
+        """Parameters and option-axis values of the best combination by ``metric``."""
         pos = self.best_position(metric)
-        return {
-            str(k): v.item() if hasattr(v, "item") else v for k, v in self.combos.iloc[pos].items()
-        }
+        # Column by column: a row of mixed dtypes would turn integer parameters into floats.
+        values: dict[str, Any] = {str(k): self.combos[k].iat[pos] for k in self.combos.columns}
+        return {k: v.item() if hasattr(v, "item") else v for k, v in values.items()}
 
     def portfolio(
         self, params: Mapping[str, Any] | None = None, metric: str = "sharpe"
     ) -> Portfolio:
-        """Re-run one combination (default: the best by ``metric``) as a full :class:`Portfolio`."""
+        """Re-run one combination (default: the best by ``metric``) as a full :class:`Portfolio`.
+
+        ``params`` may hold option values (``{"fast": 10, "slow": 50, "sl_stop": 0.02}``); they
+        replace the sweep's options for this run.
+        """
         params = dict(params) if params is not None else self.best_params(metric)
-        entries, exits = self.strategy.signals(self.bars, params)
-        pf = from_signals(self.bars, entries, exits, device=self.device, **self.options)
-        full = self.strategy.grid({k: [v] for k, v in params.items()}).iloc[0]
-        pf.name = f"{self.strategy.name} ({', '.join(f'{k}={v:g}' for k, v in full.items())})"
+        strategy_params, chosen = split_params(self.strategy, params)
+        entries, exits = self.strategy.signals(self.bars, strategy_params)
+        options = {**self.options, **chosen}
+        pf = from_signals(self.bars, entries, exits, device=self.device, **options)
+        full = self.strategy.grid({k: [v] for k, v in strategy_params.items()}).iloc[0]
+        shown = [*full.items(), *chosen.items()]
+        pf.name = f"{self.strategy.name} ({', '.join(f'{k}={_label(v)}' for k, v in shown)})"
         return pf
 
     def heatmap(
         self, metric: str = "sharpe", x: str | None = None, y: str | None = None
     ) -> pd.DataFrame:
-        """Metric as a 2-D table over two parameters (others at their best value)."""
-        names = list(self.combos.columns)
+        """Metric as a 2-D table over two parameters or option axes (others at their best value)."""
+        names = [str(n) for n in self.combos.columns]
         if len(names) < 2:
             raise ConfigError("a heat-map needs two parameters")
         x = x or names[0]
         y = y or names[1]
+        for axis in (x, y):
+            if axis not in names:
+                raise ConfigError(
+                    f"no parameter or option axis {axis!r} in this sweep"
+                    f"{did_you_mean(axis, names)}; it has {', '.join(names)}"
+                )
         frame = self.combos.assign(_value=self.metrics[:, metric_slot(metric)])
+        # An axis value NaN ("stop off") is a row or column of its own, not dropped.
+        keep_nan = bool(frame[[x, y]].isna().to_numpy().any())
         # With more than two parameters a cell shows its best value (lowest for drawdown-like metrics).
         if metric in HIGHER_IS_WORSE:
-            return frame.pivot_table(index=y, columns=x, values="_value", aggfunc="min")
-        return frame.pivot_table(index=y, columns=x, values="_value", aggfunc="max")
+            return frame.pivot_table(
+                index=y, columns=x, values="_value", aggfunc="min", dropna=not keep_nan
+            )
+        return frame.pivot_table(
+            index=y, columns=x, values="_value", aggfunc="max", dropna=not keep_nan
+        )
 
     def on_edge(self, metric: str = "sharpe") -> dict[str, str]:
         """Parameters whose best value (by ``metric``) is the smallest or largest one tried.
 
         ``{"slow": "largest"}`` means the optimum may lie beyond the grid: widen it before
-        trusting the result. Only parameters swept over three or more values are judged.
+        trusting the result. Only numeric parameters and option axes swept over three or more
+        values are judged (a NaN option value, "off", is not a value on a scale).
         """
         params = self.best_params(metric)
         out = {}
         for name in self.combos.columns:
-            values = np.unique(self.combos[name].to_numpy())
-            if len(values) < 3:
+            column = self.combos[name]
+            if column.dtype.kind not in "iuf":
                 continue
-            if params[str(name)] == values[0]:
+            values = np.unique(column.to_numpy()[column.notna().to_numpy()])
+            best = params[str(name)]
+            if len(values) < 3 or best != best:  # NaN: the option was off
+                continue
+            if best == values[0]:
                 out[str(name)] = "smallest"
-            elif params[str(name)] == values[-1]:
+            elif best == values[-1]:
                 out[str(name)] = "largest"
         return out
 
@@ -256,15 +556,20 @@ def sweep(
 ) -> SweepResult:
     """Backtest every admissible combination of ``grid`` and return their metrics.
 
-    ``grid`` maps parameter names to value lists (the product is taken, then the strategy's
-    constraint such as ``fast < slow`` is applied); ``options`` are :func:`from_signals` keywords
-    shared by all variants (``fees``, ``slippage``, ``sl_stop``, ``direction``...).
+    ``grid`` maps names to value lists: strategy parameters and, as axes of their own, the
+    per-column options of :func:`from_signals` (``fees``, ``sl_stop``, ``init_cash``,
+    ``direction``...; the table :data:`celeris.backtest.signals.OPTIONS`). The product is taken
+    over both; the strategy's constraint such as ``fast < slow`` applies to its parameters only.
+    A frame lists the variants row by row instead. ``options`` are :func:`from_signals`
+    keywords shared by all variants; an option may be an axis or a keyword, not both.
 
-    Indicators are computed once per distinct window; signals are generated and simulated in
-    column chunks of bounded size, and only metrics are kept, so memory does not grow with the
-    number of combinations (a 1M-bar x 2,000-variant sweep stays well under 2 GB).
+    Indicators are computed once per distinct window; signals are generated once per distinct
+    strategy combination (never again per option value) and simulated in column chunks of
+    bounded size, and only metrics are kept, so memory does not grow with the number of
+    combinations (a 1M-bar x 2,000-variant sweep stays well under 2 GB). The metrics equal
+    those of :func:`from_signals` run on each variant alone.
 
-    A grid with more than ``max_variants`` admissible combinations (default
+    A grid with more than ``max_variants`` admissible combinations in all (default
     :data:`MAX_VARIANTS`, one million) is refused with a :class:`~celeris.errors.ConfigError`
     before anything is built; ``max_variants=None`` lifts the limit. :func:`estimate_sweep`
     gives the cost up front and :meth:`SweepResult.on_edge` flags a best result on the edge of
@@ -275,28 +580,69 @@ def sweep(
     strat = get_strategy(strategy)
     bars = check_bars(data, strat.needs)
     options = check_portfolio_options(options, bars)
-    combos = strat.grid(grid, max_variants=max_variants)
+    plan = sweep_grid(strat, grid, max_variants=max_variants)
+    both = [name for name in plan.axes if name in options]
+    if both:
+        raise ConfigError(
+            f"{both[0]} is both a grid axis and an option ({both[0]}={options[both[0]]!r}): "
+            "give it in one place"
+        )
     engine = resolve_device(device)
-    n_bars, n_combos = len(bars), len(combos)
+    n_bars, n_combos = len(bars), len(plan.combos)
     if chunk_size is None:
         chunk_size = max(8, CHUNK_BYTES[engine] // max(n_bars, 1))
-    signals = strat.prepare(bars, combos)
+    signals = strat.prepare(bars, plan.params)
     metrics = np.empty((n_combos, K.N_METRICS))
     freq = None
-    starts = range(0, n_combos, chunk_size)
     with progress_bar(progress) or nullcontext(None) as bar:
         task = (
             bar.add_task(f"{strat.name}: {n_combos:,} variants x {n_bars:,} bars", total=n_combos)
             if bar
             else None
         )
-        for start in starts:
-            rows = slice(start, min(start + chunk_size, n_combos))
-            entries, exits = signals(rows)
+        for rows, entries, exits, values in _chunks(plan, signals, chunk_size, n_bars):
             # Buffers are reused for the next chunk only after this portfolio's metrics are taken.
-            pf = from_signals(bars, entries, exits, device=engine, _copy=False, **options)
+            run: dict[str, Any] = {**options, **values}  # option axes: one value per column
+            pf = from_signals(bars, entries, exits, device=engine, _copy=False, **run)
             metrics[rows] = pf.metric_values
             freq = pf.freq
             if bar is not None and task is not None:
-                bar.update(task, advance=rows.stop - rows.start)
-    return SweepResult(strat, combos, metrics, bars, options, freq, engine)
+                bar.update(task, advance=entries.shape[1])
+    return SweepResult(strat, plan.combos, metrics, bars, options, freq, engine, plan.axes)
+
+
+def _chunks(
+    plan: SweepGrid, signals: SignalFn, chunk_size: int, n_bars: int
+) -> Iterator[tuple[slice | np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]]:
+    """``(rows, entries, exits, option values)`` of each chunk of at most ``chunk_size`` variants.
+
+    Without option axes a chunk is a slice of the strategy combinations, as the strategy builds
+    them. With them, the variants are taken grouped by strategy combination; each chunk asks the
+    strategy for the signals of the combinations it covers (once each: chunks hold whole groups
+    when the groups are of equal size, as in a product) and copies them out to one column per
+    variant, beside one value per column of each option axis.
+    """
+    n = len(plan.combos)
+    if not plan.axes:
+        for start in range(0, n, chunk_size):
+            rows = slice(start, min(start + chunk_size, n))
+            entries, exits = signals(rows)
+            yield rows, entries, exits, {}
+        return
+    order = np.argsort(plan.param_row, kind="stable")
+    own = plan.param_row[order]  # [n] strategy row of each variant, non-decreasing
+    per = np.bincount(plan.param_row)
+    if per.min() == per.max() <= chunk_size:
+        chunk_size -= chunk_size % int(per[0])  # whole groups: no combination built twice
+    values = {name: plan.combos[name].to_numpy() for name in plan.axes}
+    buffers = S.SignalBuffers(n_bars)
+    for start in range(0, n, chunk_size):
+        picked = order[start : start + chunk_size]
+        k = len(picked)
+        first, last = int(own[start]), int(own[start + k - 1])
+        entries, exits = signals(slice(first, last + 1))  # [n_bars, distinct combinations]
+        local = own[start : start + k] - first  # [k] column of each variant in them
+        out_entries, out_exits = buffers.take(k)  # [n_bars, k]
+        np.take(entries, local, axis=1, out=out_entries, mode="clip")
+        np.take(exits, local, axis=1, out=out_exits, mode="clip")
+        yield picked, out_entries, out_exits, {name: v[picked] for name, v in values.items()}

@@ -16,7 +16,13 @@ from celeris.backtest.portfolio import Portfolio
 from celeris.backtest.returns import returns_metrics
 from celeris.backtest.signals import from_signals
 from celeris.backtest.strategies import Strategy, check_bars, get_strategy
-from celeris.backtest.sweep import MAX_VARIANTS, check_portfolio_options, sweep
+from celeris.backtest.sweep import (
+    MAX_VARIANTS,
+    check_portfolio_options,
+    split_params,
+    sweep,
+    sweep_grid,
+)
 from celeris.checks import check_int
 from celeris.errors import ConfigError
 from celeris.progress import progress_bar
@@ -216,7 +222,10 @@ def walk_forward(
     (``partial=False`` drops it); ``windows["test_bars"]`` says how long each is. The test
     windows' returns are chained into one out-of-sample equity curve.
 
-    ``max_variants`` limits the grid as in :func:`~celeris.backtest.sweep`.
+    ``max_variants`` limits the grid as in :func:`~celeris.backtest.sweep`. As there, the grid
+    may sweep per-column backtest options as axes (``{"fast": [...], "sl_stop": [0.02, 0.05]}``):
+    each window then chooses its option values with its parameters and trades its test window
+    with them (``windows`` has a column for each).
 
     ``train``/``test`` are bar counts or durations (``"730D"``); a duration becomes the number
     of bars that the first such span of the data holds (e.g. ~252 daily equity bars per "365D").
@@ -226,7 +235,7 @@ def walk_forward(
     bars = check_bars(data, strat.needs)
     options = check_portfolio_options(options, bars)
     n_train, n_test, starts = window_plan(bars.index, train, test, partial)
-    combos = strat.grid(grid, max_variants=max_variants)
+    combos = sweep_grid(strat, grid, max_variants=max_variants).combos
     init_cash = float(options.get("init_cash", 100_000.0))
 
     rows: list[dict[str, Any]] = []
@@ -254,7 +263,13 @@ def walk_forward(
                 raise ConfigError(f"window {k}: {exc}") from None
             params = insample.best_params(metric)
             in_sample_value = float(insample.metrics[pos, slot])
-            pf = backtest_window(bars, strat, params, train_end, test_end, device=device, **options)
+            strategy_params, chosen = split_params(strat, params)  # option axes: this window's
+            if k == 0 and "init_cash" in chosen:  # the out-of-sample curve starts with it
+                init_cash = float(chosen["init_cash"])
+            pf = backtest_window(
+                bars, strat, strategy_params, train_end, test_end, device=device,
+                **options, **chosen,
+            )  # fmt: skip
             stats = pf.stats().iloc[0]
             rets = pf.returns.iloc[:, 0]
             pieces.append(rets)

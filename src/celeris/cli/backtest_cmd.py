@@ -38,11 +38,58 @@ MaxVariantsOpt = Annotated[
 ]
 
 
-def _strategy_and_grid(strategy: str, items: list[str]) -> tuple[Any, dict[str, list[float]]]:
-    from celeris.backtest.strategies import get_strategy, parse_assignments
+def _strategy_and_grid(strategy: str, items: list[str]) -> tuple[Any, dict[str, list[Any]]]:
+    """The strategy and its ``--grid`` items: parameters and option axes (``sl_stop=0.02,0.05``)."""
+    from celeris.backtest.strategies import get_strategy
+    from celeris.backtest.sweep import parse_grid
 
     strat = get_strategy(strategy)
-    return strat, parse_assignments(items, strat)
+    return strat, parse_grid(items, strat)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _options_beside_grid(
+    opts: dict[str, Any], grid: Mapping[str, Any], strat: Any
+) -> dict[str, Any]:
+    """The shared options without those the grid sweeps as axes; an option given both as its
+    flag (a value other than its default) and in ``--grid`` is refused."""
+    from celeris.backtest.sweep import option_axes
+
+    table = option_axes()
+    out = dict(opts)
+    for name in grid:
+        if name in strat.param_names or name not in table or name not in out:
+            continue
+        value, default = out.pop(name), table[name].default
+        if not (value is None and default is None) and value != default:
+            raise ConfigError(
+                f"{_flag(name)} {value} and --grid {name}=... both set {name}: give it once"
+            )
+    return out
+
+
+def _option_items(items: list[str], strat: Any) -> list[tuple[str, str]]:
+    """``(item, name)`` of the ``NAME=VALUE`` items that name a backtest option rather than a
+    parameter of ``strat`` (None: there are no parameters)."""
+    from celeris.backtest.sweep import option_axes
+
+    table = option_axes()
+    out = []
+    for item in items:
+        name = item.split("=", 1)[0].strip()
+        if name in table and (strat is None or name not in strat.param_names):
+            out.append((item, name))
+    return out
+
+
+def _one_value_hint(item: str, name: str, opts: Mapping[str, Any]) -> str:
+    if name in opts:
+        value = item.split("=", 1)[1].strip() if "=" in item else ""
+        return f"use {_flag(name)} {value or 'VALUE'}"
+    return f"this command has no {_flag(name)}; set it in Python ({name}=...)"
 
 
 # ---- celeris strategies ---------------------------------------------------------------------
@@ -158,8 +205,16 @@ def _rule_portfolio(
 ) -> tuple[Any, str, dict[str, Any]]:
     """The portfolio of a rule strategy at one parameter set, its name and all its parameters."""
     from celeris.backtest import from_signals
+    from celeris.backtest.strategies import get_strategy, parse_assignments
 
-    strat, grid = _strategy_and_grid(strategy, items)
+    strat = get_strategy(strategy)
+    # One backtest, one value: an option goes to its own flag (a sweep takes it as an axis).
+    for item, name in _option_items(items, strat):
+        raise ConfigError(
+            f"--param {item!r}: {name} is a backtest option, not a parameter of {strat.name}; "
+            f"{_one_value_hint(item, name, opts)} (`celeris sweep --grid {name}=...` sweeps it)"
+        )
+    grid = parse_assignments(items, strat)
     for pname, values in grid.items():
         if len(values) != 1:
             raise ConfigError(
@@ -233,6 +288,9 @@ def sweep_cmd(
 
     Example: celeris sweep --data sample:sp500 --strategy sma_cross --grid fast=10:80:2
     --grid slow=50:500:10 --fees 0.001 --top 10
+
+    --grid also sweeps backtest options as axes: --grid sl_stop=0.02,0.05 --grid fees=0,0.001
+    (any per-column option of from_signals; sl_stop=none,0.05 includes "no stop").
     """
     from celeris.backtest import estimate_sweep, sweep
     from celeris.cli.format import run_caption
@@ -241,6 +299,7 @@ def sweep_cmd(
     bars = load_bars(data, span)
     strat, values = _strategy_and_grid(strategy, grid or [])
     opts, device = backtest_options(opts, bars)
+    opts = _options_beside_grid(opts, values, strat)
     estimate = estimate_sweep(bars, strat, values, device=device)
     if not json_out:
         console.print(f"plan: {estimate.describe()}", highlight=False, markup=False)
@@ -317,7 +376,10 @@ def _sweep_json(
         "edge": result.on_edge(metric),
         "top": [
             {
-                **dict(zip(names, idx if isinstance(idx, tuple) else (idx,), strict=True)),
+                **{
+                    str(k): jsonable(v)
+                    for k, v in zip(names, idx if isinstance(idx, tuple) else (idx,), strict=True)
+                },
                 **{k: jsonable(v) for k, v in row.items()},
             }
             for idx, row in best.iterrows()
@@ -382,17 +444,26 @@ def walk_forward_cmd(
     Example: celeris walk-forward --data sample:sp500 --strategy sma_cross --grid fast=5:50:5
     --grid slow=20:200:20 --train 730D --test 180D --year-days 252
 
+    --grid also sweeps backtest options as axes (--grid sl_stop=0.02,0.05), chosen per window.
+
     With --strategy model:PATH a fresh model is trained on every training window from the
     checkpoint's training settings (--grid max_steps=N, threshold=X, step=K) and judged on
     the next window: no window is scored by a model that saw it.
     """
     from celeris.backtest import walk_forward
+    from celeris.backtest.sweep import sweep_grid
     from celeris.cli.format import run_caption
 
     bars = load_bars(data, span)
     if strategy.startswith("model:"):
         from celeris.cli.model_strategy import walk_forward_model
 
+        for item, name in _option_items(grid or [], None):
+            raise ConfigError(
+                f"--grid {item!r}: a model:PATH walk-forward chooses nothing in sample (it refits "
+                "one model per window and trades it as it is), so a backtest option is not a "
+                f"grid axis there but one value for every window: {_one_value_hint(item, name, opts)}"
+            )
         return walk_forward_model(
             bars, strategy, grid or [], train=_window(train), test=_window(test),
             metric=metric, anchored=anchored, opts=opts, json_out=json_out, data=data,
@@ -400,6 +471,7 @@ def walk_forward_cmd(
         )  # fmt: skip
     strat, values = _strategy_and_grid(strategy, grid or [])
     opts, device = backtest_options(opts, bars)
+    opts = _options_beside_grid(opts, values, strat)
     result = walk_forward(
         bars, strat, values, train=_window(train), test=_window(test), metric=metric,
         anchored=anchored, partial=partial, max_variants=max_variants, device=device,
@@ -409,8 +481,8 @@ def walk_forward_cmd(
         print_json(_walk_forward_json(result, strat.name, data, bars, opts))
         return
     caption = run_caption(
-        strat.name, _grid_summary(strat.grid(values)), data, bars.index, opts["execution"],
-        opts["year_days"],
+        strat.name, _grid_summary(sweep_grid(strat, values, max_variants=None).combos), data,
+        bars.index, opts["execution"], opts["year_days"],
     )  # fmt: skip
     _print_walk_forward(result, caption, metric)
 
@@ -452,15 +524,24 @@ def register(app: typer.Typer) -> None:
 
 
 def _grid_summary(combos: Any) -> dict[str, str]:
-    """``{"fast": "5..50 (10 values)"}``: each parameter's range over a grid, for captions."""
+    """``{"fast": "5..50 (10 values)"}``: each parameter's (and option axis') range over a grid,
+    for captions; names and flags are listed (``"longonly, both"``), an "off" stop is ``none``."""
     out = {}
     for name in combos.columns:
-        values = sorted(set(combos[name].tolist()))
-        out[str(name)] = (
-            f"{values[0]:g}"
-            if len(values) == 1
-            else f"{values[0]:g}..{values[-1]:g} ({len(values)} values)"
-        )
+        column = combos[name]
+        if column.dtype.kind not in "iuf":
+            values = list(dict.fromkeys(str(v) for v in column))
+            out[str(name)] = ", ".join(values)
+            continue
+        values = sorted(set(column.dropna().tolist()))
+        off = "none" if column.isna().any() else ""
+        if not values:
+            out[str(name)] = off
+        elif len(values) == 1:
+            out[str(name)] = ", ".join(filter(None, (off, f"{values[0]:g}")))
+        else:
+            span = f"{values[0]:g}..{values[-1]:g} ({len(values)} values)"
+            out[str(name)] = f"{off}, {span}" if off else span
     return out
 
 
