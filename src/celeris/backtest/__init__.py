@@ -1,6 +1,8 @@
-"""Vectorized backtests: ``from_signals``, :class:`Portfolio`, strategies, sweeps, walk-forward."""
+"""Vectorized backtests: ``from_signals``, ``from_orders``, :class:`Portfolio`, :class:`Book`, strategies, sweeps, walk-forward."""
 
+from celeris.backtest.book import Book
 from celeris.backtest.metrics import METRICS
+from celeris.backtest.orders import from_orders
 from celeris.backtest.portfolio import Portfolio
 from celeris.backtest.returns import returns_metrics
 from celeris.backtest.signals import from_signals
@@ -12,6 +14,7 @@ __all__ = [
     "MAX_VARIANTS",
     "METRICS",
     "STRATEGIES",
+    "Book",
     "Param",
     "Portfolio",
     "Strategy",
@@ -19,6 +22,7 @@ __all__ = [
     "SweepResult",
     "WalkForwardResult",
     "estimate_sweep",
+    "from_orders",
     "from_signals",
     "get_strategy",
     "register",

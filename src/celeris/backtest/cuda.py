@@ -1,4 +1,5 @@
-"""CUDA build of the simulation kernel: the same source as :mod:`celeris.backtest.kernel`.
+"""CUDA builds of the simulation kernels: the same source as :mod:`celeris.backtest.kernel` and
+:mod:`celeris.backtest.group_kernel`.
 
 ``kernel.py`` is executed a second time with ``__celeris_jit__`` bound to
 ``numba.cuda.jit(device=True)``; every helper and :func:`simulate_column` become device
@@ -72,5 +73,72 @@ def simulate_cuda(
     cuda.synchronize()
     # metrics, equity, orders, trades; the offsets are inputs. Placeholders are (1, 1): copying
     # them back is free.
+    for k in (0, 1, 2, 4):
+        d_out[k].copy_to_host(out[k])
+
+
+@functools.cache
+def _group_device_module() -> ModuleType:
+    path = Path(__file__).with_name("group_kernel.py")
+    spec = importlib.util.spec_from_file_location("celeris.backtest._group_kernel_cuda", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    module.__dict__["__celeris_jit__"] = cuda.jit(device=True)
+    module.__dict__["__celeris_kernel__"] = _device_module()
+    spec.loader.exec_module(module)
+    return module
+
+
+@functools.cache
+def _group_launcher() -> Any:
+    simulate_group = _group_device_module().simulate_group
+
+    @cuda.jit
+    def simulate_groups_cuda(
+        prices, signals, sizes, col_params, group_params, groups, mode, ann_factor, out, scratch
+    ):
+        g: int = cuda.grid(1)  # type: ignore[call-arg]  # numba's stub: 2 arguments
+        if g < group_params.shape[0]:
+            simulate_group(
+                g, prices, signals, sizes, col_params, group_params, groups, mode, ann_factor,
+                out, scratch,
+            )  # fmt: skip
+
+    return simulate_groups_cuda
+
+
+def simulate_groups_cuda(
+    prices: tuple[np.ndarray, ...],
+    signals: tuple[np.ndarray, ...],
+    sizes: np.ndarray,
+    col_params: np.ndarray,
+    group_params: np.ndarray,
+    groups: np.ndarray,
+    mode: int,
+    ann_factor: float,
+    out: tuple[np.ndarray, ...],
+    scratch: tuple[np.ndarray, ...],
+) -> None:
+    """Run the grouped kernel on the GPU (one thread per group) with the CPU kernel's arguments."""
+
+    def to_dev(a: np.ndarray) -> Any:
+        return cuda.to_device(np.ascontiguousarray(a))
+
+    d_out = tuple(cuda.to_device(a) for a in out)
+    d_scratch = tuple(cuda.to_device(a) for a in scratch)
+    blocks = (group_params.shape[0] + THREADS_PER_BLOCK - 1) // THREADS_PER_BLOCK
+    _group_launcher()[blocks, THREADS_PER_BLOCK](
+        tuple(to_dev(a) for a in prices),
+        tuple(to_dev(a) for a in signals),
+        to_dev(sizes),
+        to_dev(col_params),
+        to_dev(group_params),
+        to_dev(groups),
+        mode,
+        ann_factor,
+        d_out,
+        d_scratch,
+    )
+    cuda.synchronize()
     for k in (0, 1, 2, 4):
         d_out[k].copy_to_host(out[k])

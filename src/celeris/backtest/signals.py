@@ -10,19 +10,24 @@ the kernel arguments and the column labels all read that table.
 from __future__ import annotations
 
 import inspect
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 import pandas as pd
 
 from celeris.backtest import _inputs as I
+from celeris.backtest import group as G
+from celeris.backtest import group_kernel as GK
 from celeris.backtest import kernel as K
 from celeris.backtest.annualisation import YearDays, resolve_year_days
+from celeris.backtest.book import Book
 from celeris.backtest.engine import KernelInputs
+from celeris.backtest.group_engine import GroupInputs
 from celeris.backtest.portfolio import Portfolio
-from celeris.errors import ConfigError, did_you_mean
+from celeris.errors import CelerisTypeError, ConfigError, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,32 @@ OPTIONS: tuple[Option, ...] = (
 )
 
 
+@overload
+def from_signals(
+    close: Any,
+    entries: Any = ...,
+    exits: Any = ...,
+    short_entries: Any = ...,
+    short_exits: Any = ...,
+    *,
+    cash_sharing: Literal[False] = ...,
+    **options: Any,
+) -> Portfolio: ...
+
+
+@overload
+def from_signals(
+    close: Any,
+    entries: Any = ...,
+    exits: Any = ...,
+    short_entries: Any = ...,
+    short_exits: Any = ...,
+    *,
+    cash_sharing: Literal[True],
+    **options: Any,
+) -> Book: ...
+
+
 def from_signals(
     close: Any,
     entries: Any = None,
@@ -119,10 +150,13 @@ def from_signals(
     freq: Any = None,
     year_days: float | YearDays | None = None,
     device: str = "auto",
+    group_by: Any = None,
+    cash_sharing: bool = False,
+    call_seq: str = "default",
     _copy: bool = True,
     _first_signals: dict[str, bool] | None = None,
     **unknown: Any,
-) -> Portfolio:
+) -> Portfolio | Book:
     """Simulate entry/exit signals, one column per strategy variant, and return a :class:`Portfolio`.
 
     Semantics are those of vectorbt's ``Portfolio.from_signals`` for every option both have,
@@ -180,6 +214,15 @@ def from_signals(
         bars, else 365); :attr:`Portfolio.annualisation` says which value was used and why.
     device : {"auto", "cpu", "cuda"}
         ``auto`` uses a CUDA GPU when present, else the CPU; results are identical.
+    group_by, cash_sharing, call_seq
+        ``cash_sharing=True`` trades the columns of a group from one balance (vectorbt's
+        semantics) and returns a :class:`~celeris.backtest.book.Book`; ``close`` may then be
+        multi-asset bars (a Panel, ``(symbol, field)`` columns, a dict of bar frames) or a close
+        frame with NaN outside each asset's listed span. ``group_by``: ``True`` (all columns), a
+        column level name, one label per column; default: all assets, or one group per
+        parameter set when the signals are parameter sets x assets (set-major). ``call_seq``:
+        ``"default"`` (column order), ``"reversed"`` or ``"auto"`` (sells before buys). See
+        :func:`~celeris.backtest.from_orders` for listings and delistings.
 
     Inputs are copied (unless they are already private copies), so changing the caller's arrays
     later does not change the portfolio. ``_copy=False`` is for Celeris's own sweeps, which hand
@@ -208,6 +251,15 @@ def from_signals(
         )
     I.check_choice("execution", execution, I.EXECUTIONS)
     I.check_choice("stop_exit_price", stop_exit_price, I.STOP_EXIT_PRICES)
+    if not isinstance(cash_sharing, bool):
+        raise CelerisTypeError(f"cash_sharing must be True or False, got {cash_sharing!r}")
+    if cash_sharing:
+        return _grouped(given)
+    if group_by not in (None, False):
+        raise ConfigError(
+            "group_by without cash_sharing=True would only sum independent accounts; pass "
+            "cash_sharing=True to trade the group's columns from one balance"
+        )
     if isinstance(close, pd.DataFrame) and "close" in close.columns and close.columns.nlevels == 1:
         bars = close
         close = bars["close"]
@@ -361,3 +413,113 @@ def _kernel_params(
 
 def _keywords() -> list[str]:
     return [p for p in inspect.signature(from_signals).parameters if p != "unknown" and p[0] != "_"]
+
+
+def _grouped(given: dict[str, Any]) -> Book:
+    """``from_signals`` with ``cash_sharing=True``: the grouped kernel on multi-asset prices."""
+    execution = given["execution"]
+    prices = G.prices_of(given["close"], given["open"], given["high"], given["low"])
+    n_bars = prices.n_bars
+    index = prices.index if isinstance(prices.index, pd.DatetimeIndex) else None
+    if given["entries"] is None and given["short_entries"] is None:
+        raise ConfigError("no entries: pass entries=... (or short_entries=...)")
+    names = ("entries", "exits", "short_entries", "short_exits")
+    sig = {
+        name: _signal(name, given[name], n_bars, index, execution, True, given["_first_signals"])
+        for name in names
+    }
+    long_short = given["short_entries"] is not None or given["short_exits"] is not None
+    values = {o.name: o.parse(given[o.name]) for o in OPTIONS}
+    if long_short:
+        values["direction"] = np.full_like(values["direction"], K.LONG_ONLY)
+    widths = {**{k: v.shape[1] for k, v in sig.items()}, **{k: v.size for k, v in values.items()}}
+    width = I.broadcast_width(widths)
+    if width == 1:
+        width = prices.n_assets
+    params = _kernel_params(values, width, long_short, given["stop_exit_price"], execution)
+    axes = {
+        o.name: np.asarray(given[o.name])
+        for o in OPTIONS
+        if o.axis and not np.isscalar(given[o.name]) and given[o.name] is not None
+    }
+    columns = I.columns_from([given[n] for n in names], width, axes)
+    if width == prices.n_assets and isinstance(columns, pd.RangeIndex):
+        columns = prices.symbols
+    assets = G.assets_of_columns(width, prices.n_assets, columns)
+    codes, group_labels = G.group_codes(given["group_by"], columns, prices.n_assets, True)
+    order, offsets = G.layout(codes)
+    col_params = np.empty((width, GK.N_COL_PARAMS))
+    col_params[:, : K.N_PARAMS] = params
+    col_params[:, GK.C_ASSET] = assets
+    col_params[:, GK.C_FIRST] = prices.first[assets]
+    col_params[:, GK.C_LAST] = prices.last[assets]
+    init_cash = _group_cash(params[order, K.P_INIT_CASH], offsets)
+    price = _group_order_price(prices, given["price"], execution)
+    high, low = _range(prices)
+    td = I.infer_freq(prices.index, given["freq"])
+    annual = resolve_year_days(index, given["year_days"])
+    ann_factor = float(annual.days * pd.Timedelta(days=1) / td) if td is not None else float("nan")
+    inputs = GroupInputs(
+        close=prices.close,
+        open=prices.close if prices.open is None else prices.open,
+        high=high,
+        low=low,
+        price=price,
+        **{k: v if v.shape[1] == 1 else np.ascontiguousarray(v[:, order]) for k, v in sig.items()},
+        sizes=np.zeros((1, 1)),
+        col_params=col_params[order],
+        group_params=G.group_params(len(group_labels), init_cash, given["call_seq"]),
+        groups=offsets,
+        mode=GK.MODE_SIGNALS,
+        ann_factor=ann_factor,
+    )
+    return Book(
+        inputs,
+        prices.index,
+        columns[order],
+        prices.symbols,
+        group_labels,
+        freq=td,
+        year_days=annual,
+        execution=execution,
+        device=given["device"],
+    )
+
+
+def _group_cash(cash: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """One starting cash per group; the columns of a group must agree (they share it)."""
+    firsts = cash[offsets[:-1]]
+    for g, (lo, hi) in enumerate(itertools.pairwise(offsets)):
+        if (cash[lo:hi] != firsts[g]).any():
+            raise ConfigError(
+                f"init_cash differs between the columns of group {g}; under cash_sharing a "
+                "group has one balance: give one init_cash per group"
+            )
+    return firsts
+
+
+def _group_order_price(prices: G.Prices, price: Any, execution: str) -> np.ndarray:
+    if execution == "next_open":
+        if price is not None:
+            raise ConfigError(
+                "price=... sets the order price of execution='close'; pass execution='close' with it"
+            )
+        if prices.open is None:
+            raise ConfigError(
+                "execution='next_open' (the default: fill at the next bar's open) needs open "
+                "prices: pass multi-asset bars or open=..., or execution='close'"
+            )
+        return prices.open
+    return prices.close if price is None else G._aligned("price", price, prices.close)
+
+
+def _range(prices: G.Prices) -> tuple[np.ndarray, np.ndarray]:
+    """High and low; without them a bar's range is its open and close (as vectorbt does)."""
+    if prices.open is None:
+        return (
+            prices.close if prices.high is None else prices.high,
+            prices.close if prices.low is None else prices.low,
+        )
+    high = np.fmax(prices.open, prices.close) if prices.high is None else prices.high
+    low = np.fmin(prices.open, prices.close) if prices.low is None else prices.low
+    return high, low

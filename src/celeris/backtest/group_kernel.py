@@ -1,0 +1,921 @@
+"""Many columns on one account: the grouped, cash-sharing simulation, one source for CPU and CUDA.
+
+A *group* is a set of columns (assets, or one parameter set's assets) that trade out of one cash
+balance. Each bar is processed as vectorbt's ``simulate_from_signals_nb`` and
+``simulate_from_orders_nb`` process a segment with ``cash_sharing=True``:
+
+1. every column's order is decided first (signals and stops, or the size array), from the
+   positions as they stood before the bar;
+2. the group value is taken at the bar's order prices (cash + sum of position x price), and the
+   call sequence is fixed: column order (``default``), reversed, or sorted by the approximate
+   value of each order so that sells release cash before buys spend it (``auto``);
+3. the orders are executed one after the other against the shared cash;
+4. the group is marked to market at the close.
+
+The per-order arithmetic (``buy``/``sell``/``execute_order``, stops, signal resolution, metric
+accumulation) is :mod:`celeris.backtest.kernel`'s, imported, not rewritten. As there, this file is
+executed a second time by :mod:`celeris.backtest.cuda` with ``__celeris_jit__`` bound to a CUDA
+device decorator (and ``__celeris_kernel__`` to the CUDA build of ``kernel.py``): one GPU thread
+runs :func:`simulate_group` for one group.
+
+Per-column state lives in a scratch array (``state[col, S_*]``) rather than in scalars, because
+a group has a run-time number of columns; a bar where no column has a signal, an active stop, an
+order or a delisting only marks the book to market (the quiet-bar loop).
+
+Assets listed late or delisted early: a column is tradable from its first to its last listed bar
+(``C_FIRST``/``C_LAST``). On its last listed bar, when that is not the last bar of the data, the
+column's order is replaced by the delisting settlement: the whole position is closed at the
+bar's close with no fee and no slippage (order kind ``KIND_DELIST``).
+"""
+
+# Explicit branches read like the vectorbt code they mirror and compile alike for CPU and CUDA.
+# ruff: noqa: SIM108, SIM109
+from __future__ import annotations
+
+import math
+
+from numba.extending import register_jitable
+
+_jit = globals().get("__celeris_jit__", register_jitable)
+CUDA_BUILD = "__celeris_jit__" in globals()
+if CUDA_BUILD:
+    K = globals()["__celeris_kernel__"]
+else:
+    from celeris.backtest import kernel as K
+
+# The shared order arithmetic, bound to this build's variant (CPU jitable or CUDA device).
+is_close = K.is_close
+is_less = K.is_less
+sign = K.sign
+execute_order = K.execute_order
+signals_to_size = K.signals_to_size
+stop_hit_price = K.stop_hit_price
+mark_bar = K.mark_bar
+safe_ratio = K.safe_ratio
+write_metrics = K.write_metrics
+
+LONG_ONLY = K.LONG_ONLY
+SHORT_ONLY = K.SHORT_ONLY
+BOTH = K.BOTH
+AMOUNT = K.AMOUNT
+VALUE = K.VALUE
+PERCENT = K.PERCENT
+# vectorbt's target size types (``from_orders`` only).
+TARGET_AMOUNT = 3
+TARGET_VALUE = 4
+TARGET_PERCENT = 5
+FILLED = K.FILLED
+IGNORED = K.IGNORED
+REJECTED = K.REJECTED
+BUY = K.BUY
+SELL = K.SELL
+
+# What decides the orders (``mode``).
+MODE_SIGNALS = 0
+MODE_ORDERS = 1
+# Call sequence of a group's columns within a bar (``G_CALL_SEQ``).
+CALL_DEFAULT = 0
+CALL_REVERSED = 1
+CALL_AUTO = 2
+# Order kinds (``orders[k, O_STOP]``): a signal or sized order, a stop exit, a delisting.
+KIND_ORDER = 0
+KIND_STOP = 1
+KIND_DELIST = 2
+
+# Per-column parameters ``col_params[col, C_*]``: kernel.P_* (init cash unused) and these.
+C_ASSET = K.N_PARAMS  # column of the price arrays this column trades
+C_FIRST = K.N_PARAMS + 1  # first listed bar
+C_LAST = K.N_PARAMS + 2  # last listed bar
+N_COL_PARAMS = K.N_PARAMS + 3
+
+# Per-group parameters ``group_params[g, G_*]``.
+G_INIT_CASH = 0
+G_CALL_SEQ = 1
+G_THRESHOLD = 2  # rebalance only when some target-percent weight drifted this far (0: always)
+N_GROUP_PARAMS = 3
+
+# Per-column state ``state[col, S_*]`` (scratch, n_cols rows).
+S_POS = 0
+S_DEBT = 1
+S_SL = 2
+S_TSL = 3
+S_TP = 4
+S_SL_REF = 5
+S_TSL_REF = 6
+S_TP_REF = 7
+S_IN_TRADE = 8
+S_TRADE_DIR = 9
+S_ENTRY_IDX = 10
+S_ENTRY_SIZE = 11
+S_ENTRY_GROSS = 12
+S_ENTRY_FEES = 13
+S_POSITION_ID = 14
+# This bar's order, decided in step 1, executed in step 3.
+S_O_SIZE = 15
+S_O_TYPE = 16
+S_O_DIR = 17
+S_O_PRICE = 18
+S_O_SLIP = 19
+S_O_KIND = 20
+S_O_VALUE = 21  # approximate order value, the sort key of the "auto" call sequence
+S_VAL_PRICE = 22  # valuation price of this bar's orders
+N_STATE = 23
+
+# Trade accumulators of a group ``acc[g, A_*]`` (scratch, n_groups rows).
+A_CLOSED = 0
+A_WINS = 1
+A_LOSSES = 2
+A_SUM_WIN = 3
+A_SUM_LOSS = 4
+A_SUM_WIN_RET = 5
+A_SUM_LOSS_RET = 6
+A_BEST = 7
+A_WORST = 8
+N_ACC = 9
+
+
+@_jit
+def approx_order_value(
+    size, size_type, direction, flip, cash, position, free_cash, val_price, value
+):
+    """vectorbt's ``approx_order_value_nb``: the sort key of ``call_seq="auto"``.
+
+    ``flip``: sizes of a short-only order count short (``from_orders``); ``from_signals``
+    passes sizes already signed as buys/sells.
+    """
+    if flip and direction == SHORT_ONLY:
+        size = -size
+    asset_value = position * val_price
+    if size_type == AMOUNT:
+        return size * val_price
+    if size_type == VALUE:
+        return size
+    if size_type == PERCENT:
+        if size >= 0:
+            return size * cash
+        if direction == LONG_ONLY:
+            return size * asset_value
+        return size * (2.0 * max(asset_value, 0.0) + max(free_cash, 0.0))
+    if size_type == TARGET_AMOUNT:
+        return size * val_price - asset_value
+    if size_type == TARGET_VALUE:
+        return size - asset_value
+    if size_type == TARGET_PERCENT:
+        return size * value - asset_value
+    return math.nan
+
+
+@_jit
+def resolve_target(size, size_type, direction, position, val_price, value):
+    """Turn vectorbt's size types into one ``execute_order`` takes (vectorbt's order of steps).
+
+    Return ``(status, size, size_type)``: ``FILLED`` means "go on" with an amount, value or
+    percent order signed as a buy (+) or sell (-); ``IGNORED``/``REJECTED`` end the order.
+    """
+    if direction == SHORT_ONLY:
+        size = -size  # a positive short-only size means "more short"
+    if is_close(value, 0.0):
+        value = 0.0
+    if size_type == TARGET_PERCENT:
+        if math.isnan(value):
+            return IGNORED, 0.0, AMOUNT
+        if value <= 0:
+            return REJECTED, 0.0, AMOUNT
+        size = size * value
+        size_type = TARGET_VALUE
+    if size_type == VALUE or size_type == TARGET_VALUE:
+        if math.isnan(val_price):
+            return IGNORED, 0.0, AMOUNT
+        size = size / val_price
+        if size_type == VALUE:
+            size_type = AMOUNT
+        else:
+            size_type = TARGET_AMOUNT
+    if size_type == TARGET_AMOUNT:
+        size = size - position
+        size_type = AMOUNT
+    return FILLED, size, size_type
+
+
+@_jit
+def stop_fill_price(i, c, st, prices, col_params):
+    """Price at which an active stop of column ``c`` fires on bar ``i`` (NaN: none fires).
+
+    Same order as the single-column kernel: fixed and trailing stop-loss (the tighter fires),
+    then take-profit; the trailing reference then follows the bar's extreme.
+    """
+    close, open_, high, low, _ = prices
+    a = int(col_params[c, C_ASSET])
+    position = st[c, S_POS]
+    bar_close = close[i, a]
+    bar_open = open_[i, a]
+    bar_high = high[i, a]
+    bar_low = low[i, a]
+    if math.isnan(bar_open):
+        bar_open = bar_close
+    if math.isnan(bar_low):
+        bar_low = min(bar_open, bar_close)
+    if math.isnan(bar_high):
+        bar_high = max(bar_open, bar_close)
+    stop_price = math.nan
+    if not math.isnan(st[c, S_SL]):
+        stop_price = stop_hit_price(
+            position, st[c, S_SL_REF], st[c, S_SL], bar_open, bar_low, bar_high, True
+        )
+    if not math.isnan(st[c, S_TSL]):
+        tsl_price = stop_hit_price(
+            position, st[c, S_TSL_REF], st[c, S_TSL], bar_open, bar_low, bar_high, True
+        )
+        if not math.isnan(tsl_price):
+            if math.isnan(stop_price):
+                stop_price = tsl_price
+            elif position > 0:
+                stop_price = max(stop_price, tsl_price)
+            else:
+                stop_price = min(stop_price, tsl_price)
+    if math.isnan(stop_price) and not math.isnan(st[c, S_TP]):
+        stop_price = stop_hit_price(
+            position, st[c, S_TP_REF], st[c, S_TP], bar_open, bar_low, bar_high, False
+        )
+    if not math.isnan(st[c, S_TSL]):
+        if position > 0 and bar_high > st[c, S_TSL_REF]:
+            st[c, S_TSL_REF] = bar_high
+        elif position < 0 and bar_low < st[c, S_TSL_REF]:
+            st[c, S_TSL_REF] = bar_low
+    return stop_price
+
+
+@_jit
+def read_signals(i, c, signals, col_params, n):
+    """Column ``c``'s signals on bar ``i`` as (long entry, long exit, short entry, short exit).
+
+    The single-column kernel's resolution: ``direction`` maps entries/exits to sides, and
+    conflicting signals on one bar cancel (vectorbt's default conflict modes).
+    """
+    entries, exits, short_entries, short_exits = signals
+    r = i if entries.shape[0] == n else 0
+    entry = entries[r, K.col_of(entries, c)]
+    r = i if exits.shape[0] == n else 0
+    exit_ = exits[r, K.col_of(exits, c)]
+    r = i if short_entries.shape[0] == n else 0
+    s_entry = short_entries[r, K.col_of(short_entries, c)]
+    r = i if short_exits.shape[0] == n else 0
+    s_exit = short_exits[r, K.col_of(short_exits, c)]
+    sig_direction = int(col_params[c, K.P_DIRECTION])
+    long_entry = False
+    long_exit = False
+    if sig_direction == LONG_ONLY:
+        long_entry = entry
+        long_exit = exit_
+        short_entry = s_entry
+        short_exit = s_exit
+    elif sig_direction == SHORT_ONLY:
+        short_entry = entry or s_entry
+        short_exit = exit_ or s_exit
+    else:
+        long_entry = entry
+        short_entry = exit_ or s_entry
+        short_exit = s_exit
+    if long_entry and long_exit:
+        long_entry = False
+        long_exit = False
+    if short_entry and short_exit:
+        short_entry = False
+        short_exit = False
+    if long_entry and short_entry:
+        long_entry = False
+        short_entry = False
+    return long_entry, long_exit, short_entry, short_exit
+
+
+@_jit
+def decide_signal_order(i, c, st, prices, signals, col_params, n):
+    """Step 1 for ``from_signals``: stops first, then this bar's signals (kernel semantics).
+
+    Write the order into ``st[c, S_O_*]`` (size 0: none). ``st[c, S_VAL_PRICE]`` holds the
+    bar's order price.
+    """
+    position = st[c, S_POS]
+    order_price = st[c, S_VAL_PRICE]
+    order_slippage = col_params[c, K.P_SLIPPAGE]
+    acc = col_params[c, K.P_ACCUMULATE] != 0
+    kind = KIND_ORDER
+    stop_price = math.nan
+    if has_stop(st, c):
+        stop_price = stop_fill_price(i, c, st, prices, col_params)
+    if not math.isnan(stop_price):
+        kind = KIND_STOP
+        acc = False
+        long_entry = False
+        long_exit = position > 0
+        short_entry = False
+        short_exit = position < 0
+        stop_exit = int(col_params[c, K.P_STOP_EXIT])
+        if stop_exit == K.STOP_LIMIT:
+            order_price = stop_price
+            order_slippage = 0.0
+        elif stop_exit == K.STOP_MARKET:
+            order_price = stop_price
+        else:
+            order_price = prices[0][i, int(col_params[c, C_ASSET])]
+    else:
+        long_entry, long_exit, short_entry, short_exit = read_signals(i, c, signals, col_params, n)
+    order_size = 0.0
+    order_type = int(col_params[c, K.P_SIZE_TYPE])
+    order_dir = BOTH
+    if long_entry or long_exit or short_entry or short_exit:
+        order_size, order_type, order_dir = signals_to_size(
+            position,
+            long_entry,
+            long_exit,
+            short_entry,
+            short_exit,
+            col_params[c, K.P_SIZE],
+            order_type,
+            acc,
+            st[c, S_VAL_PRICE],
+        )
+    st[c, S_O_SIZE] = order_size
+    st[c, S_O_TYPE] = order_type
+    st[c, S_O_DIR] = order_dir
+    st[c, S_O_PRICE] = order_price
+    st[c, S_O_SLIP] = order_slippage
+    st[c, S_O_KIND] = kind
+
+
+@_jit
+def has_signal(i, c, signals, n):
+    """Whether column ``c`` has any signal on bar ``i`` (the quiet-bar test)."""
+    entries, exits, short_entries, short_exits = signals
+    r = i if entries.shape[0] == n else 0
+    if entries[r, K.col_of(entries, c)]:
+        return True
+    r = i if exits.shape[0] == n else 0
+    if exits[r, K.col_of(exits, c)]:
+        return True
+    r = i if short_entries.shape[0] == n else 0
+    if short_entries[r, K.col_of(short_entries, c)]:
+        return True
+    r = i if short_exits.shape[0] == n else 0
+    return short_exits[r, K.col_of(short_exits, c)]
+
+
+@_jit
+def order_size_at(i, c, sizes, n):
+    r = i if sizes.shape[0] == n else 0
+    return sizes[r, K.col_of(sizes, c)]
+
+
+@_jit
+def has_stop(st, c):
+    return st[c, S_POS] != 0 and not (
+        math.isnan(st[c, S_SL]) and math.isnan(st[c, S_TSL]) and math.isnan(st[c, S_TP])
+    )
+
+
+@_jit
+def bar_is_quiet(i, c0, c1, st, signals, sizes, col_params, mode, n):
+    """True when no column of the group has anything to do on bar ``i`` but be marked."""
+    for c in range(c0, c1):
+        if i == col_params[c, C_LAST] and i < n - 1 and st[c, S_POS] != 0:
+            return False
+        if i < col_params[c, C_FIRST] or i > col_params[c, C_LAST]:
+            continue
+        if mode == MODE_ORDERS:
+            if not math.isnan(order_size_at(i, c, sizes, n)):
+                return False
+        elif has_signal(i, c, signals, n) or has_stop(st, c):
+            return False
+    return True
+
+
+@_jit
+def decide_orders(i, c0, c1, st, prices, signals, sizes, col_params, mode, n):
+    """Step 1 for every column of the group: its order of bar ``i`` into ``st[c, S_O_*]``.
+
+    No order is a size of 0 (signals) or NaN (orders, as vectorbt reads a NaN size); a column
+    outside its listed span has none. ``S_VAL_PRICE`` is the bar's order price (NaN when not
+    listed: the column holds no position there, so nothing is valued at it).
+    """
+    price = prices[4]
+    close = prices[0]
+    no_order = 0.0 if mode == MODE_SIGNALS else math.nan
+    for c in range(c0, c1):
+        a = int(col_params[c, C_ASSET])
+        st[c, S_O_SIZE] = no_order
+        st[c, S_O_KIND] = KIND_ORDER
+        st[c, S_O_TYPE] = col_params[c, K.P_SIZE_TYPE]
+        st[c, S_O_DIR] = col_params[c, K.P_DIRECTION]
+        if i < col_params[c, C_FIRST] or i > col_params[c, C_LAST]:
+            st[c, S_VAL_PRICE] = math.nan
+            continue
+        st[c, S_VAL_PRICE] = price[i, a]
+        if i == col_params[c, C_LAST] and i < n - 1:
+            # Delisting settlement: close at the last close, no fee, no slippage.
+            if st[c, S_POS] != 0:
+                st[c, S_O_SIZE] = -st[c, S_POS]
+                st[c, S_O_TYPE] = AMOUNT
+                st[c, S_O_DIR] = BOTH
+                st[c, S_O_PRICE] = close[i, a]
+                st[c, S_O_SLIP] = 0.0
+                st[c, S_O_KIND] = KIND_DELIST
+                st[c, S_VAL_PRICE] = close[i, a]
+            continue
+        if mode == MODE_SIGNALS:
+            decide_signal_order(i, c, st, prices, signals, col_params, n)
+        else:
+            st[c, S_O_SIZE] = order_size_at(i, c, sizes, n)
+            st[c, S_O_PRICE] = price[i, a]
+            st[c, S_O_SLIP] = col_params[c, K.P_SLIPPAGE]
+
+
+@_jit
+def group_value_at(c0, c1, st, cash):
+    """Cash plus every position at this bar's valuation price (vectorbt's group value)."""
+    value = cash
+    for c in range(c0, c1):
+        if st[c, S_POS] != 0:
+            value += st[c, S_POS] * st[c, S_VAL_PRICE]
+    return value
+
+
+@_jit
+def drifted(c0, c1, st, value, threshold):
+    """Whether any target-percent order's weight is ``threshold`` or more off its target."""
+    for c in range(c0, c1):
+        if st[c, S_O_KIND] != KIND_ORDER or int(st[c, S_O_TYPE]) != TARGET_PERCENT:
+            continue
+        if math.isnan(st[c, S_VAL_PRICE]) or value <= 0:
+            return True
+        weight = st[c, S_POS] * st[c, S_VAL_PRICE] / value
+        target = st[c, S_O_SIZE]
+        if int(st[c, S_O_DIR]) == SHORT_ONLY:
+            target = -target
+        if abs(weight - target) >= threshold:
+            return True
+    return False
+
+
+@_jit
+def call_sequence(c0, c1, st, seq, mode, call_mode, cash, free_cash, value):
+    """Fill ``seq[c0:c1]`` with the columns in execution order (insertion sort for ``auto``)."""
+    m = c1 - c0
+    for k in range(m):
+        if call_mode == CALL_REVERSED:
+            seq[c0 + k] = c1 - 1 - k
+        else:
+            seq[c0 + k] = c0 + k
+    if call_mode != CALL_AUTO:
+        return
+    flip = mode == MODE_ORDERS
+    for k in range(m):
+        c = c0 + k
+        if st[c, S_O_SIZE] == 0 and not flip:
+            st[c, S_O_VALUE] = 0.0
+        else:
+            st[c, S_O_VALUE] = approx_order_value(
+                st[c, S_O_SIZE],
+                int(st[c, S_O_TYPE]),
+                int(st[c, S_O_DIR]),
+                flip and st[c, S_O_KIND] != KIND_DELIST,
+                cash,
+                st[c, S_POS],
+                free_cash,
+                st[c, S_VAL_PRICE],
+                value,
+            )
+    # vectorbt's insert_argsort_nb: stable, ascending (sells first), NaN keys last.
+    for k in range(1, m):
+        key = st[seq[c0 + k], S_O_VALUE]
+        col = seq[c0 + k]
+        j = k - 1
+        while j >= 0 and (
+            st[seq[c0 + j], S_O_VALUE] > key or math.isnan(st[seq[c0 + j], S_O_VALUE])
+        ):
+            seq[c0 + j + 1] = seq[c0 + j]
+            j -= 1
+        seq[c0 + j + 1] = col
+
+
+@_jit
+def account_fill(st, c, i, side, f_size, f_price, f_fees, trades, t_ptr, keep_trades, acc, g):
+    """Exit-trade accounting of one fill of column ``c`` (vectorbt's exit trades, online).
+
+    The column's open trade lives in ``st[c, S_ENTRY_*]``; a closed trade is added to the
+    group's accumulators ``acc[g]`` and, with ``keep_trades``, written to ``trades[t_ptr]``.
+    Return the next free trade row.
+    """
+    if st[c, S_IN_TRADE] == 0:
+        st[c, S_IN_TRADE] = 1.0
+        st[c, S_ENTRY_IDX] = i
+        st[c, S_TRADE_DIR] = K.TRADE_LONG if side == BUY else K.TRADE_SHORT
+        st[c, S_POSITION_ID] += 1
+        st[c, S_ENTRY_SIZE] = 0.0
+        st[c, S_ENTRY_GROSS] = 0.0
+        st[c, S_ENTRY_FEES] = 0.0
+    trade_dir = int(st[c, S_TRADE_DIR])
+    if (trade_dir == K.TRADE_LONG and side == BUY) or (trade_dir == K.TRADE_SHORT and side == SELL):
+        st[c, S_ENTRY_SIZE] += f_size
+        st[c, S_ENTRY_GROSS] += f_size * f_price
+        st[c, S_ENTRY_FEES] += f_fees
+        return t_ptr
+    size_sum = st[c, S_ENTRY_SIZE]
+    closes_all = is_close(f_size, size_sum)
+    if K.is_close_or_less(f_size, size_sum):
+        exit_size = f_size
+        if closes_all:
+            exit_size = size_sum
+        exit_fees = f_fees
+        reverse = False
+    else:
+        exit_size = size_sum
+        exit_fees = exit_size / f_size * f_fees
+        reverse = True
+    entry_price = st[c, S_ENTRY_GROSS] / size_sum
+    entry_fees = exit_size / size_sum * st[c, S_ENTRY_FEES]
+    entry_val = exit_size * entry_price
+    val_diff = K.add(exit_size * f_price, -entry_val)
+    if val_diff != 0 and trade_dir == K.TRADE_SHORT:
+        val_diff = -val_diff
+    pnl = val_diff - entry_fees - exit_fees
+    ret = pnl / entry_val
+    acc[g, A_CLOSED] += 1
+    if pnl > 0:
+        acc[g, A_WINS] += 1
+        acc[g, A_SUM_WIN] += pnl
+        acc[g, A_SUM_WIN_RET] += ret
+    elif pnl < 0:
+        acc[g, A_LOSSES] += 1
+        acc[g, A_SUM_LOSS] += pnl
+        acc[g, A_SUM_LOSS_RET] += ret
+    if math.isnan(acc[g, A_BEST]) or ret > acc[g, A_BEST]:
+        acc[g, A_BEST] = ret
+    if math.isnan(acc[g, A_WORST]) or ret < acc[g, A_WORST]:
+        acc[g, A_WORST] = ret
+    if keep_trades:
+        write_trade(trades, t_ptr, c, exit_size, st[c, S_ENTRY_IDX], entry_price, entry_fees, i)
+        trades[t_ptr, K.T_EXIT_PRICE] = f_price
+        trades[t_ptr, K.T_EXIT_FEES] = exit_fees
+        trades[t_ptr, K.T_PNL] = pnl
+        trades[t_ptr, K.T_RETURN] = ret
+        trades[t_ptr, K.T_DIRECTION] = trade_dir
+        trades[t_ptr, K.T_STATUS] = K.TRADE_CLOSED
+        trades[t_ptr, K.T_POSITION_ID] = st[c, S_POSITION_ID]
+        t_ptr += 1
+    if reverse:
+        st[c, S_ENTRY_SIZE] = f_size - exit_size
+        st[c, S_ENTRY_GROSS] = st[c, S_ENTRY_SIZE] * f_price
+        st[c, S_ENTRY_FEES] = f_fees - exit_fees
+        st[c, S_ENTRY_IDX] = i
+        st[c, S_TRADE_DIR] = K.TRADE_SHORT if trade_dir == K.TRADE_LONG else K.TRADE_LONG
+        st[c, S_POSITION_ID] += 1
+    elif closes_all:
+        st[c, S_IN_TRADE] = 0.0
+        st[c, S_ENTRY_IDX] = -1
+    else:
+        fraction = (size_sum - f_size) / size_sum
+        st[c, S_ENTRY_SIZE] *= fraction
+        st[c, S_ENTRY_GROSS] *= fraction
+        st[c, S_ENTRY_FEES] *= fraction
+    return t_ptr
+
+
+@_jit
+def write_trade(trades, t_ptr, c, size, entry_idx, entry_price, entry_fees, exit_idx):
+    trades[t_ptr, K.T_COL] = c
+    trades[t_ptr, K.T_SIZE] = size
+    trades[t_ptr, K.T_ENTRY_IDX] = entry_idx
+    trades[t_ptr, K.T_ENTRY_PRICE] = entry_price
+    trades[t_ptr, K.T_ENTRY_FEES] = entry_fees
+    trades[t_ptr, K.T_EXIT_IDX] = exit_idx
+
+
+@_jit
+def update_stops(c, st, col_params, prev_position, order_price, bar_close):
+    """A fill moves the column's stops as the single-column kernel's do."""
+    position = st[c, S_POS]
+    sl_stop = col_params[c, K.P_SL]
+    tsl_stop = col_params[c, K.P_TSL]
+    tp_stop = col_params[c, K.P_TP]
+    if math.isnan(sl_stop) and math.isnan(tsl_stop) and math.isnan(tp_stop):
+        return
+    if position == 0:
+        st[c, S_SL] = math.nan
+        st[c, S_TSL] = math.nan
+        st[c, S_TP] = math.nan
+        return
+    if int(col_params[c, K.P_STOP_REF]) == K.STOP_REF_PRICE:
+        new_ref = order_price
+    else:
+        new_ref = bar_close
+    opened = prev_position == 0 or sign(position) != sign(prev_position)
+    if opened or (abs(position) > abs(prev_position) and not math.isnan(sl_stop)):
+        st[c, S_SL] = sl_stop
+        st[c, S_SL_REF] = new_ref
+    if opened or (abs(position) > abs(prev_position) and not math.isnan(tsl_stop)):
+        st[c, S_TSL] = tsl_stop
+        st[c, S_TSL_REF] = new_ref
+    if opened or (abs(position) > abs(prev_position) and not math.isnan(tp_stop)):
+        st[c, S_TP] = tp_stop
+        st[c, S_TP_REF] = new_ref
+
+
+@_jit
+def fill_orders(
+    i, g, c0, c1, st, seq, prices, col_params, mode, cash, free_cash, value, out, ptr, acc
+):
+    """Step 3: execute the bar's orders in call-sequence order against the shared cash.
+
+    ``ptr`` is ``[order row, trade row, orders filled, fees paid]`` of the group (updated in
+    place). Return ``(cash, free_cash)``.
+    """
+    close = prices[0]
+    orders = out[2]
+    trades = out[4]
+    keep_orders = out[3].shape[0] > g + 1
+    keep_trades = out[5].shape[0] > g + 1
+    for k in range(c1 - c0):
+        c = seq[c0 + k]
+        size = st[c, S_O_SIZE]
+        if size == 0 or math.isnan(size):
+            continue
+        kind = int(st[c, S_O_KIND])
+        size_type = int(st[c, S_O_TYPE])
+        direction = int(st[c, S_O_DIR])
+        position = st[c, S_POS]
+        val_price = st[c, S_VAL_PRICE]
+        if mode == MODE_ORDERS and kind == KIND_ORDER:
+            status, size, size_type = resolve_target(
+                size, size_type, direction, position, val_price, value
+            )
+            if status != FILLED:
+                continue
+        fees = col_params[c, K.P_FEES]
+        fixed_fees = col_params[c, K.P_FIXED_FEES]
+        if kind == KIND_DELIST:
+            fees = 0.0
+            fixed_fees = 0.0
+        status, cash, new_pos, debt, free_cash, f_size, f_price, f_fees = execute_order(
+            cash,
+            position,
+            st[c, S_DEBT],
+            free_cash,
+            val_price,
+            size,
+            size_type,
+            direction,
+            st[c, S_O_PRICE],
+            fees,
+            fixed_fees,
+            st[c, S_O_SLIP],
+            col_params[c, K.P_GRANULARITY],
+        )
+        if status != FILLED:
+            continue
+        st[c, S_POS] = new_pos
+        st[c, S_DEBT] = debt
+        side = SELL if new_pos < position else BUY
+        ptr[2] += 1
+        ptr[3] += f_fees
+        if keep_orders:
+            o = int(ptr[0])
+            orders[o, K.O_COL] = c
+            orders[o, K.O_IDX] = i
+            orders[o, K.O_SIZE] = f_size
+            orders[o, K.O_PRICE] = f_price
+            orders[o, K.O_FEES] = f_fees
+            orders[o, K.O_SIDE] = side
+            orders[o, K.O_STOP] = kind
+            ptr[0] += 1
+        ptr[1] = account_fill(
+            st, c, i, side, f_size, f_price, f_fees, trades, int(ptr[1]), keep_trades, acc, g
+        )
+        if mode == MODE_SIGNALS:
+            a = int(col_params[c, C_ASSET])
+            update_stops(c, st, col_params, position, st[c, S_O_PRICE], close[i, a])
+    return cash, free_cash
+
+
+@_jit
+def close_open_trades(g, c0, c1, st, prices, col_params, out, ptr):
+    """Value every open trade at its column's last listed close; return ``(n_open, open_pnl)``."""
+    close = prices[0]
+    trades = out[4]
+    keep_trades = out[5].shape[0] > g + 1
+    n_open = 0
+    open_pnl = 0.0
+    for c in range(c0, c1):
+        size_sum = st[c, S_ENTRY_SIZE]
+        if st[c, S_IN_TRADE] == 0 or not is_less(-size_sum, 0.0):
+            continue
+        last = int(col_params[c, C_LAST])
+        last_close = close[last, int(col_params[c, C_ASSET])]
+        entry_price = st[c, S_ENTRY_GROSS] / size_sum
+        entry_val = size_sum * entry_price
+        val_diff = K.add(size_sum * last_close, -entry_val)
+        if val_diff != 0 and int(st[c, S_TRADE_DIR]) == K.TRADE_SHORT:
+            val_diff = -val_diff
+        pnl = val_diff - st[c, S_ENTRY_FEES]
+        n_open += 1
+        open_pnl += pnl
+        if keep_trades:
+            t = int(ptr[1])
+            write_trade(
+                trades, t, c, size_sum, st[c, S_ENTRY_IDX], entry_price, st[c, S_ENTRY_FEES], last
+            )
+            trades[t, K.T_EXIT_PRICE] = last_close
+            trades[t, K.T_EXIT_FEES] = 0.0
+            trades[t, K.T_PNL] = pnl
+            trades[t, K.T_RETURN] = pnl / entry_val
+            trades[t, K.T_DIRECTION] = st[c, S_TRADE_DIR]
+            trades[t, K.T_STATUS] = K.TRADE_OPEN
+            trades[t, K.T_POSITION_ID] = st[c, S_POSITION_ID]
+            ptr[1] += 1
+    return n_open, open_pnl
+
+
+@_jit
+def reset_group(g, c0, c1, st, acc, out, ptr):
+    """Initial state: flat columns, no stops, no trade; record pointers at the group's rows."""
+    for c in range(c0, c1):
+        for s in range(N_STATE):
+            st[c, s] = 0.0
+        st[c, S_SL] = math.nan
+        st[c, S_TSL] = math.nan
+        st[c, S_TP] = math.nan
+        st[c, S_ENTRY_IDX] = -1
+    for k in range(N_ACC):
+        acc[g, k] = 0.0
+    acc[g, A_BEST] = math.nan
+    acc[g, A_WORST] = math.nan
+    ptr[0] = 0.0
+    ptr[1] = 0.0
+    ptr[2] = 0.0
+    ptr[3] = 0.0
+    if out[3].shape[0] > g + 1:
+        ptr[0] = out[3][g]
+    if out[5].shape[0] > g + 1:
+        ptr[1] = out[5][g]
+
+
+@_jit
+def simulate_group(
+    g, prices, signals, sizes, col_params, group_params, groups, mode, ann_factor, out, scratch
+):
+    """Simulate group ``g`` (columns ``groups[g]:groups[g + 1]``) and write its metrics row.
+
+    ``scratch`` is ``(state, seq, acc, ptrs)``: per-column state (n_cols x N_STATE), the call
+    sequence (n_cols), per-group trade accumulators (n_groups x N_ACC) and record pointers
+    (n_groups x 4). ``out`` is the single-column kernel's ``(metrics, equity, orders,
+    order_offsets, trades, trade_offsets)`` with one metrics row, equity column and offset
+    range per *group*.
+    """
+    st, seq, acc, ptrs = scratch
+    metrics = out[0]
+    equity = out[1]
+    close = prices[0]
+    n = close.shape[0]
+    c0 = groups[g]
+    c1 = groups[g + 1]
+    ptr = ptrs[g]
+    init_cash = group_params[g, G_INIT_CASH]
+    call_mode = int(group_params[g, G_CALL_SEQ])
+    threshold = group_params[g, G_THRESHOLD]
+    keep_equity = equity.shape[0] == n and equity.shape[1] > g
+    reset_group(g, c0, c1, st, acc, out, ptr)
+    cash = init_cash
+    free_cash = init_cash
+    prev_value = init_cash
+    value = init_cash
+    r_sum = 0.0
+    r_sumsq = 0.0
+    down_sq = 0.0
+    dd_started = False
+    peak_val = math.nan
+    valley_val = math.nan
+    peak_idx = -1
+    max_dd = 0.0
+    max_dd_dur = 0
+    exposure_bars = 0
+    for i in range(n):
+        if not bar_is_quiet(i, c0, c1, st, signals, sizes, col_params, mode, n):
+            decide_orders(i, c0, c1, st, prices, signals, sizes, col_params, mode, n)
+            value = group_value_at(c0, c1, st, cash)
+            if mode == MODE_ORDERS and threshold > 0 and not drifted(c0, c1, st, value, threshold):
+                for c in range(c0, c1):
+                    if st[c, S_O_KIND] == KIND_ORDER:
+                        st[c, S_O_SIZE] = math.nan
+            call_sequence(c0, c1, st, seq, mode, call_mode, cash, free_cash, value)
+            cash, free_cash = fill_orders(
+                i,
+                g,
+                c0,
+                c1,
+                st,
+                seq,
+                prices,
+                col_params,
+                mode,
+                cash,
+                free_cash,
+                value,
+                out,
+                ptr,
+                acc,
+            )
+        value = cash
+        held = False
+        for c in range(c0, c1):
+            if st[c, S_POS] != 0:
+                value += st[c, S_POS] * close[i, int(col_params[c, C_ASSET])]
+                held = True
+        if held:
+            exposure_bars += 1
+        if keep_equity:
+            equity[i, g] = value
+        r_sum, r_sumsq, down_sq, dd_started, peak_val, valley_val, peak_idx, max_dd, max_dd_dur = (
+            mark_bar(i, value, prev_value, r_sum, r_sumsq, down_sq, dd_started, peak_val,
+                     valley_val, peak_idx, max_dd, max_dd_dur)
+        )  # fmt: skip
+        prev_value = value
+    if dd_started:
+        max_dd_dur = max(max_dd_dur, n - 1 - peak_idx)
+        max_dd = min(max_dd, (valley_val - peak_val) / peak_val)
+    n_open, open_pnl = close_open_trades(g, c0, c1, st, prices, col_params, out, ptr)
+    write_metrics(
+        metrics,
+        g,
+        value,
+        init_cash,
+        ann_factor,
+        n,
+        r_sum,
+        r_sumsq,
+        down_sq,
+        max_dd,
+        max_dd_dur,
+        acc[g, A_CLOSED],
+        n_open,
+        acc[g, A_WINS],
+        acc[g, A_LOSSES],
+        acc[g, A_SUM_WIN],
+        acc[g, A_SUM_LOSS],
+        acc[g, A_SUM_WIN_RET],
+        acc[g, A_SUM_LOSS_RET],
+        acc[g, A_BEST],
+        acc[g, A_WORST],
+        exposure_bars / n,
+        ptr[3],
+        ptr[2],
+        open_pnl,
+    )
+
+
+if not CUDA_BUILD:
+    import numpy as np
+    from numba import njit, prange
+    from numba import types as _t
+
+    _RF2 = _t.Array(_t.float64, 2, "A", readonly=True)
+    _RB2 = _t.Array(_t.boolean, 2, "A", readonly=True)
+    _F2 = _t.Array(_t.float64, 2, "A")
+    _I1 = _t.Array(_t.int64, 1, "A")
+    _RI1 = _t.Array(_t.int64, 1, "A", readonly=True)
+    _OUT = _t.Tuple((_F2, _F2, _F2, _I1, _F2, _I1))
+    _SCRATCH = _t.Tuple((_F2, _I1, _F2, _F2))
+
+    @njit(
+        _t.void(
+            _t.UniTuple(_RF2, 5),
+            _t.UniTuple(_RB2, 4),
+            _RF2,
+            _RF2,
+            _RF2,
+            _RI1,
+            _t.int64,
+            _t.float64,
+            _OUT,
+            _SCRATCH,
+        ),
+        cache=True,
+        parallel=True,
+        nogil=True,
+    )
+    def simulate_groups_nb(
+        prices, signals, sizes, col_params, group_params, groups, mode, ann_factor, out, scratch
+    ):
+        """Simulate every group in parallel (CPU); see :func:`simulate_group`."""
+        for g in prange(group_params.shape[0]):
+            simulate_group(
+                np.int64(g),
+                prices,
+                signals,
+                sizes,
+                col_params,
+                group_params,
+                groups,
+                mode,
+                ann_factor,
+                out,
+                scratch,
+            )
