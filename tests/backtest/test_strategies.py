@@ -148,6 +148,18 @@ def test_get_strategy_model_checkpoint_says_where_model_strategies_run():
         get_strategy("model:models/spx")
 
 
+def test_strategy_param_named_like_a_backtest_option_points_to_the_option():
+    sma = get_strategy("sma_cross")
+    with pytest.raises(
+        ConfigError,
+        match=r"no parameter 'sl_stop'; its parameters are fast, slow \(sl_stop is a backtest "
+        r"option: pass it as sl_stop=\.\.\. .*--sl-stop .*--grid sl_stop=",
+    ):
+        sma.param("sl_stop")
+    with pytest.raises(ConfigError, match=r"its parameters are fast, slow$"):
+        sma.param("nope")
+
+
 def test_parse_values_ranges_lists_and_errors():
     p = get_strategy("sma_cross").param("fast")
     assert parse_values("10:20:5", p) == [10, 15, 20]

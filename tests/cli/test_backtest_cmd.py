@@ -304,3 +304,61 @@ def test_data_load_start_end_summarises_only_the_selected_bars():
     out = json.loads(result.stdout)
     assert out["rows"] == len(load("sample:sp500").loc["2015"]) == 252
     assert out["first"].startswith("2015-01-02") and out["last"].startswith("2015-12-31")
+
+
+# ---- portfolio options as --grid axes (issue 12) ------------------------------------------------
+def test_sweep_grid_sweeps_option_axes_as_the_api_does():
+    from celeris.backtest import sweep
+
+    result = invoke(
+        "sweep", "--data", "sample:sp500", "--strategy", "sma_cross", "--grid", "fast=10:30:10",
+        "--grid", "slow=50", "--grid", "sl_stop=0.02,0.05", "--fees", "0.001", "--top", "6", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["variants"] == out["estimate"]["variants"] == 6
+    api = sweep(
+        load("sample:sp500"), "sma_cross", {"fast": [10, 20, 30], "slow": [50], "sl_stop": [0.02, 0.05]},
+        fees=0.001, progress=False,
+    ).stats()  # fmt: skip
+    assert len(out["top"]) == 6
+    for row in out["top"]:
+        expected = api.loc[(row["fast"], row["slow"], row["sl_stop"])]
+        assert_values_close(row["sharpe"], expected["sharpe"], rtol=1e-12)
+        assert_values_close(row["end_value"], expected["end_value"], rtol=1e-12)
+    table = invoke("sweep", "--grid", "fast=10", "--grid", "slow=50", "--grid", "sl_stop=none,0.05")
+    assert table.exit_code == 0, table.output
+    assert "sma_cross (fast=10, slow=50, sl_stop=none, 0.05) on sample:sp500" in table.stdout
+
+
+def test_walk_forward_grid_chooses_option_axes_per_window():
+    result = invoke(
+        "walk-forward", "--grid", "fast=10,20", "--grid", "slow=50,100", "--grid",
+        "sl_stop=none,0.05", "--train", "1000", "--test", "1000", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    windows = json.loads(result.stdout)["windows"]
+    assert len(windows) == 5 and all("sl_stop" in w for w in windows)
+    assert {w["sl_stop"] for w in windows} <= {None, 0.05}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["sweep", "--grid", "sl_stop=0.02,0.05", "--sl-stop", "0.03"],
+         "--sl-stop 0.03 and --grid sl_stop=... both set sl_stop: give it once"),
+        (["sweep", "--grid", "sl_stp=0.05"], "did you mean 'sl_stop'"),
+        (["sweep", "--grid", "sl_stop=2"], "sl_stop must be in"),
+        (["walk-forward", "--grid", "fees=0,0.001", "--fees", "0.002"], "--fees 0.002 and --grid"),
+        (["backtest", "--param", "sl_stop=0.05"],
+         "sl_stop is a backtest option, not a parameter of sma_cross; use --sl-stop 0.05"),
+        (["backtest", "--param", "size=10"], "this command has no --size"),
+        (["walk-forward", "--strategy", "model:nowhere", "--grid", "sl_stop=0.05"],
+         "a model:PATH walk-forward chooses nothing in sample"),
+    ],
+)  # fmt: skip
+def test_option_axes_bad_input_one_line_exit_2(args, message):
+    result = invoke(*args)
+    assert result.exit_code == 2, result.output
+    err = result.stderr.strip()
+    assert message in err and len(err.splitlines()) == 1 and "Traceback" not in result.output
