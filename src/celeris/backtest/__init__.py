@@ -4,6 +4,7 @@ from celeris.backtest.book import Book
 from celeris.backtest.metrics import METRICS
 from celeris.backtest.orders import from_orders
 from celeris.backtest.portfolio import Portfolio
+from celeris.backtest.rebalance import rebalance
 from celeris.backtest.returns import returns_metrics
 from celeris.backtest.signals import from_signals
 from celeris.backtest.strategies import STRATEGIES, Param, Strategy, get_strategy, register
@@ -25,6 +26,7 @@ __all__ = [
     "from_orders",
     "from_signals",
     "get_strategy",
+    "rebalance",
     "register",
     "returns_metrics",
     "sweep",
