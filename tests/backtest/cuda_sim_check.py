@@ -59,7 +59,64 @@ def main(n_bars: int = 160, n_cols: int = 8) -> int:
     ok = float(one.equity.iloc[0, 0]) == 1234.0
     failures += not ok
     print(("ok " if ok else "MISMATCH ") + "1-bar equity copied back")
-    return 1 if failures else 0
+    return 1 if failures or grouped() else 0
+
+
+def _book_checks(cpu, gpu) -> dict[str, bool]:
+    return {
+        "metrics": np.array_equal(cpu.metric_values, gpu.metric_values, equal_nan=True),
+        "equity": np.array_equal(cpu.equity.to_numpy(), gpu.equity.to_numpy()),
+        "orders": cpu.orders.equals(gpu.orders),
+        "trades": cpu.trades.equals(gpu.trades),
+    }
+
+
+def grouped(n_bars: int = 120) -> int:
+    """The grouped kernel: two books of four assets (one listed late, one delisted early)."""
+    from celeris.backtest import from_orders, from_signals
+    from celeris.data.panel import to_panel
+
+    rng = np.random.default_rng(7)
+    idx = pd.date_range("2024-01-01", periods=n_bars, freq="h", tz="UTC")
+    bars = {}
+    for k, (lo, hi) in enumerate([(0, n_bars), (20, n_bars), (0, 90), (0, n_bars)]):
+        close = 100 * np.exp(np.cumsum(rng.normal(0, 0.02, n_bars)))
+        open_ = close * np.exp(rng.normal(0, 0.004, n_bars))
+        frame = pd.DataFrame(
+            {"open": open_, "high": np.maximum(open_, close) * 1.01,
+             "low": np.minimum(open_, close) * 0.99, "close": close},
+            index=idx,
+        )  # fmt: skip
+        bars[f"S{k}"] = frame.iloc[lo:hi]
+    panel = to_panel(bars)
+    entries = rng.random((n_bars, 8)) < 0.08
+    exits = rng.random((n_bars, 8)) < 0.08
+    weights = np.where(rng.random((n_bars, 4)) < 0.1, rng.uniform(0, 0.3, (n_bars, 4)), np.nan)
+    weights = pd.DataFrame(weights, index=idx, columns=panel.symbols)
+    cases = {
+        "signals auto stops": lambda device: from_signals(
+            panel, entries, exits, cash_sharing=True, call_seq="auto", size=0.3,
+            size_type="percent", sl_stop=0.03, tsl_stop=0.04, tp_stop=0.05, fees=0.001,
+            execution="close", device=device,
+        ),
+        "signals next_open both": lambda device: from_signals(
+            panel, entries, exits, cash_sharing=True, call_seq="reversed", size=10.0,
+            direction="both", fees=0.001, slippage=0.001, device=device,
+        ),
+        "orders targetpercent threshold": lambda device: from_orders(
+            panel, weights, size_type="targetpercent", cash_sharing=True, call_seq="auto",
+            fees=0.001, _threshold=0.02, device=device,
+        ),
+    }  # fmt: skip
+    failures = 0
+    for name, run in cases.items():
+        cpu, gpu = run("cpu"), run("cuda")
+        checks = _book_checks(cpu, gpu)
+        n_orders = len(cpu.orders)
+        status = "ok" if all(checks.values()) and n_orders > 0 else "MISMATCH"
+        failures += status != "ok"
+        print(f"{status} grouped {name} orders={n_orders} {checks}")
+    return failures
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ from celeris.compute import cuda_available, resolve_device
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_cuda_kernel_under_simulator_matches_cpu_exactly():
+def test_cuda_kernels_under_simulator_match_cpu_exactly():
+    """The single-column and the grouped kernel, CUDA build vs CPU build, bit for bit."""
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", PYTHONPATH=str(ROOT))
     proc = subprocess.run(
         [sys.executable, str(ROOT / "tests" / "backtest" / "cuda_sim_check.py")],
@@ -25,7 +26,7 @@ def test_cuda_kernel_under_simulator_matches_cpu_exactly():
         timeout=600,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout.count("ok ") == 6, proc.stdout
+    assert proc.stdout.count("ok ") == 9, proc.stdout
 
 
 @pytest.mark.skipif(cuda_available(), reason="a GPU is present")
