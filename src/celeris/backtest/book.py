@@ -25,6 +25,7 @@ from celeris.errors import CelerisWarning
 
 #: Order kinds as :attr:`Book.orders` names them.
 ORDER_KINDS = {GK.KIND_ORDER: "order", GK.KIND_STOP: "stop", GK.KIND_DELIST: "delisting"}
+_KIND_NAMES = np.array([ORDER_KINDS[k] for k in range(len(ORDER_KINDS))])
 
 
 class Book:
@@ -159,16 +160,16 @@ class Book:
         idx = rec[:, K.O_IDX].astype(np.int64)
         frame = pd.DataFrame(
             {
-                "group": self.groups[self.group_of[cols]] if len(cols) else [],
-                "column": list(self.columns[cols]) if len(cols) else [],
-                "asset": self.assets[self.asset_of[cols]] if len(cols) else [],
+                "group": self.groups[self.group_of[cols]],
+                "column": self.columns[cols].to_flat_index(),
+                "asset": self.assets[self.asset_of[cols]],
                 "time": self.index[idx],
                 "bar": idx,
                 "side": np.where(rec[:, K.O_SIDE] == K.BUY, "buy", "sell"),
                 "size": rec[:, K.O_SIZE],
                 "price": rec[:, K.O_PRICE],
                 "fees": rec[:, K.O_FEES],
-                "kind": [ORDER_KINDS[int(k)] for k in rec[:, K.O_STOP]],
+                "kind": _KIND_NAMES[rec[:, K.O_STOP].astype(np.int64)],
             }
         )
         return frame.sort_values(["bar"], kind="stable", ignore_index=True)
@@ -183,9 +184,9 @@ class Book:
         exit_ = rec[:, K.T_EXIT_IDX].astype(np.int64)
         return pd.DataFrame(
             {
-                "group": self.groups[self.group_of[cols]] if len(cols) else [],
-                "column": list(self.columns[cols]) if len(cols) else [],
-                "asset": self.assets[self.asset_of[cols]] if len(cols) else [],
+                "group": self.groups[self.group_of[cols]],
+                "column": self.columns[cols].to_flat_index(),
+                "asset": self.assets[self.asset_of[cols]],
                 "direction": np.where(rec[:, K.T_DIRECTION] == K.TRADE_LONG, "long", "short"),
                 "status": np.where(rec[:, K.T_STATUS] == K.TRADE_CLOSED, "closed", "open"),
                 "size": rec[:, K.T_SIZE],

@@ -637,9 +637,11 @@ def fill_orders(
     for k in range(c1 - c0):
         c = seq[c0 + k]
         size = st[c, S_O_SIZE]
-        if size == 0 or math.isnan(size):
-            continue
         kind = int(st[c, S_O_KIND])
+        # No order: NaN (from_orders; a size of 0 there is a valid target such as "flat") or
+        # 0 (signals, and vectorbt ignores a zero amount/value/percent order too).
+        if math.isnan(size) or (size == 0 and (mode == MODE_SIGNALS or kind != KIND_ORDER)):
+            continue
         size_type = int(st[c, S_O_TYPE])
         direction = int(st[c, S_O_DIR])
         position = st[c, S_POS]
