@@ -70,8 +70,8 @@ def rebalance(
         Which bars rebalance. ``None`` (default): the rebalance bar of every weights row (two
         rows applying at the same bar are an error). A period (``"7D"``): the first bar at or
         after ``t0 + k * every`` for k = 0, 1, ..., where ``t0`` is the rebalance bar of the
-        first weights row. Or a list of dates (sorted, unique), each applied at its first bar at
-        or after it. With a period or dates, each rebalance uses the latest weights row dated at
+        first weights row. Or a list of dates (sorted, unique; naive dates are read as UTC),
+        each applied at its first bar at or after it. With a period or dates, each rebalance uses the latest weights row dated at
         or before its bar.
     threshold
         Skip a rebalance unless some symbol's current weight is at least ``threshold`` away from
@@ -118,7 +118,7 @@ def rebalance(
     ...                        index=pd.DatetimeIndex(["1999-01-04"], tz="UTC"))
     >>> book = celeris.backtest.rebalance(bars, weights, every="30D", threshold=0.05)
     >>> book.weights.iloc[-1].round(2).tolist()
-    [0.63, 0.37]
+    [0.61, 0.39]
     """
     I.check_choice("execution", execution, I.EXECUTIONS)
     _check_leverage(leverage)
@@ -161,15 +161,16 @@ def rebalance_targets(
     _check_leverage(leverage)
     panel = bars if isinstance(bars, Panel) else to_panel(bars)
     frame = _check_weights(weights, panel, leverage)
+    times = pd.DatetimeIndex(frame.index)
     index = panel.index
-    rows = _row_bars(frame.index, index, "weights row")
+    rows = _row_bars(times, index, "weights row")
     if every is None:
-        _check_distinct(rows, frame.index, index, "weights rows")
+        _check_distinct(rows, times, index, "weights rows")
         bar_pos, row_pos = rows, np.arange(len(frame))
     else:
-        bar_pos = _schedule(every, index, int(rows[0]), frame.index[0])
+        bar_pos = _schedule(every, index, int(rows[0]), times[0])
         # The latest row dated at or before each rebalance bar.
-        row_pos = frame.index.searchsorted(index[bar_pos], side="right") - 1
+        row_pos = times.searchsorted(index[bar_pos], side="right") - 1
     values = frame.reindex(columns=panel.symbols, fill_value=0.0).to_numpy(dtype=np.float64)
     out = np.full((len(index), len(panel.symbols)), np.nan)
     out[bar_pos] = values[row_pos]
@@ -220,7 +221,7 @@ def _check_weights(weights: Any, panel: Panel, leverage: float) -> pd.DataFrame:
     check_time_index(weights.index, "weights index")
     for col in weights.columns:
         dtype = weights[col].dtype
-        if not (np.issubdtype(dtype, np.number) or dtype == np.bool_) or dtype == object:
+        if not pd.api.types.is_numeric_dtype(dtype):
             raise CelerisTypeError(f"weights column {col!r} must be numeric, got dtype {dtype}")
     values = weights.to_numpy(dtype=np.float64)
     bad = ~np.isfinite(values)
@@ -290,9 +291,13 @@ def _schedule(
         return pos[pos < len(index)].astype(np.int64)
     if isinstance(every, Sequence | pd.Index | np.ndarray) and not isinstance(every, bytes):
         try:
-            dates = pd.DatetimeIndex(every)
+            dates = pd.DatetimeIndex(list(every))
         except (TypeError, ValueError) as exc:
-            raise ConfigError(f"every must be a period like '7D' or a list of dates: {exc}") from exc
+            raise ConfigError(
+                f"every must be a period like '7D' or a list of dates: {exc}"
+            ) from exc
+        if dates.tz is None:  # a schedule written as plain dates means UTC, as the bars are
+            dates = dates.tz_localize("UTC")
         if len(dates) == 0:
             raise ConfigError("every is an empty list of dates; give at least one date or None")
         check_time_index(dates, "every (rebalance dates)")
@@ -336,8 +341,8 @@ def _check_tradable(panel: Panel, targets: pd.DataFrame, execution: str) -> None
     rows = np.flatnonzero(~np.isnan(values).all(axis=1))
     fill = rows + shift
     rows, fill = rows[fill < n], fill[fill < n]
-    first = panel.index.get_indexer(panel.first_valid)
-    last = panel.index.get_indexer(panel.last_valid)
+    first = panel.index.get_indexer(pd.DatetimeIndex(panel.first_valid))
+    last = panel.index.get_indexer(pd.DatetimeIndex(panel.last_valid))
     trade_end = np.where(last < n - 1, last - 1, last)  # [A] last bar an order can fill
     nonzero = values[rows] != 0
     closed = (fill[:, None] < first) | (fill[:, None] > trade_end)
