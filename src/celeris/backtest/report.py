@@ -16,9 +16,10 @@ Values are shown by the one metric formatter, :func:`celeris.backtest.metrics.fo
 from __future__ import annotations
 
 import html
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import IO, TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -35,6 +36,10 @@ if TYPE_CHECKING:
     from celeris.backtest.sweep import SweepResult
 
 __all__ = ["figure", "format_metric", "write_html", "write_png"]
+# Also public, for celeris.backtest.book_report (modules of the package import no private names):
+# MAX_PLOT_BARS, PLOTLY_CONFIG, REPORT_CSS, EQUITY_COLOR, DRAWDOWN_COLOR, plot_x, plotly_x,
+# plot_positions, atomic_write, html_document, metrics_table_html, add_equity_drawdown,
+# celeris_version.
 
 #: Series longer than this many bars are downsampled for plotting (metrics use every bar).
 MAX_PLOT_BARS = 20_000
@@ -74,12 +79,15 @@ _LABELS = {
 #: Metrics shown in the top-N tables, after the parameters.
 _TABLE_METRICS = ("total_return", "cagr", "sharpe", "sortino", "max_drawdown", "win_rate", "trades")
 
+#: plotly's options for every chart of a report (no logo, resizes with the window).
+PLOTLY_CONFIG: Mapping[str, Any] = MappingProxyType({"displaylogo": False, "responsive": True})
+
 _LONG_COLOR = "#1a9850"
 _SHORT_COLOR = "#d73027"
 _EXIT_COLOR = "#333333"
 _LINE_COLOR = "#1f77b4"
-_EQUITY_COLOR = "#6a3d9a"
-_DD_COLOR = "#d73027"
+EQUITY_COLOR = "#6a3d9a"
+DRAWDOWN_COLOR = "#d73027"
 
 
 def _label_text(names: Sequence[Any], label: Any) -> str:
@@ -143,7 +151,7 @@ class _Curves:
         return len(self.x) < self.n_bars
 
 
-def _plot_x(index: pd.Index) -> tuple[np.ndarray, str]:
+def plot_x(index: pd.Index) -> tuple[np.ndarray, str]:
     if isinstance(index, pd.DatetimeIndex):
         if index.tz is not None:
             # plotly.js has no time zones: draw the wall time and name the zone on the axis.
@@ -152,7 +160,7 @@ def _plot_x(index: pd.Index) -> tuple[np.ndarray, str]:
     return np.asarray(index), str(index.name or "bar")
 
 
-def _plotly_x(x: np.ndarray) -> np.ndarray:
+def plotly_x(x: np.ndarray) -> np.ndarray:
     """Dates as short ISO strings (``2024-01-31`` for daily bars): a third of plotly's default."""
     if not np.issubdtype(x.dtype, np.datetime64) or len(x) == 0:
         return x
@@ -166,7 +174,7 @@ def _plotly_x(x: np.ndarray) -> np.ndarray:
     )
 
 
-def _plot_positions(series: Sequence[np.ndarray], keep: np.ndarray, budget: int) -> np.ndarray:
+def plot_positions(series: Sequence[np.ndarray], keep: np.ndarray, budget: int) -> np.ndarray:
     """Bars to draw: all of them up to ``budget``; beyond, each bucket's first bar plus the
     minimum and maximum of every series (so peaks, troughs and the deepest drawdown survive),
     the last bar and the ``keep`` bars (trade entries and exits)."""
@@ -191,13 +199,13 @@ def _curves(one: Portfolio, budget: int = MAX_PLOT_BARS) -> _Curves:
     equity = one.equity.iloc[:, 0].to_numpy(dtype=np.float64)
     drawdown = equity / np.maximum.accumulate(equity) - 1.0
     trades = one.trades
-    x_all, x_label = _plot_x(one.index)
+    x_all, x_label = plot_x(one.index)
     marker_bars = np.concatenate(
         [trades["entry_bar"].to_numpy(), trades.loc[trades["status"] == "closed", "exit_bar"]]
     ).astype(np.int64)
     # Trade bars join the line only while they are few; the markers are drawn in any case.
     keep = marker_bars if len(marker_bars) <= budget // 4 else np.empty(0, dtype=np.int64)
-    pos = _plot_positions([close, equity, drawdown], keep, budget)
+    pos = plot_positions([close, equity, drawdown], keep, budget)
     trades = trades.assign(
         x_entry=x_all[trades["entry_bar"].to_numpy()], x_exit=x_all[trades["exit_bar"].to_numpy()]
     )
@@ -216,7 +224,7 @@ def _curves(one: Portfolio, budget: int = MAX_PLOT_BARS) -> _Curves:
 # ---------------------------------------------------------------------------------------------
 # atomic write
 # ---------------------------------------------------------------------------------------------
-def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> Path:
+def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> Path:
     """Write through a temporary file in the same folder, then rename: readers never see half a
     report, and a failure leaves any previous report in place."""
     path = Path(path)
@@ -229,7 +237,7 @@ def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> Path:
 # ---------------------------------------------------------------------------------------------
 # HTML
 # ---------------------------------------------------------------------------------------------
-_CSS = """
+REPORT_CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;
  margin:0 auto;max-width:1200px;padding:16px 24px;color:#222;background:#fff}
 h1{font-size:1.5em;margin:.2em 0}h2{font-size:1.15em;margin:1.4em 0 .4em;
@@ -302,15 +310,11 @@ def write_html(
             else _default_title(pf, pos, how)
         )
 
-    config = {"displaylogo": False, "responsive": True}
+    config = dict(PLOTLY_CONFIG)
     parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{_esc(title)}</title><style>{_CSS}</style></head><body>",
         _header_html(pf, curves, title, shown, how),
         "<h2>Key metrics</h2>",
-        _metrics_html(stats),
+        metrics_table_html(stats),
         "<h2>Price, equity and drawdown</h2>",
         _main_figure(go, curves, stats).to_html(
             full_html=False, include_plotlyjs=True, config=config, div_id="celeris-main"
@@ -339,17 +343,30 @@ def write_html(
             f"{_esc(metric)}</h2>",
             _top_table_html(top, metric, chosen=None),
         ]
-    parts.append(f"<footer>Celeris backtest report · {_esc(_version())}</footer></body></html>")
-    text = "\n".join(parts)
-    data = text.encode("utf-8")
+    data = html_document(title, parts, "Celeris backtest report").encode("utf-8")
 
     def write(fh: IO[bytes]) -> None:
         fh.write(data)
 
-    return _atomic_write(Path(path), write)
+    return atomic_write(Path(path), write)
 
 
-def _version() -> str:
+def html_document(title: str, body: Sequence[str], footer: str) -> str:
+    """A whole HTML page: the report's head and style, the ``body`` parts one per line, and a
+    footer of ``footer`` and the Celeris version (shared with the book report)."""
+    return "\n".join(
+        [
+            "<!DOCTYPE html>",
+            '<html lang="en"><head><meta charset="utf-8">',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
+            f"<title>{_esc(title)}</title><style>{REPORT_CSS}</style></head><body>",
+            *body,
+            f"<footer>{_esc(footer)} · {_esc(celeris_version())}</footer></body></html>",
+        ]
+    )
+
+
+def celeris_version() -> str:
     try:
         from importlib.metadata import version
 
@@ -428,8 +445,16 @@ def _header_html(pf: Portfolio, curves: _Curves, title: str, shown: str, how: st
     return "\n".join(lines)
 
 
-def _metrics_html(stats: pd.Series) -> str:
-    names = [n for n in stats.index if n in _LABELS]
+def metrics_table_html(
+    stats: pd.Series,
+    *,
+    labels: Mapping[str, str] | None = None,
+    formatter: Callable[[str, Any], str] = format_metric,
+) -> str:
+    """The key-metrics tables (two columns of label and value) of the entries of ``stats`` that
+    have a label: the report's own labels plus ``labels``; values shown by ``formatter``."""
+    shown = {**_LABELS, **(labels or {})}
+    names = [n for n in stats.index if n in shown]
     half = -(-len(names) // 2)
     tables = []
     for chunk in (names[:half], names[half:]):
@@ -438,8 +463,8 @@ def _metrics_html(stats: pd.Series) -> str:
             meaning = METRICS[name][1] if name in METRICS else ""
             tip = f' title="{_esc(meaning)}"' if meaning else ""
             rows.append(
-                f'<tr{tip}><td class="k">{_esc(_LABELS[name])}</td>'
-                f"<td>{_esc(format_metric(name, stats[name]))}</td></tr>"
+                f'<tr{tip}><td class="k">{_esc(shown[name])}</td>'
+                f"<td>{_esc(formatter(name, stats[name]))}</td></tr>"
             )
         tables.append("<table>" + "".join(rows) + "</table>")
     return '<div class="metrics">' + "".join(tables) + "</div>"
@@ -530,7 +555,7 @@ def _main_figure(go: Any, c: _Curves, stats: pd.Series) -> Any:
     )
     fig.add_trace(
         go.Scatter(
-            x=_plotly_x(c.x),
+            x=plotly_x(c.x),
             y=c.close,
             mode="lines",
             name="Close",
@@ -541,33 +566,7 @@ def _main_figure(go: Any, c: _Curves, stats: pd.Series) -> Any:
     )
     for trace in _marker_traces(go, c.trades):
         fig.add_trace(trace, row=1, col=1)
-    fig.add_trace(
-        go.Scatter(
-            x=_plotly_x(c.x),
-            y=c.equity,
-            mode="lines",
-            name="Equity",
-            line={"color": _EQUITY_COLOR, "width": 1.2},
-            hovertemplate="%{y:,.2f}",
-        ),
-        row=2,
-        col=1,
-    )
-    fig.add_hline(y=c.init_cash, row=2, col=1, line={"color": "#999", "dash": "dash", "width": 1})
-    fig.add_trace(
-        go.Scatter(
-            x=_plotly_x(c.x),
-            y=c.drawdown,
-            mode="lines",
-            name="Drawdown",
-            fill="tozeroy",
-            line={"color": _DD_COLOR, "width": 1},
-            fillcolor="rgba(215,48,39,0.3)",
-            hovertemplate="%{y:.2%}",
-        ),
-        row=3,
-        col=1,
-    )
+    add_equity_drawdown(go, fig, c.x, c.equity, c.drawdown, c.init_cash, rows=(2, 3))
     fig.update_yaxes(title_text="price", row=1, col=1)
     fig.update_yaxes(title_text="value", tickformat=",.0f", row=2, col=1)
     fig.update_yaxes(title_text="drawdown", tickformat=".0%", row=3, col=1)
@@ -582,6 +581,48 @@ def _main_figure(go: Any, c: _Curves, stats: pd.Series) -> Any:
     return fig
 
 
+def add_equity_drawdown(
+    go: Any,
+    fig: Any,
+    x: np.ndarray,
+    equity: np.ndarray,
+    drawdown: np.ndarray,
+    init_cash: float,
+    rows: tuple[int, int],
+) -> None:
+    """Draw the equity line (with a dashed start-value line) and the filled drawdown into the
+    subplot rows ``rows`` of ``fig`` (shared with the book report)."""
+    fig.add_trace(
+        go.Scatter(
+            x=plotly_x(x),
+            y=equity,
+            mode="lines",
+            name="Equity",
+            line={"color": EQUITY_COLOR, "width": 1.2},
+            hovertemplate="%{y:,.2f}",
+        ),
+        row=rows[0],
+        col=1,
+    )
+    fig.add_hline(
+        y=init_cash, row=rows[0], col=1, line={"color": "#999", "dash": "dash", "width": 1}
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=plotly_x(x),
+            y=drawdown,
+            mode="lines",
+            name="Drawdown",
+            fill="tozeroy",
+            line={"color": DRAWDOWN_COLOR, "width": 1},
+            fillcolor="rgba(215,48,39,0.3)",
+            hovertemplate="%{y:.2%}",
+        ),
+        row=rows[1],
+        col=1,
+    )
+
+
 def _marker_traces(go: Any, trades: pd.DataFrame) -> list[Any]:
     """Entries (long: green triangle up, short: red triangle down) and closed-trade exits."""
     traces = []
@@ -594,7 +635,7 @@ def _marker_traces(go: Any, trades: pd.DataFrame) -> list[Any]:
             continue
         traces.append(
             go.Scatter(
-                x=_plotly_x(sel["x_entry"].to_numpy()),
+                x=plotly_x(sel["x_entry"].to_numpy()),
                 y=sel["entry_price"].to_numpy(),
                 mode="markers",
                 name=name,
@@ -612,7 +653,7 @@ def _marker_traces(go: Any, trades: pd.DataFrame) -> list[Any]:
     if not closed.empty:
         traces.append(
             go.Scatter(
-                x=_plotly_x(closed["x_exit"].to_numpy()),
+                x=plotly_x(closed["x_exit"].to_numpy()),
                 y=closed["exit_price"].to_numpy(),
                 mode="markers",
                 name="Exit",
@@ -702,13 +743,13 @@ def write_png(
         color="#444",
     )
 
-    ax_equity.plot(c.x, c.equity, color=_EQUITY_COLOR, lw=1.0)
+    ax_equity.plot(c.x, c.equity, color=EQUITY_COLOR, lw=1.0)
     ax_equity.axhline(c.init_cash, color="#999", lw=0.8, ls="--")
     ax_equity.set_ylabel("Equity")
     ax_equity.yaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
 
-    ax_dd.fill_between(c.x, c.drawdown, 0.0, color=_DD_COLOR, alpha=0.3, lw=0)
-    ax_dd.plot(c.x, c.drawdown, color=_DD_COLOR, lw=0.7)
+    ax_dd.fill_between(c.x, c.drawdown, 0.0, color=DRAWDOWN_COLOR, alpha=0.3, lw=0)
+    ax_dd.plot(c.x, c.drawdown, color=DRAWDOWN_COLOR, lw=0.7)
     ax_dd.set_ylabel("Drawdown")
     ax_dd.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
     ax_dd.set_xlabel(c.x_label)
@@ -723,4 +764,9 @@ def write_png(
     note = " (downsampled for drawing)" if c.downsampled else ""
     fig.suptitle(f"{title}{note}\n{_subtitle(one)}", fontsize=11, x=0.01, ha="left")
 
-    return _atomic_write(Path(path), lambda fh: fig.savefig(fh, format="png", dpi=110))
+    return atomic_write(Path(path), lambda fh: fig.savefig(fh, format="png", dpi=110))
+
+
+# The names tests/backtest/test_report.py reads (from before these helpers were public).
+_plot_positions = plot_positions
+_atomic_write = atomic_write
