@@ -1,0 +1,91 @@
+"""Several ``--data`` sources for one book: store globs expanded, bars loaded and aligned.
+
+Shared by ``celeris portfolio optimize|rebalance`` and the cash-sharing ``celeris backtest`` and
+``celeris sweep``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import glob
+from typing import TYPE_CHECKING, Any
+
+from celeris.cli._common import FILLED, Options, load_bars
+from celeris.errors import ConfigError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def expand_sources(specs: list[str], *, command: str, minimum: int = 2) -> list[str]:
+    """The ``--data`` sources with each store glob replaced by the stored keys it matches.
+
+    A glob is a ``store:`` source with ``*``, ``?`` or ``[...]`` in it, matched against the
+    store's ``EXCHANGE/SYMBOL/TIMEFRAME`` keys (``store:binance/*/USDT/1h``; ``*`` also matches
+    ``/``), in sorted order. A glob that matches nothing, fewer than ``minimum`` sources in all,
+    or a source given twice is a :class:`~celeris.errors.ConfigError`.
+    """
+    out: list[str] = []
+    for spec in specs:
+        if spec.startswith("store:") and glob.has_magic(spec):
+            out.extend(_store_matches(spec))
+        else:
+            out.append(spec)
+    if len(out) < minimum:
+        shown = f" ({', '.join(out)})" if out else ""
+        raise ConfigError(
+            f"{command} needs at least {minimum} --data sources, got {len(out)}{shown}"
+        )
+    seen: set[str] = set()
+    for spec in out:
+        if spec in seen:
+            raise ConfigError(f"--data {spec} is given more than once")
+        seen.add(spec)
+    return out
+
+
+def _store_matches(pattern: str) -> list[str]:
+    from celeris.data.store import Store
+
+    store = Store()
+    listing = store.list()
+    keys = [
+        f"store:{ex}/{sym}/{tf}"
+        for ex, sym, tf in zip(
+            listing["exchange"], listing["symbol"], listing["timeframe"], strict=True
+        )
+    ]
+    found = sorted(k for k in keys if fnmatch.fnmatchcase(k, pattern))
+    if not found:
+        stored = ", ".join(sorted(keys)[:8]) + (" ..." if len(keys) > 8 else "") or "nothing"
+        raise ConfigError(
+            f"--data {pattern} matches no stored bars (the store at {store.root} has {stored})"
+        )
+    return found
+
+
+def load_sources(specs: list[str], span: Options = FILLED) -> dict[str, pd.DataFrame]:
+    """Each source's bars (``--start``/``--end`` applied), by source."""
+    return {spec: load_bars(spec, span) for spec in specs}
+
+
+def common_bars(
+    bars: dict[str, pd.DataFrame], *, command: str
+) -> tuple[dict[str, pd.DataFrame], dict[str, int]]:
+    """The bars of every source on the timestamps all of them have, and how many each loses.
+
+    The bars a source has that another lacks are counted (to be reported), never dropped
+    silently. Fewer than 3 common timestamps is a :class:`~celeris.errors.ConfigError`.
+    """
+    common: Any = None
+    for frame in bars.values():
+        common = frame.index if common is None else common.intersection(frame.index)
+    assert common is not None
+    dropped = {spec: int(len(f) - f.index.isin(common).sum()) for spec, f in bars.items()}
+    if len(common) < 3:
+        raise ConfigError(
+            f"the --data sources share only {len(common)} timestamps "
+            f"({', '.join(f'{s}: {len(f)} bars' for s, f in bars.items())}); "
+            f"{command} needs returns on common dates"
+        )
+    return {spec: f.loc[common] for spec, f in bars.items()}, dropped
