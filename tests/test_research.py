@@ -186,6 +186,19 @@ def test_model_walk_forward_bad_spans_and_options_are_refused(bars, checkpoint):
         model_walk_forward_cost(bars, checkpoint.directory, train=300, test=200, max_steps=2.5)
 
 
+def test_model_walk_forward_option_list_is_refused_as_no_grid_axis(bars):
+    # Checked before the checkpoint is read: nothing is chosen in sample, so no option axis.
+    with pytest.raises(
+        ConfigError,
+        match=r"^model_walk_forward takes one value per backtest option, got "
+        r"sl_stop=\[0\.02, 0\.05\]: it refits one model per window and chooses nothing in "
+        r"sample",
+    ):
+        model_walk_forward(
+            bars, "no/such/checkpoint", train=300, test=200, progress=False, sl_stop=[0.02, 0.05]
+        )
+
+
 def test_refit_plan_of_a_checkpoint_older_than_its_split_and_scaler_records(checkpoint):
     import json
 

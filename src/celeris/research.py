@@ -30,7 +30,7 @@ from celeris.backtest.metrics import metric_slot
 from celeris.backtest.portfolio import Portfolio
 from celeris.backtest.signals import from_signals
 from celeris.backtest.strategies import check_bars
-from celeris.backtest.sweep import check_portfolio_options
+from celeris.backtest.sweep import check_portfolio_options, is_single
 from celeris.backtest.walk_forward import (
     WalkForwardResult,
     chain_out_of_sample,
@@ -365,6 +365,15 @@ def model_walk_forward(
         A span too short to window and split for training.
     """
     metric_slot(metric)
+    for name, value in options.items():
+        if not is_single(value):
+            # A rule walk-forward sweeps such a list as a grid axis; here nothing is chosen in
+            # sample (one refit per window, traded as it is), so there is no axis to choose on.
+            raise ConfigError(
+                f"model_walk_forward takes one value per backtest option, got {name}={value!r}: "
+                "it refits one model per window and chooses nothing in sample, so an option is "
+                "not a grid axis here"
+            )
     plan = _walk_plan(data, model, train, test, partial, max_steps)
     options = check_portfolio_options(options)
     options.setdefault("execution", "next_open")

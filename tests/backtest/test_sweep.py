@@ -422,6 +422,23 @@ def test_sweep_bad_option_axes_raise(sample_bars, grid, options, message):
         )
 
 
+def test_check_portfolio_options_list_hint_depends_on_the_caller():
+    from celeris.backtest.sweep import check_portfolio_options
+
+    with pytest.raises(
+        ConfigError, match=r"sweep and walk_forward take a list of values as a grid axis$"
+    ):
+        check_portfolio_options({"fees": [0.0, 0.001]})
+    with pytest.raises(
+        ConfigError, match=r"grid as an axis \(\{'fees': \[\.\.\.\]\}, --grid fees=\.\.\.\)$"
+    ):
+        check_portfolio_options({"fees": [0.0, 0.001]}, grid=True)
+    with pytest.raises(
+        ConfigError, match=r"execution must be a single value here .* it holds for the whole run"
+    ):
+        check_portfolio_options({"execution": ["close"]}, grid=True)
+
+
 def test_sweep_max_variants_counts_option_axes(sample_bars):
     from celeris.backtest import estimate_sweep
 

@@ -133,14 +133,20 @@ def option_axes() -> dict[str, Option]:
     return {o.name: o for o in _signals.OPTIONS}
 
 
+def is_single(value: Any) -> bool:
+    """Whether an option value is one value (not a list of values for several columns)."""
+    return value is None or isinstance(value, str | pd.Timedelta) or bool(np.isscalar(value))
+
+
 def check_portfolio_options(
-    options: Mapping[str, Any], bars: pd.DataFrame | None = None
+    options: Mapping[str, Any], bars: pd.DataFrame | None = None, *, grid: bool = False
 ) -> dict[str, Any]:
-    """Refuse unknown ``from_signals`` options early, with a did-you-mean hint.
+    """Refuse unknown ``from_signals`` options early, with a did-you-mean hint, and lists.
 
     With ``bars``, also fix the defaults that depend on the data once for the whole run:
     ``year_days`` by :func:`~celeris.backtest.annualisation.resolve_year_days` on all the bars
     (so every window of a walk-forward annualises alike) and ``execution`` (next open).
+    ``grid=True`` (sweeps, walk-forward) points a list of values to the caller's grid.
     """
     for name in options:
         if name not in PORTFOLIO_OPTIONS:
@@ -148,13 +154,16 @@ def check_portfolio_options(
                 f"unknown backtest option {name!r}{did_you_mean(name, PORTFOLIO_OPTIONS)}"
             )
         value = options[name]
-        if not (value is None or isinstance(value, str | pd.Timedelta) or np.isscalar(value)):
-            where = (
-                f"put the values to explore in the grid as an axis ({{{name!r}: [...]}}, "
-                f"--grid {name}=...)"
-                if name in option_axes()
-                else "it holds for the whole run"
-            )
+        if not is_single(value):
+            if name not in option_axes():
+                where = "it holds for the whole run"
+            elif grid:
+                where = (
+                    f"put the values to explore in the grid as an axis ({{{name!r}: [...]}}, "
+                    f"--grid {name}=...)"
+                )
+            else:
+                where = "sweep and walk_forward take a list of values as a grid axis"
             raise ConfigError(
                 f"backtest option {name} must be a single value here (got {value!r}); {where}"
             )
@@ -337,6 +346,16 @@ def _frame_grid(strat: Strategy, frame: pd.DataFrame, max_variants: int | None) 
     param_row = rows[keep][unique].astype(np.int64)
     check_limit(len(combos), len(combos), max_variants, strat)
     return SweepGrid(combos, params, param_row, tuple(axes))
+
+
+def check_axes_apart(axes: Iterable[str], options: Mapping[str, Any]) -> None:
+    """Refuse an option that is both a grid axis and a keyword option."""
+    both = [name for name in axes if name in options]
+    if both:
+        raise ConfigError(
+            f"{both[0]} is both a grid axis and an option ({both[0]}={options[both[0]]!r}): "
+            "give it in one place"
+        )
 
 
 def split_params(
@@ -579,14 +598,9 @@ def sweep(
         chunk_size = check_int("chunk_size", chunk_size, minimum=1)
     strat = get_strategy(strategy)
     bars = check_bars(data, strat.needs)
-    options = check_portfolio_options(options, bars)
+    options = check_portfolio_options(options, bars, grid=True)
     plan = sweep_grid(strat, grid, max_variants=max_variants)
-    both = [name for name in plan.axes if name in options]
-    if both:
-        raise ConfigError(
-            f"{both[0]} is both a grid axis and an option ({both[0]}={options[both[0]]!r}): "
-            "give it in one place"
-        )
+    check_axes_apart(plan.axes, options)
     engine = resolve_device(device)
     n_bars, n_combos = len(bars), len(plan.combos)
     if chunk_size is None:

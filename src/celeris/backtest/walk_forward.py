@@ -18,6 +18,7 @@ from celeris.backtest.signals import from_signals
 from celeris.backtest.strategies import Strategy, check_bars, get_strategy
 from celeris.backtest.sweep import (
     MAX_VARIANTS,
+    check_axes_apart,
     check_portfolio_options,
     split_params,
     sweep,
@@ -233,9 +234,11 @@ def walk_forward(
     slot = metric_slot(metric)
     strat = get_strategy(strategy)
     bars = check_bars(data, strat.needs)
-    options = check_portfolio_options(options, bars)
+    options = check_portfolio_options(options, bars, grid=True)
     n_train, n_test, starts = window_plan(bars.index, train, test, partial)
-    combos = sweep_grid(strat, grid, max_variants=max_variants).combos
+    plan = sweep_grid(strat, grid, max_variants=max_variants)
+    check_axes_apart(plan.axes, options)
+    combos = plan.combos
     init_cash = float(options.get("init_cash", 100_000.0))
 
     rows: list[dict[str, Any]] = []
