@@ -279,8 +279,10 @@ def test_write_book_report_marks_each_order_kind_apart(
         sel = orders[orders["kind"] == kind]
         trace = markers[name]
         assert len(values(trace["y"])) == len(sel), kind
-        assets = [row[0] for row in trace["customdata"]]
-        assert assets == sel["asset"].tolist()
+        hover = trace["customdata"]
+        assert [row[0] for row in hover] == sel["asset"].tolist()
+        assert [row[1] for row in hover] == sel["side"].tolist()
+        assert [row[2] for row in hover] == sel["size"].tolist()  # numbers, not strings
         style = book_report.ORDER_MARKERS[kind]
         expected = np.where(sel["side"] == "buy", style.buy_symbol, style.sell_symbol)
         assert list(trace["marker"]["symbol"]) == expected.tolist()
@@ -337,6 +339,22 @@ def test_write_book_report_too_many_orders_counted_not_marked(
     assert n_orders > 5 and n_stops > 5
     assert "Order" not in names and "Stop" not in names and "Delisting" in names
     assert f"{n_orders:,} order orders are more than 5: counted here, not marked" in html
+
+
+def test_write_book_report_book_without_orders_has_every_section_and_zero_counts(
+    panel: Any, tmp_path: Path
+) -> None:
+    entries = pd.DataFrame(False, index=panel.index, columns=panel.symbols)
+    book = bt.from_signals(panel, entries, entries, cash_sharing=True)
+    assert book.orders.empty
+    html = book.to_html(tmp_path / "flat.html").read_text(encoding="utf-8")
+    assert_sections(html)
+    zeros = "<td>0</td>" * 3
+    for asset in ASSETS:
+        assert f'<tr><td class="k">{asset}</td>{zeros}</tr>' in html
+    assert not [t for t in plotly_data(html, "celeris-orders") if t.get("mode") == "markers"]
+    cash = traces(plotly_data(html, "celeris-weights"), "Cash")[0]
+    np.testing.assert_array_equal(values(cash["y"]), 1.0)
 
 
 # ---- groups ------------------------------------------------------------------------------------

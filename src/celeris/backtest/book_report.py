@@ -208,7 +208,8 @@ def _group_data(book: Book, g: int) -> _Group:
     drawdown = book.drawdown.iloc[:, g].to_numpy(dtype=np.float64)
     gross = book.gross_exposure.iloc[:, g].to_numpy(dtype=np.float64)
     net = book.net_exposure.iloc[:, g].to_numpy(dtype=np.float64)
-    cash_weight = book.cash.iloc[:, g].to_numpy(dtype=np.float64) / equity
+    with np.errstate(divide="ignore", invalid="ignore"):  # an account worth 0: NaN, no warning
+        cash_weight = book.cash.iloc[:, g].to_numpy(dtype=np.float64) / equity
     weights = book.weights.to_numpy(dtype=np.float64)[:, cols]
 
     asset_pos = list(dict.fromkeys(int(a) for a in book.asset_of[cols]))  # first-seen order
@@ -560,14 +561,22 @@ def _order_marker_traces(go: Any, d: _Group) -> list[Any]:
                     "size": style.size,
                     "line": {"width": 0.5, "color": "#222"},
                 },
-                customdata=np.column_stack(
-                    [[_label(v) for v in sel["asset"]], sel["side"], sel["size"], sel["price"]]
-                ),
+                customdata=_hover_rows(sel),
                 hovertemplate=f"{_esc(style.label)}: %{{customdata[0]}} %{{customdata[1]}} "
                 "%{customdata[2]:.4g} at %{customdata[3]:,.4f}<extra></extra>",
             )
         )
     return traces
+
+
+def _hover_rows(orders: pd.DataFrame) -> np.ndarray:
+    """[n_orders, 4] asset, side, size, price (numbers kept numbers, for plotly's formats)."""
+    rows = np.empty((len(orders), 4), dtype=object)
+    rows[:, 0] = [_label(v) for v in orders["asset"]]
+    rows[:, 1] = orders["side"].to_numpy()
+    rows[:, 2] = orders["size"].to_numpy(dtype=np.float64)
+    rows[:, 3] = orders["price"].to_numpy(dtype=np.float64)
+    return rows
 
 
 def _kinds(orders: pd.DataFrame) -> list[str]:
