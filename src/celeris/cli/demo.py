@@ -96,9 +96,55 @@ def register(app: typer.Typer) -> None:
         if note := result.edge_note("sharpe"):
             console.print(f"[yellow]{note}[/]", highlight=False)
 
+        _portfolio_section({data: bars})
+
         out.mkdir(parents=True, exist_ok=True)
         title = f"SMA crossover fast={best['fast']} slow={best['slow']} on {data}"
         html = result.to_html(out / "demo_report.html", metric="sharpe", title=title)
         png = best_pf.plot_png(out / "demo_best.png", title=title)
-        console.print(f"\n[bold]3. reports[/]: {html.resolve()}\n             {png.resolve()}")
+        console.print(f"\n[bold]4. reports[/]: {html.resolve()}\n             {png.resolve()}")
         console.print(f"\ndone in {time.perf_counter() - started:.1f} s")
+
+
+#: The book of the demo's portfolio section: two real samples on one account.
+PORTFOLIO_ASSETS = ("sp500", "nasdaq")
+
+
+def _portfolio_section(loaded: dict[str, Any]) -> None:
+    """Min-variance weights re-solved weekly on the two real samples, traded on one account,
+    beside holding each alone. ``loaded``: bars the demo has already loaded, by source."""
+    import pandas as pd
+
+    from celeris.analytics.rolling import rolling_weights
+    from celeris.backtest.rebalance import rebalance
+    from celeris.cli.format import frame_table
+    from celeris.data import load
+
+    t0 = time.perf_counter()
+    bars = {
+        name: loaded[f"sample:{name}"] if f"sample:{name}" in loaded else load(f"sample:{name}")
+        for name in PORTFOLIO_ASSETS
+    }
+    returns = pd.DataFrame({n: b["close"] for n, b in bars.items()}).pct_change().iloc[1:]
+    weights = rolling_weights(returns, every="7D", lookback="180D", objective="min_variance")
+    opts: dict[str, Any] = {"fees": 0.001, "year_days": 252}
+    rows = {"min-variance, weekly": rebalance(bars, weights, **opts).stats().iloc[0]}
+    first = weights.index[:1]
+    for name in PORTFOLIO_ASSETS:
+        alone = pd.DataFrame({name: [1.0]}, index=first)
+        rows[f"{name} only"] = rebalance(bars, alone, **opts).stats().iloc[0]
+    table = pd.DataFrame(rows).T.rename_axis("book")
+    elapsed = time.perf_counter() - t0
+    mean = weights.mean()
+    console.print(
+        f"\n[bold]3. portfolio[/]: {' + '.join(PORTFOLIO_ASSETS)} on one account, min-variance "
+        f"weights from the last 180 days re-solved every 7 days ({len(weights):,} rebalances, "
+        f"mean weights "
+        + ", ".join(f"{n} {100 * mean[n]:.0f}%" for n in PORTFOLIO_ASSETS)
+        + f"), fees 10 bp ({elapsed:.2f} s)",
+        highlight=False,
+    )
+    cols = ["total_return", "cagr", "volatility", "sharpe", "max_drawdown", "turnover"]
+    console.print(
+        frame_table(table, f"the book against each asset alone, from {first[0]:%Y-%m-%d}", cols)
+    )
