@@ -294,6 +294,26 @@ def test_sweep_option_axes_build_signals_once_per_strategy_combination(sample_ba
     assert asked == [4, 2] and widths == [4, 2]  # without option axes: as before
 
 
+def test_sweep_option_axes_memory_does_not_grow_with_option_values(sample_bars):
+    import tracemalloc
+
+    grid = {"fast": [5, 10, 20, 40], "slow": [50, 100]}
+    sweep(sample_bars, "sma_cross", grid | {"sl_stop": [0.01]}, progress=False)  # warm caches
+    peaks = []
+    for n_stops in (4, 64):  # 32 and 512 variants
+        stops = list(np.linspace(0.01, 0.2, n_stops))
+        tracemalloc.start()
+        try:
+            sweep(
+                sample_bars, "sma_cross", grid | {"sl_stop": stops}, chunk_size=32, progress=False
+            )
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+    # Signals of all 512 variants would take 2 x 512 x 5,031 bytes (~5 MB); one chunk is 32 wide.
+    assert peaks[1] - peaks[0] < 1 * 2**20, peaks
+
+
 def test_sweep_result_api_with_option_axes(sample_bars, tmp_path):
     grid = {"fast": [10, 20], "slow": [50], "sl_stop": [0.01, 0.02, 0.05], "init_cash": [1e4, 1e5]}
     result = sweep(sample_bars, "sma_cross", grid, progress=False, fees=0.001)

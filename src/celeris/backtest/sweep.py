@@ -106,12 +106,14 @@ def estimate_sweep(
     n_bars = len(bars)
     distinct = sum(len(a) for a in axes)
     chunk = min(variants, max(8, CHUNK_BYTES[engine] // max(n_bars, 1)))
-    # With option axes a chunk's signals are copied out to one column per variant (2 more).
-    signal_matrices = 6 if option_grid else 4
+    # Four chunk-wide bool matrices (entries and exits, and from_signals' shifted copies); with
+    # option axes the strategy builds only 1/n_options of a chunk before the copy out to one
+    # column per variant, so its two matrices shrink to that.
+    built = -(-chunk // n_options) if option_grid else 0
     memory = (
         variants * (K.N_METRICS + 3 * (len(axes) + len(option_grid))) * 8
         + distinct * n_bars * 8
-        + signal_matrices * chunk * n_bars
+        + (4 * chunk + 2 * built) * n_bars
         + bars.memory_usage(deep=False).sum()
     )
     seconds = variants * n_bars / _RATE[engine]
