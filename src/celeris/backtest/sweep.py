@@ -106,9 +106,9 @@ def estimate_sweep(
     n_bars = len(bars)
     distinct = sum(len(a) for a in axes)
     chunk = min(variants, max(8, CHUNK_BYTES[engine] // max(n_bars, 1)))
-    # Four chunk-wide bool matrices (entries and exits, and from_signals' shifted copies); with
-    # option axes the strategy builds only 1/n_options of a chunk before the copy out to one
-    # column per variant, so its two matrices shrink to that.
+    # Without option axes: the strategy's entries/exits and from_signals' shifted copies, four
+    # chunk-wide bool matrices. With them, the copies out to one column per variant are chunk
+    # wide and the strategy's own two are 1/n_options of a chunk.
     built = -(-chunk // n_options) if option_grid else 0
     memory = (
         variants * (K.N_METRICS + 3 * (len(axes) + len(option_grid))) * 8
