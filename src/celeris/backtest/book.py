@@ -18,13 +18,17 @@ import pandas as pd
 from celeris.backtest import group_kernel as GK
 from celeris.backtest import kernel as K
 from celeris.backtest.annualisation import YearDays
-from celeris.backtest.engine import KernelOutputs
-from celeris.backtest.group_engine import GroupInputs, simulate_groups
+from celeris.backtest.group_engine import GroupInputs, GroupOutputs, simulate_groups
 from celeris.backtest.metrics import metrics_frame, rank_order
 from celeris.errors import CelerisWarning
 
 #: Order kinds as :attr:`Book.orders` names them.
-ORDER_KINDS = {GK.KIND_ORDER: "order", GK.KIND_STOP: "stop", GK.KIND_DELIST: "delisting"}
+ORDER_KINDS = {
+    GK.KIND_ORDER: "order",
+    GK.KIND_STOP: "stop",
+    GK.KIND_DELIST: "delisting",
+    GK.KIND_LIQUIDATION: "liquidation",
+}
 _KIND_NAMES = np.array([ORDER_KINDS[k] for k in range(len(ORDER_KINDS))])
 
 
@@ -102,7 +106,8 @@ class Book:
         """One row per group: every metric of :data:`~celeris.backtest.METRICS` on the group's value.
 
         Trade metrics count the trades of all the group's columns; ``exposure`` is the share of
-        bars with any open position. Added: mean gross and net exposure and turnover.
+        bars with any open position. Added: mean gross and net exposure and turnover, and for
+        perpetual books the columns of :meth:`perp_stats`.
         """
         if np.isnan(self.ann_factor):
             warnings.warn(
@@ -117,6 +122,9 @@ class Book:
         frame["mean_gross_exposure"] = self.gross_exposure.mean().to_numpy()
         frame["mean_net_exposure"] = self.net_exposure.mean().to_numpy()
         frame["turnover"] = self.turnover.to_numpy()
+        if self.is_perp.any():
+            for name, values in self.perp_stats().items():
+                frame[name] = values.to_numpy()
         frame["execution"] = self.execution
         frame["year_days"] = self.annualisation.days
         return frame
@@ -126,9 +134,41 @@ class Book:
         stats = self.stats()
         return stats.iloc[rank_order(stats[metric].to_numpy(dtype=float), metric)[:n]]
 
+    @property
+    def is_perp(self) -> pd.Series:
+        """Whether each group is a perpetual-futures book."""
+        flags = self._inputs.group_params[:, GK.G_PERP] != 0
+        return pd.Series(flags, index=self.groups, name="perp")
+
+    def perp_stats(self) -> pd.DataFrame:
+        """Funding paid and received, liquidations, margin usage and leverage of every group.
+
+        Margin usage is margin held / account value and leverage gross notional / value, each
+        averaged over all bars (flat bars count as 0) and at their maximum; 0 for spot books.
+        """
+        book = self._outputs.book
+        n = len(self.index)
+        return pd.DataFrame(
+            {
+                "funding_paid": book[:, GK.A_FUNDING_PAID],
+                "funding_received": book[:, GK.A_FUNDING_RECEIVED],
+                "liquidations": book[:, GK.A_LIQUIDATIONS].astype(np.int64),
+                "mean_margin_usage": book[:, GK.A_MARGIN_USAGE_SUM] / n,
+                "max_margin_usage": book[:, GK.A_MARGIN_USAGE_MAX],
+                "mean_leverage": book[:, GK.A_LEVERAGE_SUM] / n,
+                "max_leverage": book[:, GK.A_LEVERAGE_MAX],
+            },
+            index=self.groups,
+        )
+
+    @property
+    def funding(self) -> pd.Series:
+        """Funding paid (+) or received (-) by every column over the run."""
+        return pd.Series(self._outputs.funding, index=self.columns, name="funding")
+
     # ---- curves and records ----
     @cached_property
-    def _full(self) -> KernelOutputs:
+    def _full(self) -> GroupOutputs:
         return simulate_groups(
             self._inputs, device=self.device, keep_equity=True, keep_records=True
         )
@@ -290,7 +330,11 @@ class Book:
 
     @property
     def contribution(self) -> pd.DataFrame:
-        """P&L of every column after fees (cash flows plus the final position's value).
+        """P&L of every column after fees and funding (cash flows plus the final position's value).
+
+        For a perpetual column the cash flows are notional (the same sum as its realised and
+        unrealised PnL); a liquidation beyond the margin counts in full here, while the account
+        lost at most the margin (the insurance fund's part is the difference).
 
         Columns: ``pnl`` in cash and ``share`` of the group's start value. The pnl of a
         group's columns sum to its end value minus its start value.
@@ -301,6 +345,7 @@ class Book:
         notional = rec[:, K.O_SIZE] * rec[:, K.O_PRICE]
         flow = np.where(rec[:, K.O_SIDE] == K.BUY, -notional, notional) - rec[:, K.O_FEES]
         pnl = np.bincount(cols, weights=flow, minlength=len(self.columns)) + self._asset_value[-1]
+        pnl -= self._outputs.funding
         start = self._inputs.group_params[self.group_of, GK.G_INIT_CASH]
         return pd.DataFrame(
             {

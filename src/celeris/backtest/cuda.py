@@ -21,15 +21,27 @@ from numba import cuda  # module global: the CUDA simulator swaps it inside kern
 THREADS_PER_BLOCK = 64
 
 
-@functools.cache
-def _device_module() -> ModuleType:
-    path = Path(__file__).with_name("kernel.py")
-    spec = importlib.util.spec_from_file_location("celeris.backtest._kernel_cuda", path)
+def _build(filename: str, **injected: ModuleType) -> ModuleType:
+    """Execute ``filename`` (a kernel source beside this file) as a CUDA device-function module.
+
+    ``injected`` binds the module globals through which a kernel reaches the CUDA builds of the
+    kernels it calls (``__celeris_kernel__``, ``__celeris_perp__``).
+    """
+    path = Path(__file__).with_name(filename)
+    name = f"celeris.backtest._{path.stem}_cuda"
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     module.__dict__["__celeris_jit__"] = cuda.jit(device=True)
+    for key, value in injected.items():
+        module.__dict__[f"__celeris_{key}__"] = value
     spec.loader.exec_module(module)
     return module
+
+
+@functools.cache
+def _device_module() -> ModuleType:
+    return _build("kernel.py")
 
 
 @functools.cache
@@ -78,15 +90,13 @@ def simulate_cuda(
 
 
 @functools.cache
+def _perp_device_module() -> ModuleType:
+    return _build("perp.py")
+
+
+@functools.cache
 def _group_device_module() -> ModuleType:
-    path = Path(__file__).with_name("group_kernel.py")
-    spec = importlib.util.spec_from_file_location("celeris.backtest._group_kernel_cuda", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    module.__dict__["__celeris_jit__"] = cuda.jit(device=True)
-    module.__dict__["__celeris_kernel__"] = _device_module()
-    spec.loader.exec_module(module)
-    return module
+    return _build("group_kernel.py", kernel=_device_module(), perp=_perp_device_module())
 
 
 @functools.cache
@@ -95,13 +105,14 @@ def _group_launcher() -> Any:
 
     @cuda.jit
     def simulate_groups_cuda(
-        prices, signals, sizes, col_params, group_params, groups, mode, ann_factor, out, scratch
-    ):
+        prices, signals, sizes, perp, col_params, group_params, groups, mode, ann_factor, out,
+        scratch,
+    ):  # fmt: skip
         g: int = cuda.grid(1)  # type: ignore[call-arg]  # numba's stub: 2 arguments
         if g < group_params.shape[0]:
             simulate_group(
-                g, prices, signals, sizes, col_params, group_params, groups, mode, ann_factor,
-                out, scratch,
+                g, prices, signals, sizes, perp, col_params, group_params, groups, mode,
+                ann_factor, out, scratch,
             )  # fmt: skip
 
     return simulate_groups_cuda
@@ -111,6 +122,7 @@ def simulate_groups_cuda(
     prices: tuple[np.ndarray, ...],
     signals: tuple[np.ndarray, ...],
     sizes: np.ndarray,
+    perp: tuple[np.ndarray, ...],
     col_params: np.ndarray,
     group_params: np.ndarray,
     groups: np.ndarray,
@@ -131,6 +143,7 @@ def simulate_groups_cuda(
         tuple(to_dev(a) for a in prices),
         tuple(to_dev(a) for a in signals),
         to_dev(sizes),
+        tuple(to_dev(a) for a in perp),
         to_dev(col_params),
         to_dev(group_params),
         to_dev(groups),

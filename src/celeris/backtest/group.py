@@ -239,7 +239,11 @@ def layout(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def group_params(
-    n_groups: int, init_cash: Any, call_seq: str, threshold: float = 0.0
+    n_groups: int,
+    init_cash: Any,
+    call_seq: str,
+    threshold: float = 0.0,
+    perp: np.ndarray | None = None,
 ) -> np.ndarray:
     """The kernel's (n_groups, N_GROUP_PARAMS) array."""
     check_choice("call_seq", call_seq, CALL_SEQS)
@@ -253,4 +257,5 @@ def group_params(
     out[:, GK.G_INIT_CASH] = np.broadcast_to(cash, (n_groups,))
     out[:, GK.G_CALL_SEQ] = CALL_SEQS[call_seq]
     out[:, GK.G_THRESHOLD] = threshold
+    out[:, GK.G_PERP] = 0.0 if perp is None else perp
     return out

@@ -8,6 +8,7 @@ knows nothing about pandas.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -41,6 +42,14 @@ class GroupInputs:
     groups: np.ndarray
     mode: int
     ann_factor: float
+    #: (funding, mark, tiers) of a perpetual book: funding rates and mark prices (n_bars or 1,
+    #: n_assets or 1; a (1, 1) mark means "the bar's open") and the (n_tables, n_tiers, 3)
+    #: maintenance tier tables the columns index by ``C_TIERS``.
+    perp: tuple[np.ndarray, np.ndarray, np.ndarray] = (
+        np.zeros((1, 1)),
+        np.zeros((1, 1)),
+        np.zeros((1, 1, 3)),
+    )
 
     @property
     def n_bars(self) -> int:
@@ -54,7 +63,7 @@ class GroupInputs:
     def n_groups(self) -> int:
         return int(self.group_params.shape[0])
 
-    def args(self) -> tuple:
+    def args(self) -> tuple[Any, ...]:
         """The kernel's leading arguments, read-only."""
         prices = tuple(
             readonly(a) for a in (self.close, self.open, self.high, self.low, self.price)
@@ -66,6 +75,7 @@ class GroupInputs:
             prices,
             signals,
             readonly(self.sizes),
+            tuple(readonly(a) for a in self.perp),
             readonly(self.col_params),
             readonly(self.group_params),
             readonly(self.groups),
@@ -83,14 +93,24 @@ def _scratch(inp: GroupInputs) -> tuple[np.ndarray, ...]:
     )
 
 
-def _launch(inp: GroupInputs, device: str, out: tuple[np.ndarray, ...]) -> None:
-    args = (*inp.args(), out, _scratch(inp))
+@dataclass(frozen=True)
+class GroupOutputs(KernelOutputs):
+    """Kernel outputs per group, plus the book accumulators and each column's funding."""
+
+    book: np.ndarray  # (n_groups, N_ACC): trade sums, funding, liquidations, margin, leverage
+    funding: np.ndarray  # (n_cols,) funding paid (+) or received (-) by every column
+
+
+def _launch(inp: GroupInputs, device: str, out: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+    scratch = _scratch(inp)
+    args = (*inp.args(), out, scratch)
     if device == "cuda":
         from celeris.backtest.cuda import simulate_groups_cuda
 
         simulate_groups_cuda(*args)
     else:
         GK.simulate_groups_nb(*args)
+    return scratch
 
 
 def _f2() -> np.ndarray:
@@ -103,7 +123,7 @@ def _i1() -> np.ndarray:
 
 def simulate_groups(
     inp: GroupInputs, *, device: str = "auto", keep_equity: bool = False, keep_records: bool = False
-) -> KernelOutputs:
+) -> GroupOutputs:
     """Run the grouped kernel: metrics per group, and group equity / records on request.
 
     Records take a counting pass first (orders per group), then a pass that writes them into
@@ -113,8 +133,8 @@ def simulate_groups(
     metrics = np.full((inp.n_groups, K.N_METRICS), np.nan)
     equity = np.empty((inp.n_bars, inp.n_groups)) if keep_equity else _f2()
     if not keep_records:
-        _launch(inp, engine, (metrics, equity, _f2(), _i1(), _f2(), _i1()))
-        return KernelOutputs(metrics, equity if keep_equity else None, None, None)
+        scratch = _launch(inp, engine, (metrics, equity, _f2(), _i1(), _f2(), _i1()))
+        return GroupOutputs(metrics, equity if keep_equity else None, None, None, *_extras(scratch))
     _launch(inp, engine, (metrics, _f2(), _f2(), _i1(), _f2(), _i1()))
     n_orders = metrics[:, K.M_ORDERS].astype(np.int64)
     widths = np.diff(inp.groups)
@@ -124,7 +144,12 @@ def simulate_groups(
     np.cumsum(n_orders + widths, out=trade_offsets[1:])
     orders = np.full((max(int(order_offsets[-1]), 1), K.N_ORDER_FIELDS), np.nan)
     trades = np.full((max(int(trade_offsets[-1]), 1), K.N_TRADE_FIELDS), np.nan)
-    _launch(inp, engine, (metrics, equity, orders, order_offsets, trades, trade_offsets))
+    scratch = _launch(inp, engine, (metrics, equity, orders, order_offsets, trades, trade_offsets))
     orders = orders[: int(order_offsets[-1])]
     trades = trades[~np.isnan(trades[:, K.T_COL])]
-    return KernelOutputs(metrics, equity if keep_equity else None, orders, trades)
+    return GroupOutputs(metrics, equity if keep_equity else None, orders, trades, *_extras(scratch))
+
+
+def _extras(scratch: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray]:
+    state, _, book, _ = scratch
+    return book, state[:, GK.S_FUNDING].copy()

@@ -40,8 +40,10 @@ _jit = globals().get("__celeris_jit__", register_jitable)
 CUDA_BUILD = "__celeris_jit__" in globals()
 if CUDA_BUILD:
     K = globals()["__celeris_kernel__"]
+    P = globals()["__celeris_perp__"]
 else:
     from celeris.backtest import kernel as K
+    from celeris.backtest import perp as P
 
 # The shared order arithmetic, bound to this build's variant (CPU jitable or CUDA device).
 is_close = K.is_close
@@ -52,6 +54,12 @@ signals_to_size = K.signals_to_size
 stop_hit_price = K.stop_hit_price
 mark_bar = K.mark_bar
 safe_ratio = K.safe_ratio
+position_fill = P.position_fill_nb
+funding_payment = P.funding_payment_nb
+liquidation_price = P.liquidation_price_nb
+liquidation_fill = P.liquidation_fill_nb
+maintenance_margin = P.maintenance_margin_nb
+trade_fee = P.trade_fee_nb
 write_metrics = K.write_metrics
 
 LONG_ONLY = K.LONG_ONLY
@@ -81,18 +89,25 @@ CALL_AUTO = 2
 KIND_ORDER = 0
 KIND_STOP = 1
 KIND_DELIST = 2
+KIND_LIQUIDATION = 3
 
 # Per-column parameters ``col_params[col, C_*]``: kernel.P_* (init cash unused) and these.
 C_ASSET = K.N_PARAMS  # column of the price arrays this column trades
 C_FIRST = K.N_PARAMS + 1  # first listed bar
 C_LAST = K.N_PARAMS + 2  # last listed bar
-N_COL_PARAMS = K.N_PARAMS + 3
+C_PERP = K.N_PARAMS + 3  # 1: a perpetual future (margin, funding, liquidation); 0: spot
+C_LEVERAGE = K.N_PARAMS + 4
+C_CROSS = K.N_PARAMS + 5  # 1: cross margin (the group's wallet); 0: isolated
+C_LIQ_FEE = K.N_PARAMS + 6  # liquidation fee rate (of the notional at the fill)
+C_TIERS = K.N_PARAMS + 7  # index of the column's maintenance tier table in perp[2]
+N_COL_PARAMS = K.N_PARAMS + 8
 
 # Per-group parameters ``group_params[g, G_*]``.
 G_INIT_CASH = 0
 G_CALL_SEQ = 1
 G_THRESHOLD = 2  # rebalance only when some target-percent weight drifted this far (0: always)
-N_GROUP_PARAMS = 3
+G_PERP = 3  # 1: the group trades perpetual futures (all its columns)
+N_GROUP_PARAMS = 4
 
 # Per-column state ``state[col, S_*]`` (scratch, n_cols rows).
 S_POS = 0
@@ -119,7 +134,12 @@ S_O_SLIP = 19
 S_O_KIND = 20
 S_O_VALUE = 21  # approximate order value, the sort key of the "auto" call sequence
 S_VAL_PRICE = 22  # valuation price of this bar's orders
-N_STATE = 23
+# Perpetual positions: average entry price (0 for spot, so that every column is marked as
+# position x (price - entry) on top of the cash), margin held, funding paid (+) so far.
+S_ENTRY_PRICE = 23
+S_MARGIN = 24
+S_FUNDING = 25
+N_STATE = 26
 
 # Trade accumulators of a group ``acc[g, A_*]`` (scratch, n_groups rows).
 A_CLOSED = 0
@@ -131,7 +151,14 @@ A_SUM_WIN_RET = 5
 A_SUM_LOSS_RET = 6
 A_BEST = 7
 A_WORST = 8
-N_ACC = 9
+A_FUNDING_PAID = 9
+A_FUNDING_RECEIVED = 10
+A_LIQUIDATIONS = 11
+A_MARGIN_USAGE_SUM = 12  # margin held / value, summed over bars (mean: / n_bars)
+A_MARGIN_USAGE_MAX = 13
+A_LEVERAGE_SUM = 14  # gross notional / value, summed over bars
+A_LEVERAGE_MAX = 15
+N_ACC = 16
 
 
 @_jit
@@ -431,11 +458,15 @@ def decide_orders(i, c0, c1, st, prices, signals, sizes, col_params, mode, n):
 
 @_jit
 def group_value_at(c0, c1, st, cash):
-    """Cash plus every position at this bar's valuation price (vectorbt's group value)."""
+    """Cash plus every position at this bar's valuation price (vectorbt's group value).
+
+    A perpetual position adds its unrealised PnL (its entry price is subtracted); a spot
+    position's entry price is 0, so it adds its value.
+    """
     value = cash
     for c in range(c0, c1):
         if st[c, S_POS] != 0:
-            value += st[c, S_POS] * st[c, S_VAL_PRICE]
+            value += st[c, S_POS] * (st[c, S_VAL_PRICE] - st[c, S_ENTRY_PRICE])
     return value
 
 
@@ -621,19 +652,108 @@ def update_stops(c, st, col_params, prev_position, order_price, bar_close):
 
 
 @_jit
+def record_fill(i, g, c, st, side, f_size, f_price, f_fees, kind, out, ptr, acc):
+    """Count a fill, write its order record (when kept) and account it to the column's trade."""
+    ptr[2] += 1
+    ptr[3] += f_fees
+    if out[3].shape[0] > g + 1:
+        orders = out[2]
+        o = int(ptr[0])
+        orders[o, K.O_COL] = c
+        orders[o, K.O_IDX] = i
+        orders[o, K.O_SIZE] = f_size
+        orders[o, K.O_PRICE] = f_price
+        orders[o, K.O_FEES] = f_fees
+        orders[o, K.O_SIDE] = side
+        orders[o, K.O_STOP] = kind
+        ptr[0] += 1
+    keep_trades = out[5].shape[0] > g + 1
+    ptr[1] = account_fill(
+        st, c, i, side, f_size, f_price, f_fees, out[4], int(ptr[1]), keep_trades, acc, g
+    )
+
+
+@_jit
+def free_margin(c0, c1, st, col_params, wallet):
+    """Free margin of a perpetual book: wallet - margin held + cross positions' unrealised PnL."""
+    free = wallet
+    for c in range(c0, c1):
+        if st[c, S_POS] != 0:
+            free -= st[c, S_MARGIN]
+            if col_params[c, C_CROSS] != 0:
+                free += st[c, S_POS] * (st[c, S_VAL_PRICE] - st[c, S_ENTRY_PRICE])
+    return free
+
+
+@_jit
+def perp_order(c, st, col_params, size, size_type, direction, wallet, free, kind):
+    """Fill column ``c``'s order on its perpetual position; return ``(filled, wallet, price, fee)``.
+
+    Sizes: amount (units), value (notional at the valuation price), percent (of the position
+    when reducing it, else of the free margin, leverage applied), +/-inf (all the free margin).
+    """
+    position = st[c, S_POS]
+    if direction == LONG_ONLY and size < 0:
+        if position <= 0:
+            return 0.0, wallet, 0.0, 0.0
+        size = max(size, -position)
+    elif direction == SHORT_ONLY and size > 0:
+        if position >= 0:
+            return 0.0, wallet, 0.0, 0.0
+        size = min(size, -position)
+    if size == 0 or math.isnan(size):
+        return 0.0, wallet, 0.0, 0.0
+    slip = st[c, S_O_SLIP]
+    price = st[c, S_O_PRICE] * (1.0 + slip) if size > 0 else st[c, S_O_PRICE] * (1.0 - slip)
+    leverage = col_params[c, C_LEVERAGE]
+    fee_rate = col_params[c, K.P_FEES]
+    fixed_fee = col_params[c, K.P_FIXED_FEES]
+    if kind == KIND_DELIST:
+        fee_rate = 0.0
+        fixed_fee = 0.0
+    if size_type == VALUE:
+        size = size / st[c, S_VAL_PRICE]
+    elif size_type == PERCENT:
+        if position != 0 and (position > 0) != (size > 0):
+            size = size * abs(position)
+        else:
+            size = size * max(free, 0.0) / (price * (1.0 / leverage + fee_rate))
+    held_upnl = 0.0
+    if col_params[c, C_CROSS] != 0 and position != 0:
+        held_upnl = position * (st[c, S_VAL_PRICE] - st[c, S_ENTRY_PRICE])
+    filled, wallet, new_pos, entry, margin, fee = position_fill(
+        wallet,
+        free,
+        position,
+        st[c, S_ENTRY_PRICE],
+        st[c, S_MARGIN],
+        size,
+        price,
+        fee_rate,
+        fixed_fee,
+        leverage,
+        col_params[c, K.P_GRANULARITY],
+        K.MIN_SIZE,
+        held_upnl,
+    )
+    if filled == 0:
+        return 0.0, wallet, 0.0, 0.0
+    st[c, S_POS] = new_pos
+    st[c, S_ENTRY_PRICE] = entry
+    st[c, S_MARGIN] = margin
+    return filled, wallet, price, fee
+
+
+@_jit
 def fill_orders(
     i, g, c0, c1, st, seq, prices, col_params, mode, cash, free_cash, value, out, ptr, acc
 ):
     """Step 3: execute the bar's orders in call-sequence order against the shared cash.
 
     ``ptr`` is ``[order row, trade row, orders filled, fees paid]`` of the group (updated in
-    place). Return ``(cash, free_cash)``.
+    place). Return ``(cash, free_cash)``; for a perpetual book ``cash`` is the wallet.
     """
     close = prices[0]
-    orders = out[2]
-    trades = out[4]
-    keep_orders = out[3].shape[0] > g + 1
-    keep_trades = out[5].shape[0] > g + 1
     for k in range(c1 - c0):
         c = seq[c0 + k]
         size = st[c, S_O_SIZE]
@@ -652,50 +772,154 @@ def fill_orders(
             )
             if status != FILLED:
                 continue
-        fees = col_params[c, K.P_FEES]
-        fixed_fees = col_params[c, K.P_FIXED_FEES]
-        if kind == KIND_DELIST:
-            fees = 0.0
-            fixed_fees = 0.0
-        status, cash, new_pos, debt, free_cash, f_size, f_price, f_fees = execute_order(
-            cash,
-            position,
-            st[c, S_DEBT],
-            free_cash,
-            val_price,
-            size,
-            size_type,
-            direction,
-            st[c, S_O_PRICE],
-            fees,
-            fixed_fees,
-            st[c, S_O_SLIP],
-            col_params[c, K.P_GRANULARITY],
-        )
-        if status != FILLED:
-            continue
-        st[c, S_POS] = new_pos
-        st[c, S_DEBT] = debt
-        side = SELL if new_pos < position else BUY
-        ptr[2] += 1
-        ptr[3] += f_fees
-        if keep_orders:
-            o = int(ptr[0])
-            orders[o, K.O_COL] = c
-            orders[o, K.O_IDX] = i
-            orders[o, K.O_SIZE] = f_size
-            orders[o, K.O_PRICE] = f_price
-            orders[o, K.O_FEES] = f_fees
-            orders[o, K.O_SIDE] = side
-            orders[o, K.O_STOP] = kind
-            ptr[0] += 1
-        ptr[1] = account_fill(
-            st, c, i, side, f_size, f_price, f_fees, trades, int(ptr[1]), keep_trades, acc, g
-        )
+        if col_params[c, C_PERP] != 0:
+            free = free_margin(c0, c1, st, col_params, cash)
+            f_size, cash, f_price, f_fees = perp_order(
+                c, st, col_params, size, size_type, direction, cash, free, kind
+            )
+            if f_size == 0:
+                continue
+        else:
+            fees = col_params[c, K.P_FEES]
+            fixed_fees = col_params[c, K.P_FIXED_FEES]
+            if kind == KIND_DELIST:
+                fees = 0.0
+                fixed_fees = 0.0
+            status, cash, new_pos, debt, free_cash, f_size, f_price, f_fees = execute_order(
+                cash,
+                position,
+                st[c, S_DEBT],
+                free_cash,
+                val_price,
+                size,
+                size_type,
+                direction,
+                st[c, S_O_PRICE],
+                fees,
+                fixed_fees,
+                st[c, S_O_SLIP],
+                col_params[c, K.P_GRANULARITY],
+            )
+            if status != FILLED:
+                continue
+            st[c, S_POS] = new_pos
+            st[c, S_DEBT] = debt
+        side = SELL if st[c, S_POS] < position else BUY
+        record_fill(i, g, c, st, side, f_size, f_price, f_fees, kind, out, ptr, acc)
         if mode == MODE_SIGNALS:
             a = int(col_params[c, C_ASSET])
             update_stops(c, st, col_params, position, st[c, S_O_PRICE], close[i, a])
     return cash, free_cash
+
+
+@_jit
+def settle_funding(i, c0, c1, st, prices, perp, col_params, wallet, acc, g, n):
+    """Funding at bar ``i``'s open: every open position pays ``position x mark x rate``.
+
+    The mark is ``perp[1]`` where given, else the bar's open (a funding time is a bar's open).
+    Paid from the wallet, and for an isolated position from its margin too. Return the wallet.
+    """
+    funding = perp[0]
+    mark = perp[1]
+    open_ = prices[1]
+    rf = i if funding.shape[0] == n else 0
+    rm = i if mark.shape[0] == n else 0
+    for c in range(c0, c1):
+        position = st[c, S_POS]
+        if position == 0:
+            continue
+        a = int(col_params[c, C_ASSET])
+        rate = funding[rf, K.col_of(funding, a)]
+        if rate == 0 or math.isnan(rate):
+            continue
+        m = open_[i, a]
+        if mark.shape[0] == n:
+            m = mark[rm, K.col_of(mark, a)]
+        pay = funding_payment(position, m, rate)
+        wallet -= pay
+        st[c, S_FUNDING] += pay
+        if col_params[c, C_CROSS] == 0:
+            st[c, S_MARGIN] -= pay
+        if pay > 0:
+            acc[g, A_FUNDING_PAID] += pay
+        else:
+            acc[g, A_FUNDING_RECEIVED] -= pay
+    return wallet
+
+
+@_jit
+def cross_others(c, c0, c1, st, prices, perp, col_params, i):
+    """Maintenance margin and unrealised PnL, at the bar's open, of the other cross positions."""
+    open_ = prices[1]
+    tiers = perp[2]
+    other_mm = 0.0
+    other_upnl = 0.0
+    for o in range(c0, c1):
+        if o == c or st[o, S_POS] == 0 or col_params[o, C_CROSS] == 0:
+            continue
+        mark = open_[i, int(col_params[o, C_ASSET])]
+        notional = abs(st[o, S_POS]) * mark
+        other_mm += maintenance_margin(tiers[int(col_params[o, C_TIERS])], notional)
+        other_upnl += st[o, S_POS] * (mark - st[o, S_ENTRY_PRICE])
+    return other_mm, other_upnl
+
+
+@_jit
+def liquidate(i, g, c0, c1, st, prices, perp, col_params, wallet, out, ptr, acc):
+    """Liquidation check of every perpetual position on bar ``i`` (after funding, before stops).
+
+    The bar's adverse extreme (low for a long, high for a short) against the liquidation price
+    (docs/perpetuals.md): isolated from the position's margin; cross from the cross wallet with
+    the other cross positions held at the open. A hit closes at the liquidation price, a gap at
+    the open; the liquidation fee is capped at what is left, and what is lost beyond it (beyond
+    the isolated margin, or below a cross account's zero) is the insurance fund's. Return the
+    wallet.
+    """
+    _, open_, high, low, _ = prices
+    tiers = perp[2]
+    for c in range(c0, c1):
+        position = st[c, S_POS]
+        if position == 0:
+            continue
+        a = int(col_params[c, C_ASSET])
+        entry = st[c, S_ENTRY_PRICE]
+        margin = st[c, S_MARGIN]
+        cross = col_params[c, C_CROSS] != 0
+        other_mm = 0.0
+        other_upnl = 0.0
+        balance = margin
+        if cross:
+            other_mm, other_upnl = cross_others(c, c0, c1, st, prices, perp, col_params, i)
+            balance = wallet
+            for o in range(c0, c1):
+                if st[o, S_POS] != 0 and col_params[o, C_CROSS] == 0:
+                    balance -= st[o, S_MARGIN]
+        table = tiers[int(col_params[c, C_TIERS])]
+        lp = liquidation_price(table, position, entry, balance, other_mm, other_upnl)
+        status, fill = liquidation_fill(position, lp, open_[i, a], high[i, a], low[i, a])
+        if status == P.LIQ_NONE:
+            continue
+        realized = position * (fill - entry)
+        left = balance + realized
+        if cross:
+            left += other_upnl
+        fee = min(trade_fee(position, fill, col_params[c, C_LIQ_FEE]), max(left, 0.0))
+        if cross:
+            wallet = wallet + realized - fee
+            if left - fee < 0:
+                wallet -= left - fee  # the insurance fund brings the account back to zero
+        else:
+            wallet = wallet - margin + max(left - fee, 0.0)
+        side = SELL if position > 0 else BUY
+        st[c, S_POS] = 0.0
+        st[c, S_ENTRY_PRICE] = 0.0
+        st[c, S_MARGIN] = 0.0
+        st[c, S_SL] = math.nan
+        st[c, S_TSL] = math.nan
+        st[c, S_TP] = math.nan
+        acc[g, A_LIQUIDATIONS] += 1
+        record_fill(i, g, c, st, side, abs(position), fill, fee, KIND_LIQUIDATION, out, ptr, acc)
+    return wallet
 
 
 @_jit
@@ -761,14 +985,56 @@ def reset_group(g, c0, c1, st, acc, out, ptr):
 
 
 @_jit
+def mark_group(i, g, c0, c1, st, close, col_params, cash, acc, perp_book):
+    """Value of the group at bar ``i``'s close and whether it holds anything.
+
+    Cash plus every position as ``position x (close - entry)`` (spot entries are 0). A
+    perpetual book also adds the bar's margin usage (margin held / value) and leverage (gross
+    notional / value) to its accumulators.
+    """
+    value = cash
+    held = False
+    margin = 0.0
+    gross = 0.0
+    for c in range(c0, c1):
+        position = st[c, S_POS]
+        if position != 0:
+            price = close[i, int(col_params[c, C_ASSET])]
+            value += position * (price - st[c, S_ENTRY_PRICE])
+            held = True
+            margin += st[c, S_MARGIN]
+            gross += abs(position) * price
+    if perp_book and value > 0:
+        usage = margin / value
+        leverage = gross / value
+        acc[g, A_MARGIN_USAGE_SUM] += usage
+        acc[g, A_LEVERAGE_SUM] += leverage
+        acc[g, A_MARGIN_USAGE_MAX] = max(acc[g, A_MARGIN_USAGE_MAX], usage)
+        acc[g, A_LEVERAGE_MAX] = max(acc[g, A_LEVERAGE_MAX], leverage)
+    return value, held
+
+
+@_jit
 def simulate_group(
-    g, prices, signals, sizes, col_params, group_params, groups, mode, ann_factor, out, scratch
+    g,
+    prices,
+    signals,
+    sizes,
+    perp,
+    col_params,
+    group_params,
+    groups,
+    mode,
+    ann_factor,
+    out,
+    scratch,
 ):
     """Simulate group ``g`` (columns ``groups[g]:groups[g + 1]``) and write its metrics row.
 
     ``scratch`` is ``(state, seq, acc, ptrs)``: per-column state (n_cols x N_STATE), the call
     sequence (n_cols), per-group trade accumulators (n_groups x N_ACC) and record pointers
-    (n_groups x 4). ``out`` is the single-column kernel's ``(metrics, equity, orders,
+    (n_groups x 4). ``perp`` is ``(funding, mark, tiers)``: funding rates and mark prices per
+    bar and asset (or (1, 1) placeholders) and the maintenance tier tables. ``out`` is the single-column kernel's ``(metrics, equity, orders,
     order_offsets, trades, trade_offsets)`` with one metrics row, equity column and offset
     range per *group*.
     """
@@ -783,6 +1049,7 @@ def simulate_group(
     init_cash = group_params[g, G_INIT_CASH]
     call_mode = int(group_params[g, G_CALL_SEQ])
     threshold = group_params[g, G_THRESHOLD]
+    perp_book = group_params[g, G_PERP] != 0
     keep_equity = equity.shape[0] == n and equity.shape[1] > g
     reset_group(g, c0, c1, st, acc, out, ptr)
     cash = init_cash
@@ -800,6 +1067,9 @@ def simulate_group(
     max_dd_dur = 0
     exposure_bars = 0
     for i in range(n):
+        if perp_book:
+            cash = settle_funding(i, c0, c1, st, prices, perp, col_params, cash, acc, g, n)
+            cash = liquidate(i, g, c0, c1, st, prices, perp, col_params, cash, out, ptr, acc)
         if not bar_is_quiet(i, c0, c1, st, signals, sizes, col_params, mode, n):
             decide_orders(i, c0, c1, st, prices, signals, sizes, col_params, mode, n)
             value = group_value_at(c0, c1, st, cash)
@@ -809,28 +1079,10 @@ def simulate_group(
                         st[c, S_O_SIZE] = math.nan
             call_sequence(c0, c1, st, seq, mode, call_mode, cash, free_cash, value)
             cash, free_cash = fill_orders(
-                i,
-                g,
-                c0,
-                c1,
-                st,
-                seq,
-                prices,
-                col_params,
-                mode,
-                cash,
-                free_cash,
-                value,
-                out,
-                ptr,
-                acc,
-            )
-        value = cash
-        held = False
-        for c in range(c0, c1):
-            if st[c, S_POS] != 0:
-                value += st[c, S_POS] * close[i, int(col_params[c, C_ASSET])]
-                held = True
+                i, g, c0, c1, st, seq, prices, col_params, mode, cash, free_cash, value, out,
+                ptr, acc,
+            )  # fmt: skip
+        value, held = mark_group(i, g, c0, c1, st, close, col_params, cash, acc, perp_book)
         if held:
             exposure_bars += 1
         if keep_equity:
@@ -885,12 +1137,14 @@ if not CUDA_BUILD:
     _RI1 = _t.Array(_t.int64, 1, "A", readonly=True)
     _OUT = _t.Tuple((_F2, _F2, _F2, _I1, _F2, _I1))
     _SCRATCH = _t.Tuple((_F2, _I1, _F2, _F2))
+    _PERP = _t.Tuple((_RF2, _RF2, _t.Array(_t.float64, 3, "A", readonly=True)))
 
     @njit(
         _t.void(
             _t.UniTuple(_RF2, 5),
             _t.UniTuple(_RB2, 4),
             _RF2,
+            _PERP,
             _RF2,
             _RF2,
             _RI1,
@@ -904,8 +1158,9 @@ if not CUDA_BUILD:
         nogil=True,
     )
     def simulate_groups_nb(
-        prices, signals, sizes, col_params, group_params, groups, mode, ann_factor, out, scratch
-    ):
+        prices, signals, sizes, perp, col_params, group_params, groups, mode, ann_factor, out,
+        scratch,
+    ):  # fmt: skip
         """Simulate every group in parallel (CPU); see :func:`simulate_group`."""
         for g in prange(group_params.shape[0]):
             simulate_group(
@@ -913,6 +1168,7 @@ if not CUDA_BUILD:
                 prices,
                 signals,
                 sizes,
+                perp,
                 col_params,
                 group_params,
                 groups,

@@ -18,6 +18,13 @@ from celeris.backtest import kernel as K
 from celeris.backtest.annualisation import YearDays, resolve_year_days
 from celeris.backtest.book import Book
 from celeris.backtest.group_engine import GroupInputs
+from celeris.backtest.perp_inputs import (
+    DEFAULT_LIQUIDATION_FEE,
+    DEFAULT_MAINTENANCE_MARGIN,
+    column_params,
+    group_kinds,
+    instrument_options,
+)
 from celeris.backtest.signals import Option
 from celeris.errors import CelerisTypeError, ConfigError, DataError
 
@@ -60,6 +67,13 @@ def from_orders(
     freq: Any = None,
     year_days: float | YearDays | None = None,
     device: str = "auto",
+    instrument: Any = "spot",
+    leverage: Any = 1.0,
+    margin_mode: Any = "isolated",
+    maintenance_margin: Any = DEFAULT_MAINTENANCE_MARGIN,
+    liquidation_fee: Any = DEFAULT_LIQUIDATION_FEE,
+    funding_rate: Any = None,
+    mark_price: Any = None,
     _threshold: float = 0.0,
 ) -> Book:
     """Simulate one order per bar and column (NaN: no order) and return a :class:`Book`.
@@ -96,6 +110,10 @@ def from_orders(
         ``"auto"`` (by approximate order value: sells first, so they release cash for buys).
     freq, year_days, device
         As in :func:`~celeris.backtest.from_signals`.
+    instrument, leverage, margin_mode, maintenance_margin, liquidation_fee, funding_rate, mark_price
+        Perpetual futures, as in :func:`~celeris.backtest.from_signals`; a target percent is
+        then a share of the account's value in notional (0.5 at 3x leverage holds half the
+        value's notional on a third of it as margin).
 
     Examples
     --------
@@ -138,14 +156,25 @@ def from_orders(
             "cash_sharing=True to trade the group's columns from one balance"
         )
     order, offsets = G.layout(codes)
-    col_params = np.zeros((width, GK.N_COL_PARAMS))
+    params = np.zeros((width, K.N_PARAMS))
     for o in ORDER_OPTIONS:
-        col_params[:, o.slot] = np.broadcast_to(values[o.name], (width,))
+        params[:, o.slot] = np.broadcast_to(values[o.name], (width,))
     for slot in (K.P_SL, K.P_TSL, K.P_TP):
-        col_params[:, slot] = np.nan
-    col_params[:, GK.C_ASSET] = assets
-    col_params[:, GK.C_FIRST] = prices.first[assets]
-    col_params[:, GK.C_LAST] = prices.last[assets]
+        params[:, slot] = np.nan
+    inst = instrument_options(
+        prices,
+        width,
+        assets,
+        instrument=instrument,
+        leverage=leverage,
+        margin_mode=margin_mode,
+        maintenance_margin=maintenance_margin,
+        liquidation_fee=liquidation_fee,
+        funding_rate=funding_rate,
+        mark_price=mark_price,
+    )
+    col_params = column_params(params, assets, prices, inst)
+    perp_groups = group_kinds(inst.perp[order], offsets)
     sizes = _outside_listing_nan(sizes, col_params)
     index = prices.index
     td = I.infer_freq(index, freq)
@@ -164,10 +193,13 @@ def from_orders(
         short_exits=none,
         sizes=np.ascontiguousarray(sizes[:, order]),
         col_params=col_params[order],
-        group_params=G.group_params(len(group_labels), init_cash, call_seq, _threshold),
+        group_params=G.group_params(
+            len(group_labels), init_cash, call_seq, _threshold, perp=perp_groups
+        ),
         groups=offsets,
         mode=GK.MODE_ORDERS,
         ann_factor=ann_factor,
+        perp=inst.kernel_tuple(),
     )
     return Book(
         inputs,

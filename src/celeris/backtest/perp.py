@@ -248,6 +248,83 @@ def isolated_bar_nb(
     return status, max(left - fee, 0.0), liq_price, funding, fee
 
 
+@_jit
+def position_fill_nb(
+    wallet,
+    free,
+    position,
+    entry,
+    margin,
+    size,
+    price,
+    fee_rate,
+    fixed_fee,
+    leverage,
+    gran,
+    min_size,
+    held_upnl,
+):
+    """Fill an order of signed ``size`` units on a perpetual position, one-way mode.
+
+    ``size`` may be +/-inf: as much as the free margin allows. ``price`` is the fill price
+    (slippage applied by the caller), ``free`` the account's free margin before the order and
+    ``held_upnl`` the part of it that is this position's unrealised PnL (0 for isolated margin).
+    The part of the order against the position reduces it first: it realises
+    ``reduced x (price - entry)`` (signed by the position) and releases its share of the margin;
+    the rest opens or adds at ``price`` and needs ``size x price / leverage`` of margin plus the
+    fee, capped by the free margin (a partial fill, as for a spot buy short of cash). The fee
+    ``|filled| x price x fee_rate + fixed_fee`` is paid from the wallet. Entry price: the
+    size-weighted average of what is held.
+
+    Return ``(filled_size, wallet, position, entry, margin, fee)``; ``filled_size`` 0 means
+    nothing filled (state unchanged).
+    """
+    want = abs(size)
+    reduced = 0.0
+    if position != 0 and (position > 0) != (size > 0):
+        reduced = min(want, abs(position))
+    opened = want - reduced
+    side = 1.0 if position > 0 else -1.0
+    realized = 0.0
+    released = 0.0
+    if reduced > 0:
+        realized = reduced * (price - entry) * side
+        released = margin * reduced / abs(position)
+    if opened > 0:
+        avail = free + released + realized - held_upnl * reduced / max(abs(position), 1e-300)
+        avail -= reduced * price * fee_rate + fixed_fee
+        per_unit = price * (1.0 / leverage + fee_rate)
+        most = avail / per_unit if avail > 0 else 0.0
+        if opened > most:
+            opened = most
+        if not math.isnan(gran):
+            opened = opened // gran * gran
+        if opened < min_size:
+            opened = 0.0
+    filled = reduced + opened
+    if filled == 0:
+        return 0.0, wallet, position, entry, margin, 0.0
+    fee = filled * price * fee_rate + fixed_fee
+    wallet = wallet + realized - fee
+    left = abs(position) - reduced
+    if left <= min_size * 1e-3:
+        left = 0.0
+    margin = margin - released
+    if opened > 0:
+        if left == 0:
+            entry = price
+            margin = 0.0
+        else:
+            entry = (left * entry + opened * price) / (left + opened)
+        margin += opened * price / leverage
+        left += opened
+        side = 1.0 if size > 0 else -1.0
+    elif left == 0:
+        entry = 0.0
+        margin = 0.0
+    return filled, wallet, side * left, entry, margin, fee
+
+
 # ---------------------------------------------------------------------------------------------
 # Validated Python API
 # ---------------------------------------------------------------------------------------------

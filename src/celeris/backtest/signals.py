@@ -26,6 +26,13 @@ from celeris.backtest.annualisation import YearDays, resolve_year_days
 from celeris.backtest.book import Book
 from celeris.backtest.engine import KernelInputs
 from celeris.backtest.group_engine import GroupInputs
+from celeris.backtest.perp_inputs import (
+    DEFAULT_LIQUIDATION_FEE,
+    DEFAULT_MAINTENANCE_MARGIN,
+    column_params,
+    group_kinds,
+    instrument_options,
+)
 from celeris.backtest.portfolio import Portfolio
 from celeris.errors import CelerisTypeError, ConfigError, did_you_mean
 
@@ -153,6 +160,13 @@ def from_signals(
     group_by: Any = None,
     cash_sharing: bool = False,
     call_seq: str = "default",
+    instrument: Any = "spot",
+    leverage: Any = 1.0,
+    margin_mode: Any = "isolated",
+    maintenance_margin: Any = DEFAULT_MAINTENANCE_MARGIN,
+    liquidation_fee: Any = DEFAULT_LIQUIDATION_FEE,
+    funding_rate: Any = None,
+    mark_price: Any = None,
     _copy: bool = True,
     _first_signals: dict[str, bool] | None = None,
     **unknown: Any,
@@ -223,6 +237,16 @@ def from_signals(
         parameter set when the signals are parameter sets x assets (set-major). ``call_seq``:
         ``"default"`` (column order), ``"reversed"`` or ``"auto"`` (sells before buys). See
         :func:`~celeris.backtest.from_orders` for listings and delistings.
+    instrument, leverage, margin_mode, maintenance_margin, liquidation_fee, funding_rate, mark_price
+        Perpetual futures (``instrument="perp"``, per column; returns a
+        :class:`~celeris.backtest.book.Book`): ``fees`` is the taker fee, margin is
+        notional / ``leverage``, ``margin_mode`` ``"isolated"`` or ``"cross"`` (the group's
+        wallet), ``maintenance_margin`` a rate or an exchange tier table (or a dict symbol ->
+        either), ``liquidation_fee`` a rate of the notional at the liquidation fill,
+        ``funding_rate`` rates on the bar index (non-zero at funding times; a long pays
+        ``notional x rate``), ``mark_price`` the funding mark (default: the bar's open). Each
+        bar: funding at the open, then the liquidation check against the bar's adverse extreme,
+        then stops and signals. Formulas and sources: docs/perpetuals.md.
 
     Inputs are copied (unless they are already private copies), so changing the caller's arrays
     later does not change the portfolio. ``_copy=False`` is for Celeris's own sweeps, which hand
@@ -253,13 +277,13 @@ def from_signals(
     I.check_choice("stop_exit_price", stop_exit_price, I.STOP_EXIT_PRICES)
     if not isinstance(cash_sharing, bool):
         raise CelerisTypeError(f"cash_sharing must be True or False, got {cash_sharing!r}")
-    if cash_sharing:
-        return _grouped(given)
-    if group_by not in (None, False):
+    if group_by not in (None, False) and not cash_sharing:
         raise ConfigError(
             "group_by without cash_sharing=True would only sum independent accounts; pass "
             "cash_sharing=True to trade the group's columns from one balance"
         )
+    if cash_sharing or _instrument_given(given):
+        return _grouped(given)
     if isinstance(close, pd.DataFrame) and "close" in close.columns and close.columns.nlevels == 1:
         bars = close
         close = bars["close"]
@@ -415,8 +439,36 @@ def _keywords() -> list[str]:
     return [p for p in inspect.signature(from_signals).parameters if p != "unknown" and p[0] != "_"]
 
 
+#: The instrument keywords ``from_signals`` and ``from_orders`` pass to ``instrument_options``.
+INSTRUMENT_KEYWORDS = (
+    "instrument",
+    "leverage",
+    "margin_mode",
+    "maintenance_margin",
+    "liquidation_fee",
+    "funding_rate",
+    "mark_price",
+)
+
+
+def _instrument_given(given: dict[str, Any]) -> bool:
+    """Whether any instrument keyword differs from spot's defaults (then the grouped kernel runs,
+    which validates them: a spot column with leverage is refused there, not ignored here)."""
+    defaults = inspect.signature(from_signals).parameters
+    for name in INSTRUMENT_KEYWORDS:
+        value, default = given[name], defaults[name].default
+        if value is None and default is None:
+            continue
+        if not (np.isscalar(value) and np.isscalar(default) and value == default):
+            return True
+    return False
+
+
 def _grouped(given: dict[str, Any]) -> Book:
-    """``from_signals`` with ``cash_sharing=True``: the grouped kernel on multi-asset prices."""
+    """``from_signals`` on the grouped kernel: cash sharing, multi-asset prices, perpetuals.
+
+    Without ``cash_sharing`` every column is its own account (a group of one).
+    """
     execution = given["execution"]
     prices = G.prices_of(given["close"], given["open"], given["high"], given["low"])
     n_bars = prices.n_bars
@@ -446,13 +498,12 @@ def _grouped(given: dict[str, Any]) -> Book:
     if width == prices.n_assets and isinstance(columns, pd.RangeIndex):
         columns = prices.symbols
     assets = G.assets_of_columns(width, prices.n_assets, columns)
-    codes, group_labels = G.group_codes(given["group_by"], columns, prices.n_assets, True)
+    share = given["cash_sharing"]
+    codes, group_labels = G.group_codes(given["group_by"], columns, prices.n_assets, share)
     order, offsets = G.layout(codes)
-    col_params = np.empty((width, GK.N_COL_PARAMS))
-    col_params[:, : K.N_PARAMS] = params
-    col_params[:, GK.C_ASSET] = assets
-    col_params[:, GK.C_FIRST] = prices.first[assets]
-    col_params[:, GK.C_LAST] = prices.last[assets]
+    inst = instrument_options(prices, width, assets, **{k: given[k] for k in INSTRUMENT_KEYWORDS})
+    col_params = column_params(params, assets, prices, inst)
+    perp_groups = group_kinds(inst.perp[order], offsets)
     init_cash = _group_cash(params[order, K.P_INIT_CASH], offsets)
     price = _group_order_price(prices, given["price"], execution)
     high, low = _range(prices)
@@ -468,10 +519,13 @@ def _grouped(given: dict[str, Any]) -> Book:
         **{k: v if v.shape[1] == 1 else np.ascontiguousarray(v[:, order]) for k, v in sig.items()},
         sizes=np.zeros((1, 1)),
         col_params=col_params[order],
-        group_params=G.group_params(len(group_labels), init_cash, given["call_seq"]),
+        group_params=G.group_params(
+            len(group_labels), init_cash, given["call_seq"], perp=perp_groups
+        ),
         groups=offsets,
         mode=GK.MODE_SIGNALS,
         ann_factor=ann_factor,
+        perp=inst.kernel_tuple(),
     )
     return Book(
         inputs,
