@@ -162,3 +162,13 @@ def test_rebalance_common_timestamps_left_out_bars_reported(tmp_path: Path):
     assert out["dropped_bars"] == {"sample:nasdaq": 5031 - 2000, str(part): 0}
     assert out["bars"] == 2000
     assert np.isfinite(out["stats"]["sharpe"])
+
+
+def test_rebalance_report_writes_the_book_html_titled_with_the_run(tmp_path: Path):
+    path = tmp_path / "book.html"
+    result = invoke(*TWO, *FAST, "--report", str(path))
+    assert result.exit_code == 0, result.output
+    assert f"wrote {path}" in result.stdout.replace("\n", "")
+    html = path.read_text()
+    assert "<title>min_variance (sample covariance) every 30D, lookback 120 bars" in html
+    assert "sample:nasdaq" in html
