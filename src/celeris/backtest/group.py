@@ -259,3 +259,15 @@ def group_params(
     out[:, GK.G_THRESHOLD] = threshold
     out[:, GK.G_PERP] = 0.0 if perp is None else perp
     return out
+
+
+def bar_range(prices: Prices) -> tuple[np.ndarray, np.ndarray]:
+    """High and low; without them a bar's range is its open and close (as vectorbt does)."""
+    if prices.open is None:
+        return (
+            prices.close if prices.high is None else prices.high,
+            prices.close if prices.low is None else prices.low,
+        )
+    high = np.fmax(prices.open, prices.close) if prices.high is None else prices.high
+    low = np.fmin(prices.open, prices.close) if prices.low is None else prices.low
+    return high, low

@@ -181,11 +181,12 @@ def from_orders(
     annual = resolve_year_days(index if isinstance(index, pd.DatetimeIndex) else None, year_days)
     ann_factor = float(annual.days * pd.Timedelta(days=1) / td) if td is not None else float("nan")
     none = np.zeros((1, 1), dtype=np.bool_)
+    high, low = G.bar_range(prices)  # liquidations check the bar's extremes
     inputs = GroupInputs(
         close=prices.close,
         open=prices.close if prices.open is None else prices.open,
-        high=prices.close,
-        low=prices.close,
+        high=high,
+        low=low,
         price=order_price,
         entries=none,
         exits=none,

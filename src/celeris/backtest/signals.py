@@ -506,7 +506,7 @@ def _grouped(given: dict[str, Any]) -> Book:
     perp_groups = group_kinds(inst.perp[order], offsets)
     init_cash = _group_cash(params[order, K.P_INIT_CASH], offsets)
     price = _group_order_price(prices, given["price"], execution)
-    high, low = _range(prices)
+    high, low = G.bar_range(prices)
     td = I.infer_freq(prices.index, given["freq"])
     annual = resolve_year_days(index, given["year_days"])
     ann_factor = float(annual.days * pd.Timedelta(days=1) / td) if td is not None else float("nan")
@@ -565,15 +565,3 @@ def _group_order_price(prices: G.Prices, price: Any, execution: str) -> np.ndarr
             )
         return prices.open
     return prices.close if price is None else G._aligned("price", price, prices.close)
-
-
-def _range(prices: G.Prices) -> tuple[np.ndarray, np.ndarray]:
-    """High and low; without them a bar's range is its open and close (as vectorbt does)."""
-    if prices.open is None:
-        return (
-            prices.close if prices.high is None else prices.high,
-            prices.close if prices.low is None else prices.low,
-        )
-    high = np.fmax(prices.open, prices.close) if prices.high is None else prices.high
-    low = np.fmin(prices.open, prices.close) if prices.low is None else prices.low
-    return high, low
