@@ -349,12 +349,59 @@ def test_write_book_report_book_without_orders_has_every_section_and_zero_counts
     assert book.orders.empty
     html = book.to_html(tmp_path / "flat.html").read_text(encoding="utf-8")
     assert_sections(html)
-    zeros = "<td>0</td>" * 3
+    assert '<th class="k">Asset</th><th>Order</th></tr>' in html
     for asset in ASSETS:
-        assert f'<tr><td class="k">{asset}</td>{zeros}</tr>' in html
+        assert f'<tr><td class="k">{asset}</td><td>0</td></tr>' in html
     assert not [t for t in plotly_data(html, "celeris-orders") if t.get("mode") == "markers"]
     cash = traces(plotly_data(html, "celeris-weights"), "Cash")[0]
     np.testing.assert_array_equal(values(cash["y"]), 1.0)
+
+
+def test_write_book_report_perp_book_marks_liquidations_and_shows_funding(
+    tmp_path: Path,
+) -> None:
+    # docs/perpetuals.md's worked example: a long and a short liquidated on the bar of a funding
+    # payment (the long pays 20, the short receives 20), then a quiet bar.
+    index = pd.date_range("2024-01-01", periods=3, freq="8h", tz="UTC", name="time")
+    rows = [(20_000.0,) * 4, (20_000.0, 22_000.0, 18_000.0, 20_000.0), (20_000.0,) * 4]
+    bars = pd.DataFrame(rows, columns=["open", "high", "low", "close"], index=index)
+    panel = to_panel({"LONG": bars.assign(volume=1.0), "SHORT": bars.assign(volume=1.0)})
+    size = pd.DataFrame({"LONG": [1.0, np.nan, np.nan], "SHORT": [-1.0, np.nan, np.nan]}, index)
+    book = bt.from_orders(
+        panel,
+        size,
+        instrument="perp",
+        leverage=10,
+        fees=0.0005,
+        maintenance_margin=0.005,
+        liquidation_fee=0.002,
+        funding_rate=pd.DataFrame({"LONG": [0.0, 0.001, 0.0], "SHORT": [0.0, 0.001, 0.0]}, index),
+        cash_sharing=True,
+        init_cash=10_000.0,
+        execution="close",
+    )
+    html = book.to_html(tmp_path / "perp.html").read_text(encoding="utf-8")
+    assert_sections(html)
+    assert "2 assets (perpetual futures)" in html
+    liquidations = traces(plotly_data(html, "celeris-orders"), "Liquidation")[0]
+    assert [row[0] for row in liquidations["customdata"]] == ["LONG", "SHORT"]
+    assert liquidations["marker"]["symbol"] == ["star", "star"]
+    stats = book.stats().iloc[0]
+    shown = {
+        "Funding paid": "20.00",
+        "Funding received": "20.00",
+        "Liquidations": "2",
+        "Max margin usage": f"{stats['max_margin_usage']:.2%}",
+        "Max leverage": f"{stats['max_leverage']:.3f}",
+    }
+    for label, text in shown.items():
+        assert f'<td class="k">{label}</td><td>{text}</td>' in html, label
+    assert "<th>Funding paid (+) / received (−)</th>" in html
+    for asset, funding in zip(["LONG", "SHORT"], book.funding, strict=True):
+        pnl = book.contribution.loc[asset, "pnl"]
+        assert f'<td class="k">{asset}</td><td>{format_metric("pnl", pnl)}</td>' in html
+        assert f"<td>{format_number(funding, 'cash')}</td></tr>" in html
+    assert book.funding.tolist() == [20.0, -20.0]
 
 
 # ---- groups ------------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ from celeris.backtest.report import (
     plotly_x,
 )
 from celeris.errors import ConfigError, did_you_mean
-from celeris.formatting import format_duration, format_number, format_timestamp
+from celeris.formatting import NumberKind, format_duration, format_number, format_timestamp
 from celeris.jsonsafe import to_python
 
 if TYPE_CHECKING:
@@ -68,6 +68,7 @@ ORDER_MARKERS: dict[str, OrderMarker] = {
     "order": OrderMarker("Order", "triangle-up", "triangle-down", "#1f77b4"),
     "stop": OrderMarker("Stop", "x", "x", "#ff7f0e", size=10),
     "delisting": OrderMarker("Delisting", "square", "square", "#333333"),
+    "liquidation": OrderMarker("Liquidation", "star", "star", "#d62728", size=13),
 }
 
 #: The report's sections, in order: (anchor id, heading).
@@ -85,8 +86,27 @@ _BOOK_LABELS = {
     "mean_gross_exposure": "Mean gross exposure",
     "mean_net_exposure": "Mean net exposure",
     "turnover": "Turnover",
+    # perpetual books only (Book.perp_stats)
+    "funding_paid": "Funding paid",
+    "funding_received": "Funding received",
+    "liquidations": "Liquidations",
+    "mean_margin_usage": "Mean margin usage",
+    "max_margin_usage": "Max margin usage",
+    "mean_leverage": "Mean leverage",
+    "max_leverage": "Max leverage",
 }
-_PERCENT_STATS = frozenset({"mean_gross_exposure", "mean_net_exposure"})
+#: How the book's own metrics are shown (the others: by format_metric).
+_STAT_KINDS: dict[str, NumberKind] = {
+    "mean_gross_exposure": "percent",
+    "mean_net_exposure": "percent",
+    "funding_paid": "cash",
+    "funding_received": "cash",
+    "liquidations": "count",
+    "mean_margin_usage": "percent",
+    "max_margin_usage": "percent",
+    "mean_leverage": "ratio",
+    "max_leverage": "ratio",
+}
 #: Orders of one kind beyond this many are counted in the table but not marked on the chart.
 MAX_MARKERS = 5_000
 #: Points (bars x series) drawn in all; long books with many assets draw fewer bars.
@@ -168,6 +188,7 @@ class _Group:
     first: np.ndarray  # [n_assets] first listed bar
     last: np.ndarray  # [n_assets] last listed bar
     contribution: pd.DataFrame  # pnl and share of each column
+    funding: np.ndarray | None  # [n_cols] funding paid (+) or received (-); None: a spot group
     orders: pd.DataFrame  # the group's orders, with x added
 
     @property
@@ -254,6 +275,7 @@ def _group_data(book: Book, g: int) -> _Group:
         first=first,
         last=last,
         contribution=book.contribution.iloc[cols],
+        funding=book.funding.to_numpy(dtype=np.float64)[cols] if book.is_perp.iloc[g] else None,
         orders=orders,
     )
 
@@ -342,9 +364,8 @@ def _h2(section: str, heading: dict[str, str]) -> str:
 
 
 def _format_stat(name: str, value: Any) -> str:
-    if name in _PERCENT_STATS:
-        return format_number(value, "percent")
-    return format_metric(name, value)
+    kind = _STAT_KINDS.get(name)
+    return format_metric(name, value) if kind is None else format_number(value, kind)
 
 
 def _header_html(book: Book, d: _Group, title: str) -> str:
@@ -354,6 +375,8 @@ def _header_html(book: Book, d: _Group, title: str) -> str:
     setup = f"{len(d.assets):,} asset{'s' if len(d.assets) != 1 else ''}"
     if n_cols != len(d.assets):
         setup += f" in {n_cols:,} columns"
+    if d.funding is not None:
+        setup += " (perpetual futures)"
     if len(book.groups) > 1:
         setup += f" · group {_label(d.label)} of {len(book.groups):,}"
     lines = [
@@ -591,32 +614,52 @@ def _kinds(orders: pd.DataFrame) -> list[str]:
 # tables
 # ---------------------------------------------------------------------------------------------
 def _contribution_table_html(d: _Group, stats: pd.Series) -> str:
-    """P&L per column (best first), the total, and the group's end minus start value."""
-    table = d.contribution.assign(name=d.names).sort_values("pnl", ascending=False, kind="stable")
+    """P&L per column (best first), its funding for a perpetual book, the total, and the
+    group's end minus start value."""
+    perp = d.funding is not None
+    # [n_cols] name, pnl, share, funding (NaN for spot: not shown)
+    table = d.contribution.assign(
+        name=d.names, funding=d.funding if d.funding is not None else np.nan
+    ).sort_values("pnl", ascending=False, kind="stable")
+
+    def row(cell: str, name: str, pnl: float, share: float, funding: float) -> str:
+        cells = [format_metric("pnl", pnl), format_number(share, "percent")]
+        if perp:
+            cells.append(format_number(funding, "cash"))
+        return (
+            f'<tr><{cell} class="k">{_esc(name)}</{cell}>'
+            + "".join(f"<{cell}>{_esc(c)}</{cell}>" for c in cells)
+            + "</tr>"
+        )
+
     rows = [
-        f'<tr><td class="k">{_esc(name)}</td><td>{_esc(format_metric("pnl", pnl))}</td>'
-        f"<td>{_esc(format_number(share, 'percent'))}</td></tr>"
-        for name, pnl, share in zip(table["name"], table["pnl"], table["share"], strict=True)
+        row("td", *values)
+        for values in zip(
+            table["name"], table["pnl"], table["share"], table["funding"], strict=True
+        )
     ]
     total = float(table["pnl"].sum())
-    rows.append(
-        f'<tr><th class="k">Total</th><th>{_esc(format_metric("pnl", total))}</th>'
-        f"<th>{_esc(format_number(total / d.init_cash, 'percent'))}</th></tr>"
-    )
+    rows.append(row("th", "Total", total, total / d.init_cash, float(table["funding"].sum())))
     change = float(stats["end_value"]) - d.init_cash
-    head = (
-        '<tr><th class="k">Asset</th><th>P&amp;L after fees</th><th>Share of start value</th></tr>'
+    pnl_head = "P&amp;L after fees and funding" if perp else "P&amp;L after fees"
+    head = f'<tr><th class="k">Asset</th><th>{pnl_head}</th><th>Share of start value</th>'
+    head += "<th>Funding paid (+) / received (−)</th></tr>" if perp else "</tr>"
+    note = (
+        " Funding is shown as totals per asset (the book keeps no per-bar funding record)."
+        if perp
+        else ""
     )
     return (
         f"<table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
-        f'<p class="meta">End value − start value: {_esc(format_metric("pnl", change))}</p>'
+        f'<p class="meta">End value − start value: {_esc(format_metric("pnl", change))}.'
+        f"{_esc(note)}</p>"
     )
 
 
 def _orders_table_html(d: _Group) -> str:
     """Orders per asset and kind, with a note for kinds too many to mark."""
     orders = d.orders
-    kinds = _kinds(orders) if not orders.empty else list(ORDER_MARKERS)
+    kinds = _kinds(orders) if not orders.empty else ["order"]
     counts = Counter(zip((_label(v) for v in orders["asset"]), orders["kind"], strict=True))
     head = '<th class="k">Asset</th>' + "".join(
         f"<th>{_esc(marker_for(k).label)}</th>" for k in kinds
