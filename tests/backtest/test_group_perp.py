@@ -99,7 +99,9 @@ def test_signals_with_all_free_margin_buy_leverage_times_the_margin():
     )  # fmt: skip
     units = 10_000 / (100 * (1 / 3 + 0.001))
     assert book.orders["size"].iloc[0] == pytest.approx(units)
-    assert book.stats()["max_leverage"].iloc[0] == pytest.approx(units * 100 / (10_000 - units * 0.1))
+    assert book.stats()["max_leverage"].iloc[0] == pytest.approx(
+        units * 100 / (10_000 - units * 0.1)
+    )
 
 
 def test_stop_loss_still_exits_a_perp_position_before_liquidation_would():
@@ -116,14 +118,22 @@ def test_stop_loss_still_exits_a_perp_position_before_liquidation_would():
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        (dict(instrument="perp", leverage=0.5), ConfigError, "leverage must be a finite number >= 1"),
+        (
+            dict(instrument="perp", leverage=0.5),
+            ConfigError,
+            "leverage must be a finite number >= 1",
+        ),
         (dict(leverage=3), ConfigError, "leverage applies to perpetual futures"),
         (dict(instrument="future"), ConfigError, "instrument"),
         (dict(instrument="perp", margin_mode="portfolio"), ConfigError, "margin_mode"),
         (dict(funding_rate=0.0001), ConfigError, "funding_rate and mark_price apply"),
         (dict(instrument="perp", liquidation_fee=2.0), ConfigError, "liquidation_fee"),
         (dict(instrument="perp", maintenance_margin=1.5), ConfigError, "maintenance_margin"),
-        (dict(instrument="perp", funding_rate="0.01%"), CelerisTypeError, "funding_rate must be numeric"),
+        (
+            dict(instrument="perp", funding_rate="0.01%"),
+            CelerisTypeError,
+            "funding_rate must be numeric",
+        ),
     ],
 )
 def test_perp_options_are_validated(kwargs, error, match):
@@ -135,7 +145,9 @@ def test_perp_options_are_validated(kwargs, error, match):
 def test_misaligned_or_unbounded_funding_is_a_data_error_naming_the_place():
     bars = _bars([(100, 100, 100, 100), (100, 100, 100, 100), (100, 100, 100, 100)])
     funding = pd.Series([0.0, 0.001], index=bars.index[:2])
-    with pytest.raises(DataError, match="funding_rate is not aligned to the bars.*2024-01-01 16:00"):
+    with pytest.raises(
+        DataError, match=r"funding_rate is not aligned to the bars.*2024-01-01 16:00"
+    ):
         from_orders(bars, 1.0, instrument="perp", funding_rate=funding, execution="close")
     big = pd.Series([0.0, 0.5, 0.0], index=bars.index)
     with pytest.raises(DataError, match=r"funding_rate at 2024-01-01 08:00:00\+00:00"):
@@ -145,6 +157,99 @@ def test_misaligned_or_unbounded_funding_is_a_data_error_naming_the_place():
 def test_a_cash_sharing_group_cannot_mix_spot_and_perp_columns():
     panel = to_panel({s: _bars([(100, 100, 100, 100)] * 2) for s in "AB"})
     with pytest.raises(ConfigError, match="group 0 mixes spot and perpetual columns"):
-        from_orders(
-            panel, 1.0, instrument=["spot", "perp"], cash_sharing=True, execution="close"
-        )
+        from_orders(panel, 1.0, instrument=["spot", "perp"], cash_sharing=True, execution="close")
+
+
+# ---- limit orders ----
+
+LIMIT_IDX = pd.date_range("2024-01-01", periods=5, freq="D", tz="UTC", name="time")
+
+
+def _limit_bars(rows: list[tuple[float, float, float, float]]) -> pd.DataFrame:
+    frame = pd.DataFrame(
+        rows, columns=["open", "high", "low", "close"], index=LIMIT_IDX[: len(rows)]
+    )
+    return frame
+
+
+def _entry_at(bars: pd.DataFrame, *bars_idx: int) -> pd.Series:
+    entries = pd.Series(False, index=bars.index)
+    entries.iloc[list(bars_idx)] = True
+    return entries
+
+
+LIMIT_ROWS = [(100, 100, 100, 100), (99, 100, 97, 98), (97, 98, 94, 96), (96, 97, 95, 96)]
+
+
+def test_limit_buy_rests_until_a_bar_trades_through_it_and_pays_the_maker_fee():
+    bars = _limit_bars(LIMIT_ROWS)
+    limit = pd.Series([95.0, np.nan, np.nan, np.nan], index=bars.index)
+    book = from_signals(
+        bars, _entry_at(bars, 0), _entry_at(bars) , size=10.0, order_type="limit",
+        limit_price=limit, fees=0.001, maker_fee=0.0002, execution="close",
+    )  # fmt: skip
+    order = book.orders.iloc[0]
+    assert (order["kind"], order["bar"], order["price"]) == ("limit", 2, 95.0)
+    assert order["fees"] == pytest.approx(10 * 95 * 0.0002)
+
+
+def test_limit_order_gapped_through_fills_at_its_price_and_expires_after_its_bars():
+    bars = _limit_bars([(100, 100, 100, 100), (93, 94, 92, 93), (90, 91, 89, 90)])
+    limit = pd.Series([95.0, np.nan, np.nan], index=bars.index)
+    book = from_signals(bars, _entry_at(bars, 0), _entry_at(bars), size=1.0, order_type="limit",
+                        limit_price=limit, execution="close")  # fmt: skip
+    assert book.orders["price"].tolist() == [95.0]  # no price improvement at the gap's open
+    late = _limit_bars(LIMIT_ROWS)
+    once = from_signals(late, _entry_at(late, 0), _entry_at(late), size=1.0, order_type="limit",
+                        limit_price=pd.Series(95.0, index=late.index), limit_expiry=1,
+                        execution="close")  # fmt: skip
+    assert once.orders.empty  # only bar 1 could fill it, and its low was 97
+
+
+def test_limit_orders_under_next_open_rest_from_the_bar_after_the_signal():
+    bars = _limit_bars(LIMIT_ROWS)
+    limit = pd.Series([97.5, np.nan, np.nan, np.nan], index=bars.index)
+    book = from_signals(bars, _entry_at(bars, 0), _entry_at(bars), size=1.0, order_type="limit",
+                        limit_price=limit)  # fmt: skip
+    assert (book.orders["bar"].iloc[0], book.orders["price"].iloc[0]) == (1, 97.5)
+
+
+def test_a_stop_cancels_the_resting_exit_and_nan_limit_means_market():
+    bars = _limit_bars([(100, 100, 100, 100), (100, 101, 99, 100), (99, 99, 90, 92),
+                        (92, 115, 92, 112)])  # fmt: skip
+    limit = pd.Series([np.nan, 110.0, np.nan, np.nan], index=bars.index)
+    book = from_signals(
+        bars, _entry_at(bars, 0), _entry_at(bars, 1), size=1.0, sl_stop=0.05,
+        order_type="limit", limit_price=limit, execution="close",
+    )  # fmt: skip
+    # Bar 0: NaN limit, a market buy at 100. Bar 1: the exit rests at 110. Bar 2: the stop
+    # sells at 95 and cancels it, so bar 3's high of 115 fills nothing.
+    assert book.orders["kind"].tolist() == ["order", "stop"]
+    assert book.orders["price"].tolist() == [100.0, 95.0]
+
+
+def test_perp_limit_fill_pays_the_maker_fee_on_margin():
+    bars = _limit_bars(LIMIT_ROWS)
+    limit = pd.Series([95.0, np.nan, np.nan, np.nan], index=bars.index)
+    book = from_signals(
+        bars, _entry_at(bars, 0), _entry_at(bars), size=10.0, order_type="limit",
+        limit_price=limit, instrument="perp", leverage=5, fees=0.0005, maker_fee=0.0002,
+        init_cash=1_000.0, execution="close",
+    )  # fmt: skip
+    # Wallet 1,000 - 0.19 fee; at bar 3's close 96: + 10 x (96 - 95).
+    assert book.equity.iloc[-1, 0] == pytest.approx(1_000 - 10 * 95 * 0.0002 + 10.0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(order_type="limit"), "order_type='limit' needs limit_price"),
+        (dict(limit_price=95.0 * np.ones(4)), "limit_price applies to order_type='limit'"),
+        (dict(order_type="limit", limit_price=np.ones(4), limit_expiry=0), "limit_expiry"),
+        (dict(order_type="stop"), "order_type"),
+    ],
+)
+def test_limit_options_are_validated(kwargs, match):
+    bars = _limit_bars(LIMIT_ROWS)
+    with pytest.raises(ConfigError, match=match):
+        from_signals(bars, _entry_at(bars, 0), _entry_at(bars), execution="close", **kwargs)

@@ -28,6 +28,7 @@ ORDER_KINDS = {
     GK.KIND_STOP: "stop",
     GK.KIND_DELIST: "delisting",
     GK.KIND_LIQUIDATION: "liquidation",
+    GK.KIND_LIMIT: "limit",
 }
 _KIND_NAMES = np.array([ORDER_KINDS[k] for k in range(len(ORDER_KINDS))])
 

@@ -69,6 +69,7 @@ ORDER_MARKERS: dict[str, OrderMarker] = {
     "stop": OrderMarker("Stop", "x", "x", "#ff7f0e", size=10),
     "delisting": OrderMarker("Delisting", "square", "square", "#333333"),
     "liquidation": OrderMarker("Liquidation", "star", "star", "#d62728", size=13),
+    "limit": OrderMarker("Limit fill", "triangle-up-open", "triangle-down-open", "#2ca02c"),
 }
 
 #: The report's sections, in order: (anchor id, heading).

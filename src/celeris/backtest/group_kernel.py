@@ -90,6 +90,7 @@ KIND_ORDER = 0
 KIND_STOP = 1
 KIND_DELIST = 2
 KIND_LIQUIDATION = 3
+KIND_LIMIT = 4  # a resting limit order filled (at its price, paying the maker fee)
 
 # Per-column parameters ``col_params[col, C_*]``: kernel.P_* (init cash unused) and these.
 C_ASSET = K.N_PARAMS  # column of the price arrays this column trades
@@ -100,7 +101,10 @@ C_LEVERAGE = K.N_PARAMS + 4
 C_CROSS = K.N_PARAMS + 5  # 1: cross margin (the group's wallet); 0: isolated
 C_LIQ_FEE = K.N_PARAMS + 6  # liquidation fee rate (of the notional at the fill)
 C_TIERS = K.N_PARAMS + 7  # index of the column's maintenance tier table in perp[2]
-N_COL_PARAMS = K.N_PARAMS + 8
+C_LIMIT = K.N_PARAMS + 8  # 1: signals rest as limit orders at the bar's limit price
+C_MAKER_FEE = K.N_PARAMS + 9  # fee rate of a filled limit order
+C_EXPIRY = K.N_PARAMS + 10  # bars a limit order rests (inf: until filled or replaced)
+N_COL_PARAMS = K.N_PARAMS + 11
 
 # Per-group parameters ``group_params[g, G_*]``.
 G_INIT_CASH = 0
@@ -139,7 +143,15 @@ S_VAL_PRICE = 22  # valuation price of this bar's orders
 S_ENTRY_PRICE = 23
 S_MARGIN = 24
 S_FUNDING = 25
-N_STATE = 26
+# A resting limit order: size, size type, direction, price, first and last bar it may fill.
+S_L_SIZE = 26
+S_L_TYPE = 27
+S_L_DIR = 28
+S_L_PRICE = 29
+S_L_FROM = 30
+S_L_UNTIL = 31
+S_O_FEE = 32  # fee rate of this bar's order (taker, maker, or 0 for a delisting)
+N_STATE = 33
 
 # Trade accumulators of a group ``acc[g, A_*]`` (scratch, n_groups rows).
 A_CLOSED = 0
@@ -316,11 +328,51 @@ def read_signals(i, c, signals, col_params, n):
 
 
 @_jit
-def decide_signal_order(i, c, st, prices, signals, col_params, n):
+def rest_or_fill_limit(i, c, st, prices, limits, col_params, n, order_size, order_type, order_dir):
+    """Limit orders of column ``c``: rest a new one, fill or expire the resting one.
+
+    A signal's order rests as a limit order when the column's ``order_type`` is limit and the
+    bar has a limit price (NaN: a market order); it may fill from the next bar (the same bar
+    under next-open execution, whose signals were shifted a bar) for ``C_EXPIRY`` bars, at its
+    price when the bar trades through it (``perp.limit_fill_nb``), paying the maker fee. A new
+    limit order replaces a resting one; any fill of the column cancels it. Return the bar's
+    order ``(size, type, direction, price, kind)``; size 0: none.
+    """
+    if order_size != 0:
+        limit = order_size_at(i, c, limits, n)
+        if math.isnan(limit):
+            return order_size, order_type, order_dir, math.nan, KIND_ORDER
+        first = i + 1
+        if int(col_params[c, K.P_STOP_REF]) == K.STOP_REF_PRICE:
+            first = i
+        st[c, S_L_SIZE] = order_size
+        st[c, S_L_TYPE] = order_type
+        st[c, S_L_DIR] = order_dir
+        st[c, S_L_PRICE] = limit
+        st[c, S_L_FROM] = first
+        st[c, S_L_UNTIL] = first + col_params[c, C_EXPIRY] - 1
+    if st[c, S_L_SIZE] == 0 or i < st[c, S_L_FROM]:
+        return 0.0, order_type, order_dir, math.nan, KIND_ORDER
+    if i > st[c, S_L_UNTIL]:
+        st[c, S_L_SIZE] = 0.0
+        return 0.0, order_type, order_dir, math.nan, KIND_ORDER
+    a = int(col_params[c, C_ASSET])
+    size = st[c, S_L_SIZE]
+    status, price = P.limit_fill_nb(
+        size > 0, st[c, S_L_PRICE], prices[1][i, a], prices[2][i, a], prices[3][i, a]
+    )
+    if status == P.LIMIT_NONE:
+        return 0.0, order_type, order_dir, math.nan, KIND_ORDER
+    return size, int(st[c, S_L_TYPE]), int(st[c, S_L_DIR]), price, KIND_LIMIT
+
+
+@_jit
+def decide_signal_order(i, c, st, prices, signals, limits, col_params, n):
     """Step 1 for ``from_signals``: stops first, then this bar's signals (kernel semantics).
 
     Write the order into ``st[c, S_O_*]`` (size 0: none). ``st[c, S_VAL_PRICE]`` holds the
-    bar's order price.
+    bar's order price. With limit orders on, a signal's order rests instead of filling
+    (:func:`rest_or_fill_limit`).
     """
     position = st[c, S_POS]
     order_price = st[c, S_VAL_PRICE]
@@ -362,6 +414,16 @@ def decide_signal_order(i, c, st, prices, signals, col_params, n):
             acc,
             st[c, S_VAL_PRICE],
         )
+    if kind == KIND_STOP:
+        st[c, S_L_SIZE] = 0.0  # the position a resting order was sized for is gone
+    elif col_params[c, C_LIMIT] != 0:
+        order_size, order_type, order_dir, limit_price, kind = rest_or_fill_limit(
+            i, c, st, prices, limits, col_params, n, order_size, order_type, order_dir
+        )
+        if kind == KIND_LIMIT:
+            order_price = limit_price
+            order_slippage = 0.0
+            st[c, S_O_FEE] = col_params[c, C_MAKER_FEE]
     st[c, S_O_SIZE] = order_size
     st[c, S_O_TYPE] = order_type
     st[c, S_O_DIR] = order_dir
@@ -411,7 +473,7 @@ def bar_is_quiet(i, c0, c1, st, signals, sizes, col_params, mode, n):
         if mode == MODE_ORDERS:
             if not math.isnan(order_size_at(i, c, sizes, n)):
                 return False
-        elif has_signal(i, c, signals, n) or has_stop(st, c):
+        elif has_signal(i, c, signals, n) or has_stop(st, c) or st[c, S_L_SIZE] != 0:
             return False
     return True
 
@@ -419,6 +481,8 @@ def bar_is_quiet(i, c0, c1, st, signals, sizes, col_params, mode, n):
 @_jit
 def decide_orders(i, c0, c1, st, prices, signals, sizes, col_params, mode, n):
     """Step 1 for every column of the group: its order of bar ``i`` into ``st[c, S_O_*]``.
+
+    ``sizes`` holds the order sizes of ``from_orders`` or the limit prices of ``from_signals``.
 
     No order is a size of 0 (signals) or NaN (orders, as vectorbt reads a NaN size); a column
     outside its listed span has none. ``S_VAL_PRICE`` is the bar's order price (NaN when not
@@ -433,6 +497,7 @@ def decide_orders(i, c0, c1, st, prices, signals, sizes, col_params, mode, n):
         st[c, S_O_KIND] = KIND_ORDER
         st[c, S_O_TYPE] = col_params[c, K.P_SIZE_TYPE]
         st[c, S_O_DIR] = col_params[c, K.P_DIRECTION]
+        st[c, S_O_FEE] = col_params[c, K.P_FEES]
         if i < col_params[c, C_FIRST] or i > col_params[c, C_LAST]:
             st[c, S_VAL_PRICE] = math.nan
             continue
@@ -445,11 +510,12 @@ def decide_orders(i, c0, c1, st, prices, signals, sizes, col_params, mode, n):
                 st[c, S_O_DIR] = BOTH
                 st[c, S_O_PRICE] = close[i, a]
                 st[c, S_O_SLIP] = 0.0
+                st[c, S_O_FEE] = 0.0
                 st[c, S_O_KIND] = KIND_DELIST
                 st[c, S_VAL_PRICE] = close[i, a]
             continue
         if mode == MODE_SIGNALS:
-            decide_signal_order(i, c, st, prices, signals, col_params, n)
+            decide_signal_order(i, c, st, prices, signals, sizes, col_params, n)
         else:
             st[c, S_O_SIZE] = order_size_at(i, c, sizes, n)
             st[c, S_O_PRICE] = price[i, a]
@@ -706,10 +772,9 @@ def perp_order(c, st, col_params, size, size_type, direction, wallet, free, kind
     slip = st[c, S_O_SLIP]
     price = st[c, S_O_PRICE] * (1.0 + slip) if size > 0 else st[c, S_O_PRICE] * (1.0 - slip)
     leverage = col_params[c, C_LEVERAGE]
-    fee_rate = col_params[c, K.P_FEES]
+    fee_rate = st[c, S_O_FEE]
     fixed_fee = col_params[c, K.P_FIXED_FEES]
     if kind == KIND_DELIST:
-        fee_rate = 0.0
         fixed_fee = 0.0
     if size_type == VALUE:
         size = size / st[c, S_VAL_PRICE]
@@ -780,10 +845,9 @@ def fill_orders(
             if f_size == 0:
                 continue
         else:
-            fees = col_params[c, K.P_FEES]
+            fees = st[c, S_O_FEE]
             fixed_fees = col_params[c, K.P_FIXED_FEES]
             if kind == KIND_DELIST:
-                fees = 0.0
                 fixed_fees = 0.0
             status, cash, new_pos, debt, free_cash, f_size, f_price, f_fees = execute_order(
                 cash,
@@ -805,6 +869,7 @@ def fill_orders(
             st[c, S_POS] = new_pos
             st[c, S_DEBT] = debt
         side = SELL if st[c, S_POS] < position else BUY
+        st[c, S_L_SIZE] = 0.0  # a fill cancels the column's resting limit order
         record_fill(i, g, c, st, side, f_size, f_price, f_fees, kind, out, ptr, acc)
         if mode == MODE_SIGNALS:
             a = int(col_params[c, C_ASSET])
@@ -917,6 +982,7 @@ def liquidate(i, g, c0, c1, st, prices, perp, col_params, wallet, out, ptr, acc)
         st[c, S_SL] = math.nan
         st[c, S_TSL] = math.nan
         st[c, S_TP] = math.nan
+        st[c, S_L_SIZE] = 0.0
         acc[g, A_LIQUIDATIONS] += 1
         record_fill(i, g, c, st, side, abs(position), fill, fee, KIND_LIQUIDATION, out, ptr, acc)
     return wallet

@@ -1,4 +1,6 @@
-"""Validated per-column instrument options of a grouped backtest: spot or perpetual futures.
+"""Validated per-column instrument and order-type options of a grouped backtest.
+
+Spot or perpetual futures, and market or limit orders.
 
 :func:`instrument_options` reads the perpetual-futures keywords of ``from_signals`` and
 ``from_orders`` (``instrument``, ``leverage``, ``margin_mode``, ``maintenance_margin``,
@@ -25,6 +27,7 @@ from celeris.data.funding_schema import MAX_ABS_RATE, first_bad_rate
 from celeris.errors import CelerisTypeError, ConfigError, DataError
 
 INSTRUMENTS = {"spot": 0, "perp": 1}
+ORDER_TYPES = {"market": 0, "limit": 1}
 MARGIN_MODES = {"isolated": 0, "cross": 1}
 #: Defaults: Binance USDⓈ-M's first-tier maintenance rate for the majors is 0.4-0.5%; the
 #: liquidation (clearance) fee differs by exchange and contract: set yours.
@@ -44,6 +47,9 @@ class InstrumentOptions:
     tiers: np.ndarray  # (n_tables, n_tiers, 3)
     funding: np.ndarray  # (n_bars, n_assets) or (1, 1) zeros
     mark: np.ndarray  # (n_bars, n_assets) or (1, 1): the bar's open
+    limit: np.ndarray  # 1: signals rest as limit orders
+    maker_fee: np.ndarray
+    expiry: np.ndarray  # bars a limit order rests (inf: until filled or replaced)
 
     @property
     def any_perp(self) -> bool:
@@ -65,8 +71,16 @@ def instrument_options(
     liquidation_fee: Any = DEFAULT_LIQUIDATION_FEE,
     funding_rate: Any = None,
     mark_price: Any = None,
+    order_type: Any = "market",
+    maker_fee: Any = None,
+    limit_expiry: Any = None,
+    fees: np.ndarray | None = None,
 ) -> InstrumentOptions:
-    """Validate the instrument keywords for ``width`` columns trading ``assets``."""
+    """Validate the instrument and order-type keywords for ``width`` columns trading ``assets``.
+
+    ``maker_fee=None`` charges limit fills the taker ``fees``; ``limit_expiry=None`` lets a
+    limit order rest until it fills or the next signal replaces it.
+    """
     perp = _per_column("instrument", I.choice_codes("instrument", instrument, INSTRUMENTS), width)
     lev = _per_column("leverage", I.param_values("leverage", leverage), width)
     if not np.isfinite(lev).all() or (lev < 1).any():
@@ -95,6 +109,21 @@ def instrument_options(
     mark = _per_asset("mark_price", mark_price, prices) if any_perp else None
     if mark is not None and (mark[~np.isnan(mark)] <= 0).any():
         raise DataError("mark_price must be > 0")
+    limit = _per_column("order_type", I.choice_codes("order_type", order_type, ORDER_TYPES), width)
+    taker = np.zeros(width) if fees is None else np.broadcast_to(fees, (width,))
+    maker = (
+        taker
+        if maker_fee is None
+        else _per_column("maker_fee", I.param_values("maker_fee", maker_fee), width)
+    )
+    I.check_range("maker_fee", maker, low=0, high=1)
+    expiry = np.full(width, np.inf)
+    if limit_expiry is not None:
+        expiry = _per_column("limit_expiry", I.param_values("limit_expiry", limit_expiry), width)
+        if (expiry < 1).any() or (expiry != np.floor(expiry)).any():
+            raise ConfigError(
+                f"limit_expiry must be a whole number of bars >= 1, got {limit_expiry!r}"
+            )
     return InstrumentOptions(
         perp=perp,
         leverage=lev,
@@ -104,6 +133,9 @@ def instrument_options(
         tiers=tiers,
         funding=np.zeros((1, 1)) if funding is None else np.ascontiguousarray(funding),
         mark=np.zeros((1, 1)) if mark is None else np.ascontiguousarray(mark),
+        limit=limit,
+        maker_fee=np.asarray(maker, dtype=np.float64),
+        expiry=expiry,
     )
 
 
@@ -195,7 +227,38 @@ def column_params(
     out[:, GK.C_CROSS] = inst.cross
     out[:, GK.C_LIQ_FEE] = inst.liquidation_fee
     out[:, GK.C_TIERS] = inst.tier_index
+    out[:, GK.C_LIMIT] = inst.limit
+    out[:, GK.C_MAKER_FEE] = inst.maker_fee
+    out[:, GK.C_EXPIRY] = inst.expiry
     return out
+
+
+def limit_prices(data: Any, n_bars: int, width: int, index: pd.Index, execution: str) -> np.ndarray:
+    """Limit prices per bar and column, (n_bars, width or 1); NaN bars place market orders.
+
+    Under next-open execution they are shifted a bar with the signals they price.
+    """
+    if isinstance(data, pd.DataFrame | pd.Series) and not data.index.equals(index):
+        raise DataError(
+            f"limit_price is not aligned to the bars ({len(data.index)} rows vs {n_bars} bars)"
+        )
+    raw = data.to_numpy() if isinstance(data, pd.DataFrame | pd.Series) else np.asarray(data)
+    if raw.dtype == object or not np.issubdtype(raw.dtype, np.number):
+        raise CelerisTypeError(f"limit_price must be numeric, got dtype {raw.dtype}")
+    arr = np.array(raw, dtype=np.float64)
+    if arr.ndim == 1:
+        arr = arr.reshape(-1, 1)
+    if arr.ndim != 2 or arr.shape[0] != n_bars or arr.shape[1] not in (1, width):
+        raise DataError(
+            f"limit_price has shape {np.shape(raw)}; expected ({n_bars},) or ({n_bars}, {width})"
+        )
+    if (arr[~np.isnan(arr)] <= 0).any() or np.isinf(arr).any():
+        raise DataError("limit_price must be > 0 and finite (NaN: a market order)")
+    if execution == "next_open":
+        shifted = np.full_like(arr, np.nan)
+        shifted[1:] = arr[:-1]
+        arr = shifted
+    return np.ascontiguousarray(arr)
 
 
 def group_kinds(perp: np.ndarray, offsets: np.ndarray) -> np.ndarray:

@@ -32,6 +32,7 @@ from celeris.backtest.perp_inputs import (
     column_params,
     group_kinds,
     instrument_options,
+    limit_prices,
 )
 from celeris.backtest.portfolio import Portfolio
 from celeris.errors import CelerisTypeError, ConfigError, did_you_mean
@@ -167,6 +168,10 @@ def from_signals(
     liquidation_fee: Any = DEFAULT_LIQUIDATION_FEE,
     funding_rate: Any = None,
     mark_price: Any = None,
+    order_type: Any = "market",
+    limit_price: Any = None,
+    limit_expiry: Any = None,
+    maker_fee: Any = None,
     _copy: bool = True,
     _first_signals: dict[str, bool] | None = None,
     **unknown: Any,
@@ -247,6 +252,12 @@ def from_signals(
         ``notional x rate``), ``mark_price`` the funding mark (default: the bar's open). Each
         bar: funding at the open, then the liquidation check against the bar's adverse extreme,
         then stops and signals. Formulas and sources: docs/perpetuals.md.
+    order_type, limit_price, limit_expiry, maker_fee
+        ``order_type="limit"`` (per column) rests each signal's order at that bar's
+        ``limit_price`` (per bar, and per column or for all; NaN: a market order) for
+        ``limit_expiry`` bars (default: until filled or replaced by the next signal's order);
+        it fills when a bar trades through the price, at the price, paying ``maker_fee``
+        (default: ``fees``). A fill of the column cancels it (a stop, a liquidation).
 
     Inputs are copied (unless they are already private copies), so changing the caller's arrays
     later does not change the portfolio. ``_copy=False`` is for Celeris's own sweeps, which hand
@@ -448,6 +459,9 @@ INSTRUMENT_KEYWORDS = (
     "liquidation_fee",
     "funding_rate",
     "mark_price",
+    "order_type",
+    "maker_fee",
+    "limit_expiry",
 )
 
 
@@ -455,7 +469,7 @@ def _instrument_given(given: dict[str, Any]) -> bool:
     """Whether any instrument keyword differs from spot's defaults (then the grouped kernel runs,
     which validates them: a spot column with leverage is refused there, not ignored here)."""
     defaults = inspect.signature(from_signals).parameters
-    for name in INSTRUMENT_KEYWORDS:
+    for name in (*INSTRUMENT_KEYWORDS, "limit_price"):
         value, default = given[name], defaults[name].default
         if value is None and default is None:
             continue
@@ -501,7 +515,14 @@ def _grouped(given: dict[str, Any]) -> Book:
     share = given["cash_sharing"]
     codes, group_labels = G.group_codes(given["group_by"], columns, prices.n_assets, share)
     order, offsets = G.layout(codes)
-    inst = instrument_options(prices, width, assets, **{k: given[k] for k in INSTRUMENT_KEYWORDS})
+    inst = instrument_options(
+        prices,
+        width,
+        assets,
+        fees=params[:, K.P_FEES],
+        **{k: given[k] for k in INSTRUMENT_KEYWORDS},
+    )
+    limits = _limits(given, inst.limit, n_bars, width, prices.index, order)
     col_params = column_params(params, assets, prices, inst)
     perp_groups = group_kinds(inst.perp[order], offsets)
     init_cash = _group_cash(params[order, K.P_INIT_CASH], offsets)
@@ -517,7 +538,7 @@ def _grouped(given: dict[str, Any]) -> Book:
         low=low,
         price=price,
         **{k: v if v.shape[1] == 1 else np.ascontiguousarray(v[:, order]) for k, v in sig.items()},
-        sizes=np.zeros((1, 1)),
+        sizes=limits,
         col_params=col_params[order],
         group_params=G.group_params(
             len(group_labels), init_cash, given["call_seq"], perp=perp_groups
@@ -538,6 +559,25 @@ def _grouped(given: dict[str, Any]) -> Book:
         execution=execution,
         device=given["device"],
     )
+
+
+def _limits(
+    given: dict[str, Any],
+    limit: np.ndarray,
+    n_bars: int,
+    width: int,
+    index: pd.Index,
+    order: np.ndarray,
+) -> np.ndarray:
+    """The kernel's limit prices in column order ((1, 1) NaN: market orders only)."""
+    if not limit.any():
+        if given["limit_price"] is not None:
+            raise ConfigError("limit_price applies to order_type='limit'")
+        return np.full((1, 1), np.nan)
+    if given["limit_price"] is None:
+        raise ConfigError("order_type='limit' needs limit_price=... (NaN bars: market orders)")
+    limits = limit_prices(given["limit_price"], n_bars, width, index, given["execution"])
+    return limits if limits.shape[1] == 1 else np.ascontiguousarray(limits[:, order])
 
 
 def _group_cash(cash: np.ndarray, offsets: np.ndarray) -> np.ndarray:
