@@ -89,3 +89,57 @@ def common_bars(
             f"{command} needs returns on common dates"
         )
     return {spec: f.loc[common] for spec, f in bars.items()}, dropped
+
+
+def load_panel(specs: list[str], span: Options = FILLED) -> Any:
+    """The sources' bars as one :class:`~celeris.data.panel.Panel` on the union of their
+    timestamps (an asset without a bar before its first or after its last is not listed
+    there; a missing bar inside its span is an error naming it)."""
+    from celeris.data.panel import to_panel
+
+    return to_panel(load_sources(specs, span))
+
+
+def _listed_bars(panel: Any, symbol: str) -> tuple[pd.DataFrame, int, int]:
+    """One asset's bars over its listed span, and the span's first and last positions."""
+    import pandas as pd
+
+    lo = int(panel.index.get_loc(panel.first_valid[symbol]))
+    hi = int(panel.index.get_loc(panel.last_valid[symbol]))
+    frame = pd.DataFrame({f: panel.field(f)[symbol].to_numpy()[lo : hi + 1] for f in panel.fields})
+    frame.index = panel.index[lo : hi + 1]
+    return frame, lo, hi
+
+
+def asset_signals(strategy: Any, panel: Any, combos: pd.DataFrame) -> tuple[Any, Any]:
+    """Entries and exits of every parameter set of ``combos`` on every asset of ``panel``.
+
+    Each asset's signals are the strategy's on that asset's own bars (its listed span: an
+    indicator never sees another asset's prices or the NaN before a listing); False where the
+    asset is not listed. Columns are parameter sets x assets, set-major (set 0's assets, then
+    set 1's...), labelled by the parameters and ``symbol``: the layout in which
+    ``from_signals(panel, ..., cash_sharing=True)`` puts each parameter set on its own account.
+    """
+    import numpy as np
+    import pandas as pd
+
+    n_sets, n_assets = len(combos), len(panel.symbols)
+    shape = (len(panel.index), n_sets * n_assets)  # [T, sets x assets], set-major
+    entries = np.zeros(shape, dtype=np.bool_)
+    exits = np.zeros(shape, dtype=np.bool_)
+    for a, symbol in enumerate(panel.symbols):
+        bars, lo, hi = _listed_bars(panel, symbol)
+        e, x = strategy.prepare(bars, combos)(slice(0, n_sets))  # [T_listed, sets]
+        entries[lo : hi + 1, a::n_assets] = e
+        exits[lo : hi + 1, a::n_assets] = x
+    sets = pd.MultiIndex.from_frame(combos) if combos.shape[1] else pd.RangeIndex(n_sets)
+    rows = np.repeat(np.arange(n_sets), n_assets)
+    columns = pd.MultiIndex.from_arrays(
+        [sets.get_level_values(n)[rows] for n in combos.columns]
+        + [np.tile(panel.symbols.to_numpy(), n_sets)],
+        names=[*combos.columns, "symbol"],
+    )
+    return (
+        pd.DataFrame(entries, index=panel.index, columns=columns),
+        pd.DataFrame(exits, index=panel.index, columns=columns),
+    )
