@@ -172,3 +172,18 @@ def test_rebalance_report_writes_the_book_html_titled_with_the_run(tmp_path: Pat
     html = path.read_text()
     assert "<title>min_variance (sample covariance) every 30D, lookback 120 bars" in html
     assert "sample:nasdaq" in html
+
+
+def test_rebalance_max_weight_and_estimator_reach_rolling_weights():
+    result = invoke(*TWO, *FAST, "--max-weight", "0.7", "--estimator", "ledoit_wolf", "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    bars = _bars()
+    returns = pd.DataFrame({s: b["close"] for s, b in bars.items()}).pct_change().iloc[1:]
+    expected = rolling_weights(
+        returns, every="30D", lookback=120, constraints={"max_weight": 0.7},
+        estimator="ledoit_wolf",
+    )  # fmt: skip
+    got = pd.DataFrame(out["weights"]).T
+    assert_values_close(got.to_numpy(), expected.to_numpy(), rtol=0, atol=1e-12)
+    assert got.to_numpy().max() <= 0.7 + 1e-9
