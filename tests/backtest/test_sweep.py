@@ -429,6 +429,8 @@ def test_sweep_frame_of_variants_with_option_columns(sample_bars):
         ({"fsat": [10]}, {}, r"did you mean 'fast'\?.*its parameters: fast, slow; options that sweep as axes: init_cash, fees"),
         ({"sl_stop": [0.02, 0.05]}, {"sl_stop": 0.03}, r"^sl_stop is both a grid axis and an option \(sl_stop=0\.03\): give it in one place$"),
         ({"execution": ["close"]}, {}, "execution is a run-wide backtest option"),
+        ({"leverage": [1, 3]}, {}, r"^leverage is a from_signals option of books and perpetuals"),
+        ({}, {"leverage": 3}, r"^leverage is a from_signals option of books and perpetuals"),
         ({"sl_stop": [1.5]}, {}, "sl_stop must be in"),
         ({"sl_stop": []}, {}, "grid axis sl_stop has an empty list of values"),
         ({"direction": ["long"]}, {}, r"unknown direction 'long' \(did you mean 'longonly'\?\)"),

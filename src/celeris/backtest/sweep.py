@@ -126,6 +126,25 @@ RUN_OPTIONS = ("stop_exit_price", "execution", "freq", "year_days")
 PORTFOLIO_OPTIONS = (*(o.name for o in OPTIONS), *RUN_OPTIONS)
 
 
+#: ``from_signals`` keywords that run the grouped kernel and return a ``Book`` (cash sharing,
+#: perpetuals, limit orders): a sweep collects single-account ``Portfolio`` metrics, so it
+#: refuses them by name rather than as unknown.
+BOOK_OPTIONS = (
+    *_signals.INSTRUMENT_KEYWORDS,
+    "limit_price",
+    "group_by",
+    "cash_sharing",
+    "call_seq",
+)
+
+
+def _book_only(name: str) -> str:
+    return (
+        f"{name} is a from_signals option of books and perpetuals (the grouped kernel, which "
+        "returns a Book); sweeps simulate single-account columns and do not take it yet"
+    )
+
+
 def option_axes() -> dict[str, Option]:
     """The ``from_signals`` options a grid may sweep as axes, by name.
 
@@ -151,6 +170,8 @@ def check_portfolio_options(
     ``grid=True`` (sweeps, walk-forward) points a list of values to the caller's grid.
     """
     for name in options:
+        if name in BOOK_OPTIONS:
+            raise ConfigError(_book_only(name))
         if name not in PORTFOLIO_OPTIONS:
             raise ConfigError(
                 f"unknown backtest option {name!r}{did_you_mean(name, PORTFOLIO_OPTIONS)}"
@@ -199,6 +220,8 @@ def _option_names(strategy: Strategy, names: Iterable[Any]) -> list[str]:
             continue
         if name in table:
             out.append(str(name))
+        elif name in BOOK_OPTIONS:
+            raise ConfigError(_book_only(str(name)))
         elif name in RUN_OPTIONS:
             raise ConfigError(
                 f"{name} is a run-wide backtest option (one value for the whole sweep), not a grid "
