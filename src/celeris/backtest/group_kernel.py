@@ -1243,3 +1243,11 @@ if not CUDA_BUILD:
                 out,
                 scratch,
             )
+
+    # The kernel inlines kernel.py's and perp.py's helpers: numba's cache must notice them too.
+    from pathlib import Path as _Path
+
+    from celeris.backtest._cache_guard import guard as _guard
+
+    _here = _Path(__file__).parent
+    _guard(simulate_groups_nb, [_here / "group_kernel.py", _here / "kernel.py", _here / "perp.py"])
