@@ -8,8 +8,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-from celeris.backtest._cache_guard import guard
-
 ROOT = Path(__file__).resolve().parents[2]
 
 KERNEL = textwrap.dedent(
@@ -23,14 +21,13 @@ KERNEL = textwrap.dedent(
     spec = importlib.util.spec_from_file_location("guard_mod", {guard_path!r})
     guard_mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(guard_mod)
-    guard = guard_mod.guard
+    {guard}
 
-    @njit(cache=True)
+    @njit("float64(float64)", cache=True)  # compiled (or loaded) at decoration, as the kernels
     def run(x):
         return step(x)
 
     if __name__ == "__main__":
-        {guard}
         print(run(1.0))
     """
 )
@@ -41,7 +38,7 @@ def _run(tmp: Path, helper_result: str, *, with_guard: bool) -> str:
         "from numba.extending import register_jitable\n\n"
         f"@register_jitable\ndef step(x):\n    return x + {helper_result}\n"
     )
-    line = 'guard(run, [Path(__file__), Path(__file__).with_name("helper.py")])'
+    line = 'guard_mod.watch(__file__, [Path(__file__), Path(__file__).with_name("helper.py")])'
     guard_path = str(ROOT / "src" / "celeris" / "backtest" / "_cache_guard.py")
     source = KERNEL.format(guard=line if with_guard else "pass", guard_path=guard_path)
     (tmp / "kernel_mod.py").write_text(source)
@@ -64,29 +61,9 @@ def test_unguarded_kernel_serves_the_stale_helper(tmp_path: Path):
     assert _run(tmp_path, "10.0", with_guard=False) == "2.0"
 
 
-class _FakeCache:
-    def __init__(self, path: Path) -> None:
-        self._cache_path = str(path)
-        self.flushes = 0
-
-    def flush(self) -> None:
-        self.flushes += 1
-
-
-class _FakeDispatcher:
-    __name__ = "kernel"
-
-    def __init__(self, path: Path) -> None:
-        self._cache = _FakeCache(path)
-
-
-def test_guard_flushes_only_when_a_dependency_changed(tmp_path: Path):
-    dep = tmp_path / "dep.py"
-    dep.write_text("a = 1\n")
-    disp = _FakeDispatcher(tmp_path / "cache")
-    guard(disp, [dep])
-    guard(disp, [dep])
-    assert disp._cache.flushes == 1
-    dep.write_text("a = 2\n")
-    guard(disp, [dep])
-    assert disp._cache.flushes == 2
+def test_guarded_kernel_loads_from_the_cache_when_nothing_changed(tmp_path: Path):
+    assert _run(tmp_path, "1.0", with_guard=True) == "2.0"
+    stamp = sorted((tmp_path / "cache").rglob("*.nbi"))
+    mtimes = [p.stat().st_mtime_ns for p in stamp]
+    assert _run(tmp_path, "1.0", with_guard=True) == "2.0"
+    assert [p.stat().st_mtime_ns for p in stamp] == mtimes  # nothing re-saved

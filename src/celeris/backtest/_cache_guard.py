@@ -3,18 +3,28 @@
 numba (``cache=True``) invalidates a cached kernel when *its own* source file changes, not when
 a file whose jitable helpers it inlines does: the grouped kernel inlines ``kernel.py``'s order
 arithmetic and ``perp.py``'s formulas, so editing either would leave it running stale machine
-code. :func:`guard` stores a digest of those files beside the cache and flushes the kernel's
-cache index when the digest differs, before the kernel's first call compiles or loads it.
+code. :func:`watch` registers a kernel file with the files it depends on; numba's cache then
+stamps the kernel's entries with a digest of all of them (a cache locator that wraps the one
+numba would pick, changing only the source stamp), so a change to any of them recompiles it,
+eagerly compiled kernels included.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from numba.core import caching
 
-def _digest(files: list[Path]) -> str:
+_WATCHED: dict[str, tuple[Path, ...]] = {}
+# Newer numba names it CacheImpl, older _CacheImpl; its locator list is shared by subclasses.
+_IMPL: Any = getattr(caching, "CacheImpl", None) or caching._CacheImpl
+
+
+def _digest(files: Iterable[Path]) -> str:
     h = hashlib.sha256()
     for path in files:
         h.update(path.name.encode())
@@ -22,23 +32,46 @@ def _digest(files: list[Path]) -> str:
     return h.hexdigest()
 
 
-def guard(dispatcher: Any, dependencies: list[Path]) -> None:
-    """Flush ``dispatcher``'s cache when any of ``dependencies`` changed since it was cached.
+class DependencyStampLocator(caching._CacheLocator):
+    """numba's own locator for a watched file, with the dependencies' digest in its stamp."""
 
-    Best effort: a read-only or missing cache directory leaves numba's own behaviour.
+    def __init__(self, inner: Any, digest: str) -> None:
+        self._inner = inner
+        self._digest = digest
+        self._py_file = getattr(inner, "_py_file", None)
+
+    def ensure_cache_path(self) -> None:
+        self._inner.ensure_cache_path()
+
+    def get_cache_path(self) -> str:
+        return str(self._inner.get_cache_path())
+
+    def get_source_stamp(self) -> Any:
+        return (self._inner.get_source_stamp(), self._digest)
+
+    def get_disambiguator(self) -> str:
+        return str(self._inner.get_disambiguator())
+
+    @classmethod
+    def from_function(cls, py_func: Any, py_file: str) -> DependencyStampLocator | None:
+        deps = _WATCHED.get(os.path.realpath(py_file))
+        if deps is None:
+            return None
+        for klass in _IMPL._locator_classes:
+            if klass is cls:
+                continue
+            inner = klass.from_function(py_func, py_file)
+            if inner is not None:
+                return cls(inner, _digest(deps))
+        return None
+
+
+def watch(source_file: str | Path, dependencies: Iterable[str | Path]) -> None:
+    """Stamp the numba cache of the kernels defined in ``source_file`` with ``dependencies``.
+
+    Call before the kernels are decorated (an explicit signature compiles at decoration).
     """
-    cache = getattr(dispatcher, "_cache", None)
-    cache_path = getattr(cache, "_cache_path", None)
-    if cache is None or cache_path is None:
-        return
-    name = getattr(dispatcher, "__name__", "kernel")
-    stamp = Path(cache_path) / f"{name}.celeris-deps"
-    digest = _digest(dependencies)
-    try:
-        if stamp.exists() and stamp.read_text() == digest:
-            return
-        cache.flush()
-        stamp.parent.mkdir(parents=True, exist_ok=True)
-        stamp.write_text(digest)
-    except OSError:
-        return
+    _WATCHED[os.path.realpath(source_file)] = tuple(Path(p) for p in dependencies)
+    classes = _IMPL._locator_classes
+    if DependencyStampLocator not in classes:
+        classes.insert(0, DependencyStampLocator)

@@ -1192,9 +1192,17 @@ def simulate_group(
 
 
 if not CUDA_BUILD:
+    from pathlib import Path as _Path
+
     import numpy as np
     from numba import njit, prange
     from numba import types as _t
+
+    from celeris.backtest._cache_guard import watch as _watch
+
+    # The kernel inlines kernel.py's and perp.py's helpers: numba's cache must notice them too.
+    _here = _Path(__file__).parent
+    _watch(__file__, [_here / "group_kernel.py", _here / "kernel.py", _here / "perp.py"])
 
     _RF2 = _t.Array(_t.float64, 2, "A", readonly=True)
     _RB2 = _t.Array(_t.boolean, 2, "A", readonly=True)
@@ -1243,11 +1251,3 @@ if not CUDA_BUILD:
                 out,
                 scratch,
             )
-
-    # The kernel inlines kernel.py's and perp.py's helpers: numba's cache must notice them too.
-    from pathlib import Path as _Path
-
-    from celeris.backtest._cache_guard import guard as _guard
-
-    _here = _Path(__file__).parent
-    _guard(simulate_groups_nb, [_here / "group_kernel.py", _here / "kernel.py", _here / "perp.py"])
