@@ -378,17 +378,17 @@ def test_sweep_grid_takes_an_option_added_to_the_table(monkeypatch):
     from celeris.backtest import signals
     from celeris.backtest.sweep import sweep_grid
 
-    leverage = signals.Option("leverage", 1.0, K.P_SIZE, low=1.0)
-    monkeypatch.setattr(signals, "OPTIONS", (*signals.OPTIONS, leverage))
-    plan = sweep_grid("sma_cross", {"fast": [10, 20], "slow": [50], "leverage": [1, 3]})
+    cap = signals.Option("position_cap", 1.0, K.P_SIZE, low=1.0)
+    monkeypatch.setattr(signals, "OPTIONS", (*signals.OPTIONS, cap))
+    plan = sweep_grid("sma_cross", {"fast": [10, 20], "slow": [50], "position_cap": [1, 3]})
     assert plan.combos.to_dict("list") == {
         "fast": [10, 10, 20, 20],
         "slow": [50, 50, 50, 50],
-        "leverage": [1.0, 3.0, 1.0, 3.0],
+        "position_cap": [1.0, 3.0, 1.0, 3.0],
     }
     assert plan.param_row.tolist() == [0, 0, 1, 1] and len(plan.params) == 2
-    with pytest.raises(ConfigError, match=r"leverage must be in \[1\.0, inf\], got 0\.5"):
-        sweep_grid("sma_cross", {"leverage": [0.5]})
+    with pytest.raises(ConfigError, match=r"position_cap must be in \[1\.0, inf\], got 0\.5"):
+        sweep_grid("sma_cross", {"position_cap": [0.5]})
 
 
 def test_sweep_constraint_applies_to_strategy_parameters_only(sample_bars):
@@ -429,8 +429,9 @@ def test_sweep_frame_of_variants_with_option_columns(sample_bars):
         ({"fsat": [10]}, {}, r"did you mean 'fast'\?.*its parameters: fast, slow; options that sweep as axes: init_cash, fees"),
         ({"sl_stop": [0.02, 0.05]}, {"sl_stop": 0.03}, r"^sl_stop is both a grid axis and an option \(sl_stop=0\.03\): give it in one place$"),
         ({"execution": ["close"]}, {}, "execution is a run-wide backtest option"),
-        ({"leverage": [1, 3]}, {}, r"^leverage is a from_signals option of books and perpetuals"),
-        ({}, {"leverage": 3}, r"^leverage is a from_signals option of books and perpetuals"),
+        ({"call_seq": ["auto"]}, {}, r"^call_seq is a from_signals option of multi-asset books"),
+        ({}, {"cash_sharing": True}, r"^cash_sharing is a from_signals option of multi-asset books"),
+        ({"leverage": [0.5]}, {}, r"leverage must be in \[1, inf\], got 0\.5"),
         ({"sl_stop": [1.5]}, {}, "sl_stop must be in"),
         ({"sl_stop": []}, {}, "grid axis sl_stop has an empty list of values"),
         ({"direction": ["long"]}, {}, r"unknown direction 'long' \(did you mean 'longonly'\?\)"),

@@ -292,20 +292,24 @@ class Book:
         """Share of its group's value in every column (asset value / group value)."""
         assert self._full.equity is not None
         value = self._full.equity[:, self.group_of]
-        return pd.DataFrame(self._asset_value / value, index=self.index, columns=self.columns)
+        with np.errstate(divide="ignore", invalid="ignore"):  # an account worth 0: NaN
+            weights = self._asset_value / value
+        return pd.DataFrame(weights, index=self.index, columns=self.columns)
 
     @property
     def gross_exposure(self) -> pd.DataFrame:
         """Sum of |asset value| over the group's columns / group value, per bar."""
         assert self._full.equity is not None
-        gross = self._per_group(np.abs(self._asset_value)) / self._full.equity
+        with np.errstate(divide="ignore", invalid="ignore"):  # an account worth 0: NaN
+            gross = self._per_group(np.abs(self._asset_value)) / self._full.equity
         return pd.DataFrame(gross, index=self.index, columns=self.groups)
 
     @property
     def net_exposure(self) -> pd.DataFrame:
         """Sum of asset values (shorts negative) / group value, per bar."""
         assert self._full.equity is not None
-        net = self._per_group(self._asset_value) / self._full.equity
+        with np.errstate(divide="ignore", invalid="ignore"):
+            net = self._per_group(self._asset_value) / self._full.equity
         return pd.DataFrame(net, index=self.index, columns=self.groups)
 
     @property
@@ -325,9 +329,9 @@ class Book:
         """Total value traded / mean group value (1.0: the book was traded once over)."""
         assert self._full.equity is not None
         traded = self.traded_value.to_numpy().sum(axis=0)
-        return pd.Series(
-            traded / self._full.equity.mean(axis=0), index=self.groups, name="turnover"
-        )
+        with np.errstate(divide="ignore", invalid="ignore"):
+            turnover = traded / self._full.equity.mean(axis=0)
+        return pd.Series(turnover, index=self.groups, name="turnover")
 
     @property
     def contribution(self) -> pd.DataFrame:

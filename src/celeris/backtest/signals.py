@@ -29,6 +29,9 @@ from celeris.backtest.group_engine import GroupInputs
 from celeris.backtest.perp_inputs import (
     DEFAULT_LIQUIDATION_FEE,
     DEFAULT_MAINTENANCE_MARGIN,
+    INSTRUMENTS,
+    MARGIN_MODES,
+    ORDER_TYPES,
     column_params,
     group_kinds,
     instrument_options,
@@ -101,6 +104,18 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "size_granularity", None, K.P_GRANULARITY, low_inclusive=False, allow_nan=True, axis=False
     ),
+)
+
+
+#: Per-column options of the grouped kernel (perpetuals, limit orders) that sweep as grid axes
+#: too; they have no slot in the single-column kernel's params (``slot=-1``).
+BOOK_AXES: tuple[Option, ...] = (
+    Option("instrument", "spot", -1, choices=INSTRUMENTS),
+    Option("leverage", 1.0, -1, low=1),
+    Option("margin_mode", "isolated", -1, choices=MARGIN_MODES),
+    Option("liquidation_fee", DEFAULT_LIQUIDATION_FEE, -1, high=1),
+    Option("order_type", "market", -1, choices=ORDER_TYPES),
+    Option("maker_fee", None, -1, high=1, allow_nan=True),
 )
 
 

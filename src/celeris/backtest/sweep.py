@@ -122,36 +122,40 @@ def estimate_sweep(
 
 #: ``from_signals`` options that hold for a whole run: one value, never a grid axis.
 RUN_OPTIONS = ("stop_exit_price", "execution", "freq", "year_days")
+#: Run-wide ``from_signals`` inputs given as data on the bar index (or a tier table): passed as
+#: they are to every chunk of a sweep.
+DATA_OPTIONS = ("funding_rate", "mark_price", "maintenance_margin", "limit_price", "limit_expiry")
+#: ``from_signals`` keywords of multi-asset books: a sweep runs one asset's variants, each its
+#: own account, so it refuses them by name (``celeris sweep --cash-sharing`` sweeps books).
+BOOK_OPTIONS = ("group_by", "cash_sharing", "call_seq")
+#: The options of the grouped kernel (perpetuals, limit orders): a sweep takes them as axes and
+#: options, whose variants then run on that kernel; a walk-forward does not take them yet.
+GROUPED_KERNEL_OPTIONS = (*(o.name for o in _signals.BOOK_AXES), *DATA_OPTIONS)
 #: The ``from_signals`` options a sweep passes on: the per-column ones and the run-wide ones.
-PORTFOLIO_OPTIONS = (*(o.name for o in OPTIONS), *RUN_OPTIONS)
-
-
-#: ``from_signals`` keywords that run the grouped kernel and return a ``Book`` (cash sharing,
-#: perpetuals, limit orders): a sweep collects single-account ``Portfolio`` metrics, so it
-#: refuses them by name rather than as unknown.
-BOOK_OPTIONS = (
-    *_signals.INSTRUMENT_KEYWORDS,
-    "limit_price",
-    "group_by",
-    "cash_sharing",
-    "call_seq",
+PORTFOLIO_OPTIONS = (
+    *(o.name for o in OPTIONS),
+    *(o.name for o in _signals.BOOK_AXES),
+    *RUN_OPTIONS,
+    *DATA_OPTIONS,
 )
 
 
 def _book_only(name: str) -> str:
     return (
-        f"{name} is a from_signals option of books and perpetuals (the grouped kernel, which "
-        "returns a Book); sweeps simulate single-account columns and do not take it yet"
+        f"{name} is a from_signals option of multi-asset books; a sweep runs one asset's "
+        "variants, each its own account (`celeris sweep --data A --data B --cash-sharing` "
+        "sweeps books)"
     )
 
 
 def option_axes() -> dict[str, Option]:
     """The ``from_signals`` options a grid may sweep as axes, by name.
 
-    Every per-column option of :data:`celeris.backtest.signals.OPTIONS` (read when called, so an
-    option added to the table is an axis without further work).
+    Every per-column option of :data:`celeris.backtest.signals.OPTIONS` and of the grouped
+    kernel (:data:`celeris.backtest.signals.BOOK_AXES`: ``leverage``, ``instrument``...), read
+    when called, so an option added to a table is an axis without further work.
     """
-    return {o.name: o for o in _signals.OPTIONS}
+    return {o.name: o for o in (*_signals.OPTIONS, *_signals.BOOK_AXES)}
 
 
 def is_single(value: Any) -> bool:
@@ -177,7 +181,7 @@ def check_portfolio_options(
                 f"unknown backtest option {name!r}{did_you_mean(name, PORTFOLIO_OPTIONS)}"
             )
         value = options[name]
-        if not is_single(value):
+        if not is_single(value) and name not in DATA_OPTIONS:
             if name not in option_axes():
                 where = "it holds for the whole run"
             elif grid:

@@ -17,6 +17,7 @@ from celeris.backtest.returns import returns_metrics
 from celeris.backtest.signals import from_signals
 from celeris.backtest.strategies import Strategy, check_bars, get_strategy
 from celeris.backtest.sweep import (
+    GROUPED_KERNEL_OPTIONS,
     MAX_VARIANTS,
     check_axes_apart,
     check_portfolio_options,
@@ -234,6 +235,7 @@ def walk_forward(
     slot = metric_slot(metric)
     strat = get_strategy(strategy)
     bars = check_bars(data, strat.needs)
+    _refuse_grouped_kernel(options, grid)
     options = check_portfolio_options(options, bars, grid=True)
     n_train, n_test, starts = window_plan(bars.index, train, test, partial)
     plan = sweep_grid(strat, grid, max_variants=max_variants)
@@ -296,3 +298,15 @@ def walk_forward(
         *chain_out_of_sample(pieces, pf.ann_factor, init_cash),
         metric,
     )
+
+
+def _refuse_grouped_kernel(options: Mapping[str, Any], grid: Any) -> None:
+    """A walk-forward stitches single-account windows: perpetual and limit-order options (the
+    grouped kernel's) are refused by name, as options or grid axes, until it stitches books."""
+    names = [*options, *(grid.columns if isinstance(grid, pd.DataFrame) else (grid or {}))]
+    for name in names:
+        if name in GROUPED_KERNEL_OPTIONS:
+            raise ConfigError(
+                f"walk_forward does not take {name} yet (perpetual futures and limit orders run "
+                "on the grouped kernel, whose windows it cannot stitch); sweep takes it"
+            )
