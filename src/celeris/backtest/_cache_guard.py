@@ -21,7 +21,7 @@ from numba.core import caching
 
 _WATCHED: dict[str, tuple[Path, ...]] = {}
 # Newer numba names it CacheImpl, older _CacheImpl; its locator list is shared by subclasses.
-_IMPL: Any = getattr(caching, "CacheImpl", None) or caching._CacheImpl
+_IMPL: Any = getattr(caching, "CacheImpl", None) or getattr(caching, "_CacheImpl")  # noqa: B009
 
 
 def _digest(files: Iterable[Path]) -> str:
