@@ -271,3 +271,20 @@ def bar_range(prices: Prices) -> tuple[np.ndarray, np.ndarray]:
     high = np.fmax(prices.open, prices.close) if prices.high is None else prices.high
     low = np.fmin(prices.open, prices.close) if prices.low is None else prices.low
     return high, low
+
+
+def order_price(prices: Prices, price: Any, execution: str) -> np.ndarray:
+    """Order price of every bar and asset: the open for next-open fills, else ``price`` or the
+    close (an order of bar ``i`` then fills at bar ``i``'s close, as vectorbt's do)."""
+    if execution == "next_open":
+        if price is not None:
+            raise ConfigError(
+                "price=... sets the order price of execution='close'; pass execution='close' with it"
+            )
+        if prices.open is None:
+            raise ConfigError(
+                "execution='next_open' (the default: fill at the next bar's open) needs open "
+                "prices: pass multi-asset bars or open=..., or execution='close'"
+            )
+        return prices.open
+    return prices.close if price is None else _aligned("price", price, prices.close)

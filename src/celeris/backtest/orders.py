@@ -255,23 +255,12 @@ def _execution(
     prices: G.Prices, sizes: np.ndarray, price: Any, execution: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """Order price array and sizes as the kernel reads them (shifted a bar for next-open fills)."""
+    order_price = G.order_price(prices, price, execution)
     if execution == "next_open":
-        if price is not None:
-            raise ConfigError(
-                "price=... sets the order price of execution='close'; pass execution='close' with it"
-            )
-        if prices.open is None:
-            raise ConfigError(
-                "execution='next_open' (the default: fill at the next bar's open) needs open "
-                "prices: pass multi-asset bars or open=..., or execution='close'"
-            )
         shifted = np.full_like(sizes, np.nan)
         shifted[1:] = sizes[:-1]
-        return prices.open, shifted
-    if price is None:
-        return prices.close, sizes
-    arr = G._aligned("price", price, prices.close)
-    return arr, sizes
+        return order_price, shifted
+    return order_price, sizes
 
 
 def _outside_listing_nan(sizes: np.ndarray, col_params: np.ndarray) -> np.ndarray:

@@ -541,7 +541,7 @@ def _grouped(given: dict[str, Any]) -> Book:
     col_params = column_params(params, assets, prices, inst)
     perp_groups = group_kinds(inst.perp[order], offsets)
     init_cash = _group_cash(params[order, K.P_INIT_CASH], offsets)
-    price = _group_order_price(prices, given["price"], execution)
+    price = G.order_price(prices, given["price"], execution)
     high, low = G.bar_range(prices)
     td = I.infer_freq(prices.index, given["freq"])
     annual = resolve_year_days(index, given["year_days"])
@@ -605,18 +605,3 @@ def _group_cash(cash: np.ndarray, offsets: np.ndarray) -> np.ndarray:
                 "group has one balance: give one init_cash per group"
             )
     return firsts
-
-
-def _group_order_price(prices: G.Prices, price: Any, execution: str) -> np.ndarray:
-    if execution == "next_open":
-        if price is not None:
-            raise ConfigError(
-                "price=... sets the order price of execution='close'; pass execution='close' with it"
-            )
-        if prices.open is None:
-            raise ConfigError(
-                "execution='next_open' (the default: fill at the next bar's open) needs open "
-                "prices: pass multi-asset bars or open=..., or execution='close'"
-            )
-        return prices.open
-    return prices.close if price is None else G._aligned("price", price, prices.close)
