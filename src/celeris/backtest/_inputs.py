@@ -47,12 +47,12 @@ def as_2d_float(
         row, col = np.argwhere(bad)[0]
         value = arr[row, col]
         what = "NaN" if np.isnan(value) else ("infinite" if np.isinf(value) else f"{value!r} <= 0")
-        where = _where(data, row, col)
+        where = cell_label(data, row, col)
         raise DataError(f"{name} must be finite and > 0: {what} at {where}")
     return arr
 
 
-def _where(data: Any, row: int, col: int) -> str:
+def cell_label(data: Any, row: int, col: int) -> str:
     if isinstance(data, pd.Series | pd.DataFrame):
         label = data.index[row]
         if isinstance(data, pd.DataFrame) and data.shape[1] > 1:
@@ -90,7 +90,7 @@ def as_2d_bool(
         if bad.any():
             row, col = np.argwhere(bad)[0]
             raise DataError(
-                f"{name} must be boolean (or 0/1): {arr[row, col]!r} at {_where(data, row, col)}"
+                f"{name} must be boolean (or 0/1): {arr[row, col]!r} at {cell_label(data, row, col)}"
             )
         arr = arr.astype(np.bool_)
     elif copy:

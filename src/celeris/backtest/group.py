@@ -78,8 +78,8 @@ def prices_of(close: Any, open: Any = None, high: Any = None, low: Any = None) -
             fields.get("open") if open is None else _aligned("open", open, fields["close"]),
             fields.get("high") if high is None else _aligned("high", high, fields["close"]),
             fields.get("low") if low is None else _aligned("low", low, fields["close"]),
-            np.asarray(panel._first, dtype=np.int64),
-            np.asarray(panel._last, dtype=np.int64),
+            panel.index.get_indexer(panel.first_valid).astype(np.int64),
+            panel.index.get_indexer(panel.last_valid).astype(np.int64),
         )
     index = close.index if isinstance(close, pd.Series | pd.DataFrame) else None
     if index is not None:
@@ -118,7 +118,7 @@ def _as_2d(name: str, data: Any) -> np.ndarray:
     if bad.any():
         row, col = np.argwhere(bad)[0]
         raise DataError(
-            f"{name} must be > 0 and finite: {arr[row, col]!r} at {I._where(data, row, col)}"
+            f"{name} must be > 0 and finite: {arr[row, col]!r} at {I.cell_label(data, row, col)}"
         )
     return arr
 
@@ -130,7 +130,7 @@ def _aligned(name: str, data: Any, close: np.ndarray) -> np.ndarray:
     inside = ~np.isnan(close) & np.isnan(arr)
     if inside.any():
         row, col = np.argwhere(inside)[0]
-        raise DataError(f"{name} is NaN where close is not: at {I._where(data, row, col)}")
+        raise DataError(f"{name} is NaN where close is not: at {I.cell_label(data, row, col)}")
     return arr
 
 
@@ -149,7 +149,7 @@ def listed_span(close: np.ndarray, data: Any = None) -> tuple[np.ndarray, np.nda
         row, col = np.argwhere(gap)[0]
         raise DataError(
             f"close is NaN inside the listed span of column {_col_name(data, col)} at "
-            f"{I._where(data, row, col)}; NaN is allowed only before the first and after the "
+            f"{I.cell_label(data, row, col)}; NaN is allowed only before the first and after the "
             "last valid bar (fill the gap, or build the bars with to_panel(nan_policy='ffill'))"
         )
     return first, last
