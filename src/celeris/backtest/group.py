@@ -229,6 +229,14 @@ def _levels(columns: pd.Index, names: list[Any]) -> pd.Index:
     return pd.MultiIndex.from_arrays(arrays, names=names)
 
 
+def in_layout(a: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """The columns of a (rows, 1 or n_cols) array in kernel order, C-contiguous (the kernel reads
+    a bar's row of a group's columns); no copy when they already are."""
+    if a.shape[1] == 1 or np.array_equal(order, np.arange(len(order))):
+        return np.ascontiguousarray(a)
+    return np.ascontiguousarray(a[:, order])
+
+
 def layout(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Column order that makes groups contiguous (stable) and the n_groups + 1 offsets."""
     order = np.argsort(codes, kind="stable")

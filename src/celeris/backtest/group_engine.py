@@ -87,7 +87,7 @@ class GroupInputs:
 def _scratch(inp: GroupInputs) -> tuple[np.ndarray, ...]:
     return (
         np.zeros((inp.n_cols, GK.N_STATE)),
-        np.zeros(inp.n_cols, dtype=np.int64),
+        np.zeros((inp.n_cols, GK.N_IW), dtype=np.int64),
         np.zeros((inp.n_groups, GK.N_ACC)),
         np.zeros((inp.n_groups, 4)),
     )

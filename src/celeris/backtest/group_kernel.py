@@ -153,6 +153,14 @@ S_L_UNTIL = 31
 S_O_FEE = 32  # fee rate of this bar's order (taker, maker, or 0 for a delisting)
 N_STATE = 33
 
+# Integer scratch ``iw[col, IW_*]`` (n_cols rows; a group uses its own rows c0:c1).
+IW_SEQ = 0  # the bar's call sequence
+IW_ACTIVE = 1  # the bar's active columns
+IW_FLAGS = 2  # what keeps a column busy without a signal: FLAG_STOP | FLAG_LIMIT
+N_IW = 3
+FLAG_STOP = 1
+FLAG_LIMIT = 2
+
 # Trade accumulators of a group ``acc[g, A_*]`` (scratch, n_groups rows).
 A_CLOSED = 0
 A_WINS = 1
@@ -463,44 +471,73 @@ def has_stop(st, c):
 
 
 @_jit
-def bar_is_quiet(i, c0, c1, st, signals, sizes, col_params, mode, n):
-    """True when no column of the group has anything to do on bar ``i`` but be marked."""
-    for c in range(c0, c1):
-        if i == col_params[c, C_LAST] and i < n - 1 and st[c, S_POS] != 0:
-            return False
-        if i < col_params[c, C_FIRST] or i > col_params[c, C_LAST]:
-            continue
-        if mode == MODE_ORDERS:
-            if not math.isnan(order_size_at(i, c, sizes, n)):
-                return False
-        elif has_signal(i, c, signals, n) or has_stop(st, c) or st[c, S_L_SIZE] != 0:
-            return False
-    return True
+def refresh_flags(c, st, iw):
+    """``iw[c, IW_FLAGS]``: what keeps column ``c`` busy on a bar without a signal (an active
+    stop, a resting limit order); recomputed whenever its state changes (after a fill)."""
+    flags = 0
+    if has_stop(st, c):
+        flags += FLAG_STOP
+    if st[c, S_L_SIZE] != 0:
+        flags += FLAG_LIMIT
+    iw[c, IW_FLAGS] = flags
 
 
 @_jit
-def decide_orders(i, c0, c1, st, prices, signals, sizes, col_params, mode, n):
-    """Step 1 for every column of the group: its order of bar ``i`` into ``st[c, S_O_*]``.
+def collect_active(i, c0, c1, st, iw, signals, sizes, col_params, mode, n, full_span):
+    """List in ``iw[c0:, IW_ACTIVE]`` the columns with something to decide on bar ``i``; return
+    how many (0: a quiet bar, only marked to market).
+
+    Active: a listed column with a signal (or a size, for ``from_orders``), an active stop or a
+    resting limit order, or a held column on its delisting bar. Listed in column order, which
+    is the default call sequence. ``full_span``: every column is listed on every bar (the
+    listing checks are skipped). This loop runs on every bar of every group: it reads as few
+    arrays as it can.
+    """
+    entries, exits, short_entries, short_exits = signals
+    re = i if entries.shape[0] == n else 0
+    rx = i if exits.shape[0] == n else 0
+    wide_e = entries.shape[1] > 1
+    wide_x = exits.shape[1] > 1
+    shorts = short_entries.shape[0] == n or short_exits.shape[0] == n
+    k = c0
+    for c in range(c0, c1):
+        if not full_span and (i < col_params[c, C_FIRST] or i > col_params[c, C_LAST]):
+            continue
+        busy = iw[c, IW_FLAGS] != 0
+        if not busy:
+            if not full_span and i == col_params[c, C_LAST] and i < n - 1:
+                busy = st[c, S_POS] != 0
+            elif mode == MODE_ORDERS:
+                busy = not math.isnan(order_size_at(i, c, sizes, n))
+            elif shorts:
+                busy = has_signal(i, c, signals, n)
+            else:
+                busy = entries[re, c if wide_e else 0] or exits[rx, c if wide_x else 0]
+        if busy:
+            iw[k, IW_ACTIVE] = c
+            k += 1
+    return k - c0
+
+
+@_jit
+def decide_orders(i, c0, n_active, st, iw, prices, signals, sizes, col_params, mode, n):
+    """Step 1 for the bar's active columns: each one's order into ``st[c, S_O_*]``.
 
     ``sizes`` holds the order sizes of ``from_orders`` or the limit prices of ``from_signals``.
-
-    No order is a size of 0 (signals) or NaN (orders, as vectorbt reads a NaN size); a column
-    outside its listed span has none. ``S_VAL_PRICE`` is the bar's order price (NaN when not
-    listed: the column holds no position there, so nothing is valued at it).
+    No order is a size of 0 (signals) or NaN (orders, as vectorbt reads a NaN size).
+    ``S_VAL_PRICE`` is the bar's order price (the close on a delisting bar).
     """
     price = prices[4]
     close = prices[0]
     no_order = 0.0 if mode == MODE_SIGNALS else math.nan
-    for c in range(c0, c1):
+    for j in range(n_active):
+        c = iw[c0 + j, IW_ACTIVE]
         a = int(col_params[c, C_ASSET])
         st[c, S_O_SIZE] = no_order
         st[c, S_O_KIND] = KIND_ORDER
         st[c, S_O_TYPE] = col_params[c, K.P_SIZE_TYPE]
         st[c, S_O_DIR] = col_params[c, K.P_DIRECTION]
         st[c, S_O_FEE] = col_params[c, K.P_FEES]
-        if i < col_params[c, C_FIRST] or i > col_params[c, C_LAST]:
-            st[c, S_VAL_PRICE] = math.nan
-            continue
         st[c, S_VAL_PRICE] = price[i, a]
         if i == col_params[c, C_LAST] and i < n - 1:
             # Delisting settlement: close at the last close, no fee, no slippage.
@@ -523,7 +560,17 @@ def decide_orders(i, c0, c1, st, prices, signals, sizes, col_params, mode, n):
 
 
 @_jit
-def group_value_at(c0, c1, st, cash):
+def held_val_price(i, c, prices, col_params, n):
+    """Valuation price of a held column on bar ``i``: the order price, the close on its
+    delisting bar (where it is settled)."""
+    a = int(col_params[c, C_ASSET])
+    if i == col_params[c, C_LAST] and i < n - 1:
+        return prices[0][i, a]
+    return prices[4][i, a]
+
+
+@_jit
+def group_value_at(i, c0, c1, st, prices, col_params, cash, n):
     """Cash plus every position at this bar's valuation price (vectorbt's group value).
 
     A perpetual position adds its unrealised PnL (its entry price is subtracted); a spot
@@ -532,15 +579,19 @@ def group_value_at(c0, c1, st, cash):
     value = cash
     for c in range(c0, c1):
         if st[c, S_POS] != 0:
-            value += st[c, S_POS] * (st[c, S_VAL_PRICE] - st[c, S_ENTRY_PRICE])
+            vp = held_val_price(i, c, prices, col_params, n)
+            value += st[c, S_POS] * (vp - st[c, S_ENTRY_PRICE])
     return value
 
 
 @_jit
-def drifted(c0, c1, st, value, threshold):
+def drifted(c0, n_active, st, iw, value, threshold):
     """Whether any target-percent order's weight is ``threshold`` or more off its target."""
-    for c in range(c0, c1):
+    for j in range(n_active):
+        c = iw[c0 + j, IW_ACTIVE]
         if st[c, S_O_KIND] != KIND_ORDER or int(st[c, S_O_TYPE]) != TARGET_PERCENT:
+            continue
+        if math.isnan(st[c, S_O_SIZE]):
             continue
         if math.isnan(st[c, S_VAL_PRICE]) or value <= 0:
             return True
@@ -554,44 +605,56 @@ def drifted(c0, c1, st, value, threshold):
 
 
 @_jit
-def call_sequence(c0, c1, st, seq, mode, call_mode, cash, free_cash, value):
-    """Fill ``seq[c0:c1]`` with the columns in execution order (insertion sort for ``auto``)."""
-    m = c1 - c0
-    for k in range(m):
-        if call_mode == CALL_REVERSED:
-            seq[c0 + k] = c1 - 1 - k
-        else:
-            seq[c0 + k] = c0 + k
-    if call_mode != CALL_AUTO:
-        return
+def call_sequence(c0, n_active, st, iw, mode, call_mode, cash, free_cash, value):
+    """The bar's orders in execution order into ``iw[c0:, IW_SEQ]``; return how many.
+
+    Only columns with an order take part: sorting all of a group's columns (vectorbt) and then
+    skipping those without one gives the same order, as the sort is stable. ``auto`` is
+    vectorbt's ``insert_argsort_nb`` on the approximate order values: ascending (sells first),
+    ties in column order, NaN keys last.
+    """
     flip = mode == MODE_ORDERS
+    m = 0
+    for j in range(n_active):
+        c = iw[c0 + j, IW_ACTIVE]
+        size = st[c, S_O_SIZE]
+        if math.isnan(size) or (size == 0 and (not flip or st[c, S_O_KIND] != KIND_ORDER)):
+            continue
+        iw[c0 + m, IW_SEQ] = c
+        m += 1
+    if call_mode == CALL_REVERSED:
+        for k in range(m // 2):
+            tmp = iw[c0 + k, IW_SEQ]
+            iw[c0 + k, IW_SEQ] = iw[c0 + m - 1 - k, IW_SEQ]
+            iw[c0 + m - 1 - k, IW_SEQ] = tmp
+        return m
+    if call_mode != CALL_AUTO or m < 2:
+        return m
     for k in range(m):
-        c = c0 + k
-        if st[c, S_O_SIZE] == 0 and not flip:
-            st[c, S_O_VALUE] = 0.0
-        else:
-            st[c, S_O_VALUE] = approx_order_value(
-                st[c, S_O_SIZE],
-                int(st[c, S_O_TYPE]),
-                int(st[c, S_O_DIR]),
-                flip and st[c, S_O_KIND] != KIND_DELIST,
-                cash,
-                st[c, S_POS],
-                free_cash,
-                st[c, S_VAL_PRICE],
-                value,
-            )
-    # vectorbt's insert_argsort_nb: stable, ascending (sells first), NaN keys last.
+        c = iw[c0 + k, IW_SEQ]
+        st[c, S_O_VALUE] = approx_order_value(
+            st[c, S_O_SIZE],
+            int(st[c, S_O_TYPE]),
+            int(st[c, S_O_DIR]),
+            flip and st[c, S_O_KIND] != KIND_DELIST,
+            cash,
+            st[c, S_POS],
+            free_cash,
+            st[c, S_VAL_PRICE],
+            value,
+        )
     for k in range(1, m):
-        key = st[seq[c0 + k], S_O_VALUE]
-        col = seq[c0 + k]
+        col = iw[c0 + k, IW_SEQ]
+        key = st[col, S_O_VALUE]
         j = k - 1
-        while j >= 0 and (
-            st[seq[c0 + j], S_O_VALUE] > key or math.isnan(st[seq[c0 + j], S_O_VALUE])
-        ):
-            seq[c0 + j + 1] = seq[c0 + j]
+        while j >= 0:
+            other = st[iw[c0 + j, IW_SEQ], S_O_VALUE]
+            if not (other > key or math.isnan(other)):
+                break
+            iw[c0 + j + 1, IW_SEQ] = iw[c0 + j, IW_SEQ]
             j -= 1
-        seq[c0 + j + 1] = col
+        iw[c0 + j + 1, IW_SEQ] = col
+    return m
 
 
 @_jit
@@ -740,14 +803,16 @@ def record_fill(i, g, c, st, side, f_size, f_price, f_fees, kind, out, ptr, acc)
 
 
 @_jit
-def free_margin(c0, c1, st, col_params, wallet):
-    """Free margin of a perpetual book: wallet - margin held + cross positions' unrealised PnL."""
+def free_margin(i, c0, c1, st, prices, col_params, wallet, n):
+    """Free margin of a perpetual book: wallet - margin held + cross positions' unrealised PnL
+    at the bar's valuation prices."""
     free = wallet
     for c in range(c0, c1):
         if st[c, S_POS] != 0:
             free -= st[c, S_MARGIN]
             if col_params[c, C_CROSS] != 0:
-                free += st[c, S_POS] * (st[c, S_VAL_PRICE] - st[c, S_ENTRY_PRICE])
+                vp = held_val_price(i, c, prices, col_params, n)
+                free += st[c, S_POS] * (vp - st[c, S_ENTRY_PRICE])
     return free
 
 
@@ -811,16 +876,16 @@ def perp_order(c, st, col_params, size, size_type, direction, wallet, free, kind
 
 @_jit
 def fill_orders(
-    i, g, c0, c1, st, seq, prices, col_params, mode, cash, free_cash, value, out, ptr, acc
+    i, g, c0, c1, m, st, iw, prices, col_params, mode, cash, free_cash, value, out, ptr, acc, n
 ):
-    """Step 3: execute the bar's orders in call-sequence order against the shared cash.
+    """Step 3: execute the bar's ``m`` orders in call-sequence order against the shared cash.
 
     ``ptr`` is ``[order row, trade row, orders filled, fees paid]`` of the group (updated in
     place). Return ``(cash, free_cash)``; for a perpetual book ``cash`` is the wallet.
     """
     close = prices[0]
-    for k in range(c1 - c0):
-        c = seq[c0 + k]
+    for k in range(m):
+        c = iw[c0 + k, IW_SEQ]
         size = st[c, S_O_SIZE]
         kind = int(st[c, S_O_KIND])
         # No order: NaN (from_orders; a size of 0 there is a valid target such as "flat") or
@@ -838,7 +903,7 @@ def fill_orders(
             if status != FILLED:
                 continue
         if col_params[c, C_PERP] != 0:
-            free = free_margin(c0, c1, st, col_params, cash)
+            free = free_margin(i, c0, c1, st, prices, col_params, cash, n)
             f_size, cash, f_price, f_fees = perp_order(
                 c, st, col_params, size, size_type, direction, cash, free, kind
             )
@@ -1068,8 +1133,9 @@ def mark_group(i, g, c0, c1, st, close, col_params, cash, acc, perp_book):
             price = close[i, int(col_params[c, C_ASSET])]
             value += position * (price - st[c, S_ENTRY_PRICE])
             held = True
-            margin += st[c, S_MARGIN]
-            gross += abs(position) * price
+            if perp_book:
+                margin += st[c, S_MARGIN]
+                gross += abs(position) * price
     if perp_book and value > 0:
         usage = margin / value
         leverage = gross / value
@@ -1097,14 +1163,15 @@ def simulate_group(
 ):
     """Simulate group ``g`` (columns ``groups[g]:groups[g + 1]``) and write its metrics row.
 
-    ``scratch`` is ``(state, seq, acc, ptrs)``: per-column state (n_cols x N_STATE), the call
-    sequence (n_cols), per-group trade accumulators (n_groups x N_ACC) and record pointers
+    ``scratch`` is ``(state, iw, acc, ptrs)``: per-column state (n_cols x N_STATE), integer
+    per-column scratch (n_cols x N_IW: call sequence, active columns, flags), per-group trade
+    accumulators (n_groups x N_ACC) and record pointers
     (n_groups x 4). ``perp`` is ``(funding, mark, tiers)``: funding rates and mark prices per
     bar and asset (or (1, 1) placeholders) and the maintenance tier tables. ``out`` is the single-column kernel's ``(metrics, equity, orders,
     order_offsets, trades, trade_offsets)`` with one metrics row, equity column and offset
     range per *group*.
     """
-    st, seq, acc, ptrs = scratch
+    st, iw, acc, ptrs = scratch
     metrics = out[0]
     equity = out[1]
     close = prices[0]
@@ -1118,6 +1185,11 @@ def simulate_group(
     perp_book = group_params[g, G_PERP] != 0
     keep_equity = equity.shape[0] == n and equity.shape[1] > g
     reset_group(g, c0, c1, st, acc, out, ptr)
+    full_span = True
+    for c in range(c0, c1):
+        iw[c, IW_FLAGS] = 0
+        if col_params[c, C_FIRST] != 0 or col_params[c, C_LAST] != n - 1:
+            full_span = False
     cash = init_cash
     free_cash = init_cash
     prev_value = init_cash
@@ -1136,18 +1208,29 @@ def simulate_group(
         if perp_book:
             cash = settle_funding(i, c0, c1, st, prices, perp, col_params, cash, acc, g, n)
             cash = liquidate(i, g, c0, c1, st, prices, perp, col_params, cash, out, ptr, acc)
-        if not bar_is_quiet(i, c0, c1, st, signals, sizes, col_params, mode, n):
-            decide_orders(i, c0, c1, st, prices, signals, sizes, col_params, mode, n)
-            value = group_value_at(c0, c1, st, cash)
-            if mode == MODE_ORDERS and threshold > 0 and not drifted(c0, c1, st, value, threshold):
-                for c in range(c0, c1):
+            for c in range(c0, c1):
+                refresh_flags(c, st, iw)
+        n_active = collect_active(i, c0, c1, st, iw, signals, sizes, col_params, mode, n, full_span)
+        if n_active > 0:
+            decide_orders(i, c0, n_active, st, iw, prices, signals, sizes, col_params, mode, n)
+            if mode == MODE_ORDERS:  # target sizes and the drift test read the group's value
+                value = group_value_at(i, c0, c1, st, prices, col_params, cash, n)
+            if (
+                mode == MODE_ORDERS
+                and threshold > 0
+                and not drifted(c0, n_active, st, iw, value, threshold)
+            ):
+                for j in range(n_active):
+                    c = iw[c0 + j, IW_ACTIVE]
                     if st[c, S_O_KIND] == KIND_ORDER:
                         st[c, S_O_SIZE] = math.nan
-            call_sequence(c0, c1, st, seq, mode, call_mode, cash, free_cash, value)
+            m = call_sequence(c0, n_active, st, iw, mode, call_mode, cash, free_cash, value)
             cash, free_cash = fill_orders(
-                i, g, c0, c1, st, seq, prices, col_params, mode, cash, free_cash, value, out,
-                ptr, acc,
+                i, g, c0, c1, m, st, iw, prices, col_params, mode, cash, free_cash, value, out,
+                ptr, acc, n,
             )  # fmt: skip
+            for j in range(n_active):
+                refresh_flags(iw[c0 + j, IW_ACTIVE], st, iw)
         value, held = mark_group(i, g, c0, c1, st, close, col_params, cash, acc, perp_book)
         if held:
             exposure_bars += 1
@@ -1210,7 +1293,7 @@ if not CUDA_BUILD:
     _I1 = _t.Array(_t.int64, 1, "A")
     _RI1 = _t.Array(_t.int64, 1, "A", readonly=True)
     _OUT = _t.Tuple((_F2, _F2, _F2, _I1, _F2, _I1))
-    _SCRATCH = _t.Tuple((_F2, _I1, _F2, _F2))
+    _SCRATCH = _t.Tuple((_F2, _t.Array(_t.int64, 2, "A"), _F2, _F2))
     _PERP = _t.Tuple((_RF2, _RF2, _t.Array(_t.float64, 3, "A", readonly=True)))
 
     @njit(

@@ -192,7 +192,7 @@ def from_orders(
         exits=none,
         short_entries=none,
         short_exits=none,
-        sizes=np.ascontiguousarray(sizes[:, order]),
+        sizes=G.in_layout(sizes, order),
         col_params=col_params[order],
         group_params=G.group_params(
             len(group_labels), init_cash, call_seq, _threshold, perp=perp_groups

@@ -552,7 +552,7 @@ def _grouped(given: dict[str, Any]) -> Book:
         high=high,
         low=low,
         price=price,
-        **{k: v if v.shape[1] == 1 else np.ascontiguousarray(v[:, order]) for k, v in sig.items()},
+        **{k: G.in_layout(v, order) for k, v in sig.items()},
         sizes=limits,
         col_params=col_params[order],
         group_params=G.group_params(
@@ -592,7 +592,7 @@ def _limits(
     if given["limit_price"] is None:
         raise ConfigError("order_type='limit' needs limit_price=... (NaN bars: market orders)")
     limits = limit_prices(given["limit_price"], n_bars, width, index, given["execution"])
-    return limits if limits.shape[1] == 1 else np.ascontiguousarray(limits[:, order])
+    return G.in_layout(limits, order)
 
 
 def _group_cash(cash: np.ndarray, offsets: np.ndarray) -> np.ndarray:
