@@ -95,6 +95,11 @@ def grouped(n_bars: int = 120) -> int:
     weights = pd.DataFrame(weights, index=idx, columns=panel.symbols)
     rates = np.where(np.arange(n_bars)[:, None] % 8 == 0, rng.normal(0.0005, 0.002, (n_bars, 4)), 0)
     funding = pd.DataFrame(rates, index=idx, columns=panel.symbols)
+    # Limit prices half a percent through the close (a buy below it, a sell above), NaN on a
+    # fifth of the bars (market orders there).
+    side = np.where(entries, 0.995, 1.005)
+    close8 = np.tile(panel.close.to_numpy(), (1, 2))
+    limits = np.where(rng.random((n_bars, 8)) < 0.2, np.nan, close8 * side)
     cases = {
         "signals auto stops": lambda device: from_signals(
             panel, entries, exits, cash_sharing=True, call_seq="auto", size=0.3,
@@ -115,6 +120,11 @@ def grouped(n_bars: int = 120) -> int:
             panel, entries, exits, size=40.0, instrument="perp", leverage=20, funding_rate=funding, liquidation_fee=0.01, direction="both",
             device=device,
         ),
+        "limit orders with expiry": lambda device: from_signals(
+            panel, entries, exits, cash_sharing=True, call_seq="auto", size=0.2,
+            size_type="percent", order_type="limit", limit_price=limits, limit_expiry=3,
+            maker_fee=0.0002, fees=0.001, sl_stop=0.04, device=device,
+        ),
         "orders targetpercent threshold": lambda device: from_orders(
             panel, weights, size_type="targetpercent", cash_sharing=True, call_seq="auto",
             fees=0.001, _threshold=0.02, device=device,
@@ -129,6 +139,8 @@ def grouped(n_bars: int = 120) -> int:
         status = "ok" if all(checks.values()) and n_orders > 0 else "MISMATCH"
         if name.startswith("perp") and not kinds.get("liquidation"):
             status = "MISMATCH (no liquidation: the case tests too little)"
+        if name.startswith("limit") and not kinds.get("limit"):
+            status = "MISMATCH (no limit fill: the case tests too little)"
         failures += status != "ok"
         print(f"{status} grouped {name} orders={kinds} {checks}")
     return failures

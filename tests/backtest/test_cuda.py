@@ -27,7 +27,7 @@ def test_cuda_kernels_under_simulator_match_cpu_exactly():
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
-    assert sum(line.startswith("ok ") for line in lines) == 11, proc.stdout
+    assert sum(line.startswith("ok ") for line in lines) == 12, proc.stdout
 
 
 @pytest.mark.skipif(cuda_available(), reason="a GPU is present")
