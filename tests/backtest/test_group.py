@@ -243,3 +243,24 @@ def test_book_has_no_look_ahead(case, data):
     np.testing.assert_array_equal(a.equity.to_numpy()[: t + 1], b.equity.to_numpy()[: t + 1])
     early = a.orders[a.orders["bar"] <= t].reset_index(drop=True)
     pd.testing.assert_frame_equal(early, b.orders)
+
+
+def test_book_stats_exposure_and_turnover_from_the_kernel_equal_the_curves():
+    """stats() reads the kernel's accumulators (no records); they equal the curves' figures."""
+    panel = to_panel(
+        {s: _bars(list(np.linspace(10, 20, 8) * (k + 1)), 0) for k, s in enumerate("ABC")}
+    )
+    rng = np.random.default_rng(3)
+    entries, exits = rng.random((8, 3)) < 0.5, rng.random((8, 3)) < 0.3
+    book = from_signals(panel, entries, exits, size=0.3, size_type="percent", fees=0.001,
+                        cash_sharing=True, execution="close")  # fmt: skip
+    stats = book.stats().iloc[0]
+    assert stats["mean_gross_exposure"] == pytest.approx(book.gross_exposure.iloc[:, 0].mean())
+    assert stats["mean_net_exposure"] == pytest.approx(book.net_exposure.iloc[:, 0].mean())
+    traded = book.traded_value.iloc[:, 0].sum()
+    assert stats["turnover"] == pytest.approx(traded / book.equity.iloc[:, 0].mean())
+
+    fresh = from_signals(panel, entries, exits, size=0.3, size_type="percent", fees=0.001,
+                         cash_sharing=True, execution="close")  # fmt: skip
+    fresh.stats()
+    assert "_full" not in vars(fresh)  # no second kernel run for curves and records

@@ -107,8 +107,10 @@ class Book:
         """One row per group: every metric of :data:`~celeris.backtest.METRICS` on the group's value.
 
         Trade metrics count the trades of all the group's columns; ``exposure`` is the share of
-        bars with any open position. Added: mean gross and net exposure and turnover, and for
-        perpetual books the columns of :meth:`perp_stats`.
+        bars with any open position. Added: mean gross and net exposure (over all bars; a bar
+        where the account is worth 0 or less counts 0) and turnover, and for perpetual books the
+        columns of :meth:`perp_stats`. All come from the kernel's accumulators: no curves or
+        records are built.
         """
         if np.isnan(self.ann_factor):
             warnings.warn(
@@ -120,8 +122,10 @@ class Book:
         frame.insert(0, "start_value", self.init_cash.to_numpy())
         frame.insert(0, "end", self.index[-1])
         frame.insert(0, "start", self.index[0])
-        frame["mean_gross_exposure"] = self.gross_exposure.mean().to_numpy()
-        frame["mean_net_exposure"] = self.net_exposure.mean().to_numpy()
+        book = self._outputs.book
+        n = len(self.index)
+        frame["mean_gross_exposure"] = book[:, GK.A_GROSS_SUM] / n
+        frame["mean_net_exposure"] = book[:, GK.A_NET_SUM] / n
         frame["turnover"] = self.turnover.to_numpy()
         if self.is_perp.any():
             for name, values in self.perp_stats().items():
@@ -156,8 +160,8 @@ class Book:
                 "liquidations": book[:, GK.A_LIQUIDATIONS].astype(np.int64),
                 "mean_margin_usage": book[:, GK.A_MARGIN_USAGE_SUM] / n,
                 "max_margin_usage": book[:, GK.A_MARGIN_USAGE_MAX],
-                "mean_leverage": book[:, GK.A_LEVERAGE_SUM] / n,
-                "max_leverage": book[:, GK.A_LEVERAGE_MAX],
+                "mean_leverage": book[:, GK.A_GROSS_SUM] / n,
+                "max_leverage": book[:, GK.A_GROSS_MAX],
             },
             index=self.groups,
         )
@@ -326,11 +330,10 @@ class Book:
 
     @property
     def turnover(self) -> pd.Series:
-        """Total value traded / mean group value (1.0: the book was traded once over)."""
-        assert self._full.equity is not None
-        traded = self.traded_value.to_numpy().sum(axis=0)
+        """Total value traded / mean account value (1.0: the book was traded once over)."""
+        book = self._outputs.book
         with np.errstate(divide="ignore", invalid="ignore"):
-            turnover = traded / self._full.equity.mean(axis=0)
+            turnover = book[:, GK.A_TRADED] / (book[:, GK.A_VALUE_SUM] / len(self.index))
         return pd.Series(turnover, index=self.groups, name="turnover")
 
     @property

@@ -176,9 +176,12 @@ A_FUNDING_RECEIVED = 10
 A_LIQUIDATIONS = 11
 A_MARGIN_USAGE_SUM = 12  # margin held / value, summed over bars (mean: / n_bars)
 A_MARGIN_USAGE_MAX = 13
-A_LEVERAGE_SUM = 14  # gross notional / value, summed over bars
-A_LEVERAGE_MAX = 15
-N_ACC = 16
+A_GROSS_SUM = 14  # gross exposure (sum of |position x close|) / value, summed over bars
+A_GROSS_MAX = 15
+A_NET_SUM = 16  # net exposure (sum of position x close) / value, summed over bars
+A_TRADED = 17  # value traded (|size| x fill price), summed over fills
+A_VALUE_SUM = 18  # the account's value, summed over bars (mean: / n_bars)
+N_ACC = 19
 
 
 @_jit
@@ -785,6 +788,7 @@ def record_fill(i, g, c, st, side, f_size, f_price, f_fees, kind, out, ptr, acc)
     """Count a fill, write its order record (when kept) and account it to the column's trade."""
     ptr[2] += 1
     ptr[3] += f_fees
+    acc[g, A_TRADED] += f_size * f_price
     if out[3].shape[0] > g + 1:
         orders = out[2]
         o = int(ptr[0])
@@ -1119,30 +1123,36 @@ def reset_group(g, c0, c1, st, acc, out, ptr):
 def mark_group(i, g, c0, c1, st, close, col_params, cash, acc, perp_book):
     """Value of the group at bar ``i``'s close and whether it holds anything.
 
-    Cash plus every position as ``position x (close - entry)`` (spot entries are 0). A
-    perpetual book also adds the bar's margin usage (margin held / value) and leverage (gross
-    notional / value) to its accumulators.
+    Cash plus every position as ``position x (close - entry)`` (spot entries are 0). The bar's
+    gross and net exposure (notional / value; a perpetual book's leverage) and, for a perpetual
+    book, its margin usage (margin held / value) go to the group's accumulators (bars where the
+    account is worth 0 or less add nothing), and so does the value, for the turnover.
     """
     value = cash
     held = False
     margin = 0.0
     gross = 0.0
+    net = 0.0
     for c in range(c0, c1):
         position = st[c, S_POS]
         if position != 0:
             price = close[i, int(col_params[c, C_ASSET])]
             value += position * (price - st[c, S_ENTRY_PRICE])
             held = True
+            notional = position * price
+            net += notional
+            gross += abs(notional)
             if perp_book:
                 margin += st[c, S_MARGIN]
-                gross += abs(position) * price
-    if perp_book and value > 0:
-        usage = margin / value
-        leverage = gross / value
-        acc[g, A_MARGIN_USAGE_SUM] += usage
-        acc[g, A_LEVERAGE_SUM] += leverage
-        acc[g, A_MARGIN_USAGE_MAX] = max(acc[g, A_MARGIN_USAGE_MAX], usage)
-        acc[g, A_LEVERAGE_MAX] = max(acc[g, A_LEVERAGE_MAX], leverage)
+    acc[g, A_VALUE_SUM] += value
+    if value > 0 and held:
+        acc[g, A_GROSS_SUM] += gross / value
+        acc[g, A_NET_SUM] += net / value
+        acc[g, A_GROSS_MAX] = max(acc[g, A_GROSS_MAX], gross / value)
+        if perp_book:
+            usage = margin / value
+            acc[g, A_MARGIN_USAGE_SUM] += usage
+            acc[g, A_MARGIN_USAGE_MAX] = max(acc[g, A_MARGIN_USAGE_MAX], usage)
     return value, held
 
 
