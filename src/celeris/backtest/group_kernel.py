@@ -151,7 +151,8 @@ S_L_PRICE = 29
 S_L_FROM = 30
 S_L_UNTIL = 31
 S_O_FEE = 32  # fee rate of this bar's order (taker, maker, or 0 for a delisting)
-N_STATE = 33
+S_STOP_PRICE = 33  # this bar's stop fill price (NaN: none fires), checked once per bar
+N_STATE = 34
 
 # Integer scratch ``iw[col, IW_*]`` (n_cols rows; a group uses its own rows c0:c1).
 IW_SEQ = 0  # the bar's call sequence
@@ -392,7 +393,7 @@ def decide_signal_order(i, c, st, prices, signals, limits, col_params, n):
     kind = KIND_ORDER
     stop_price = math.nan
     if has_stop(st, c):
-        stop_price = stop_fill_price(i, c, st, prices, col_params)
+        stop_price = st[c, S_STOP_PRICE]  # checked by collect_active on this bar
     if not math.isnan(stop_price):
         kind = KIND_STOP
         acc = False
@@ -486,12 +487,13 @@ def refresh_flags(c, st, iw):
 
 
 @_jit
-def collect_active(i, c0, c1, st, iw, signals, sizes, col_params, mode, n, full_span):
+def collect_active(i, c0, c1, st, iw, prices, signals, sizes, col_params, mode, n, full_span):
     """List in ``iw[c0:, IW_ACTIVE]`` the columns with something to decide on bar ``i``; return
     how many (0: a quiet bar, only marked to market).
 
-    Active: a listed column with a signal (or a size, for ``from_orders``), an active stop or a
-    resting limit order, or a held column on its delisting bar. Listed in column order, which
+    Active: a listed column with a signal (or a size, for ``from_orders``), a stop that fires
+    on this bar (checked here, the price kept in ``S_STOP_PRICE``) or a resting limit order, or
+    a held column on its delisting bar. Listed in column order, which
     is the default call sequence. ``full_span``: every column is listed on every bar (the
     listing checks are skipped). This loop runs on every bar of every group: it reads as few
     arrays as it can.
@@ -506,7 +508,13 @@ def collect_active(i, c0, c1, st, iw, signals, sizes, col_params, mode, n, full_
     for c in range(c0, c1):
         if not full_span and (i < col_params[c, C_FIRST] or i > col_params[c, C_LAST]):
             continue
-        busy = iw[c, IW_FLAGS] != 0
+        flags = iw[c, IW_FLAGS]
+        busy = flags != 0
+        if flags & FLAG_STOP:
+            # Checked here, once per bar (it moves a trailing stop's reference): a held column
+            # whose stops do not fire and that has no signal or resting order stays quiet.
+            st[c, S_STOP_PRICE] = stop_fill_price(i, c, st, prices, col_params)
+            busy = (flags & FLAG_LIMIT) != 0 or not math.isnan(st[c, S_STOP_PRICE])
         if not busy:
             if not full_span and i == col_params[c, C_LAST] and i < n - 1:
                 busy = st[c, S_POS] != 0
@@ -1220,7 +1228,9 @@ def simulate_group(
             cash = liquidate(i, g, c0, c1, st, prices, perp, col_params, cash, out, ptr, acc)
             for c in range(c0, c1):
                 refresh_flags(c, st, iw)
-        n_active = collect_active(i, c0, c1, st, iw, signals, sizes, col_params, mode, n, full_span)
+        n_active = collect_active(
+            i, c0, c1, st, iw, prices, signals, sizes, col_params, mode, n, full_span
+        )
         if n_active > 0:
             decide_orders(i, c0, n_active, st, iw, prices, signals, sizes, col_params, mode, n)
             if mode == MODE_ORDERS:  # target sizes and the drift test read the group's value
