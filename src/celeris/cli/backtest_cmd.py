@@ -29,6 +29,46 @@ from celeris.cli.options import (
 )
 from celeris.errors import ConfigError
 
+DatasOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--data",
+        "-d",
+        help="Market data: sample:sp500, sample:nasdaq, a CSV/Parquet path, or "
+        "store:EXCHANGE/SYMBOL/TIMEFRAME (default sample:sp500). Repeat it, or give a quoted store "
+        "glob ('store:binance/*/USDT/1h'), with --cash-sharing to trade several assets as one book.",
+    ),
+]
+CashSharingOpt = Annotated[
+    bool,
+    typer.Option(
+        "--cash-sharing",
+        help="Trade every --data asset from one account (the strategy's signals per asset; "
+        "vectorbt's cash_sharing=True).",
+    ),
+]
+CallSeqOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--call-seq",
+        help="With --cash-sharing, the order of a bar's orders on the shared account: auto "
+        "(default; sells before buys, so exits free cash for entries) | default (the --data "
+        "order) | reversed.",
+    ),
+]
+SizeOpt = Annotated[
+    float | None,
+    typer.Option(
+        help="Order size of each entry in --size-type units (default: all available cash)."
+    ),
+]
+SizeTypeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--size-type",
+        help="amount (units) | value (cash) | percent (of available cash, 0 < size <= 1).",
+    ),
+]
 MaxVariantsOpt = Annotated[
     int,
     typer.Option(
@@ -45,6 +85,26 @@ def _strategy_and_grid(strategy: str, items: list[str]) -> tuple[Any, dict[str, 
 
     strat = get_strategy(strategy)
     return strat, parse_grid(items, strat)
+
+
+def _data_specs(
+    data: list[str] | None, cash_sharing: bool, call_seq: str | None, command: str
+) -> list[str]:
+    """The --data sources (default sample:sp500; store globs expanded with --cash-sharing)."""
+    from celeris.cli.book_cmd import check_book_flags
+    from celeris.cli.sources import expand_sources
+
+    specs = list(data or ["sample:sp500"])
+    if cash_sharing:
+        specs = expand_sources(specs, command=command, minimum=1)
+    check_book_flags(specs, cash_sharing=cash_sharing, call_seq=call_seq, command=command)
+    return specs
+
+
+def _with_size(opts: Options, size: float | None, size_type: str | None) -> Options:
+    """The shared options plus ``--size``/``--size-type`` where given."""
+    extra = {k: v for k, v in (("size", size), ("size_type", size_type)) if v is not None}
+    return {**opts, **extra}
 
 
 def _flag(name: str) -> str:
@@ -136,9 +196,13 @@ def _strategies_table(strategies: Mapping[str, Any]) -> Any:
 @portfolio_options
 @date_range_options
 def backtest_cmd(
-    data: DataOpt = "sample:sp500",
+    data: DatasOpt = None,
     strategy: ModelStrategyOpt = "sma_cross",
     param: ParamOpt = None,
+    cash_sharing: CashSharingOpt = False,
+    call_seq: CallSeqOpt = None,
+    size: SizeOpt = None,
+    size_type: SizeTypeOpt = None,
     html: Annotated[
         Path | None, typer.Option(help="Write an interactive HTML report here.")
     ] = None,
@@ -168,10 +232,21 @@ def backtest_cmd(
 
     Example: celeris backtest --data sample:sp500 --strategy sma_cross --param fast=10
     --param slow=50 --fees 0.001 --year-days 252 --start 2010-01-01 --html report.html
+
+    Several assets on one account: celeris backtest --data sample:sp500 --data sample:nasdaq
+    --cash-sharing --strategy sma_cross --param fast=10 --param slow=50 --fees 0.001
     """
     from celeris.cli.format import run_caption
 
-    bars = load_bars(data, span)
+    specs = _data_specs(data, cash_sharing, call_seq, "backtest")
+    opts = _with_size(opts, size, size_type)
+    if cash_sharing:
+        return _book_backtest(
+            specs, strategy, param or [], call_seq or "auto", opts, span,
+            {"html": html, "png": png, "trades": trades, "json_out": json_out},
+        )  # fmt: skip
+    source = specs[0]
+    bars = load_bars(source, span)
     opts, device = backtest_options(opts, bars)
     if strategy.startswith("model:"):
         from celeris.cli.model_strategy import model_portfolio
@@ -188,9 +263,9 @@ def backtest_cmd(
     else:
         pf, name, full = _rule_portfolio(bars, strategy, param or [], device, opts)
     stats = pf.stats().iloc[0]
-    caption = run_caption(name, full, data, pf.index, pf.execution, pf.annualisation)
+    caption = run_caption(name, full, source, pf.index, pf.execution, pf.annualisation)
     if json_out:
-        print_json(_backtest_json(pf, stats, name, full, data))
+        print_json(_backtest_json(pf, stats, name, full, source))
     else:
         _print_backtest(pf, stats, caption, trades)
     for path, writer in ((html, pf.to_html), (png, pf.plot_png)):
@@ -200,11 +275,52 @@ def backtest_cmd(
                 console.print(f"wrote {written}")
 
 
+def _book_backtest(
+    specs: list[str],
+    strategy: str,
+    items: list[str],
+    call_seq: str,
+    opts: Options,
+    span: Options,
+    output: dict[str, Any],
+) -> None:
+    """``backtest --cash-sharing``: the strategy on every asset, one account."""
+    from celeris.cli.book_cmd import book_backtest_output, refuse_model, simulate_book
+    from celeris.cli.format import run_caption
+    from celeris.cli.sources import load_panel
+
+    refuse_model(strategy)
+    panel = load_panel(specs, span)
+    resolved, device = backtest_options(opts, panel)
+    strat, params, full = _rule_params(strategy, items, resolved)
+    combos = strat.grid({k: [v] for k, v in params.items()})
+    book = simulate_book(panel, strat, combos, resolved, device, call_seq)
+    caption = run_caption(
+        strat.name, full, " + ".join(specs) + f" on one account (call_seq {call_seq})",
+        book.index, book.execution, book.annualisation,
+    )  # fmt: skip
+    book_backtest_output(
+        book, panel, name=strat.name, params=full, specs=specs, call_seq=call_seq,
+        caption=caption, **output,
+    )  # fmt: skip
+
+
 def _rule_portfolio(
     bars: Any, strategy: str, items: list[str], device: str, opts: dict[str, Any]
 ) -> tuple[Any, str, dict[str, Any]]:
     """The portfolio of a rule strategy at one parameter set, its name and all its parameters."""
     from celeris.backtest import from_signals
+
+    strat, params, full = _rule_params(strategy, items, opts)
+    entries, exits = strat.signals(bars, params)
+    pf = from_signals(bars, entries, exits, device=device, **opts)
+    return pf, strat.name, full
+
+
+def _rule_params(
+    strategy: str, items: list[str], opts: Mapping[str, Any]
+) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """A rule strategy, its ``--param`` values (one each) and all its parameters."""
     from celeris.backtest.strategies import get_strategy, parse_assignments
 
     strat = get_strategy(strategy)
@@ -221,9 +337,7 @@ def _rule_portfolio(
                 f"--param {pname} takes one value in a backtest; use `celeris sweep --grid` for many"
             )
     params = {k: v[0] for k, v in grid.items()}
-    entries, exits = strat.signals(bars, params)
-    pf = from_signals(bars, entries, exits, device=device, **opts)
-    return pf, strat.name, {p.name: p.default for p in strat.params} | params
+    return strat, params, {p.name: p.default for p in strat.params} | params
 
 
 def _backtest_json(pf: Any, stats: Any, name: str, full: dict[str, Any], data: str) -> Any:
@@ -259,7 +373,7 @@ def _print_backtest(pf: Any, stats: Any, caption: str, trades: int) -> None:
 @portfolio_options
 @date_range_options
 def sweep_cmd(
-    data: DataOpt = "sample:sp500",
+    data: DatasOpt = None,
     strategy: StrategyOpt = "sma_cross",
     grid: Annotated[
         list[str] | None,
@@ -280,6 +394,10 @@ def sweep_cmd(
         Path | None, typer.Option(help="Write every variant's metrics to this CSV.")
     ] = None,
     max_variants: MaxVariantsOpt = 1_000_000,
+    cash_sharing: CashSharingOpt = False,
+    call_seq: CallSeqOpt = None,
+    size: SizeOpt = None,
+    size_type: SizeTypeOpt = None,
     opts: Options = FILLED,
     span: Options = FILLED,
     json_out: JsonOpt = False,
@@ -291,12 +409,25 @@ def sweep_cmd(
 
     --grid also sweeps backtest options as axes: --grid sl_stop=0.02,0.05 --grid fees=0,0.001
     (any per-column option of from_signals; sl_stop=none,0.05 includes "no stop").
+
+    With several --data and --cash-sharing every parameter set is a book trading all the assets
+    from one account, ranked by the book's metric: celeris sweep --data sample:sp500
+    --data sample:nasdaq --cash-sharing --grid fast=5:50:5 --grid slow=60:200:20
     """
     from celeris.backtest import estimate_sweep, sweep
     from celeris.cli.format import run_caption
 
     _check_ranking(metric, top)
-    bars = load_bars(data, span)
+    specs = _data_specs(data, cash_sharing, call_seq, "sweep")
+    opts = _with_size(opts, size, size_type)
+    if cash_sharing:
+        return _book_sweep(
+            specs, strategy, grid or [], call_seq or "auto", opts, span,
+            {"metric": metric, "top": top, "html": html, "csv": csv, "json_out": json_out},
+            max_variants,
+        )  # fmt: skip
+    data_spec = specs[0]
+    bars = load_bars(data_spec, span)
     strat, values = _strategy_and_grid(strategy, grid or [])
     opts, device = backtest_options(opts, bars)
     opts = _options_beside_grid(opts, values, strat)
@@ -311,13 +442,13 @@ def sweep_cmd(
     elapsed = time.perf_counter() - started
     best = result.best(metric, top)
     caption = run_caption(
-        strat.name, _grid_summary(result.combos), data, bars.index, opts["execution"],
+        strat.name, _grid_summary(result.combos), data_spec, bars.index, opts["execution"],
         opts["year_days"],
     )  # fmt: skip
     if csv is not None:
         _write_csv(result.stats(), csv)
     if json_out:
-        print_json(_sweep_json(result, best, estimate, metric, elapsed, data, bars, opts))
+        print_json(_sweep_json(result, best, estimate, metric, elapsed, data_spec, bars, opts))
     else:
         _print_sweep(result, best, caption, metric, elapsed, bars)
     if html is not None:
@@ -326,6 +457,46 @@ def sweep_cmd(
             console.print(f"wrote {written}")
     if csv is not None and not json_out:
         console.print(f"wrote {csv}")
+
+
+def _book_sweep(
+    specs: list[str],
+    strategy: str,
+    items: list[str],
+    call_seq: str,
+    opts: Options,
+    span: Options,
+    output: dict[str, Any],
+    max_variants: int,
+) -> None:
+    """``sweep --cash-sharing``: one book (one account, every asset) per parameter set."""
+    from celeris.cli.book_cmd import book_sweep_output, refuse_model, simulate_book
+    from celeris.cli.format import run_caption
+    from celeris.cli.sources import load_panel
+
+    refuse_model(strategy)
+    panel = load_panel(specs, span)
+    strat, values = _strategy_and_grid(strategy, items)
+    options = [n for n in values if n not in strat.param_names]
+    if options:
+        raise ConfigError(
+            f"--grid {options[0]}=...: option axes are not swept with --cash-sharing yet; give "
+            f"the option one value ({_flag(options[0])} VALUE) or leave out --cash-sharing"
+        )
+    resolved, device = backtest_options(opts, panel)
+    combos = strat.grid(values, max_variants=max_variants)
+    started = time.perf_counter()
+    book = simulate_book(panel, strat, combos, resolved, device, call_seq)
+    book.stats()  # the simulation runs here; the timing covers it
+    elapsed = time.perf_counter() - started
+    caption = run_caption(
+        strat.name, _grid_summary(combos), " + ".join(specs) + f" on one account each "
+        f"(call_seq {call_seq})", book.index, book.execution, book.annualisation,
+    )  # fmt: skip
+    book_sweep_output(
+        book, panel, strategy=strat, combos=combos, specs=specs, call_seq=call_seq,
+        caption=caption, elapsed=elapsed, write_csv=_write_csv, **output,
+    )  # fmt: skip
 
 
 def _check_ranking(metric: str, top: int) -> None:
