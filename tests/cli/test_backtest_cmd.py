@@ -128,6 +128,7 @@ def test_demo_runs_end_to_end_and_writes_reports(tmp_path: Path):
     result = invoke("demo", "--out", str(tmp_path))
     assert result.exit_code == 0, result.output
     assert "2,000" in result.stdout and "out of sample" in result.stdout
+    assert "3. portfolio" in result.stdout and "min-variance, weekly" in result.stdout
     assert (tmp_path / "demo_report.html").stat().st_size > 100_000
     assert (tmp_path / "demo_best.png").read_bytes()[:4] == b"\x89PNG"
 
