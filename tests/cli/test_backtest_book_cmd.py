@@ -190,3 +190,49 @@ def test_book_bad_input_exits_2_with_one_line(
     assert result.exit_code == 2, result.output
     assert message in result.output
     assert result.output.count("error:") == 1
+
+
+def _crypto_calendar(tmp_path: Path) -> Path:
+    """Daily bars every day of the week, overlapping the S&P 500's weekday bars."""
+    bars = synthetic(1500, freq="1D", seed=5)
+    bars.index = pd.date_range("2012-01-01", periods=1500, freq="D", tz="UTC", name="time")
+    path = tmp_path / "coin.csv"
+    bars.to_csv(path)
+    return path
+
+
+def test_backtest_cash_sharing_other_calendar_refused_then_nan_policy(tmp_path: Path):
+    coin = _crypto_calendar(tmp_path)
+    args = ("backtest", "--data", "sample:sp500", "--data", str(coin), "--cash-sharing", *PARAMS)
+    refused = invoke(*args)
+    assert refused.exit_code == 2
+    assert "'sample:sp500' has no bar at 2012-01-01" in refused.output
+    strat = get_strategy("sma_cross")
+    frames = {"sample:sp500": load("sample:sp500"), str(coin): load(str(coin))}
+    for policy in ("ffill", "drop"):
+        result = invoke(*args, "--nan-policy", policy, "--json")
+        assert result.exit_code == 0, result.output
+        panel = to_panel(frames, nan_policy=policy)
+        entries = pd.DataFrame(False, index=panel.index, columns=panel.symbols)
+        exits = entries.copy()
+        for s in frames:  # drop: signals from each asset's own bars; ffill: from the filled bars
+            bars = frames[s] if policy == "drop" else _filled(panel, s)
+            e, x = strat.signals(bars, {"fast": 10, "slow": 50})
+            entries.loc[e.index, s], exits.loc[x.index, s] = e.to_numpy(), x.to_numpy()
+        book = from_signals(panel, entries, exits, cash_sharing=True, call_seq="auto")
+        out = json.loads(result.stdout)
+        assert_values_close(
+            out["stats"]["end_value"], book.stats().iloc[0]["end_value"], rtol=1e-12
+        )
+
+
+def _filled(panel, symbol: str) -> pd.DataFrame:
+    frame = pd.DataFrame({f: panel.field(f)[symbol] for f in panel.fields})
+    return frame.loc[panel.first_valid[symbol] : panel.last_valid[symbol]]
+
+
+def test_nan_policy_without_cash_sharing_exits_2():
+    result = invoke("backtest", "--nan-policy", "ffill")
+    assert result.exit_code == 2 and "add --cash-sharing" in result.output
+    result = invoke("backtest", *TWO, "--cash-sharing", "--nan-policy", "fill")
+    assert result.exit_code == 2 and "did you mean 'ffill'" in result.output

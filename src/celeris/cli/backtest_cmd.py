@@ -56,6 +56,15 @@ CallSeqOpt = Annotated[
         "order) | reversed.",
     ),
 ]
+NanPolicyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--nan-policy",
+        help="With --cash-sharing, a bar one asset lacks inside its listed span (another "
+        "calendar): error (default) | ffill (carry its last bar forward) | drop (no bar there; "
+        "its signals come from its own bars).",
+    ),
+]
 SizeOpt = Annotated[
     float | None,
     typer.Option(
@@ -88,7 +97,11 @@ def _strategy_and_grid(strategy: str, items: list[str]) -> tuple[Any, dict[str, 
 
 
 def _data_specs(
-    data: list[str] | None, cash_sharing: bool, call_seq: str | None, command: str
+    data: list[str] | None,
+    cash_sharing: bool,
+    call_seq: str | None,
+    command: str,
+    nan_policy: str | None = None,
 ) -> list[str]:
     """The --data sources (default sample:sp500; store globs expanded with --cash-sharing)."""
     from celeris.cli.book_cmd import check_book_flags
@@ -97,7 +110,10 @@ def _data_specs(
     specs = list(data or ["sample:sp500"])
     if cash_sharing:
         specs = expand_sources(specs, command=command, minimum=1)
-    check_book_flags(specs, cash_sharing=cash_sharing, call_seq=call_seq, command=command)
+    check_book_flags(
+        specs, cash_sharing=cash_sharing, call_seq=call_seq, nan_policy=nan_policy,
+        command=command,
+    )  # fmt: skip
     return specs
 
 
@@ -201,6 +217,7 @@ def backtest_cmd(
     param: ParamOpt = None,
     cash_sharing: CashSharingOpt = False,
     call_seq: CallSeqOpt = None,
+    nan_policy: NanPolicyOpt = None,
     size: SizeOpt = None,
     size_type: SizeTypeOpt = None,
     html: Annotated[
@@ -238,11 +255,11 @@ def backtest_cmd(
     """
     from celeris.cli.format import run_caption
 
-    specs = _data_specs(data, cash_sharing, call_seq, "backtest")
+    specs = _data_specs(data, cash_sharing, call_seq, "backtest", nan_policy)
     opts = _with_size(opts, size, size_type)
     if cash_sharing:
         return _book_backtest(
-            specs, strategy, param or [], call_seq or "auto", opts, span,
+            specs, strategy, param or [], (call_seq or "auto", nan_policy or "error"), opts, span,
             {"html": html, "png": png, "trades": trades, "json_out": json_out},
         )  # fmt: skip
     source = specs[0]
@@ -279,18 +296,20 @@ def _book_backtest(
     specs: list[str],
     strategy: str,
     items: list[str],
-    call_seq: str,
+    account: tuple[str, str],
     opts: Options,
     span: Options,
     output: dict[str, Any],
 ) -> None:
-    """``backtest --cash-sharing``: the strategy on every asset, one account."""
+    """``backtest --cash-sharing``: the strategy on every asset, one account.
+    ``account``: the call sequence and the NaN policy of the panel."""
     from celeris.cli.book_cmd import book_backtest_output, refuse_model, simulate_book
     from celeris.cli.format import run_caption
     from celeris.cli.sources import load_panel
 
     refuse_model(strategy)
-    panel = load_panel(specs, span)
+    call_seq, nan_policy = account
+    panel = load_panel(specs, span, nan_policy)
     resolved, device = backtest_options(opts, panel)
     strat, params, full = _rule_params(strategy, items, resolved)
     combos = strat.grid({k: [v] for k, v in params.items()})
@@ -396,6 +415,7 @@ def sweep_cmd(
     max_variants: MaxVariantsOpt = 1_000_000,
     cash_sharing: CashSharingOpt = False,
     call_seq: CallSeqOpt = None,
+    nan_policy: NanPolicyOpt = None,
     size: SizeOpt = None,
     size_type: SizeTypeOpt = None,
     opts: Options = FILLED,
@@ -418,11 +438,11 @@ def sweep_cmd(
     from celeris.cli.format import run_caption
 
     _check_ranking(metric, top)
-    specs = _data_specs(data, cash_sharing, call_seq, "sweep")
+    specs = _data_specs(data, cash_sharing, call_seq, "sweep", nan_policy)
     opts = _with_size(opts, size, size_type)
     if cash_sharing:
         return _book_sweep(
-            specs, strategy, grid or [], call_seq or "auto", opts, span,
+            specs, strategy, grid or [], (call_seq or "auto", nan_policy or "error"), opts, span,
             {"metric": metric, "top": top, "html": html, "csv": csv, "json_out": json_out},
             max_variants,
         )  # fmt: skip
@@ -463,19 +483,21 @@ def _book_sweep(
     specs: list[str],
     strategy: str,
     items: list[str],
-    call_seq: str,
+    account: tuple[str, str],
     opts: Options,
     span: Options,
     output: dict[str, Any],
     max_variants: int,
 ) -> None:
-    """``sweep --cash-sharing``: one book (one account, every asset) per parameter set."""
+    """``sweep --cash-sharing``: one book (one account, every asset) per parameter set.
+    ``account``: the call sequence and the NaN policy of the panel."""
     from celeris.cli.book_cmd import book_sweep_output, refuse_model, simulate_book
     from celeris.cli.format import run_caption
     from celeris.cli.sources import load_panel
 
     refuse_model(strategy)
-    panel = load_panel(specs, span)
+    call_seq, nan_policy = account
+    panel = load_panel(specs, span, nan_policy)
     strat, values = _strategy_and_grid(strategy, items)
     options = [n for n in values if n not in strat.param_names]
     if options:

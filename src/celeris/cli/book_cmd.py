@@ -16,9 +16,15 @@ from celeris.errors import ConfigError
 
 
 def check_book_flags(
-    specs: list[str], *, cash_sharing: bool, call_seq: str | None, command: str
+    specs: list[str],
+    *,
+    cash_sharing: bool,
+    call_seq: str | None,
+    nan_policy: str | None,
+    command: str,
 ) -> None:
-    """Several ``--data`` need ``--cash-sharing``; ``--call-seq`` means nothing without it."""
+    """Several ``--data`` need ``--cash-sharing``; ``--call-seq`` and ``--nan-policy`` mean
+    nothing without it."""
     if len(specs) > 1 and not cash_sharing:
         raise ConfigError(
             f"{command} got {len(specs)} --data sources ({', '.join(specs)}); several assets are "
@@ -26,6 +32,10 @@ def check_book_flags(
         )
     if call_seq is not None and not cash_sharing:
         raise ConfigError("--call-seq orders the orders of a shared account; add --cash-sharing")
+    if nan_policy is not None and not cash_sharing:
+        raise ConfigError(
+            "--nan-policy aligns several assets' bars on one book; add --cash-sharing"
+        )
 
 
 def refuse_model(strategy: str) -> None:

@@ -91,32 +91,40 @@ def common_bars(
     return {spec: f.loc[common] for spec, f in bars.items()}, dropped
 
 
-def load_panel(specs: list[str], span: Options = FILLED) -> Any:
+def load_panel(specs: list[str], span: Options = FILLED, nan_policy: str = "error") -> Any:
     """The sources' bars as one :class:`~celeris.data.panel.Panel` on the union of their
     timestamps (an asset without a bar before its first or after its last is not listed
-    there; a missing bar inside its span is an error naming it)."""
+    there). A bar missing inside an asset's span is ``nan_policy``'s
+    (:func:`~celeris.data.panel.to_panel`): an error naming it, carried forward (``ffill``) or
+    left without a bar (``drop``)."""
+    from typing import cast
+
     from celeris.data.panel import to_panel
+    from celeris.data.schema import NanPolicy, check_nan_policy
 
-    return to_panel(load_sources(specs, span))
+    policy = cast(NanPolicy, check_nan_policy(nan_policy))
+    return to_panel(load_sources(specs, span), nan_policy=policy)
 
 
-def _listed_bars(panel: Any, symbol: str) -> tuple[pd.DataFrame, int, int]:
-    """One asset's bars over its listed span, and the span's first and last positions."""
+def _own_bars(panel: Any, symbol: str) -> tuple[pd.DataFrame, Any]:
+    """One asset's own bars (its listed span, without the bars a ``drop`` NaN policy left
+    empty) and their positions in the panel."""
+    import numpy as np
     import pandas as pd
 
-    lo = int(panel.index.get_loc(panel.first_valid[symbol]))
-    hi = int(panel.index.get_loc(panel.last_valid[symbol]))
-    frame = pd.DataFrame({f: panel.field(f)[symbol].to_numpy()[lo : hi + 1] for f in panel.fields})
-    frame.index = panel.index[lo : hi + 1]
-    return frame, lo, hi
+    close = panel.field("close")[symbol].to_numpy()
+    rows = np.flatnonzero(~np.isnan(close))  # [T_own]
+    frame = pd.DataFrame({f: panel.field(f)[symbol].to_numpy()[rows] for f in panel.fields})
+    frame.index = panel.index[rows]
+    return frame, rows
 
 
 def asset_signals(strategy: Any, panel: Any, combos: pd.DataFrame) -> tuple[Any, Any]:
     """Entries and exits of every parameter set of ``combos`` on every asset of ``panel``.
 
     Each asset's signals are the strategy's on that asset's own bars (its listed span: an
-    indicator never sees another asset's prices or the NaN before a listing); False where the
-    asset is not listed. Columns are parameter sets x assets, set-major (set 0's assets, then
+    indicator never sees another asset's prices, the NaN before a listing or a bar left empty
+    by ``nan_policy="drop"``); False where the asset has no bar. Columns are parameter sets x assets, set-major (set 0's assets, then
     set 1's...), labelled by the parameters and ``symbol``: the layout in which
     ``from_signals(panel, ..., cash_sharing=True)`` puts each parameter set on its own account.
     """
@@ -128,10 +136,10 @@ def asset_signals(strategy: Any, panel: Any, combos: pd.DataFrame) -> tuple[Any,
     entries = np.zeros(shape, dtype=np.bool_)
     exits = np.zeros(shape, dtype=np.bool_)
     for a, symbol in enumerate(panel.symbols):
-        bars, lo, hi = _listed_bars(panel, symbol)
-        e, x = strategy.prepare(bars, combos)(slice(0, n_sets))  # [T_listed, sets]
-        entries[lo : hi + 1, a::n_assets] = e
-        exits[lo : hi + 1, a::n_assets] = x
+        bars, rows = _own_bars(panel, symbol)
+        e, x = strategy.prepare(bars, combos)(slice(0, n_sets))  # [T_own, sets]
+        entries[rows, a::n_assets] = e
+        exits[rows, a::n_assets] = x
     sets = pd.MultiIndex.from_frame(combos) if combos.shape[1] else pd.RangeIndex(n_sets)
     rows = np.repeat(np.arange(n_sets), n_assets)
     columns = pd.MultiIndex.from_arrays(
