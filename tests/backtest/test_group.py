@@ -264,3 +264,14 @@ def test_book_stats_exposure_and_turnover_from_the_kernel_equal_the_curves():
                          cash_sharing=True, execution="close")  # fmt: skip
     fresh.stats()
     assert "_full" not in vars(fresh)  # no second kernel run for curves and records
+
+
+def test_threshold_is_not_forced_by_an_asset_that_is_not_listed_yet():
+    """A column outside its listing has no order; it must not count as drifted."""
+    idx = pd.date_range("2024-01-01", periods=4, freq="D", tz="UTC", name="time")
+    close = pd.DataFrame({"A": [10, 10.1, 10.2, 10.1], "B": [10, 10, 10, 10],
+                          "C": [np.nan, np.nan, 10, 10]}, index=idx)  # fmt: skip
+    weights = pd.DataFrame({"A": 0.5, "B": 0.5, "C": np.nan}, index=idx)
+    book = from_orders(close, weights, size_type="targetpercent", cash_sharing=True,
+                       execution="close", _threshold=0.3)  # fmt: skip
+    assert sorted(set(book.orders["bar"])) == [0]  # drifts of 0.5% never reach 30%

@@ -78,8 +78,8 @@ def prices_of(close: Any, open: Any = None, high: Any = None, low: Any = None) -
             fields.get("open") if open is None else _aligned("open", open, fields["close"]),
             fields.get("high") if high is None else _aligned("high", high, fields["close"]),
             fields.get("low") if low is None else _aligned("low", low, fields["close"]),
-            panel.index.get_indexer(panel.first_valid).astype(np.int64),
-            panel.index.get_indexer(panel.last_valid).astype(np.int64),
+            panel.index.get_indexer(pd.DatetimeIndex(panel.first_valid)).astype(np.int64),
+            panel.index.get_indexer(pd.DatetimeIndex(panel.last_valid)).astype(np.int64),
         )
     index = close.index if isinstance(close, pd.Series | pd.DataFrame) else None
     if index is not None:
