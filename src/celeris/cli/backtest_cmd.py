@@ -27,6 +27,7 @@ from celeris.cli.options import (
     backtest_options,
     portfolio_options,
 )
+from celeris.cli.perp_opts import check_spot, perp_keywords, perp_options
 from celeris.errors import ConfigError
 
 DatasOpt = Annotated[
@@ -210,6 +211,7 @@ def _strategies_table(strategies: Mapping[str, Any]) -> Any:
 # ---- celeris backtest -----------------------------------------------------------------------
 @cli_errors
 @portfolio_options
+@perp_options
 @date_range_options
 def backtest_cmd(
     data: DatasOpt = None,
@@ -242,6 +244,7 @@ def backtest_cmd(
         ),
     ] = False,
     opts: Options = FILLED,
+    perp_opts: Options = FILLED,
     span: Options = FILLED,
     json_out: JsonOpt = False,
 ) -> None:
@@ -252,16 +255,20 @@ def backtest_cmd(
 
     Several assets on one account: celeris backtest --data sample:sp500 --data sample:nasdaq
     --cash-sharing --strategy sma_cross --param fast=10 --param slow=50 --fees 0.001
+
+    Perpetual futures (docs/books.md): celeris backtest --data store:binance/BTC/USDT:USDT/1h
+    --perp --leverage 3 --funding store:binance/BTC/USDT:USDT/funding --fees 0.0005
     """
     from celeris.cli.format import run_caption
 
     specs = _data_specs(data, cash_sharing, call_seq, "backtest", nan_policy)
     opts = _with_size(opts, size, size_type)
-    if cash_sharing:
+    if cash_sharing or perp_opts["perp"]:
         return _book_backtest(
             specs, strategy, param or [], (call_seq or "auto", nan_policy or "error"), opts, span,
-            {"html": html, "png": png, "trades": trades, "json_out": json_out},
+            {"html": html, "png": png, "trades": trades, "json_out": json_out}, perp_opts,
         )  # fmt: skip
+    check_spot(perp_opts)  # a perpetual flag without --perp
     source = specs[0]
     bars = load_bars(source, span)
     opts, device = backtest_options(opts, bars)
@@ -300,8 +307,9 @@ def _book_backtest(
     opts: Options,
     span: Options,
     output: dict[str, Any],
+    perp_opts: Options,
 ) -> None:
-    """``backtest --cash-sharing``: the strategy on every asset, one account.
+    """``backtest --cash-sharing`` (or ``--perp``): the strategy on every asset, one account.
     ``account``: the call sequence and the NaN policy of the panel."""
     from celeris.cli.book_cmd import book_backtest_output, refuse_model, simulate_book
     from celeris.cli.format import run_caption
@@ -311,6 +319,7 @@ def _book_backtest(
     call_seq, nan_policy = account
     panel = load_panel(specs, span, nan_policy)
     resolved, device = backtest_options(opts, panel)
+    resolved.update(perp_keywords(perp_opts, panel.index, list(panel.symbols)))
     strat, params, full = _rule_params(strategy, items, resolved)
     combos = strat.grid({k: [v] for k, v in params.items()})
     book = simulate_book(panel, strat, combos, resolved, device, call_seq)
@@ -390,6 +399,7 @@ def _print_backtest(pf: Any, stats: Any, caption: str, trades: int) -> None:
 # ---- celeris sweep --------------------------------------------------------------------------
 @cli_errors
 @portfolio_options
+@perp_options
 @date_range_options
 def sweep_cmd(
     data: DatasOpt = None,
@@ -419,6 +429,7 @@ def sweep_cmd(
     size: SizeOpt = None,
     size_type: SizeTypeOpt = None,
     opts: Options = FILLED,
+    perp_opts: Options = FILLED,
     span: Options = FILLED,
     json_out: JsonOpt = False,
 ) -> None:
@@ -433,6 +444,9 @@ def sweep_cmd(
     With several --data and --cash-sharing every parameter set is a book trading all the assets
     from one account, ranked by the book's metric: celeris sweep --data sample:sp500
     --data sample:nasdaq --cash-sharing --grid fast=5:50:5 --grid slow=60:200:20
+
+    Perpetual futures, leverage as an axis: celeris sweep --data store:binance/BTC/USDT:USDT/1h
+    --perp --funding store:binance/BTC/USDT:USDT/funding --grid leverage=1,3,10
     """
     from celeris.backtest import estimate_sweep, sweep
     from celeris.cli.format import run_caption
@@ -444,12 +458,14 @@ def sweep_cmd(
         return _book_sweep(
             specs, strategy, grid or [], (call_seq or "auto", nan_policy or "error"), opts, span,
             {"metric": metric, "top": top, "html": html, "csv": csv, "json_out": json_out},
-            max_variants,
+            max_variants, perp_opts,
         )  # fmt: skip
     data_spec = specs[0]
     bars = load_bars(data_spec, span)
     strat, values = _strategy_and_grid(strategy, grid or [])
     opts, device = backtest_options(opts, bars)
+    perp = perp_keywords(perp_opts, bars.index, specs)
+    opts.update({k: v for k, v in perp.items() if k not in values})  # a grid axis wins
     opts = _options_beside_grid(opts, values, strat)
     estimate = estimate_sweep(bars, strat, values, device=device)
     if not json_out:
@@ -488,6 +504,7 @@ def _book_sweep(
     span: Options,
     output: dict[str, Any],
     max_variants: int,
+    perp_opts: Options,
 ) -> None:
     """``sweep --cash-sharing``: one book (one account, every asset) per parameter set.
     ``account``: the call sequence and the NaN policy of the panel."""
@@ -506,6 +523,7 @@ def _book_sweep(
             f"the option one value ({_flag(options[0])} VALUE) or leave out --cash-sharing"
         )
     resolved, device = backtest_options(opts, panel)
+    resolved.update(perp_keywords(perp_opts, panel.index, list(panel.symbols)))
     combos = strat.grid(values, max_variants=max_variants)
     started = time.perf_counter()
     book = simulate_book(panel, strat, combos, resolved, device, call_seq)
