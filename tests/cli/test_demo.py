@@ -35,3 +35,17 @@ def test_demo_portfolio_section_prints_the_rebalanced_book_and_each_asset_alone(
     assert fmt("total_return", book["total_return"]) in out
     assert fmt("sharpe", alone["sharpe"]) in out
     assert book["turnover"] > 1  # weekly trading, not a single buy
+
+
+def test_demo_perp_section_prints_the_books_at_two_leverages(capsys):
+    from celeris.cli.demo import PERP_LEVERAGE, _perp_section, perp_book
+
+    _perp_section()
+    out = capsys.readouterr().out
+    assert "4. perpetual futures" in out
+    low, high = (perp_book(lev).stats().iloc[0] for lev in PERP_LEVERAGE)
+    for stats in (low, high):
+        assert fmt("total_return", stats["total_return"]) in out
+        assert fmt("max_leverage", stats["max_leverage"]) in out
+    assert high["max_leverage"] > 3 * low["max_leverage"]  # the leverage is what differs
+    assert low["funding_paid"] > 0
