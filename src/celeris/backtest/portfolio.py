@@ -168,8 +168,13 @@ class Portfolio:
         view.flags.writeable = False
         return view
 
-    def stats(self) -> pd.DataFrame:
+    def stats(self, group_by: Any = None) -> pd.DataFrame:
         """Return one row per column with every metric (see :data:`METRICS` for definitions).
+
+        ``group_by`` (``True``, a column level name, or one label per column) takes columns
+        together as vectorbt's regrouping does: each kept its own cash, and a group's row is the
+        metrics of the sum of their values (:mod:`celeris.backtest.regroup`); trades count
+        over its columns. To share one balance, simulate a book (``cash_sharing=True``).
 
         Returns are fractions (0.12 = 12%); ``max_drawdown_duration`` is a Timedelta when the bar
         spacing is known, else a bar count. ``benchmark_return``, ``benchmark_sharpe`` and
@@ -186,6 +191,10 @@ class Portfolio:
                 CelerisWarning,
                 stacklevel=2,
             )
+        if group_by is not None and group_by is not False:
+            from celeris.backtest.regroup import regrouped_stats
+
+            return regrouped_stats(self, group_by)
         frame = metrics_frame(self._outputs.metrics, self.columns, self.freq)
         frame.insert(0, "start_value", self._inputs.params[:, K.P_INIT_CASH])
         frame.insert(0, "end", self.index[-1])
@@ -221,6 +230,12 @@ class Portfolio:
     @cached_property
     def _full(self) -> KernelOutputs:
         return simulate(self._inputs, device=self.device, keep_equity=True, keep_records=True)
+
+    @property
+    def arrays(self) -> KernelOutputs:
+        """The full run's raw arrays: metrics, equity (bars x columns), order and trade records
+        (rows of ``kernel.O_*``/``kernel.T_*`` fields), computed once and cached."""
+        return self._full
 
     @property
     def equity(self) -> pd.DataFrame:
