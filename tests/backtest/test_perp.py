@@ -628,6 +628,22 @@ KERNELS = {
     ),
     "limit_fill_nb": lambda t, p, e, m, o, h, lo: (p > 0, e * (0.75 if p > 0 else 1.25), o, h, lo),
     "isolated_bar_nb": lambda t, p, e, m, o, h, lo: (t, p, e, m, o, h, lo, -0.0003, o, 0.005),
+    # A reversal (reduce the position, then open the other side) paying taker and fixed fees.
+    "position_fill_nb": lambda t, p, e, m, o, h, lo: (
+        5.0 * m,
+        2.0 * m,
+        p,
+        e,
+        m,
+        -2.5 * p,
+        o,
+        0.0005,
+        1.0,
+        3.0,
+        float("nan"),
+        1e-8,
+        0.1 * m,
+    ),
 }
 
 
