@@ -14,12 +14,12 @@ from celeris.backtest import kernel as K
 from celeris.compute import resolve_device
 
 
-def _dummy_f2() -> np.ndarray:
+def placeholder_f2() -> np.ndarray:
     # A fresh (1, 1) placeholder per call: a 1-bar, 1-column run may write into it harmlessly.
     return np.zeros((1, 1), dtype=np.float64)
 
 
-def _dummy_i1() -> np.ndarray:
+def placeholder_i1() -> np.ndarray:
     return np.zeros(1, dtype=np.int64)
 
 
@@ -121,12 +121,34 @@ def simulate(
     engine = resolve_device(device)
     n_cols = inp.n_cols
     metrics = np.full((n_cols, K.N_METRICS), np.nan)
-    equity = np.empty((inp.n_bars, n_cols)) if keep_equity else _dummy_f2()
+    equity = np.empty((inp.n_bars, n_cols)) if keep_equity else placeholder_f2()
     if not keep_records:
-        _launch(inp, engine, (metrics, equity, _dummy_f2(), _dummy_i1(), _dummy_f2(), _dummy_i1()))
+        _launch(
+            inp,
+            engine,
+            (
+                metrics,
+                equity,
+                placeholder_f2(),
+                placeholder_i1(),
+                placeholder_f2(),
+                placeholder_i1(),
+            ),
+        )
         return KernelOutputs(metrics, equity if keep_equity else None, None, None)
     # Pass 1 counts orders; trades <= orders + 1 (an open trade) per column.
-    _launch(inp, engine, (metrics, _dummy_f2(), _dummy_f2(), _dummy_i1(), _dummy_f2(), _dummy_i1()))
+    _launch(
+        inp,
+        engine,
+        (
+            metrics,
+            placeholder_f2(),
+            placeholder_f2(),
+            placeholder_i1(),
+            placeholder_f2(),
+            placeholder_i1(),
+        ),
+    )
     n_orders = metrics[:, K.M_ORDERS].astype(np.int64)
     order_offsets = np.zeros(n_cols + 1, dtype=np.int64)
     np.cumsum(n_orders, out=order_offsets[1:])

@@ -14,7 +14,7 @@ import numpy as np
 
 from celeris.backtest import group_kernel as GK
 from celeris.backtest import kernel as K
-from celeris.backtest.engine import KernelOutputs, readonly
+from celeris.backtest.engine import KernelOutputs, placeholder_f2, placeholder_i1, readonly
 from celeris.compute import resolve_device
 
 
@@ -113,14 +113,6 @@ def _launch(inp: GroupInputs, device: str, out: tuple[np.ndarray, ...]) -> tuple
     return scratch
 
 
-def _f2() -> np.ndarray:
-    return np.zeros((1, 1))
-
-
-def _i1() -> np.ndarray:
-    return np.zeros(1, dtype=np.int64)
-
-
 def simulate_groups(
     inp: GroupInputs, *, device: str = "auto", keep_equity: bool = False, keep_records: bool = False
 ) -> GroupOutputs:
@@ -131,11 +123,33 @@ def simulate_groups(
     """
     engine = resolve_device(device)
     metrics = np.full((inp.n_groups, K.N_METRICS), np.nan)
-    equity = np.empty((inp.n_bars, inp.n_groups)) if keep_equity else _f2()
+    equity = np.empty((inp.n_bars, inp.n_groups)) if keep_equity else placeholder_f2()
     if not keep_records:
-        scratch = _launch(inp, engine, (metrics, equity, _f2(), _i1(), _f2(), _i1()))
+        scratch = _launch(
+            inp,
+            engine,
+            (
+                metrics,
+                equity,
+                placeholder_f2(),
+                placeholder_i1(),
+                placeholder_f2(),
+                placeholder_i1(),
+            ),
+        )
         return GroupOutputs(metrics, equity if keep_equity else None, None, None, *_extras(scratch))
-    _launch(inp, engine, (metrics, _f2(), _f2(), _i1(), _f2(), _i1()))
+    _launch(
+        inp,
+        engine,
+        (
+            metrics,
+            placeholder_f2(),
+            placeholder_f2(),
+            placeholder_i1(),
+            placeholder_f2(),
+            placeholder_i1(),
+        ),
+    )
     n_orders = metrics[:, K.M_ORDERS].astype(np.int64)
     widths = np.diff(inp.groups)
     order_offsets = np.zeros(inp.n_groups + 1, dtype=np.int64)
