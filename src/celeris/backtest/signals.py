@@ -9,6 +9,7 @@ the kernel arguments and the column labels all read that table.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import itertools
 from collections.abc import Mapping
@@ -480,12 +481,18 @@ INSTRUMENT_KEYWORDS = (
 )
 
 
+@functools.cache
+def _defaults() -> dict[str, Any]:
+    """``from_signals``'s keyword defaults, read once (it runs once per chunk of a sweep)."""
+    return {n: p.default for n, p in inspect.signature(from_signals).parameters.items()}
+
+
 def _instrument_given(given: dict[str, Any]) -> bool:
     """Whether any instrument keyword differs from spot's defaults (then the grouped kernel runs,
     which validates them: a spot column with leverage is refused there, not ignored here)."""
-    defaults = inspect.signature(from_signals).parameters
+    defaults = _defaults()
     for name in (*INSTRUMENT_KEYWORDS, "limit_price"):
-        value, default = given[name], defaults[name].default
+        value, default = given[name], defaults[name]
         if value is None and default is None:
             continue
         if not (np.isscalar(value) and np.isscalar(default) and value == default):
