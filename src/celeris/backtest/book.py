@@ -20,6 +20,7 @@ from celeris.backtest import kernel as K
 from celeris.backtest.annualisation import YearDays
 from celeris.backtest.group_engine import GroupInputs, GroupOutputs, simulate_groups
 from celeris.backtest.metrics import metrics_frame, rank_order
+from celeris.backtest.returns import bar_returns
 from celeris.errors import CelerisWarning
 
 #: Order kinds as :attr:`Book.orders` names them.
@@ -186,10 +187,8 @@ class Book:
 
     @property
     def returns(self) -> pd.DataFrame:
-        equity = self.equity
-        prev = equity.shift(1)
-        prev.iloc[0] = self.init_cash.to_numpy()
-        return equity / prev - 1.0
+        """Bar returns of every account; the first bar is measured against its starting cash."""
+        return bar_returns(self.equity, self.init_cash.to_numpy())
 
     @property
     def drawdown(self) -> pd.DataFrame:

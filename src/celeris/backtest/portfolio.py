@@ -22,7 +22,7 @@ from celeris.backtest.metrics import (
     metrics_frame,
     rank_order,
 )
-from celeris.backtest.returns import returns_metrics
+from celeris.backtest.returns import bar_returns, returns_metrics
 from celeris.checks import check_int
 from celeris.errors import CelerisTypeError, CelerisWarning, ConfigError
 
@@ -247,10 +247,7 @@ class Portfolio:
     @property
     def returns(self) -> pd.DataFrame:
         """Bar returns of the equity curve; the first bar is measured against ``init_cash``."""
-        equity = self.equity
-        prev = equity.shift(1)
-        prev.iloc[0] = self._inputs.params[:, K.P_INIT_CASH]
-        return equity / prev - 1.0
+        return bar_returns(self.equity, self._inputs.params[:, K.P_INIT_CASH])
 
     @property
     def drawdown(self) -> pd.DataFrame:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 
 
 def _ratio(num: float, den: float) -> float:
@@ -42,3 +43,10 @@ def returns_metrics(
         "max_drawdown": max_dd,
         "calmar": cagr / max_dd if max_dd > 0 else math.nan,
     }
+
+
+def bar_returns(equity: pd.DataFrame, init_cash: np.ndarray) -> pd.DataFrame:
+    """Bar returns of equity curves, the first bar measured against each curve's ``init_cash``."""
+    prev = equity.shift(1)
+    prev.iloc[0] = init_cash
+    return equity / prev - 1.0
