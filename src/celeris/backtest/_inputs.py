@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from celeris.backtest import kernel as K
+from celeris.backtest.annualisation import YearDays, resolve_year_days
 from celeris.data.schema import check_time_index
 from celeris.errors import CelerisTypeError, ConfigError, DataError, check_choice
 
@@ -217,6 +218,20 @@ def infer_freq(index: pd.Index, freq: Any) -> pd.Timedelta | None:
     if isinstance(index, pd.DatetimeIndex) and len(index) > 1:
         return pd.Timedelta(np.median(np.diff(index.asi8)), unit=index.unit)
     return None
+
+
+def annualise(
+    index: pd.Index, freq: Any, year_days: Any
+) -> tuple[pd.Timedelta | None, YearDays, float]:
+    """Bar spacing, days per year and bars per year (NaN when the spacing is unknown).
+
+    ``ann_factor = year_days * 1 day / freq``; ``freq`` given or inferred from a datetime index
+    (:func:`infer_freq`), ``year_days`` by :func:`~celeris.backtest.annualisation.resolve_year_days`.
+    """
+    td = infer_freq(index, freq)
+    annual = resolve_year_days(index if isinstance(index, pd.DatetimeIndex) else None, year_days)
+    ann_factor = float(annual.days * pd.Timedelta(days=1) / td) if td is not None else float("nan")
+    return td, annual, ann_factor
 
 
 def columns_from(candidates: list[Any], width: int, param_axes: dict[str, np.ndarray]) -> pd.Index:

@@ -15,7 +15,7 @@ from celeris.backtest import _inputs as I
 from celeris.backtest import group as G
 from celeris.backtest import group_kernel as GK
 from celeris.backtest import kernel as K
-from celeris.backtest.annualisation import YearDays, resolve_year_days
+from celeris.backtest.annualisation import YearDays
 from celeris.backtest.book import Book
 from celeris.backtest.group_engine import GroupInputs
 from celeris.backtest.perp_inputs import (
@@ -177,9 +177,7 @@ def from_orders(
     perp_groups = group_kinds(inst.perp[order], offsets)
     sizes = _outside_listing_nan(sizes, col_params)
     index = prices.index
-    td = I.infer_freq(index, freq)
-    annual = resolve_year_days(index if isinstance(index, pd.DatetimeIndex) else None, year_days)
-    ann_factor = float(annual.days * pd.Timedelta(days=1) / td) if td is not None else float("nan")
+    td, annual, ann_factor = I.annualise(index, freq, year_days)
     none = np.zeros((1, 1), dtype=np.bool_)
     high, low = G.bar_range(prices)  # liquidations check the bar's extremes
     inputs = GroupInputs(

@@ -23,7 +23,7 @@ from celeris.backtest import _inputs as I
 from celeris.backtest import group as G
 from celeris.backtest import group_kernel as GK
 from celeris.backtest import kernel as K
-from celeris.backtest.annualisation import YearDays, resolve_year_days
+from celeris.backtest.annualisation import YearDays
 from celeris.backtest.book import Book
 from celeris.backtest.engine import KernelInputs
 from celeris.backtest.group_engine import GroupInputs
@@ -352,9 +352,8 @@ def from_signals(
     )
     params = _kernel_params(values, width, long_short, stop_exit_price, execution)
 
-    td = I.infer_freq(index if index is not None else pd.RangeIndex(n_bars), freq)
-    annual = resolve_year_days(index, year_days)
-    ann_factor = float(annual.days * pd.Timedelta(days=1) / td) if td is not None else float("nan")
+    bar_index = index if index is not None else pd.RangeIndex(n_bars, name="bar")
+    td, annual, ann_factor = I.annualise(bar_index, freq, year_days)
     axes = {
         o.name: np.asarray(given[o.name])
         for o in OPTIONS
@@ -362,7 +361,6 @@ def from_signals(
     }
     columns = I.columns_from([*raw_signals.values(), close, price], width, axes)
     inputs = KernelInputs(**prices, **sig, params=params, ann_factor=ann_factor)
-    bar_index = index if index is not None else pd.RangeIndex(n_bars, name="bar")
     return Portfolio(
         inputs,
         bar_index,
@@ -550,9 +548,7 @@ def _grouped(given: dict[str, Any]) -> Book:
     init_cash = _group_cash(params[order, K.P_INIT_CASH], offsets)
     price = G.order_price(prices, given["price"], execution)
     high, low = G.bar_range(prices)
-    td = I.infer_freq(prices.index, given["freq"])
-    annual = resolve_year_days(index, given["year_days"])
-    ann_factor = float(annual.days * pd.Timedelta(days=1) / td) if td is not None else float("nan")
+    td, annual, ann_factor = I.annualise(prices.index, given["freq"], given["year_days"])
     inputs = GroupInputs(
         close=prices.close,
         open=prices.close if prices.open is None else prices.open,
