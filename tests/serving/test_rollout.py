@@ -173,7 +173,7 @@ def test_abstats_refuses_nonfinite_and_unknown_arm():
 def test_evaluate_ab_small_example_matches_hand_computation():
     champion = [1.0, 2.0, 3.0, 4.0, 5.0]  # mean 3, variance 2.5
     challenger = [2.0, 4.0, 6.0, 8.0, 10.0]  # mean 6, variance 10
-    r = evaluate_ab({"champion": champion, "challenger": challenger}, metric="value", min_samples=2)
+    r = evaluate_ab({"champion": champion, "challenger": challenger}, metric="error", min_samples=2)
     se = math.sqrt(2.5 / 5 + 10 / 5)
     t = 3.0 / se
     df = se**4 / ((2.5 / 5) ** 2 / 4 + (10 / 5) ** 2 / 4)  # Welch-Satterthwaite = 5.88235...
@@ -220,11 +220,11 @@ def test_evaluate_ab_abstats_equals_raw_samples():
 def test_evaluate_ab_below_min_samples_says_too_thin():
     rng = np.random.default_rng(2)
     far_apart = {"champion": rng.normal(0, 1, 10), "challenger": rng.normal(10, 1, 12)}
-    r = evaluate_ab(far_apart, metric="value", min_samples=30)
+    r = evaluate_ab(far_apart, metric="pnl", min_samples=30)
     assert r.p_value < 1e-6  # the test itself is computed...
     assert not r.significant and not r.enough_data  # ...but not trusted
     assert r.verdict.startswith("too thin")
-    assert "10 champion and 12 challenger" in r.verdict and "30" in r.verdict
+    assert "10 champion and 12 challenger joined outcomes" in r.verdict and "30" in r.verdict
     empty = evaluate_ab(ABStats())
     assert math.isnan(empty.t) and empty.verdict.startswith("too thin")
     json.dumps(empty.to_dict(), allow_nan=False)  # NaN becomes null
@@ -244,11 +244,25 @@ def test_evaluate_ab_clear_difference_is_significant_with_direction():
     rng = np.random.default_rng(5)
     r = evaluate_ab(
         {"champion": rng.normal(1.0, 0.2, 200), "challenger": rng.normal(0.8, 0.2, 200)},
-        metric="value",
+        metric="error",
     )
     assert r.significant and r.p_value < 1e-10
     assert -1.3 < r.effect_ci[0] < r.effect_size < r.effect_ci[1] < -0.7  # true g = -1
-    assert "significantly lower" in r.verdict
+    assert "significantly lower (better)" in r.verdict
+    pnl = evaluate_ab(
+        {"champion": rng.normal(1.0, 0.2, 200), "challenger": rng.normal(0.8, 0.2, 200)},
+        metric="pnl",
+    )
+    assert "significantly lower (worse)" in pnl.verdict
+
+
+def test_evaluate_ab_mean_forecast_is_never_compared():
+    samples = {"champion": [1.0, 2.0, 3.0], "challenger": [2.0, 3.0, 4.0]}
+    with pytest.raises(ConfigError, match="mean forecast"):
+        evaluate_ab(samples, metric="value")
+    # an ABStats holds latencies; realised outcomes come from the outcome store
+    with pytest.raises(ConfigError, match="evaluate_outcomes"):
+        evaluate_ab(ABStats(), metric="error")
 
 
 def test_evaluate_ab_bad_arguments_raise():

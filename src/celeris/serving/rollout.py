@@ -3,13 +3,18 @@
 * :func:`arm_for` sends a request to ``"challenger"`` or ``"champion"`` by a hash of its key, so
   the same key (a symbol, a client id) always sees the same arm and the split holds without any
   shared state between server processes.
-* :class:`ABStats` accumulates per-arm latency, outcome and value statistics, thread-safely and in
+* :class:`ABStats` accumulates per-arm latency and success statistics, thread-safely and in
   constant memory (running moments plus a bounded reservoir sample for percentiles).
-* :func:`evaluate_ab` compares the arms with Welch's t-test and Hedges' g, and says when the data
-  are too thin to judge.
+* :func:`evaluate_outcomes` compares two versions on what their predictions were worth once the
+  horizon passed: realised error (lower is better) and the paper P&L of their signals (higher is
+  better), read from an :class:`~celeris.serving.outcomes.OutcomeStore`.
+  :func:`evaluate_ab` is the test underneath (Welch's t-test and Hedges' g); it says when the
+  data are too thin to judge. A version is never judged on its mean forecast: a forecast that is
+  higher or lower says nothing about whether it was right.
 * :func:`shadow_validate` runs a candidate model on a validation batch before promotion: it must
   run, return the right shape, return finite values, be fast enough and (optionally) agree with the
-  serving version. Every check is reported, including after one fails.
+  serving version. Every check is reported, including after one fails. :func:`replay_batch`
+  takes the batch from the live inputs recorded in an outcome store.
 """
 
 from __future__ import annotations
@@ -39,14 +44,19 @@ __all__ = [
     "ShadowReport",
     "arm_for",
     "evaluate_ab",
+    "evaluate_outcomes",
     "hedges_g",
+    "replay_batch",
     "shadow_validate",
 ]
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 ARMS = (CHAMPION, CHALLENGER)
-_METRICS = ("latency", "value")
+_STAT_METRICS = ("latency", "value")  # what ABStats keeps per arm
+#: What evaluate_ab compares: latency (an ABStats' or samples), realised error, paper P&L.
+METRICS = ("latency", "error", "pnl")
+_LOWER_IS_BETTER = {"latency": True, "error": True, "pnl": False}
 
 
 def arm_for(key: str, split: float, salt: str = "") -> str:
@@ -111,12 +121,16 @@ class _Arm:
 
 
 class ABStats:
-    """Per-arm latency, outcome and value statistics of an A/B test (thread-safe).
+    """Per-arm latency and success statistics of an A/B test (thread-safe).
 
     Latency moments and percentiles cover successful requests only (a request refused early is
     fast and would flatter its arm); failures count towards the error rate. Memory is constant:
     means and variances are kept as running moments, and latency percentiles come from a
     uniform reservoir sample of ``reservoir_size`` latencies per arm (Vitter's algorithm R).
+
+    An optional per-request ``value`` is summarised too (the engine passes the request's mean
+    forecast); it is descriptive only: :func:`evaluate_ab` refuses to compare it, because
+    versions are judged on realised outcomes (:func:`evaluate_outcomes`).
 
     Parameters
     ----------
@@ -134,7 +148,7 @@ class ABStats:
 
     def record(self, arm: str, latency_s: float, ok: bool, value: float | None = None) -> None:
         """Record one request served by ``arm``: its latency, whether it succeeded, and an
-        optional outcome ``value`` (for example the realised P&L of its signal).
+        optional descriptive ``value`` (summarised, never compared).
 
         Non-finite latencies or values are refused (:class:`DataError`): one NaN would turn
         every later mean into NaN.
@@ -167,7 +181,7 @@ class ABStats:
     def moments(self, arm: str, metric: str = "latency") -> tuple[int, float, float]:
         """Return ``(n, mean, sample variance)`` of ``metric`` for ``arm``."""
         check_choice("arm", arm, ARMS)
-        check_choice("metric", metric, _METRICS)
+        check_choice("metric", metric, _STAT_METRICS)
         with self._lock:
             m = getattr(self._arms[arm], metric)
             return m.n, m.mean, m.var
@@ -322,11 +336,14 @@ def evaluate_ab(
     Parameters
     ----------
     stats_or_samples : ABStats or mapping
-        The :class:`ABStats` of a running test, or raw samples
-        ``{"champion": array, "challenger": array}`` (latencies in seconds or values).
-    metric : {"latency", "value"}
-        Which statistic of an :class:`ABStats` to compare (latency of successful requests, or
-        the recorded outcome values). Ignored for raw samples except in the report's text.
+        The :class:`ABStats` of a running test (latency only), or raw samples
+        ``{"champion": array, "challenger": array}``: latencies in seconds, per-prediction
+        realised errors, or per-prediction paper P&L (:func:`evaluate_outcomes` builds these
+        from an outcome store).
+    metric : {"latency", "error", "pnl"}
+        What the samples are: it sets which direction is better in the verdict (lower latency
+        and error, higher P&L). ``"value"`` (the mean forecast, which older versions compared)
+        is refused: how high a forecast is says nothing about whether it was right.
     min_samples : int
         Below this many samples in either arm the verdict is "too thin" and nothing is
         significant, whatever the p-value.
@@ -339,13 +356,24 @@ def evaluate_ab(
     the arms' means, variances and counts (``ttest_ind_from_stats``), which is exact and lets
     :class:`ABStats` keep constant memory.
     """
-    check_choice("metric", metric, _METRICS)
+    if metric == "value":
+        raise ConfigError(
+            "metric 'value' (the mean forecast) is not compared: a higher or lower forecast says "
+            "nothing about whether it was right; compare realised 'error' or 'pnl' "
+            "(evaluate_outcomes), or 'latency'"
+        )
+    check_choice("metric", metric, METRICS)
     min_samples = check_int("min_samples", min_samples, minimum=2)
     alpha = check_fraction("alpha", alpha, open_low=True, open_high=True)
 
     error_rate: dict[str, float | None] = dict.fromkeys(ARMS)
     moments: dict[str, tuple[int, float, float]] = {}
     if isinstance(stats_or_samples, ABStats):
+        if metric != "latency":
+            raise ConfigError(
+                f"an ABStats holds latencies only; metric {metric!r} compares realised outcomes: "
+                "use evaluate_outcomes(store, model, champion, challenger)"
+            )
         summary = stats_or_samples.summary()
         for arm in ARMS:
             moments[arm] = stats_or_samples.moments(arm, metric)
@@ -391,6 +419,73 @@ def evaluate_ab(
     )
 
 
+def evaluate_outcomes(
+    outcomes: Any,
+    model: str,
+    champion: int,
+    challenger: int,
+    *,
+    metric: str = "error",
+    since: Any = None,
+    min_samples: int = 30,
+    alpha: float = 0.05,
+) -> ABReport:
+    """Compare two versions of ``model`` on their realised outcomes; return an :class:`ABReport`.
+
+    Parameters
+    ----------
+    outcomes : OutcomeStore or DataFrame
+        An :class:`~celeris.serving.outcomes.OutcomeStore` (read with ``joined``), or a frame
+        such as :meth:`~celeris.serving.outcomes.OutcomeStore.joined` returns (columns
+        ``version``, ``ts``, ``mae``, ``pnl``).
+    model : str
+        The model's name.
+    champion, challenger : int
+        The two versions compared (challenger minus champion).
+    metric : {"error", "pnl"}
+        ``"error"``: each joined prediction's realised MAE over its horizon (lower is better);
+        ``"pnl"``: the paper P&L of its signal, ``signal * realised_return`` (higher is better;
+        predictions made without a signal carry no P&L and are left out, and ``n`` counts
+        the rest).
+    since : Timestamp or int, optional
+        Only predictions made at or after it (the start of the A/B test).
+    min_samples, alpha
+        As in :func:`evaluate_ab`: with fewer joined outcomes than ``min_samples`` in either
+        version the report says so ("too thin to judge") instead of giving a verdict.
+    """
+    check_choice("metric", metric, ("error", "pnl"))
+    champion = check_int("champion", champion, minimum=0)
+    challenger = check_int("challenger", challenger, minimum=0)
+    if champion == challenger:
+        raise ConfigError(f"champion and challenger are both version {champion}; pick two")
+    column = "mae" if metric == "error" else "pnl"
+    samples: dict[str, np.ndarray] = {}
+    for arm, version in ((CHAMPION, champion), (CHALLENGER, challenger)):
+        frame = _joined_of(outcomes, model, version, since)
+        x = frame[column].to_numpy(dtype=np.float64)
+        samples[arm] = x[~np.isnan(x)]
+    return evaluate_ab(samples, metric=metric, min_samples=min_samples, alpha=alpha)
+
+
+def _joined_of(outcomes: Any, model: str, version: int, since: Any) -> Any:
+    import pandas as pd
+
+    if isinstance(outcomes, pd.DataFrame):
+        missing = {"version", "ts", "mae", "pnl"} - set(outcomes.columns)
+        if missing:
+            raise DataError(f"the joined outcomes frame lacks the columns {sorted(missing)}")
+        frame = outcomes[outcomes["version"] == version]
+        if since is not None:
+            frame = frame[frame["ts"] >= pd.Timestamp(since)]
+        return frame
+    joined = getattr(outcomes, "joined", None)
+    if not callable(joined):
+        raise CelerisTypeError(
+            f"outcomes must be an OutcomeStore or a joined frame, got {type(outcomes).__name__}"
+        )
+    return joined(model, version=version, since=since)
+
+
 def _verdict(
     metric: str,
     n1: int,
@@ -405,8 +500,9 @@ def _verdict(
     significant: bool,
 ) -> str:
     if min(n1, n2) < min_samples:
+        what = "samples" if metric == "latency" else "joined outcomes"
         return (
-            f"too thin to judge: {n1} champion and {n2} challenger samples of {metric}; "
+            f"too thin to judge: {n1} champion and {n2} challenger {what} of {metric}; "
             f"need at least {min_samples} in each arm"
         )
 
@@ -421,14 +517,32 @@ def _verdict(
             f"no significant difference in {metric} at alpha={alpha:g}: champion {fmt(m1)}, "
             f"challenger {fmt(m2)} ({stats})"
         )
-    direction = "higher" if m2 > m1 else "lower"
-    judgement = ""
+    higher = m2 > m1
+    direction = "higher" if higher else "lower"
     if metric == "latency":
-        judgement = " (slower)" if m2 > m1 else " (faster)"
+        judgement = " (slower)" if higher else " (faster)"
+    else:
+        judgement = " (worse)" if higher == _LOWER_IS_BETTER[metric] else " (better)"
     return (
         f"challenger's mean {metric} is significantly {direction}{judgement}: {fmt(m2)} vs "
         f"champion {fmt(m1)} ({stats})"
     )
+
+
+def replay_batch(
+    outcomes: Any, model: str, candidate: Any, *, rows: int = 64, version: int | None = None
+) -> np.ndarray:
+    """Return up to ``rows`` recent live input windows of ``model`` that fit ``candidate``.
+
+    The windows come from the outcome store (``outcomes.recent_inputs``: what the server or the
+    live loop recorded with its predictions), oldest first, shaped ``[n, input_size,
+    n_features]`` of the candidate; ``n`` is 0 when none were recorded with that shape. Pass a
+    non-empty result to :func:`shadow_validate` to replay live traffic through a shadow model.
+    """
+    rows = check_int("rows", rows, minimum=1)
+    shape = (int(candidate.input_size), int(candidate.n_features))
+    batch: np.ndarray = outcomes.recent_inputs(model, version=version, shape=shape, limit=rows)
+    return batch
 
 
 # ---------------------------------------------------------------------------------------------
