@@ -26,6 +26,14 @@ Series (all prefixed ``celeris_``)::
     system_memory_used_bytes, system_load{period}    gauges, sampled at scrape time
     gpu_utilization_percent{gpu}, gpu_memory_used_bytes{gpu}, gpu_memory_total_bytes{gpu},
     gpu_temperature_celsius{gpu}, gpu_power_watts{gpu}   gauges, only with NVML
+    outcomes_predictions, outcomes_joined        gauges     rows in the outcome store, and of
+                                                            them with a realised outcome
+    outcomes_pruned_total, outcomes_dropped_total, counters   (watch_outcomes)
+    outcomes_failed_total
+    drift_psi{model,version,feature}             gauge      PSI of the served inputs against
+                                                            training (watch_drift)
+    realised_error{model,version}, validation_error{model,version},
+    realised_error_ratio{model,version}, realised_outcomes{model,version}   gauges (watch_drift)
 
 The hot path (one request) costs two dictionary look-ups, a counter increment and a histogram
 observation: label children are created once and kept, because ``metric.labels(...)`` validates
@@ -35,8 +43,10 @@ and locks on every call (measured ~1.5 us per request with the cache, see tests)
 from __future__ import annotations
 
 import contextlib
+import logging
+import math
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import (
@@ -51,6 +61,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from celeris.compute.telemetry import GPUTelemetry, SystemSampler
+from celeris.errors import CelerisError
 
 # Seconds. Dense where a CPU forward of a small model lands (0.1-100 ms), sparse beyond.
 LATENCY_BUCKETS = (
@@ -59,6 +70,8 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+log = logging.getLogger("celeris.serving.drift")
 
 
 class PrometheusMetrics:
@@ -214,6 +227,15 @@ class PrometheusMetrics:
         """Export ``publisher.stats()`` (a ``SignalPublisher``): subscribers, refusals, drops."""
         self.registry.register(FeedCollector(publisher))
 
+    def watch_outcomes(self, store: Any, writer: Any = None) -> None:
+        """Export an :class:`~celeris.serving.outcomes.OutcomeStore`'s row counts and, with
+        its :class:`~celeris.serving.outcomes.PredictionWriter`, dropped and failed writes."""
+        self.registry.register(OutcomeCollector(store, writer))
+
+    def watch_drift(self, monitor: DriftCollector) -> None:
+        """Export a :class:`DriftCollector`'s PSI and realised-error gauges."""
+        self.registry.register(monitor)
+
     def forget_version(self, model: str, version: str) -> None:
         """Drop a retired version's queue gauge so it does not linger at its last value."""
         with self._lock:
@@ -337,6 +359,198 @@ class FeedCollector(Collector):
             ("dropped", "Records dropped for subscribers too slow to read them.", "dropped"),
         ):
             yield CounterMetricFamily(f"celeris_feed_{name}", doc, value=stats[key])
+
+
+class OutcomeCollector(Collector):
+    """Rows of an outcome store and its writer's drops and failures, read at scrape time."""
+
+    def __init__(self, store: Any, writer: Any = None) -> None:
+        self._store = store
+        self._writer = writer
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._store.stats()
+        yield _gauge(
+            "celeris_outcomes_predictions",
+            "Predictions kept in the outcome store.",
+            stats["predictions"],
+        )
+        yield _gauge(
+            "celeris_outcomes_joined",
+            "Predictions in the outcome store whose realised outcome came back.",
+            stats["outcomes"],
+        )
+        yield CounterMetricFamily(
+            "celeris_outcomes_pruned",
+            "Oldest predictions deleted past the store's max_rows.",
+            value=stats["pruned"],
+        )
+        if self._writer is not None:
+            written = self._writer.stats()
+            yield CounterMetricFamily(
+                "celeris_outcomes_dropped",
+                "Predictions not recorded: the writer's queue was full.",
+                value=written["dropped"],
+            )
+            yield CounterMetricFamily(
+                "celeris_outcomes_failed",
+                "Predictions the outcome store refused (a conflicting key).",
+                value=written["failed"],
+            )
+
+
+#: ``() -> [(model, version, checkpoint meta), ...]``: the model versions being served.
+Served = Callable[[], Iterable[tuple[str, int, Mapping[str, Any]]]]
+
+
+class DriftCollector(Collector):
+    """Drift of each served model version, measured at scrape time from an outcome store.
+
+    * ``celeris_drift_psi{model,version,feature}``: the population-stability index
+      (:func:`celeris.models.drift.psi`) of each input feature over the newest bar of the last
+      ``psi_rows`` recorded input windows, against the training reference in the checkpoint's
+      feature spec (``meta["feature_spec"]["reference"]``; absent without one).
+    * ``celeris_realised_error``: the mean realised MAE of the newest ``window`` joined
+      outcomes; ``celeris_validation_error``: the checkpoint's test MAE
+      (``meta["test_metrics"]``); ``celeris_realised_error_ratio``: the first over the second;
+      ``celeris_realised_outcomes``: how many outcomes the mean covers.
+
+    A warning is logged (logger ``celeris.serving.drift``) when a feature's PSI rises above
+    :data:`~celeris.models.drift.PSI_SIGNIFICANT` (0.25) or the realised error exceeds
+    ``error_factor`` times the validation error with at least ``min_samples`` outcomes;
+    once when it starts, and an info line when it ends, not at every scrape.
+
+    Parameters
+    ----------
+    store
+        The :class:`~celeris.serving.outcomes.OutcomeStore` the predictions are recorded in.
+    served
+        Returns the ``(model, version, meta)`` of the versions to watch.
+    error_factor, window, min_samples
+        As :func:`celeris.models.drift.error_drift` takes them.
+    psi_rows
+        Recorded windows the PSI reads (the newest bar of each).
+    """
+
+    def __init__(
+        self,
+        store: Any,
+        served: Served,
+        *,
+        error_factor: float = 1.5,
+        window: int = 500,
+        min_samples: int = 30,
+        psi_rows: int = 1000,
+    ) -> None:
+        from celeris.checks import check_int, check_real
+
+        self._store = store
+        self._served = served
+        self.error_factor = check_real("error_factor", error_factor, minimum=0, open_low=True)
+        self.window = check_int("window", window, minimum=1)
+        self.min_samples = check_int("min_samples", min_samples, minimum=1)
+        self.psi_rows = check_int("psi_rows", psi_rows, minimum=1)
+        self._alerting: set[tuple[str, ...]] = set()
+        self._lock = threading.Lock()
+
+    def measure(self) -> dict[tuple[str, int], dict[str, Any]]:
+        """Return ``{(model, version): {"psi": {feature: value}, "error": ErrorDrift}}`` and
+        log the warnings (what :meth:`collect` exports)."""
+        out: dict[tuple[str, int], dict[str, Any]] = {}
+        alerts: dict[tuple[str, ...], str] = {}
+        for model, version, meta in self._served():
+            try:
+                out[(model, version)] = self._measure_one(model, version, meta, alerts)
+            except CelerisError as exc:  # a malformed reference must not break the scrape
+                alerts[(model, str(version), "!")] = f"drift: {model}@{version} not measured: {exc}"
+        with self._lock:
+            for key, message in alerts.items():
+                if key not in self._alerting:
+                    log.warning(message)
+            for key in self._alerting - alerts.keys():
+                log.info(
+                    "drift: %s back within limits",
+                    "@".join(key[:2]) + "".join(f" {k!r}" for k in key[2:]),
+                )
+            self._alerting = set(alerts)
+        return out
+
+    def _measure_one(
+        self,
+        model: str,
+        version: int,
+        meta: Mapping[str, Any],
+        alerts: dict[tuple[str, ...], str],
+    ) -> dict[str, Any]:
+        from celeris.models.drift import PSI_SIGNIFICANT, error_drift, psi_by_feature
+        from celeris.models.drift import validation_error as test_error
+
+        label = f"{model}@{version}"
+        psi: dict[str, float] = {}
+        spec = meta.get("feature_spec") if isinstance(meta, Mapping) else None
+        reference = spec.get("reference") if isinstance(spec, Mapping) else None
+        features = list(
+            (spec.get("features") if isinstance(spec, Mapping) else None)
+            or meta.get("features")
+            or ()
+        )
+        if reference and features:
+            windows = self._store.recent_inputs(
+                model, version=version, limit=self.psi_rows
+            )  # [n, L, C]
+            if len(windows) and windows.shape[2] == len(features):
+                psi = psi_by_feature(reference, windows[:, -1, :], features)
+        for feature, value in psi.items():
+            if value > PSI_SIGNIFICANT:
+                alerts[(model, str(version), feature)] = (
+                    f"drift: {label} input {feature!r} PSI {value:.3f} > "
+                    f"{PSI_SIGNIFICANT} against training (a significant shift)"
+                )
+        joined = self._store.joined(model, version=version, limit=self.window)
+        error = error_drift(
+            joined["mae"].to_numpy(),
+            test_error(meta),
+            window=self.window,
+            factor=self.error_factor,
+            min_samples=self.min_samples,
+        )
+        if error.exceeded:
+            alerts[(model, str(version))] = (
+                f"drift: {label} realised error {error.realised:.6g} is {error.ratio:.2f}x "
+                f"its validation error {error.validation:.6g} over the last {error.n} "
+                f"outcomes (limit {self.error_factor:g}x)"
+            )
+        return {"psi": psi, "error": error}
+
+    def collect(self) -> Iterator[Metric]:
+        psi = GaugeMetricFamily(
+            "celeris_drift_psi",
+            "Population-stability index of a served input feature against training.",
+            labels=["model", "version", "feature"],
+        )
+        families = {
+            name: GaugeMetricFamily(f"celeris_{name}", doc, labels=["model", "version"])
+            for name, doc in (
+                ("realised_error", "Mean realised MAE of the newest joined outcomes."),
+                ("validation_error", "The model's test-split MAE from its checkpoint."),
+                ("realised_error_ratio", "Realised error over validation error."),
+                ("realised_outcomes", "Joined outcomes in the realised-error mean."),
+            )
+        }
+        for (model, version), measured in self.measure().items():
+            labels = [model, str(version)]
+            for feature, value in measured["psi"].items():
+                psi.add_metric([*labels, feature], value)
+            error = measured["error"]
+            families["realised_outcomes"].add_metric(labels, float(error.n))
+            if error.n:
+                families["realised_error"].add_metric(labels, error.realised)
+            if error.validation is not None:
+                families["validation_error"].add_metric(labels, error.validation)
+            if math.isfinite(error.ratio):
+                families["realised_error_ratio"].add_metric(labels, error.ratio)
+        yield psi
+        yield from families.values()
 
 
 class GPUCollector(Collector):
