@@ -16,6 +16,7 @@ from celeris.serving.outcomes import (
     OutcomeStore,
     Prediction,
     PredictionWriter,
+    ServedOutcomes,
     UnknownPrediction,
 )
 
@@ -174,6 +175,67 @@ def test_prediction_writer_writes_in_background_and_counts_conflicts(store):
     writer.submit([clash])
     writer.close()
     assert writer.stats() == {
-        "submitted": 11, "written": 10, "dropped": 0, "failed": 1, "pending": 0
+        "submitted": 11, "written": 10, "dropped": 0, "failed": 1, "pending": 0,
     }  # fmt: skip
     assert store.stats()["predictions"] == 10
+
+
+def test_served_outcomes_records_requests_and_joins_posted_outcomes(store):
+    served = ServedOutcomes(store)
+    x = np.full((2, 3, 2), 100.0, dtype=np.float32)  # level target: last = 100
+    served.record_request(
+        "req-1",
+        model="btc",
+        version="2",
+        names=["BTC/USDT", "ETH/USDT"],
+        inputs=x,
+        forecasts=np.array([[101.0], [99.0]], dtype=np.float32),
+        signals=np.array([1, -1], dtype=np.int8),
+        usable=np.array([True, False]),
+    )
+    out = served.post({"request_id": "req-1", "actual": {"BTC/USDT": [102.0], "ETH/USDT": [98.0]}})
+    assert out == {"recorded": 2, "repeated": 0, "keys": ["req-1/BTC/USDT", "req-1/ETH/USDT"]}
+    assert served.post({"outcomes": {"req-1/BTC/USDT": [102.0]}})["repeated"] == 1
+    j = store.joined("btc", version=2).set_index("symbol")
+    assert j.loc["BTC/USDT", "pnl"] == pytest.approx(0.02)
+    assert pd.isna(j.loc["ETH/USDT", "signal"])  # unusable row: no signal, no P&L
+    assert np.array_equal(store.recent_inputs("btc")[0], x[1])
+    served.record_request(
+        "req-2", model="btc", version=2, names=None, inputs=x[:1],
+        forecasts=np.array([[1.0]]), target_kind="return",
+    )  # fmt: skip
+    assert served.post({"request_id": "req-2", "actual": [[1.5]]})["keys"] == ["req-2/0"]
+    with pytest.raises(DataError, match="request_id"):
+        ServedOutcomes.request_id("a/b")
+    assert len(ServedOutcomes.request_id(None)) == 32
+    with pytest.raises(DataError, match='"outcomes"'):
+        served.post({"actual": [1.0]})
+    served.writer.close()
+
+
+def test_served_outcomes_non_finite_forecast_fails_the_request_counted(store):
+    served = ServedOutcomes(store)
+    served.record_request(
+        "bad", model="btc", version=1, names=None, inputs=np.ones((2, 3, 1)),
+        forecasts=np.array([[1.0], [np.nan]]),
+    )  # fmt: skip
+    assert served.writer.flush()
+    assert served.writer.stats()["failed"] == 2 and store.stats()["predictions"] == 0
+    served.writer.close()
+
+
+def test_prediction_writer_full_queue_drops_and_counts_never_blocks():
+    release = threading.Event()
+
+    class Blocked:
+        def record_predictions(self, rows):
+            release.wait(10)
+
+    writer = PredictionWriter(Blocked(), max_pending=2, batch=1)  # type: ignore[arg-type]
+    row = Prediction.make("k", model="m", version=1, symbol=None, ts=T0, horizon=1, forecast=[1.0])
+    writer.submit([row] * 6)  # one taken by the blocked thread, two queued, the rest dropped
+    assert writer.stats()["dropped"] >= 3
+    release.set()
+    writer.close()
+    s = writer.stats()
+    assert s["written"] + s["dropped"] == 6 and s["pending"] == 0

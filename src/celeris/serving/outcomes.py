@@ -42,10 +42,12 @@ import dataclasses
 import logging
 import math
 import queue
+import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,10 +60,12 @@ from celeris.serving.errors import ServingError
 
 __all__ = [
     "MAX_KEY_LENGTH",
+    "REQUEST_ID_RULE",
     "OutcomeConflict",
     "OutcomeStore",
     "Prediction",
     "PredictionWriter",
+    "ServedOutcomes",
     "UnknownPrediction",
 ]
 
@@ -604,92 +608,266 @@ class PredictionWriter:
     """Writes predictions to an :class:`OutcomeStore` from a background thread, in batches.
 
     :meth:`submit` only queues (the caller, an HTTP route on the event loop, never waits for
-    SQLite). When ``max_pending`` rows are waiting, further rows are dropped and counted
-    (``dropped``; logged once per run of drops) rather than stalling requests; a batch the
-    store refuses (a conflicting key) is counted in ``failed`` and logged.
+    SQLite); :meth:`submit_lazy` queues a function that builds the rows, so even that work
+    leaves the request. When ``max_pending`` items are waiting, further ones are dropped and
+    counted (``dropped``; logged once per run of drops) rather than stalling requests; a row
+    the store refuses (a conflicting key, a non-finite forecast) is counted in ``failed`` and
+    logged.
     """
 
     def __init__(self, store: OutcomeStore, *, max_pending: int = 65_536, batch: int = 512) -> None:
         self.store = store
         self.max_pending = check_int("max_pending", max_pending, minimum=1)
         self.batch = check_int("batch", batch, minimum=1)
-        self._queue: queue.Queue[Prediction | None] = queue.Queue(self.max_pending)
+        self._queue: queue.Queue[Any] = queue.Queue(self.max_pending)
         self._counts = {"submitted": 0, "written": 0, "dropped": 0, "failed": 0}
         self._dropping = False
         self._idle = threading.Condition()
         self._pending = 0
+        self._closed = False
         self._thread = threading.Thread(target=self._run, name="celeris-outcomes", daemon=True)
         self._thread.start()
 
     def submit(self, predictions: Iterable[Prediction]) -> None:
         """Queue checked predictions for writing (never blocks)."""
         for p in predictions:
-            try:
-                self._queue.put_nowait(p)
-            except queue.Full:
-                self._counts["dropped"] += 1
-                if not self._dropping:
-                    self._dropping = True
-                    log.warning(
-                        "outcome store: %d predictions waiting to be written; dropping new ones "
-                        "until it catches up (celeris_outcomes_dropped_total)",
-                        self.max_pending,
-                    )
-                continue
+            self._put(p, 1)
+
+    def submit_lazy(self, build: Callable[[], list[Prediction]], rows: int) -> None:
+        """Queue ``build``, called on the writer's thread, whose ``rows`` predictions are then
+        written (never blocks). ``build`` raising counts its ``rows`` as failed."""
+        self._put((build, rows), rows)
+
+    def _put(self, item: Any, rows: int) -> None:
+        if self._closed:
+            raise DataError("the prediction writer is closed")
+        with self._idle:
+            self._pending += 1
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:
             with self._idle:
-                self._pending += 1
-            self._counts["submitted"] += 1
+                self._pending -= 1
+                self._idle.notify_all()
+            self._counts["dropped"] += rows
+            if not self._dropping:
+                self._dropping = True
+                log.warning(
+                    "outcome store: %d items waiting to be written; dropping new predictions "
+                    "until it catches up (celeris_outcomes_dropped_total)",
+                    self.max_pending,
+                )
+            return
+        self._counts["submitted"] += rows
 
     def flush(self, timeout_s: float = 10.0) -> bool:
-        """Wait until every queued prediction is written; return False on timeout."""
+        """Wait until everything queued so far is written; return False on timeout."""
         with self._idle:
             return self._idle.wait_for(lambda: self._pending == 0, timeout=timeout_s)
 
     def stats(self) -> dict[str, int]:
-        """Return ``submitted``, ``written``, ``dropped``, ``failed`` and ``pending``."""
+        """Return ``submitted``, ``written``, ``dropped``, ``failed`` (predictions) and
+        ``pending`` (queued items)."""
         return {**self._counts, "pending": self._pending}
 
     def close(self, timeout_s: float = 10.0) -> None:
-        """Write what is queued, then stop the thread."""
+        """Write what is queued, then stop the thread (idempotent)."""
+        if self._closed:
+            return
         self.flush(timeout_s)
+        self._closed = True
         self._queue.put(None)
         self._thread.join(timeout_s)
 
     def _run(self) -> None:
         while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            todo = [first]
-            stop = False
-            while len(todo) < self.batch:
+            items = [self._queue.get()]
+            while len(items) < self.batch:
                 try:
-                    item = self._queue.get_nowait()
+                    items.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-                if item is None:
-                    stop = True
-                    break
-                todo.append(item)
-            self._write(todo)
+            stop = items[-1] is None
+            todo = [item for item in items if item is not None]
+            try:
+                self._write(todo)
+            finally:
+                with self._idle:
+                    self._pending -= len(todo)
+                    self._idle.notify_all()
             if stop:
                 return
 
-    def _write(self, todo: list[Prediction]) -> None:
+    def _write(self, items: list[Any]) -> None:
+        rows: list[Prediction] = []
+        for item in items:
+            if isinstance(item, Prediction):
+                rows.append(item)
+                continue
+            build, n = item
+            try:
+                rows.extend(build())
+            except Exception as exc:
+                self._counts["failed"] += n
+                log.warning("outcome store: %d predictions not recorded: %s", n, exc)
+        if not rows:
+            return
         try:
-            self.store.record_predictions(todo)
-            self._counts["written"] += len(todo)
-        except Exception as exc:
-            # One bad row must not cost the others: retry them one by one.
-            for p in todo:
+            self.store.record_predictions(rows)
+            self._counts["written"] += len(rows)
+        except Exception:
+            # One bad row must not cost the others: write them one by one.
+            for p in rows:
                 try:
                     self.store.record_predictions([p])
                     self._counts["written"] += 1
                 except Exception as one:
                     self._counts["failed"] += 1
                     log.warning("outcome store: prediction %r not recorded: %s", p.key, one)
-            log.debug("outcome store: batch of %d retried one by one after %s", len(todo), exc)
         self._dropping = False
-        with self._idle:
-            self._pending -= len(todo)
-            self._idle.notify_all()
+
+
+_REQUEST_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+REQUEST_ID_RULE = "1-128 characters: a letter or digit, then letters, digits and . _ : -"
+
+
+class ServedOutcomes:
+    """The outcome store as the HTTP routes use it: predictions recorded per request (queued
+    on a :class:`PredictionWriter`), outcomes posted by key, A/B tests judged on them.
+
+    Keys: a request's predictions are recorded under ``REQUEST_ID/SYMBOL`` (``/v1/forecast``)
+    or ``REQUEST_ID/ROW`` (``/v1/models/{name}/predict``, rows numbered from 0). A request id
+    has no ``/`` (:data:`REQUEST_ID_RULE`), so the keys of two requests never collide; the
+    client may choose it (unique per request) or the server makes one (32 hex digits).
+    """
+
+    def __init__(self, store: OutcomeStore, writer: PredictionWriter | None = None) -> None:
+        self.store = store
+        self.writer = writer if writer is not None else PredictionWriter(store)
+
+    @staticmethod
+    def request_id(given: Any) -> str:
+        """Return ``given`` checked (:class:`DataError` naming the rule), or a new id."""
+        if given is None:
+            return uuid.uuid4().hex
+        if not isinstance(given, str) or _REQUEST_ID_RE.fullmatch(given) is None:
+            raise DataError(f"request_id must be {REQUEST_ID_RULE}; got {str(given)[:40]!r}")
+        return given
+
+    def record_request(
+        self,
+        request_id: str,
+        *,
+        model: str,
+        version: str | int,
+        names: Sequence[str] | None,
+        inputs: np.ndarray,
+        forecasts: np.ndarray,
+        signals: np.ndarray | None = None,
+        usable: np.ndarray | None = None,
+        target_kind: str = "level",
+    ) -> None:
+        """Queue one request's predictions (``inputs [n, L, C]``, ``forecasts [n, H]``;
+        ``names`` the symbols, or None for row numbers; ``signals [n]`` with ``usable [n]``:
+        an unusable row gave no signal). Never blocks; the rows are built on the writer's
+        thread."""
+        ts = time.time_ns()
+        n = len(forecasts)
+
+        def build() -> list[Prediction]:
+            v = int(version)
+            f = np.asarray(forecasts, dtype=np.float64)
+            bad = ~np.isfinite(f).all(axis=1)
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise DataError(
+                    f"request {request_id}: {int(bad.sum())} of {n} forecasts are not finite "
+                    f"(first: row {i}); recorded none of the request's predictions"
+                )
+            x = np.asarray(inputs, dtype=np.float32)
+            horizon = f.shape[1]
+            level = target_kind == "level"
+            out = []
+            for i in range(n):
+                signal = None
+                if signals is not None and (usable is None or bool(usable[i])):
+                    signal = int(signals[i])
+                out.append(
+                    Prediction(
+                        key=f"{request_id}/{names[i] if names is not None else i}",
+                        model=model,
+                        version=v,
+                        symbol=None if names is None else names[i],
+                        ts_ns=ts,
+                        horizon=horizon,
+                        forecast=f[i],
+                        signal=signal,
+                        inputs=x[i],
+                        last=float(x[i, -1, 0]) if level else None,
+                        target_kind=target_kind,
+                    )
+                )
+            return out
+
+        self.writer.submit_lazy(build, n)
+
+    def post(self, doc: Mapping[str, Any]) -> dict[str, Any]:
+        """Record the outcomes of a ``POST /v1/outcomes`` body; return what was recorded.
+
+        The body is ``{"outcomes": {KEY: [actual...], ...}}`` or ``{"request_id": ID,
+        "actual": {SYMBOL_OR_ROW: [actual...], ...}}`` (or a list, one entry per row). Waits
+        for queued predictions to be written first (call it off the event loop).
+
+        Returns ``{"recorded": new outcomes, "repeated": outcomes already recorded, "keys"}``.
+        """
+        outcomes = _posted(doc)
+        self.writer.flush()
+        result = self.store.record_outcomes(outcomes)
+        return {
+            "recorded": sum(result.values()),
+            "repeated": len(result) - sum(result.values()),
+            "keys": list(result),
+        }
+
+    def evaluate(
+        self, model: str, champion: int, challenger: int, *, since_s: float | None = None
+    ) -> dict[str, Any]:
+        """Return ``{"error": report, "pnl": report}``: the A/B comparison of two versions on
+        their realised outcomes since ``since_s`` (:func:`time.time` seconds)."""
+        from celeris.serving.rollout import evaluate_outcomes
+
+        self.writer.flush()
+        since = None if since_s is None else int(since_s * 1e9)
+        return {
+            metric: evaluate_outcomes(
+                self.store, model, champion, challenger, metric=metric, since=since
+            ).to_dict()
+            for metric in ("error", "pnl")
+        }
+
+    def close(self) -> None:
+        """Write what is queued and close the store."""
+        self.writer.close()
+        self.store.close()
+
+
+def _posted(doc: Mapping[str, Any]) -> dict[str, Any]:
+    if "outcomes" in doc:
+        given = doc["outcomes"]
+        if not isinstance(given, Mapping) or not given:
+            raise DataError('"outcomes" must be a non-empty object {KEY: [actual, ...], ...}')
+        return dict(given)
+    if "request_id" not in doc or "actual" not in doc:
+        raise DataError(
+            'the body needs "outcomes": {KEY: [actual, ...]} or "request_id" and "actual": '
+            "{SYMBOL: [actual, ...]} (a list for /predict rows)"
+        )
+    rid = doc["request_id"]
+    if not isinstance(rid, str) or _REQUEST_ID_RE.fullmatch(rid) is None:
+        raise DataError(f"request_id must be {REQUEST_ID_RULE}; got {str(rid)[:40]!r}")
+    actual = doc["actual"]
+    if isinstance(actual, list):
+        actual = dict(enumerate(actual))
+    if not isinstance(actual, Mapping) or not actual:
+        raise DataError('"actual" must be a non-empty object {SYMBOL: [...]} or a list of rows')
+    return {f"{rid}/{name}": values for name, values in actual.items()}
