@@ -202,14 +202,20 @@ def forecast_cmd(
     """Forecast the next bars from the latest window of the data."""
     import pandas as pd
 
-    from celeris.models.pipeline import forecast_index, model_inputs
+    from celeris.models.features import spec_of
+    from celeris.models.pipeline import forecast_index
     from celeris.models.predictor import Predictor
 
     bars = load_bars(data, span)
     pred = Predictor.load(checkpoint, backend=backend)
-    values = model_inputs(bars, pred.meta["features"])
+    spec = spec_of(pred.meta)  # the features the model was trained on, computed the same way
+    values = spec.inputs(bars)
     if len(values) < pred.input_size:
-        raise DataError(f"{data} has {len(values)} usable bars, the model needs {pred.input_size}")
+        raise DataError(
+            f"{data} has {len(values)} usable bars, the model needs {pred.input_size} "
+            f"(at least {spec.bars_needed(pred.input_size)} bars: the features' warm-up of "
+            f"{spec.lookback} + input_size {pred.input_size})"
+        )
     forecast = pred.predict(values.to_numpy()[-pred.input_size :][None])[0]
     last = values.index[-1]
     # The data's own calendar: business days after daily equity bars, not weekends.
@@ -218,7 +224,7 @@ def forecast_cmd(
         if isinstance(bars.index, pd.DatetimeIndex) and len(bars) > 1
         else [f"t+{k + 1}" for k in range(len(forecast))]
     )
-    target = pred.meta["features"][0]
+    target = spec.target
     if json_out:
         print_json(
             {

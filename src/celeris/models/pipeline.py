@@ -36,11 +36,16 @@ def default_scaler(target: str) -> str:
     return "window-robust" if target_kind(target) == "level" else "standard"
 
 
-def model_inputs(bars: pd.DataFrame, features: tuple[str, ...] | list[str]) -> pd.DataFrame:
-    """The model's input frame ``[T, C]`` from bars (past-only features, warm-up dropped)."""
-    from celeris.models.data import feature_frame
+def model_inputs(bars: pd.DataFrame, features: Any) -> pd.DataFrame:
+    """The model's input frame ``[T, C]`` from bars (past-only features, warm-up dropped).
 
-    return feature_frame(bars, tuple(features), drop_warmup=True)
+    ``features``: a :class:`~celeris.models.features.FeatureSpec` or its feature names. The one
+    code path: :meth:`FeatureSpec.inputs <celeris.models.features.FeatureSpec.inputs>`.
+    """
+    from celeris.models.features import FeatureSpec
+
+    spec = features if isinstance(features, FeatureSpec) else FeatureSpec(tuple(features))
+    return spec.inputs(bars)
 
 
 def model_kwargs(
@@ -104,13 +109,19 @@ def fit_on_bars(
     from celeris.models.catalogue import build_model
     from celeris.models.data import Scaler, make_scaler, make_windows, split_by_time, training_bars
     from celeris.models.evaluate import evaluate
+    from celeris.models.features import FeatureSpec
     from celeris.models.provenance import fingerprint_bars
     from celeris.models.train import TrainConfig, train
 
-    feats = tuple(features or DEFAULT_FEATURES.get(name, ("close",)))
-    values = model_inputs(bars, feats)
+    spec = FeatureSpec(tuple(features or DEFAULT_FEATURES.get(name, ("close",))))
+    feats = spec.features
+    values = model_inputs(bars, spec)
     windows = make_windows(values, input_size, horizon)
     tr, va, te = split_by_time(windows, val=val, test=test)
+    # The training rows of the inputs, before scaling: the reference of drift monitoring.
+    spec = spec.with_reference(
+        values.to_numpy()[int(tr.end[0]) - input_size + 1 : int(tr.end[-1]) + 1]
+    )
     scaler_kind = default_scaler(feats[0]) if scaler == "auto" else scaler
     sc = make_scaler(scaler_kind)
     if isinstance(
@@ -140,6 +151,7 @@ def fit_on_bars(
         "horizon": horizon,
         "n_features": len(feats),
         "features": list(feats),
+        "feature_spec": spec.to_dict(),
         "target": feats[0],
         "target_kind": target_kind(feats[0]),
         "scaler_kind": scaler_kind,
@@ -248,17 +260,21 @@ def expected_step_returns_checked(
 ) -> tuple[pd.Series, Any]:
     """:func:`expected_step_returns` without the warning: the series and the
     :class:`~celeris.models.provenance.TrainingOverlap` of ``bars`` (None when unchecked)."""
+    from celeris.models.features import FeatureSpec, spec_of
     from celeris.models.signals import rolling_forecasts_checked, training_guard
 
     step = check_int("step", step, minimum=1, maximum=predictor.horizon)
-    feats = tuple(predictor.meta.get("features", ["close"]))
-    target = feats[0]
+    meta = predictor.meta
+    spec = (
+        spec_of(meta) if "features" in meta or "feature_spec" in meta else FeatureSpec(("close",))
+    )
+    target = spec.target
     if target not in ("close", "log_close", "log_return"):
         raise ConfigError(
             f"cannot turn forecasts of {target!r} into returns; train with target close, log_close or log_return"
         )
     overlap = training_guard(predictor, bars.index, bars, include_train, flag)
-    values = model_inputs(bars, feats)
+    values = spec.inputs(bars)
     fc, _ = rolling_forecasts_checked(
         predictor, values.to_numpy(), index=values.index, bars=bars, include_train=include_train
     )
@@ -316,11 +332,12 @@ def evaluate_checkpoint_checked(
     from celeris.models.checkpoint import LoadedCheckpoint, load_checkpoint
     from celeris.models.data import make_windows
     from celeris.models.evaluate import evaluate
+    from celeris.models.features import spec_of
     from celeris.models.signals import training_guard
 
     last = check_fraction("last", last, open_low=True)
     ckpt = checkpoint if isinstance(checkpoint, LoadedCheckpoint) else load_checkpoint(checkpoint)
-    values = model_inputs(bars, ckpt.meta["features"])
+    values = spec_of(ckpt.meta).inputs(bars)
     windows = make_windows(values, int(ckpt.meta["input_size"]), int(ckpt.meta["horizon"]))
     chosen = windows.subset(slice(int(len(windows) * (1 - last)), None))
     overlap = training_guard(ckpt, chosen.time, bars, include_train, flag)

@@ -280,6 +280,27 @@ class Predictor:
             reason=reason,
         )
 
+    @property
+    def feature_spec(self) -> Any:
+        """The :class:`~celeris.models.features.FeatureSpec` that turns bars into this model's
+        inputs (:func:`~celeris.models.features.spec_of` of the checkpoint's meta). With the
+        scaler this predictor applies, it is all a consumer of the model needs:
+        ``predictor.predict(predictor.feature_spec.last_windows(bars, predictor.input_size))``.
+
+        Raises
+        ------
+        DataError
+            The checkpoint records no features.
+        ConfigError
+            Features this Celeris cannot compute.
+        """
+        spec = self.__dict__.get("_feature_spec")
+        if spec is None:
+            from celeris.models.features import spec_of
+
+            spec = self.__dict__["_feature_spec"] = spec_of(self.meta)
+        return spec
+
     def describe(self) -> str:
         """One line: the backend that runs and why it was chosen."""
         return f"{self.backend}: {self.backend_reason}"
