@@ -21,7 +21,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from celeris.errors import ConfigError
@@ -45,6 +45,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from fastapi import FastAPI
 
     from celeris.serving.metrics import PrometheusMetrics
+    from celeris.serving.outcomes import ServedOutcomes
     from celeris.serving.registry import ModelRegistry
 
 __all__ = [
@@ -61,6 +62,7 @@ __all__ = [
     "freeze_heap",
     "load_verified",
     "process_start_time",
+    "served_versions",
     "synthetic_histories",
     "uvicorn_server",
 ]
@@ -84,6 +86,7 @@ class Server:
     manager: ModelManager
     app: FastAPI
     started_at: float
+    outcomes: ServedOutcomes | None = None
 
 
 def process_start_time() -> float:
@@ -179,6 +182,7 @@ def build(
         publisher = SignalPublisher(settings.socket, max_subscribers=settings.feed_max_subscribers)
         metrics.watch_feed(publisher)
     manager = ModelManager(engine, registry, settings, metrics=metrics)
+    outcomes = _outcomes(settings, engine, metrics)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -196,6 +200,8 @@ def build(
                     on_failure(exc)
             else:
                 log.info("ready after %.2f s", manager.ready_after_s or 0.0)
+                if outcomes is not None:
+                    _replay_recorded_inputs(manager, outcomes)
                 if on_ready is not None:
                     on_ready(manager)
 
@@ -215,13 +221,76 @@ def build(
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await task
             await engine.close()
+            if outcomes is not None:
+                outcomes.close()
             if cache is not None:
                 cache.close()
             if publisher is not None:
                 publisher.close()
 
     app = create_app(manager, publisher=publisher, lifespan=lifespan)
-    return Server(settings, registry, engine, cache, metrics, publisher, manager, app, started)
+    return Server(
+        settings, registry, engine, cache, metrics, publisher, manager, app, started, outcomes
+    )
+
+
+def _outcomes(settings: ServeSettings, engine: Any, metrics: Any) -> ServedOutcomes | None:
+    """The outcome store of the process (None with ``outcomes=False``), watched on /metrics
+    with the drift of every served version."""
+    if not settings.outcomes:
+        return None
+    from celeris.serving.metrics import DriftCollector
+    from celeris.serving.outcomes import OutcomeStore, ServedOutcomes
+
+    path = settings.outcomes_path or settings.registry / "outcomes.sqlite"
+    store = OutcomeStore(path, max_rows=settings.outcomes_max_rows)
+    outcomes = ServedOutcomes(store)
+    metrics.watch_outcomes(store, outcomes.writer)
+    metrics.watch_drift(
+        DriftCollector(
+            store,
+            served_versions(engine),
+            error_factor=settings.drift_error_factor,
+            window=settings.drift_window,
+        )
+    )
+    return outcomes
+
+
+def served_versions(engine: Any) -> Callable[[], list[tuple[str, int, Mapping[str, Any]]]]:
+    """Return ``() -> [(model, version, checkpoint meta), ...]``: every version ``engine``
+    serves, the challenger of a running A/B test included (what drift is measured for)."""
+
+    def served() -> list[tuple[str, int, Mapping[str, Any]]]:
+        out = []
+        for model in engine.models():
+            versions = [model["serving"]]
+            if model["ab"] is not None:
+                versions.append(model["ab"]["challenger"])
+            for version in versions:
+                if version is None or not str(version).isdigit():
+                    continue
+                meta = getattr(engine.predictor(model["name"], version), "meta", None)
+                out.append((model["name"], int(version), meta or {}))
+        return out
+
+    return served
+
+
+def _replay_recorded_inputs(manager: ModelManager, outcomes: ServedOutcomes) -> None:
+    """Seed shadow validation with the newest inputs the store recorded (a restarted server
+    validates candidates on live traffic at once, not on synthetic histories)."""
+    rows = manager.settings.shadow_rows
+    for name, spec in manager.specs.items():
+        try:
+            x = outcomes.store.recent_inputs(
+                name, shape=(spec.input_size, spec.n_features), limit=rows
+            )
+        except Exception as exc:  # the store is an aid here: serving goes on without it
+            log.warning("outcome store: recorded inputs of %s not read: %s", name, exc)
+            continue
+        if len(x):
+            manager.record_input(name, x)
 
 
 def bind(host: str, port: int) -> socket.socket:

@@ -156,6 +156,21 @@ class ServeSettings(BaseSettings):
     signal_threshold: float = Field(
         0.0, ge=0, description="expected move below which the published signal is flat"
     )
+    outcomes: bool = Field(
+        True, description="record every served prediction for outcomes, A/B and drift"
+    )
+    outcomes_path: Path | None = Field(
+        None, description="outcome store (SQLite) file; default outcomes.sqlite in the registry"
+    )
+    outcomes_max_rows: int = Field(
+        1_000_000, ge=1, description="predictions kept in the outcome store (oldest pruned)"
+    )
+    drift_error_factor: float = Field(
+        1.5, gt=0, description="warn when realised error exceeds validation error this many times"
+    )
+    drift_window: int = Field(
+        500, ge=1, description="newest joined outcomes in the rolling realised error"
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     admin_token: SecretStr | None = Field(
         None,
