@@ -7,6 +7,7 @@ import types
 import pytest
 
 from celeris.errors import CelerisTypeError, ConfigError
+from celeris.models.features import FeatureSpec
 from celeris.serving.manager import ModelSpec, SymbolTable, model_spec
 
 
@@ -27,9 +28,25 @@ def test_model_spec_reads_shapes_and_checkpoint_features() -> None:
         n_features=2,
         horizon=4,
         backend="onnx",
-        meta={"target_kind": "log_return", "features": ["close", "volume"]},
+        meta={"target_kind": "log_return", "features": ["close", "log_volume"]},
     )
-    assert model_spec("btc", 7, predictor) == ModelSpec(
-        "btc", 7, 16, 2, 4, "log_return", ("close", "volume"), "onnx"
-    )
+    spec = model_spec("btc", 7, predictor)
+    assert spec == ModelSpec(
+        "btc", 7, 16, 2, 4, "log_return", ("close", "log_volume"), "onnx",
+        FeatureSpec(("close", "log_volume")),
+    )  # fmt: skip
+    assert spec.bars_needed == 16 and spec.to_dict()["feature_spec"] == {
+        "version": 1, "features": ["close", "log_volume"], "lookback": 0
+    }  # fmt: skip
     assert model_spec("btc", "production", predictor).version == 0  # a stage is no number
+
+
+def test_model_spec_refuses_features_this_celeris_cannot_compute() -> None:
+    # "volume" is no feature name (log_volume is): such a model's inputs cannot be computed.
+    predictor = types.SimpleNamespace(
+        input_size=16, n_features=2, horizon=4, meta={"features": ["close", "volume"]}
+    )
+    with pytest.raises(ConfigError, match="unknown feature 'volume'"):
+        model_spec("btc", 7, predictor)
+    windows_only = types.SimpleNamespace(input_size=16, n_features=2, horizon=4, meta={})
+    assert model_spec("btc", 7, windows_only).feature_spec is None

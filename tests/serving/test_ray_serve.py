@@ -26,7 +26,7 @@ from celeris.serving import ray_serve
 from tests.serving.conftest import free_port
 
 L, H, C = 16, 4, 3
-FEATURES = ("close", "volume", "high_low_range")
+FEATURES = ("close", "log_volume", "atr_14")  # names celeris.models.features computes
 
 
 @pytest.fixture(scope="module")

@@ -781,3 +781,69 @@ def test_registering_leaves_a_user_dot_tmp_directory_alone(tmp_path, ckpts):
     os.utime(notes, (old, old))
     reg.register("m", ckpts[1])
     assert notes.is_dir()
+
+
+def _with_meta(src: Path, dst: Path, **meta: object) -> Path:
+    """A copy of checkpoint ``src`` whose config.json meta has ``meta`` merged in."""
+    shutil.copytree(src, dst)
+    config = dst / "config.json"
+    document = json.loads(config.read_text())
+    document["meta"].update(meta)
+    config.write_text(json.dumps(document))
+    return dst
+
+
+@pytest.mark.parametrize(
+    ("meta", "error", "match"),
+    [
+        ({"feature_spec": {"version": 2, "features": ["close"]}}, ConfigError,
+         r"feature spec version 2 is not one this Celeris .* computes"),
+        ({"feature_spec": {"version": 1, "features": ["close_ratio"]}}, ConfigError,
+         r"unknown feature 'close_ratio'"),
+        ({"features": ["log_volume_7"]}, ConfigError, r"unknown feature 'log_volume_7'"),
+        ({"features": ["close", "log_return"]}, DataError, r"lists 2 feature.*takes 1"),
+    ],
+)  # fmt: skip
+def test_register_feature_spec_this_celeris_cannot_compute_is_refused(
+    reg, ckpts, tmp_path, meta, error, match
+):
+    bad = _with_meta(ckpts[0], tmp_path / "bad", **meta)
+    with pytest.raises(error, match=match) as info:
+        reg.register("btc", bad)
+    assert str(bad) in str(info.value)  # names the checkpoint too
+    assert reg.list() == [] and not (reg.artifacts / "btc").exists()  # refused before copying
+
+
+def test_register_computable_feature_spec_or_none_is_accepted(reg, ckpts, tmp_path):
+    from celeris.models.features import FeatureSpec
+
+    spec = FeatureSpec(("log_return",)).to_dict()
+    good = _with_meta(ckpts[0], tmp_path / "good", feature_spec=spec, features=["log_return"])
+    assert reg.register("btc", good).version == 1
+    assert reg.register("btc", ckpts[0]).version == 2  # no features recorded: windows only
+
+
+def test_load_refuses_a_version_whose_features_cannot_be_computed(
+    reg, ckpts, tmp_path, monkeypatch
+):
+    # Registered by a Celeris that knew the feature (the check bypassed here): the manager's
+    # load path refuses it before it serves, naming the feature.
+    import asyncio
+
+    from celeris.serving import registry as registry_module
+    from celeris.serving.config import load_serve_settings
+    from celeris.serving.engine import Engine
+    from celeris.serving.manager import ModelManager
+
+    bad = _with_meta(ckpts[0], tmp_path / "bad", features=["close_ratio"])
+    with monkeypatch.context() as patched:
+        patched.setattr(registry_module, "_check_features", lambda *a: None)
+        reg.register("btc", bad, stage="production")
+    settings = load_serve_settings(
+        models=["btc@production"], registry=reg.root, backend="torch", registry_poll_s=0,
+        log_level="warning",
+    )  # fmt: skip
+    manager = ModelManager(Engine(config=settings.batcher_config()), reg, settings)
+    with pytest.raises(ConfigError, match=r"cannot serve btc@1: .*unknown feature 'close_ratio'"):
+        asyncio.run(manager.start(settings.models))
+    assert manager.status == "failed" and "close_ratio" in (manager.error or "")

@@ -43,6 +43,7 @@ from celeris.serving.errors import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
+    from celeris.models.features import FeatureSpec
     from celeris.serving.metrics import PrometheusMetrics
     from celeris.serving.registry import ModelRecord, ModelRegistry
     from celeris.serving.rollout import ShadowReport
@@ -54,6 +55,7 @@ __all__ = [
     "freeze_heap",
     "load_verified",
     "model_spec",
+    "synthetic_bars",
     "synthetic_histories",
 ]
 
@@ -74,10 +76,36 @@ class ModelSpec:
     target_kind: str = "level"
     features: tuple[str, ...] = ()
     backend: str = ""
+    #: What turns raw bars into this model's inputs (None: the checkpoint records no
+    #: features, so requests must send finished windows).
+    feature_spec: FeatureSpec | None = None
+
+    @property
+    def bars_needed(self) -> int | None:
+        """Fewest raw bars per symbol that give one input window (None without a spec)."""
+        spec = self.feature_spec
+        return None if spec is None else spec.lookback + self.input_size
 
     def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-serialisable dict."""
-        return {**dataclasses.asdict(self), "features": list(self.features)}
+        """Return a JSON-serialisable dict (the feature spec without its training reference)."""
+        out = {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name != "feature_spec"
+        }
+        out["features"] = list(self.features)
+        spec = self.feature_spec
+        out["feature_spec"] = (
+            None
+            if spec is None
+            else {
+                "version": spec.version,
+                "features": list(spec.features),
+                "lookback": spec.lookback,
+            }
+        )
+        out["bars_needed"] = self.bars_needed
+        return out
 
 
 class SymbolTable:
@@ -153,7 +181,10 @@ def model_spec(name: str, version: int | str, predictor: Any) -> ModelSpec:
     """Return the :class:`ModelSpec` of ``predictor`` served as ``name`` at ``version``: its
     shapes and backend, and its target kind and features from the checkpoint's metadata (a
     version that is not a number, such as a stage, reads 0)."""
+    from celeris.models.features import recorded_spec
+
     meta = getattr(predictor, "meta", {}) or {}
+    spec = recorded_spec(meta, int(predictor.n_features))
     return ModelSpec(
         name=name,
         version=int(version) if str(version).isdigit() else 0,
@@ -161,9 +192,23 @@ def model_spec(name: str, version: int | str, predictor: Any) -> ModelSpec:
         n_features=int(predictor.n_features),
         horizon=int(predictor.horizon),
         target_kind=str(meta.get("target_kind", "level")),
-        features=tuple(str(f) for f in meta.get("features", ()) or ()),
+        features=spec.features if spec is not None else (),
         backend=str(getattr(predictor, "backend", "")),
+        feature_spec=spec,
     )
+
+
+def synthetic_bars(spec: FeatureSpec, input_size: int, seed: int = 0) -> np.ndarray:
+    """Return one plausible bar history ``[1, lookback + input_size, 5]`` (random walk around
+    100, positive volume): what warming the feature kernel for a model runs on."""
+    rng = np.random.default_rng(seed)
+    n = spec.lookback + input_size
+    close = 100.0 * np.exp(np.cumsum(rng.normal(0.0, 0.01, n)))
+    spread = np.abs(rng.normal(0.0, 0.003, n))
+    bars = np.stack(
+        [close, close * (1 + spread), close * (1 - spread), close, 1.0 + rng.random(n)], axis=1
+    )
+    return bars[None]  # [T, 5] -> [1, T, 5]
 
 
 def synthetic_histories(predictor: Any, n: int, seed: int = 0) -> np.ndarray:
@@ -383,6 +428,15 @@ class ModelManager:
             threads=s.threads,
             max_batch=max(s.max_batch_size, s.shadow_rows),
         )
+        # A model whose features this Celeris cannot compute is refused here, before it serves.
+        from celeris.models.features import recorded_spec
+
+        try:
+            spec = recorded_spec(predictor.meta, int(predictor.n_features))
+        except CelerisError as exc:
+            raise type(exc)(f"cannot serve {record.ref}: {exc}") from None
+        if spec is not None:  # compile (or load) the feature kernel before the first request
+            spec.last_windows(synthetic_bars(spec, int(predictor.input_size)), predictor.input_size)
         # First calls allocate (ONNX Runtime arenas, torch kernels): pay that before traffic.
         x = synthetic_histories(predictor, s.max_batch_size, seed=1)
         for _ in range(3):

@@ -353,6 +353,7 @@ def _check_checkpoint(directory: Path) -> None:
         raise DataError(f"cannot register {directory}: corrupt {CONFIG_FILE}: {exc}") from None
     if not isinstance(document, dict) or not isinstance(document.get("model"), str):
         raise DataError(f"cannot register {directory}: {CONFIG_FILE} names no model")
+    _check_features(directory, document.get("meta"))
     expected = document.get("weights_sha256")
     if expected is not None:
         h = hashlib.sha256((directory / WEIGHTS_FILE).read_bytes()).hexdigest()
@@ -361,6 +362,19 @@ def _check_checkpoint(directory: Path) -> None:
                 f"cannot register {directory}: {WEIGHTS_FILE} does not match the checksum in "
                 f"{CONFIG_FILE} (corrupt or replaced)"
             )
+
+
+def _check_features(directory: Path, meta: Any) -> None:
+    """Refuse a checkpoint whose inputs this Celeris cannot compute from bars: an unknown
+    feature-spec version or feature name (a model that records no features is registered: its
+    clients send finished windows)."""
+    from celeris.models.features import recorded_spec
+
+    n_features = meta.get("n_features") if isinstance(meta, dict) else None
+    try:
+        recorded_spec(meta, n_features if isinstance(n_features, int) else None)
+    except (ConfigError, DataError) as exc:
+        raise type(exc)(f"cannot register {directory}: {exc}") from None
 
 
 INTERFACE_KEYS = ("input_size", "n_features", "horizon", "features", "target", "target_kind")
