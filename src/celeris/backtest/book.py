@@ -8,6 +8,7 @@ per-asset contributions are derived from the order records and the closes.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,21 @@ ORDER_KINDS = {
 _KIND_NAMES = np.array([ORDER_KINDS[k] for k in range(len(ORDER_KINDS))])
 
 
+@dataclass(frozen=True)
+class BookLayout:
+    """A grouped simulation before it runs: the kernel's inputs and the labels of its results
+    (what :func:`~celeris.backtest.signals.book_layout` returns)."""
+
+    inputs: GroupInputs
+    index: pd.Index
+    columns: pd.Index
+    assets: pd.Index
+    groups: pd.Index
+    freq: pd.Timedelta | None
+    year_days: YearDays
+    execution: str
+
+
 class Book:
     """Grouped, cash-sharing backtest: one account per group, several columns (assets) each.
 
@@ -53,6 +69,7 @@ class Book:
         year_days: YearDays,
         execution: str,
         device: str = "auto",
+        outputs: GroupOutputs | None = None,
     ) -> None:
         self._inputs = inputs
         self.index = index
@@ -64,7 +81,31 @@ class Book:
         self.execution = execution
         self.device = device
         self.name: str | None = None
-        self._outputs = simulate_groups(inputs, device=device)
+        if outputs is None:
+            self._outputs = simulate_groups(inputs, device=device)
+        else:  # a run made elsewhere (bar by bar by a paper account): curves and records too
+            if outputs.equity is None or outputs.orders is None or outputs.trades is None:
+                raise ValueError("a Book's given outputs need equity, orders and trades")
+            self._outputs = outputs
+            self.__dict__["_full"] = outputs
+
+    @classmethod
+    def from_layout(
+        cls, layout: BookLayout, *, device: str = "auto", outputs: GroupOutputs | None = None
+    ) -> Book:
+        """The Book of a layout: simulated now, or of ``outputs`` when a run was made elsewhere."""
+        return cls(
+            layout.inputs,
+            layout.index,
+            layout.columns,
+            layout.assets,
+            layout.groups,
+            freq=layout.freq,
+            year_days=layout.year_days,
+            execution=layout.execution,
+            device=device,
+            outputs=outputs,
+        )
 
     def __len__(self) -> int:
         return len(self.groups)

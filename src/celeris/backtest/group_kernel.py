@@ -1165,64 +1165,53 @@ def mark_group(i, g, c0, c1, st, close, col_params, cash, acc, perp_book):
 
 
 @_jit
-def simulate_group(
-    g,
-    prices,
-    signals,
-    sizes,
-    perp,
-    col_params,
-    group_params,
-    groups,
-    mode,
-    ann_factor,
-    out,
-    scratch,
-):
-    """Simulate group ``g`` (columns ``groups[g]:groups[g + 1]``) and write its metrics row.
+def start_group(g, prices, col_params, group_params, groups, out, scratch):
+    """Reset group ``g`` for a run from its first bar; return the run's scalars (see
+    :func:`advance_group`) and whether every column is listed on every bar (``full_span``)."""
+    st, iw, acc, ptrs = scratch
+    n = prices[0].shape[0]
+    c0 = groups[g]
+    c1 = groups[g + 1]
+    reset_group(g, c0, c1, st, acc, out, ptrs[g])
+    full_span = True
+    for c in range(c0, c1):
+        iw[c, IW_FLAGS] = 0
+        if col_params[c, C_FIRST] != 0 or col_params[c, C_LAST] != n - 1:
+            full_span = False
+    init_cash = group_params[g, G_INIT_CASH]
+    # cash, free cash, previous and current value, return sums, drawdown records, exposure bars
+    run = (init_cash, init_cash, init_cash, init_cash, 0.0, 0.0, 0.0, False, math.nan, math.nan,
+           -1, 0.0, 0, 0)  # fmt: skip
+    return run, full_span
 
-    ``scratch`` is ``(state, iw, acc, ptrs)``: per-column state (n_cols x N_STATE), integer
-    per-column scratch (n_cols x N_IW: call sequence, active columns, flags), per-group trade
-    accumulators (n_groups x N_ACC) and record pointers
-    (n_groups x 4). ``perp`` is ``(funding, mark, tiers)``: funding rates and mark prices per
-    bar and asset (or (1, 1) placeholders) and the maintenance tier tables. ``out`` is the single-column kernel's ``(metrics, equity, orders,
-    order_offsets, trades, trade_offsets)`` with one metrics row, equity column and offset
-    range per *group*.
+
+@_jit
+def advance_group(
+    g, i0, i1, prices, signals, sizes, perp, col_params, group_params, groups, mode, out, scratch,
+    full_span, run,
+):  # fmt: skip
+    """Process bars ``i0 .. i1 - 1`` of group ``g`` and return the run's scalars after them.
+
+    ``run`` is ``(cash, free_cash, prev_value, value, r_sum, r_sumsq, down_sq, dd_started,
+    peak_val, valley_val, peak_idx, max_dd, max_dd_dur, exposure_bars)``, as
+    :func:`start_group` makes it; together with ``scratch`` it is the whole state of the
+    account, so a run split into consecutive ranges is the run over all of them (the paper
+    account of ``celeris live`` advances it bar by bar).
     """
     st, iw, acc, ptrs = scratch
-    metrics = out[0]
     equity = out[1]
     close = prices[0]
     n = close.shape[0]
     c0 = groups[g]
     c1 = groups[g + 1]
     ptr = ptrs[g]
-    init_cash = group_params[g, G_INIT_CASH]
     call_mode = int(group_params[g, G_CALL_SEQ])
     threshold = group_params[g, G_THRESHOLD]
     perp_book = group_params[g, G_PERP] != 0
     keep_equity = equity.shape[0] == n and equity.shape[1] > g
-    reset_group(g, c0, c1, st, acc, out, ptr)
-    full_span = True
-    for c in range(c0, c1):
-        iw[c, IW_FLAGS] = 0
-        if col_params[c, C_FIRST] != 0 or col_params[c, C_LAST] != n - 1:
-            full_span = False
-    cash = init_cash
-    free_cash = init_cash
-    prev_value = init_cash
-    value = init_cash
-    r_sum = 0.0
-    r_sumsq = 0.0
-    down_sq = 0.0
-    dd_started = False
-    peak_val = math.nan
-    valley_val = math.nan
-    peak_idx = -1
-    max_dd = 0.0
-    max_dd_dur = 0
-    exposure_bars = 0
-    for i in range(n):
+    (cash, free_cash, prev_value, value, r_sum, r_sumsq, down_sq, dd_started, peak_val,
+     valley_val, peak_idx, max_dd, max_dd_dur, exposure_bars) = run  # fmt: skip
+    for i in range(i0, i1):
         if perp_book:
             cash = settle_funding(i, c0, c1, st, prices, perp, col_params, cash, acc, g, n)
             cash = liquidate(i, g, c0, c1, st, prices, perp, col_params, cash, out, ptr, acc)
@@ -1261,15 +1250,29 @@ def simulate_group(
                      valley_val, peak_idx, max_dd, max_dd_dur)
         )  # fmt: skip
         prev_value = value
+    return (cash, free_cash, prev_value, value, r_sum, r_sumsq, down_sq, dd_started, peak_val,
+            valley_val, peak_idx, max_dd, max_dd_dur, exposure_bars)  # fmt: skip
+
+
+@_jit
+def finish_group(g, n, prices, col_params, group_params, groups, ann_factor, out, scratch, run):
+    """Close the drawdown record, value the open trades and write group ``g``'s metrics row
+    after a run over bars ``0 .. n - 1``."""
+    st, _, acc, ptrs = scratch
+    ptr = ptrs[g]
+    (_, _, _, value, r_sum, r_sumsq, down_sq, dd_started, peak_val, valley_val, peak_idx,
+     max_dd, max_dd_dur, exposure_bars) = run  # fmt: skip
     if dd_started:
         max_dd_dur = max(max_dd_dur, n - 1 - peak_idx)
         max_dd = min(max_dd, (valley_val - peak_val) / peak_val)
-    n_open, open_pnl = close_open_trades(g, c0, c1, st, prices, col_params, out, ptr)
+    n_open, open_pnl = close_open_trades(
+        g, groups[g], groups[g + 1], st, prices, col_params, out, ptr
+    )
     write_metrics(
-        metrics,
+        out[0],
         g,
         value,
-        init_cash,
+        group_params[g, G_INIT_CASH],
         ann_factor,
         n,
         r_sum,
@@ -1292,6 +1295,40 @@ def simulate_group(
         ptr[2],
         open_pnl,
     )
+
+
+@_jit
+def simulate_group(
+    g,
+    prices,
+    signals,
+    sizes,
+    perp,
+    col_params,
+    group_params,
+    groups,
+    mode,
+    ann_factor,
+    out,
+    scratch,
+):
+    """Simulate group ``g`` (columns ``groups[g]:groups[g + 1]``) and write its metrics row.
+
+    ``scratch`` is ``(state, iw, acc, ptrs)``: per-column state (n_cols x N_STATE), integer
+    per-column scratch (n_cols x N_IW: call sequence, active columns, flags), per-group trade
+    accumulators (n_groups x N_ACC) and record pointers (n_groups x 4). ``perp`` is
+    ``(funding, mark, tiers)``: funding rates and mark prices per bar and asset (or (1, 1)
+    placeholders) and the maintenance tier tables. ``out`` is the single-column kernel's
+    ``(metrics, equity, orders, order_offsets, trades, trade_offsets)`` with one metrics row,
+    equity column and offset range per *group*.
+    """
+    n = prices[0].shape[0]
+    run, full_span = start_group(g, prices, col_params, group_params, groups, out, scratch)
+    run = advance_group(
+        g, 0, n, prices, signals, sizes, perp, col_params, group_params, groups, mode, out,
+        scratch, full_span, run,
+    )  # fmt: skip
+    finish_group(g, n, prices, col_params, group_params, groups, ann_factor, out, scratch, run)
 
 
 if not CUDA_BUILD:
@@ -1354,3 +1391,69 @@ if not CUDA_BUILD:
                 out,
                 scratch,
             )
+
+    # ---- the same run in steps (the paper account of ``celeris live``) ----------------------
+    # The run's scalars live in ``carry[g]`` between steps (R_* below); the rest of the state is
+    # the scratch tuple. Stepping entries run on the CPU, one group after the other: a step is a
+    # few bars, where starting threads would cost more than the work.
+    R_DD_STARTED = 7
+    R_PEAK_IDX = 10
+    R_MAX_DD_DUR = 12
+    R_EXPOSURE_BARS = 13
+    N_RUN = 14
+
+    @njit(cache=True, nogil=True)
+    def _load_run(row):
+        return (row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7] != 0.0, row[8],
+                row[9], np.int64(row[10]), row[11], np.int64(row[12]), np.int64(row[13]))  # fmt: skip
+
+    @njit(cache=True, nogil=True)
+    def _store_run(row, run):
+        (row[0], row[1], row[2], row[3], row[4], row[5], row[6], dd_started, row[8], row[9],
+         peak_idx, row[11], max_dd_dur, exposure_bars) = run  # fmt: skip
+        row[7] = 1.0 if dd_started else 0.0
+        row[10] = peak_idx
+        row[12] = max_dd_dur
+        row[13] = exposure_bars
+
+    @njit(cache=True, nogil=True)
+    def start_groups_nb(prices, col_params, group_params, groups, out, scratch, carry, spans):
+        """Reset every group for a stepped run (see :func:`advance_groups_nb`)."""
+        for g in range(group_params.shape[0]):
+            run, full_span = start_group(g, prices, col_params, group_params, groups, out, scratch)
+            _store_run(carry[g], run)
+            spans[g] = full_span
+
+    @njit(cache=True, nogil=True)
+    def advance_groups_nb(
+        i0, i1, prices, signals, sizes, perp, col_params, group_params, groups, mode, out,
+        scratch, carry, spans,
+    ):  # fmt: skip
+        """Advance every group over bars ``i0 .. i1 - 1``; this step's records go to the rows of
+        ``out``'s offsets (each step brings its own record arrays)."""
+        ptrs = scratch[3]
+        for g in range(group_params.shape[0]):
+            if out[3].shape[0] > g + 1:
+                ptrs[g, 0] = out[3][g]
+            if out[5].shape[0] > g + 1:
+                ptrs[g, 1] = out[5][g]
+            run = advance_group(
+                g, i0, i1, prices, signals, sizes, perp, col_params, group_params, groups, mode,
+                out, scratch, spans[g], _load_run(carry[g]),
+            )  # fmt: skip
+            _store_run(carry[g], run)
+
+    @njit(cache=True, nogil=True)
+    def finish_groups_nb(
+        n, prices, col_params, group_params, groups, ann_factor, out, scratch, carry
+    ):
+        """Metrics rows (and open trades, into ``out``'s trade rows) of a stepped run over bars
+        ``0 .. n - 1``; the state is left as it was, so the run can go on."""
+        ptrs = scratch[3]
+        for g in range(group_params.shape[0]):
+            if out[5].shape[0] > g + 1:
+                ptrs[g, 1] = out[5][g]
+            finish_group(
+                g, n, prices, col_params, group_params, groups, ann_factor, out, scratch,
+                _load_run(carry[g]),
+            )  # fmt: skip

@@ -24,7 +24,7 @@ from celeris.backtest import group as G
 from celeris.backtest import group_kernel as GK
 from celeris.backtest import kernel as K
 from celeris.backtest.annualisation import YearDays
-from celeris.backtest.book import Book
+from celeris.backtest.book import Book, BookLayout
 from celeris.backtest.engine import KernelInputs
 from celeris.backtest.group_engine import GroupInputs
 from celeris.backtest.perp_inputs import (
@@ -503,6 +503,38 @@ def _grouped(given: dict[str, Any]) -> Book:
 
     Without ``cash_sharing`` every column is its own account (a group of one).
     """
+    return Book.from_layout(_layout(given), device=given["device"])
+
+
+def book_layout(
+    close: Any,
+    entries: Any = None,
+    exits: Any = None,
+    short_entries: Any = None,
+    short_exits: Any = None,
+    **options: Any,
+) -> BookLayout:
+    """What ``from_signals(close, entries, ..., **options)`` hands the grouped kernel, validated
+    the same way, without running it: for callers that run the kernel themselves, bar by bar
+    (the paper account of ``celeris live``). Every column is its own account unless
+    ``cash_sharing=True``; the options are ``from_signals``'s.
+    """
+    for name in options:
+        if name not in _defaults() or name.startswith("_"):
+            raise ConfigError(
+                f"book_layout got an unknown parameter {name!r}{did_you_mean(name, _keywords())}"
+            )
+    given = {k: v for k, v in _defaults().items() if k != "unknown"}
+    given.update(options)
+    given.update(close=close, entries=entries, exits=exits, short_entries=short_entries,
+                 short_exits=short_exits)  # fmt: skip
+    I.check_choice("execution", given["execution"], I.EXECUTIONS)
+    I.check_choice("stop_exit_price", given["stop_exit_price"], I.STOP_EXIT_PRICES)
+    return _layout(given)
+
+
+def _layout(given: dict[str, Any]) -> BookLayout:
+    """The grouped kernel's inputs and the labels of its results (see :func:`_grouped`)."""
     execution = given["execution"]
     prices = G.prices_of(given["close"], given["open"], given["high"], given["low"])
     n_bars = prices.n_bars
@@ -566,7 +598,7 @@ def _grouped(given: dict[str, Any]) -> Book:
         ann_factor=ann_factor,
         perp=inst.kernel_tuple(),
     )
-    return Book(
+    return BookLayout(
         inputs,
         prices.index,
         columns[order],
@@ -575,7 +607,6 @@ def _grouped(given: dict[str, Any]) -> Book:
         freq=td,
         year_days=annual,
         execution=execution,
-        device=given["device"],
     )
 
 
