@@ -120,3 +120,19 @@ def test_error_drift_exceeds_only_with_enough_samples_over_the_factor():
         error_drift([1.0, math.inf], 1.0)
     with pytest.raises(ConfigError, match="factor"):
         error_drift([1.0], 1.0, factor=0)
+
+
+def test_psi_of_the_training_rows_against_their_own_spec_reference_is_zero():
+    from celeris.models.features import reference_of
+
+    rng = np.random.default_rng(3)
+    train = np.column_stack([rng.standard_normal(1_000), rng.exponential(size=1_000)])
+    reference = reference_of(train, ["log_return", "volume"])
+    out = psi_by_feature(reference, train, ["log_return", "volume"])
+    assert out == {
+        "log_return": pytest.approx(0.0, abs=1e-12),
+        "volume": pytest.approx(0.0, abs=1e-12),
+    }
+    assert (
+        psi_by_feature(reference, train * 2, ["log_return", "volume"])["volume"] > PSI_SIGNIFICANT
+    )
