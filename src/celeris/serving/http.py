@@ -2,7 +2,9 @@
 
 Routes
     ``POST /v1/models/{name}/predict``  one history or a batch → forecasts
-    ``POST /v1/forecast``               many symbols' histories in one request → forecasts and
+    ``POST /v1/forecast``               many symbols' histories (or raw OHLCV bars, turned into
+                                        the model's inputs by its own feature spec:
+                                        :func:`symbol_bars`) in one request → forecasts and
                                         signals (published on the signal feed when one runs)
     ``GET  /v1/models``                 served models, versions, shapes, A/B state, registry rows
     ``GET  /v1/symbols``                the signal feed's symbol ids
@@ -533,19 +535,209 @@ def symbol_histories(
         raise Problem(422, "invalid", f"symbol names must be non-empty strings, got {bad!r:.40}")
     rows = list(value.values())
     x = _symbol_rows(symbols, rows, spec, max_abs, numbers_checked)
-    if spec.target_kind == "level":
-        bad_rows = np.flatnonzero((x[:, :, 0] <= 0).any(axis=1))
-        if len(bad_rows):
-            i = int(bad_rows[0])
-            t = int(np.flatnonzero(x[i, :, 0] <= 0)[0])
+    _check_level_target(x, symbols, spec, "histories")
+    return symbols, x
+
+
+def _check_level_target(x: np.ndarray, symbols: list[str], spec: ModelSpec, what: str) -> None:
+    """422 when a price-like target (``spec.target_kind == "level"``, feature 0) is not
+    positive: the signal's simple returns are undefined otherwise."""
+    if spec.target_kind != "level":
+        return
+    bad_rows = np.flatnonzero((x[:, :, 0] <= 0).any(axis=1))
+    if len(bad_rows):
+        i = int(bad_rows[0])
+        t = int(np.flatnonzero(x[i, :, 0] <= 0)[0])
+        raise Problem(
+            422,
+            "invalid",
+            f"{what}[{symbols[i]!r}] has {float(x[i, t, 0]):g} in its target (feature 0) "
+            f"at bar {t} of its last {spec.input_size}; model {spec.name} forecasts a price "
+            "level, which must be positive for a signal (a return is undefined otherwise)",
+        )
+
+
+_BAR_FIELDS = ("open", "high", "low", "close", "volume")
+
+
+def symbol_bars(
+    value: Any,
+    spec: ModelSpec,
+    limit: int,
+    *,
+    max_abs: float = MAX_ABS_VALUE,
+    numbers_checked: bool = False,
+) -> tuple[list[str], np.ndarray]:
+    """Validate raw bars ``{"SYM": bars, ...}`` and compute the model's inputs from them with
+    the model's own feature spec; return the symbols and ``[n, input_size, C]`` float32.
+
+    Each symbol's bars, oldest first, are columns ``{"open": [...], "high": [...], "low":
+    [...], "close": [...], "volume": [...]}`` (the fields its features read; in msgpack each
+    may be a binary 1-D array) or rows ``[[open, high, low, close, volume], ...]`` (in msgpack
+    also a binary ``[T, 5]`` array). Prices are read as float64, as training read them. The
+    inputs are :meth:`FeatureSpec.last_windows
+    <celeris.models.features.FeatureSpec.last_windows>` of the bars: the last ``input_size``
+    rows of the same function that built the training windows. At least ``lookback +
+    input_size`` bars per symbol (422 naming how many, also as ``needed``).
+    """
+    features = spec.feature_spec
+    if features is None:
+        raise Problem(
+            422,
+            "invalid",
+            f"model {spec.name} records no input features, so its inputs cannot be computed "
+            f'from bars; send finished windows as "histories" ({_expect(spec)})',
+        )
+    need = features.lookback + spec.input_size
+    if not isinstance(value, dict) or not value:
+        raise Problem(
+            422,
+            "invalid",
+            'bars must be a non-empty object {"SYMBOL": {"open": [...], "high": [...], '
+            '"low": [...], "close": [...], "volume": [...]}, ...} (or rows [[o, h, l, c, v], '
+            f"...] per symbol) of at least {need} bars each",
+            needed=need,
+        )
+    if len(value) > limit:
+        raise Problem(
+            413,
+            "too_large",
+            f"{len(value)} symbols exceed the limit of {limit} per request "
+            "(CELERIS_SERVE_MAX_ITEMS); split the request",
+        )
+    symbols = list(value)
+    if not all(isinstance(s, str) and s for s in symbols):
+        bad = next(s for s in symbols if not isinstance(s, str) or not s)
+        raise Problem(422, "invalid", f"symbol names must be non-empty strings, got {bad!r:.40}")
+    parsed: dict[str, dict[str, np.ndarray]] = {}
+    for symbol, one in value.items():
+        what = f"bars[{symbol!r}]"
+        fields = _bar_fields(one, what, features.fields, numbers_checked)
+        n = len(fields["close"])
+        if n < need:
             raise Problem(
                 422,
                 "invalid",
-                f"histories[{symbols[i]!r}] has {float(x[i, t, 0]):g} in its target (feature 0) "
-                f"at bar {t} of its last {spec.input_size}; model {spec.name} forecasts a price "
-                "level, which must be positive for a signal (a return is undefined otherwise)",
+                f"{what} has {n} bar(s); model {spec.name} needs at least {need}: the features' "
+                f"warm-up (lookback {features.lookback}) + input_size {spec.input_size}. Send "
+                "the same history the model was trained on for inputs equal to training's",
+                needed=need,
             )
+        for field, arr in fields.items():
+            with np.errstate(invalid="ignore"):
+                ok = np.abs(arr) <= max_abs
+            if not ok.all():
+                t = int(np.flatnonzero(~ok)[0])
+                kind = "non-finite" if not np.isfinite(arr[t]) else "too large"
+                raise Problem(
+                    422,
+                    "invalid",
+                    f"{what} has a {kind} {field} ({arr[t]:.6g}) at bar {t} of {n}; send "
+                    f"finite numbers of magnitude at most {max_abs:g}",
+                )
+        parsed[symbol] = fields
+    try:
+        x64 = features.last_windows(parsed, spec.input_size)
+    except DataError as exc:
+        raise Problem(422, "invalid", f"bars: {exc}") from None
+    with np.errstate(over="ignore"):
+        x = x64.astype(np.float32)
+    x = batch_of(x, spec, "bars", symbols, max_abs)
+    _check_level_target(x, symbols, spec, "bars")
     return symbols, x
+
+
+def _bar_fields(
+    one: Any, what: str, needed: tuple[str, ...], numbers_checked: bool
+) -> dict[str, np.ndarray]:
+    """One symbol's bars as ``{field: float64 [T]}`` for the ``needed`` fields (422 on any
+    other shape, a non-number, an unknown field, fields of different lengths)."""
+    if isinstance(one, dict) and "shape" in one and "data" in one:
+        rows = _float64_array(one, what, numbers_checked)
+        one = rows  # a binary [T, 5] array of rows
+    if isinstance(one, list | np.ndarray):
+        rows = one if isinstance(one, np.ndarray) else _float64_array(one, what, numbers_checked)
+        if rows.ndim != 2 or rows.shape[1] != len(_BAR_FIELDS):
+            raise Problem(
+                422,
+                "invalid",
+                f"{what} as rows must be [T, 5] (open, high, low, close, volume per bar), got "
+                f"shape {list(rows.shape)}",
+            )
+        return {f: np.ascontiguousarray(rows[:, _BAR_FIELDS.index(f)]) for f in needed}
+    if not isinstance(one, dict):
+        raise Problem(
+            422,
+            "invalid",
+            f'{what} must be columns {{"close": [...], ...}} or rows [[o, h, l, c, v], ...], '
+            f"got {type(one).__name__}",
+        )
+    unknown = [k for k in one if k not in _BAR_FIELDS]
+    if unknown:
+        from celeris.errors import did_you_mean
+
+        key = str(unknown[0])
+        raise Problem(
+            422,
+            "invalid",
+            f"{what} has an unknown field {key[:40]!r}{did_you_mean(key, _BAR_FIELDS)}; "
+            f"fields are {', '.join(_BAR_FIELDS)}",
+        )
+    missing = [f for f in needed if f not in one]
+    if missing:
+        raise Problem(
+            422,
+            "invalid",
+            f"{what} lacks {', '.join(missing)}: the model's features read {', '.join(needed)}",
+        )
+    out = {}
+    for f in one:  # every field given is checked, the ones the features read are kept
+        arr = _float64_array(one[f], f"{what}[{f!r}]", numbers_checked)
+        if arr.ndim != 1:
+            raise Problem(
+                422,
+                "invalid",
+                f"{what}[{f!r}] must be a list of numbers, got shape {list(arr.shape)}",
+            )
+        out[f] = arr
+    lengths = {f: len(a) for f, a in out.items()}
+    if len(set(lengths.values())) > 1:
+        raise Problem(422, "invalid", f"{what} has fields of different lengths: {lengths}")
+    return {f: out[f] for f in needed}
+
+
+def _float64_array(value: Any, what: str, numbers_checked: bool) -> np.ndarray:
+    """Numbers (nested lists, or a msgpack binary array) as float64: raw prices keep every
+    digit, as the training bars did."""
+    if isinstance(value, dict):
+        try:
+            shape, dtype, data = _binary_parts(value)
+        except ValueError as exc:
+            raise Problem(
+                422,
+                "invalid",
+                f"{what} as a binary array needs shape, dtype (a float type) and data bytes of "
+                f"matching size: {exc}",
+            ) from None
+        return np.frombuffer(data, dtype=dtype).reshape(shape).astype(np.float64)
+    if not isinstance(value, list):
+        raise Problem(
+            422, "invalid", f"{what} must be an array of numbers, got {type(value).__name__}"
+        )
+    if not numbers_checked:
+        _check_numbers(value, what)
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            return np.asarray(value, dtype=np.float64)
+    except OverflowError:
+        raise Problem(
+            422, "invalid", f"{what} holds an integer too large for a float; send finite numbers"
+        ) from None
+    except (ValueError, TypeError) as exc:
+        reason = str(exc).split(". The detected", 1)[0]
+        raise Problem(
+            422, "invalid", f"{what} must be a rectangular array of numbers: {reason}"
+        ) from None
 
 
 def _symbol_rows(
@@ -954,13 +1146,39 @@ class _API:
         except ServingError as exc:  # not served (404) or still loading (503)
             raise problem_of(exc) from None
         label, timeout, key = parse_options(doc, self.settings)
-        symbols, x = symbol_histories(
-            doc.get("histories"),
-            spec,
-            self.max_items,
-            max_abs=self.settings.max_abs_value,
-            numbers_checked=numbers_checked,
-        )
+        if "bars" in doc:
+            if "histories" in doc:
+                raise Problem(
+                    422,
+                    "invalid",
+                    'send either "histories" (finished input windows) or "bars" (raw OHLCV '
+                    "bars the server computes the model's inputs from), not both",
+                )
+            symbols, x = symbol_bars(
+                doc["bars"],
+                spec,
+                self.max_items,
+                max_abs=self.settings.max_abs_value,
+                numbers_checked=numbers_checked,
+            )
+        elif "histories" not in doc:
+            raise Problem(
+                422,
+                "invalid",
+                'the body needs "histories" (finished input windows per symbol) or "bars" (raw '
+                f"OHLCV bars per symbol, at least {spec.bars_needed} each, from which the server "
+                "computes the model's inputs)"
+                if spec.bars_needed is not None
+                else f'the body needs "histories" (input windows per symbol); {_expect(spec)}',
+            )
+        else:
+            symbols, x = symbol_histories(
+                doc.get("histories"),
+                spec,
+                self.max_items,
+                max_abs=self.settings.max_abs_value,
+                numbers_checked=numbers_checked,
+            )
         return given, spec, label, timeout, key, symbols, x
 
     def _check_items(self, n: int) -> None:
