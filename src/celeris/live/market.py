@@ -1,0 +1,676 @@
+"""Closed bars from an exchange, live, through ccxt: :class:`MarketStream`.
+
+The stream is ccxt's websocket ``watch_ohlcv`` (``watch_ohlcv_for_symbols`` where the exchange
+has it: one connection, one subscription for every symbol), with ccxt's REST ``fetch_ohlcv`` as
+the source of truth for everything the stream missed:
+
+- a bar is returned only once closed: on Binance-format streams by the kline's own ``"x": true``
+  flag (read as ccxt parses the message, since ccxt's candles drop it); on any other exchange once
+  a newer bar has started, its values then fetched over REST;
+- a hole (a message lost, a reconnect, a late bar) is back-filled over REST *before* any later bar
+  is returned, so each symbol's bars come out contiguous, oldest first, never twice;
+- duplicate, late and out-of-order messages are dropped and counted (:meth:`MarketStream.stats`);
+- ``transport="auto"`` falls back to REST polling (``fetch_time`` then ``fetch_ohlcv`` per
+  symbol with a newly closed bar) once the websocket has failed ``ws_failures`` times in a row;
+- :meth:`MarketStream.stale` names the symbols with no closed bar for ``stale_after`` intervals.
+
+``exchange_url`` points ccxt's REST and websocket hosts at another server
+(:func:`redirect_exchange`): a local fake (``celeris exchange fake``) or, with ``"sandbox"``,
+the exchange's own testnet through ccxt's ``set_sandbox_mode``.
+
+ccxt is imported only when a stream starts (``pip install 'celeris[exchange]'``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+import pandas as pd
+
+from celeris.checks import check_int, check_real
+from celeris.data.exchange import RetryPolicy
+from celeris.data.schema import BAR_COLUMNS
+from celeris.data.timeframes import timeframe_to_timedelta
+from celeris.errors import ConfigError, ExchangeError, check_choice, did_you_mean
+
+__all__ = ["STAT_NAMES", "MarketStream", "redirect_exchange"]
+
+logger = logging.getLogger("celeris.live")
+
+TRANSPORTS = ("auto", "ws", "rest")
+SANDBOX = ("sandbox", "testnet")
+#: The keys of :meth:`MarketStream.stats`, all monotonic counters except ``stale_symbols``.
+STAT_NAMES = (
+    "bars",  # closed bars returned by next_closed
+    "backfilled",  # bars the stream missed, fetched over REST (gaps, reconnects, lost finals)
+    "duplicates",  # closed-bar messages for a bar already received from the stream
+    "late",  # closed-bar messages for a bar already returned (it came over REST first)
+    "out_of_order",  # kline messages older than the newest bar seen for their symbol
+    "reconnects",  # websocket failures (each followed by a new connection or a fallback)
+    "fallbacks",  # switches from the websocket to REST polling (transport "auto")
+    "rest_polls",  # REST polling rounds (one fetch_time each)
+    "rest_requests",  # every REST request (fetch_time, fetch_ohlcv, load_markets)
+    "ws_messages",  # kline messages received over the websocket
+    "missing",  # bars the exchange has no record of, even over REST (never returned)
+    "stale_events",  # times a symbol became stale
+    "stale_symbols",  # gauge: symbols stale at the last stale() call
+)
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def redirect_exchange(ex: Any, url: str) -> None:
+    """Point every REST and websocket root of the ccxt exchange ``ex`` at ``url``.
+
+    ``"sandbox"`` (or ``"testnet"``) switches on ccxt's own sandbox URLs
+    (``ex.set_sandbox_mode(True)``: Binance's spot and futures testnets, for instance).
+    Otherwise ``url`` is ``http(s)://HOST[:PORT][/PREFIX]`` and each API root
+    ``SCHEME://ORIGINAL-HOST[:port]/PATH`` in ``ex.urls["api"]`` becomes
+    ``URL/ORIGINAL-HOST/PATH`` (``ws``/``wss`` for websocket roots, after the scheme of
+    ``url``). Keeping the original host as the first path segment lets one server stand in for
+    all of an exchange's hosts (Binance spreads spot, futures and their streams over a dozen) and
+    keeps ccxt's own host-based decisions working (ccxt tells a Binance spot stream from a futures
+    one by ``/stream`` in its URL). :class:`celeris.testing.fake_exchange.FakeExchange`
+    understands these paths.
+    """
+    if str(url).strip().lower() in SANDBOX:
+        if not ex.urls.get("test"):
+            raise ConfigError(f"exchange {ex.id!r} has no sandbox (testnet) URLs in ccxt")
+        ex.set_sandbox_mode(True)
+        return
+    parts = urlsplit(str(url))
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
+        raise ConfigError(
+            f"bad exchange URL {url!r}: write http(s)://HOST[:PORT], e.g. http://127.0.0.1:9000, "
+            "or 'sandbox' for the exchange's testnet"
+        )
+    base = f"{parts.netloc}{parts.path.rstrip('/')}"
+    ws_scheme = "wss" if parts.scheme == "https" else "ws"
+
+    def move(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: move(v) for k, v in value.items()}
+        if not isinstance(value, str) or "://" not in value:
+            return value
+        old = urlsplit(value)
+        scheme = ws_scheme if old.scheme in ("ws", "wss") else parts.scheme
+        host = old.netloc.rsplit(":", 1)[0] if old.netloc.count(":") == 1 else old.netloc
+        return f"{scheme}://{base}/{host}{old.path}"
+
+    ex.urls["api"] = move(ex.urls["api"])
+
+
+@dataclass
+class _Symbol:
+    """What the stream knows of one symbol (all times are bar open times, epoch ms)."""
+
+    symbol: str
+    market_id: str
+    last: int = -1  # the last bar returned (or back-filled by start)
+    closed_until: int = -1  # exchange evidence: every bar opening before this is closed
+    newest_seen: int = -1  # the newest bar of any stream message
+    pending: dict[int, tuple[float, ...]] = field(default_factory=dict)  # closed, > last
+    from_stream: set[int] = field(default_factory=set)  # recent bars received closed
+    stale: bool = False
+
+
+class MarketStream:
+    """Closed OHLCV bars of many symbols from one exchange, websocket first, REST behind it.
+
+    Parameters
+    ----------
+    exchange : str
+        A ccxt exchange id (``"binance"``); websockets need it in ``ccxt.pro``.
+    symbols : sequence of str
+        Unified symbols (``"BTC/USDT"``, ``"BTC/USDT:USDT"``), all of one market type.
+    timeframe : str
+        Bar length in the exchange's spelling (``"1m"``, ``"1h"``).
+    exchange_url : str, optional
+        Another server for ccxt's REST and websocket hosts (see :func:`redirect_exchange`), or
+        ``"sandbox"`` for the exchange's testnet. On a loopback host ccxt's request spacing is
+        1 ms (the limiter stays on).
+    history : int
+        Closed bars per symbol that :meth:`start` fetches over REST and returns.
+    stale_after : int
+        A symbol is stale when no bar has closed for this many intervals.
+    poll_interval_s : float, optional
+        Seconds between REST polls (transport ``"rest"`` or after a fallback); default a tenth
+        of the bar, between 1 and 10 seconds.
+    transport : {"auto", "ws", "rest"}
+        ``"auto"``: the websocket, falling back to REST polling after ``ws_failures``
+        consecutive failures; ``"ws"`` or ``"rest"``: only that one.
+    ws_failures : int
+        Consecutive websocket failures that make ``"auto"`` fall back to polling.
+    retry : RetryPolicy, optional
+        Retries of a failed REST request (network errors, rate limits); default 5 retries
+        from 0.5 s. Exhausted, the request raises :class:`~celeris.errors.ExchangeError`.
+
+    Examples
+    --------
+    ::
+
+        stream = MarketStream("binance", ["BTC/USDT", "ETH/USDT"], "1m")
+        history = await stream.start()           # {symbol: last 500 closed bars}
+        while True:
+            bars = await stream.next_closed(timeout_s=5.0)   # {} on timeout
+            ...
+    """
+
+    def __init__(
+        self,
+        exchange: str,
+        symbols: Sequence[str],
+        timeframe: str,
+        *,
+        exchange_url: str | None = None,
+        history: int = 500,
+        stale_after: int = 3,
+        poll_interval_s: float | None = None,
+        transport: str = "auto",
+        ws_failures: int = 3,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        if isinstance(symbols, str) or not isinstance(symbols, Sequence) or not symbols:
+            raise ConfigError(
+                f"symbols must be a non-empty list such as ['BTC/USDT'], got {symbols!r}"
+            )
+        if len(set(symbols)) != len(symbols):
+            dup = next(s for s in symbols if list(symbols).count(s) > 1)
+            raise ConfigError(f"symbol {dup!r} is listed twice")
+        self.exchange_id = str(exchange).strip().lower()
+        self.symbols = [str(s) for s in symbols]
+        self.timeframe = str(timeframe)
+        self.tf_ms = int(timeframe_to_timedelta(self.timeframe).total_seconds() * 1000)
+        self.exchange_url = exchange_url
+        self.history = check_int("history", history, minimum=1)
+        self.stale_after = check_int("stale_after", stale_after, minimum=1)
+        if poll_interval_s is None:
+            poll_interval_s = min(max(self.tf_ms / 10_000.0, 1.0), 10.0)
+        self.poll_interval_s = check_real("poll_interval_s", poll_interval_s, minimum=1e-3)
+        self.transport = check_choice("transport", transport, TRANSPORTS)
+        self.ws_failures = check_int("ws_failures", ws_failures, minimum=1)
+        self.retry = retry if retry is not None else RetryPolicy(5, 0.5, 5.0)
+        self._stats = dict.fromkeys(STAT_NAMES, 0)
+        self._state: dict[str, _Symbol] = {}
+        self._by_id: dict[str, _Symbol] = {}
+        self._ex: Any = None
+        self._ccxt: Any = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._wake: asyncio.Event | None = None
+        self._error: BaseException | None = None
+        self._catchup = False  # a websocket failure: ask REST what closed meanwhile
+        self._mode = "ws"  # what delivers bars now: "ws" or "rest"
+        self._finals = False  # the exchange's kline messages say when a bar closed
+        self._clock = (0, 0.0)  # (exchange ms, time.monotonic()) of the newest observation
+        self._closed = False
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def mode(self) -> str:
+        """What delivers the bars now: ``"ws"`` or ``"rest"`` (after a fallback, say)."""
+        return self._mode
+
+    async def start(self) -> dict[str, pd.DataFrame]:
+        """Connect; back-fill the last ``history`` closed bars per symbol over REST; return them.
+
+        Raises
+        ------
+        ConfigError
+            Unknown exchange, symbol or timeframe, a bad ``exchange_url``, or ``transport="ws"``
+            on an exchange without websockets in ccxt.
+        ExchangeError
+            The exchange could not be reached after the retries or has no bars for a symbol.
+        """
+        if self._ex is not None:
+            raise ConfigError("MarketStream.start() was already called")
+        self._wake = asyncio.Event()
+        self._ex = self._make_exchange()
+        try:
+            await self._request("load_markets", self._ex.load_markets)
+            self._check_markets()
+            now = await self._server_time()
+            closed_until = now // self.tf_ms * self.tf_ms
+            since = closed_until - self.history * self.tf_ms
+            frames: dict[str, pd.DataFrame] = {}
+            fetched = await asyncio.gather(
+                *(self._fetch(s, since, closed_until) for s in self.symbols)
+            )
+            for symbol, rows in zip(self.symbols, fetched, strict=True):
+                if not rows:
+                    raise ExchangeError(
+                        f"{self.exchange_id} has no closed {self.timeframe} bars for {symbol} "
+                        f"before {pd.Timestamp(closed_until, unit='ms', tz='UTC')}"
+                    )
+                st = self._state[symbol]
+                times = sorted(rows)
+                st.last = times[-1]
+                st.closed_until = closed_until
+                frames[symbol] = _frame(times, [rows[t] for t in times])
+        except BaseException:
+            await self.close()
+            raise
+        if self._mode == "ws":
+            self._tasks.append(asyncio.get_running_loop().create_task(self._watch()))
+        else:
+            self._tasks.append(asyncio.get_running_loop().create_task(self._poll()))
+        return frames
+
+    async def next_closed(self, timeout_s: float) -> dict[str, pd.DataFrame]:
+        """Wait up to ``timeout_s``; return the bars that closed since the last call.
+
+        Only symbols with new bars appear; each frame is contiguous (as far as the exchange has
+        the bars) and strictly after the last one returned for its symbol. Holes found in the
+        stream or on a reconnect are back-filled over REST before they are returned. ``{}`` on
+        timeout.
+
+        Raises
+        ------
+        ExchangeError
+            REST failed after its retries, the websocket failed with a non-network error, or
+            the stream was closed.
+        """
+        if self._ex is None or self._wake is None:
+            raise ConfigError("call MarketStream.start() before next_closed()")
+        timeout_s = check_real("timeout_s", timeout_s, minimum=0.0)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            self._raise_failure()
+            self._wake.clear()
+            out = await self._collect()
+            if out:
+                return out
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return {}
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), remaining)
+
+    def stale(self, now_ms: int | None = None) -> list[str]:
+        """Return the symbols with no closed bar for ``stale_after`` intervals at ``now_ms``.
+
+        ``now_ms`` defaults to the exchange's clock as last seen (a message's event time or the
+        server time) plus the wall time since.
+        """
+        now = self.exchange_now_ms() if now_ms is None else int(now_ms)
+        out = []
+        for st in self._state.values():
+            is_stale = (
+                st.last >= 0 and now - (st.last + self.tf_ms) >= self.stale_after * self.tf_ms
+            )
+            if is_stale and not st.stale:
+                self._stats["stale_events"] += 1
+                logger.warning(
+                    "%s %s: no closed %s bar since %s (stale)",
+                    self.exchange_id,
+                    st.symbol,
+                    self.timeframe,
+                    pd.Timestamp(st.last + self.tf_ms, unit="ms", tz="UTC"),
+                )
+            st.stale = is_stale
+            if is_stale:
+                out.append(st.symbol)
+        self._stats["stale_symbols"] = len(out)
+        return out
+
+    def stats(self) -> dict[str, int]:
+        """Return the counters named in :data:`STAT_NAMES` (a copy)."""
+        return dict(self._stats)
+
+    def exchange_now_ms(self) -> int:
+        """The exchange's clock: the newest event or server time seen, plus wall time since."""
+        ms, at = self._clock
+        return int(ms + (time.monotonic() - at) * 1000.0)
+
+    async def close(self) -> None:
+        """Stop the transport tasks and close ccxt's connections (idempotent)."""
+        self._closed = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            # a task's failure was reported through next_closed already
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        if self._ex is not None:
+            try:
+                await self._ex.close()
+            except Exception as exc:  # closing a broken connection must not mask the cause
+                logger.debug("closing %s: %s", self.exchange_id, exc)
+
+    async def __aenter__(self) -> MarketStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------ setup
+    def _make_exchange(self) -> Any:
+        try:
+            import ccxt
+            import ccxt.pro
+        except ImportError as exc:  # pragma: no cover - ccxt is a declared extra
+            raise ConfigError(
+                "live market data needs ccxt: pip install 'celeris[exchange]'"
+            ) from exc
+        self._ccxt = ccxt
+        name = self.exchange_id
+        if name not in ccxt.exchanges:
+            raise ConfigError(
+                f"unknown exchange {name!r}{did_you_mean(name, ccxt.exchanges)}; "
+                "use a ccxt exchange id such as 'binance', 'kraken', 'coinbase' or 'okx'"
+            )
+        has_ws = name in ccxt.pro.exchanges
+        if not has_ws and self.transport == "ws":
+            raise ConfigError(
+                f"ccxt has no websocket API for {name!r}: use transport 'rest' or 'auto'"
+            )
+        config: dict[str, Any] = {"enableRateLimit": True}
+        if self.exchange_url is not None and urlsplit(str(self.exchange_url)).hostname in _LOOPBACK:
+            config["rateLimit"] = 1  # a local server needs no spacing; the limiter stays on
+        cls = getattr(ccxt.pro, name) if has_ws else getattr(ccxt.async_support, name)
+        ex = cls(config)
+        if self.exchange_url is not None:
+            redirect_exchange(ex, self.exchange_url)
+        if self.transport == "rest" or not has_ws or not ex.has.get("watchOHLCV"):
+            if self.transport == "ws":
+                raise ConfigError(
+                    f"ccxt's {name} has no watch_ohlcv: use transport 'rest' or 'auto'"
+                )
+            self._mode = "rest"
+        if callable(getattr(ex, "handle_ohlcv", None)):
+            parse = ex.handle_ohlcv
+
+            def handle_ohlcv(client: Any, message: Any) -> Any:
+                self._on_message(message)
+                return parse(client, message)
+
+            # ccxt dispatches each message through the instance's handle_ohlcv: observe the
+            # raw kline (its closed flag and event time) before ccxt parses it
+            ex.handle_ohlcv = handle_ohlcv
+        timeframes = getattr(ex, "timeframes", None) or {}
+        if timeframes and self.timeframe not in timeframes:
+            raise ConfigError(
+                f"{name} has no timeframe {self.timeframe!r}"
+                f"{did_you_mean(self.timeframe, timeframes)}; it offers {', '.join(timeframes)}"
+            )
+        return ex
+
+    def _check_markets(self) -> None:
+        markets = self._ex.markets or {}
+        for symbol in self.symbols:
+            if symbol not in markets:
+                raise ConfigError(
+                    f"{self.exchange_id} has no market {symbol!r}{did_you_mean(symbol, markets)}; "
+                    "use a unified symbol such as 'BTC/USDT'"
+                )
+            st = _Symbol(symbol, str(markets[symbol]["id"]))
+            if st.market_id in self._by_id:
+                raise ConfigError(
+                    f"{symbol!r} and {self._by_id[st.market_id].symbol!r} are the same market "
+                    f"id {st.market_id!r} on {self.exchange_id}: stream one of them"
+                )
+            self._state[symbol] = st
+            self._by_id[st.market_id] = st
+        types = {markets[s]["type"] for s in self.symbols}
+        if len(types) > 1:
+            raise ConfigError(
+                f"symbols of one stream must be of one market type, got {', '.join(sorted(types))}"
+            )
+
+    # ------------------------------------------------------------------ REST
+    async def _request(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        ccxt = self._ccxt
+        for attempt in range(self.retry.max_retries + 1):
+            self._stats["rest_requests"] += 1
+            try:
+                return await fn(*args, **kwargs)
+            except ccxt.NetworkError as exc:  # includes rate limits and timeouts
+                if attempt == self.retry.max_retries:
+                    raise ExchangeError(
+                        f"{self.exchange_id}: {what} failed {attempt + 1} times, last with "
+                        f"{type(exc).__name__}: {_short(exc)}"
+                    ) from exc
+                wait = self.retry.delay(attempt)
+                logger.info(
+                    "%s: %s failed (%s), retry in %.2fs",
+                    self.exchange_id,
+                    what,
+                    type(exc).__name__,
+                    wait,
+                )
+                await asyncio.sleep(wait)
+            except ccxt.BadSymbol as exc:
+                raise ConfigError(f"{self.exchange_id}: {_short(exc)}") from exc
+            except ccxt.BaseError as exc:
+                raise ExchangeError(
+                    f"{self.exchange_id}: {what} failed: {type(exc).__name__}: {_short(exc)}"
+                ) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _server_time(self) -> int:
+        ex = self._ex
+        if ex.has.get("fetchTime"):
+            now = int(await self._request("fetch_time", ex.fetch_time))
+        else:  # no server clock: trust ours
+            now = int(ex.milliseconds())
+        self._observe(now)
+        return now
+
+    async def _fetch(self, symbol: str, since: int, until: int) -> dict[int, tuple[float, ...]]:
+        """Closed bars of ``symbol`` with ``since <= open < until``, paging forward."""
+        rows: dict[int, tuple[float, ...]] = {}
+        cursor = since
+        while cursor < until:
+            limit = min(1000, (until - cursor) // self.tf_ms)
+            page = await self._request(
+                f"fetch_ohlcv({symbol!r}, {self.timeframe!r}, since={cursor})",
+                self._ex.fetch_ohlcv,
+                symbol,
+                self.timeframe,
+                since=cursor,
+                limit=limit,
+            )
+            times = [int(r[0]) for r in page or [] if r and r[0] is not None]
+            for r, t in zip(page or [], times, strict=False):
+                if cursor <= t < until:
+                    rows[t] = tuple(float(x) for x in r[1:6])
+            if not times or max(times) < cursor:
+                break  # the exchange has nothing more in the window
+            cursor = max(times) + self.tf_ms
+        return rows
+
+    # ------------------------------------------------------------------ transports
+    def _observe(self, exchange_ms: int) -> None:
+        if exchange_ms >= self._clock[0]:
+            self._clock = (exchange_ms, time.monotonic())
+
+    def _on_message(self, message: Any) -> None:
+        """A raw kline message as ccxt received it (Binance format: ``k.x`` is the close)."""
+        k = message.get("k") if isinstance(message, dict) else None
+        if not isinstance(k, dict) or k.get("i") != self.timeframe:
+            return
+        st = self._by_id.get(str(k.get("s")))
+        if st is None:
+            return
+        self._stats["ws_messages"] += 1
+        self._finals = True
+        try:
+            t = int(k["t"])
+            closed = bool(k["x"])
+            row = tuple(float(k[c]) for c in ("o", "h", "l", "c", "v"))
+        except (KeyError, TypeError, ValueError):
+            logger.warning("%s: unreadable kline message %r", self.exchange_id, message)
+            return
+        if "E" in message:
+            self._observe(int(message["E"]))
+        if t < st.newest_seen:
+            self._stats["out_of_order"] += 1
+        st.newest_seen = max(st.newest_seen, t)
+        if not closed:
+            st.closed_until = max(st.closed_until, t)  # a new bar started: the earlier closed
+        elif t <= st.last:
+            self._stats["duplicates" if t in st.from_stream else "late"] += 1
+        elif t in st.pending:
+            self._stats["duplicates"] += 1
+        else:
+            st.pending[t] = row
+            st.from_stream.add(t)
+            st.closed_until = max(st.closed_until, t + self.tf_ms)
+        if self._wake is not None:
+            self._wake.set()
+
+    def _on_candles(self, symbol: str, candles: Any) -> None:
+        """ccxt's candles of a symbol (exchanges without a closed flag: a newer bar closes)."""
+        if self._finals or not candles:
+            return
+        st = self._state[symbol]
+        self._stats["ws_messages"] += 1
+        newest = int(candles[-1][0])
+        if newest < st.newest_seen:
+            self._stats["out_of_order"] += 1
+        st.newest_seen = max(st.newest_seen, newest)
+        st.closed_until = max(st.closed_until, newest)
+        if self._wake is not None:
+            self._wake.set()
+
+    async def _watch(self) -> None:
+        ccxt, ex = self._ccxt, self._ex
+        failures = 0
+        pairs = [[s, self.timeframe] for s in self.symbols]
+        many = bool(ex.has.get("watchOHLCVForSymbols")) and len(self.symbols) > 1
+        while not self._closed:
+            try:
+                if many:
+                    got = await ex.watch_ohlcv_for_symbols(pairs)
+                    for symbol, by_tf in got.items():
+                        if symbol in self._state:
+                            self._on_candles(symbol, by_tf.get(self.timeframe))
+                else:
+                    await asyncio.gather(*(self._watch_one(s) for s in self.symbols))
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except ccxt.NetworkError as exc:
+                failures += 1
+                self._stats["reconnects"] += 1
+                self._catchup = True
+                logger.warning(
+                    "%s: websocket failed (%s: %s), %d in a row",
+                    self.exchange_id,
+                    type(exc).__name__,
+                    _short(exc),
+                    failures,
+                )
+                if self.transport == "auto" and failures >= self.ws_failures:
+                    self._stats["fallbacks"] += 1
+                    self._mode = "rest"
+                    logger.warning("%s: falling back to REST polling", self.exchange_id)
+                    self._tasks.append(asyncio.get_running_loop().create_task(self._poll()))
+                    self._wake_up()
+                    return
+                self._wake_up()
+                await asyncio.sleep(min(0.05 * 2**failures, 5.0))
+            except Exception as exc:  # not the network: nothing a reconnect would fix
+                self._error = exc
+                self._wake_up()
+                return
+
+    async def _watch_one(self, symbol: str) -> None:
+        candles = await self._ex.watch_ohlcv(symbol, self.timeframe)
+        self._on_candles(symbol, candles)
+
+    async def _poll(self) -> None:
+        while not self._closed:
+            try:
+                await self._poll_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # retries exhausted: next_closed raises it
+                self._error = exc
+                self._wake_up()
+                return
+            await asyncio.sleep(self.poll_interval_s)
+
+    async def _poll_once(self) -> None:
+        self._stats["rest_polls"] += 1
+        now = await self._server_time()
+        closed_until = now // self.tf_ms * self.tf_ms
+        for st in self._state.values():
+            st.closed_until = max(st.closed_until, closed_until)
+        self._wake_up()
+
+    def _wake_up(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    def _raise_failure(self) -> None:
+        if self._error is not None:
+            exc = self._error
+            if isinstance(exc, ExchangeError | ConfigError):
+                raise exc
+            raise ExchangeError(
+                f"{self.exchange_id}: the market stream failed: {type(exc).__name__}: {_short(exc)}"
+            ) from exc
+        if self._closed:
+            raise ExchangeError(f"{self.exchange_id}: the market stream is closed")
+
+    # ------------------------------------------------------------------ closing bars
+    async def _collect(self) -> dict[str, pd.DataFrame]:
+        if self._catchup:
+            self._catchup = False
+            await self._poll_once()
+        due = [st for st in self._state.values() if st.closed_until > st.last + self.tf_ms]
+        if not due:
+            return {}
+        filled = await asyncio.gather(*(self._complete(st) for st in due))
+        out: dict[str, pd.DataFrame] = {}
+        for st, frame in zip(due, filled, strict=True):
+            if frame is not None:
+                out[st.symbol] = frame
+        return out
+
+    async def _complete(self, st: _Symbol) -> pd.DataFrame | None:
+        """Return ``st``'s closed bars after ``st.last``, the missing ones fetched over REST."""
+        tf = self.tf_ms
+        until = st.closed_until  # evidence taken now: later messages wait for the next call
+        expected = range(st.last + tf, until, tf)
+        missing = [t for t in expected if t not in st.pending]
+        if missing:
+            rows = await self._fetch(st.symbol, missing[0], missing[-1] + tf)
+            got = 0
+            for t in missing:
+                if t in rows and t not in st.pending:
+                    st.pending[t] = rows[t]
+                    got += 1
+            if self._mode == "ws":  # polling fetches every bar over REST by design
+                self._stats["backfilled"] += got
+            self._stats["missing"] += len(missing) - got
+        times = sorted(t for t in st.pending if t < until)
+        st.last = max(st.last, until - tf)
+        if len(st.from_stream) > 4096:
+            st.from_stream = {t for t in st.from_stream if t > st.last - 1024 * tf}
+        if not times:
+            return None
+        rows_out = [st.pending.pop(t) for t in times]
+        self._stats["bars"] += len(times)
+        return _frame(times, rows_out)
+
+
+def _frame(times: Sequence[int], rows: Sequence[tuple[float, ...]]) -> pd.DataFrame:
+    index = pd.DatetimeIndex(
+        pd.to_datetime(np.asarray(times, dtype=np.int64), unit="ms", utc=True), name="time"
+    ).as_unit("ns")
+    return pd.DataFrame(np.asarray(rows, dtype=np.float64), index=index, columns=list(BAR_COLUMNS))
+
+
+def _short(exc: BaseException, n: int = 300) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= n else text[: n - 3] + "..."
