@@ -206,8 +206,9 @@ def test_served_outcomes_records_requests_and_joins_posted_outcomes(store):
     )  # fmt: skip
     assert served.post({"request_id": "req-2", "actual": [[1.5]]})["keys"] == ["req-2/0"]
     with pytest.raises(DataError, match="request_id"):
-        ServedOutcomes.request_id("a/b")
-    assert len(ServedOutcomes.request_id(None)) == 32
+        served.request_id("a/b")
+    ids = {served.request_id(None) for _ in range(3)}
+    assert len(ids) == 3 and all(len(i) == 32 for i in ids)
     with pytest.raises(DataError, match='"outcomes"'):
         served.post({"actual": [1.0]})
     served.writer.close()
