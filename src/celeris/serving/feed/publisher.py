@@ -86,6 +86,10 @@ class SignalPublisher:
     max_subscribers
         Most subscribers connected at once; further connections are refused (closed before
         the hello) and counted, so no number of clients can make publishing slow.
+    first_sequence
+        Sequence number of the first record (default 1). A publisher that restarts a journaled
+        stream (``celeris live``) continues its numbering, so that a record's sequence is its
+        id across restarts; a record republished after a crash keeps its id.
     """
 
     def __init__(
@@ -95,8 +99,10 @@ class SignalPublisher:
         max_buffer_records: int = 4096,
         mode: int = 0o600,
         max_subscribers: int = 64,
+        first_sequence: int = 1,
     ) -> None:
         max_buffer_records = check_int("max_buffer_records", max_buffer_records, minimum=1)
+        first_sequence = check_int("first_sequence", first_sequence, minimum=1)
         max_subscribers = check_int("max_subscribers", max_subscribers, minimum=1)
         self.path = _check_socket_path(path)
         self.max_buffer_records = max_buffer_records
@@ -108,7 +114,7 @@ class SignalPublisher:
         # Copy-on-write: publish() iterates it while a failed send may remove a subscriber.
         self._subs: tuple[_Subscriber, ...] = ()
         self._dead: list[_Subscriber] = []
-        self._next_seq = 1
+        self._next_seq = first_sequence
         self._next_id = 1
         self._published = 0
         self._dropped_closed = 0  # drops counted on subscribers that have since disconnected
