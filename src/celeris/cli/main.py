@@ -9,6 +9,7 @@ from celeris.cli import (
     backtest_cmd,
     bench_cmd,
     demo,
+    exchange_cmd,
     llm_cmd,
     models_cmd,
     portfolio_cmd,
@@ -43,6 +44,7 @@ serve_cmd.register(app)
 ray_cmd.register(app)
 bench_cmd.register(app)
 portfolio_cmd.register(app)
+exchange_cmd.register(app)
 
 
 def run() -> None:

@@ -322,16 +322,22 @@ class FakeExchange:
             self._pos += 1
         return self.now_ms
 
-    def pace(self, bars_per_second: float) -> None:
-        """Close bars by themselves, ``bars_per_second`` of them per second of wall time."""
+    def pace(self, bars_per_second: float, *, first_delay_s: float | None = None) -> None:
+        """Close bars by themselves, ``bars_per_second`` of them per second of wall time (the
+        first after ``first_delay_s``, default one period), on a monotonic schedule."""
         if not bars_per_second > 0:
             raise ConfigError(f"speed must be above 0 bars per second, got {bars_per_second}")
+        period = 1.0 / bars_per_second
+        delay = period if first_delay_s is None else max(0.0, float(first_delay_s))
 
         async def go() -> None:
             async def tick() -> None:
+                loop = asyncio.get_running_loop()
+                due = loop.time() + delay
                 while self.remaining > 0:
-                    await asyncio.sleep(1.0 / bars_per_second)
+                    await asyncio.sleep(max(0.0, due - loop.time()))
                     await self._advance(1)
+                    due += period
                 logger.warning("fake exchange: out of bars at %s", self.now_ms)
 
             if self._pacer is not None:
