@@ -10,6 +10,7 @@ from celeris.cli import (
     bench_cmd,
     demo,
     exchange_cmd,
+    live_cmd,
     llm_cmd,
     models_cmd,
     portfolio_cmd,
@@ -45,6 +46,7 @@ ray_cmd.register(app)
 bench_cmd.register(app)
 portfolio_cmd.register(app)
 exchange_cmd.register(app)
+live_cmd.register(app)
 
 
 def run() -> None:

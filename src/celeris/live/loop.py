@@ -24,6 +24,7 @@ exchange stream (:class:`celeris.live.market.MarketStream`) or a replay
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -183,6 +184,17 @@ class LiveLoop:
         self.tz: Any = "UTC"
         self.filled_bars = 0  # bars synthesised for a symbol missing a time others have
 
+    # ---- the kill switch ------------------------------------------------------------------
+    def kill(self, reason: str) -> None:
+        """Engage the kill switch (journaled: a restart stays killed)."""
+        if self.risk.kill(reason):
+            self.journal.record_event("kill", {"reason": reason})
+
+    def release(self) -> None:
+        """Release the kill switch (journaled)."""
+        if self.risk.resume():
+            self.journal.record_event("resume", {})
+
     # ---- resume ---------------------------------------------------------------------------
     def resume(self) -> int:
         """Rebuild the account and history from the journal; republish what may not have
@@ -209,6 +221,11 @@ class LiveLoop:
             last = self.journal.signals()
             for sym, group in last.groupby("symbol", sort=False):
                 self.direction[self.symbols.index(str(sym))] = int(group["signal"].iloc[-1])
+        events = self.journal.events()
+        switch = events[events["kind"].isin(["kill", "resume"])]
+        if len(switch) and switch["kind"].iloc[-1] == "kill":
+            self.risk.killed = str(json.loads(switch["detail"].iloc[-1]).get("reason", "journal"))
+            logger.warning("resumed with the kill switch engaged: %s", self.risk.killed)
         self._republish()
         return len(hist)
 
@@ -297,10 +314,12 @@ class LiveLoop:
         positions = self.account.positions.to_numpy()
         for i in range(bits.shape[0]):
             if self.account.n and self.risk.limits.max_daily_loss is not None:
-                self.risk.check_loss(
+                engaged = self.risk.check_loss(
                     int(self.account._buffers["times"][self.account.n - 1]),
                     float(self.account.equity.iloc[-1].sum()),
                 )
+                if engaged:
+                    self.journal.record_event("kill", {"reason": self.risk.killed})
             out[i] = self.risk.gate(bits[i], positions, ohlcv[i, 3], stale=stale)
         return out
 

@@ -9,11 +9,12 @@ is what makes a replay's orders and equity those of ``from_signals`` on the same
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 
 import pandas as pd
 
-from celeris.checks import check_int
+from celeris.checks import check_int, check_real
 from celeris.errors import DataError
 
 __all__ = ["ReplaySource"]
@@ -22,14 +23,17 @@ __all__ = ["ReplaySource"]
 class ReplaySource:
     """Blocks of stored bars per symbol (frames on a DatetimeIndex, one per symbol).
 
-    ``block`` bars are handed out per call; ``after`` (ns) skips the bars a resumed run has
-    already journaled.
+    ``block`` bars are handed out per call, every ``pace_s`` seconds (0: as fast as the loop
+    takes them; a pace makes a replay look like a live feed, for demos and crash tests).
     """
 
-    def __init__(self, bars: Mapping[str, pd.DataFrame], *, block: int = 65_536) -> None:
+    def __init__(
+        self, bars: Mapping[str, pd.DataFrame], *, block: int = 65_536, pace_s: float = 0.0
+    ) -> None:
         if not bars:
             raise DataError("a replay needs the bars of at least one symbol")
         self.block = check_int("block", block, minimum=1)
+        self.pace_s = check_real("pace_s", pace_s, minimum=0)
         self.bars = {str(s): f for s, f in bars.items()}
         for sym, frame in self.bars.items():
             if not isinstance(frame.index, pd.DatetimeIndex):
@@ -41,6 +45,8 @@ class ReplaySource:
         return {}
 
     async def next_closed(self, timeout_s: float) -> dict[str, pd.DataFrame]:
+        if self.pace_s:
+            await asyncio.sleep(self.pace_s)
         out: dict[str, pd.DataFrame] = {}
         for sym, frame in self.bars.items():
             i = self._pos[sym]

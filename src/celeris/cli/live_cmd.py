@@ -1,0 +1,365 @@
+"""``celeris live``: bars from an exchange (or a replay) to signals on the feed and a paper account.
+
+The work is :class:`celeris.live.loop.LiveLoop`'s; this module builds it from the options: the
+bar source (ccxt's stream of ``--exchange``, or ``--replay`` of stored bars), the signal source
+(``--strategy`` or ``--model``), the paper account's options, the journal in ``--state``, the
+feed on ``--socket`` and the metrics and admin endpoints on ``--metrics-port``. SIGTERM and
+Ctrl-C stop it cleanly; SIGUSR1 engages the kill switch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from celeris.cli._common import cli_errors, console, print_json
+from celeris.cli.options import (
+    CashOpt,
+    ExecutionOpt,
+    FeesOpt,
+    JsonOpt,
+    ParamOpt,
+    SlippageOpt,
+    StopOpt,
+)
+from celeris.errors import ConfigError
+
+ExchangeOpt = Annotated[str, typer.Option(help="ccxt exchange id (live data), e.g. binance.")]
+SymbolsOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Comma-separated symbols, e.g. BTC/USDT,ETH/USDT (their feed ids are 0, 1, ... in "
+        "this order). With --replay: names for the replayed sources (default: from the data)."
+    ),
+]
+TimeframeOpt = Annotated[str, typer.Option(help="Bar interval, e.g. 1m, 1h (live data).")]
+StrategyOpt = Annotated[
+    str | None, typer.Option(help="A rule strategy (celeris strategies lists them): sma_cross...")
+]
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="A model: a checkpoint directory or a registry ref NAME@STAGE|VERSION (--registry). "
+        "Its own feature spec turns the bars into its inputs."
+    ),
+]
+ThresholdOpt = Annotated[
+    float, typer.Option(help="Model signals: entry when the expected return is above this.")
+]
+RegistryOpt = Annotated[str, typer.Option(help="Model registry directory for NAME@STAGE refs.")]
+PaperOpt = Annotated[
+    bool,
+    typer.Option(
+        "--paper/--no-paper",
+        help="Track the signals in a paper account with the backtest's accounting (Celeris "
+        "never sends orders: the trading engine on --socket does).",
+    ),
+]
+StateOpt = Annotated[
+    Path,
+    typer.Option(
+        help="Directory of the run's journal (SQLite, WAL). Restarting with the same --state "
+        "resumes from the last closed bar without losing or repeating a signal or fill."
+    ),
+]
+SocketOpt = Annotated[
+    Path | None, typer.Option(help="Unix socket of the signal feed (docs/wire-format.md).")
+]
+ExchangeUrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Base URL of a server speaking the exchange's protocol (a testnet, or `celeris "
+        "exchange fake`), for REST and websocket."
+    ),
+]
+ReplayOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="Drive the loop from stored bars at full speed instead of the exchange: a file, "
+        "sample:sp500 or store:EXCHANGE/SYMBOL/TIMEFRAME (repeat, one per symbol)."
+    ),
+]
+HistoryOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="Bars of history the signal source sees (live default 1000; a replay sees all)."
+    ),
+]
+PublishOpt = Annotated[
+    str, typer.Option(help="changes (a symbol's signal when its direction changes) | every-bar.")
+]
+MetricsPortOpt = Annotated[
+    int | None,
+    typer.Option(help="Port of /metrics, /healthz, /readyz and /admin/* on 127.0.0.1 (0: free)."),
+]
+SizeOpt = Annotated[
+    float | None, typer.Option(help="Order size (default: all available cash).", show_default=False)
+]
+SizeTypeOpt = Annotated[str, typer.Option(help="amount | value | percent.")]
+DirectionOpt = Annotated[str, typer.Option(help="longonly | shortonly.")]
+DurationOpt = Annotated[
+    float | None, typer.Option(help="Stop after this many seconds (default: until stopped).")
+]
+BlockOpt = Annotated[int, typer.Option(help="Bars per replay step.")]
+PaceOpt = Annotated[
+    float, typer.Option(help="Seconds between replay steps (0: full speed; > 0 looks live).")
+]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("live")(live_cmd)
+
+
+@cli_errors
+def live_cmd(
+    exchange: ExchangeOpt = "binance",
+    symbols: SymbolsOpt = None,
+    timeframe: TimeframeOpt = "1m",
+    strategy: StrategyOpt = None,
+    param: ParamOpt = None,
+    model: ModelOpt = None,
+    threshold: ThresholdOpt = 0.0,
+    registry: RegistryOpt = "~/.celeris/registry",
+    paper: PaperOpt = True,
+    fees: FeesOpt = 0.0,
+    slippage: SlippageOpt = 0.0,
+    init_cash: CashOpt = 100_000.0,
+    size: SizeOpt = None,
+    size_type: SizeTypeOpt = "amount",
+    direction: DirectionOpt = "longonly",
+    sl_stop: StopOpt = None,
+    tp_stop: StopOpt = None,
+    tsl_stop: StopOpt = None,
+    execution: ExecutionOpt = "next_open",
+    cash_sharing: Annotated[
+        bool, typer.Option("--cash-sharing", help="One account for all symbols.")
+    ] = False,
+    state: StateOpt = Path("runs/live"),
+    socket: SocketOpt = None,
+    exchange_url: ExchangeUrlOpt = None,
+    replay: ReplayOpt = None,
+    history: HistoryOpt = None,
+    publish: PublishOpt = "changes",
+    metrics_port: MetricsPortOpt = None,
+    max_position: Annotated[
+        float | None, typer.Option(help="Most value held in one symbol (quote currency).")
+    ] = None,
+    max_exposure: Annotated[
+        float | None, typer.Option(help="Most gross value held over all symbols.")
+    ] = None,
+    max_daily_loss: Annotated[
+        float | None,
+        typer.Option(help="Kill switch when the day's loss reaches this fraction, e.g. 0.05."),
+    ] = None,
+    transport: Annotated[str, typer.Option(help="auto | ws | rest (live data).")] = "auto",
+    stale_after: Annotated[
+        int, typer.Option(help="Bars without a closed bar before a symbol is stale.")
+    ] = 3,
+    duration: DurationOpt = None,
+    block: BlockOpt = 65_536,
+    replay_pace: PaceOpt = 0.0,
+    json_out: JsonOpt = False,
+) -> None:
+    """Run a strategy or model live: closed bars -> signals -> feed + paper account.
+
+    \b
+    Examples:
+      celeris live --replay sample:sp500 --strategy sma_cross --param fast=10 --param slow=50 \\
+          --fees 0.001 --state runs/replay-spx
+      celeris live --exchange binance --symbols BTC/USDT,ETH/USDT --timeframe 1m \\
+          --strategy sma_cross --param fast=10 --param slow=50 --paper --fees 0.001 \\
+          --state runs/live-btc --socket run/celeris.sock --metrics-port 9108
+      celeris live ... --exchange-url http://127.0.0.1:9000   # a local fake or a testnet
+
+    Bars are acted on once closed; a restart with the same --state resumes where the journal
+    ends. See docs/live.md.
+    """
+    from celeris.live.journal import Journal
+    from celeris.live.loop import LiveLoop
+    from celeris.live.risk import RiskLimits
+
+    if not paper:
+        raise ConfigError(
+            "celeris live tracks its signals in a paper account; it sends no orders (the "
+            "trading engine on --socket does): drop --no-paper"
+        )
+    if (strategy is None) == (model is None):
+        raise ConfigError("give one of --strategy NAME or --model DIR|NAME@STAGE")
+    options: dict[str, Any] = {
+        "fees": fees, "slippage": slippage, "init_cash": init_cash, "size_type": size_type,
+        "direction": direction, "execution": execution, "cash_sharing": cash_sharing,
+    }  # fmt: skip
+    for name, value in (("size", size), ("sl_stop", sl_stop), ("tp_stop", tp_stop),
+                        ("tsl_stop", tsl_stop)):  # fmt: skip
+        if value is not None:
+            options[name] = value
+    frames = _replay_frames(replay, symbols) if replay else None
+    names = list(frames) if frames is not None else _symbols(symbols)
+    source = _signal_source(strategy, param, model, threshold, registry)
+    limits = RiskLimits(max_position, max_exposure, max_daily_loss)
+    config = {
+        "source": source.describe,
+        "options": options,
+        "mode": "replay" if replay else exchange,
+    }
+    journal = Journal(Path(state) / "journal.sqlite", names, config)
+    publisher = _publisher(socket, journal)
+    from celeris.data.timeframes import timeframe_to_timedelta
+
+    metrics = _metrics(metrics_port, names, timeframe_to_timedelta(timeframe).value)
+    loop = LiveLoop(
+        names, source, journal, options=options, publisher=publisher, limits=limits,
+        history=None if replay else (history or max(1000, source.warmup + 1)), publish=publish,
+        metrics=metrics,
+    )  # fmt: skip
+    try:
+        resumed = loop.resume()
+        if resumed:
+            console.print(f"resumed {state}: {resumed:,} journaled bars", highlight=False)
+        if frames is not None:
+            from celeris.live.replay import ReplaySource
+
+            bars: Any = ReplaySource(frames, block=block, pace_s=replay_pace)
+        else:
+            from celeris.live.market import MarketStream
+
+            bars = MarketStream(
+                exchange, names, timeframe, exchange_url=exchange_url,
+                history=loop.history.keep or 1000, stale_after=stale_after, transport=transport,
+            )  # fmt: skip
+        total = asyncio.run(_drive(loop, bars, metrics, metrics_port, duration, replay is not None))
+        _report(loop, total, json_out)
+    finally:
+        if publisher is not None:
+            publisher.close()
+        journal.close()
+
+
+def _symbols(text: str | None) -> list[str]:
+    names = [s.strip() for s in (text or "").split(",") if s.strip()]
+    if not names:
+        raise ConfigError("--symbols is empty: name at least one, e.g. --symbols BTC/USDT")
+    return names
+
+
+def _replay_frames(sources: list[str], symbols: str | None) -> dict[str, Any]:
+    from celeris.cli._common import load_bars
+
+    names = _symbols(symbols) if symbols else [s.split(":", 1)[-1] for s in sources]
+    if len(names) != len(sources):
+        raise ConfigError(
+            f"--symbols names {len(names)} symbols for {len(sources)} --replay sources"
+        )
+    return {name: load_bars(src) for name, src in zip(names, sources, strict=True)}
+
+
+def _signal_source(
+    strategy: str | None,
+    param: list[str] | None,
+    model: str | None,
+    threshold: float,
+    registry: str,
+) -> Any:
+    from celeris.live.signals import ModelSignals, RuleSignals
+
+    if strategy is not None:
+        from celeris.backtest.strategies import get_strategy
+        from celeris.cli.options import single_param_values
+
+        return RuleSignals(strategy, single_param_values(param or [], get_strategy(strategy)))
+    assert model is not None
+    if Path(model).is_dir():
+        from celeris.models.predictor import Predictor
+
+        return ModelSignals(Predictor.load(model), threshold=threshold)
+    from celeris.serving.registry import ModelRegistry
+
+    record, predictor = ModelRegistry(registry).load(model)
+    return ModelSignals(predictor, threshold=threshold, model_version=int(record.version))
+
+
+def _publisher(socket: Path | None, journal: Any) -> Any:
+    if socket is None:
+        return None
+    from celeris.serving.feed import SignalPublisher
+
+    Path(socket).parent.mkdir(parents=True, exist_ok=True)
+    return SignalPublisher(socket, first_sequence=journal.first_unpublished())
+
+
+def _metrics(port: int | None, names: list[str], timeframe_ns: int) -> Any:
+    from celeris.live.metrics import LiveMetrics
+
+    return LiveMetrics(names, timeframe_ns=timeframe_ns) if port is not None else None
+
+
+async def _drive(
+    loop: Any, bars: Any, metrics: Any, port: int | None, duration: float | None, replay: bool
+) -> int:
+    stop = asyncio.Event()
+    running = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        running.add_signal_handler(sig, stop.set)
+    running.add_signal_handler(signal.SIGUSR1, loop.kill, "SIGUSR1")
+    runner = None
+    if metrics is not None:
+        from aiohttp import web
+
+        from celeris.live.metrics import admin_app
+
+        metrics.loop = loop
+        metrics.stream = None if replay else bars
+        runner = web.AppRunner(admin_app(metrics, loop.kill, loop.release))
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", port)
+        await site.start()
+        bound = runner.addresses[0][1] if runner.addresses else port
+        console.print(f"metrics and admin on http://127.0.0.1:{bound}", highlight=False)
+        metrics.ready_reason = None
+    if duration is not None:
+        running.call_later(duration, stop.set)
+    try:
+        return await loop.run(
+            bars, stop=stop, stale=None if replay else bars.stale, until_exhausted=replay
+        )
+    finally:
+        if not replay:
+            with contextlib.suppress(Exception):
+                await bars.close()
+        if runner is not None:
+            await runner.cleanup()
+
+
+def _report(loop: Any, total: int, json_out: bool) -> None:
+    account = loop.account
+    summary: dict[str, Any] = {
+        "bars": total,
+        "signals": int(loop.journal.next_signal_id - 1),
+        "fills": len(loop.journal.fills()),
+        "kill_switch": loop.risk.killed,
+        "risk_blocked": dict(loop.risk.blocked),
+    }
+    if account.n:
+        stats = account.book().stats()
+        summary["stats"] = stats.to_dict(orient="records")
+        summary["positions"] = account.positions.to_dict()
+    if json_out:
+        print_json(summary)
+        return
+    console.print(
+        f"{total:,} bars processed, {summary['signals']:,} signals, {summary['fills']:,} fills",
+        highlight=False,
+    )
+    if account.n:
+        from celeris.backtest.metrics import format_metric
+
+        stats = account.book().stats()
+        for metric in ("end_value", "total_return", "sharpe", "max_drawdown", "trades"):
+            if metric in stats:
+                console.print(f"  {metric}: {format_metric(metric, stats[metric].iloc[0])}",
+                              highlight=False)  # fmt: skip
