@@ -161,6 +161,13 @@ def test_last_windows_bad_arguments_raise_named_errors():
         spec.last_windows({}, 5)
     with pytest.raises(ConfigError, match="input_size"):
         spec.last_windows({"A": make_bars(20, 0)}, 0)
+    labelled = make_bars(20, 0).assign(symbol="A")  # a text column beside the bars: ignored
+    assert (
+        spec.last_windows({"A": labelled}, 5).tobytes()
+        == spec.last_windows({"A": make_bars(20, 0)}, 5).tobytes()
+    )
+    with pytest.raises(DataError, match="'A': close must be numeric"):
+        spec.last_windows({"A": labelled.assign(close="x")}, 5)
 
 
 # -- the spec itself ----------------------------------------------------------------------------

@@ -479,8 +479,14 @@ def _symbol_fields(symbol: str, bars: Any, needed: tuple[str, ...]) -> list[np.n
         # one conversion per frame (a column lookup each costs more than the features)
         try:
             matrix = bars.to_numpy(dtype=np.float64)
-        except (TypeError, ValueError):
-            raise DataError(f"bars of symbol {symbol!r}: the columns must be numeric") from None
+        except (TypeError, ValueError):  # another, non-numeric column: read the needed ones
+            out = []
+            for f in needed:
+                try:
+                    out.append(bars.iloc[:, cols[f]].to_numpy(dtype=np.float64))
+                except (TypeError, ValueError):
+                    raise DataError(f"bars of symbol {symbol!r}: {f} must be numeric") from None
+            return out
         return [matrix[:, cols[f]] for f in needed]
     out = []
     for f in needed:
