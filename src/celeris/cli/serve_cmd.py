@@ -540,13 +540,20 @@ def ab_cmd(
     split: Annotated[float, typer.Option(help="Share of request keys sent to it.")] = 0.1,
     salt: Annotated[str, typer.Option(help="Salt of the key hash (new test, new salt).")] = "",
     stop: Annotated[bool, typer.Option("--stop", help="Stop the test and evaluate it.")] = False,
-    metric: Annotated[str, typer.Option(help="What --stop compares: latency | value.")] = "latency",
+    metric: Annotated[
+        str | None,
+        typer.Option(
+            help="What --stop compares: error (realised error, the server's default) | pnl "
+            "(paper P&L of the signals) | latency."
+        ),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Start (--version), inspect (no option) or stop (--stop) an A/B test on a server.
 
     Requests are routed by a hash of their "key", so one key always sees the same arm.
-    Stopping reports a Welch t-test and Hedges' g, and says when the data is too thin.
+    Stopping reports a Welch t-test and Hedges' g on the versions' realised outcomes (posted to
+    /v1/outcomes), and says when the data is too thin.
     """
     if stop and version is not None:
         raise ConfigError("give --version to start a test or --stop to end one, not both")
@@ -558,7 +565,8 @@ def ab_cmd(
             {"version": version, "split": split, "salt": salt},
         )
     elif stop:
-        out = _admin(url, "DELETE", f"/v1/admin/models/{name}/ab?metric={metric}")
+        query = "" if metric is None else f"?metric={metric}"
+        out = _admin(url, "DELETE", f"/v1/admin/models/{name}/ab{query}")
     else:
         out = _admin(url, "GET", f"/v1/admin/models/{name}/ab")
     if json_out:
@@ -593,6 +601,10 @@ def _print_ab(name: str, out: dict[str, Any], *, stopped: bool) -> None:
                 format_number(s["value_mean"], "general", missing="-"),
             )
         console.print(table)
+    realised = out.get("realised") or {}
+    if not stopped:
+        for metric, report in realised.items():
+            console.print(f"realised {metric}: {report['verdict']}", highlight=False)
     if out.get("report"):
         console.print(out["report"]["verdict"], highlight=False)
 

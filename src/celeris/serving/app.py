@@ -228,7 +228,7 @@ def build(
             if publisher is not None:
                 publisher.close()
 
-    app = create_app(manager, publisher=publisher, lifespan=lifespan)
+    app = create_app(manager, publisher=publisher, lifespan=lifespan, outcomes=outcomes)
     return Server(
         settings, registry, engine, cache, metrics, publisher, manager, app, started, outcomes
     )

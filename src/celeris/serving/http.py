@@ -8,6 +8,8 @@ Routes
                                         signals (published on the signal feed when one runs)
     ``GET  /v1/models``                 served models, versions, shapes, A/B state, registry rows
     ``GET  /v1/symbols``                the signal feed's symbol ids
+    ``POST /v1/outcomes``               realised values of served predictions, by request id or
+                                        key (joined for A/B tests and drift; see outcomes.py)
     ``GET  /healthz``                   the process is up (200 while it runs)
     ``GET  /readyz``                    every model loaded and warm (200), else 503
     ``GET  /metrics``                   Prometheus text format
@@ -15,8 +17,11 @@ Routes
     ``POST   /v1/admin/models``                   register a checkpoint directory on the server
     ``POST   /v1/admin/models/{name}/promote``    shadow-validate, then hot-swap (409 on failure)
     ``POST   /v1/admin/models/{name}/ab``         shadow-validate, then start an A/B test
-    ``GET    /v1/admin/models/{name}/ab``         the running test's per-arm statistics
-    ``DELETE /v1/admin/models/{name}/ab``         stop it; Welch t-test report
+    ``GET    /v1/admin/models/{name}/ab``         the running test's per-arm statistics and its
+                                                  realised comparison so far
+    ``DELETE /v1/admin/models/{name}/ab``         stop it; Welch t-test report on realised error
+                                                  (``?metric=error``, the default), paper P&L
+                                                  (``pnl``) or ``latency``
     ``POST   /v1/admin/models/{name}/rollback``   the previous production version, hot-swapped
 
 Without ``CELERIS_ADMIN_TOKEN`` the admin routes answer 403 ("admin API disabled"): disabled,
@@ -875,6 +880,7 @@ def create_app(
     *,
     publisher: Any = None,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
+    outcomes: Any = None,
 ) -> FastAPI:
     """Return the FastAPI application serving ``manager``'s models (see the module docstring).
 
@@ -892,9 +898,13 @@ def create_app(
         symbol's signal on it when given.
     lifespan
         Startup/shutdown context of the application (see :func:`celeris.serving.app.build`).
+    outcomes
+        A :class:`~celeris.serving.outcomes.ServedOutcomes`: every prediction served is recorded
+        there under its request id, ``POST /v1/outcomes`` records realised values, and A/B tests
+        are judged on them. None: no outcomes (``/v1/outcomes`` answers 404, A/B on latency).
     """
     metrics = manager.metrics
-    api = _API(manager, publisher)
+    api = _API(manager, publisher, outcomes)
     app = FastAPI(
         title="Celeris serving",
         summary="Batched forecasts, signals and model rollouts",
@@ -907,6 +917,9 @@ def create_app(
     )
     app.router.routes.insert(
         1, Route("/v1/forecast", api.forecast, methods=["POST"], name="forecast")
+    )
+    app.router.routes.insert(
+        2, Route("/v1/outcomes", api.post_outcomes, methods=["POST"], name="outcomes")
     )
 
     @app.get("/healthz", include_in_schema=True)
@@ -987,8 +1000,11 @@ def create_app(
 class _API:
     """The route handlers, sharing the engine, manager, settings and metrics."""
 
-    def __init__(self, manager: ModelManager, publisher: Any) -> None:
+    def __init__(self, manager: ModelManager, publisher: Any, outcomes: Any = None) -> None:
         self.engine = manager.engine
+        # celeris.serving.outcomes.ServedOutcomes (duck-typed: this module imports no domain
+        # module): every served prediction is queued there under its request id.
+        self.outcomes = outcomes
         self.registry = manager.registry
         self.settings = settings = manager.settings
         self.metrics: PrometheusMetrics | None = manager.metrics
@@ -1021,11 +1037,22 @@ class _API:
             except ServingError as exc:  # not served (404) or still loading (503)
                 raise problem_of(exc) from None
             label, timeout, key, x = await self._parsed(request, self._predict_input, spec)
+            rid = self._request_id(request)
             result = await self._run(name, x, label, timeout, key)
         except Problem as problem:
             self._count_problem(name, label, problem, t0)
             return problem_response(problem, fmt)
         self.manager.record_input(name, x)
+        if rid is not None:
+            self.outcomes.record_request(
+                rid,
+                model=result.model,
+                version=result.version,
+                names=None,
+                inputs=x,
+                forecasts=result.values,
+                target_kind=spec.target_kind,
+            )
         return encode(
             {
                 "model": result.model,
@@ -1033,9 +1060,21 @@ class _API:
                 "arm": result.arm,
                 "outputs": result.values,
                 "cached": result.cached,
+                "request_id": rid,
             },
             fmt,
         )
+
+    def _request_id(self, request: Request) -> str | None:
+        """The request's ``X-Request-Id`` (422 when malformed) or a new id; None when this
+        server records no outcomes."""
+        if self.outcomes is None:
+            return None
+        try:
+            rid: str = self.outcomes.request_id(request.headers.get("x-request-id"))
+        except CelerisError as exc:
+            raise problem_of(exc) from None
+        return rid
 
     async def _parsed(self, request: Request, parse: Callable[..., _T], *args: Any) -> _T:
         """Read the body and return ``parse(body, media, *args)`` (``media``: :func:`_media_type`).
@@ -1090,6 +1129,7 @@ class _API:
                 _check_bearer(request, self._publish_token, "CELERIS_PUBLISH_TOKEN")
             parsed = await self._parsed(request, self._forecast_input)
             name, spec, label, timeout, key, symbols, x = parsed
+            rid = self._request_id(request)
             # Ids before the model runs: a refused symbol costs no compute. On the loop, so
             # concurrent requests never race for the table's last ids.
             try:
@@ -1107,6 +1147,18 @@ class _API:
             x, result.values, kind=spec.target_kind, threshold=self.settings.signal_threshold
         )
         seqs = self._publish(ids, signal, confidence, result.values, result.version, usable)
+        if rid is not None:
+            self.outcomes.record_request(
+                rid,
+                model=result.model,
+                version=result.version,
+                names=symbols,
+                inputs=x,
+                forecasts=result.values,
+                signals=signal,
+                usable=usable,
+                target_kind=spec.target_kind,
+            )
         cached = np.asarray(result.cached, dtype=bool).tolist()
         values = result.values
         out: dict[str, Any] = {}
@@ -1131,6 +1183,7 @@ class _API:
                 "arm": result.arm,
                 "horizon": int(values.shape[1]),
                 "forecasts": out,
+                "request_id": rid,
             },
             fmt,
         )
@@ -1266,6 +1319,30 @@ class _API:
         self.metrics.error(model, problem.error)
         self.metrics.observe_request(model, "", priority, time.perf_counter() - t0, problem.error)
 
+    async def post_outcomes(self, request: Request) -> Response:
+        """``POST /v1/outcomes``: realised values of served predictions (see
+        :meth:`celeris.serving.outcomes.ServedOutcomes.post`); the publish token guards it like
+        ``/v1/forecast``, since outcomes decide A/B tests."""
+        fmt = reply_format(request)
+        try:
+            if self.outcomes is None:
+                raise Problem(
+                    404,
+                    "not_found",
+                    "this server records no outcomes (CELERIS_SERVE_OUTCOMES=false)",
+                )
+            if self._publish_token is not None:
+                _check_bearer(request, self._publish_token, "CELERIS_PUBLISH_TOKEN")
+            media = _media_type(request.headers.get("content-type"))
+            doc = _decode(await read_body(request, self.settings.max_body_bytes), media)[0]
+            # the store waits for queued predictions and writes: off the event loop
+            out = await asyncio.to_thread(self.outcomes.post, doc)
+        except Problem as problem:
+            return problem_response(problem, fmt)
+        except CelerisError as exc:
+            return problem_response(problem_of(exc), fmt)
+        return encode(out, fmt)
+
     # -- admin --------------------------------------------------------------------------------
 
     async def admin(self, request: Request, handler: Callable[..., Any], *args: Any) -> Response:
@@ -1328,13 +1405,47 @@ class _API:
         return 200, await self.manager.start_ab(name, version, float(split), salt)
 
     async def ab_status(self, name: str, doc: dict[str, Any], request: Request) -> tuple[int, Any]:
-        return 200, self.manager.ab_status(name)
+        out = self.manager.ab_status(name)
+        if self.outcomes is not None:
+            out["realised"] = await self._realised(name, out["ab"])
+        return 200, out
 
     async def ab_stop(self, name: str, doc: dict[str, Any], request: Request) -> tuple[int, Any]:
-        metric = request.query_params.get("metric", "latency")
-        if metric not in ("latency", "value"):
-            raise Problem(422, "invalid", f"metric must be latency or value, got {metric!r}")
-        return 200, await self.manager.stop_ab(name, metric)
+        default = "latency" if self.outcomes is None else "error"
+        metric = request.query_params.get("metric", default)
+        if metric == "value":
+            raise Problem(
+                422,
+                "invalid",
+                "metric 'value' (the mean forecast) is not compared: a higher or lower forecast "
+                "says nothing about whether it was right; use error or pnl (realised outcomes) "
+                "or latency",
+            )
+        if metric not in ("error", "pnl", "latency"):
+            raise Problem(422, "invalid", f"metric must be error, pnl or latency, got {metric!r}")
+        if metric != "latency" and self.outcomes is None:
+            raise Problem(
+                422,
+                "invalid",
+                f"metric {metric} compares realised outcomes, which this server does not record "
+                "(CELERIS_SERVE_OUTCOMES=false); use latency",
+            )
+        out = await self.manager.stop_ab(name, "latency")
+        if self.outcomes is not None:
+            out["realised"] = await self._realised(name, out["ab"])
+            if metric != "latency":
+                out["report"] = out["realised"][metric]
+        return 200, out
+
+    async def _realised(self, name: str, ab: dict[str, Any]) -> Any:
+        """The A/B test's comparison on realised error and P&L since it started."""
+        return await asyncio.to_thread(
+            self.outcomes.evaluate,
+            name,
+            int(ab["champion"]),
+            int(ab["challenger"]),
+            since_s=ab["started_at"],
+        )
 
     async def rollback(self, name: str, doc: dict[str, Any], request: Request) -> tuple[int, Any]:
         return 200, await self.manager.rollback(name)
