@@ -940,7 +940,9 @@ def create_app(
             return encode({"error": "not_found", "detail": "metrics are disabled"}, "json", 404)
         from celeris.serving.metrics import CONTENT_TYPE
 
-        return Response(metrics.render(), media_type=CONTENT_TYPE)
+        # In a worker thread: the drift series read the outcome store (SQLite, which may wait
+        # on the writer's transaction) and must not hold up the event loop.
+        return Response(await asyncio.to_thread(metrics.render), media_type=CONTENT_TYPE)
 
     @app.get("/v1/models")
     async def list_models(request: Request) -> Response:
