@@ -95,7 +95,7 @@ CREATE TABLE IF NOT EXISTS predictions (
     actual BLOB,
     outcome_at INTEGER
 );
-CREATE INDEX IF NOT EXISTS predictions_model ON predictions (model, version, ts);
+CREATE INDEX IF NOT EXISTS predictions_newest ON predictions (model, version, id);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO counters (name, value) VALUES ('pruned', 0);
 """
@@ -571,18 +571,27 @@ def _joined_frame(rows: list[tuple[Any, ...]]) -> pd.DataFrame:
     n = len(rows)
     forecasts = [np.frombuffer(r[7], dtype="<f8") for r in rows]
     actuals = [np.frombuffer(r[8], dtype="<f8") for r in rows]
-    mae = np.empty(n)
-    rmse = np.empty(n)
-    realised = np.full(n, np.nan)
-    for i, (r, f, a) in enumerate(zip(rows, forecasts, actuals, strict=True)):
-        err = a - f
-        mae[i] = np.abs(err).mean()
-        rmse[i] = math.sqrt(float(np.square(err).mean()))
-        last, kind = r[9], r[10]
-        if kind == "return":
-            realised[i] = float(a.sum())
-        elif last is not None and last > 0:
-            realised[i] = float(a[-1]) / last - 1.0
+    last = np.array([np.nan if r[9] is None else r[9] for r in rows], dtype=np.float64)
+    is_return = np.array([r[10] == "return" for r in rows], dtype=bool)
+    horizons = {len(f) for f in forecasts}
+    if len(horizons) == 1:  # the usual case: one model, one horizon; vectorised
+        f2 = np.stack(forecasts)  # [n, H]
+        a2 = np.stack(actuals)
+        err = a2 - f2
+        mae = np.abs(err).mean(axis=1)
+        rmse = np.sqrt(np.square(err).mean(axis=1))
+        moved = a2.sum(axis=1)
+        end = a2[:, -1]
+    else:
+        mae = np.array([np.abs(a - f).mean() for f, a in zip(forecasts, actuals, strict=True)])
+        rmse = np.array(
+            [np.sqrt(np.square(a - f).mean()) for f, a in zip(forecasts, actuals, strict=True)]
+        )
+        moved = np.array([a.sum() for a in actuals])
+        end = np.array([a[-1] for a in actuals])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        level = np.where(last > 0, end / last - 1.0, np.nan)
+    realised = np.where(is_return, moved, level) if n else np.empty(0)
     signal = pd.array([r[6] for r in rows], dtype="Int8")
     sign = np.array([np.nan if r[6] is None else float(r[6]) for r in rows], dtype=np.float64)
     pnl = sign * realised
