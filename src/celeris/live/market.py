@@ -29,7 +29,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -41,7 +41,7 @@ from celeris.data.schema import BAR_COLUMNS
 from celeris.data.timeframes import timeframe_to_timedelta
 from celeris.errors import ConfigError, ExchangeError, check_choice, did_you_mean
 
-__all__ = ["STAT_NAMES", "MarketStream", "redirect_exchange"]
+__all__ = ["STAT_NAMES", "ClosedBars", "MarketStream", "redirect_exchange"]
 
 logger = logging.getLogger("celeris.live")
 
@@ -107,7 +107,7 @@ def redirect_exchange(ex: Any, url: str) -> None:
     ex.urls["api"] = move(ex.urls["api"])
 
 
-@dataclass
+@dataclass(eq=False)  # hashed by identity: a key of the due map
 class _Symbol:
     """What the stream knows of one symbol (all times are bar open times, epoch ms)."""
 
@@ -276,6 +276,21 @@ class MarketStream:
             REST failed after its retries, the websocket failed with a non-network error, or
             the stream was closed.
         """
+        got = await self.next_closed_arrays(timeout_s)
+        # symbols closing the same bars share one index (immutable): building a DatetimeIndex
+        # is most of a one-bar frame's cost
+        indexes: dict[bytes, pd.DatetimeIndex] = {}
+        out = {}
+        for symbol, bars in got.items():
+            key = bars.times.tobytes()
+            index = indexes.get(key)
+            if index is None:
+                index = indexes[key] = _index(bars.times)
+            out[symbol] = pd.DataFrame(bars.values, index=index, columns=_COLUMNS, copy=False)
+        return out
+
+    async def next_closed_arrays(self, timeout_s: float) -> dict[str, ClosedBars]:
+        """:meth:`next_closed` as arrays (:class:`ClosedBars`), without building frames."""
         if self._ex is None or self._wake is None:
             raise ConfigError("call MarketStream.start() before next_closed()")
         timeout_s = check_real("timeout_s", timeout_s, minimum=0.0)
@@ -283,6 +298,7 @@ class MarketStream:
         deadline = loop.time() + timeout_s
         while True:
             self._raise_failure()
+            await self._drain()
             self._wake.clear()
             out = await self._collect()
             if out:
@@ -292,6 +308,16 @@ class MarketStream:
                 return {}
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), remaining)
+
+    async def _drain(self) -> None:
+        """Let ccxt handle the messages already received (one bar of many symbols arrives as
+        many messages), so that one call returns them together."""
+        seen = -1
+        for _ in range(64):
+            if self._stats["ws_messages"] == seen:
+                return
+            seen = self._stats["ws_messages"]
+            await asyncio.sleep(0)
 
     def stale(self, now_ms: int | None = None) -> list[str]:
         """Return the symbols with no closed bar for ``stale_after`` intervals at ``now_ms``.
@@ -549,13 +575,21 @@ class MarketStream:
         while not self._closed:
             try:
                 if many:
+                    # one SUBSCRIBE for every symbol, on one connection
                     got = await ex.watch_ohlcv_for_symbols(pairs)
+                    failures = 0
                     for symbol, by_tf in got.items():
                         if symbol in self._state:
                             self._on_candles(symbol, by_tf.get(self.timeframe))
+                    while self._finals:
+                        # The bars come through _on_message; this waits on one symbol only to
+                        # hear of a lost connection (ccxt fails every waiter of a client). Waiting
+                        # on all symbols again would cost a future per symbol per message:
+                        # 100 symbols took 3x as long to return a bar.
+                        await ex.watch_ohlcv(self.symbols[0], self.timeframe)
                 else:
                     await asyncio.gather(*(self._watch_one(s) for s in self.symbols))
-                failures = 0
+                    failures = 0
             except asyncio.CancelledError:
                 raise
             except ccxt.NetworkError as exc:
@@ -623,52 +657,84 @@ class MarketStream:
             raise ExchangeError(f"{self.exchange_id}: the market stream is closed")
 
     # ------------------------------------------------------------------ closing bars
-    async def _collect(self) -> dict[str, pd.DataFrame]:
+    async def _collect(self) -> dict[str, ClosedBars]:
         if self._catchup:
             self._catchup = False
             await self._poll_once()
-        due = [st for st in self._state.values() if st.closed_until > st.last + self.tf_ms]
+        # evidence taken now: messages arriving during a back-fill wait for the next call
+        due = {
+            st: st.closed_until
+            for st in self._state.values()
+            if st.closed_until > st.last + self.tf_ms
+        }
         if not due:
             return {}
-        filled = await asyncio.gather(*(self._complete(st) for st in due))
-        out: dict[str, pd.DataFrame] = {}
-        for st, frame in zip(due, filled, strict=True):
-            if frame is not None:
-                out[st.symbol] = frame
+        holes = [(st, until) for st, until in due.items() if self._missing(st, until)]
+        if holes:
+            await asyncio.gather(*(self._backfill(st, until) for st, until in holes))
+        out: dict[str, ClosedBars] = {}
+        for st, until in due.items():
+            bars = self._take(st, until)
+            if bars is not None:
+                out[st.symbol] = bars
         return out
 
-    async def _complete(self, st: _Symbol) -> pd.DataFrame | None:
-        """Return ``st``'s closed bars after ``st.last``, the missing ones fetched over REST."""
-        tf = self.tf_ms
-        until = st.closed_until  # evidence taken now: later messages wait for the next call
-        expected = range(st.last + tf, until, tf)
-        missing = [t for t in expected if t not in st.pending]
-        if missing:
-            rows = await self._fetch(st.symbol, missing[0], missing[-1] + tf)
-            got = 0
-            for t in missing:
-                if t in rows and t not in st.pending:
-                    st.pending[t] = rows[t]
-                    got += 1
-            if self._mode == "ws":  # polling fetches every bar over REST by design
-                self._stats["backfilled"] += got
-            self._stats["missing"] += len(missing) - got
+    def _missing(self, st: _Symbol, until: int) -> list[int]:
+        return [t for t in range(st.last + self.tf_ms, until, self.tf_ms) if t not in st.pending]
+
+    async def _backfill(self, st: _Symbol, until: int) -> None:
+        """Fetch ``st``'s closed bars before ``until`` that the stream did not deliver."""
+        missing = self._missing(st, until)
+        rows = await self._fetch(st.symbol, missing[0], missing[-1] + self.tf_ms)
+        got = 0
+        for t in missing:
+            if t in rows and t not in st.pending:
+                st.pending[t] = rows[t]
+                got += 1
+        if self._mode == "ws":  # polling fetches every bar over REST by design
+            self._stats["backfilled"] += got
+        self._stats["missing"] += len(missing) - got
+
+    def _take(self, st: _Symbol, until: int) -> ClosedBars | None:
+        """Remove and return ``st``'s pending bars before ``until``, oldest first."""
         times = sorted(t for t in st.pending if t < until)
-        st.last = max(st.last, until - tf)
+        st.last = max(st.last, until - self.tf_ms)
         if len(st.from_stream) > 4096:
-            st.from_stream = {t for t in st.from_stream if t > st.last - 1024 * tf}
+            st.from_stream = {t for t in st.from_stream if t > st.last - 1024 * self.tf_ms}
         if not times:
             return None
-        rows_out = [st.pending.pop(t) for t in times]
+        values = np.array([st.pending.pop(t) for t in times], dtype=np.float64)
         self._stats["bars"] += len(times)
-        return _frame(times, rows_out)
+        return ClosedBars(np.array(times, dtype=np.int64), values)
 
 
-def _frame(times: Sequence[int], rows: Sequence[tuple[float, ...]]) -> pd.DataFrame:
-    index = pd.DatetimeIndex(
-        pd.to_datetime(np.asarray(times, dtype=np.int64), unit="ms", utc=True), name="time"
-    ).as_unit("ns")
-    return pd.DataFrame(np.asarray(rows, dtype=np.float64), index=index, columns=list(BAR_COLUMNS))
+class ClosedBars(NamedTuple):
+    """Closed bars of one symbol as arrays: what :meth:`MarketStream.next_closed_arrays` gives."""
+
+    times: np.ndarray  # [n] int64, bar open times in epoch ms, increasing
+    values: np.ndarray  # [n, 5] float64: open, high, low, close, volume
+
+    def frame(self) -> pd.DataFrame:
+        """The bars as a bar frame (UTC open-time index named ``time``)."""
+        return _frame(self.times, self.values)
+
+
+_UTC_NS = pd.DatetimeTZDtype("ns", "UTC")
+_COLUMNS = pd.Index(BAR_COLUMNS)
+
+
+def _index(times: Any) -> pd.DatetimeIndex:
+    # built from int64 nanoseconds with the dtype given: ~10x faster than pd.to_datetime(unit=)
+    # (measured 1 ms vs 90 us per one-bar frame on the 2-core CI box), which counts at 100
+    # symbols a bar
+    ns = (np.asarray(times, dtype=np.int64) * 1_000_000).view("M8[ns]")
+    return pd.DatetimeIndex(ns, dtype=_UTC_NS, name="time")
+
+
+def _frame(times: Any, values: Any) -> pd.DataFrame:
+    return pd.DataFrame(
+        np.asarray(values, dtype=np.float64), index=_index(times), columns=_COLUMNS, copy=False
+    )
 
 
 def _short(exc: BaseException, n: int = 300) -> str:
