@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from celeris.cli._common import cli_errors, console, print_json
+from celeris.cli._common import cli_errors, console, err_console, print_json
 from celeris.cli.options import (
     CashOpt,
     ExecutionOpt,
@@ -220,7 +220,7 @@ def live_cmd(
     try:
         resumed = loop.resume()
         if resumed:
-            console.print(f"resumed {state}: {resumed:,} journaled bars", highlight=False)
+            err_console.print(f"resumed {state}: {resumed:,} journaled bars", highlight=False)
         if frames is not None:
             from celeris.live.replay import ReplaySource
 
@@ -319,7 +319,7 @@ async def _drive(
         site = web.TCPSite(runner, "127.0.0.1", port)
         await site.start()
         bound = runner.addresses[0][1] if runner.addresses else port
-        console.print(f"metrics and admin on http://127.0.0.1:{bound}", highlight=False)
+        err_console.print(f"metrics and admin on http://127.0.0.1:{bound}", highlight=False)
         metrics.ready_reason = None
     if duration is not None:
         running.call_later(duration, stop.set)

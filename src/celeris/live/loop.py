@@ -38,7 +38,7 @@ from celeris.backtest import kernel as K
 from celeris.errors import ConfigError, DataError
 from celeris.live.journal import Journal, SignalRow
 from celeris.live.paper import PaperAccount
-from celeris.live.risk import ENTRY, EXIT, RiskGuard, RiskLimits
+from celeris.live.risk import ENTRY, EXIT, SHORT_ENTRY, SHORT_EXIT, RiskGuard, RiskLimits
 from celeris.live.signals import SignalBatch, SignalSource
 
 __all__ = ["BarSource", "LiveLoop", "StepReport"]
@@ -133,7 +133,10 @@ class LiveLoop:
         Where the run is recorded (and resumed from).
     options : mapping
         ``from_signals`` options of the paper account (fees, slippage, size, stops, execution,
-        cash sharing, perpetual options...); ``direction`` longonly (default) or shortonly.
+        cash sharing, perpetual options...). Under ``direction="both"`` the account trades
+        long and short signal arrays (the source's exits become short entries, exactly
+        ``from_signals``' reading of exits under "both"), so that the risk controls can close
+        either side without reversing.
     publisher : optional
         The signal feed (:class:`~celeris.serving.feed.SignalPublisher`); None: journal only.
     limits : RiskLimits
@@ -166,8 +169,9 @@ class LiveLoop:
         self.journal = journal
         self.options = dict(options or {})
         direction = str(self.options.get("direction", "longonly"))
-        self.risk = RiskGuard(limits or RiskLimits(), len(self.symbols), direction=direction)
-        self.account = PaperAccount(self.symbols, self.options)
+        self.long_short = direction == "both"
+        self.risk = RiskGuard(limits or RiskLimits(), len(self.symbols), long_short=self.long_short)
+        self.account = PaperAccount(self.symbols, self.options, long_short=self.long_short)
         self.publisher = publisher
         self.publish_mode = publish
         self.metrics = metrics
@@ -178,7 +182,7 @@ class LiveLoop:
             )
         self.history = _History(len(self.symbols), history)
         self.direction = np.zeros(len(self.symbols), dtype=np.int64)  # last signal per symbol
-        self.sign = 1 if direction == "longonly" else -1
+        self.sign = -1 if direction == "shortonly" else 1
         self._published_up_to = journal.first_unpublished() - 1
         self._pending: dict[str, pd.DataFrame] = {}
         self.tz: Any = "UTC"
@@ -202,10 +206,8 @@ class LiveLoop:
         hist = self.journal.history()
         traded = hist.flags[:, 0] >= 0 if len(hist) else np.zeros(0, dtype=bool)
         if traded.any():
-            bits = hist.flags[traded]
-            signals = {"entries": (bits & ENTRY) != 0, "exits": (bits & EXIT) != 0}
             rec = self.account.step(
-                hist.times[traded], hist.ohlcv[traded, :4], signals,
+                hist.times[traded], hist.ohlcv[traded, :4], self._arrays(hist.flags[traded]),
                 funding=self._funding(hist.funding[traded]), tz=self.tz, index_name="time",
             )  # fmt: skip
             journaled = self.journal.fill_records()
@@ -275,11 +277,11 @@ class LiveLoop:
         self.history.append(times, ohlcv)
         h_times, h_ohlcv = self.history.view()
         batch = self._signals(h_times, h_ohlcv, k)
-        bits = self._gate(batch.bits, ohlcv, stale)
+        bits = self._gate(self._source_bits(batch.bits), ohlcv, stale)
         rates = np.zeros((k, len(self.symbols))) if funding is None else funding
         before = self.account.positions.to_numpy()
         rec = self.account.step(
-            times, ohlcv[:, :4], {"entries": (bits & ENTRY) != 0, "exits": (bits & EXIT) != 0},
+            times, ohlcv[:, :4], self._arrays(bits),
             funding=self._funding(rates), tz=self.tz, index_name="time",
         )  # fmt: skip
         rows = self._signal_rows(times, bits, batch, rec, before)
@@ -323,6 +325,40 @@ class LiveLoop:
             out[i] = self.risk.gate(bits[i], positions, ohlcv[i, 3], stale=stale)
         return out
 
+    def _arrays(self, bits: np.ndarray) -> dict[str, np.ndarray]:
+        """The paper account's signal arrays from the journal's bits."""
+        out = {"entries": (bits & ENTRY) != 0, "exits": (bits & EXIT) != 0}
+        if self.long_short:
+            out["short_entries"] = (bits & SHORT_ENTRY) != 0
+            out["short_exits"] = (bits & SHORT_EXIT) != 0
+        return out
+
+    def _source_bits(self, bits: np.ndarray) -> np.ndarray:
+        """A source's entries/exits as the account's bits (under "both" exits enter shorts)."""
+        if not self.long_short:
+            return bits
+        return (bits & ENTRY) | np.where((bits & EXIT) != 0, SHORT_ENTRY, 0)
+
+    def _wanted(self, bits: np.ndarray, held: np.ndarray) -> np.ndarray:
+        """Direction each account holds once the bits fill, from the direction held: the
+        kernel's signal resolution (a conflicting pair of signals is ignored)."""
+        entry = (bits & ENTRY) != 0
+        exit_ = (bits & EXIT) != 0
+        long_in, long_out = entry & ~exit_, exit_ & ~entry
+        if not self.long_short:
+            return np.where(long_in, self.sign, np.where(long_out, 0, held))
+        s_entry = (bits & SHORT_ENTRY) != 0
+        s_exit = (bits & SHORT_EXIT) != 0
+        short_in, short_out = s_entry & ~s_exit, s_exit & ~s_entry
+        both = long_in & short_in
+        long_in, short_in = long_in & ~both, short_in & ~both
+        want = held.copy()
+        want[long_out & (held > 0)] = 0
+        want[short_out & (held < 0)] = 0
+        want[long_in] = 1
+        want[short_in] = -1
+        return want
+
     def _signal_rows(
         self,
         times: np.ndarray,
@@ -341,9 +377,7 @@ class LiveLoop:
         delta = np.zeros((k, n_sym))
         np.add.at(delta, (bar, asset), signed)
         held = np.sign(before + np.cumsum(delta, axis=0)).astype(np.int64)
-        entry = (bits & ENTRY) != 0
-        exit_ = (bits & EXIT) != 0
-        want = np.where(entry & ~exit_, self.sign, np.where(exit_ & ~entry, 0, held))
+        want = self._wanted(bits, held)
         rows: list[SignalRow] = []
         every = self.publish_mode == "every-bar"
         count = 0

@@ -26,14 +26,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from celeris.checks import check_real
-from celeris.errors import ConfigError
 
 __all__ = ["ENTRY", "EXIT", "SHORT_ENTRY", "SHORT_EXIT", "RiskGuard", "RiskLimits"]
 
 logger = logging.getLogger("celeris.live")
 
-#: Signal bits, as the journal stores them per bar and symbol (the live loop trades entries and
-#: exits in the account's direction; the short bits are reserved for long-short accounts).
+#: Signal bits, as the journal stores them per bar and symbol: the paper account's four signal
+#: arrays (the short ones only for a long-short account, ``direction="both"``).
 ENTRY, EXIT, SHORT_ENTRY, SHORT_EXIT = 1, 2, 4, 8
 _DAY_NS = 86_400 * 10**9
 
@@ -58,19 +57,15 @@ class RiskLimits:
 class RiskGuard:
     """Applies :class:`RiskLimits` and the kill switch to a step's signal bits.
 
-    ``direction`` is the paper account's (``longonly`` or ``shortonly``): it says which bit
-    opens and which closes a position when flattening.
+    ``long_short``: the account trades the four signal arrays (``direction="both"``), so a long
+    position closes on ``EXIT`` and a short one on ``SHORT_EXIT``; otherwise ``ENTRY`` opens the
+    account's direction and ``EXIT`` closes it.
     """
 
-    def __init__(self, limits: RiskLimits, n_symbols: int, *, direction: str = "longonly") -> None:
-        if direction not in ("longonly", "shortonly"):
-            raise ConfigError(
-                "the live loop trades direction='longonly' or 'shortonly' (a 'both' account "
-                f"reverses on an exit signal, so it could not be flattened), got {direction!r}"
-            )
+    def __init__(self, limits: RiskLimits, n_symbols: int, *, long_short: bool = False) -> None:
         self.limits = limits
         self.n_symbols = n_symbols
-        self.direction = direction
+        self.long_short = long_short
         self.killed: str | None = None  # the reason, while the kill switch is engaged
         self.blocked: Counter[str] = Counter()
         self._day: int | None = None
@@ -129,13 +124,16 @@ class RiskGuard:
         the positions held (units) and the bar's closes; ``stale`` marks symbols whose data is
         stale (no new entries there)."""
         out = bits.copy()
-        # entries open the position of the account's direction (long or short), exits close it
-        opens, closes = ENTRY, EXIT
+        opens = ENTRY | SHORT_ENTRY if self.long_short else ENTRY
         held = positions != 0
         if self.killed is not None:
             self._count("kill_switch", (out & opens) != 0)
             out &= ~opens
-            out[held] |= closes
+            if self.long_short:
+                out[positions > 0] |= EXIT
+                out[positions < 0] |= SHORT_EXIT
+            else:
+                out[held] |= EXIT
             return out
         wants = (out & opens) != 0
         if stale is not None:

@@ -86,8 +86,8 @@ class ModelSignals:
 
     ``threshold`` is on the expected return over the horizon (as
     :func:`celeris.models.signals.signals_from_forecast` takes it): entry above it, exit below
-    its negative. The confidence is ``min(1, |expected| / (threshold or 1))``... clipped to
-    [0, 1].
+    its negative. The confidence is ``|expected| / threshold`` (``|expected|`` with a zero
+    threshold) clipped to [0, 1].
     """
 
     def __init__(self, predictor: Any, *, threshold: float = 0.0, model_version: int = 0) -> None:
@@ -117,8 +117,8 @@ class ModelSignals:
             end = n - k + j + 1
             if end < self.warmup:
                 continue
-            frames = {str(a): _frame(times[:end], ohlcv[:end], a, tz) for a in range(n_sym)}
-            windows = self.spec.last_windows(frames, self.input_size)
+            # [n_symbols, T, 5] in BAR_FIELDS order (open, high, low, close, volume)
+            windows = self.spec.last_windows(ohlcv[:end].transpose(2, 0, 1), self.input_size)
             fc = np.asarray(self.predictor.predict(windows), dtype=np.float64).reshape(n_sym, -1)
             forecasts[j] = fc[:, :horizon]
             last = ohlcv[end - 1, 3]
