@@ -148,3 +148,22 @@ def test_ab_test_is_judged_on_realised_outcomes_not_the_mean_forecast(served):
     assert report["n"] == {"champion": 8 - n_challenger, "challenger": n_challenger}
     assert report["mean"]["champion"] in (None, pytest.approx(0.5, abs=1e-4))
     assert not report["enough_data"] and "joined outcomes" in report["verdict"]
+
+
+def test_restarted_server_shadow_validates_on_the_recorded_live_inputs(served):
+    c, root = served
+    x = np.asarray(_histories(3, seed=30), dtype=np.float32)
+    r = c.post(
+        "/v1/models/btc/predict", json={"inputs": x.tolist()}, headers={"X-Request-Id": "r-1"}
+    )
+    assert r.status_code == 200
+    c.post("/v1/outcomes", json={"request_id": "r-1", "actual": [[0.0] * H] * 3})  # flushes
+    settings = load_serve_settings(
+        models=["btc@production"], registry=root, backend="torch", registry_poll_s=0,
+        shadow_rows=16, log_level="warning",
+    )  # fmt: skip
+    again = build(settings)  # a second process on the same registry and store
+    with _running(again):
+        batch, source = again.manager.validation_batch("btc", again.engine.predictor("btc"))
+    assert "recent requests' rows" in source
+    np.testing.assert_array_equal(batch[-3:], x)  # the newest recorded windows, in order

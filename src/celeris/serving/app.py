@@ -186,9 +186,13 @@ def build(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        loading = asyncio.create_task(
-            manager.start(settings.models, started_at=started, freeze=freeze_heap)
-        )
+        async def load() -> None:
+            await manager.start(settings.models, started_at=started, freeze=freeze_heap)
+            if outcomes is not None:
+                # in the step that made the manager ready: no request sees it ready before
+                _replay_recorded_inputs(manager, outcomes)
+
+        loading = asyncio.create_task(load())
 
         def loaded(task: asyncio.Task[None]) -> None:
             if task.cancelled():
@@ -200,8 +204,6 @@ def build(
                     on_failure(exc)
             else:
                 log.info("ready after %.2f s", manager.ready_after_s or 0.0)
-                if outcomes is not None:
-                    _replay_recorded_inputs(manager, outcomes)
                 if on_ready is not None:
                     on_ready(manager)
 
