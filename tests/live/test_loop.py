@@ -117,12 +117,13 @@ def test_signals_journaled_but_not_published_go_out_again_with_their_ids(tmp_pat
     loop.journal.close()
     sock = tmp_path / "feed.sock"
     journal = Journal(tmp_path / "pub.sqlite", ["SPX"], {"options": opts})
-    with SignalPublisher(sock, first_sequence=journal.first_unpublished()) as pub:
-        with SignalSubscriber(sock) as sub:
-            again = LiveLoop(["SPX"], RuleSignals("sma_cross", PARAMS), journal, options=opts,
-                             publisher=pub)  # fmt: skip
-            again.resume()
-            got = [next(sub) for _ in range(len(pending))]
+    source = RuleSignals("sma_cross", PARAMS)
+    with (
+        SignalPublisher(sock, first_sequence=journal.first_unpublished()) as pub,
+        SignalSubscriber(sock) as sub,
+    ):
+        LiveLoop(["SPX"], source, journal, options=opts, publisher=pub).resume()
+        got = [next(sub) for _ in range(len(pending))]
     assert [r.sequence for r in got] == pending["id"].tolist()
     assert [r.signal for r in got] == pending["signal"].tolist()
 
