@@ -6,9 +6,11 @@ account and the journal record exactly what was allowed:
 * ``max_position``: most value (quote currency, at the bar's close) held in one symbol; an
   entry that would add to a position already at the cap is dropped;
 * ``max_exposure``: most gross value held over all symbols; entries are dropped while the book
-  is at it;
-* ``max_daily_loss``: a fraction of the account's value at the start of the UTC day; once the
-  value has fallen that far the kill switch engages;
+  is at it. Both check the positions held at the bar's close: under next-open execution an
+  entry accepted on the bar before fills at this bar's open and is not held yet, so a position
+  can pass a cap by one order (size the orders, ``--size``, well under the caps);
+* ``max_daily_loss``: a fraction of the account's value at the start of the UTC day (the last
+  value of the day before); once the value has fallen that far the kill switch engages;
 * the kill switch (this limit, ``SIGUSR1``, or ``POST /admin/kill``): every entry is dropped and
   every open position gets its exit signal (flatten), bar after bar, until an operator resumes
   (``POST /admin/resume``). Its state is journaled, so a restart stays killed.
@@ -70,6 +72,7 @@ class RiskGuard:
         self.blocked: Counter[str] = Counter()
         self._day: int | None = None
         self._day_start_value = np.nan
+        self._last_value = np.nan
 
     @property
     def active(self) -> bool:
@@ -101,9 +104,10 @@ class RiskGuard:
         """Track the day's starting value; engage the switch when the daily loss limit is hit.
         Return whether this call engaged it."""
         day = int(time_ns) // _DAY_NS
-        if day != self._day:
+        if day != self._day:  # the day starts from the last value of the day before
             self._day = day
-            self._day_start_value = value
+            self._day_start_value = value if np.isnan(self._last_value) else self._last_value
+        self._last_value = value
         limit = self.limits.max_daily_loss
         if limit is None or self.killed is not None or not self._day_start_value > 0:
             return False
