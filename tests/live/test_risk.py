@@ -124,7 +124,9 @@ class _AlwaysEnter:
     """A signal source that asks to buy on every bar (to reach the caps)."""
 
     warmup = 0
-    describe = {"source": "always-enter"}
+
+    def __init__(self) -> None:
+        self.describe = {"source": "always-enter"}
 
     def compute(self, times, ohlcv, k, tz="UTC"):
         from celeris.live.signals import SignalBatch
@@ -135,8 +137,10 @@ class _AlwaysEnter:
 
 @pytest.mark.parametrize(
     ("limits", "reason"),
-    [(RiskLimits(max_position=5_000.0), "max_position"),
-     (RiskLimits(max_exposure=5_000.0), "max_exposure")],  # fmt: skip
+    [
+        (RiskLimits(max_position=5_000.0), "max_position"),
+        (RiskLimits(max_exposure=5_000.0), "max_exposure"),
+    ],
 )
 def test_caps_keep_an_accumulating_account_under_the_limit(tmp_path, spx, limits, reason):
     opts = {"size": 1.0, "accumulate": True}
