@@ -167,3 +167,21 @@ def test_restarted_server_shadow_validates_on_the_recorded_live_inputs(served):
         batch, source = again.manager.validation_batch("btc", again.engine.predictor("btc"))
     assert "recent requests' rows" in source
     np.testing.assert_array_equal(batch[-3:], x)  # the newest recorded windows, in order
+
+
+def test_outcomes_off_builds_no_store_and_no_drift_series(tmp_path):
+    settings = load_serve_settings(
+        models=["btc@production"], registry=tmp_path / "registry", outcomes=False,
+        log_level="warning",
+    )  # fmt: skip
+    server = build(settings)
+    assert server.outcomes is None
+    assert not (tmp_path / "registry" / "outcomes.sqlite").exists()
+    names = {m.name for m in server.metrics.registry.collect()}
+    assert "celeris_drift_psi" not in names and "celeris_outcomes_predictions" not in names
+    on = build(load_serve_settings(models=["btc@production"], registry=tmp_path / "on"))
+    assert (tmp_path / "on" / "outcomes.sqlite").exists() and on.outcomes is not None
+    assert {"celeris_drift_psi", "celeris_outcomes_predictions"} <= {
+        m.name for m in on.metrics.registry.collect()
+    }
+    on.outcomes.close()
