@@ -200,7 +200,7 @@ def live_cmd(
             options[name] = value
     frames = _replay_frames(replay, symbols) if replay else None
     names = list(frames) if frames is not None else _symbols(symbols)
-    source = _signal_source(strategy, param, model, threshold, registry)
+    source = _signal_source(strategy, param, model, threshold, registry, state, names)
     limits = RiskLimits(max_position, max_exposure, max_daily_loss)
     config = {
         "source": source.describe,
@@ -264,7 +264,11 @@ def _signal_source(
     model: str | None,
     threshold: float,
     registry: str,
+    state: Path,
+    names: list[str],
 ) -> Any:
+    """The rule strategy, or the model (its predictions and outcomes go to
+    ``STATE/outcomes.sqlite``)."""
     from celeris.live.signals import ModelSignals, RuleSignals
 
     if strategy is not None:
@@ -273,14 +277,25 @@ def _signal_source(
 
         return RuleSignals(strategy, single_param_values(param or [], get_strategy(strategy)))
     assert model is not None
+    from celeris.serving.outcomes import OutcomeStore
+
+    store = OutcomeStore(Path(state) / "outcomes.sqlite")
+    common: dict[str, Any] = {
+        "threshold": threshold,
+        "outcomes": store,
+        "run": Path(state).name,
+        "symbols": tuple(names),
+    }
     if Path(model).is_dir():
         from celeris.models.predictor import Predictor
 
-        return ModelSignals(Predictor.load(model), threshold=threshold)
+        return ModelSignals(Predictor.load(model), model_name=Path(model).name, **common)
     from celeris.serving.registry import ModelRegistry
 
     record, predictor = ModelRegistry(registry).load(model)
-    return ModelSignals(predictor, threshold=threshold, model_version=int(record.version))
+    return ModelSignals(
+        predictor, model_version=int(record.version), model_name=model.split("@")[0], **common
+    )
 
 
 def _publisher(socket: Path | None, journal: Any) -> Any:

@@ -14,14 +14,16 @@ health checks and the kill switch:
 Metric names (all prefixed ``celeris_live_``): ``bars_total``, ``bar_lag_seconds`` (now minus the
 close time of the last processed bar), ``signal_latency_seconds`` (histogram: bars received to
 signals published), ``signals_total``, ``fills_total``, ``position{symbol}``, ``equity``,
-``pnl``, ``kill_switch``, ``risk_blocked_total{reason}``, ``stale_symbols``, ``filled_bars_total``
-and the market stream's counters as ``stream_<name>_total`` (reconnects, back-filled bars,
+``pnl``, ``kill_switch``, ``risk_blocked_total{reason}``, ``stale_symbols``, ``filled_bars_total``,
+for a model ``feature_psi{feature}``, ``realised_error``, ``error_ratio`` and ``error_drift``
+(warnings logged once when PSI > 0.25 or the error drifts), and the market stream's counters as ``stream_<name>_total`` (reconnects, back-filled bars,
 duplicates, late and out-of-order messages, REST polls...).
 """
 
 from __future__ import annotations
 
 import hmac
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -32,7 +34,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-__all__ = ["LATENCY_BUCKETS", "LiveMetrics", "admin_app"]
+__all__ = ["LATENCY_BUCKETS", "PSI_WARN", "LiveMetrics", "admin_app"]
+
+logger = logging.getLogger("celeris.live")
+#: PSI above which an input feature is reported as drifted (the usual "significant shift").
+PSI_WARN = 0.25
 
 #: Bucket bounds of the bar-to-signal latency histogram, in seconds (50 us to 1 s).
 LATENCY_BUCKETS = (5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 0.1, 0.25, 1.0)
@@ -66,6 +72,7 @@ class _Live(Collector):
             "Flat bars carried for a symbol that skipped a time the others have",
             value=float(loop.filled_bars),
         )
+        yield from self._drift(loop)
         stream = self.m.stream
         if stream is not None:
             stale = stream.stale()
@@ -80,6 +87,45 @@ class _Live(Collector):
                     value=float(value),
                 )  # fmt: skip
 
+    def _drift(self, loop: Any) -> Iterator[Any]:
+        """A model source's drift: PSI per input feature, realised against validation error."""
+        drift_of = getattr(loop.source, "drift", None)
+        if drift_of is None:
+            return
+        drift = drift_of()
+        psi = GaugeMetricFamily(
+            "celeris_live_feature_psi",
+            "Population-stability index of an input feature, recent bars against training",
+            labels=["feature"],
+        )
+        for feature, value in sorted(drift["psi"].items()):
+            psi.add_metric([feature], float(value))
+            if value > PSI_WARN and feature not in self.m.warned:
+                self.m.warned.add(feature)
+                logger.warning(
+                    "input feature %s drifted: PSI %.3f > %.2f", feature, value, PSI_WARN
+                )
+        yield psi
+        error = drift["error"]
+        if error is not None:
+            yield GaugeMetricFamily(
+                "celeris_live_realised_error", "Rolling mean realised MAE", value=error.realised
+            )
+            yield GaugeMetricFamily(
+                "celeris_live_error_ratio",
+                "Realised over validation error (NaN: unknown)",
+                value=error.ratio,
+            )
+            yield GaugeMetricFamily(
+                "celeris_live_error_drift",
+                "1 when the realised error exceeds the validation error by the set factor",
+                value=1.0 if error.exceeded else 0.0,
+            )
+            if error.exceeded and "error" not in self.m.warned:
+                self.m.warned.add("error")
+                logger.warning("realised error %.4g is %.2fx the validation error",
+                               error.realised, error.ratio)  # fmt: skip
+
 
 class LiveMetrics:
     """The live loop's metrics (see the module docstring)."""
@@ -90,6 +136,7 @@ class LiveMetrics:
         self.loop: Any = None
         self.stream: Any = None
         self.ready_reason: str | None = "starting"
+        self.warned: set[str] = set()  # drift warnings logged once each
         r = self.registry
         self.bars = Counter("celeris_live_bars", "Closed bars processed", registry=r)
         self.signals = Counter(

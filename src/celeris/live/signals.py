@@ -14,6 +14,7 @@ for the newest ``k`` bars of every symbol. Both sources run the code the backtes
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -84,49 +85,142 @@ class RuleSignals:
 class ModelSignals:
     """A checkpoint's forecast turned into entries and exits (see the module docstring).
 
-    ``threshold`` is on the expected return over the horizon (as
-    :func:`celeris.models.signals.signals_from_forecast` takes it): entry above it, exit below
-    its negative. The confidence is ``|expected| / threshold`` (``|expected|`` with a zero
-    threshold) clipped to [0, 1].
+    ``threshold`` is on the expected return to ``step`` bars ahead (as ``celeris backtest
+    --strategy model:DIR`` and :func:`celeris.models.signals.signals_from_forecast` take it):
+    entry above it, exit below its negative. The confidence is ``|expected| / threshold``
+    (``|expected|`` with a zero threshold) clipped to [0, 1].
+
+    With an ``outcomes`` store (:class:`celeris.serving.outcomes.OutcomeStore`) every
+    prediction is recorded under the key ``"{run}:{symbol}:{bar time ns}"`` with its input
+    window and its call (+1 above the threshold, -1 below its negative, else 0: what the A/B
+    evaluation's paper P&L multiplies the realised return by), and once ``horizon`` more bars have closed its realised outcome: the target over
+    those bars, computed by the model's own feature spec. :meth:`drift` compares the recent
+    inputs with the training distribution (PSI per feature) and the realised error with the
+    validation error.
     """
 
-    def __init__(self, predictor: Any, *, threshold: float = 0.0, model_version: int = 0) -> None:
+    def __init__(
+        self,
+        predictor: Any,
+        *,
+        threshold: float = 0.0,
+        step: int = 1,
+        model_version: int = 0,
+        model_name: str = "model",
+        outcomes: Any = None,
+        run: str = "live",
+        symbols: tuple[str, ...] = (),
+        drift_window: int = 500,
+    ) -> None:
+        from celeris.checks import check_int
         from celeris.models.features import spec_of
 
         self.predictor = predictor
         self.spec = spec_of(predictor.meta)
         self.input_size = int(predictor.input_size)
+        self.horizon = int(predictor.horizon)
+        self.step = check_int("step", step, minimum=1, maximum=self.horizon)
         self.threshold = float(threshold)
         self.model_version = int(model_version)
+        self.model_name = model_name
         self.target_kind = str(predictor.meta.get("target_kind", "return"))
         self.warmup = int(self.spec.lookback) + self.input_size
+        self.outcomes = outcomes
+        self.run = run
+        self.symbols = tuple(symbols)
+        self._predicted: dict[int, np.ndarray] = {}  # bar time -> closes (for outcomes)
+        self._recent: deque[np.ndarray] = deque(maxlen=drift_window)
         self.describe = {
-            "model": str(predictor.meta.get("source", "")),
+            "model": model_name,
+            "version": self.model_version,
             "features": list(self.spec.features),
             "threshold": self.threshold,
+            "step": self.step,
         }
 
     def compute(self, times: np.ndarray, ohlcv: np.ndarray, k: int, tz: Any = "UTC") -> SignalBatch:
+        from celeris.models.pipeline import step_return
+
         n_sym = ohlcv.shape[2]
         bits = np.zeros((k, n_sym), dtype=np.int64)
         confidence = np.zeros((k, n_sym))
-        horizon = int(self.predictor.horizon)
-        forecasts = np.zeros((k, n_sym, horizon))
+        forecasts = np.zeros((k, n_sym, self.horizon))
         n = times.shape[0]
+        bars = ohlcv.transpose(2, 0, 1)  # [n_symbols, T, 5] in BAR_FIELDS order
         for j in range(k):  # bar n - k + j, from the bars up to it
             end = n - k + j + 1
+            self._record_outcomes(times, bars, end)
             if end < self.warmup:
                 continue
-            # [n_symbols, T, 5] in BAR_FIELDS order (open, high, low, close, volume)
-            windows = self.spec.last_windows(ohlcv[:end].transpose(2, 0, 1), self.input_size)
+            windows = self.spec.last_windows(bars[:, :end], self.input_size)
             fc = np.asarray(self.predictor.predict(windows), dtype=np.float64).reshape(n_sym, -1)
-            forecasts[j] = fc[:, :horizon]
-            last = ohlcv[end - 1, 3]
-            level = self.target_kind == "level"
-            expected = fc[:, -1] / last - 1.0 if level else fc.sum(axis=1)
+            forecasts[j] = fc
+            expected = step_return(self.spec.target, fc, ohlcv[end - 1, 3], self.step)
             bits[j] = np.where(expected > self.threshold, ENTRY, 0) | np.where(
                 expected < -self.threshold, EXIT, 0
             )
             scale = self.threshold if self.threshold > 0 else 1.0
             confidence[j] = np.clip(np.abs(expected) / scale, 0.0, 1.0)
+            self._recent.append(windows[:, -1, :].copy())
+            self._record_predictions(int(times[end - 1]), windows, fc, bits[j], ohlcv[end - 1, 3])
         return SignalBatch(bits, confidence, forecasts, self.model_version)
+
+    def _key(self, symbol: int, ts: int) -> str:
+        name = self.symbols[symbol] if symbol < len(self.symbols) else str(symbol)
+        return f"{self.run}:{name}:{ts}"
+
+    def _record_predictions(
+        self, ts: int, windows: np.ndarray, fc: np.ndarray, bits: np.ndarray, close: np.ndarray
+    ) -> None:
+        if self.outcomes is None:
+            return
+        from celeris.serving.outcomes import Prediction
+
+        target_kind = "level" if self.spec.target in ("close", "log_close") else "return"
+        rows = [
+            Prediction.make(
+                self._key(a, ts),
+                model=self.model_name,
+                version=self.model_version,
+                symbol=self.symbols[a] if a < len(self.symbols) else str(a),
+                ts=ts,
+                horizon=self.horizon,
+                forecast=fc[a].tolist(),
+                signal=1 if bits[a] & ENTRY else (-1 if bits[a] & EXIT else 0),
+                inputs=windows[a],
+                target_kind=target_kind,
+            )
+            for a in range(fc.shape[0])
+        ]
+        self.outcomes.record_predictions(rows)
+        self._predicted[ts] = close
+
+    def _record_outcomes(self, times: np.ndarray, bars: np.ndarray, end: int) -> None:
+        """The realised target of the prediction made ``horizon`` bars before bar ``end - 1``:
+        the last ``horizon`` input rows' target column, by the model's own feature spec."""
+        if self.outcomes is None or end - 1 - self.horizon < 0:
+            return
+        made = int(times[end - 1 - self.horizon])
+        if made not in self._predicted:
+            return
+        del self._predicted[made]
+        actual = self.spec.last_windows(bars[:, :end], self.horizon)[:, :, 0]
+        self.outcomes.record_outcomes(
+            {self._key(a, made): actual[a].tolist() for a in range(actual.shape[0])}
+        )
+
+    def drift(self) -> dict[str, Any]:
+        """PSI of each input feature over the recent bars against training, and the rolling
+        realised error against the validation error (None where unknown)."""
+        from celeris.models.drift import error_drift, psi_by_feature, validation_error
+
+        out: dict[str, Any] = {"psi": {}, "error": None}
+        if self.spec.reference is not None and self._recent:
+            values = np.concatenate(list(self._recent), axis=0)
+            out["psi"] = psi_by_feature(self.spec.reference, values, self.spec.features)
+        if self.outcomes is not None:
+            joined = self.outcomes.joined(self.model_name, version=self.model_version)
+            out["error"] = error_drift(
+                joined["mae"].to_numpy(), validation_error(self.predictor.meta)
+            )
+        return out

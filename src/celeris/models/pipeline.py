@@ -278,13 +278,28 @@ def expected_step_returns_checked(
     fc, _ = rolling_forecasts_checked(
         predictor, values.to_numpy(), index=values.index, bars=bars, include_train=include_train
     )
-    if target == "close":
-        expected = fc[step] / bars["close"].reindex(values.index) - 1.0
-    elif target == "log_close":
-        expected = np.exp(fc[step] - np.log(bars["close"].reindex(values.index))) - 1.0
-    else:
-        expected = np.exp(fc.loc[:, 1:step].sum(axis=1, min_count=step)) - 1.0
+    close = bars["close"].reindex(values.index).to_numpy(np.float64)
+    expected = pd.Series(
+        step_return(target, fc.to_numpy(np.float64), close, step), index=values.index
+    )
     return expected.reindex(bars.index), overlap
+
+
+def step_return(target: str, forecasts: np.ndarray, close: np.ndarray, step: int) -> np.ndarray:
+    """Expected return from each window's last close to ``step`` bars ahead, from forecasts
+    ``[n, horizon]`` of the target ``close`` (``f / close - 1``), ``log_close``
+    (``exp(f - log close) - 1``) or ``log_return`` (``exp(sum of the first step) - 1``); NaN
+    where a forecast is NaN. The one conversion of model backtests and the live loop."""
+    if target == "close":
+        return forecasts[:, step - 1] / close - 1.0
+    if target == "log_close":
+        return np.exp(forecasts[:, step - 1] - np.log(close)) - 1.0
+    if target == "log_return":
+        return np.exp(forecasts[:, :step].sum(axis=1)) - 1.0
+    raise ConfigError(
+        f"cannot turn forecasts of {target!r} into returns; train with target close, "
+        "log_close or log_return"
+    )
 
 
 def expected_step_returns(
