@@ -73,8 +73,12 @@ def test_evaluate_outcomes_pnl_compares_signal_times_realised_return(store):
 
 
 def test_evaluate_outcomes_too_few_joined_outcomes_is_not_a_verdict(store):
-    r = evaluate_outcomes(store, "btc", 1, 2, since=T0 + pd.Timedelta(minutes=45))
+    since = T0 + pd.Timedelta(minutes=45)
+    r = evaluate_outcomes(store, "btc", 1, 2, since=since)
     assert r.n == {"champion": 15, "challenger": 5}
+    joined = store.joined("btc")
+    assert evaluate_outcomes(joined, "btc", 1, 2, since=since) == r
+    assert evaluate_outcomes(joined, "btc", 1, 2, since=since.value) == r  # ns since the epoch
     assert not r.enough_data and not r.significant
     assert r.verdict.startswith("too thin to judge") and "joined outcomes" in r.verdict
     with pytest.raises(ConfigError, match="both version 1"):

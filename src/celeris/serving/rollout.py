@@ -476,7 +476,11 @@ def _joined_of(outcomes: Any, model: str, version: int, since: Any) -> Any:
             raise DataError(f"the joined outcomes frame lacks the columns {sorted(missing)}")
         frame = outcomes[outcomes["version"] == version]
         if since is not None:
-            frame = frame[frame["ts"] >= pd.Timestamp(since)]
+            # an int is nanoseconds since the epoch, as the store takes it
+            start = pd.Timestamp(since, tz="UTC") if isinstance(since, int) else pd.Timestamp(since)
+            if start.tzinfo is None:
+                raise DataError(f"since must be timezone-aware (UTC), got {start}")
+            frame = frame[frame["ts"] >= start]
         return frame
     joined = getattr(outcomes, "joined", None)
     if not callable(joined):
