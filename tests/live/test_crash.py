@@ -293,7 +293,7 @@ def run_reference(data: Path, workdir: Path) -> dict[str, Any]:
     state = workdir / "reference"
     args = live_command(data, state, workdir / "reference.sock")[3:]
     done = CliRunner().invoke(app, args)
-    assert done.exit_code == 0, done.output
+    assert done.exit_code == 0, f"{done.output}{done.exception!r}"
     return read_journal(state)
 
 
