@@ -411,3 +411,58 @@ def test_crash_restart_publisher_continues_at_first_unpublished_id(crashed) -> N
     assert sum(hello == first for first, hello in report.hellos) >= len(report.hellos) - (
         report.late_subscribers
     )
+
+
+# ---- a gap: "published" means handed to the feed, not received ---------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="LiveLoop marks a signal published once SignalPublisher.publish returned, whether or "
+    "not a subscriber was there (or its socket took it): a restart republishes before the "
+    "trading engine can reconnect, the next step marks the signal published, and it is never "
+    "sent again (report of helper H5 to LEAD)",
+)
+def test_crash_restart_consumer_back_after_republish_receives_unsent_signal(tmp_path) -> None:
+    import tempfile
+
+    from celeris.data import load
+    from celeris.live.journal import Journal
+    from celeris.live.loop import LiveLoop
+    from celeris.live.signals import RuleSignals
+    from celeris.serving.feed import SignalPublisher
+
+    bars = load("sample:sp500").iloc[:80]
+    times = bars.index.as_unit("ns").asi8
+    ohlcv = bars[["open", "high", "low", "close", "volume"]].to_numpy(np.float64)[:, :, None]
+    config = {"bench": "gap"}
+    with tempfile.TemporaryDirectory(prefix="celeris-gap-") as tmp:
+        path, sock = tmp_path / "journal.sqlite", Path(tmp) / "feed.sock"
+
+        def start() -> tuple[Journal, SignalPublisher, LiveLoop]:
+            journal = Journal(path, ["SPX"], config)
+            publisher = SignalPublisher(sock, first_sequence=journal.first_unpublished())
+            loop = LiveLoop(
+                ["SPX"], RuleSignals("sma_cross", {"fast": 5, "slow": 20}), journal,
+                options={"fees": 0.001}, publisher=publisher,
+            )  # fmt: skip
+            return journal, publisher, loop
+
+        journal, publisher, loop = start()
+        i = 0
+        while not loop.process(times[i : i + 1], ohlcv[i : i + 1]).signals:
+            i += 1
+        # the process dies right after its first signal went out, while the consumer (the
+        # trading engine) is down as well: nobody received signal 1
+        publisher.close(linger_s=0)
+        journal.close()
+        journal, publisher, loop = start()
+        loop.resume()  # republishes signal 1: still nobody there
+        with SignalSubscriber(sock, timeout_s=5.0) as consumer:  # the engine is back
+            loop.process(times[i + 1 : i + 2], ohlcv[i + 1 : i + 2])
+            publisher.close()
+            received = [rec.sequence for rec in consumer]
+        marked = journal.signals().set_index("id")["published"]
+        journal.close()
+    assert marked.loc[1] == 1  # the journal says signal 1 went out...
+    assert 1 in received  # ...but the consumer never got it, and no restart will send it again
