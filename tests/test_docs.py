@@ -9,8 +9,8 @@ why: ``<!-- not-run: needs an NVIDIA GPU -->``; an unmarked block that fails fai
 
 What the runner provides, so that blocks can be written as a user types them:
 
-- Servers. ``celeris serve``, ``celeris serve-ray``, ``celeris llm serve`` and ``python -m
-  celeris.serving.ray_serve`` are started in the background (a trailing ``&`` is dropped),
+- Servers. ``celeris serve``, ``celeris serve-ray``, ``celeris llm serve``, ``celeris exchange
+  fake`` and ``python -m celeris.serving.ray_serve`` are started in the background (a trailing ``&`` is dropped),
   waited for until they answer, and stopped when the block ends; ``$SERVER_PID`` is the
   newest one, and ``$(pgrep -f 'celeris serve')`` means it (other tests' servers would match
   too). The admin API is on (``CELERIS_ADMIN_TOKEN``). ``celeris bench`` exiting 1 (a missed
@@ -122,6 +122,8 @@ celeris() {
     local port; port=$(_port_of "$CELERIS_DOC_PORT_8080" "$@")
     case " $* " in *" --port "*|*" --port="*) ;; *) set -- "$@" --port "$port";; esac
     _serve "$port" /health "$CELERIS_DOC_BIN/celeris" "$@"
+  elif [ "$1" = exchange ] && [ "$2" = fake ]; then
+    _serve "$(_port_of "$CELERIS_DOC_PORT_9000" "$@")" /api/v3/ping "$CELERIS_DOC_BIN/celeris" "$@"
   elif [ "$1" = bench ]; then  # exit 1 is a missed SLA: a measurement, not a failure
     local rc=0; "$CELERIS_DOC_BIN/celeris" "$@" || rc=$?
     [ "$rc" -le 1 ] || return "$rc"
@@ -204,7 +206,10 @@ def _localise(script: str, ports: dict[int, int], tmp: Path) -> str:
         script = re.sub(rf"(?<![\d.]){doc_port}(?!\d)", str(port), script)
     script = script.replace("/tmp/", f"{tmp}/tmp/")
     script = re.sub(r"\$\(pgrep -f '[^']*'\)", "$SERVER_PID", script)
-    server = r"^(\s*(?:celeris (?:llm )?serve|python3? -m celeris\.serving\.ray_serve)\b[^#\n]*?)"
+    server = (
+        r"^(\s*(?:celeris (?:llm )?serve|celeris exchange fake|python3? -m "
+        r"celeris\.serving\.ray_serve)\b[^#\n]*?)"
+    )
     return re.sub(server + r"\s*&(\s*(?:#.*)?)$", r"\1\2", script, flags=re.M)
 
 
