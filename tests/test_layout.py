@@ -23,7 +23,7 @@ LONG_BY_DESIGN = {
     "celeris.backtest.kernel.simulate_column": "split into steps it ran 9-18% slower",
 }
 #: The only modules outside ``celeris.testing`` that import it: ``celeris llm serve --tiny``.
-TESTING_IMPORTERS = {"celeris.cli.llm_cmd"}
+TESTING_IMPORTERS = {"celeris.cli.llm_cmd", "celeris.cli.exchange_cmd"}
 
 
 def _module_name(path: Path) -> str:
