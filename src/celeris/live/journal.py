@@ -1,8 +1,9 @@
 """The live loop's journal: every processed bar, signal and fill, in SQLite (WAL), before publishing.
 
-One transaction per step writes the step's bars, the signals the paper account received (the
-signal bits, after the risk controls) and the fills it made, and marks the signals of the steps
-before as published. Only then are the new signals sent on the feed. So after a crash (``kill
+One transaction per step writes the step's bars (one row per step: the bar times, OHLCV, signal
+bits and funding as little-endian arrays), the signals the paper account received (the signal
+bits, after the risk controls), the signal records and the fills it made, and marks the signals
+of the steps before as published. Only then are the new signals sent on the feed. So after a crash (``kill
 -9`` included):
 
 * a step whose transaction did not commit left nothing: its bars are processed again (the market
@@ -44,11 +45,9 @@ WARMUP = -1
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS bars(
-    ts INTEGER NOT NULL, symbol INTEGER NOT NULL,
-    open REAL NOT NULL, high REAL NOT NULL, low REAL NOT NULL, close REAL NOT NULL,
-    volume REAL NOT NULL, flags INTEGER NOT NULL, funding REAL NOT NULL,
-    PRIMARY KEY (ts, symbol)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS steps(
+    first_ts INTEGER PRIMARY KEY, last_ts INTEGER NOT NULL, k INTEGER NOT NULL,
+    times BLOB NOT NULL, ohlcv BLOB NOT NULL, flags BLOB NOT NULL, funding BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS signals(
     id INTEGER PRIMARY KEY, ts INTEGER NOT NULL, symbol INTEGER NOT NULL,
     signal INTEGER NOT NULL, confidence REAL NOT NULL, forecasts TEXT NOT NULL,
@@ -157,7 +156,7 @@ class Journal:
     # ---- reading --------------------------------------------------------------------------
     def last_ts(self) -> int | None:
         """Open time (ns) of the last processed bar, None before the first step."""
-        row = self._db.execute("SELECT MAX(ts) FROM bars").fetchone()
+        row = self._db.execute("SELECT MAX(last_ts) FROM steps").fetchone()
         return None if row[0] is None else int(row[0])
 
     @property
@@ -194,25 +193,28 @@ class Journal:
     def history(self) -> History:
         """Every journaled bar of every symbol, in time order (to rebuild the paper account)."""
         n_sym = len(self.symbols)
-        rows = np.array(
-            self._db.execute(
-                "SELECT ts, symbol, open, high, low, close, volume, flags, funding FROM bars "
-                "ORDER BY ts, symbol"
-            ).fetchall(),
-            dtype=np.float64,
-        ).reshape(-1, 9)
-        n = rows.shape[0] // n_sym
-        if rows.shape[0] != n * n_sym:
-            raise DataError(f"the journal {self.path} holds a bar without all its symbols")
-        block = rows.reshape(n, n_sym, 9)
-        times = np.array(
-            self._db.execute("SELECT DISTINCT ts FROM bars ORDER BY ts").fetchall(), dtype=np.int64
-        ).reshape(-1)
+        rows = self._db.execute(
+            "SELECT k, times, ohlcv, flags, funding FROM steps ORDER BY first_ts"
+        ).fetchall()
+        if not rows:
+            return History(
+                np.empty(0, dtype=np.int64), np.empty((0, 5, n_sym)),
+                np.empty((0, n_sym), dtype=np.int64), np.empty((0, n_sym)),
+            )  # fmt: skip
+        ks = [int(r[0]) for r in rows]
+
+        def stacked(col: int, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
+            parts = [
+                np.frombuffer(r[col], dtype=dtype).reshape(k, *shape)
+                for r, k in zip(rows, ks, strict=True)
+            ]
+            return np.ascontiguousarray(np.concatenate(parts))
+
         return History(
-            times=times,
-            ohlcv=np.ascontiguousarray(block[:, :, 2:7].transpose(0, 2, 1)),
-            flags=block[:, :, 7].astype(np.int64),
-            funding=np.ascontiguousarray(block[:, :, 8]),
+            times=stacked(1, "<i8", ()),
+            ohlcv=stacked(2, "<f8", (5, n_sym)),
+            flags=stacked(3, "<i8", (n_sym,)),
+            funding=stacked(4, "<f8", (n_sym,)),
         )
 
     def fills(self) -> pd.DataFrame:
@@ -273,11 +275,15 @@ class Journal:
         out."""
         n_sym = len(self.symbols)
         k = int(times.shape[0])
-        bar_rows = [
-            (int(times[i]), a, *map(float, ohlcv[i, :, a]), int(flags[i, a]), float(funding[i, a]))
-            for i in range(k)
-            for a in range(n_sym)
-        ]
+        step_row = (
+            int(times[0]),
+            int(times[-1]),
+            k,
+            np.ascontiguousarray(times, dtype="<i8").tobytes(),
+            np.ascontiguousarray(ohlcv, dtype="<f8").reshape(k, 5, n_sym).tobytes(),
+            np.ascontiguousarray(flags, dtype="<i8").reshape(k, n_sym).tobytes(),
+            np.ascontiguousarray(funding, dtype="<f8").reshape(k, n_sym).tobytes(),
+        )
         fill_rows = [
             (
                 self._n_fills + j + 1,
@@ -306,9 +312,7 @@ class Journal:
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                self._db.executemany(
-                    "INSERT INTO bars VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", bar_rows
-                )
+                self._db.execute("INSERT INTO steps VALUES (?, ?, ?, ?, ?, ?, ?)", step_row)
                 self._db.executemany(
                     "INSERT INTO signals(id, ts, symbol, signal, confidence, forecasts, "
                     "model_version) VALUES (?, ?, ?, ?, ?, ?, ?)",

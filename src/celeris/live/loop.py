@@ -312,6 +312,8 @@ class LiveLoop:
 
     def _gate(self, bits: np.ndarray, ohlcv: np.ndarray, stale: np.ndarray | None) -> np.ndarray:
         """The risk controls, bar by bar (a kill switch engaged at a bar flattens from it on)."""
+        if not self.risk.active and stale is None:
+            return bits
         out = bits.copy()
         positions = self.account.positions.to_numpy()
         for i in range(bits.shape[0]):
@@ -376,33 +378,30 @@ class LiveLoop:
         asset = self.account._asset_of[rec[:, K.O_COL].astype(np.int64)]
         delta = np.zeros((k, n_sym))
         np.add.at(delta, (bar, asset), signed)
-        held = np.sign(before + np.cumsum(delta, axis=0)).astype(np.int64)
+        # (rounded: a position closed in several fills may sum to a few ulps, not to 0)
+        held = np.sign(np.round(before + np.cumsum(delta, axis=0), 12)).astype(np.int64)
         want = self._wanted(bits, held)
-        rows: list[SignalRow] = []
-        every = self.publish_mode == "every-bar"
-        count = 0
-        plan: list[tuple[int, int, int]] = []
-        for i in range(k):
-            changed = np.flatnonzero(want[i] != self.direction) if not every else range(n_sym)
-            for a in changed:
-                plan.append((i, int(a), int(want[i, a])))
-                count += 1
-            self.direction[:] = want[i]
-        ids = self.journal.new_signal_ids(count)
-        for (i, a, direction), sid in zip(plan, ids, strict=True):
-            forecasts = () if batch.forecasts is None else tuple(map(float, batch.forecasts[i, a]))
-            rows.append(
-                SignalRow(
-                    sid,
-                    int(times[i]),
-                    a,
-                    direction,
-                    float(batch.confidence[i, a]),
-                    forecasts[:16],
-                    batch.model_version,
-                )
+        if self.publish_mode == "every-bar":
+            bar_idx, sym_idx = np.nonzero(np.ones_like(want, dtype=bool))
+        else:  # where the direction differs from the bar before (the last step's, first)
+            previous = np.vstack([self.direction[None, :], want[:-1]])
+            bar_idx, sym_idx = np.nonzero(want != previous)
+        self.direction[:] = want[-1]
+        ids = self.journal.new_signal_ids(len(bar_idx))
+        conf = batch.confidence[bar_idx, sym_idx]
+        fc = None if batch.forecasts is None else batch.forecasts[bar_idx, sym_idx, :16]
+        return [
+            SignalRow(
+                sid,
+                int(times[i]),
+                int(a),
+                int(want[i, a]),
+                float(conf[j]),
+                () if fc is None else tuple(fc[j].tolist()),
+                batch.model_version,
             )
-        return rows
+            for j, (sid, i, a) in enumerate(zip(ids, bar_idx, sym_idx, strict=True))
+        ]
 
     def _send(self, row: SignalRow) -> None:
         if self.publisher is not None:
@@ -437,10 +436,16 @@ class LiveLoop:
         if len(self._pending) < len(self.symbols):
             return None
         ready = min(frame.index[-1] for frame in self._pending.values())
-        times = sorted(set().union(*(f.index[f.index <= ready] for f in self._pending.values())))
-        if not times:
+        stamps = [
+            pd.DatetimeIndex(f.index).as_unit("ns").asi8 for f in self._pending.values()
+        ]
+        limit = pd.Timestamp(ready).as_unit("ns").value
+        first = stamps[0][stamps[0] <= limit]
+        same = all(np.array_equal(t[t <= limit], first) for t in stamps[1:])
+        union = first if same else np.unique(np.concatenate([t[t <= limit] for t in stamps]))
+        if not len(union):
             return None
-        index = pd.DatetimeIndex(times)
+        index = pd.DatetimeIndex(union, tz="UTC").tz_convert(self.tz)
         block = np.empty((len(index), 5, len(self.symbols)))
         for a, sym in enumerate(self.symbols):
             frame = self._pending[sym]
