@@ -38,7 +38,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -184,6 +184,19 @@ class Arrivals(threading.Thread):
         return self.at[seq]
 
 
+class NoSignals:
+    """A signal source that costs nothing (no entry, no exit): the loop's own overhead."""
+
+    warmup = 1
+    describe: ClassVar[dict[str, Any]] = {"source": "none"}
+
+    def compute(self, times: np.ndarray, ohlcv: np.ndarray, k: int, tz: Any = "UTC") -> Any:
+        from celeris.live.signals import SignalBatch
+
+        n_sym = ohlcv.shape[2]
+        return SignalBatch(np.zeros((k, n_sym), dtype=np.int64), np.ones((k, n_sym)))
+
+
 def tiny_model(workdir: Path) -> Any:
     """A tiny cnn_lstm trained for a few steps on synthetic 1m bars; its Predictor (CPU)."""
     from celeris.data.synthetic import synthetic
@@ -284,6 +297,7 @@ def main() -> None:
     parser.add_argument("--latency-steps", type=int, default=1000)
     parser.add_argument("--latency-warmup", type=int, default=20)
     parser.add_argument("--no-model", action="store_true")
+    parser.add_argument("--no-rule", action="store_true")
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
     os.environ.setdefault("NUMBA_CACHE_DIR", str(ROOT / ".cache" / "numba"))
@@ -302,11 +316,14 @@ def main() -> None:
         from celeris.live.signals import ModelSignals, RuleSignals
 
         cases: list[tuple[str, Any]] = [
-            ("rule sma_cross 10/50", RuleSignals("sma_cross", {"fast": 10, "slow": 50}))
+            ("no signal source (the loop's own cost)", NoSignals()),
+            ("rule sma_cross 10/50", RuleSignals("sma_cross", {"fast": 10, "slow": 50})),
         ]
         with tempfile.TemporaryDirectory(prefix="celeris-model-") as tmp:
             if not args.no_model:
                 cases.append(("model cnn_lstm (tiny, CPU)", ModelSignals(tiny_model(Path(tmp)))))
+            if args.no_rule:
+                cases = [c for c in cases if not c[0].startswith("rule")]
             for name, source in cases:
                 bench_latency(name, source, args.latency_symbols, args.latency_steps,
                               args.latency_warmup, profile=False)  # fmt: skip

@@ -209,8 +209,9 @@ class CrashRun:
         if mode == "bar" and left > 1:
             span = max(1, min(left - 1, 2 * left // (self.kills - i + 1)))
             return mode, float(done + self.rng.randint(1, span))
-        if mode == "record" and known_ids < self.expected_signals:
-            return mode, float(min(self.expected_signals, known_ids + self.rng.randint(1, 3)))
+        # not the last signal: the replay may end before the kill lands
+        if mode == "record" and known_ids < self.expected_signals - 1:
+            return mode, float(min(self.expected_signals - 1, known_ids + self.rng.randint(1, 3)))
         return "restart", self.rng.uniform(0.0, 0.03)  # seconds after the subscriber joined
 
     def run(self) -> CrashReport:
