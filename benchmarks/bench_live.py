@@ -1,8 +1,8 @@
 """The live loop against the floors of issue 13: crash safety under ``kill -9``, replay speed,
 bar-close-to-signal latency on the feed.
 
-    python benchmarks/bench_live.py [--only crash replay latency] [--kills 50]
-        [--crash-bars 800] [--replay-bars 1000000] [--replay-symbols 1 10]
+    python benchmarks/bench_live.py [--only crash window replay latency] [--kills 50]
+        [--crash-bars 800] [--window-kills 10] [--replay-bars 1000000] [--replay-symbols 1 10]
         [--latency-symbols 100] [--latency-steps 1000] [--no-model] [--profile]
 
 * crash: ``celeris live --replay`` (sma_cross 5/20 on the first ``--crash-bars`` bars of
@@ -10,6 +10,8 @@ bar-close-to-signal latency on the feed.
   random moments and restarted on the same --state, a feed subscriber on every run (the harness
   of tests/live/test_crash.py); lost / duplicated signals and fills against an uninterrupted
   run, idempotent repeats on the wire.
+* window: the same, every kill as the process enters its 1st-3rd ``SignalPublisher.publish``
+  (after the step's journal commit, before the send; a ``sitecustomize`` hook of the test).
 * replay: :class:`LiveLoop` driven by :class:`ReplaySource` (blocks of 65,536 bars, what
   ``--replay`` does) with a journal and no feed, sma_cross 10/50 on synthetic 1m bars; bars per
   second per symbol (floor 100k).
@@ -85,14 +87,18 @@ def cumulative(profile: cProfile.Profile, names: list[str]) -> dict[str, float]:
 # ---- (a) crash safety ---------------------------------------------------------------------------
 
 
-def bench_crash(kills: int, n_bars: int, seed: int) -> None:
-    from tests.live.test_crash import crash_and_check, write_slice
+def bench_crash(kills: int, n_bars: int, seed: int, window: bool = False) -> None:
+    from tests.live.test_crash import KILL_MODES, crash_and_check, write_slice
+
+    modes = ("send",) if window else KILL_MODES
 
     with tempfile.TemporaryDirectory(prefix="celeris-crash-") as tmp:
         work = Path(tmp)
         data = write_slice(work / "spx.csv", n_bars)
         t0 = time.perf_counter()
-        report, reference, journal = crash_and_check(data, work, kills=kills, seed=seed)
+        report, reference, journal = crash_and_check(
+            data, work, kills=kills, seed=seed, modes=modes
+        )
         wall = time.perf_counter() - t0
     same_signals = [s[:4] for s in journal["signals"]] == [s[:4] for s in reference["signals"]]
     same_fills = [f[:2] + f[3:7] for f in journal["fills"]] == [
@@ -100,7 +106,8 @@ def bench_crash(kills: int, n_bars: int, seed: int) -> None:
     ]
     ref_ids = {s[0] for s in reference["signals"]}
     got_ids = [s[0] for s in journal["signals"]]
-    print(f"crash: {report.kills} kill -9 restarts ({report.modes}), {report.starts} starts, "
+    what = " (every kill at a publish, after the step's commit)" if window else ""
+    print(f"crash{what}: {report.kills} kill -9 restarts ({report.modes}), {report.starts} starts, "
           f"{n_bars} bars of sample:sp500, {wall:.0f} s")  # fmt: skip
     print(f"  journal: {report.signals} signals (reference {len(reference['signals'])}), "
           f"{report.fills} fills (reference {len(reference['fills'])}); signals identical: "
@@ -287,9 +294,16 @@ def bench_latency(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--only", nargs="+", default=["crash", "replay", "latency"])
+    parser.add_argument(
+        "--only", nargs="+", default=["crash", "window", "replay", "latency"],
+        choices=["crash", "window", "replay", "latency"],
+    )  # fmt: skip
     parser.add_argument("--kills", type=int, default=50)
     parser.add_argument("--crash-bars", type=int, default=800)
+    parser.add_argument(
+        "--window-kills", type=int, default=10,
+        help="kills at a publish, between the step's journal commit and the send",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--replay-bars", type=int, default=1_000_000)
     parser.add_argument("--replay-symbols", type=int, nargs="+", default=[1, 10])
@@ -307,6 +321,8 @@ def main() -> None:
     print(f"machine: {machine()}; commit {commit}; no peer to compare with")
     if "crash" in args.only:
         bench_crash(args.kills, args.crash_bars, args.seed)
+    if "window" in args.only:
+        bench_crash(args.window_kills, args.crash_bars, args.seed, window=True)
     if "replay" in args.only:
         for n_sym in args.replay_symbols:
             bench_replay(args.replay_bars, n_sym, profile=False)

@@ -34,9 +34,29 @@ from celeris.errors import CelerisError
 from celeris.serving.feed import SignalSubscriber
 
 #: kill moments: at a random journaled bar (plus a random delay inside the step), right after a
-#: signal reached the subscriber (before the next step marks it published), or a random moment
-#: just after the restarted feed accepted its subscriber (resume, republish, first steps)
-KILL_MODES = ("bar", "record", "bar", "restart", "record")
+#: signal reached the subscriber (before the next step marks it published), as the process
+#: enters its n-th publish (after the step's journal commit, before the send), or a random
+#: moment just after the restarted feed accepted its subscriber (resume, republish, first steps)
+KILL_MODES = ("send", "bar", "record", "restart", "record")
+#: ``sitecustomize`` of a child killed at its n-th publish (mode "send", see CrashRun._env)
+KILL_AT_PUBLISH = """
+import os, signal
+from celeris.serving.feed import publisher as _publisher
+
+_at = int(os.environ["CELERIS_TEST_KILL_AT_PUBLISH"])
+_publish = _publisher.SignalPublisher.publish
+_calls = [0]
+
+
+def publish(self, *args, **kwargs):
+    _calls[0] += 1
+    if _calls[0] == _at:  # journaled, not sent
+        os.kill(os.getpid(), signal.SIGKILL)
+    return _publish(self, *args, **kwargs)
+
+
+_publisher.SignalPublisher.publish = publish
+"""
 WAIT_S = 60.0  # the longest any wait of the harness lasts before it fails
 
 
@@ -71,7 +91,7 @@ def read_journal(state: Path) -> dict[str, Any]:
         fills = db.execute(
             "SELECT seq, ts, symbol, side, size, price, fees, kind FROM fills ORDER BY seq"
         ).fetchall()
-        last = db.execute("SELECT MAX(ts) FROM bars").fetchone()[0]
+        last = _max_ts(db)
         unpublished = [
             r[0] for r in db.execute("SELECT id FROM signals WHERE published = 0 ORDER BY id")
         ]
@@ -80,17 +100,25 @@ def read_journal(state: Path) -> dict[str, Any]:
     return {"signals": signals, "fills": fills, "last_ts": last, "unpublished": unpublished}
 
 
+def _max_ts(db: sqlite3.Connection) -> int | None:
+    """Open time of the last journaled bar (one row per step, see celeris.live.journal)."""
+    row = db.execute("SELECT MAX(last_ts) FROM steps").fetchone()
+    return None if row[0] is None else int(row[0])
+
+
 def _last_ts(path: Path) -> int | None:
     if not path.exists():
         return None
     try:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1.0)
         try:
-            return db.execute("SELECT MAX(ts) FROM bars").fetchone()[0]
+            return _max_ts(db)
         finally:
             db.close()
-    except sqlite3.Error:  # the tables are not there yet
-        return None
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):  # the journal is being created
+            return None
+        raise
 
 
 @dataclass
@@ -183,7 +211,14 @@ class CrashRun:
     with the same --state until the replay finishes, a :class:`WireLog` on every run."""
 
     def __init__(
-        self, data: Path, workdir: Path, *, kills: int, seed: int, expected_signals: int
+        self,
+        data: Path,
+        workdir: Path,
+        *,
+        kills: int,
+        seed: int,
+        expected_signals: int,
+        modes: Sequence[str] = KILL_MODES,
     ) -> None:
         self.data = data
         self.state = workdir / "crashed"
@@ -191,6 +226,7 @@ class CrashRun:
         self.workdir = workdir
         self.kills = kills
         self.expected_signals = expected_signals
+        self.modes = tuple(modes)
         self.rng = random.Random(seed)
         bars = pd.read_csv(data, index_col=0, parse_dates=True)
         self.times = pd.DatetimeIndex(bars.index).as_unit("ns").asi8
@@ -204,7 +240,9 @@ class CrashRun:
     def _plan(self, i: int, done: int, known_ids: int) -> tuple[str, float]:
         """Kill ``i``'s mode and target (a bar count, a signal id or a delay in seconds); a
         target past the end of the replay falls back to a kill just after the restart."""
-        mode = KILL_MODES[i % len(KILL_MODES)]
+        mode = self.modes[i % len(self.modes)]
+        if mode == "send" and known_ids < self.expected_signals - 3:
+            return mode, float(self.rng.randint(1, 3))  # the n-th publish of the process
         left = len(self.times) - done
         if mode == "bar" and left > 1:
             span = max(1, min(left - 1, 2 * left // (self.kills - i + 1)))
@@ -225,12 +263,13 @@ class CrashRun:
                 mode, target = self._plan(i, self._progress(), len(before["signals"]))
                 kill_at_id = int(target) if killing and mode == "record" else None
                 proc = subprocess.Popen(
-                    live_command(self.data, self.state, self.sock), stdout=log, stderr=log
-                )
+                    live_command(self.data, self.state, self.sock), stdout=log, stderr=log,
+                    env=self._env(mode if killing else "", target),
+                )  # fmt: skip
                 self.report.starts += 1
                 wire = WireLog(self.sock, proc, kill_at_id)
                 wire.start()
-                if killing and mode != "record":
+                if killing and mode in ("bar", "restart"):
                     self._kill_when(proc, wire, mode, target)
                 rc = proc.wait(timeout=WAIT_S * 5)
                 wire.join(WAIT_S)
@@ -261,6 +300,19 @@ class CrashRun:
             log.close()
         self.report.seconds = time.monotonic() - t0
         return self.report
+
+    def _env(self, mode: str, target: float) -> dict[str, str] | None:
+        """``send``: the process kills itself (SIGKILL) as it enters its ``target``-th
+        ``SignalPublisher.publish``, after the step's journal commit: the crash between the
+        commit and the publish. Done by a ``sitecustomize`` module on the child's PYTHONPATH
+        (:data:`KILL_AT_PUBLISH`), nothing in Celeris."""
+        if mode != "send":
+            return None
+        hook = self.workdir / "hook"
+        hook.mkdir(exist_ok=True)
+        (hook / "sitecustomize.py").write_text(KILL_AT_PUBLISH)
+        path = os.pathsep.join(p for p in (str(hook), os.environ.get("PYTHONPATH")) if p)
+        return {**os.environ, "PYTHONPATH": path, "CELERIS_TEST_KILL_AT_PUBLISH": str(int(target))}
 
     def _kill_when(
         self, proc: subprocess.Popen[bytes], wire: WireLog, mode: str, target: float
@@ -332,13 +384,14 @@ def check(crashed: CrashRun, reference: dict[str, Any]) -> CrashReport:
 
 
 def crash_and_check(
-    data: Path, workdir: Path, *, kills: int, seed: int
+    data: Path, workdir: Path, *, kills: int, seed: int, modes: Sequence[str] = KILL_MODES
 ) -> tuple[CrashReport, dict[str, Any], dict[str, Any]]:
     """Reference run, interrupted run, checks: (report, reference journal, crashed journal)."""
     reference = run_reference(data, workdir)
     crashed = CrashRun(
-        data, workdir, kills=kills, seed=seed, expected_signals=len(reference["signals"])
-    )
+        data, workdir, kills=kills, seed=seed, expected_signals=len(reference["signals"]),
+        modes=modes,
+    )  # fmt: skip
     crashed.run()
     report = check(crashed, reference)
     return report, reference, read_journal(crashed.state)
@@ -395,6 +448,10 @@ def test_crash_kill9_restarts_every_signal_on_the_wire_once_or_repeated_same(cra
     # right after a signal went out, before the next step marks it), and they came again
     assert report.sent_unmarked + report.journaled_unsent >= 1, report
     assert report.repeats >= 1, report
+    # the "send" kill (at the first publishes of the first run, after their commit): signals
+    # journaled and never sent, then sent by the restart
+    assert report.modes.get("send") == 1, report
+    assert report.journaled_unsent >= 1, report
 
 
 def test_crash_kill9_restarts_no_fill_duplicated(crashed) -> None:
