@@ -524,3 +524,32 @@ def test_crash_restart_consumer_back_after_republish_receives_unsent_signal(tmp_
         journal.close()
     assert marked.loc[1] == 1  # the journal says signal 1 went out...
     assert 1 in received  # ...but the consumer never got it, and no restart will send it again
+
+
+# ---- the checker itself ------------------------------------------------------------------------
+
+
+def test_crash_check_counts_lost_conflicting_repeated_and_duplicated(tmp_path, monkeypatch) -> None:
+    """check() finds each defect it is there to find (a checker that cannot fail proves nothing)."""
+    run = CrashRun.__new__(CrashRun)
+    run.state = tmp_path
+    run.report = CrashReport()
+    journal = {
+        "signals": [(1, 10, 0, 1, 1.0), (2, 20, 0, 0, 1.0), (3, 30, 0, 1, 1.0)],
+        "fills": [(1, 11, 0, 0, 5.0, 100.0, 0.1, 0), (2, 11, 0, 0, 5.0, 100.0, 0.1, 0)],
+        "last_ts": 30,
+        "unpublished": [],
+    }
+    monkeypatch.setattr(sys.modules[__name__], "read_journal", lambda state: journal)
+    run.connections = [
+        Connection(1, [(1, 0, 1, 1.0, (), 0), (2, 0, 0, 1.0, (), 0)]),
+        # 1 again, identical: an idempotent repeat; 2 again with another signal: a conflict
+        Connection(1, [(1, 0, 1, 1.0, (), 0), (2, 0, 1, 1.0, (), 0)]),
+    ]
+    report = check(run, journal)
+    assert report.lost == [3]
+    assert report.repeats == 1
+    assert report.conflicting == [2]
+    assert report.wire_mismatch == [2]  # the last content seen for 2 is not the journal's
+    assert report.duplicated_fills == 1
+    assert report.received == 4
