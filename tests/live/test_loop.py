@@ -190,3 +190,14 @@ def test_cli_live_needs_one_signal_source(tmp_path):
     result = CliRunner().invoke(app, ["live", "--replay", "sample:sp500", "--state", str(tmp_path)])
     assert result.exit_code == 2
     assert "--strategy" in result.output
+
+
+def test_a_step_longer_than_the_history_bound_sees_the_history_before_it(tmp_path, spx):
+    # a restart after a long downtime processes the missed bars as one step
+    loop = _loop(tmp_path, {"fees": 0.001}, name="long", history=40)
+    _replay(loop, {"SPX": spx.iloc[:500]}, block=300)
+    whole = _loop(tmp_path, {"fees": 0.001}, name="whole")
+    _replay(whole, {"SPX": spx.iloc[:500]}, block=300)
+    # sma_cross(5, 20) needs 21 bars: 40 bars of history before each step's first bar give the
+    # whole-history signals here (SMA windows, no recursion)
+    pd.testing.assert_frame_equal(loop.journal.signals(), whole.journal.signals())

@@ -133,6 +133,9 @@ class Journal:
         row = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM fills").fetchone()
         self._n_fills = int(row[0])
         self._published_up_to = self._first_unpublished() - 1
+        row = self._db.execute("SELECT last_ts FROM steps ORDER BY first_ts DESC LIMIT 1")
+        last = row.fetchone()
+        self._last_ts = None if last is None else int(last[0])
 
     def _check_config(self, config: dict[str, Any]) -> None:
         wanted = {"format": FORMAT, "symbols": list(self.symbols), **config}
@@ -156,8 +159,7 @@ class Journal:
     # ---- reading --------------------------------------------------------------------------
     def last_ts(self) -> int | None:
         """Open time (ns) of the last processed bar, None before the first step."""
-        row = self._db.execute("SELECT MAX(last_ts) FROM steps").fetchone()
-        return None if row[0] is None else int(row[0])
+        return self._last_ts
 
     @property
     def next_signal_id(self) -> int:
@@ -320,9 +322,9 @@ class Journal:
                 )
                 self._db.executemany("INSERT INTO fills VALUES (?, ?, ?, ?, ?, ?, ?, ?)", fill_rows)
                 if published_up_to > self._published_up_to:
-                    self._db.execute(
-                        "UPDATE signals SET published = 1 WHERE published = 0 AND id <= ?",
-                        (published_up_to,),
+                    self._db.execute(  # a range of the primary key: no scan of older signals
+                        "UPDATE signals SET published = 1 WHERE id > ? AND id <= ?",
+                        (self._published_up_to, published_up_to),
                     )
                 self._db.execute("COMMIT")
             except sqlite3.IntegrityError as exc:
@@ -334,6 +336,7 @@ class Journal:
                 raise
         self._n_fills += len(fill_rows)
         self._published_up_to = max(self._published_up_to, published_up_to)
+        self._last_ts = int(times[-1])
 
     def commit_warmup(self, times: np.ndarray, ohlcv: np.ndarray) -> None:
         """Journal bars that precede the run (a fresh run's back-filled history): history for

@@ -115,8 +115,10 @@ class _History:
         self.ohlcv[self._n : need] = ohlcv
         self._n = need
 
-    def view(self) -> tuple[np.ndarray, np.ndarray]:
-        start = 0 if self.keep is None else max(0, self._n - self.keep)
+    def view(self, at_least: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """The last ``keep`` bars (all without a bound), or ``at_least`` if more: a step of
+        many bars (after a downtime) sees the history before its first bar too."""
+        start = 0 if self.keep is None else max(0, self._n - max(self.keep, at_least))
         return self.times[start : self._n], self.ohlcv[start : self._n]
 
 
@@ -275,7 +277,7 @@ class LiveLoop:
                 f"{pd.Timestamp(last, tz='UTC')}"
             )
         self.history.append(times, ohlcv)
-        h_times, h_ohlcv = self.history.view()
+        h_times, h_ohlcv = self.history.view(k + self.source.warmup)
         batch = self._signals(h_times, h_ohlcv, k)
         bits = self._gate(self._source_bits(batch.bits), ohlcv, stale)
         rates = np.zeros((k, len(self.symbols))) if funding is None else funding
@@ -436,9 +438,7 @@ class LiveLoop:
         if len(self._pending) < len(self.symbols):
             return None
         ready = min(frame.index[-1] for frame in self._pending.values())
-        stamps = [
-            pd.DatetimeIndex(f.index).as_unit("ns").asi8 for f in self._pending.values()
-        ]
+        stamps = [pd.DatetimeIndex(f.index).as_unit("ns").asi8 for f in self._pending.values()]
         limit = pd.Timestamp(ready).as_unit("ns").value
         first = stamps[0][stamps[0] <= limit]
         same = all(np.array_equal(t[t <= limit], first) for t in stamps[1:])
