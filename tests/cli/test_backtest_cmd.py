@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -133,8 +134,24 @@ def test_demo_runs_end_to_end_and_writes_reports(tmp_path: Path):
     assert (tmp_path / "demo_best.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def _seed_numba_cache(dest: Path) -> None:
+    """Copy this process's numba cache to ``dest``, less the sweep's signal kernel.
+
+    A cold cache would make the first run below compile every kernel (~85 s of CPU, the most
+    expensive test of the suite); seeded, it compiles only ``cross_signals_nb``, so it still
+    saves something, and the entries it loads were written by another process, which is what
+    the second run checks too. With no shared cache (or a cold one) the first run compiles all.
+    """
+    source = os.environ.get("NUMBA_CACHE_DIR")
+    if source and Path(source).is_dir():
+        shutil.copytree(
+            source, dest, ignore=shutil.ignore_patterns("signals_nb.cross_signals_nb-*")
+        )
+
+
 def test_second_sweep_invocation_compiles_nothing(tmp_path: Path):
     """Numba kernels are cached on disk: a second process only loads them."""
+    _seed_numba_cache(tmp_path / "numba")
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba"), NUMBA_DEBUG_CACHE="1")
     cmd = [str(CELERIS), "sweep", "--grid", "fast=5,10", "--grid", "slow=50", "--json"]
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
