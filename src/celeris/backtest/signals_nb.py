@@ -9,6 +9,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+# The indicators' own column kernels, so that a panel of symbols gets the series' exact values.
+from celeris.indicators.nb import _ema_seeded_nb, _nan_outside, _sma_col_nb, valid_span_nb
+
 
 @njit(cache=True, nogil=True, parallel=True)
 def cross_signals_nb(a, a_idx, b, b_idx, entries, exits):
@@ -78,3 +81,45 @@ class SignalBuffers:
                 np.empty((self.n_bars, width), dtype=np.bool_, order="F") for _ in range(count)
             ]
         return [buf[:, :n_cols] for buf in self._pool[:count]]
+
+
+@njit(cache=True, nogil=True)
+def _ma_col_nb(x, start, stop, w, ema, buf):
+    """One moving average column, as ``sma_nb``/``ema_nb`` compute each of theirs."""
+    if not ema:
+        _sma_col_nb(x, start, stop, w, buf)
+        return
+    first = start + w - 1
+    if w < 1 or first >= stop:
+        _nan_outside(buf, 0, 0)
+        return
+    _nan_outside(buf, first, stop)
+    _ema_seeded_nb(x, first, w, stop, buf)
+
+
+@njit(cache=True, nogil=True)
+def ma_cross_panel_nb(close, fast, slow, ema, k, entries, exits):
+    """The last ``k`` bars of ``sma_cross``/``ema_cross`` (one parameter set) for many symbols
+    at once: ``close`` is ``[n_symbols, n_bars]``, ``entries``/``exits`` ``[k, n_symbols]``.
+
+    Bit for bit what the strategies' ``prepare`` gives on each symbol's bars: the moving
+    averages come from the same column kernels of :mod:`celeris.indicators.nb` (``sma_nb`` and
+    ``ema_nb`` run them per window) and the crosses follow :func:`cross_signals_nb`. The live
+    loop calls it every bar for every symbol (``Strategy.panel``).
+    """
+    n_sym, n = close.shape
+    a = np.empty(n)
+    b = np.empty(n)
+    for s in range(n_sym):
+        x = close[s]
+        start, stop = valid_span_nb(x)
+        _ma_col_nb(x, start, stop, fast, ema, a)
+        _ma_col_nb(x, start, stop, slow, ema, b)
+        for j in range(k):
+            t = n - k + j
+            if t < 1:
+                entries[j, s] = False
+                exits[j, s] = False
+                continue
+            entries[j, s] = a[t] > b[t] and a[t - 1] <= b[t - 1]
+            exits[j, s] = a[t] < b[t] and a[t - 1] >= b[t - 1]

@@ -35,6 +35,7 @@ from celeris.checks import check_int
 from celeris.errors import ConfigError, DataError, did_you_mean
 
 SignalFn = Callable[[slice], tuple[np.ndarray, np.ndarray]]
+PanelFn = Callable[[np.ndarray, Mapping[str, float], int], tuple[np.ndarray, np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,10 @@ class Strategy:
     description: str = ""
     max_warmup: Callable[[pd.DataFrame], int] = field(default=lambda combos: 0)
     needs: tuple[str, ...] = ("close",)
+    #: Optional fast path for many symbols and one parameter set (the live loop):
+    #: ``panel(close, params, k)`` with ``close`` ``[n_symbols, n_bars]`` returns the last ``k``
+    #: bars' ``(entries, exits)``, ``[k, n_symbols]`` each, bit for bit :meth:`signals`'s.
+    panel: PanelFn | None = None
 
     @property
     def param_names(self) -> tuple[str, ...]:
@@ -276,6 +281,19 @@ def _ma_cross(kind: str) -> Callable[[pd.DataFrame, pd.DataFrame], SignalFn]:
     return prepare
 
 
+def _ma_cross_panel(kind: str) -> PanelFn:
+    def panel(close: np.ndarray, params: Mapping[str, float], k: int) -> tuple[np.ndarray, ...]:
+        entries = np.empty((k, close.shape[0]), dtype=np.bool_)
+        exits = np.empty((k, close.shape[0]), dtype=np.bool_)
+        S.ma_cross_panel_nb(
+            np.ascontiguousarray(close, dtype=np.float64), np.int64(params["fast"]),
+            np.int64(params["slow"]), kind == "ema", np.int64(k), entries, exits,
+        )  # fmt: skip
+        return entries, exits
+
+    return panel  # type: ignore[return-value]
+
+
 def _rsi_reversion(bars: pd.DataFrame, combos: pd.DataFrame) -> SignalFn:
     from celeris.indicators import nb as ind
 
@@ -398,6 +416,7 @@ register(
         "fast < slow",
         "long when the fast SMA crosses above the slow SMA, exit when it crosses below",
         lambda c: int(c["slow"].max()),
+        panel=_ma_cross_panel("sma"),
     )
 )
 register(
@@ -412,6 +431,7 @@ register(
         "fast < slow",
         "long when the fast EMA crosses above the slow EMA, exit when it crosses below",
         lambda c: int(c["slow"].max()),
+        panel=_ma_cross_panel("ema"),
     )
 )
 register(

@@ -306,7 +306,7 @@ class Journal:
                 s.symbol,
                 s.signal,
                 s.confidence,
-                json.dumps(list(s.forecasts)),
+                json.dumps(list(s.forecasts)) if s.forecasts else "[]",
                 s.model_version,
             )
             for s in signals

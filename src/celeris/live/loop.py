@@ -70,14 +70,21 @@ class Publisher(Protocol):
 
 @dataclass
 class StepReport:
-    """What one step did: bars, signals published, fills, the account's value after it."""
+    """What one step did: bars, signals published, fills (the kernel's order records), the
+    account's value after it, and when its bars were received and its signals published."""
 
     bars: int
     signals: list[SignalRow]
-    fills: pd.DataFrame
+    records: np.ndarray
+    account: PaperAccount
     value: float
     received_ns: int = 0
     published_ns: int = 0
+
+    @property
+    def fills(self) -> pd.DataFrame:
+        """The step's fills, labelled (time, symbol, side, size, price, fees, kind)."""
+        return self.account.orders_frame(self.records)
 
 
 @dataclass
@@ -281,7 +288,7 @@ class LiveLoop:
         batch = self._signals(h_times, h_ohlcv, k)
         bits = self._gate(self._source_bits(batch.bits), ohlcv, stale)
         rates = np.zeros((k, len(self.symbols))) if funding is None else funding
-        before = self.account.positions.to_numpy()
+        before = self.account.position_array()
         rec = self.account.step(
             times, ohlcv[:, :4], self._arrays(bits),
             funding=self._funding(rates), tz=self.tz, index_name="time",
@@ -296,8 +303,7 @@ class LiveLoop:
         for row in rows:
             self._send(row)
         published = time.perf_counter_ns()
-        value = float(self.account.equity.iloc[-1].sum()) if self.account.n else np.nan
-        report = StepReport(k, rows, self.account.orders_frame(rec), value, received, published)
+        report = StepReport(k, rows, rec, self.account, self.account.value(), received, published)
         if self.metrics is not None:
             self.metrics.observe_step(self, report, times)
         return report
@@ -317,12 +323,12 @@ class LiveLoop:
         if not self.risk.active and stale is None:
             return bits
         out = bits.copy()
-        positions = self.account.positions.to_numpy()
+        positions = self.account.position_array()
         for i in range(bits.shape[0]):
             if self.account.n and self.risk.limits.max_daily_loss is not None:
                 engaged = self.risk.check_loss(
                     int(self.account._buffers["times"][self.account.n - 1]),
-                    float(self.account.equity.iloc[-1].sum()),
+                    self.account.value(),
                 )
                 if engaged:
                     self.journal.record_event("kill", {"reason": self.risk.killed})

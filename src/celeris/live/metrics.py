@@ -177,11 +177,11 @@ class LiveMetrics:
         self.loop = loop
         self.bars.inc(report.bars)
         self.signals.inc(len(report.signals))
-        self.fills.inc(len(report.fills))
+        self.fills.inc(len(report.records))
         if report.received_ns and report.published_ns:
             self.latency.observe((report.published_ns - report.received_ns) / 1e9)
         self._last_close_ns = int(times[-1]) + self.timeframe_ns
-        for s, v in loop.account.positions.items():
+        for s, v in zip(loop.symbols, loop.account.position_array(), strict=True):
             self.position.labels(symbol=s).set(float(v))
         if np.isfinite(report.value):
             self.equity.set(report.value)

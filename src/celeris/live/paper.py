@@ -307,11 +307,13 @@ class PaperAccount:
         )
 
     def _collect(self, out: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """The rows each group wrote this step (from its offset to its pointer), group order."""
         ptrs = self.scratch[3]
-        n_groups = self.layout.inputs.n_groups
-        orders = [out[2][out[3][g] : int(ptrs[g, 0])] for g in range(n_groups)]
-        trades = [out[4][out[5][g] : int(ptrs[g, 1])] for g in range(n_groups)]
-        return np.concatenate(orders), np.concatenate(trades)
+        widths = np.diff(out[3])
+        rows = np.arange(int(out[3][-1]))
+        orders = out[2][: rows.size][rows < np.repeat(ptrs[:, 0], widths)]
+        trades = out[4][: rows.size][rows < np.repeat(ptrs[:, 1], widths)]
+        return orders, trades
 
     def step_frame(self, bars: pd.DataFrame, signals: Mapping[str, Any], **kw: Any) -> pd.DataFrame:
         """:meth:`step` from a bar frame (``(symbol, field)`` columns, or a plain bar frame for
@@ -364,13 +366,21 @@ class PaperAccount:
             }
         )
 
-    @property
-    def positions(self) -> pd.Series:
-        """Current position of every symbol (units; negative: short)."""
+    def position_array(self) -> np.ndarray:
+        """Current position of every symbol (units; negative: short), in symbol order."""
         pos = np.zeros(len(self.symbols))
         if self._layout is not None:
             np.add.at(pos, self._asset_of, self.scratch[0][:, GK.S_POS])
-        return pd.Series(pos, index=list(self.symbols), name="position")
+        return pos
+
+    @property
+    def positions(self) -> pd.Series:
+        """Current position of every symbol (units; negative: short)."""
+        return pd.Series(self.position_array(), index=list(self.symbols), name="position")
+
+    def value(self) -> float:
+        """Value of the account(s) at the last processed bar's close (NaN before any bar)."""
+        return float(self._buffers["equity"][self.n - 1].sum()) if self.n else float("nan")
 
     @property
     def equity(self) -> pd.DataFrame:

@@ -73,6 +73,11 @@ class RuleSignals:
 
     def compute(self, times: np.ndarray, ohlcv: np.ndarray, k: int, tz: Any = "UTC") -> SignalBatch:
         n_sym = ohlcv.shape[2]
+        panel = self.strategy.panel
+        if panel is not None:  # every symbol in one compiled call
+            entries, exits = panel(ohlcv[:, 3, :].T, self.params, k)
+            bits = np.where(entries, ENTRY, 0) | np.where(exits, EXIT, 0)
+            return SignalBatch(bits.astype(np.int64), np.ones((k, n_sym)))
         bits = np.zeros((k, n_sym), dtype=np.int64)
         for a in range(n_sym):
             entries, exits = self.strategy.prepare(_frame(times, ohlcv, a, tz), self.combos)(
