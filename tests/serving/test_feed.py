@@ -675,6 +675,40 @@ def test_publisher_subscribers_each_receive_every_record_in_order(
             subscriber.close()
 
 
+def test_publish_many_numbers_consecutively_and_reaches_every_subscriber_in_order(
+    publisher_factory: Callable[..., SignalPublisher], sock_path: str
+) -> None:
+    # batches larger than the kernel buffer: the tail of a batch goes through the ring
+    publisher = publisher_factory(first_sequence=41)
+    subscribers = [SignalSubscriber(sock_path, timeout_s=10.0) for _ in range(2)]
+    try:
+        items = [(k % 50, (k % 3) - 1, k / 900, [k * 1e-4] * (k % 17), k % 4) for k in range(900)]
+        firsts = [publisher.publish_many(items[i : i + 300]) for i in range(0, 900, 300)]
+        assert firsts == [41, 341, 641]
+        assert publisher.publish_many([]) == 941
+        for subscriber in subscribers:
+            got = [next(subscriber) for _ in range(900)]
+            assert [r.sequence for r in got] == list(range(41, 941))
+            assert [(r.symbol_id, r.signal, r.model_version) for r in got] == [
+                (k % 50, (k % 3) - 1, k % 4) for k in range(900)
+            ]
+            assert got[-1].forecasts == (f32(899e-4),) * (899 % 17)
+            assert subscriber.gaps == 0
+    finally:
+        for subscriber in subscribers:
+            subscriber.close()
+
+
+def test_publish_many_with_a_bad_record_sends_none_and_consumes_no_sequence(
+    publisher_factory: Callable[..., SignalPublisher], sock_path: str
+) -> None:
+    publisher = publisher_factory()
+    with pytest.raises(WireFormatError, match="confidence"):
+        publisher.publish_many([(1, 1, 0.5, (), 0), (2, 1, 3.0, (), 0)])
+    assert publisher.publish(1, 1, 0.5) == 1
+    assert publisher.stats()["published"] == 1
+
+
 def test_subscriber_joining_late_starts_at_hello_sequence_without_gap(
     publisher_factory: Callable[..., SignalPublisher], sock_path: str
 ) -> None:

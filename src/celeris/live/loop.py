@@ -56,15 +56,10 @@ class BarSource(Protocol):
 
 
 class Publisher(Protocol):
-    def publish(
+    def publish_many(
         self,
-        symbol_id: int,
-        signal: int,
-        confidence: float,
-        forecasts: Any = (),
+        items: Sequence[tuple[int, int, float, Sequence[float], int]],
         ts_ns: int | None = None,
-        *,
-        model_version: int = 0,
     ) -> int: ...
 
 
@@ -259,8 +254,7 @@ class LiveLoop:
 
     def _republish(self) -> None:
         pending = self.journal.unpublished()
-        for row in pending:
-            self._send(row)
+        self._send(pending)
         if pending:
             logger.info("republished %d journaled signal(s) after a restart", len(pending))
 
@@ -300,8 +294,7 @@ class LiveLoop:
             self.account._asset_of[rec[:, K.O_COL].astype(np.int64)],
             published_up_to=self._published_up_to,
         )  # fmt: skip
-        for row in rows:
-            self._send(row)
+        self._send(rows)
         published = time.perf_counter_ns()
         report = StepReport(k, rows, rec, self.account, self.account.value(), received, published)
         if self.metrics is not None:
@@ -411,18 +404,21 @@ class LiveLoop:
             for j, (sid, i, a) in enumerate(zip(ids, bar_idx, sym_idx, strict=True))
         ]
 
-    def _send(self, row: SignalRow) -> None:
+    def _send(self, rows: Sequence[SignalRow]) -> None:
+        """Publish the rows in one go (one write per subscriber); their ids are the feed's
+        sequence numbers."""
+        if not rows:
+            return
         if self.publisher is not None:
-            seq = self.publisher.publish(
-                row.symbol, row.signal, row.confidence, row.forecasts,
-                model_version=row.model_version,
-            )  # fmt: skip
-            if seq != row.id:
+            first = self.publisher.publish_many(
+                [(r.symbol, r.signal, r.confidence, r.forecasts, r.model_version) for r in rows]
+            )
+            if first != rows[0].id:
                 raise DataError(
-                    f"the feed numbered signal {row.id} as {seq}: the publisher must start at "
-                    "the journal's first unpublished id"
+                    f"the feed numbered signal {rows[0].id} as {first}: the publisher must start "
+                    "at the journal's first unpublished id"
                 )
-        self._published_up_to = row.id
+        self._published_up_to = rows[-1].id
 
     # ---- driving --------------------------------------------------------------------------
     def take(self, new: Mapping[str, pd.DataFrame]) -> tuple[np.ndarray, np.ndarray] | None:
