@@ -96,25 +96,40 @@ def bench_crash(kills: int, n_bars: int, seed: int, window: bool = False) -> Non
         work = Path(tmp)
         data = write_slice(work / "spx.csv", n_bars)
         t0 = time.perf_counter()
-        report, reference, journal = crash_and_check(
-            data, work, kills=kills, seed=seed, modes=modes
-        )
+        # a round ends early when a planned kill comes after the replay's end: then another
+        # round (fresh --state, next seed) until `kills` restarts were made
+        rounds = []
+        while sum(r[0].kills for r in rounds) < kills:
+            left = kills - sum(r[0].kills for r in rounds)
+            sub = work / f"round{len(rounds)}"
+            sub.mkdir()
+            rounds.append(crash_and_check(data, sub, kills=left, seed=seed + len(rounds),
+                                          modes=modes))  # fmt: skip
+            if rounds[-1][0].kills == 0:
+                raise RuntimeError("a round made no kill: the replay is too short")
         wall = time.perf_counter() - t0
-    same_signals = [s[:4] for s in journal["signals"]] == [s[:4] for s in reference["signals"]]
-    same_fills = [f[:2] + f[3:7] for f in journal["fills"]] == [
-        f[:2] + f[3:7] for f in reference["fills"]
-    ]
-    ref_ids = {s[0] for s in reference["signals"]}
-    got_ids = [s[0] for s in journal["signals"]]
+    report = _merge([r[0] for r in rounds])
+    same_signals = all(
+        [s[:4] for s in j["signals"]] == [s[:4] for s in ref["signals"]] for _, ref, j in rounds
+    )
+    same_fills = all(
+        [f[:2] + f[3:7] for f in j["fills"]] == [f[:2] + f[3:7] for f in ref["fills"]]
+        for _, ref, j in rounds
+    )
+    lost_journal = sum(
+        len({s[0] for s in ref["signals"]} - {s[0] for s in j["signals"]}) for _, ref, j in rounds
+    )
+    dup_signals = sum(len(j["signals"]) - len({s[0] for s in j["signals"]}) for _, _, j in rounds)
+    n_ref_signals = sum(len(ref["signals"]) for _, ref, _ in rounds)
+    n_ref_fills = sum(len(ref["fills"]) for _, ref, _ in rounds)
     what = " (every kill at a publish, after the step's commit)" if window else ""
     print(f"crash{what}: {report.kills} kill -9 restarts ({report.modes}), {report.starts} starts, "
-          f"{n_bars} bars of sample:sp500, {wall:.0f} s")  # fmt: skip
-    print(f"  journal: {report.signals} signals (reference {len(reference['signals'])}), "
-          f"{report.fills} fills (reference {len(reference['fills'])}); signals identical: "
+          f"{n_bars} bars of sample:sp500, {len(rounds)} round(s), {wall:.0f} s")  # fmt: skip
+    print(f"  journal: {report.signals} signals (reference {n_ref_signals}), "
+          f"{report.fills} fills (reference {n_ref_fills}); signals identical: "
           f"{same_signals}, fills identical: {same_fills}")  # fmt: skip
-    print(f"  lost signals (journal vs reference): {len(ref_ids - set(got_ids))}, duplicated "
-          f"signals: {len(got_ids) - len(set(got_ids))}, duplicated fills: "
-          f"{report.duplicated_fills}")  # fmt: skip
+    print(f"  lost signals (journal vs reference): {lost_journal}, duplicated "
+          f"signals: {dup_signals}, duplicated fills: {report.duplicated_fills}")  # fmt: skip
     print(f"  wire: {report.received} records received, lost ids {len(report.lost)}, "
           f"idempotent repeats {report.repeats}, conflicting repeats {len(report.conflicting)}, "
           f"wire != journal {len(report.wire_mismatch)}")  # fmt: skip
@@ -122,6 +137,22 @@ def bench_crash(kills: int, n_bars: int, seed: int, window: bool = False) -> Non
           f"{report.sent_unmarked}, journaled and never sent (commit -> publish window) "
           f"{report.journaled_unsent}; subscribers that joined after a restart's first publish "
           f"{report.late_subscribers}")  # fmt: skip
+
+
+def _merge(reports: list[Any]) -> Any:
+    """The counts of several rounds' reports added up."""
+    out = reports[0]
+    for r in reports[1:]:
+        for name in ("kills", "starts", "signals", "fills", "received", "repeats",
+                     "duplicated_fills", "journaled_unsent", "sent_unmarked",
+                     "late_subscribers"):  # fmt: skip
+            setattr(out, name, getattr(out, name) + getattr(r, name))
+        out.lost += r.lost
+        out.conflicting += r.conflicting
+        out.wire_mismatch += r.wire_mismatch
+        for mode, n in r.modes.items():
+            out.modes[mode] = out.modes.get(mode, 0) + n
+    return out
 
 
 # ---- (b) replay speed ---------------------------------------------------------------------------
@@ -204,6 +235,43 @@ class NoSignals:
         return SignalBatch(np.zeros((k, n_sym), dtype=np.int64), np.ones((k, n_sym)))
 
 
+#: a subscriber in its own process: arrival times (perf_counter_ns, CLOCK_MONOTONIC: the same
+#: clock as the parent's) of every record, saved as [n, 2] int64 (sequence, time) at EOF
+CHILD = """
+import sys, time
+import numpy as np
+from celeris.serving.feed import SignalSubscriber
+sub = SignalSubscriber(sys.argv[1], timeout_s=600)
+print("ready", flush=True)
+clock = time.perf_counter_ns
+seqs, ats = [], []
+for rec in sub:
+    ats.append(clock())
+    seqs.append(rec.sequence)
+np.save(sys.argv[2], np.column_stack([np.asarray(seqs, np.int64), np.asarray(ats, np.int64)]))
+"""
+
+
+class ChildArrivals:
+    """The same as :class:`Arrivals`, the subscriber in another process (no GIL shared with
+    the loop); the times come back when the feed closes."""
+
+    def __init__(self, sock: Path, out: Path) -> None:
+        self.out = out
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(sock), str(out)], stdout=subprocess.PIPE
+        )
+        assert self.proc.stdout is not None
+        if self.proc.stdout.readline().strip() != b"ready":
+            raise RuntimeError("the subscriber process did not start")
+        self.at: dict[int, int] = {}
+
+    def join(self, timeout: float) -> None:
+        self.proc.wait(timeout)
+        rows = np.load(self.out)
+        self.at = dict(zip(rows[:, 0].tolist(), rows[:, 1].tolist(), strict=True))
+
+
 def tiny_model(workdir: Path) -> Any:
     """A tiny cnn_lstm trained for a few steps on synthetic 1m bars; its Predictor (CPU)."""
     from celeris.data.synthetic import synthetic
@@ -222,7 +290,13 @@ def tiny_model(workdir: Path) -> Any:
 
 
 def bench_latency(
-    source_name: str, source: Any, n_symbols: int, steps: int, warmup: int, profile: bool
+    source_name: str,
+    source: Any,
+    n_symbols: int,
+    steps: int,
+    warmup: int,
+    profile: bool,
+    child: bool = False,
 ) -> None:
     from celeris.data.synthetic import synthetic
     from celeris.live.journal import Journal
@@ -238,8 +312,12 @@ def bench_latency(
     with tempfile.TemporaryDirectory(prefix="celeris-lat-") as tmp:
         journal = Journal(Path(tmp) / "journal.sqlite", names, {"bench": source_name})
         publisher = SignalPublisher(Path(tmp) / "feed.sock", first_sequence=1)
-        arrivals = Arrivals(Path(tmp) / "feed.sock")
-        arrivals.start()
+        arrivals: Any
+        if child:  # the records are read after the run: steps are spaced to let it drain
+            arrivals = ChildArrivals(Path(tmp) / "feed.sock", Path(tmp) / "arrivals.npy")
+        else:
+            arrivals = Arrivals(Path(tmp) / "feed.sock")
+            arrivals.start()
         loop = LiveLoop(
             names, source, journal, options={"fees": 0.001}, publisher=publisher,
             history=history, publish="every-bar",
@@ -247,7 +325,10 @@ def bench_latency(
         # a fresh live run: the back-filled history, journaled as warm-up (what run() does)
         journal.commit_warmup(times[:history], ohlcv[:history])
         loop.history.append(times[:history], ohlcv[:history])
-        first, last, own = [], [], []
+        first: list[int] = []
+        last: list[int] = []
+        own: list[int] = []
+        spans: list[tuple[int, int, int]] = []
         prof = cProfile.Profile() if profile else None
         busy = 0.0
         for i in range(warmup + steps):
@@ -263,21 +344,30 @@ def bench_latency(
             ids = [row.id for row in report.signals]
             if len(ids) != n_symbols:
                 raise RuntimeError(f"step {i}: {len(ids)} records, expected {n_symbols}")
-            t_last = arrivals.wait_for(ids[-1])
+            if child:
+                time.sleep(0.005)
+                spans.append((t0, ids[0], ids[-1]))
+            else:
+                arrivals.wait_for(ids[-1])
+                spans.append((t0, ids[0], ids[-1]))
             if measured:
-                first.append(arrivals.at[ids[0]] - t0)
-                last.append(t_last - t0)
                 own.append(report.published_ns - report.received_ns)
+            else:
+                spans.pop()
         stats = publisher.stats()
         publisher.close()
-        arrivals.join(10)
+        arrivals.join(60)
         journal.close()
+    for t0, id_first, id_last in spans:
+        first.append(arrivals.at[id_first] - t0)
+        last.append(arrivals.at[id_last] - t0)
 
     def pct(xs: list[int]) -> str:
         p = np.percentile(np.asarray(xs) / 1e6, [50, 90, 99])
         return f"p50 {p[0]:.3f} / p90 {p[1]:.3f} / p99 {p[2]:.3f} ms"
 
     tag = " (under cProfile)" if prof else ""
+    tag += ", subscriber in another process" if child else ", subscriber thread"
     print(f"latency{tag}, {source_name}: {n_symbols} symbols, {steps} steps after {warmup} warm-up"
           f", history {history}, every-bar ({stats['published']:,} records, dropped "
           f"{stats['dropped']})")  # fmt: skip
@@ -313,6 +403,10 @@ def main() -> None:
     parser.add_argument("--no-model", action="store_true")
     parser.add_argument("--no-rule", action="store_true")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--child-subscriber", action="store_true",
+        help="latency: also with the subscriber in another process (no GIL shared)",
+    )  # fmt: skip
     args = parser.parse_args()
     os.environ.setdefault("NUMBA_CACHE_DIR", str(ROOT / ".cache" / "numba"))
     commit = subprocess.run(
@@ -343,6 +437,9 @@ def main() -> None:
             for name, source in cases:
                 bench_latency(name, source, args.latency_symbols, args.latency_steps,
                               args.latency_warmup, profile=False)  # fmt: skip
+                if args.child_subscriber:
+                    bench_latency(name, source, args.latency_symbols, args.latency_steps,
+                                  args.latency_warmup, profile=False, child=True)  # fmt: skip
                 if args.profile:
                     bench_latency(name, source, args.latency_symbols, max(20, args.latency_steps
                                   // 20), args.latency_warmup, profile=True)  # fmt: skip
