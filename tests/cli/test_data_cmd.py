@@ -308,8 +308,10 @@ def test_data_synthetic_killed_mid_write_old_file_intact(tmp_path):
     before = out.read_bytes()
     env = {**os.environ, "CELERIS_HOME": str(tmp_path / "home")}
     code = "import sys; from celeris.cli.main import app; sys.argv[0] = 'celeris'; app()"
+    # 600k bars: pandas formats the index (~40% of the write) before the first byte, then writes
+    # for ~6 s of CPU, ample time to kill it mid-write (3M bars cost ~35 s of CPU for the same).
     proc = subprocess.Popen(
-        [sys.executable, "-c", code, "data", "synthetic", "--bars", "3000000", "--out", str(out)],
+        [sys.executable, "-c", code, "data", "synthetic", "--bars", "600000", "--out", str(out)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
