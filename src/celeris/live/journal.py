@@ -50,7 +50,7 @@ CREATE TABLE IF NOT EXISTS steps(
     times BLOB NOT NULL, ohlcv BLOB NOT NULL, flags BLOB NOT NULL, funding BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS signals(
     id INTEGER PRIMARY KEY, ts INTEGER NOT NULL, symbol INTEGER NOT NULL,
-    signal INTEGER NOT NULL, confidence REAL NOT NULL, forecasts TEXT NOT NULL,
+    signal INTEGER NOT NULL, confidence REAL NOT NULL, forecasts BLOB NOT NULL,
     model_version INTEGER NOT NULL, published INTEGER NOT NULL DEFAULT 0,
     UNIQUE (ts, symbol));
 CREATE TABLE IF NOT EXISTS fills(
@@ -65,7 +65,8 @@ _SYNC = {"normal": "NORMAL", "full": "FULL"}
 @dataclass(frozen=True)
 class SignalRow:
     """One signal as journaled and published: id (= feed sequence), bar time, symbol index,
-    direction (-1, 0, +1), confidence, forecasts, model version."""
+    direction (-1, 0, +1), confidence, forecasts (journaled as float32, the wire's precision),
+    model version."""
 
     id: int
     ts: int
@@ -186,7 +187,7 @@ class Journal:
                 int(r[2]),
                 int(r[3]),
                 float(r[4]),
-                tuple(json.loads(r[5])),
+                tuple(np.frombuffer(r[5], dtype="<f4").tolist()),
                 int(r[6]),
             )
             for r in rows
@@ -306,7 +307,7 @@ class Journal:
                 s.symbol,
                 s.signal,
                 s.confidence,
-                json.dumps(list(s.forecasts)) if s.forecasts else "[]",
+                np.asarray(s.forecasts, dtype="<f4").tobytes(),  # float32, as on the wire
                 s.model_version,
             )
             for s in signals

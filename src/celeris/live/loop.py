@@ -523,6 +523,9 @@ class LiveLoop:
             if last is not None:
                 new = self._after(new, last)
             total += self._step_from(new, stale, received)
+        flush = getattr(self.source, "flush", None)  # a model's predictions and outcomes
+        if flush is not None:
+            flush()
         return total
 
     @staticmethod

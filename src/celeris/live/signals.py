@@ -87,6 +87,54 @@ class RuleSignals:
         return SignalBatch(bits, np.ones((k, n_sym)))
 
 
+class _Recorder:
+    """Writes a model's predictions and outcomes to the outcome store on a thread of its own,
+    in order, so that the bar-to-signal path never waits on SQLite. The queue is bounded: a
+    store that falls far behind (a long replay) slows the loop down rather than losing rows."""
+
+    def __init__(self, store: Any, max_pending: int = 4096) -> None:
+        import queue
+        import threading
+
+        self.store = store
+        self.failed = 0
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_pending)
+        self._thread = threading.Thread(target=self._run, name="celeris-live-outcomes", daemon=True)
+        self._thread.start()
+
+    def put(self, kind: str, build: Any, *args: Any) -> None:
+        self._queue.put((kind, build, args))
+
+    def _run(self) -> None:
+        import logging
+
+        log = logging.getLogger("celeris.live")
+        while True:
+            item = self._queue.get()
+            try:
+                if item is None:
+                    return
+                kind, build, args = item
+                if kind == "predictions":
+                    self.store.record_predictions(build(*args))
+                else:
+                    self.store.record_outcomes(build(*args))
+            except Exception as exc:  # counted and logged: the loop goes on
+                self.failed += 1
+                log.warning("outcome store: %s not recorded: %s", item[0], exc)
+            finally:
+                self._queue.task_done()
+
+    def flush(self) -> None:
+        """Wait until everything queued so far is written."""
+        self._queue.join()
+
+    def close(self) -> None:
+        self.flush()
+        self._queue.put(None)
+        self._thread.join(10.0)
+
+
 class ModelSignals:
     """A checkpoint's forecast turned into entries and exits (see the module docstring).
 
@@ -131,6 +179,7 @@ class ModelSignals:
         self.target_kind = str(predictor.meta.get("target_kind", "return"))
         self.warmup = int(self.spec.lookback) + self.input_size
         self.outcomes = outcomes
+        self.recorder = None if outcomes is None else _Recorder(outcomes)
         self.run = run
         self.symbols = tuple(symbols)
         self._predicted: dict[int, np.ndarray] = {}  # bar time -> closes (for outcomes)
@@ -177,12 +226,20 @@ class ModelSignals:
     def _record_predictions(
         self, ts: int, windows: np.ndarray, fc: np.ndarray, bits: np.ndarray, close: np.ndarray
     ) -> None:
-        if self.outcomes is None:
+        if self.recorder is None:
             return
+        calls = np.where((bits & ENTRY) != 0, 1, np.where((bits & EXIT) != 0, -1, 0))
+        self.recorder.put("predictions", self._predictions, ts, windows, fc, calls)
+        self._predicted[ts] = close
+
+    def _predictions(
+        self, ts: int, windows: np.ndarray, fc: np.ndarray, calls: np.ndarray
+    ) -> list[Any]:
+        """The store's rows of one bar's predictions (built on the recorder's thread)."""
         from celeris.serving.outcomes import Prediction
 
         target_kind = "level" if self.spec.target in ("close", "log_close") else "return"
-        rows = [
+        return [
             Prediction.make(
                 self._key(a, ts),
                 model=self.model_name,
@@ -191,28 +248,32 @@ class ModelSignals:
                 ts=ts,
                 horizon=self.horizon,
                 forecast=fc[a].tolist(),
-                signal=1 if bits[a] & ENTRY else (-1 if bits[a] & EXIT else 0),
+                signal=int(calls[a]),
                 inputs=windows[a],
                 target_kind=target_kind,
             )
             for a in range(fc.shape[0])
         ]
-        self.outcomes.record_predictions(rows)
-        self._predicted[ts] = close
 
     def _record_outcomes(self, times: np.ndarray, bars: np.ndarray, end: int) -> None:
         """The realised target of the prediction made ``horizon`` bars before bar ``end - 1``:
         the last ``horizon`` input rows' target column, by the model's own feature spec."""
-        if self.outcomes is None or end - 1 - self.horizon < 0:
+        if self.recorder is None or end - 1 - self.horizon < 0:
             return
         made = int(times[end - 1 - self.horizon])
         if made not in self._predicted:
             return
         del self._predicted[made]
         actual = self.spec.last_windows(bars[:, :end], self.horizon)[:, :, 0]
-        self.outcomes.record_outcomes(
-            {self._key(a, made): actual[a].tolist() for a in range(actual.shape[0])}
+        self.recorder.put(
+            "outcomes",
+            lambda: {self._key(a, made): actual[a].tolist() for a in range(actual.shape[0])},
         )
+
+    def flush(self) -> None:
+        """Wait until the predictions and outcomes queued so far are in the store."""
+        if self.recorder is not None:
+            self.recorder.flush()
 
     def drift(self) -> dict[str, Any]:
         """PSI of each input feature over the recent bars against training, and the rolling
@@ -224,6 +285,7 @@ class ModelSignals:
             values = np.concatenate(list(self._recent), axis=0)
             out["psi"] = psi_by_feature(self.spec.reference, values, self.spec.features)
         if self.outcomes is not None:
+            self.flush()
             joined = self.outcomes.joined(self.model_name, version=self.model_version)
             out["error"] = error_drift(
                 joined["mae"].to_numpy(), validation_error(self.predictor.meta)
