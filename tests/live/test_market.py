@@ -158,6 +158,29 @@ def test_market_stall_reported_by_stale_then_recovers_with_backfill(fake):
     assert stats["backfilled"] == 8 and stats["stale_symbols"] == 0
 
 
+def test_market_overdue_bar_fetched_over_rest_when_the_stream_is_quiet(fake, monkeypatch):
+    import celeris.live.market as market
+
+    async def body():
+        stream, _ = await open_stream(fake, poll_interval_s=0.05)
+        await fake.advance_async(1)
+        await collect(stream, 1)  # the stream's clock now stands at the fake's
+        fake.stall()  # an open connection that says nothing
+        await fake.advance_async(2)
+        quiet = await stream.next_closed(0.2)  # not overdue by the exchange's clock yet
+        wall = market._monotonic()
+        monkeypatch.setattr(market, "_monotonic", lambda: wall + 150.0)  # 2.5 bars later
+        got = await collect(stream, 2)
+        stats = stream.stats()
+        await stream.close()
+        return quiet, got, stats
+
+    quiet, got, stats = run(body())
+    assert quiet == {}
+    assert_exchange_bars(fake, got)
+    assert stats["backfilled"] == 4 and stats["rest_polls"] == 1 and stats["reconnects"] == 0
+
+
 def test_market_exchange_clock_follows_the_stream_event_times(fake):
     async def body():
         stream, _ = await open_stream(fake)

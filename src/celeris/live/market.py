@@ -64,6 +64,7 @@ STAT_NAMES = (
     "stale_symbols",  # gauge: symbols stale at the last stale() call
 )
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
+_monotonic = time.monotonic  # the wall clock the exchange's clock is carried forward by
 
 
 def redirect_exchange(ex: Any, url: str) -> None:
@@ -206,9 +207,10 @@ class MarketStream:
         self._wake: asyncio.Event | None = None
         self._error: BaseException | None = None
         self._catchup = False  # a websocket failure: ask REST what closed meanwhile
+        self._last_overdue_poll = float("-inf")
         self._mode = "ws"  # what delivers bars now: "ws" or "rest"
         self._finals = False  # the exchange's kline messages say when a bar closed
-        self._clock = (0, 0.0)  # (exchange ms, time.monotonic()) of the newest observation
+        self._clock = (0, 0.0)  # (exchange ms, _monotonic()) of the newest observation
         self._closed = False
 
     # ------------------------------------------------------------------ public API
@@ -300,6 +302,7 @@ class MarketStream:
             self._raise_failure()
             await self._drain()
             self._wake.clear()
+            self._check_overdue()
             out = await self._collect()
             if out:
                 return out
@@ -307,7 +310,22 @@ class MarketStream:
             if remaining <= 0:
                 return {}
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), remaining)
+                # wake at least every poll interval to look for overdue bars
+                await asyncio.wait_for(self._wake.wait(), min(remaining, self.poll_interval_s))
+
+    def _check_overdue(self) -> None:
+        """Ask REST when, by the exchange's clock, a bar closed a poll interval ago and the
+        websocket said nothing of it: bars that closed before the subscription took effect, or
+        a stream gone quiet with its connection open. At most once per poll interval."""
+        if self._mode != "ws":
+            return
+        mono = _monotonic()
+        if mono - self._last_overdue_poll < self.poll_interval_s:
+            return
+        due = self.exchange_now_ms() - int(self.poll_interval_s * 1000)
+        if any(due >= st.last + 2 * self.tf_ms for st in self._state.values()):
+            self._last_overdue_poll = mono
+            self._catchup = True
 
     async def _drain(self) -> None:
         """Let ccxt handle the messages already received (one bar of many symbols arrives as
@@ -353,7 +371,7 @@ class MarketStream:
     def exchange_now_ms(self) -> int:
         """The exchange's clock: the newest event or server time seen, plus wall time since."""
         ms, at = self._clock
-        return int(ms + (time.monotonic() - at) * 1000.0)
+        return int(ms + (_monotonic() - at) * 1000.0)
 
     async def close(self) -> None:
         """Stop the transport tasks and close ccxt's connections (idempotent)."""
@@ -516,7 +534,7 @@ class MarketStream:
     # ------------------------------------------------------------------ transports
     def _observe(self, exchange_ms: int) -> None:
         if exchange_ms >= self._clock[0]:
-            self._clock = (exchange_ms, time.monotonic())
+            self._clock = (exchange_ms, _monotonic())
 
     def _on_message(self, message: Any) -> None:
         """A raw kline message as ccxt received it (Binance format: ``k.x`` is the close)."""
