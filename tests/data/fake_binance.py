@@ -5,6 +5,12 @@ Spot (``/api/v3/exchangeInfo``, ``/api/v3/klines``) and USDⓈ-M futures
 ``fetch_funding_rate_history``: ``symbol, startTime, endTime, limit`` in, a list of
 ``{symbol, fundingTime, fundingRate, markPrice}`` out, oldest first). Shared by the download
 tests of ``celeris.data`` and of ``celeris data download``.
+
+Its faults are the download's: holes in the klines, 429 answers, funding records off their
+time, without a mark price or with an unreadable rate, and a log of every query. The live
+stream's fake exchange (:mod:`celeris.testing.fake_exchange`: websocket, simulated clock) has
+none of these and needs none of the logs, so the two stay apart; both take the URLs that
+:func:`celeris.live.market.redirect_exchange` writes.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from urllib.parse import parse_qs, urlparse
 import ccxt
 import numpy as np
 import pandas as pd
+
+from celeris.live.market import redirect_exchange
 
 MINUTE = 60_000
 HOUR = 60 * MINUTE
@@ -172,16 +180,19 @@ def serve(fake: FakeBinance) -> Iterator[str]:
         def do_GET(self) -> None:
             url = urlparse(self.path)
             query = {k: v[0] for k, v in parse_qs(url.query).items()}
-            if url.path == "/api/v3/exchangeInfo":
+            # redirect_exchange keeps the original host as the first path segment
+            head, _, rest = url.path.lstrip("/").partition("/")
+            path = "/" + rest if "." in head else url.path
+            if path == "/api/v3/exchangeInfo":
                 self._send(200, EXCHANGE_INFO)
-            elif url.path == "/fapi/v1/exchangeInfo":
+            elif path == "/fapi/v1/exchangeInfo":
                 self._send(200, FAPI_EXCHANGE_INFO)
-            elif url.path == "/api/v3/klines":
+            elif path == "/api/v3/klines":
                 self._data(fake.requests, query, fake.klines(query))
-            elif url.path == "/fapi/v1/fundingRate":
+            elif path == "/fapi/v1/fundingRate":
                 self._data(fake.funding_requests, query, fake.funding(query))
             else:
-                self._send(404, {"code": -1, "msg": f"no route {url.path}"})
+                self._send(404, {"code": -1, "msg": f"no route {path}"})
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=httpd.serve_forever, args=(0.02,), daemon=True)
@@ -196,9 +207,6 @@ def serve(fake: FakeBinance) -> Iterator[str]:
 def binance_client(url: str, types: tuple[str, ...] = ("spot",)) -> ccxt.binance:
     """A ccxt binance whose REST calls go to ``url``, loading the market ``types`` given."""
     ex = ccxt.binance({"options": {"fetchMarkets": {"types": list(types)}}, "timeout": 5_000})
-    for key, api in list(ex.urls["api"].items()):
-        if isinstance(api, str):
-            api = api.replace("https://api.binance.com", url)
-            ex.urls["api"][key] = api.replace("https://fapi.binance.com", url)
+    redirect_exchange(ex, url)  # what --exchange-url does
     ex.rateLimit = 1  # the local server needs no spacing; the limiter itself stays on
     return ex
