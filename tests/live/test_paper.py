@@ -166,6 +166,13 @@ def test_paper_refuses_per_bar_options():
         PaperAccount([])
 
 
+def test_paper_refuses_a_bad_option_before_any_bar():
+    with pytest.raises(ConfigError, match="feez"):
+        PaperAccount(["BTC/USDT"], {"feez": 0.001})
+    with pytest.raises(ConfigError, match="leverage"):
+        PaperAccount(["BTC/USDT"], {"leverage": 3.0})  # leverage on spot
+
+
 def test_paper_step_refuses_a_missing_price(sp500):
     bars = sp500.iloc[:5].copy()
     bars.iloc[2, bars.columns.get_loc("close")] = np.nan

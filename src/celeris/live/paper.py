@@ -92,18 +92,30 @@ class PaperAccount:
         self._index_name: Any = None
         self._orders: list[np.ndarray] = []
         self._trades: list[np.ndarray] = []
+        # Refuse bad options now, not at the first bar (which may come minutes later live):
+        # book_layout validates them as from_signals does, here on two flat placeholder bars.
+        flat = np.ones((2, 4, len(self.symbols)))
+        sig = np.zeros((2, len(self.symbols)), dtype=bool)
+        shorts = {"short_entries": sig, "short_exits": sig} if self.long_short else {}
+        book_layout(
+            self._first_frame(np.array([0, 86_400 * 10**9], dtype=np.int64), flat, "UTC", None),
+            sig, sig, **shorts, **self.options,
+        )  # fmt: skip
 
     # ---- set-up on the first step ---------------------------------------------------------
-    def _build(self, times: np.ndarray, ohlc: np.ndarray, tz: Any, name: Any) -> None:
-        """Validate the options through ``book_layout`` on the first step's bars; allocate."""
+    def _first_frame(self, times: np.ndarray, ohlc: np.ndarray, tz: Any, name: Any) -> pd.DataFrame:
         index = pd.DatetimeIndex(times, tz="UTC", name=name).tz_convert(tz)
-        first = pd.concat(
+        return pd.concat(
             {
                 s: pd.DataFrame(ohlc[:, :, a], index=index, columns=list(_FIELDS))
                 for a, s in enumerate(self.symbols)
             },
             axis=1,
         )
+
+    def _build(self, times: np.ndarray, ohlc: np.ndarray, tz: Any, name: Any) -> None:
+        """The kernel inputs ``book_layout`` gives for the first step's bars; allocate."""
+        first = self._first_frame(times, ohlc, tz, name)
         sig = np.zeros((len(first), len(self.symbols)), dtype=bool)
         shorts = {"short_entries": sig, "short_exits": sig} if self.long_short else {}
         layout = book_layout(first, sig, sig, **shorts, **self.options)
@@ -234,8 +246,10 @@ class PaperAccount:
         advance(np.int64(i0), np.int64(i1), *args, out, self.scratch, self.carry, self.spans)
         self.n = i1
         orders, trades = self._collect(out)
-        self._orders.append(orders)
-        self._trades.append(trades)
+        if len(orders):  # (a live account steps every bar; most bars fill nothing)
+            self._orders.append(orders)
+        if len(trades):
+            self._trades.append(trades)
         return orders
 
     def _raw_signals(self, signals: Mapping[str, np.ndarray], k: int) -> np.ndarray:
