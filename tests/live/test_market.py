@@ -210,7 +210,51 @@ def test_market_auto_falls_back_to_rest_polling_when_the_websocket_is_down(fake)
     got, stats = run(body())
     assert_exchange_bars(fake, got)
     assert stats["fallbacks"] == 1 and stats["reconnects"] == 2 and stats["rest_polls"] >= 1
-    assert stats["ws_messages"] == 0 and fake.ws_connections == 0
+    assert stats["ws_messages"] == 0 and fake.ws_connections == 0 and stats["ws_restored"] == 0
+
+
+def test_market_auto_returns_to_the_websocket_once_it_is_back(fake):
+    fake.websocket_down()
+
+    async def body():
+        stream, _ = await open_stream(
+            fake, subscribed=False, ws_failures=1, ws_retry_s=0.05, poll_interval_s=0.01
+        )
+        await wait_until("the fallback to REST", lambda: stream.mode == "rest")
+        await fake.advance_async(1)
+        by_rest = await collect(stream, 1)
+        fake.websocket_down(False)
+        await wait_until("the subscription", lambda: all(fake.subscribers(s) for s in SYMBOLS))
+        await fake.advance_async(1)  # the first bar over the websocket again (or over REST)
+        await wait_until("the websocket", lambda: stream.mode == "ws")
+        between = await collect(stream, 1)
+        polls = stream.stats()["rest_polls"]
+        await fake.advance_async(2)
+        by_ws = await collect(stream, 2)
+        stats = stream.stats()
+        await stream.close()
+        return by_rest, between, by_ws, polls, stats
+
+    by_rest, between, by_ws, polls, stats = run(body())
+    for got in (by_rest, between, by_ws):
+        assert_exchange_bars(fake, got)
+    for symbol in SYMBOLS:
+        times = [f[symbol].index for f in (by_rest, between, by_ws)]
+        assert (
+            times[0]
+            .append(times[1])
+            .append(times[2])
+            .to_series()
+            .diff()
+            .dropna()
+            .eq(pd.Timedelta("1min"))
+            .all()
+        )
+    assert stats["fallbacks"] == 1 and stats["ws_restored"] == 1
+    # no polling once the websocket is back: at most the one catch-up poll of the restoration
+    # (every 10 ms otherwise)
+    assert stats["rest_polls"] <= polls + 1
+    assert stats["ws_messages"] >= 8  # the last two bars of both symbols came over it
 
 
 def test_market_transport_rest_never_opens_a_websocket(fake):

@@ -11,7 +11,8 @@ the source of truth for everything the stream missed:
   is returned, so each symbol's bars come out contiguous, oldest first, never twice;
 - duplicate, late and out-of-order messages are dropped and counted (:meth:`MarketStream.stats`);
 - ``transport="auto"`` falls back to REST polling (``fetch_time`` then ``fetch_ohlcv`` per
-  symbol with a newly closed bar) once the websocket has failed ``ws_failures`` times in a row;
+  symbol with a newly closed bar) once the websocket has failed ``ws_failures`` times in a row,
+  and back to the websocket once it delivers again (tried every ``ws_retry_s``);
 - :meth:`MarketStream.stale` names the symbols with no closed bar for ``stale_after`` intervals.
 
 ``exchange_url`` points ccxt's REST and websocket hosts at another server
@@ -56,6 +57,7 @@ STAT_NAMES = (
     "out_of_order",  # kline messages older than the newest bar seen for their symbol
     "reconnects",  # websocket failures (each followed by a new connection or a fallback)
     "fallbacks",  # switches from the websocket to REST polling (transport "auto")
+    "ws_restored",  # switches back to the websocket after a fallback
     "rest_polls",  # REST polling rounds (one fetch_time each)
     "rest_requests",  # every REST request (fetch_time, fetch_ohlcv, load_markets)
     "ws_messages",  # kline messages received over the websocket
@@ -149,6 +151,9 @@ class MarketStream:
         consecutive failures; ``"ws"`` or ``"rest"``: only that one.
     ws_failures : int
         Consecutive websocket failures that make ``"auto"`` fall back to polling.
+    ws_retry_s : float
+        After a fallback, seconds between attempts to reconnect the websocket; polling stops
+        once it delivers again.
     retry : RetryPolicy, optional
         Retries of a failed REST request (network errors, rate limits); default 5 retries
         from 0.5 s. Exhausted, the request raises :class:`~celeris.errors.ExchangeError`.
@@ -176,6 +181,7 @@ class MarketStream:
         poll_interval_s: float | None = None,
         transport: str = "auto",
         ws_failures: int = 3,
+        ws_retry_s: float = 60.0,
         retry: RetryPolicy | None = None,
     ) -> None:
         if isinstance(symbols, str) or not isinstance(symbols, Sequence) or not symbols:
@@ -197,6 +203,7 @@ class MarketStream:
         self.poll_interval_s = check_real("poll_interval_s", poll_interval_s, minimum=1e-3)
         self.transport = check_choice("transport", transport, TRANSPORTS)
         self.ws_failures = check_int("ws_failures", ws_failures, minimum=1)
+        self.ws_retry_s = check_real("ws_retry_s", ws_retry_s, minimum=1e-3)
         self.retry = retry if retry is not None else RetryPolicy(5, 0.5, 5.0)
         self._stats = dict.fromkeys(STAT_NAMES, 0)
         self._state: dict[str, _Symbol] = {}
@@ -208,6 +215,7 @@ class MarketStream:
         self._error: BaseException | None = None
         self._catchup = False  # a websocket failure: ask REST what closed meanwhile
         self._last_overdue_poll = float("-inf")
+        self._poller: asyncio.Task[None] | None = None  # REST polling after a fallback
         self._mode = "ws"  # what delivers bars now: "ws" or "rest"
         self._finals = False  # the exchange's kline messages say when a bar closed
         self._clock = (0, 0.0)  # (exchange ms, _monotonic()) of the newest observation
@@ -596,6 +604,7 @@ class MarketStream:
                     # one SUBSCRIBE for every symbol, on one connection
                     got = await ex.watch_ohlcv_for_symbols(pairs)
                     failures = 0
+                    self._restore_ws()
                     for symbol, by_tf in got.items():
                         if symbol in self._state:
                             self._on_candles(symbol, by_tf.get(self.timeframe))
@@ -608,6 +617,7 @@ class MarketStream:
                 else:
                     await asyncio.gather(*(self._watch_one(s) for s in self.symbols))
                     failures = 0
+                    self._restore_ws()
             except asyncio.CancelledError:
                 raise
             except ccxt.NetworkError as exc:
@@ -622,18 +632,39 @@ class MarketStream:
                     failures,
                 )
                 if self.transport == "auto" and failures >= self.ws_failures:
-                    self._stats["fallbacks"] += 1
-                    self._mode = "rest"
-                    logger.warning("%s: falling back to REST polling", self.exchange_id)
-                    self._tasks.append(asyncio.get_running_loop().create_task(self._poll()))
+                    if self._mode == "ws":
+                        self._stats["fallbacks"] += 1
+                        self._mode = "rest"
+                        logger.warning(
+                            "%s: falling back to REST polling; the websocket is tried again "
+                            "every %.0f s",
+                            self.exchange_id,
+                            self.ws_retry_s,
+                        )
+                        self._poller = asyncio.get_running_loop().create_task(self._poll())
+                        self._tasks.append(self._poller)
                     self._wake_up()
-                    return
+                    await asyncio.sleep(self.ws_retry_s)
+                    continue
                 self._wake_up()
                 await asyncio.sleep(min(0.05 * 2**failures, 5.0))
             except Exception as exc:  # not the network: nothing a reconnect would fix
                 self._error = exc
                 self._wake_up()
                 return
+
+    def _restore_ws(self) -> None:
+        """The websocket delivers again after a fallback: stop polling."""
+        if self._mode != "rest" or self._poller is None:
+            return
+        self._poller.cancel()
+        self._tasks.remove(self._poller)
+        self._poller = None
+        self._mode = "ws"
+        self._stats["ws_restored"] += 1
+        self._catchup = True  # what closed between the last poll and the first message
+        logger.warning("%s: the websocket is back; REST polling stopped", self.exchange_id)
+        self._wake_up()
 
     async def _watch_one(self, symbol: str) -> None:
         candles = await self._ex.watch_ohlcv(symbol, self.timeframe)
