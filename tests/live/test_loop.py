@@ -201,3 +201,20 @@ def test_a_step_longer_than_the_history_bound_sees_the_history_before_it(tmp_pat
     # sma_cross(5, 20) needs 21 bars: 40 bars of history before each step's first bar give the
     # whole-history signals here (SMA windows, no recursion)
     pd.testing.assert_frame_equal(loop.journal.signals(), whole.journal.signals())
+
+
+def test_replay_source_after_the_journal_starts_at_the_next_bar(spx):
+    last = int(spx.index[99].value)
+    source = ReplaySource({"SPX": spx}, block=50, after=last, pace_s=0.5)
+    source.pace_s = 0.0  # (what is skipped costs no pacing either way)
+    first = asyncio.run(source.next_closed(0.1))["SPX"]
+    assert first.index[0] == spx.index[100] and len(first) == 50
+
+
+def test_cli_live_waits_for_the_feed_subscribers_it_was_told_to(tmp_path):
+    args = ["live", "--replay", "sample:sp500", "--strategy", "sma_cross",
+            "--state", str(tmp_path / "s"), "--socket", str(tmp_path / "f.sock"),
+            "--wait-subscribers", "1", "--wait-timeout", "0.2"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert "--wait-subscribers 1: 0 subscriber(s) connected" in result.output

@@ -163,6 +163,16 @@ def live_cmd(
     duration: DurationOpt = None,
     block: BlockOpt = 65_536,
     replay_pace: PaceOpt = 0.0,
+    wait_subscribers: Annotated[
+        int,
+        typer.Option(
+            help="With --socket: wait for this many feed subscribers (the trading engine) "
+            "before resuming, so that signals republished after a restart reach them."
+        ),
+    ] = 0,
+    wait_timeout: Annotated[
+        float, typer.Option(help="Seconds --wait-subscribers waits before giving up.")
+    ] = 30.0,
     json_out: JsonOpt = False,
 ) -> None:
     """Run a strategy or model live: closed bars -> signals -> feed + paper account.
@@ -218,13 +228,23 @@ def live_cmd(
         metrics=metrics,
     )  # fmt: skip
     try:
+        # Records go to the subscribers connected when they are published, a restart's
+        # republished ones too: waiting for the trading engine first makes sure it gets them.
+        waiting = publisher is not None and wait_subscribers > 0
+        if waiting and not publisher.wait_for_subscribers(wait_subscribers, wait_timeout):
+            raise ConfigError(
+                f"--wait-subscribers {wait_subscribers}: {publisher.subscribers} subscriber(s) "
+                f"connected to {socket} after {wait_timeout:g} s"
+            )
         resumed = loop.resume()
         if resumed:
             err_console.print(f"resumed {state}: {resumed:,} journaled bars", highlight=False)
         if frames is not None:
             from celeris.live.replay import ReplaySource
 
-            bars: Any = ReplaySource(frames, block=block, pace_s=replay_pace)
+            bars: Any = ReplaySource(
+                frames, block=block, pace_s=replay_pace, after=journal.last_ts()
+            )
         else:
             from celeris.live.market import MarketStream
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 
+import numpy as np
 import pandas as pd
 
 from celeris.checks import check_int, check_real
@@ -20,15 +21,25 @@ from celeris.errors import DataError
 __all__ = ["ReplaySource"]
 
 
+def _ns(index: pd.Index) -> np.ndarray:
+    return pd.DatetimeIndex(index).as_unit("ns").asi8
+
+
 class ReplaySource:
     """Blocks of stored bars per symbol (frames on a DatetimeIndex, one per symbol).
 
     ``block`` bars are handed out per call, every ``pace_s`` seconds (0: as fast as the loop
     takes them; a pace makes a replay look like a live feed, for demos and crash tests).
+    ``after`` (ns): start after that bar time (a resumed run's last journaled bar).
     """
 
     def __init__(
-        self, bars: Mapping[str, pd.DataFrame], *, block: int = 65_536, pace_s: float = 0.0
+        self,
+        bars: Mapping[str, pd.DataFrame],
+        *,
+        block: int = 65_536,
+        pace_s: float = 0.0,
+        after: int | None = None,
     ) -> None:
         if not bars:
             raise DataError("a replay needs the bars of at least one symbol")
@@ -38,7 +49,11 @@ class ReplaySource:
         for sym, frame in self.bars.items():
             if not isinstance(frame.index, pd.DatetimeIndex):
                 raise DataError(f"replay bars of {sym} need a DatetimeIndex")
-        self._pos = dict.fromkeys(self.bars, 0)
+        # A resumed run starts after its last journaled bar (ns), without pacing through the rest.
+        self._pos = {
+            sym: 0 if after is None else int(np.searchsorted(_ns(f.index), after, side="right"))
+            for sym, f in self.bars.items()
+        }
         self.handed = 0  # bars handed out, all symbols together
 
     async def start(self) -> dict[str, pd.DataFrame]:
