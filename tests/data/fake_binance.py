@@ -26,7 +26,7 @@ import ccxt
 import numpy as np
 import pandas as pd
 
-from celeris.live.market import redirect_exchange
+from celeris.data.exchange import redirect_exchange
 
 MINUTE = 60_000
 HOUR = 60 * MINUTE
@@ -187,6 +187,8 @@ def serve(fake: FakeBinance) -> Iterator[str]:
                 self._send(200, EXCHANGE_INFO)
             elif path == "/fapi/v1/exchangeInfo":
                 self._send(200, FAPI_EXCHANGE_INFO)
+            elif path == "/dapi/v1/exchangeInfo":  # ccxt's default load_markets asks for it
+                self._send(200, {**FAPI_EXCHANGE_INFO, "symbols": []})
             elif path == "/api/v3/klines":
                 self._data(fake.requests, query, fake.klines(query))
             elif path == "/fapi/v1/fundingRate":

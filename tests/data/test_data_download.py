@@ -65,6 +65,19 @@ def test_download_paginates_over_several_pages(celeris_home, fake, make_exchange
     assert bars.attrs["fetched"] == 250 and bars.attrs["gaps"] == []
 
 
+def test_download_make_exchange_with_exchange_url_reaches_the_local_server(celeris_home, server):
+    fake, url = server
+    ex = exchange_mod.make_exchange("binance", exchange_url=url)
+    assert ex.urls["api"]["public"] == f"{url}/api.binance.com/api/v3"
+    bars = download(ex, "BTC/USDT", "1m", "2024-01-01", _until(5), store=False, progress=False)
+    assert len(bars) == 5 and len(fake.requests) == 1
+
+
+def test_download_make_exchange_bad_exchange_url_raises_config_error():
+    with pytest.raises(ConfigError, match="bad exchange URL 'localhost:9000'"):
+        exchange_mod.make_exchange("binance", exchange_url="localhost:9000")
+
+
 def test_download_stores_and_resumes_with_only_new_bars(celeris_home, fake, make_exchange):
     download(
         make_exchange(), "BTC/USDT", "1m", "2024-01-01", _until(150), limit=100, progress=False

@@ -12,6 +12,7 @@ import logging
 import time
 from contextlib import nullcontext
 from typing import Annotated, Any, ClassVar
+from urllib.parse import urlsplit
 
 import pandas as pd
 
@@ -26,6 +27,8 @@ from celeris.progress import progress_bar
 logger = logging.getLogger("celeris.data")
 
 _sleep = time.sleep  # tests replace this to run backoffs instantly
+#: What ``exchange_url`` takes for ccxt's own sandbox (testnet) URLs.
+SANDBOX = ("sandbox", "testnet")
 
 
 class RetryPolicy(FrozenConfig, kw_only=False):
@@ -56,8 +59,11 @@ class RetryPolicy(FrozenConfig, kw_only=False):
         return float(min(self.backoff * 2.0**attempt, self.max_backoff))
 
 
-def make_exchange(exchange_id: str) -> Any:
-    """Create a ccxt exchange with its rate limiter on, or raise :class:`ConfigError`."""
+def make_exchange(exchange_id: str, *, exchange_url: str | None = None) -> Any:
+    """Create a ccxt exchange with its rate limiter on, or raise :class:`ConfigError`.
+
+    ``exchange_url`` points it at another server (see :func:`redirect_exchange`).
+    """
     try:
         import ccxt
     except ImportError as exc:  # pragma: no cover - ccxt is a declared extra
@@ -68,7 +74,51 @@ def make_exchange(exchange_id: str) -> Any:
             f"unknown exchange {exchange_id!r}{did_you_mean(name, ccxt.exchanges)}; "
             "use a ccxt exchange id such as 'binance', 'kraken', 'coinbase' or 'okx'"
         )
-    return getattr(ccxt, name)({"enableRateLimit": True})
+    ex = getattr(ccxt, name)({"enableRateLimit": True})
+    if exchange_url is not None:
+        redirect_exchange(ex, exchange_url)
+    return ex
+
+
+def redirect_exchange(ex: Any, url: str) -> None:
+    """Point every REST and websocket root of the ccxt exchange ``ex`` at ``url``.
+
+    ``"sandbox"`` (or ``"testnet"``) switches on ccxt's own sandbox URLs
+    (``ex.set_sandbox_mode(True)``: Binance's spot and futures testnets, for instance).
+    Otherwise ``url`` is ``http(s)://HOST[:PORT][/PREFIX]`` and each API root
+    ``SCHEME://ORIGINAL-HOST[:port]/PATH`` in ``ex.urls["api"]`` becomes
+    ``URL/ORIGINAL-HOST/PATH`` (``ws``/``wss`` for websocket roots, after the scheme of
+    ``url``). Keeping the original host as the first path segment lets one server stand in for
+    all of an exchange's hosts (Binance spreads spot, futures and their streams over a dozen) and
+    keeps ccxt's own host-based decisions working (ccxt tells a Binance spot stream from a futures
+    one by ``/stream`` in its URL). :class:`celeris.testing.fake_exchange.FakeExchange`
+    understands these paths.
+    """
+    if str(url).strip().lower() in SANDBOX:
+        if not ex.urls.get("test"):
+            raise ConfigError(f"exchange {ex.id!r} has no sandbox (testnet) URLs in ccxt")
+        ex.set_sandbox_mode(True)
+        return
+    parts = urlsplit(str(url))
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
+        raise ConfigError(
+            f"bad exchange URL {url!r}: write http(s)://HOST[:PORT], e.g. http://127.0.0.1:9000, "
+            "or 'sandbox' for the exchange's testnet"
+        )
+    base = f"{parts.netloc}{parts.path.rstrip('/')}"
+    ws_scheme = "wss" if parts.scheme == "https" else "ws"
+
+    def move(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: move(v) for k, v in value.items()}
+        if not isinstance(value, str) or "://" not in value:
+            return value
+        old = urlsplit(value)
+        scheme = ws_scheme if old.scheme in ("ws", "wss") else parts.scheme
+        host = old.netloc.rsplit(":", 1)[0] if old.netloc.count(":") == 1 else old.netloc
+        return f"{scheme}://{base}/{host}{old.path}"
+
+    ex.urls["api"] = move(ex.urls["api"])
 
 
 # _call (the one retry loop of every ccxt request) and _progress are shared with
@@ -417,4 +467,4 @@ def _progress(enabled: bool, description: str) -> Any:
     return progress_bar(enabled, description, transient=False) or nullcontext(None)
 
 
-__all__ = ["Gap", "RetryPolicy", "download", "make_exchange"]
+__all__ = ["Gap", "RetryPolicy", "download", "make_exchange", "redirect_exchange"]

@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from celeris.checks import check_int, check_real
-from celeris.data.exchange import RetryPolicy
+from celeris.data.exchange import RetryPolicy, redirect_exchange
 from celeris.data.schema import BAR_COLUMNS
 from celeris.data.timeframes import timeframe_to_timedelta
 from celeris.errors import ConfigError, ExchangeError, check_choice, did_you_mean
@@ -47,7 +47,6 @@ __all__ = ["STAT_NAMES", "ClosedBars", "MarketStream", "redirect_exchange"]
 logger = logging.getLogger("celeris.live")
 
 TRANSPORTS = ("auto", "ws", "rest")
-SANDBOX = ("sandbox", "testnet")
 #: The keys of :meth:`MarketStream.stats`, all monotonic counters except ``stale_symbols``.
 STAT_NAMES = (
     "bars",  # closed bars returned by next_closed
@@ -67,47 +66,6 @@ STAT_NAMES = (
 )
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 _monotonic = time.monotonic  # the wall clock the exchange's clock is carried forward by
-
-
-def redirect_exchange(ex: Any, url: str) -> None:
-    """Point every REST and websocket root of the ccxt exchange ``ex`` at ``url``.
-
-    ``"sandbox"`` (or ``"testnet"``) switches on ccxt's own sandbox URLs
-    (``ex.set_sandbox_mode(True)``: Binance's spot and futures testnets, for instance).
-    Otherwise ``url`` is ``http(s)://HOST[:PORT][/PREFIX]`` and each API root
-    ``SCHEME://ORIGINAL-HOST[:port]/PATH`` in ``ex.urls["api"]`` becomes
-    ``URL/ORIGINAL-HOST/PATH`` (``ws``/``wss`` for websocket roots, after the scheme of
-    ``url``). Keeping the original host as the first path segment lets one server stand in for
-    all of an exchange's hosts (Binance spreads spot, futures and their streams over a dozen) and
-    keeps ccxt's own host-based decisions working (ccxt tells a Binance spot stream from a futures
-    one by ``/stream`` in its URL). :class:`celeris.testing.fake_exchange.FakeExchange`
-    understands these paths.
-    """
-    if str(url).strip().lower() in SANDBOX:
-        if not ex.urls.get("test"):
-            raise ConfigError(f"exchange {ex.id!r} has no sandbox (testnet) URLs in ccxt")
-        ex.set_sandbox_mode(True)
-        return
-    parts = urlsplit(str(url))
-    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
-        raise ConfigError(
-            f"bad exchange URL {url!r}: write http(s)://HOST[:PORT], e.g. http://127.0.0.1:9000, "
-            "or 'sandbox' for the exchange's testnet"
-        )
-    base = f"{parts.netloc}{parts.path.rstrip('/')}"
-    ws_scheme = "wss" if parts.scheme == "https" else "ws"
-
-    def move(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: move(v) for k, v in value.items()}
-        if not isinstance(value, str) or "://" not in value:
-            return value
-        old = urlsplit(value)
-        scheme = ws_scheme if old.scheme in ("ws", "wss") else parts.scheme
-        host = old.netloc.rsplit(":", 1)[0] if old.netloc.count(":") == 1 else old.netloc
-        return f"{scheme}://{base}/{host}{old.path}"
-
-    ex.urls["api"] = move(ex.urls["api"])
 
 
 @dataclass(eq=False)  # hashed by identity: a key of the due map
