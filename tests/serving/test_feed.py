@@ -682,17 +682,26 @@ def test_publish_many_numbers_consecutively_and_reaches_every_subscriber_in_orde
     publisher = publisher_factory(first_sequence=41)
     subscribers = [SignalSubscriber(sock_path, timeout_s=10.0) for _ in range(2)]
     try:
-        items = [(k % 50, (k % 3) - 1, k / 900, [k * 1e-4] * (k % 17), k % 4) for k in range(900)]
-        firsts = [publisher.publish_many(items[i : i + 300]) for i in range(0, 900, 300)]
+        k = np.arange(900)
+        fc = np.full((900, 16), 1e-4) * k[:, None]
+        firsts = [
+            publisher.publish_many(k[i : i + 300] % 50, k[i : i + 300] % 3 - 1,
+                                   k[i : i + 300] / 900, fc[i : i + 300], k[i : i + 300] % 4)
+            for i in range(0, 900, 300)
+        ]  # fmt: skip
         assert firsts == [41, 341, 641]
-        assert publisher.publish_many([]) == 941
+        assert publisher.publish_many([], [], []) == 941
         for subscriber in subscribers:
             got = [next(subscriber) for _ in range(900)]
             assert [r.sequence for r in got] == list(range(41, 941))
             assert [(r.symbol_id, r.signal, r.model_version) for r in got] == [
                 (k % 50, (k % 3) - 1, k % 4) for k in range(900)
             ]
-            assert got[-1].forecasts == (f32(899e-4),) * (899 % 17)
+            assert got[-1].forecasts == (f32(899e-4),) * 16
+            # the same bytes as publish, record by record
+            assert got[5] == SignalRecord(
+                46, got[5].ts_ns, 5, 1, f32(5 / 900), (f32(5e-4),) * 16, 1
+            )
             assert subscriber.gaps == 0
     finally:
         for subscriber in subscribers:
@@ -703,8 +712,14 @@ def test_publish_many_with_a_bad_record_sends_none_and_consumes_no_sequence(
     publisher_factory: Callable[..., SignalPublisher], sock_path: str
 ) -> None:
     publisher = publisher_factory()
-    with pytest.raises(WireFormatError, match="confidence"):
-        publisher.publish_many([(1, 1, 0.5, (), 0), (2, 1, 3.0, (), 0)])
+    with pytest.raises(
+        WireFormatError, match=re.escape("field 'confidence' = 3.0 is outside [0, 1] (record 1)")
+    ):
+        publisher.publish_many([1, 2], [1, 1], [0.5, 3.0])
+    with pytest.raises(WireFormatError, match="field 'signal' = 2"):
+        publisher.publish_many([1], [2], [0.5])
+    with pytest.raises(WireFormatError, match="non-finite"):
+        publisher.publish_many([1], [1], [0.5], [[np.nan]])
     assert publisher.publish(1, 1, 0.5) == 1
     assert publisher.stats()["published"] == 1
 

@@ -58,7 +58,11 @@ class BarSource(Protocol):
 class Publisher(Protocol):
     def publish_many(
         self,
-        items: Sequence[tuple[int, int, float, Sequence[float], int]],
+        symbol_ids: Any,
+        signals: Any,
+        confidences: Any,
+        forecasts: Any = None,
+        model_versions: Any = None,
         ts_ns: int | None = None,
     ) -> int: ...
 
@@ -410,9 +414,16 @@ class LiveLoop:
         if not rows:
             return
         if self.publisher is not None:
+            width = max(len(r.forecasts) for r in rows)
+            forecasts = None
+            if width:
+                forecasts = np.zeros((len(rows), width))
+                for j, r in enumerate(rows):  # (a model's forecasts: all of one length)
+                    forecasts[j, : len(r.forecasts)] = r.forecasts
             first = self.publisher.publish_many(
-                [(r.symbol, r.signal, r.confidence, r.forecasts, r.model_version) for r in rows]
-            )
+                [r.symbol for r in rows], [r.signal for r in rows], [r.confidence for r in rows],
+                forecasts, [r.model_version for r in rows],
+            )  # fmt: skip
             if first != rows[0].id:
                 raise DataError(
                     f"the feed numbered signal {rows[0].id} as {first}: the publisher must start "

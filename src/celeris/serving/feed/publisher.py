@@ -31,6 +31,7 @@ from celeris.serving.feed.wire import (
     _check_socket_path,
     encode,
     encode_hello,
+    encode_many,
 )
 
 logger = logging.getLogger("celeris.serving.feed")
@@ -216,15 +217,20 @@ class SignalPublisher:
 
     def publish_many(
         self,
-        items: Sequence[tuple[int, int, float, Sequence[float], int]],
+        symbol_ids: Any,
+        signals: Any,
+        confidences: Any,
+        forecasts: Any = None,
+        model_versions: Any = None,
         ts_ns: int | None = None,
     ) -> int:
-        """Publish several records at once: ``(symbol_id, signal, confidence, forecasts,
-        model_version)`` each, numbered consecutively; return the first one's sequence.
+        """Publish ``n`` records at once, numbered consecutively; return the first sequence.
 
-        Every record is validated before any is sent (a bad one raises
-        :class:`WireFormatError` and consumes no sequence number); a subscriber with room gets
-        them in one write. Same guarantees as :meth:`publish` otherwise (``celeris live``
+        The fields are arrays of length ``n`` (``forecasts`` ``(n, h)`` or None); they are
+        checked and encoded in one pass (:func:`~celeris.serving.feed.wire.encode_many`: the
+        bytes :meth:`publish` would send record by record) before any is sent, so a bad one
+        raises :class:`WireFormatError` and consumes no sequence number. A subscriber with room
+        gets them in one write. Same guarantees as :meth:`publish` otherwise (``celeris live``
         sends a bar's signals for all its symbols this way).
         """
         with self._lock:
@@ -232,25 +238,24 @@ class SignalPublisher:
                 raise FeedError(f"the signal publisher on {self.path!r} is closed")
             first = self._next_seq
             ts = time.time_ns() if ts_ns is None else ts_ns
-            datas = [
-                encode(SignalRecord(first + j, ts, sym, sig, conf, tuple(fc), version))
-                for j, (sym, sig, conf, fc, version) in enumerate(items)
-            ]
-            if not datas:
+            blob = encode_many(first, ts, symbol_ids, signals, confidences, forecasts,
+                               model_versions)  # fmt: skip
+            n = len(blob) // RECORD_SIZE
+            if not n:
                 return first
-            self._next_seq += len(datas)
-            self._published += len(datas)
-            blob = b"".join(datas)
+            self._next_seq += n
+            self._published += n
             for sub in self._subs:
-                self._deliver_many(sub, blob, datas)
+                self._deliver_many(sub, blob)
             return first
 
-    def _deliver_many(self, sub: _Subscriber, blob: bytes, datas: list[bytes]) -> None:
+    def _deliver_many(self, sub: _Subscriber, blob: bytes) -> None:
         """:meth:`_deliver` of consecutive records: one send when the subscriber has room; what
         it does not take is split back into records and queued as :meth:`_deliver` would."""
+        records = range(0, len(blob), RECORD_SIZE)
         if sub.blocked:
-            for data in datas:
-                self._deliver(sub, data)
+            for at in records:
+                self._deliver(sub, blob[at : at + RECORD_SIZE])
             return
         try:
             n = sub.sock.send(blob, _SEND_FLAGS)
@@ -261,18 +266,17 @@ class SignalPublisher:
             return
         whole, rest = divmod(n, RECORD_SIZE)
         sub.sent += whole
-        if whole == len(datas):
+        if n == len(blob):
             return
+        at = whole * RECORD_SIZE
         if rest:
-            sub.partial = memoryview(datas[whole])[rest:]
+            sub.partial = memoryview(blob[at : at + RECORD_SIZE])[rest:]
             sub.sent += 1
-            whole += 1
         else:
-            sub.queue.append(datas[whole])
-            whole += 1
+            sub.queue.append(blob[at : at + RECORD_SIZE])
         self._block(sub)
-        for data in datas[whole:]:
-            self._deliver(sub, data)
+        for rest_at in range(at + RECORD_SIZE, len(blob), RECORD_SIZE):
+            self._deliver(sub, blob[rest_at : rest_at + RECORD_SIZE])
 
     def _deliver(self, sub: _Subscriber, data: bytes) -> None:
         # Invariant: a subscriber that is not blocked has nothing queued and nothing partial.

@@ -254,6 +254,69 @@ def encode(record: SignalRecord) -> bytes:
     return body + _CRC.pack(zlib.crc32(body))
 
 
+def encode_many(
+    first_sequence: int,
+    ts_ns: int,
+    symbol_ids: Any,
+    signals: Any,
+    confidences: Any,
+    forecasts: Any = None,
+    model_versions: Any = None,
+) -> bytes:
+    """Encode ``n`` records numbered ``first_sequence, first_sequence + 1, ...`` at once: the
+    bytes of :func:`encode` on each :class:`SignalRecord`, built in one numpy pass.
+
+    ``symbol_ids``, ``signals``, ``confidences`` and ``model_versions`` (default 0) are length
+    ``n``; ``forecasts`` is ``(n, h)`` with ``h <= MAX_HORIZON`` (NaN-free), or None. The checks
+    are :class:`SignalRecord`'s; a failure names the field, the value and the record's index.
+    """
+    sym = np.asarray(symbol_ids, dtype=np.int64).reshape(-1)
+    n = sym.shape[0]
+    sig = np.asarray(signals, dtype=np.int64).reshape(-1)
+    conf = np.asarray(confidences, dtype=np.float64).reshape(-1)
+    ver = np.zeros(n, np.int64) if model_versions is None else np.asarray(model_versions, np.int64)
+    fc = np.zeros((n, 0)) if forecasts is None else np.asarray(forecasts, dtype=np.float64)
+    if fc.ndim != 2 or fc.shape[0] != n or not (sig.shape[0] == conf.shape[0] == ver.size == n):
+        raise WireFormatError(f"encode_many: {n} records need fields of length {n}")
+    if fc.shape[1] > MAX_HORIZON:
+        raise WireFormatError(
+            f"field 'forecasts' has {fc.shape[1]} values; the wire format carries at most "
+            f"{MAX_HORIZON} (truncate to the first {MAX_HORIZON} horizons)"
+        )
+    conf32 = conf.astype(np.float32)
+    fc32 = fc.astype(np.float32)
+    for name, bad, values, why in (
+        ("symbol_id", (sym < 0) | (sym > _U32_MAX), sym, f"is outside [0, {_U32_MAX}]"),
+        ("signal", (sig < -1) | (sig > 1), sig, "is not -1, 0 or 1"),
+        ("confidence", ~((conf32 >= 0) & (conf32 <= 1)), conf, "is outside [0, 1]"),
+        ("model_version", (ver < 0) | (ver > _U32_MAX), ver, f"is outside [0, {_U32_MAX}]"),
+        ("forecasts", ~np.isfinite(fc32).all(axis=1), fc, "holds a non-finite value"),
+    ):
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise _bad(name, values[i].tolist(), f"{why} (record {i})")
+    if not (first_sequence >= 1 and first_sequence + n - 1 <= _U64_MAX):
+        raise _bad("sequence", first_sequence, "is invalid (sequences start at 1)")
+    if not 0 <= ts_ns <= _I64_MAX:
+        raise _bad("ts_ns", ts_ns, f"is outside [0, {_I64_MAX}]")
+    out = np.zeros(n, dtype=RECORD_DTYPE)
+    out["magic"] = MAGIC
+    out["version"] = VERSION
+    out["record_size"] = RECORD_SIZE
+    out["sequence"] = np.arange(first_sequence, first_sequence + n, dtype=np.uint64)
+    out["ts_ns"] = ts_ns
+    out["symbol_id"] = sym
+    out["signal"] = sig
+    out["horizon_count"] = fc.shape[1]
+    out["confidence"] = conf32
+    out["forecasts"][:, : fc.shape[1]] = fc32
+    out["model_version"] = ver
+    raw = out.view(np.uint8).reshape(n, RECORD_SIZE)
+    crc = np.fromiter((zlib.crc32(row) for row in raw[:, :CRC_OFFSET]), np.uint32, count=n)
+    out["crc32"] = crc
+    return out.tobytes()
+
+
 def _bad(field: str, value: object, why: str) -> WireFormatError:
     return WireFormatError(f"field {field!r} = {value} {why}")
 
