@@ -286,6 +286,30 @@ def test_market_transport_ws_does_not_fall_back(fake):
     assert run(body()) == "ws"
 
 
+def test_market_without_a_closed_flag_a_newer_bar_closes_and_rest_gives_its_values(
+    fake, monkeypatch
+):
+    # an exchange whose kline messages carry no "x": only ccxt's candles are seen
+    monkeypatch.setattr(MarketStream, "_on_message", lambda self, message: None)
+
+    async def body():
+        stream, _ = await open_stream(fake)
+        await fake.advance_async(2)  # the second bar's update says the first one closed
+        first = await collect(stream, 1)
+        await fake.advance_async(1)
+        second = await collect(stream, 1)
+        stats = stream.stats()
+        await stream.close()
+        return first, second, stats
+
+    first, second, stats = run(body())
+    assert_exchange_bars(fake, first)
+    assert_exchange_bars(fake, second)
+    for symbol in SYMBOLS:
+        assert second[symbol].index[0] == first[symbol].index[0] + pd.Timedelta("1min")
+    assert stats["backfilled"] == 4 and stats["ws_messages"] > 0
+
+
 def test_market_many_symbols_one_connection_every_bar_once():
     symbols = [f"C{i:02d}/USDT" for i in range(40)]
     with FakeExchange(symbols, "1m", history=20, n_bars=40) as fake:
