@@ -53,7 +53,7 @@ STAT_NAMES = (
     "backfilled",  # bars the stream missed, fetched over REST (gaps, reconnects, lost finals)
     "duplicates",  # closed-bar messages for a bar already received from the stream
     "late",  # closed-bar messages for a bar already returned (it came over REST first)
-    "out_of_order",  # kline messages older than the newest bar seen for their symbol
+    "out_of_order",  # kline messages older than the newest bar seen (closed-flag streams)
     "reconnects",  # websocket failures (each followed by a new connection or a fallback)
     "fallbacks",  # switches from the websocket to REST polling (transport "auto")
     "ws_restored",  # switches back to the websocket after a fallback
@@ -542,10 +542,9 @@ class MarketStream:
         if self._finals or not candles:
             return
         st = self._state[symbol]
-        self._stats["ws_messages"] += 1
-        newest = int(candles[-1][0])
-        if newest < st.newest_seen:
-            self._stats["out_of_order"] += 1
+        # ccxt's cache updates a known bar in place and appends a new one, even an older one
+        # arriving late: the newest is among the last few (order is not counted on this path)
+        newest = max(int(c[0]) for c in candles[-4:])
         st.newest_seen = max(st.newest_seen, newest)
         st.closed_until = max(st.closed_until, newest)
         if self._wake is not None:
@@ -560,12 +559,15 @@ class MarketStream:
             try:
                 if many:
                     # one SUBSCRIBE for every symbol, on one connection
-                    got = await ex.watch_ohlcv_for_symbols(pairs)
+                    await ex.watch_ohlcv_for_symbols(pairs)
                     failures = 0
                     self._restore_ws()
-                    for symbol, by_tf in got.items():
-                        if symbol in self._state:
-                            self._on_candles(symbol, by_tf.get(self.timeframe))
+                    if not self._finals:
+                        # ccxt returns one symbol per call; others may have moved meanwhile
+                        self._stats["ws_messages"] += 1
+                        for symbol in self.symbols:
+                            cache = (getattr(ex, "ohlcvs", None) or {}).get(symbol) or {}
+                            self._on_candles(symbol, cache.get(self.timeframe))
                     while self._finals:
                         # The bars come through _on_message; this waits on one symbol only to
                         # hear of a lost connection (ccxt fails every waiter of a client). Waiting
@@ -626,6 +628,8 @@ class MarketStream:
 
     async def _watch_one(self, symbol: str) -> None:
         candles = await self._ex.watch_ohlcv(symbol, self.timeframe)
+        if not self._finals:
+            self._stats["ws_messages"] += 1
         self._on_candles(symbol, candles)
 
     async def _poll(self) -> None:
