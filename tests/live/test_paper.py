@@ -178,3 +178,19 @@ def test_paper_step_refuses_a_missing_price(sp500):
     bars.iloc[2, bars.columns.get_loc("close")] = np.nan
     with pytest.raises(DataError, match="missing or non-positive price"):
         PaperAccount(["SPX"]).step_frame(bars, _signals(5, 1, 0))
+
+
+def test_paper_long_step_of_many_accounts_runs_them_on_threads_with_the_same_result():
+    from celeris.data.synthetic import synthetic
+    from celeris.live import paper
+
+    frames = {f"S{i}": synthetic(n_bars=20_000, seed=i, freq="1min") for i in range(3)}
+    panel = pd.concat(frames, axis=1)
+    sig = _signals(len(panel), 3, seed=2, p=0.01)
+    opts = {"fees": 0.001, "sl_stop": 0.02, "direction": "both", "size": 1.0}
+    assert len(panel) * 3 >= paper._PARALLEL_WORK  # the threaded entry runs
+    account = PaperAccount(list(frames), opts)
+    _replay(account, panel, sig, [len(panel)])
+    ref = PaperAccount(list(frames), opts)
+    _replay(ref, panel, sig, [997])  # short steps: one thread (equal to from_signals above)
+    _assert_same(account.book(), ref.book())

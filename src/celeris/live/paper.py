@@ -44,7 +44,8 @@ _PER_BAR = {
     "limit_expiry": "limit orders are not placed by the live loop yet",
     "device": "the paper account steps on the CPU",
 }
-_NEVER = float(2**62)  # a last listed bar that never comes: a live column is not delisted
+_NEVER = float(2**62)
+_PARALLEL_WORK = 50_000  # bars x groups of a step from which the groups run on numba's threads  # a last listed bar that never comes: a live column is not delisted
 _FIELDS = ("open", "high", "low", "close")
 
 
@@ -242,7 +243,11 @@ class PaperAccount:
         self._write(times, ohlc, raw, funding, i0, i1)
         args = self._kernel_args(i1)
         out = self._out(i1, 2 * k)  # a column fills at most twice a bar (liquidation + order)
-        advance: Any = GK.advance_groups_nb  # numba's dispatcher, typed by its first call
+        # numba's dispatchers, typed by their first call; threads only pay off on long steps
+        parallel = (
+            k * self.layout.inputs.n_groups >= _PARALLEL_WORK and self.layout.inputs.n_groups > 1
+        )
+        advance: Any = GK.advance_groups_par_nb if parallel else GK.advance_groups_nb
         advance(np.int64(i0), np.int64(i1), *args, out, self.scratch, self.carry, self.spans)
         self.n = i1
         orders, trades = self._collect(out)
