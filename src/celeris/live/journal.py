@@ -287,19 +287,20 @@ class Journal:
             np.ascontiguousarray(flags, dtype="<i8").reshape(k, n_sym).tobytes(),
             np.ascontiguousarray(funding, dtype="<f8").reshape(k, n_sym).tobytes(),
         )
-        fill_rows = [
-            (
-                self._n_fills + j + 1,
-                int(fill_times[j]),
-                int(fill_symbols[j]),
-                int(fills[j, K.O_SIDE]),
-                float(fills[j, K.O_SIZE]),
-                float(fills[j, K.O_PRICE]),
-                float(fills[j, K.O_FEES]),
-                int(fills[j, K.O_STOP]),
+        n_fills = fills.shape[0]
+        fill_rows = list(  # columns to Python numbers in bulk (a replay step fills thousands)
+            zip(
+                range(self._n_fills + 1, self._n_fills + n_fills + 1),
+                np.asarray(fill_times, dtype=np.int64).tolist(),
+                np.asarray(fill_symbols, dtype=np.int64).tolist(),
+                fills[:, K.O_SIDE].astype(np.int64).tolist(),
+                fills[:, K.O_SIZE].tolist(),
+                fills[:, K.O_PRICE].tolist(),
+                fills[:, K.O_FEES].tolist(),
+                fills[:, K.O_STOP].astype(np.int64).tolist(),
+                strict=True,
             )
-            for j in range(fills.shape[0])
-        ]
+        )
         signal_rows = [
             (
                 s.id,
