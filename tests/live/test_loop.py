@@ -218,3 +218,22 @@ def test_cli_live_waits_for_the_feed_subscribers_it_was_told_to(tmp_path):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2
     assert "--wait-subscribers 1: 0 subscriber(s) connected" in result.output
+
+
+def test_take_arrays_stacks_equal_bars_and_aligns_unequal_ones_like_frames(tmp_path, spx):
+    from celeris.live.market import ClosedBars
+
+    loop = _loop(tmp_path, {}, symbols=["A", "B"], name="arrays")
+    ms = spx.index.as_unit("ns").asi8[:3] // 1_000_000
+    values = spx[["open", "high", "low", "close", "volume"]].to_numpy()[:3]
+    times, ohlcv = loop.take_arrays({"A": ClosedBars(ms, values), "B": ClosedBars(ms, values * 2)})
+    assert (times == spx.index.as_unit("ns").asi8[:3]).all()
+    assert (ohlcv[:, :, 1] == values * 2).all()
+    # B lacks the middle bar: the frame path carries a flat bar, as for frames
+    loop.history.append(times, ohlcv)
+    ms2 = spx.index.as_unit("ns").asi8[3:6] // 1_000_000
+    v2 = spx[["open", "high", "low", "close", "volume"]].to_numpy()[3:6]
+    block = loop.take_arrays({"A": ClosedBars(ms2, v2), "B": ClosedBars(ms2[[0, 2]], v2[[0, 2]])})
+    assert block is not None and len(block[0]) == 3
+    assert block[1][1, 3, 1] == v2[0, 3] and block[1][1, 4, 1] == 0.0
+    assert loop.filled_bars == 1

@@ -82,6 +82,8 @@ class _Live(Collector):
                 value=float(len(stale)),
             )
             for name, value in sorted(stream.stats().items()):
+                if name == "stale_symbols":  # a gauge, exported above from stale()
+                    continue
                 yield CounterMetricFamily(
                     f"celeris_live_stream_{name}", f"Market stream: {name.replace('_', ' ')}",
                     value=float(value),
