@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-# The indicators' own column kernels, so that a panel of symbols gets the series' exact values.
-from celeris.indicators.nb import _ema_seeded_nb, _nan_outside, _sma_col_nb, valid_span_nb
+# The indicators' own column kernel, so that a panel of symbols gets the series' exact values.
+from celeris.indicators.nb import ma_column_nb, valid_span_nb
 
 
 @njit(cache=True, nogil=True, parallel=True)
@@ -84,20 +84,6 @@ class SignalBuffers:
 
 
 @njit(cache=True, nogil=True)
-def _ma_col_nb(x, start, stop, w, ema, buf):
-    """One moving average column, as ``sma_nb``/``ema_nb`` compute each of theirs."""
-    if not ema:
-        _sma_col_nb(x, start, stop, w, buf)
-        return
-    first = start + w - 1
-    if w < 1 or first >= stop:
-        _nan_outside(buf, 0, 0)
-        return
-    _nan_outside(buf, first, stop)
-    _ema_seeded_nb(x, first, w, stop, buf)
-
-
-@njit(cache=True, nogil=True)
 def ma_cross_panel_nb(close, fast, slow, ema, k, entries, exits):
     """The last ``k`` bars of ``sma_cross``/``ema_cross`` (one parameter set) for many symbols
     at once: ``close`` is ``[n_symbols, n_bars]``, ``entries``/``exits`` ``[k, n_symbols]``.
@@ -113,8 +99,8 @@ def ma_cross_panel_nb(close, fast, slow, ema, k, entries, exits):
     for s in range(n_sym):
         x = close[s]
         start, stop = valid_span_nb(x)
-        _ma_col_nb(x, start, stop, fast, ema, a)
-        _ma_col_nb(x, start, stop, slow, ema, b)
+        ma_column_nb(x, start, stop, fast, ema, a)
+        ma_column_nb(x, start, stop, slow, ema, b)
         for j in range(k):
             t = n - k + j
             if t < 1:

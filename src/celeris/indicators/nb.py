@@ -266,6 +266,23 @@ def ema_nb(close, windows, out=None):
 
 
 @njit(cache=True, nogil=True)
+def ma_column_nb(x, start, stop, w, ema, out):
+    """One moving-average column of ``x`` (valid on ``[start, stop)``) into ``out``: the SMA, or
+    with ``ema`` the EMA, exactly as :func:`sma_nb` and :func:`ema_nb` compute each of theirs
+    (so callers that need one column per series, such as the live loop's strategy panel, get
+    the same bits)."""
+    if not ema:
+        _sma_col_nb(x, start, stop, w, out)
+        return
+    first = start + w - 1
+    if w < 1 or first >= stop:
+        _nan_outside(out, 0, 0)
+        return
+    _nan_outside(out, first, stop)
+    _ema_seeded_nb(x, first, w, stop, out)
+
+
+@njit(cache=True, nogil=True)
 def _wma_col_nb(x, start, stop, w, out):
     first = start + w - 1
     if w < 1 or first >= stop:
