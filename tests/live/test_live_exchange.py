@@ -59,12 +59,14 @@ def test_live_loop_through_ccxt_trades_the_exchange_bars_as_from_signals(tmp_pat
                     await fake.advance_async(10)
                     await asyncio.sleep(0.01)
                 last = int(fake.bars(SYMBOLS[0]).index[-1].value)
-                await wait_until("the last bar journaled", lambda: journal.last_ts() == last)
+                await wait_until(
+                    "the last bar journaled", lambda: journal.last_ts() == last, timeout_s=60
+                )
                 stop.set()
                 await task
                 await stream.close()
 
-            run(scenario(), timeout_s=60)
+            run(scenario(), timeout_s=150)
             signals = journal.signals()
             received = [next(sub) for _ in range(len(signals))]
     assert [r.sequence for r in received] == signals["id"].tolist()
