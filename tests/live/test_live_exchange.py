@@ -19,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from celeris.backtest import from_signals
 from celeris.backtest.strategies import get_strategy
@@ -60,8 +61,13 @@ def test_live_loop_through_ccxt_trades_the_exchange_bars_as_from_signals(tmp_pat
                     await asyncio.sleep(0.01)
                 last = int(fake.bars(SYMBOLS[0]).index[-1].value)
                 await wait_until(
-                    "the last bar journaled", lambda: journal.last_ts() == last, timeout_s=60
+                    "the last bar journaled",
+                    lambda: journal.last_ts() == last or task.done(),
+                    timeout_s=60,
                 )
+                if task.done():  # the loop stopped by itself: its error is the test's
+                    task.result()
+                    pytest.fail("the live loop returned before the last bar")
                 stop.set()
                 await task
                 await stream.close()

@@ -406,3 +406,19 @@ def test_market_redirect_keeps_hosts_as_path_and_websocket_scheme():
     assert "testnet" in sandbox.urls["api"]["ws"]["spot"]
     run(ex.close())
     run(sandbox.close())
+
+
+def test_market_backfill_of_a_hole_the_stream_filled_meanwhile_fetches_nothing():
+    # _collect finds the holes of every symbol, then back-fills them concurrently: by the time a
+    # symbol's turn comes its bars may have arrived (it raised IndexError on the empty list)
+    from celeris.live.market import _Symbol
+
+    stream = MarketStream("binance", ["BTC/USDT"], "1m")
+    st = _Symbol("BTC/USDT", "BTCUSDT", last=0, pending={60_000: (1.0, 1.0, 1.0, 1.0, 1.0)})
+
+    async def fetch(*args: object) -> dict:
+        raise AssertionError("nothing is missing: no request")
+
+    stream._fetch = fetch  # type: ignore[method-assign]
+    run(stream._backfill(st, 120_000))
+    assert stream.stats()["missing"] == 0

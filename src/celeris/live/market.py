@@ -696,6 +696,8 @@ class MarketStream:
     async def _backfill(self, st: _Symbol, until: int) -> None:
         """Fetch ``st``'s closed bars before ``until`` that the stream did not deliver."""
         missing = self._missing(st, until)
+        if not missing:  # the stream delivered them while another symbol's back-fill ran
+            return
         rows = await self._fetch(st.symbol, missing[0], missing[-1] + self.tf_ms)
         got = 0
         for t in missing:
