@@ -234,10 +234,13 @@ class Journal:
         frame["kind"] = [ORDER_KINDS[int(k)] for k in frame["kind"]]
         return frame[["seq", "time", "symbol", "side", "size", "price", "fees", "kind"]]
 
-    def fill_records(self) -> np.ndarray:
-        """The journaled fills as ``(n, 5)`` float64: bar time, symbol, side, size, price."""
+    def fill_records(self) -> tuple[np.ndarray, np.ndarray]:
+        """The journaled fills: bar times ``(n,)`` int64 ns, and ``(n, 4)`` float64 symbol,
+        side, size, price (compared exactly with the account's on resume)."""
         rows = self._db.execute("SELECT ts, symbol, side, size, price FROM fills ORDER BY seq")
-        return np.array(rows.fetchall(), dtype=np.float64).reshape(-1, 5)
+        got = rows.fetchall()
+        times = np.array([r[0] for r in got], dtype=np.int64)
+        return times, np.array([r[1:] for r in got], dtype=np.float64).reshape(-1, 4)
 
     def signals(self) -> pd.DataFrame:
         """Every journaled signal: id, bar time, symbol, signal, confidence, published."""

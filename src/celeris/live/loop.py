@@ -218,11 +218,21 @@ class LiveLoop:
                 hist.times[traded], hist.ohlcv[traded, :4], self._arrays(hist.flags[traded]),
                 funding=self._funding(hist.funding[traded]), tz=self.tz, index_name="time",
             )  # fmt: skip
-            journaled = self.journal.fill_records()
-            mine = self._fill_rows(rec)
-            if journaled.shape != mine.shape or not np.array_equal(journaled, mine):
+            j_times, j_rest = self.journal.fill_records()
+            mine = np.column_stack(
+                [
+                    self.account.record_symbols(rec),
+                    rec[:, K.O_SIDE],
+                    rec[:, K.O_SIZE],
+                    rec[:, K.O_PRICE],
+                ]
+            ).reshape(-1, 4)
+            same = np.array_equal(j_times, self.account.record_times(rec)) and np.array_equal(
+                j_rest, mine
+            )
+            if not same:
                 raise DataError(
-                    f"the journal {self.journal.path} records {journaled.shape[0]} fills but its "
+                    f"the journal {self.journal.path} records {j_times.shape[0]} fills but its "
                     f"bars and signals give {mine.shape[0]} different ones: the paper account's "
                     "accounting changed since it was written; start a new --state directory"
                 )
@@ -241,20 +251,6 @@ class LiveLoop:
 
     def _funding(self, funding: np.ndarray) -> np.ndarray | None:
         return funding if self.options.get("instrument") == "perp" else None
-
-    def _fill_rows(self, rec: np.ndarray) -> np.ndarray:
-        """Fill records as the journal keeps them: bar time, symbol, side, size, price."""
-        times = self.account._buffers["times"][rec[:, K.O_IDX].astype(np.int64)]
-        symbols = self.account._asset_of[rec[:, K.O_COL].astype(np.int64)]
-        return np.column_stack(
-            [
-                times.astype(np.float64),
-                symbols,
-                rec[:, K.O_SIDE],
-                rec[:, K.O_SIZE],
-                rec[:, K.O_PRICE],
-            ]
-        ).reshape(-1, 5)
 
     def _republish(self) -> None:
         pending = self.journal.unpublished()
@@ -292,10 +288,9 @@ class LiveLoop:
             funding=self._funding(rates), tz=self.tz, index_name="time",
         )  # fmt: skip
         rows = self._signal_rows(times, bits, batch, rec, before)
-        fill_times = self.account._buffers["times"][rec[:, K.O_IDX].astype(np.int64)]
         self.journal.commit_step(
-            times, ohlcv, bits, rates, rows, rec, fill_times,
-            self.account._asset_of[rec[:, K.O_COL].astype(np.int64)],
+            times, ohlcv, bits, rates, rows, rec, self.account.record_times(rec),
+            self.account.record_symbols(rec),
             published_up_to=self._published_up_to,
         )  # fmt: skip
         self._send(rows)
@@ -324,7 +319,7 @@ class LiveLoop:
         for i in range(bits.shape[0]):
             if self.account.n and self.risk.limits.max_daily_loss is not None:
                 engaged = self.risk.check_loss(
-                    int(self.account._buffers["times"][self.account.n - 1]),
+                    int(self.account.last_time() or 0),
                     self.account.value(),
                 )
                 if engaged:
@@ -380,7 +375,7 @@ class LiveLoop:
         # position after each bar of the step, from the step's fills
         signed = np.where(rec[:, K.O_SIDE] == K.BUY, rec[:, K.O_SIZE], -rec[:, K.O_SIZE])
         bar = rec[:, K.O_IDX].astype(np.int64) - (self.account.n - k)
-        asset = self.account._asset_of[rec[:, K.O_COL].astype(np.int64)]
+        asset = self.account.record_symbols(rec)
         delta = np.zeros((k, n_sym))
         np.add.at(delta, (bar, asset), signed)
         # (rounded: a position closed in several fills may sum to a few ulps, not to 0)

@@ -229,7 +229,7 @@ class PaperAccount:
             raise DataError(
                 f"step bars have a missing or non-positive price at {pd.Timestamp(times[bad][0])}"
             )
-        last = self._buffers["times"][self.n - 1] if self.n else None
+        last = self.last_time()
         if (np.diff(times) <= 0).any() or (last is not None and times[0] <= last):
             raise DataError(
                 f"bar {pd.Timestamp(times[0], tz='UTC')} is not after the last processed bar"
@@ -366,16 +366,26 @@ class PaperAccount:
         index = pd.DatetimeIndex(self._buffers["times"][: self.n], tz="UTC", name=self._index_name)
         return index.tz_convert(self._tz)
 
+    def record_times(self, rec: np.ndarray) -> np.ndarray:
+        """Bar time (int64 ns since the epoch, UTC) of each order record of :meth:`step`."""
+        return self._buffers["times"][rec[:, K.O_IDX].astype(np.int64)]
+
+    def record_symbols(self, rec: np.ndarray) -> np.ndarray:
+        """Symbol position (in :attr:`symbols`) of each order record of :meth:`step`."""
+        return self._asset_of[rec[:, K.O_COL].astype(np.int64)]
+
+    def last_time(self) -> int | None:
+        """Open time (int64 ns) of the last processed bar, None before the first step."""
+        return int(self._buffers["times"][self.n - 1]) if self.n else None
+
     def orders_frame(self, rec: np.ndarray) -> pd.DataFrame:
         """Order records of :meth:`step` as a table: time, symbol, side, size, price, fees, kind."""
-        idx = rec[:, K.O_IDX].astype(np.int64)
-        times = pd.DatetimeIndex(self._buffers["times"][idx], tz="UTC").tz_convert(self._tz)
-        cols = rec[:, K.O_COL].astype(np.int64)
+        times = pd.DatetimeIndex(self.record_times(rec), tz="UTC").tz_convert(self._tz)
         return pd.DataFrame(
             {
                 "time": times,
-                "symbol": np.array(self.symbols, dtype=object)[self._asset_of[cols]]
-                if len(cols)
+                "symbol": np.array(self.symbols, dtype=object)[self.record_symbols(rec)]
+                if len(rec)
                 else np.array([], dtype=object),
                 "side": np.where(rec[:, K.O_SIDE] == K.BUY, "buy", "sell"),
                 "size": rec[:, K.O_SIZE],
