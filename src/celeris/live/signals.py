@@ -182,7 +182,7 @@ class ModelSignals:
         self.recorder = None if outcomes is None else _Recorder(outcomes)
         self.run = run
         self.symbols = tuple(symbols)
-        self._predicted: dict[int, np.ndarray] = {}  # bar time -> closes (for outcomes)
+        self._predicted: set[int] = set()  # bar times with a recorded prediction
         self._recent: deque[np.ndarray] = deque(maxlen=drift_window)
         self.describe = {
             "model": model_name,
@@ -203,10 +203,12 @@ class ModelSignals:
         bars = ohlcv.transpose(2, 0, 1)  # [n_symbols, T, 5] in BAR_FIELDS order
         for j in range(k):  # bar n - k + j, from the bars up to it
             end = n - k + j + 1
-            self._record_outcomes(times, bars, end)
-            if end < self.warmup:
+            windows = None
+            if end >= self.warmup:
+                windows = self.spec.last_windows(bars[:, :end], self.input_size)
+            self._record_outcomes(times, bars, end, windows)
+            if windows is None:
                 continue
-            windows = self.spec.last_windows(bars[:, :end], self.input_size)
             fc = np.asarray(self.predictor.predict(windows), dtype=np.float64).reshape(n_sym, -1)
             forecasts[j] = fc
             expected = step_return(self.spec.target, fc, ohlcv[end - 1, 3], self.step)
@@ -216,7 +218,7 @@ class ModelSignals:
             scale = self.threshold if self.threshold > 0 else 1.0
             confidence[j] = np.clip(np.abs(expected) / scale, 0.0, 1.0)
             self._recent.append(windows[:, -1, :].copy())
-            self._record_predictions(int(times[end - 1]), windows, fc, bits[j], ohlcv[end - 1, 3])
+            self._record_predictions(int(times[end - 1]), windows, fc, bits[j])
         return SignalBatch(bits, confidence, forecasts, self.model_version)
 
     def _key(self, symbol: int, ts: int) -> str:
@@ -224,13 +226,13 @@ class ModelSignals:
         return f"{self.run}:{name}:{ts}"
 
     def _record_predictions(
-        self, ts: int, windows: np.ndarray, fc: np.ndarray, bits: np.ndarray, close: np.ndarray
+        self, ts: int, windows: np.ndarray, fc: np.ndarray, bits: np.ndarray
     ) -> None:
         if self.recorder is None:
             return
         calls = np.where((bits & ENTRY) != 0, 1, np.where((bits & EXIT) != 0, -1, 0))
         self.recorder.put("predictions", self._predictions, ts, windows, fc, calls)
-        self._predicted[ts] = close
+        self._predicted.add(ts)
 
     def _predictions(
         self, ts: int, windows: np.ndarray, fc: np.ndarray, calls: np.ndarray
@@ -255,16 +257,22 @@ class ModelSignals:
             for a in range(fc.shape[0])
         ]
 
-    def _record_outcomes(self, times: np.ndarray, bars: np.ndarray, end: int) -> None:
+    def _record_outcomes(
+        self, times: np.ndarray, bars: np.ndarray, end: int, windows: np.ndarray | None
+    ) -> None:
         """The realised target of the prediction made ``horizon`` bars before bar ``end - 1``:
-        the last ``horizon`` input rows' target column, by the model's own feature spec."""
+        the last ``horizon`` input rows' target column, by the model's own feature spec (the
+        bar's input windows hold them when they are at least ``horizon`` rows long)."""
         if self.recorder is None or end - 1 - self.horizon < 0:
             return
         made = int(times[end - 1 - self.horizon])
         if made not in self._predicted:
             return
-        del self._predicted[made]
-        actual = self.spec.last_windows(bars[:, :end], self.horizon)[:, :, 0]
+        self._predicted.discard(made)
+        if windows is not None and self.input_size >= self.horizon:
+            actual = windows[:, -self.horizon :, 0].copy()
+        else:
+            actual = self.spec.last_windows(bars[:, :end], self.horizon)[:, :, 0]
         self.recorder.put(
             "outcomes",
             lambda: {self._key(a, made): actual[a].tolist() for a in range(actual.shape[0])},
