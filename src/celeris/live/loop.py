@@ -28,7 +28,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -86,17 +86,14 @@ class StepReport:
         return self.account.orders_frame(self.records)
 
 
-@dataclass
 class _History:
     """The loop's bar history, aligned over symbols; bounded to ``keep`` bars (None: all)."""
 
-    n_symbols: int
-    keep: int | None
-    times: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
-    ohlcv: np.ndarray = field(default_factory=lambda: np.empty((0, 5, 0)))
-
-    def __post_init__(self) -> None:
-        self.ohlcv = np.empty((0, 5, self.n_symbols))
+    def __init__(self, n_symbols: int, keep: int | None) -> None:
+        self.n_symbols = n_symbols
+        self.keep = keep
+        self.times = np.empty(0, dtype=np.int64)
+        self.ohlcv = np.empty((0, 5, n_symbols))
         self._n = 0
 
     def append(self, times: np.ndarray, ohlcv: np.ndarray) -> None:

@@ -95,31 +95,27 @@ class PaperAccount:
         self._trades: list[np.ndarray] = []
         # Refuse bad options now, not at the first bar (which may come minutes later live):
         # book_layout validates them as from_signals does, here on two flat placeholder bars.
-        flat = np.ones((2, 4, len(self.symbols)))
-        sig = np.zeros((2, len(self.symbols)), dtype=bool)
-        shorts = {"short_entries": sig, "short_exits": sig} if self.long_short else {}
-        book_layout(
-            self._first_frame(np.array([0, 86_400 * 10**9], dtype=np.int64), flat, "UTC", None),
-            sig, sig, **shorts, **self.options,
-        )  # fmt: skip
+        day = 86_400 * 10**9
+        self._layout_of(np.array([0, day]), np.ones((2, 4, len(self.symbols))), "UTC", None)
 
     # ---- set-up on the first step ---------------------------------------------------------
-    def _first_frame(self, times: np.ndarray, ohlc: np.ndarray, tz: Any, name: Any) -> pd.DataFrame:
+    def _layout_of(self, times: np.ndarray, ohlc: np.ndarray, tz: Any, name: Any) -> BookLayout:
+        """What ``book_layout`` (from_signals' own validation) gives for these bars, no signal."""
         index = pd.DatetimeIndex(times, tz="UTC", name=name).tz_convert(tz)
-        return pd.concat(
+        bars = pd.concat(
             {
                 s: pd.DataFrame(ohlc[:, :, a], index=index, columns=list(_FIELDS))
                 for a, s in enumerate(self.symbols)
             },
             axis=1,
         )
+        sig = np.zeros((len(bars), len(self.symbols)), dtype=bool)
+        shorts = {"short_entries": sig, "short_exits": sig} if self.long_short else {}
+        return book_layout(bars, sig, sig, **shorts, **self.options)
 
     def _build(self, times: np.ndarray, ohlc: np.ndarray, tz: Any, name: Any) -> None:
         """The kernel inputs ``book_layout`` gives for the first step's bars; allocate."""
-        first = self._first_frame(times, ohlc, tz, name)
-        sig = np.zeros((len(first), len(self.symbols)), dtype=bool)
-        shorts = {"short_entries": sig, "short_exits": sig} if self.long_short else {}
-        layout = book_layout(first, sig, sig, **shorts, **self.options)
+        layout = self._layout_of(times, ohlc, tz, name)
         inp = layout.inputs
         if list(layout.assets) != list(self.symbols):
             raise DataError(
