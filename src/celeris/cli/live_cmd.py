@@ -375,12 +375,12 @@ def _report(loop: Any, total: int, json_out: bool) -> None:
     summary: dict[str, Any] = {
         "bars": total,
         "signals": int(loop.journal.next_signal_id - 1),
-        "fills": len(loop.journal.fills()),
+        "fills": loop.journal.fill_count,
         "kill_switch": loop.risk.killed,
         "risk_blocked": dict(loop.risk.blocked),
     }
-    if account.n:
-        stats = account.book().stats()
+    stats = account.book().stats() if account.n else None
+    if stats is not None:
         summary["stats"] = stats.to_dict(orient="records")
         summary["positions"] = account.positions.to_dict()
     if json_out:
@@ -390,11 +390,10 @@ def _report(loop: Any, total: int, json_out: bool) -> None:
         f"{total:,} bars processed, {summary['signals']:,} signals, {summary['fills']:,} fills",
         highlight=False,
     )
-    if account.n:
+    if stats is not None:
         from celeris.backtest.metrics import format_metric
 
-        stats = account.book().stats()
         for metric in ("end_value", "total_return", "sharpe", "max_drawdown", "trades"):
             if metric in stats:
-                console.print(f"  {metric}: {format_metric(metric, stats[metric].iloc[0])}",
-                              highlight=False)  # fmt: skip
+                value = format_metric(metric, stats[metric].iloc[0])
+                console.print(f"  {metric}: {value}", highlight=False)

@@ -163,6 +163,11 @@ class Journal:
         return self._last_ts
 
     @property
+    def fill_count(self) -> int:
+        """Fills journaled so far."""
+        return self._n_fills
+
+    @property
     def next_signal_id(self) -> int:
         return self._next_id
 
