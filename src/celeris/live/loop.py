@@ -299,12 +299,9 @@ class LiveLoop:
 
     def _signals(self, times: np.ndarray, ohlcv: np.ndarray, k: int) -> SignalBatch:
         n = times.shape[0]
-        if n - k >= self.source.warmup:
-            return self.source.compute(times, ohlcv, k, self.tz)
-        # some of the new bars are still in the source's warm-up: no signal there
         batch = self.source.compute(times, ohlcv, k, self.tz)
-        cold = np.arange(n - k, n) < self.source.warmup - 1
-        batch.bits[cold] = 0
+        if n - k < self.source.warmup:  # new bars still in the source's warm-up: no signal
+            batch.bits[np.arange(n - k, n) < self.source.warmup - 1] = 0
         return batch
 
     def _gate(self, bits: np.ndarray, ohlcv: np.ndarray, stale: np.ndarray | None) -> np.ndarray:
