@@ -16,7 +16,6 @@ import contextlib
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -30,8 +29,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from celeris.errors import CelerisError
+from celeris.errors import CelerisError, DataError
+from celeris.live.journal import JournalReader
 from celeris.serving.feed import SignalSubscriber
+
+#: a journaled fill's fields, in the order the harness compares them
+FILL_FIELDS = ("ts", "symbol", "side", "size", "price", "fees", "kind")
 
 #: kill moments: at a random journaled bar (plus a random delay inside the step), right after a
 #: signal reached the subscriber (before the next step marks it published), as the process
@@ -81,48 +84,38 @@ def _journal(state: Path) -> Path:
 
 def read_journal(state: Path) -> dict[str, Any]:
     """The journal's signals, fills, last bar and publication marks (read-only)."""
-    path = _journal(state)
-    if not path.exists():
-        return {"signals": [], "fills": [], "last_ts": None, "unpublished": []}
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=WAIT_S)
-    try:
-        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if "signals" not in tables:
-            return {"signals": [], "fills": [], "last_ts": None, "unpublished": []}
-        signals = db.execute(
-            "SELECT id, ts, symbol, signal, confidence FROM signals ORDER BY id"
-        ).fetchall()
-        fills = db.execute(
-            "SELECT seq, ts, symbol, side, size, price, fees, kind FROM fills ORDER BY seq"
-        ).fetchall()
-        last = _max_ts(db)
-        unpublished = [
-            r[0] for r in db.execute("SELECT id FROM signals WHERE published = 0 ORDER BY id")
-        ]
-    finally:
-        db.close()
-    return {"signals": signals, "fills": fills, "last_ts": last, "unpublished": unpublished}
+    empty: dict[str, Any] = {"signals": [], "fills": [], "last_ts": None, "unpublished": []}
+    journal = _reader(_journal(state))
+    if journal is None:
+        return empty
+    with journal:
+        block = journal.signal_block()
+        signals = [(r.id, r.ts, r.symbol, r.signal, r.confidence) for r in block]
+        first, rec = journal.fill_array()
+        fill_rows = [(first + j, *row) for j, row in enumerate(rec[list(FILL_FIELDS)].tolist())]
+        last = journal.last_ts()
+        unpublished = journal.unpublished().ids.tolist()
+    return {"signals": signals, "fills": fill_rows, "last_ts": last, "unpublished": unpublished}
 
 
-def _max_ts(db: sqlite3.Connection) -> int | None:
-    """Open time of the last journaled bar (one row per step, see celeris.live.journal)."""
-    row = db.execute("SELECT MAX(last_ts) FROM steps").fetchone()
-    return None if row[0] is None else int(row[0])
-
-
-def _last_ts(path: Path) -> int | None:
+def _reader(path: Path) -> JournalReader | None:
+    """The journal read-only; None before the run has created it."""
     if not path.exists():
         return None
     try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1.0)
-        try:
-            return _max_ts(db)
-        finally:
-            db.close()
-    except sqlite3.OperationalError as exc:
-        if "no such table" in str(exc):  # the journal is being created
+        return JournalReader.open(path, timeout_s=WAIT_S)
+    except DataError as exc:
+        if "no such table" in str(exc) or "is empty" in str(exc):  # being created
             return None
         raise
+
+
+def _last_ts(path: Path) -> int | None:
+    journal = _reader(path)
+    if journal is None:
+        return None
+    with journal:
+        return journal.last_ts()
 
 
 @dataclass

@@ -16,7 +16,7 @@ from celeris.backtest.strategies import get_strategy
 from celeris.cli.main import app
 from celeris.data import load
 from celeris.errors import ConfigError, DataError
-from celeris.live.journal import Journal
+from celeris.live.journal import FILL_DTYPE, Journal
 from celeris.live.loop import LiveLoop
 from celeris.live.replay import ReplaySource
 from celeris.live.signals import RuleSignals
@@ -141,8 +141,13 @@ def test_resume_refuses_a_journal_whose_fills_the_account_does_not_reproduce(tmp
     loop = _loop(tmp_path, opts, name="tampered")
     _replay(loop, {"SPX": spx.iloc[:400]}, block=100)
     loop.journal.close()
-    with sqlite3.connect(tmp_path / "tampered.sqlite") as db:
-        db.execute("UPDATE fills SET size = size * 2 WHERE seq = 1")
+    with sqlite3.connect(tmp_path / "tampered.sqlite") as db:  # the first fill's size x2
+        key, raw = db.execute(
+            "SELECT first_ts, fills FROM steps WHERE n_fills > 0 ORDER BY first_ts LIMIT 1"
+        ).fetchone()
+        fills = np.frombuffer(raw, dtype=FILL_DTYPE).copy()
+        fills["size"][0] *= 2
+        db.execute("UPDATE steps SET fills = ? WHERE first_ts = ?", (fills.tobytes(), key))
     with pytest.raises(DataError, match="fills"):
         _loop(tmp_path, opts, name="tampered")
 

@@ -1,16 +1,18 @@
 """The live loop's journal: every processed bar, signal and fill, in SQLite (WAL), before publishing.
 
-One transaction per step writes the step's bars (one row per step: the bar times, OHLCV, signal
-bits and funding as little-endian arrays), the signals the paper account received (the signal
-bits, after the risk controls), the signal records and the fills it made, and marks the signals
-of the steps before as published. Only then are the new signals sent on the feed. So after a crash (``kill
--9`` included):
+One step is one row, written in one transaction: the step's bars (times, OHLCV), the signal bits
+the paper account received (after the risk controls), the funding rates, the signal records and
+the fills it made, each as one little-endian array, and the id of the last signal that had gone
+out on the feed when the step was written (the publication mark). Only then are the step's
+signals sent. One row per step keeps the commit on the bar-close-to-signal path to one insert
+whatever the number of symbols or fills. So after a crash (``kill -9`` included):
 
 * a step whose transaction did not commit left nothing: its bars are processed again (the market
   stream back-fills them, a replay reads them again) and give the same signals with the same ids;
-* a step that committed but whose signals may not have gone out is republished with the same
-  ids (signal id = feed sequence number, see :class:`~celeris.serving.feed.SignalPublisher`'s
-  ``first_sequence``): a consumer that saw them drops the repeat by id;
+* a step that committed but whose signals may not have gone out (ids after the last row's
+  publication mark) is republished with the same ids (signal id = feed sequence number, see
+  :class:`~celeris.serving.feed.SignalPublisher`'s ``first_sequence``): a consumer that saw them
+  drops the repeat by id;
 * the paper account is rebuilt by stepping once over the journaled bars and signals, and the
   fills this gives must equal the journaled fills (else :class:`DataError`: the journal and the
   code disagree, e.g. after an upgrade that changed the accounting).
@@ -18,6 +20,9 @@ of the steps before as published. Only then are the new signals sent on the feed
 ``synchronous="normal"`` (the default) survives a crash of the process: WAL commits are in the
 operating system's page cache when ``commit`` returns. ``"full"`` also survives a power cut, at
 the cost of an fsync per step on the bar-close-to-signal path.
+
+:class:`JournalReader` reads a journal (also one another process is writing, read-only);
+:class:`Journal` writes one.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,30 +41,62 @@ import pandas as pd
 from celeris.backtest import kernel as K
 from celeris.errors import ConfigError, DataError
 
-__all__ = ["FORMAT", "WARMUP", "History", "Journal", "SignalRow"]
+__all__ = [
+    "FILL_DTYPE",
+    "FORMAT",
+    "SIGNAL_DTYPE",
+    "WARMUP",
+    "History",
+    "Journal",
+    "JournalReader",
+    "SignalBlock",
+    "SignalRow",
+]
 
-#: Layout version of the journal's tables.
-FORMAT = 1
+#: Layout version of the journal's tables (1: a row per signal and per fill).
+FORMAT = 2
 #: Signal bits of a bar journaled as history only (before a fresh run's first traded bar).
 WARMUP = -1
 
+# The columns read without the arrays come first: SQLite reads a row's payload in order, so
+# the bookkeeping of a step is found without touching its blobs.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS steps(
     first_ts INTEGER PRIMARY KEY, last_ts INTEGER NOT NULL, k INTEGER NOT NULL,
+    first_signal INTEGER NOT NULL, n_signals INTEGER NOT NULL,
+    first_fill INTEGER NOT NULL, n_fills INTEGER NOT NULL,
+    published_up_to INTEGER NOT NULL, horizon INTEGER NOT NULL,
+    signals BLOB NOT NULL, forecasts BLOB NOT NULL, fills BLOB NOT NULL,
     times BLOB NOT NULL, ohlcv BLOB NOT NULL, flags BLOB NOT NULL, funding BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS signals(
-    id INTEGER PRIMARY KEY, ts INTEGER NOT NULL, symbol INTEGER NOT NULL,
-    signal INTEGER NOT NULL, confidence REAL NOT NULL, forecasts BLOB NOT NULL,
-    model_version INTEGER NOT NULL, published INTEGER NOT NULL DEFAULT 0,
-    UNIQUE (ts, symbol));
-CREATE TABLE IF NOT EXISTS fills(
-    seq INTEGER PRIMARY KEY, ts INTEGER NOT NULL, symbol INTEGER NOT NULL, side INTEGER NOT NULL,
-    size REAL NOT NULL, price REAL NOT NULL, fees REAL NOT NULL, kind INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS events(
     id INTEGER PRIMARY KEY, ts_ns INTEGER NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL);
 """
 _SYNC = {"normal": "NORMAL", "full": "FULL"}
+
+#: A signal record as journaled (its id is the step's ``first_signal`` plus its row).
+SIGNAL_DTYPE = np.dtype(
+    [
+        ("ts", "<i8"),
+        ("symbol", "<i4"),
+        ("signal", "i1"),
+        ("model_version", "<u4"),
+        ("confidence", "<f8"),
+    ]
+)
+#: A fill as journaled (its sequence number is the step's ``first_fill`` plus its row).
+FILL_DTYPE = np.dtype(
+    [
+        ("ts", "<i8"),
+        ("symbol", "<i4"),
+        ("side", "i1"),
+        ("kind", "i1"),
+        ("size", "<f8"),
+        ("price", "<f8"),
+        ("fees", "<f8"),
+    ]
+)
+_BOOKKEEPING = "first_ts, last_ts, k, first_signal, n_signals, first_fill, n_fills, published_up_to"
 
 
 @dataclass(frozen=True)
@@ -78,6 +115,80 @@ class SignalRow:
 
 
 @dataclass(frozen=True)
+class SignalBlock:
+    """Consecutive signal records as arrays: ids ``first_id, first_id + 1, ...``, bar times
+    (int64 ns), symbol indices, directions (-1, 0, +1), confidences, forecasts ``(n, h)``
+    float32 (``h`` may be 0) and model versions. What a step journals and publishes in one go;
+    iterating gives :class:`SignalRow` objects."""
+
+    first_id: int
+    ts: np.ndarray
+    symbol: np.ndarray
+    signal: np.ndarray
+    confidence: np.ndarray
+    forecasts: np.ndarray
+    model_version: np.ndarray
+
+    @classmethod
+    def empty(cls, first_id: int, horizon: int = 0) -> SignalBlock:
+        return cls(
+            first_id, np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64),
+            np.empty(0), np.empty((0, horizon), np.float32), np.empty(0, np.int64),
+        )  # fmt: skip
+
+    @classmethod
+    def concat(cls, blocks: Sequence[SignalBlock], first_id: int) -> SignalBlock:
+        """Blocks of consecutive ids as one (``first_id`` when there is none)."""
+        if not blocks:
+            return cls.empty(first_id)
+        width = max(b.forecasts.shape[1] for b in blocks)
+        padded = [np.pad(b.forecasts, ((0, 0), (0, width - b.forecasts.shape[1]))) for b in blocks]
+        joined = {f: np.concatenate([getattr(b, f) for b in blocks]) for f in _ARRAYS[:-1]}
+        return cls(blocks[0].first_id, **joined, forecasts=np.concatenate(padded))
+
+    def __len__(self) -> int:
+        return int(self.ts.shape[0])
+
+    @property
+    def ids(self) -> np.ndarray:
+        return np.arange(self.first_id, self.first_id + len(self), dtype=np.int64)
+
+    @property
+    def last_id(self) -> int:
+        """Id of the last record (``first_id - 1`` when empty)."""
+        return self.first_id + len(self) - 1
+
+    def __iter__(self) -> Iterator[SignalRow]:
+        columns = (self.ts, self.symbol, self.signal, self.confidence, self.forecasts)
+        for j, (ts, sym, sig, conf, fc) in enumerate(zip(*(c.tolist() for c in columns),
+                                                         strict=True)):  # fmt: skip
+            yield SignalRow(self.first_id + j, ts, sym, sig, conf, tuple(fc),
+                            int(self.model_version[j]))  # fmt: skip
+
+    def after(self, last_id: int) -> SignalBlock:
+        """The records with ids above ``last_id``."""
+        cut = max(0, min(len(self), last_id + 1 - self.first_id))
+        return SignalBlock(self.first_id + cut, **{f: getattr(self, f)[cut:] for f in _ARRAYS})
+
+    def _record(self) -> np.ndarray:
+        out = np.empty(len(self), SIGNAL_DTYPE)
+        out["ts"], out["symbol"], out["signal"] = self.ts, self.symbol, self.signal
+        out["model_version"], out["confidence"] = self.model_version, self.confidence
+        return out
+
+    @classmethod
+    def _from_record(cls, first_id: int, rec: np.ndarray, forecasts: np.ndarray) -> SignalBlock:
+        return cls(
+            first_id, rec["ts"].astype(np.int64), rec["symbol"].astype(np.int64),
+            rec["signal"].astype(np.int64), rec["confidence"].astype(np.float64), forecasts,
+            rec["model_version"].astype(np.int64),
+        )  # fmt: skip
+
+
+_ARRAYS = ("ts", "symbol", "signal", "confidence", "model_version", "forecasts")
+
+
+@dataclass(frozen=True)
 class History:
     """The journaled bars of a run: times ``(n,)`` int64 ns, ``ohlcv`` ``(n, 5, n_symbols)``,
     the signal bits the account received ``(n, n_symbols)`` and the funding rates."""
@@ -91,8 +202,179 @@ class History:
         return int(self.times.shape[0])
 
 
-class Journal:
-    """A live run's journal file (see the module docstring).
+class JournalReader:
+    """Reads a live run's journal. ``JournalReader.open(path)`` opens one read-only (a run
+    another process may be writing: each read sees the steps committed so far)."""
+
+    path: Path
+    symbols: tuple[str, ...]
+    _db: sqlite3.Connection
+
+    @classmethod
+    def open(cls, path: str | Path, *, timeout_s: float = 5.0) -> JournalReader:
+        """Open ``path`` read-only (:class:`DataError` when it is not a journal)."""
+        reader = cls.__new__(cls)
+        reader.path = Path(path)
+        if not reader.path.exists():
+            raise DataError(f"no live journal at {reader.path}")
+        try:
+            reader._db = sqlite3.connect(
+                f"file:{reader.path}?mode=ro", uri=True, timeout=timeout_s,
+                check_same_thread=False,
+            )  # fmt: skip
+            meta = dict(reader._db.execute("SELECT key, value FROM meta").fetchall())
+        except sqlite3.DatabaseError as exc:
+            raise DataError(f"cannot read the live journal {reader.path}: {exc}") from None
+        if not meta:
+            raise DataError(f"the live journal {reader.path} is empty (being created?)")
+        if json.loads(meta.get("format", "null")) != FORMAT:
+            raise DataError(
+                f"the live journal {reader.path} has format {meta.get('format')}, this Celeris "
+                f"reads format {FORMAT}"
+            )
+        reader.symbols = tuple(json.loads(meta["symbols"]))
+        return reader
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> JournalReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- bookkeeping ----------------------------------------------------------------------
+    def _last_step(self) -> tuple[int, ...] | None:
+        row = self._db.execute(
+            f"SELECT {_BOOKKEEPING} FROM steps ORDER BY first_ts DESC LIMIT 1"
+        ).fetchone()
+        return None if row is None else tuple(int(v) for v in row)
+
+    def last_ts(self) -> int | None:
+        """Open time (ns) of the last processed bar, None before the first step."""
+        last = self._last_step()
+        return None if last is None else last[1]
+
+    def published_up_to(self) -> int:
+        """Id of the last signal known to have gone out (the last step's publication mark)."""
+        last = self._last_step()
+        return 0 if last is None else last[7]
+
+    def next_ids(self) -> tuple[int, int]:
+        """The next signal id and the next fill sequence number."""
+        last = self._last_step()
+        return (1, 1) if last is None else (last[3] + last[4], last[5] + last[6])
+
+    def first_unpublished(self) -> int:
+        """Id of the first signal not yet marked published (the publisher's first sequence)."""
+        return self.published_up_to() + 1
+
+    # ---- signals and fills ----------------------------------------------------------------
+    def signal_block(self, after: int = 0) -> SignalBlock:
+        """Every journaled signal with an id above ``after``, in id order."""
+        rows = self._db.execute(
+            "SELECT first_signal, signals, forecasts, horizon FROM steps "
+            "WHERE n_signals > 0 AND first_signal + n_signals - 1 > ? ORDER BY first_ts",
+            (after,),
+        ).fetchall()
+        blocks = []
+        for first, raw, fc, h in rows:
+            rec = np.frombuffer(raw, dtype=SIGNAL_DTYPE)
+            forecasts = np.frombuffer(fc, dtype="<f4").reshape(len(rec), int(h))
+            blocks.append(SignalBlock._from_record(int(first), rec, forecasts).after(after))
+        return SignalBlock.concat(blocks, max(after + 1, 1))
+
+    def unpublished(self) -> SignalBlock:
+        """Signals journaled but not marked published, in id order (republished on resume)."""
+        return self.signal_block(self.published_up_to())
+
+    def signals(self) -> pd.DataFrame:
+        """Every journaled signal: id, bar time, symbol, signal, confidence, published."""
+        block = self.signal_block()
+        return pd.DataFrame(
+            {
+                "id": block.ids,
+                "time": pd.to_datetime(block.ts, utc=True),
+                "symbol": [self.symbols[i] for i in block.symbol.tolist()],
+                "signal": block.signal,
+                "confidence": block.confidence,
+                "published": (block.ids <= self.published_up_to()).astype(np.int64),
+            }
+        )
+
+    def fill_array(self) -> tuple[int, np.ndarray]:
+        """Every journaled fill as :data:`FILL_DTYPE` records, and the first one's sequence
+        number (1)."""
+        rows = self._db.execute(
+            "SELECT first_fill, fills FROM steps WHERE n_fills > 0 ORDER BY first_ts"
+        ).fetchall()
+        first = int(rows[0][0]) if rows else 1
+        return first, np.concatenate(
+            [np.empty(0, FILL_DTYPE), *(np.frombuffer(r[1], FILL_DTYPE) for r in rows)]
+        )
+
+    def fills(self) -> pd.DataFrame:
+        """Every journaled fill: seq, bar time, symbol, side, size, price, fees, kind."""
+        from celeris.backtest.book import ORDER_KINDS
+
+        first, rec = self.fill_array()
+        return pd.DataFrame(
+            {
+                "seq": np.arange(first, first + len(rec), dtype=np.int64),
+                "time": pd.to_datetime(rec["ts"].astype(np.int64), utc=True),
+                "symbol": [self.symbols[i] for i in rec["symbol"].tolist()],
+                "side": np.where(rec["side"] == K.BUY, "buy", "sell"),
+                "size": rec["size"],
+                "price": rec["price"],
+                "fees": rec["fees"],
+                "kind": [ORDER_KINDS[int(k)] for k in rec["kind"].tolist()],
+            }
+        )
+
+    def fill_records(self) -> tuple[np.ndarray, np.ndarray]:
+        """The journaled fills: bar times ``(n,)`` int64 ns, and ``(n, 4)`` float64 symbol,
+        side, size, price (compared exactly with the account's on resume)."""
+        _, rec = self.fill_array()
+        rest = np.column_stack(
+            [rec[f].astype(np.float64) for f in ("symbol", "side", "size", "price")]
+        )
+        return rec["ts"].astype(np.int64), rest.reshape(-1, 4)
+
+    # ---- bars and events ------------------------------------------------------------------
+    def history(self) -> History:
+        """Every journaled bar of every symbol, in time order (to rebuild the paper account)."""
+        n_sym = len(self.symbols)
+        rows = self._db.execute(
+            "SELECT k, times, ohlcv, flags, funding FROM steps ORDER BY first_ts"
+        ).fetchall()
+        if not rows:
+            return History(
+                np.empty(0, dtype=np.int64), np.empty((0, 5, n_sym)),
+                np.empty((0, n_sym), dtype=np.int64), np.empty((0, n_sym)),
+            )  # fmt: skip
+        ks = [int(r[0]) for r in rows]
+
+        def stacked(col: int, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
+            parts = [
+                np.frombuffer(r[col], dtype=dtype).reshape(k, *shape)
+                for r, k in zip(rows, ks, strict=True)
+            ]
+            return np.ascontiguousarray(np.concatenate(parts))
+
+        return History(
+            times=stacked(1, "<i8", ()),
+            ohlcv=stacked(2, "<f8", (5, n_sym)),
+            flags=stacked(3, "<i8", (n_sym,)),
+            funding=stacked(4, "<f8", (n_sym,)),
+        )
+
+    def events(self) -> pd.DataFrame:
+        return pd.read_sql_query("SELECT id, ts_ns, kind, detail FROM events ORDER BY id", self._db)
+
+
+class Journal(JournalReader):
+    """A live run's journal file, written by the run (see the module docstring).
 
     Parameters
     ----------
@@ -129,14 +411,9 @@ class Journal:
         except sqlite3.DatabaseError as exc:
             raise DataError(f"cannot open the live journal {self.path}: {exc}") from None
         self._check_config(dict(config))
-        row = self._db.execute("SELECT COALESCE(MAX(id), 0) FROM signals").fetchone()
-        self._next_id = int(row[0]) + 1
-        row = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM fills").fetchone()
-        self._n_fills = int(row[0])
-        self._published_up_to = self._first_unpublished() - 1
-        row = self._db.execute("SELECT last_ts FROM steps ORDER BY first_ts DESC LIMIT 1")
-        last = row.fetchone()
-        self._last_ts = None if last is None else int(last[0])
+        self._next_id, self._next_fill = self.next_ids()
+        self._published_up_to = super().published_up_to()
+        self._last_ts = super().last_ts()
 
     def _check_config(self, config: dict[str, Any]) -> None:
         wanted = {"format": FORMAT, "symbols": list(self.symbols), **config}
@@ -157,115 +434,30 @@ class Journal:
                     f"not {text}: resume with the same settings or start a new --state directory"
                 )
 
-    # ---- reading --------------------------------------------------------------------------
+    # ---- what the writer knows without reading --------------------------------------------
     def last_ts(self) -> int | None:
         """Open time (ns) of the last processed bar, None before the first step."""
         return self._last_ts
 
+    def published_up_to(self) -> int:
+        return self._published_up_to
+
     @property
     def fill_count(self) -> int:
         """Fills journaled so far."""
-        return self._n_fills
+        return self._next_fill - 1
 
     @property
     def next_signal_id(self) -> int:
         return self._next_id
 
-    def _first_unpublished(self) -> int:
-        row = self._db.execute("SELECT MIN(id) FROM signals WHERE published = 0").fetchone()
-        return int(row[0]) if row[0] is not None else self._next_id
-
-    def first_unpublished(self) -> int:
-        """Id of the first signal not yet marked published (the publisher's first sequence)."""
-        return self._first_unpublished()
-
-    def unpublished(self) -> list[SignalRow]:
-        """Signals journaled but not marked published, in id order (republished on resume)."""
-        rows = self._db.execute(
-            "SELECT id, ts, symbol, signal, confidence, forecasts, model_version FROM signals "
-            "WHERE published = 0 ORDER BY id"
-        ).fetchall()
-        return [
-            SignalRow(
-                int(r[0]),
-                int(r[1]),
-                int(r[2]),
-                int(r[3]),
-                float(r[4]),
-                tuple(np.frombuffer(r[5], dtype="<f4").tolist()),
-                int(r[6]),
-            )
-            for r in rows
-        ]
-
-    def history(self) -> History:
-        """Every journaled bar of every symbol, in time order (to rebuild the paper account)."""
-        n_sym = len(self.symbols)
-        rows = self._db.execute(
-            "SELECT k, times, ohlcv, flags, funding FROM steps ORDER BY first_ts"
-        ).fetchall()
-        if not rows:
-            return History(
-                np.empty(0, dtype=np.int64), np.empty((0, 5, n_sym)),
-                np.empty((0, n_sym), dtype=np.int64), np.empty((0, n_sym)),
-            )  # fmt: skip
-        ks = [int(r[0]) for r in rows]
-
-        def stacked(col: int, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
-            parts = [
-                np.frombuffer(r[col], dtype=dtype).reshape(k, *shape)
-                for r, k in zip(rows, ks, strict=True)
-            ]
-            return np.ascontiguousarray(np.concatenate(parts))
-
-        return History(
-            times=stacked(1, "<i8", ()),
-            ohlcv=stacked(2, "<f8", (5, n_sym)),
-            flags=stacked(3, "<i8", (n_sym,)),
-            funding=stacked(4, "<f8", (n_sym,)),
-        )
-
-    def fills(self) -> pd.DataFrame:
-        """Every journaled fill: seq, bar time, symbol, side, size, price, fees, kind."""
-        from celeris.backtest.book import ORDER_KINDS
-
-        frame = pd.read_sql_query(
-            "SELECT seq, ts, symbol, side, size, price, fees, kind FROM fills ORDER BY seq",
-            self._db,
-        )
-        frame["time"] = pd.to_datetime(frame.pop("ts"), utc=True)
-        frame["symbol"] = [self.symbols[i] for i in frame["symbol"]]
-        frame["side"] = np.where(frame["side"] == K.BUY, "buy", "sell")
-        frame["kind"] = [ORDER_KINDS[int(k)] for k in frame["kind"]]
-        return frame[["seq", "time", "symbol", "side", "size", "price", "fees", "kind"]]
-
-    def fill_records(self) -> tuple[np.ndarray, np.ndarray]:
-        """The journaled fills: bar times ``(n,)`` int64 ns, and ``(n, 4)`` float64 symbol,
-        side, size, price (compared exactly with the account's on resume)."""
-        rows = self._db.execute("SELECT ts, symbol, side, size, price FROM fills ORDER BY seq")
-        got = rows.fetchall()
-        times = np.array([r[0] for r in got], dtype=np.int64)
-        return times, np.array([r[1:] for r in got], dtype=np.float64).reshape(-1, 4)
-
-    def signals(self) -> pd.DataFrame:
-        """Every journaled signal: id, bar time, symbol, signal, confidence, published."""
-        frame = pd.read_sql_query(
-            "SELECT id, ts, symbol, signal, confidence, published FROM signals ORDER BY id",
-            self._db,
-        )
-        frame["time"] = pd.to_datetime(frame.pop("ts"), utc=True)
-        frame["symbol"] = [self.symbols[i] for i in frame["symbol"]]
-        return frame[["id", "time", "symbol", "signal", "confidence", "published"]]
-
-    def events(self) -> pd.DataFrame:
-        return pd.read_sql_query("SELECT id, ts_ns, kind, detail FROM events ORDER BY id", self._db)
-
     # ---- writing --------------------------------------------------------------------------
-    def new_signal_ids(self, count: int) -> range:
-        """Ids for the next ``count`` signals (assigned in order; written by :meth:`commit_step`)."""
-        ids = range(self._next_id, self._next_id + count)
+    def new_signal_ids(self, count: int) -> int:
+        """The first of ids for the next ``count`` signals (assigned in order; written by
+        :meth:`commit_step`)."""
+        first = self._next_id
         self._next_id += count
-        return ids
+        return first
 
     def commit_step(
         self,
@@ -273,7 +465,7 @@ class Journal:
         ohlcv: np.ndarray,
         flags: np.ndarray,
         funding: np.ndarray,
-        signals: Sequence[SignalRow],
+        signals: SignalBlock,
         fills: np.ndarray,
         fill_times: np.ndarray,
         fill_symbols: np.ndarray,
@@ -286,66 +478,36 @@ class Journal:
         out."""
         n_sym = len(self.symbols)
         k = int(times.shape[0])
-        step_row = (
-            int(times[0]),
-            int(times[-1]),
-            k,
+        n_fills = int(fills.shape[0])
+        fill_rec = np.empty(n_fills, FILL_DTYPE)
+        fill_rec["ts"], fill_rec["symbol"] = fill_times, fill_symbols
+        fill_rec["side"], fill_rec["kind"] = fills[:, K.O_SIDE], fills[:, K.O_STOP]
+        fill_rec["size"], fill_rec["price"] = fills[:, K.O_SIZE], fills[:, K.O_PRICE]
+        fill_rec["fees"] = fills[:, K.O_FEES]
+        published = max(self._published_up_to, published_up_to)
+        first_signal = signals.first_id if len(signals) else self._next_id
+        row = (
+            int(times[0]), int(times[-1]), k,
+            first_signal, len(signals), self._next_fill, n_fills, published,
+            signals.forecasts.shape[1],
+            signals._record().tobytes(),
+            np.ascontiguousarray(signals.forecasts, dtype="<f4").tobytes(),
+            fill_rec.tobytes(),
             np.ascontiguousarray(times, dtype="<i8").tobytes(),
             np.ascontiguousarray(ohlcv, dtype="<f8").reshape(k, 5, n_sym).tobytes(),
             np.ascontiguousarray(flags, dtype="<i8").reshape(k, n_sym).tobytes(),
             np.ascontiguousarray(funding, dtype="<f8").reshape(k, n_sym).tobytes(),
-        )
-        n_fills = fills.shape[0]
-        fill_rows = list(  # columns to Python numbers in bulk (a replay step fills thousands)
-            zip(
-                range(self._n_fills + 1, self._n_fills + n_fills + 1),
-                np.asarray(fill_times, dtype=np.int64).tolist(),
-                np.asarray(fill_symbols, dtype=np.int64).tolist(),
-                fills[:, K.O_SIDE].astype(np.int64).tolist(),
-                fills[:, K.O_SIZE].tolist(),
-                fills[:, K.O_PRICE].tolist(),
-                fills[:, K.O_FEES].tolist(),
-                fills[:, K.O_STOP].astype(np.int64).tolist(),
-                strict=True,
-            )
-        )
-        signal_rows = [
-            (
-                s.id,
-                s.ts,
-                s.symbol,
-                s.signal,
-                s.confidence,
-                np.asarray(s.forecasts, dtype="<f4").tobytes(),  # float32, as on the wire
-                s.model_version,
-            )
-            for s in signals
-        ]
+        )  # fmt: skip
         with self._lock:
             try:
-                self._db.execute("BEGIN IMMEDIATE")
-                self._db.execute("INSERT INTO steps VALUES (?, ?, ?, ?, ?, ?, ?)", step_row)
-                self._db.executemany(
-                    "INSERT INTO signals(id, ts, symbol, signal, confidence, forecasts, "
-                    "model_version) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    signal_rows,
-                )
-                self._db.executemany("INSERT INTO fills VALUES (?, ?, ?, ?, ?, ?, ?, ?)", fill_rows)
-                if published_up_to > self._published_up_to:
-                    self._db.execute(  # a range of the primary key: no scan of older signals
-                        "UPDATE signals SET published = 1 WHERE id > ? AND id <= ?",
-                        (self._published_up_to, published_up_to),
-                    )
-                self._db.execute("COMMIT")
+                with self._db:  # one transaction: BEGIN ... COMMIT, ROLLBACK on an error
+                    self._db.execute("BEGIN IMMEDIATE")
+                    self._db.execute(f"INSERT INTO steps VALUES ({', '.join('?' * 16)})", row)
             except sqlite3.IntegrityError as exc:
-                self._db.execute("ROLLBACK")
                 raise DataError(f"the journal already holds part of this step: {exc}") from None
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
-        self._n_fills += len(fill_rows)
-        self._published_up_to = max(self._published_up_to, published_up_to)
+        self._next_fill += n_fills
+        self._next_id = max(self._next_id, first_signal + len(signals))
+        self._published_up_to = published
         self._last_ts = int(times[-1])
 
     def commit_warmup(self, times: np.ndarray, ohlcv: np.ndarray) -> None:
@@ -359,7 +521,7 @@ class Journal:
             ohlcv,
             flags,
             np.zeros((k, n_sym)),
-            [],
+            SignalBlock.empty(self._next_id),
             np.empty((0, K.N_ORDER_FIELDS)),
             np.empty(0, dtype=np.int64),
             np.empty(0, dtype=np.int64),
@@ -382,6 +544,3 @@ class Journal:
 
     def __enter__(self) -> Journal:
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -36,10 +36,11 @@ import pandas as pd
 
 from celeris.backtest import kernel as K
 from celeris.errors import ConfigError, DataError
-from celeris.live.journal import Journal, SignalRow
+from celeris.live.journal import Journal, SignalBlock
 from celeris.live.paper import PaperAccount
 from celeris.live.risk import ENTRY, EXIT, SHORT_ENTRY, SHORT_EXIT, RiskGuard, RiskLimits
 from celeris.live.signals import SignalBatch, SignalSource
+from celeris.serving.feed.wire import MAX_HORIZON
 
 __all__ = ["BarSource", "LiveLoop", "StepReport"]
 
@@ -73,7 +74,7 @@ class StepReport:
     account's value after it, and when its bars were received and its signals published."""
 
     bars: int
-    signals: list[SignalRow]
+    signals: SignalBlock
     records: np.ndarray
     account: PaperAccount
     value: float
@@ -235,9 +236,10 @@ class LiveLoop:
                 )
         if len(hist):
             self.history.append(hist.times, hist.ohlcv)
-            last = self.journal.signals()
-            for sym, group in last.groupby("symbol", sort=False):
-                self.direction[self.symbols.index(str(sym))] = int(group["signal"].iloc[-1])
+            sent = self.journal.signal_block()
+            # each symbol's last record (np.unique finds a value's first index: reversed)
+            symbols, at = np.unique(sent.symbol[::-1], return_index=True)
+            self.direction[symbols] = sent.signal[::-1][at]
         events = self.journal.events()
         switch = events[events["kind"].isin(["kill", "resume"])]
         if len(switch) and switch["kind"].iloc[-1] == "kill":
@@ -284,15 +286,15 @@ class LiveLoop:
             times, ohlcv[:, :4], self._arrays(bits),
             funding=self._funding(rates), tz=self.tz, index_name="time",
         )  # fmt: skip
-        rows = self._signal_rows(times, bits, batch, rec, before)
+        block = self._signal_block(times, bits, batch, rec, before)
         self.journal.commit_step(
-            times, ohlcv, bits, rates, rows, rec, self.account.record_times(rec),
+            times, ohlcv, bits, rates, block, rec, self.account.record_times(rec),
             self.account.record_symbols(rec),
             published_up_to=self._published_up_to,
         )  # fmt: skip
-        self._send(rows)
+        self._send(block)
         published = time.perf_counter_ns()
-        report = StepReport(k, rows, rec, self.account, self.account.value(), received, published)
+        report = StepReport(k, block, rec, self.account, self.account.value(), received, published)
         if self.metrics is not None:
             self.metrics.observe_step(self, report, times)
         return report
@@ -355,70 +357,67 @@ class LiveLoop:
         want[short_in] = -1
         return want
 
-    def _signal_rows(
+    def _signal_block(
         self,
         times: np.ndarray,
         bits: np.ndarray,
         batch: SignalBatch,
         rec: np.ndarray,
         before: np.ndarray,
-    ) -> list[SignalRow]:
-        """The direction each symbol's account holds once the bar's signal fills; a row where
-        it changes (or every bar)."""
+    ) -> SignalBlock:
+        """The direction each symbol's account holds once the bar's signal fills; a record
+        where it changes (or every bar)."""
         k, n_sym = bits.shape
-        # position after each bar of the step, from the step's fills
-        signed = np.where(rec[:, K.O_SIDE] == K.BUY, rec[:, K.O_SIZE], -rec[:, K.O_SIZE])
-        bar = rec[:, K.O_IDX].astype(np.int64) - (self.account.n - k)
-        asset = self.account.record_symbols(rec)
-        delta = np.zeros((k, n_sym))
-        np.add.at(delta, (bar, asset), signed)
-        # (rounded: a position closed in several fills may sum to a few ulps, not to 0)
-        held = np.sign(np.round(before + np.cumsum(delta, axis=0), 12)).astype(np.int64)
+        held = np.broadcast_to(np.sign(before).astype(np.int64), (k, n_sym))
+        if rec.shape[0]:  # position after each bar of the step, from the step's fills
+            signed = np.where(rec[:, K.O_SIDE] == K.BUY, rec[:, K.O_SIZE], -rec[:, K.O_SIZE])
+            bar = rec[:, K.O_IDX].astype(np.int64) - (self.account.n - k)
+            delta = np.zeros((k, n_sym))
+            np.add.at(delta, (bar, self.account.record_symbols(rec)), signed)
+            # (rounded: a position closed in several fills may sum to a few ulps, not to 0)
+            held = np.sign(np.round(before + np.cumsum(delta, axis=0), 12)).astype(np.int64)
         want = self._wanted(bits, held)
         if self.publish_mode == "every-bar":
-            bar_idx, sym_idx = np.nonzero(np.ones_like(want, dtype=bool))
+            bar_idx = np.repeat(np.arange(k), n_sym)
+            sym_idx = np.tile(np.arange(n_sym), k)
         else:  # where the direction differs from the bar before (the last step's, first)
             previous = np.vstack([self.direction[None, :], want[:-1]])
             bar_idx, sym_idx = np.nonzero(want != previous)
         self.direction[:] = want[-1]
-        ids = self.journal.new_signal_ids(len(bar_idx))
-        conf = batch.confidence[bar_idx, sym_idx]
-        fc = None if batch.forecasts is None else batch.forecasts[bar_idx, sym_idx, :16]
-        return [
-            SignalRow(
-                sid,
-                int(times[i]),
-                int(a),
-                int(want[i, a]),
-                float(conf[j]),
-                () if fc is None else tuple(fc[j].tolist()),
-                batch.model_version,
-            )
-            for j, (sid, i, a) in enumerate(zip(ids, bar_idx, sym_idx, strict=True))
-        ]
+        n = bar_idx.shape[0]
+        first = self.journal.new_signal_ids(n)
+        fc = batch.forecasts
+        forecasts = (
+            np.zeros((n, 0), np.float32)
+            if fc is None
+            else fc[bar_idx, sym_idx, :MAX_HORIZON].astype(np.float32)  # the wire's precision
+        )
+        return SignalBlock(
+            first,
+            times[bar_idx].astype(np.int64),
+            sym_idx.astype(np.int64),
+            want[bar_idx, sym_idx],
+            batch.confidence[bar_idx, sym_idx].astype(np.float64),
+            forecasts,
+            np.full(n, batch.model_version, dtype=np.int64),
+        )
 
-    def _send(self, rows: Sequence[SignalRow]) -> None:
-        """Publish the rows in one go (one write per subscriber); their ids are the feed's
+    def _send(self, block: SignalBlock) -> None:
+        """Publish the records in one go (one write per subscriber); their ids are the feed's
         sequence numbers."""
-        if not rows:
+        if not len(block):
             return
         if self.publisher is not None:
-            width = max(len(r.forecasts) for r in rows)
-            forecasts = None
-            if width:
-                forecasts = np.zeros((len(rows), width))
-                for j, r in enumerate(rows):  # (a model's forecasts: all of one length)
-                    forecasts[j, : len(r.forecasts)] = r.forecasts
             first = self.publisher.publish_many(
-                [r.symbol for r in rows], [r.signal for r in rows], [r.confidence for r in rows],
-                forecasts, [r.model_version for r in rows],
+                block.symbol, block.signal, block.confidence,
+                block.forecasts if block.forecasts.shape[1] else None, block.model_version,
             )  # fmt: skip
-            if first != rows[0].id:
+            if first != block.first_id:
                 raise DataError(
-                    f"the feed numbered signal {rows[0].id} as {first}: the publisher must start "
-                    "at the journal's first unpublished id"
+                    f"the feed numbered signal {block.first_id} as {first}: the publisher must "
+                    "start at the journal's first unpublished id"
                 )
-        self._published_up_to = rows[-1].id
+        self._published_up_to = block.last_id
 
     # ---- driving --------------------------------------------------------------------------
     def take_arrays(self, new: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
