@@ -294,3 +294,32 @@ def test_get_strategy_entry_point_group(tmp_path, monkeypatch, registry):
     from celeris.backtest.strategies import available_strategies
 
     assert "acme_trend" in available_strategies()
+
+
+@pytest.mark.parametrize("name", ["sma_cross", "ema_cross"])
+@pytest.mark.parametrize(("fast", "slow"), [(3, 8), (40, 600)])
+@pytest.mark.parametrize("k", [1, 2, 513])
+def test_panel_of_the_newest_bars_on_a_symbol_major_view_equals_the_strategy(name, fast, slow, k):
+    # The live loop's history is symbol-major ([n_symbols, 5, capacity]): the panel reads the
+    # closes as a view with contiguous rows. Histories past the SMA's 512-bar recompute blocks
+    # (and a NaN lead) check that computing only the block the newest bars need is exact.
+    from celeris.data.synthetic import synthetic
+
+    n = 1700
+    frames = [synthetic(n_bars=n, seed=s, freq="1min") for s in range(3)]
+    store = np.full((3, 5, n + 40), np.nan)  # spare capacity past the last bar, as live
+    for a, f in enumerate(frames):
+        store[a, :, :n] = f[["open", "high", "low", "close", "volume"]].to_numpy().T
+    store[1, 3, :37] = np.nan  # a symbol whose closes start later
+    strategy = get_strategy(name)
+    params = {"fast": fast, "slow": slow}
+    for end in (n - 300, n):
+        close = store[:, 3, :end]
+        assert not close.flags.c_contiguous and close.strides[1] == 8
+        entries, exits = strategy.panel(close, params, k)
+        for a, f in enumerate(frames):
+            bars = f.iloc[:end].copy()
+            bars.loc[bars.index[:37] if a == 1 else bars.index[:0], "close"] = np.nan
+            e, x = strategy.signals(bars, params)
+            assert entries[:, a].tolist() == e.to_numpy()[-k:].tolist(), (a, end)
+            assert exits[:, a].tolist() == x.to_numpy()[-k:].tolist(), (a, end)

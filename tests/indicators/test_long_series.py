@@ -91,3 +91,19 @@ def test_recursive_indicators_long_series_match_talib(long_close):
     result = nb.macd_nb(long_close, 12 * ones, 26 * ones, 9 * ones)
     for got, want in zip(result, talib.MACD(long_close, 12, 26, 9), strict=True):
         assert_same_values(got[:, 0], want)
+
+
+@pytest.mark.parametrize("ema", [False, True])
+@pytest.mark.parametrize("w", [1, 7, 300, 700])
+def test_ma_tail_from_any_bar_has_the_whole_columns_bits(ema, w):
+    # The SMA's recompute blocks are anchored on its first valid bar: the tail computed from
+    # the block holding `need` must give the same bits as the whole column (the live loop).
+    x = random_walk(11, 3_000, vol=0.02)
+    x[:5] = np.nan
+    start, stop = nb.valid_span_nb(x)
+    whole = np.empty_like(x)
+    nb.ma_column_nb(x, start, stop, w, ema, whole)
+    for need in (0, 4, w + 3, 511, 512, 513 + w, 1536 + w, 2999):
+        tail = np.empty_like(x)
+        nb.ma_tail_nb(x, start, stop, w, ema, need, tail)
+        np.testing.assert_array_equal(tail[need:], whole[need:], err_msg=f"need={need}")

@@ -10,7 +10,7 @@ import numpy as np
 from numba import njit, prange
 
 # The indicators' own column kernel, so that a panel of symbols gets the series' exact values.
-from celeris.indicators.nb import ma_column_nb, valid_span_nb
+from celeris.indicators.nb import ma_tail_nb, valid_span_nb
 
 
 @njit(cache=True, nogil=True, parallel=True)
@@ -90,17 +90,20 @@ def ma_cross_panel_nb(close, fast, slow, ema, k, entries, exits):
 
     Bit for bit what the strategies' ``prepare`` gives on each symbol's bars: the moving
     averages come from the same column kernels of :mod:`celeris.indicators.nb` (``sma_nb`` and
-    ``ema_nb`` run them per window) and the crosses follow :func:`cross_signals_nb`. The live
+    ``ema_nb`` run them per window; :func:`ma_tail_nb` computes only the block of bars the last
+    ``k`` need) and the crosses follow :func:`cross_signals_nb`. ``close`` may be a view whose
+    rows are contiguous (the live loop's symbol-major history). The live
     loop calls it every bar for every symbol (``Strategy.panel``).
     """
     n_sym, n = close.shape
     a = np.empty(n)
     b = np.empty(n)
+    need = max(n - k - 1, 0)  # the crosses of the last k bars read the bar before them
     for s in range(n_sym):
         x = close[s]
         start, stop = valid_span_nb(x)
-        ma_column_nb(x, start, stop, fast, ema, a)
-        ma_column_nb(x, start, stop, slow, ema, b)
+        ma_tail_nb(x, start, stop, fast, ema, need, a)
+        ma_tail_nb(x, start, stop, slow, ema, need, b)
         for j in range(k):
             t = n - k + j
             if t < 1:

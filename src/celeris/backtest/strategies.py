@@ -285,8 +285,10 @@ def _ma_cross_panel(kind: str) -> PanelFn:
     def panel(close: np.ndarray, params: Mapping[str, float], k: int) -> tuple[np.ndarray, ...]:
         entries = np.empty((k, close.shape[0]), dtype=np.bool_)
         exits = np.empty((k, close.shape[0]), dtype=np.bool_)
+        if close.dtype != np.float64 or close.strides[-1] != close.itemsize:
+            close = np.ascontiguousarray(close, dtype=np.float64)  # rows contiguous is enough
         S.ma_cross_panel_nb(
-            np.ascontiguousarray(close, dtype=np.float64), np.int64(params["fast"]),
+            close, np.int64(params["fast"]),
             np.int64(params["slow"]), kind == "ema", np.int64(k), entries, exits,
         )  # fmt: skip
         return entries, exits

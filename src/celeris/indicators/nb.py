@@ -283,6 +283,23 @@ def ma_column_nb(x, start, stop, w, ema, out):
 
 
 @njit(cache=True, nogil=True)
+def ma_tail_nb(x, start, stop, w, ema, need, out):
+    """:func:`ma_column_nb` where only bars ``need`` and later are wanted: the same bits there,
+    with less work. An SMA recomputes its window sum at the start of every block of
+    ``max(w, _MIN_RECOMPUTE_BLOCK)`` bars from its first valid bar and slides it inside the
+    block, so its values from ``need`` on come from the block holding ``need`` alone: it is
+    computed from there (bars before it are NaN). An EMA is recursive: computed from the start.
+    The live loop asks for the newest bar of each symbol this way every minute."""
+    first = start + w - 1
+    if ema or w < 1 or need <= first or first >= stop:
+        ma_column_nb(x, start, stop, w, ema, out)
+        return
+    block = max(w, _MIN_RECOMPUTE_BLOCK)
+    at = first + ((min(need, stop - 1) - first) // block) * block
+    _sma_col_nb(x, at - w + 1, stop, w, out)
+
+
+@njit(cache=True, nogil=True)
 def _wma_col_nb(x, start, stop, w, out):
     first = start + w - 1
     if w < 1 or first >= stop:

@@ -88,13 +88,18 @@ class StepReport:
 
 
 class _History:
-    """The loop's bar history, aligned over symbols; bounded to ``keep`` bars (None: all)."""
+    """The loop's bar history, aligned over symbols; bounded to ``keep`` bars (None: all).
+
+    Stored symbol-major (``[n_symbols, 5, capacity]``): a symbol's field over time is one
+    contiguous row, what the signal sources' compiled kernels read (a strategy's closes, a
+    model's feature inputs) without copying; :meth:`view` hands it out as ``[n, 5, n_symbols]``
+    (a transposed view)."""
 
     def __init__(self, n_symbols: int, keep: int | None) -> None:
         self.n_symbols = n_symbols
         self.keep = keep
         self.times = np.empty(0, dtype=np.int64)
-        self.ohlcv = np.empty((0, 5, n_symbols))
+        self.bars = np.empty((n_symbols, 5, 0))
         self._n = 0
 
     def append(self, times: np.ndarray, ohlcv: np.ndarray) -> None:
@@ -105,25 +110,26 @@ class _History:
                 # drop all but the last `keep` bars before growing
                 start = self._n - self.keep
                 self.times[: self.keep] = self.times[start : self._n]
-                self.ohlcv[: self.keep] = self.ohlcv[start : self._n]
+                self.bars[:, :, : self.keep] = self.bars[:, :, start : self._n]
                 self._n = self.keep
                 need = self._n + k
             if need > self.times.shape[0]:
                 cap = max(need, 2 * self.times.shape[0], 1024)
                 times_buf = np.empty(cap, dtype=np.int64)
-                ohlcv_buf = np.empty((cap, 5, self.n_symbols))
+                bars_buf = np.empty((self.n_symbols, 5, cap))
                 times_buf[: self._n] = self.times[: self._n]
-                ohlcv_buf[: self._n] = self.ohlcv[: self._n]
-                self.times, self.ohlcv = times_buf, ohlcv_buf
+                bars_buf[:, :, : self._n] = self.bars[:, :, : self._n]
+                self.times, self.bars = times_buf, bars_buf
         self.times[self._n : need] = times
-        self.ohlcv[self._n : need] = ohlcv
+        self.bars[:, :, self._n : need] = ohlcv.transpose(2, 1, 0)
         self._n = need
 
     def view(self, at_least: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """The last ``keep`` bars (all without a bound), or ``at_least`` if more: a step of
-        many bars (after a downtime) sees the history before its first bar too."""
+        many bars (after a downtime) sees the history before its first bar too. Times ``(n,)``
+        and OHLCV ``(n, 5, n_symbols)`` (a view of the symbol-major store)."""
         start = 0 if self.keep is None else max(0, self._n - max(self.keep, at_least))
-        return self.times[start : self._n], self.ohlcv[start : self._n]
+        return self.times[start : self._n], self.bars[:, :, start : self._n].transpose(2, 1, 0)
 
 
 class LiveLoop:
