@@ -296,30 +296,84 @@ def test_get_strategy_entry_point_group(tmp_path, monkeypatch, registry):
     assert "acme_trend" in available_strategies()
 
 
+def _symbol_major(n: int, nan_lead: int = 37):
+    """Three symbols' bars as the live loop stores them ([n_symbols, 5, capacity], spare
+    capacity past the last bar), the second symbol's closes starting ``nan_lead`` bars late;
+    and each symbol's bar frame."""
+    from celeris.data.synthetic import synthetic
+
+    frames = [synthetic(n_bars=n, seed=s, freq="1min") for s in range(3)]
+    store = np.full((3, 5, n + 40), np.nan)
+    for a, f in enumerate(frames):
+        store[a, :, :n] = f[["open", "high", "low", "close", "volume"]].to_numpy().T
+    store[1, 3, :nan_lead] = np.nan
+    frames[1].loc[frames[1].index[:nan_lead], "close"] = np.nan
+    times = frames[0].index.as_unit("ns").asi8
+    return store, frames, times
+
+
 @pytest.mark.parametrize("name", ["sma_cross", "ema_cross"])
 @pytest.mark.parametrize(("fast", "slow"), [(3, 8), (40, 600)])
 @pytest.mark.parametrize("k", [1, 2, 513])
 def test_panel_of_the_newest_bars_on_a_symbol_major_view_equals_the_strategy(name, fast, slow, k):
-    # The live loop's history is symbol-major ([n_symbols, 5, capacity]): the panel reads the
-    # closes as a view with contiguous rows. Histories past the SMA's 512-bar recompute blocks
-    # (and a NaN lead) check that computing only the block the newest bars need is exact.
-    from celeris.data.synthetic import synthetic
-
+    # The panel reads the closes as a view with contiguous rows. Histories past the SMA's
+    # 512-bar recompute blocks (and a NaN lead) check that computing only the block the newest
+    # bars need is exact. A fresh panel per history: no state carried.
     n = 1700
-    frames = [synthetic(n_bars=n, seed=s, freq="1min") for s in range(3)]
-    store = np.full((3, 5, n + 40), np.nan)  # spare capacity past the last bar, as live
-    for a, f in enumerate(frames):
-        store[a, :, :n] = f[["open", "high", "low", "close", "volume"]].to_numpy().T
-    store[1, 3, :37] = np.nan  # a symbol whose closes start later
+    store, frames, times = _symbol_major(n)
     strategy = get_strategy(name)
     params = {"fast": fast, "slow": slow}
     for end in (n - 300, n):
         close = store[:, 3, :end]
         assert not close.flags.c_contiguous and close.strides[1] == 8
-        entries, exits = strategy.panel(close, params, k)
+        entries, exits = strategy.panel(params)(times[:end], close, k)
         for a, f in enumerate(frames):
-            bars = f.iloc[:end].copy()
-            bars.loc[bars.index[:37] if a == 1 else bars.index[:0], "close"] = np.nan
-            e, x = strategy.signals(bars, params)
+            e, x = strategy.signals(f.iloc[:end], params)
             assert entries[:, a].tolist() == e.to_numpy()[-k:].tolist(), (a, end)
             assert exits[:, a].tolist() == x.to_numpy()[-k:].tolist(), (a, end)
+
+
+@pytest.mark.parametrize("name", ["sma_cross", "ema_cross"])
+@pytest.mark.parametrize(("fast", "slow", "keep"), [(3, 8, None), (40, 600, None), (10, 50, 700)])
+def test_panel_stepped_bar_by_bar_keeps_the_strategys_signals(name, fast, slow, keep):
+    # The live loop's use: first the warm-up history, then a bar or a few per call, the history
+    # bounded to `keep` bars (a moving view) or growing. The running state carries every bar
+    # since the first call: the signals are the strategy's on all bars since then, bit for bit.
+    n = 1800
+    store, frames, times = _symbol_major(n)
+    strategy = get_strategy(name)
+    params = {"fast": fast, "slow": slow}
+    want = [tuple(s.to_numpy() for s in strategy.signals(f, params)) for f in frames]
+    panel = strategy.panel(params)
+    end, steps = 650, [1, 1, 3, 1, 512, 1, 2, 1, 40]
+    entries, exits = panel(times[:end], store[:, 3, :end], 50)
+    got_e, got_x = [entries], [exits]
+    while end < n:
+        k = min(steps[len(got_e) % len(steps)], n - end)
+        start = 0 if keep is None else max(0, end + k - keep)
+        entries, exits = panel(times[start : end + k], store[:, 3, start : end + k], k)
+        got_e.append(entries)
+        got_x.append(exits)
+        end += k
+    got_entries, got_exits = np.concatenate(got_e), np.concatenate(got_x)
+    for a in range(3):
+        assert got_entries[:, a].tolist() == want[a][0][600:].tolist(), a
+        assert got_exits[:, a].tolist() == want[a][1][600:].tolist(), a
+    assert panel._ready.all()  # it advanced rather than restarting
+
+
+def test_panel_restarts_from_the_history_when_it_jumps():
+    # A call whose bar before the new ones is not the last one seen (a gap, a replayed range)
+    # starts again from the history it gets: the strategy's signals on that history.
+    store, _, times = _symbol_major(1200, nan_lead=0)
+    strategy = get_strategy("sma_cross")
+    params = {"fast": 5, "slow": 20}
+    panel = strategy.panel(params)
+    panel(times[:600], store[:, 3, :600], 1)
+    entries, _ = panel(times[100:900], store[:, 3, 100:900], 1)  # jumped 299 bars
+    restarted = strategy.panel(params)
+    fresh, _ = restarted(times[100:900], store[:, 3, 100:900], 1)
+    assert entries.tolist() == fresh.tolist()
+    np.testing.assert_array_equal(panel._state, restarted._state)
+    with pytest.raises(DataError, match="1 <= k <= 300"):
+        panel(times[:300], store[:, 3, :300], 0)

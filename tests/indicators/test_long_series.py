@@ -107,3 +107,25 @@ def test_ma_tail_from_any_bar_has_the_whole_columns_bits(ema, w):
         tail = np.empty_like(x)
         nb.ma_tail_nb(x, start, stop, w, ema, need, tail)
         np.testing.assert_array_equal(tail[need:], whole[need:], err_msg=f"need={need}")
+
+
+@pytest.mark.parametrize("ema", [False, True])
+@pytest.mark.parametrize("w", [1, 7, 300, 700])
+def test_ma_advanced_in_steps_has_the_whole_columns_bits(ema, w):
+    # The live loop's moving averages: started on a history, then advanced a few bars at a time
+    # from their running state, across the SMA's recompute blocks: the whole column's bits.
+    x = random_walk(12, 4_000, vol=0.02)
+    x[:5] = np.nan
+    start, stop = nb.valid_span_nb(x)
+    whole = np.empty_like(x)
+    nb.ma_column_nb(x, start, stop, w, ema, whole)
+    out = np.empty_like(x)
+    state = np.zeros(nb.MA_STATE)
+    end = 1_000
+    assert nb.ma_start_nb(x[:end], start, end, w, ema, end - 1, state, out)
+    np.testing.assert_array_equal(out[end - 1 : end], whole[end - 1 : end])
+    for k in [1, 1, 2, 511, 1, 513, 700, 1, 3, 900, 1]:
+        nb.ma_advance_nb(x, end, end + k, w, ema, state, out)
+        np.testing.assert_array_equal(out[end : end + k], whole[end : end + k], err_msg=f"{end}")
+        assert state[nb.MA_VALUE] == whole[end + k - 1]
+        end += k

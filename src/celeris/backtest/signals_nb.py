@@ -10,7 +10,7 @@ import numpy as np
 from numba import njit, prange
 
 # The indicators' own column kernel, so that a panel of symbols gets the series' exact values.
-from celeris.indicators.nb import ma_tail_nb, valid_span_nb
+from celeris.indicators.nb import MA_VALUE, ma_advance_nb, ma_start_nb, valid_span_nb
 
 
 @njit(cache=True, nogil=True, parallel=True)
@@ -84,26 +84,41 @@ class SignalBuffers:
 
 
 @njit(cache=True, nogil=True)
-def ma_cross_panel_nb(close, fast, slow, ema, k, entries, exits):
+def ma_cross_panel_nb(close, fast, slow, ema, k, state, ready, entries, exits):
     """The last ``k`` bars of ``sma_cross``/``ema_cross`` (one parameter set) for many symbols
-    at once: ``close`` is ``[n_symbols, n_bars]``, ``entries``/``exits`` ``[k, n_symbols]``.
+    at once: ``close`` is ``[n_symbols, n_bars]`` (rows contiguous), ``entries``/``exits``
+    ``[k, n_symbols]``.
 
     Bit for bit what the strategies' ``prepare`` gives on each symbol's bars: the moving
-    averages come from the same column kernels of :mod:`celeris.indicators.nb` (``sma_nb`` and
-    ``ema_nb`` run them per window; :func:`ma_tail_nb` computes only the block of bars the last
-    ``k`` need) and the crosses follow :func:`cross_signals_nb`. ``close`` may be a view whose
-    rows are contiguous (the live loop's symbol-major history). The live
-    loop calls it every bar for every symbol (``Strategy.panel``).
+    averages come from the column kernels of :mod:`celeris.indicators.nb` that ``sma_nb`` and
+    ``ema_nb`` run, and the crosses follow :func:`cross_signals_nb`. ``state``
+    (``[n_symbols, 2, MA_STATE]``: the fast and slow averages after bar ``n_bars - k - 1``) lets
+    a symbol whose ``ready`` is True advance over the ``k`` new bars alone
+    (:func:`ma_advance_nb`); the others start from the history (:func:`ma_start_nb`, computing
+    only the recompute block the new bars need). Either way ``state`` and ``ready`` are left
+    after the last bar. The live loop calls it every bar for every symbol (``Strategy.panel``).
     """
     n_sym, n = close.shape
     a = np.empty(n)
     b = np.empty(n)
-    need = max(n - k - 1, 0)  # the crosses of the last k bars read the bar before them
+    t0 = n - k
+    need = max(t0 - 1, 0)  # the crosses of the last k bars read the bar before them
     for s in range(n_sym):
         x = close[s]
-        start, stop = valid_span_nb(x)
-        ma_tail_nb(x, start, stop, fast, ema, need, a)
-        ma_tail_nb(x, start, stop, slow, ema, need, b)
+        go_on = ready[s] and t0 >= 1
+        for t in range(t0, n):
+            if np.isnan(x[t]):
+                go_on = False
+        if go_on:
+            a[t0 - 1] = state[s, 0, MA_VALUE]
+            b[t0 - 1] = state[s, 1, MA_VALUE]
+            ma_advance_nb(x, t0, n, fast, ema, state[s, 0], a)
+            ma_advance_nb(x, t0, n, slow, ema, state[s, 1], b)
+        else:
+            start, stop = valid_span_nb(x)
+            ok_a = ma_start_nb(x, start, stop, fast, ema, need, state[s, 0], a)
+            ok_b = ma_start_nb(x, start, stop, slow, ema, need, state[s, 1], b)
+            ready[s] = ok_a and ok_b
         for j in range(k):
             t = n - k + j
             if t < 1:

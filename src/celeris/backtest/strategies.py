@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -33,9 +33,20 @@ from celeris.backtest import signals_nb as S
 from celeris.backtest._inputs import check_index
 from celeris.checks import check_int
 from celeris.errors import ConfigError, DataError, did_you_mean
+from celeris.indicators.nb import MA_STATE
 
 SignalFn = Callable[[slice], tuple[np.ndarray, np.ndarray]]
-PanelFn = Callable[[np.ndarray, Mapping[str, float], int], tuple[np.ndarray, np.ndarray]]
+
+
+class Panel(Protocol):
+    """A strategy's signals for many symbols and one parameter set, called every step with
+    the history so far (``times`` ``[n_bars]``, ``close`` ``[n_symbols, n_bars]``) and the
+    number ``k`` of new bars at its end; returns their ``(entries, exits)``, ``[k, n_symbols]``
+    each. It may keep state between calls (see :attr:`Strategy.panel`)."""
+
+    def __call__(
+        self, times: np.ndarray, close: np.ndarray, k: int
+    ) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 @dataclass(frozen=True)
@@ -84,9 +95,10 @@ class Strategy:
     max_warmup: Callable[[pd.DataFrame], int] = field(default=lambda combos: 0)
     needs: tuple[str, ...] = ("close",)
     #: Optional fast path for many symbols and one parameter set (the live loop):
-    #: ``panel(close, params, k)`` with ``close`` ``[n_symbols, n_bars]`` returns the last ``k``
-    #: bars' ``(entries, exits)``, ``[k, n_symbols]`` each, bit for bit :meth:`signals`'s.
-    panel: PanelFn | None = None
+    #: ``panel(params)`` makes a :class:`Panel`, called with each step's history; its signals
+    #: are bit for bit :meth:`signals`'s on the history it started from and every bar since
+    #: (the moving-average crosses keep their running sums between calls).
+    panel: Callable[[Mapping[str, float]], Panel] | None = None
 
     @property
     def param_names(self) -> tuple[str, ...]:
@@ -281,19 +293,43 @@ def _ma_cross(kind: str) -> Callable[[pd.DataFrame, pd.DataFrame], SignalFn]:
     return prepare
 
 
-def _ma_cross_panel(kind: str) -> PanelFn:
-    def panel(close: np.ndarray, params: Mapping[str, float], k: int) -> tuple[np.ndarray, ...]:
-        entries = np.empty((k, close.shape[0]), dtype=np.bool_)
-        exits = np.empty((k, close.shape[0]), dtype=np.bool_)
+class _MACrossPanel:
+    """``sma_cross``/``ema_cross`` of one parameter set over many symbols, step by step: the
+    moving averages' running state is kept between calls, so a call whose bar before the new
+    ones is the last bar of the previous call advances over the new bars alone; any other
+    (the first call, a history that jumped) starts again from the history it is given."""
+
+    def __init__(self, kind: str, params: Mapping[str, float]) -> None:
+        self.ema = kind == "ema"
+        self.fast = np.int64(params["fast"])
+        self.slow = np.int64(params["slow"])
+        self._state = np.zeros((0, 2, MA_STATE))
+        self._ready = np.zeros(0, dtype=np.bool_)
+        self._last: int | None = None  # open time of the bar the state is after
+
+    def __call__(self, times: np.ndarray, close: np.ndarray, k: int) -> tuple[np.ndarray, ...]:
+        n_sym, n = close.shape
+        if times.shape != (n,) or not 1 <= k <= n:
+            raise DataError(f"panel: {n} bars need {n} times and 1 <= k <= {n}, got "
+                            f"{times.shape[0]} times and k={k}")  # fmt: skip
         if close.dtype != np.float64 or close.strides[-1] != close.itemsize:
             close = np.ascontiguousarray(close, dtype=np.float64)  # rows contiguous is enough
-        S.ma_cross_panel_nb(
-            close, np.int64(params["fast"]),
-            np.int64(params["slow"]), kind == "ema", np.int64(k), entries, exits,
-        )  # fmt: skip
+        if self._state.shape[0] != n_sym:
+            self._state = np.zeros((n_sym, 2, MA_STATE))
+            self._ready = np.zeros(n_sym, dtype=np.bool_)
+        if n == k or self._last is None or int(times[n - k - 1]) != self._last:
+            self._ready[:] = False
+        entries = np.empty((k, n_sym), dtype=np.bool_)
+        exits = np.empty((k, n_sym), dtype=np.bool_)
+        self._last = None  # (until the kernel has run: an error leaves no half state)
+        S.ma_cross_panel_nb(close, self.fast, self.slow, self.ema, np.int64(k), self._state,
+                            self._ready, entries, exits)  # fmt: skip
+        self._last = int(times[-1])
         return entries, exits
 
-    return panel  # type: ignore[return-value]
+
+def _ma_cross_panel(kind: str) -> Callable[[Mapping[str, float]], Panel]:
+    return lambda params: _MACrossPanel(kind, params)
 
 
 def _rsi_reversion(bars: pd.DataFrame, combos: pd.DataFrame) -> SignalFn:

@@ -282,21 +282,81 @@ def ma_column_nb(x, start, stop, w, ema, out):
     _ema_seeded_nb(x, first, w, stop, out)
 
 
+# A moving average's running state after its last bar (``ma_start_nb`` / ``ma_advance_nb``):
+MA_VALUE = 0  # the last value
+MA_REF = 1  # SMA: the block's reference (the window mean where the block began)
+MA_SUM = 2  # SMA: the sum of (x - reference) over the window
+MA_POS = 3  # SMA: bars since the block began
+MA_STATE = 4
+
+
 @njit(cache=True, nogil=True)
 def ma_tail_nb(x, start, stop, w, ema, need, out):
     """:func:`ma_column_nb` where only bars ``need`` and later are wanted: the same bits there,
     with less work. An SMA recomputes its window sum at the start of every block of
     ``max(w, _MIN_RECOMPUTE_BLOCK)`` bars from its first valid bar and slides it inside the
     block, so its values from ``need`` on come from the block holding ``need`` alone: it is
-    computed from there (bars before it are NaN). An EMA is recursive: computed from the start.
-    The live loop asks for the newest bar of each symbol this way every minute."""
+    computed from there (bars before it are NaN). An EMA is recursive: computed from the start."""
+    ma_start_nb(x, start, stop, w, ema, need, np.empty(MA_STATE), out)
+
+
+@njit(cache=True, nogil=True)
+def ma_start_nb(x, start, stop, w, ema, need, state, out):
+    """:func:`ma_tail_nb`, and ``state`` (``MA_*``) after the last bar: return True when
+    :func:`ma_advance_nb` can continue from it (the average is valid up to the series' end)."""
     first = start + w - 1
-    if ema or w < 1 or need <= first or first >= stop:
+    if ema or w < 1 or first >= stop:
         ma_column_nb(x, start, stop, w, ema, out)
-        return
+        if stop != x.shape[0] or first >= stop or w < 1:
+            return False
+        state[MA_VALUE] = out[stop - 1]
+        return True
     block = max(w, _MIN_RECOMPUTE_BLOCK)
-    at = first + ((min(need, stop - 1) - first) // block) * block
-    _sma_col_nb(x, at - w + 1, stop, w, out)
+    at = first if need <= first else first + ((min(need, stop - 1) - first) // block) * block
+    _nan_outside(out, at, stop)
+    state[MA_POS] = block - 1  # so that bar `at` begins a block
+    ma_advance_nb(x, at, stop, w, False, state, out)
+    return stop == x.shape[0]
+
+
+@njit(cache=True, nogil=True)
+def ma_advance_nb(x, t0, stop, w, ema, state, out):
+    """Continue a moving average from ``state`` (after bar ``t0 - 1``) over bars ``[t0, stop)``
+    of ``x`` (which holds the ``w`` bars before ``t0``), writing them to ``out`` and updating
+    ``state``: the very operations of :func:`ma_column_nb`, so the same bits as the whole
+    column (the SMA's blocks stay anchored where :func:`ma_start_nb` found them)."""
+    if ema:
+        k = 2.0 / (w + 1)
+        prev = state[MA_VALUE]
+        for t in range(t0, stop):
+            prev = (x[t] - prev) * k + prev
+            out[t] = prev
+        state[MA_VALUE] = prev
+        return
+    inv_w = 1.0 / w
+    block = max(w, _MIN_RECOMPUTE_BLOCK)
+    ref = state[MA_REF]
+    s1 = state[MA_SUM]
+    pos = int(state[MA_POS])
+    for t in range(t0, stop):
+        pos += 1
+        if pos == block:  # a new block: recompute the window sum around its own mean
+            total = 0.0
+            for i in range(t - w + 1, t + 1):
+                total += x[i]
+            ref = total * inv_w
+            s1 = 0.0
+            for i in range(t - w + 1, t + 1):
+                s1 += x[i] - ref
+            pos = 0
+        else:
+            s1 += x[t] - x[t - w]
+        out[t] = ref + s1 * inv_w
+    state[MA_REF] = ref
+    state[MA_SUM] = s1
+    state[MA_POS] = pos
+    if stop > t0:
+        state[MA_VALUE] = out[stop - 1]
 
 
 @njit(cache=True, nogil=True)

@@ -70,12 +70,13 @@ class RuleSignals:
         self.params = {k: self.combos[k].iloc[0].item() for k in self.combos.columns}
         self.warmup = int(self.strategy.max_warmup(self.combos)) + 1
         self.describe = {"strategy": self.strategy.name, "params": self.params}
+        make = self.strategy.panel  # every symbol in one compiled call, state kept per step
+        self._panel = None if make is None else make(self.params)
 
     def compute(self, times: np.ndarray, ohlcv: np.ndarray, k: int, tz: Any = "UTC") -> SignalBatch:
         n_sym = ohlcv.shape[2]
-        panel = self.strategy.panel
-        if panel is not None:  # every symbol in one compiled call
-            entries, exits = panel(ohlcv[:, 3, :].T, self.params, k)
+        if self._panel is not None:
+            entries, exits = self._panel(times, ohlcv[:, 3, :].T, k)
             bits = np.where(entries, ENTRY, 0) | np.where(exits, EXIT, 0)
             return SignalBatch(bits.astype(np.int64), np.ones((k, n_sym)))
         bits = np.zeros((k, n_sym), dtype=np.int64)
