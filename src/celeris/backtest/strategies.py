@@ -307,7 +307,9 @@ class _MACrossPanel:
         self._ready = np.zeros(0, dtype=np.bool_)
         self._last: int | None = None  # open time of the bar the state is after
 
-    def __call__(self, times: np.ndarray, close: np.ndarray, k: int) -> tuple[np.ndarray, ...]:
+    def __call__(
+        self, times: np.ndarray, close: np.ndarray, k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         n_sym, n = close.shape
         if times.shape != (n,) or not 1 <= k <= n:
             raise DataError(f"panel: {n} bars need {n} times and 1 <= k <= {n}, got "
