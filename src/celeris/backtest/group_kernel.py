@@ -1452,7 +1452,12 @@ if not CUDA_BUILD:
                 groups, mode, out, scratch, carry, spans, ptrs,
             )  # fmt: skip
 
-    @njit(cache=True, nogil=True)
+    # advance_group's body inlined into the stepping entries: a live step is one bar of many
+    # groups, and a call per group (its tuples of arrays passed, their references counted) cost
+    # more than the bar's work (100 groups: 81 -> 45 us for the calls alone). Same IR: same bits.
+    _advance_group_inline = njit(nogil=True, inline="always")(advance_group)
+
+    @njit(cache=True, nogil=True, inline="always")
     def _advance_one(
         g, i0, i1, prices, signals, sizes, perp, col_params, group_params, groups, mode, out,
         scratch, carry, spans, ptrs,
@@ -1461,7 +1466,7 @@ if not CUDA_BUILD:
             ptrs[g, 0] = out[3][g]
         if out[5].shape[0] > g + 1:
             ptrs[g, 1] = out[5][g]
-        run = advance_group(
+        run = _advance_group_inline(
             g, i0, i1, prices, signals, sizes, perp, col_params, group_params, groups, mode,
             out, scratch, spans[g], _load_run(carry[g]),
         )  # fmt: skip
