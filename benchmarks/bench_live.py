@@ -431,7 +431,12 @@ def main() -> None:
         ]
         with tempfile.TemporaryDirectory(prefix="celeris-model-") as tmp:
             if not args.no_model:
-                cases.append(("model cnn_lstm (tiny, CPU)", ModelSignals(tiny_model(Path(tmp)))))
+                predictor = tiny_model(Path(tmp))
+                # as a replay computes them (every bar of the history), and as a live step can:
+                # each feature over the bars its value needs (FeatureSpec.bars_settled)
+                cases.append(("model cnn_lstm (tiny, CPU)", ModelSignals(predictor)))
+                cases.append(("model cnn_lstm (tiny, CPU), bounded features",
+                              ModelSignals(predictor, bounded=True)))  # fmt: skip
             if args.no_rule:
                 cases = [c for c in cases if not c[0].startswith("rule")]
             for name, source in cases:

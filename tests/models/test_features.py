@@ -136,6 +136,95 @@ def test_last_windows_recursive_indicator_depends_on_where_history_starts():
     assert 0 < np.abs(full - longer).max() < 1e-9  # 150 bars back: forgotten, not bit-equal
 
 
+@pytest.fixture(scope="module")
+def long_bars() -> dict[str, pd.DataFrame]:
+    """Three symbols of 1,300 bars: longer than every option's settled history."""
+    return {f"L{i}": make_bars(1_300, seed=20 + i) for i in range(3)}
+
+
+def test_feature_settle_is_where_the_start_weighs_below_float64_resolution():
+    from celeris.models.features import SETTLE_BITS, feature_settle
+
+    decays = {"rsi_14": 13 / 14, "atr_14": 13 / 14, "ema_50": 49 / 51, "rsi_5": 4 / 5}
+    for name, d in decays.items():
+        n = feature_settle(name)
+        assert d**n < 2.0**-SETTLE_BITS <= d ** (n - 1), name
+    assert feature_settle("rsi_14") == 496
+    for name in ("rsi_1", "atr_1", "ema_1", "sma_50", "zscore_20", "volatility_20", "close"):
+        assert feature_settle(name) == 0, name
+    spec = FeatureSpec(("log_return", "rsi_14", "zscore_20", "atr_14", "volatility_20"))
+    assert spec.bars_settled(32) == 14 + 496 + 32
+
+
+@pytest.mark.parametrize("option", EVERY_OPTION + EDGE_OPTIONS)
+def test_last_windows_bounded_each_feature_equals_inputs_of_its_own_bars(option, long_bars):
+    from celeris.models.features import feature_settle
+
+    spec = FeatureSpec(("log_return", option) if option != "log_return" else (option,))
+    length = 20
+    bounded = spec.last_windows(long_bars, length, bounded=True)
+    full = spec.last_windows(long_bars, length)
+    layout = np.stack([b[list(BAR_FIELDS)].to_numpy() for b in long_bars.values()], axis=2)
+    # the live loop's [T, 5, A] history, transposed: the same windows
+    assert spec.last_windows(layout.transpose(2, 0, 1), length, bounded=True).tobytes() == (
+        bounded.tobytes()
+    )
+    for c, name in enumerate(spec.features):
+        n_c = feature_lookback(name) + feature_settle(name) + length
+        assert spec.bars_settled(length) >= n_c
+        for a, bars in enumerate(long_bars.values()):
+            alone = FeatureSpec((name,)).inputs(bars.iloc[-n_c:]).to_numpy()[-length:, 0]
+            assert bounded[a, :, c].tobytes() == alone.tobytes(), (name, a)
+    # over every bar: the same values but for the last digits
+    scale = np.abs(full).max(axis=(0, 1))
+    assert (np.abs(bounded - full) <= 1e-12 * scale).all()
+
+
+def test_last_windows_bounded_with_fewer_bars_than_settled_reads_them_all(ragged):
+    spec = FeatureSpec(("log_return", "rsi_14", "atr_14", "ema_20"))  # all recursive
+    assert all(len(b) < spec.bars_settled(16) for b in ragged.values())
+    assert spec.last_windows(ragged, 16, bounded=True).tobytes() == (
+        spec.last_windows(ragged, 16).tobytes()
+    )
+
+
+def test_recursive_kernels_across_symbols_equal_the_column_kernels_bit_for_bit():
+    # a block without NaN runs RSI/ATR/EMA across the symbols; one NaN anywhere in the block
+    # sends every symbol through the column kernels of celeris.indicators.nb
+    from celeris.indicators.nb import atr_nb, ema_nb, rsi_nb
+    from celeris.models import features_nb
+
+    bars = [make_bars(400, seed=30 + i) for i in range(5)]
+    close, high, low = (np.stack([b[f].to_numpy() for b in bars], axis=1) for f in
+                        ("close", "high", "low"))  # fmt: skip
+    kinds = np.array([features_nb.RSI, features_nb.ATR, features_nb.EMA] * 2, dtype=np.int64)
+    windows = np.array([14, 14, 30, 3, 1, 7], dtype=np.int64)
+    length = 50
+    empty = np.empty((0, 5))
+    for s0 in (0, 37):
+        starts = np.full(6, s0, dtype=np.int64)
+        across = features_nb.last_indicators_nb(
+            kinds, windows, starts, close, high, low, empty, np.empty((6, length, 5))
+        )
+        padded = close.copy()
+        padded[: s0 + 1, 4] = np.nan  # symbol 4 starts later: the column kernels for all
+        by_column = features_nb.last_indicators_nb(
+            kinds, windows, starts, padded, high, low, empty, np.empty((6, length, 5))
+        )
+        assert across[:, :, :4].tobytes() == by_column[:, :, :4].tobytes()
+        for a in range(4):
+            c, h, lw = close[s0:, a], high[s0:, a], low[s0:, a]
+            for j, (kind, w) in enumerate(zip(kinds, windows, strict=True)):
+                one = np.array([w])
+                if kind == features_nb.RSI:
+                    ref = rsi_nb(c, one)[:, 0]
+                elif kind == features_nb.ATR:
+                    ref = atr_nb(h, lw, c, one)[:, 0]
+                else:
+                    ref = ema_nb(c, one)[:, 0]
+                assert across[j, :, a].tobytes() == ref[-length:].tobytes(), (kind, w, s0)
+
+
 def test_last_windows_non_finite_window_names_symbol_feature_and_bar():
     bars = make_bars(60, seed=4)
     bars.iloc[-3, bars.columns.get_loc("volume")] = 0.0  # log(0) = -inf

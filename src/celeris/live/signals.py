@@ -9,7 +9,9 @@ for the newest ``k`` bars of every symbol. Both sources run the code the backtes
   Wilder's RSI) start later than in a backtest over all bars and may differ in the last digits;
 * :class:`ModelSignals`: a checkpoint's own :class:`~celeris.models.features.FeatureSpec` (the
   function its training inputs came from) on the bars, its predictor, and the threshold rule of
-  :func:`celeris.models.signals.signals_from_forecast` on the expected return.
+  :func:`celeris.models.signals.signals_from_forecast` on the expected return. The input rows
+  of a step's ``k`` bars are computed once and each bar's window cut from them (a replay's
+  block costs one pass over the history, not ``k``).
 """
 
 from __future__ import annotations
@@ -144,6 +146,13 @@ class ModelSignals:
     entry above it, exit below its negative. The confidence is ``|expected| / threshold``
     (``|expected|`` with a zero threshold) clipped to [0, 1].
 
+    ``bounded=False`` (the default) computes the features over every bar the loop gives: a
+    replay (the whole history) equals :func:`celeris.research.backtest_model` bit for bit.
+    ``bounded=True`` is for live steps: each feature over only the bars its value needs to
+    float64 resolution (``FeatureSpec.last_windows(..., bounded=True)``; 542 bars for the
+    default cnn_lstm features with ``input_size=32`` instead of the live history's 1,000),
+    equal to the unbounded values but for the last digits.
+
     With an ``outcomes`` store (:class:`celeris.serving.outcomes.OutcomeStore`) every
     prediction is recorded under the key ``"{run}:{symbol}:{bar time ns}"`` with its input
     window and its call (+1 above the threshold, -1 below its negative, else 0: what the A/B
@@ -165,6 +174,7 @@ class ModelSignals:
         run: str = "live",
         symbols: tuple[str, ...] = (),
         drift_window: int = 500,
+        bounded: bool = False,
     ) -> None:
         from celeris.checks import check_int
         from celeris.models.features import spec_of
@@ -179,6 +189,7 @@ class ModelSignals:
         self.model_name = model_name
         self.target_kind = str(predictor.meta.get("target_kind", "return"))
         self.warmup = int(self.spec.lookback) + self.input_size
+        self.bounded = bool(bounded)
         self.outcomes = outcomes
         self.recorder = None if outcomes is None else _Recorder(outcomes)
         self.run = run
@@ -202,11 +213,20 @@ class ModelSignals:
         forecasts = np.zeros((k, n_sym, self.horizon))
         n = times.shape[0]
         bars = ohlcv.transpose(2, 0, 1)  # [n_symbols, T, 5] in BAR_FIELDS order
+        size = self.input_size
+        first = max(n - k, self.warmup - 1)  # the first of the k bars with a full window
+        rows = None
+        if first < n:
+            # The input rows of every window of the step, computed once: [A, size + n-first-1, C].
+            # A bar's indicators depend on the bars up to it only, so the window of bar b cut
+            # from these rows is the one last_windows(bars[:, :b + 1]) gives, bit for bit
+            # (unbounded: the same bars from the same first one).
+            rows = self.spec.last_windows(bars, size + n - first - 1, bounded=self.bounded)
         for j in range(k):  # bar n - k + j, from the bars up to it
             end = n - k + j + 1
             windows = None
-            if end >= self.warmup:
-                windows = self.spec.last_windows(bars[:, :end], self.input_size)
+            if rows is not None and end > first:
+                windows = rows[:, end - 1 - first : end - 1 - first + size]
             self._record_outcomes(times, bars, end, windows)
             if windows is None:
                 continue

@@ -40,6 +40,7 @@ __all__ = [
     "FEATURE_SPEC_VERSION",
     "FeatureSpec",
     "feature_lookback",
+    "feature_settle",
     "recorded_spec",
     "reference_of",
     "spec_of",
@@ -69,12 +70,43 @@ _WARMUP = {
 }
 # Fields of the bars each feature reads (close always).
 _FIELDS = {"atr": ("high", "low"), "log_volume": ("volume",)}
+#: Bits of float64's significand: a recursive feature has settled once its initial
+#: condition's weight is below ``2 ** -SETTLE_BITS`` (:func:`feature_settle`).
+SETTLE_BITS = 53
+# The factor each bar multiplies a recursive feature's past by, window ``w``: Wilder's
+# smoothing ``avg = (avg * (w - 1) + x) / w`` (RSI, ATR; TA-Lib's definition) and the EMA
+# ``prev = (x - prev) * k + prev`` with ``k = 2 / (w + 1)``.
+_DECAY = {
+    "rsi": lambda w: (w - 1) / w,
+    "atr": lambda w: (w - 1) / w,
+    "ema": lambda w: (w - 1) / (w + 1),
+}
 
 
 def feature_lookback(feature: str) -> int:
     """Return the warm-up of one feature name: the bars before its first value."""
     base, window = _parse_feature(feature)
     return int(_WARMUP[base](window or 0))
+
+
+def feature_settle(feature: str) -> int:
+    """Return the bars after its warm-up that a feature needs to forget where its history began.
+
+    A recursive feature (``rsi``, ``atr``: Wilder's smoothing; ``ema``) keeps its first value,
+    seeded at the end of the warm-up, with a weight ``d ** n`` after ``n`` more bars (``d``
+    the decay per bar: ``(w - 1) / w`` for Wilder's, ``(w - 1) / (w + 1)`` for the EMA). Its
+    settle is the least ``n`` with ``d ** n < 2 ** -53`` (float64's resolution): 496 bars for
+    ``rsi_14``, 918 for ``ema_50``; 0 for a window of 1, which keeps no past. Every other
+    feature reads a fixed number of bars (its warm-up) and settles at once: 0.
+    """
+    base, window = _parse_feature(feature)
+    decay = _DECAY.get(base)
+    if decay is None:
+        return 0
+    d = decay(int(window or 0))
+    if d <= 0.0:
+        return 0
+    return math.ceil(SETTLE_BITS * math.log(2.0) / -math.log(d))
 
 
 def _check_features(features: Any) -> tuple[str, ...]:
@@ -195,6 +227,20 @@ class FeatureSpec:
         """Return the fewest bars that give one input window: ``lookback + input_size``."""
         return self.lookback + check_int("input_size", input_size, minimum=1)
 
+    @functools.cached_property
+    def _settled(self) -> tuple[int, ...]:
+        """Per feature: its warm-up plus its settle (:func:`feature_settle`)."""
+        return tuple(feature_lookback(f) + feature_settle(f) for f in self.features)
+
+    def bars_settled(self, input_size: int) -> int:
+        """Return the bars a bounded window reads (``last_windows(..., bounded=True)``).
+
+        The most, over the features, of warm-up + settle (:func:`feature_settle`) +
+        ``input_size``: 542 for the default cnn_lstm features (``rsi_14``, ``atr_14``) and
+        ``input_size=32``. A live loop that keeps this many bars of history loses nothing.
+        """
+        return max(self._settled) + check_int("input_size", input_size, minimum=1)
+
     def inputs(self, bars: pd.DataFrame) -> pd.DataFrame:
         """Return the model inputs ``[T - lookback, C]`` of a bar frame: THE function.
 
@@ -213,7 +259,9 @@ class FeatureSpec:
         """
         return feature_frame(bars, self.features, drop_warmup=True)
 
-    def last_windows(self, bars: Mapping[str, Any] | np.ndarray, input_size: int) -> np.ndarray:
+    def last_windows(
+        self, bars: Mapping[str, Any] | np.ndarray, input_size: int, *, bounded: bool = False
+    ) -> np.ndarray:
         """Return the last input window of each symbol, ``[n_symbols, input_size, C]`` float64.
 
         The fast path of :meth:`inputs` for many symbols at once (the live loop calls it every
@@ -221,6 +269,15 @@ class FeatureSpec:
         bit. The indicators of all symbols are computed in one compiled call by the kernels of
         :mod:`celeris.indicators` (see :mod:`celeris.models.features_nb`), the elementwise
         parts by the same numpy operations :meth:`inputs` runs.
+
+        With ``bounded=True`` each feature is computed over only the last bars its window
+        needs, ``n_c = feature_lookback(f) + feature_settle(f) + input_size`` (all bars when
+        fewer): column ``c`` then equals ``FeatureSpec((f,)).inputs(bars_of_symbol_a[-n_c:])
+        .to_numpy()[-input_size:, 0]`` bit for bit. Over a longer history the same values
+        differ only in the last digits: a fixed-window feature reads the same bars (its
+        running sums restart elsewhere: rounding), a recursive one forgets its start with a
+        weight below ``2 ** -53`` (:func:`feature_settle`). What the live loop computes each
+        bar (``ModelSignals(bounded=True)``); training and replays compute every bar.
 
         Parameters
         ----------
@@ -243,16 +300,18 @@ class FeatureSpec:
             ``bars`` is neither a mapping nor an array.
         """
         input_size = check_int("input_size", input_size, minimum=1)
-        names, fields, lengths = self._field_matrices(bars)
-        return self._windows(names, fields, lengths, input_size)
+        keep = self.bars_settled(input_size) if bounded else None
+        names, fields, lengths = self._field_matrices(bars, keep)
+        return self._windows(names, fields, lengths, input_size, bounded)
 
     # -- the fast path --------------------------------------------------------------------
 
     def _field_matrices(
-        self, bars: Mapping[str, Any] | np.ndarray
+        self, bars: Mapping[str, Any] | np.ndarray, keep: int | None = None
     ) -> tuple[list[str], dict[str, np.ndarray], np.ndarray]:
-        """``[A, T]`` float64 C-order matrices of the needed fields (NaN-padded on the left),
-        the symbols' names and their lengths."""
+        """Time-major ``[T, A]`` float64 C-order matrices of the needed fields (a symbol with
+        fewer bars NaN-padded at the top; only the last ``keep`` bars when given), the symbols'
+        names and their lengths (all their bars, kept or not)."""
         needed = self.fields
         if isinstance(bars, np.ndarray):
             if bars.ndim != 3 or bars.shape[2] != len(BAR_FIELDS):
@@ -263,8 +322,11 @@ class FeatureSpec:
             if bars.dtype.kind not in "iuf":
                 raise DataError(f"bars must be numeric, got dtype {bars.dtype}")
             n, length = bars.shape[0], bars.shape[1]
+            kept = bars if keep is None or keep >= length else bars[:, length - keep :]
+            # [A, T] -> [T, A]: rows are contiguous already when bars is the live loop's
+            # [T, 5, A] history transposed (a copy of whole rows, no gather)
             fields = {
-                f: np.ascontiguousarray(bars[:, :, BAR_FIELDS.index(f)], dtype=np.float64)
+                f: np.ascontiguousarray(kept[:, :, BAR_FIELDS.index(f)].T, dtype=np.float64)
                 for f in needed
             }
             return [str(i) for i in range(n)], fields, np.full(n, length, dtype=np.int64)
@@ -281,16 +343,15 @@ class FeatureSpec:
             for f, values in zip(needed, _symbol_fields(symbol, one, needed), strict=True):
                 columns[f].append(values)
         lengths = np.array([len(v) for v in columns["close"]], dtype=np.int64)
-        width = int(lengths.max())
+        if keep is not None:
+            columns = {f: [v[-keep:] for v in rows] for f, rows in columns.items()}
+        width = max(len(v) for v in columns["close"])
         fields = {}
         for f, rows in columns.items():
-            if (lengths == width).all():
-                fields[f] = np.stack(rows) if len(rows) > 1 else rows[0][None, :].copy()
-            else:
-                matrix = np.full((len(rows), width), np.nan)
-                for i, row in enumerate(rows):
-                    matrix[i, width - len(row) :] = row
-                fields[f] = matrix
+            matrix = np.full((width, len(rows)), np.nan)  # [T, A]
+            for i, row in enumerate(rows):
+                matrix[width - len(row) :, i] = row
+            fields[f] = matrix
         return names, fields, lengths
 
     def _windows(
@@ -299,6 +360,7 @@ class FeatureSpec:
         fields: dict[str, np.ndarray],
         lengths: np.ndarray,
         input_size: int,
+        bounded: bool = False,
     ) -> np.ndarray:
         need = self.lookback + input_size
         short = np.flatnonzero(lengths < need)
@@ -310,17 +372,28 @@ class FeatureSpec:
                 + (f"; {len(short) - 1} more symbol(s) too short" if len(short) > 1 else "")
             )
         close = fields["close"]
-        n_assets, width = close.shape
+        width, n_assets = close.shape
         lo = width - input_size
         parsed = self._parsed
-        out = np.empty((len(parsed), n_assets, input_size))  # [C, A, L]
+        # the first bar (of the matrices) each feature is computed from: 0, or in a bounded
+        # window the first of the bars the feature needs
+        if bounded:
+            starts = [max(0, width - n - input_size) for n in self._settled]
+        else:
+            starts = [0] * len(parsed)
+        out = np.empty((len(parsed), input_size, n_assets))  # [C, L, A]
         with np.errstate(all="ignore"):  # non-finite inputs are reported below, by name
             log_return = None
-            if any(b in ("log_return", "volatility") for b, _ in parsed):
-                # the whole history: the volatility's rolling window reads every log return
+            reads = [s for s, (b, _) in zip(starts, parsed, strict=True) if b == "volatility"]
+            if any(b == "log_return" for b, _ in parsed):
+                reads.append(lo - 1)  # the window's first log return reads the bar before
+            if reads:
+                # from the first bar a feature reads on (a bounded volatility's rolling window
+                # reads the log returns after its first bar; an unbounded one, every one)
+                first = min(reads)
                 log_return = np.empty_like(close)
-                log_return[:, 0] = np.nan
-                np.log(close[:, 1:] / close[:, :-1], out=log_return[:, 1:])
+                log_return[first] = np.nan
+                np.log(close[first + 1 :] / close[first:-1], out=log_return[first + 1 :])
             kinds, windows, slots = self._kernel_plan
             raw: dict[int, np.ndarray] = {}
             if slots:
@@ -328,30 +401,30 @@ class FeatureSpec:
 
                 empty = _EMPTY.get(n_assets)
                 if empty is None:
-                    empty = _EMPTY.setdefault(n_assets, np.empty((n_assets, 0)))
+                    empty = _EMPTY.setdefault(n_assets, np.empty((0, n_assets)))
                 indicators = features_nb.last_indicators_nb(
                     kinds,
                     windows,
+                    np.array([starts[j] for j in slots], dtype=np.int64),
                     close,
                     fields.get("high", empty),
                     fields.get("low", empty),
                     empty if log_return is None else log_return,
-                    input_size,
-                    np.empty((len(slots), n_assets, input_size)),
+                    np.empty((len(slots), input_size, n_assets)),
                 )
                 raw = dict(zip(slots, indicators, strict=True))
             # The elementwise parts: the operations of celeris.models.data's feature builders.
-            last_close = close[:, lo:]  # [A, L], rows contiguous
+            last_close = close[lo:]  # [L, A]
             for j, (base, _) in enumerate(parsed):
                 if base == "close":
                     out[j] = last_close
                 elif base == "log_close":
                     np.log(last_close, out=out[j])
                 elif base == "log_volume":
-                    np.log(fields["volume"][:, lo:], out=out[j])
+                    np.log(fields["volume"][lo:], out=out[j])
                 elif base == "log_return":
                     assert log_return is not None
-                    out[j] = log_return[:, lo:]
+                    out[j] = log_return[lo:]
                 elif base == "rsi":
                     np.divide(raw[j] - 50.0, 50.0, out=out[j])
                 elif base == "atr":
@@ -360,7 +433,7 @@ class FeatureSpec:
                     np.log(last_close / raw[j], out=out[j])
                 else:  # zscore, volatility: the indicator itself
                     out[j] = raw[j]
-        windows_out = out.transpose(1, 2, 0)  # [C, A, L] -> [A, L, C]
+        windows_out = out.transpose(2, 1, 0)  # [C, L, A] -> [A, L, C]
         bad = ~np.isfinite(windows_out)
         if bad.any():
             a, t, c = (int(v) for v in np.argwhere(bad)[0])
@@ -433,8 +506,14 @@ class FeatureSpec:
         return dataclasses.replace(self, reference=reference_of(values, self.features))
 
 
-# [A, 0] placeholders for the kernel's unused inputs, one per symbol count (tiny, reused).
+# [0, A] placeholders for the kernel's unused inputs, one per symbol count (tiny, reused).
 _EMPTY: dict[int, np.ndarray] = {}
+
+
+def _rows(view: np.ndarray) -> np.ndarray:
+    """A field ``[A, T]`` of the array form as C-order float64 rows."""
+    return np.ascontiguousarray(view, dtype=np.float64)
+
 
 _KERNEL_CODES = {"rsi": 0, "zscore": 1, "atr": 2, "sma": 3, "ema": 4, "volatility": 5}
 """Indicator codes of :mod:`celeris.models.features_nb` (checked equal there by a test)."""

@@ -1,16 +1,26 @@
 """Numba kernel of :meth:`celeris.models.features.FeatureSpec.last_windows`: the indicator
 features of many symbols at once.
 
-One call computes every indicator feature of every symbol (rows of ``[A, T]`` arrays) with the
-very column kernels of :mod:`celeris.indicators.nb` that ``celeris.indicators.rsi`` & co. run
-for one series, and keeps the last ``L`` bars of each. The elementwise parts of the features
-(``log``, divisions, ``(rsi - 50) / 50``) stay in numpy in the wrapper, where the per-symbol
-path (:func:`celeris.models.data.feature_frame`) computes them too, so both paths are the same
-floating-point operations on the same values.
+One call computes every indicator feature of every symbol (the columns of time-major ``[T, A]``
+arrays) and keeps the last ``L`` bars of each. Each column runs the very column kernel of
+:mod:`celeris.indicators.nb` that ``celeris.indicators.rsi`` & co. run for one series, with one
+exception for speed: the recursive features (RSI, ATR, EMA) of a block of bars without a NaN
+run across the symbols, bar by bar (:func:`_rsi_across_nb` ...): the same floating-point
+operations on the same values in the same order per symbol as the column kernel, but 100
+independent recursions interleaved instead of one at a time, which the CPU overlaps (RSI of
+100 symbols x 542 bars: 0.07 ms vs 0.5). Tests hold the two equal bit for bit.
 
-A symbol shorter than the longest is left-padded with NaN: every indicator kernel starts at
+The elementwise parts of the features (``log``, divisions, ``(rsi - 50) / 50``) stay in numpy
+in the wrapper, where the per-symbol path (:func:`celeris.models.data.feature_frame`) computes
+them too, so both paths are the same floating-point operations on the same values.
+
+A symbol shorter than the longest is top-padded with NaN: every indicator kernel starts at
 the first bar where its inputs are valid and counts its warm-up from there, so padding changes
 nothing (bit for bit, tested).
+
+Feature ``j`` is computed over the bars ``starts[j]:`` only, as if the bars before were not
+there (``starts`` all 0: every bar). The bounded windows of the live loop use it to compute
+each feature over the bars its value needs (``FeatureSpec.bars_settled``).
 
 The calling API lives in :mod:`celeris.models.features`; this module only takes arrays.
 """
@@ -29,7 +39,6 @@ from celeris.indicators.nb import (
     _nan_outside,
     _rsi_col_nb,
     _sma_col_nb,
-    true_range_nb,
     valid_span_nb,
 )
 
@@ -54,52 +63,261 @@ def _ema_col_nb(x, start, stop, w, out):
 
 
 @njit(cache=True, nogil=True)
-def last_indicators_nb(kinds, windows, close, high, low, log_return, length, out):
-    """Fill ``out[j, a, :]`` with the last ``length`` bars of indicator ``kinds[j]`` (window
-    ``windows[j]``) of symbol ``a``.
+def _span3_nb(high, low, close):
+    # valid_span_nb(high + low + close) without the temporary sum
+    n = close.shape[0]
+    start = n
+    for i in range(n):
+        if not np.isnan(high[i] + low[i] + close[i]):
+            start = i
+            break
+    stop = n
+    for i in range(start + 1, n):
+        if np.isnan(high[i] + low[i] + close[i]):
+            stop = i
+            break
+    return start, stop
+
+
+@njit(cache=True, nogil=True)
+def _true_range_into_nb(high, low, close, out):
+    # celeris.indicators.nb.true_range_nb written into `out` (no allocation per symbol)
+    n = close.shape[0]
+    if n > 0:
+        out[0] = np.nan
+    for t in range(1, n):
+        out[t] = _true_range_nb(high[t], low[t], close[t - 1])
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _true_range_nb(high, low, prev_close):
+    # one bar of celeris.indicators.nb.true_range_nb, its comparisons in its order
+    greatest = high - low
+    v = abs(prev_close - high)
+    if v > greatest:
+        greatest = v
+    v = abs(prev_close - low)
+    if v > greatest:
+        greatest = v
+    return greatest
+
+
+# -- the recursive features across the symbols (a block without NaN) --------------------------
+
+
+@njit(cache=True, nogil=True)
+def _no_nan_nb(x, s0):
+    for t in range(s0, x.shape[0]):
+        for a in range(x.shape[1]):
+            if np.isnan(x[t, a]):
+                return False
+    return True
+
+
+@njit(cache=True, nogil=True)
+def _no_nan3_nb(high, low, close, s0):
+    for t in range(s0, close.shape[0]):
+        for a in range(close.shape[1]):
+            if np.isnan(high[t, a] + low[t, a] + close[t, a]):
+                return False
+    return True
+
+
+@njit(cache=True, nogil=True)
+def _rsi_across_nb(x, s0, w, out, gain, loss):
+    # _rsi_col_nb over x[s0:, a] for every a, bars outer: valid span = every bar
+    n = x.shape[0]
+    n_assets = x.shape[1]
+    length = out.shape[0]
+    lo = n - length
+    first = s0 + w
+    for t in range(lo, min(first, n)):
+        for a in range(n_assets):
+            out[t - lo, a] = np.nan
+    if first >= n:
+        return
+    for a in range(n_assets):
+        gain[a] = 0.0
+        loss[a] = 0.0
+    for t in range(s0 + 1, first + 1):
+        for a in range(n_assets):
+            d = x[t, a] - x[t - 1, a]
+            if d < 0.0:
+                loss[a] -= d
+            else:
+                gain[a] += d
+    for a in range(n_assets):
+        gain[a] /= w
+        loss[a] /= w
+        if first >= lo:
+            total = gain[a] + loss[a]
+            out[first - lo, a] = 100.0 * (gain[a] / total) if total != 0.0 else 0.0
+    for t in range(first + 1, n):
+        for a in range(n_assets):
+            d = x[t, a] - x[t - 1, a]
+            lo_ss = loss[a] * (w - 1)
+            g = gain[a] * (w - 1)
+            if d < 0.0:
+                lo_ss -= d
+            else:
+                g += d
+            lo_ss /= w
+            g /= w
+            loss[a] = lo_ss
+            gain[a] = g
+            if t >= lo:
+                total = g + lo_ss
+                out[t - lo, a] = 100.0 * (g / total) if total != 0.0 else 0.0
+
+
+@njit(cache=True, nogil=True)
+def _atr_across_nb(high, low, close, s0, w, out, prev):
+    # true range, then _atr_col_nb over the bars s0: of every symbol, bars outer
+    n = close.shape[0]
+    n_assets = close.shape[1]
+    length = out.shape[0]
+    lo = n - length
+    first = s0 + w
+    for t in range(lo, min(first, n)):
+        for a in range(n_assets):
+            out[t - lo, a] = np.nan
+    if first >= n:
+        return
+    for a in range(n_assets):
+        prev[a] = 0.0
+    for t in range(s0 + 1, first + 1):
+        for a in range(n_assets):
+            prev[a] += _true_range_nb(high[t, a], low[t, a], close[t - 1, a])
+    for a in range(n_assets):
+        prev[a] = prev[a] / w
+        if first >= lo:
+            out[first - lo, a] = prev[a]
+    for t in range(first + 1, n):
+        for a in range(n_assets):
+            p = prev[a] * (w - 1)
+            p += _true_range_nb(high[t, a], low[t, a], close[t - 1, a])
+            p /= w
+            prev[a] = p
+            if t >= lo:
+                out[t - lo, a] = p
+
+
+@njit(cache=True, nogil=True)
+def _ema_across_nb(x, s0, w, out, prev):
+    # _ema_col_nb over x[s0:, a] for every a, bars outer
+    n = x.shape[0]
+    n_assets = x.shape[1]
+    length = out.shape[0]
+    lo = n - length
+    first = s0 + w - 1
+    for t in range(lo, min(first, n)):
+        for a in range(n_assets):
+            out[t - lo, a] = np.nan
+    if first >= n:
+        return
+    for a in range(n_assets):
+        prev[a] = 0.0
+    for t in range(first - w + 1, first + 1):
+        for a in range(n_assets):
+            prev[a] += x[t, a]
+    for a in range(n_assets):
+        prev[a] = prev[a] / w
+        if first >= lo:
+            out[first - lo, a] = prev[a]
+    k = 2.0 / (w + 1)
+    for t in range(first + 1, n):
+        for a in range(n_assets):
+            p = (x[t, a] - prev[a]) * k + prev[a]
+            prev[a] = p
+            if t >= lo:
+                out[t - lo, a] = p
+
+
+# -- one column --------------------------------------------------------------------------------
+
+
+@njit(cache=True, nogil=True)
+def _column_nb(kind, w, s0, a, close, high, low, log_return, col, tr):
+    # The column kernel of indicator `kind` for symbol `a` over the bars s0: into col[:n - s0].
+    m = close.shape[0] - s0
+    x = close[s0:, a]
+    c = col[:m]
+    if kind == RSI:
+        start, stop = valid_span_nb(x)
+        _rsi_col_nb(x, start, stop, w, c)
+    elif kind == ZSCORE:
+        start, stop = valid_span_nb(x)
+        _moments_col_nb(x, start, stop, w, _ZSCORE, 0.0, 0.0, c, c, c)
+    elif kind == ATR:
+        h = high[s0:, a]
+        lw = low[s0:, a]
+        start, stop = _span3_nb(h, lw, x)
+        t_r = tr[:m]
+        _true_range_into_nb(h, lw, x, t_r)
+        _atr_col_nb(t_r, start, stop, w, c)
+    elif kind == SMA:
+        start, stop = valid_span_nb(x)
+        _sma_col_nb(x, start, stop, w, c)
+    elif kind == EMA:
+        start, stop = valid_span_nb(x)
+        _ema_col_nb(x, start, stop, w, c)
+    else:  # VOLATILITY: rolling std (ddof 0) of the log returns
+        r = log_return[s0:, a]
+        if s0 > 0:
+            # the first log return of the bars s0: reads the bar before them: not there
+            start, stop = valid_span_nb(r[1:])
+            start += 1
+            stop += 1
+        else:
+            start, stop = valid_span_nb(r)
+        _moments_col_nb(r, start, stop, w, _STD, 0.0, 0.0, c, c, c)
+
+
+@njit(cache=True, nogil=True)
+def last_indicators_nb(kinds, windows, starts, close, high, low, log_return, out):
+    """Fill ``out[j, :, a]`` with the last ``L = out.shape[1]`` bars of indicator ``kinds[j]``
+    (window ``windows[j]``) of symbol ``a``, computed over its bars ``starts[j]:``.
 
     Parameters
     ----------
-    kinds, windows : int64 ``[F]``
-        Indicator codes (:data:`RSI` ...) and their windows.
-    close, high, low, log_return : float64 ``[A, T]``
-        Rows are symbols (C order), oldest bar first, NaN-padded on the left. ``high`` and
-        ``low`` are read for ATR only, ``log_return`` (``log(close_t / close_{t-1})``, NaN on a
-        symbol's first bar) for the volatility only: pass ``[A, 0]``-shaped arrays when unused.
-    length : int
-        Bars kept per symbol (``L <= T``).
-    out : float64 ``[F, A, L]``
-        Same values as ``rsi_nb(close[a], windows)[-L:, 0]`` (``zscore_nb``, ``atr_nb``,
-        ``sma_nb``, ``ema_nb``; ``rolling_std_nb(log_return[a], windows, 0)`` for the
-        volatility).
+    kinds, windows, starts : int64 ``[F]``
+        Indicator codes (:data:`RSI` ...), their windows, and the first bar each is computed
+        from (``0 <= starts[j] <= T - L``; 0: every bar).
+    close, high, low, log_return : float64 ``[T, A]``
+        Time-major: one column per symbol, oldest bar first, NaN-padded at the top. ``high``
+        and ``low`` are read for ATR only, ``log_return`` (``log(close_t / close_{t-1})``, NaN
+        on a symbol's first bar) for the volatility only, from bar ``starts[j] + 1`` on: pass
+        ``[0, A]``-shaped arrays when unused.
+    out : float64 ``[F, L, A]``
+        Same values as ``rsi_nb(close[starts[j]:, a], windows)[-L:, 0]`` (``zscore_nb``,
+        ``atr_nb``, ``sma_nb``, ``ema_nb``; ``rolling_std_nb`` with ddof 0 of the log returns
+        of ``close[starts[j]:, a]`` for the volatility).
     """
-    n_assets, n_bars = close.shape
-    col = np.empty(n_bars)
-    lo = n_bars - length
-    for a in range(n_assets):
-        x = close[a]
-        start, stop = valid_span_nb(x)
-        for j in range(kinds.shape[0]):
-            kind = kinds[j]
-            w = windows[j]
-            if kind == RSI:
-                _rsi_col_nb(x, start, stop, w, col)
-            elif kind == ZSCORE:
-                _moments_col_nb(x, start, stop, w, _ZSCORE, 0.0, 0.0, col, col, col)
-            elif kind == ATR:
-                h = high[a]
-                lw = low[a]
-                s, e = valid_span_nb(h + lw + x)
-                tr = true_range_nb(h, lw, x)
-                _atr_col_nb(tr, s, e, w, col)
-            elif kind == SMA:
-                _sma_col_nb(x, start, stop, w, col)
-            elif kind == EMA:
-                _ema_col_nb(x, start, stop, w, col)
-            else:  # VOLATILITY: rolling std (ddof 0) of the log returns
-                r = log_return[a]
-                s, e = valid_span_nb(r)
-                _moments_col_nb(r, s, e, w, _STD, 0.0, 0.0, col, col, col)
-            for t in range(length):
-                out[j, a, t] = col[lo + t]
+    n_bars, n_assets = close.shape
+    length = out.shape[1]
+    m = 0
+    for j in range(starts.shape[0]):
+        m = max(m, n_bars - starts[j])
+    col = np.empty(m)
+    tr = np.empty(m)
+    state = np.empty((2, n_assets))
+    # Not spread over numba's threads: on the shared 2-core machine (one core busy elsewhere)
+    # the symbols on two threads took 3.37 ms vs 3.51 on one (100 x 1,000 bars, by column).
+    for j in range(kinds.shape[0]):
+        kind = kinds[j]
+        w = windows[j]
+        s0 = starts[j]
+        o = out[j]
+        if w >= 1 and kind == RSI and _no_nan_nb(close, s0):
+            _rsi_across_nb(close, s0, w, o, state[0], state[1])
+        elif w >= 1 and kind == ATR and _no_nan3_nb(high, low, close, s0):
+            _atr_across_nb(high, low, close, s0, w, o, state[0])
+        elif w >= 1 and kind == EMA and _no_nan_nb(close, s0):
+            _ema_across_nb(close, s0, w, o, state[0])
+        else:
+            lo = n_bars - s0 - length
+            for a in range(n_assets):
+                _column_nb(kind, w, s0, a, close, high, low, log_return, col, tr)
+                for t in range(length):
+                    o[t, a] = col[lo + t]
     return out
