@@ -154,6 +154,7 @@ class PaperAccount:
         self.carry = np.zeros((n_groups, GK.N_RUN))
         self.spans = np.zeros(n_groups, dtype=np.bool_)
         self._placeholders = (np.zeros((1, 1), dtype=np.bool_), np.full((1, 1), np.nan))
+        self._spare_out: dict[int, tuple[np.ndarray, ...]] = {}
         GK.start_groups_nb(
             self._kernel_args(1)[0], col_params, inp.group_params, inp.groups, self._out(1, 0),
             self.scratch, self.carry, self.spans,
@@ -169,20 +170,27 @@ class PaperAccount:
             self._buffers[name] = b
         self._cap = cap
 
-    def _out(self, n: int, n_records: int) -> tuple[np.ndarray, ...]:
-        """The kernel's ``out``: equity rows ``[:n]``, ``n_records`` record rows per column."""
+    def _out(self, n: int, n_records: int, *, reuse: bool = True) -> tuple[np.ndarray, ...]:
+        """The kernel's ``out``: equity rows ``[:n]``, ``n_records`` record rows per column.
+        With ``reuse`` the arrays are kept for the next step of as many bars (live: every
+        step), so only what :meth:`_collect` copies out of them may outlive the step."""
         inp = self.layout.inputs
-        offsets = np.zeros(inp.n_groups + 1, dtype=np.int64)
-        np.cumsum(n_records * np.diff(inp.groups), out=offsets[1:])
-        rows = max(int(offsets[-1]), 1)
-        return (
-            np.full((inp.n_groups, K.N_METRICS), np.nan),
-            self._buffers["equity"][:n],
-            np.empty((rows, K.N_ORDER_FIELDS)),
-            offsets if n_records else np.zeros(1, dtype=np.int64),
-            np.empty((rows, K.N_TRADE_FIELDS)),
-            offsets.copy() if n_records else np.zeros(1, dtype=np.int64),
-        )
+        spare = self._spare_out.get(n_records) if reuse else None
+        if spare is None:
+            offsets = np.zeros(inp.n_groups + 1, dtype=np.int64)
+            np.cumsum(n_records * np.diff(inp.groups), out=offsets[1:])
+            rows = max(int(offsets[-1]), 1)
+            spare = (
+                np.full((inp.n_groups, K.N_METRICS), np.nan),
+                np.empty((rows, K.N_ORDER_FIELDS)),
+                offsets if n_records else np.zeros(1, dtype=np.int64),
+                np.empty((rows, K.N_TRADE_FIELDS)),
+                offsets.copy() if n_records else np.zeros(1, dtype=np.int64),
+            )
+            if reuse:
+                self._spare_out = {n_records: spare}  # (one size kept: a replay's vary)
+        metrics, orders, order_offsets, trades, trade_offsets = spare
+        return (metrics, self._buffers["equity"][:n], orders, order_offsets, trades, trade_offsets)
 
     @property
     def layout(self) -> BookLayout:
@@ -220,7 +228,9 @@ class PaperAccount:
             raise DataError(f"ohlc must be ({k}, 4, {len(self.symbols)}), got {ohlc.shape}")
         if k == 0:
             return np.empty((0, K.N_ORDER_FIELDS))
-        bad = ~(np.isfinite(ohlc) & (ohlc > 0)).all(axis=(1, 2))
+        bad = np.zeros(0, dtype=bool)
+        if not (ohlc > 0).all() or not np.isfinite(ohlc).all():  # (NaN > 0 is False)
+            bad = ~(np.isfinite(ohlc) & (ohlc > 0)).all(axis=(1, 2))
         if bad.any():
             raise DataError(
                 f"step bars have a missing or non-positive price at {pd.Timestamp(times[bad][0])}"
@@ -324,11 +334,15 @@ class PaperAccount:
     def _collect(self, out: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray]:
         """The rows each group wrote this step (from its offset to its pointer), group order."""
         ptrs = self.scratch[3]
-        widths = np.diff(out[3])
-        rows = np.arange(int(out[3][-1]))
-        orders = out[2][: rows.size][rows < np.repeat(ptrs[:, 0], widths)]
-        trades = out[4][: rows.size][rows < np.repeat(ptrs[:, 1], widths)]
-        return orders, trades
+        picked = []
+        for field, (records, offsets) in enumerate(((out[2], out[3]), (out[4], out[5]))):
+            starts = offsets[:-1]
+            if offsets.shape[0] < 2 or (ptrs[:, field] <= starts).all():  # (most live bars)
+                picked.append(records[:0].copy())
+                continue
+            rows = np.arange(int(offsets[-1]))
+            picked.append(records[: rows.size][rows < np.repeat(ptrs[:, field], np.diff(offsets))])
+        return picked[0], picked[1]
 
     def step_frame(self, bars: pd.DataFrame, signals: Mapping[str, Any], **kw: Any) -> pd.DataFrame:
         """:meth:`step` from a bar frame (``(symbol, field)`` columns, or a plain bar frame for
@@ -429,7 +443,7 @@ class PaperAccount:
         td, year_days, ann_factor = annualise(
             self.index, self.options.get("freq"), self.options.get("year_days")
         )
-        out = self._out(n, 1)  # one open trade per column at most
+        out = self._out(n, 1, reuse=False)  # one open trade per column; the Book keeps them
         prices, signals, sizes, perp, col_params, group_params, groups, mode = self._kernel_args(n)
         last = col_params.copy()
         last[:, GK.C_LAST] = n - 1
