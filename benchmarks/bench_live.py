@@ -300,7 +300,7 @@ def bench_latency(
 ) -> None:
     from celeris.data.synthetic import synthetic
     from celeris.live.journal import Journal
-    from celeris.live.loop import LiveLoop
+    from celeris.live.loop import LiveLoop, settle
     from celeris.serving.feed import SignalPublisher
 
     history = max(1000, source.warmup + 1)
@@ -341,15 +341,16 @@ def bench_latency(
             if prof is not None and measured:
                 prof.disable()
             busy += (time.perf_counter_ns() - t0) / 1e9 if measured else 0.0
-            ids = [row.id for row in report.signals]
-            if len(ids) != n_symbols:
-                raise RuntimeError(f"step {i}: {len(ids)} records, expected {n_symbols}")
+            block = report.signals
+            if len(block) != n_symbols:
+                raise RuntimeError(f"step {i}: {len(block)} records, expected {n_symbols}")
             if child:
                 time.sleep(0.005)
-                spans.append((t0, ids[0], ids[-1]))
             else:
-                arrivals.wait_for(ids[-1])
-                spans.append((t0, ids[0], ids[-1]))
+                arrivals.wait_for(block.last_id)
+            spans.append((t0, block.first_id, block.last_id))
+            if i == warmup - 1:
+                settle()  # what LiveLoop.run does once its set-up is over
             if measured:
                 own.append(report.published_ns - report.received_ns)
             else:
@@ -377,7 +378,7 @@ def bench_latency(
     if prof is not None:
         print(top_functions(prof, busy))
         print("    cumulative:", {k: round(v, 3) for k, v in cumulative(prof, [
-            "compute", "_gate", "_signal_rows", "commit_step", "step", "orders_frame", "_send",
+            "compute", "_gate", "_signal_block", "commit_step", "step", "orders_frame", "_send",
             "prepare", "_frame", "last_windows", "predict",
         ]).items()}, f"of {busy:.3f} s")  # fmt: skip
 

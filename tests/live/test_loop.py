@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import sqlite3
 
@@ -242,3 +243,14 @@ def test_take_arrays_stacks_equal_bars_and_aligns_unequal_ones_like_frames(tmp_p
     assert block is not None and len(block[0]) == 3
     assert block[1][1, 3, 1] == v2[0, 3] and block[1][1, 4, 1] == 0.0
     assert loop.filled_bars == 1
+
+
+def test_run_puts_the_set_up_out_of_the_garbage_collectors_sight(tmp_path, spx):
+    # A full collection over the imports' objects would stall a live step for milliseconds.
+    gc.unfreeze()
+    try:
+        loop = _loop(tmp_path, {}, name="gc")
+        _replay(loop, {"SPX": spx.iloc[:100]}, block=50)
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
