@@ -46,6 +46,7 @@ from celeris.serving.feed import (
     encode,
     encode_hello,
 )
+from celeris.serving.feed.wire import encode_many
 
 ROOT = Path(__file__).resolve().parents[2]
 HEADER_DIR = ROOT / "include"
@@ -706,6 +707,19 @@ def test_publish_many_numbers_consecutively_and_reaches_every_subscriber_in_orde
     finally:
         for subscriber in subscribers:
             subscriber.close()
+
+
+def test_encode_many_is_encode_record_by_record() -> None:
+    # the batch path (its CRC-32 compiled) gives the bytes of encode, record by record
+    rng = np.random.default_rng(5)
+    n, h = 257, 7
+    sym, sig = rng.integers(0, 2**32, n), rng.integers(-1, 2, n)
+    conf, fc, ver = rng.random(n), rng.normal(0, 1e3, (n, h)), rng.integers(0, 2**32, n)
+    blob = encode_many(17, 123_456_789, sym, sig, conf, fc, ver)
+    for i in range(n):
+        record = SignalRecord(17 + i, 123_456_789, int(sym[i]), int(sig[i]), float(conf[i]),
+                              tuple(fc[i].tolist()), int(ver[i]))  # fmt: skip
+        assert blob[128 * i : 128 * (i + 1)] == encode(record), i
 
 
 def test_publish_many_with_a_bad_record_sends_none_and_consumes_no_sequence(

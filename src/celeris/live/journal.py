@@ -480,10 +480,11 @@ class Journal(JournalReader):
         k = int(times.shape[0])
         n_fills = int(fills.shape[0])
         fill_rec = np.empty(n_fills, FILL_DTYPE)
-        fill_rec["ts"], fill_rec["symbol"] = fill_times, fill_symbols
-        fill_rec["side"], fill_rec["kind"] = fills[:, K.O_SIDE], fills[:, K.O_STOP]
-        fill_rec["size"], fill_rec["price"] = fills[:, K.O_SIZE], fills[:, K.O_PRICE]
-        fill_rec["fees"] = fills[:, K.O_FEES]
+        if n_fills:  # (most live steps fill nothing)
+            fill_rec["ts"], fill_rec["symbol"] = fill_times, fill_symbols
+            fill_rec["side"], fill_rec["kind"] = fills[:, K.O_SIDE], fills[:, K.O_STOP]
+            fill_rec["size"], fill_rec["price"] = fills[:, K.O_SIZE], fills[:, K.O_PRICE]
+            fill_rec["fees"] = fills[:, K.O_FEES]
         published = max(self._published_up_to, published_up_to)
         first_signal = signals.first_id if len(signals) else self._next_id
         row = (

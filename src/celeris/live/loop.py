@@ -394,28 +394,29 @@ class LiveLoop:
             # (rounded: a position closed in several fills may sum to a few ulps, not to 0)
             held = np.sign(np.round(before + np.cumsum(delta, axis=0), 12)).astype(np.int64)
         want = self._wanted(bits, held)
-        if self.publish_mode == "every-bar":
-            bar_idx = np.repeat(np.arange(k), n_sym)
-            sym_idx = np.tile(np.arange(n_sym), k)
+        fc = batch.forecasts
+        if self.publish_mode == "every-bar":  # bar-major: the (k, n_symbols) arrays flattened
+            n = k * n_sym
+            ts = np.repeat(times.astype(np.int64), n_sym)
+            sym = np.tile(np.arange(n_sym, dtype=np.int64), k)
+            sig, conf = want.reshape(n), batch.confidence.reshape(n)
+            fc = None if fc is None else fc.reshape(n, fc.shape[2])
         else:  # where the direction differs from the bar before (the last step's, first)
             previous = np.vstack([self.direction[None, :], want[:-1]])
-            bar_idx, sym_idx = np.nonzero(want != previous)
+            bar_idx, sym = np.nonzero(want != previous)
+            n = bar_idx.shape[0]
+            ts, sig = times[bar_idx].astype(np.int64), want[bar_idx, sym]
+            conf = batch.confidence[bar_idx, sym]
+            fc = None if fc is None else fc[bar_idx, sym]
         self.direction[:] = want[-1]
-        n = bar_idx.shape[0]
-        first = self.journal.new_signal_ids(n)
-        fc = batch.forecasts
-        forecasts = (
-            np.zeros((n, 0), np.float32)
-            if fc is None
-            else fc[bar_idx, sym_idx, :MAX_HORIZON].astype(np.float32)  # the wire's precision
-        )
         return SignalBlock(
-            first,
-            times[bar_idx].astype(np.int64),
-            sym_idx.astype(np.int64),
-            want[bar_idx, sym_idx],
-            batch.confidence[bar_idx, sym_idx].astype(np.float64),
-            forecasts,
+            self.journal.new_signal_ids(n),
+            ts,
+            sym.astype(np.int64, copy=False),
+            sig.astype(np.int64, copy=False),
+            conf.astype(np.float64),
+            # (the wire's precision)
+            np.zeros((n, 0), np.float32) if fc is None else fc[:, :MAX_HORIZON].astype(np.float32),
             np.full(n, batch.model_version, dtype=np.int64),
         )
 

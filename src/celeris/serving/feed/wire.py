@@ -18,6 +18,7 @@ from enum import IntEnum
 from typing import Any
 
 import numpy as np
+from numba import njit
 
 from celeris.errors import CelerisTypeError, ConfigError
 from celeris.serving.errors import WireFormatError
@@ -312,9 +313,36 @@ def encode_many(
     out["forecasts"][:, : fc.shape[1]] = fc32
     out["model_version"] = ver
     raw = out.view(np.uint8).reshape(n, RECORD_SIZE)
-    crc = np.fromiter((zlib.crc32(row) for row in raw[:, :CRC_OFFSET]), np.uint32, count=n)
-    out["crc32"] = crc
+    out["crc32"] = _crc32_rows(raw, CRC_OFFSET)
     return out.tobytes()
+
+
+def _crc_table() -> np.ndarray:
+    """The byte table of CRC-32 (ISO-HDLC, reflected polynomial 0xEDB88320: ``zlib.crc32``)."""
+    table = np.arange(256, dtype=np.uint32)
+    for _ in range(8):
+        table = np.where(table & 1, (table >> 1) ^ np.uint32(0xEDB88320), table >> 1)
+    return table.astype(np.uint32)
+
+
+_CRC_TABLE = _crc_table()
+
+
+@njit(cache=True, nogil=True)
+def _crc32_rows_nb(rows, length, table, out):
+    for r in range(rows.shape[0]):
+        crc = np.uint32(0xFFFFFFFF)
+        for i in range(length):
+            crc = table[(crc ^ rows[r, i]) & 0xFF] ^ (crc >> np.uint32(8))
+        out[r] = crc ^ np.uint32(0xFFFFFFFF)
+
+
+def _crc32_rows(rows: np.ndarray, length: int) -> np.ndarray:
+    """``zlib.crc32`` of the first ``length`` bytes of every row of ``rows`` (uint8 ``[n, m]``),
+    in one compiled pass (a step's hundred records: a Python loop over zlib cost 25 us)."""
+    out = np.empty(rows.shape[0], dtype=np.uint32)
+    _crc32_rows_nb(rows, np.int64(length), _CRC_TABLE, out)
+    return out
 
 
 def _bad(field: str, value: object, why: str) -> WireFormatError:
