@@ -330,11 +330,15 @@ _CRC_TABLE = _crc_table()
 
 @njit(cache=True, nogil=True)
 def _crc32_rows_nb(rows, length, table, out):
+    # byte i of every row, then byte i + 1: the rows' table lookups are independent of each
+    # other, so they overlap (one row after the other waits on each lookup: 2.3 ns a byte)
+    out[:] = np.uint32(0xFFFFFFFF)
+    for i in range(length):
+        for r in range(rows.shape[0]):
+            crc = out[r]
+            out[r] = table[(crc ^ rows[r, i]) & 0xFF] ^ (crc >> np.uint32(8))
     for r in range(rows.shape[0]):
-        crc = np.uint32(0xFFFFFFFF)
-        for i in range(length):
-            crc = table[(crc ^ rows[r, i]) & 0xFF] ^ (crc >> np.uint32(8))
-        out[r] = crc ^ np.uint32(0xFFFFFFFF)
+        out[r] ^= np.uint32(0xFFFFFFFF)
 
 
 def _crc32_rows(rows: np.ndarray, length: int) -> np.ndarray:
