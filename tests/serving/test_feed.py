@@ -709,6 +709,47 @@ def test_publish_many_numbers_consecutively_and_reaches_every_subscriber_in_orde
             subscriber.close()
 
 
+def test_records_published_with_nobody_connected_are_kept_for_the_next_subscriber(
+    publisher_factory: Callable[..., SignalPublisher], sock_path: str
+) -> None:
+    # the trading engine away (restarting): what is published meanwhile waits for it
+    publisher = publisher_factory(first_sequence=10, retain=100)
+    assert publisher.publish_many([1, 2, 3], [1, 0, -1], [0.5, 0.5, 0.5]) == 10
+    publisher.publish(4, 1, 0.25)
+    assert publisher.delivered_through == 9 and publisher.stats()["retained"] == 4
+    with SignalSubscriber(sock_path, timeout_s=10.0) as engine:
+        assert engine.next_sequence == 10  # the hello starts at the first kept record
+        publisher.publish(5, 1, 1.0)
+        got = [next(engine) for _ in range(5)]
+        assert [(r.sequence, r.symbol_id) for r in got] == [(10, 1), (11, 2), (12, 3), (13, 4),
+                                                            (14, 5)]  # fmt: skip
+        assert engine.gaps == 0 and publisher.delivered_through == 14
+        with SignalSubscriber(sock_path, timeout_s=10.0) as later:  # someone was there: no backlog
+            assert later.next_sequence == 15
+        assert publisher.stats()["retained"] == 0
+
+
+def test_kept_records_past_retain_drop_the_oldest_and_say_so(
+    publisher_factory: Callable[..., SignalPublisher], sock_path: str
+) -> None:
+    publisher = publisher_factory(retain=3)
+    publisher.publish_many(np.arange(5), np.zeros(5), np.ones(5))
+    assert publisher.stats()["retained_dropped"] == 2 and publisher.delivered_through == 2
+    with SignalSubscriber(sock_path, timeout_s=10.0) as engine:
+        assert engine.next_sequence == 3
+        assert [next(engine).sequence for _ in range(3)] == [3, 4, 5]
+
+
+def test_without_retain_nothing_is_kept_for_a_late_subscriber(
+    publisher_factory: Callable[..., SignalPublisher], sock_path: str
+) -> None:
+    publisher = publisher_factory()
+    publisher.publish_many([1, 2], [1, 1], [1.0, 1.0])
+    assert publisher.delivered_through == 2 and publisher.stats()["retained"] == 0
+    with SignalSubscriber(sock_path, timeout_s=10.0) as late:
+        assert late.next_sequence == 3
+
+
 def test_encode_many_is_encode_record_by_record() -> None:
     # the batch path (its CRC-32 compiled) gives the bytes of encode, record by record
     rng = np.random.default_rng(5)

@@ -173,6 +173,15 @@ def live_cmd(
     wait_timeout: Annotated[
         float, typer.Option(help="Seconds --wait-subscribers waits before giving up.")
     ] = 30.0,
+    feed_retain: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="With --socket: signals published while no subscriber is connected are kept, "
+            "up to this many, for the next subscriber (the trading engine back after a "
+            "restart); a signal is journaled as published once a subscriber got it. 0: none.",
+        ),
+    ] = 65_536,
     json_out: JsonOpt = False,
 ) -> None:
     """Run a strategy or model live: closed bars -> signals -> feed + paper account.
@@ -218,7 +227,7 @@ def live_cmd(
         "mode": "replay" if replay else exchange,
     }
     journal = Journal(Path(state) / "journal.sqlite", names, config)
-    publisher = _publisher(socket, journal)
+    publisher = _publisher(socket, journal, feed_retain)
     from celeris.data.timeframes import timeframe_to_timedelta
 
     metrics = _metrics(metrics_port, names, timeframe_to_timedelta(timeframe).value)
@@ -228,8 +237,9 @@ def live_cmd(
         metrics=metrics,
     )  # fmt: skip
     try:
-        # Records go to the subscribers connected when they are published, a restart's
-        # republished ones too: waiting for the trading engine first makes sure it gets them.
+        # Records go to the subscribers connected when they are published (or, with nobody
+        # there, are kept for the next one: --feed-retain); waiting for the trading engine
+        # first hands it a restart's republished records at once.
         waiting = publisher is not None and wait_subscribers > 0
         if waiting and not publisher.wait_for_subscribers(wait_subscribers, wait_timeout):
             raise ConfigError(
@@ -318,13 +328,13 @@ def _signal_source(
     )
 
 
-def _publisher(socket: Path | None, journal: Any) -> Any:
+def _publisher(socket: Path | None, journal: Any, retain: int) -> Any:
     if socket is None:
         return None
     from celeris.serving.feed import SignalPublisher
 
     Path(socket).parent.mkdir(parents=True, exist_ok=True)
-    return SignalPublisher(socket, first_sequence=journal.first_unpublished())
+    return SignalPublisher(socket, first_sequence=journal.first_unpublished(), retain=retain)
 
 
 def _metrics(port: int | None, names: list[str], timeframe_ns: int) -> Any:

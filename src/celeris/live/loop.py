@@ -68,6 +68,10 @@ class Publisher(Protocol):
         ts_ns: int | None = None,
     ) -> int: ...
 
+    #: the sequence up to which every record reached a subscriber (the journal's mark)
+    @property
+    def delivered_through(self) -> int: ...
+
 
 @dataclass
 class StepReport:
@@ -307,7 +311,7 @@ class LiveLoop:
         self.journal.commit_step(
             times, ohlcv, bits, rates, block, rec, self.account.record_times(rec),
             self.account.record_symbols(rec),
-            published_up_to=self._published_up_to,
+            published_up_to=self._delivered(),
         )  # fmt: skip
         self._send(block)
         published = time.perf_counter_ns()
@@ -436,6 +440,14 @@ class LiveLoop:
                     "start at the journal's first unpublished id"
                 )
         self._published_up_to = block.last_id
+
+    def _delivered(self) -> int:
+        """The journal's publication mark: the records a subscriber got (the feed keeps what
+        it publishes with nobody connected for the next one: those are not marked, and a
+        restart publishes them again); without a feed, every record sent."""
+        if self.publisher is None:
+            return self._published_up_to
+        return self.publisher.delivered_through
 
     # ---- driving --------------------------------------------------------------------------
     def take_arrays(self, new: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:

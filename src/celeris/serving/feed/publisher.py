@@ -44,6 +44,7 @@ _RETRY_EVERY = 64  # a blocked subscriber's socket is retried inline every this 
 class _Subscriber:
     __slots__ = (
         "blocked",
+        "cap",
         "connected_at",
         "dead",
         "dropped",
@@ -69,6 +70,7 @@ class _Subscriber:
         self.since_retry = 0
         self.write_registered = False  # owned by the I/O thread
         self.connected_at = time.time()
+        self.cap = 0  # ring size (the publisher's, plus the backlog it was handed on joining)
 
 
 class SignalPublisher:
@@ -97,6 +99,14 @@ class SignalPublisher:
         Sequence number of the first record (default 1). A publisher that restarts a journaled
         stream (``celeris live``) continues its numbering, so that a record's sequence is its
         id across restarts; a record republished after a crash keeps its id.
+    retain
+        Records published while no subscriber is connected are kept, up to this many (default
+        0: none), and handed to the next subscriber right after its hello, whose
+        ``next_sequence`` is then the first kept record's: a consumer that was away (the
+        trading engine restarting) still gets them. Past ``retain`` the oldest kept record is
+        dropped (counted in ``stats()["retained_dropped"]``). :attr:`delivered_through` says
+        up to which sequence every record reached a subscriber (``celeris live`` journals a
+        signal as published only then).
     """
 
     def __init__(
@@ -107,8 +117,13 @@ class SignalPublisher:
         mode: int = 0o600,
         max_subscribers: int = 64,
         first_sequence: int = 1,
+        retain: int = 0,
     ) -> None:
         max_buffer_records = check_int("max_buffer_records", max_buffer_records, minimum=1)
+        self.retain = check_int("retain", retain, minimum=0)
+        self._retained: deque[bytes] = deque()  # records no subscriber has had, oldest first
+        self._retained_first = first_sequence  # sequence of the first of them
+        self._retained_dropped = 0
         first_sequence = check_int("first_sequence", first_sequence, minimum=1)
         max_subscribers = check_int("max_subscribers", max_subscribers, minimum=1)
         self.path = _check_socket_path(path)
@@ -213,6 +228,8 @@ class SignalPublisher:
             self._published += 1
             for sub in self._subs:
                 self._deliver(sub, data)
+            if not self._subs:
+                self._keep([data])
             return record.sequence
 
     def publish_many(
@@ -247,7 +264,29 @@ class SignalPublisher:
             self._published += n
             for sub in self._subs:
                 self._deliver_many(sub, blob)
+            if not self._subs:
+                self._keep([blob[at : at + RECORD_SIZE] for at in range(0, len(blob), RECORD_SIZE)])
             return first
+
+    def _keep(self, records: list[bytes]) -> None:
+        """Retain records published with no subscriber (lock held), the oldest dropped past
+        ``retain``."""
+        if not self.retain:
+            return
+        if not self._retained:
+            self._retained_first = self._next_seq - len(records)
+        self._retained.extend(records)
+        over = len(self._retained) - self.retain
+        if over > 0:
+            for _ in range(over):
+                self._retained.popleft()
+            self._retained_first += over
+            if not self._retained_dropped:
+                logger.warning(
+                    "signal feed on %s: no subscriber for %d records, dropping the oldest "
+                    "(retain=%d)", self.path, self.retain + over, self.retain,
+                )  # fmt: skip
+            self._retained_dropped += over
 
     def _deliver_many(self, sub: _Subscriber, blob: bytes) -> None:
         """:meth:`_deliver` of consecutive records: one send when the subscriber has room; what
@@ -298,7 +337,7 @@ class SignalPublisher:
                 sub.queue.append(data)
             self._block(sub)
             return
-        if len(sub.queue) >= self.max_buffer_records:
+        if len(sub.queue) >= sub.cap:
             sub.queue.popleft()
             sub.dropped += 1
             if sub.dropped == 1:
@@ -430,16 +469,25 @@ class SignalPublisher:
                 sub = _Subscriber(conn, self._next_id)
                 self._next_id += 1
                 self._connected_total += 1
-                # Registered under the lock: every record published after the hello reaches it.
-                hello = encode_hello(self._next_seq)
+                # Registered under the lock: every record published after the hello reaches it,
+                # and so do the records kept while nobody was there (its hello starts at them).
+                backlog = self._retained
+                hello = encode_hello(self._retained_first if backlog else self._next_seq)
                 try:
                     n = conn.send(hello, _SEND_FLAGS)
                 except OSError:
                     conn.close()
                     continue
+                sub.cap = self.max_buffer_records + len(backlog)
                 if n < len(hello):
                     sub.partial = memoryview(hello)[n:]
                     sub.blocked = True
+                if backlog:  # queued whole (the I/O thread writes it): never dropped as "slow"
+                    sub.queue.extend(backlog)
+                    sub.blocked = True
+                    self._retained = deque()
+                    logger.info("signal subscriber %d gets %d record(s) kept for it", self._next_id
+                                - 1, len(backlog))  # fmt: skip
                 self._subs = (*self._subs, sub)
                 self._changed.notify_all()
             events = selectors.EVENT_READ | (selectors.EVENT_WRITE if sub.blocked else 0)
@@ -473,6 +521,14 @@ class SignalPublisher:
         """Number of connected subscribers."""
         with self._lock:
             return len(self._subs)
+
+    @property
+    def delivered_through(self) -> int:
+        """Sequence up to which every record went to a subscriber (its socket, or its queue
+        while the socket is full), or was dropped for one; records kept for a subscriber yet
+        to come (``retain``) are not."""
+        with self._lock:
+            return self._retained_first - 1 if self._retained else self._next_seq - 1
 
     @property
     def last_sequence(self) -> int:
@@ -512,6 +568,8 @@ class SignalPublisher:
                 "queued": sum(s["queued"] for s in per),
                 "per_subscriber": per,
                 "max_buffer_records": self.max_buffer_records,
+                "retained": len(self._retained),
+                "retained_dropped": self._retained_dropped,
             }
 
     def close(self, linger_s: float = 1.0) -> None:
