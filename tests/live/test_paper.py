@@ -194,3 +194,34 @@ def test_paper_long_step_of_many_accounts_runs_them_on_threads_with_the_same_res
     ref = PaperAccount(list(frames), opts)
     _replay(ref, panel, sig, [997])  # short steps: one thread (equal to from_signals above)
     _assert_same(account.book(), ref.book())
+
+
+@pytest.mark.parametrize(
+    ("opts", "want"),
+    [
+        ({"size": 2.0}, 2 * 50.0),  # amount: units x price
+        ({"size": 300.0, "size_type": "value"}, 300.0),
+        ({"size": 0.25, "size_type": "percent"}, 0.25 * 1000.0),
+        ({}, 1000.0),  # an infinite size: all the cash
+        ({"size": 1e6, "size_type": "value"}, 1000.0),  # cut to what the cash buys
+        ({"instrument": "perp", "leverage": 3.0}, 3000.0),
+    ],
+)
+def test_paper_entry_value_is_what_the_order_can_add(opts, want):
+    account = PaperAccount(["A", "B"], {"init_cash": 1000.0, **opts})
+    assert account.entry_value(np.array([50.0, 50.0])).tolist() == [want, want]
+    assert account.entry_value(np.array([50.0, 50.0]), pending=True).tolist() == [0.0, 0.0]
+
+
+def test_paper_entry_value_of_a_held_position_and_of_a_pending_entry(sp500):
+    account = PaperAccount(["SPX"], {"init_cash": 10_000.0, "size": 1.0})
+    ohlc = sp500[["open", "high", "low", "close"]].to_numpy()[:3, :, None]
+    times = sp500.index[:3].as_unit("ns").asi8
+    step = {"entries": np.array([[True]]), "exits": np.array([[False]])}
+    account.step(times[:1], ohlc[:1], step)  # an entry at the close: waits for the next open
+    price = np.array([100.0])
+    assert account.entry_value(price, pending=True).tolist() == [100.0]
+    account.step(times[1:2], ohlc[1:2], {k: ~v if k == "entries" else v for k, v in step.items()})
+    assert account.position_array()[0] == 1.0
+    assert account.entry_value(price).tolist() == [0.0]  # held, no accumulation: ignored
+    assert account.entry_value(price, pending=True).tolist() == [0.0]

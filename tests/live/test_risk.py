@@ -55,16 +55,26 @@ def test_guard_long_short_flattens_each_side_with_its_own_exit():
     assert out.tolist() == [EXIT, SHORT_EXIT]
 
 
-def test_guard_caps_drop_entries_at_the_position_and_exposure_limits():
+def test_guard_caps_count_the_order_an_entry_would_add_and_those_pending():
     guard = RiskGuard(RiskLimits(max_position=100.0, max_exposure=150.0), 3)
     prices = np.array([10.0, 10.0, 10.0])
-    # symbol 0 holds 100 (at its cap): its entry goes; symbol 1 holds 20: its entry stays
-    out = guard.gate(np.array([ENTRY, ENTRY, 0]), np.array([10.0, 2.0, 0.0]), prices)
+    add = np.array([30.0, 30.0, 30.0])  # what each entry's order can buy
+    # symbol 0 holds 80: 80 + 30 passes its cap, the entry goes; symbol 1 holds 20: it stays
+    out = guard.gate(np.array([ENTRY, ENTRY, 0]), np.array([8.0, 2.0, 0.0]), prices, entry=add)
     assert out.tolist() == [0, ENTRY, 0]
-    # 160 held in total: no entry anywhere
-    out = guard.gate(np.array([0, ENTRY, ENTRY]), np.array([10.0, 6.0, 0.0]), prices)
-    assert out.tolist() == [0, 0, 0]
-    assert guard.blocked == {"max_position": 1, "max_exposure": 2}
+    # 20 + 40 waiting for the next open + 30 fits; with 60 waiting it would not
+    for waiting, kept in ((40.0, ENTRY), (60.0, 0)):
+        out = guard.gate(np.array([0, ENTRY, 0]), np.array([0.0, 2.0, 0.0]), prices, entry=add,
+                         pending=np.array([0.0, waiting, 0.0]))  # fmt: skip
+        assert out[1] == kept
+    # exposure: 100 held, room for one more order of 30 (symbol order), not two
+    out = guard.gate(np.array([0, ENTRY, ENTRY]), np.array([6.0, 4.0, 0.0]), prices, entry=add)
+    assert out.tolist() == [0, ENTRY, 0]
+    # an entry whose order adds nothing (a position held, no accumulation) is let through
+    out = guard.gate(np.array([ENTRY, 0, 0]), np.array([12.0, 0.0, 0.0]), prices,
+                     entry=np.array([0.0, 30.0, 30.0]))  # fmt: skip
+    assert out.tolist() == [ENTRY, 0, 0]
+    assert guard.blocked == {"max_position": 2, "max_exposure": 1}
 
 
 def test_guard_daily_loss_engages_once_the_days_value_fell_that_far():
@@ -146,15 +156,18 @@ def test_caps_keep_an_accumulating_account_under_the_limit(tmp_path, spx, limits
     opts = {"size": 1.0, "accumulate": True}
     journal = Journal(tmp_path / "cap.sqlite", ["SPX"], {"options": opts})
     loop = LiveLoop(["SPX"], _AlwaysEnter(), journal, options=opts, limits=limits)
-    _run(loop, spx.iloc[:100])
+    bars = spx.iloc[:100]
+    _run(loop, bars)
     fills = journal.fills()
-    held = fills["size"].cumsum()
-    # an entry is dropped once the position held at the close reached the cap; the entry of the
-    # bar before (filling at this open, next-open execution) is not held yet: one order over
-    assert held.iloc[-1] == len(fills) < 100
-    closes = spx["close"].reindex(fills["time"]).to_numpy()
-    assert (held.to_numpy()[:-2] * closes[:-2] < 5_000.0).all()
-    assert held.iloc[-1] * closes[-1] >= 5_000.0
+    held = fills["size"].cumsum().to_numpy()
+    assert held[-1] == len(fills) < 99
+    # each fill was decided at the close of the bar before (next-open execution): there, the
+    # position with that order and the one still waiting for the open was within the cap
+    decided = bars.index.get_indexer(fills["time"]) - 1
+    closes = bars["close"].to_numpy()
+    assert (held * closes[decided] <= 5_000.0).all()
+    # and the next bar's entry was dropped because one more unit would have passed it
+    assert (held[-1] + 1) * closes[decided[-1] + 1] > 5_000.0
     assert loop.risk.blocked[reason] == 100 - len(fills)
 
 

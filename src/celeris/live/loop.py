@@ -341,7 +341,11 @@ class LiveLoop:
                 )
                 if engaged:
                     self.journal.record_event("kill", {"reason": self.risk.killed})
-            out[i] = self.risk.gate(bits[i], positions, ohlcv[i, 3], stale=stale)
+            closes = ohlcv[i, 3]
+            out[i] = self.risk.gate(
+                bits[i], positions, closes, entry=self.account.entry_value(closes),
+                pending=self.account.entry_value(closes, pending=True), stale=stale,
+            )  # fmt: skip
         return out
 
     def _arrays(self, bits: np.ndarray) -> dict[str, np.ndarray]:

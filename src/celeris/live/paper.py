@@ -96,7 +96,9 @@ class PaperAccount:
         # Refuse bad options now, not at the first bar (which may come minutes later live):
         # book_layout validates them as from_signals does, here on two flat placeholder bars.
         day = 86_400 * 10**9
-        self._layout_of(np.array([0, day]), np.ones((2, 4, len(self.symbols))), "UTC", None)
+        self._first = self._layout_of(
+            np.array([0, day]), np.ones((2, 4, len(self.symbols))), "UTC", None
+        ).inputs  # (its sizing and cash answer entry_value before the first bar)
 
     # ---- set-up on the first step ---------------------------------------------------------
     def _layout_of(self, times: np.ndarray, ohlc: np.ndarray, tz: Any, name: Any) -> BookLayout:
@@ -404,6 +406,41 @@ class PaperAccount:
                 "kind": [ORDER_KINDS[int(x)] for x in rec[:, K.O_STOP]],
             }
         )
+
+    def entry_value(self, prices: np.ndarray, *, pending: bool = False) -> np.ndarray:
+        """The most quote value (at ``prices``, one per symbol) an entry order could add to each
+        symbol's position: what its size asks (``size_type`` amount: size x price; value: size;
+        percent: size x cash; an infinite size: all the cash), at most the cash of its account
+        times its leverage, since an order is cut to what the cash buys (an upper bound: fees
+        and slippage take a little off). 0 where a position is open and ``accumulate`` is off
+        (the kernel ignores that entry). With ``pending``: only for the entries signalled at the
+        last bar that fill at the next bar's open (next-open execution), 0 elsewhere. The risk
+        controls add these to the value held (:class:`~celeris.live.risk.RiskGuard`)."""
+        out = np.zeros(len(self.symbols))
+        if pending and (self._layout is None or self.execution != "next_open"):
+            return out  # nothing waits for the next open
+        inp = self._first if self._layout is None else self.layout.inputs
+        cp = inp.col_params
+        asset = cp[:, GK.C_ASSET].astype(np.int64)
+        group_of = np.repeat(np.arange(inp.n_groups), np.diff(inp.groups))
+        cash = inp.group_params[group_of, GK.G_INIT_CASH]
+        pos = np.zeros(cp.shape[0])
+        if self._layout is not None:
+            cash = self.carry[group_of, 0]
+            pos = self.scratch[0][:, GK.S_POS]
+        lev = np.where(cp[:, GK.C_PERP] != 0, cp[:, GK.C_LEVERAGE], 1.0)
+        size, kind = cp[:, K.P_SIZE], cp[:, K.P_SIZE_TYPE]
+        price = np.asarray(prices, dtype=np.float64)[asset]
+        with np.errstate(invalid="ignore"):  # (inf x 0 where an infinite size meets no cash)
+            asked = np.where(
+                kind == K.VALUE, size, np.where(kind == K.PERCENT, size * cash * lev, size * price)
+            )
+        value = np.minimum(asked, np.maximum(cash, 0.0) * lev)
+        value = np.where((pos != 0) & (cp[:, K.P_ACCUMULATE] == 0), 0.0, value)
+        if pending:  # the entries of the last bar's signals (entries, short entries)
+            value = np.where(self._last_signals[0] | self._last_signals[2], value, 0.0)
+        np.add.at(out, asset, np.nan_to_num(value))
+        return out
 
     def position_array(self) -> np.ndarray:
         """Current position of every symbol (units; negative: short), in symbol order."""

@@ -3,12 +3,13 @@
 The controls act on the signals before the paper account (and the feed) sees them, so the
 account and the journal record exactly what was allowed:
 
-* ``max_position``: most value (quote currency, at the bar's close) held in one symbol; an
-  entry that would add to a position already at the cap is dropped;
-* ``max_exposure``: most gross value held over all symbols; entries are dropped while the book
-  is at it. Both check the positions held at the bar's close: under next-open execution an
-  entry accepted on the bar before fills at this bar's open and is not held yet, so a position
-  can pass a cap by one order (size the orders, ``--size``, well under the caps);
+* ``max_position``: most value (quote currency, at the bar's close) in one symbol; an entry is
+  dropped when the position's value, plus what an entry of the bar before still waiting for the
+  next open will add, plus what this entry's order can add (its size; an infinite size: all the
+  account's cash, times the leverage: :meth:`PaperAccount.entry_value`), would pass the cap.
+  Orders are not cut to fit: size them under the cap (``--size``, ``--size-type value``);
+* ``max_exposure``: most gross value over all symbols, counted the same way; the entries of a
+  bar are taken in symbol order while they fit;
 * ``max_daily_loss``: a fraction of the account's value at the start of the UTC day (the last
   value of the day before); once the value has fallen that far the kill switch engages;
 * the kill switch (this limit, ``SIGUSR1``, or ``POST /admin/kill``): every entry is dropped and
@@ -122,10 +123,14 @@ class RiskGuard:
         positions: np.ndarray,
         prices: np.ndarray,
         *,
+        entry: np.ndarray | None = None,
+        pending: np.ndarray | None = None,
         stale: np.ndarray | None = None,
     ) -> np.ndarray:
         """Return the bits of one bar (``(n_symbols,)`` ints) as the controls allow them, given
-        the positions held (units) and the bar's closes; ``stale`` marks symbols whose data is
+        the positions held (units), the bar's closes, the value an entry order would add per
+        symbol (``entry``), the value of entries waiting for the next open (``pending``; both
+        :meth:`PaperAccount.entry_value`, 0 when None); ``stale`` marks symbols whose data is
         stale (no new entries there)."""
         out = bits.copy()
         opens = ENTRY | SHORT_ENTRY if self.long_short else ENTRY
@@ -144,13 +149,24 @@ class RiskGuard:
             self._count("stale_data", wants & stale)
             wants &= ~stale
         value = np.abs(positions * prices)
+        if pending is not None:
+            value = value + pending
+        add = np.zeros(self.n_symbols) if entry is None else np.asarray(entry, dtype=np.float64)
+        adds = wants & (add > 0)  # (an entry into a position it cannot add to changes nothing)
         if self.limits.max_position is not None:
-            over = wants & held & (value >= self.limits.max_position)
+            over = adds & (value + add > self.limits.max_position)
             self._count("max_position", over)
             wants &= ~over
-        if self.limits.max_exposure is not None and value.sum() >= self.limits.max_exposure:
-            self._count("max_exposure", wants)
-            wants[:] = False
+        if self.limits.max_exposure is not None:
+            total = float(value.sum())
+            over = np.zeros_like(wants)
+            for a in np.flatnonzero(wants):  # in symbol order, while they fit
+                if total + add[a] > self.limits.max_exposure:
+                    over[a] = True
+                else:
+                    total += add[a]
+            self._count("max_exposure", over)
+            wants &= ~over
         out[~wants] &= ~opens
         return out
 
