@@ -254,3 +254,41 @@ def test_run_puts_the_set_up_out_of_the_garbage_collectors_sight(tmp_path, spx):
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+def test_a_step_that_fails_before_the_account_moved_leaves_the_loop_as_it_was(tmp_path, spx):
+    loop = _loop(tmp_path, {}, name="fail")
+    bars = {"SPX": spx.iloc[:300]}
+    whole = _loop(tmp_path, {}, name="whole")
+    _replay(whole, bars, block=1)
+    block = loop.take({"SPX": spx.iloc[:300]})
+    times, ohlcv = block
+    for i in range(150):
+        loop.process(times[i : i + 1], ohlcv[i : i + 1])
+    bad = ohlcv[150:151].copy()
+    bad[0, 3, 0] = np.nan  # a close the account refuses
+    with pytest.raises(DataError, match="missing or non-positive price"):
+        loop.process(times[150:151], bad)
+    for i in range(150, 300):  # the good bar after all: as if the bad one never came
+        loop.process(times[i : i + 1], ohlcv[i : i + 1])
+    pd.testing.assert_frame_equal(loop.journal.signals(), whole.journal.signals())
+    pd.testing.assert_frame_equal(loop.journal.fills(), whole.journal.fills())
+
+
+def test_a_step_that_fails_after_the_account_moved_stops_the_loop(tmp_path, spx, monkeypatch):
+    loop = _loop(tmp_path, {}, name="broken")
+    times, ohlcv = loop.take({"SPX": spx.iloc[:60]})
+    loop.process(times[:30], ohlcv[:30])
+
+    def disk_full(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(loop.journal, "commit_step", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        loop.process(times[30:31], ohlcv[30:31])
+    monkeypatch.undo()
+    with pytest.raises(DataError, match="ahead of its journal"):
+        loop.process(times[31:32], ohlcv[31:32])
+    again = _loop(tmp_path, {}, name="broken")  # a new loop resumes from the journal
+    again.process(times[30:31], ohlcv[30:31])
+    assert again.journal.last_ts() == times[30]

@@ -116,6 +116,7 @@ class _History:
         self.times = np.empty(0, dtype=np.int64)
         self.bars = np.empty((n_symbols, 5, 0))
         self._n = 0
+        self.appended = 0  # bars appended so far
 
     def append(self, times: np.ndarray, ohlcv: np.ndarray) -> None:
         k = times.shape[0]
@@ -138,6 +139,12 @@ class _History:
         self.times[self._n : need] = times
         self.bars[:, :, self._n : need] = ohlcv.transpose(2, 1, 0)
         self._n = need
+        self.appended += k
+
+    def drop_last(self, k: int) -> None:
+        """Forget the last ``k`` bars appended (a step that failed)."""
+        self._n -= k
+        self.appended -= k
 
     def view(self, at_least: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """The last ``keep`` bars (all without a bound), or ``at_least`` if more: a step of
@@ -214,6 +221,7 @@ class LiveLoop:
         self._pending: dict[str, pd.DataFrame] = {}
         self.tz: Any = "UTC"
         self.filled_bars = 0  # bars synthesised for a symbol missing a time others have
+        self._broken: str | None = None  # why a step failed after the account moved
 
     # ---- the kill switch ------------------------------------------------------------------
     def kill(self, reason: str) -> None:
@@ -288,7 +296,36 @@ class LiveLoop:
         stale: np.ndarray | None = None,
         received_ns: int | None = None,
     ) -> StepReport:
-        """One step over ``k`` closed bars (``times`` int64 ns, ``ohlcv`` ``(k, 5, n_symbols)``)."""
+        """One step over ``k`` closed bars (``times`` int64 ns, ``ohlcv`` ``(k, 5, n_symbols)``).
+
+        A step that raises before the paper account moved (bad bars, a signal source's error)
+        leaves the loop as it was; one that raises after it (the journal's disk full...) leaves
+        the account ahead of the journal, and the loop refuses further steps: restart it (a new
+        loop resumes from the journal)."""
+        if self._broken is not None:
+            raise DataError(
+                f"the live loop stopped in the middle of a step ({self._broken}): its account is "
+                "ahead of its journal; make a new loop and resume() from the journal"
+            )
+        n_before, appended = self.account.n, self.history.appended
+        try:
+            return self._process(times, ohlcv, funding, stale, received_ns)
+        except BaseException as exc:
+            if self.account.n != n_before:
+                self._broken = f"{type(exc).__name__}: {exc}"
+            else:
+                # (a stateful signal source sees the history jump back and restarts from it)
+                self.history.drop_last(self.history.appended - appended)
+            raise
+
+    def _process(
+        self,
+        times: np.ndarray,
+        ohlcv: np.ndarray,
+        funding: np.ndarray | None,
+        stale: np.ndarray | None,
+        received_ns: int | None,
+    ) -> StepReport:
         received = time.perf_counter_ns() if received_ns is None else received_ns
         k = int(times.shape[0])
         last = self.journal.last_ts()
