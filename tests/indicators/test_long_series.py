@@ -93,16 +93,22 @@ def test_recursive_indicators_long_series_match_talib(long_close):
         assert_same_values(got[:, 0], want)
 
 
+def _ma_column(seed: int, n: int, w: int, ema: bool):
+    """A walk with a NaN lead, its valid span and its whole moving-average column."""
+    x = random_walk(seed, n, vol=0.02)
+    x[:5] = np.nan
+    start, stop = nb.valid_span_nb(x)
+    whole = np.empty_like(x)
+    nb.ma_column_nb(x, start, stop, w, ema, whole)
+    return x, start, stop, whole
+
+
 @pytest.mark.parametrize("ema", [False, True])
 @pytest.mark.parametrize("w", [1, 7, 300, 700])
 def test_ma_tail_from_any_bar_has_the_whole_columns_bits(ema, w):
     # The SMA's recompute blocks are anchored on its first valid bar: the tail computed from
     # the block holding `need` must give the same bits as the whole column (the live loop).
-    x = random_walk(11, 3_000, vol=0.02)
-    x[:5] = np.nan
-    start, stop = nb.valid_span_nb(x)
-    whole = np.empty_like(x)
-    nb.ma_column_nb(x, start, stop, w, ema, whole)
+    x, start, stop, whole = _ma_column(11, 3_000, w, ema)
     for need in (0, 4, w + 3, 511, 512, 513 + w, 1536 + w, 2999):
         tail = np.empty_like(x)
         nb.ma_tail_nb(x, start, stop, w, ema, need, tail)
@@ -114,11 +120,7 @@ def test_ma_tail_from_any_bar_has_the_whole_columns_bits(ema, w):
 def test_ma_advanced_in_steps_has_the_whole_columns_bits(ema, w):
     # The live loop's moving averages: started on a history, then advanced a few bars at a time
     # from their running state, across the SMA's recompute blocks: the whole column's bits.
-    x = random_walk(12, 4_000, vol=0.02)
-    x[:5] = np.nan
-    start, stop = nb.valid_span_nb(x)
-    whole = np.empty_like(x)
-    nb.ma_column_nb(x, start, stop, w, ema, whole)
+    x, start, _, whole = _ma_column(12, 4_000, w, ema)
     out = np.empty_like(x)
     state = np.zeros(nb.MA_STATE)
     end = 1_000
