@@ -94,6 +94,9 @@ def test_last_windows_every_feature_option_equals_inputs_bit_for_bit(option, rag
     by_array = spec.last_windows(same, length)
     for row, bars in zip(by_array, ragged.values(), strict=True):
         assert row.tobytes() == spec.inputs(bars.iloc[-cut:]).to_numpy()[-length:].tobytes()
+    # the live loop's [T, 5, A] history (C order), transposed: read in place, the same windows
+    live = np.ascontiguousarray(same.transpose(1, 2, 0)).transpose(2, 0, 1)
+    assert spec.last_windows(live, length).tobytes() == by_array.tobytes()
 
 
 def test_last_windows_default_cnn_lstm_features_with_all_at_once(ragged):
@@ -165,10 +168,11 @@ def test_last_windows_bounded_each_feature_equals_inputs_of_its_own_bars(option,
     bounded = spec.last_windows(long_bars, length, bounded=True)
     full = spec.last_windows(long_bars, length)
     layout = np.stack([b[list(BAR_FIELDS)].to_numpy() for b in long_bars.values()], axis=2)
-    # the live loop's [T, 5, A] history, transposed: the same windows
-    assert spec.last_windows(layout.transpose(2, 0, 1), length, bounded=True).tobytes() == (
-        bounded.tobytes()
-    )
+    # the live loop's [T, 5, A] history, transposed (read in place, or copied when not in
+    # C order): the same windows
+    for history in (layout, np.ascontiguousarray(layout)):
+        got = spec.last_windows(history.transpose(2, 0, 1), length, bounded=True)
+        assert got.tobytes() == bounded.tobytes()
     for c, name in enumerate(spec.features):
         n_c = feature_lookback(name) + feature_settle(name) + length
         assert spec.bars_settled(length) >= n_c
@@ -201,17 +205,31 @@ def test_recursive_kernels_across_symbols_equal_the_column_kernels_bit_for_bit()
     windows = np.array([14, 14, 30, 3, 1, 7], dtype=np.int64)
     length = 50
     empty = np.empty((0, 5))
+    fields = np.array([0, 1, 2], dtype=np.int64)  # high, low, close in the [T, 3, A] bars
     for s0 in (0, 37):
         starts = np.full(6, s0, dtype=np.int64)
         across = features_nb.last_indicators_nb(
-            kinds, windows, starts, close, high, low, empty, np.empty((6, length, 5))
-        )
-        padded = close.copy()
-        padded[: s0 + 1, 4] = np.nan  # symbol 4 starts later: the column kernels for all
-        by_column = features_nb.last_indicators_nb(
-            kinds, windows, starts, padded, high, low, empty, np.empty((6, length, 5))
-        )
-        assert across[:, :, :4].tobytes() == by_column[:, :, :4].tobytes()
+            kinds, windows, starts, np.stack([high, low, close], axis=1), fields, empty,
+            np.empty((6, length, 5)),
+        )  # fmt: skip
+        for nan_at in (slice(0, s0 + 1), slice(200, 201), slice(399, 400)):
+            padded = close.copy()
+            padded[nan_at, 4] = np.nan  # a NaN in symbol 4: the column kernels for all
+            by_column = features_nb.last_indicators_nb(
+                kinds, windows, starts, np.stack([high, low, padded], axis=1), fields, empty,
+                np.empty((6, length, 5)),
+            )  # fmt: skip
+            assert across[:, :, :4].tobytes() == by_column[:, :, :4].tobytes()
+            for j, w in enumerate(windows):  # and symbol 4's is what the indicators give it
+                c = padded[s0:, 4]
+                one = np.array([w])
+                if kinds[j] == features_nb.RSI:
+                    ref = rsi_nb(c, one)[:, 0]
+                elif kinds[j] == features_nb.ATR:
+                    ref = atr_nb(high[s0:, 4], low[s0:, 4], c, one)[:, 0]
+                else:
+                    ref = ema_nb(c, one)[:, 0]
+                assert by_column[j, :, 4].tobytes() == ref[-length:].tobytes()
         for a in range(4):
             c, h, lw = close[s0:, a], high[s0:, a], low[s0:, a]
             for j, (kind, w) in enumerate(zip(kinds, windows, strict=True)):

@@ -301,17 +301,18 @@ class FeatureSpec:
         """
         input_size = check_int("input_size", input_size, minimum=1)
         keep = self.bars_settled(input_size) if bounded else None
-        names, fields, lengths = self._field_matrices(bars, keep)
-        return self._windows(names, fields, lengths, input_size, bounded)
+        names, block, positions, lengths = self._field_matrices(bars, keep)
+        return self._windows(names, block, positions, lengths, input_size, bounded)
 
     # -- the fast path --------------------------------------------------------------------
 
     def _field_matrices(
         self, bars: Mapping[str, Any] | np.ndarray, keep: int | None = None
-    ) -> tuple[list[str], dict[str, np.ndarray], np.ndarray]:
-        """Time-major ``[T, A]`` float64 C-order matrices of the needed fields (a symbol with
-        fewer bars NaN-padded at the top; only the last ``keep`` bars when given), the symbols'
-        names and their lengths (all their bars, kept or not)."""
+    ) -> tuple[list[str], np.ndarray, dict[str, int], np.ndarray]:
+        """Time-major bars ``[T, K, A]`` float64 in C order holding the needed fields (a symbol
+        with fewer bars NaN-padded at the top; only the last ``keep`` bars when given), each
+        field's position on the second axis, the symbols' names and their lengths (all their
+        bars, kept or not)."""
         needed = self.fields
         if isinstance(bars, np.ndarray):
             if bars.ndim != 3 or bars.shape[2] != len(BAR_FIELDS):
@@ -323,13 +324,18 @@ class FeatureSpec:
                 raise DataError(f"bars must be numeric, got dtype {bars.dtype}")
             n, length = bars.shape[0], bars.shape[1]
             kept = bars if keep is None or keep >= length else bars[:, length - keep :]
-            # [A, T] -> [T, A]: rows are contiguous already when bars is the live loop's
-            # [T, 5, A] history transposed (a copy of whole rows, no gather)
-            fields = {
-                f: np.ascontiguousarray(kept[:, :, BAR_FIELDS.index(f)].T, dtype=np.float64)
-                for f in needed
-            }
-            return [str(i) for i in range(n)], fields, np.full(n, length, dtype=np.int64)
+            time_major = kept.transpose(1, 2, 0)  # [T, 5, A]
+            if time_major.dtype == np.float64 and time_major.flags.c_contiguous:
+                # the live loop's [T, 5, A] history, transposed: read as it is, no copy
+                positions = {f: BAR_FIELDS.index(f) for f in needed}
+                block = time_major
+            else:
+                positions = {f: i for i, f in enumerate(needed)}
+                block = np.empty((kept.shape[1], len(needed), n))
+                for f, i in positions.items():
+                    block[:, i, :] = kept[:, :, BAR_FIELDS.index(f)].T
+            names = [str(i) for i in range(n)]
+            return names, block, positions, np.full(n, length, dtype=np.int64)
         if not isinstance(bars, Mapping):
             raise CelerisTypeError(
                 "bars must be a mapping {symbol: bar frame or {field: array}} or an array "
@@ -346,18 +352,18 @@ class FeatureSpec:
         if keep is not None:
             columns = {f: [v[-keep:] for v in rows] for f, rows in columns.items()}
         width = max(len(v) for v in columns["close"])
-        fields = {}
+        positions = {f: i for i, f in enumerate(needed)}
+        block = np.full((width, len(needed), len(names)), np.nan)  # [T, K, A]
         for f, rows in columns.items():
-            matrix = np.full((width, len(rows)), np.nan)  # [T, A]
-            for i, row in enumerate(rows):
-                matrix[width - len(row) :, i] = row
-            fields[f] = matrix
-        return names, fields, lengths
+            for a, row in enumerate(rows):
+                block[width - len(row) :, positions[f], a] = row
+        return names, block, positions, lengths
 
     def _windows(
         self,
         names: list[str],
-        fields: dict[str, np.ndarray],
+        block: np.ndarray,
+        positions: dict[str, int],
         lengths: np.ndarray,
         input_size: int,
         bounded: bool = False,
@@ -371,8 +377,8 @@ class FeatureSpec:
                 f"{need} (lookback {self.lookback} + input_size {input_size})"
                 + (f"; {len(short) - 1} more symbol(s) too short" if len(short) > 1 else "")
             )
-        close = fields["close"]
-        width, n_assets = close.shape
+        width, n_assets = block.shape[0], block.shape[2]
+        close = block[:, positions["close"], :]  # [T, A]
         lo = width - input_size
         parsed = self._parsed
         # the first bar (of the matrices) each feature is computed from: 0, or in a bounded
@@ -391,7 +397,7 @@ class FeatureSpec:
                 # from the first bar a feature reads on (a bounded volatility's rolling window
                 # reads the log returns after its first bar; an unbounded one, every one)
                 first = min(reads)
-                log_return = np.empty_like(close)
+                log_return = np.empty(close.shape)
                 log_return[first] = np.nan
                 np.log(close[first + 1 :] / close[first:-1], out=log_return[first + 1 :])
             kinds, windows, slots = self._kernel_plan
@@ -402,13 +408,15 @@ class FeatureSpec:
                 empty = _EMPTY.get(n_assets)
                 if empty is None:
                     empty = _EMPTY.setdefault(n_assets, np.empty((0, n_assets)))
+                c = positions["close"]  # high and low only where ATR reads them
                 indicators = features_nb.last_indicators_nb(
                     kinds,
                     windows,
                     np.array([starts[j] for j in slots], dtype=np.int64),
-                    close,
-                    fields.get("high", empty),
-                    fields.get("low", empty),
+                    block,
+                    np.array(
+                        [positions.get("high", c), positions.get("low", c), c], dtype=np.int64
+                    ),
                     empty if log_return is None else log_return,
                     np.empty((len(slots), input_size, n_assets)),
                 )
@@ -421,7 +429,7 @@ class FeatureSpec:
                 elif base == "log_close":
                     np.log(last_close, out=out[j])
                 elif base == "log_volume":
-                    np.log(fields["volume"][lo:], out=out[j])
+                    np.log(block[lo:, positions["volume"], :], out=out[j])
                 elif base == "log_return":
                     assert log_return is not None
                     out[j] = log_return[lo:]

@@ -1,8 +1,8 @@
 """Numba kernel of :meth:`celeris.models.features.FeatureSpec.last_windows`: the indicator
 features of many symbols at once.
 
-One call computes every indicator feature of every symbol (the columns of time-major ``[T, A]``
-arrays) and keeps the last ``L`` bars of each. Each column runs the very column kernel of
+One call computes every indicator feature of every symbol (time-major ``[T, fields, A]`` bars,
+the live loop's layout) and keeps the last ``L`` bars of each. Each column runs the very column kernel of
 :mod:`celeris.indicators.nb` that ``celeris.indicators.rsi`` & co. run for one series, with one
 exception for speed: the recursive features (RSI, ATR, EMA) of a block of bars without a NaN
 run across the symbols, bar by bar (:func:`_rsi_across_nb` ...): the same floating-point
@@ -106,28 +106,18 @@ def _true_range_nb(high, low, prev_close):
 
 
 @njit(cache=True, nogil=True)
-def _no_nan_nb(x, s0):
-    for t in range(s0, x.shape[0]):
-        for a in range(x.shape[1]):
-            if np.isnan(x[t, a]):
-                return False
-    return True
+def _any_nan_nb(state):
+    # NaN where any value is (or where infinities of both signs meet: then the caller redoes
+    # the work by column, which gives the same values)
+    return np.isnan(np.sum(state))
 
 
 @njit(cache=True, nogil=True)
-def _no_nan3_nb(high, low, close, s0):
-    for t in range(s0, close.shape[0]):
-        for a in range(close.shape[1]):
-            if np.isnan(high[t, a] + low[t, a] + close[t, a]):
-                return False
-    return True
-
-
-@njit(cache=True, nogil=True)
-def _rsi_across_nb(x, s0, w, out, gain, loss):
-    # _rsi_col_nb over x[s0:, a] for every a, bars outer: valid span = every bar
-    n = x.shape[0]
-    n_assets = x.shape[1]
+def _rsi_across_nb(bars, ic, s0, w, out, gain, loss):
+    # _rsi_col_nb over bars[s0:, ic, a] for every a, bars outer, as if every bar were valid; False
+    # when one was NaN (then `out` is not the column kernel's: the caller runs that)
+    n = bars.shape[0]
+    n_assets = bars.shape[2]
     length = out.shape[0]
     lo = n - length
     first = s0 + w
@@ -135,13 +125,13 @@ def _rsi_across_nb(x, s0, w, out, gain, loss):
         for a in range(n_assets):
             out[t - lo, a] = np.nan
     if first >= n:
-        return
+        return True
     for a in range(n_assets):
         gain[a] = 0.0
         loss[a] = 0.0
     for t in range(s0 + 1, first + 1):
         for a in range(n_assets):
-            d = x[t, a] - x[t - 1, a]
+            d = bars[t, ic, a] - bars[t - 1, ic, a]
             if d < 0.0:
                 loss[a] -= d
             else:
@@ -154,7 +144,7 @@ def _rsi_across_nb(x, s0, w, out, gain, loss):
             out[first - lo, a] = 100.0 * (gain[a] / total) if total != 0.0 else 0.0
     for t in range(first + 1, n):
         for a in range(n_assets):
-            d = x[t, a] - x[t - 1, a]
+            d = bars[t, ic, a] - bars[t - 1, ic, a]
             lo_ss = loss[a] * (w - 1)
             g = gain[a] * (w - 1)
             if d < 0.0:
@@ -168,13 +158,16 @@ def _rsi_across_nb(x, s0, w, out, gain, loss):
             if t >= lo:
                 total = g + lo_ss
                 out[t - lo, a] = 100.0 * (g / total) if total != 0.0 else 0.0
+    # a NaN bar makes its change NaN, and gain or loss NaN from there on
+    return not (_any_nan_nb(gain) or _any_nan_nb(loss))
 
 
 @njit(cache=True, nogil=True)
-def _atr_across_nb(high, low, close, s0, w, out, prev):
-    # true range, then _atr_col_nb over the bars s0: of every symbol, bars outer
-    n = close.shape[0]
-    n_assets = close.shape[1]
+def _atr_across_nb(bars, ih, il, ic, s0, w, out, prev, seen):
+    # true range, then _atr_col_nb over the bars s0: of every symbol, bars outer, as if every
+    # bar were valid; False when one was NaN (`seen`: a NaN-sticky sum of high + low + close)
+    n = bars.shape[0]
+    n_assets = bars.shape[2]
     length = out.shape[0]
     lo = n - length
     first = s0 + w
@@ -182,12 +175,14 @@ def _atr_across_nb(high, low, close, s0, w, out, prev):
         for a in range(n_assets):
             out[t - lo, a] = np.nan
     if first >= n:
-        return
+        return True
     for a in range(n_assets):
         prev[a] = 0.0
+        seen[a] = bars[s0, ih, a] + bars[s0, il, a] + bars[s0, ic, a]
     for t in range(s0 + 1, first + 1):
         for a in range(n_assets):
-            prev[a] += _true_range_nb(high[t, a], low[t, a], close[t - 1, a])
+            prev[a] += _true_range_nb(bars[t, ih, a], bars[t, il, a], bars[t - 1, ic, a])
+            seen[a] += bars[t, ih, a] + bars[t, il, a] + bars[t, ic, a]
     for a in range(n_assets):
         prev[a] = prev[a] / w
         if first >= lo:
@@ -195,18 +190,21 @@ def _atr_across_nb(high, low, close, s0, w, out, prev):
     for t in range(first + 1, n):
         for a in range(n_assets):
             p = prev[a] * (w - 1)
-            p += _true_range_nb(high[t, a], low[t, a], close[t - 1, a])
+            p += _true_range_nb(bars[t, ih, a], bars[t, il, a], bars[t - 1, ic, a])
             p /= w
             prev[a] = p
+            seen[a] += bars[t, ih, a] + bars[t, il, a] + bars[t, ic, a]
             if t >= lo:
                 out[t - lo, a] = p
+    return not _any_nan_nb(seen)
 
 
 @njit(cache=True, nogil=True)
-def _ema_across_nb(x, s0, w, out, prev):
-    # _ema_col_nb over x[s0:, a] for every a, bars outer
-    n = x.shape[0]
-    n_assets = x.shape[1]
+def _ema_across_nb(bars, ic, s0, w, out, prev):
+    # _ema_col_nb over bars[s0:, ic, a] for every a, bars outer, as if every bar were valid; False
+    # when one was NaN (which the EMA carries from its bar on)
+    n = bars.shape[0]
+    n_assets = bars.shape[2]
     length = out.shape[0]
     lo = n - length
     first = s0 + w - 1
@@ -214,12 +212,12 @@ def _ema_across_nb(x, s0, w, out, prev):
         for a in range(n_assets):
             out[t - lo, a] = np.nan
     if first >= n:
-        return
+        return True
     for a in range(n_assets):
         prev[a] = 0.0
     for t in range(first - w + 1, first + 1):
         for a in range(n_assets):
-            prev[a] += x[t, a]
+            prev[a] += bars[t, ic, a]
     for a in range(n_assets):
         prev[a] = prev[a] / w
         if first >= lo:
@@ -227,20 +225,21 @@ def _ema_across_nb(x, s0, w, out, prev):
     k = 2.0 / (w + 1)
     for t in range(first + 1, n):
         for a in range(n_assets):
-            p = (x[t, a] - prev[a]) * k + prev[a]
+            p = (bars[t, ic, a] - prev[a]) * k + prev[a]
             prev[a] = p
             if t >= lo:
                 out[t - lo, a] = p
+    return not _any_nan_nb(prev)
 
 
 # -- one column --------------------------------------------------------------------------------
 
 
 @njit(cache=True, nogil=True)
-def _column_nb(kind, w, s0, a, close, high, low, log_return, col, tr):
+def _column_nb(kind, w, s0, a, bars, ih, il, ic, log_return, col, tr):
     # The column kernel of indicator `kind` for symbol `a` over the bars s0: into col[:n - s0].
-    m = close.shape[0] - s0
-    x = close[s0:, a]
+    m = bars.shape[0] - s0
+    x = bars[s0:, ic, a]
     c = col[:m]
     if kind == RSI:
         start, stop = valid_span_nb(x)
@@ -249,8 +248,8 @@ def _column_nb(kind, w, s0, a, close, high, low, log_return, col, tr):
         start, stop = valid_span_nb(x)
         _moments_col_nb(x, start, stop, w, _ZSCORE, 0.0, 0.0, c, c, c)
     elif kind == ATR:
-        h = high[s0:, a]
-        lw = low[s0:, a]
+        h = bars[s0:, ih, a]
+        lw = bars[s0:, il, a]
         start, stop = _span3_nb(h, lw, x)
         t_r = tr[:m]
         _true_range_into_nb(h, lw, x, t_r)
@@ -274,7 +273,7 @@ def _column_nb(kind, w, s0, a, close, high, low, log_return, col, tr):
 
 
 @njit(cache=True, nogil=True)
-def last_indicators_nb(kinds, windows, starts, close, high, low, log_return, out):
+def last_indicators_nb(kinds, windows, starts, bars, fields, log_return, out):
     """Fill ``out[j, :, a]`` with the last ``L = out.shape[1]`` bars of indicator ``kinds[j]``
     (window ``windows[j]``) of symbol ``a``, computed over its bars ``starts[j]:``.
 
@@ -283,17 +282,25 @@ def last_indicators_nb(kinds, windows, starts, close, high, low, log_return, out
     kinds, windows, starts : int64 ``[F]``
         Indicator codes (:data:`RSI` ...), their windows, and the first bar each is computed
         from (``0 <= starts[j] <= T - L``; 0: every bar).
-    close, high, low, log_return : float64 ``[T, A]``
-        Time-major: one column per symbol, oldest bar first, NaN-padded at the top. ``high``
-        and ``low`` are read for ATR only, ``log_return`` (``log(close_t / close_{t-1})``, NaN
-        on a symbol's first bar) for the volatility only, from bar ``starts[j] + 1`` on: pass
-        ``[0, A]``-shaped arrays when unused.
+    bars : float64 ``[T, K, A]``
+        Time-major bars, C order (the live loop's ``[T, 5, A]`` history as it is): field ``k``
+        of symbol ``a`` is ``bars[:, k, a]``, oldest bar first, NaN-padded at the top.
+    fields : int64 ``[3]``
+        The positions of high, low and close in ``bars``'s second axis (high and low are read
+        for ATR only).
+    log_return : float64 ``[T, A]``
+        ``log(close_t / close_{t-1})``, NaN on a symbol's first bar, read for the volatility
+        only, from bar ``starts[j] + 1`` on (``[0, A]`` when unused).
     out : float64 ``[F, L, A]``
         Same values as ``rsi_nb(close[starts[j]:, a], windows)[-L:, 0]`` (``zscore_nb``,
         ``atr_nb``, ``sma_nb``, ``ema_nb``; ``rolling_std_nb`` with ddof 0 of the log returns
         of ``close[starts[j]:, a]`` for the volatility).
     """
-    n_bars, n_assets = close.shape
+    n_bars = bars.shape[0]
+    n_assets = bars.shape[2]
+    ih = fields[0]
+    il = fields[1]
+    ic = fields[2]
     length = out.shape[1]
     m = 0
     for j in range(starts.shape[0]):
@@ -301,6 +308,7 @@ def last_indicators_nb(kinds, windows, starts, close, high, low, log_return, out
     col = np.empty(m)
     tr = np.empty(m)
     state = np.empty((2, n_assets))
+    seen = np.empty(n_assets)
     # Not spread over numba's threads: on the shared 2-core machine (one core busy elsewhere)
     # the symbols on two threads took 3.37 ms vs 3.51 on one (100 x 1,000 bars, by column).
     for j in range(kinds.shape[0]):
@@ -308,16 +316,18 @@ def last_indicators_nb(kinds, windows, starts, close, high, low, log_return, out
         w = windows[j]
         s0 = starts[j]
         o = out[j]
-        if w >= 1 and kind == RSI and _no_nan_nb(close, s0):
-            _rsi_across_nb(close, s0, w, o, state[0], state[1])
-        elif w >= 1 and kind == ATR and _no_nan3_nb(high, low, close, s0):
-            _atr_across_nb(high, low, close, s0, w, o, state[0])
-        elif w >= 1 and kind == EMA and _no_nan_nb(close, s0):
-            _ema_across_nb(close, s0, w, o, state[0])
+        if w >= 1 and kind == RSI:
+            done = _rsi_across_nb(bars, ic, s0, w, o, state[0], state[1])
+        elif w >= 1 and kind == ATR:
+            done = _atr_across_nb(bars, ih, il, ic, s0, w, o, state[0], seen)
+        elif w >= 1 and kind == EMA:
+            done = _ema_across_nb(bars, ic, s0, w, o, state[0])
         else:
+            done = False
+        if not done:
             lo = n_bars - s0 - length
             for a in range(n_assets):
-                _column_nb(kind, w, s0, a, close, high, low, log_return, col, tr)
+                _column_nb(kind, w, s0, a, bars, ih, il, ic, log_return, col, tr)
                 for t in range(length):
                     o[t, a] = col[lo + t]
     return out
