@@ -71,7 +71,9 @@ def _patch(docs: list[dict[str, Any]], patch: dict[str, Any], directory: Path, w
         raise KustomizeError(f"{where}: a patch needs `patch` or `path`")
     ops = yaml.safe_load(text)
     if not isinstance(ops, list):
-        raise KustomizeError(f"{where}: only JSON 6902 patches (a list of operations) are supported")
+        raise KustomizeError(
+            f"{where}: only JSON 6902 patches (a list of operations) are supported"
+        )
     target = patch.get("target") or {}
     extra = sorted(set(target) - {"kind", "name"})
     if extra or not target:
@@ -154,4 +156,6 @@ def _image(docs: list[dict[str, Any]], image: dict[str, Any]) -> None:
                 continue
             tag = image.get("newTag", match["tag"])
             digest = match["digest"]
-            container["image"] = name + (f":{tag}" if tag else "") + (f"@{digest}" if digest else "")
+            container["image"] = (
+                name + (f":{tag}" if tag else "") + (f"@{digest}" if digest else "")
+            )

@@ -68,7 +68,9 @@ def test_k8s_manifests_each_validate_against_kubernetes_schemas(name):
                 pytest.fail(f"{name}: {exc.message}")
             except kubernetes_validate.ValidationError as exc:
                 where = ".".join(str(p) for p in exc.path)
-                pytest.fail(f"{name}: {doc['kind']}/{doc['metadata']['name']} {where}: {exc.message}")
+                pytest.fail(
+                    f"{name}: {doc['kind']}/{doc['metadata']['name']} {where}: {exc.message}"
+                )
 
 
 def test_k8s_validation_with_unknown_field_fails():
@@ -208,7 +210,9 @@ def test_k8s_tokens_come_from_a_secret_never_a_literal():
                                  "CELERIS_SERVE_REGISTRY_URL"):  # fmt: skip
                     if variable in env:
                         assert "value" not in env[variable], (name, variable)
-                        assert env[variable]["valueFrom"]["secretKeyRef"]["name"] == "celeris-tokens"
+                        assert (
+                            env[variable]["valueFrom"]["secretKeyRef"]["name"] == "celeris-tokens"
+                        )
     serve = pod_spec(find(rendered("base"), "Deployment", "celeris-serve"))["containers"][0]
     assert "CELERIS_ADMIN_TOKEN" in {e["name"] for e in serve["env"]}
 
@@ -216,7 +220,9 @@ def test_k8s_tokens_come_from_a_secret_never_a_literal():
 @pytest.mark.parametrize("name", KUSTOMIZATIONS)
 def test_k8s_selectors_match_their_pods(name):
     docs = rendered(name)
-    templates = [d["spec"]["template"]["metadata"]["labels"] for d in docs if d["kind"] == "Deployment"]
+    templates = [
+        d["spec"]["template"]["metadata"]["labels"] for d in docs if d["kind"] == "Deployment"
+    ]
     for doc in docs:
         selector = {
             "Deployment": lambda d: d["spec"]["selector"]["matchLabels"],
