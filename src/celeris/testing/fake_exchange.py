@@ -100,7 +100,11 @@ class FakeExchange:
     updates_per_bar : int
         Updates of the forming bar pushed before its final message.
     funding_rate : float
-        The funding rate of every perpetual, settled every 8 hours.
+        The funding rate of every perpetual, settled every 8 hours (without ``funding``).
+    funding : mapping of symbol to Series, optional
+        Funding rates per symbol (spot or perpetual spelling) on their settlement times (a UTC DatetimeIndex), instead of
+        ``funding_rate`` every 8 hours: what ``/fapi/v1/fundingRate`` answers once settled and
+        what ``/fapi/v1/premiumIndex`` names as the next funding.
     port : int
         0 picks a free port.
     """
@@ -116,6 +120,7 @@ class FakeExchange:
         start: str | pd.Timestamp = "2024-01-01",
         updates_per_bar: int = 1,
         funding_rate: float = 1e-4,
+        funding: Mapping[str, pd.Series] | None = None,
         port: int = 0,
     ) -> None:
         if isinstance(symbols, str) or not symbols:
@@ -146,6 +151,14 @@ class FakeExchange:
                 f"(the shortest symbol has {self._n} bars)"
             )
         self._pos = history  # bars closed so far; bar _pos is forming
+        given = {_market_id(s): rates for s, rates in (funding or {}).items()}
+        if set(given) - set(self._markets):  # "BTC/USDT" and "BTC/USDT:USDT" name one market
+            extra = sorted(set(given) - set(self._markets))
+            raise ConfigError(f"fake exchange: funding given for unknown market(s) {extra}")
+        self._funding = {
+            mid: self._funding_of(m, given.get(mid)) for mid, m in self._markets.items()
+        }
+        self._funding_delay_ms = 0
         self._stalled = False
         self._ws_down = False
         self._rest_failures = 0
@@ -189,6 +202,20 @@ class FakeExchange:
         times = _epoch_ms(frame.index)
         ohlcv = np.round(frame[list(BAR_COLUMNS)].to_numpy(dtype=np.float64), 8)
         return _Market(symbol, _market_id(symbol), base, quote, times, ohlcv)
+
+    def _funding_of(self, m: _Market, rates: pd.Series | None) -> tuple[np.ndarray, np.ndarray]:
+        """A perpetual's funding times (epoch ms) and rates: given, or ``funding_rate`` every
+        8 hours over the bars."""
+        if rates is None:
+            first = -(-int(m.times[0]) // _FUNDING_STEP_MS) * _FUNDING_STEP_MS
+            times = np.arange(first, int(m.times[-1]) + 1, _FUNDING_STEP_MS, dtype=np.int64)
+            return times, np.full(times.shape[0], self.funding_rate)
+        if not isinstance(rates, pd.Series) or not isinstance(rates.index, pd.DatetimeIndex):
+            raise ConfigError(f"fake exchange: funding of {m.symbol!r} must be a Series on times")
+        times = _epoch_ms(rates.index)
+        if (np.diff(times) <= 0).any():
+            raise ConfigError(f"fake exchange: funding times of {m.symbol!r} must increase")
+        return times, rates.to_numpy(np.float64)
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -383,6 +410,11 @@ class FakeExchange:
             return sum(stream in streams for streams in self._subs.values())
 
         return int(self._run(count()))
+
+    def delay_funding(self, bars: int) -> None:
+        """Publish a settled funding rate only once the clock is ``bars`` bars past its funding
+        time (0, the default: at once), as an exchange that lists a settlement late."""
+        self._funding_delay_ms = check_int("bars", bars, minimum=0) * self.tf_ms
 
     def fail_rest(self, n: int) -> None:
         """Answer the next ``n`` klines, time or funding requests with HTTP 429."""
@@ -609,17 +641,23 @@ class FakeExchange:
 
     def _premium_index(self, q: dict[str, str], kind: str) -> Any:
         chosen = [self._market_of(q)] if "symbol" in q else list(self._markets.values())
-        next_funding = (self.now_ms // _FUNDING_STEP_MS + 1) * _FUNDING_STEP_MS
         out = []
         for m in chosen:
             price = _num(float(m.ohlcv[max(self._pos - 1, 0), 3]))
+            times, rates = self._funding[m.market_id]
+            after = int(np.searchsorted(times, self.now_ms, "right"))
+            if after < len(times):
+                next_funding, rate = int(times[after]), float(rates[after])
+            else:  # past the given rates: the 8-hour grid
+                next_funding = (self.now_ms // _FUNDING_STEP_MS + 1) * _FUNDING_STEP_MS
+                rate = self.funding_rate
             out.append(
                 {
                     "symbol": m.market_id,
                     "markPrice": price,
                     "indexPrice": price,
                     "estimatedSettlePrice": price,
-                    "lastFundingRate": f"{self.funding_rate:.8f}",
+                    "lastFundingRate": f"{rate:.8f}",
                     "interestRate": "0.00010000",
                     "nextFundingTime": next_funding,
                     "time": self.now_ms,
@@ -630,19 +668,21 @@ class FakeExchange:
     def _funding_history(self, q: dict[str, str], kind: str) -> Any:
         m = self._market_of(q)
         limit = min(int(q.get("limit", 100)), 1000)
-        first = -(-self._t0 // _FUNDING_STEP_MS) * _FUNDING_STEP_MS
-        times = list(range(first, self.now_ms + 1, _FUNDING_STEP_MS))
+        times, rates = self._funding[m.market_id]
+        # settled (and, with delay_funding, listed) by now
+        listed = int(np.searchsorted(times, self.now_ms - self._funding_delay_ms, "right"))
         start, end = int(q.get("startTime", 0)), int(q.get("endTime", 2**62))
-        times = [t for t in times if start <= t <= end]
-        times = times[:limit] if "startTime" in q else times[-limit:]
+        chosen = [i for i in range(listed) if start <= times[i] <= end]
+        chosen = chosen[:limit] if "startTime" in q else chosen[-limit:]
         out = []
-        for t in times:
-            i = min((t - self._t0) // self.tf_ms, len(m.times) - 1)
+        for j in chosen:
+            t = int(times[j])
+            i = min(max((t - self._t0) // self.tf_ms, 0), len(m.times) - 1)
             out.append(
                 {
                     "symbol": m.market_id,
                     "fundingTime": t,
-                    "fundingRate": f"{self.funding_rate:.8f}",
+                    "fundingRate": f"{float(rates[j]):.8f}",
                     "markPrice": _num(float(m.ohlcv[i, 0])),
                 }
             )
