@@ -30,7 +30,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -42,6 +42,9 @@ from celeris.live.paper import PaperAccount
 from celeris.live.risk import ENTRY, EXIT, SHORT_ENTRY, SHORT_EXIT, RiskGuard, RiskLimits
 from celeris.live.signals import SignalBatch, SignalSource
 from celeris.serving.feed.wire import MAX_HORIZON
+
+if TYPE_CHECKING:
+    from celeris.live.funding import FundingSource
 
 __all__ = ["BarSource", "LiveLoop", "StepReport", "settle"]
 
@@ -576,6 +579,7 @@ class LiveLoop:
         idle_timeout_s: float = 1.0,
         stale: Any = None,
         until_exhausted: bool = False,
+        funding: FundingSource | None = None,
     ) -> int:
         """Drive steps from ``bars`` until ``stop`` is set (or, ``until_exhausted``, until the
         source has nothing more); return the number of bars processed.
@@ -583,9 +587,23 @@ class LiveLoop:
         A fresh run keeps the source's back-filled bars (``start()``) as history for the signal
         source only (journaled as warm-up, not traded); a resumed run processes the ones after
         its last journaled bar (the bars it missed while down) as its first step.
+
+        ``funding`` (a perpetual account): the source of each step's funding rates
+        (:mod:`celeris.live.funding`: a replay's series or the exchange's), started after
+        ``bars``; a step's rates are asked for with its bars, before the step runs.
         """
+        perp = self.options.get("instrument") == "perp"
+        if funding is not None and not perp:
+            raise ConfigError(
+                "funding rates were given for a spot account: they apply to perpetual futures "
+                "(options instrument='perp')"
+            )
+        if perp and funding is None:
+            logger.warning("a perpetual account without a funding source: no funding is charged")
         stop = stop or asyncio.Event()
         first = await bars.start()
+        if funding is not None:
+            await funding.start()
         last = self.journal.last_ts()
         if last is None:
             block = self.take(first)
@@ -594,7 +612,8 @@ class LiveLoop:
                 self.history.append(*block)
             total = 0
         else:
-            total = self._step_from(self._after(first, last), stale)
+            block = self.take(self._after(first, last))
+            total = self._step_block(block, stale, None, await self._rates(block, funding))
         arrays = getattr(bars, "next_closed_arrays", None)  # a stream's frame-free path
         settle()
         while not stop.is_set():
@@ -610,15 +629,23 @@ class LiveLoop:
                 if block is not None and last is not None:
                     keep = block[0] > last
                     block = (block[0][keep], block[1][keep]) if keep.any() else None
-                total += self._step_block(block, stale, received)
-                continue
-            if last is not None:
-                new = self._after(new, last)
-            total += self._step_from(new, stale, received)
+            else:
+                block = self.take(new if last is None else self._after(new, last))
+            rates = None if funding is None else await self._rates(block, funding)
+            total += self._step_block(block, stale, received, rates)
         flush = getattr(self.source, "flush", None)  # a model's predictions and outcomes
         if flush is not None:
             flush()
         return total
+
+    @staticmethod
+    async def _rates(
+        block: tuple[np.ndarray, np.ndarray] | None, funding: FundingSource | None
+    ) -> np.ndarray | None:
+        """A block's funding rates, ``(k, n_symbols)`` (None: no block or no source)."""
+        if block is None or funding is None:
+            return None
+        return await funding.rates(block[0])
 
     @staticmethod
     def _after(new: Mapping[str, pd.DataFrame], last: int) -> dict[str, pd.DataFrame]:
@@ -626,13 +653,12 @@ class LiveLoop:
             s: f.loc[pd.DatetimeIndex(f.index).as_unit("ns").asi8 > last] for s, f in new.items()
         }
 
-    def _step_from(
-        self, new: Mapping[str, pd.DataFrame], stale: Any, received: int | None = None
-    ) -> int:
-        return self._step_block(self.take(new), stale, received)
-
     def _step_block(
-        self, block: tuple[np.ndarray, np.ndarray] | None, stale: Any, received: int | None
+        self,
+        block: tuple[np.ndarray, np.ndarray] | None,
+        stale: Any,
+        received: int | None,
+        funding: np.ndarray | None = None,
     ) -> int:
         if block is None:
             return 0
@@ -645,6 +671,7 @@ class LiveLoop:
         # at a time, as live.
         step = 1 if self.risk.active else len(times)
         for i in range(0, len(times), step):
-            self.process(times[i : i + step], ohlcv[i : i + step], stale=mask,
+            rates = None if funding is None else funding[i : i + step]
+            self.process(times[i : i + step], ohlcv[i : i + step], funding=rates, stale=mask,
                          received_ns=received)  # fmt: skip
         return int(times.shape[0])

@@ -17,7 +17,8 @@ signals published), ``signals_total``, ``fills_total``, ``position{symbol}``, ``
 ``pnl``, ``kill_switch``, ``risk_blocked_total{reason}``, ``stale_symbols``, ``filled_bars_total``,
 for a model ``feature_psi{feature}``, ``realised_error``, ``error_ratio`` and ``error_drift``
 (warnings logged once when PSI > 0.25 or the error drifts), and the market stream's counters as ``stream_<name>_total`` (reconnects, back-filled bars,
-duplicates, late and out-of-order messages, REST polls...).
+duplicates, late and out-of-order messages, REST polls...), and a perpetual run's funding
+counters as ``funding_<name>_total`` (requests, failures, waits for a rate not listed yet...).
 """
 
 from __future__ import annotations
@@ -88,6 +89,12 @@ class _Live(Collector):
                     f"celeris_live_stream_{name}", f"Market stream: {name.replace('_', ' ')}",
                     value=float(value),
                 )  # fmt: skip
+        stats = getattr(self.m.funding, "stats", None)  # the exchange's funding rates
+        for name, value in sorted((stats() if stats is not None else {}).items()):
+            yield CounterMetricFamily(
+                f"celeris_live_funding_{name}", f"Funding rates: {name.replace('_', ' ')}",
+                value=float(value),
+            )  # fmt: skip
 
     def _drift(self, loop: Any) -> Iterator[Any]:
         """A model source's drift: PSI per input feature, realised against validation error."""
@@ -137,6 +144,7 @@ class LiveMetrics:
         self.timeframe_ns = int(timeframe_ns)
         self.loop: Any = None
         self.stream: Any = None
+        self.funding: Any = None  # a perpetual run's funding source (its counters)
         self.ready_reason: str | None = "starting"
         self.warned: set[str] = set()  # drift warnings logged once each
         r = self.registry
