@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from celeris.cli._common import cli_errors, console, err_console, print_json
+from celeris.cli._common import FILLED, Options, cli_errors, console, err_console, print_json
 from celeris.cli.options import (
     CashOpt,
     ExecutionOpt,
@@ -27,6 +27,7 @@ from celeris.cli.options import (
     SlippageOpt,
     StopOpt,
 )
+from celeris.cli.perp_opts import check_spot, perp_keywords, perp_options
 from celeris.errors import ConfigError
 
 ExchangeOpt = Annotated[str, typer.Option(help="ccxt exchange id (live data), e.g. binance.")]
@@ -116,6 +117,7 @@ def register(app: typer.Typer) -> None:
 
 
 @cli_errors
+@perp_options
 def live_cmd(
     exchange: ExchangeOpt = "binance",
     symbols: SymbolsOpt = None,
@@ -182,6 +184,7 @@ def live_cmd(
             "restart); a signal is journaled as published once a subscriber got it. 0: none.",
         ),
     ] = 65_536,
+    perp_opts: Options = FILLED,
     json_out: JsonOpt = False,
 ) -> None:
     """Run a strategy or model live: closed bars -> signals -> feed + paper account.
@@ -194,6 +197,14 @@ def live_cmd(
           --strategy sma_cross --param fast=10 --param slow=50 --paper --fees 0.001 \\
           --state runs/live-btc --socket run/celeris.sock --metrics-port 9108
       celeris live ... --exchange-url http://127.0.0.1:9000   # a local fake or a testnet
+      celeris live --exchange binance --symbols BTC/USDT:USDT --timeframe 1m \\
+          --strategy sma_cross --perp --leverage 3 --fees 0.0005 --state runs/live-perp
+      celeris live --replay store:binance/BTC/USDT:USDT/1h --symbols BTC/USDT:USDT \\
+          --strategy sma_cross --perp --leverage 3 \\
+          --funding store:binance/BTC/USDT:USDT/funding --state runs/replay-perp
+
+    Perpetual futures (--perp, the options of celeris backtest --perp): live, the funding
+    rates come from the exchange as they settle; a replay takes --funding, one per symbol.
 
     Bars are acted on once closed; a restart with the same --state resumes where the journal
     ends. See docs/live.md.
@@ -217,8 +228,12 @@ def live_cmd(
                         ("tsl_stop", tsl_stop)):  # fmt: skip
         if value is not None:
             options[name] = value
+    check_spot(perp_opts)  # a perpetual option without --perp
     frames = _replay_frames(replay, symbols) if replay else None
     names = list(frames) if frames is not None else _symbols(symbols)
+    # the paper account's perpetual options (the funding rates come with each step)
+    options.update(perp_keywords({**perp_opts, "funding": None}, _no_bars(), names))
+    funding = _funding(perp_opts, frames, names, exchange, exchange_url)
     source = _signal_source(strategy, param, model, threshold, registry, state, names)
     limits = RiskLimits(max_position, max_exposure, max_daily_loss)
     config = {
@@ -262,7 +277,9 @@ def live_cmd(
                 exchange, names, timeframe, exchange_url=exchange_url,
                 history=loop.history.keep or 1000, stale_after=stale_after, transport=transport,
             )  # fmt: skip
-        total = asyncio.run(_drive(loop, bars, metrics, metrics_port, duration, replay is not None))
+        total = asyncio.run(
+            _drive(loop, bars, metrics, metrics_port, duration, replay is not None, funding)
+        )
         _report(loop, total, json_out)
     finally:
         if publisher is not None:
@@ -275,6 +292,48 @@ def _symbols(text: str | None) -> list[str]:
     if not names:
         raise ConfigError("--symbols is empty: name at least one, e.g. --symbols BTC/USDT")
     return names
+
+
+def _no_bars() -> Any:
+    import pandas as pd
+
+    return pd.DatetimeIndex([], tz="UTC")
+
+
+def _funding(
+    perp_opts: Options,
+    frames: dict[str, Any] | None,
+    names: list[str],
+    exchange: str,
+    exchange_url: str | None,
+) -> Any:
+    """The funding source of a perpetual run: ``--funding`` on a replay's bars, the exchange's
+    settled rates live; None for a spot run (or a replay without ``--funding``: no funding is
+    charged, as in ``celeris backtest --perp`` without it)."""
+    if not perp_opts["perp"]:
+        return None
+    specs = perp_opts["funding"] or []
+    if frames is None:
+        if specs:
+            raise ConfigError(
+                "--funding is for a --replay: a live run is charged the exchange's funding "
+                "rates as they settle"
+            )
+        from celeris.live.funding import ExchangeFunding
+
+        return ExchangeFunding(exchange, names, exchange_url=exchange_url)
+    if not specs:
+        return None
+    if len(specs) != len(names):
+        raise ConfigError(
+            f"--funding was given {len(specs)} time(s) for {len(names)} replayed symbol(s) "
+            f"({', '.join(names)}): give one per symbol, in the same order"
+        )
+    from celeris.data.funding import load_funding
+    from celeris.live.funding import ReplayFunding
+
+    rates = {name: load_funding(spec) for name, spec in zip(names, specs, strict=True)}
+    return ReplayFunding.from_series(names, rates, frames)
 
 
 def _replay_frames(sources: list[str], symbols: str | None) -> dict[str, Any]:
@@ -344,7 +403,13 @@ def _metrics(port: int | None, names: list[str], timeframe_ns: int) -> Any:
 
 
 async def _drive(
-    loop: Any, bars: Any, metrics: Any, port: int | None, duration: float | None, replay: bool
+    loop: Any,
+    bars: Any,
+    metrics: Any,
+    port: int | None,
+    duration: float | None,
+    replay: bool,
+    funding: Any = None,
 ) -> int:
     stop = asyncio.Event()
     running = asyncio.get_running_loop()
@@ -359,6 +424,7 @@ async def _drive(
 
         metrics.loop = loop
         metrics.stream = None if replay else bars
+        metrics.funding = funding
         runner = web.AppRunner(admin_app(metrics, loop.kill, loop.release))
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", port)
@@ -370,12 +436,16 @@ async def _drive(
         running.call_later(duration, stop.set)
     try:
         return await loop.run(
-            bars, stop=stop, stale=None if replay else bars.stale, until_exhausted=replay
-        )
+            bars, stop=stop, stale=None if replay else bars.stale, until_exhausted=replay,
+            funding=funding,
+        )  # fmt: skip
     finally:
         if not replay:
             with contextlib.suppress(Exception):
                 await bars.close()
+        if funding is not None and hasattr(funding, "close"):
+            with contextlib.suppress(Exception):
+                await funding.close()
         if runner is not None:
             await runner.cleanup()
 
