@@ -9,6 +9,7 @@ from celeris.cli import (
     backtest_cmd,
     bench_cmd,
     demo,
+    doctor_cmd,
     exchange_cmd,
     live_cmd,
     llm_cmd,
@@ -38,6 +39,7 @@ app = typer.Typer(
 app.add_typer(data_app, name="data")
 backtest_cmd.register(app)
 demo.register(app)
+doctor_cmd.register(app)
 models_cmd.register(app)
 llm_cmd.register(app)
 analyze_cmd.register(app)
