@@ -37,6 +37,13 @@ from celeris.backtest.strategies import (
 )
 from celeris.checks import check_int
 from celeris.compute import resolve_device
+from celeris.compute.ray_exec import (
+    RayExecutor,
+    connect,
+    default_tasks,
+    resolve_executor,
+    run_tasks,
+)
 from celeris.errors import ConfigError, did_you_mean
 from celeris.progress import progress_bar
 
@@ -600,6 +607,7 @@ def sweep(
     max_variants: int | None = MAX_VARIANTS,
     progress: bool = True,
     device: str = "auto",
+    executor: str | RayExecutor | None = "local",
     **options: Any,
 ) -> SweepResult:
     """Backtest every admissible combination of ``grid`` and return their metrics.
@@ -622,9 +630,15 @@ def sweep(
     before anything is built; ``max_variants=None`` lifts the limit. :func:`estimate_sweep`
     gives the cost up front and :meth:`SweepResult.on_edge` flags a best result on the edge of
     the grid.
+
+    ``executor="ray"`` (or a :class:`~celeris.compute.ray_exec.RayExecutor` naming the cluster
+    and the task size) runs blocks of variants as Ray tasks: the bars and the plan are put in
+    the object store once, metrics stream back as tasks finish, a task whose worker dies is run
+    again, and the result is identical to the local run's (docs/ray.md).
     """
     if chunk_size is not None:
         chunk_size = check_int("chunk_size", chunk_size, minimum=1)
+    remote = resolve_executor(executor)
     strat = get_strategy(strategy)
     bars = check_bars(data, strat.needs)
     options = check_portfolio_options(options, bars, grid=True)
@@ -634,24 +648,110 @@ def sweep(
     n_bars, n_combos = len(bars), len(plan.combos)
     if chunk_size is None:
         chunk_size = max(8, CHUNK_BYTES[engine] // max(n_bars, 1))
-    signals = strat.prepare(bars, plan.params)
-    metrics = np.empty((n_combos, K.N_METRICS))
-    freq = None
-    with progress_bar(progress) or nullcontext(None) as bar:
-        task = (
-            bar.add_task(f"{strat.name}: {n_combos:,} variants x {n_bars:,} bars", total=n_combos)
-            if bar
-            else None
-        )
-        for rows, entries, exits, values in _chunks(plan, signals, chunk_size, n_bars):
-            # Buffers are reused for the next chunk only after this portfolio's metrics are taken.
-            run: dict[str, Any] = {**options, **values}  # option axes: one value per column
-            pf = from_signals(bars, entries, exits, device=engine, _copy=False, **run)
-            metrics[rows] = pf.metric_values
-            freq = pf.freq
-            if bar is not None and task is not None:
-                bar.update(task, advance=entries.shape[1])
+    label = f"{strat.name}: {n_combos:,} variants x {n_bars:,} bars"
+    job = _SweepJob(bars, strat, plan, options, engine, chunk_size)
+    if remote is not None:
+        metrics, freq = _sweep_on_ray(job, remote, label, progress)
+    else:
+        metrics = np.empty((n_combos, K.N_METRICS))
+        with progress_bar(progress) or nullcontext(None) as bar:
+            task = bar.add_task(label, total=n_combos) if bar else None
+
+            def advance(k: int) -> None:
+                if bar is not None and task is not None:
+                    bar.update(task, advance=k)
+
+            freq = _run_plan(job, plan, metrics, advance)
     return SweepResult(strat, plan.combos, metrics, bars, options, freq, engine, plan.axes)
+
+
+@dataclass(frozen=True)
+class _SweepJob:
+    """What every chunk of a sweep reads: put in Ray's object store once on a cluster."""
+
+    bars: pd.DataFrame
+    strategy: Strategy
+    plan: SweepGrid
+    options: dict[str, Any]
+    engine: str
+    chunk_size: int
+
+
+def _run_plan(
+    job: _SweepJob, plan: SweepGrid, metrics: np.ndarray, advance: Any = None
+) -> pd.Timedelta | None:
+    """Simulate ``plan`` chunk by chunk into ``metrics`` (one row per variant); return the
+    bars' frequency."""
+    freq = None
+    signals = job.strategy.prepare(job.bars, plan.params)
+    n_bars = len(job.bars)
+    for rows, entries, exits, values in _chunks(plan, signals, job.chunk_size, n_bars):
+        # Buffers are reused for the next chunk only after this portfolio's metrics are taken.
+        run: dict[str, Any] = {**job.options, **values}  # option axes: one value per column
+        pf = from_signals(job.bars, entries, exits, device=job.engine, _copy=False, **run)
+        metrics[rows] = pf.metric_values
+        freq = pf.freq
+        if advance is not None:
+            advance(entries.shape[1])
+    return freq
+
+
+#: Least work per Ray task, in bar-variants (~0.1-0.2 s on one core): a task costs ~1-2 ms of
+#: scheduling and transfer (benchmarks/RESULTS.md), so tasks this size lose under 2% to it.
+MIN_TASK_BAR_VARIANTS = 20_000_000
+
+
+def _task_rows(plan: SweepGrid, n_bars: int, per_task: int | None, tasks: int) -> list[np.ndarray]:
+    """The variant rows of each Ray task, grouped by strategy combination as :func:`_chunks`
+    takes them; a task holds whole groups when the groups are of equal size (a product), so no
+    strategy combination's signals are built on two nodes."""
+    n = len(plan.combos)
+    if per_task is None:
+        per_task = max(-(-n // tasks), -(-MIN_TASK_BAR_VARIANTS // max(n_bars, 1)))
+    order = np.argsort(plan.param_row, kind="stable")
+    per = np.bincount(plan.param_row)
+    if plan.axes and per.min() == per.max():
+        group = int(per[0])
+        per_task = max(group, per_task - per_task % group)
+    return [order[start : start + per_task] for start in range(0, n, per_task)]
+
+
+def _sub_plan(plan: SweepGrid, rows: np.ndarray) -> SweepGrid:
+    """The variants ``rows`` of ``plan`` (grouped by strategy combination) as a plan of their own."""
+    used, param_row = np.unique(plan.param_row[rows], return_inverse=True)
+    combos = plan.combos.iloc[rows].reset_index(drop=True)
+    if not plan.axes:  # the plan's combinations are its strategy parameters
+        return SweepGrid(combos, combos, np.arange(len(rows), dtype=np.int64), ())
+    params = plan.params.iloc[used].reset_index(drop=True)
+    return SweepGrid(combos, params, param_row.astype(np.int64), plan.axes)
+
+
+def _sweep_task(job: _SweepJob, rows: np.ndarray) -> tuple[np.ndarray, pd.Timedelta | None]:
+    """One Ray task of a sweep: the metrics of the variants ``rows``, as the local run
+    computes them (each variant's metrics depend on its own column only)."""
+    sub = _sub_plan(job.plan, rows)
+    metrics = np.empty((len(rows), K.N_METRICS))
+    return metrics, _run_plan(job, sub, metrics)
+
+
+def _sweep_on_ray(
+    job: _SweepJob, executor: RayExecutor, label: str, progress: bool
+) -> tuple[np.ndarray, pd.Timedelta | None]:
+    """Run ``job`` as Ray tasks of whole variant blocks; metrics land in the local run's rows."""
+    ray = connect(executor.address)
+    blocks = _task_rows(job.plan, len(job.bars), executor.task_size, default_tasks(ray, executor))
+    metrics = np.empty((len(job.plan.combos), K.N_METRICS))
+    freqs: list[pd.Timedelta | None] = []
+
+    def take(i: int, result: tuple[np.ndarray, pd.Timedelta | None]) -> None:
+        metrics[blocks[i]] = result[0]
+        freqs.append(result[1])
+
+    run_tasks(
+        _sweep_task, job, blocks, take, executor=executor,
+        units=[len(b) for b in blocks], label=f"{label} on Ray", progress=progress,
+    )  # fmt: skip
+    return metrics, freqs[0] if freqs else None
 
 
 def _chunks(

@@ -86,6 +86,36 @@ MaxVariantsOpt = Annotated[
         help="Refuse a grid with more admissible variants than this (checked before any work).",
     ),
 ]
+RayOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray",
+        help="Run the work as tasks on a Ray cluster: auto (the cluster `ray start --head` "
+        "started here, or $RAY_ADDRESS), HOST:PORT of its head, ray://HOST:10001, or local (a "
+        "Ray on this machine only). Results equal the local run's. See docs/ray.md.",
+        show_default=False,
+    ),
+]
+TaskSizeOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--task-size",
+        help="With --ray: units of work per task (variants of a sweep, windows of a "
+        "walk-forward); default about four tasks per CPU of the cluster.",
+        show_default=False,
+    ),
+]
+
+
+def ray_executor(address: str | None, task_size: int | None) -> Any:
+    """``--ray``/``--task-size`` as an executor: ``"local"`` without ``--ray``."""
+    if address is None:
+        if task_size is not None:
+            raise ConfigError("--task-size sizes Ray tasks: give --ray too")
+        return "local"
+    from celeris.compute.ray_exec import RayExecutor
+
+    return RayExecutor(address=None if address == "auto" else address, task_size=task_size)
 
 
 def _strategy_and_grid(strategy: str, items: list[str]) -> tuple[Any, dict[str, list[Any]]]:
@@ -423,6 +453,8 @@ def sweep_cmd(
         Path | None, typer.Option(help="Write every variant's metrics to this CSV.")
     ] = None,
     max_variants: MaxVariantsOpt = 1_000_000,
+    ray: RayOpt = None,
+    task_size: TaskSizeOpt = None,
     cash_sharing: CashSharingOpt = False,
     call_seq: CallSeqOpt = None,
     nan_policy: NanPolicyOpt = None,
@@ -447,6 +479,9 @@ def sweep_cmd(
 
     Perpetual futures, leverage as an axis: celeris sweep --data store:binance/BTC/USDT:USDT/1h
     --perp --funding store:binance/BTC/USDT:USDT/funding --grid leverage=1,3,10
+
+    On a Ray cluster (docs/ray.md): celeris sweep --data sample:sp500 --grid fast=5:100
+    --grid slow=50:400:5 --ray auto
     """
     from celeris.backtest import estimate_sweep, sweep
     from celeris.cli.format import run_caption
@@ -454,7 +489,13 @@ def sweep_cmd(
     _check_ranking(metric, top)
     specs = _data_specs(data, cash_sharing, call_seq, "sweep", nan_policy)
     opts = _with_size(opts, size, size_type)
+    executor = ray_executor(ray, task_size)
     if cash_sharing:
+        if ray is not None:
+            raise ConfigError(
+                "--ray runs single-asset sweeps; a --cash-sharing book sweep runs locally: "
+                "leave out --ray or --cash-sharing"
+            )
         return _book_sweep(
             specs, strategy, grid or [], (call_seq or "auto", nan_policy or "error"), opts, span,
             {"metric": metric, "top": top, "html": html, "csv": csv, "json_out": json_out},
@@ -473,7 +514,7 @@ def sweep_cmd(
     started = time.perf_counter()
     result = sweep(
         bars, strat, values, max_variants=max_variants, device=device,
-        progress=not json_out, **opts,
+        progress=not json_out, executor=executor, **opts,
     )  # fmt: skip
     elapsed = time.perf_counter() - started
     best = result.best(metric, top)

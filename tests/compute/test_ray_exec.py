@@ -1,0 +1,260 @@
+"""Research on a real two-node Ray cluster on this machine: results equal the local run's.
+
+One cluster for the module (``ray start --head`` and ``ray start --address`` on loopback, token
+authentication on, torn down at the end): starting Ray costs ~10 s on two cores.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from celeris import ConfigError
+from celeris.backtest import sweep
+from celeris.compute.ray_exec import (
+    RayExecutor,
+    RayTaskError,
+    connect,
+    resolve_executor,
+    run_tasks,
+)
+
+GRID = {"fast": [5, 10, 20, 40], "slow": [30, 50, 100, 200]}
+AXES_GRID = {**GRID, "sl_stop": [None, 0.05], "fees": [0.0, 0.001]}
+OPTS = dict(slippage=0.0005, year_days=252)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    ray = str(Path(sys.executable).with_name("ray"))
+    with log.open("wb") as out:
+        # --block: the command stays in the foreground and stops its node's processes on SIGTERM
+        return subprocess.Popen(
+            [ray, "start", "--block", "--disable-usage-stats", "--num-cpus", "1",
+             "--node-ip-address", "127.0.0.1", "--include-log-monitor", "false",
+             "--dashboard-agent-listen-port", str(_free_port()), *args],
+            env=env, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(
+                f"ray start exited with {proc.returncode}: {log.read_text()[-2000:]}"
+            )
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"the Ray head did not open port {port} in 60 s")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The address of a head and a second node, one CPU each; this process connected to it."""
+    import ray
+    from ray._private.authentication_test_utils import reset_auth_token_state
+
+    root = tmp_path_factory.mktemp("ray")
+    token = root / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
+    env = {**os.environ, **auth, "RAY_USAGE_STATS_ENABLED": "0"}
+    port = _free_port()
+    address = f"127.0.0.1:{port}"
+    procs = []
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in auth.items():
+            mp.setenv(key, value)
+        reset_auth_token_state()  # Ray reads the authentication settings once, on import
+        try:
+            head_log = root / "head.log"
+            head = ["--head", "--port", str(port), "--include-dashboard", "false"]
+            head += ["--dashboard-port", str(_free_port()), "--temp-dir", str(root / "t")]
+            head += ["--ray-client-server-port", str(_free_port())]
+            procs.append(_start(head, env, head_log))
+            _wait_port(port, procs[0], head_log)
+            procs.append(_start(["--address", address], env, root / "node.log"))
+            connect(address)
+            deadline = time.monotonic() + 60
+            while sum(n["Alive"] for n in ray.nodes()) < 2:
+                assert time.monotonic() < deadline, (root / "node.log").read_text()[-2000:]
+                time.sleep(0.1)
+            yield address
+        finally:
+            if ray.is_initialized():
+                ray.shutdown()
+            for proc in reversed(procs):
+                proc.send_signal(signal.SIGTERM)
+            for proc in procs:
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(10)
+    reset_auth_token_state()  # back to this process's own settings for later tests
+
+
+@pytest.fixture(scope="module")
+def bars() -> pd.DataFrame:
+    from arch.data import sp500
+
+    raw = sp500.load()
+    frame = raw[["Open", "High", "Low", "Close", "Volume"]].astype("float64")
+    frame.columns = ["open", "high", "low", "close", "volume"]
+    frame.index = pd.DatetimeIndex(raw.index, name="time").tz_localize("UTC")
+    return frame.iloc[-2000:]
+
+
+# ---- the executor -----------------------------------------------------------------------------
+
+
+def test_resolve_executor_names_map_to_configs() -> None:
+    assert resolve_executor("local") is None and resolve_executor(None) is None
+    assert resolve_executor("ray") == RayExecutor()
+    given = RayExecutor(address="local", task_size=5)
+    assert resolve_executor(given) is given
+
+
+def test_resolve_executor_unknown_name_raises_with_hint() -> None:
+    with pytest.raises(ConfigError, match=r"unknown executor 'rey'.*did you mean 'ray'"):
+        resolve_executor("rey")
+    with pytest.raises(ConfigError, match="got int"):
+        resolve_executor(3)  # type: ignore[arg-type]
+
+
+def test_ray_executor_bad_fields_raise_config_error() -> None:
+    with pytest.raises(ConfigError, match="task_size"):
+        RayExecutor(task_size=0)
+    with pytest.raises(ConfigError, match="did you mean 'max_retries'"):
+        RayExecutor(retries=2)  # type: ignore[call-arg]
+
+
+def test_connect_cluster_unreachable_raises_config_error_with_fix(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import ray
+
+    def unreachable(**kwargs: Any) -> None:
+        raise ConnectionError(f"Failed to connect to Ray cluster at {kwargs['address']}")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", unreachable)
+    with pytest.raises(
+        ConfigError, match=r"cannot reach a Ray cluster at '10.0.0.9:6379'.*ray start --head"
+    ):
+        connect("10.0.0.9:6379")
+
+
+def _where(shared: Any, item: int) -> tuple[int, str]:
+    import ray
+
+    return item, ray.get_runtime_context().get_node_id()
+
+
+def test_run_tasks_two_nodes_spread_and_stream_every_result(cluster: str) -> None:
+    got: dict[int, str] = {}
+    run_tasks(
+        _where, None, list(range(6)), lambda i, r: got.__setitem__(i, r),
+        executor=RayExecutor(address=cluster), progress=True,
+    )  # fmt: skip
+    assert sorted(got) == list(range(6))
+    assert all(got[i][0] == i for i in got)
+    assert len({node for _, node in got.values()}) == 2  # both nodes ran tasks
+
+
+def test_run_tasks_worker_crash_retried_result_complete(cluster: str, tmp_path: Path) -> None:
+    def crash_once(shared: str, item: int) -> int:
+        import os
+
+        marker = os.path.join(shared, f"crashed-{item}")
+        if item == 1 and not os.path.exists(marker):
+            open(marker, "w").close()
+            os._exit(1)  # the worker dies: Ray runs the task again
+        return item * 10
+
+    got: dict[int, int] = {}
+    run_tasks(
+        crash_once, str(tmp_path), [0, 1, 2], lambda i, r: got.__setitem__(i, r),
+        executor=RayExecutor(address=cluster, max_retries=1), progress=False,
+    )  # fmt: skip
+    assert got == {0: 0, 1: 10, 2: 20}
+    assert (tmp_path / "crashed-1").exists()  # it did crash once
+
+
+def test_run_tasks_worker_crash_without_retries_raises(cluster: str) -> None:
+    def crash(shared: None, item: int) -> int:
+        import os
+
+        os._exit(1)
+
+    with pytest.raises(RayTaskError, match="Ray task 0 failed"):
+        run_tasks(
+            crash, None, [0], lambda i, r: None,
+            executor=RayExecutor(address=cluster, max_retries=0), progress=False,
+        )  # fmt: skip
+
+
+def test_run_tasks_task_error_reaches_caller_as_raised(cluster: str) -> None:
+    def refuse(shared: None, item: int) -> int:
+        from celeris import ConfigError
+
+        raise ConfigError(f"item {item} is bad")
+
+    with pytest.raises(ConfigError, match="item 0 is bad"):
+        run_tasks(
+            refuse, None, [0], lambda i, r: None,
+            executor=RayExecutor(address=cluster), progress=False,
+        )  # fmt: skip
+
+
+# ---- sweeps -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("task_size", [None, 3])
+def test_sweep_on_ray_equals_local_run(cluster: str, bars: pd.DataFrame, task_size: Any) -> None:
+    local = sweep(bars, "sma_cross", GRID, progress=False, **OPTS)
+    remote = sweep(
+        bars, "sma_cross", GRID, progress=False,
+        executor=RayExecutor(address=cluster, task_size=task_size), **OPTS,
+    )  # fmt: skip
+    assert np.array_equal(remote.metrics, local.metrics, equal_nan=True)
+    pd.testing.assert_frame_equal(remote.combos, local.combos)
+    assert remote.freq == local.freq
+    pd.testing.assert_frame_equal(remote.stats(), local.stats())
+
+
+def test_sweep_on_ray_option_axes_equal_local_run(cluster: str, bars: pd.DataFrame) -> None:
+    local = sweep(bars, "sma_cross", AXES_GRID, progress=False, **OPTS)
+    remote = sweep(
+        bars, "sma_cross", AXES_GRID, progress=False,
+        executor=RayExecutor(address=cluster, task_size=9), **OPTS,  # 9 -> whole groups of 4
+    )  # fmt: skip
+    assert np.array_equal(remote.metrics, local.metrics, equal_nan=True)
+    assert remote.best_position() == local.best_position()
+    pd.testing.assert_frame_equal(remote.best(n=5), local.best(n=5))
+
+
+def test_sweep_on_ray_bad_grid_raises_before_any_task(cluster: str, bars: pd.DataFrame) -> None:
+    with pytest.raises(ConfigError, match="did you mean 'slow'"):
+        sweep(bars, "sma_cross", {"fast": [5], "slw": [50]}, progress=False, executor="ray")
