@@ -77,6 +77,27 @@ def test_replay_funding_perp_replay_equals_from_signals_bit_for_bit(tmp_path, sp
     assert np.array_equal(journal.history().funding[:, 0], rate.to_numpy())
 
 
+def test_replay_funding_resumed_midway_charges_the_journaled_rates_again(tmp_path, spx_perp):
+    bars, funding, _, _ = spx_perp
+    rates = ReplayFunding.from_series(["SPX"], {"SPX": funding}, {"SPX": bars})
+
+    def resumed() -> LiveLoop:
+        journal = Journal(tmp_path / "r.sqlite", ["SPX"], {"options": PERP})
+        loop = LiveLoop(["SPX"], RuleSignals("sma_cross", PARAMS), journal, options=PERP)
+        loop.resume()
+        return loop
+
+    first = resumed()
+    asyncio.run(first.run(ReplaySource({"SPX": bars.iloc[:350]}, block=64), until_exhausted=True,
+                          funding=rates))  # fmt: skip
+    first.journal.close()
+    again = resumed()  # the account rebuilt from the journaled bars, signals and funding
+    after = again.journal.last_ts()
+    asyncio.run(again.run(ReplaySource({"SPX": bars}, block=64, after=after), until_exhausted=True,
+                          funding=rates))  # fmt: skip
+    _same_run(again.account.book(), _reference(bars, PERP, align_funding(funding, bars)))
+
+
 def test_cli_live_replay_perp_with_funding_equals_celeris_backtest_perp(tmp_path, spx_perp):
     _, _, bars_csv, funding_csv = spx_perp
     perp = ["--perp", "--leverage", "3", "--margin-mode", "cross", "--liquidation-fee", "0.005",
