@@ -122,6 +122,12 @@ def test_replay_funding_for_a_symbol_not_replayed_names_it(spx_perp):
         ReplayFunding.from_series(["SPX"], {}, {"SPX": bars})
 
 
+def test_replay_funding_on_naive_times_is_refused_naming_the_symbol(spx_perp):
+    bars, funding, _, _ = spx_perp
+    with pytest.raises(DataError, match="funding of SPX: rates need a UTC DatetimeIndex"):
+        ReplayFunding.from_series(["SPX"], {"SPX": funding.tz_localize(None)}, {"SPX": bars})
+
+
 def test_replay_funding_time_between_bars_names_symbol_and_time(spx_perp):
     bars, funding, _, _ = spx_perp
     noon = bars.index[10] + pd.Timedelta(hours=12)

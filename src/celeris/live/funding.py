@@ -127,13 +127,16 @@ class ReplayFunding:
         out = np.zeros((times.shape[0], len(symbols)))
         for a, sym in enumerate(symbols):
             rates = funding[sym]
-            inside = (
-                rates[(rates.index >= index[0]) & (rates.index <= index[-1])]
-                if len(index)
-                else rates
-            )
+            stamps_of = getattr(rates, "index", None)
+            if not isinstance(stamps_of, pd.DatetimeIndex) or str(stamps_of.tz) != "UTC":
+                raise DataError(
+                    f"funding of {sym}: rates need a UTC DatetimeIndex of funding times "
+                    "(celeris.data.load_funding gives one)"
+                )
+            if len(index):  # the funding within the replayed bars, as the backtest slices it
+                rates = rates[(stamps_of >= index[0]) & (stamps_of <= index[-1])]
             try:
-                out[:, a] = align_funding(inside, index).to_numpy()
+                out[:, a] = align_funding(rates, index).to_numpy()
             except DataError as exc:
                 raise DataError(f"funding of {sym}: {exc}") from None
         return cls(symbols, times, out)
