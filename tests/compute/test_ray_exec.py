@@ -6,6 +6,7 @@ authentication on, torn down at the end): starting Ray costs ~10 s on two cores.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -22,7 +23,7 @@ import pandas as pd
 import pytest
 
 from celeris import ConfigError
-from celeris.backtest import sweep
+from celeris.backtest import sweep, walk_forward
 from celeris.compute.ray_exec import (
     RayExecutor,
     RayTaskError,
@@ -258,3 +259,54 @@ def test_sweep_on_ray_option_axes_equal_local_run(cluster: str, bars: pd.DataFra
 def test_sweep_on_ray_bad_grid_raises_before_any_task(cluster: str, bars: pd.DataFrame) -> None:
     with pytest.raises(ConfigError, match="did you mean 'slow'"):
         sweep(bars, "sma_cross", {"fast": [5], "slw": [50]}, progress=False, executor="ray")
+
+
+# ---- walk-forward -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("task_size", [None, 2])
+def test_walk_forward_on_ray_equals_local_run(
+    cluster: str, bars: pd.DataFrame, task_size: Any
+) -> None:
+    grid = {"fast": [5, 10, 20], "slow": [30, 50, 100], "sl_stop": [None, 0.05]}
+    kwargs: dict[str, Any] = dict(train=500, test=250, progress=False, **OPTS)
+    local = walk_forward(bars, "sma_cross", grid, **kwargs)
+    remote = walk_forward(
+        bars, "sma_cross", grid, executor=RayExecutor(address=cluster, task_size=task_size),
+        **kwargs,
+    )  # fmt: skip
+    assert len(local.windows) == 6
+    pd.testing.assert_frame_equal(remote.windows, local.windows)
+    pd.testing.assert_series_equal(remote.oos_equity, local.oos_equity)
+    pd.testing.assert_series_equal(remote.summary, local.summary)
+
+
+# ---- the command line -------------------------------------------------------------------------
+
+
+def test_cli_sweep_ray_address_json_equals_local(
+    cluster: str, bars: pd.DataFrame, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from celeris.cli.main import app
+
+    path = tmp_path / "bars.csv"
+    bars.to_csv(path)
+    args = ["sweep", "--data", str(path), "--grid", "fast=5,10,20", "--grid", "slow=50,100"]
+    args += ["--json", "--top", "6"]
+    local = CliRunner().invoke(app, args)
+    remote = CliRunner().invoke(app, [*args, "--ray", cluster, "--task-size", "2"])
+    assert local.exit_code == 0, local.output
+    assert remote.exit_code == 0, remote.output
+    assert json.loads(remote.output)["top"] == json.loads(local.output)["top"]
+
+
+def test_cli_task_size_without_ray_exits_2(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from celeris.cli.main import app
+
+    result = CliRunner().invoke(app, ["sweep", "--data", "sample:sp500", "--task-size", "4"])
+    assert result.exit_code == 2
+    assert "--task-size sizes Ray tasks: give --ray too" in result.output

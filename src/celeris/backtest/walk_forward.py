@@ -26,6 +26,7 @@ from celeris.backtest.sweep import (
     sweep_grid,
 )
 from celeris.checks import check_int
+from celeris.compute.ray_exec import RayExecutor, resolve_executor, run_tasks
 from celeris.errors import ConfigError
 from celeris.progress import progress_bar
 
@@ -210,6 +211,7 @@ def walk_forward(
     max_variants: int | None = MAX_VARIANTS,
     progress: bool = True,
     device: str = "auto",
+    executor: str | RayExecutor | None = "local",
     **options: Any,
 ) -> WalkForwardResult:
     """Roll a train window and the test window after it through the data.
@@ -231,8 +233,13 @@ def walk_forward(
 
     ``train``/``test`` are bar counts or durations (``"730D"``); a duration becomes the number
     of bars that the first such span of the data holds (e.g. ~252 daily equity bars per "365D").
+
+    ``executor="ray"`` (or a :class:`~celeris.compute.ray_exec.RayExecutor`) runs the windows
+    as Ray tasks, one window each (``task_size`` windows: its in-sample sweep and its test
+    backtest), the bars put in
+    the object store once; the result is identical to the local run's (docs/ray.md).
     """
-    slot = metric_slot(metric)
+    metric_slot(metric)  # an unknown metric is refused before any work
     strat = get_strategy(strategy)
     bars = check_bars(data, strat.needs)
     _refuse_grouped_kernel(options, grid)
@@ -240,64 +247,111 @@ def walk_forward(
     n_train, n_test, starts = window_plan(bars.index, train, test, partial)
     plan = sweep_grid(strat, grid, max_variants=max_variants)
     check_axes_apart(plan.axes, options)
-    combos = plan.combos
-    init_cash = float(options.get("init_cash", 100_000.0))
+    job = _WindowJob(bars, strat, plan.combos, options, device, metric, n_train, n_test, anchored)
+    remote = resolve_executor(executor)
+    steps: list[_WindowStep | None] = [None] * len(starts)
+    label = f"walk-forward: {len(starts)} windows"
+    if remote is not None:
+        windows = list(enumerate(starts))
+        per = remote.task_size or 1
+        blocks = [windows[i : i + per] for i in range(0, len(windows), per)]
 
-    rows: list[dict[str, Any]] = []
-    pieces: list[pd.Series] = []
-    with progress_bar(progress) or nullcontext(None) as bar:
-        task = (
-            bar.add_task(f"walk-forward: {len(starts)} windows", total=len(starts)) if bar else None
-        )
-        for k, start in enumerate(starts):
-            train_start = 0 if anchored else start
-            train_end = start + n_train
-            test_end = min(train_end + n_test, len(bars))
-            insample = sweep(
-                bars.iloc[train_start:train_end],
-                strat,
-                combos,
-                max_variants=None,  # checked once above
-                progress=False,
-                device=device,
-                **options,
-            )
-            try:
-                pos = insample.best_position(metric)
-            except ConfigError as exc:
-                raise ConfigError(f"window {k}: {exc}") from None
-            params = insample.best_params(metric)
-            in_sample_value = float(insample.metrics[pos, slot])
-            strategy_params, chosen = split_params(strat, params)  # option axes: this window's
-            if k == 0 and "init_cash" in chosen:  # the out-of-sample curve starts with it
-                init_cash = float(chosen["init_cash"])
-            pf = backtest_window(
-                bars, strat, strategy_params, train_end, test_end, device=device,
-                **options, **chosen,
-            )  # fmt: skip
-            stats = pf.stats().iloc[0]
-            rets = pf.returns.iloc[:, 0]
-            pieces.append(rets)
-            rows.append(
-                {
-                    **window_span(k, bars.index, train_start, train_end, test_end),
-                    **params,
-                    f"is_{metric}": in_sample_value,
-                    f"oos_{metric}": float(stats[metric])
-                    if metric != "max_drawdown_duration"
-                    else stats[metric],
-                    "oos_total_return": float(stats["total_return"]),
-                    "oos_trades": int(stats["trades"]),
-                    "oos_benchmark_return": float(stats["benchmark_return"]),
-                }
-            )
-            if bar is not None and task is not None:
-                bar.update(task, advance=1)
+        def take(i: int, block: list[_WindowStep]) -> None:
+            for (k, _), step in zip(blocks[i], block, strict=True):
+                steps[k] = step
+
+        run_tasks(
+            _window_tasks, job, blocks, take, executor=remote,
+            units=[len(b) for b in blocks], label=f"{label} on Ray", progress=progress,
+        )  # fmt: skip
+    else:
+        with progress_bar(progress) or nullcontext(None) as bar:
+            task = bar.add_task(label, total=len(starts)) if bar else None
+            for k, start in enumerate(starts):
+                steps[k] = _window_step(job, k, start)
+                if bar is not None and task is not None:
+                    bar.update(task, advance=1)
+    done = [step for step in steps if step is not None]
+    init_cash = float(options.get("init_cash", 100_000.0))
+    if done and "init_cash" in done[0].chosen:  # the out-of-sample curve starts with it
+        init_cash = float(done[0].chosen["init_cash"])
     return WalkForwardResult(
-        pd.DataFrame(rows).set_index("window"),
-        *chain_out_of_sample(pieces, pf.ann_factor, init_cash),
+        pd.DataFrame([step.row for step in done]).set_index("window"),
+        *chain_out_of_sample([step.returns for step in done], done[-1].ann_factor, init_cash),
         metric,
     )
+
+
+@dataclass(frozen=True)
+class _WindowJob:
+    """What every window of a walk-forward reads: put in Ray's object store once on a cluster."""
+
+    bars: pd.DataFrame
+    strategy: Strategy
+    combos: pd.DataFrame
+    options: dict[str, Any]
+    device: str
+    metric: str
+    n_train: int
+    n_test: int
+    anchored: bool
+
+
+@dataclass(frozen=True)
+class _WindowStep:
+    """One window's choice and its out-of-sample record."""
+
+    row: dict[str, Any]  # a row of WalkForwardResult.windows
+    returns: pd.Series  # the test window's bar returns
+    ann_factor: float
+    chosen: dict[str, Any]  # the option-axis values chosen in sample
+
+
+def _window_tasks(job: _WindowJob, windows: list[tuple[int, int]]) -> list[_WindowStep]:
+    """One Ray task of a walk-forward: the windows ``(k, start)``, as the local run does them."""
+    return [_window_step(job, k, start) for k, start in windows]
+
+
+def _window_step(job: _WindowJob, k: int, start: int) -> _WindowStep:
+    """Window ``k`` (its training window starting at bar ``start``): sweep in sample, pick the
+    best by the job's metric, backtest it on the test window after it."""
+    bars, strat, metric, options = job.bars, job.strategy, job.metric, job.options
+    train_start = 0 if job.anchored else start
+    train_end = start + job.n_train
+    test_end = min(train_end + job.n_test, len(bars))
+    insample = sweep(
+        bars.iloc[train_start:train_end],
+        strat,
+        job.combos,
+        max_variants=None,  # checked once by walk_forward
+        progress=False,
+        device=job.device,
+        **options,
+    )
+    try:
+        pos = insample.best_position(metric)
+    except ConfigError as exc:
+        raise ConfigError(f"window {k}: {exc}") from None
+    params = insample.best_params(metric)
+    in_sample_value = float(insample.metrics[pos, metric_slot(metric)])
+    strategy_params, chosen = split_params(strat, params)  # option axes: this window's
+    pf = backtest_window(
+        bars, strat, strategy_params, train_end, test_end, device=job.device,
+        **options, **chosen,
+    )  # fmt: skip
+    stats = pf.stats().iloc[0]
+    row = {
+        **window_span(k, bars.index, train_start, train_end, test_end),
+        **params,
+        f"is_{metric}": in_sample_value,
+        f"oos_{metric}": float(stats[metric])
+        if metric != "max_drawdown_duration"
+        else stats[metric],
+        "oos_total_return": float(stats["total_return"]),
+        "oos_trades": int(stats["trades"]),
+        "oos_benchmark_return": float(stats["benchmark_return"]),
+    }
+    return _WindowStep(row, pf.returns.iloc[:, 0], float(pf.ann_factor), chosen)
 
 
 def _refuse_grouped_kernel(options: Mapping[str, Any], grid: Any) -> None:

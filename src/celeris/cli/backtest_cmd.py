@@ -687,6 +687,8 @@ def walk_forward_cmd(
         typer.Option(help="Also test the last, shorter window that runs to the end of the data."),
     ] = True,
     max_variants: MaxVariantsOpt = 1_000_000,
+    ray: RayOpt = None,
+    task_size: TaskSizeOpt = None,
     opts: Options = FILLED,
     span: Options = FILLED,
     json_out: JsonOpt = False,
@@ -706,8 +708,14 @@ def walk_forward_cmd(
     from celeris.backtest.sweep import sweep_grid
     from celeris.cli.format import run_caption
 
+    executor = ray_executor(ray, task_size)
     bars = load_bars(data, span)
     if strategy.startswith("model:"):
+        if ray is not None:
+            raise ConfigError(
+                "--ray runs the windows of rule strategies; a model:PATH walk-forward trains "
+                "locally: leave out --ray"
+            )
         from celeris.cli.model_strategy import walk_forward_model
 
         for item, name in _option_items(grid or [], None):
@@ -727,7 +735,7 @@ def walk_forward_cmd(
     result = walk_forward(
         bars, strat, values, train=_window(train), test=_window(test), metric=metric,
         anchored=anchored, partial=partial, max_variants=max_variants, device=device,
-        progress=not json_out, **opts,
+        progress=not json_out, executor=executor, **opts,
     )  # fmt: skip
     if json_out:
         print_json(_walk_forward_json(result, strat.name, data, bars, opts))
