@@ -14,11 +14,14 @@ methods (``start`` and ``rates``):
   (``fetch_funding_rate_history``; ``fetch_funding_rate`` for the next funding time).
 
 When a settled rate is there. The loop processes a bar once it has closed, one timeframe after
-its open; the rate settled at the bar's open is then normally listed already (Binance lists a
-settlement within seconds; a 1m bar closes a minute later). The source knows each symbol's next
-funding time (the exchange's ``nextFundingTime``) and asks the exchange only for a step whose
-bars reach one (or that reaches back before the source started: a resumed run's catch-up), so a
-step without funding costs no request. A rate not listed yet is asked for again every
+its open; the rate settled at the bar's open is then normally listed already (an exchange
+lists a settlement shortly after it). The source knows each symbol's next funding time (the
+exchange's ``nextFundingTime``) and asks the exchange only on the first step (for what was
+listed while the bar source started), on a step whose bars reach the next funding time, and on
+one that reaches back to a rate already listed (a resumed run's catch-up, a loop lagging
+behind the exchange), so a step without funding costs no request. The rates are asked for up
+to the exchange's now, so a lagging loop learns every rate listed meanwhile. A rate announced
+but not listed yet is asked for again every
 ``poll_s`` for up to ``wait_s`` seconds (the step waits; its bars' signals with it); then the
 step fails with :class:`~celeris.errors.ExchangeError` naming the symbol and the funding time,
 before anything is journaled, so a restart processes that bar again: a due rate is never
