@@ -127,7 +127,8 @@ def check_numba_threading(ctx: Context) -> Finding:
         layer = numba.threading_layer()
     except Exception as exc:  # numba raises ValueError when no requested layer loads
         return fail(
-            f"numba cannot start a threading layer (NUMBA_THREADING_LAYER={requested}): {exc}",
+            f"numba cannot start a threading layer (NUMBA_THREADING_LAYER={requested}): "
+            f"{str(exc).strip().splitlines()[0]}",
             "install the layer asked for (pip install tbb) or unset NUMBA_THREADING_LAYER "
             "(numba then picks OpenMP or workqueue)",
             **details,

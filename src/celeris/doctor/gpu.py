@@ -174,8 +174,9 @@ def judge_gpu(gpu: GPUInfo) -> tuple[list[str], list[str], list[str]]:
 
 
 def _line(gpu: GPUInfo) -> str:
-    parts = [f"{gpu.index}: {gpu.name}", f"{_gib(gpu.memory_used_bytes)}/"
-             f"{_gib(gpu.memory_total_bytes)}"]  # fmt: skip
+    parts = [f"{gpu.index}: {gpu.name}"]
+    if gpu.memory_total_bytes is not None:
+        parts.append(f"{_gib(gpu.memory_used_bytes)}/{_gib(gpu.memory_total_bytes)}")
     if gpu.temperature_c is not None:
         parts.append(f"{gpu.temperature_c:.0f} C")
     if gpu.power_w is not None:
