@@ -105,3 +105,42 @@ def test_compute_imports_no_prometheus_and_nothing_above_data() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_gpu_telemetry_ecc_and_slowdown_read_with_nvml_constants(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[tuple[Any, ...]] = []
+
+    def ecc(handle: str, kind: int, counter: int) -> int:
+        seen.append(("ecc", kind, counter))
+        return {0: 12, 1: 3}[kind]  # NVML_MEMORY_ERROR_TYPE_CORRECTED / _UNCORRECTED
+
+    def threshold(handle: str, which: int) -> int:
+        seen.append(("threshold", which))
+        return 87
+
+    monkeypatch.setitem(
+        sys.modules,
+        "pynvml",
+        _fake_nvml(nvmlDeviceGetTotalEccErrors=ecc, nvmlDeviceGetTemperatureThreshold=threshold),
+    )
+    (reading,) = GPUTelemetry.require().read()
+    assert (reading.ecc_corrected_errors, reading.ecc_uncorrected_errors) == (12.0, 3.0)
+    assert reading.slowdown_celsius == 87.0
+    # NVML_VOLATILE_ECC (0): since the driver loaded; NVML_TEMPERATURE_THRESHOLD_SLOWDOWN (1)
+    assert sorted(seen) == [("ecc", 0, 0), ("ecc", 1, 0), ("threshold", 1)]
+
+
+def test_gpu_telemetry_without_ecc_memory_keeps_the_other_readings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def not_supported(*args: Any) -> int:
+        raise RuntimeError("NVML_ERROR_NOT_SUPPORTED")
+
+    monkeypatch.setitem(
+        sys.modules, "pynvml", _fake_nvml(nvmlDeviceGetTotalEccErrors=not_supported)
+    )
+    (reading,) = GPUTelemetry.require().read()
+    assert reading.ecc_corrected_errors is None and reading.ecc_uncorrected_errors is None
+    assert reading.temperature_celsius == 61.0 and reading.power_watts == 123.5

@@ -282,3 +282,65 @@ def test_feed_collector_reports_subscribers_and_refusals():
         subscriber.close()
         publisher.close(linger_s=0.0)
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_gpu_ecc_errors_and_slowdown_exported_per_gpu(monkeypatch):
+    fake = types.SimpleNamespace(
+        nvmlInit=lambda: None,
+        nvmlDeviceGetCount=lambda: 2,
+        nvmlDeviceGetHandleByIndex=lambda i: i,
+        nvmlDeviceGetUtilizationRates=lambda h: types.SimpleNamespace(gpu=37),
+        nvmlDeviceGetMemoryInfo=lambda h: types.SimpleNamespace(used=2 << 30, total=80 << 30),
+        nvmlDeviceGetTemperature=lambda h, sensor: 61,
+        nvmlDeviceGetPowerUsage=lambda h: 123_500,
+        nvmlDeviceGetTemperatureThreshold=lambda h, which: 87,
+        # GPU 1 has no ECC memory: NVML refuses, and that GPU gets no ECC series
+        nvmlDeviceGetTotalEccErrors=lambda h, kind, counter: (
+            [5, 1][kind] if h == 0 else (_ for _ in ()).throw(RuntimeError("NOT_SUPPORTED"))
+        ),
+    )
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    m = PrometheusMetrics(system=False, gpu=True)
+    assert value(m, "celeris_gpu_ecc_errors_total", gpu="0", type="corrected") == 5
+    assert value(m, "celeris_gpu_ecc_errors_total", gpu="0", type="uncorrected") == 1
+    assert value(m, "celeris_gpu_ecc_errors_total", gpu="1", type="uncorrected") is None
+    assert value(m, "celeris_gpu_slowdown_temperature_celsius", gpu="1") == 87
+    assert value(m, "celeris_gpu_temperature_celsius", gpu="1") == 61
+
+
+class _Manager:
+    """What ReadinessCollector reads of a ModelManager: ``readiness()``."""
+
+    def __init__(self, state: dict) -> None:
+        self.state = state
+        self.calls = 0
+
+    def readiness(self) -> dict:
+        self.calls += 1
+        if self.calls == 1:  # the event loop changed a dict while the scrape thread read it
+            raise RuntimeError("dictionary changed size during iteration")
+        return self.state
+
+
+def test_readiness_gauges_follow_the_managers_readyz_state():
+    state = {
+        "ready": False,
+        "models": {"btc": 3, "eth": 7},
+        "out_of_sync": {
+            "btc": {"pending": False, "reason": "btc@4 was refused here"},
+            "eth": {"pending": True, "reason": "eth@8 is production; swapping it in"},
+        },
+        "registry": {"reachable": False, "error": "database is locked"},
+    }
+    m = PrometheusMetrics(system=False, gpu=False)
+    manager = _Manager(state)
+    m.watch_readiness(manager)
+    assert value(m, "celeris_ready") == 0
+    assert value(m, "celeris_model_version", model="btc") == 3
+    assert value(m, "celeris_model_out_of_sync", model="btc") == 1  # refused: degraded
+    assert value(m, "celeris_model_out_of_sync", model="eth") == 0  # a swap under way
+    assert value(m, "celeris_registry_reachable") == 0
+    state.update(ready=True, out_of_sync={}, registry={"reachable": True, "error": None})
+    assert value(m, "celeris_ready") == 1
+    assert value(m, "celeris_model_out_of_sync", model="btc") == 0
+    assert value(m, "celeris_registry_reachable") == 1

@@ -28,6 +28,11 @@ log = logging.getLogger(__name__)
 
 # NVML_TEMPERATURE_GPU: the die sensor (pynvml names it; the value is fixed by NVML's C API).
 _NVML_TEMPERATURE_GPU = 0
+# NVML_TEMPERATURE_THRESHOLD_SLOWDOWN: where the GPU starts to throttle its clocks.
+_NVML_TEMPERATURE_THRESHOLD_SLOWDOWN = 1
+# NVML_MEMORY_ERROR_TYPE_CORRECTED / _UNCORRECTED, and NVML_VOLATILE_ECC: counts since the
+# driver was loaded (a counter that restarts with the driver; the aggregate one never does).
+_NVML_ECC_CORRECTED, _NVML_ECC_UNCORRECTED, _NVML_VOLATILE_ECC = 0, 1, 0
 
 
 @dataclass(frozen=True)
@@ -86,8 +91,13 @@ class SystemSampler:
 
 @dataclass(frozen=True)
 class GPUReading:
-    """What one NVIDIA GPU reports. A value the GPU did not give (no power sensor, a read
-    that failed) is ``None``; the other values still stand."""
+    """What one NVIDIA GPU reports. A value the GPU did not give (no power sensor, no ECC
+    memory, a read that failed) is ``None``; the other values still stand.
+
+    ``slowdown_celsius`` is the temperature at which the GPU throttles its clocks;
+    ``ecc_corrected_errors`` and ``ecc_uncorrected_errors`` count memory errors since the
+    driver was loaded (NVML's volatile counters).
+    """
 
     index: int
     utilization_percent: float | None
@@ -95,6 +105,9 @@ class GPUReading:
     memory_total_bytes: float | None
     temperature_celsius: float | None
     power_watts: float | None
+    slowdown_celsius: float | None = None
+    ecc_corrected_errors: float | None = None
+    ecc_uncorrected_errors: float | None = None
 
 
 class GPUTelemetry:
@@ -175,6 +188,25 @@ class GPUTelemetry:
                 i, "temperature", nv.nvmlDeviceGetTemperature, handle, _NVML_TEMPERATURE_GPU
             )
             milliwatts = _attempt(i, "power", nv.nvmlDeviceGetPowerUsage, handle)
+            # Looked up inside the attempt: an NVML binding without these calls loses only them.
+            slowdown = _attempt(
+                i,
+                "slowdown temperature",
+                lambda h: nv.nvmlDeviceGetTemperatureThreshold(
+                    h, _NVML_TEMPERATURE_THRESHOLD_SLOWDOWN
+                ),
+                handle,
+            )
+            ecc = [
+                _attempt(
+                    i,
+                    "ECC errors",
+                    lambda h, kind: nv.nvmlDeviceGetTotalEccErrors(h, kind, _NVML_VOLATILE_ECC),
+                    handle,
+                    kind,
+                )
+                for kind in (_NVML_ECC_CORRECTED, _NVML_ECC_UNCORRECTED)
+            ]
             out.append(
                 GPUReading(
                     index=i,
@@ -183,6 +215,9 @@ class GPUTelemetry:
                     memory_total_bytes=None if memory is None else float(memory.total),
                     temperature_celsius=None if temp is None else float(temp),
                     power_watts=None if milliwatts is None else float(milliwatts) / 1000.0,
+                    slowdown_celsius=None if slowdown is None else float(slowdown),
+                    ecc_corrected_errors=None if ecc[0] is None else float(ecc[0]),
+                    ecc_uncorrected_errors=None if ecc[1] is None else float(ecc[1]),
                 )
             )
         return out

@@ -182,6 +182,7 @@ def build(
         publisher = SignalPublisher(settings.socket, max_subscribers=settings.feed_max_subscribers)
         metrics.watch_feed(publisher)
     manager = ModelManager(engine, registry, settings, metrics=metrics)
+    metrics.watch_readiness(manager)  # /readyz as gauges, for alerts (deploy/prometheus)
     outcomes = _outcomes(settings, engine, metrics)
 
     @contextlib.asynccontextmanager

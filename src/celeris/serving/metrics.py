@@ -25,7 +25,16 @@ Series (all prefixed ``celeris_``)::
     process_cpu_percent, process_rss_bytes, process_threads, system_cpu_percent,
     system_memory_used_bytes, system_load{period}    gauges, sampled at scrape time
     gpu_utilization_percent{gpu}, gpu_memory_used_bytes{gpu}, gpu_memory_total_bytes{gpu},
-    gpu_temperature_celsius{gpu}, gpu_power_watts{gpu}   gauges, only with NVML
+    gpu_temperature_celsius{gpu}, gpu_power_watts{gpu},
+    gpu_slowdown_temperature_celsius{gpu}               gauges, only with NVML
+    gpu_ecc_errors_total{gpu,type}               counter    memory errors since the driver
+                                                            loaded; type: corrected, uncorrected
+    ready                                        gauge      1 while /readyz answers 200
+    model_version{model}, model_out_of_sync{model}   gauges     the served version; 1 while it
+                                                            is not the registry's production
+                                                            one and will not swap by itself
+    registry_reachable                           gauge      0 while the registry cannot be read
+                                                            (watch_readiness)
     outcomes_predictions, outcomes_joined        gauges     rows in the outcome store, and of
                                                             them with a realised outcome
     outcomes_pruned_total, outcomes_dropped_total, counters   (watch_outcomes)
@@ -235,6 +244,11 @@ class PrometheusMetrics:
     def watch_drift(self, monitor: DriftCollector) -> None:
         """Export a :class:`DriftCollector`'s PSI and realised-error gauges."""
         self.registry.register(monitor)
+
+    def watch_readiness(self, manager: Any) -> None:
+        """Export what a :class:`~celeris.serving.manager.ModelManager`'s ``readiness()``
+        says (``/readyz``) as gauges, so that alerts need no HTTP probe of their own."""
+        self.registry.register(ReadinessCollector(manager))
 
     def forget_version(self, model: str, version: str) -> None:
         """Drop a retired version's queue gauge so it does not linger at its last value."""
@@ -553,6 +567,58 @@ class DriftCollector(Collector):
         yield from families.values()
 
 
+class ReadinessCollector(Collector):
+    """``/readyz`` as gauges, read at scrape time from a ``ModelManager``'s ``readiness()``:
+    ``celeris_ready``, ``celeris_model_version{model}``, ``celeris_model_out_of_sync{model}``
+    (a hot swap refused here, or no production version in the registry: the "degraded" of
+    ``/readyz``; a swap still under way reads 0) and ``celeris_registry_reachable``."""
+
+    def __init__(self, manager: Any) -> None:
+        self._manager = manager
+
+    def _readiness(self) -> dict[str, Any]:
+        # Scrapes run in a worker thread while the event loop may change the manager's dicts;
+        # a read that saw one change mid-way is simply taken again.
+        for _ in range(3):
+            try:
+                state: dict[str, Any] = self._manager.readiness()
+                return state
+            except RuntimeError:  # "dictionary changed size during iteration"
+                continue
+        state = self._manager.readiness()
+        return state
+
+    def collect(self) -> Iterator[Metric]:
+        state = self._readiness()
+        yield _gauge(
+            "celeris_ready",
+            "1 while /readyz answers 200: every model loaded, warm and in step with the registry.",
+            1.0 if state["ready"] else 0.0,
+        )
+        version = GaugeMetricFamily(
+            "celeris_model_version", "The version each model serves.", labels=["model"]
+        )
+        stuck = GaugeMetricFamily(
+            "celeris_model_out_of_sync",
+            "1 while a model serves another version than the registry's production one and "
+            "will not swap to it by itself (refused here, or none in production).",
+            labels=["model"],
+        )
+        out_of_sync = state.get("out_of_sync") or {}
+        for model, served in sorted((state.get("models") or {}).items()):
+            version.add_metric([model], float(served))
+            mismatch = out_of_sync.get(model)
+            stuck.add_metric([model], 1.0 if mismatch and not mismatch["pending"] else 0.0)
+        yield version
+        yield stuck
+        registry = state.get("registry") or {}
+        yield _gauge(
+            "celeris_registry_reachable",
+            "1 while the model registry answers, 0 while it cannot be read.",
+            1.0 if registry.get("reachable", True) else 0.0,
+        )
+
+
 class GPUCollector(Collector):
     """NVIDIA GPU gauges from :class:`celeris.compute.telemetry.GPUTelemetry` (NVML).
 
@@ -574,13 +640,25 @@ class GPUCollector(Collector):
             (GaugeMetricFamily(name, doc, labels=["gpu"]), field)
             for name, doc, field in _GPU_SERIES
         ]
+        ecc = CounterMetricFamily(
+            "celeris_gpu_ecc_errors",
+            "GPU memory ECC errors since the driver loaded, by type (corrected, uncorrected).",
+            labels=["gpu", "type"],
+        )
         for reading in self._telemetry.read():
             label = [str(reading.index)]
             for family, field in families:
                 value = getattr(reading, field)
                 if value is not None:
                     family.add_metric(label, value)
+            for kind, count in (
+                ("corrected", reading.ecc_corrected_errors),
+                ("uncorrected", reading.ecc_uncorrected_errors),
+            ):
+                if count is not None:  # no ECC memory (or ECC off): no series
+                    ecc.add_metric([*label, kind], count)
         yield from (family for family, _ in families)
+        yield ecc
 
 
 # (series, help, GPUReading field), in the order /metrics lists them
@@ -590,6 +668,11 @@ _GPU_SERIES = (
     ("celeris_gpu_memory_total_bytes", "GPU memory, bytes.", "memory_total_bytes"),
     ("celeris_gpu_temperature_celsius", "GPU temperature.", "temperature_celsius"),
     ("celeris_gpu_power_watts", "GPU power draw, watts.", "power_watts"),
+    (
+        "celeris_gpu_slowdown_temperature_celsius",
+        "Temperature at which the GPU throttles its clocks.",
+        "slowdown_celsius",
+    ),
 )
 
 
