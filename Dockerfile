@@ -51,7 +51,8 @@ RUN groupadd --system --gid 10001 celeris \
     && mkdir -p /var/lib/celeris/registry /opt/celeris/numba-cache \
     && chown -R celeris:celeris /var/lib/celeris
 COPY --from=build /opt/celeris/venv /opt/celeris/venv
-COPY deploy/docker/healthcheck.py deploy/docker/warm_numba.py /opt/celeris/
+# constraints.txt: what `celeris doctor --lock /opt/celeris/constraints.txt` compares with.
+COPY constraints.txt deploy/docker/healthcheck.py deploy/docker/warm_numba.py /opt/celeris/
 # Compiled here, in the final stage, so the cache's source timestamps are those the image runs.
 RUN python /opt/celeris/warm_numba.py && chown -R celeris:celeris /opt/celeris/numba-cache
 USER 10001:10001
