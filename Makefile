@@ -26,13 +26,17 @@ venv: $(STAMP_DEV)
 # Real servers the tests start themselves (Debian packages): redis-server for the serving
 # caches, PostgreSQL (initdb + postgres, a throw-away cluster per test session) for the registry;
 # curl, which the documentation's shell examples use (tests/test_docs.py runs them); a C and a
-# C++ compiler for the signal feed's example consumers. A missing one fails the tests, never skips.
+# C++ compiler for the signal feed's example consumers; Prometheus (promtool, and the server the
+# alert tests start) and Alertmanager (amtool) for deploy/'s monitoring files. A missing one
+# fails the tests, never skips.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 system-deps:
 	@{ command -v redis-server && command -v curl && command -v cc && command -v c++ \
+		&& command -v prometheus && command -v promtool && command -v amtool \
 		&& ls /usr/lib/postgresql/*/bin/initdb; } >/dev/null 2>&1 || { \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-		$(SUDO) apt-get install -y -qq redis-server postgresql curl gcc g++ >/dev/null; }
+		$(SUDO) apt-get install -y -qq redis-server postgresql curl gcc g++ \
+		prometheus prometheus-alertmanager >/dev/null; }
 
 STAMP_LLAMA := $(VENV)/.installed-llamacpp
 # llama-cpp-python is source-only on PyPI: the first install compiles llama.cpp (~10 min on
