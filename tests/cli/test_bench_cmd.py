@@ -272,3 +272,36 @@ def test_bench_table_shows_cache_hit_ratio_and_why_missing(server: str) -> None:
     out = invoke("latency", "--url", f"{server}/healthz", "-n", "5", *LOOSE)
     assert out.exit_code == 0, out.output
     assert "off" in out.stdout and "no cache look-ups" in out.stdout
+
+
+def test_bench_load_price_per_hour_reports_cost_per_million_predictions(server: str) -> None:
+    import os
+
+    out = invoke(
+        "load", "--url", server, "--model", "btc", "-c", "2", "-n", "40", "--rows", "3",
+        "--server-pid", str(os.getpid()), "--price-per-hour", "0.05", "--json", *LOOSE,
+    )  # fmt: skip
+    assert out.exit_code == 0, out.output
+    doc = json.loads(out.stdout)
+    cost = doc["cost"][doc["run"]["label"] or "run"]
+    assert cost["units"] == doc["run"]["ok"] * 3 == 120 and cost["unit"] == "predictions"
+    assert cost["busy_s"] == doc["run"]["server_cpu_s"] > 0
+    assert cost["cost"] == pytest.approx(0.05 * cost["busy_s"] / 3600 / 120 * 1e6, rel=1e-12)
+
+
+def test_bench_price_per_hour_table_line(server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    monkeypatch.setenv("CELERIS_PRICE_PER_HOUR", "0.04")  # read from the environment
+    out = invoke(
+        "latency", "--url", server, "--model", "btc", "-n", "10", "--server-pid",
+        str(os.getpid()), *LOOSE,
+    )  # fmt: skip
+    assert out.exit_code == 0, out.output
+    assert "per million predictions (at 0.04 per core-hour" in out.stdout
+
+
+def test_bench_price_per_hour_without_server_pid_exits_2(server: str) -> None:
+    out = invoke("latency", "--url", server, "--model", "btc", "-n", "5", "--price-per-hour", "1")
+    assert out.exit_code == 2
+    assert "--price-per-hour prices the server's CPU seconds: give --server-pid" in out.output

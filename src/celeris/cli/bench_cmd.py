@@ -125,6 +125,16 @@ PngOpt = Annotated[
     Path | None,
     typer.Option("--png", help="Write a latency histogram + CDF plot here.", show_default=False),
 ]
+PriceOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--price-per-hour",
+        help="Price of one CPU core-hour (an instance's price / its vCPUs): report the cost per "
+        "million predictions from the server's CPU seconds (needs --server-pid; each request "
+        "counts --rows predictions). Default $CELERIS_PRICE_PER_HOUR.",
+        show_default=False,
+    ),
+]
 LatenciesOpt = Annotated[
     bool, typer.Option("--latencies", help="Include every latency sample in --json output.")
 ]
@@ -152,6 +162,7 @@ _REPORT: OptionSpec = (
     ("json_out", JsonOpt, False),
     ("png", PngOpt, None),
     ("latencies", LatenciesOpt, False),
+    ("price_per_hour", PriceOpt, None),
 )
 body_options = shared_options(_BODY, into="body")
 # `compare` takes --model twice (one per target), so it declares its own.
@@ -238,7 +249,28 @@ def _target(
     )
 
 
-def _emit(result: Any, sla: Any, report: Options) -> None:
+def _costs(result: Any, report: Options, rows: int) -> dict[str, Any]:
+    """The cost per million predictions of each run of ``result`` that measured its server's
+    CPU, by run label (empty without a price)."""
+    from celeris.bench import RunResult, StressResult
+    from celeris.bench.cost import prediction_cost, price_per_hour
+
+    price = price_per_hour(report["price_per_hour"])
+    if price is None:
+        return {}
+    if isinstance(result, RunResult):
+        runs = {result.label or "run": result}
+    elif isinstance(result, StressResult):
+        runs = {f"{r.label or 'run'} c={r.concurrency}": r for r, _ in result.steps}
+    else:
+        runs = {"a": result.a, "b": result.b}
+    out = {key: prediction_cost(price, r.server_cpu_s, r.ok, rows) for key, r in runs.items()}
+    if report["price_per_hour"] is not None and all(cost is None for cost in out.values()):
+        raise ConfigError("--price-per-hour prices the server's CPU seconds: give --server-pid")
+    return out
+
+
+def _emit(result: Any, sla: Any, report: Options, rows: int = 1) -> None:
     """Write the JSON report or the tables, and the PNG (as the report options ask)."""
     from celeris.bench import (
         CompareResult,
@@ -251,8 +283,11 @@ def _emit(result: Any, sla: Any, report: Options) -> None:
         report_dict,
     )
 
+    costs = _costs(result, report, rows)
     if report["json_out"]:
         doc = report_dict(result, sla=sla, latencies=report["latencies"])
+        if costs:
+            doc["cost"] = {k: None if c is None else c.to_dict() for k, c in costs.items()}
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
     elif isinstance(result, RunResult):
         console.print(render_table([result], sla=sla, title=f"{result.mode}: {result.url}"))
@@ -270,6 +305,10 @@ def _emit(result: Any, sla: Any, report: Options) -> None:
             "CPU-s, worse for latencies)",
             highlight=False,
         )
+    if costs and not report["json_out"]:
+        for key, cost in costs.items():
+            text = "n/a (no --server-pid for it)" if cost is None else cost.text()
+            console.print(f"cost {key}: {text}", highlight=False, markup=False)
     if report["png"] is not None:
         if isinstance(result, RunResult):
             runs = [result]
@@ -286,7 +325,7 @@ def _run(run: Any, url: str, body: Options, report: Options, **limits: Any) -> N
     missed SLA."""
     sla = _sla(report)
     result = run(_target(url, **body), **limits)
-    _emit(result, sla, report)
+    _emit(result, sla, report, body["rows"])
     _exit_for(sla.check(result).passed)
 
 
@@ -401,7 +440,7 @@ def stress_cmd(
         server_pid=server_pid,
         on_step=None if report["json_out"] else _print_step,
     )
-    _emit(result, sla, report)
+    _emit(result, sla, report, body["rows"])
     _exit_for(result.last_passing is not None)
 
 
@@ -479,7 +518,7 @@ def compare_cmd(
     ]
     config = bench.LoadConfig(concurrency, requests, duration, warmup, timeout)
     result = bench.compare(targets[0], targets[1], config, server_pids=pid_pair)
-    _emit(result, sla, report)
+    _emit(result, sla, report, body["rows"])
     _exit_for(sla.check(result.a).passed and sla.check(result.b).passed)
 
 
