@@ -433,13 +433,13 @@ class LiveLoop:
         """The direction each symbol's account holds once the bar's signal fills; a record
         where it changes (or every bar)."""
         k, n_sym = bits.shape
-        held = np.broadcast_to(np.sign(before).astype(np.int64), (k, n_sym))
+        # (rounded: a position closed in several fills may sum to a few ulps, not to 0)
+        held = np.broadcast_to(np.sign(np.round(before, 12)).astype(np.int64), (k, n_sym))
         if rec.shape[0]:  # position after each bar of the step, from the step's fills
             signed = np.where(rec[:, K.O_SIDE] == K.BUY, rec[:, K.O_SIZE], -rec[:, K.O_SIZE])
             bar = rec[:, K.O_IDX].astype(np.int64) - (self.account.n - k)
             delta = np.zeros((k, n_sym))
             np.add.at(delta, (bar, self.account.record_symbols(rec)), signed)
-            # (rounded: a position closed in several fills may sum to a few ulps, not to 0)
             held = np.sign(np.round(before + np.cumsum(delta, axis=0), 12)).astype(np.int64)
         want = self._wanted(bits, held)
         fc = batch.forecasts
