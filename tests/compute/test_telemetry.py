@@ -144,3 +144,17 @@ def test_gpu_telemetry_without_ecc_memory_keeps_the_other_readings(
     (reading,) = GPUTelemetry.require().read()
     assert reading.ecc_corrected_errors is None and reading.ecc_uncorrected_errors is None
     assert reading.temperature_celsius == 61.0 and reading.power_watts == 123.5
+
+
+def test_gpu_telemetry_nvml_constants_are_pynvmls() -> None:
+    import pynvml  # the gpu extra, part of dev: a real import, not the fakes above
+
+    from celeris.compute import telemetry
+
+    assert telemetry._NVML_TEMPERATURE_GPU == pynvml.NVML_TEMPERATURE_GPU
+    assert telemetry._NVML_TEMPERATURE_THRESHOLD_SLOWDOWN == (
+        pynvml.NVML_TEMPERATURE_THRESHOLD_SLOWDOWN
+    )
+    assert telemetry._NVML_ECC_CORRECTED == pynvml.NVML_MEMORY_ERROR_TYPE_CORRECTED
+    assert telemetry._NVML_ECC_UNCORRECTED == pynvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED
+    assert telemetry._NVML_VOLATILE_ECC == pynvml.NVML_VOLATILE_ECC
