@@ -7,7 +7,6 @@ and renders without a container engine, which this machine does not have.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import stat
@@ -47,29 +46,27 @@ def run_compose(
     )
 
 
-@functools.cache
-def env_file() -> Path:
-    import tempfile
-
-    path = Path(tempfile.mkdtemp(prefix="celeris-compose-")) / ".env"
+@pytest.fixture(scope="module")
+def env_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("compose") / ".env"
     out = subprocess.run([sys.executable, str(MAKE_ENV), str(path)], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     return path
 
 
-@functools.cache
-def model() -> dict[str, Any]:
+@pytest.fixture(scope="module")
+def model(env_file: Path) -> dict[str, Any]:
     """The whole project as Compose resolves it, the `live` profile included."""
-    out = run_compose("--profile", "live", "config", "--format", "json", env_file=env_file())
+    out = run_compose("--profile", "live", "config", "--format", "json", env_file=env_file)
     assert out.returncode == 0, out.stderr
     doc: dict[str, Any] = json.loads(out.stdout)
     return doc
 
 
-def test_compose_config_is_valid_for_docker_compose():
-    out = run_compose("config", "--quiet", env_file=env_file())
+def test_compose_config_is_valid_for_docker_compose(env_file, model):
+    out = run_compose("config", "--quiet", env_file=env_file)
     assert out.returncode == 0, out.stderr
-    services = set(model()["services"])
+    services = set(model["services"])
     assert {
         "serve",
         "init",
@@ -94,11 +91,11 @@ def test_compose_without_env_file_names_the_script_to_run():
     assert out.returncode != 0 and "make_env.py" in out.stderr, out.stderr
 
 
-def test_compose_bind_mounts_exist():
+def test_compose_bind_mounts_exist(model):
     # Compose would create a missing bind source as an empty directory and start anyway.
     mounts = [
         (name, v)
-        for name, service in model()["services"].items()
+        for name, service in model["services"].items()
         for v in service.get("volumes", [])
         if v["type"] == "bind"
     ]
@@ -110,15 +107,15 @@ def test_compose_bind_mounts_exist():
         assert mount.get("read_only") is True, f"{name}: {source} should be read-only"
 
 
-def _mount(service: str, target: str) -> Path:
-    (mount,) = [v for v in model()["services"][service]["volumes"] if v["target"] == target]
+def _mount(model: dict[str, Any], service: str, target: str) -> Path:
+    (mount,) = [v for v in model["services"][service]["volumes"] if v["target"] == target]
     return Path(mount["source"])
 
 
-def test_compose_prometheus_scrapes_services_defined_here():
-    services = model()["services"]
+def test_compose_prometheus_scrapes_services_defined_here(model):
+    services = model["services"]
     prometheus = services["prometheus"]
-    config_dir = _mount("prometheus", "/etc/prometheus")
+    config_dir = _mount(model, "prometheus", "/etc/prometheus")
     flag = next(a for a in prometheus["command"] if a.startswith("--config.file="))
     config_file = config_dir / Path(flag.split("=", 1)[1]).relative_to("/etc/prometheus")
     config = yaml.safe_load(config_file.read_text())
@@ -155,10 +152,10 @@ def _listens(name: str, service: dict[str, Any]) -> set[int]:
     return ports
 
 
-def test_compose_grafana_provisioning_reads_the_mounted_dashboards():
-    provisioning = _mount("grafana", "/etc/grafana/provisioning")
+def test_compose_grafana_provisioning_reads_the_mounted_dashboards(model):
+    provisioning = _mount(model, "grafana", "/etc/grafana/provisioning")
     dashboards_target = "/var/lib/grafana/dashboards"
-    dashboards = _mount("grafana", dashboards_target)
+    dashboards = _mount(model, "grafana", dashboards_target)
     assert list(dashboards.glob("*.json")), dashboards
     providers = [
         p
@@ -175,8 +172,8 @@ def test_compose_grafana_provisioning_reads_the_mounted_dashboards():
     assert prometheus and all(s["url"] == "http://prometheus:9090" for s in prometheus)
 
 
-def test_compose_serve_settings_load(monkeypatch):
-    service = model()["services"]["serve"]
+def test_compose_serve_settings_load(model, monkeypatch):
+    service = model["services"]["serve"]
     assert service["command"] == ["serve"]
     for key, value in service["environment"].items():
         monkeypatch.setenv(key, value)
@@ -190,7 +187,7 @@ def test_compose_serve_settings_load(monkeypatch):
         "redis": "service_healthy",
     }
     for dependency in ("postgres", "redis"):
-        assert model()["services"][dependency]["healthcheck"]["test"]
+        assert model["services"][dependency]["healthcheck"]["test"]
 
 
 def test_make_env_writes_private_secrets_once(tmp_path):
