@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import stat
 import subprocess
 import sys
@@ -19,6 +21,7 @@ import pytest
 import yaml
 
 from celeris.serving.config import load_serve_settings
+from tests.deploy.celeris_args import check_celeris_args
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "compose.yaml"
@@ -216,3 +219,25 @@ def test_compose_secrets_are_never_literal(variable):
     for line in text.splitlines():
         if variable in line and ":" in line and not line.lstrip().startswith("#"):
             assert "${" in line, line
+
+
+def test_compose_celeris_command_lines_parse_with_the_cli(model):
+    checked = []
+    for name, service in model["services"].items():
+        if service.get("image") != "celeris:0.1.0":
+            continue
+        if service.get("entrypoint") in (None, ["celeris"]):
+            checked.append(service["command"])
+            continue
+        # init: a shell line; each `celeris ...` in it is checked
+        assert service["entrypoint"] == ["/bin/sh", "-c"], name
+        for part in re.split(r"&&|\|\||[{};]", " ".join(service["command"])):
+            words = shlex.split(part)
+            if words[:1] == ["celeris"]:
+                checked.append(words[1:])
+    assert [args[:2] for args in checked if args[0] != "serve" and args[0] != "live"] == [
+        ["train", "nhits"],
+        ["models", "register"],
+    ]
+    for args in checked:
+        check_celeris_args(args)

@@ -21,6 +21,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from celeris.serving.config import ServeSettings, load_serve_settings
+from tests.deploy.celeris_args import check_celeris_args
 from tests.deploy.kustomize import KustomizeError, apply_operation, render
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -159,6 +160,27 @@ def test_k8s_live_probes_ask_paths_of_the_live_metrics_port():
     volumes = {v["name"]: v for v in pod_spec(deployment)["volumes"]}
     claim = volumes[mounts[state]]["persistentVolumeClaim"]["claimName"]
     find(rendered("live"), "PersistentVolumeClaim", claim)
+
+
+@pytest.mark.parametrize("name", KUSTOMIZATIONS)
+def test_k8s_celeris_command_lines_parse_with_the_cli(name):
+    # An option renamed in the CLI would otherwise show only when a pod starts and exits 2.
+    containers = [
+        c for d in rendered(name) if d["kind"] == "Deployment" for c in pod_spec(d)["containers"]
+    ]
+    assert containers
+    for container in containers:
+        assert "command" not in container  # the image's entrypoint is `celeris`
+        check_celeris_args(container["args"])
+
+
+def test_k8s_command_line_check_refuses_unknown_option_or_value():
+    with pytest.raises(Exception, match="No such option: --metrics-prot"):
+        check_celeris_args(["live", "--metrics-prot=9108"])
+    with pytest.raises(Exception, match="valid integer"):
+        check_celeris_args(["live", "--metrics-port=http"])
+    with pytest.raises(AssertionError, match="no command 'serv'"):
+        check_celeris_args(["serv"])
 
 
 def test_k8s_hpa_scales_on_the_queue_gauge_celeris_exports():
