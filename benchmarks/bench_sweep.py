@@ -2,6 +2,7 @@
 
     python benchmarks/bench_sweep.py                       # 100k bars, every vectorbt variant
     python benchmarks/bench_sweep.py --bars 1000000 --vbt-variants 128
+    python benchmarks/bench_sweep.py --skip-vbt --price-per-hour 0.02   # cost per billion bar-variants
 
 Grid: fast in range(10, 101, 2) x slow in range(50, 501, 10) with fast < slow (2,035 variants),
 fees 0.001, slippage 0.0005, 1-minute bars. Each engine runs in its own subprocess so that
@@ -16,6 +17,11 @@ peak memory (max RSS) and start-up/JIT costs are measured per engine:
   subset and its time is scaled to the full grid (printed as an estimate).
 
 The metrics of every variant vectorbt ran are compared with Celeris's (rtol 1e-7).
+
+``--price-per-hour P`` (default ``$CELERIS_PRICE_PER_HOUR``): the price of one CPU core-hour
+(one GPU-hour with ``--device cuda``); each engine's warm sweep is then priced per billion
+bar-variants from the CPU seconds it used (``time.process_time``, every thread; on a GPU the
+sweep's wall seconds), beside its throughput (:mod:`celeris.bench.cost`).
 """
 
 from __future__ import annotations
@@ -66,17 +72,20 @@ def worker_celeris(n_bars: int, repeat: int, out: Path, device: str = "auto") ->
                     **same)  # fmt: skip
     t_first = time.perf_counter() - t0
     del tiny
-    times = []
+    times, cpu = [], []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         result = bt.sweep(bars, "sma_cross", grid, progress=False, **same)
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
     stats = result.stats()
     np.save(out, stats[COMPARED].to_numpy(dtype=np.float64))
+    best = int(np.argmin(times))
     return {
         "import_s": t_import,
         "first_call_s": t_first,
-        "warm_s": min(times),
+        "warm_s": times[best],
+        "warm_cpu_s": cpu[best],
         "variants": len(stats),
         "device": result.device,
     }
@@ -116,14 +125,16 @@ def worker_vectorbt(n_bars: int, n_variants: int, out: Path) -> dict:
         return np.column_stack([np.asarray(cols[c], dtype=np.float64) for c in COMPARED])
 
     run(chosen[:2])  # compile/load vectorbt's numba functions outside the timing
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     rows = [run(chosen[i : i + chunk]) for i in range(0, len(chosen), chunk)]
     elapsed = time.perf_counter() - t0
+    cpu_s = time.process_time() - c0
     np.save(out, np.vstack(rows))
     del pd
     return {
         "import_s": t_import,
         "warm_s": elapsed,
+        "warm_cpu_s": cpu_s,
         "variants": len(chosen),
         "picked": pick.tolist(),
     }
@@ -149,6 +160,13 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--skip-vbt", action="store_true")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument(
+        "--price-per-hour",
+        type=float,
+        default=None,
+        help="price of one CPU core-hour (GPU-hour on cuda): cost per billion bar-variants "
+        "(default $CELERIS_PRICE_PER_HOUR; none: no cost)",
+    )
     parser.add_argument("--worker", choices=["celeris", "vectorbt"], help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -163,9 +181,18 @@ def main() -> None:
         print(json.dumps(info))
         return
 
+    from celeris.bench.cost import price_per_hour, sweep_cost
+
+    price = price_per_hour(args.price_per_hour)
     print(
         f"machine: {os.cpu_count()} cores; numba threads {os.environ.get('NUMBA_NUM_THREADS', 'default')}"
     )
+
+    def cost(busy_s: float, bar_variants: float) -> str:
+        if price is None:
+            return ""
+        return f" | cost {sweep_cost(price, busy_s, bar_variants).text()}"
+
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.bars:
             total = len(pairs())
@@ -180,13 +207,18 @@ def main() -> None:
                     str(args.repeat),
                     "--out",
                     str(c_out),
+                    "--device",
+                    args.device,
                 ]
             )
             rate = n * total / cel["warm_s"]
             print(f"\n== {n:,} bars x {total:,} variants ==")
+            # On a GPU the price is per GPU-hour and the busy time the sweep's wall time.
+            busy = cel["warm_s"] if cel["device"] == "cuda" else cel["warm_cpu_s"]
             print(f"celeris : import {cel['import_s']:.2f} s | first call (JIT/cache) {cel['first_call_s']:.2f} s | "
-                  f"warm {cel['warm_s']:.2f} s ({rate / 1e6:.0f} M bar-variants/s) | "
-                  f"peak RSS {cel['max_rss_mb']:.0f} MB | device {cel['device']}")  # fmt: skip
+                  f"warm {cel['warm_s']:.2f} s, {cel['warm_cpu_s']:.2f} CPU-s ({rate / 1e6:.0f} M bar-variants/s) | "
+                  f"peak RSS {cel['max_rss_mb']:.0f} MB | device {cel['device']}"
+                  f"{cost(busy, n * total)}")  # fmt: skip
             if args.skip_vbt:
                 continue
             k = min(args.vbt_variants or total, total)
@@ -210,7 +242,8 @@ def main() -> None:
                 else f"warm {vb['warm_s']:.1f} s on {vb['variants']} variants -> est."
             )
             print(f"vectorbt: import {vb['import_s']:.2f} s | {label} {est:.1f} s "
-                  f"({n * total / est / 1e6:.1f} M bar-variants/s) | peak RSS {vb['max_rss_mb']:.0f} MB")  # fmt: skip
+                  f"({n * total / est / 1e6:.1f} M bar-variants/s) | peak RSS {vb['max_rss_mb']:.0f} MB"
+                  f"{cost(vb['warm_cpu_s'], n * vb['variants'])}")  # fmt: skip
             ours = np.load(c_out)[vb["picked"]]
             theirs = np.load(v_out)
             finite = np.isfinite(theirs) & np.isfinite(ours)

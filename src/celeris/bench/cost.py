@@ -18,6 +18,7 @@ import dataclasses
 import math
 from typing import Any
 
+import numpy as np
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -124,10 +125,10 @@ class Cost:
 
 
 def _money(value: float) -> str:
-    """Enough significant digits for a small price: 0.000123, 0.0123, 12.30."""
+    """Three significant digits for a small price, never an exponent: 0.0000401, 0.0123, 12.30."""
     if value == 0 or value >= 1:
         return f"{value:,.2f}"
-    return f"{value:.3g}"
+    return np.format_float_positional(value, precision=3, fractional=False, trim="-")
 
 
 def prediction_cost(

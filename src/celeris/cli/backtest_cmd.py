@@ -118,6 +118,18 @@ def ray_executor(address: str | None, task_size: int | None) -> Any:
     return RayExecutor(address=None if address == "auto" else address, task_size=task_size)
 
 
+def _connect_ray(executor: Any, quiet: bool) -> None:
+    """Connect to the cluster before the timing starts, and say what it holds."""
+    if isinstance(executor, str):
+        return
+    from celeris.compute.ray_exec import cluster_cpus, connect
+
+    ray = connect(executor.address)
+    if not quiet:
+        nodes = sum(1 for n in ray.nodes() if n["Alive"])
+        console.print(f"Ray: {nodes} node(s), {cluster_cpus(ray):g} CPUs", highlight=False)
+
+
 def _strategy_and_grid(strategy: str, items: list[str]) -> tuple[Any, dict[str, list[Any]]]:
     """The strategy and its ``--grid`` items: parameters and option axes (``sl_stop=0.02,0.05``)."""
     from celeris.backtest.strategies import get_strategy
@@ -511,6 +523,7 @@ def sweep_cmd(
     estimate = estimate_sweep(bars, strat, values, device=device)
     if not json_out:
         console.print(f"plan: {estimate.describe()}", highlight=False, markup=False)
+    _connect_ray(executor, json_out)
     started = time.perf_counter()
     result = sweep(
         bars, strat, values, max_variants=max_variants, device=device,
@@ -732,6 +745,7 @@ def walk_forward_cmd(
     strat, values = _strategy_and_grid(strategy, grid or [])
     opts, device = backtest_options(opts, bars)
     opts = _options_beside_grid(opts, values, strat)
+    _connect_ray(executor, json_out)
     result = walk_forward(
         bars, strat, values, train=_window(train), test=_window(test), metric=metric,
         anchored=anchored, partial=partial, max_variants=max_variants, device=device,
