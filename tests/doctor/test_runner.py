@@ -70,3 +70,21 @@ def test_run_doctor_bad_serve_variable_config_fails_naming_it(
     assert config.status is Status.FAIL and "CELERIS_SERVE_PORT" in config.summary
     assert config.fix and report.exit_code == 1
     assert report.get("ports").status is Status.SKIP and report.get("socket").status is Status.SKIP
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"ports": (0,)}, "ports must be in [1, 65535], got 0"),
+        ({"timeout_s": 0.0}, "timeout_s must be in (0, 600]"),
+        ({"quik": True}, "did you mean 'quick'"),
+    ],
+)
+def test_doctor_options_bad_value_raises_config_error(
+    options: dict[str, Any], message: str
+) -> None:
+    from celeris.errors import ConfigError
+
+    with pytest.raises(ConfigError) as raised:
+        DoctorOptions(**options)
+    assert message in str(raised.value)

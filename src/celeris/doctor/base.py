@@ -6,8 +6,9 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
+from celeris._settings import FrozenConfig, integer, number
 from celeris.doctor.report import Status
 
 if TYPE_CHECKING:
@@ -71,9 +72,8 @@ def redact(url: str) -> str:
     return _PASSWORD_RE.sub(r"//\1:***@", url)
 
 
-@dataclass(frozen=True)
-class DoctorOptions:
-    """What to check, from the command line.
+class DoctorOptions(FrozenConfig):
+    """What to check, from the command line (frozen; unknown fields refused).
 
     Parameters
     ----------
@@ -93,12 +93,14 @@ class DoctorOptions:
         Connect timeout of each network check (Redis, PostgreSQL, the LLM endpoint).
     """
 
+    config_label: ClassVar[str] = "doctor"
+
     quick: bool = False
     llm: bool = False
     lock: Path | None = None
-    ports: tuple[int, ...] = ()
+    ports: tuple[Annotated[int, integer(ge=1, le=65_535)], ...] = ()
     expect_gpu: bool = False
-    timeout_s: float = 3.0
+    timeout_s: Annotated[float, number(gt=0, le=600)] = 3.0
 
 
 @dataclass(frozen=True)
