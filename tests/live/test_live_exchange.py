@@ -107,14 +107,14 @@ def test_celeris_live_process_kill_switch_by_signal_metrics_and_clean_stop(tmp_p
                "--symbols", ",".join(SYMBOLS), "--timeframe", "1m", "--strategy", "sma_cross",
                "--param", "fast=3", "--param", "slow=8", "--fees", "0.001",
                "--exchange-url", fake.url, "--state", str(tmp_path / "state"),
-               "--metrics-port", "0", "--history", "100"]  # fmt: skip
+               "--metrics-port", "0", "--metrics-host", "0.0.0.0", "--history", "100"]  # fmt: skip
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)  # fmt: skip
         try:
             port = None
             deadline = time.monotonic() + 60
             for line in proc.stderr:  # type: ignore[union-attr]
-                if "metrics and admin on" in line:
+                if "metrics and admin on http://0.0.0.0:" in line:  # every address: a scraper
                     port = int(line.rsplit(":", 1)[1])
                     break
                 if time.monotonic() > deadline:

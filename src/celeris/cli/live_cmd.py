@@ -96,7 +96,14 @@ PublishOpt = Annotated[
 ]
 MetricsPortOpt = Annotated[
     int | None,
-    typer.Option(help="Port of /metrics, /healthz, /readyz and /admin/* on 127.0.0.1 (0: free)."),
+    typer.Option(help="Port of /metrics, /healthz, /readyz and /admin/* (0: a free one)."),
+]
+MetricsHostOpt = Annotated[
+    str,
+    typer.Option(
+        help="Address the metrics port listens on: 127.0.0.1 (this machine), 0.0.0.0 (a "
+        "Prometheus in another container or pod; /admin/* still needs CELERIS_ADMIN_TOKEN)."
+    ),
 ]
 SizeOpt = Annotated[
     float | None, typer.Option(help="Order size (default: all available cash).", show_default=False)
@@ -148,6 +155,7 @@ def live_cmd(
     history: HistoryOpt = None,
     publish: PublishOpt = "changes",
     metrics_port: MetricsPortOpt = None,
+    metrics_host: MetricsHostOpt = "127.0.0.1",
     max_position: Annotated[
         float | None, typer.Option(help="Most value held in one symbol (quote currency).")
     ] = None,
@@ -278,7 +286,15 @@ def live_cmd(
                 history=loop.history.keep or 1000, stale_after=stale_after, transport=transport,
             )  # fmt: skip
         total = asyncio.run(
-            _drive(loop, bars, metrics, metrics_port, duration, replay is not None, funding)
+            _drive(
+                loop,
+                bars,
+                metrics,
+                (metrics_host, metrics_port),
+                duration,
+                replay is not None,
+                funding,
+            )
         )
         _report(loop, total, json_out)
     finally:
@@ -406,7 +422,7 @@ async def _drive(
     loop: Any,
     bars: Any,
     metrics: Any,
-    port: int | None,
+    address: tuple[str, int | None],
     duration: float | None,
     replay: bool,
     funding: Any = None,
@@ -427,10 +443,14 @@ async def _drive(
         metrics.funding = funding
         runner = web.AppRunner(admin_app(metrics, loop.kill, loop.release))
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", port)
-        await site.start()
+        host, port = address
+        site = web.TCPSite(runner, host, port)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise ConfigError(f"--metrics-host {host} --metrics-port {port}: {exc}") from None
         bound = runner.addresses[0][1] if runner.addresses else port
-        err_console.print(f"metrics and admin on http://127.0.0.1:{bound}", highlight=False)
+        err_console.print(f"metrics and admin on http://{host}:{bound}", highlight=False)
         metrics.ready_reason = None
     if duration is not None:
         running.call_later(duration, stop.set)
