@@ -83,3 +83,72 @@ def test_read_nvml_this_machine_reads_gpus_or_says_why_not() -> None:
         assert all(g.name and g.memory_total_bytes for g in state.gpus) and state.driver
     else:
         assert state.why_none and ("NVIDIA driver" in state.why_none or "GPU" in state.why_none)
+
+
+class _NVMLError(Exception):
+    """What pynvml raises for a reading the board does not support."""
+
+
+class _OneH100:
+    """The NVML calls ``_gpu`` makes, answering as an H100 would (NVML's units: bytes,
+    milliwatts, degrees), with no row-remapper support (raises, as older boards do)."""
+
+    class _Memory:
+        used, total = 3 << 30, 80 << 30
+
+    class _Rates:
+        gpu = 37
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> str:
+        return f"handle-{index}"
+
+    def nvmlDeviceGetName(self, h: str) -> bytes:
+        return b"NVIDIA H100 80GB HBM3"
+
+    def nvmlDeviceGetMemoryInfo(self, h: str) -> object:
+        return self._Memory()
+
+    def nvmlDeviceGetPowerUsage(self, h: str) -> int:
+        return 123_456
+
+    def nvmlDeviceGetEnforcedPowerLimit(self, h: str) -> int:
+        return 700_000
+
+    def nvmlDeviceGetUtilizationRates(self, h: str) -> object:
+        return self._Rates()
+
+    def nvmlDeviceGetEccMode(self, h: str) -> tuple[int, int]:
+        return (1, 1)
+
+    def nvmlDeviceGetRemappedRows(self, h: str) -> tuple[int, int, int, int]:
+        raise _NVMLError("Not Supported")
+
+    def nvmlDeviceGetRetiredPagesPendingStatus(self, h: str) -> int:
+        return 0
+
+    def nvmlDeviceGetTemperature(self, h: str, sensor: int) -> int:
+        assert sensor == 0  # NVML_TEMPERATURE_GPU
+        return 52
+
+    def nvmlDeviceGetTemperatureThreshold(self, h: str, kind: int) -> int:
+        assert kind == 1  # NVML_TEMPERATURE_THRESHOLD_SLOWDOWN
+        return 87
+
+    def nvmlDeviceGetTotalEccErrors(self, h: str, kind: int, counter: int) -> int:
+        # (uncorrected, volatile) = 0; (uncorrected, aggregate) = 2; corrected volatile = 5
+        return {(1, 0): 0, (1, 1): 2, (0, 0): 5}[(kind, counter)]
+
+
+def test_gpu_reading_units_and_unsupported_values() -> None:
+    from celeris.doctor.gpu import _gpu
+
+    gpu = _gpu(_OneH100(), 0)
+    assert gpu.name == "NVIDIA H100 80GB HBM3" and gpu.index == 0
+    assert (gpu.memory_used_bytes, gpu.memory_total_bytes) == (3 << 30, 80 << 30)
+    assert gpu.power_w == pytest.approx(123.456) and gpu.power_limit_w == 700.0
+    assert (gpu.temperature_c, gpu.slowdown_c, gpu.utilization_percent) == (52.0, 87.0, 37.0)
+    assert gpu.ecc_enabled is True and gpu.ecc_uncorrected_volatile == 0
+    assert gpu.ecc_uncorrected_aggregate == 2 and gpu.ecc_corrected_volatile == 5
+    assert gpu.remap_pending is None and gpu.remap_failed is None  # not supported: unknown
+    assert gpu.retired_pages_pending is False
+    assert judge_gpus(_state(gpu), expect_gpu=True).status is Status.OK

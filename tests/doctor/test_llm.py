@@ -92,7 +92,7 @@ def test_llm_server_ignoring_schema_fails_with_fix(
     ("variables", "words", "fix_words"),
     [
         ({}, "no LLM configured", "CELERIS_LLM_BASE_URL"),
-        ({"base_url": "http://127.0.0.1:{port}/v1"}, "does not answer", "CELERIS_LLM_BASE_URL"),
+        ({"base_url": "http://127.0.0.1:{port}/v1"}, "cannot reach", "CELERIS_LLM_BASE_URL"),
         ({"base_url": "http://x/v1", "temperature": "9"}, "CELERIS_LLM_TEMPERATURE", "correct"),
     ],
 )

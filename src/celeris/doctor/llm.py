@@ -84,7 +84,7 @@ def check_llm(ctx: Context) -> Finding:
         limits = client.limits()
     except LLMError as exc:
         return fail(
-            f"the LLM endpoint does not answer: {exc}",
+            str(exc),
             "start the server (docs/llm.md: vLLM or llama.cpp's llama-server) or correct "
             "CELERIS_LLM_BASE_URL (it ends in /v1); curl BASE_URL/models must list the model",
             **details,
