@@ -202,3 +202,10 @@ def test_socket_listening_publisher_and_stale_file_ok(
         assert status is Status.OK and "a publisher is listening" in summary
     status, summary, _ = _socket_check(doctor_env, path)  # closed: the file stays behind
     assert status is Status.OK and "stale socket file" in summary
+
+
+def test_registry_empty_opens_ok(doctor_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    ModelRegistry(tmp_path / "empty")
+    doctor_env.setenv("CELERIS_SERVE_REGISTRY", str(tmp_path / "empty"))
+    check = _full().get("registry")
+    assert check.status is Status.OK and "no model registered yet" in check.summary

@@ -104,6 +104,8 @@ def check_registry(ctx: Context) -> Finding:
             "register or promote the model, or correct CELERIS_SERVE_MODELS",
             **details,
         )
+    if not records:
+        return ok(f"{where}: opens; no model registered yet", **details)
     production = sum(1 for r in records if r.stage == "production")
     return ok(
         f"{where}: {len(records)} versions ({production} in production), every artifact's "
