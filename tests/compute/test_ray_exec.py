@@ -76,6 +76,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     import ray
     from ray._private.authentication_test_utils import reset_auth_token_state
 
+    if ray.is_initialized():  # left by another module in this worker: connect() would reuse it
+        ray.shutdown()
+
     root = tmp_path_factory.mktemp("ray")
     token = root / "auth_token"
     token.write_text(secrets.token_hex(32))
