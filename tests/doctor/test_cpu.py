@@ -88,6 +88,9 @@ def test_numba_cache_cold_then_other_cpu_then_warm_for_that_cpu(
     check = by_name(doc)["numba_cache"]
     assert check["details"]["warm"] == ["data/nb.py"], out
     assert check["summary"].startswith("partly warm (1 of ")
+    cpu = by_name(doc)["cpu"]  # the image's deliberate choice: noted, not a problem
+    assert cpu["status"] == "ok" and cpu["details"]["numba_target"] == "generic"
+    assert "numba compiles for generic (NUMBA_CPU_NAME)" in cpu["summary"]
 
 
 def test_numba_cache_unwritable_directory_fails(run_cli: RunCLI, tmp_path: Path) -> None:
