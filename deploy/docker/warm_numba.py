@@ -8,9 +8,10 @@ time: numba keys cache entries by CPU model, and a cache built for the build mac
 be silently ignored on a node with another one.
 
 What runs is the real code path, not a list of kernels: a short replay of ``celeris live``
-(bars -> strategy -> paper account -> signal feed records) and the model features that
+(bars -> strategy -> paper account -> signal feed records), the model features that
 ``POST /v1/forecast`` and ``celeris live --model`` compute, over clean bars and over bars with a
-NaN (the per-column kernels). A failing step fails the build: an image whose warm-up broke would
+NaN (the per-column kernels), and the few research kernels left, so that ``celeris doctor``
+reports the image's cache warm. A failing step fails the build: an image whose warm-up broke would
 compile at its first request instead, which is what this script exists to prevent.
 
 Usage: ``python warm_numba.py [--bars N]`` (``--bars`` shortens the replay; the tests run it
@@ -88,11 +89,36 @@ def warm_live(bars: int | None) -> None:
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env=os.environ.copy())
 
 
+def warm_research() -> None:
+    """The remaining kernel files, so that ``celeris doctor`` finds the image's cache warm:
+    synthetic bars (GARCH), ticks to bars, and a backtest's statistics regrouped."""
+    import pandas as pd
+
+    from celeris.backtest import from_signals
+    from celeris.data import bars_from_ticks, synthetic
+
+    bars = synthetic(500, freq="1min", seed=0)
+    times = bars.index[:200]
+    ticks = pd.DataFrame({"price": bars["close"].to_numpy()[:200], "size": 1.0}, index=times)
+    bars_from_ticks(ticks, "5min")
+    close = pd.concat({"a": bars["close"], "b": bars["close"] * 1.01}, axis=1)
+    entries = pd.DataFrame(False, index=close.index, columns=close.columns)
+    exits = entries.copy()
+    entries.iloc[::50] = True
+    exits.iloc[25::50] = True
+    from_signals(close, entries, exits, execution="close", freq="1min").stats(group_by=[0, 0])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bars", type=int, default=None, help="replay only the first N bars")
     args = parser.parse_args(argv)
-    for name, step in (("features", warm_features), ("live", lambda: warm_live(args.bars))):
+    steps = (
+        ("features", warm_features),
+        ("live", lambda: warm_live(args.bars)),
+        ("research", warm_research),
+    )
+    for name, step in steps:
         start = time.perf_counter()
         step()
         print(f"warm {name}: {time.perf_counter() - start:.1f} s", flush=True)
