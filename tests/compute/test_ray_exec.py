@@ -150,6 +150,10 @@ def test_resolve_executor_unknown_name_raises_with_hint() -> None:
 def test_ray_executor_bad_fields_raise_config_error() -> None:
     with pytest.raises(ConfigError, match="task_size"):
         RayExecutor(task_size=0)
+    with pytest.raises(ConfigError, match="num_cpus"):
+        RayExecutor(num_cpus=0)
+    with pytest.raises(ConfigError, match="num_gpus"):
+        RayExecutor(num_gpus=-1)
     with pytest.raises(ConfigError, match="did you mean 'max_retries'"):
         RayExecutor(retries=2)  # type: ignore[call-arg]
 

@@ -738,6 +738,8 @@ def _sweep_on_ray(
     job: _SweepJob, executor: RayExecutor, label: str, progress: bool
 ) -> tuple[np.ndarray, pd.Timedelta | None]:
     """Run ``job`` as Ray tasks of whole variant blocks; metrics land in the local run's rows."""
+    if job.engine == "cuda" and executor.num_gpus == 0:
+        executor = executor.model_copy(update={"num_gpus": 1.0})  # the kernels need one
     ray = connect(executor.address)
     blocks = _task_rows(job.plan, len(job.bars), executor.task_size, default_tasks(ray, executor))
     metrics = np.empty((len(job.plan.combos), K.N_METRICS))

@@ -49,6 +49,9 @@ class RayExecutor(FrozenConfig, kw_only=False):
         Times a task is run again when its worker dies (not when it raises an error).
     num_cpus
         CPUs each task reserves; a task's numba kernels run on that many threads.
+    num_gpus
+        GPUs each task reserves (a fraction shares one). A sweep whose device resolved to
+        ``cuda`` on the driver reserves one per task unless this is set.
     """
 
     config_label: ClassVar[str] = "Ray executor"
@@ -57,6 +60,7 @@ class RayExecutor(FrozenConfig, kw_only=False):
     task_size: Annotated[int | None, integer(ge=1)] = None
     max_retries: Annotated[int, integer(ge=0)] = 3
     num_cpus: Annotated[float, number(gt=0)] = 1.0
+    num_gpus: Annotated[float, number(ge=0)] = 0.0
 
 
 def resolve_executor(executor: str | RayExecutor | None) -> RayExecutor | None:
@@ -171,6 +175,7 @@ def run_tasks(
     threads = max(1, int(executor.num_cpus))
     task = ray.remote(_call).options(
         num_cpus=executor.num_cpus,
+        num_gpus=executor.num_gpus,
         max_retries=executor.max_retries,
         retry_exceptions=False,  # an error of the task's own would only happen again
         scheduling_strategy="SPREAD",  # over the nodes, not all on the one that holds the data
