@@ -1,8 +1,8 @@
 """Probe a Celeris endpoint from inside its container: exit 0 on HTTP 200, else 1 and one line.
 
-The images have no curl (slim base), and ``celeris live`` serves ``/healthz`` and ``/readyz`` on
-127.0.0.1 only, where an HTTP probe from outside the container cannot reach: Docker's
-``HEALTHCHECK`` and the live loop's Kubernetes exec probes run this instead.
+The images have no curl (slim base): Docker's ``HEALTHCHECK`` runs this, and compose.yaml's
+``live`` service runs it against the live loop's ``--metrics-port``. (Kubernetes probes are its
+own HTTP probes.)
 
 Usage: ``python healthcheck.py [PATH] [--port N] [--timeout S]``. ``PATH`` defaults to
 ``/healthz``; the port to ``$CELERIS_SERVE_PORT``, else 8000 (``celeris serve``'s default).

@@ -147,15 +147,20 @@ def test_k8s_live_probes_ask_paths_of_the_live_metrics_port():
     deployment = find(rendered("live"), "Deployment", "celeris-live")
     (container,) = pod_spec(deployment)["containers"]
     served = live_routes()
-    port = next(a.split("=", 1)[1] for a in container["args"] if a.startswith("--metrics-port="))
+    args = dict(a.split("=", 1) for a in container["args"] if a.startswith("--"))
+    # Probes come from the kubelet to the pod's address: loopback only would fail them all.
+    assert args["--metrics-host"] == "0.0.0.0"
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
-        command = container[probe]["exec"]["command"]
-        assert command[:2] == ["python", "/opt/celeris/healthcheck.py"]
-        assert command[2] == path and path in served
-        assert command[command.index("--port") + 1] == port
+        check = container[probe]["httpGet"]
+        assert check["path"] == path and path in served
+        assert ports[check["port"]] == int(args["--metrics-port"])
+    scrape = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert scrape["prometheus.io/path"] in served
+    assert scrape["prometheus.io/port"] == args["--metrics-port"]
     assert deployment["spec"]["replicas"] == 1
     assert deployment["spec"]["strategy"]["type"] == "Recreate"  # one writer of the journal
-    state = next(a.split("=", 1)[1] for a in container["args"] if a.startswith("--state="))
+    state = args["--state"]
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     volumes = {v["name"]: v for v in pod_spec(deployment)["volumes"]}
     claim = volumes[mounts[state]]["persistentVolumeClaim"]["claimName"]
