@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -80,6 +82,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         ray.shutdown()
 
     root = tmp_path_factory.mktemp("ray")
+    # Ray's session sockets live under --temp-dir and a Unix socket path is at most 107 bytes:
+    # pytest's temporary paths (with xdist's popen-gwN in them) are too long for it
+    temp = Path(tempfile.mkdtemp(prefix="cray-", dir="/tmp"))
     token = root / "auth_token"
     token.write_text(secrets.token_hex(32))
     auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
@@ -94,7 +99,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         try:
             head_log = root / "head.log"
             head = ["--head", "--port", str(port), "--include-dashboard", "false"]
-            head += ["--dashboard-port", str(_free_port()), "--temp-dir", str(root / "t")]
+            head += ["--dashboard-port", str(_free_port()), "--temp-dir", str(temp)]
             head += ["--ray-client-server-port", str(_free_port())]
             procs.append(_start(head, env, head_log))
             _wait_port(port, procs[0], head_log)
@@ -116,6 +121,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait(10)
+            shutil.rmtree(temp, ignore_errors=True)
     reset_auth_token_state()  # back to this process's own settings for later tests
 
 
