@@ -106,3 +106,24 @@ def test_cli_live_model_replay_records_outcomes_and_exports_drift(tmp_path, mode
     metrics.loop = loop
     text = metrics.text().decode()
     assert 'celeris_live_feature_psi{feature="rsi_14"}' in text
+
+
+def test_cli_model_source_bounds_its_features_live_not_in_a_replay(tmp_path, model):
+    from celeris.cli.live_cmd import _default_history, _signal_source
+
+    ckpt, _ = model
+    args = (None, None, ckpt, 0.0, str(tmp_path / "registry"), tmp_path / "state", ["SPX"])
+    live = _signal_source(*args, live=True)
+    replay = _signal_source(*args, live=False)
+    assert live.bounded and not replay.bounded  # a replay equals the model backtest exactly
+    settled = live.spec.bars_settled(live.input_size)
+    assert _default_history(live) == max(1000, settled, live.warmup + 1)
+
+    class Needy:  # a source whose features need more than 1000 bars (ema_60: 1,193)
+        warmup = 61
+        input_size = 32
+        spec = type("Spec", (), {"bars_settled": staticmethod(lambda n: 1161 + n)})()
+
+    assert _default_history(Needy()) == 1193
+    for source in (live, replay):
+        source.flush()

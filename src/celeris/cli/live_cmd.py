@@ -88,7 +88,8 @@ ReplayOpt = Annotated[
 HistoryOpt = Annotated[
     int | None,
     typer.Option(
-        help="Bars of history the signal source sees (live default 1000; a replay sees all)."
+        help="Bars of history the signal source sees (live default: 1000, or what the source "
+        "needs if more; a replay sees all)."
     ),
 ]
 PublishOpt = Annotated[
@@ -242,7 +243,8 @@ def live_cmd(
     # the paper account's perpetual options (the funding rates come with each step)
     options.update(perp_keywords({**perp_opts, "funding": None}, _no_bars(), names))
     funding = _funding(perp_opts, frames, names, exchange, exchange_url)
-    source = _signal_source(strategy, param, model, threshold, registry, state, names)
+    source = _signal_source(strategy, param, model, threshold, registry, state, names,
+                            live=frames is None)  # fmt: skip
     limits = RiskLimits(max_position, max_exposure, max_daily_loss)
     config = {
         "source": source.describe,
@@ -256,7 +258,7 @@ def live_cmd(
     metrics = _metrics(metrics_port, names, timeframe_to_timedelta(timeframe).value)
     loop = LiveLoop(
         names, source, journal, options=options, publisher=publisher, limits=limits,
-        history=None if replay else (history or max(1000, source.warmup + 1)), publish=publish,
+        history=None if replay else (history or _default_history(source)), publish=publish,
         metrics=metrics,
     )  # fmt: skip
     try:
@@ -371,9 +373,13 @@ def _signal_source(
     registry: str,
     state: Path,
     names: list[str],
+    *,
+    live: bool,
 ) -> Any:
     """The rule strategy, or the model (its predictions and outcomes go to
-    ``STATE/outcomes.sqlite``)."""
+    ``STATE/outcomes.sqlite``). Live, a model's features are computed over the bars each needs
+    to float64 resolution (``bounded``: 542 bars for the default cnn_lstm features, not the
+    whole history); a replay computes them over all bars, as the model backtest does."""
     from celeris.live.signals import ModelSignals, RuleSignals
 
     if strategy is not None:
@@ -390,6 +396,7 @@ def _signal_source(
         "outcomes": store,
         "run": Path(state).name,
         "symbols": tuple(names),
+        "bounded": live,
     }
     if Path(model).is_dir():
         from celeris.models.predictor import Predictor
@@ -401,6 +408,16 @@ def _signal_source(
     return ModelSignals(
         predictor, model_version=int(record.version), model_name=model.split("@")[0], **common
     )
+
+
+def _default_history(source: Any) -> int:
+    """Live history: 1000 bars, or more where the source needs them (its warm-up and the new
+    bar; a model's bounded features: ``FeatureSpec.bars_settled``, e.g. 1,193 for ``ema_60``)."""
+    need = source.warmup + 1
+    spec = getattr(source, "spec", None)
+    if spec is not None:
+        need = max(need, spec.bars_settled(source.input_size))
+    return max(1000, need)
 
 
 def _publisher(socket: Path | None, journal: Any, retain: int) -> Any:
