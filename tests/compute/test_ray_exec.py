@@ -127,13 +127,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def bars() -> pd.DataFrame:
-    from arch.data import sp500
+    from celeris.data import load
 
-    raw = sp500.load()
-    frame = raw[["Open", "High", "Low", "Close", "Volume"]].astype("float64")
-    frame.columns = ["open", "high", "low", "close", "volume"]
-    frame.index = pd.DatetimeIndex(raw.index, name="time").tz_localize("UTC")
-    return frame.iloc[-2000:]
+    return load("sample:sp500").iloc[-2000:]  # real daily bars (the arch package's)
 
 
 # ---- the executor -----------------------------------------------------------------------------

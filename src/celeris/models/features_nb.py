@@ -113,18 +113,23 @@ def _any_nan_nb(state):
 
 
 @njit(cache=True, nogil=True)
+def _lead_nan_nb(out, lo, first, n):
+    # NaN on the kept bars [lo, n) before the first valid one; True when no bar is valid
+    for t in range(lo, min(first, n)):
+        for a in range(out.shape[1]):
+            out[t - lo, a] = np.nan
+    return first >= n
+
+
+@njit(cache=True, nogil=True)
 def _rsi_across_nb(bars, ic, s0, w, out, gain, loss):
     # _rsi_col_nb over bars[s0:, ic, a] for every a, bars outer, as if every bar were valid; False
     # when one was NaN (then `out` is not the column kernel's: the caller runs that)
     n = bars.shape[0]
     n_assets = bars.shape[2]
-    length = out.shape[0]
-    lo = n - length
+    lo = n - out.shape[0]
     first = s0 + w
-    for t in range(lo, min(first, n)):
-        for a in range(n_assets):
-            out[t - lo, a] = np.nan
-    if first >= n:
+    if _lead_nan_nb(out, lo, first, n):
         return True
     for a in range(n_assets):
         gain[a] = 0.0
@@ -168,13 +173,9 @@ def _atr_across_nb(bars, ih, il, ic, s0, w, out, prev, seen):
     # bar were valid; False when one was NaN (`seen`: a NaN-sticky sum of high + low + close)
     n = bars.shape[0]
     n_assets = bars.shape[2]
-    length = out.shape[0]
-    lo = n - length
+    lo = n - out.shape[0]
     first = s0 + w
-    for t in range(lo, min(first, n)):
-        for a in range(n_assets):
-            out[t - lo, a] = np.nan
-    if first >= n:
+    if _lead_nan_nb(out, lo, first, n):
         return True
     for a in range(n_assets):
         prev[a] = 0.0
@@ -205,13 +206,9 @@ def _ema_across_nb(bars, ic, s0, w, out, prev):
     # when one was NaN (which the EMA carries from its bar on)
     n = bars.shape[0]
     n_assets = bars.shape[2]
-    length = out.shape[0]
-    lo = n - length
+    lo = n - out.shape[0]
     first = s0 + w - 1
-    for t in range(lo, min(first, n)):
-        for a in range(n_assets):
-            out[t - lo, a] = np.nan
-    if first >= n:
+    if _lead_nan_nb(out, lo, first, n):
         return True
     for a in range(n_assets):
         prev[a] = 0.0
