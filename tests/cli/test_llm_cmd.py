@@ -49,6 +49,17 @@ def test_optimize_json_has_baseline_and_rejections(tmp_path: Path) -> None:
     assert doc["trials"] == 6 and len(doc["rejected"]) + bool(doc["improved"]) >= 1
 
 
+def test_optimize_storage_keeps_the_optuna_study(tmp_path: Path) -> None:
+    import optuna
+
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    result = runner.invoke(app, [*OPT, "--audit", str(tmp_path / "a.jsonl"), "--storage", url,
+                                 "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (study,) = optuna.get_all_study_summaries(storage=url)
+    assert study.study_name.startswith("celeris-sma_cross-") and study.n_trials >= 6
+
+
 def test_optimize_llm_without_server_one_line_exit_2() -> None:
     result = runner.invoke(app, [*OPT, "--llm"])
     assert result.exit_code == 2
@@ -63,6 +74,8 @@ def test_optimize_llm_without_server_one_line_exit_2() -> None:
         (["--bound", "fst=5:9"], "did you mean 'fast'"),
         (["--objective", "win_rate"], "cannot be judged"),
         (["--holdout", "0.95"], "holdout"),
+        (["--storage", "studies.db"], "storage must be a URL"),
+        (["--task-size", "2"], "give --ray too"),
     ],
 )
 def test_optimize_bad_options_one_line_exit_2(extra: list[str], message: str) -> None:

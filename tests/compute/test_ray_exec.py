@@ -319,3 +319,29 @@ def test_cli_task_size_without_ray_exits_2(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["sweep", "--data", "sample:sp500", "--task-size", "4"])
     assert result.exit_code == 2
     assert "--task-size sizes Ray tasks: give --ray too" in result.output
+
+
+# ---- optimisation rounds ----------------------------------------------------------------------
+
+
+def test_optimize_on_ray_equals_local_run(cluster, bars, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # each round's candidates as Ray tasks (two per task): the proposer asks and is told in the
+    # same order as locally, so every trial, decision and the winner are the local run's
+    from celeris.compute import ray_exec
+    from celeris.llm.optimizer import optimize
+
+    calls: list[int] = []
+    real = ray_exec.run_tasks
+
+    def counted(fn, shared, items, on_result, **kw):  # type: ignore[no-untyped-def]
+        calls.append(len(items))
+        return real(fn, shared, items, on_result, **kw)
+
+    monkeypatch.setattr(ray_exec, "run_tasks", counted)
+    search = dict(rounds=3, per_round=4, progress=False, **OPTS)
+    bounds = {"fast": "5:100", "slow": "20:400"}
+    local = optimize(bars, "sma_cross", bounds, **search)
+    remote = optimize(bars, "sma_cross", bounds, executor=RayExecutor(cluster, task_size=2),
+                      **search)  # fmt: skip
+    pd.testing.assert_frame_equal(remote.trials_frame(), local.trials_frame())
+    assert calls and all(n >= 2 for n in calls)  # the rounds went out as several tasks

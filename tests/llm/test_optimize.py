@@ -16,6 +16,7 @@ from celeris.errors import CelerisTypeError, ConfigError, DataError
 from celeris.llm.audit import AuditLog, read_audit
 from celeris.llm.optimizer import optimize, replay
 from celeris.llm.verify import Guard, Verifier, deflated_sharpe
+from tests.serving.conftest import redis_server  # noqa: F401  (a real redis-server fixture)
 
 
 @pytest.fixture(scope="module")
@@ -278,3 +279,69 @@ def test_replay_in_a_new_process_finds_a_strategy_given_by_path(tmp_path: Path) 
     for code in (first, again):
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
         assert done.returncode == 0, done.stderr[-2000:]
+
+
+# ---- Optuna's own storage ---------------------------------------------------------------------
+
+_SEARCH = dict(rounds=3, per_round=3, progress=False, year_days=252)
+
+
+def _stored(storage: str, study_name: str) -> list[dict]:
+    import optuna
+
+    from celeris.llm.proposers import optuna_storage
+
+    study = optuna.load_study(study_name=study_name, storage=optuna_storage(storage))
+    return [t.params for t in study.trials if t.state.name == "COMPLETE"]
+
+
+def test_optimize_with_a_storage_keeps_the_study_there_and_the_local_trials(
+    run, sp500: pd.DataFrame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    from celeris.llm import proposers
+
+    made: list[proposers.OptunaProposer] = []
+    real = proposers.OptunaProposer
+
+    def keep(*args, **kwargs):  # type: ignore[no-untyped-def]
+        made.append(real(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr("celeris.llm.optimizer.OptunaProposer", keep)
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    bounds = {"fast": "5:100", "slow": "20:400"}
+    stored = optimize(sp500, "sma_cross", bounds, storage=url, **_SEARCH)
+    local = optimize(sp500, "sma_cross", bounds, **_SEARCH)
+    pd.testing.assert_frame_equal(stored.trials_frame(), local.trials_frame())
+    name = made[0].study_name
+    assert name is not None and name.startswith("celeris-sma_cross-")
+    params = _stored(url, name)  # the baseline and every candidate, in the study
+    assert len(params) >= len(local.trials_frame())
+
+
+def test_optimize_storage_on_redis_holds_the_study(
+    sp500: pd.DataFrame,
+    redis_server,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # type: ignore[no-untyped-def]
+    from celeris.llm import proposers
+
+    made: list[proposers.OptunaProposer] = []
+    real = proposers.OptunaProposer
+    monkeypatch.setattr("celeris.llm.optimizer.OptunaProposer",
+                        lambda *a, **k: made.append(real(*a, **k)) or made[-1])  # fmt: skip
+    url = redis_server.url
+    result = optimize(sp500, "sma_cross", {"fast": "5:100", "slow": "20:400"}, storage=url,
+                      **_SEARCH)  # fmt: skip
+    assert len(_stored(url, made[0].study_name)) >= len(result.trials_frame())
+
+
+def test_optimize_bad_storage_is_a_config_error_without_the_password(sp500: pd.DataFrame) -> None:
+    with pytest.raises(
+        ConfigError, match=r"cannot open the Optuna storage 'postgresql://u:\*\*\*@"
+    ):
+        optimize(sp500, "sma_cross", storage="postgresql://u:secret@127.0.0.1:1/x", **_SEARCH)
+    with pytest.raises(ConfigError, match="storage must be a URL"):
+        optimize(sp500, "sma_cross", storage="studies.db", **_SEARCH)
+    with pytest.raises(ConfigError, match="needs method='optuna'"):
+        optimize(sp500, "sma_cross", method="llm", storage="sqlite:///x.db", **_SEARCH)

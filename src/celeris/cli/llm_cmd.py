@@ -17,6 +17,7 @@ from celeris.cli._common import (
     load_bars,
     print_json,
 )
+from celeris.cli.backtest_cmd import RayOpt, TaskSizeOpt, ray_executor
 from celeris.cli.options import (
     DataOpt,
     JsonOpt,
@@ -131,6 +132,17 @@ def optimize_cmd(
         typer.Option(help="Re-run a recorded run from its audit log (no LLM, no Optuna)."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Sampler / LLM seed.")] = 0,
+    ray: RayOpt = None,
+    task_size: TaskSizeOpt = None,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            help="Keep the Optuna study in Optuna's own storage: sqlite:///PATH, the "
+            "registry's postgresql://..., or redis://HOST:PORT/DB (a new study each run; the "
+            "trials are the same).",
+            show_default=False,
+        ),
+    ] = None,
     llm_opts: Options = FILLED,
     opts: Options = FILLED,
     span: Options = FILLED,
@@ -146,6 +158,9 @@ def optimize_cmd(
 
     Example: celeris optimize --data sample:sp500 --strategy sma_cross --bound fast=5:100
     --bound slow=20:400 --rounds 10
+
+    With --ray each round's candidates are backtested as tasks on a Ray cluster, with the
+    local run's result (worth it when a candidate's backtest is long: docs/ray.md).
     """
     from celeris.backtest.strategies import get_strategy
     from celeris.llm.optimizer import optimize
@@ -164,7 +179,7 @@ def optimize_cmd(
         bars, strat, _bounds(bound or []), method="llm" if llm else "optuna", rounds=rounds,
         per_round=per_round, objective=objective, params=single_param_values(param or [], strat),
         guard=guard, client=client, audit=path, seed=seed, progress=not json_out,
-        device=device, **opts,
+        device=device, executor=ray_executor(ray, task_size), storage=storage, **opts,
     )  # fmt: skip
     if json_out:
         print_json(result.to_dict())

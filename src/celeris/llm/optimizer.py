@@ -214,6 +214,8 @@ def optimize(
     seed: int = 0,
     progress: bool = True,
     device: str = "auto",
+    executor: Any = "local",
+    storage: str | None = None,
     _proposer: Proposer | None = None,
     **options: Any,
 ) -> OptimizeResult:
@@ -241,6 +243,15 @@ def optimize(
         Acceptance rules (:class:`~celeris.llm.verify.Guard`).
     audit
         A JSONL path (appended to) or an open :class:`~celeris.llm.audit.AuditLog`.
+    executor
+        ``"local"``, or ``"ray"`` / a :class:`~celeris.compute.ray_exec.RayExecutor`: each
+        round's candidates are backtested as Ray tasks (the proposer asks and is told in the
+        same order, so the result is the local run's; pays when a candidate's backtest is long).
+    storage
+        ``method="optuna"``: where the study lives, Optuna's own storage: a database URL
+        (``sqlite:///PATH``, the registry's ``postgresql://...``) or ``redis://HOST:PORT/DB``
+        (Optuna's journal on Redis); a new study named ``celeris-STRATEGY-...`` each run, for
+        optuna-dashboard or later analysis. The trials are the in-memory run's.
     options
         :func:`celeris.backtest.from_signals` keywords (fees, slippage, stops, direction...).
 
@@ -266,13 +277,22 @@ def optimize(
     options = check_portfolio_options(options)
     space = search_space(strat, bounds)
     guard = guard or Guard()
-    verifier = Verifier(bars, strat, objective, guard, device=device, options=options)
+    from celeris.compute.ray_exec import resolve_executor
+
+    verifier = Verifier(bars, strat, objective, guard, device=device, options=options,
+                        executor=resolve_executor(executor))  # fmt: skip
     for name in params or {}:
         strat.param(name)
     base_params = verifier.full_params(params or {}, {})
     strat.grid({k: [v] for k, v in base_params.items()})  # baseline must satisfy the constraint
     fixed = {k: v for k, v in base_params.items() if k not in {b.name for b in space}}
-    proposer = _proposer if _proposer is not None else _make_proposer(method, client, seed)
+    if storage is not None and method != "optuna":
+        raise ConfigError("storage= is where an Optuna study lives: it needs method='optuna'")
+    proposer = (
+        _proposer
+        if _proposer is not None
+        else _make_proposer(method, client, seed, storage, strat.name)
+    )
 
     log = audit if isinstance(audit, AuditLog) else AuditLog(audit) if audit else None
     loop = _Loop(verifier, strat, space, fixed, objective, guard, log)
@@ -297,12 +317,14 @@ def optimize(
     return result
 
 
-def _make_proposer(method: str, client: Any, seed: int) -> Proposer:
+def _make_proposer(
+    method: str, client: Any, seed: int, storage: str | None, strategy: str
+) -> Proposer:
     if method == "llm":
         if client is None:
             raise ConfigError("method='llm' needs client=LLMClient(...)")
         return LLMProposer(client, seed=seed)
-    return OptunaProposer(seed=seed)
+    return OptunaProposer(seed=seed, storage=storage, study_prefix=f"celeris-{strategy}")
 
 
 def _run_rounds(

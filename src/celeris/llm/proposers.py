@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from celeris.backtest.metrics import format_metric
 from celeris.errors import ConfigError
-from celeris.formatting import format_param, format_params
+from celeris.formatting import format_param, format_params, redact_url
 from celeris.llm.audit import AuditLog
 from celeris.llm.context import ContextBuilder, TokenCounter
 from celeris.llm.prompts import PromptTemplate, load_prompt
@@ -75,13 +76,23 @@ class OptunaProposer:
     name = "optuna"
     model = None
 
-    def __init__(self, seed: int = 0, max_redraws: int = 200) -> None:
+    def __init__(
+        self,
+        seed: int = 0,
+        max_redraws: int = 200,
+        *,
+        storage: str | None = None,
+        study_prefix: str = "celeris",
+    ) -> None:
         import optuna
 
         optuna.logging.set_verbosity(logging.WARNING)
         self._optuna = optuna
         self.seed = seed
         self.max_redraws = max_redraws
+        self.storage = storage
+        self.study_name: str | None = None
+        self._prefix = study_prefix
         self.study: Any = None
         self.space: tuple[Bound, ...] = ()
         self.objective = "sharpe"
@@ -100,9 +111,17 @@ class OptunaProposer:
         optuna = self._optuna
         self.space = state.space
         self.objective = state.objective
-        self.study = optuna.create_study(
-            direction="maximize", sampler=optuna.samplers.TPESampler(seed=self.seed)
-        )
+        sampler = optuna.samplers.TPESampler(seed=self.seed)
+        if self.storage is None:
+            self.study = optuna.create_study(direction="maximize", sampler=sampler)
+        else:
+            import uuid
+
+            self.study_name = f"{self._prefix}-{uuid.uuid4().hex[:12]}"
+            self.study = optuna.create_study(
+                direction="maximize", sampler=sampler, study_name=self.study_name,
+                storage=optuna_storage(self.storage),
+            )  # fmt: skip
         base = state.incumbent
         if base is not None:
             value = base.in_sample.get(state.objective, math.nan)
@@ -367,3 +386,36 @@ def _num(x: Any) -> float:
     except (TypeError, ValueError):
         return -math.inf
     return v if math.isfinite(v) else -math.inf
+
+
+def optuna_storage(url: str) -> Any:
+    """Optuna's storage for ``url``: ``redis://...`` its journal on Redis, a database URL its
+    RDB storage (``postgresql://`` goes through psycopg 3, the driver Celeris's registry uses).
+
+    Raises
+    ------
+    ConfigError
+        The URL names no storage Optuna can open (the message says which).
+    """
+    import optuna
+
+    if not isinstance(url, str) or "://" not in url:
+        raise ConfigError(
+            "storage must be a URL (sqlite:///PATH, postgresql://..., redis://...), got "
+            f"{redact_url(str(url))!r}"
+        )
+    try:
+        if url.startswith(("redis://", "rediss://")):
+            from optuna.storages.journal import JournalRedisBackend
+
+            with warnings.catch_warnings():  # "experimental since v3.1": the API we pin
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.JournalStorage(JournalRedisBackend(url))
+        if url.startswith(("postgresql://", "postgres://")):
+            return optuna.storages.RDBStorage("postgresql+psycopg://" + url.split("://", 1)[1])
+        return optuna.storages.RDBStorage(url)
+    except Exception as exc:  # SQLAlchemy's, redis's and Optuna's errors alike
+        where = redact_url(url)
+        raise ConfigError(
+            f"cannot open the Optuna storage {where!r}: {redact_url(str(exc))}"
+        ) from None

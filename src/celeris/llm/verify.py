@@ -106,6 +106,7 @@ class Verifier:
         *,
         device: str = "auto",
         options: Mapping[str, Any] | None = None,
+        executor: Any = None,
     ) -> None:
         if objective not in OBJECTIVES:
             raise ConfigError(
@@ -115,6 +116,7 @@ class Verifier:
         self.bars, self.strategy, self.objective, self.guard = bars, strategy, objective, guard
         self.device = device
         self.options = dict(options or {})
+        self.executor = executor  # a RayExecutor: a round's candidates as Ray tasks
         # One calendar for the whole run: inferred per window, a short window without a weekend
         # bar would annualise crypto at 252 days while the in-sample backtest used 365.
         self.options["year_days"] = resolve_year_days(bars.index, self.options.get("year_days"))
@@ -152,24 +154,34 @@ class Verifier:
         return out
 
     def in_sample(self, param_sets: Sequence[Mapping[str, Any]]) -> list[InSample]:
-        """Backtest each parameter set on the in-sample bars, all in one simulation."""
+        """Backtest each parameter set on the in-sample bars, all in one simulation (with an
+        executor: in blocks, as Ray tasks; each column's simulation is its own, so the results
+        are the same)."""
         if not param_sets:
             return []
         combos = self.strategy.grid(pd.DataFrame(list(param_sets)))
         if len(combos) != len(param_sets):
             raise ConfigError("in_sample() takes distinct, admissible parameter sets")
-        entries, exits = self.strategy.prepare(self.in_sample_bars, combos)(slice(0, len(combos)))
-        pf = from_signals(self.in_sample_bars, entries, exits, device=self.device, **self.options)
-        stats = pf.stats()
-        returns = pf.returns.to_numpy()
-        root = math.sqrt(pf.ann_factor)
-        out = []
-        for j in range(len(combos)):
-            row = stats.iloc[j]
-            metrics = {k: _float(row[k]) for k in IN_SAMPLE_COLUMNS}
-            metrics[self.objective] = _float(row[self.objective])
-            out.append(InSample(metrics, metrics["sharpe"] / root, returns[:, j].copy()))
-        return out
+        job = _InSampleJob(
+            self.in_sample_bars, self.strategy, self.options, self.device, self.objective
+        )
+        if self.executor is None or len(param_sets) < 2:
+            return _in_sample(job, combos)
+        from celeris.compute.ray_exec import connect, default_tasks, run_tasks
+
+        per = self.executor.task_size or -(-len(combos) // default_tasks(
+            connect(self.executor.address), self.executor
+        ))  # fmt: skip
+        blocks = [combos.iloc[i : i + per] for i in range(0, len(combos), per)]
+        out: list[list[InSample]] = [[] for _ in blocks]
+
+        def take(i: int, block: list[InSample]) -> None:
+            out[i] = block
+
+        run_tasks(_in_sample, job, blocks, take, executor=self.executor,
+                  units=[len(b) for b in blocks], label="candidates on Ray",
+                  progress=False)  # fmt: skip
+        return [r for block in out for r in block]
 
     def out_of_sample(self, params: Mapping[str, Any]) -> OutOfSample:
         """Backtest one parameter set on each holdout window and chain the window returns."""
@@ -195,6 +207,34 @@ class Verifier:
         return OutOfSample(
             _float(summary[self.objective]), tuple(values), summary["total_return"], trades
         )
+
+
+@dataclass(frozen=True)
+class _InSampleJob:
+    """What every block of in-sample candidates reads (in Ray's object store once)."""
+
+    bars: pd.DataFrame
+    strategy: Strategy
+    options: dict[str, Any]
+    device: str
+    objective: str
+
+
+def _in_sample(job: _InSampleJob, combos: pd.DataFrame) -> list[InSample]:
+    """The in-sample backtests of ``combos`` (admissible rows of the strategy's grid), one
+    simulation."""
+    entries, exits = job.strategy.prepare(job.bars, combos)(slice(0, len(combos)))
+    pf = from_signals(job.bars, entries, exits, device=job.device, **job.options)
+    stats = pf.stats()
+    returns = pf.returns.to_numpy()
+    root = math.sqrt(pf.ann_factor)
+    out = []
+    for j in range(len(combos)):
+        row = stats.iloc[j]
+        metrics = {k: _float(row[k]) for k in IN_SAMPLE_COLUMNS}
+        metrics[job.objective] = _float(row[job.objective])
+        out.append(InSample(metrics, metrics["sharpe"] / root, returns[:, j].copy()))
+    return out
 
 
 def deflated_sharpe(returns: np.ndarray, trial_sharpes: Sequence[float]) -> tuple[float, str]:
