@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime
 import math
+import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -31,6 +32,7 @@ __all__ = [
     "format_params",
     "format_timestamp",
     "is_missing",
+    "redact_url",
 ]
 
 #: The marker shown for a missing value (None, NaN, NaT) unless the caller picks another.
@@ -215,3 +217,11 @@ def format_params(params: Mapping[str, Any]) -> str:
     'fast=10, sl_stop=0.05'
     """
     return ", ".join(f"{k}={format_param(v)}" for k, v in params.items())
+
+
+_URL_PASSWORD = re.compile(r"//([^:@/]*):[^@/]*@")
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` with any password replaced by ``***`` (for messages, logs and reports)."""
+    return _URL_PASSWORD.sub(r"//\1:***@", url)

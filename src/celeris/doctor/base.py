@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 from celeris._settings import FrozenConfig, integer, number
 from celeris.doctor.report import Status
+from celeris.formatting import redact_url
 
 if TYPE_CHECKING:
     from celeris.llm.settings import LLMSettings
@@ -64,12 +64,9 @@ def worst(findings: list[Finding]) -> Status:
     return max((f.status for f in findings), key=order.index, default=Status.SKIP)
 
 
-_PASSWORD_RE = re.compile(r"//([^:@/]*):[^@/]*@")
-
-
 def redact(url: str) -> str:
     """Return ``url`` with any password replaced by ``***`` (reports are shared in tickets)."""
-    return _PASSWORD_RE.sub(r"//\1:***@", url)
+    return redact_url(url)
 
 
 class DoctorOptions(FrozenConfig):

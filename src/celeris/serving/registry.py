@@ -67,6 +67,7 @@ from celeris.errors import (
     check_choice,
     did_you_mean,
 )
+from celeris.formatting import redact_url
 from celeris.serving.errors import (
     ArtifactTampered,
     IncompatibleVersion,
@@ -528,7 +529,7 @@ class _Postgres:
         return query.replace("?", "%s")  # our SQL has no literal '?'
 
     def describe(self) -> str:
-        return re.sub(r"//([^:@/]*):[^@/]*@", r"//\1:***@", self.url)  # hide a password
+        return redact_url(self.url)  # hide a password
 
 
 class _Tx:
