@@ -16,7 +16,11 @@ from celeris.errors import CelerisTypeError, ConfigError, DataError
 from celeris.llm.audit import AuditLog, read_audit
 from celeris.llm.optimizer import optimize, replay
 from celeris.llm.verify import Guard, Verifier, deflated_sharpe
-from tests.serving.conftest import redis_server  # noqa: F401  (a real redis-server fixture)
+from tests.serving.conftest import (  # noqa: F401  (real redis-server and PostgreSQL fixtures)
+    postgres_server,
+    postgres_url,
+    redis_server,
+)
 
 
 @pytest.fixture(scope="module")
@@ -334,6 +338,23 @@ def test_optimize_storage_on_redis_holds_the_study(
     result = optimize(sp500, "sma_cross", {"fast": "5:100", "slow": "20:400"}, storage=url,
                       **_SEARCH)  # fmt: skip
     assert len(_stored(url, made[0].study_name)) >= len(result.trials_frame())
+
+
+def test_optimize_storage_in_the_registrys_postgresql_holds_the_study(
+    sp500: pd.DataFrame,
+    postgres_url: str,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from celeris.llm import proposers
+
+    made: list[proposers.OptunaProposer] = []
+    real = proposers.OptunaProposer
+    monkeypatch.setattr("celeris.llm.optimizer.OptunaProposer",
+                        lambda *a, **k: made.append(real(*a, **k)) or made[-1])  # fmt: skip
+    assert postgres_url.startswith("postgresql://")  # the registry's URL, as given
+    result = optimize(sp500, "sma_cross", {"fast": "5:100", "slow": "20:400"},
+                      storage=postgres_url, **_SEARCH)  # fmt: skip
+    assert len(_stored(postgres_url, made[0].study_name)) >= len(result.trials_frame())
 
 
 def test_optimize_bad_storage_is_a_config_error_without_the_password(sp500: pd.DataFrame) -> None:
