@@ -56,7 +56,11 @@ def test_optimize_storage_keeps_the_optuna_study(tmp_path: Path) -> None:
     result = runner.invoke(app, [*OPT, "--audit", str(tmp_path / "a.jsonl"), "--storage", url,
                                  "--json"])  # fmt: skip
     assert result.exit_code == 0, result.output
-    (study,) = optuna.get_all_study_summaries(storage=url)
+    store = optuna.storages.RDBStorage(url)
+    try:
+        (study,) = optuna.get_all_study_summaries(storage=store)
+    finally:
+        store.engine.dispose()
     assert study.study_name.startswith("celeris-sma_cross-") and study.n_trials >= 6
 
 

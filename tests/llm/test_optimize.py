@@ -293,10 +293,14 @@ _SEARCH = dict(rounds=3, per_round=3, progress=False, year_days=252)
 def _stored(storage: str, study_name: str) -> list[dict]:
     import optuna
 
-    from celeris.llm.proposers import optuna_storage
+    from celeris.llm.proposers import close_storage, optuna_storage
 
-    study = optuna.load_study(study_name=study_name, storage=optuna_storage(storage))
-    return [t.params for t in study.trials if t.state.name == "COMPLETE"]
+    store = optuna_storage(storage)
+    try:
+        study = optuna.load_study(study_name=study_name, storage=store)
+        return [t.params for t in study.trials if t.state.name == "COMPLETE"]
+    finally:
+        close_storage(store)
 
 
 def test_optimize_with_a_storage_keeps_the_study_there_and_the_local_trials(

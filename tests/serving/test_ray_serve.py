@@ -245,10 +245,12 @@ def test_shutdown_stops_ray_and_its_processes(apps: Any) -> None:
     assert not ray.is_initialized()
 
     def leftovers() -> list[str]:
+        # Ray's processes only: a test worker may also run other servers of other tests'
+        # session fixtures (PostgreSQL, redis-server) as its children
         names = []
         for p in ours.children(recursive=True):
             try:
-                if p.status() != psutil.STATUS_ZOMBIE:
+                if p.status() != psutil.STATUS_ZOMBIE and "ray" in " ".join(p.cmdline()):
                     names.append(p.name())
             except psutil.NoSuchProcess:
                 continue

@@ -309,6 +309,9 @@ def optimize(
     try:
         _run_rounds(loop, state, proposer, rounds, failed, progress)
     finally:
+        close = getattr(proposer, "close", None)  # (a study kept in a database)
+        if close is not None:
+            close()
         result = loop.result(proposer, baseline, rounds, failed)
         if log:
             log.write("result", **result.to_dict())

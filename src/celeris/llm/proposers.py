@@ -91,6 +91,7 @@ class OptunaProposer:
         self.seed = seed
         self.max_redraws = max_redraws
         self.storage = storage
+        self._store: Any = None
         self.study_name: str | None = None
         self._prefix = study_prefix
         self.study: Any = None
@@ -118,9 +119,10 @@ class OptunaProposer:
             import uuid
 
             self.study_name = f"{self._prefix}-{uuid.uuid4().hex[:12]}"
+            self._store = optuna_storage(self.storage)
             self.study = optuna.create_study(
                 direction="maximize", sampler=sampler, study_name=self.study_name,
-                storage=optuna_storage(self.storage),
+                storage=self._store,
             )  # fmt: skip
         base = state.incumbent
         if base is not None:
@@ -133,6 +135,11 @@ class OptunaProposer:
                         params=params, distributions=self._distributions(), value=value
                     )
                 )
+
+    def close(self) -> None:
+        """Release the storage's database connections (a study in a database or on Redis)."""
+        close_storage(self._store)
+        self._store = None
 
     def propose(self, state: SearchState, log: AuditLog | None) -> list[Candidate]:
         if self.study is None:
@@ -419,3 +426,10 @@ def optuna_storage(url: str) -> Any:
         raise ConfigError(
             f"cannot open the Optuna storage {where!r}: {redact_url(str(exc))}"
         ) from None
+
+
+def close_storage(storage: Any) -> None:
+    """Close what :func:`optuna_storage` opened: an RDB storage's connection pool."""
+    engine = getattr(storage, "engine", None)
+    if engine is not None:
+        engine.dispose()
