@@ -232,11 +232,8 @@ def live_cmd(
     options: dict[str, Any] = {
         "fees": fees, "slippage": slippage, "init_cash": init_cash, "size_type": size_type,
         "direction": direction, "execution": execution, "cash_sharing": cash_sharing,
+        **_given(size=size, sl_stop=sl_stop, tp_stop=tp_stop, tsl_stop=tsl_stop),
     }  # fmt: skip
-    for name, value in (("size", size), ("sl_stop", sl_stop), ("tp_stop", tp_stop),
-                        ("tsl_stop", tsl_stop)):  # fmt: skip
-        if value is not None:
-            options[name] = value
     check_spot(perp_opts)  # a perpetual option without --perp
     frames = _replay_frames(replay, symbols) if replay else None
     names = list(frames) if frames is not None else _symbols(symbols)
@@ -281,12 +278,7 @@ def live_cmd(
                 frames, block=block, pace_s=replay_pace, after=journal.last_ts()
             )
         else:
-            from celeris.live.market import MarketStream
-
-            bars = MarketStream(
-                exchange, names, timeframe, exchange_url=exchange_url,
-                history=loop.history.keep or 1000, stale_after=stale_after, transport=transport,
-            )  # fmt: skip
+            bars = _stream(exchange, names, timeframe, exchange_url, loop, stale_after, transport)
         total = asyncio.run(
             _drive(
                 loop,
@@ -303,6 +295,29 @@ def live_cmd(
         if publisher is not None:
             publisher.close()
         journal.close()
+
+
+def _given(**values: Any) -> dict[str, Any]:
+    """The options given (not None)."""
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def _stream(
+    exchange: str,
+    names: list[str],
+    timeframe: str,
+    exchange_url: str | None,
+    loop: Any,
+    stale_after: int,
+    transport: str,
+) -> Any:
+    """The exchange's bars through ccxt, back-filling the loop's history."""
+    from celeris.live.market import MarketStream
+
+    return MarketStream(
+        exchange, names, timeframe, exchange_url=exchange_url,
+        history=loop.history.keep or 1000, stale_after=stale_after, transport=transport,
+    )  # fmt: skip
 
 
 def _symbols(text: str | None) -> list[str]:

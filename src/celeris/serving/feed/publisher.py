@@ -41,6 +41,11 @@ _FLUSH_RECORDS = 256  # records moved from a ring into one write (32 KiB)
 _RETRY_EVERY = 64  # a blocked subscriber's socket is retried inline every this many publishes
 
 
+def _split(blob: bytes, start: int = 0) -> list[bytes]:
+    """The records of an encoded blob, from byte ``start``."""
+    return [blob[at : at + RECORD_SIZE] for at in range(start, len(blob), RECORD_SIZE)]
+
+
 class _Subscriber:
     __slots__ = (
         "blocked",
@@ -228,7 +233,7 @@ class SignalPublisher:
             self._published += 1
             for sub in self._subs:
                 self._deliver(sub, data)
-            if not self._subs:
+            if not self._subs and self.retain:
                 self._keep([data])
             return record.sequence
 
@@ -264,15 +269,13 @@ class SignalPublisher:
             self._published += n
             for sub in self._subs:
                 self._deliver_many(sub, blob)
-            if not self._subs:
-                self._keep([blob[at : at + RECORD_SIZE] for at in range(0, len(blob), RECORD_SIZE)])
+            if not self._subs and self.retain:
+                self._keep(_split(blob))
             return first
 
     def _keep(self, records: list[bytes]) -> None:
         """Retain records published with no subscriber (lock held), the oldest dropped past
         ``retain``."""
-        if not self.retain:
-            return
         if not self._retained:
             self._retained_first = self._next_seq - len(records)
         self._retained.extend(records)
@@ -291,10 +294,9 @@ class SignalPublisher:
     def _deliver_many(self, sub: _Subscriber, blob: bytes) -> None:
         """:meth:`_deliver` of consecutive records: one send when the subscriber has room; what
         it does not take is split back into records and queued as :meth:`_deliver` would."""
-        records = range(0, len(blob), RECORD_SIZE)
         if sub.blocked:
-            for at in records:
-                self._deliver(sub, blob[at : at + RECORD_SIZE])
+            for record in _split(blob):
+                self._deliver(sub, record)
             return
         try:
             n = sub.sock.send(blob, _SEND_FLAGS)
@@ -314,8 +316,8 @@ class SignalPublisher:
         else:
             sub.queue.append(blob[at : at + RECORD_SIZE])
         self._block(sub)
-        for rest_at in range(at + RECORD_SIZE, len(blob), RECORD_SIZE):
-            self._deliver(sub, blob[rest_at : rest_at + RECORD_SIZE])
+        for record in _split(blob, at + RECORD_SIZE):
+            self._deliver(sub, record)
 
     def _deliver(self, sub: _Subscriber, data: bytes) -> None:
         # Invariant: a subscriber that is not blocked has nothing queued and nothing partial.
