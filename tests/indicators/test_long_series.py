@@ -111,7 +111,7 @@ def test_ma_tail_from_any_bar_has_the_whole_columns_bits(ema, w):
     x, start, stop, whole = _ma_column(11, 3_000, w, ema)
     for need in (0, 4, w + 3, 511, 512, 513 + w, 1536 + w, 2999):
         tail = np.empty_like(x)
-        nb.ma_tail_nb(x, start, stop, w, ema, need, tail)
+        nb.ma_start_nb(x, start, stop, w, ema, need, np.empty(nb.MA_STATE), tail)
         np.testing.assert_array_equal(tail[need:], whole[need:], err_msg=f"need={need}")
 
 

@@ -291,19 +291,16 @@ MA_STATE = 4
 
 
 @njit(cache=True, nogil=True)
-def ma_tail_nb(x, start, stop, w, ema, need, out):
-    """:func:`ma_column_nb` where only bars ``need`` and later are wanted: the same bits there,
-    with less work. An SMA recomputes its window sum at the start of every block of
+def ma_start_nb(x, start, stop, w, ema, need, state, out):
+    """:func:`ma_column_nb` where only bars ``need`` and later are wanted (the same bits there,
+    with less work), and ``state`` (``MA_*``) after the last bar: return True when
+    :func:`ma_advance_nb` can continue from it (the average is valid up to the series' end).
+
+    An SMA recomputes its window sum at the start of every block of
     ``max(w, _MIN_RECOMPUTE_BLOCK)`` bars from its first valid bar and slides it inside the
     block, so its values from ``need`` on come from the block holding ``need`` alone: it is
-    computed from there (bars before it are NaN). An EMA is recursive: computed from the start."""
-    ma_start_nb(x, start, stop, w, ema, need, np.empty(MA_STATE), out)
-
-
-@njit(cache=True, nogil=True)
-def ma_start_nb(x, start, stop, w, ema, need, state, out):
-    """:func:`ma_tail_nb`, and ``state`` (``MA_*``) after the last bar: return True when
-    :func:`ma_advance_nb` can continue from it (the average is valid up to the series' end)."""
+    computed from there (bars before it are NaN). An EMA is recursive: computed from the start.
+    """
     first = start + w - 1
     if ema or w < 1 or first >= stop:
         ma_column_nb(x, start, stop, w, ema, out)
