@@ -24,7 +24,7 @@ from celeris.errors import ConfigError, DataError, ExchangeError, did_you_mean
 
 logger = logging.getLogger("celeris.data")
 
-__all__ = ["download_funding"]
+__all__ = ["check_perpetual", "download_funding", "funding_record", "to_funding_second"]
 
 _HOUR_MS = 3_600_000
 # An empty page moves the cursor by ``limit`` of the shortest funding interval in use (1 hour):
@@ -113,7 +113,7 @@ def download_funding(
     db = Store() if store is True else (store or None)
     if db is not None:
         db.funding_path(ex.id, symbol)  # refuse a bad key before any request
-    _check_perpetual(ex, _call(ex, retry, "load_markets", ex.load_markets), symbol)
+    check_perpetual(ex, _call(ex, retry, "load_markets", ex.load_markets), symbol)
     segments = [(start_ms, stop_ms)]
     if db is not None:
         segments = _missing_segments(db.funding_bounds(ex.id, symbol), start_ms, stop_ms)
@@ -158,7 +158,7 @@ def _window(
     return start_ms, stop_ms
 
 
-def _check_perpetual(ex: Any, markets: dict[str, Any], symbol: str) -> None:
+def check_perpetual(ex: Any, markets: dict[str, Any], symbol: str) -> None:
     """Raise a ConfigError unless ``symbol`` is a perpetual swap of ``ex``."""
     swaps = [s for s, m in markets.items() if (m or {}).get("swap")]
     market = markets.get(symbol)
@@ -267,12 +267,12 @@ class _FundingPager:
             since=cursor,
             limit=self.limit,
         )
-        raw = [_record(r, self.ex.id, self.symbol) for r in (records or [])]
-        rows = [(_to_second(ms), rate, mark) for ms, rate, mark in raw]
+        raw = [funding_record(r, self.ex.id, self.symbol) for r in (records or [])]
+        rows = [(to_funding_second(ms), rate, mark) for ms, rate, mark in raw]
         return rows, max((ms for ms, _, _ in raw), default=cursor)
 
 
-def _record(record: Any, exchange_id: str, symbol: str) -> tuple[int, float, float]:
+def funding_record(record: Any, exchange_id: str, symbol: str) -> tuple[int, float, float]:
     """Turn a ccxt funding-rate-history structure into ``(ms, rate, mark_price)``.
 
     ccxt's unified structure has no mark price; the exchange's own answer (``info``) does on
@@ -297,7 +297,7 @@ def _record(record: Any, exchange_id: str, symbol: str) -> tuple[int, float, flo
     return int(record["timestamp"]), rate_value, mark_value
 
 
-def _to_second(ms: int) -> int:
+def to_funding_second(ms: int) -> int:
     """Round epoch milliseconds to the nearest second (funding is paid on the hour; Binance's
     ``fundingTime`` may carry a few milliseconds of jitter, e.g. 08:00:00.005)."""
     return (ms + 500) // 1000 * 1000

@@ -48,7 +48,7 @@ from celeris.data.exchange import RetryPolicy, redirect_exchange
 
 # the funding download's checks and record parsing, shared rather than written twice
 from celeris.data.funding import align_funding
-from celeris.data.funding_download import _check_perpetual, _record, _to_second
+from celeris.data.funding_download import check_perpetual, funding_record, to_funding_second
 from celeris.errors import ConfigError, DataError, ExchangeError, did_you_mean
 
 __all__ = ["FUNDING_STAT_NAMES", "ExchangeFunding", "FundingSource", "ReplayFunding"]
@@ -244,7 +244,7 @@ class ExchangeFunding:
         try:
             markets = await self._request("load_markets", self._ex.load_markets)
             for symbol in self.symbols:
-                _check_perpetual(self._ex, markets or {}, symbol)
+                check_perpetual(self._ex, markets or {}, symbol)
             await asyncio.gather(*(self._learn(st) for st in self._state))
         except BaseException:
             await self.close()
@@ -363,7 +363,7 @@ class ExchangeFunding:
                 self._ex.fetch_funding_rate_history, symbol, since=cursor,
                 limit=_PAGE if since is not None else 3,
             )  # fmt: skip
-            raw = [_record(r, self.exchange_id, symbol) for r in page or []]
+            raw = [funding_record(r, self.exchange_id, symbol) for r in page or []]
             for ms, rate, _ in raw:
                 if since is not None and ms < since:
                     continue
@@ -372,7 +372,7 @@ class ExchangeFunding:
                         f"{self.exchange_id} {symbol}: the funding record at "
                         f"{pd.Timestamp(ms, unit='ms', tz='UTC')} has no rate"
                     )
-                out[_to_second(ms)] = rate
+                out[to_funding_second(ms)] = rate
             last = max((ms for ms, _, _ in raw), default=None)
             if cursor is None or last is None or len(raw) < _PAGE or last < cursor:
                 return out
@@ -389,7 +389,7 @@ class ExchangeFunding:
                 f"{self.exchange_id} {symbol}: the exchange did not tell the next funding time "
                 f"(fetch_funding_rate answered {info!r:.200})"
             )
-        return _to_second(int(stamp))
+        return to_funding_second(int(stamp))
 
     async def _learn(self, st: _Perp) -> None:
         st.due = [await self._next_funding(st.symbol)]
