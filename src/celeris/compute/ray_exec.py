@@ -156,7 +156,8 @@ def run_tasks(
     """Run ``fn(shared, item)`` for every item as Ray tasks; call ``on_result(i, result)`` as
     each finishes (in completion order, not item order).
 
-    ``shared`` is put in the object store once and every task reads that one copy. ``fn`` must
+    ``shared`` is put in the object store once and every task reads that one copy (pass an
+    ``ObjectRef`` to reuse what an earlier call put there). ``fn`` must
     be importable by the workers (a module-level function of an installed package) or
     picklable by value. ``units[i]`` is the work of item ``i`` on the progress bar (default 1).
 
@@ -180,7 +181,8 @@ def run_tasks(
         retry_exceptions=False,  # an error of the task's own would only happen again
         scheduling_strategy="SPREAD",  # over the nodes, not all on the one that holds the data
     )
-    shared_ref = ray.put(shared)
+    # (a caller running several batches over the same data puts it once and passes the ref)
+    shared_ref = shared if isinstance(shared, ray.ObjectRef) else ray.put(shared)
     pending = {task.remote(fn, threads, shared_ref, item): i for i, item in enumerate(items)}
     with progress_bar(progress) or nullcontext(None) as bar:
         bar_task = bar.add_task(label, total=sum(sizes)) if bar is not None else None

@@ -117,6 +117,7 @@ class Verifier:
         self.device = device
         self.options = dict(options or {})
         self.executor = executor  # a RayExecutor: a round's candidates as Ray tasks
+        self._shared: Any = None  # the in-sample job in Ray's object store
         # One calendar for the whole run: inferred per window, a short window without a weekend
         # bar would annualise crypto at 252 days while the in-sample backtest used 365.
         self.options["year_days"] = resolve_year_days(bars.index, self.options.get("year_days"))
@@ -169,16 +170,17 @@ class Verifier:
             return _in_sample(job, combos)
         from celeris.compute.ray_exec import connect, default_tasks, run_tasks
 
-        per = self.executor.task_size or -(-len(combos) // default_tasks(
-            connect(self.executor.address), self.executor
-        ))  # fmt: skip
+        ray = connect(self.executor.address)
+        if self._shared is None:  # the in-sample bars go to the object store once per run
+            self._shared = ray.put(job)
+        per = self.executor.task_size or -(-len(combos) // default_tasks(ray, self.executor))
         blocks = [combos.iloc[i : i + per] for i in range(0, len(combos), per)]
         out: list[list[InSample]] = [[] for _ in blocks]
 
         def take(i: int, block: list[InSample]) -> None:
             out[i] = block
 
-        run_tasks(_in_sample, job, blocks, take, executor=self.executor,
+        run_tasks(_in_sample, self._shared, blocks, take, executor=self.executor,
                   units=[len(b) for b in blocks], label="candidates on Ray",
                   progress=False)  # fmt: skip
         return [r for block in out for r in block]
